@@ -1,0 +1,1 @@
+"""Pure domain and decisions: no I/O, time from an injected Clock, randomness from a seed."""

@@ -1,0 +1,59 @@
+"""The Clock port: every component asks it for time, so tests can freeze and step it.
+
+Two readings are needed: a wall clock (unix milliseconds) for records that leave the
+process, and a monotonic clock (nanoseconds) for ages and deadlines, which must never
+jump when NTP adjusts the wall clock.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Source of time for the engine."""
+
+    def time_ms(self) -> int:
+        """Wall-clock time as unix milliseconds."""
+        ...
+
+    def monotonic_ns(self) -> int:
+        """Monotonic time in nanoseconds; only differences are meaningful."""
+        ...
+
+
+class RealClock:
+    """The system clocks."""
+
+    __slots__ = ()
+
+    def time_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
+
+
+class ManualClock:
+    """A clock that only moves when told to: deterministic tests and snapshots."""
+
+    __slots__ = ("_wall_ns", "_mono_ns")
+
+    def __init__(self, wall_ms: int = 1_732_150_000_000, mono_ns: int = 1_000_000_000) -> None:
+        self._wall_ns = wall_ms * 1_000_000
+        self._mono_ns = mono_ns
+
+    def time_ms(self) -> int:
+        return self._wall_ns // 1_000_000
+
+    def monotonic_ns(self) -> int:
+        return self._mono_ns
+
+    def advance(self, *, ms: float = 0.0, ns: int = 0) -> None:
+        """Move both readings forward together."""
+        step_ns = int(ms * 1_000_000) + ns
+        if step_ns < 0:
+            raise ValueError("a clock never goes backwards")
+        self._mono_ns += step_ns
+        self._wall_ns += step_ns

@@ -1,0 +1,202 @@
+"""CompareEngine: the latest Quote of every instrument and the directed edges between them.
+
+The hot path is one `update()` per quote. It normalizes the quote into a mutable book slot
+and recomputes only the directed edges that involve that instrument (an edge that touches
+neither changed quote has not changed). Edge states are mutable slots too: nothing is
+allocated per quote except by callers that ask for a `PairComparison`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+from core.instruments import Instrument, Pair, common_step
+from core.models import DirectedEdge, PairComparison, Quote, Venue
+
+_INF = float("inf")
+
+
+class Book:
+    """Latest quote of one instrument, normalized to base units and normalized prices."""
+
+    __slots__ = (
+        "inst",
+        "venue",
+        "pair",
+        "has_quote",
+        "bid",
+        "ask",
+        "bid_qty",
+        "ask_qty",
+        "raw_bid",
+        "raw_ask",
+        "venue_ts_ms",
+        "recv_ns",
+        "quotes",
+        "edges",
+    )
+
+    def __init__(self, inst: Instrument) -> None:
+        self.inst = inst
+        self.venue: Venue = inst.venue
+        self.pair = inst.pair
+        self.has_quote = False
+        self.bid = 0.0
+        self.ask = 0.0
+        self.bid_qty = 0.0
+        self.ask_qty = 0.0
+        self.raw_bid = 0.0
+        self.raw_ask = 0.0
+        self.venue_ts_ms = 0
+        self.recv_ns = 0
+        self.quotes = 0
+        self.edges: list[EdgeState] = []
+
+
+class EdgeState:
+    """One directed edge of a pair (buy on `buy`, sell on `sell`) and the pipeline's memory of it."""
+
+    __slots__ = (
+        "pair",
+        "buy",
+        "sell",
+        "buy_cost",
+        "sell_keep",
+        "gross_bps",
+        "edge_bps",
+        "valid",
+        "above_since_ns",
+        "last_intent_ns",
+        "last_reason",
+        "step",
+        "min_base_qty",
+        "min_notional",
+    )
+
+    def __init__(self, pair: str, buy: Book, sell: Book) -> None:
+        self.pair = pair
+        self.buy = buy
+        self.sell = sell
+        # Fee factors: the buy leg costs ask * (1 + fee), the sell leg keeps bid * (1 - fee).
+        self.buy_cost = 1.0 + buy.inst.fee_f
+        self.sell_keep = 1.0 - sell.inst.fee_f
+        self.gross_bps = 0.0
+        self.edge_bps = 0.0
+        self.valid = False
+        self.above_since_ns = 0
+        self.last_intent_ns: int | None = None
+        self.last_reason = ""
+        # A size both venues can trade exactly: a whole number of both lot steps.
+        self.step: Decimal = common_step(buy.inst.base_step, sell.inst.base_step)
+        self.min_base_qty: Decimal = max(buy.inst.base_min_qty, sell.inst.base_min_qty, self.step)
+        self.min_notional: Decimal = max(buy.inst.min_notional, sell.inst.min_notional)
+
+    def recompute(self) -> float:
+        """Refresh gross and net edge from the two books; returns the net edge in bps."""
+        buy = self.buy
+        sell = self.sell
+        ask = buy.ask
+        bid = sell.bid
+        self.gross_bps = (bid - ask) / ask * 10_000.0
+        edge = (bid * self.sell_keep / (ask * self.buy_cost) - 1.0) * 10_000.0
+        self.edge_bps = edge
+        self.valid = True
+        return edge
+
+    def to_edge(self) -> DirectedEdge:
+        return DirectedEdge(
+            pair=self.pair,
+            buy_venue=self.buy.venue,
+            sell_venue=self.sell.venue,
+            buy_price=self.buy.ask,
+            sell_price=self.sell.bid,
+            buy_qty=self.buy.ask_qty,
+            sell_qty=self.sell.bid_qty,
+            gross_bps=self.gross_bps,
+            edge_bps=self.edge_bps,
+        )
+
+
+class CompareEngine:
+    """Latest Quote per instrument; all directed edges of each pair across its venues."""
+
+    def __init__(self, pairs: Iterable[Pair]) -> None:
+        self.pairs: dict[str, Pair] = {}
+        self._books: dict[tuple[str, str], Book] = {}
+        self._pair_books: dict[str, list[Book]] = {}
+        self._pair_edges: dict[str, list[EdgeState]] = {}
+        self.rejected = 0
+        self.unknown = 0
+        for pair in pairs:
+            if pair.name in self.pairs:
+                raise ValueError(f"duplicate pair {pair.name}")
+            self.pairs[pair.name] = pair
+            books = [Book(inst) for inst in pair.instruments]
+            for book in books:
+                key = (book.venue, book.inst.symbol)
+                if key in self._books:
+                    raise ValueError(f"instrument {key} belongs to two pairs")
+                self._books[key] = book
+            edges: list[EdgeState] = []
+            for buy in books:
+                for sell in books:
+                    if buy is sell:
+                        continue
+                    edge = EdgeState(pair.name, buy, sell)
+                    edges.append(edge)
+                    buy.edges.append(edge)
+                    sell.edges.append(edge)
+            self._pair_books[pair.name] = books
+            self._pair_edges[pair.name] = edges
+
+    def book(self, venue: str, symbol: str) -> Book | None:
+        return self._books.get((venue, symbol))
+
+    def books(self) -> list[Book]:
+        return list(self._books.values())
+
+    def edges(self, pair: str | None = None) -> list[EdgeState]:
+        if pair is not None:
+            return self._pair_edges[pair]
+        return [e for edges in self._pair_edges.values() for e in edges]
+
+    def update(self, quote: Quote) -> Book | None:
+        """Store a quote and recompute the edges it touches.
+
+        Returns the instrument's book, or None when the quote is for an unknown instrument
+        or not a sane two-sided book (non-positive or crossed); such quotes change nothing.
+        """
+        book = self._books.get((quote.venue, quote.symbol))
+        if book is None:
+            self.unknown += 1
+            return None
+        bid = quote.bid
+        ask = quote.ask
+        if not (0.0 < bid <= ask) or ask == _INF or quote.bid_size < 0.0 or quote.ask_size < 0.0:
+            self.rejected += 1
+            return None
+        inst = book.inst
+        scale = inst.price_scale_f
+        qpu = inst.qty_per_unit_f
+        book.raw_bid = bid
+        book.raw_ask = ask
+        book.bid = bid * scale
+        book.ask = ask * scale
+        book.bid_qty = quote.bid_size * qpu
+        book.ask_qty = quote.ask_size * qpu
+        book.venue_ts_ms = quote.venue_ts_ms
+        book.recv_ns = quote.recv_ns
+        book.has_quote = True
+        book.quotes += 1
+        for edge in book.edges:
+            if edge.buy.has_quote and edge.sell.has_quote:
+                edge.recompute()
+        return book
+
+    def comparison(self, pair: str, ts_ns: int = 0) -> PairComparison:
+        """All current directed edges of one pair (both quotes present)."""
+        edges = tuple(
+            e.to_edge() for e in self._pair_edges[pair] if e.buy.has_quote and e.sell.has_quote
+        )
+        return PairComparison(pair=pair, ts_ns=ts_ns, edges=edges)

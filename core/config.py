@@ -1,0 +1,278 @@
+"""Configuration schema (DESIGN.md 5.2): the TOML shape as pydantic models.
+
+Unknown keys are errors everywhere (`extra="forbid"`): a misspelt risk limit must stop the
+start, not silently fall back to a default. Secrets are not part of this schema: they come
+from the environment only (see `quantarb_tui.settings`). Defaults are documented on each
+field and in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.instruments import Instrument, Pair
+from core.models import Venue
+
+PositiveDecimal = Annotated[Decimal, Field(gt=0)]
+NonNegativeDecimal = Annotated[Decimal, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineConfig(_Strict):
+    execution: Literal["live", "paper"] = Field(
+        "paper", description="live sends real orders; paper fills against the book."
+    )
+    ledger: str = Field(
+        "~/.local/share/quantarb/ledger.db", description="SQLite ledger file (WAL)."
+    )
+
+
+class ListenerConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Bind address; loopback unless the EA is remote.")
+    port: int = Field(8787, ge=0, le=65535, description="0 picks a free port.")
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ListenerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
+class OkxVenueConfig(_Strict):
+    ws_url: str = "wss://ws.okx.com:8443/ws/v5/public"
+    rest_url: str = "https://www.okx.com"
+    transport: Literal["ws", "rest"] = "ws"
+
+
+class BinanceVenueConfig(_Strict):
+    market: Literal["spot", "usdm"] = "usdm"
+    ws_url: str | None = Field(None, description="Defaults by market: spot or USD-M /public.")
+    rest_url: str | None = Field(None, description="Defaults by market.")
+    transport: Literal["ws", "rest"] = "ws"
+
+
+class Mt5VenueConfig(_Strict):
+    terminals: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,32}$")]] = Field(
+        default_factory=lambda: ["T1"],
+        description="Terminal ids; the secret of each is QUANTARB_MT5_SECRET_<ID>.",
+    )
+    magic: int = Field(7701, ge=0, description="Magic number on every EA order.")
+    deviation_points: int = Field(20, ge=0)
+    filling: Literal["FOK", "IOC", "RETURN"] = "IOC"
+    command_ttl_ms: int = Field(2000, gt=0, description="Commands expire unacked after this.")
+
+
+class VenuesConfig(_Strict):
+    okx: OkxVenueConfig | None = None
+    binance: BinanceVenueConfig | None = None
+    mt5: Mt5VenueConfig | None = None
+
+    def enabled(self) -> tuple[Venue, ...]:
+        names: list[Venue] = []
+        if self.mt5 is not None:
+            names.append("mt5")
+        if self.okx is not None:
+            names.append("okx")
+        if self.binance is not None:
+            names.append("binance")
+        return tuple(names)
+
+
+class _InstrumentBase(_Strict):
+    symbol: Annotated[str, Field(min_length=1, max_length=64)]
+    price_scale: PositiveDecimal = Decimal(1)
+    tick_size: PositiveDecimal = Decimal("0.01")
+    min_notional: NonNegativeDecimal = Decimal(0)
+
+
+class Mt5InstrumentConfig(_InstrumentBase):
+    qty_per_lot: PositiveDecimal = Field(Decimal(1), description="Base units per MT5 lot.")
+    lot_step: PositiveDecimal = Decimal("0.01")
+    min_qty: NonNegativeDecimal = Decimal("0.01")
+    taker_fee_bps: Annotated[float, Field(ge=0, le=1000)] = 0.0
+
+
+class OkxInstrumentConfig(_InstrumentBase):
+    qty_per_contract: PositiveDecimal = Field(Decimal(1), description="Base units per contract.")
+    lot_step: PositiveDecimal = Decimal(1)
+    min_qty: NonNegativeDecimal = Decimal(1)
+    taker_fee_bps: Annotated[float, Field(ge=0, le=1000)] = 5.0
+    channel: Literal["tickers", "bbo-tbt"] = "tickers"
+
+
+class BinanceInstrumentConfig(_InstrumentBase):
+    qty_per_contract: PositiveDecimal = Field(Decimal(1), description="Base units per unit.")
+    lot_step: PositiveDecimal = Decimal("0.001")
+    min_qty: NonNegativeDecimal = Decimal("0.001")
+    taker_fee_bps: Annotated[float, Field(ge=0, le=1000)] = 5.0
+
+
+class PairInstruments(_Strict):
+    mt5: Mt5InstrumentConfig | None = None
+    okx: OkxInstrumentConfig | None = None
+    binance: BinanceInstrumentConfig | None = None
+
+
+class PairConfig(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,16}$")]
+    instruments: PairInstruments
+
+    @model_validator(mode="after")
+    def _two_venues(self) -> PairConfig:
+        present = [v for v in ("mt5", "okx", "binance") if getattr(self.instruments, v)]
+        if len(present) < 2:
+            raise ValueError("a pair needs instruments on at least two venues")
+        return self
+
+    def to_pair(self) -> Pair:
+        insts: list[Instrument] = []
+        if (m := self.instruments.mt5) is not None:
+            insts.append(_instrument("mt5", self.name, m, m.qty_per_lot))
+        if (o := self.instruments.okx) is not None:
+            insts.append(_instrument("okx", self.name, o, o.qty_per_contract))
+        if (b := self.instruments.binance) is not None:
+            insts.append(_instrument("binance", self.name, b, b.qty_per_contract))
+        return Pair(name=self.name, instruments=tuple(insts))
+
+
+def _instrument(
+    venue: Venue,
+    pair: str,
+    cfg: Mt5InstrumentConfig | OkxInstrumentConfig | BinanceInstrumentConfig,
+    qty_per_unit: Decimal,
+) -> Instrument:
+    return Instrument(
+        venue=venue,
+        symbol=cfg.symbol,
+        pair=pair,
+        qty_per_unit=qty_per_unit,
+        tick_size=cfg.tick_size,
+        lot_step=cfg.lot_step,
+        min_qty=cfg.min_qty,
+        taker_fee_bps=cfg.taker_fee_bps,
+        price_scale=cfg.price_scale,
+        min_notional=cfg.min_notional,
+    )
+
+
+class StrategyConfig(_Strict):
+    threshold_bps: float = Field(8.0, description="Minimum net edge (after both fees) to trade.")
+    persistence_ms: int = Field(0, ge=0, description="Edge must hold this long before an intent.")
+    cooldown_ms: int = Field(3000, ge=0, description="Per pair and direction, after an intent.")
+    max_quote_age_ms: int = Field(1500, gt=0, description="Older quotes never trade.")
+    leg_policy: Literal["concurrent", "mt5_first", "exchange_first"] = "concurrent"
+    group_deadline_ms: int = Field(5000, gt=0, description="A group must settle within this.")
+
+
+class RiskConfig(_Strict):
+    max_leg_notional: PositiveDecimal = Decimal(5000)
+    max_open_groups: int = Field(3, ge=1)
+    max_gross_exposure: PositiveDecimal = Decimal(20000)
+    daily_loss_limit: PositiveDecimal = Decimal(200)
+    max_consecutive_failures: int = Field(3, ge=1)
+    feed_stale_halt_s: float = Field(30, gt=0)
+    venue_down_halt_s: float = Field(30, gt=0)
+    hold_timeout_s: float = Field(600, gt=0)
+
+
+class DemoConfig(_Strict):
+    """The built-in simulated world: every configured venue simulated on this machine.
+
+    The built-in demo (no config file) always runs it; a config file opts in with
+    `enabled = true` to try its pairs without keys or network.
+    """
+
+    enabled: bool = False
+    seed: int = 7
+    tick_ms: int = Field(50, gt=0, description="Mean interval between quotes per instrument.")
+    dislocation_every_s: float = Field(3.0, gt=0, description="Mean time between dislocations.")
+
+
+class QuantarbConfig(_Strict):
+    engine: EngineConfig = EngineConfig()
+    listener: ListenerConfig = ListenerConfig()
+    venues: VenuesConfig = VenuesConfig()
+    pairs: list[PairConfig] = Field(min_length=1)
+    strategy: StrategyConfig = StrategyConfig()
+    risk: RiskConfig = RiskConfig()
+    demo: DemoConfig = DemoConfig()
+
+    @field_validator("pairs")
+    @classmethod
+    def _unique_pairs(cls, pairs: list[PairConfig]) -> list[PairConfig]:
+        names = [p.name for p in pairs]
+        if len(set(names)) != len(names):
+            raise ValueError("pair names must be unique")
+        return pairs
+
+    @model_validator(mode="after")
+    def _venues_configured(self) -> QuantarbConfig:
+        enabled = set(self.venues.enabled())
+        for i, pair in enumerate(self.pairs):
+            for venue in ("mt5", "okx", "binance"):
+                if getattr(pair.instruments, venue) is not None and venue not in enabled:
+                    raise ValueError(
+                        f"pairs[{i}].instruments.{venue}: venue {venue} has no [venues.{venue}] section"
+                    )
+        return self
+
+    def build_pairs(self) -> tuple[Pair, ...]:
+        return tuple(p.to_pair() for p in self.pairs)
+
+
+def demo_config() -> QuantarbConfig:
+    """The built-in demo: three venues, three pairs, paper execution on simulated venues."""
+    return QuantarbConfig.model_validate(DEMO_CONFIG)
+
+
+DEMO_CONFIG: dict[str, object] = {
+    "engine": {"execution": "paper", "ledger": "~/.local/share/quantarb/demo.db"},
+    "venues": {
+        "mt5": {"terminals": ["DEMO"]},
+        "okx": {},
+        "binance": {"market": "usdm"},
+    },
+    "pairs": [
+        {
+            "name": "XAU",
+            "instruments": {
+                "mt5": {"symbol": "XAUUSD", "qty_per_lot": "100", "lot_step": "0.01", "min_qty": "0.01"},
+                "okx": {"symbol": "XAUT-USDT-SWAP", "qty_per_contract": "0.001", "lot_step": "1",
+                        "min_qty": "1", "tick_size": "0.1"},
+                "binance": {"symbol": "PAXGUSDT", "qty_per_contract": "1", "lot_step": "0.001",
+                            "min_qty": "0.001"},
+            },
+        },
+        {
+            "name": "BTC",
+            "instruments": {
+                "mt5": {"symbol": "BTCUSD", "qty_per_lot": "1", "lot_step": "0.01", "min_qty": "0.01"},
+                "okx": {"symbol": "BTC-USDT-SWAP", "qty_per_contract": "0.01", "lot_step": "1",
+                        "min_qty": "1", "tick_size": "0.1"},
+                "binance": {"symbol": "BTCUSDT", "qty_per_contract": "1", "lot_step": "0.001",
+                            "min_qty": "0.001", "tick_size": "0.1"},
+            },
+        },
+        {
+            "name": "ETH",
+            "instruments": {
+                "mt5": {"symbol": "ETHUSD", "qty_per_lot": "1", "lot_step": "0.01", "min_qty": "0.01"},
+                "okx": {"symbol": "ETH-USDT-SWAP", "qty_per_contract": "0.1", "lot_step": "1",
+                        "min_qty": "1"},
+                "binance": {"symbol": "ETHUSDT", "qty_per_contract": "1", "lot_step": "0.001",
+                            "min_qty": "0.001"},
+            },
+        },
+    ],
+    "strategy": {"threshold_bps": 8, "persistence_ms": 0, "cooldown_ms": 3000, "max_quote_age_ms": 1500},
+    "risk": {"max_leg_notional": "5000", "max_open_groups": 3},
+    "demo": {"enabled": True},
+}

@@ -1,0 +1,156 @@
+"""HedgeGroup: the lifecycle of one intent (DESIGN.md section 4), its legs and its PnL.
+
+The group's state is derived from its orders' fills in base units: both legs filled the
+same quantity within one lot step -> hedged; one leg filled more -> broken; nothing filled
+-> rejected. Compensation moves a broken group to repaired, unwound or failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from core.instruments import Instrument
+from core.models import (
+    CompensationAction,
+    ExecutionIntent,
+    Fill,
+    GroupState,
+    Order,
+    OrderPurpose,
+    Side,
+    Venue,
+)
+from core.orders import is_terminal
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+_GROUP_TRANSITIONS: dict[GroupState, frozenset[GroupState]] = {
+    GroupState.PLANNED: frozenset({GroupState.WORKING, GroupState.REJECTED}),
+    GroupState.WORKING: frozenset({GroupState.HEDGED, GroupState.BROKEN, GroupState.REJECTED}),
+    GroupState.BROKEN: frozenset({GroupState.COMPENSATING}),
+    GroupState.COMPENSATING: frozenset(
+        {GroupState.REPAIRED, GroupState.UNWOUND, GroupState.FAILED, GroupState.COMPENSATING}
+    ),
+}
+
+GROUP_TERMINAL: frozenset[GroupState] = frozenset(
+    {GroupState.HEDGED, GroupState.REPAIRED, GroupState.UNWOUND, GroupState.REJECTED, GroupState.FAILED}
+)
+
+
+def _base36(n: int) -> str:
+    if n < 0:
+        raise ValueError("negative id component")
+    digits = []
+    while True:
+        n, r = divmod(n, 36)
+        digits.append(_ALPHABET[r])
+        if n == 0:
+            return "".join(reversed(digits))
+
+
+def new_group_id(opened_ms: int, seq: int) -> str:
+    """A group id that is unique across restarts (ms timestamp) and runs (sequence)."""
+    return f"g{_base36(opened_ms)}{_base36(seq).rjust(3, '0')}"
+
+
+def client_order_id(group_id: str, leg: int, attempt: int) -> str:
+    """Deterministic client order id from (group, leg, attempt): `[A-Za-z0-9]{1,32}`.
+
+    The same id is reused when the same attempt is re-sent, so a venue can refuse a
+    duplicate instead of executing it twice.
+    """
+    coid = f"qa{group_id}l{leg}a{_base36(attempt)}"
+    if len(coid) > 32 or not coid.isalnum():
+        raise ValueError(f"client order id {coid!r} is not in the safe format")
+    return coid
+
+
+@dataclass(slots=True)
+class HedgeGroup:
+    group_id: str
+    intent: ExecutionIntent
+    instruments: dict[Venue, Instrument]
+    opened_ms: int
+    state: GroupState = GroupState.PLANNED
+    orders: list[Order] = field(default_factory=list)
+    actions: list[CompensationAction] = field(default_factory=list)
+    closed_ms: int = 0
+    note: str = ""
+
+    @property
+    def pair(self) -> str:
+        return self.intent.pair
+
+    @property
+    def buy_venue(self) -> Venue:
+        return self.intent.buy.venue
+
+    @property
+    def sell_venue(self) -> Venue:
+        return self.intent.sell.venue
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in GROUP_TERMINAL
+
+    @property
+    def step(self) -> Decimal:
+        """One lot step in base units: the coarser of the two legs' steps."""
+        return max(inst.base_step for inst in self.instruments.values())
+
+    def transition(self, new: GroupState, now_ms: int) -> bool:
+        """Move to `new` if the group state machine allows it."""
+        if new not in _GROUP_TRANSITIONS.get(self.state, frozenset()):
+            return False
+        self.state = new
+        if new in GROUP_TERMINAL:
+            self.closed_ms = now_ms
+        return True
+
+    def base_filled(self, order: Order) -> Decimal:
+        return self.instruments[order.venue].to_base_qty(order.filled_qty)
+
+    def position(self, venue: Venue) -> Decimal:
+        """Net base quantity this group holds on `venue` (+ long, - short)."""
+        net = Decimal(0)
+        for order in self.orders:
+            if order.venue == venue:
+                qty = self.base_filled(order)
+                net += qty if order.side == "buy" else -qty
+        return net
+
+    def residual(self) -> Decimal:
+        """Net base exposure across venues: zero when the group is hedged or flat."""
+        return sum((self.position(v) for v in self.instruments), Decimal(0))
+
+    def entry_filled(self, side: Side) -> Decimal:
+        return sum(
+            (self.base_filled(o) for o in self.orders if o.side == side and o.purpose is OrderPurpose.ENTRY),
+            Decimal(0),
+        )
+
+    def all_orders_terminal(self) -> bool:
+        return all(is_terminal(o.state) for o in self.orders)
+
+    def fills(self) -> list[Fill]:
+        return [f for o in self.orders for f in o.fills]
+
+    @property
+    def fees(self) -> Decimal:
+        return sum((o.fees for o in self.orders), Decimal(0))
+
+    @property
+    def realized_pnl(self) -> Decimal:
+        """Cash flow of every fill in the quote currency, after fees.
+
+        Equals the realized PnL once the group holds no residual (hedged, repaired,
+        unwound); while a residual is open it includes that inventory at cost.
+        """
+        cash = Decimal(0)
+        for order in self.orders:
+            inst = self.instruments[order.venue]
+            notional = order.notional * inst.qty_per_unit * inst.price_scale
+            cash += notional if order.side == "sell" else -notional
+        return cash - self.fees

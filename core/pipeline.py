@@ -1,0 +1,196 @@
+"""OpportunityPipeline: turns every quote into one Decision, and good edges into intents.
+
+Per quote it refreshes the directed edges that the quote touches (CompareEngine) and gives
+one verdict: an intent for the best edge that passes every rule, otherwise the reason the
+best edge was blocked. Rules, in the order they are checked for an edge over threshold:
+
+1. trading state (`halted`, `paused`, `reducing`): the kill switch is seen on the next quote;
+2. stale guard: both quotes younger than `max_quote_age_ms` (local receive time);
+3. persistence: the edge has stayed over threshold for `persistence_ms`;
+4. in flight: no new intent while a group of the pair is open;
+5. cooldown: per pair and direction, after an intent;
+6. risk limits (`risk:<rule>` from the RiskGate);
+7. size: min of both top-of-book sizes and `max_leg_notional / price`, rounded down to a
+   whole number of both venues' lot steps; below the minimum size -> `size_too_small`.
+
+Edges that a quote does not touch are not re-judged: their inputs did not change.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+from core.clock import Clock
+from core.compare import Book, CompareEngine, EdgeState
+from core.config import RiskConfig, StrategyConfig
+from core.instruments import floor_to
+from core.models import Decision, ExecutionIntent, ExecutionLeg, Outcome, Quote, Reason
+from core.risk import RiskGate
+
+_NEG_INF = float("-inf")
+
+
+class OpportunityPipeline:
+    def __init__(
+        self,
+        compare: CompareEngine,
+        strategy: StrategyConfig,
+        risk: RiskConfig,
+        gate: RiskGate,
+        clock: Clock,
+    ) -> None:
+        self.compare = compare
+        self.gate = gate
+        self.clock = clock
+        self.threshold_bps = strategy.threshold_bps
+        self.persistence_ns = strategy.persistence_ms * 1_000_000
+        self.cooldown_ns = strategy.cooldown_ms * 1_000_000
+        self.max_age_ns = strategy.max_quote_age_ms * 1_000_000
+        self.max_leg_notional = risk.max_leg_notional
+        self._max_leg_notional_f = float(risk.max_leg_notional)
+        self.in_flight: set[str] = set()
+        self.reasons: Counter[str] = Counter()
+        self.quotes = 0
+        self.decisions = 0
+        self.intents = 0
+
+    # -- group lifecycle -------------------------------------------------------------
+    def release(self, pair: str) -> None:
+        """A group of `pair` reached a terminal state: the pair may trade again."""
+        self.in_flight.discard(pair)
+
+    # -- hot path --------------------------------------------------------------------
+    def on_quote(self, quote: Quote) -> Decision | None:
+        """Judge one quote. None only when the quote itself was refused (unknown or insane)."""
+        self.quotes += 1
+        book = self.compare.update(quote)
+        if book is None:
+            return None
+        return self._decide(book)
+
+    def _decide(self, book: Book) -> Decision:
+        now_ns = self.clock.monotonic_ns()
+        threshold = self.threshold_bps
+        best: EdgeState | None = None
+        best_bps = _NEG_INF
+        over: list[EdgeState] | None = None
+        for edge in book.edges:
+            if not edge.valid:
+                continue
+            bps = edge.edge_bps
+            if bps >= threshold:
+                if edge.above_since_ns == 0:
+                    edge.above_since_ns = now_ns
+                if over is None:
+                    over = [edge]
+                else:
+                    over.append(edge)
+            else:
+                edge.above_since_ns = 0
+                edge.last_reason = Reason.BELOW_THRESHOLD
+            if bps > best_bps:
+                best_bps = bps
+                best = edge
+        self.decisions += 1
+        ts_ms = self.clock.time_ms()
+        if best is None:
+            self.reasons[Reason.NO_COUNTER_QUOTE] += 1
+            return Decision(ts_ms, book.pair, None, None, 0.0, Outcome.BLOCKED, Reason.NO_COUNTER_QUOTE)
+        if over is None:
+            self.reasons[Reason.BELOW_THRESHOLD] += 1
+            return Decision(
+                ts_ms, best.pair, best.buy.venue, best.sell.venue, best_bps,
+                Outcome.BLOCKED, Reason.BELOW_THRESHOLD,
+            )
+        if len(over) > 1:
+            over.sort(key=_by_edge, reverse=True)
+        first_reason = ""
+        for edge in over:
+            reason, intent = self._judge(edge, now_ns, ts_ms)
+            edge.last_reason = reason
+            if intent is not None:
+                self.reasons[Reason.OK] += 1
+                self.intents += 1
+                return Decision(
+                    ts_ms, edge.pair, edge.buy.venue, edge.sell.venue, edge.edge_bps,
+                    Outcome.INTENT, Reason.OK, intent,
+                )
+            if not first_reason:
+                first_reason = reason
+        top = over[0]
+        self.reasons[first_reason] += 1
+        return Decision(
+            ts_ms, top.pair, top.buy.venue, top.sell.venue, top.edge_bps,
+            Outcome.BLOCKED, first_reason,
+        )
+
+    def _judge(self, edge: EdgeState, now_ns: int, ts_ms: int) -> tuple[str, ExecutionIntent | None]:
+        blocked = self.gate.blocked_state()
+        if blocked is not None:
+            return blocked, None
+        max_age = self.max_age_ns
+        if now_ns - edge.buy.recv_ns > max_age or now_ns - edge.sell.recv_ns > max_age:
+            return Reason.STALE_QUOTE, None
+        if now_ns - edge.above_since_ns < self.persistence_ns:
+            return Reason.PERSISTING, None
+        if edge.pair in self.in_flight:
+            return Reason.IN_FLIGHT, None
+        last = edge.last_intent_ns
+        if last is not None and now_ns - last < self.cooldown_ns:
+            return Reason.COOLDOWN, None
+        intent = self._size(edge, ts_ms)
+        if intent is None:
+            return Reason.SIZE_TOO_SMALL, None
+        risk = self.gate.check(intent, len(self.in_flight))
+        if risk is not None:
+            return risk, None
+        edge.last_intent_ns = now_ns
+        self.in_flight.add(edge.pair)
+        return Reason.OK, intent
+
+    def _size(self, edge: EdgeState, ts_ms: int) -> ExecutionIntent | None:
+        buy = edge.buy
+        sell = edge.sell
+        qty = min(buy.ask_qty, sell.bid_qty, self._max_leg_notional_f / buy.ask)
+        if not qty > 0.0:
+            return None
+        step = edge.step
+        base_qty = floor_to(Decimal(repr(qty)), step)
+        if base_qty < edge.min_base_qty:
+            return None
+        if edge.min_notional and base_qty * Decimal(repr(buy.ask)) < edge.min_notional:
+            return None
+        bi = buy.inst
+        si = sell.inst
+        buy_leg = ExecutionLeg(
+            venue=bi.venue,
+            symbol=bi.symbol,
+            side="buy",
+            quantity=bi.to_venue_qty(base_qty),
+            limit_price=bi.limit_price(buy.raw_ask, "buy"),
+            base_qty=base_qty,
+        )
+        sell_leg = ExecutionLeg(
+            venue=si.venue,
+            symbol=si.symbol,
+            side="sell",
+            quantity=si.to_venue_qty(base_qty),
+            limit_price=si.limit_price(sell.raw_bid, "sell"),
+            base_qty=base_qty,
+        )
+        return ExecutionIntent(
+            pair=edge.pair,
+            buy=buy_leg,
+            sell=sell_leg,
+            base_qty=base_qty,
+            expected_edge_bps=edge.edge_bps,
+            buy_price=buy.ask,
+            sell_price=sell.bid,
+            created_ms=ts_ms,
+        )
+
+
+def _by_edge(edge: EdgeState) -> float:
+    return edge.edge_bps
+

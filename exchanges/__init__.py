@@ -1,0 +1,1 @@
+"""Trading on OKX and Binance: signing, place/cancel/query, private order streams."""

@@ -1,0 +1,1 @@
+"""SQLite ledger: schema and migrations, the single writer, projections, recovery, queries."""

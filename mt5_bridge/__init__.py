@@ -1,0 +1,1 @@
+"""The MT5 side: protocol models, signature check, embedded listener, command queue, gateway."""

@@ -1,0 +1,1 @@
+"""The application: CLI, runtime (composition root), Textual app, headless runner."""

@@ -1,0 +1,70 @@
+"""The runtime snapshot: an immutable picture of the engine that views pull on a timer.
+
+Views never receive one message per quote; they read one of these at <= 10 Hz and update
+only the cells that changed. Every row has a stable key for that diff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quantarb_tui.events import EngineEvent
+
+
+@dataclass(slots=True, frozen=True)
+class QuoteRow:
+    key: str
+    pair: str
+    venue: str
+    symbol: str
+    bid: float
+    ask: float
+    bid_qty: float
+    ask_qty: float
+    age_ms: float | None
+    count: int
+
+
+@dataclass(slots=True, frozen=True)
+class EdgeRow:
+    key: str
+    pair: str
+    buy_venue: str
+    sell_venue: str
+    buy_price: float
+    sell_price: float
+    edge_bps: float | None
+    last_reason: str
+
+
+@dataclass(slots=True, frozen=True)
+class GroupRow:
+    key: str
+    pair: str
+    buy_venue: str
+    sell_venue: str
+    state: str
+    base_qty: str
+    expected_edge_bps: float
+    realized_pnl: str
+    opened_ms: int
+    closed_ms: int
+
+
+@dataclass(slots=True, frozen=True)
+class RuntimeSnapshot:
+    ts_ms: int
+    mode: str
+    trading_state: str
+    state_reason: str
+    threshold_bps: float
+    quotes_total: int
+    decisions_total: int
+    intents_total: int
+    open_groups: int
+    groups_by_state: dict[str, int]
+    realized_pnl: str
+    quotes: tuple[QuoteRow, ...]
+    edges: tuple[EdgeRow, ...]
+    groups: tuple[GroupRow, ...]
+    log: tuple[EngineEvent, ...]
