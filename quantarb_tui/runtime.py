@@ -239,6 +239,7 @@ class Runtime:
             edges=tuple(edges),
             groups=group_rows,
             log=self.events.recent(log),
+            log_total=self.events.total,
         )
 
     def summary(self) -> Mapping[str, object]:

@@ -68,3 +68,4 @@ class RuntimeSnapshot:
     edges: tuple[EdgeRow, ...]
     groups: tuple[GroupRow, ...]
     log: tuple[EngineEvent, ...]
+    log_total: int

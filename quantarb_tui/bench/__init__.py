@@ -1,0 +1,33 @@
+"""`quantarb bench`: speed measured on this machine, never asserted in unit tests."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from quantarb_tui.bench.common import machine_info
+
+
+def _pipeline(quotes: int, seed: int) -> dict[str, Any]:
+    from quantarb_tui.bench.pipeline import bench_pipeline
+
+    return bench_pipeline(quotes=quotes, seed=seed)
+
+
+BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {"pipeline": _pipeline}
+
+
+def run_benches(target: str, *, quotes: int, seed: int, as_json: bool) -> int:
+    names = list(BENCHES) if target == "all" else [target]
+    results = {name: BENCHES[name](quotes, seed) for name in names}
+    if as_json:
+        doc = {"machine": machine_info(), "results": results}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return 0
+    for name, result in results.items():
+        sys.stdout.write(f"[{name}]\n")
+        for line in result.get("lines", []):
+            sys.stdout.write(f"  {line}\n")
+    return 0

@@ -1,0 +1,125 @@
+"""The `quantarb` command line (DESIGN.md 5.1).
+
+Only typer is imported at module level: `quantarb --help` must stay fast, so the engine,
+pydantic, textual and the benches are imported inside the commands that need them.
+Exit codes: 0 success, 2 usage or invalid configuration, 3 runtime failure, 4 no instance.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from quantarb_tui.config_cmd import config_app
+
+if TYPE_CHECKING:
+    from quantarb_tui.runtime import Runtime
+    from quantarb_tui.settings import LoadedConfig
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 3
+
+app = typer.Typer(
+    name="quantarb",
+    help="Terminal workstation for cross-venue arbitrage (MT5, OKX, Binance). "
+    "With no configuration, `tui` and `headless` run the built-in demo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="Config file (else $QUANTARB_CONFIG, ./quantarb.toml, "
+                 "~/.config/quantarb/quantarb.toml, else the built-in demo)."),
+]
+LedgerOpt = Annotated[
+    str | None, typer.Option("--ledger", help="Ledger file (default from the config).")
+]
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    typer.echo(f"quantarb: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _load(config: str | None) -> LoadedConfig:
+    from quantarb_tui.settings import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        raise _fail(EXIT_CONFIG, str(exc)) from None
+
+
+def _runtime(loaded: LoadedConfig, ledger: str | None) -> Runtime:
+    from quantarb_tui.runtime import Runtime, RuntimeFailure
+
+    try:
+        return Runtime(loaded.config, is_demo=loaded.is_demo, ledger_path=ledger)
+    except RuntimeFailure as exc:
+        raise _fail(EXIT_RUNTIME, str(exc)) from None
+
+
+@app.command()
+def tui(config: ConfigOpt = None, ledger: LedgerOpt = None) -> None:
+    """Open the workstation (the demo when there is no configuration)."""
+    loaded = _load(config)
+    runtime = _runtime(loaded, ledger)
+    from quantarb_tui.app import QuantArbApp
+
+    result = QuantArbApp(runtime).run()
+    if isinstance(result, int) and result:
+        raise typer.Exit(result)
+
+
+@app.command()
+def headless(
+    config: ConfigOpt = None,
+    ledger: LedgerOpt = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", min=0.0, help="Stop after this many seconds.")
+    ] = None,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per line.")] = False,
+) -> None:
+    """Run the engine without a UI; one line per notable event, a summary at the end."""
+    loaded = _load(config)
+    runtime = _runtime(loaded, ledger)
+    from quantarb_tui.headless import run_headless
+
+    code = run_headless(runtime, duration=duration, json_logs=json_logs)
+    raise typer.Exit(code)
+
+
+class BenchTarget(enum.StrEnum):
+    pipeline = "pipeline"
+    all = "all"
+
+
+@app.command()
+def bench(
+    target: Annotated[BenchTarget, typer.Argument(help="What to measure.")] = BenchTarget.all,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    quotes: Annotated[
+        int, typer.Option("--quotes", min=1000, help="Synthetic quotes for the pipeline bench.")
+    ] = 1_000_000,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+) -> None:
+    """Measure the engine's speed on this machine (results for docs/performance.md)."""
+    from quantarb_tui.bench import run_benches
+
+    code = run_benches(str(target), quotes=quotes, seed=seed, as_json=json_out)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""`quantarb headless`: the same runtime as the TUI, unattended.
+
+Prints one line per notable event (text or JSON lines), stops after `--duration` or on
+SIGINT/SIGTERM, and ends with a one-line summary. The signal handlers belong to this loop,
+so a SIGTERM stops the whole engine cleanly (groups in flight settle first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TextIO
+
+from quantarb_tui.events import EngineEvent
+from quantarb_tui.runtime import Runtime
+
+
+def format_ts(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_event(event: EngineEvent, *, as_json: bool) -> str:
+    if as_json:
+        doc: dict[str, object] = {
+            "ts": format_ts(event.ts_ms),
+            "ts_ms": event.ts_ms,
+            "level": event.level,
+            "kind": event.kind,
+            "msg": event.text,
+        }
+        doc.update(event.data)
+        return json.dumps(doc, separators=(",", ":"), default=str)
+    return f"{format_ts(event.ts_ms)} {event.level:<5} {event.kind:<7} {event.text}"
+
+
+def format_summary(summary: Mapping[str, object], *, as_json: bool) -> str:
+    groups = summary["groups"]
+    assert isinstance(groups, dict)
+    if as_json:
+        doc = {"kind": "summary", **summary, "groups": {str(k): v for k, v in groups.items()}}
+        return json.dumps(doc, separators=(",", ":"), default=str)
+    by_state = " ".join(f"{state}={n}" for state, n in sorted(groups.items()))
+    return (
+        f"summary quotes={summary['quotes']} decisions={summary['decisions']} "
+        f"intents={summary['intents']} groups {by_state or 'none'} "
+        f"pnl={summary['realized_pnl']} state={summary['trading_state']}"
+    )
+
+
+async def _run(runtime: Runtime, duration: float | None, out: TextIO, as_json: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+
+    def _print(event: EngineEvent) -> None:
+        out.write(format_event(event, as_json=as_json) + "\n")
+        out.flush()
+
+    runtime.events.subscribe(_print)
+    try:
+        await runtime.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=duration)
+    finally:
+        await runtime.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    out.write(format_summary(runtime.summary(), as_json=as_json) + "\n")
+    out.flush()
+
+
+def run_headless(
+    runtime: Runtime, *, duration: float | None, json_logs: bool, out: TextIO | None = None
+) -> int:
+    """Run until the duration ends or a signal arrives; returns the process exit code."""
+    asyncio.run(_run(runtime, duration, out or sys.stdout, json_logs))
+    return 0

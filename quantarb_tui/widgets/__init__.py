@@ -1,0 +1,1 @@
+"""Widgets of the workstation, one per module; each renders a slice of the RuntimeSnapshot."""

@@ -1,0 +1,32 @@
+"""Quotes pane: the latest top of book of every instrument, with its age."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+
+from quantarb_tui.snapshot import RuntimeSnapshot
+from quantarb_tui.widgets import format as fmt
+from quantarb_tui.widgets.synced_table import Row, SyncedTable
+
+COLUMNS = [
+    ("pair", "Pair", 4),
+    ("venue", "Venue", 7),
+    ("bid", "Bid", 9),
+    ("ask", "Ask", 9),
+    ("age", "Age ms", 6),
+]
+
+
+class QuotesPane(Vertical):
+    def compose(self) -> ComposeResult:
+        yield SyncedTable(COLUMNS, id="quotes-table")
+
+    def on_mount(self) -> None:
+        self.border_title = "Quotes"
+
+    def update_from(self, snap: RuntimeSnapshot) -> None:
+        rows: list[Row] = []
+        for q in snap.quotes:
+            rows.append((q.key, (q.pair, q.venue, fmt.price(q.bid), fmt.price(q.ask), fmt.age(q.age_ms))))
+        self.query_one(SyncedTable).sync(rows)

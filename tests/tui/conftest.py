@@ -1,0 +1,15 @@
+"""Fixtures for the TUI tests: a deterministic demo runtime on a manual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.clock import ManualClock
+from core.config import demo_config
+from quantarb_tui.runtime import Runtime
+
+
+@pytest.fixture
+def demo_runtime() -> Runtime:
+    """The built-in demo on a manual clock with its fixed seed: same data on every run."""
+    return Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=":memory:")
