@@ -62,12 +62,21 @@ class BinanceVenueConfig(_Strict):
 class Mt5VenueConfig(_Strict):
     terminals: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,32}$")]] = Field(
         default_factory=lambda: ["T1"],
+        min_length=1,
         description="Terminal ids; the secret of each is QUANTARB_MT5_SECRET_<ID>.",
     )
     magic: int = Field(7701, ge=0, description="Magic number on every EA order.")
     deviation_points: int = Field(20, ge=0)
     filling: Literal["FOK", "IOC", "RETURN"] = "IOC"
     command_ttl_ms: int = Field(2000, gt=0, description="Commands expire unacked after this.")
+
+
+    @field_validator("terminals")
+    @classmethod
+    def _unique_terminals(cls, terminals: list[str]) -> list[str]:
+        if len(set(terminals)) != len(terminals):
+            raise ValueError("terminal ids must be unique")
+        return terminals
 
 
 class VenuesConfig(_Strict):
@@ -164,7 +173,9 @@ def _instrument(
 
 
 class StrategyConfig(_Strict):
-    threshold_bps: float = Field(8.0, description="Minimum net edge (after both fees) to trade.")
+    threshold_bps: float = Field(
+        8.0, allow_inf_nan=False, description="Minimum net edge (after both fees) to trade."
+    )
     persistence_ms: int = Field(0, ge=0, description="Edge must hold this long before an intent.")
     cooldown_ms: int = Field(3000, ge=0, description="Per pair and direction, after an intent.")
     max_quote_age_ms: int = Field(1500, gt=0, description="Older quotes never trade.")
@@ -178,9 +189,9 @@ class RiskConfig(_Strict):
     max_gross_exposure: PositiveDecimal = Decimal(20000)
     daily_loss_limit: PositiveDecimal = Decimal(200)
     max_consecutive_failures: int = Field(3, ge=1)
-    feed_stale_halt_s: float = Field(30, gt=0)
-    venue_down_halt_s: float = Field(30, gt=0)
-    hold_timeout_s: float = Field(600, gt=0)
+    feed_stale_halt_s: float = Field(30, gt=0, allow_inf_nan=False)
+    venue_down_halt_s: float = Field(30, gt=0, allow_inf_nan=False)
+    hold_timeout_s: float = Field(600, gt=0, allow_inf_nan=False)
 
 
 class DemoConfig(_Strict):
@@ -193,7 +204,9 @@ class DemoConfig(_Strict):
     enabled: bool = False
     seed: int = 7
     tick_ms: int = Field(50, gt=0, description="Mean interval between quotes per instrument.")
-    dislocation_every_s: float = Field(3.0, gt=0, description="Mean time between dislocations.")
+    dislocation_every_s: float = Field(
+        3.0, gt=0, allow_inf_nan=False, description="Mean time between dislocations."
+    )
 
 
 class QuantarbConfig(_Strict):

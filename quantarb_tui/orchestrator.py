@@ -34,7 +34,7 @@ from core.models import (
 from core.orders import can_transition
 from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import RiskGate
-from quantarb_tui.events import EngineEvent, EventLog
+from quantarb_tui.events import EngineEvent, EventLog, Level
 
 GroupListener = Callable[[HedgeGroup], None]
 
@@ -261,7 +261,7 @@ class HedgeOrchestrator:
     # -- group bookkeeping -----------------------------------------------------------
     def _set_group(self, group: HedgeGroup, state: GroupState) -> None:
         if group.transition(state, self._clock.time_ms()):
-            level = "warn" if state in (GroupState.BROKEN, GroupState.FAILED) else "info"
+            level: Level = "warn" if state in (GroupState.BROKEN, GroupState.FAILED) else "info"
             self._emit("group", f"group {group.group_id} {group.pair} -> {state}", group, level=level)
 
     def _close(self, group: HedgeGroup) -> None:
@@ -273,9 +273,8 @@ class HedgeOrchestrator:
         if self._on_closed is not None:
             self._on_closed(group)
 
-    def _emit(self, kind: str, text: str, group: HedgeGroup | None, *, level: str = "info") -> None:
+    def _emit(self, kind: str, text: str, group: HedgeGroup | None, *, level: Level = "info") -> None:
         data: dict[str, object] = {}
         if group is not None:
             data = {"group_id": group.group_id, "pair": group.pair, "state": str(group.state)}
-        lvl = "error" if level == "error" else "warn" if level == "warn" else "info"
-        self._events.emit(EngineEvent(self._clock.time_ms(), kind, text, lvl, data))
+        self._events.emit(EngineEvent(self._clock.time_ms(), kind, text, level, data))

@@ -23,7 +23,8 @@ def run_benches(target: str, *, quotes: int, seed: int, as_json: bool) -> int:
     names = list(BENCHES) if target == "all" else [target]
     results = {name: BENCHES[name](quotes, seed) for name in names}
     if as_json:
-        doc = {"machine": machine_info(), "results": results}
+        clean = {name: {k: v for k, v in r.items() if k != "lines"} for name, r in results.items()}
+        doc = {"machine": machine_info(), "results": clean}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
     for name, result in results.items():

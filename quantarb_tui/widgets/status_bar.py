@@ -24,7 +24,8 @@ class StatusBar(Static):
             text.append(f" {snap.state_reason}", style="bold red" if state == "halted" else "yellow")
         text.append(f"  {snap.mode.upper()}", style="bold magenta")
         text.append(f"  open {snap.open_groups}", style="bold")
-        text.append(f"  pnl {snap.realized_pnl}", style="bold green" if not snap.realized_pnl.startswith("-") else "bold red")
+        pnl_style = "bold red" if snap.realized_pnl.startswith("-") else "bold green"
+        text.append(f"  pnl {snap.realized_pnl}", style=pnl_style)
         text.append(f"  quotes {snap.quotes_total:,}  intents {snap.intents_total:,}", style="dim")
         text.append(f"  {fmt.clock(snap.ts_ms)} UTC", style="bold")
         if text != self._shown:

@@ -1,0 +1,123 @@
+"""`quantarb headless` as a real process: duration, signals, JSON logs, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SUMMARY = re.compile(r"^summary quotes=(\d+) decisions=(\d+) intents=(\d+) groups (.*) pnl=(\S+) state=(\w+)$")
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTARB_")}
+    env["HOME"] = str(tmp_path)  # no user config is picked up: the built-in demo runs
+    env["QUANTARB_DEMO__DISLOCATION_EVERY_S"] = "0.5"  # edges every half second on average
+    env.update(extra)
+    return env
+
+
+def _quantarb(*args: str) -> list[str]:
+    return [sys.executable, "-m", "quantarb_tui.cli", *args]
+
+
+def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
+    result = subprocess.run(
+        _quantarb("headless", "--duration", "4", "--ledger", str(tmp_path / "demo.db")),
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    match = SUMMARY.match(lines[-1])
+    assert match, lines[-1]
+    quotes, decisions, intents = (int(match.group(i)) for i in (1, 2, 3))
+    assert quotes > 100
+    assert decisions <= quotes
+    assert intents > 0
+    assert "hedged=" in match.group(4)
+    assert any(" intent " in line for line in lines)
+    assert any("-> hedged" in line for line in lines)
+    assert result.stderr == ""
+
+
+def test_headless_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        _quantarb("headless", "--duration", "3", "--json-logs"),
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert docs[0]["kind"] == "start"
+    assert docs[-1]["kind"] == "summary"
+    assert docs[-1]["intents"] > 0
+    assert all({"ts", "level", "kind"} <= d.keys() for d in docs[:-1])
+    group_events = [d for d in docs if d["kind"] == "group"]
+    assert group_events and all("group_id" in d for d in group_events)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_headless_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        _quantarb("headless"), cwd=tmp_path, env=_env(tmp_path),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the start event: the engine is running
+    assert "engine started" in first
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert SUMMARY.match(out.strip().splitlines()[-1])
+    assert "engine stopped" in out
+    assert "Traceback" not in err and "Task was destroyed" not in err and "never awaited" not in err
+
+
+def test_headless_invalid_config_exits_2_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[strategy]\nthreshold_bps = "lots"\n[[pairs]]\nname = "BTC"\n', encoding="utf-8")
+    result = subprocess.run(
+        _quantarb("headless", "--config", str(bad), "--duration", "1"),
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "bad.toml" in result.stderr
+    assert "strategy.threshold_bps" in result.stderr
+
+
+def test_headless_without_simulated_venues_exits_3(tmp_path: Path) -> None:
+    """A real config cannot run until live adapters exist: a clear runtime failure, not a crash."""
+    cfg = tmp_path / "live.toml"
+    cfg.write_text(
+        '[venues.okx]\n[venues.binance]\n'
+        '[[pairs]]\nname = "BTC"\n'
+        '[pairs.instruments.okx]\nsymbol = "BTC-USDT-SWAP"\nqty_per_contract = 0.01\n'
+        '[pairs.instruments.binance]\nsymbol = "BTCUSDT"\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        _quantarb("headless", "--config", str(cfg), "--duration", "1"),
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "enabled = true" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_module_imports_no_heavy_dependency() -> None:
+    """`quantarb --help` stays fast because the CLI imports the engine and UI lazily."""
+    code = (
+        "import sys, quantarb_tui.cli;"
+        "heavy = [m for m in ('textual','pydantic','core.pipeline','quantarb_tui.runtime','httpx') "
+        "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
