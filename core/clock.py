@@ -38,7 +38,7 @@ class RealClock:
 class ManualClock:
     """A clock that only moves when told to: deterministic tests and snapshots."""
 
-    __slots__ = ("_wall_ns", "_mono_ns")
+    __slots__ = ("_mono_ns", "_wall_ns")
 
     def __init__(self, wall_ms: int = 1_732_150_000_000, mono_ns: int = 1_000_000_000) -> None:
         self._wall_ns = wall_ms * 1_000_000
@@ -52,7 +52,8 @@ class ManualClock:
 
     def advance(self, *, ms: float = 0.0, ns: int = 0) -> None:
         """Move both readings forward together."""
-        step_ns = int(ms * 1_000_000) + ns
+        # round, not int(): 2.01 ms * 1e6 is 2009999.9999999998 in binary floating point
+        step_ns = round(ms * 1_000_000) + ns
         if step_ns < 0:
             raise ValueError("a clock never goes backwards")
         self._mono_ns += step_ns

@@ -21,20 +21,22 @@ class Book:
     """Latest quote of one instrument, normalized to base units and normalized prices."""
 
     __slots__ = (
-        "inst",
-        "venue",
-        "pair",
-        "has_quote",
-        "bid",
         "ask",
-        "bid_qty",
         "ask_qty",
-        "raw_bid",
-        "raw_ask",
-        "venue_ts_ms",
-        "recv_ns",
-        "quotes",
+        "bid",
+        "bid_qty",
         "edges",
+        "has_quote",
+        "inst",
+        "pair",
+        "quotes",
+        "raw_ask",
+        "raw_ask_size",
+        "raw_bid",
+        "raw_bid_size",
+        "recv_ns",
+        "venue",
+        "venue_ts_ms",
     )
 
     def __init__(self, inst: Instrument) -> None:
@@ -48,6 +50,8 @@ class Book:
         self.ask_qty = 0.0
         self.raw_bid = 0.0
         self.raw_ask = 0.0
+        self.raw_bid_size = 0.0
+        self.raw_ask_size = 0.0
         self.venue_ts_ms = 0
         self.recv_ns = 0
         self.quotes = 0
@@ -58,20 +62,20 @@ class EdgeState:
     """One directed edge of a pair (buy on `buy`, sell on `sell`) and the pipeline's memory of it."""
 
     __slots__ = (
-        "pair",
-        "buy",
-        "sell",
-        "buy_cost",
-        "sell_keep",
-        "gross_bps",
-        "edge_bps",
-        "valid",
         "above_since_ns",
+        "buy",
+        "buy_cost",
+        "edge_bps",
+        "gross_bps",
         "last_intent_ns",
         "last_reason",
-        "step",
         "min_base_qty",
         "min_notional",
+        "pair",
+        "sell",
+        "sell_keep",
+        "step",
+        "valid",
     )
 
     def __init__(self, pair: str, buy: Book, sell: Book) -> None:
@@ -171,20 +175,27 @@ class CompareEngine:
         if book is None:
             self.unknown += 1
             return None
-        bid = quote.bid
-        ask = quote.ask
-        if not (0.0 < bid <= ask) or ask == _INF or quote.bid_size < 0.0 or quote.ask_size < 0.0:
-            self.rejected += 1
-            return None
         inst = book.inst
         scale = inst.price_scale_f
+        bid = quote.bid * scale
+        ask = quote.ask * scale
+        bid_size = quote.bid_size
+        ask_size = quote.ask_size
+        # Checked on normalized prices (a scale may underflow or overflow them); the `>=`
+        # form refuses NaN sizes, which `< 0.0` let through and which made min() in sizing
+        # order-dependent (a NaN depth on one leg was ignored). +inf depth is allowed.
+        if not (0.0 < bid <= ask < _INF) or not (bid_size >= 0.0 and ask_size >= 0.0):
+            self.rejected += 1
+            return None
         qpu = inst.qty_per_unit_f
-        book.raw_bid = bid
-        book.raw_ask = ask
-        book.bid = bid * scale
-        book.ask = ask * scale
-        book.bid_qty = quote.bid_size * qpu
-        book.ask_qty = quote.ask_size * qpu
+        book.raw_bid = quote.bid
+        book.raw_ask = quote.ask
+        book.raw_bid_size = bid_size
+        book.raw_ask_size = ask_size
+        book.bid = bid
+        book.ask = ask
+        book.bid_qty = bid_size * qpu
+        book.ask_qty = ask_size * qpu
         book.venue_ts_ms = quote.venue_ts_ms
         book.recv_ns = quote.recv_ns
         book.has_quote = True

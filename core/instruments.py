@@ -10,24 +10,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Context, Decimal
 from fractions import Fraction
 
 from core.models import Side, Venue
+
+# Grid arithmetic is exact: the default 28-digit context cannot hold a large value on a fine grid
+# (1e300 on a 0.01 tick needs 303 digits; quantize raised InvalidOperation) and rounds the quotient
+# before flooring. Any float-derived value fits in 2000 digits; integer division costs no more.
+_EXACT = Context(prec=2000)
+
+
+def _steps(value: Decimal, step: Decimal, up: bool) -> Decimal:
+    """floor (or ceil) of value / step, as an integral Decimal, computed exactly."""
+    whole, rest = _EXACT.divmod(value, step)  # truncates toward zero; rest has value's sign
+    if up and rest > 0:
+        return _EXACT.add(whole, 1)
+    if not up and rest < 0:
+        return _EXACT.subtract(whole, 1)
+    return whole
 
 
 def floor_to(value: Decimal, step: Decimal) -> Decimal:
     """Round down to a whole number of steps (keeps the step's exponent, no 1E+2 forms)."""
     if step <= 0:
         return value
-    return ((value / step).to_integral_value(rounding=ROUND_FLOOR) * step).quantize(step)
+    return _EXACT.quantize(_EXACT.multiply(_steps(value, step, False), step), step)
 
 
 def ceil_to(value: Decimal, step: Decimal) -> Decimal:
     """Round up to a whole number of steps."""
     if step <= 0:
         return value
-    return ((value / step).to_integral_value(rounding=ROUND_CEILING) * step).quantize(step)
+    return _EXACT.quantize(_EXACT.multiply(_steps(value, step, True), step), step)
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,7 +98,10 @@ class Instrument:
 
     def to_venue_qty(self, base_qty: Decimal) -> Decimal:
         """Base units to venue units, rounded down to the lot step (never over-trade)."""
-        return floor_to(base_qty / self.qty_per_unit, self.lot_step)
+        # Floor in base units first: the quotient is then a whole number of lot steps, which
+        # the exact context divides without rounding.
+        whole = floor_to(base_qty, self.base_step)
+        return _EXACT.quantize(_EXACT.divide(whole, self.qty_per_unit), self.lot_step)
 
     def normalized_price(self, venue_price: Decimal) -> Decimal:
         return venue_price * self.price_scale

@@ -19,7 +19,7 @@ Edges that a quote does not touch are not re-judged: their inputs did not change
 from __future__ import annotations
 
 from collections import Counter
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Context, Decimal
 
 from core.clock import Clock
 from core.compare import Book, CompareEngine, EdgeState
@@ -29,6 +29,7 @@ from core.models import Decision, ExecutionIntent, ExecutionLeg, Outcome, Quote,
 from core.risk import RiskGate
 
 _NEG_INF = float("-inf")
+_FLOOR = Context(rounding=ROUND_FLOOR)  # quantity caps never round up
 
 
 class OpportunityPipeline:
@@ -48,7 +49,6 @@ class OpportunityPipeline:
         self.cooldown_ns = strategy.cooldown_ms * 1_000_000
         self.max_age_ns = strategy.max_quote_age_ms * 1_000_000
         self.max_leg_notional = risk.max_leg_notional
-        self._max_leg_notional_f = float(risk.max_leg_notional)
         self.in_flight: set[str] = set()
         self.reasons: Counter[str] = Counter()
         self.quotes = 0
@@ -152,17 +152,24 @@ class OpportunityPipeline:
     def _size(self, edge: EdgeState, ts_ms: int) -> ExecutionIntent | None:
         buy = edge.buy
         sell = edge.sell
-        qty = min(buy.ask_qty, sell.bid_qty, self._max_leg_notional_f / buy.ask)
-        if not qty > 0.0:
-            return None
-        step = edge.step
-        base_qty = floor_to(Decimal(repr(qty)), step)
-        if base_qty < edge.min_base_qty:
-            return None
-        if edge.min_notional and base_qty * Decimal(repr(buy.ask)) < edge.min_notional:
-            return None
         bi = buy.inst
         si = sell.inst
+        # In decimals from the venue's own numbers: the float route lost a whole step whenever a
+        # product or quotient fell just under a step (0.29 lot * 100 = 28.999999999999996 oz -> 28;
+        # a cap of 7 * 2650.01 over 2650.01 = 6.999999999999999 -> 6). The cap rounds down.
+        ask = Decimal(repr(buy.ask))
+        qty = min(
+            Decimal(repr(buy.raw_ask_size)) * bi.qty_per_unit,
+            Decimal(repr(sell.raw_bid_size)) * si.qty_per_unit,
+            _FLOOR.divide(self.max_leg_notional, ask),
+        )
+        if qty <= 0:
+            return None
+        base_qty = floor_to(qty, edge.step)
+        if base_qty < edge.min_base_qty:
+            return None
+        if edge.min_notional and base_qty * ask < edge.min_notional:
+            return None
         buy_leg = ExecutionLeg(
             venue=bi.venue,
             symbol=bi.symbol,
