@@ -46,17 +46,38 @@ class ListenerConfig(_Strict):
         return self
 
 
-class OkxVenueConfig(_Strict):
+class _FeedConfig(_Strict):
+    """Market-data lifecycle settings shared by the exchange feeds."""
+
+    transport: Literal["ws", "rest"] = Field("ws", description="rest: poll REST tickers only.")
+    silence_s: float = Field(
+        20.0, gt=0, allow_inf_nan=False, description="No frame this long: keepalive, then reconnect."
+    )
+    pong_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    rest_interval_s: float = Field(1.0, gt=0, allow_inf_nan=False, description="REST poll period.")
+    connect_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    backoff_initial_s: float = Field(0.5, gt=0, allow_inf_nan=False)
+    backoff_cap_s: float = Field(30.0, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> _FeedConfig:
+        if self.backoff_cap_s < self.backoff_initial_s:
+            raise ValueError("backoff_cap_s must be >= backoff_initial_s")
+        return self
+
+
+class OkxVenueConfig(_FeedConfig):
     ws_url: str = "wss://ws.okx.com:8443/ws/v5/public"
-    rest_url: str = "https://www.okx.com"
-    transport: Literal["ws", "rest"] = "ws"
+    rest_url: str = Field("https://www.okx.com", description="Also https://openapi.okx.com.")
 
 
-class BinanceVenueConfig(_Strict):
+class BinanceVenueConfig(_FeedConfig):
     market: Literal["spot", "usdm"] = "usdm"
-    ws_url: str | None = Field(None, description="Defaults by market: spot or USD-M /public.")
+    ws_url: str | None = Field(None, description="Defaults by market: spot or USD-M (routes added).")
     rest_url: str | None = Field(None, description="Defaults by market.")
-    transport: Literal["ws", "rest"] = "ws"
+    max_lifetime_s: float = Field(
+        23.5 * 3600, gt=0, allow_inf_nan=False, description="Reconnect before Binance's 24 h limit."
+    )
 
 
 class Mt5VenueConfig(_Strict):

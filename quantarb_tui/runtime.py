@@ -15,18 +15,23 @@ from decimal import Decimal
 
 from core.clock import Clock, RealClock
 from core.compare import CompareEngine
-from core.config import QuantarbConfig
+from core.config import BinanceVenueConfig, OkxVenueConfig, QuantarbConfig
 from core.hedge import HedgeGroup
 from core.instruments import Instrument
 from core.models import Decision, Quote, Venue
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
 from core.risk import RiskGate
+from feeds.base import FeedTiming, WsFeed
+from feeds.binance import BinanceFeed
+from feeds.health import FeedHealth, FeedState
+from feeds.okx import OkxFeed
 from quantarb_tui.events import EngineEvent, EventLog
 from quantarb_tui.orchestrator import HedgeOrchestrator
-from quantarb_tui.snapshot import EdgeRow, GroupRow, QuoteRow, RuntimeSnapshot
-from sim.market import SyntheticMarket
+from quantarb_tui.snapshot import EdgeRow, FeedRow, GroupRow, QuoteRow, RuntimeSnapshot
+from sim.market import SimTick
 from sim.paper import PaperGateway
+from sim.world import SimWorld
 
 
 class RuntimeFailure(Exception):
@@ -59,14 +64,17 @@ class Runtime:
             self.compare, config.strategy, config.risk, self.gate, self.clock
         )
         simulated = is_demo or config.demo.enabled
-        if not simulated:
-            raise RuntimeFailure(
-                "live market data and order routing arrive with the feed, exchange and MT5 bridge "
-                "adapters; set [demo] enabled = true to run the configured pairs on simulated venues"
-            )
         if config.engine.execution == "live" and not is_demo:
-            raise RuntimeFailure("execution = 'live' needs the venue gateways; use execution = 'paper'")
-        self.mode = "demo" if is_demo else config.engine.execution
+            raise RuntimeFailure(
+                "execution = 'live' needs the venue order gateways, which are not in this release; "
+                "use execution = 'paper' (fills simulated against the live book)"
+            )
+        if config.venues.mt5 is not None and not simulated:
+            raise RuntimeFailure(
+                "the mt5 venue needs the MT5 bridge, which is not in this release; remove "
+                "[venues.mt5] and the pairs' mt5 instruments, or set [demo] enabled = true"
+            )
+        self.mode = "demo" if is_demo else "sim" if simulated else config.engine.execution
         self.gateways: dict[Venue, ExecutionGateway] = self._paper_gateways()
         self.orchestrator = HedgeOrchestrator(
             self.gateways,
@@ -77,14 +85,23 @@ class Runtime:
             leg_policy=config.strategy.leg_policy,
             on_closed=self._group_closed,
         )
-        self.market = SyntheticMarket(
-            self.pairs,
-            seed=config.demo.seed,
-            tick_ms=config.demo.tick_ms,
-            dislocation_every_s=config.demo.dislocation_every_s,
-            start_ms=self.clock.time_ms(),
-        )
+        binance = config.venues.binance
+        self.world: SimWorld | None = None
+        if simulated:
+            self.world = SimWorld(
+                self.pairs,
+                seed=config.demo.seed,
+                clock=self.clock,
+                tick_ms=config.demo.tick_ms,
+                dislocation_every_s=config.demo.dislocation_every_s,
+                binance_market=binance.market if binance is not None else "usdm",
+                on_mt5_tick=self._on_mt5_tick,
+            )
+        # The MT5 side is simulated in process until the MT5 bridge lands.
+        self.mt5_health = FeedHealth(name="mt5-sim", venue="mt5", transport="in-process")
+        self.feeds: list[WsFeed] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._orchestrator_task: asyncio.Task[None] | None = None
         self._running = False
 
     # -- composition -----------------------------------------------------------------
@@ -114,67 +131,110 @@ class Runtime:
     def _group_closed(self, group: HedgeGroup) -> None:
         self.pipeline.release(group.pair)
 
+    def _on_mt5_tick(self, tick: SimTick) -> None:
+        now = self.clock.monotonic_ns()
+        health = self.mt5_health
+        health.state = FeedState.LIVE
+        health.frames += 1
+        health.quotes += 1
+        health.last_frame_ns = now
+        self.ingest(Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size, tick.ask_size,
+                          tick.ts_ms, now))
+
+    def _build_feeds(self) -> list[WsFeed]:
+        """Market-data feeds for the configured venues: the real venues, or the sim world's."""
+        cfg = self.config
+        world = self.world
+        feeds: list[WsFeed] = []
+        okx = cfg.venues.okx
+        okx_insts = [(p.instruments.okx.symbol, p.instruments.okx.channel)
+                     for p in cfg.pairs if p.instruments.okx is not None]
+        if okx is not None and okx_insts:
+            feeds.append(OkxFeed(
+                ws_url=world.okx_ws_url if world else okx.ws_url,
+                rest_url=world.okx_rest_url if world else okx.rest_url,
+                instruments=okx_insts,
+                sink=self.ingest,
+                clock=self.clock,
+                transport=okx.transport,
+                timing=_timing(okx),
+            ))
+        binance = cfg.venues.binance
+        bn_symbols = [p.instruments.binance.symbol for p in cfg.pairs if p.instruments.binance is not None]
+        if binance is not None and bn_symbols:
+            feeds.append(BinanceFeed(
+                market=binance.market,
+                symbols=bn_symbols,
+                sink=self.ingest,
+                clock=self.clock,
+                ws_url=world.binance_ws_url if world else binance.ws_url,
+                rest_url=world.binance_rest_url if world else binance.rest_url,
+                transport=binance.transport,
+                timing=_timing(binance),
+                max_lifetime_s=binance.max_lifetime_s,
+            ))
+        return feeds
+
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         if self._running:
             return
         self._running = True
+        if self.world is not None:
+            await self.world.start()
+        self.feeds = self._build_feeds()
         self.events.emit(
             EngineEvent(
                 self.clock.time_ms(),
                 "start",
                 f"engine started: mode={self.mode} pairs={','.join(p.name for p in self.pairs)} "
+                f"feeds={','.join(f.name for f in self.feeds) or 'none'} "
                 f"threshold={self.config.strategy.threshold_bps}bps",
             )
         )
-        self._tasks = [
-            asyncio.create_task(self.orchestrator.run(), name="orchestrator"),
-            asyncio.create_task(self._market_loop(), name="sim-market"),
-        ]
+        self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
+        self._tasks = [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
 
     async def stop(self) -> None:
         """Stop quote sources first, let groups in flight settle, then end every task."""
         if not self._running:
             return
         self._running = False
-        market, orchestrator = self._tasks
-        market.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await market
-        await self.orchestrator.shutdown()
-        orchestrator.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await orchestrator
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._tasks = []
+        if self.world is not None:
+            await self.world.stop()
+        await self.orchestrator.shutdown()
+        if self._orchestrator_task is not None:
+            self._orchestrator_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._orchestrator_task
+            self._orchestrator_task = None
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))
 
-    async def _market_loop(self, interval_s: float = 0.02) -> None:
-        clock = self.clock
-        last = clock.monotonic_ns()
-        while True:
-            await asyncio.sleep(interval_s)
-            now = clock.monotonic_ns()
-            self._feed_market((now - last) / 1e9, now)
-            last = now
-
-    def _feed_market(self, dt_s: float, now_ns: int) -> None:
-        for tick in self.market.advance(dt_s):
-            self.ingest(
-                Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size, tick.ask_size,
-                      tick.ts_ms, now_ns)
-            )
-
     async def drive(self, steps: int, dt_ms: float = 20.0) -> None:
-        """Step a manually clocked demo deterministically (tests and snapshots).
+        """Step a manually clocked simulated world deterministically (tests and snapshots).
 
-        Needs a clock with `advance(ms=...)`; groups are executed inline, in order.
+        Quotes go straight from the synthetic market to `ingest()` (no sockets, no timing),
+        and groups are executed inline, in order. Needs a clock with `advance(ms=...)`.
         """
         advance = getattr(self.clock, "advance", None)
-        if advance is None:
-            raise TypeError("drive() needs a manual clock")
+        if advance is None or self.world is None:
+            raise TypeError("drive() needs a manual clock and a simulated world")
+        market = self.world.market
         for _ in range(steps):
             advance(ms=dt_ms)
-            self._feed_market(dt_ms / 1000.0, self.clock.monotonic_ns())
+            now_ns = self.clock.monotonic_ns()
+            for tick in market.advance(dt_ms / 1000.0):
+                if tick.venue == "mt5":
+                    self._on_mt5_tick(tick)
+                else:
+                    self.ingest(Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size,
+                                      tick.ask_size, tick.ts_ms, now_ns))
             await self.orchestrator.drain()
 
     # -- operator actions --------------------------------------------------------------
@@ -217,6 +277,9 @@ class Runtime:
             )
             for e in self.compare.edges()
         ]
+        feeds = [self._feed_row(f.health, f.dropped(), now_ns) for f in self.feeds]
+        if self.world is not None:
+            feeds.insert(0, self._feed_row(self.mt5_health, None, now_ns))
         orch = self.orchestrator
         recent: list[HedgeGroup] = list(orch.open.values())[::-1] + list(orch.closed)
         group_rows = tuple(_group_row(g) for g in recent[:groups])
@@ -236,10 +299,32 @@ class Runtime:
             groups_by_state=by_state,
             realized_pnl=_money(orch.realized_pnl),
             quotes=tuple(quotes),
+            feeds=tuple(feeds),
             edges=tuple(edges),
             groups=group_rows,
             log=self.events.recent(log),
             log_total=self.events.total,
+        )
+
+    @staticmethod
+    def _feed_row(health: FeedHealth, dropped: Mapping[str, int] | None, now_ns: int) -> FeedRow:
+        drops = dict(dropped) if dropped is not None else {}
+        return FeedRow(
+            key=health.name,
+            name=health.name,
+            venue=health.venue,
+            transport=health.transport,
+            state=str(health.state),
+            last_frame_age_ms=health.frame_age_ms(now_ns),
+            frames_per_s=health.frames_per_s(now_ns),
+            frames=health.frames,
+            quotes=health.quotes,
+            reconnects=health.reconnects,
+            rest_polls=health.rest_polls,
+            dropped=sum(drops.values()),
+            dropped_by_reason=drops,
+            seq_resets=health.seq_resets,
+            last_error=health.last_error,
         )
 
     def summary(self) -> Mapping[str, object]:
@@ -252,6 +337,17 @@ class Runtime:
             "realized_pnl": snap.realized_pnl,
             "trading_state": snap.trading_state,
         }
+
+
+def _timing(cfg: OkxVenueConfig | BinanceVenueConfig) -> FeedTiming:
+    return FeedTiming(
+        silence_s=cfg.silence_s,
+        pong_timeout_s=cfg.pong_timeout_s,
+        rest_interval_s=cfg.rest_interval_s,
+        connect_timeout_s=cfg.connect_timeout_s,
+        backoff_initial_s=cfg.backoff_initial_s,
+        backoff_cap_s=cfg.backoff_cap_s,
+    )
 
 
 def _money(value: Decimal) -> str:

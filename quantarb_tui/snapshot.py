@@ -26,6 +26,27 @@ class QuoteRow:
 
 
 @dataclass(slots=True, frozen=True)
+class FeedRow:
+    """Health of one market-data source (an exchange feed or an MT5 terminal)."""
+
+    key: str
+    name: str
+    venue: str
+    transport: str
+    state: str
+    last_frame_age_ms: float | None
+    frames_per_s: float
+    frames: int
+    quotes: int
+    reconnects: int
+    rest_polls: int
+    dropped: int
+    dropped_by_reason: dict[str, int]
+    seq_resets: int
+    last_error: str
+
+
+@dataclass(slots=True, frozen=True)
 class EdgeRow:
     key: str
     pair: str
@@ -65,6 +86,7 @@ class RuntimeSnapshot:
     groups_by_state: dict[str, int]
     realized_pnl: str
     quotes: tuple[QuoteRow, ...]
+    feeds: tuple[FeedRow, ...]
     edges: tuple[EdgeRow, ...]
     groups: tuple[GroupRow, ...]
     log: tuple[EngineEvent, ...]

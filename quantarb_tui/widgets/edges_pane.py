@@ -12,8 +12,8 @@ from quantarb_tui.widgets.synced_table import Row, SyncedTable
 COLUMNS = [
     ("pair", "Pair", 4),
     ("route", "Buy>Sell", 11),
-    ("buy", "Buy@", 10),
-    ("sell", "Sell@", 10),
+    ("buy", "Buy@", 9),
+    ("sell", "Sell@", 9),
     ("edge", "Edge bp", 7),
     ("reason", "Last decision", 15),
 ]

@@ -92,22 +92,33 @@ def test_headless_invalid_config_exits_2_naming_the_field(tmp_path: Path) -> Non
     assert "strategy.threshold_bps" in result.stderr
 
 
-def test_headless_without_simulated_venues_exits_3(tmp_path: Path) -> None:
-    """A real config cannot run until live adapters exist: a clear runtime failure, not a crash."""
-    cfg = tmp_path / "live.toml"
-    cfg.write_text(
-        '[venues.okx]\n[venues.binance]\n'
+@pytest.mark.parametrize(
+    ("head", "tail", "needle"),
+    [
+        ("[venues.mt5]\n", '[pairs.instruments.mt5]\nsymbol = "BTCUSD"\n', "MT5 bridge"),
+        ('[engine]\nexecution = "live"\n', "", "execution = 'paper'"),
+    ],
+)
+def test_headless_exits_3_for_what_this_release_cannot_run(
+    tmp_path: Path, head: str, tail: str, needle: str
+) -> None:
+    """A clear runtime failure before any socket is opened, not a crash (and no internet)."""
+    cfg = tmp_path / "cfg.toml"
+    base = (
+        '[venues.okx]\nws_url = "ws://127.0.0.1:9/ws/v5/public"\nrest_url = "http://127.0.0.1:9"\n'
+        '[venues.binance]\nws_url = "ws://127.0.0.1:9"\nrest_url = "http://127.0.0.1:9"\n'
         '[[pairs]]\nname = "BTC"\n'
         '[pairs.instruments.okx]\nsymbol = "BTC-USDT-SWAP"\nqty_per_contract = 0.01\n'
-        '[pairs.instruments.binance]\nsymbol = "BTCUSDT"\n',
-        encoding="utf-8",
+        '[pairs.instruments.binance]\nsymbol = "BTCUSDT"\n'
     )
+    text = head + base + tail
+    cfg.write_text(text, encoding="utf-8")
     result = subprocess.run(
         _quantarb("headless", "--config", str(cfg), "--duration", "1"),
         cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False,
     )
-    assert result.returncode == 3, result.stderr
-    assert "enabled = true" in result.stderr
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert needle in result.stderr
     assert "Traceback" not in result.stderr
 
 
