@@ -58,3 +58,23 @@ class ManualClock:
             raise ValueError("a clock never goes backwards")
         self._mono_ns += step_ns
         self._wall_ns += step_ns
+
+
+class ReplayClock:
+    """The recorded time of the frame being replayed: set by the replay loop before each one.
+
+    Replays (and benches) run faster than real time; judging quotes on their recorded time
+    keeps quote ages, persistence and cooldowns as they were when the frames arrived.
+    """
+
+    __slots__ = ("epoch_ms", "now_ns")
+
+    def __init__(self, epoch_ms: int = 1_732_150_000_000, now_ns: int = 0) -> None:
+        self.epoch_ms = epoch_ms
+        self.now_ns = now_ns
+
+    def time_ms(self) -> int:
+        return self.epoch_ms + self.now_ns // 1_000_000
+
+    def monotonic_ns(self) -> int:
+        return self.now_ns

@@ -23,8 +23,9 @@ Contract of `normalize(frame, recv_ns) -> list[Quote]`:
     `{"error": {...}, "id": ...}` or `{"code": ..., "msg": ...}` (kind `error`) and Binance
     `{"e": "serverShutdown", ...}`;
   - a **drop**: `[]` is returned and `dropped[reason]` is incremented (see `DropReason`).
-- `last_control` is reset to None at the start of every call: it describes only the frame
-  just normalized.
+- `last_control` is set by every call that returns `[]`: the control frame, or None for a
+  drop. After a call that returned quotes it is not touched (the fast path stays minimal),
+  so read it only when the result is empty.
 - A multi-entry frame (OKX `data` with several elements; never seen on these channels) is a
   quote frame if any entry is valid; its rejected entries are counted in `skipped`. A frame
   whose entries are all rejected is one drop, under its first entry's reason (the others go
@@ -204,9 +205,16 @@ class _OkxTickerFrame(msgspec.Struct, gc=False):
     data: list[_OkxTicker]
 
 
+class _OkxLevel(msgspec.Struct, array_like=True, gc=False):
+    """`[px, sz, "0", numOrders]`: only price and size are decoded; the rest is skipped."""
+
+    px: float
+    sz: float
+
+
 class _OkxBbo(msgspec.Struct, gc=False):
-    asks: list[list[float]]
-    bids: list[list[float]]
+    asks: list[_OkxLevel]
+    bids: list[_OkxLevel]
     ts: int = 0
     seqId: int = -1
 
@@ -255,15 +263,14 @@ class FrameNormalizer:
 
     venue: ClassVar[Venue]
 
-    __slots__ = ("_symbols", "controls", "dropped", "frames", "last_control", "quote_frames", "quotes", "skipped")
+    __slots__ = ("_extra_quotes", "_symbols", "controls", "dropped", "frames", "last_control", "skipped")
 
     def __init__(self, symbols: Iterable[str]) -> None:
         if isinstance(symbols, str | bytes):
             raise TypeError("symbols must be an iterable of symbols, not a single string")
         self._symbols: frozenset[str] = frozenset(symbols)
         self.frames = 0
-        self.quote_frames = 0
-        self.quotes = 0
+        self._extra_quotes = 0  # quotes beyond the first of multi-entry frames
         self.dropped: Counter[str] = Counter()
         self.controls: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
@@ -273,10 +280,19 @@ class FrameNormalizer:
     def symbols(self) -> frozenset[str]:
         return self._symbols
 
+    @property
+    def quote_frames(self) -> int:
+        """Frames that produced quotes: every frame has exactly one outcome, so this is what
+        is neither a drop nor a control (derived, so the fast path counts only `frames`)."""
+        return self.frames - sum(self.dropped.values()) - sum(self.controls.values())
+
+    @property
+    def quotes(self) -> int:
+        return self.quote_frames + self._extra_quotes
+
     def normalize(self, frame: bytes | str, recv_ns: int) -> list[Quote]:
         """One frame in, its quotes out; never raises (see the module docstring)."""
         self.frames += 1
-        self.last_control = None
         return self._slow(frame, recv_ns)
 
     def counters(self) -> dict[str, int]:
@@ -297,13 +313,12 @@ class FrameNormalizer:
             quotes, rejected, control = self._classify(frame, recv_ns)
         except Exception:  # a bug or a pathological input: still never raise
             quotes, rejected, control = [], [DropReason.MALFORMED], None
+        self.last_control = control
         if control is not None:
             self.controls[control.kind] += 1
-            self.last_control = control
             return []
         if quotes:
-            self.quote_frames += 1
-            self.quotes += len(quotes)
+            self._extra_quotes += len(quotes) - 1
             for reason in rejected:
                 self.skipped[reason.value] += 1
             return quotes
@@ -372,7 +387,6 @@ class OkxTickerNormalizer(_OkxNormalizer):
 
     def normalize(self, frame: bytes | str, recv_ns: int) -> list[Quote]:
         self.frames += 1
-        self.last_control = None
         try:
             msg = _OKX_TICKER_DECODE(frame)
             data = msg.data
@@ -391,8 +405,6 @@ class OkxTickerNormalizer(_OkxNormalizer):
                     and ts >= 0
                     and symbol in self._symbols
                 ):
-                    self.quote_frames += 1
-                    self.quotes += 1
                     return [Quote("okx", symbol, bid, ask, bid_size, ask_size, ts, recv_ns)]
         except Exception:
             pass
@@ -444,7 +456,6 @@ class OkxBboNormalizer(_OkxNormalizer):
 
     def normalize(self, frame: bytes | str, recv_ns: int) -> list[Quote]:
         self.frames += 1
-        self.last_control = None
         try:
             msg = _OKX_BBO_DECODE(frame)
             data = msg.data
@@ -453,10 +464,10 @@ class OkxBboNormalizer(_OkxNormalizer):
                 symbol = msg.arg.instId
                 best_bid = d.bids[0]
                 best_ask = d.asks[0]
-                bid = best_bid[0]
-                ask = best_ask[0]
-                bid_size = best_bid[1]
-                ask_size = best_ask[1]
+                bid = best_bid.px
+                ask = best_ask.px
+                bid_size = best_bid.sz
+                ask_size = best_ask.sz
                 ts = d.ts
                 seq = d.seqId
                 if (
@@ -467,12 +478,10 @@ class OkxBboNormalizer(_OkxNormalizer):
                     and symbol in self._symbols
                 ):
                     if seq >= 0:
-                        last = self.last_seq.get(symbol)
-                        if last is not None and seq < last:
+                        last_seq = self.last_seq
+                        if seq < last_seq.get(symbol, -1):
                             self.seq_resets += 1
-                        self.last_seq[symbol] = seq
-                    self.quote_frames += 1
-                    self.quotes += 1
+                        last_seq[symbol] = seq
                     return [Quote("okx", symbol, bid, ask, bid_size, ask_size, ts, recv_ns)]
         except Exception:
             pass
@@ -527,7 +536,6 @@ class BinanceBookTickerNormalizer(FrameNormalizer):
 
     def normalize(self, frame: bytes | str, recv_ns: int) -> list[Quote]:
         self.frames += 1
-        self.last_control = None
         try:
             msg = _BN_COMBINED_DECODE(frame).data if frame[:9] in _COMBINED_PREFIXES else _BN_RAW_DECODE(frame)
             bid = msg.b
@@ -544,8 +552,6 @@ class BinanceBookTickerNormalizer(FrameNormalizer):
                 and symbol in self._symbols
                 and (not msg.e or msg.e == "bookTicker")
             ):
-                self.quote_frames += 1
-                self.quotes += 1
                 return [Quote("binance", symbol, bid, ask, bid_size, ask_size, ts, recv_ns)]
         except Exception:
             pass

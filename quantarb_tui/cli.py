@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -95,8 +96,58 @@ def headless(
     raise typer.Exit(code)
 
 
+@app.command()
+def record(
+    duration: Annotated[float, typer.Option("--duration", min=0.1, help="Seconds to record.")],
+    out: Annotated[Path, typer.Option("--out", help="JSON lines file; gzip when it ends in .gz.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Record every frame the market-data feeds receive (the demo's without a config)."""
+    loaded = _load(config)
+    import asyncio
+
+    from quantarb_tui.recordings import record as run_record
+
+    try:
+        result = asyncio.run(run_record(loaded.config, is_demo=loaded.is_demo, duration=duration, out=out))
+    except OSError as exc:
+        raise _fail(EXIT_RUNTIME, f"{out}: {exc.strerror or exc}") from None
+    feeds = ", ".join(f"{name} {n:,}" for name, n in sorted(result.by_feed.items())) or "no feed"
+    typer.echo(f"recorded {result.frames:,} frames in {result.seconds:.1f}s ({feeds}) to {result.path}")
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="A recording made by `quantarb record`.")],
+    config: ConfigOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+) -> None:
+    """Replay a recording through the normalizers and the pipeline; report the decisions."""
+    loaded = _load(config)
+    from feeds.recording import RecordingError
+    from quantarb_tui.recordings import replay as run_replay
+
+    if not file.is_file():
+        raise _fail(EXIT_CONFIG, f"{file}: no such recording")
+    try:
+        report = run_replay(loaded.config, file)
+    except RecordingError as exc:
+        raise _fail(EXIT_CONFIG, str(exc)) from None
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"{report['file']}: {report['frames']:,} frames over {report['span_s']:.1f}s")
+    typer.echo(f"quotes {report['quotes']:,}  decisions {report['decisions']:,}  intents {report['intents']:,}")
+    typer.echo("reasons " + "  ".join(f"{k}={v}" for k, v in report["reasons"].items()))
+    for intent in report["first_intents"][:10]:
+        typer.echo(f"  intent {intent['pair']} buy {intent['buy']} sell {intent['sell']} edge {intent['edge_bps']}bps")
+
+
 class BenchTarget(enum.StrEnum):
     pipeline = "pipeline"
+    feeds = "feeds"
     all = "all"
 
 
@@ -105,7 +156,7 @@ def bench(
     target: Annotated[BenchTarget, typer.Argument(help="What to measure.")] = BenchTarget.all,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
     quotes: Annotated[
-        int, typer.Option("--quotes", min=1000, help="Synthetic quotes for the pipeline bench.")
+        int, typer.Option("--quotes", min=1000, help="Synthetic quotes (pipeline) / frames (feeds, max 200k).")
     ] = 1_000_000,
     seed: Annotated[int, typer.Option("--seed")] = 1,
 ) -> None:

@@ -15,23 +15,21 @@ from decimal import Decimal
 
 from core.clock import Clock, RealClock
 from core.compare import CompareEngine
-from core.config import BinanceVenueConfig, OkxVenueConfig, QuantarbConfig
+from core.config import QuantarbConfig
 from core.hedge import HedgeGroup
 from core.instruments import Instrument
 from core.models import Decision, Quote, Venue
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
 from core.risk import RiskGate
-from feeds.base import FeedTiming, WsFeed
-from feeds.binance import BinanceFeed
+from feeds.base import WsFeed
 from feeds.health import FeedHealth, FeedState
-from feeds.okx import OkxFeed
 from quantarb_tui.events import EngineEvent, EventLog
 from quantarb_tui.orchestrator import HedgeOrchestrator
 from quantarb_tui.snapshot import EdgeRow, FeedRow, GroupRow, QuoteRow, RuntimeSnapshot
+from quantarb_tui.sources import build_feeds, build_world
 from sim.market import SimTick
 from sim.paper import PaperGateway
-from sim.world import SimWorld
 
 
 class RuntimeFailure(Exception):
@@ -85,18 +83,7 @@ class Runtime:
             leg_policy=config.strategy.leg_policy,
             on_closed=self._group_closed,
         )
-        binance = config.venues.binance
-        self.world: SimWorld | None = None
-        if simulated:
-            self.world = SimWorld(
-                self.pairs,
-                seed=config.demo.seed,
-                clock=self.clock,
-                tick_ms=config.demo.tick_ms,
-                dislocation_every_s=config.demo.dislocation_every_s,
-                binance_market=binance.market if binance is not None else "usdm",
-                on_mt5_tick=self._on_mt5_tick,
-            )
+        self.world = build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=self._on_mt5_tick)
         # The MT5 side is simulated in process until the MT5 bridge lands.
         self.mt5_health = FeedHealth(name="mt5-sim", venue="mt5", transport="in-process")
         self.feeds: list[WsFeed] = []
@@ -141,40 +128,6 @@ class Runtime:
         self.ingest(Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size, tick.ask_size,
                           tick.ts_ms, now))
 
-    def _build_feeds(self) -> list[WsFeed]:
-        """Market-data feeds for the configured venues: the real venues, or the sim world's."""
-        cfg = self.config
-        world = self.world
-        feeds: list[WsFeed] = []
-        okx = cfg.venues.okx
-        okx_insts = [(p.instruments.okx.symbol, p.instruments.okx.channel)
-                     for p in cfg.pairs if p.instruments.okx is not None]
-        if okx is not None and okx_insts:
-            feeds.append(OkxFeed(
-                ws_url=world.okx_ws_url if world else okx.ws_url,
-                rest_url=world.okx_rest_url if world else okx.rest_url,
-                instruments=okx_insts,
-                sink=self.ingest,
-                clock=self.clock,
-                transport=okx.transport,
-                timing=_timing(okx),
-            ))
-        binance = cfg.venues.binance
-        bn_symbols = [p.instruments.binance.symbol for p in cfg.pairs if p.instruments.binance is not None]
-        if binance is not None and bn_symbols:
-            feeds.append(BinanceFeed(
-                market=binance.market,
-                symbols=bn_symbols,
-                sink=self.ingest,
-                clock=self.clock,
-                ws_url=world.binance_ws_url if world else binance.ws_url,
-                rest_url=world.binance_rest_url if world else binance.rest_url,
-                transport=binance.transport,
-                timing=_timing(binance),
-                max_lifetime_s=binance.max_lifetime_s,
-            ))
-        return feeds
-
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         if self._running:
@@ -182,7 +135,7 @@ class Runtime:
         self._running = True
         if self.world is not None:
             await self.world.start()
-        self.feeds = self._build_feeds()
+        self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
         self.events.emit(
             EngineEvent(
                 self.clock.time_ms(),
@@ -206,6 +159,16 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        now_ns = self.clock.monotonic_ns()
+        for feed in self.feeds:
+            row = self._feed_row(feed.health, feed.dropped(), now_ns)
+            self.events.emit(EngineEvent(
+                self.clock.time_ms(), "feed",
+                f"feed {row.name} transport={row.transport} frames={row.frames} quotes={row.quotes} "
+                f"reconnects={row.reconnects} rest_polls={row.rest_polls} dropped={row.dropped}",
+                data={"feed": row.name, "frames": row.frames, "quotes": row.quotes,
+                      "reconnects": row.reconnects, "dropped": row.dropped_by_reason},
+            ))
         if self.world is not None:
             await self.world.stop()
         await self.orchestrator.shutdown()
@@ -337,17 +300,6 @@ class Runtime:
             "realized_pnl": snap.realized_pnl,
             "trading_state": snap.trading_state,
         }
-
-
-def _timing(cfg: OkxVenueConfig | BinanceVenueConfig) -> FeedTiming:
-    return FeedTiming(
-        silence_s=cfg.silence_s,
-        pong_timeout_s=cfg.pong_timeout_s,
-        rest_interval_s=cfg.rest_interval_s,
-        connect_timeout_s=cfg.connect_timeout_s,
-        backoff_initial_s=cfg.backoff_initial_s,
-        backoff_cap_s=cfg.backoff_cap_s,
-    )
 
 
 def _money(value: Decimal) -> str:

@@ -16,7 +16,13 @@ def _pipeline(quotes: int, seed: int) -> dict[str, Any]:
     return bench_pipeline(quotes=quotes, seed=seed)
 
 
-BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {"pipeline": _pipeline}
+def _feeds(quotes: int, seed: int) -> dict[str, Any]:
+    from quantarb_tui.bench.feeds import bench_feeds
+
+    return bench_feeds(frames=min(quotes, 200_000), seed=seed)
+
+
+BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {"pipeline": _pipeline, "feeds": _feeds}
 
 
 def run_benches(target: str, *, quotes: int, seed: int, as_json: bool) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from core.clock import ReplayClock
 from core.compare import CompareEngine
 from core.config import PairConfig, QuantarbConfig
 from core.models import Quote
@@ -25,21 +26,6 @@ from sim.market import SyntheticMarket
 PAIRS = 10
 WARMUP = 10_000
 EPOCH_MS = 1_732_150_000_000
-
-
-class ReplayClock:
-    """Market time of the quote being judged: set by the replay loop before each quote."""
-
-    __slots__ = ("now_ns",)
-
-    def __init__(self) -> None:
-        self.now_ns = 0
-
-    def time_ms(self) -> int:
-        return EPOCH_MS + self.now_ns // 1_000_000
-
-    def monotonic_ns(self) -> int:
-        return self.now_ns
 
 
 def bench_config(pairs: int = PAIRS) -> QuantarbConfig:
@@ -86,7 +72,7 @@ def bench_pipeline(*, quotes: int = 1_000_000, seed: int = 1) -> dict[str, Any]:
     config = bench_config()
     stream = make_quotes(config, quotes + WARMUP, seed)
     # Pass 1: throughput.
-    clock = ReplayClock()
+    clock = ReplayClock(EPOCH_MS)
     pipeline = _engine(config, clock)
     on_quote = pipeline.on_quote
     release = pipeline.release
@@ -106,7 +92,7 @@ def bench_pipeline(*, quotes: int = 1_000_000, seed: int = 1) -> dict[str, Any]:
     qps = len(measured) / (elapsed_ns / 1e9)
 
     # Pass 2: latency of each quote, from its receive stamp to its decision.
-    clock2 = ReplayClock()
+    clock2 = ReplayClock(EPOCH_MS)
     pipeline2 = _engine(config, clock2)
     on_quote2 = pipeline2.on_quote
     release2 = pipeline2.release

@@ -197,16 +197,15 @@ def test_seq_is_tracked_per_instrument_and_for_dropped_frames() -> None:
     assert n.last_seq == {"BTC-USDT": 400, "BCH-USDT-SWAP": 7}
 
 
-def test_last_control_describes_only_the_latest_frame() -> None:
+def test_last_control_describes_the_latest_frame_without_quotes() -> None:
     n = okx_tickers()
     assert n.normalize('{"event":"subscribe","arg":{"channel":"tickers","instId":"BTC-USDT"}}', 1) == []
     assert n.last_control is not None and n.last_control.kind == "subscribe"
     assert n.last_control.raw["arg"] == {"channel": "tickers", "instId": "BTC-USDT"}
     ok = frame_text(load("okx_tickers.jsonl")[0])
-    assert len(n.normalize(ok, 2)) == 1
-    assert n.last_control is None
+    assert len(n.normalize(ok, 2)) == 1  # a quote frame leaves last_control alone (read it on [])
     n.normalize("garbage", 3)
-    assert n.last_control is None
+    assert n.last_control is None  # a drop clears it
     assert n.counters() == {
         "frames": 3,
         "quote_frames": 1,

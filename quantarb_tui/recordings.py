@@ -1,0 +1,146 @@
+"""`quantarb record` and `quantarb replay`: capture raw feed frames, and judge them again.
+
+`record` runs only the market-data feeds (the sim world's in the demo) with a frame tap
+into a FrameRecorder, showing a live progress display on stderr. `replay` pushes a
+recording through the same feed normalizers and the pipeline on the recorded clock and
+reports what the engine would have decided. Intents are counted, not executed: each one
+releases its pair at once, as if its group settled instantly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from core.clock import RealClock, ReplayClock
+from core.compare import CompareEngine
+from core.config import QuantarbConfig
+from core.models import Quote
+from core.pipeline import OpportunityPipeline
+from core.risk import RiskGate
+from feeds.recording import FrameRecorder, RecordingError
+from feeds.replay import ReplaySource
+from quantarb_tui.sources import build_feeds, build_world
+
+
+@dataclass(slots=True)
+class RecordResult:
+    path: Path
+    frames: int
+    by_feed: dict[str, int]
+    seconds: float
+
+
+async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out: Path,
+                 console: Console | None = None) -> RecordResult:
+    """Record every frame the configured feeds receive for `duration` seconds (or until a signal)."""
+    clock = RealClock()
+    world = build_world(config, clock, is_demo=is_demo)
+    console = console or Console(stderr=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    started = time.monotonic()
+    tasks: list[asyncio.Task[None]] = []
+    with FrameRecorder(out) as recorder:
+        try:
+            if world is not None:
+                await world.start()
+            feeds = build_feeds(config, _ignore, clock, world)
+            for feed in feeds:
+                venue = feed.venue
+
+                def tap(name: str, frame: str | bytes, recv_ns: int, venue: str = venue) -> None:
+                    recorder.write(venue, name, frame, recv_ns)
+
+                feed.tap = tap
+            tasks = [asyncio.create_task(f.run(), name=f"record-{f.name}") for f in feeds]
+            with Progress(
+                TextColumn("[bold]recording[/] {task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[detail]}"),
+                console=console,
+                transient=not console.is_terminal,
+            ) as progress:
+                task_id = progress.add_task(str(out), total=duration, detail="")
+                while not stop.is_set():
+                    elapsed = time.monotonic() - started
+                    detail = "  ".join(
+                        f"{f.name} {f.health.state} {recorder.by_feed.get(f.name, 0):,}" for f in feeds
+                    )
+                    progress.update(task_id, completed=min(elapsed, duration),
+                                    detail=f"{recorder.frames:,} frames  {detail}")
+                    if elapsed >= duration:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=min(0.25, duration - elapsed))
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if world is not None:
+                await world.stop()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+    return RecordResult(out, recorder.frames, dict(recorder.by_feed), time.monotonic() - started)
+
+
+def _ignore(_quote: Quote) -> None:
+    """Recording keeps frames, not quotes."""
+
+
+def replay(config: QuantarbConfig, path: Path) -> dict[str, Any]:
+    """Judge a recording on its recorded clock; returns a JSON-able report."""
+    clock = ReplayClock()
+    pairs = config.build_pairs()
+    gate = RiskGate(clock, max_open_groups=config.risk.max_open_groups)
+    pipeline = OpportunityPipeline(CompareEngine(pairs), config.strategy, config.risk, gate, clock)
+    intents: list[dict[str, Any]] = []
+
+    def ingest(quote: Quote) -> None:
+        decision = pipeline.on_quote(quote)
+        if decision is not None and decision.intent is not None:
+            intent = decision.intent
+            if len(intents) < 1000:
+                intents.append({
+                    "recv_ns": clock.now_ns,
+                    "pair": intent.pair,
+                    "buy": f"{intent.buy.venue} {intent.buy.quantity}@{intent.buy.limit_price}",
+                    "sell": f"{intent.sell.venue} {intent.sell.quantity}@{intent.sell.limit_price}",
+                    "edge_bps": round(intent.expected_edge_bps, 2),
+                })
+            pipeline.release(intent.pair)
+
+    feeds = build_feeds(config, ingest, clock)
+    try:
+        stats = ReplaySource(path, {f.name: f for f in feeds}).run_fast(clock)
+    except (OSError, EOFError) as exc:
+        raise RecordingError(f"{path}: cannot read: {exc}") from None
+    return {
+        "file": str(path),
+        "frames": stats.frames,
+        "span_s": round(stats.span_s, 3),
+        "by_feed": stats.by_feed,
+        "skipped_feeds": stats.skipped,
+        "quotes": pipeline.quotes,
+        "decisions": pipeline.decisions,
+        "intents": pipeline.intents,
+        "reasons": {str(k): v for k, v in pipeline.reasons.most_common()},
+        "dropped": {f.name: dict(f.dropped()) for f in feeds},
+        "first_intents": intents[:50],
+    }

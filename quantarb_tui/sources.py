@@ -1,0 +1,92 @@
+"""Market-data sources built from a config: one place that knows which feed serves what.
+
+Used by the runtime, the recorder and the replay, so all three see the same feed names,
+symbols, channels and timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from core.clock import Clock
+from core.config import BinanceVenueConfig, OkxVenueConfig, QuantarbConfig
+from feeds.base import FeedTiming, QuoteSink, WsFeed
+from feeds.binance import BinanceFeed
+from feeds.okx import OkxFeed
+from sim.market import SimTick
+from sim.world import SimWorld
+
+
+def feed_timing(cfg: OkxVenueConfig | BinanceVenueConfig) -> FeedTiming:
+    return FeedTiming(
+        silence_s=cfg.silence_s,
+        pong_timeout_s=cfg.pong_timeout_s,
+        rest_interval_s=cfg.rest_interval_s,
+        connect_timeout_s=cfg.connect_timeout_s,
+        backoff_initial_s=cfg.backoff_initial_s,
+        backoff_cap_s=cfg.backoff_cap_s,
+    )
+
+
+def build_feeds(
+    config: QuantarbConfig, sink: QuoteSink, clock: Clock, world: SimWorld | None = None
+) -> list[WsFeed]:
+    """The exchange feeds of `config`: on the real venues, or on a started `world`'s servers."""
+    feeds: list[WsFeed] = []
+    okx = config.venues.okx
+    okx_insts = [
+        (p.instruments.okx.symbol, p.instruments.okx.channel)
+        for p in config.pairs
+        if p.instruments.okx is not None
+    ]
+    if okx is not None and okx_insts:
+        feeds.append(
+            OkxFeed(
+                ws_url=world.okx_ws_url if world else okx.ws_url,
+                rest_url=world.okx_rest_url if world else okx.rest_url,
+                instruments=okx_insts,
+                sink=sink,
+                clock=clock,
+                transport=okx.transport,
+                timing=feed_timing(okx),
+            )
+        )
+    binance = config.venues.binance
+    bn_symbols = [p.instruments.binance.symbol for p in config.pairs if p.instruments.binance is not None]
+    if binance is not None and bn_symbols:
+        feeds.append(
+            BinanceFeed(
+                market=binance.market,
+                symbols=bn_symbols,
+                sink=sink,
+                clock=clock,
+                ws_url=world.binance_ws_url if world else binance.ws_url,
+                rest_url=world.binance_rest_url if world else binance.rest_url,
+                transport=binance.transport,
+                timing=feed_timing(binance),
+                max_lifetime_s=binance.max_lifetime_s,
+            )
+        )
+    return feeds
+
+
+def build_world(
+    config: QuantarbConfig,
+    clock: Clock,
+    *,
+    is_demo: bool,
+    on_mt5_tick: Callable[[SimTick], None] | None = None,
+) -> SimWorld | None:
+    """The simulated venues when the demo runs (or `[demo] enabled`), else None."""
+    if not (is_demo or config.demo.enabled):
+        return None
+    binance = config.venues.binance
+    return SimWorld(
+        config.build_pairs(),
+        seed=config.demo.seed,
+        clock=clock,
+        tick_ms=config.demo.tick_ms,
+        dislocation_every_s=config.demo.dislocation_every_s,
+        binance_market=binance.market if binance is not None else "usdm",
+        on_mt5_tick=on_mt5_tick,
+    )
