@@ -37,6 +37,9 @@ from feeds.rest_parsers import VenueError
 
 # Called synchronously for every quote; its return value is ignored.
 QuoteSink = Callable[[Quote], object]
+# Called with (feed name, raw frame, recv_ns) for every frame received, before it is
+# normalized: the recorder's hook. None costs one comparison per frame.
+FrameTap = Callable[[str, str | bytes, int], None]
 
 
 class Control(Enum):
@@ -109,6 +112,7 @@ class WsFeed(ABC):
         self.health = FeedHealth(name=name, venue=self.venue, transport=transport)
         self._rest_task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        self.tap: FrameTap | None = None
 
     # -- venue hooks -------------------------------------------------------------------
     @abstractmethod
@@ -131,9 +135,16 @@ class WsFeed(ABC):
     def dropped(self) -> Counter[str]:
         """Frames that produced no quote, per reason."""
 
+    def seq_resets(self) -> int:
+        """Sequence resets seen (venues with sequence numbers override this)."""
+        return 0
+
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self) -> None:
         """Run until cancelled; never raises for a venue failure, only counts and retries."""
+        # Built up front: creating the client builds an SSL context (~20-30 ms of blocked
+        # loop), which must not happen in the middle of an outage.
+        self._http = httpx.AsyncClient(base_url=self.rest_url, timeout=self.connect_timeout_s)
         try:
             if self.transport == "rest":
                 self.health.state = FeedState.REST
@@ -161,8 +172,18 @@ class WsFeed(ABC):
             except _RECOVERABLE as exc:
                 self.health.last_error = _describe(exc)
                 self.health.reconnects += 1
-                self.health.state = FeedState.BACKOFF
                 self._start_rest_fallback()
+                # Quotes keep flowing over REST while we wait: that is what the operator sees.
+                self.health.state = FeedState.REST
+                if ws is not None:
+                    # Let go of the failed connection now, not after the backoff. A silent
+                    # peer will not answer a closing handshake either: abort it rather than
+                    # wait close_timeout for nothing.
+                    failed, ws = ws, None
+                    if isinstance(exc, FeedSilent):
+                        _abort(failed)
+                    else:
+                        await _close(failed)
                 delay = self.backoff.next_delay()
                 await asyncio.sleep(delay)
             finally:
@@ -181,6 +202,9 @@ class WsFeed(ABC):
         )
         try:
             await asyncio.wait_for(self.subscribe(ws), timeout=self.connect_timeout_s)
+        except TimeoutError:
+            _abort(ws)  # no acknowledgement: the peer would not answer a closing handshake either
+            raise
         except BaseException:
             await _close(ws)
             raise
@@ -202,29 +226,31 @@ class WsFeed(ABC):
         self.health.reconnects += 1
         return new
 
+    def receive(self, frame: str | bytes) -> Control:
+        """Stamp, count, record and normalize one received frame."""
+        recv_ns = self.clock.monotonic_ns()
+        health = self.health
+        health.frames += 1
+        health.last_frame_ns = recv_ns
+        if self.tap is not None:
+            self.tap(self.name, frame, recv_ns)
+        return self.on_frame(frame, recv_ns)
+
     async def _drain(self, ws: ClientConnection) -> None:
         async for frame in ws:
-            recv_ns = self.clock.monotonic_ns()
-            self.health.frames += 1
-            self.health.last_frame_ns = recv_ns
-            self.on_frame(frame, recv_ns)
+            self.receive(frame)
 
     async def _read(self, ws: ClientConnection) -> None:
         """Read frames until the venue asks for a reconnect; raises on failure or silence."""
         loop = asyncio.get_running_loop()
-        health = self.health
-        clock = self.clock
-        on_frame = self.on_frame
+        receive = self.receive
         opened = loop.time()
         lifetime = self.max_lifetime_s
         while True:
             try:
                 async with asyncio.timeout(self.silence_s) as deadline:
                     async for frame in ws:
-                        recv_ns = clock.monotonic_ns()
-                        health.frames += 1
-                        health.last_frame_ns = recv_ns
-                        if on_frame(frame, recv_ns) is Control.RECONNECT:
+                        if receive(frame) is Control.RECONNECT:
                             return
                         now = loop.time()
                         if lifetime is not None and now - opened >= lifetime:
@@ -232,9 +258,11 @@ class WsFeed(ABC):
                         deadline.reschedule(now + self.silence_s)
                     raise EOFError("connection closed by the venue")
             except TimeoutError:
-                await self._keepalive(ws)
+                # The answer may be the venue's notice: move as for any other frame.
+                if await self._keepalive(ws) is Control.RECONNECT:
+                    return
 
-    async def _keepalive(self, ws: ClientConnection) -> None:
+    async def _keepalive(self, ws: ClientConnection) -> Control:
         if self.ping_text is None:
             raise FeedSilent(f"no frame for {self.silence_s:g}s")
         await ws.send(self.ping_text)
@@ -243,11 +271,7 @@ class WsFeed(ABC):
                 frame = await ws.recv()
         except TimeoutError:
             raise FeedSilent(f"no answer to ping within {self.pong_timeout_s:g}s") from None
-        recv_ns = self.clock.monotonic_ns()
-        self.health.frames += 1
-        self.health.last_frame_ns = recv_ns
-        if self.on_frame(frame, recv_ns) is Control.RECONNECT:
-            raise FeedProtocolError("venue asked to reconnect")
+        return self.receive(frame)
 
     # -- REST fallback -------------------------------------------------------------------
     def _start_rest_fallback(self) -> None:
@@ -262,9 +286,9 @@ class WsFeed(ABC):
                 await task
 
     async def _rest_loop(self) -> None:
-        if self._http is None:
-            self._http = httpx.AsyncClient(base_url=self.rest_url, timeout=self.connect_timeout_s)
         client = self._http
+        if client is None:
+            raise RuntimeError("the REST client exists only while run() is running")
         while True:
             try:
                 await self.poll_rest(client)
@@ -281,6 +305,11 @@ async def _close(ws: ClientConnection) -> None:
         await ws.close()
 
 
+def _abort(ws: ClientConnection) -> None:
+    """Drop an unresponsive connection at once (no closing handshake)."""
+    ws.transport.abort()
+
+
 def _describe(exc: BaseException) -> str:
     """A short error text for health and logs; never includes request headers or bodies."""
     if isinstance(exc, InvalidURI):
@@ -288,4 +317,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, InvalidHandshake):
         return f"handshake refused: {type(exc).__name__}"
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"[:200]
+    if not text and isinstance(exc, TimeoutError):
+        text = "timed out"
+    return f"{type(exc).__name__}: {text}"[:500]

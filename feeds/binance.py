@@ -88,7 +88,7 @@ class BinanceFeed(WsFeed):
             if control.wants_reconnect:
                 return Control.RECONNECT
             if control.is_error:
-                self.health.last_error = f"binance error {control.code}: {control.msg}"[:200]
+                self.health.last_error = f"binance error {control.code}: {control.msg}"[:500]
         return Control.NONE
 
     async def poll_rest(self, client: httpx.AsyncClient) -> None:

@@ -16,8 +16,7 @@ from enum import StrEnum
 class FeedState(StrEnum):
     CONNECTING = "connecting"
     LIVE = "live"
-    REST = "rest"  # socket down (or transport = "rest"): quotes come from REST polling
-    BACKOFF = "backoff"
+    REST = "rest"  # socket down, reconnecting with backoff (or transport = "rest"): REST polling
     STOPPED = "stopped"
 
 
@@ -67,7 +66,6 @@ class FeedHealth:
     quotes: int = 0
     reconnects: int = 0
     rest_polls: int = 0
-    seq_resets: int = 0
     last_frame_ns: int = 0
     last_error: str = ""
     dropped: Counter[str] = field(default_factory=Counter)

@@ -57,6 +57,9 @@ class OkxFeed(WsFeed):
     def dropped(self) -> Counter[str]:
         return self.tickers.dropped + self.bbo.dropped
 
+    def seq_resets(self) -> int:
+        return self.bbo.seq_resets
+
     async def subscribe(self, ws: ClientConnection) -> None:
         pending: dict[str, tuple[str, str]] = {}
         for i, (symbol, channel) in enumerate(self.instruments):
@@ -66,11 +69,7 @@ class OkxFeed(WsFeed):
                                       "args": [{"channel": channel, "instId": symbol}]}))
         refused: list[str] = []
         while pending:
-            frame = await ws.recv()
-            recv_ns = self.clock.monotonic_ns()
-            self.health.frames += 1
-            self.health.last_frame_ns = recv_ns
-            self.on_frame(frame, recv_ns)
+            self.receive(await ws.recv())
             control = self.last_control
             if control is None:
                 continue
@@ -105,8 +104,7 @@ class OkxFeed(WsFeed):
             if control.wants_reconnect:
                 return Control.RECONNECT
             if control.is_error:
-                self.health.last_error = f"okx error {control.code}: {control.msg}"[:200]
-        self.health.seq_resets = self.bbo.seq_resets
+                self.health.last_error = f"okx error {control.code}: {control.msg}"[:500]
         return Control.NONE
 
     async def poll_rest(self, client: httpx.AsyncClient) -> None:

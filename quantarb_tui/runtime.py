@@ -161,7 +161,7 @@ class Runtime:
         self._tasks = []
         now_ns = self.clock.monotonic_ns()
         for feed in self.feeds:
-            row = self._feed_row(feed.health, feed.dropped(), now_ns)
+            row = self._feed_row(feed.health, feed.dropped(), now_ns, feed.seq_resets())
             self.events.emit(EngineEvent(
                 self.clock.time_ms(), "feed",
                 f"feed {row.name} transport={row.transport} frames={row.frames} quotes={row.quotes} "
@@ -240,7 +240,7 @@ class Runtime:
             )
             for e in self.compare.edges()
         ]
-        feeds = [self._feed_row(f.health, f.dropped(), now_ns) for f in self.feeds]
+        feeds = [self._feed_row(f.health, f.dropped(), now_ns, f.seq_resets()) for f in self.feeds]
         if self.world is not None:
             feeds.insert(0, self._feed_row(self.mt5_health, None, now_ns))
         orch = self.orchestrator
@@ -270,7 +270,9 @@ class Runtime:
         )
 
     @staticmethod
-    def _feed_row(health: FeedHealth, dropped: Mapping[str, int] | None, now_ns: int) -> FeedRow:
+    def _feed_row(
+        health: FeedHealth, dropped: Mapping[str, int] | None, now_ns: int, seq_resets: int = 0
+    ) -> FeedRow:
         drops = dict(dropped) if dropped is not None else {}
         return FeedRow(
             key=health.name,
@@ -286,7 +288,7 @@ class Runtime:
             rest_polls=health.rest_polls,
             dropped=sum(drops.values()),
             dropped_by_reason=drops,
-            seq_resets=health.seq_resets,
+            seq_resets=seq_resets,
             last_error=health.last_error,
         )
 

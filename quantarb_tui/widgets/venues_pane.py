@@ -19,8 +19,7 @@ COLUMNS = [
     ("dropped", "Drop", 4),
 ]
 
-STATE_STYLES = {"live": "green", "rest": "yellow", "connecting": "yellow", "backoff": "bold red",
-                "stopped": "dim"}
+STATE_STYLES = {"live": "green", "rest": "bold yellow", "connecting": "yellow", "stopped": "dim"}
 
 
 class VenuesPane(Vertical):

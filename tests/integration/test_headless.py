@@ -30,7 +30,7 @@ def _quantarb(*args: str) -> list[str]:
 
 def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
     result = subprocess.run(
-        _quantarb("headless", "--duration", "4", "--ledger", str(tmp_path / "demo.db")),
+        _quantarb("headless", "--duration", "6", "--ledger", str(tmp_path / "demo.db")),
         cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -42,8 +42,17 @@ def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
     assert decisions <= quotes
     assert intents > 0
     assert "hedged=" in match.group(4)
-    assert any(" intent " in line for line in lines)
+    intents = [line for line in lines if " intent " in line]
+    assert intents
     assert any("-> hedged" in line for line in lines)
+    # OKX and Binance quotes came over the WebSocket feeds (the demo's loopback venues) ...
+    for feed in ("okx", "binance-usdm"):
+        health = next(line for line in lines if f" feed {feed} " in line)
+        frames = int(re.search(r"frames=(\d+)", health).group(1))  # type: ignore[union-attr]
+        assert "transport=ws" in health and frames > 10, health
+    # ... and intents formed across all three venues.
+    venues = {v for line in intents for v in re.findall(r"(?:buy|sell) (mt5|okx|binance) ", line)}
+    assert venues == {"mt5", "okx", "binance"}, intents
     assert result.stderr == ""
 
 
