@@ -61,7 +61,7 @@ def _runtime(loaded: LoadedConfig, ledger: str | None) -> Runtime:
     from quantarb_tui.runtime import Runtime, RuntimeFailure
 
     try:
-        return Runtime(loaded.config, is_demo=loaded.is_demo, ledger_path=ledger)
+        return Runtime(loaded.config, is_demo=loaded.is_demo, ledger_path=ledger, secrets=loaded.secrets)
     except RuntimeFailure as exc:
         raise _fail(EXIT_RUNTIME, str(exc)) from None
 
@@ -143,6 +143,44 @@ def replay(
     typer.echo("reasons " + "  ".join(f"{k}={v}" for k, v in report["reasons"].items()))
     for intent in report["first_intents"][:10]:
         typer.echo(f"  intent {intent['pair']} buy {intent['buy']} sell {intent['sell']} edge {intent['edge_bps']}bps")
+
+
+mt5_app = typer.Typer(help="The MT5 side: a simulated EA terminal for tests and demos.", no_args_is_help=True)
+app.add_typer(mt5_app, name="mt5")
+
+
+@mt5_app.command("sim")
+def mt5_sim(
+    url: Annotated[str, typer.Option("--url", help="The quantarb listener.")] = "http://127.0.0.1:8787",
+    terminal: Annotated[str, typer.Option("--terminal", help="Terminal id the EA signs as.")] = "T1",
+    secret_env: Annotated[
+        str | None, typer.Option("--secret-env", help="Env var holding the secret (default QUANTARB_MT5_SECRET_<ID>).")
+    ] = None,
+    duration: Annotated[float | None, typer.Option("--duration", min=0.0, help="Stop after this many seconds.")] = None,
+    state_file: Annotated[Path | None, typer.Option("--state-file", help="Keep the simulated account here.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+) -> None:
+    """Run a simulated Expert Advisor against a running quantarb (signed HTTP, like the real EA)."""
+    import asyncio
+    import json
+    import os
+
+    from quantarb_tui.settings import mt5_secret_env_var
+    from sim.mt5_sim_cli import run_mt5_sim
+
+    name = secret_env or mt5_secret_env_var(terminal)
+    secret = os.environ.get(name, "")
+    if not secret:
+        raise _fail(EXIT_CONFIG, f"the terminal secret is not set: export {name}")
+    try:
+        summary = asyncio.run(
+            run_mt5_sim(url, terminal, secret, duration_s=duration, state_file=state_file, seed=seed)
+        )
+    except ValueError as exc:
+        raise _fail(EXIT_CONFIG, str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    typer.echo(json.dumps(summary, default=str))
 
 
 class BenchTarget(enum.StrEnum):

@@ -15,17 +15,19 @@ from decimal import Decimal
 
 from core.clock import Clock, RealClock
 from core.compare import CompareEngine
-from core.config import QuantarbConfig
+from core.config import Mt5VenueConfig, QuantarbConfig
 from core.hedge import HedgeGroup
 from core.instruments import Instrument
-from core.models import Decision, Quote, Venue
+from core.models import Decision, Quote, TradingState, Venue
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
 from core.risk import RiskGate
 from feeds.base import WsFeed
 from feeds.health import FeedHealth, FeedState
 from quantarb_tui.events import EngineEvent, EventLog
+from quantarb_tui.mt5_side import Mt5Side
 from quantarb_tui.orchestrator import HedgeOrchestrator
+from quantarb_tui.settings import Secrets, mt5_secret_env_var
 from quantarb_tui.snapshot import EdgeRow, FeedRow, GroupRow, QuoteRow, RuntimeSnapshot
 from quantarb_tui.sources import build_feeds, build_world
 from sim.market import SimTick
@@ -46,7 +48,11 @@ class Runtime:
         is_demo: bool,
         clock: Clock | None = None,
         ledger_path: str | None = None,
+        secrets: Secrets | None = None,
+        mt5_in_process: bool = False,
     ) -> None:
+        """`mt5_in_process` keeps the simulated MT5 venue inside the process (no listener, no
+        EA simulator, paper fills): what `drive()` needs for deterministic tests."""
         self.config = config
         self.is_demo = is_demo
         self.clock: Clock = clock or RealClock()
@@ -67,13 +73,15 @@ class Runtime:
                 "execution = 'live' needs the venue order gateways, which are not in this release; "
                 "use execution = 'paper' (fills simulated against the live book)"
             )
-        if config.venues.mt5 is not None and not simulated:
-            raise RuntimeFailure(
-                "the mt5 venue needs the MT5 bridge, which is not in this release; remove "
-                "[venues.mt5] and the pairs' mt5 instruments, or set [demo] enabled = true"
-            )
         self.mode = "demo" if is_demo else "sim" if simulated else config.engine.execution
         self.gateways: dict[Venue, ExecutionGateway] = self._paper_gateways()
+        self.mt5: Mt5Side | None = None
+        if config.venues.mt5 is not None and not (mt5_in_process and simulated):
+            self.mt5 = self._mt5_side(config.venues.mt5, secrets, simulated)
+            if simulated:
+                # The EA simulator executes on its simulated broker through the real handshake;
+                # with a real EA, MT5 legs stay paper until live execution is enabled.
+                self.gateways["mt5"] = self.mt5.gateway
         self.orchestrator = HedgeOrchestrator(
             self.gateways,
             self.instruments,
@@ -83,7 +91,8 @@ class Runtime:
             leg_policy=config.strategy.leg_policy,
             on_closed=self._group_closed,
         )
-        self.world = build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=self._on_mt5_tick)
+        on_mt5 = self.mt5.on_sim_tick if self.mt5 is not None else self._on_mt5_tick
+        self.world = build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=on_mt5)
         # The MT5 side is simulated in process until the MT5 bridge lands.
         self.mt5_health = FeedHealth(name="mt5-sim", venue="mt5", transport="in-process")
         self.feeds: list[WsFeed] = []
@@ -100,6 +109,41 @@ class Runtime:
             venue: PaperGateway(venue, insts, self._touch, self.clock, fee_ccy="USD" if venue == "mt5" else "USDT")
             for venue, insts in by_venue.items()
         }
+
+    def _mt5_side(self, venue: Mt5VenueConfig, secrets: Secrets | None, simulated: bool) -> Mt5Side:
+        terminal_secrets: dict[str, bytes] = {}
+        for terminal in venue.terminals:
+            secret = secrets.mt5_secret(terminal) if secrets is not None else None
+            if secret is not None:
+                terminal_secrets[terminal] = secret.get_secret_value().encode()
+            elif simulated:
+                terminal_secrets[terminal] = Mt5Side.demo_secret()
+            else:
+                raise RuntimeFailure(
+                    f"MT5 terminal {terminal} has no secret: set {mt5_secret_env_var(terminal)} "
+                    f"(or {mt5_secret_env_var(terminal)}_FILE)"
+                )
+        mt5_instruments = [i for i in self.instruments.values() if i.venue == "mt5"]
+        try:
+            return Mt5Side(
+                venue,
+                self.config.listener,
+                terminal_secrets,
+                mt5_instruments,
+                self.clock,
+                self.ingest,
+                status=self._health_status,
+                simulate_ea=simulated,
+                seed=self.config.demo.seed,
+            )
+        except ValueError as exc:
+            raise RuntimeFailure(str(exc)) from None
+
+    def _health_status(self) -> str:
+        state = self.gate.state
+        if state is TradingState.HALTED:
+            return "halted"
+        return "ok" if state is TradingState.ACTIVE else "degraded"
 
     def _touch(self, venue: Venue, symbol: str) -> tuple[float, float] | None:
         book = self.compare.book(venue, symbol)
@@ -135,6 +179,17 @@ class Runtime:
         self._running = True
         if self.world is not None:
             await self.world.start()
+        if self.mt5 is not None:
+            try:
+                await self.mt5.start()
+            except OSError as exc:
+                self._running = False
+                if self.world is not None:
+                    await self.world.stop()
+                raise RuntimeFailure(
+                    f"MT5 listener cannot bind {self.config.listener.host}:{self.config.listener.port}: "
+                    f"{exc.strerror or exc}"
+                ) from None
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
         self.events.emit(
             EngineEvent(
@@ -142,6 +197,7 @@ class Runtime:
                 "start",
                 f"engine started: mode={self.mode} pairs={','.join(p.name for p in self.pairs)} "
                 f"feeds={','.join(f.name for f in self.feeds) or 'none'} "
+                f"mt5={self.mt5.url if self.mt5 is not None else 'in-process'} "
                 f"threshold={self.config.strategy.threshold_bps}bps",
             )
         )
@@ -169,14 +225,17 @@ class Runtime:
                 data={"feed": row.name, "frames": row.frames, "quotes": row.quotes,
                       "reconnects": row.reconnects, "dropped": row.dropped_by_reason},
             ))
-        if self.world is not None:
-            await self.world.stop()
+        # Groups in flight settle while the venues (and the EA) are still there.
         await self.orchestrator.shutdown()
         if self._orchestrator_task is not None:
             self._orchestrator_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._orchestrator_task
             self._orchestrator_task = None
+        if self.mt5 is not None:
+            await self.mt5.stop()
+        if self.world is not None:
+            await self.world.stop()
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))
 
     async def drive(self, steps: int, dt_ms: float = 20.0) -> None:
@@ -241,7 +300,9 @@ class Runtime:
             for e in self.compare.edges()
         ]
         feeds = [self._feed_row(f.health, f.dropped(), now_ns, f.seq_resets()) for f in self.feeds]
-        if self.world is not None:
+        if self.mt5 is not None:
+            feeds[:0] = self.mt5.health_rows()
+        elif self.world is not None:
             feeds.insert(0, self._feed_row(self.mt5_health, None, now_ns))
         orch = self.orchestrator
         recent: list[HedgeGroup] = list(orch.open.values())[::-1] + list(orch.closed)

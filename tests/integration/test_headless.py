@@ -20,6 +20,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTARB_")}
     env["HOME"] = str(tmp_path)  # no user config is picked up: the built-in demo runs
     env["QUANTARB_DEMO__DISLOCATION_EVERY_S"] = "0.5"  # edges every half second on average
+    env["QUANTARB_LISTENER__PORT"] = "0"  # tests never collide on the default port
     env.update(extra)
     return env
 
@@ -104,7 +105,7 @@ def test_headless_invalid_config_exits_2_naming_the_field(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("head", "tail", "needle"),
     [
-        ("[venues.mt5]\n", '[pairs.instruments.mt5]\nsymbol = "BTCUSD"\n', "MT5 bridge"),
+        ("[venues.mt5]\n", '[pairs.instruments.mt5]\nsymbol = "BTCUSD"\n', "QUANTARB_MT5_SECRET_T1"),
         ('[engine]\nexecution = "live"\n', "", "execution = 'paper'"),
     ],
 )

@@ -12,4 +12,4 @@ from quantarb_tui.runtime import Runtime
 @pytest.fixture
 def demo_runtime() -> Runtime:
     """The built-in demo on a manual clock with its fixed seed: same data on every run."""
-    return Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=":memory:")
+    return Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=":memory:", mt5_in_process=True)

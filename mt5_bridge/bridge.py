@@ -1,0 +1,345 @@
+"""The MT5 side of the listener, without HTTP: what each EA request does.
+
+`Mt5Bridge` holds the signature verifier, the command queue, the symbols each terminal may
+quote, the quote sink, and per terminal its health (ticks, rate, last contact) and its last
+account report. `mt5_bridge.app` maps HTTP onto it; each handler here takes an
+authenticated terminal and the raw body and returns `Reply(status, body)`.
+
+Bad input changes nothing: a body is decoded and validated completely (every tick of a
+batch) before the first quote reaches the sink or the first state changes. Rejected
+requests are only counted (`rejected`), for metrics.
+
+Ticks become `Quote`s with infinite sizes (an MT5 tick carries none, so sizing is capped by
+notional), `venue_ts_ms = time_msc` and `recv_ns` from the clock's monotonic reading. The
+sink is called synchronously, once per tick, as the feeds do.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from core.clock import Clock
+from core.models import Quote, Side
+from mt5_bridge import protocol
+from mt5_bridge.auth import AuthError, SignatureVerifier
+from mt5_bridge.protocol import InvalidRequest, to_decimal
+from mt5_bridge.queue import CommandQueue, FillConflict
+
+__all__ = [
+    "AccountState",
+    "HealthStatus",
+    "Mt5Bridge",
+    "PositionState",
+    "QuoteSink",
+    "Reply",
+    "TerminalHealth",
+]
+
+log = logging.getLogger(__name__)
+
+QuoteSink = Callable[[Quote], object]
+HealthStatus = Literal["ok", "degraded", "halted"]
+_STATUSES: frozenset[str] = frozenset({"ok", "degraded", "halted"})
+_RATE_WINDOW_S = 5
+_INF = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer: status code and compact JSON body."""
+
+    status: int
+    body: bytes
+
+
+_OK = Reply(200, protocol.encode(protocol.OkBody(ok=True)))
+_DUPLICATE = Reply(200, protocol.encode(protocol.OkBody(ok=True, duplicate=True)))
+_UNKNOWN_COMMAND = Reply(404, protocol.encode(protocol.ErrorBody(error="unknown command")))
+_UNAVAILABLE = Reply(503, protocol.encode(protocol.ErrorBody(error="unavailable")))
+
+
+def unauthorized(reason: str) -> Reply:
+    return Reply(401, protocol.encode(protocol.UnauthorizedBody(error="unauthorized", reason=reason)))
+
+
+@dataclass(frozen=True, slots=True)
+class PositionState:
+    """One open position with our magic, from the last account report."""
+
+    ticket: int
+    symbol: str
+    side: Side
+    volume: Decimal
+    price_open: Decimal
+    magic: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """The last account report of one terminal (positions filtered to our magic)."""
+
+    balance: float
+    equity: float
+    margin_free: float
+    positions: tuple[PositionState, ...]
+    ts_ms: int
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalHealth:
+    """A snapshot of one terminal's contact; 0 means never."""
+
+    terminal: str
+    last_tick_ns: int
+    last_seen_ns: int
+    ticks: int
+    ticks_per_s: float
+    account: AccountState | None
+
+
+@dataclass(slots=True)
+class _Terminal:
+    symbols: frozenset[str]
+    last_tick_ns: int = 0
+    first_tick_ns: int = 0
+    last_seen_ns: int = 0
+    ticks: int = 0
+    # [second, ticks received in that second] for the last seconds; the rate is computed on read.
+    buckets: deque[list[int]] = field(default_factory=lambda: deque(maxlen=_RATE_WINDOW_S))
+    account: AccountState | None = None
+
+    def count(self, n: int, now_ns: int) -> None:
+        second = now_ns // 1_000_000_000
+        if self.buckets and self.buckets[-1][0] == second:
+            self.buckets[-1][1] += n
+        else:
+            self.buckets.append([second, n])
+        if not self.ticks:
+            self.first_tick_ns = now_ns
+        self.ticks += n
+        self.last_tick_ns = now_ns
+
+    def rate(self, now_ns: int) -> float:
+        """Ticks per second over the last `_RATE_WINDOW_S` seconds (fewer right after the first)."""
+        if not self.ticks:
+            return 0.0
+        first_second = now_ns // 1_000_000_000 - _RATE_WINDOW_S + 1
+        total = sum(n for s, n in self.buckets if s >= first_second)
+        start_ns = max(first_second * 1_000_000_000, self.first_tick_ns)
+        span_s = max((now_ns - start_ns) / 1e9, 1.0)
+        return total / span_s
+
+
+class Mt5Bridge:
+    """The EA-facing state and request handlers of every configured terminal.
+
+    `symbols`: terminal id -> the symbols that terminal may send (ticks and fills on other
+    symbols are refused). `magic`: account positions with another magic are not kept (None
+    keeps all). `status`: the runtime's health for `/healthz` (`ok`, `degraded`, `halted`).
+    """
+
+    def __init__(
+        self,
+        *,
+        verifier: SignatureVerifier,
+        queue: CommandQueue,
+        clock: Clock,
+        symbols: Mapping[str, Iterable[str]],
+        quote_sink: QuoteSink,
+        magic: int | None = None,
+        status: Callable[[], str] | None = None,
+    ) -> None:
+        self.verifier = verifier
+        self.queue = queue
+        self._clock = clock
+        self._sink = quote_sink
+        self.magic = magic
+        self._status = status
+        self._terminals = {t: _Terminal(frozenset(symbols.get(t, ()))) for t in verifier.terminals}
+        self.rejected: Counter[str] = Counter()
+
+    # ---------------------------------------------------------------------------- reads
+
+    @property
+    def terminals(self) -> tuple[str, ...]:
+        return tuple(sorted(self._terminals))
+
+    def symbols(self, terminal: str) -> frozenset[str]:
+        t = self._terminals.get(terminal)
+        return frozenset() if t is None else t.symbols
+
+    def health(self, terminal: str) -> TerminalHealth:
+        t = self._terminals[terminal]
+        now = self._clock.monotonic_ns()
+        return TerminalHealth(terminal, t.last_tick_ns, t.last_seen_ns, t.ticks, t.rate(now), t.account)
+
+    def account(self, terminal: str) -> AccountState | None:
+        t = self._terminals.get(terminal)
+        return None if t is None else t.account
+
+    def health_status(self) -> HealthStatus:
+        """The runtime's status for `/healthz`; anything unexpected reads as `degraded`."""
+        if self._status is None:
+            return "ok"
+        try:
+            value = self._status()
+        except Exception:
+            log.exception("health status callable failed")
+            return "degraded"
+        if value == "ok":
+            return "ok"
+        if value == "halted":
+            return "halted"
+        return "degraded"
+
+    # ---------------------------------------------------------------------------- requests
+
+    def authenticate(
+        self,
+        *,
+        terminal: str | None,
+        timestamp: str | None,
+        signature: str | None,
+        method: str,
+        target: bytes,
+        body: bytes,
+    ) -> str:
+        """The authenticated terminal id, or `AuthError` (counted under `auth_<reason>`)."""
+        try:
+            found = self.verifier.verify(
+                terminal=terminal, timestamp=timestamp, signature=signature, method=method,
+                target=target, body=body,
+            )
+        except AuthError as exc:
+            self.rejected[f"auth_{exc.reason}"] += 1
+            raise
+        state = self._terminals.get(found)
+        if state is not None:
+            state.last_seen_ns = self._clock.monotonic_ns()
+        return found
+
+    async def tick(self, terminal: str, body: bytes) -> Reply:
+        """`POST /mt5/tick`: quotes to the sink, pending commands back."""
+        state = self._terminals[terminal]
+        try:
+            batch = protocol.decode_ticks(body, state.symbols, terminal)
+        except InvalidRequest as exc:
+            return self._invalid(exc)
+        if batch.ticks:
+            recv_ns = self._clock.monotonic_ns()
+            sink = self._sink
+            for tick in batch.ticks:
+                try:
+                    sink(Quote("mt5", tick.symbol, tick.bid, tick.ask, _INF, _INF, tick.time_msc, recv_ns))
+                except Exception:
+                    log.exception("mt5 %s: quote sink failed on %s", terminal, tick.symbol)
+            state.count(len(batch.ticks), recv_ns)
+        return await self._serve(terminal, 0)
+
+    async def commands(self, terminal: str, wait_ms_raw: str | None) -> Reply:
+        """`GET /mt5/commands?wait_ms=N`: pending commands, waiting up to N ms (<= 1000) for one."""
+        try:
+            wait_ms = protocol.parse_wait_ms(wait_ms_raw)
+        except InvalidRequest as exc:
+            return self._invalid(exc)
+        return await self._serve(terminal, wait_ms)
+
+    async def ack(self, terminal: str, body: bytes) -> Reply:
+        """`POST /mt5/ack`: 200 (also for a repeated or late ack), 404 for an unknown command."""
+        try:
+            ack = protocol.decode_ack(body)
+        except InvalidRequest as exc:
+            return self._invalid(exc)
+        before = self.queue.get(ack.command_id)
+        duplicate = before is not None and not before.is_open
+        try:
+            known = await self.queue.ack(terminal, ack.command_id, ack.status, ack.retcode, ack.reason)
+        except Exception:
+            log.exception("mt5 %s: ack of %s failed", terminal, ack.command_id)
+            return _UNAVAILABLE
+        if not known:
+            self.rejected["unknown_command"] += 1
+            return _UNKNOWN_COMMAND
+        return _DUPLICATE if duplicate else _OK
+
+    async def fill(self, terminal: str, body: bytes) -> Reply:
+        """`POST /mt5/fill`: 200 (a repeated deal too, marked duplicate), 404 for an unknown
+        command, 422 for a fill that contradicts its command (symbol, side, deal)."""
+        state = self._terminals[terminal]
+        try:
+            report = protocol.decode_fill(body, state.symbols, terminal)
+        except InvalidRequest as exc:
+            return self._invalid(exc)
+        try:
+            cmd = await self.queue.lookup(report.command_id)
+        except Exception:
+            log.exception("mt5 %s: lookup of %s failed", terminal, report.command_id)
+            return _UNAVAILABLE
+        if cmd is None or cmd.terminal != terminal:
+            self.rejected["unknown_command"] += 1
+            return _UNKNOWN_COMMAND
+        errors: list[protocol.FieldError] = []
+        if report.symbol != cmd.symbol:
+            errors.append(protocol.FieldError("symbol", f"command {cmd.command_id} is for {cmd.symbol}"))
+        if report.side != cmd.side:
+            errors.append(protocol.FieldError("side", f"command {cmd.command_id} is a {cmd.side}"))
+        if errors:
+            return self._invalid(InvalidRequest(errors))
+        duplicate = self.queue.has_deal(terminal, report.deal)
+        try:
+            known = await self.queue.fill(terminal, report.command_id, report.to_command_fill())
+        except FillConflict as exc:
+            return self._invalid(InvalidRequest([protocol.FieldError(exc.field, exc.reason)]))
+        except Exception:
+            log.exception("mt5 %s: fill %d of %s failed", terminal, report.deal, report.command_id)
+            return _UNAVAILABLE
+        if not known:
+            self.rejected["unknown_command"] += 1
+            return _UNKNOWN_COMMAND
+        return _DUPLICATE if duplicate else _OK
+
+    async def account_report(self, terminal: str, body: bytes) -> Reply:
+        """`POST /mt5/account`: replaces the terminal's account state."""
+        try:
+            report = protocol.decode_account(body)
+        except InvalidRequest as exc:
+            return self._invalid(exc)
+        positions = tuple(
+            PositionState(p.ticket, p.symbol, p.type, to_decimal(p.volume), to_decimal(p.price_open), p.magic)
+            for p in report.positions
+            if self.magic is None or p.magic == self.magic
+        )
+        self._terminals[terminal].account = AccountState(
+            balance=report.balance,
+            equity=report.equity,
+            margin_free=report.margin_free,
+            positions=positions,
+            ts_ms=self._clock.time_ms(),
+            recv_ns=self._clock.monotonic_ns(),
+        )
+        return _OK
+
+    # ---------------------------------------------------------------------------- internals
+
+    async def _serve(self, terminal: str, wait_ms: int) -> Reply:
+        queue = self.queue
+        try:
+            await queue.expire(self._clock.time_ms())
+            cmds = await queue.wait_pending(terminal, wait_ms) if wait_ms else queue.pending(terminal)
+            if queue.has_unsaved:
+                await queue.flush()
+        except Exception:
+            log.exception("mt5 %s: serving commands failed", terminal)
+            return _UNAVAILABLE
+        return Reply(200, protocol.encode_commands(cmds))
+
+    def _invalid(self, exc: InvalidRequest) -> Reply:
+        self.rejected["invalid"] += 1
+        return Reply(422, exc.body())

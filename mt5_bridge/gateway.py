@@ -1,0 +1,277 @@
+"""`ExecutionGateway` for the `mt5` venue: orders become commands for one terminal's EA.
+
+`place(order)` enqueues an `open` command and waits for the EA's answer (ack and fills), up
+to the command's `expires_msc` plus a grace for late fills. It never guesses:
+
+| command at the end of the wait            | OrderUpdate                                   |
+| ----------------------------------------- | --------------------------------------------- |
+| fills cover the volume (any state)        | FILLED, with the fills                        |
+| accepted, some fills                      | PARTIALLY_FILLED, with the fills              |
+| accepted, no fill yet                     | ACKED                                         |
+| rejected by the EA or broker              | REJECTED, reason `retcode N: <EA reason>`     |
+| withdrawn (never served)                  | REJECTED, reason `withdrawn`                  |
+| expired (not acked in time, or the EA     | EXPIRED (with any late fills)                 |
+| refused it as expired)                    |                                               |
+| still pending/delivered, or the store     | UNKNOWN: ask again with `query`               |
+| failed while enqueuing                    |                                               |
+
+The command id is derived from the client order id (the same string when it is short and
+safe for the EA's flat JSON and MT5's 31-character order comment, a hash otherwise), so a
+second `place` of the same order finds the command already queued and reports on it instead
+of sending it twice.
+
+Fills are reported as `core.models.Fill` with `venue_trade_id` = the deal ticket and
+`fee = -commission` (MT5 reports charges as negative commission). Every update carries all
+of the command's fills; the tracker dedupes them by (venue, venue_trade_id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+
+from core.clock import Clock
+from core.commands import CommandKind, CommandState, Filling, Mt5Command
+from core.instruments import Instrument
+from core.models import Fill, Order, OrderState, Side, Venue
+from core.ports import OrderUpdate
+from mt5_bridge.queue import CommandQueue
+
+__all__ = ["MT5Gateway", "command_id_for"]
+
+log = logging.getLogger(__name__)
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,31}")
+
+
+def command_id_for(client_order_id: str) -> str:
+    """The command id of an order: deterministic, at most 31 characters of `[A-Za-z0-9_-]`."""
+    if _SAFE_ID.fullmatch(client_order_id):
+        return client_order_id
+    return "c" + hashlib.sha256(client_order_id.encode("utf-8")).hexdigest()[:30]
+
+
+class MT5Gateway:
+    """Places, cancels and queries orders on one MT5 terminal through the command queue.
+
+    `instruments` maps the terminal's symbols to their instruments (orders on other symbols
+    are rejected before anything is sent). `grace_ms` is how long after `expires_msc` a
+    `place` still waits for late fills.
+    """
+
+    def __init__(
+        self,
+        queue: CommandQueue,
+        terminal: str,
+        instruments: Mapping[str, Instrument],
+        clock: Clock,
+        *,
+        magic: int,
+        deviation_points: int,
+        filling: Filling,
+        command_ttl_ms: int,
+        grace_ms: int = 1000,
+        fee_ccy: str = "USD",
+    ) -> None:
+        if command_ttl_ms <= 0 or grace_ms < 0:
+            raise ValueError("command_ttl_ms must be > 0 and grace_ms >= 0")
+        self._queue = queue
+        self.terminal = terminal
+        self._instruments = dict(instruments)
+        self._clock = clock
+        self.magic = magic
+        self.deviation_points = deviation_points
+        self.filling: Filling = filling
+        self.command_ttl_ms = command_ttl_ms
+        self.grace_ms = grace_ms
+        self.fee_ccy = fee_ccy
+
+    @property
+    def venue(self) -> Venue:
+        return "mt5"
+
+    async def place(self, order: Order) -> OrderUpdate:
+        """Send `order` as an `open` command and report the EA's answer (see the module doc)."""
+        if order.venue != "mt5":
+            raise ValueError(f"order {order.client_order_id} is for {order.venue}, not mt5")
+        problem = self._check(order.symbol, order.qty, order.price, allow_zero_price=False)
+        if problem:
+            return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason=problem)
+        cmd = self._command("open", order.client_order_id, group_id=order.group_id, symbol=order.symbol,
+                            side=order.side, volume=order.qty, price=order.price, position=0)
+        return await self._submit(cmd)
+
+    async def close_position(
+        self,
+        ticket: int,
+        symbol: str,
+        side: Side,
+        volume: Decimal,
+        group_id: str,
+        client_order_id: str,
+        *,
+        price: Decimal = Decimal(0),
+    ) -> OrderUpdate:
+        """Close (part of) position `ticket` (flatten): a `close` command with `position=ticket`.
+
+        `side` is the side of the closing deal, the opposite of the position's type
+        (`core.models.opposite(position_type)`). `price` 0 means at market: the EA uses the
+        current Bid/Ask.
+        """
+        if ticket <= 0:
+            return OrderUpdate(client_order_id, OrderState.REJECTED, reason="invalid position ticket")
+        problem = self._check(symbol, volume, price, allow_zero_price=True)
+        if problem:
+            return OrderUpdate(client_order_id, OrderState.REJECTED, reason=problem)
+        cmd = self._command("close", client_order_id, group_id=group_id, symbol=symbol, side=side,
+                            volume=volume, price=price, position=ticket)
+        return await self._submit(cmd)
+
+    async def cancel(self, order: Order) -> OrderUpdate:
+        """Withdraw the command if the EA has not been served it yet (REJECTED, `withdrawn`);
+        otherwise it cannot be recalled, and its current state is reported."""
+        cid = command_id_for(order.client_order_id)
+        if await self._queue.withdraw(cid):
+            return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason="withdrawn")
+        return await self.query(order)
+
+    async def query(self, order: Order) -> OrderUpdate:
+        """The order's state as the queue knows it now (no waiting)."""
+        cmd = await self._queue.lookup(command_id_for(order.client_order_id))
+        if cmd is None:
+            if self._queue.knows_every_command:
+                # Write-ahead: a command is saved before it can be served, so one the store
+                # does not know was never sent.
+                return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason="not sent")
+            return OrderUpdate(order.client_order_id, OrderState.UNKNOWN, reason="no such command")
+        return self._report(cmd, order.client_order_id, final=False)
+
+    # ---------------------------------------------------------------------------- internals
+
+    def _check(self, symbol: str, volume: Decimal, price: Decimal, *, allow_zero_price: bool) -> str:
+        if symbol not in self._instruments:
+            return f"symbol {symbol} is not configured for terminal {self.terminal}"
+        if not volume.is_finite() or volume <= 0:
+            return f"invalid volume {volume}"
+        if not price.is_finite() or price < 0 or (price == 0 and not allow_zero_price):
+            return f"invalid price {price}"
+        return ""
+
+    def _command(
+        self, kind: CommandKind, client_order_id: str, *, group_id: str, symbol: str, side: Side,
+        volume: Decimal, price: Decimal, position: int,
+    ) -> Mt5Command:
+        now = self._clock.time_ms()
+        return Mt5Command(
+            command_id=command_id_for(client_order_id),
+            terminal=self.terminal,
+            group_id=group_id,
+            client_order_id=client_order_id,
+            kind=kind,
+            symbol=symbol,
+            side=side,
+            volume=volume,
+            price=price,
+            deviation_points=self.deviation_points,
+            filling=self.filling,
+            magic=self.magic,
+            position=position,
+            expires_msc=now + self.command_ttl_ms,
+            created_ms=now,
+            updated_ms=now,
+        )
+
+    async def _submit(self, cmd: Mt5Command) -> OrderUpdate:
+        coid = cmd.client_order_id
+        try:
+            queued = await self._queue.enqueue(cmd)
+        except Exception as exc:
+            log.exception("mt5 %s: enqueue of %s failed", self.terminal, cmd.command_id)
+            return OrderUpdate(coid, OrderState.UNKNOWN, reason=f"command store failed: {type(exc).__name__}")
+        if queued.client_order_id != coid or queued.terminal != self.terminal:
+            log.error("mt5 %s: command id %s already used by order %s on %s", self.terminal,
+                      queued.command_id, queued.client_order_id, queued.terminal)
+            return OrderUpdate(coid, OrderState.REJECTED, reason="command id already in use")
+        return await self._await_outcome(queued.command_id, coid)
+
+    @staticmethod
+    def _settled(cmd: Mt5Command) -> bool:
+        if cmd.state in (CommandState.REJECTED, CommandState.WITHDRAWN):
+            return True
+        return cmd.filled_volume >= cmd.volume
+
+    async def _await_outcome(self, command_id: str, coid: str) -> OrderUpdate:
+        loop = asyncio.get_running_loop()
+        first = self._queue.get(command_id)
+        if first is None:
+            return OrderUpdate(coid, OrderState.UNKNOWN, reason="command vanished")
+        deadline_ms = first.expires_msc + self.grace_ms
+        # A real-time cap too, so a clock that does not move (or jumps back) cannot hang us.
+        hard_deadline = loop.time() + max(deadline_ms - self._clock.time_ms(), 0) / 1000
+        cmd = first
+        while True:
+            version = self._queue.version(command_id)
+            current = self._queue.get(command_id)
+            if current is None:
+                break
+            cmd = current
+            if self._settled(cmd):
+                break
+            now = self._clock.time_ms()
+            if cmd.is_open and now > cmd.expires_msc:
+                try:
+                    expired = await self._queue.expire(now)
+                except Exception:
+                    log.exception("mt5 %s: expiry of %s failed", self.terminal, command_id)
+                    break
+                if expired or self._queue.version(command_id) != version:
+                    continue
+            remaining_ms = deadline_ms - now
+            remaining_s = hard_deadline - loop.time()
+            if remaining_ms <= 0 or remaining_s <= 0:
+                break
+            wake_ms = remaining_ms
+            if cmd.is_open:
+                wake_ms = min(wake_ms, max(cmd.expires_msc - now + 1, 1))
+            await self._queue.wait_change(command_id, version, min(wake_ms / 1000, remaining_s))
+        return self._report(cmd, coid, final=True)
+
+    def _report(self, cmd: Mt5Command, coid: str, *, final: bool) -> OrderUpdate:
+        fills = [
+            Fill(
+                venue="mt5",
+                venue_trade_id=str(f.deal),
+                client_order_id=coid,
+                qty=f.volume,
+                price=f.price,
+                fee=-f.commission,
+                fee_ccy=self.fee_ccy,
+                ts_ms=f.time_msc,
+            )
+            for f in cmd.fills
+        ]
+        venue_order_id = str(cmd.fills[0].order) if cmd.fills else ""
+        filled = cmd.filled_volume
+        state: OrderState
+        reason = ""
+        if filled > 0 and filled >= cmd.volume:
+            state = OrderState.FILLED
+        elif cmd.state is CommandState.ACCEPTED:
+            state = OrderState.PARTIALLY_FILLED if filled > 0 else OrderState.ACKED
+            reason = f"retcode {cmd.retcode}" if cmd.retcode else ""
+        elif cmd.state is CommandState.REJECTED:
+            state = OrderState.PARTIALLY_FILLED if filled > 0 else OrderState.REJECTED
+            reason = f"retcode {cmd.retcode}: {cmd.reason}" if cmd.reason else f"retcode {cmd.retcode}"
+        elif cmd.state is CommandState.WITHDRAWN:
+            state, reason = OrderState.REJECTED, "withdrawn"
+        elif cmd.state is CommandState.EXPIRED:
+            state, reason = OrderState.EXPIRED, cmd.reason or "expired"
+        elif final:
+            state, reason = OrderState.UNKNOWN, f"no answer from the EA ({cmd.state})"
+        else:
+            state, reason = OrderState.SUBMITTED, str(cmd.state)
+        return OrderUpdate(coid, state, venue_order_id=venue_order_id, fills=fills, reason=reason)
