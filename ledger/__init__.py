@@ -1,1 +1,37 @@
-"""SQLite ledger: schema and migrations, the single writer, projections, recovery, queries."""
+"""SQLite ledger: schema and migrations, the single writer, projections, recovery, queries.
+
+The runtime holds one `Ledger` (`await Ledger.open(path)`); the command line reads a file
+with `ledger.queries` (`queries.run(path, queries.summary)`). docs/ledger.md describes the
+tables, the journal and the durability rules.
+"""
+
+from ledger.errors import (
+    EventRejectedError,
+    LedgerBackpressureError,
+    LedgerBusyError,
+    LedgerClosedError,
+    LedgerError,
+    LedgerTooNewError,
+    LedgerWriteError,
+    NotALedgerError,
+)
+from ledger.events import LedgerEvent
+from ledger.ledger import DecisionSampler, Ledger, RecoveredState
+from ledger.schema import APPLICATION_ID, SCHEMA_VERSION
+
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "DecisionSampler",
+    "EventRejectedError",
+    "Ledger",
+    "LedgerBackpressureError",
+    "LedgerBusyError",
+    "LedgerClosedError",
+    "LedgerError",
+    "LedgerEvent",
+    "LedgerTooNewError",
+    "LedgerWriteError",
+    "NotALedgerError",
+    "RecoveredState",
+]

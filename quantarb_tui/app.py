@@ -13,7 +13,7 @@ from typing import ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from quantarb_tui.runtime import Runtime
+from quantarb_tui.runtime import LedgerRefused, Runtime, RuntimeFailure
 from quantarb_tui.screens.main import MainScreen
 
 MAX_REFRESH_HZ = 10.0
@@ -40,7 +40,12 @@ class QuantArbApp(App[int]):
         self.refresh_view()
         self.set_interval(self._refresh_s, self.refresh_view, name="snapshot-refresh")
         if self._autostart:
-            await self.runtime.start()
+            try:
+                await self.runtime.start()
+            except LedgerRefused as exc:
+                self.exit(2, return_code=2, message=f"quantarb: {exc}")
+            except RuntimeFailure as exc:
+                self.exit(3, return_code=3, message=f"quantarb: {exc}")
 
     def refresh_view(self) -> None:
         """Pull one snapshot and apply it to the visible screen in a single batch."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from quantarb_tui.config_cmd import config_app
+from quantarb_tui.ledger_cmd import ledger_app
 
 if TYPE_CHECKING:
     from quantarb_tui.runtime import Runtime
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(config_app, name="config")
+app.add_typer(ledger_app, name="ledger")
 
 ConfigOpt = Annotated[
     str | None,
@@ -73,9 +75,9 @@ def tui(config: ConfigOpt = None, ledger: LedgerOpt = None) -> None:
     runtime = _runtime(loaded, ledger)
     from quantarb_tui.app import QuantArbApp
 
-    result = QuantArbApp(runtime).run()
-    if isinstance(result, int) and result:
-        raise typer.Exit(result)
+    tui_app = QuantArbApp(runtime)
+    tui_app.run()
+    raise typer.Exit(tui_app.return_code or 0)
 
 
 @app.command()
@@ -186,6 +188,8 @@ def mt5_sim(
 class BenchTarget(enum.StrEnum):
     pipeline = "pipeline"
     feeds = "feeds"
+    ledger = "ledger"
+    listener = "listener"
     all = "all"
 
 

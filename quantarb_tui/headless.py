@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from quantarb_tui.events import EngineEvent
-from quantarb_tui.runtime import Runtime
+from quantarb_tui.runtime import LedgerRefused, Runtime, RuntimeFailure
 
 
 def format_ts(ts_ms: int) -> str:
@@ -82,5 +82,12 @@ def run_headless(
     runtime: Runtime, *, duration: float | None, json_logs: bool, out: TextIO | None = None
 ) -> int:
     """Run until the duration ends or a signal arrives; returns the process exit code."""
-    asyncio.run(_run(runtime, duration, out or sys.stdout, json_logs))
+    try:
+        asyncio.run(_run(runtime, duration, out or sys.stdout, json_logs))
+    except LedgerRefused as exc:
+        sys.stderr.write(f"quantarb: {exc}\n")
+        return 2
+    except RuntimeFailure as exc:
+        sys.stderr.write(f"quantarb: {exc}\n")
+        return 3
     return 0

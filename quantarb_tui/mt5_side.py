@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from core.clock import Clock
-from core.commands import CommandStore
+from core.commands import CommandStore, Mt5Command
 from core.config import ListenerConfig, Mt5VenueConfig
 from core.instruments import Instrument
 from core.models import Quote
@@ -34,6 +34,30 @@ from sim.mt5_broker import BrokerBehaviour, SimBroker, spec_from_instrument
 DEMO_TERMINAL = "DEMO"
 # A terminal whose last tick is older than this is shown as stale.
 STALE_MS = 5_000
+
+
+class StoreSlot:
+    """The command queue's durable store, attached once the ledger is open (at start).
+
+    Until then (and in runs without a ledger) commands live in memory only.
+    """
+
+    def __init__(self) -> None:
+        self.target: CommandStore | None = None
+
+    async def save(self, command: Mt5Command) -> None:
+        if self.target is not None:
+            await self.target.save(command)
+
+    async def load_open(self) -> list[Mt5Command]:
+        return await self.target.load_open() if self.target is not None else []
+
+    async def get(self, command_id: str) -> Mt5Command | None:
+        getter = getattr(self.target, "get_command", None)
+        if getter is None:
+            return None
+        command: Mt5Command | None = await getter(command_id)
+        return command
 
 
 class Mt5Side:
@@ -61,7 +85,9 @@ class Mt5Side:
         self.terminals = terminals
         self.instruments = {i.symbol: i for i in instruments}
         symbols = list(self.instruments)
-        self.queue = CommandQueue(store, clock)
+        self.store = StoreSlot()
+        self.store.target = store
+        self.queue = CommandQueue(self.store, clock)
         self.bridge = Mt5Bridge(
             verifier=SignatureVerifier({t: terminal_secrets[t] for t in terminals}, clock),
             queue=self.queue,

@@ -5,7 +5,12 @@ through the venue gateways by the configured leg policy, applies the venues' ans
 the order state machine, and settles the group: hedged, rejected, or broken -> unwind of
 the residual on the venue that filled (unwound), or failed with the RiskGate halted when
 even that does not close it. Retries, partial fills, timeouts and the ledger come with the
-execution-engine and ledger work; the shapes here are the ones they extend.
+execution-engine work; the shapes here are the ones it extends.
+
+With a ledger, every step is journaled: the order row with its client order id is
+committed before the request leaves (write-ahead), fills are committed before the group
+moves on, and groups recovered after a crash are resumed by asking the venues about their
+unfinished orders by client order id (never by re-sending blindly).
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from core.models import (
     Side,
     Venue,
 )
-from core.orders import can_transition
+from core.orders import can_transition, is_terminal
 from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import RiskGate
+from ledger.ledger import Ledger
 from quantarb_tui.events import EngineEvent, EventLog, Level
 
 GroupListener = Callable[[HedgeGroup], None]
@@ -51,6 +57,7 @@ class HedgeOrchestrator:
         leg_policy: str = "concurrent",
         on_closed: GroupListener | None = None,
         recent: int = 200,
+        ledger: Ledger | None = None,
     ) -> None:
         self._gateways = gateways
         self._instruments = instruments
@@ -59,6 +66,7 @@ class HedgeOrchestrator:
         self._events = events
         self._leg_policy = leg_policy
         self._on_closed = on_closed
+        self.ledger = ledger
         self._seq = itertools.count(1)
         self._pending: deque[HedgeGroup] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -77,6 +85,8 @@ class HedgeOrchestrator:
             leg.venue: self._instruments[(leg.venue, leg.symbol)] for leg in intent.legs
         }
         group = HedgeGroup(group_id=group_id, intent=intent, instruments=instruments, opened_ms=now)
+        if self.ledger is not None:
+            self.ledger.group_opened(group)
         self.open[group_id] = group
         self._pending.append(group)
         self._wakeup.set()
@@ -116,6 +126,41 @@ class HedgeOrchestrator:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
+    async def resume(self, group: HedgeGroup) -> None:
+        """Finish a group recovered from the ledger after a restart.
+
+        Each unfinished order is resolved by asking its venue by client order id; then the
+        group settles as usual (hedged, rejected, or broken -> unwind). Nothing is re-sent.
+        """
+        self.open[group.group_id] = group
+        self._emit("recover", f"resuming group {group.group_id} {group.pair} ({group.state})", group)
+        try:
+            for order in group.orders:
+                if order.state in (OrderState.NEW,):
+                    # Written ahead but maybe never sent: the venue will say.
+                    self._transition(order, OrderState.UNKNOWN)
+                if not is_terminal(order.state):
+                    gateway = self._gateways[order.venue]
+                    self._apply(order, await gateway.query(order))
+                    if not is_terminal(order.state) and order.venue == "mt5":
+                        # A command the EA may still execute: wait for its outcome. `place`
+                        # is idempotent by client order id (it never sends a second command).
+                        self._apply(order, await gateway.place(order))
+                    await self._durable()
+            if group.state is GroupState.PLANNED and group.orders:
+                self._set_group(group, GroupState.WORKING)
+            if group.state is GroupState.PLANNED:
+                self._set_group(group, GroupState.REJECTED)
+                self._close(group)
+            elif group.state in (GroupState.BROKEN, GroupState.COMPENSATING):
+                await self._unwind(group)
+                self._close(group)
+            else:
+                await self._settle(group)
+        except Exception as exc:
+            self._emit("error", f"resuming {group.group_id} failed: {exc!r}", group, level="error")
+            self._gate.kill(f"recovery of {group.group_id} failed")
+
     # -- one group -------------------------------------------------------------------
     async def execute(self, group: HedgeGroup) -> None:
         try:
@@ -125,6 +170,8 @@ class HedgeOrchestrator:
             group.state = GroupState.FAILED
             group.closed_ms = self._clock.time_ms()
             self._gate.kill(f"execution error in {group.group_id}")
+            if self.ledger is not None:
+                self.ledger.group_state(group)
             self._close(group)
 
     async def _execute(self, group: HedgeGroup) -> None:
@@ -161,8 +208,10 @@ class HedgeOrchestrator:
 
     async def _unwind(self, group: HedgeGroup) -> None:
         """Close the residual on the venue that filled more (the retry path comes later)."""
-        self._set_group(group, GroupState.COMPENSATING)
-        for attempt, venue in enumerate(group.instruments, start=1):
+        if group.state is GroupState.BROKEN:
+            self._set_group(group, GroupState.COMPENSATING)
+        base = len(group.actions)
+        for attempt, venue in enumerate(group.instruments, start=base + 1):
             position = group.position(venue)
             if position == 0:
                 continue
@@ -179,7 +228,9 @@ class HedgeOrchestrator:
             group.actions.append(action)
             if qty <= 0:
                 action.outcome = "dust"
+                self._record_action(action)
                 continue
+            self._record_action(action)
             entry = group.intent.buy if group.intent.buy.venue == venue else group.intent.sell
             # A marketable limit 20 bps through the entry price: bounded slippage.
             through = 1.002 if side == "buy" else 0.998
@@ -191,16 +242,21 @@ class HedgeOrchestrator:
             order = self._order(group, spec, leg=2, attempt=attempt, purpose=OrderPurpose.UNWIND)
             await self._send(order)
             action.outcome = "filled" if order.state is OrderState.FILLED else f"{order.state}"
+            self._record_action(action)
         if abs(group.residual()) < group.step:
             self._set_group(group, GroupState.UNWOUND)
         else:
             self._set_group(group, GroupState.FAILED)
-            group.actions.append(CompensationAction(
+            escalate = CompensationAction(
                 action_id=f"{group.group_id}cx", group_id=group.group_id,
                 kind=CompensationKind.ESCALATE, reason=f"residual {group.residual()} left",
                 created_ms=self._clock.time_ms(), outcome="halted",
-            ))
-            self._gate.kill(f"group {group.group_id} failed with a residual")
+            )
+            group.actions.append(escalate)
+            self._record_action(escalate)
+            change = self._gate.kill(f"group {group.group_id} failed with a residual")
+            if self.ledger is not None:
+                await self.ledger.risk_event("breaker", change)
 
     # -- orders ----------------------------------------------------------------------
     def _order(
@@ -222,6 +278,9 @@ class HedgeOrchestrator:
 
     async def _send(self, order: Order) -> None:
         gateway = self._gateways[order.venue]
+        if self.ledger is not None:
+            # Write-ahead: the order and its client order id are on disk before it leaves.
+            await self.ledger.order_created(order)
         self._transition(order, OrderState.SUBMITTED)
         try:
             update = await gateway.place(order)
@@ -230,6 +289,16 @@ class HedgeOrchestrator:
             self._emit("error", f"order {order.client_order_id} unknown: {exc!r}", None, level="warn")
             update = await gateway.query(order)
         self._apply(order, update)
+        await self._durable()
+
+    async def _durable(self) -> None:
+        """Fills (and everything before them) committed before the group moves on."""
+        if self.ledger is not None:
+            await self.ledger.flush()
+
+    def _record_action(self, action: CompensationAction) -> None:
+        if self.ledger is not None:
+            self.ledger.compensation(action)
 
     def _apply(self, order: Order, update: OrderUpdate) -> None:
         if update.venue_order_id:
@@ -242,9 +311,13 @@ class HedgeOrchestrator:
             order.filled_qty += fill.qty
             order.notional += fill.qty * fill.price
             order.fees += fill.fee
+            if self.ledger is not None:
+                self.ledger.fill(order, fill)
+        order.reject_reason = update.reason
         if update.state is not order.state:
             self._transition(order, update.state)
-        order.reject_reason = update.reason
+        elif self.ledger is not None and update.fills:
+            self.ledger.order_state(order)
 
     def _transition(self, order: Order, new: OrderState) -> None:
         if not can_transition(order.state, new):
@@ -257,10 +330,14 @@ class HedgeOrchestrator:
             return
         order.state = new
         order.updated_ms = self._clock.time_ms()
+        if self.ledger is not None:
+            self.ledger.order_state(order)
 
     # -- group bookkeeping -----------------------------------------------------------
     def _set_group(self, group: HedgeGroup, state: GroupState) -> None:
         if group.transition(state, self._clock.time_ms()):
+            if self.ledger is not None:
+                self.ledger.group_state(group)
             level: Level = "warn" if state in (GroupState.BROKEN, GroupState.FAILED) else "info"
             self._emit("group", f"group {group.group_id} {group.pair} -> {state}", group, level=level)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 
 from core.clock import Clock, RealClock
 from core.compare import CompareEngine
@@ -24,6 +26,8 @@ from core.ports import ExecutionGateway
 from core.risk import RiskGate
 from feeds.base import WsFeed
 from feeds.health import FeedHealth, FeedState
+from ledger.errors import LedgerError, LedgerTooNewError, NotALedgerError
+from ledger.ledger import Ledger
 from quantarb_tui.events import EngineEvent, EventLog
 from quantarb_tui.mt5_side import Mt5Side
 from quantarb_tui.orchestrator import HedgeOrchestrator
@@ -33,9 +37,15 @@ from quantarb_tui.sources import build_feeds, build_world
 from sim.market import SimTick
 from sim.paper import PaperGateway
 
+RECOVERING = "recovering"
+
 
 class RuntimeFailure(Exception):
     """The engine cannot run with this configuration (exit code 3)."""
+
+
+class LedgerRefused(Exception):
+    """The ledger file is not a quantarb ledger or is newer than this code (exit code 2)."""
 
 
 class Runtime:
@@ -56,7 +66,12 @@ class Runtime:
         self.config = config
         self.is_demo = is_demo
         self.clock: Clock = clock or RealClock()
-        self.ledger_path = ledger_path or config.engine.ledger
+        # None: no ledger (deterministic tests drive the engine without one).
+        self.ledger_path: str | None = ledger_path if ledger_path is not None else config.engine.ledger
+        if self.ledger_path == "":
+            self.ledger_path = None
+        elif self.ledger_path is not None:
+            self.ledger_path = os.path.expanduser(self.ledger_path)
         self.events = EventLog()
         self.pairs = config.build_pairs()
         self.instruments: dict[tuple[Venue, str], Instrument] = {
@@ -96,6 +111,9 @@ class Runtime:
         # The MT5 side is simulated in process until the MT5 bridge lands.
         self.mt5_health = FeedHealth(name="mt5-sim", venue="mt5", transport="in-process")
         self.feeds: list[WsFeed] = []
+        self.ledger: Ledger | None = None
+        self.recovered_groups = 0
+        self._background: set[asyncio.Task[int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._orchestrator_task: asyncio.Task[None] | None = None
         self._running = False
@@ -135,6 +153,9 @@ class Runtime:
                 status=self._health_status,
                 simulate_ea=simulated,
                 seed=self.config.demo.seed,
+                # The simulated broker outlives the engine, as a real one does.
+                broker_state=Path(f"{self.ledger_path}.mt5-broker.json")
+                if simulated and self.ledger_path else None,
             )
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
@@ -155,8 +176,15 @@ class Runtime:
     def ingest(self, quote: Quote) -> Decision | None:
         """One quote in: judged synchronously; an intent becomes a hedge group."""
         decision = self.pipeline.on_quote(quote)
-        if decision is not None and decision.intent is not None:
-            self.orchestrator.submit(decision.intent)
+        if decision is None:
+            return None
+        ledger = self.ledger
+        if decision.intent is not None:
+            group = self.orchestrator.submit(decision.intent)
+            if ledger is not None:
+                ledger.decision(decision, group_id=group.group_id)
+        elif ledger is not None:
+            ledger.decision(decision)  # sampled: the signal log stays bounded
         return decision
 
     def _group_closed(self, group: HedgeGroup) -> None:
@@ -177,6 +205,8 @@ class Runtime:
         if self._running:
             return
         self._running = True
+        if self.ledger_path is not None:
+            await self._open_ledger(self.ledger_path)
         if self.world is not None:
             await self.world.start()
         if self.mt5 is not None:
@@ -190,6 +220,7 @@ class Runtime:
                     f"MT5 listener cannot bind {self.config.listener.host}:{self.config.listener.port}: "
                     f"{exc.strerror or exc}"
                 ) from None
+        recovered = await self._recover()
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
         self.events.emit(
             EngineEvent(
@@ -203,6 +234,58 @@ class Runtime:
         )
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
         self._tasks = [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
+        if recovered:
+            self._tasks.append(asyncio.create_task(self._resume(recovered), name="recovery"))
+
+    async def _open_ledger(self, path: str) -> None:
+        try:
+            self.ledger = await Ledger.open(path, clock=self.clock)
+        except (NotALedgerError, LedgerTooNewError) as exc:
+            self._running = False
+            raise LedgerRefused(str(exc)) from None
+        except (LedgerError, OSError) as exc:
+            self._running = False
+            raise RuntimeFailure(f"ledger {path}: {exc}") from None
+        self.orchestrator.ledger = self.ledger
+        if self.mt5 is not None:
+            self.mt5.store.target = self.ledger
+
+    async def _recover(self) -> list[HedgeGroup]:
+        """Restore the trading state; returns the open groups to finish once quotes flow.
+
+        Until they are finished no new intent is allowed: the gate is paused for recovery
+        (a halted engine simply stays halted).
+        """
+        if self.ledger is None:
+            return []
+        rec = await self.ledger.recover()
+        if rec.halted:
+            self.gate.kill(rec.trading_reason or "halted before restart")
+            self.events.emit(EngineEvent(self.clock.time_ms(), "state",
+                                         f"HALTED (restored): {self.gate.reason}", "warn"))
+        self.recovered_groups = len(rec.open_groups)
+        if rec.open_groups:
+            for group in rec.open_groups:
+                self.pipeline.in_flight.add(group.pair)
+            self.gate.pause(RECOVERING)
+        return rec.open_groups
+
+    async def _resume(self, groups: list[HedgeGroup], quotes_timeout_s: float = 10.0) -> None:
+        """Finish recovered groups: their venues are asked by client order id, and any
+        compensation trades against live quotes (so wait, bounded, until both legs have one)."""
+        needed = {(venue, inst.symbol) for g in groups for venue, inst in g.instruments.items()}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + quotes_timeout_s
+        while loop.time() < deadline:
+            books = [self.compare.book(v, s) for v, s in needed]
+            if all(b is not None and b.has_quote for b in books):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(self.orchestrator.resume(g) for g in groups))
+        if self.gate.reason == RECOVERING:
+            self.gate.resume("recovered")
+        self.events.emit(EngineEvent(self.clock.time_ms(), "recover",
+                                     f"recovery done: {len(groups)} group(s) finished"))
 
     async def stop(self) -> None:
         """Stop quote sources first, let groups in flight settle, then end every task."""
@@ -225,6 +308,8 @@ class Runtime:
                 data={"feed": row.name, "frames": row.frames, "quotes": row.quotes,
                       "reconnects": row.reconnects, "dropped": row.dropped_by_reason},
             ))
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         # Groups in flight settle while the venues (and the EA) are still there.
         await self.orchestrator.shutdown()
         if self._orchestrator_task is not None:
@@ -236,6 +321,9 @@ class Runtime:
             await self.mt5.stop()
         if self.world is not None:
             await self.world.stop()
+        if self.ledger is not None:
+            await self.ledger.close()
+            self.ledger = None
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))
 
     async def drive(self, steps: int, dt_ms: float = 20.0) -> None:
@@ -263,6 +351,10 @@ class Runtime:
     def kill(self, reason: str = "operator kill") -> None:
         change = self.gate.kill(reason)
         self.events.emit(EngineEvent(change.ts_ms, "state", f"HALTED: {reason}", "warn"))
+        if self.ledger is not None:
+            task = asyncio.get_running_loop().create_task(self.ledger.risk_event("kill", change))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # -- views -----------------------------------------------------------------------
     def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:

@@ -22,7 +22,24 @@ def _feeds(quotes: int, seed: int) -> dict[str, Any]:
     return bench_feeds(frames=min(quotes, 200_000), seed=seed)
 
 
-BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {"pipeline": _pipeline, "feeds": _feeds}
+def _ledger(quotes: int, seed: int) -> dict[str, Any]:
+    from ledger.bench import bench_ledger
+
+    return bench_ledger()
+
+
+def _listener(quotes: int, seed: int) -> dict[str, Any]:
+    from quantarb_tui.bench.listener import bench_listener
+
+    return bench_listener(requests=200_000)
+
+
+BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {
+    "pipeline": _pipeline,
+    "feeds": _feeds,
+    "ledger": _ledger,
+    "listener": _listener,
+}
 
 
 def run_benches(target: str, *, quotes: int, seed: int, as_json: bool) -> int:

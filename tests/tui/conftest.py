@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from core.clock import ManualClock
@@ -10,6 +12,8 @@ from quantarb_tui.runtime import Runtime
 
 
 @pytest.fixture
-def demo_runtime() -> Runtime:
+def demo_runtime(tmp_path: Path) -> Runtime:
     """The built-in demo on a manual clock with its fixed seed: same data on every run."""
-    return Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=":memory:", mt5_in_process=True)
+    return Runtime(
+        demo_config(), is_demo=True, clock=ManualClock(), ledger_path=str(tmp_path / "t.db"), mt5_in_process=True
+    )

@@ -1,0 +1,46 @@
+"""Errors of the ledger. Every one says which file and what to do about it.
+
+`exit_code` is what the command line should exit with: 2 for a file quantarb cannot use
+(not a ledger, written by a newer quantarb), 3 for a runtime failure (the disk refused a
+write, the ledger is used by another process).
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base class: anything the ledger refuses or cannot do."""
+
+    exit_code = 3
+
+
+class NotALedgerError(LedgerError):
+    """The file is not a quantarb ledger (garbage, another application's SQLite file)."""
+
+    exit_code = 2
+
+
+class LedgerTooNewError(LedgerError):
+    """The file was written by a newer quantarb, with a schema this code does not know."""
+
+    exit_code = 2
+
+
+class LedgerBusyError(LedgerError):
+    """Another process holds the ledger's writer lock (two engines on one file)."""
+
+
+class LedgerClosedError(LedgerError):
+    """An event was appended after `close()`."""
+
+
+class LedgerWriteError(LedgerError):
+    """A transaction failed: the writer stops and every waiting caller gets this error."""
+
+
+class LedgerBackpressureError(LedgerError):
+    """The write queue passed its hard limit: the disk does not keep up at all."""
+
+
+class EventRejectedError(LedgerError):
+    """One event violated a constraint of the ledger (a bug in its producer); it was not stored."""

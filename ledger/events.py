@@ -1,0 +1,406 @@
+"""The journal's event kinds, their payloads, and the functions that build them from core objects.
+
+An event is (kind, ts_ms, group_id, payload). `ts_ms` is when the ledger recorded it (the
+ledger's clock); times inside the payload are the domain's own (when the order was created,
+when the fill happened). Payloads are JSON objects of plain values: decimals are strings in
+positional notation (`format(d, "f")`: exact, never `1E-8`), times are integer unix ms (null
+when not set), enums are their string values. A payload is self-contained: the projections
+(`ledger.projections`) and recovery read nothing else.
+
+Kinds and what they carry (docs/ledger.md has the field lists):
+
+- `decision`      one pipeline verdict (sampled, see `DecisionSampler`)
+- `group_opened`  a hedge group and its full intent, with the instruments it was sized with
+- `group_state`   a group's state, closing time, realized PnL and fees
+- `order_created` the write-ahead order row, before the request leaves the process
+- `order_state`   an order's state, venue order id, filled quantity
+- `fill`          one execution; deduplicated on (venue, venue_trade_id) by the projection
+- `compensation`  a compensation action (upserted by action_id as its outcome changes)
+- `risk_event`    a kill / flatten / rearm / pause / resume / breaker and the trading state after it
+- `mt5_command`   the full state of one MT5 command with its fills (upsert)
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+import msgspec
+
+from core.commands import CommandFill, CommandState, Mt5Command
+from core.hedge import HedgeGroup
+from core.instruments import Instrument
+from core.models import (
+    CompensationAction,
+    Decision,
+    ExecutionIntent,
+    ExecutionLeg,
+    Fill,
+    Order,
+    TradingState,
+)
+from core.risk import StateChange
+
+DECISION: Final = "decision"
+GROUP_OPENED: Final = "group_opened"
+GROUP_STATE: Final = "group_state"
+ORDER_CREATED: Final = "order_created"
+ORDER_STATE: Final = "order_state"
+FILL: Final = "fill"
+COMPENSATION: Final = "compensation"
+RISK_EVENT: Final = "risk_event"
+MT5_COMMAND: Final = "mt5_command"
+
+KINDS: frozenset[str] = frozenset(
+    {DECISION, GROUP_OPENED, GROUP_STATE, ORDER_CREATED, ORDER_STATE, FILL, COMPENSATION, RISK_EVENT, MT5_COMMAND}
+)
+
+RiskKind = Literal["kill", "flatten", "rearm", "pause", "resume", "breaker"]
+RISK_KINDS: frozenset[str] = frozenset({"kill", "flatten", "rearm", "pause", "resume", "breaker"})
+
+
+class LedgerEvent(msgspec.Struct, frozen=True):
+    """One journal entry before it has a sequence number (the writer assigns it)."""
+
+    kind: str
+    ts_ms: int
+    group_id: str | None
+    payload: dict[str, Any]
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def encode_payload(payload: dict[str, Any]) -> str:
+    """The payload as compact JSON text (what the `events.payload` column holds)."""
+    return _encoder.encode(payload).decode()
+
+
+def encode_raw(payload: dict[str, Any]) -> msgspec.Raw:
+    """The payload encoded once, to be embedded as is in a larger JSON document."""
+    return msgspec.Raw(_encoder.encode(payload))
+
+
+def decode_payload(text: str) -> dict[str, Any]:
+    return _decoder.decode(text)
+
+
+def decode_json(text: str) -> Any:
+    """Any JSON text stored by the ledger (e.g. the `mt5_commands.fills` array)."""
+    return msgspec.json.decode(text)
+
+
+def dec(value: Decimal) -> str:
+    """A decimal as exact positional text: `0.00000001`, never `1E-8`."""
+    return format(value, "f")
+
+
+def _ms(value: int) -> int | None:
+    return value or None
+
+
+# -- builders ----------------------------------------------------------------------------
+def decision(d: Decision, ts_ms: int, group_id: str | None = None) -> LedgerEvent:
+    return LedgerEvent(
+        DECISION,
+        ts_ms,
+        group_id,
+        {
+            "ts_ms": d.ts_ms,
+            "pair": d.pair,
+            "buy_venue": d.buy_venue,
+            "sell_venue": d.sell_venue,
+            "edge_bps": d.edge_bps,
+            "outcome": str(d.outcome),
+            "reason": str(d.reason),
+        },
+    )
+
+
+def _leg(leg: ExecutionLeg) -> dict[str, Any]:
+    return {
+        "venue": leg.venue,
+        "symbol": leg.symbol,
+        "side": leg.side,
+        "quantity": dec(leg.quantity),
+        "limit_price": dec(leg.limit_price),
+        "base_qty": dec(leg.base_qty),
+    }
+
+
+def _intent(intent: ExecutionIntent) -> dict[str, Any]:
+    return {
+        "pair": intent.pair,
+        "buy": _leg(intent.buy),
+        "sell": _leg(intent.sell),
+        "base_qty": dec(intent.base_qty),
+        "expected_edge_bps": intent.expected_edge_bps,
+        "buy_price": intent.buy_price,
+        "sell_price": intent.sell_price,
+        "created_ms": intent.created_ms,
+    }
+
+
+def _instrument(inst: Instrument) -> dict[str, Any]:
+    return {
+        "venue": inst.venue,
+        "symbol": inst.symbol,
+        "pair": inst.pair,
+        "qty_per_unit": dec(inst.qty_per_unit),
+        "tick_size": dec(inst.tick_size),
+        "lot_step": dec(inst.lot_step),
+        "min_qty": dec(inst.min_qty),
+        "taker_fee_bps": inst.taker_fee_bps,
+        "price_scale": dec(inst.price_scale),
+        "min_notional": dec(inst.min_notional),
+    }
+
+
+def group_opened(group: HedgeGroup, ts_ms: int) -> LedgerEvent:
+    intent = group.intent
+    return LedgerEvent(
+        GROUP_OPENED,
+        ts_ms,
+        group.group_id,
+        {
+            "group_id": group.group_id,
+            "pair": intent.pair,
+            "buy_venue": intent.buy.venue,
+            "sell_venue": intent.sell.venue,
+            "state": str(group.state),
+            "opened_ms": group.opened_ms,
+            "target_qty": dec(intent.base_qty),
+            "expected_edge_bps": intent.expected_edge_bps,
+            "intent": _intent(intent),
+            "instruments": {venue: _instrument(inst) for venue, inst in group.instruments.items()},
+        },
+    )
+
+
+def group_state(group: HedgeGroup, ts_ms: int) -> LedgerEvent:
+    return LedgerEvent(
+        GROUP_STATE,
+        ts_ms,
+        group.group_id,
+        {
+            "group_id": group.group_id,
+            "state": str(group.state),
+            "closed_ms": _ms(group.closed_ms),
+            "realized_pnl": dec(group.realized_pnl),
+            "fees": dec(group.fees),
+            "residual": dec(group.residual()),
+            "note": group.note,
+        },
+    )
+
+
+def order_created(order: Order, ts_ms: int) -> LedgerEvent:
+    return LedgerEvent(
+        ORDER_CREATED,
+        ts_ms,
+        order.group_id or None,
+        {
+            "client_order_id": order.client_order_id,
+            "group_id": order.group_id or None,
+            "venue": order.venue,
+            "symbol": order.symbol,
+            "side": order.side,
+            "qty": dec(order.qty),
+            "price": dec(order.price),
+            "purpose": str(order.purpose),
+            "state": str(order.state),
+            "venue_order_id": order.venue_order_id,
+            "created_ms": order.created_ms,
+            "updated_ms": order.updated_ms or order.created_ms,
+        },
+    )
+
+
+def order_state(order: Order, ts_ms: int) -> LedgerEvent:
+    return LedgerEvent(
+        ORDER_STATE,
+        ts_ms,
+        order.group_id or None,
+        {
+            "client_order_id": order.client_order_id,
+            "state": str(order.state),
+            "venue_order_id": order.venue_order_id,
+            "updated_ms": order.updated_ms or order.created_ms,
+            "filled_qty": dec(order.filled_qty),
+            "reject_reason": order.reject_reason,
+        },
+    )
+
+
+def fill(f: Fill, ts_ms: int, group_id: str | None = None) -> LedgerEvent:
+    return LedgerEvent(
+        FILL,
+        ts_ms,
+        group_id or None,
+        {
+            "client_order_id": f.client_order_id,
+            "venue": f.venue,
+            "venue_trade_id": f.venue_trade_id,
+            "qty": dec(f.qty),
+            "price": dec(f.price),
+            "fee": dec(f.fee),
+            "fee_ccy": f.fee_ccy,
+            "ts_ms": f.ts_ms,
+        },
+    )
+
+
+def compensation(action: CompensationAction, ts_ms: int) -> LedgerEvent:
+    return LedgerEvent(
+        COMPENSATION,
+        ts_ms,
+        action.group_id,
+        {
+            "action_id": action.action_id,
+            "group_id": action.group_id,
+            "kind": str(action.kind),
+            "reason": action.reason,
+            "created_ms": action.created_ms,
+            "outcome": action.outcome,
+        },
+    )
+
+
+def risk_event(kind: str, change: StateChange, ts_ms: int) -> LedgerEvent:
+    """A risk action and the trading state it left (`kind` is one of RISK_KINDS)."""
+    if kind not in RISK_KINDS:
+        raise ValueError(f"unknown risk event kind {kind!r}; expected one of {sorted(RISK_KINDS)}")
+    return LedgerEvent(
+        RISK_EVENT,
+        ts_ms,
+        None,
+        {"kind": kind, "trading_state": str(change.state), "reason": change.reason, "ts_ms": change.ts_ms},
+    )
+
+
+def _command_fill(f: CommandFill) -> dict[str, Any]:
+    return {
+        "deal": f.deal,
+        "order": f.order,
+        "position": f.position,
+        "volume": dec(f.volume),
+        "price": dec(f.price),
+        "commission": dec(f.commission),
+        "time_msc": f.time_msc,
+    }
+
+
+def mt5_command(cmd: Mt5Command, ts_ms: int) -> LedgerEvent:
+    """The whole command as it is now (an upsert): the projection keeps one row per command."""
+    return LedgerEvent(
+        MT5_COMMAND,
+        ts_ms,
+        cmd.group_id or None,
+        {
+            "command_id": cmd.command_id,
+            "terminal": cmd.terminal,
+            "group_id": cmd.group_id or None,
+            "client_order_id": cmd.client_order_id,
+            "kind": cmd.kind,
+            "symbol": cmd.symbol,
+            "side": cmd.side,
+            "volume": dec(cmd.volume),
+            "price": dec(cmd.price),
+            "deviation_points": cmd.deviation_points,
+            "filling": cmd.filling,
+            "magic": cmd.magic,
+            "position": cmd.position,
+            "expires_msc": cmd.expires_msc,
+            "created_ms": cmd.created_ms,
+            "state": str(cmd.state),
+            "retcode": cmd.retcode,
+            "reason": cmd.reason,
+            "updated_ms": cmd.updated_ms or cmd.created_ms,
+            "deliveries": cmd.deliveries,
+            "fills": [_command_fill(f) for f in cmd.fills],
+            "filled_volume": dec(cmd.filled_volume),
+        },
+    )
+
+
+# -- decoders (recovery) -----------------------------------------------------------------
+def leg_from_payload(p: dict[str, Any]) -> ExecutionLeg:
+    return ExecutionLeg(
+        venue=p["venue"],
+        symbol=p["symbol"],
+        side=p["side"],
+        quantity=Decimal(p["quantity"]),
+        limit_price=Decimal(p["limit_price"]),
+        base_qty=Decimal(p["base_qty"]),
+    )
+
+
+def intent_from_payload(p: dict[str, Any]) -> ExecutionIntent:
+    return ExecutionIntent(
+        pair=p["pair"],
+        buy=leg_from_payload(p["buy"]),
+        sell=leg_from_payload(p["sell"]),
+        base_qty=Decimal(p["base_qty"]),
+        expected_edge_bps=float(p["expected_edge_bps"]),
+        buy_price=float(p["buy_price"]),
+        sell_price=float(p["sell_price"]),
+        created_ms=int(p["created_ms"]),
+    )
+
+
+def instrument_from_payload(p: dict[str, Any]) -> Instrument:
+    return Instrument(
+        venue=p["venue"],
+        symbol=p["symbol"],
+        pair=p["pair"],
+        qty_per_unit=Decimal(p["qty_per_unit"]),
+        tick_size=Decimal(p["tick_size"]),
+        lot_step=Decimal(p["lot_step"]),
+        min_qty=Decimal(p["min_qty"]),
+        taker_fee_bps=float(p["taker_fee_bps"]),
+        price_scale=Decimal(p["price_scale"]),
+        min_notional=Decimal(p["min_notional"]),
+    )
+
+
+def command_fill_from_payload(p: dict[str, Any]) -> CommandFill:
+    return CommandFill(
+        deal=int(p["deal"]),
+        order=int(p["order"]),
+        position=int(p["position"]),
+        volume=Decimal(p["volume"]),
+        price=Decimal(p["price"]),
+        commission=Decimal(p["commission"]),
+        time_msc=int(p["time_msc"]),
+    )
+
+
+def command_from_payload(p: dict[str, Any]) -> Mt5Command:
+    return Mt5Command(
+        command_id=p["command_id"],
+        terminal=p["terminal"],
+        group_id=p["group_id"] or "",
+        client_order_id=p["client_order_id"],
+        kind=p["kind"],
+        symbol=p["symbol"],
+        side=p["side"],
+        volume=Decimal(p["volume"]),
+        price=Decimal(p["price"]),
+        deviation_points=int(p["deviation_points"]),
+        filling=p["filling"],
+        magic=int(p["magic"]),
+        position=int(p["position"]),
+        expires_msc=int(p["expires_msc"]),
+        created_ms=int(p["created_ms"]),
+        state=CommandState(p["state"]),
+        retcode=int(p["retcode"]),
+        reason=p["reason"],
+        updated_ms=int(p["updated_ms"]),
+        deliveries=int(p["deliveries"]),
+        fills=[command_fill_from_payload(f) for f in p["fills"]],
+    )
+
+
+def trading_state_from(value: str | None) -> TradingState:
+    return TradingState(value) if value else TradingState.ACTIVE

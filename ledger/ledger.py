@@ -1,0 +1,507 @@
+"""Ledger: the one object the runtime holds. Records the engine's life and gives it back on start.
+
+    ledger = await Ledger.open(path)            # create / migrate / refuse (LedgerError)
+    state = await ledger.recover()              # open groups, live orders, MT5 commands, halt
+    ledger.decision(d, group_id=...)            # sampled signal log (fire and forget)
+    ledger.group_opened(group)                  # fire and forget (ordered before its orders)
+    await ledger.order_created(order)           # WRITE-AHEAD: returns once committed
+    ledger.order_state(order); ledger.fill(order, fill)
+    await ledger.flush()                        # the fills above are on disk
+    ledger.group_state(group); ledger.compensation(action)
+    await ledger.risk_event("kill", gate.kill(reason))   # durable
+    await ledger.save(command)                  # CommandStore port (durable)
+    await ledger.close()                        # commits what is queued
+
+The synchronous methods only queue the event (call them from the event loop's thread,
+including the synchronous hot path); they return its journal seq. Events are committed in
+seq order, so awaiting a later event's commit (`flush`, a durable call) makes every earlier
+one durable too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import aiosqlite
+
+from core.clock import Clock, RealClock
+from core.commands import CommandStore, Mt5Command
+from core.hedge import GROUP_TERMINAL, HedgeGroup
+from core.models import (
+    CompensationAction,
+    CompensationKind,
+    Decision,
+    Fill,
+    GroupState,
+    Order,
+    OrderPurpose,
+    OrderState,
+    Outcome,
+    TradingState,
+)
+from core.orders import TERMINAL as ORDER_TERMINAL
+from core.risk import StateChange
+from ledger import events as ev
+from ledger.errors import LedgerBusyError, LedgerError
+from ledger.events import LedgerEvent
+from ledger.queries import connect_reader
+from ledger.schema import OPEN_ORDERS_WHERE, prepare, reader_uri
+from ledger.writer import LedgerWriter
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: no cross-process writer lock
+    fcntl = None  # type: ignore[assignment]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_DECISION_INTERVAL_MS = 1000
+DEFAULT_COMMAND_FILL_WAIT_MS = 10 * 60 * 1000
+
+OPEN_GROUP_STATES: tuple[str, ...] = tuple(s.value for s in GroupState if s not in GROUP_TERMINAL)
+
+
+class DecisionSampler:
+    """Keeps the signal log bounded: every intent, and at most one blocked decision per
+    (pair, buy venue, sell venue, reason) per `interval_ms` window of the decision's own time.
+    """
+
+    __slots__ = ("_interval_ms", "_last", "kept", "suppressed")
+
+    def __init__(self, interval_ms: int = DEFAULT_DECISION_INTERVAL_MS) -> None:
+        if interval_ms < 1:
+            raise ValueError("interval_ms must be >= 1")
+        self._interval_ms = interval_ms
+        self._last: dict[tuple[str, str | None, str | None, str], int] = {}
+        self.kept = 0
+        self.suppressed = 0
+
+    def keep(self, d: Decision) -> bool:
+        if d.outcome is Outcome.INTENT:
+            self.kept += 1
+            return True
+        key = (d.pair, d.buy_venue, d.sell_venue, d.reason)
+        window = d.ts_ms // self._interval_ms
+        if self._last.get(key) == window:
+            self.suppressed += 1
+            return False
+        self._last[key] = window
+        self.kept += 1
+        return True
+
+
+@dataclass(slots=True)
+class RecoveredState:
+    """What a starting engine must know before it sends anything (DESIGN.md section 3)."""
+
+    trading_state: TradingState = TradingState.ACTIVE
+    trading_reason: str = ""
+    trading_since_ms: int = 0
+    open_groups: list[HedgeGroup] = field(default_factory=list)
+    # Every order not in a terminal state (the open groups' and flatten orders), to be asked
+    # about by client order id; the open groups' orders are the same objects.
+    open_orders: list[Order] = field(default_factory=list)
+    open_commands: list[Mt5Command] = field(default_factory=list)
+    last_seq: int = 0
+
+    @property
+    def halted(self) -> bool:
+        return self.trading_state is TradingState.HALTED
+
+
+class _WriterLock:
+    """An exclusive flock on `<ledger>.lock`: one engine per ledger file (released on exit or kill)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self, ledger: Path) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LedgerBusyError(
+                f"{ledger}: in use by another quantarb process (pid {holder}); one engine per ledger"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Ledger:
+    """The ledger of one engine: the single writer, a reader connection, recovery, CommandStore."""
+
+    def __init__(
+        self,
+        path: Path,
+        writer: LedgerWriter,
+        reader: aiosqlite.Connection,
+        lock: _WriterLock,
+        *,
+        clock: Clock,
+        decision_interval_ms: int,
+        command_fill_wait_ms: int,
+        migrated_from: int,
+    ) -> None:
+        self.path = path
+        self.writer = writer
+        self._reader = reader
+        self._lock = lock
+        self.clock = clock
+        self.sampler = DecisionSampler(decision_interval_ms)
+        self.command_fill_wait_ms = command_fill_wait_ms
+        self.migrated_from = migrated_from
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock | None = None,
+        decision_interval_ms: int = DEFAULT_DECISION_INTERVAL_MS,
+        command_fill_wait_ms: int = DEFAULT_COMMAND_FILL_WAIT_MS,
+        **writer_options: Any,
+    ) -> Ledger:
+        """Open (creating or migrating) the ledger at `path` and start its writer.
+
+        Raises NotALedgerError / LedgerTooNewError (exit 2) for a file it must not touch,
+        LedgerBusyError when another process writes it, LedgerError for anything else.
+        `writer_options` go to LedgerWriter (max_batch, max_delay_s, max_queue, ...).
+        """
+        if decision_interval_ms < 1:
+            raise ValueError("decision_interval_ms must be >= 1")
+        p, lock, before = await asyncio.to_thread(_prepare_locked, Path(path))
+        try:
+            writer = await LedgerWriter.open(p, **writer_options)
+            try:
+                reader = await connect_reader(await asyncio.to_thread(reader_uri, p))
+            except BaseException:
+                await writer.close()
+                raise
+        except BaseException:
+            lock.release()
+            raise
+        return cls(
+            p,
+            writer,
+            reader,
+            lock,
+            clock=clock or RealClock(),
+            decision_interval_ms=decision_interval_ms,
+            command_fill_wait_ms=command_fill_wait_ms,
+            migrated_from=before,
+        )
+
+    async def __aenter__(self) -> Ledger:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- the journal ---------------------------------------------------------------------
+    def append(self, event: LedgerEvent) -> int:
+        """Queue any event (fire and forget); returns its seq."""
+        return self.writer.append(event)
+
+    async def append_durable(self, event: LedgerEvent) -> int:
+        """Queue an event and return its seq once it is committed."""
+        return await self.writer.append_durable(event)
+
+    async def flush(self, seq: int | None = None) -> None:
+        """Wait until `seq` (default: everything queued so far) is committed."""
+        await self.writer.wait_committed(seq)
+
+    # -- one method per event kind -------------------------------------------------------
+    def decision(self, decision: Decision, *, group_id: str | None = None) -> int | None:
+        """Record a pipeline decision if the sampler keeps it (every intent is kept).
+
+        Returns the seq, or None when the decision was sampled out.
+        """
+        if not self.sampler.keep(decision):
+            return None
+        return self.writer.append(ev.decision(decision, self.clock.time_ms(), group_id))
+
+    def group_opened(self, group: HedgeGroup) -> int:
+        """A new hedge group with its intent and instruments (before any of its orders)."""
+        return self.writer.append(ev.group_opened(group, self.clock.time_ms()))
+
+    def group_state(self, group: HedgeGroup) -> int:
+        """The group's current state, closing time, realized PnL and fees."""
+        return self.writer.append(ev.group_state(group, self.clock.time_ms()))
+
+    async def order_created(self, order: Order) -> int:
+        """Write-ahead: the order row with its client order id, committed before this returns.
+
+        Call it before the request leaves the process; send only if it returned.
+        """
+        return await self.writer.append_durable(ev.order_created(order, self.clock.time_ms()))
+
+    def order_state(self, order: Order) -> int:
+        """The order's state, venue order id, updated time and filled quantity as they are now."""
+        return self.writer.append(ev.order_state(order, self.clock.time_ms()))
+
+    def fill(self, order: Order, fill: Fill) -> int:
+        """One execution of `order`. A repeated (venue, venue_trade_id) is ignored by the ledger.
+
+        Queued only: `await ledger.flush()` (once per venue update) makes it durable.
+        """
+        if fill.client_order_id != order.client_order_id:
+            raise ValueError(
+                f"fill {fill.venue}:{fill.venue_trade_id} is for {fill.client_order_id}, "
+                f"not for order {order.client_order_id}"
+            )
+        return self.writer.append(ev.fill(fill, self.clock.time_ms(), order.group_id))
+
+    def compensation(self, action: CompensationAction) -> int:
+        """A compensation action, new or with a new outcome (one row per action_id)."""
+        return self.writer.append(ev.compensation(action, self.clock.time_ms()))
+
+    async def risk_event(self, kind: ev.RiskKind, change: StateChange) -> int:
+        """kill / flatten / rearm / pause / resume / breaker and the trading state it left; durable,
+        so a halted engine starts halted."""
+        return await self.writer.append_durable(ev.risk_event(kind, change, self.clock.time_ms()))
+
+    # -- CommandStore (core.commands) ----------------------------------------------------
+    async def save(self, command: Mt5Command) -> None:
+        """Upsert one MT5 command with its fills; returns once committed."""
+        await self.writer.append_durable(ev.mt5_command(command, self.clock.time_ms()))
+
+    async def load_open(self) -> list[Mt5Command]:
+        """Commands pending or delivered, and accepted ones whose fills are still short of their
+        volume (updated within `command_fill_wait_ms`), oldest first."""
+        await self.flush()
+        since = self.clock.time_ms() - self.command_fill_wait_ms
+        async with self._reader.execute(
+            "SELECT * FROM mt5_commands WHERE state IN ('pending', 'delivered') "
+            "OR (state = 'accepted' AND updated_ms >= ?) ORDER BY created_ms, command_id",
+            (since,),
+        ) as cur:
+            rows = await cur.fetchall()
+        commands: list[Mt5Command] = []
+        for row in rows:
+            payload = dict(row)
+            payload["fills"] = ev.decode_json(row["fills"])
+            cmd = ev.command_from_payload(payload)
+            if cmd.is_open or cmd.filled_volume < cmd.volume:
+                commands.append(cmd)
+        return commands
+
+    async def get_command(self, command_id: str) -> Mt5Command | None:
+        """One command by id, terminal ones included (the queue's `CommandLookup`): after a
+        restart a late ack or fill, or a query, must find a command that already finished."""
+        await self.flush()
+        async with self._reader.execute("SELECT * FROM mt5_commands WHERE command_id = ?", (command_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        payload = dict(row)
+        payload["fills"] = ev.decode_json(row["fills"])
+        return ev.command_from_payload(payload)
+
+    # -- recovery ------------------------------------------------------------------------
+    async def recover(self) -> RecoveredState:
+        """Open groups (with orders, fills, actions), non-terminal orders, open MT5 commands and
+        the last trading state, as committed."""
+        await self.flush()
+        db = self._reader
+        state = RecoveredState(last_seq=self.writer.committed_seq)
+        async with db.execute(
+            "SELECT trading_state, reason, ts_ms FROM risk_events ORDER BY event_id DESC LIMIT 1"
+        ) as cur:
+            last = await cur.fetchone()
+        if last is not None:
+            state.trading_state = ev.trading_state_from(last["trading_state"])
+            state.trading_reason = str(last["reason"])
+            state.trading_since_ms = int(last["ts_ms"])
+
+        placeholders = ",".join("?" * len(OPEN_GROUP_STATES))
+        async with db.execute(
+            f"SELECT * FROM hedge_groups WHERE state IN ({placeholders}) ORDER BY opened_at_ms, group_id",
+            OPEN_GROUP_STATES,
+        ) as cur:
+            group_rows = list(await cur.fetchall())
+        group_ids = ev.encode_payload({"ids": [r["group_id"] for r in group_rows]})
+        async with db.execute(
+            "SELECT group_id, payload FROM events WHERE kind = 'group_opened' "
+            "AND group_id IN (SELECT value FROM json_each(?, '$.ids')) ORDER BY seq",
+            (group_ids,),
+        ) as cur:
+            opened = {r["group_id"]: ev.decode_payload(r["payload"]) for r in await cur.fetchall()}
+
+        async with db.execute(
+            "SELECT * FROM orders WHERE group_id IN (SELECT value FROM json_each(?, '$.ids')) "
+            f"UNION SELECT * FROM orders WHERE {OPEN_ORDERS_WHERE} "
+            "ORDER BY created_at_ms, order_id",
+            (group_ids,),
+        ) as cur:
+            order_rows = list(await cur.fetchall())
+        order_ids = ev.encode_payload({"ids": [r["order_id"] for r in order_rows]})
+        fills: dict[str, list[Fill]] = {}
+        async with db.execute(
+            "SELECT * FROM fills WHERE order_id IN (SELECT value FROM json_each(?, '$.ids')) ORDER BY fill_id",
+            (order_ids,),
+        ) as cur:
+            for r in await cur.fetchall():
+                fills.setdefault(r["order_id"], []).append(
+                    Fill(
+                        venue=r["venue"],
+                        venue_trade_id=r["venue_trade_id"],
+                        client_order_id=r["order_id"],
+                        qty=Decimal(r["qty"]),
+                        price=Decimal(r["price"]),
+                        fee=Decimal(r["fee"]),
+                        fee_ccy=r["fee_ccy"],
+                        ts_ms=int(r["ts_ms"]),
+                    )
+                )
+        orders_by_group: dict[str, list[Order]] = {}
+        for r in order_rows:
+            order = _order_from_row(r, fills.get(r["order_id"], []))
+            if order.state not in ORDER_TERMINAL:
+                state.open_orders.append(order)
+            orders_by_group.setdefault(order.group_id, []).append(order)
+
+        actions: dict[str, list[CompensationAction]] = {}
+        async with db.execute(
+            "SELECT * FROM compensation_actions WHERE group_id IN (SELECT value FROM json_each(?, '$.ids')) "
+            "ORDER BY created_at_ms, action_id",
+            (group_ids,),
+        ) as cur:
+            for r in await cur.fetchall():
+                actions.setdefault(r["group_id"], []).append(
+                    CompensationAction(
+                        action_id=r["action_id"],
+                        group_id=r["group_id"],
+                        kind=CompensationKind(r["kind"]),
+                        reason=r["reason"],
+                        created_ms=int(r["created_at_ms"]),
+                        outcome=r["outcome"],
+                    )
+                )
+
+        for r in group_rows:
+            payload = opened.get(r["group_id"])
+            if payload is None:  # pragma: no cover - the projection row comes from this event
+                raise LedgerError(f"{self.path}: group {r['group_id']} has no group_opened event")
+            state.open_groups.append(
+                HedgeGroup(
+                    group_id=r["group_id"],
+                    intent=ev.intent_from_payload(payload["intent"]),
+                    instruments={
+                        venue: ev.instrument_from_payload(inst) for venue, inst in payload["instruments"].items()
+                    },
+                    opened_ms=int(r["opened_at_ms"]),
+                    state=GroupState(r["state"]),
+                    orders=orders_by_group.get(r["group_id"], []),
+                    actions=actions.get(r["group_id"], []),
+                    closed_ms=int(r["closed_at_ms"] or 0),
+                )
+            )
+        state.open_commands = await self.load_open()
+        return state
+
+    # -- reads ---------------------------------------------------------------------------
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """A read-only connection (WAL: never blocks the writer), e.g. for `ledger.queries`."""
+        return self._reader
+
+    async def read(
+        self,
+        query: Callable[Concatenate[aiosqlite.Connection, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run a `ledger.queries` function on the reader: `await ledger.read(queries.summary)`."""
+        return await query(self._reader, *args, **kwargs)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.writer.stats(),
+            "decisions_kept": self.sampler.kept,
+            "decisions_suppressed": self.sampler.suppressed,
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def close(self) -> None:
+        """Commit everything queued, close the connections, release the writer lock."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # The reader first: the last connection to close checkpoints and removes the WAL,
+            # which a read-only connection cannot do.
+            await self._reader.close()
+        finally:
+            try:
+                await self.writer.close()
+            finally:
+                self._lock.release()
+
+
+def _prepare_locked(path: Path) -> tuple[Path, _WriterLock, int]:
+    """Blocking part of `Ledger.open`: directory, writer lock, create / check / migrate the file."""
+    p = path.expanduser()
+    if p.is_dir():
+        prepare(p)  # raises the clear "is a directory" error
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LedgerError(f"{p}: cannot create the ledger's directory: {exc.strerror or exc}") from exc
+    lock = _WriterLock(p)
+    try:
+        lock.acquire(p)
+    except OSError as exc:
+        raise LedgerError(f"{p}: cannot lock the ledger: {exc.strerror or exc}") from exc
+    try:
+        before, _after = prepare(p)
+    except BaseException:
+        lock.release()
+        raise
+    return p, lock, before
+
+
+def _order_from_row(r: Any, fills: list[Fill]) -> Order:
+    order = Order(
+        client_order_id=r["client_order_id"],
+        group_id=r["group_id"] or "",
+        venue=r["venue"],
+        symbol=r["symbol"],
+        side=r["side"],
+        qty=Decimal(r["qty"]),
+        price=Decimal(r["price"]),
+        purpose=OrderPurpose(r["purpose"]),
+        created_ms=int(r["created_at_ms"]),
+        state=OrderState(r["state"]),
+        venue_order_id=r["venue_order_id"],
+        updated_ms=int(r["updated_at_ms"]),
+    )
+    for f in fills:
+        order.fills.append(f)
+        order.filled_qty += f.qty
+        order.notional += f.qty * f.price
+        order.fees += f.fee
+    return order
+
+
+def _ledger_is_a_command_store(ledger: Ledger) -> CommandStore:
+    """Never called: mypy checks here that Ledger implements the core port."""
+    return ledger
