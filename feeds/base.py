@@ -33,6 +33,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketExcepti
 from core.clock import Clock
 from core.models import Quote
 from feeds.health import Backoff, FeedHealth, FeedState
+from feeds.normalizers import ControlFrame, FrameNormalizer
 from feeds.rest_parsers import VenueError
 
 # Called synchronously for every quote; its return value is ignored.
@@ -113,6 +114,8 @@ class WsFeed(ABC):
         self._rest_task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
         self.tap: FrameTap | None = None
+        # The control frame (ack, error, notice) of the latest frame that carried no quote.
+        self.last_control: ControlFrame | None = None
 
     # -- venue hooks -------------------------------------------------------------------
     @abstractmethod
@@ -225,6 +228,22 @@ class WsFeed(ABC):
             await _close(old)
         self.health.reconnects += 1
         return new
+
+    def deliver(self, quotes: list[Quote], normalizer: FrameNormalizer) -> Control:
+        """Hand a frame's quotes to the sink, or act on its control frame (shared by venues)."""
+        if quotes:
+            sink = self.sink
+            for quote in quotes:
+                sink(quote)
+            self.health.quotes += len(quotes)
+            return Control.NONE
+        control = self.last_control = normalizer.last_control
+        if control is not None:
+            if control.wants_reconnect:
+                return Control.RECONNECT
+            if control.is_error:
+                self.health.last_error = f"{self.venue} error {control.code}: {control.msg}"[:500]
+        return Control.NONE
 
     def receive(self, frame: str | bytes) -> Control:
         """Stamp, count, record and normalize one received frame."""

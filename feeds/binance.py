@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 from core.clock import Clock
 from feeds.base import Control, FeedTiming, QuoteSink, WsFeed
-from feeds.normalizers import BinanceBookTickerNormalizer, ControlFrame
+from feeds.normalizers import BinanceBookTickerNormalizer
 from feeds.rest_parsers import parse_binance_book_ticker
 
 Market = Literal["spot", "usdm"]
@@ -62,7 +62,6 @@ class BinanceFeed(WsFeed):
         self.ws_base = (ws_url or DEFAULT_WS[market]).rstrip("/")
         self.symbols = list(symbols)
         self.normalizer = BinanceBookTickerNormalizer(self.symbols)
-        self.last_control: ControlFrame | None = None
 
     def stream_url(self) -> str:
         route = "/public" if self.market == "usdm" else ""
@@ -76,20 +75,7 @@ class BinanceFeed(WsFeed):
         """Streams are named in the URL: the connection is subscribed once it is open."""
 
     def on_frame(self, frame: str | bytes, recv_ns: int) -> Control:
-        quotes = self.normalizer.normalize(frame, recv_ns)
-        if quotes:
-            sink = self.sink
-            for quote in quotes:
-                sink(quote)
-            self.health.quotes += len(quotes)
-            return Control.NONE
-        control = self.last_control = self.normalizer.last_control
-        if control is not None:
-            if control.wants_reconnect:
-                return Control.RECONNECT
-            if control.is_error:
-                self.health.last_error = f"binance error {control.code}: {control.msg}"[:500]
-        return Control.NONE
+        return self.deliver(self.normalizer.normalize(frame, recv_ns), self.normalizer)
 
     async def poll_rest(self, client: httpx.AsyncClient) -> None:
         path = REST_PATH[self.market]

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 from core.clock import Clock
 from feeds.base import Control, FeedProtocolError, FeedTiming, QuoteSink, WsFeed
-from feeds.normalizers import ControlFrame, OkxBboNormalizer, OkxTickerNormalizer
+from feeds.normalizers import OkxBboNormalizer, OkxTickerNormalizer
 from feeds.rest_parsers import parse_okx_ticker_response
 
 TICKERS = "tickers"
@@ -49,7 +49,6 @@ class OkxFeed(WsFeed):
         self.tickers = OkxTickerNormalizer([s for s, c in instruments if c == TICKERS])
         self.bbo = OkxBboNormalizer([s for s, c in instruments if c == BBO])
         self._has_bbo = bool(self.bbo.symbols)
-        self.last_control: ControlFrame | None = None
 
     def stream_url(self) -> str:
         return self.ws_url
@@ -69,6 +68,7 @@ class OkxFeed(WsFeed):
                                       "args": [{"channel": channel, "instId": symbol}]}))
         refused: list[str] = []
         while pending:
+            self.last_control = None
             self.receive(await ws.recv())
             control = self.last_control
             if control is None:
@@ -91,21 +91,7 @@ class OkxFeed(WsFeed):
             head = frame[:64]
             if (b'"bbo-tbt"' in head) if isinstance(head, bytes) else ('"bbo-tbt"' in head):
                 normalizer = self.bbo
-        quotes = normalizer.normalize(frame, recv_ns)
-        if quotes:
-            self.last_control = None
-            sink = self.sink
-            for quote in quotes:
-                sink(quote)
-            self.health.quotes += len(quotes)
-            return Control.NONE
-        control = self.last_control = normalizer.last_control
-        if control is not None:
-            if control.wants_reconnect:
-                return Control.RECONNECT
-            if control.is_error:
-                self.health.last_error = f"okx error {control.code}: {control.msg}"[:500]
-        return Control.NONE
+        return self.deliver(normalizer.normalize(frame, recv_ns), normalizer)
 
     async def poll_rest(self, client: httpx.AsyncClient) -> None:
         for symbol, _channel in self.instruments:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import TextIO
 
 from quantarb_tui.events import EngineEvent
 from quantarb_tui.runtime import LedgerRefused, Runtime, RuntimeFailure
+from quantarb_tui.signals import stop_on_signals
 
 
 def format_ts(ts_ms: int) -> str:
@@ -54,26 +54,19 @@ def format_summary(summary: Mapping[str, object], *, as_json: bool) -> str:
 
 async def _run(runtime: Runtime, duration: float | None, out: TextIO, as_json: bool) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
 
     def _print(event: EngineEvent) -> None:
         out.write(format_event(event, as_json=as_json) + "\n")
         out.flush()
 
     runtime.events.subscribe(_print)
-    try:
-        await runtime.start()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=duration)
-    finally:
-        await runtime.stop()
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    with stop_on_signals(stop):
+        try:
+            await runtime.start()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=duration)
+        finally:
+            await runtime.stop()
     out.write(format_summary(runtime.summary(), as_json=as_json) + "\n")
     out.flush()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from core.pipeline import OpportunityPipeline
 from core.risk import RiskGate
 from feeds.recording import FrameRecorder, RecordingError
 from feeds.replay import ReplaySource
+from quantarb_tui.signals import stop_on_signals
 from quantarb_tui.sources import build_feeds, build_world
 
 
@@ -46,15 +46,9 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
     world = build_world(config, clock, is_demo=is_demo)
     console = console or Console(stderr=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
     started = time.monotonic()
     tasks: list[asyncio.Task[None]] = []
-    with FrameRecorder(out) as recorder:
+    with FrameRecorder(out) as recorder, stop_on_signals(stop):
         try:
             if world is not None:
                 await world.start()
@@ -95,8 +89,6 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
                     await task
             if world is not None:
                 await world.stop()
-            for sig in installed:
-                loop.remove_signal_handler(sig)
     return RecordResult(out, recorder.frames, dict(recorder.by_feed), time.monotonic() - started)
 
 
