@@ -26,11 +26,14 @@ class QuantArbApp(App[int]):
         Binding("q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, runtime: Runtime, *, autostart: bool = True, refresh_hz: float = 5.0) -> None:
+    def __init__(
+        self, runtime: Runtime, *, autostart: bool = True, refresh_hz: float | None = 5.0
+    ) -> None:
+        """`refresh_hz=None` turns the timer off: deterministic tests call `refresh_view()`."""
         super().__init__()
         self.runtime = runtime
         self._autostart = autostart
-        self._refresh_s = 1.0 / min(refresh_hz, MAX_REFRESH_HZ)
+        self._refresh_s = None if refresh_hz is None else 1.0 / min(refresh_hz, MAX_REFRESH_HZ)
         self.refreshes = 0
 
     def on_mount(self) -> None:
@@ -38,7 +41,8 @@ class QuantArbApp(App[int]):
 
     async def on_ready(self) -> None:
         self.refresh_view()
-        self.set_interval(self._refresh_s, self.refresh_view, name="snapshot-refresh")
+        if self._refresh_s is not None:
+            self.set_interval(self._refresh_s, self.refresh_view, name="snapshot-refresh")
         if self._autostart:
             try:
                 await self.runtime.start()

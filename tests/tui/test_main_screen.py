@@ -13,7 +13,7 @@ from quantarb_tui.widgets.synced_table import SyncedTable
 
 
 def _app(runtime: Runtime) -> QuantArbApp:
-    app = QuantArbApp(runtime, autostart=False)
+    app = QuantArbApp(runtime, autostart=False, refresh_hz=None)
     app.animation_level = "none"
     return app
 
