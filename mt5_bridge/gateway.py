@@ -39,7 +39,7 @@ from core.commands import CommandKind, CommandState, Filling, Mt5Command
 from core.instruments import Instrument
 from core.models import Fill, Order, OrderState, Side, Venue
 from core.ports import OrderUpdate
-from mt5_bridge.queue import CommandQueue
+from mt5_bridge.queue import EXPIRED_BY_US, CommandQueue
 
 __all__ = ["MT5Gateway", "command_id_for"]
 
@@ -269,7 +269,12 @@ class MT5Gateway:
         elif cmd.state is CommandState.WITHDRAWN:
             state, reason = OrderState.REJECTED, "withdrawn"
         elif cmd.state is CommandState.EXPIRED:
-            state, reason = OrderState.EXPIRED, cmd.reason or "expired"
+            if cmd.deliveries > 0 and cmd.retcode == 0 and cmd.reason == EXPIRED_BY_US:
+                # We stopped waiting, but the EA had the command and may be executing it:
+                # that is not "expired", it is unknown until the EA reports (DESIGN.md 3).
+                state, reason = OrderState.UNKNOWN, "delivered, not acknowledged before expiry"
+            else:
+                state, reason = OrderState.EXPIRED, cmd.reason or "expired"
         elif final:
             state, reason = OrderState.UNKNOWN, f"no answer from the EA ({cmd.state})"
         else:

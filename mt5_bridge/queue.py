@@ -47,6 +47,9 @@ __all__ = [
     "InMemoryCommandStore",
 ]
 
+
+# The reason of a command the queue expired itself: the EA never acknowledged it.
+EXPIRED_BY_US = "not acknowledged before expires_msc"
 log = logging.getLogger(__name__)
 
 ACK_STATES: dict[str, CommandState] = {
@@ -282,6 +285,14 @@ class CommandQueue:
             if slot is None or slot.cmd.terminal != terminal:
                 return False
             cmd = slot.cmd
+            if cmd.state is CommandState.EXPIRED and new is CommandState.EXPIRED and cmd.reason == EXPIRED_BY_US:
+                # We had stopped waiting; the EA now confirms it did not execute: resolved.
+                updated = _copy(cmd)
+                updated.retcode = retcode
+                updated.reason = reason or "refused by the EA as expired"
+                updated.updated_ms = self._clock.time_ms()
+                await self._commit(slot, updated)
+                return True
             if not can_transition(cmd.state, new):
                 if cmd.state is not new:
                     log.warning(
@@ -339,7 +350,7 @@ class CommandQueue:
                     if slot.cmd.expires_msc < now_ms and slot.cmd.is_open:
                         updated = _copy(slot.cmd)
                         updated.state = CommandState.EXPIRED
-                        updated.reason = "not acknowledged before expires_msc"
+                        updated.reason = EXPIRED_BY_US
                         updated.updated_ms = now_ms
                         await self._commit(slot, updated)
                         expired.append(updated)

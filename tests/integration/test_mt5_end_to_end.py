@@ -340,11 +340,15 @@ async def test_unacknowledged_command_expires_and_a_late_ea_refuses_it() -> None
         ea = terminal.start_ea(listener.server.url, transport=late)
         await until(lambda: ea.polls + ea.tick_posts >= 2, what="EA contact")
         update = await asyncio.wait_for(listener.gateway.place(order("e2e-expire-2")), T)
-        assert update.state is OrderState.EXPIRED and update.fills == []
+        # The EA had it: until it answers, the outcome is unknown, not "expired".
+        assert update.state is OrderState.UNKNOWN and update.fills == []
         cmd = listener.queue.get("e2e-expire-2")
         assert cmd is not None and cmd.state is CommandState.EXPIRED and cmd.deliveries >= 1
         await until(lambda: ea.expired_refused == 1 and ea.acks_sent == 1, what="the EA's expired ack")
         await asyncio.sleep(0.2)
+        # The EA's own "expired" resolves it: a query by client order id now says expired.
+        resolved = await listener.gateway.query(order("e2e-expire-2"))
+        assert resolved.state is OrderState.EXPIRED and resolved.fills == []
 
         assert late.delayed == 1
         assert ea.executed == 0 and terminal.broker.requests == 0 and terminal.broker.history_deals() == []

@@ -414,8 +414,8 @@ async def test_expiry_path(live: tuple[Rig, EmbeddedServer, httpx.AsyncClient]) 
     gateway = _gateway(rig, ttl_ms=300, grace_ms=100)
     placing = asyncio.create_task(gateway.place(make_order("ord-9")))
     assert [c["id"] for c in await ea.poll(wait_ms=1000)] == ["ord-9"]
-    update = await asyncio.wait_for(placing, 5)  # the EA never answers
-    assert update.state is OrderState.EXPIRED
+    update = await asyncio.wait_for(placing, 5)  # the EA had it and never answered
+    assert update.state is OrderState.UNKNOWN  # it may be executing: never guess "expired"
     assert await ea.poll() == []
     assert rig.store.all()[0].state is CommandState.EXPIRED
     # The late ack changes nothing.
