@@ -202,6 +202,16 @@ class StrategyConfig(_Strict):
     max_quote_age_ms: int = Field(1500, gt=0, description="Older quotes never trade.")
     leg_policy: Literal["concurrent", "mt5_first", "exchange_first"] = "concurrent"
     group_deadline_ms: int = Field(5000, gt=0, description="A group must settle within this.")
+    max_slippage_bps: float = Field(
+        15.0, ge=0, le=1000, allow_inf_nan=False,
+        description="Compensation limits sit at most this far through the current touch.",
+    )
+    max_retries: int = Field(
+        2, ge=0, le=10, description="retry_hedge attempts on the unfilled venue before unwinding."
+    )
+    order_timeout_ms: int = Field(
+        3000, gt=0, description="No answer this long: the order is unknown and queried by client id."
+    )
 
 
 class RiskConfig(_Strict):
@@ -230,6 +240,36 @@ class DemoConfig(_Strict):
     )
 
 
+Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class PaperConfig(_Strict):
+    """How realistic (and unreliable) paper execution is. The defaults: no latency, no faults.
+
+    Every draw is seeded (per venue), so a run replays. Faults exercise every compensation
+    path: partial fills and rejects break hedges, timeouts and lost acknowledgements leave
+    orders `unknown` until a query by client order id resolves them.
+    """
+
+    latency_ms_min: float = Field(0.0, ge=0, allow_inf_nan=False, description="Least order latency (ms).")
+    latency_ms_max: float = Field(0.0, ge=0, allow_inf_nan=False, description="Most order latency (ms).")
+    slippage_bps: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="Adverse slippage against the touch, up to this."
+    )
+    partial_rate: Rate = Field(0.0, description="Share of orders that fill only partly.")
+    partial_min_fraction: Rate = Field(0.1, description="Least fraction a partial fill takes.")
+    reject_rate: Rate = Field(0.0, description="Share of orders the venue rejects.")
+    timeout_rate: Rate = Field(0.0, description="Share of orders whose answer times out.")
+    lost_ack_rate: Rate = Field(0.0, description="Share of orders that execute but lose the answer.")
+    seed: int = Field(11, description="Seed of the draws (combined with the venue).")
+
+    @model_validator(mode="after")
+    def _latency_order(self) -> PaperConfig:
+        if self.latency_ms_max < self.latency_ms_min:
+            raise ValueError("latency_ms_max must be >= latency_ms_min")
+        return self
+
+
 class QuantarbConfig(_Strict):
     engine: EngineConfig = EngineConfig()
     listener: ListenerConfig = ListenerConfig()
@@ -238,6 +278,7 @@ class QuantarbConfig(_Strict):
     strategy: StrategyConfig = StrategyConfig()
     risk: RiskConfig = RiskConfig()
     demo: DemoConfig = DemoConfig()
+    paper: PaperConfig = PaperConfig()
 
     @field_validator("pairs")
     @classmethod

@@ -78,6 +78,8 @@ class HedgeGroup:
     actions: list[CompensationAction] = field(default_factory=list)
     closed_ms: int = 0
     note: str = ""
+    # Dust of earlier groups (same asset, base units) this group's compensation traded off.
+    dust_folded: Decimal = Decimal(0)
 
     @property
     def pair(self) -> str:
@@ -124,6 +126,10 @@ class HedgeGroup:
     def residual(self) -> Decimal:
         """Net base exposure across venues: zero when the group is hedged or flat."""
         return sum((self.position(v) for v in self.instruments), Decimal(0))
+
+    def own_residual(self) -> Decimal:
+        """The residual this group answers for: net exposure minus the dust it took over."""
+        return self.residual() + self.dust_folded
 
     def entry_filled(self, side: Side) -> Decimal:
         return sum(

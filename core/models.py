@@ -203,6 +203,9 @@ class Order:
     fees: Decimal = Decimal(0)
     reject_reason: str = ""
     fills: list[Fill] = field(default_factory=list)
+    # The venue touch (ask for a buy, bid for a sell) when the order was sent; 0 = unknown.
+    # PnL splits slippage into latency (intent price -> this) and impact (this -> fills).
+    touch_price: Decimal = Decimal(0)
 
     @property
     def avg_price(self) -> Decimal:

@@ -435,7 +435,7 @@ async def check(db: aiosqlite.Connection) -> dict[str, Any]:
     """The ledger's invariants; `ok` is true only when every check passes.
 
     integrity (SQLite quick_check), fills_have_orders, orders_have_group_or_flatten,
-    unique_client_order_ids (journal and table), projections_match_journal.
+    unique_client_order_ids (journal and table), fills_match_orders, projections_match_journal.
     """
     checks: list[dict[str, Any]] = []
     integrity = [r for r in await _all(db, "PRAGMA quick_check") if r[0] != "ok"]
@@ -465,6 +465,19 @@ async def check(db: aiosqlite.Connection) -> dict[str, Any]:
     )
     checks.append(_result("unique_client_order_ids",
                           "no client order id was created twice (journal) or stored twice (orders)", duplicates))
+
+    # A fill lost (e.g. a venue trade id reused across runs and silently dropped) or doubled
+    # shows as filled orders whose fills do not add up to their quantity. Quantities are
+    # exact decimal strings; the comparison allows only float rounding.
+    fills_mismatch = await _all(
+        db,
+        "SELECT o.order_id, o.venue, o.qty, coalesce(sum(CAST(f.qty AS REAL)), 0) AS filled "
+        "FROM orders o LEFT JOIN fills f ON f.order_id = o.order_id "
+        "GROUP BY o.order_id HAVING (o.state = 'filled' AND abs(filled - CAST(o.qty AS REAL)) > 1e-9) "
+        "OR filled > CAST(o.qty AS REAL) + 1e-9 ORDER BY o.order_id",
+    )
+    checks.append(_result("fills_match_orders",
+                          "a filled order's fills add up to its quantity; no order is overfilled", fills_mismatch))
 
     rebuild = await rebuild_projections_and_compare(db)
     bad_tables = [name for name, t in rebuild["tables"].items() if not t["ok"]]

@@ -1,16 +1,25 @@
-"""HedgeOrchestrator (first version): intent -> HedgeGroup -> two leg orders -> terminal state.
+"""HedgeOrchestrator: intent -> HedgeGroup -> two leg orders -> terminal state.
 
-It creates the group and both orders with deterministic client order ids, sends the legs
-through the venue gateways by the configured leg policy, applies the venues' answers with
-the order state machine, and settles the group: hedged, rejected, or broken -> unwind of
-the residual on the venue that filled (unwound), or failed with the RiskGate halted when
-even that does not close it. Retries, partial fills, timeouts and the ledger come with the
-execution-engine work; the shapes here are the ones it extends.
+It creates the group and both orders with deterministic client order ids
+(`core.hedge.client_order_id(group, leg, attempt)`), sends the legs through the venue
+gateways by the configured leg policy, moves orders only through the InFlightOrderTracker
+(DESIGN 4; refused transitions are logged with both states), and settles the group:
 
-With a ledger, every step is journaled: the order row with its client order id is
-committed before the request leaves (write-ahead), fills are committed before the group
-moves on, and groups recovered after a crash are resumed by asking the venues about their
-unfinished orders by client order id (never by re-sending blindly).
+- both legs filled the same base quantity (within one lot step) -> `hedged`;
+- nothing filled -> `rejected`;
+- otherwise `broken` -> `compensating`, driven by the CompensationEngine: `retry_hedge` on
+  the unfilled venue (up to `max_retries`, each a new client id), then `unwind` on the venue
+  that filled, then `escalate` (`failed`, RiskGate halted, a `breaker` risk event).
+
+A gateway that times out or loses the answer leaves the order `unknown`; it is resolved by
+querying the venue by client order id (a bounded number of times, then a cancel), never by
+sending it again under a new id. A fill reported after an order was cancelled or expired is
+applied, and the group's residual is re-evaluated (a late fill can hedge or break a group).
+
+With a ledger, every step is journaled: the order row with its client order id is committed
+before the request leaves (write-ahead), fills are committed before the group moves on, and
+groups recovered after a crash are resumed by asking the venues about their unfinished
+orders by client order id.
 """
 
 from __future__ import annotations
@@ -18,31 +27,38 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 
 from core.clock import Clock
+from core.compensation import CompensationEngine, Plan
 from core.hedge import HedgeGroup, client_order_id, new_group_id
 from core.instruments import Instrument
 from core.models import (
     CompensationAction,
     CompensationKind,
+    Decision,
     ExecutionIntent,
     ExecutionLeg,
     GroupState,
     Order,
     OrderPurpose,
     OrderState,
-    Side,
     Venue,
 )
-from core.orders import can_transition, is_terminal
+from core.orders import is_terminal
+from core.pnl import GroupPnl, PairStats, PairSummary, group_pnl
 from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import RiskGate
+from core.tracker import InFlightOrderTracker
 from ledger.ledger import Ledger
 from quantarb_tui.events import EngineEvent, EventLog, Level
 
 GroupListener = Callable[[HedgeGroup], None]
+# (bid, ask) of an instrument right now, in venue units; None when never quoted.
+TouchSource = Callable[[Venue, str], tuple[float, float] | None]
+
+_LATE_STATES = (OrderState.CANCELLED, OrderState.EXPIRED)
 
 
 class HedgeOrchestrator:
@@ -58,6 +74,13 @@ class HedgeOrchestrator:
         on_closed: GroupListener | None = None,
         recent: int = 200,
         ledger: Ledger | None = None,
+        group_deadline_ms: int = 5000,
+        order_timeout_ms: int = 3000,
+        max_slippage_bps: float = 15.0,
+        max_retries: int = 2,
+        touch: TouchSource | None = None,
+        query_attempts: int = 3,
+        poll_interval_s: float = 0.05,
     ) -> None:
         self._gateways = gateways
         self._instruments = instruments
@@ -66,11 +89,21 @@ class HedgeOrchestrator:
         self._events = events
         self._leg_policy = leg_policy
         self._on_closed = on_closed
+        self._touch = touch
         self.ledger = ledger
+        self.group_deadline_ms = group_deadline_ms
+        self.order_timeout_ms = order_timeout_ms
+        self.query_attempts = max(1, query_attempts)
+        self.poll_interval_s = poll_interval_s
+        self.tracker = InFlightOrderTracker(clock, order_timeout_ms=order_timeout_ms)
+        self.compensation = CompensationEngine(max_slippage_bps=max_slippage_bps, max_retries=max_retries)
+        self.pair_stats = PairStats()
+        self.pnl: deque[GroupPnl] = deque(maxlen=recent)
         self._seq = itertools.count(1)
         self._pending: deque[HedgeGroup] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
+        self._reconciled: set[str] = set()
         self.open: dict[str, HedgeGroup] = {}
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
         self.closed_by_state: dict[str, int] = {}
@@ -98,6 +131,16 @@ class HedgeOrchestrator:
             group,
         )
         return group
+
+    def record_decision(self, decision: Decision) -> None:
+        """Feed the monitor statistics (edge percentiles, trigger rate) with one decision."""
+        self.pair_stats.record_decision(
+            decision.pair, decision.edge_bps, intent=decision.intent is not None
+        )
+
+    def stats(self) -> dict[str, PairSummary]:
+        """Per-pair aggregates: groups, hit rate, PnL, slippage, edge percentiles, trigger rate."""
+        return self.pair_stats.snapshot()
 
     async def run(self) -> None:
         """Start a task per submitted group until cancelled."""
@@ -130,33 +173,28 @@ class HedgeOrchestrator:
         """Finish a group recovered from the ledger after a restart.
 
         Each unfinished order is resolved by asking its venue by client order id; then the
-        group settles as usual (hedged, rejected, or broken -> unwind). Nothing is re-sent.
+        group settles as usual (hedged, rejected, or broken -> compensation). Nothing is
+        re-sent under a new id.
         """
         self.open[group.group_id] = group
         self._emit("recover", f"resuming group {group.group_id} {group.pair} ({group.state})", group)
         try:
             for order in group.orders:
-                if order.state in (OrderState.NEW,):
+                self.tracker.track(order)
+                if order.state is OrderState.NEW:
                     # Written ahead but maybe never sent: the venue will say.
                     self._transition(order, OrderState.UNKNOWN)
                 if not is_terminal(order.state):
-                    gateway = self._gateways[order.venue]
-                    self._apply(order, await gateway.query(order))
-                    if not is_terminal(order.state) and order.venue == "mt5":
-                        # A command the EA may still execute: wait for its outcome. `place`
-                        # is idempotent by client order id (it never sends a second command).
-                        self._apply(order, await gateway.place(order))
-                    await self._durable()
+                    await self._resolve(order)
             if group.state is GroupState.PLANNED and group.orders:
                 self._set_group(group, GroupState.WORKING)
             if group.state is GroupState.PLANNED:
                 self._set_group(group, GroupState.REJECTED)
-                self._close(group)
             elif group.state in (GroupState.BROKEN, GroupState.COMPENSATING):
-                await self._unwind(group)
-                self._close(group)
+                await self._compensate(group)
             else:
-                await self._settle(group)
+                await self._classify(group)
+            self._close(group)
         except Exception as exc:
             self._emit("error", f"resuming {group.group_id} failed: {exc!r}", group, level="error")
             self._gate.kill(f"recovery of {group.group_id} failed")
@@ -185,78 +223,108 @@ class HedgeOrchestrator:
             mt5_first = self._leg_policy == "mt5_first"
             first, second = (buy, sell) if (buy.venue == "mt5") == mt5_first else (sell, buy)
             await self._send(first)
-            if first.filled_qty > 0:
+            # Size the second leg to what the first one actually did.
+            first_base = group.base_filled(first)
+            inst = group.instruments[second.venue]
+            second.qty = min(second.qty, inst.to_venue_qty(first_base))
+            if second.qty > 0:
                 await self._send(second)
             else:
-                self._apply(second, OrderUpdate(second.client_order_id, OrderState.REJECTED,
-                                                reason="first leg did not fill"))
-        await self._settle(group)
+                self._transition(second, OrderState.REJECTED)
+                second.reject_reason = "first leg did not fill"
+        await self._classify(group)
+        self._close(group)
 
-    async def _settle(self, group: HedgeGroup) -> None:
-        now = self._clock.time_ms()
+    async def _classify(self, group: HedgeGroup) -> None:
+        """Settle a working group: hedged, rejected, or broken -> compensation."""
+        if group.terminal:
+            return
+        if self._imbalance(group) >= group.step:
+            # A short leg that was cancelled or expired may still have filled late.
+            await self._reconcile(group)
         bought = group.entry_filled("buy")
         sold = group.entry_filled("sell")
-        if bought == 0 and sold == 0:
+        if bought == 0 and sold == 0 and abs(group.residual()) < group.step:
             self._set_group(group, GroupState.REJECTED)
-        elif abs(bought - sold) < group.step:
+        elif abs(bought - sold) < group.step and abs(group.residual()) < group.step:
+            if group.residual() != 0:  # within one lot step: booked as dust, never lost
+                self.compensation.dust.add(group.pair, group.residual())
             self._set_group(group, GroupState.HEDGED)
         else:
             self._set_group(group, GroupState.BROKEN)
-            await self._unwind(group)
-        group.closed_ms = group.closed_ms or now
-        self._close(group)
+            await self._compensate(group)
 
-    async def _unwind(self, group: HedgeGroup) -> None:
-        """Close the residual on the venue that filled more (the retry path comes later)."""
+    @staticmethod
+    def _imbalance(group: HedgeGroup) -> Decimal:
+        return abs(group.entry_filled("buy") - group.entry_filled("sell"))
+
+    async def _compensate(self, group: HedgeGroup) -> None:
+        """Drive the CompensationEngine until the group is repaired, unwound or failed."""
         if group.state is GroupState.BROKEN:
             self._set_group(group, GroupState.COMPENSATING)
-        base = len(group.actions)
-        for attempt, venue in enumerate(group.instruments, start=base + 1):
-            position = group.position(venue)
-            if position == 0:
-                continue
-            inst = group.instruments[venue]
-            side: Side = "sell" if position > 0 else "buy"
-            qty = inst.to_venue_qty(abs(position))
-            action = CompensationAction(
-                action_id=f"{group.group_id}c{attempt}",
-                group_id=group.group_id,
-                kind=CompensationKind.UNWIND,
-                reason=f"residual {position} on {venue}",
-                created_ms=self._clock.time_ms(),
-            )
-            group.actions.append(action)
-            if qty <= 0:
-                action.outcome = "dust"
-                self._record_action(action)
-                continue
-            self._record_action(action)
-            entry = group.intent.buy if group.intent.buy.venue == venue else group.intent.sell
-            # A marketable limit 20 bps through the entry price: bounded slippage.
-            through = 1.002 if side == "buy" else 0.998
-            spec = ExecutionLeg(
-                venue=venue, symbol=inst.symbol, side=side, quantity=qty,
-                limit_price=inst.limit_price(float(entry.limit_price) * through, side),
-                base_qty=abs(position),
-            )
-            order = self._order(group, spec, leg=2, attempt=attempt, purpose=OrderPurpose.UNWIND)
-            await self._send(order)
-            action.outcome = "filled" if order.state is OrderState.FILLED else f"{order.state}"
-            self._record_action(action)
-        if abs(group.residual()) < group.step:
-            self._set_group(group, GroupState.UNWOUND)
+        while True:
+            await self._reconcile(group)
+            plan = self.compensation.next_step(group, self._touches(group), self._clock.time_ms())
+            if plan.kind is None:
+                state = GroupState.UNWOUND if plan.settled_as == "unwound" else GroupState.REPAIRED
+                if plan.residual != 0:
+                    self._emit("dust", f"group {group.group_id}: dust {plan.residual} {group.pair} "
+                               "booked for the next action", group)
+                self._set_group(group, state)
+                break
+            if plan.kind is CompensationKind.ESCALATE:
+                await self._escalate(group, plan)
+                break
+            await self._run_action(group, plan)
+        self.compensation.forget(group)
+
+    async def _run_action(self, group: HedgeGroup, plan: Plan) -> None:
+        action = plan.action
+        assert action is not None
+        group.actions.append(action)
+        self._record_action(action)
+        self._emit("compensation", f"group {group.group_id}: {action.kind} {action.reason}", group,
+                   level="warn")
+        order = plan.order
+        if order is None:
+            return  # below the venue's minimum: recorded, next step
+        group.orders.append(order)
+        await self._send(order)
+        if order.state is OrderState.FILLED:
+            action.outcome = "filled"
+        elif order.filled_qty > 0:
+            action.outcome = f"partial {order.filled_qty}/{order.qty}"
         else:
-            self._set_group(group, GroupState.FAILED)
-            escalate = CompensationAction(
-                action_id=f"{group.group_id}cx", group_id=group.group_id,
-                kind=CompensationKind.ESCALATE, reason=f"residual {group.residual()} left",
-                created_ms=self._clock.time_ms(), outcome="halted",
-            )
-            group.actions.append(escalate)
-            self._record_action(escalate)
-            change = self._gate.kill(f"group {group.group_id} failed with a residual")
-            if self.ledger is not None:
-                await self.ledger.risk_event("breaker", change)
+            action.outcome = str(order.state)
+        self._record_action(action)
+
+    async def _escalate(self, group: HedgeGroup, plan: Plan) -> None:
+        action = plan.action
+        assert action is not None
+        group.actions.append(action)
+        self._set_group(group, GroupState.FAILED)
+        self._record_action(action)
+        change = self._gate.kill(f"group {group.group_id} failed with a residual")
+        self._emit("alert", f"group {group.group_id} FAILED: {action.reason}; trading halted",
+                   group, level="error")
+        if self.ledger is not None:
+            await self.ledger.risk_event("breaker", change)
+
+    def _touches(self, group: HedgeGroup) -> dict[Venue, tuple[float, float] | None]:
+        if self._touch is None:
+            return {}
+        return {v: self._touch(v, inst.symbol) for v, inst in group.instruments.items()}
+
+    async def _reconcile(self, group: HedgeGroup) -> None:
+        """Ask once about each cancelled/expired, not fully filled order: late fills count."""
+        for order in list(group.orders):
+            if (order.state in _LATE_STATES and order.filled_qty < order.qty
+                    and order.client_order_id not in self._reconciled):
+                self._reconciled.add(order.client_order_id)
+                update = await self._call(self._gateways[order.venue].query(order), order)
+                if update is not None:
+                    self._apply(order, update)
+                    await self._durable()
 
     # -- orders ----------------------------------------------------------------------
     def _order(
@@ -276,20 +344,88 @@ class HedgeOrchestrator:
         group.orders.append(order)
         return order
 
+    def _place_timeout_s(self, venue: Venue) -> float:
+        # The MT5 gateway waits for the EA up to the command's expiry (plus a grace) itself.
+        ms = max(self.order_timeout_ms, self.group_deadline_ms) if venue == "mt5" else self.order_timeout_ms
+        return ms / 1000.0
+
     async def _send(self, order: Order) -> None:
         gateway = self._gateways[order.venue]
+        if self._touch is not None:
+            touch = self._touch(order.venue, order.symbol)
+            if touch is not None:
+                order.touch_price = Decimal(repr(touch[1] if order.side == "buy" else touch[0]))
+        self.tracker.track(order)
         if self.ledger is not None:
             # Write-ahead: the order and its client order id are on disk before it leaves.
             await self.ledger.order_created(order)
-        self._transition(order, OrderState.SUBMITTED)
+        self._log_refusal(self.tracker.sent(order))
+        self._ledger_order(order)
         try:
-            update = await gateway.place(order)
-        except Exception as exc:  # a lost answer is `unknown`, never `rejected`
-            self._transition(order, OrderState.UNKNOWN)
+            update: OrderUpdate | None = await asyncio.wait_for(
+                gateway.place(order), self._place_timeout_s(order.venue)
+            )
+        except Exception as exc:  # a timeout or lost answer is `unknown`, never `rejected`
             self._emit("error", f"order {order.client_order_id} unknown: {exc!r}", None, level="warn")
-            update = await gateway.query(order)
-        self._apply(order, update)
+            update = None
+        if update is not None:
+            self._apply(order, update)
+            await self._durable()
+        if update is None or not is_terminal(order.state):
+            await self._resolve(order)
+
+    async def _resolve(self, order: Order) -> None:
+        """Find out what became of an order by its client order id (never a blind resend)."""
+        gateway = self._gateways[order.venue]
+        if order.state in (OrderState.SUBMITTED, OrderState.NEW):
+            self._log_refusal(self.tracker.timed_out(order))
+            self._ledger_order(order)
+        for attempt in range(self.query_attempts):
+            if attempt:
+                if self._past_deadline(order):
+                    break  # the group must settle: cancel what is still open
+                await asyncio.sleep(self.poll_interval_s)
+            update = await self._call(gateway.query(order), order)
+            if update is not None:
+                self._apply(order, update)
+                await self._durable()
+            if is_terminal(order.state):
+                return
+            if order.venue == "mt5":
+                # A command the EA may still execute: wait for its outcome. `place` is
+                # idempotent by client order id (it never sends a second command).
+                update = await self._call(gateway.place(order), order)
+                if update is not None:
+                    self._apply(order, update)
+                    await self._durable()
+                if is_terminal(order.state):
+                    return
+        # Still open after the queries: ask the venue to cancel, then ask once more.
+        if order.state is not OrderState.UNKNOWN:
+            self._transition(order, OrderState.CANCEL_PENDING)
+        update = await self._call(gateway.cancel(order), order)
+        if update is not None:
+            self._apply(order, update)
+        if not is_terminal(order.state):
+            update = await self._call(gateway.query(order), order)
+            if update is not None:
+                self._apply(order, update)
         await self._durable()
+        if not is_terminal(order.state):
+            self._emit("error", f"order {order.client_order_id} on {order.venue} unresolved "
+                       f"({order.state})", None, level="error")
+
+    def _past_deadline(self, order: Order) -> bool:
+        group = self.open.get(order.group_id)
+        return group is not None and self._clock.time_ms() > group.opened_ms + self.group_deadline_ms
+
+    async def _call(self, request: Awaitable[OrderUpdate], order: Order) -> OrderUpdate | None:
+        """A query or cancel, bounded by the order timeout; None when it got no answer."""
+        try:
+            return await asyncio.wait_for(request, self._place_timeout_s(order.venue))
+        except Exception as exc:
+            self._emit("error", f"order {order.client_order_id}: no answer ({exc!r})", None, level="warn")
+            return None
 
     async def _durable(self) -> None:
         """Fills (and everything before them) committed before the group moves on."""
@@ -300,38 +436,32 @@ class HedgeOrchestrator:
         if self.ledger is not None:
             self.ledger.compensation(action)
 
-    def _apply(self, order: Order, update: OrderUpdate) -> None:
-        if update.venue_order_id:
-            order.venue_order_id = update.venue_order_id
-        seen = {f.venue_trade_id for f in order.fills}
-        for fill in update.fills:
-            if fill.venue_trade_id in seen:
-                continue  # fills are deduplicated by (venue, venue trade id)
-            order.fills.append(fill)
-            order.filled_qty += fill.qty
-            order.notional += fill.qty * fill.price
-            order.fees += fill.fee
-            if self.ledger is not None:
-                self.ledger.fill(order, fill)
-        order.reject_reason = update.reason
-        if update.state is not order.state:
-            self._transition(order, update.state)
-        elif self.ledger is not None and update.fills:
-            self.ledger.order_state(order)
-
-    def _transition(self, order: Order, new: OrderState) -> None:
-        if not can_transition(order.state, new):
-            self._emit(
-                "refused",
-                f"order {order.client_order_id}: refused transition {order.state} -> {new}",
-                None,
-                level="warn",
-            )
-            return
-        order.state = new
-        order.updated_ms = self._clock.time_ms()
+    def _ledger_order(self, order: Order) -> None:
         if self.ledger is not None:
             self.ledger.order_state(order)
+
+    def _apply(self, order: Order, update: OrderUpdate) -> None:
+        applied = self.tracker.apply(order, update)
+        if self.ledger is not None:
+            for fill in applied.new_fills:
+                self.ledger.fill(order, fill)
+        self._log_refusal(applied.refused)
+        if applied.late:
+            self._emit("late_fill", f"order {order.client_order_id}: late fill after {order.state} "
+                       f"({sum((f.qty for f in applied.new_fills), Decimal(0))})", None, level="warn")
+        if applied.changed:
+            self._ledger_order(order)
+
+    def _transition(self, order: Order, new: OrderState) -> None:
+        refusal = self.tracker.transition(order, new)
+        if refusal is not None:
+            self._log_refusal(refusal)
+            return
+        self._ledger_order(order)
+
+    def _log_refusal(self, refusal: object | None) -> None:
+        if refusal is not None:
+            self._emit("refused", str(refusal), None, level="warn")
 
     # -- group bookkeeping -----------------------------------------------------------
     def _set_group(self, group: HedgeGroup, state: GroupState) -> None:
@@ -342,11 +472,21 @@ class HedgeOrchestrator:
             self._emit("group", f"group {group.group_id} {group.pair} -> {state}", group, level=level)
 
     def _close(self, group: HedgeGroup) -> None:
+        if not group.terminal:
+            return
+        if self.ledger is not None:
+            self.ledger.group_state(group)  # final PnL and fees with the last fills
         self.open.pop(group.group_id, None)
+        for order in group.orders:
+            self.tracker.forget(order.client_order_id)
+            self._reconciled.discard(order.client_order_id)
         self.closed.appendleft(group)
         self.closed_by_state[group.state] = self.closed_by_state.get(group.state, 0) + 1
         if group.state is not GroupState.REJECTED:
             self.realized_pnl += group.realized_pnl
+        pnl = group_pnl(group)
+        self.pnl.appendleft(pnl)
+        self.pair_stats.record_group(pnl)
         if self._on_closed is not None:
             self._on_closed(group)
 

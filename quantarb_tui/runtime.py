@@ -35,7 +35,7 @@ from quantarb_tui.settings import Secrets, mt5_secret_env_var
 from quantarb_tui.snapshot import EdgeRow, FeedRow, GroupRow, QuoteRow, RuntimeSnapshot
 from quantarb_tui.sources import build_feeds, build_world
 from sim.market import SimTick
-from sim.paper import PaperGateway
+from sim.paper import PaperBehaviour, PaperGateway
 
 RECOVERING = "recovering"
 
@@ -105,6 +105,11 @@ class Runtime:
             self.events,
             leg_policy=config.strategy.leg_policy,
             on_closed=self._group_closed,
+            group_deadline_ms=config.strategy.group_deadline_ms,
+            order_timeout_ms=config.strategy.order_timeout_ms,
+            max_slippage_bps=config.strategy.max_slippage_bps,
+            max_retries=config.strategy.max_retries,
+            touch=self._touch,
         )
         on_mt5 = self.mt5.on_sim_tick if self.mt5 is not None else self._on_mt5_tick
         self.world = build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=on_mt5)
@@ -123,8 +128,23 @@ class Runtime:
         by_venue: dict[Venue, dict[str, Instrument]] = {}
         for (venue, symbol), inst in self.instruments.items():
             by_venue.setdefault(venue, {})[symbol] = inst
+        paper = self.config.paper
+        # One behaviour for all venues; each gateway seeds its own draws with (seed, venue).
+        behaviour = PaperBehaviour(
+            latency_ms=(paper.latency_ms_min, paper.latency_ms_max),
+            slippage_bps=paper.slippage_bps,
+            partial_prob=paper.partial_rate,
+            partial_min_fraction=paper.partial_min_fraction,
+            reject_prob=paper.reject_rate,
+            timeout_prob=paper.timeout_rate,
+            lost_ack_prob=paper.lost_ack_rate,
+            seed=paper.seed,
+        )
         return {
-            venue: PaperGateway(venue, insts, self._touch, self.clock, fee_ccy="USD" if venue == "mt5" else "USDT")
+            venue: PaperGateway(
+                venue, insts, self._touch, self.clock,
+                fee_ccy="USD" if venue == "mt5" else "USDT", behaviour=behaviour,
+            )
             for venue, insts in by_venue.items()
         }
 
@@ -178,6 +198,7 @@ class Runtime:
         decision = self.pipeline.on_quote(quote)
         if decision is None:
             return None
+        self.orchestrator.record_decision(decision)  # edge percentiles and trigger rate per pair
         ledger = self.ledger
         if decision.intent is not None:
             group = self.orchestrator.submit(decision.intent)
@@ -295,8 +316,13 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a dead task must not stop the rest of the shutdown
+                self.events.emit(EngineEvent(self.clock.time_ms(), "error",
+                                             f"task {task.get_name()} had failed: {exc!r}", "error"))
         self._tasks = []
         now_ns = self.clock.monotonic_ns()
         for feed in self.feeds:

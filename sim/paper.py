@@ -1,24 +1,113 @@
-"""Paper gateway: fills marketable orders at the touch of the current book.
+"""Paper gateway: fills marketable IOC orders against the current book, with seeded faults.
 
-The first version of simulated execution: an order whose limit crosses the current
-touch fills completely at the touch price (IOC semantics); one that does not is expired
-unfilled, as an IOC order is on a real venue. Fees are the instrument's taker fee on
-notional. Later versions add latency, partial fills, rejects and lost acknowledgements.
+An order whose limit crosses the current touch fills at the touch (IOC semantics); one that
+does not is expired unfilled, as an IOC order is on a real venue. Fees are the instrument's
+taker fee on notional.
+
+A `PaperBehaviour` makes the venue realistic, every draw from a seeded `random.Random` per
+gateway so that a run replays: latency before the venue acts (the book may move meanwhile),
+adverse slippage against the touch (never beyond the order's limit), partial fills (the rest
+of the IOC expires), rejects with a venue-like reason, timeouts (place waits, then raises
+`TimeoutError`; the order may or may not have reached the venue) and lost acknowledgements
+(the order executes, then place raises `ConnectionError`). The default behaviour is none of
+that: no latency, no faults, fills at the touch.
+
+Whatever happens, the gateway never guesses and never lies: `query` by client order id
+reports the truth about every order the venue saw (an order it never saw is rejected with
+"order not found"), and a re-sent client order id is answered, never executed twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import random
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 from core.clock import Clock
-from core.instruments import Instrument
+from core.instruments import Instrument, ceil_to, floor_to
 from core.models import Fill, Order, OrderState, Venue
 from core.ports import OrderUpdate
 
 # (bid, ask) of an instrument right now, in venue units; None when never quoted.
 TouchSource = Callable[[Venue, str], tuple[float, float] | None]
+
+# What venues say when they refuse an order (the reasons a rejected paper order carries).
+REJECT_REASONS: tuple[str, ...] = (
+    "insufficient margin",
+    "rate limit exceeded",
+    "price outside the allowed band",
+    "instrument temporarily halted",
+    "risk limit exceeded",
+)
+
+_FEE_Q = Decimal("0.00000001")
+
+
+def _probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be within [0, 1], got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class PaperBehaviour:
+    """How realistic (and how unreliable) a paper venue is. The default: perfect.
+
+    - `latency_ms`: (min, max) delay before the venue acts on an order, uniform.
+    - `slippage_bps`: the fill price is up to this much worse than the touch (uniform), and
+      never worse than the order's limit.
+    - `partial_prob`, `partial_min_fraction`: an IOC fills only a fraction in
+      [partial_min_fraction, 1) of its quantity (down to the lot step); the rest expires.
+    - `reject_prob`: the venue refuses the order with a venue-like reason.
+    - `timeout_prob`, `timeout_ms`: place waits `timeout_ms`, then raises `TimeoutError`;
+      half of those orders reached the venue and executed, the other half never arrived.
+    - `lost_ack_prob`: the order executes, then place raises `ConnectionError`.
+    - `seed`: seeds each gateway's random draws (combined with the gateway's venue).
+    """
+
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    slippage_bps: float = 0.0
+    partial_prob: float = 0.0
+    partial_min_fraction: float = 0.1
+    reject_prob: float = 0.0
+    timeout_prob: float = 0.0
+    timeout_ms: float = 250.0
+    lost_ack_prob: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        low, high = self.latency_ms
+        if not 0.0 <= low <= high:
+            raise ValueError(f"latency_ms must be 0 <= min <= max, got {self.latency_ms}")
+        if not self.slippage_bps >= 0.0:
+            raise ValueError(f"slippage_bps must be >= 0, got {self.slippage_bps}")
+        if not self.timeout_ms >= 0.0:
+            raise ValueError(f"timeout_ms must be >= 0, got {self.timeout_ms}")
+        for name in ("partial_prob", "partial_min_fraction", "reject_prob", "timeout_prob", "lost_ack_prob"):
+            _probability(name, getattr(self, name))
+
+    @property
+    def faulty(self) -> bool:
+        return self.reject_prob > 0 or self.timeout_prob > 0 or self.lost_ack_prob > 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Draws:
+    """Every random choice about one order, drawn at once: a fixed count per order keeps a
+    seeded run reproducible whichever path the order takes."""
+
+    latency_s: float
+    reject: bool
+    reject_reason: str
+    timeout: bool
+    timeout_executed: bool
+    lost_ack: bool
+    partial: bool
+    partial_fraction: float
+    slippage: float  # fraction of slippage_bps, in [0, 1)
 
 
 class PaperGateway:
@@ -32,27 +121,70 @@ class PaperGateway:
         clock: Clock,
         *,
         fee_ccy: str = "USDT",
+        behaviour: PaperBehaviour | None = None,
     ) -> None:
         self._venue: Venue = venue
         self._instruments = instruments
         self._touch = touch
         self._clock = clock
         self._fee_ccy = fee_ccy
+        self.behaviour = behaviour or PaperBehaviour()
+        # One stream per gateway: the same seed gives each venue its own, reproducible draws.
+        self._rng = random.Random(f"{self.behaviour.seed}:{venue}")
         self._trade_ids = itertools.count(1)
         self._order_ids = itertools.count(1)
-        # Orders seen, by client order id: a re-sent id is answered, never executed twice.
+        # Ids must be unique across runs on the same ledger (a real venue's are): a counter
+        # that restarts at 1 would reuse trade ids, and the ledger dedupes fills by them.
+        self._run = f"{time.time_ns():x}"[-9:]
+        # Orders the venue saw, by client order id: a re-sent id is answered, never executed twice.
         self._orders: dict[str, OrderUpdate] = {}
+        # Orders on their way (latency): a re-send waits for the first to land.
+        self._inflight: dict[str, asyncio.Event] = {}
 
     @property
     def venue(self) -> Venue:
         return self._venue
 
     async def place(self, order: Order) -> OrderUpdate:
-        seen = self._orders.get(order.client_order_id)
+        cid = order.client_order_id
+        pending = self._inflight.get(cid)
+        if pending is not None:
+            await pending.wait()
+        seen = self._orders.get(cid)
         if seen is not None:
-            return OrderUpdate(order.client_order_id, seen.state, seen.venue_order_id, [], "duplicate")
-        update = self._execute(order)
-        self._orders[order.client_order_id] = update
+            return OrderUpdate(cid, seen.state, seen.venue_order_id, [], "duplicate")
+        draws = self._draw()
+        behaviour = self.behaviour
+        if draws.timeout:
+            # The request (or its answer) is lost: the caller hears nothing until it gives up.
+            landed = asyncio.Event()
+            self._inflight[cid] = landed
+            try:
+                await asyncio.sleep(behaviour.timeout_ms / 1000)
+                if draws.timeout_executed:
+                    self._orders[cid] = self._execute(order, draws)
+            finally:
+                del self._inflight[cid]
+                landed.set()
+            raise TimeoutError(f"{self._venue}: no answer for {cid} within {behaviour.timeout_ms:.0f} ms")
+        if draws.latency_s > 0:
+            landed = asyncio.Event()
+            self._inflight[cid] = landed
+            try:
+                await asyncio.sleep(draws.latency_s)
+            finally:
+                del self._inflight[cid]
+                landed.set()
+            seen = self._orders.get(cid)
+            if seen is not None:  # a concurrent re-send got there first
+                return OrderUpdate(cid, seen.state, seen.venue_order_id, [], "duplicate")
+        if draws.reject:
+            update = OrderUpdate(cid, OrderState.REJECTED, self._venue_order_id(), [], draws.reject_reason)
+        else:
+            update = self._execute(order, draws)
+        self._orders[cid] = update
+        if draws.lost_ack and not draws.reject:
+            raise ConnectionError(f"{self._venue}: connection reset before the acknowledgement of {cid}")
         return update
 
     async def cancel(self, order: Order) -> OrderUpdate:
@@ -66,35 +198,72 @@ class PaperGateway:
         seen = self._orders.get(order.client_order_id)
         if seen is None:
             return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason="order not found")
-        return OrderUpdate(order.client_order_id, seen.state, seen.venue_order_id, list(seen.fills))
+        return OrderUpdate(
+            order.client_order_id, seen.state, seen.venue_order_id, list(seen.fills), seen.reason
+        )
 
-    def _execute(self, order: Order) -> OrderUpdate:
-        venue_order_id = f"P{self._venue[:2].upper()}{next(self._order_ids)}"
+    # -- internals -----------------------------------------------------------------------
+    def _draw(self) -> _Draws:
+        b = self.behaviour
+        rng = self._rng
+        low, high = b.latency_ms
+        latency = rng.uniform(low, high) / 1000
+        reject = rng.random() < b.reject_prob
+        reason = REJECT_REASONS[rng.randrange(len(REJECT_REASONS))]
+        timeout = rng.random() < b.timeout_prob
+        timeout_executed = rng.random() < 0.5
+        lost_ack = rng.random() < b.lost_ack_prob
+        partial = rng.random() < b.partial_prob
+        fraction = rng.uniform(b.partial_min_fraction, 1.0)
+        slippage = rng.random()
+        return _Draws(latency, reject, reason, timeout, timeout_executed, lost_ack, partial, fraction, slippage)
+
+    def _venue_order_id(self) -> str:
+        return f"P{self._venue[:2].upper()}{self._run}{next(self._order_ids)}"
+
+    def _execute(self, order: Order, draws: _Draws) -> OrderUpdate:
+        cid = order.client_order_id
+        venue_order_id = self._venue_order_id()
         inst = self._instruments.get(order.symbol)
         if inst is None:
-            return OrderUpdate(order.client_order_id, OrderState.REJECTED, venue_order_id, [], "unknown symbol")
+            return OrderUpdate(cid, OrderState.REJECTED, venue_order_id, [], "unknown symbol")
         touch = self._touch(self._venue, order.symbol)
         if touch is None:
-            return OrderUpdate(order.client_order_id, OrderState.REJECTED, venue_order_id, [], "no market")
+            return OrderUpdate(cid, OrderState.REJECTED, venue_order_id, [], "no market")
         bid, ask = touch
-        if order.side == "buy":
-            price = Decimal(repr(ask))
-            marketable = order.price >= price
-        else:
-            price = Decimal(repr(bid))
-            marketable = order.price <= price
-        if not marketable:
-            return OrderUpdate(order.client_order_id, OrderState.EXPIRED, venue_order_id, [], "not marketable")
-        notional = order.qty * inst.qty_per_unit * price * inst.price_scale
-        fee = (notional * Decimal(repr(inst.taker_fee_bps)) / Decimal(10_000)).quantize(Decimal("0.00000001"))
+        buy = order.side == "buy"
+        price = Decimal(repr(ask)) if buy else Decimal(repr(bid))
+        marketable = order.price >= price if buy else order.price <= price
+        if not marketable or order.qty <= 0:
+            return OrderUpdate(cid, OrderState.EXPIRED, venue_order_id, [], "not marketable")
+        price = self._slipped(price, order, inst, draws.slippage)
+        qty = order.qty
+        if draws.partial:
+            part = floor_to(qty * Decimal(repr(draws.partial_fraction)), inst.lot_step)
+            if 0 < part < qty:
+                qty = part
+        notional = qty * inst.qty_per_unit * price * inst.price_scale
+        fee = (notional * Decimal(repr(inst.taker_fee_bps)) / Decimal(10_000)).quantize(_FEE_Q)
         fill = Fill(
             venue=self._venue,
-            venue_trade_id=f"T{self._venue[:2].upper()}{next(self._trade_ids)}",
-            client_order_id=order.client_order_id,
-            qty=order.qty,
+            venue_trade_id=f"T{self._venue[:2].upper()}{self._run}{next(self._trade_ids)}",
+            client_order_id=cid,
+            qty=qty,
             price=price,
             fee=fee,
             fee_ccy=self._fee_ccy,
             ts_ms=self._clock.time_ms(),
         )
-        return OrderUpdate(order.client_order_id, OrderState.FILLED, venue_order_id, [fill])
+        if qty < order.qty:
+            return OrderUpdate(cid, OrderState.EXPIRED, venue_order_id, [fill], "partially filled, rest expired")
+        return OrderUpdate(cid, OrderState.FILLED, venue_order_id, [fill])
+
+    def _slipped(self, touch: Decimal, order: Order, inst: Instrument, u: float) -> Decimal:
+        """The touch moved against the order by up to slippage_bps, clamped to its limit."""
+        bps = self.behaviour.slippage_bps * u
+        if bps <= 0:
+            return touch
+        move = Decimal(repr(bps)) / Decimal(10_000)
+        if order.side == "buy":
+            return min(ceil_to(touch * (1 + move), inst.tick_size), order.price)
+        return max(floor_to(touch * (1 - move), inst.tick_size), order.price)

@@ -314,10 +314,11 @@ async def test_duplicate_fill_is_ignored_not_an_error(ledger: Ledger) -> None:
     ledger.group_opened(group)
     order = make_order(group, 0)
     await ledger.order_created(order)
-    fill = make_fill(order, "t-1")
+    half = order.qty / 2  # two partial fills that together fill the order
+    fill = make_fill(order, "t-1", qty=half)
     ledger.fill(order, fill)
     ledger.fill(order, fill)  # the venue reported it twice
-    ledger.fill(order, make_fill(order, "t-2", qty=Decimal("1")))
+    ledger.fill(order, make_fill(order, "t-2", qty=order.qty - half))
     await ledger.flush()
     assert count(ledger.path, "SELECT count(*) FROM events WHERE kind = 'fill'") == 3  # the journal keeps all
     assert count(ledger.path, "SELECT count(*) FROM fills") == 2
@@ -656,7 +657,7 @@ async def test_check_passes_on_a_healthy_ledger_and_names_each_broken_invariant(
     assert report["ok"], report
     assert {c["name"] for c in report["checks"]} == {
         "integrity", "fills_have_orders", "orders_have_group_or_flatten", "unique_client_order_ids",
-        "projections_match_journal"}
+        "fills_match_orders", "projections_match_journal"}
 
     # A projection edited by hand (not through the journal).
     conn = raw(ledger.path)
@@ -666,7 +667,10 @@ async def test_check_passes_on_a_healthy_ledger_and_names_each_broken_invariant(
     report = await ledger.read(queries.check)
     assert not report["ok"]
     failed = {c["name"]: c for c in report["checks"] if not c["ok"]}
-    assert set(failed) == {"projections_match_journal"}
+    # The edit shows twice: the row no longer matches its journal, and a "filled" order with
+    # no fills is a lost fill as far as the ledger can tell.
+    assert set(failed) == {"projections_match_journal", "fills_match_orders"}
+    assert failed["fills_match_orders"]["examples"][0][0] == "qagworkingl1a0"
     [orders] = failed["projections_match_journal"]["examples"]
     assert orders["table"] == "orders"
     assert orders["only_in_ledger"][0][0] == "qagworkingl1a0" and "filled" in orders["only_in_ledger"][0]
