@@ -169,6 +169,26 @@ class HedgeOrchestrator:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
+    async def resolve_orphan(self, order: Order) -> None:
+        """After a restart: an order still open in the ledger whose group had already closed
+        (or a flatten order). Ask its venue what became of it and journal the answer; if it
+        filled after its group closed, that exposure is unhedged, so trading halts."""
+        self.tracker.track(order)
+        before = order.filled_qty
+        try:
+            await self._resolve(order)
+            await self._durable()
+        except Exception as exc:
+            self._emit("error", f"resolving {order.client_order_id} failed: {exc!r}", None, level="error")
+            await self._halt(f"could not resolve order {order.client_order_id} after restart")
+            return
+        finally:
+            self.tracker.forget(order.client_order_id)
+        if order.filled_qty != before:
+            self._emit("alert", f"order {order.client_order_id} of closed group {order.group_id} filled "
+                       f"{order.filled_qty - before} after its group closed", None, level="error")
+            await self._halt(f"late fill on closed group {order.group_id}")
+
     async def resume(self, group: HedgeGroup) -> None:
         """Finish a group recovered from the ledger after a restart.
 
@@ -197,7 +217,7 @@ class HedgeOrchestrator:
             self._close(group)
         except Exception as exc:
             self._emit("error", f"resuming {group.group_id} failed: {exc!r}", group, level="error")
-            self._gate.kill(f"recovery of {group.group_id} failed")
+            await self._halt(f"recovery of {group.group_id} failed")
 
     # -- one group -------------------------------------------------------------------
     async def execute(self, group: HedgeGroup) -> None:
@@ -207,10 +227,12 @@ class HedgeOrchestrator:
             self._emit("error", f"group {group.group_id} failed: {exc!r}", group, level="error")
             group.state = GroupState.FAILED
             group.closed_ms = self._clock.time_ms()
-            self._gate.kill(f"execution error in {group.group_id}")
-            if self.ledger is not None:
-                self.ledger.group_state(group)
-            self._close(group)
+            try:
+                if self.ledger is not None:
+                    self.ledger.group_state(group)
+                await self._halt(f"execution error in {group.group_id}")
+            finally:
+                self._close(group)  # whatever the ledger did, the pair must not stay blocked
 
     async def _execute(self, group: HedgeGroup) -> None:
         intent = group.intent
@@ -304,11 +326,18 @@ class HedgeOrchestrator:
         group.actions.append(action)
         self._set_group(group, GroupState.FAILED)
         self._record_action(action)
-        change = self._gate.kill(f"group {group.group_id} failed with a residual")
         self._emit("alert", f"group {group.group_id} FAILED: {action.reason}; trading halted",
                    group, level="error")
+        await self._halt(f"group {group.group_id} failed with a residual")
+
+    async def _halt(self, reason: str) -> None:
+        """Halt trading now (the gate is synchronous) and make it durable: a restart stays halted."""
+        change = self._gate.kill(reason)
         if self.ledger is not None:
-            await self.ledger.risk_event("breaker", change)
+            try:
+                await self.ledger.risk_event("breaker", change)
+            except Exception as exc:
+                self._emit("error", f"could not record the halt in the ledger: {exc!r}", None, level="error")
 
     def _touches(self, group: HedgeGroup) -> dict[Venue, tuple[float, float] | None]:
         if self._touch is None:

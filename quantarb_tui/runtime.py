@@ -20,7 +20,7 @@ from core.compare import CompareEngine
 from core.config import Mt5VenueConfig, QuantarbConfig
 from core.hedge import HedgeGroup
 from core.instruments import Instrument
-from core.models import Decision, Quote, TradingState, Venue
+from core.models import Decision, Order, Quote, TradingState, Venue
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
 from core.risk import RiskGate
@@ -118,6 +118,7 @@ class Runtime:
         self.feeds: list[WsFeed] = []
         self.ledger: Ledger | None = None
         self.recovered_groups = 0
+        self._orphans: list[Order] = []
         self._background: set[asyncio.Task[int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._orchestrator_task: asyncio.Task[None] | None = None
@@ -255,7 +256,7 @@ class Runtime:
         )
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
         self._tasks = [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
-        if recovered:
+        if recovered or self._orphans:
             self._tasks.append(asyncio.create_task(self._resume(recovered), name="recovery"))
 
     async def _open_ledger(self, path: str) -> None:
@@ -285,7 +286,9 @@ class Runtime:
             self.events.emit(EngineEvent(self.clock.time_ms(), "state",
                                          f"HALTED (restored): {self.gate.reason}", "warn"))
         self.recovered_groups = len(rec.open_groups)
-        if rec.open_groups:
+        in_open_groups = {id(o) for g in rec.open_groups for o in g.orders}
+        self._orphans = [o for o in rec.open_orders if id(o) not in in_open_groups]
+        if rec.open_groups or self._orphans:
             for group in rec.open_groups:
                 self.pipeline.in_flight.add(group.pair)
             self.gate.pause(RECOVERING)
@@ -302,7 +305,10 @@ class Runtime:
             if all(b is not None and b.has_quote for b in books):
                 break
             await asyncio.sleep(0.05)
-        await asyncio.gather(*(self.orchestrator.resume(g) for g in groups))
+        await asyncio.gather(
+            *(self.orchestrator.resume(g) for g in groups),
+            *(self.orchestrator.resolve_orphan(o) for o in self._orphans),
+        )
         if self.gate.reason == RECOVERING:
             self.gate.resume("recovered")
         self.events.emit(EngineEvent(self.clock.time_ms(), "recover",

@@ -297,3 +297,33 @@ async def test_sub_step_imbalance_is_hedged_and_booked_as_dust() -> None:
     await world.orch.drain()
     assert group.state is GroupState.HEDGED  # 0.1 vs 0.095: within one lot step (0.01)
     assert world.orch.compensation.dust.get("BTC") == Decimal("0.005")
+
+
+async def test_order_of_a_closed_group_is_resolved_after_restart(
+    ledger_path: tuple[Ledger, Path, ManualClock],
+) -> None:
+    """Review finding: an order left open in the ledger whose group had already closed is asked
+    about by client order id on restart; a fill it got after the group closed is journaled and
+    halts trading (that exposure is not hedged by anything)."""
+    ledger, _path, clock = ledger_path
+    world = _world(["fill"], ["fill"], ledger, _path, clock)
+    group = await world.run()
+    assert group.state is GroupState.HEDGED
+    # An extra order of that group, still open as far as the ledger knows, that the venue
+    # filled meanwhile (e.g. the process died before its answer was journaled).
+    spec = group.intent.buy
+    orphan = Order(client_order_id="qaorphan1", group_id=group.group_id, venue=spec.venue, symbol=spec.symbol,
+                   side="buy", qty=spec.quantity, price=spec.limit_price, purpose=group.orders[0].purpose,
+                   created_ms=clock.time_ms())
+    await ledger.order_created(orphan)
+    orphan.state = OrderState.SUBMITTED
+    world.gateways[spec.venue].script.append("fill")
+    await world.gateways[spec.venue].place(orphan)  # the venue executed it; we never heard
+    await world.orch.resolve_orphan(orphan)
+    await ledger.flush()
+    assert orphan.state is OrderState.FILLED
+    assert world.gateways[spec.venue].queries == ["qaorphan1"]  # asked, not re-sent
+    assert world.rows("SELECT state FROM orders WHERE client_order_id = 'qaorphan1'") == [("filled",)]
+    assert len(world.rows("SELECT * FROM fills WHERE order_id = 'qaorphan1'")) == 1
+    assert world.gate.state is TradingState.HALTED
+    assert world.rows("SELECT kind, trading_state FROM risk_events") == [("breaker", "halted")]
