@@ -32,7 +32,7 @@ from quantarb_tui.events import EngineEvent, EventLog
 from quantarb_tui.mt5_side import Mt5Side
 from quantarb_tui.orchestrator import HedgeOrchestrator
 from quantarb_tui.settings import Secrets, mt5_secret_env_var
-from quantarb_tui.snapshot import EdgeRow, FeedRow, GroupRow, QuoteRow, RuntimeSnapshot
+from quantarb_tui.snapshot import EdgeRow, FeedRow, GroupRow, PairRow, QuoteRow, RuntimeSnapshot
 from quantarb_tui.sources import build_feeds, build_world
 from sim.market import SimTick
 from sim.paper import PaperBehaviour, PaperGateway
@@ -351,6 +351,8 @@ class Runtime:
             self._orchestrator_task = None
         if self.mt5 is not None:
             await self.mt5.stop()
+        for pair_row in self._pair_rows():
+            self.events.emit(_pair_event(self.clock.time_ms(), pair_row))
         if self.world is not None:
             await self.world.stop()
         if self.ledger is not None:
@@ -452,7 +454,25 @@ class Runtime:
             groups=group_rows,
             log=self.events.recent(log),
             log_total=self.events.total,
+            pairs=self._pair_rows(),
         )
+
+    def _pair_rows(self) -> tuple[PairRow, ...]:
+        rows = []
+        for name, s in sorted(self.orchestrator.stats().items()):
+            edges = s.edge_percentiles() or {}
+            rows.append(PairRow(
+                key=name,
+                groups=s.groups,
+                hit_rate=s.hit_rate,
+                total_pnl=_money(s.total_pnl),
+                mean_slippage_bps=s.mean_slippage_bps,
+                trigger_rate=s.trigger_rate,
+                edge_p50=edges.get("p50"),
+                edge_p75=edges.get("p75"),
+                edge_p90=edges.get("p90"),
+            ))
+        return tuple(rows)
 
     @staticmethod
     def _feed_row(
@@ -487,6 +507,20 @@ class Runtime:
             "realized_pnl": snap.realized_pnl,
             "trading_state": snap.trading_state,
         }
+
+
+def _pair_event(ts_ms: int, row: PairRow) -> EngineEvent:
+    """One line per pair at stop: execution aggregates and monitor statistics."""
+    slip = "-" if row.mean_slippage_bps is None else f"{row.mean_slippage_bps:.1f}"
+    edge = "-" if row.edge_p50 is None else f"{row.edge_p50:.1f}/{row.edge_p75 or 0:.1f}/{row.edge_p90 or 0:.1f}"
+    return EngineEvent(
+        ts_ms,
+        "pair",
+        f"pair {row.key} groups={row.groups} hit_rate={row.hit_rate:.2f} pnl={row.total_pnl} "
+        f"slippage_bps={slip} edge_p50/p75/p90={edge} trigger_rate={row.trigger_rate:.4f}",
+        data={"pair": row.key, "groups": row.groups, "hit_rate": row.hit_rate, "pnl": row.total_pnl,
+              "trigger_rate": row.trigger_rate},
+    )
 
 
 def _money(value: Decimal) -> str:

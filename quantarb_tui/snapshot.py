@@ -73,6 +73,21 @@ class GroupRow:
 
 
 @dataclass(slots=True, frozen=True)
+class PairRow:
+    """Per-pair execution aggregates and monitor statistics."""
+
+    key: str
+    groups: int
+    hit_rate: float
+    total_pnl: str
+    mean_slippage_bps: float | None
+    trigger_rate: float
+    edge_p50: float | None
+    edge_p75: float | None
+    edge_p90: float | None
+
+
+@dataclass(slots=True, frozen=True)
 class RuntimeSnapshot:
     ts_ms: int
     mode: str
@@ -91,3 +106,4 @@ class RuntimeSnapshot:
     groups: tuple[GroupRow, ...]
     log: tuple[EngineEvent, ...]
     log_total: int
+    pairs: tuple[PairRow, ...] = ()

@@ -54,6 +54,10 @@ def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
     # ... and intents formed across all three venues.
     venues = {v for line in intents for v in re.findall(r"(?:buy|sell) (mt5|okx|binance) ", line)}
     assert venues == {"mt5", "okx", "binance"}, intents
+    # Per-pair execution aggregates and monitor statistics at stop.
+    pair_lines = {m.group(1): line for line in lines if (m := re.search(r" pair (\w+) groups=", line))}
+    assert set(pair_lines) == {"XAU", "BTC", "ETH"}
+    assert all("trigger_rate=" in line and "edge_p50/p75/p90=" in line for line in pair_lines.values())
     assert result.stderr == ""
 
 
