@@ -297,9 +297,7 @@ class Ledger:
             rows = await cur.fetchall()
         commands: list[Mt5Command] = []
         for row in rows:
-            payload = dict(row)
-            payload["fills"] = ev.decode_json(row["fills"])
-            cmd = ev.command_from_payload(payload)
+            cmd = _command_from_row(row)
             if cmd.is_open or cmd.filled_volume < cmd.volume:
                 commands.append(cmd)
         return commands
@@ -310,11 +308,7 @@ class Ledger:
         await self.flush()
         async with self._reader.execute("SELECT * FROM mt5_commands WHERE command_id = ?", (command_id,)) as cur:
             row = await cur.fetchone()
-        if row is None:
-            return None
-        payload = dict(row)
-        payload["fills"] = ev.decode_json(row["fills"])
-        return ev.command_from_payload(payload)
+        return None if row is None else _command_from_row(row)
 
     # -- recovery ------------------------------------------------------------------------
     async def recover(self) -> RecoveredState:
@@ -477,6 +471,13 @@ def _prepare_locked(path: Path) -> tuple[Path, _WriterLock, int]:
         lock.release()
         raise
     return p, lock, before
+
+
+def _command_from_row(row: Any) -> Mt5Command:
+    """An `mt5_commands` row (fills as JSON text) back to the domain object."""
+    payload = dict(row)
+    payload["fills"] = ev.decode_json(row["fills"])
+    return ev.command_from_payload(payload)
 
 
 def _order_from_row(r: Any, fills: list[Fill]) -> Order:

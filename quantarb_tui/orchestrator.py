@@ -160,8 +160,20 @@ class HedgeOrchestrator:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Let groups in flight reach a terminal state, then cancel what is left."""
+    async def shutdown(self, timeout_s: float | None = None) -> None:
+        """Let groups in flight reach a terminal state, then cancel what is left.
+
+        Groups submitted but not yet started are started too. The wait covers a group's
+        whole deadline (plus its compensation); a group cancelled past that is left open in
+        the ledger and resumed by the next start.
+        """
+        while self._pending:
+            group = self._pending.popleft()
+            task = asyncio.create_task(self.execute(group), name=f"group-{group.group_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if timeout_s is None:
+            timeout_s = 2 * self.group_deadline_ms / 1000 + 5.0
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
             for task in pending:

@@ -119,6 +119,7 @@ class Runtime:
         self.ledger: Ledger | None = None
         self.recovered_groups = 0
         self._orphans: list[Order] = []
+        self._stopping = False
         self._background: set[asyncio.Task[int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._orchestrator_task: asyncio.Task[None] | None = None
@@ -196,6 +197,8 @@ class Runtime:
     # -- hot path ----------------------------------------------------------------------
     def ingest(self, quote: Quote) -> Decision | None:
         """One quote in: judged synchronously; an intent becomes a hedge group."""
+        if self._stopping:
+            return None  # shutting down: groups in flight settle, no new ones start
         decision = self.pipeline.on_quote(quote)
         if decision is None:
             return None
@@ -227,6 +230,7 @@ class Runtime:
         if self._running:
             return
         self._running = True
+        self._stopping = False
         if self.ledger_path is not None:
             await self._open_ledger(self.ledger_path)
         if self.world is not None:
@@ -319,6 +323,7 @@ class Runtime:
         if not self._running:
             return
         self._running = False
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
