@@ -171,8 +171,9 @@ class CommandQueue:
     @property
     def knows_every_command(self) -> bool:
         """Whether a command unknown to `lookup` was certainly never saved (so never served):
-        true when the store can be asked by id (`CommandLookup`)."""
-        return isinstance(self._store, CommandLookup)
+        true when the store can be asked by id (`CommandLookup`) and says it holds every
+        command (a store may delegate, and report `authoritative = False` until it can)."""
+        return isinstance(self._store, CommandLookup) and bool(getattr(self._store, "authoritative", True))
 
     async def lookup(self, command_id: str) -> Mt5Command | None:
         """`get`, falling back to the store (after a restart or pruning) when it can be asked."""

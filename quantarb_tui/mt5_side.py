@@ -45,6 +45,11 @@ class StoreSlot:
     def __init__(self) -> None:
         self.target: CommandStore | None = None
 
+    @property
+    def authoritative(self) -> bool:
+        """Only a store that can be asked by id knows every command ever saved."""
+        return self.target is not None and hasattr(self.target, "get_command")
+
     async def save(self, command: Mt5Command) -> None:
         if self.target is not None:
             await self.target.save(command)

@@ -400,3 +400,24 @@ async def test_in_memory_store_keeps_copies_and_loads_open_ones() -> None:
     await store.save(full)
     assert [c.command_id for c in await store.load_open()] == ["c-1", "c-2"]
     assert await store.get("nope") is None
+
+
+async def test_a_delegating_store_is_authoritative_only_once_it_can_answer_by_id() -> None:
+    """Review finding: without a ledger attached, a command the queue no longer holds must be
+    unknown, not 'never sent' (the store slot cannot tell)."""
+    from core.clock import ManualClock
+    from mt5_bridge.queue import CommandQueue, InMemoryCommandStore
+    from quantarb_tui.mt5_side import StoreSlot
+
+    slot = StoreSlot()
+    queue = CommandQueue(slot, ManualClock())
+    assert not queue.knows_every_command
+    slot.target = InMemoryCommandStore()  # has no get_command: still not authoritative
+    assert not queue.knows_every_command
+
+    class LedgerLike(InMemoryCommandStore):
+        async def get_command(self, command_id: str) -> None:
+            return None
+
+    slot.target = LedgerLike()
+    assert queue.knows_every_command
