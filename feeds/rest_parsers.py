@@ -77,6 +77,16 @@ def _checked(result: Quote | DropReason, what: str, symbol: str, entry: dict[str
     raise InvalidResponse(what, result, f"{symbol}: {shown}")
 
 
+def _entry_symbol(entry: dict[str, Any], key: str, what: str) -> str:
+    """The symbol of one body entry under `key`; a missing or non-string one is refused."""
+    symbol = entry.get(key)
+    if symbol is None or symbol == "":
+        raise InvalidResponse(what, DropReason.MISSING_FIELD, f"an entry has no {key}")
+    if not isinstance(symbol, str):
+        raise InvalidResponse(what, DropReason.MALFORMED, f"{key} is {_short(symbol)}")
+    return symbol
+
+
 def _short(value: Any) -> str:
     if value is None or isinstance(value, str | int | float):
         return repr(value)[:40]
@@ -107,11 +117,7 @@ def parse_okx_ticker_response(
     for entry in data:
         if not isinstance(entry, dict):
             raise InvalidResponse(what, DropReason.MALFORMED, "a data entry is not an object")
-        symbol = entry.get("instId")
-        if symbol is None or symbol == "":
-            raise InvalidResponse(what, DropReason.MISSING_FIELD, "an entry has no instId")
-        if not isinstance(symbol, str):
-            raise InvalidResponse(what, DropReason.MALFORMED, f"instId is {_short(symbol)}")
+        symbol = _entry_symbol(entry, "instId", what)
         if symbols is not None and symbol not in symbols:
             continue
         result = build_quote(
@@ -150,11 +156,7 @@ def parse_binance_book_ticker(
     for entry in entries:
         if not isinstance(entry, dict):
             raise InvalidResponse(what, DropReason.MALFORMED, "an entry is not an object")
-        symbol = entry.get("symbol")
-        if symbol is None or symbol == "":
-            raise InvalidResponse(what, DropReason.MISSING_FIELD, "an entry has no symbol")
-        if not isinstance(symbol, str):
-            raise InvalidResponse(what, DropReason.MALFORMED, f"symbol is {_short(symbol)}")
+        symbol = _entry_symbol(entry, "symbol", what)
         if symbols is not None and symbol not in symbols:
             continue
         ts = entry.get(venue_ts_ms_key) if venue_ts_ms_key is not None else None

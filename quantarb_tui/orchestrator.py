@@ -133,7 +133,12 @@ class HedgeOrchestrator:
         return group
 
     def record_decision(self, decision: Decision) -> None:
-        """Feed the monitor statistics (edge percentiles, trigger rate) with one decision."""
+        """Feed the monitor statistics (edge percentiles, trigger rate) with one decision.
+
+        A decision without a counter quote has no edge (its 0.0 is a placeholder): skipped.
+        """
+        if decision.buy_venue is None:
+            return
         self.pair_stats.record_decision(
             decision.pair, decision.edge_bps, intent=decision.intent is not None
         )

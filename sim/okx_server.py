@@ -64,15 +64,6 @@ def inst_type(inst_id: str) -> str:
 
 
 @dataclass(slots=True)
-class _Book:
-    bid: float
-    ask: float
-    bid_size: float
-    ask_size: float
-    ts_ms: int
-
-
-@dataclass(slots=True)
 class _Stats:
     """The 24 h fields of a ticker, kept simply: the session started when the server did."""
 
@@ -127,7 +118,7 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
         self.tickers_throttle_s = tickers_throttle_s
         self.bbo_resend_s = bbo_resend_s
         self.notice_close_delay_s = notice_close_delay_s
-        self._books: dict[str, _Book] = {}
+        self._books: dict[str, SimTick] = {}
         self._stats: dict[str, _Stats] = {}
         self._seq: dict[str, int] = {s: 1_000_000 * (i + 1) for i, s in enumerate(self.symbols)}
         self._seq_turn: dict[str, int] = dict.fromkeys(self.symbols, 0)
@@ -154,7 +145,7 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
         if sym not in self._symbol_set:
             raise ValueError(f"okx simulator does not list {sym!r}")
         prev = self._books.get(sym)
-        book = _Book(tick.bid, tick.ask, tick.bid_size, tick.ask_size, tick.ts_ms)
+        book = tick  # the latest top of book of the symbol, as the market sent it
         changed = prev is None or (prev.bid, prev.ask, prev.bid_size, prev.ask_size) != (
             book.bid,
             book.ask,
@@ -177,7 +168,7 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
             if ("tickers", sym) in conn.subs:
                 self._push_ticker(conn, sym)
 
-    def _update_stats(self, sym: str, prev: _Book | None, book: _Book) -> None:
+    def _update_stats(self, sym: str, prev: SimTick | None, book: SimTick) -> None:
         mid = (book.bid + book.ask) / 2.0
         stats = self._stats.get(sym)
         # The "last trade": at the ask when the mid went up, at the bid when it went down.
@@ -229,7 +220,7 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
         self._ticker_cache[sym] = (version, fields, text)
         return fields, text
 
-    def _bbo_text(self, sym: str, book: _Book, seq: int, crossed: bool = False) -> str:
+    def _bbo_text(self, sym: str, book: SimTick, seq: int, crossed: bool = False) -> str:
         bid, ask = (book.ask, book.bid) if crossed else (book.bid, book.ask)
         return dumps(
             {
