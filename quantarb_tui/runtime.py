@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Mapping
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from core.clock import Clock, RealClock
 from core.compare import CompareEngine
@@ -23,16 +25,28 @@ from core.instruments import Instrument
 from core.models import Decision, Order, Quote, TradingState, Venue
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
-from core.risk import RiskGate
+from core.risk import RiskGate, StateChange
 from feeds.base import WsFeed
 from feeds.health import FeedHealth, FeedState
+from ledger import queries
 from ledger.errors import LedgerError, LedgerTooNewError, NotALedgerError
+from ledger.events import RiskKind
 from ledger.ledger import Ledger
+from quantarb_tui.control import Action, ControlRefused, ControlResult, HealthStatus
 from quantarb_tui.events import EngineEvent, EventLog
 from quantarb_tui.mt5_side import Mt5Side
 from quantarb_tui.orchestrator import HedgeOrchestrator
 from quantarb_tui.settings import Secrets, mt5_secret_env_var
-from quantarb_tui.snapshot import EdgeRow, FeedRow, GroupRow, PairRow, QuoteRow, RuntimeSnapshot
+from quantarb_tui.snapshot import (
+    CompensationRow,
+    EdgeRow,
+    FeedRow,
+    GroupRow,
+    LegRow,
+    PairRow,
+    QuoteRow,
+    RuntimeSnapshot,
+)
 from quantarb_tui.sources import build_feeds, build_world
 from sim.market import SimTick
 from sim.paper import PaperBehaviour, PaperGateway
@@ -386,14 +400,109 @@ class Runtime:
                                       tick.ask_size, tick.ts_ms, now_ns))
             await self.orchestrator.drain()
 
-    # -- operator actions --------------------------------------------------------------
-    def kill(self, reason: str = "operator kill") -> None:
-        change = self.gate.kill(reason)
+    # -- operator actions (OperatorControl) ---------------------------------------------
+    def _record_risk(self, kind: RiskKind, change: StateChange) -> asyncio.Task[int] | None:
+        """Journal a trading-state change (durably) without delaying the caller."""
+        if self.ledger is None:
+            return None
+        task = asyncio.get_running_loop().create_task(self.ledger.risk_event(kind, change))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def _result(self, action: Action, changed: bool, message: str, **detail: Any) -> ControlResult:
+        return ControlResult(action, str(self.gate.state), self.gate.reason, changed, message, dict(detail))
+
+    async def kill(self, reason: str = "operator kill") -> ControlResult:
+        reason = reason.strip() or "operator kill"
+        change = self.gate.kill(reason)  # synchronous: the very next decision is refused
         self.events.emit(EngineEvent(change.ts_ms, "state", f"HALTED: {reason}", "warn"))
-        if self.ledger is not None:
-            task = asyncio.get_running_loop().create_task(self.ledger.risk_event("kill", change))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        task = self._record_risk("kill", change)
+        if task is not None:
+            await task
+        return self._result("kill", True, f"halted: {reason}")
+
+    async def flatten(self, reason: str = "operator flatten") -> ControlResult:
+        raise ControlRefused("flatten is not available yet")
+
+    async def rearm(self, reason: str) -> ControlResult:
+        if not reason.strip():
+            raise ControlRefused("rearm needs a reason")
+        change = self.gate.rearm(reason.strip())
+        self.events.emit(EngineEvent(change.ts_ms, "state", f"ACTIVE (rearmed): {reason}", "info"))
+        task = self._record_risk("rearm", change)
+        if task is not None:
+            await task
+        return self._result("rearm", True, f"active: {reason}")
+
+    async def pause(self, reason: str = "operator pause") -> ControlResult:
+        reason = reason.strip() or "operator pause"
+        change = self.gate.pause(reason)
+        if change is None:
+            return self._result("pause", False, f"not paused: trading is {self.gate.state}")
+        self.events.emit(EngineEvent(change.ts_ms, "state", f"PAUSED: {reason}", "warn"))
+        task = self._record_risk("pause", change)
+        if task is not None:
+            await task
+        return self._result("pause", True, f"paused: {reason}")
+
+    async def resume(self, reason: str = "operator resume") -> ControlResult:
+        reason = reason.strip() or "operator resume"
+        change = self.gate.resume(reason)
+        if change is None:
+            return self._result("resume", False, f"not resumed: trading is {self.gate.state}")
+        self.events.emit(EngineEvent(change.ts_ms, "state", f"ACTIVE (resumed): {reason}", "info"))
+        task = self._record_risk("resume", change)
+        if task is not None:
+            await task
+        return self._result("resume", True, f"active: {reason}")
+
+    def health_status(self) -> HealthStatus:
+        state = self.gate.state
+        if state is TradingState.HALTED:
+            return "halted"
+        if state is not TradingState.ACTIVE:
+            return "degraded"
+        return "ok"
+
+    def status(self) -> dict[str, Any]:
+        snap = self.snapshot(groups=20, log=0)
+        return {
+            "trading_state": snap.trading_state,
+            "reason": snap.state_reason,
+            "mode": snap.mode,
+            "health": self.health_status(),
+            "ts_ms": snap.ts_ms,
+            "open_groups": snap.open_groups,
+            "groups_by_state": snap.groups_by_state,
+            "realized_pnl": snap.realized_pnl,
+            "daily_pnl": snap.daily_pnl,
+            "quotes": snap.quotes_total,
+            "intents": snap.intents_total,
+            "limits": [asdict(r) for r in snap.limits],
+            "breakers": [asdict(r) for r in snap.breakers],
+            "blocked_venues": list(snap.blocked_venues),
+            "feeds": [
+                {"name": f.name, "venue": f.venue, "state": f.state, "last_frame_age_ms": f.last_frame_age_ms}
+                for f in snap.feeds
+            ],
+        }
+
+    async def group_detail(self, group_id: str) -> dict[str, Any] | None:
+        """One group's story from the ledger (`ledger show`); None without a ledger or group."""
+        if self.ledger is None:
+            return None
+        await self.ledger.flush()
+        return await self.ledger.read(queries.show, group_id)
+
+    async def history(
+        self, *, pair: str | None = None, state: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Groups from the ledger, newest first (the history screen); [] without a ledger."""
+        if self.ledger is None:
+            return []
+        await self.ledger.flush()
+        return await self.ledger.read(queries.groups, pair=pair, state=state, limit=limit)
 
     # -- views -----------------------------------------------------------------------
     def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:
@@ -460,6 +569,7 @@ class Runtime:
             log=self.events.recent(log),
             log_total=self.events.total,
             pairs=self._pair_rows(),
+            compensation=_compensation_rows(recent, 30),
         )
 
     def _pair_rows(self) -> tuple[PairRow, ...]:
@@ -544,4 +654,36 @@ def _group_row(g: HedgeGroup) -> GroupRow:
         realized_pnl=_money(g.realized_pnl) if g.terminal else "",
         opened_ms=g.opened_ms,
         closed_ms=g.closed_ms,
+        legs=tuple(
+            LegRow(
+                client_order_id=o.client_order_id,
+                venue=o.venue,
+                side=o.side,
+                purpose=str(o.purpose),
+                qty=str(o.qty),
+                filled=str(o.filled_qty),
+                state=str(o.state),
+            )
+            for o in g.orders
+        ),
     )
+
+
+def _compensation_rows(groups: list[HedgeGroup], limit: int) -> tuple[CompensationRow, ...]:
+    """The most recent compensation actions over the given groups, newest first."""
+    rows = [
+        CompensationRow(
+            key=a.action_id,
+            group_id=g.group_id,
+            pair=g.pair,
+            kind=str(a.kind),
+            reason=a.reason,
+            outcome=a.outcome,
+            ts_ms=a.created_ms,
+            failed=a.kind == "escalate" or a.outcome in ("rejected", "expired", "unknown", "failed"),
+        )
+        for g in groups
+        for a in g.actions
+    ]
+    rows.sort(key=lambda r: r.ts_ms, reverse=True)
+    return tuple(rows[:limit])

@@ -59,6 +59,19 @@ class EdgeRow:
 
 
 @dataclass(slots=True, frozen=True)
+class LegRow:
+    """One order of a group: entry legs and compensation orders, with fill progress."""
+
+    client_order_id: str
+    venue: str
+    side: str
+    purpose: str
+    qty: str
+    filled: str
+    state: str
+
+
+@dataclass(slots=True, frozen=True)
 class GroupRow:
     key: str
     pair: str
@@ -70,6 +83,7 @@ class GroupRow:
     realized_pnl: str
     opened_ms: int
     closed_ms: int
+    legs: tuple[LegRow, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,6 +99,54 @@ class PairRow:
     edge_p50: float | None
     edge_p75: float | None
     edge_p90: float | None
+
+
+@dataclass(slots=True, frozen=True)
+class CompensationRow:
+    """One compensation action (retry_hedge / unwind / escalate) and its outcome so far."""
+
+    key: str
+    group_id: str
+    pair: str
+    kind: str
+    reason: str
+    outcome: str
+    ts_ms: int
+    failed: bool
+
+
+@dataclass(slots=True, frozen=True)
+class LimitRow:
+    """One RiskGate limit: its bound and current use (`utilization` is used/limit, or None)."""
+
+    key: str
+    rule: str
+    scope: str
+    limit: str
+    used: str
+    utilization: float | None
+
+
+@dataclass(slots=True, frozen=True)
+class BreakerRow:
+    """One automatic breaker: `ok` or `tripped` (with what it does: halt, pause, block a venue)."""
+
+    key: str
+    name: str
+    state: str
+    effect: str
+    detail: str
+    since_ms: int | None
+    until_ms: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class RiskEventRow:
+    key: str
+    ts_ms: int
+    kind: str
+    reason: str
+    trading_state: str
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,3 +169,9 @@ class RuntimeSnapshot:
     log: tuple[EngineEvent, ...]
     log_total: int
     pairs: tuple[PairRow, ...] = ()
+    daily_pnl: str = "0.00"
+    compensation: tuple[CompensationRow, ...] = ()
+    limits: tuple[LimitRow, ...] = ()
+    breakers: tuple[BreakerRow, ...] = ()
+    risk_events: tuple[RiskEventRow, ...] = ()
+    blocked_venues: tuple[str, ...] = ()

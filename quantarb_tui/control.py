@@ -1,0 +1,70 @@
+"""OperatorControl: the one set of operator actions that every control surface shares.
+
+The TUI keys, the operator HTTP endpoints (`/api/...`) and the CLI (`quantarb kill`, ...)
+all call these methods on the running Runtime, so an action means the same thing whichever
+way it arrives. Each returns a `ControlResult` that serialises to the JSON the API and the
+CLI print; an action the engine refuses (a rearm while a breaker is still tripped, a rearm
+without a reason) raises `ControlRefused` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+Action = Literal["kill", "flatten", "rearm", "pause", "resume"]
+ACTIONS: tuple[Action, ...] = ("kill", "flatten", "rearm", "pause", "resume")
+HealthStatus = Literal["ok", "degraded", "halted"]
+
+
+class ControlRefused(Exception):
+    """The engine refused an operator action; the message says why (safe to show)."""
+
+
+@dataclass(slots=True)
+class ControlResult:
+    """What an operator action did: the trading state it left, and action-specific detail."""
+
+    action: Action
+    trading_state: str
+    reason: str
+    changed: bool
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class OperatorControl(Protocol):
+    """Implemented by `quantarb_tui.runtime.Runtime`."""
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able picture of the engine: trading state and reason, mode, PnL, open
+        groups, limits, breakers, feeds (what `GET /api/status` and `quantarb status` show)."""
+        ...
+
+    def health_status(self) -> HealthStatus:
+        """`halted` when halted, `degraded` when paused/reducing or a venue is down, else `ok`."""
+        ...
+
+    async def kill(self, reason: str) -> ControlResult:
+        """Halt: the gate flips before the first await, so the very next decision is refused;
+        then entry legs with nothing filled are cancelled (MT5 commands withdrawn)."""
+        ...
+
+    async def flatten(self, reason: str) -> ControlResult:
+        """Halt, then close the net exposure on every venue and report any residual."""
+        ...
+
+    async def rearm(self, reason: str) -> ControlResult:
+        """Back to active; raises ControlRefused without a reason or with a breaker tripped."""
+        ...
+
+    async def pause(self, reason: str) -> ControlResult:
+        """No new intents; nothing in flight is cancelled."""
+        ...
+
+    async def resume(self, reason: str) -> ControlResult:
+        """Undo a pause (never a halt: that needs rearm)."""
+        ...
