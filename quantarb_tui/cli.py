@@ -190,6 +190,8 @@ class BenchTarget(enum.StrEnum):
     feeds = "feeds"
     ledger = "ledger"
     listener = "listener"
+    kill = "kill"
+    tui = "tui"
     all = "all"
 
 

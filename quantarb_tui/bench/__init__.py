@@ -34,11 +34,25 @@ def _listener(quotes: int, seed: int) -> dict[str, Any]:
     return bench_listener(requests=200_000)
 
 
+def _kill(quotes: int, seed: int) -> dict[str, Any]:
+    from quantarb_tui.bench.kill import bench_kill
+
+    return bench_kill()
+
+
+def _tui(quotes: int, seed: int) -> dict[str, Any]:
+    from quantarb_tui.bench.tui import bench_tui
+
+    return bench_tui()
+
+
 BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "pipeline": _pipeline,
     "feeds": _feeds,
     "ledger": _ledger,
     "listener": _listener,
+    "kill": _kill,
+    "tui": _tui,
 }
 
 
