@@ -33,7 +33,7 @@ from mt5_bridge import protocol
 from mt5_bridge.auth import HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, AuthError
 from mt5_bridge.bridge import Mt5Bridge, Reply, unauthorized
 
-__all__ = ["MAX_BODY_BYTES", "BodyLimitMiddleware", "create_app", "request_target"]
+__all__ = ["MAX_BODY_BYTES", "BodyLimitMiddleware", "create_app", "http_error", "request_target"]
 
 MAX_BODY_BYTES = 64 * 1024
 JSON = "application/json"
@@ -118,6 +118,13 @@ def _single(request: Request, name: str) -> str | None:
     return values[0] if len(values) == 1 else None
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (404, 405, ...) in the listener's JSON error shape."""
+    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException only
+        raise exc
+    return _json(_error(exc.status_code, str(exc.detail).lower()), dict(exc.headers or {}))
+
+
 Handler = Callable[[str, bytes, Request], Awaitable[Reply]]
 
 
@@ -162,11 +169,6 @@ def create_app(bridge: Mt5Bridge, *, extra_routes: Sequence[BaseRoute] = ()) -> 
 
     async def healthz(request: Request) -> Response:
         return _json(Reply(200, protocol.encode(protocol.HealthBody(status=bridge.health_status()))))
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException only
-            raise exc
-        return _json(_error(exc.status_code, str(exc.detail).lower()), dict(exc.headers or {}))
 
     routes: list[BaseRoute] = [
         Route("/mt5/tick", signed("POST", tick), methods=["POST"]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -18,6 +18,7 @@ from quantarb_tui.config_cmd import config_app
 from quantarb_tui.ledger_cmd import ledger_app
 
 if TYPE_CHECKING:
+    from quantarb_tui.control import Action
     from quantarb_tui.runtime import Runtime
     from quantarb_tui.settings import LoadedConfig
 
@@ -145,6 +146,88 @@ def replay(
     typer.echo("reasons " + "  ".join(f"{k}={v}" for k, v in report["reasons"].items()))
     for intent in report["first_intents"][:10]:
         typer.echo(f"  intent {intent['pair']} buy {intent['buy']} sell {intent['sell']} edge {intent['edge_bps']}bps")
+
+
+# -- operator control of a running instance (docs/operator.md) -------------------------------
+
+UrlOpt = Annotated[
+    str | None,
+    typer.Option("--url", help="The instance's listener (default: listener.host:port from the config)."),
+]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in the ledger; required by rearm).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the engine's JSON answer only (one document).")]
+TokenLedgerOpt = Annotated[
+    str | None,
+    typer.Option("--ledger", help="The engine's ledger, when it was started with --ledger (its admin token "
+                 "file sits next to it)."),
+]
+
+
+def _operate(
+    command: Action | Literal["status"],
+    url: str | None,
+    config: str | None,
+    ledger: str | None,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    from quantarb_tui.operator_cli import main as operate
+
+    code = operate(command, url=url, config=config, ledger=ledger, reason=reason, as_json=as_json)
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    url: UrlOpt = None, json_out: JsonOpt = False, config: ConfigOpt = None, ledger: TokenLedgerOpt = None
+) -> None:
+    """Show a running instance's trading state, PnL, groups, breakers and feeds."""
+    _operate("status", url, config, ledger, None, json_out)
+
+
+@app.command()
+def kill(
+    url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
+    config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Halt trading now: no new groups; unfilled entry legs are cancelled."""
+    _operate("kill", url, config, ledger, reason, json_out)
+
+
+@app.command()
+def flatten(
+    url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
+    config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Halt, then close the net exposure on every venue (waits up to 60 s for the result)."""
+    _operate("flatten", url, config, ledger, reason, json_out)
+
+
+@app.command()
+def rearm(
+    url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
+    config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Back to active after a halt (needs --reason; refused while a breaker is tripped)."""
+    _operate("rearm", url, config, ledger, reason, json_out)
+
+
+@app.command()
+def pause(
+    url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
+    config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """No new groups; nothing in flight is cancelled."""
+    _operate("pause", url, config, ledger, reason, json_out)
+
+
+@app.command()
+def resume(
+    url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
+    config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Undo a pause (a halt needs rearm)."""
+    _operate("resume", url, config, ledger, reason, json_out)
 
 
 mt5_app = typer.Typer(help="The MT5 side: a simulated EA terminal for tests and demos.", no_args_is_help=True)
