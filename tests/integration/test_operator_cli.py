@@ -170,7 +170,7 @@ async def test_a_wrong_or_missing_token_exits_3_and_changes_nothing(engine: Engi
 
 
 async def test_an_unsafe_token_file_is_a_usage_error(engine: Engine, tmp_path: Path) -> None:
-    Path(f"{engine.ledger}.admin-token").chmod(0o640)
+    os.chmod(f"{engine.ledger}.admin-token", 0o640)
     run = await quantarb("status", env=engine.env(), cwd=tmp_path)
     assert run.code == 2
     assert "accessible to other users" in run.err
