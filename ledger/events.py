@@ -16,13 +16,18 @@ Kinds and what they carry (docs/ledger.md has the field lists):
 - `order_state`   an order's state, venue order id, filled quantity
 - `fill`          one execution; deduplicated on (venue, venue_trade_id) by the projection
 - `compensation`  a compensation action (upserted by action_id as its outcome changes)
-- `risk_event`    a kill / flatten / rearm / pause / resume / breaker and the trading state after it
+- `risk_event`    a kill / flatten / rearm / pause / resume / breaker and the trading state after it,
+                  optionally with the full breaker-state map (so breakers survive a restart)
 - `mt5_command`   the full state of one MT5 command with its fills (upsert)
+- `decision_stats` per pair and interval: every decision counted, with an edge histogram (the
+                  `decision` log is sampled, so percentiles from it would be biased)
+- `dust`          a pair's dust total after a change (the compensation engine's DustBook)
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal
 
 import msgspec
@@ -37,6 +42,8 @@ from core.models import (
     ExecutionLeg,
     Fill,
     Order,
+    OrderPurpose,
+    OrderState,
     TradingState,
 )
 from core.risk import StateChange
@@ -50,9 +57,12 @@ FILL: Final = "fill"
 COMPENSATION: Final = "compensation"
 RISK_EVENT: Final = "risk_event"
 MT5_COMMAND: Final = "mt5_command"
+DECISION_STATS: Final = "decision_stats"
+DUST: Final = "dust"
 
 KINDS: frozenset[str] = frozenset(
-    {DECISION, GROUP_OPENED, GROUP_STATE, ORDER_CREATED, ORDER_STATE, FILL, COMPENSATION, RISK_EVENT, MT5_COMMAND}
+    {DECISION, GROUP_OPENED, GROUP_STATE, ORDER_CREATED, ORDER_STATE, FILL, COMPENSATION, RISK_EVENT, MT5_COMMAND,
+     DECISION_STATS, DUST}
 )
 
 RiskKind = Literal["kill", "flatten", "rearm", "pause", "resume", "breaker"]
@@ -213,6 +223,8 @@ def order_created(order: Order, ts_ms: int) -> LedgerEvent:
             "venue_order_id": order.venue_order_id,
             "created_ms": order.created_ms,
             "updated_ms": order.updated_ms or order.created_ms,
+            # The touch when it was sent ("0" = unknown): slippage in `ledger summary`.
+            "touch_price": dec(order.touch_price),
         },
     )
 
@@ -267,16 +279,144 @@ def compensation(action: CompensationAction, ts_ms: int) -> LedgerEvent:
     )
 
 
-def risk_event(kind: str, change: StateChange, ts_ms: int) -> LedgerEvent:
-    """A risk action and the trading state it left (`kind` is one of RISK_KINDS)."""
+def risk_event(
+    kind: str, change: StateChange, ts_ms: int, breakers: Mapping[str, Mapping[str, Any]] | None = None
+) -> LedgerEvent:
+    """A risk action and the trading state it left (`kind` is one of RISK_KINDS).
+
+    `breakers`, when given, is the full breaker-state map at that moment (`breakers_payload`);
+    recovery restores the map of the latest risk event that carried one.
+    """
     if kind not in RISK_KINDS:
         raise ValueError(f"unknown risk event kind {kind!r}; expected one of {sorted(RISK_KINDS)}")
+    payload: dict[str, Any] = {
+        "kind": kind, "trading_state": str(change.state), "reason": change.reason, "ts_ms": change.ts_ms,
+    }
+    if breakers is not None:
+        payload["breakers"] = breakers_payload(breakers)
+    return LedgerEvent(RISK_EVENT, ts_ms, None, payload)
+
+
+BREAKER_FIELDS: tuple[str, ...] = ("state", "since_ms", "until_ms", "detail")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _opt_ms(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where}: expected integer unix ms or null, got {value!r}")
+    return value
+
+
+def breakers_payload(breakers: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The breaker map as plain JSON: name -> {state, since_ms, until_ms, detail, extra scalars}.
+
+    Checked here, before it is queued, so a bad map fails its caller instead of the writer.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, b in breakers.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"breaker name must be a non-empty string, got {name!r}")
+        if not isinstance(b, Mapping):
+            raise ValueError(f"breaker {name}: expected a mapping, got {type(b).__name__}")
+        state, detail = b.get("state"), b.get("detail", "")
+        if not isinstance(state, str) or not state:
+            raise ValueError(f"breaker {name}: 'state' must be a non-empty string, got {state!r}")
+        if not isinstance(detail, str):
+            raise ValueError(f"breaker {name}: 'detail' must be a string, got {detail!r}")
+        entry: dict[str, Any] = {
+            "state": state,
+            "since_ms": _opt_ms(b.get("since_ms"), f"breaker {name}.since_ms"),
+            "until_ms": _opt_ms(b.get("until_ms"), f"breaker {name}.until_ms"),
+            "detail": detail,
+        }
+        for key, value in b.items():
+            if key in entry:
+                continue
+            if not isinstance(key, str) or not isinstance(value, _SCALARS):
+                raise ValueError(f"breaker {name}: extra field {key!r} must be a JSON scalar, got {value!r}")
+            entry[key] = value
+        out[name] = entry
+    return out
+
+
+def breakers_from_payload(value: Any) -> dict[str, dict[str, Any]]:
+    """The breaker map of a journaled risk event (inverse of `breakers_payload`); ValueError if
+    it is not one (a hand-edited journal), rather than guessing breaker states."""
+    if not isinstance(value, dict):
+        raise ValueError(f"breakers: expected a JSON object, got {type(value).__name__}")
+    return breakers_payload(value)
+
+
+# -- decision statistics -------------------------------------------------------------------
+EDGE_BUCKET_BPS: Final = 0.25
+EDGE_MIN_BPS: Final = -500.0  # edges below land in the first bucket, above EDGE_MAX_BPS in the last
+EDGE_MAX_BPS: Final = 500.0
+EDGE_BUCKETS: Final = int((EDGE_MAX_BPS - EDGE_MIN_BPS) / EDGE_BUCKET_BPS)
+# Histogram slot i covers [EDGE_MIN_BPS + i * width, + width): journaled as bucket index
+# k = i + EDGE_BUCKET_OFFSET, i.e. [k * width, (k + 1) * width) bps, independent of the clip range.
+EDGE_BUCKET_OFFSET: Final = int(EDGE_MIN_BPS / EDGE_BUCKET_BPS)
+
+
+def decision_stats(
+    pair: str, start_ms: int, interval_ms: int, decisions: int, intents: int, histogram: list[int], ts_ms: int
+) -> LedgerEvent:
+    """One pair's decision counts for [start_ms, start_ms + interval_ms), with the edge histogram
+    as sparse [k, count] pairs (bucket k = [k * edge_bucket_bps, (k + 1) * edge_bucket_bps))."""
     return LedgerEvent(
-        RISK_EVENT,
+        DECISION_STATS,
         ts_ms,
         None,
-        {"kind": kind, "trading_state": str(change.state), "reason": change.reason, "ts_ms": change.ts_ms},
+        {
+            "pair": pair,
+            "start_ms": start_ms,
+            "interval_ms": interval_ms,
+            "decisions": decisions,
+            "intents": intents,
+            "edge_bucket_bps": EDGE_BUCKET_BPS,
+            "edge_histogram": [[i + EDGE_BUCKET_OFFSET, c] for i, c in enumerate(histogram) if c],
+        },
     )
+
+
+def histogram_from_json(text: str) -> dict[int, int]:
+    """A journaled edge histogram (`[[k, count], ...]`) as {k: count}; ValueError if malformed."""
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"edge histogram is not JSON: {exc}") from None
+    if not isinstance(value, list):
+        raise ValueError("edge histogram: expected a JSON array of [bucket, count] pairs")
+    out: dict[int, int] = {}
+    for item in value:
+        if (not isinstance(item, list) or len(item) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in item) or item[1] < 0):
+            raise ValueError(f"edge histogram: expected [bucket, count >= 0], got {item!r}")
+        out[item[0]] = out.get(item[0], 0) + item[1]
+    return out
+
+
+def dust(pair: str, qty: Decimal, ts_ms: int) -> LedgerEvent:
+    """A pair's dust total (base units, + long / - short) after a change; 0 when none is left."""
+    if not pair:
+        raise ValueError("dust needs a pair")
+    if not qty.is_finite():
+        raise ValueError(f"dust quantity must be finite, got {qty}")
+    return LedgerEvent(DUST, ts_ms, None, {"pair": pair, "qty": dec(qty), "ts_ms": ts_ms})
+
+
+def decimal_from(text: Any, where: str) -> Decimal:
+    """A journaled decimal string back to Decimal; ValueError (naming `where`) if it is not one."""
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: expected a decimal string, got {text!r}")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{where}: not a decimal: {text!r}") from None
+    if not value.is_finite():
+        raise ValueError(f"{where}: not a finite decimal: {text!r}")
+    return value
 
 
 def _command_fill(f: CommandFill) -> dict[str, Any]:
@@ -399,6 +539,26 @@ def command_from_payload(p: dict[str, Any]) -> Mt5Command:
         updated_ms=int(p["updated_ms"]),
         deliveries=int(p["deliveries"]),
         fills=[command_fill_from_payload(f) for f in p["fills"]],
+    )
+
+
+def order_from_created(p: dict[str, Any]) -> Order:
+    """An `order_created` payload back to the Order as it was sent (no fills; `touch_price` is 0
+    for rows written before it was journaled)."""
+    return Order(
+        client_order_id=p["client_order_id"],
+        group_id=p["group_id"] or "",
+        venue=p["venue"],
+        symbol=p["symbol"],
+        side=p["side"],
+        qty=Decimal(p["qty"]),
+        price=Decimal(p["price"]),
+        purpose=OrderPurpose(p["purpose"]),
+        created_ms=int(p["created_ms"]),
+        state=OrderState(p["state"]),
+        venue_order_id=p["venue_order_id"],
+        updated_ms=int(p["updated_ms"]),
+        touch_price=Decimal(p.get("touch_price") or 0),
     )
 
 

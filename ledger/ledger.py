@@ -2,13 +2,14 @@
 
     ledger = await Ledger.open(path)            # create / migrate / refuse (LedgerError)
     state = await ledger.recover()              # open groups, live orders, MT5 commands, halt
-    ledger.decision(d, group_id=...)            # sampled signal log (fire and forget)
+    ledger.decision(d, group_id=...)            # counted per pair + sampled signal log
     ledger.group_opened(group)                  # fire and forget (ordered before its orders)
     await ledger.order_created(order)           # WRITE-AHEAD: returns once committed
     ledger.order_state(order); ledger.fill(order, fill)
     await ledger.flush()                        # the fills above are on disk
     ledger.group_state(group); ledger.compensation(action)
-    await ledger.risk_event("kill", gate.kill(reason))   # durable
+    await ledger.risk_event("kill", gate.kill(reason), breakers=...)   # durable
+    ledger.dust(pair, total)                    # the DustBook's total for a pair (queued)
     await ledger.save(command)                  # CommandStore port (durable)
     await ledger.close()                        # commits what is queued
 
@@ -21,8 +22,9 @@ one durable too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -49,7 +51,7 @@ from core.orders import TERMINAL as ORDER_TERMINAL
 from core.risk import StateChange
 from ledger import events as ev
 from ledger.errors import LedgerBusyError, LedgerError
-from ledger.events import LedgerEvent
+from ledger.events import EDGE_BUCKET_BPS, EDGE_BUCKETS, EDGE_MIN_BPS, LedgerEvent
 from ledger.queries import connect_reader
 from ledger.schema import OPEN_ORDERS_WHERE, prepare, reader_uri
 from ledger.writer import LedgerWriter
@@ -63,6 +65,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_DECISION_INTERVAL_MS = 1000
+DEFAULT_DECISION_STATS_INTERVAL_MS = 60_000
 DEFAULT_COMMAND_FILL_WAIT_MS = 10 * 60 * 1000
 
 OPEN_GROUP_STATES: tuple[str, ...] = tuple(s.value for s in GroupState if s not in GROUP_TERMINAL)
@@ -97,6 +100,62 @@ class DecisionSampler:
         return True
 
 
+_BUCKETS_PER_BPS = 1.0 / EDGE_BUCKET_BPS
+_LAST_BUCKET = EDGE_BUCKETS - 1
+# A pair's counts are one list: the edge histogram slots, then these two counters.
+_UNBINNED = EDGE_BUCKETS  # decisions whose edge is NaN: counted, never binned
+_INTENTS = EDGE_BUCKETS + 1
+_COUNTS_LEN = EDGE_BUCKETS + 2
+
+
+class DecisionStats:
+    """Counts EVERY decision per pair and interval of decision time (`ts_ms`, the engine's
+    clock): the `decisions` log is sampled, so edge percentiles or a trigger rate computed
+    from it would be biased. Journaled as `decision_stats` events when the interval rolls
+    and at close; a crash loses at most the current interval.
+
+    Decisions without a counter quote are skipped: their edge is a placeholder (core.pnl's
+    PairStats skips them too, so the ledger and the runtime snapshot agree). Per pair the
+    counts are one flat list (histogram slots, unbinned, intents) so that counting, which
+    `Ledger.decision` does inline for every quote, is a dict lookup and two list increments.
+    """
+
+    __slots__ = ("interval_ms", "pairs", "start_ms", "until_ms")
+
+    def __init__(self, interval_ms: int = DEFAULT_DECISION_STATS_INTERVAL_MS) -> None:
+        if interval_ms < 1:
+            raise ValueError("decision_stats_interval_ms must be >= 1")
+        self.interval_ms = interval_ms
+        self.pairs: dict[str, list[int]] = {}  # never replaced: Ledger caches it
+        self.start_ms = 0
+        self.until_ms = -1  # no interval yet: the first decision opens one
+
+    def counts(self, pair: str) -> tuple[int, int, list[int]]:
+        """(decisions, intents, histogram slots) of `pair` in the current interval."""
+        c = self.pairs.get(pair)
+        if c is None:
+            return 0, 0, [0] * EDGE_BUCKETS
+        return sum(c[:_INTENTS]), c[_INTENTS], c[:EDGE_BUCKETS]
+
+    def drain(self, ts_ms: int, next_ms: int | None = None) -> list[LedgerEvent]:
+        """The current interval's events (pairs with decisions), counters reset; with `next_ms`,
+        the interval that contains it becomes the current one."""
+        out: list[LedgerEvent] = []
+        for pair, c in self.pairs.items():
+            decisions = sum(c) - c[_INTENTS]
+            if decisions:
+                out.append(ev.decision_stats(pair, self.start_ms, self.interval_ms, decisions, c[_INTENTS],
+                                             c[:EDGE_BUCKETS], ts_ms))
+                c[:] = _ZEROS
+        if next_ms is not None:
+            self.start_ms = next_ms - next_ms % self.interval_ms
+            self.until_ms = self.start_ms + self.interval_ms
+        return out
+
+
+_ZEROS = (0,) * _COUNTS_LEN
+
+
 @dataclass(slots=True)
 class RecoveredState:
     """What a starting engine must know before it sends anything (DESIGN.md section 3)."""
@@ -110,6 +169,11 @@ class RecoveredState:
     open_orders: list[Order] = field(default_factory=list)
     open_commands: list[Mt5Command] = field(default_factory=list)
     last_seq: int = 0
+    # The breaker-state map of the latest risk event that carried one (name -> {state,
+    # since_ms, until_ms, detail}); empty if none did. A tripped breaker stays tripped.
+    breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The DustBook: the latest non-zero dust total per pair (base units).
+    dust: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def halted(self) -> bool:
@@ -159,6 +223,7 @@ class Ledger:
         decision_interval_ms: int,
         command_fill_wait_ms: int,
         migrated_from: int,
+        decision_stats_interval_ms: int = DEFAULT_DECISION_STATS_INTERVAL_MS,
     ) -> None:
         self.path = path
         self.writer = writer
@@ -166,6 +231,9 @@ class Ledger:
         self._lock = lock
         self.clock = clock
         self.sampler = DecisionSampler(decision_interval_ms)
+        self.decision_stats = DecisionStats(decision_stats_interval_ms)
+        self._stats_pairs = self.decision_stats.pairs  # the hot path's shortcuts
+        self._stats_until_ms = self.decision_stats.until_ms
         self.command_fill_wait_ms = command_fill_wait_ms
         self.migrated_from = migrated_from
         self._closed = False
@@ -178,6 +246,7 @@ class Ledger:
         clock: Clock | None = None,
         decision_interval_ms: int = DEFAULT_DECISION_INTERVAL_MS,
         command_fill_wait_ms: int = DEFAULT_COMMAND_FILL_WAIT_MS,
+        decision_stats_interval_ms: int = DEFAULT_DECISION_STATS_INTERVAL_MS,
         **writer_options: Any,
     ) -> Ledger:
         """Open (creating or migrating) the ledger at `path` and start its writer.
@@ -188,6 +257,8 @@ class Ledger:
         """
         if decision_interval_ms < 1:
             raise ValueError("decision_interval_ms must be >= 1")
+        if decision_stats_interval_ms < 1:
+            raise ValueError("decision_stats_interval_ms must be >= 1")
         p, lock, before = await asyncio.to_thread(_prepare_locked, Path(path))
         try:
             writer = await LedgerWriter.open(p, **writer_options)
@@ -208,6 +279,7 @@ class Ledger:
             decision_interval_ms=decision_interval_ms,
             command_fill_wait_ms=command_fill_wait_ms,
             migrated_from=before,
+            decision_stats_interval_ms=decision_stats_interval_ms,
         )
 
     async def __aenter__(self) -> Ledger:
@@ -231,10 +303,29 @@ class Ledger:
 
     # -- one method per event kind -------------------------------------------------------
     def decision(self, decision: Decision, *, group_id: str | None = None) -> int | None:
-        """Record a pipeline decision if the sampler keeps it (every intent is kept).
+        """Count a pipeline decision (`decision_stats`; call it for EVERY decision) and log it if
+        the sampler keeps it (every intent is kept).
 
-        Returns the seq, or None when the decision was sampled out.
+        Returns the seq of its `decision` event, or None when it was sampled out.
         """
+        # Counted for DecisionStats, inline: this runs for every quote's decision.
+        if decision.buy_venue is not None:
+            if decision.ts_ms >= self._stats_until_ms:
+                self._roll_decision_stats(decision.ts_ms)
+            c = self._stats_pairs.get(decision.pair)
+            if c is None:
+                c = self._stats_pairs[decision.pair] = [0] * _COUNTS_LEN
+            x = (decision.edge_bps - EDGE_MIN_BPS) * _BUCKETS_PER_BPS
+            if 0.0 <= x < EDGE_BUCKETS:
+                c[int(x)] += 1
+            elif x >= EDGE_BUCKETS:
+                c[_LAST_BUCKET] += 1
+            elif x < 0.0:
+                c[0] += 1
+            else:
+                c[_UNBINNED] += 1
+            if decision.intent is not None:
+                c[_INTENTS] += 1
         if not self.sampler.keep(decision):
             return None
         return self.writer.append(ev.decision(decision, self.clock.time_ms(), group_id))
@@ -274,10 +365,38 @@ class Ledger:
         """A compensation action, new or with a new outcome (one row per action_id)."""
         return self.writer.append(ev.compensation(action, self.clock.time_ms()))
 
-    async def risk_event(self, kind: ev.RiskKind, change: StateChange) -> int:
+    async def risk_event(
+        self,
+        kind: ev.RiskKind,
+        change: StateChange,
+        *,
+        breakers: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
         """kill / flatten / rearm / pause / resume / breaker and the trading state it left; durable,
-        so a halted engine starts halted."""
-        return await self.writer.append_durable(ev.risk_event(kind, change, self.clock.time_ms()))
+        so a halted engine starts halted.
+
+        `breakers`: the full breaker-state map now (name -> {state, since_ms, until_ms, detail},
+        extra JSON scalars kept), so tripped breakers survive a restart (`recover().breakers`).
+        ValueError, before anything is queued, if it is not JSON of that shape.
+        """
+        return await self.writer.append_durable(
+            ev.risk_event(kind, change, self.clock.time_ms(), breakers)
+        )
+
+    def dust(self, pair: str, qty: Decimal) -> int:
+        """The DustBook's total for `pair` after a change (0 once folded away); queued like a
+        fill (`flush` makes it durable). `recover().dust` gives the latest totals back."""
+        return self.writer.append(ev.dust(pair, qty, self.clock.time_ms()))
+
+    def _roll_decision_stats(self, next_ms: int) -> None:
+        events = self.decision_stats.drain(self.clock.time_ms(), next_ms)
+        self._stats_until_ms = self.decision_stats.until_ms
+        for event in events:
+            self.writer.append(event)
+
+    def flush_decision_stats(self) -> list[int]:
+        """Journal the current interval's decision counts now (close does it); returns the seqs."""
+        return [self.writer.append(e) for e in self.decision_stats.drain(self.clock.time_ms())]
 
     # -- CommandStore (core.commands) ----------------------------------------------------
     async def save(self, command: Mt5Command) -> None:
@@ -325,6 +444,8 @@ class Ledger:
             state.trading_state = ev.trading_state_from(last["trading_state"])
             state.trading_reason = str(last["reason"])
             state.trading_since_ms = int(last["ts_ms"])
+        state.breakers = await _recover_breakers(db, self.path)
+        state.dust = await _recover_dust(db, self.path)
 
         placeholders = ",".join("?" * len(OPEN_GROUP_STATES))
         async with db.execute(
@@ -440,6 +561,9 @@ class Ledger:
         if self._closed:
             return
         self._closed = True
+        # A writer that already failed raised its error to whoever waited: close anyway.
+        with contextlib.suppress(LedgerError):
+            self.flush_decision_stats()
         try:
             # The reader first: the last connection to close checkpoints and removes the WAL,
             # which a read-only connection cannot do.
@@ -471,6 +595,35 @@ def _prepare_locked(path: Path) -> tuple[Path, _WriterLock, int]:
         lock.release()
         raise
     return p, lock, before
+
+
+async def _recover_breakers(db: aiosqlite.Connection, path: Path) -> dict[str, dict[str, Any]]:
+    """The breaker map of the latest risk event that carried one (walks risk_events backwards)."""
+    async with db.execute(
+        "SELECT e.seq, json_extract(e.payload, '$.breakers') AS breakers FROM risk_events r "
+        "JOIN events e ON e.seq = r.event_id WHERE json_type(e.payload, '$.breakers') IS NOT NULL "
+        "ORDER BY r.event_id DESC LIMIT 1"
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return {}
+    try:
+        return ev.breakers_from_payload(ev.decode_json(row["breakers"]))
+    except (ValueError, TypeError) as exc:
+        raise LedgerError(f"{path}: risk event {row['seq']} has an unreadable breaker map: {exc}") from None
+
+
+async def _recover_dust(db: aiosqlite.Connection, path: Path) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    async with db.execute("SELECT pair, qty, event_id FROM dust ORDER BY pair") as cur:
+        for row in await cur.fetchall():
+            try:
+                qty = ev.decimal_from(row["qty"], f"dust of {row['pair']}")
+            except ValueError as exc:
+                raise LedgerError(f"{path}: event {row['event_id']}: {exc}") from None
+            if qty != 0:
+                out[str(row["pair"])] = qty
+    return out
 
 
 def _command_from_row(row: Any) -> Mt5Command:

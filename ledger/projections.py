@@ -55,6 +55,8 @@ PROJECTION_TABLES: tuple[str, ...] = (
     "risk_events",
     "decisions",
     "mt5_commands",
+    "decision_stats",
+    "dust",
 )
 
 TRIGGERS_V1: tuple[str, ...] = (
@@ -223,6 +225,41 @@ BEGIN
     deliveries = excluded.deliveries,
     fills = excluded.fills,
     filled_volume = excluded.filled_volume;
+END
+""",
+)
+
+
+# Version 3: monitor statistics (every decision counted, not sampled) and the dust book.
+TRIGGERS_V3: tuple[str, ...] = (
+    """
+CREATE TRIGGER project_decision_stats AFTER INSERT ON events WHEN NEW.kind = 'decision_stats'
+BEGIN
+  INSERT INTO decision_stats (event_id, pair, start_ms, interval_ms, decisions, intents, edge_bucket_bps,
+                              edge_histogram)
+  VALUES (
+    NEW.seq,
+    json_extract(NEW.payload, '$.pair'),
+    json_extract(NEW.payload, '$.start_ms'),
+    json_extract(NEW.payload, '$.interval_ms'),
+    json_extract(NEW.payload, '$.decisions'),
+    json_extract(NEW.payload, '$.intents'),
+    json_extract(NEW.payload, '$.edge_bucket_bps'),
+    json_extract(NEW.payload, '$.edge_histogram')
+  );
+END
+""",
+    """
+CREATE TRIGGER project_dust AFTER INSERT ON events WHEN NEW.kind = 'dust'
+BEGIN
+  INSERT INTO dust (pair, qty, ts_ms, event_id)
+  VALUES (
+    json_extract(NEW.payload, '$.pair'),
+    json_extract(NEW.payload, '$.qty'),
+    json_extract(NEW.payload, '$.ts_ms'),
+    NEW.seq
+  )
+  ON CONFLICT (pair) DO UPDATE SET qty = excluded.qty, ts_ms = excluded.ts_ms, event_id = excluded.event_id;
 END
 """,
 )

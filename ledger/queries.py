@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,8 +26,9 @@ from typing import Any, Concatenate, Literal, ParamSpec, TextIO, TypeVar
 
 import aiosqlite
 
-from core.hedge import GROUP_TERMINAL
-from core.models import GroupState
+from core.hedge import GROUP_TERMINAL, HedgeGroup
+from core.models import Fill, GroupState, Order, OrderPurpose
+from core.pnl import PairStats, group_pnl
 from ledger import events as ev
 from ledger.errors import LedgerError
 from ledger.projections import PROJECTION_TABLES, rebuild_from
@@ -34,6 +36,7 @@ from ledger.schema import (
     OPEN_ORDERS_WHERE,
     PUBLIC_TABLES,
     SCHEMA_VERSION,
+    STATS_TABLES,
     check_readable,
     current_statements,
     reader_uri,
@@ -43,7 +46,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 ExportFormat = Literal["csv", "json"]
-EXPORTABLE: tuple[str, ...] = (*PUBLIC_TABLES, "mt5_commands")
+EXPORTABLE: tuple[str, ...] = (*PUBLIC_TABLES, *STATS_TABLES, "mt5_commands")
+EDGE_PERCENTILES: tuple[int, ...] = (50, 75, 90)
 EXAMPLES = 20  # rows shown per failed check
 
 CLOSED_STATES: tuple[str, ...] = tuple(s.value for s in GROUP_TERMINAL)
@@ -132,6 +136,11 @@ async def ledger_path(db: aiosqlite.Connection) -> str:
     return ""
 
 
+async def table_names(db: aiosqlite.Connection, schema: str = "main") -> set[str]:
+    """Tables of the file: a reader never migrates, so an older ledger lacks the newer ones."""
+    return {str(r[0]) for r in await _all(db, f"SELECT name FROM {schema}.sqlite_master WHERE type = 'table'")}
+
+
 async def schema_version(db: aiosqlite.Connection) -> int:
     return int(await _one(db, "PRAGMA user_version") or 0)
 
@@ -180,22 +189,216 @@ async def _period(db: aiosqlite.Connection, since_ms: int) -> dict[str, Any]:
     }
 
 
+# -- per pair: groups, hit rate, PnL, slippage (core.pnl), decision statistics, dust -------------
+def edge_percentiles(
+    buckets: dict[tuple[int, float], int], qs: tuple[int, ...] = EDGE_PERCENTILES
+) -> dict[str, float] | None:
+    """p<q> of the edges counted in merged histograms ({(k, width): count}, bucket k covering
+    [k * width, (k + 1) * width) bps); None when empty.
+
+    Mirrors core.pnl.percentile (linear interpolation at rank (n - 1) * q / 100), with the
+    i-th of a bucket's c edges placed at lo + width * (i + 0.5) / c: so within `width` of
+    the exact percentile for edges inside the histogram's range (clipped ones count at its ends).
+    """
+    spans = sorted(((k * w, w, c) for (k, w), c in buckets.items() if c > 0), key=lambda t: (t[0], t[1]))
+    total = sum(c for _, _, c in spans)
+    if total == 0:
+        return None
+
+    def value_at(index: int) -> float:
+        seen = 0
+        for lo, width, c in spans:
+            if index < seen + c:
+                return lo + width * (index - seen + 0.5) / c
+            seen += c
+        lo, width, _ = spans[-1]  # pragma: no cover - index < total
+        return lo + width
+
+    out: dict[str, float] = {}
+    for q in qs:
+        pos = (total - 1) * q / 100.0
+        lo_i = int(pos)
+        hi_i = min(lo_i + 1, total - 1)
+        a, b = value_at(lo_i), value_at(hi_i)
+        out[f"p{q}"] = a + (b - a) * (pos - lo_i)
+    return out
+
+
+def _group_from(row: sqlite3.Row, opened: dict[str, Any], orders: list[Order]) -> HedgeGroup:
+    return HedgeGroup(
+        group_id=row["group_id"],
+        intent=ev.intent_from_payload(opened["intent"]),
+        instruments={venue: ev.instrument_from_payload(i) for venue, i in opened["instruments"].items()},
+        opened_ms=int(row["opened_at_ms"]),
+        state=GroupState(row["state"]),
+        orders=orders,
+        closed_ms=int(row["closed_at_ms"] or 0),
+    )
+
+
+async def _group_stats(
+    db: aiosqlite.Connection, since: dict[str, int]
+) -> dict[str, tuple[PairStats, dict[str, Decimal]]]:
+    """Per period: core.pnl.PairStats fed with the groups closed in it (so groups, hit rate,
+    PnL and slippage are the runtime's own definitions), and the groups' fees per pair.
+
+    Each closed group is rebuilt from its journal (intent, entry orders with their touch
+    price, fills) and run through `core.pnl.group_pnl`; its realized PnL is the one the
+    engine recorded when it closed (`hedge_groups.realized_pnl`).
+    """
+    closed = f"g.state IN ({_marks(CLOSED_STATES)})"
+    groups = await _all(
+        db,
+        "SELECT group_id, pair, state, opened_at_ms, closed_at_ms, realized_pnl, fees FROM hedge_groups g "
+        f"WHERE {closed} ORDER BY coalesce(closed_at_ms, 0), group_id",
+        CLOSED_STATES,
+    )
+    opened: dict[str, dict[str, Any]] = {}
+    orders: dict[str, dict[str, Order]] = {}
+    for r in await _all(
+        db,
+        "SELECT e.group_id, e.kind, e.payload FROM hedge_groups g JOIN events e ON e.group_id = g.group_id "
+        f"WHERE {closed} AND e.kind IN ('group_opened', 'order_created') ORDER BY e.seq",
+        CLOSED_STATES,
+    ):
+        payload = ev.decode_payload(r["payload"])
+        if r["kind"] == ev.GROUP_OPENED:
+            opened.setdefault(r["group_id"], payload)
+        elif payload.get("purpose") == OrderPurpose.ENTRY.value:
+            # The first order_created of a client order id is the row (the projection keeps it).
+            orders.setdefault(r["group_id"], {}).setdefault(payload["client_order_id"], ev.order_from_created(payload))
+    for r in await _all(
+        db,
+        "SELECT o.group_id, f.* FROM hedge_groups g JOIN orders o ON o.group_id = g.group_id "
+        f"JOIN fills f ON f.order_id = o.order_id WHERE {closed} AND o.purpose = 'entry' ORDER BY f.fill_id",
+        CLOSED_STATES,
+    ):
+        order = orders.get(r["group_id"], {}).get(r["order_id"])
+        if order is None:  # pragma: no cover - an order row always has its order_created event
+            continue
+        fill = Fill(venue=r["venue"], venue_trade_id=r["venue_trade_id"], client_order_id=r["order_id"],
+                    qty=Decimal(r["qty"]), price=Decimal(r["price"]), fee=Decimal(r["fee"]), fee_ccy=r["fee_ccy"],
+                    ts_ms=int(r["ts_ms"]))
+        order.fills.append(fill)
+        order.filled_qty += fill.qty
+        order.notional += fill.qty * fill.price
+        order.fees += fill.fee
+    out = {name: (PairStats(), dict[str, Decimal]()) for name in since}
+    for row in groups:
+        opened_payload = opened.get(row["group_id"])
+        if opened_payload is None:  # pragma: no cover - the projection row comes from this event
+            continue
+        pnl = group_pnl(_group_from(row, opened_payload, list(orders.get(row["group_id"], {}).values())))
+        pnl = replace(pnl, realized_pnl=Decimal(row["realized_pnl"]))
+        for name, start in since.items():
+            if int(row["closed_at_ms"] or 0) >= start:
+                stats, fees = out[name]
+                stats.record_group(pnl)
+                if row["state"] != GroupState.REJECTED.value:
+                    fees[row["pair"]] = fees.get(row["pair"], Decimal(0)) + Decimal(row["fees"])
+    return out
+
+
+async def _decision_stats(
+    db: aiosqlite.Connection, since: dict[str, int]
+) -> dict[str, dict[str, tuple[int, int, dict[tuple[int, float], int]]]]:
+    """Per period and pair: (decisions, intents, merged edge histogram) from `decision_stats`
+    rows whose interval starts in the period."""
+    out: dict[str, dict[str, tuple[int, int, dict[tuple[int, float], int]]]] = {name: {} for name in since}
+    if "decision_stats" not in await table_names(db):
+        return out
+    for r in await _all(db, "SELECT pair, start_ms, decisions, intents, edge_bucket_bps, edge_histogram "
+                            "FROM decision_stats ORDER BY event_id"):
+        try:
+            hist = ev.histogram_from_json(r["edge_histogram"])
+        except ValueError as exc:
+            raise LedgerError(f"decision_stats row of {r['pair']} at {r['start_ms']}: {exc}") from None
+        width = float(r["edge_bucket_bps"])
+        for name, start in since.items():
+            if int(r["start_ms"]) < start:
+                continue
+            decisions, intents, merged = out[name].get(r["pair"], (0, 0, {}))
+            for k, c in hist.items():
+                merged[(k, width)] = merged.get((k, width), 0) + c
+            out[name][r["pair"]] = (decisions + int(r["decisions"]), intents + int(r["intents"]), merged)
+    return out
+
+
+async def pair_summaries(db: aiosqlite.Connection, since: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Per period name in `since` ({"today": ms, ...}) and pair: the runtime's per-pair figures
+    (core.pnl.PairSummary.as_dict's keys) computed from the ledger alone, plus hits, fees and
+    the number of groups with a slippage figure."""
+    group_stats = await _group_stats(db, since)
+    decisions = await _decision_stats(db, since)
+    out: dict[str, dict[str, Any]] = {}
+    for name in since:
+        stats, fees = group_stats[name]
+        snapshot = stats.snapshot()
+        pairs: dict[str, Any] = {}
+        for pair in sorted(set(snapshot) | set(decisions[name])):
+            s = snapshot.get(pair)
+            n_dec, n_int, hist = decisions[name].get(pair, (0, 0, {}))
+            pairs[pair] = {
+                "groups": s.groups if s else 0,
+                "hits": s.hits if s else 0,
+                "hit_rate": s.hit_rate if s else 0.0,
+                "total_pnl": _text(s.total_pnl if s else Decimal(0)),
+                "fees": _text(fees.get(pair, Decimal(0))),
+                "mean_slippage_bps": s.mean_slippage_bps if s else None,
+                "slippage_groups": s.slippage_n if s else 0,
+                "decisions": n_dec,
+                "intents": n_int,
+                "trigger_rate": n_int / n_dec if n_dec else 0.0,
+                "edge_bps": edge_percentiles(hist),
+            }
+        out[name] = pairs
+    return out
+
+
+async def dust(db: aiosqlite.Connection) -> dict[str, str]:
+    """The dust book as last journaled: non-zero totals per pair (exact decimal strings)."""
+    if "dust" not in await table_names(db):
+        return {}
+    return {str(r[0]): str(r[1]) for r in await _all(db, "SELECT pair, qty FROM dust ORDER BY pair")
+            if Decimal(r[1]) != 0}
+
+
+async def last_breakers(db: aiosqlite.Connection) -> dict[str, Any]:
+    """The breaker map of the latest risk event that carried one (as journaled), else {}."""
+    rows = await _all(
+        db,
+        "SELECT json_extract(e.payload, '$.breakers') FROM risk_events r JOIN events e ON e.seq = r.event_id "
+        "WHERE json_type(e.payload, '$.breakers') IS NOT NULL ORDER BY r.event_id DESC LIMIT 1",
+    )
+    if not rows:
+        return {}
+    value = ev.decode_json(rows[0][0])
+    return value if isinstance(value, dict) else {}
+
+
 async def summary(db: aiosqlite.Connection, *, now_ms: int | None = None) -> dict[str, Any]:
-    """Groups by state, fills, fees, realized PnL: today (since midnight UTC) and all time.
+    """Groups by state, fills, fees, realized PnL, and per pair the monitor and PnL statistics:
+    today (since midnight UTC) and all time; the trading state with its breakers; the dust book.
 
     A period counts the groups *opened* in it, the fills *executed* in it, and the realized
-    PnL of the groups *closed* in it (every terminal state but rejected).
+    PnL of the groups *closed* in it (every terminal state but rejected); per pair, the
+    groups closed in it (as core.pnl.PairStats does) and the decision intervals that start
+    in it (`decision_stats`: up to one interval behind a running engine).
     """
     if now_ms is None:
         now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
     today = day_start_ms(now_ms)
     last = await _all(db, "SELECT ts_ms, kind, reason, trading_state FROM risk_events ORDER BY event_id DESC LIMIT 1")
-    trading = (
+    trading: dict[str, Any] = (
         {"state": last[0]["trading_state"], "reason": last[0]["reason"], "since_ms": last[0]["ts_ms"],
          "last_event": last[0]["kind"]}
         if last
         else {"state": "active", "reason": "", "since_ms": None, "last_event": None}
     )
+    trading["breakers"] = await last_breakers(db)
+    pairs = await pair_summaries(db, {"today": today, "all_time": 0})
+    today_doc, all_doc = await _period(db, today), await _period(db, 0)
+    today_doc["pairs"], all_doc["pairs"] = pairs["today"], pairs["all_time"]
     return {
         "ledger": await ledger_path(db),
         "schema_version": await schema_version(db),
@@ -209,8 +412,9 @@ async def summary(db: aiosqlite.Connection, *, now_ms: int | None = None) -> dic
         "events": int(await _one(db, "SELECT count(*) FROM events")),
         "last_seq": int(await _one(db, "SELECT coalesce(max(seq), 0) FROM events")),
         "decisions": int(await _one(db, "SELECT count(*) FROM decisions")),
-        "today": await _period(db, today),
-        "all_time": await _period(db, 0),
+        "dust": await dust(db),
+        "today": today_doc,
+        "all_time": all_doc,
     }
 
 
@@ -341,11 +545,16 @@ async def export(
     """Write public tables to `out`; returns the number of rows written.
 
     json: one document `{"schema_version": N, "tables": {name: [row objects]}}` with every
-    public table (or only `table`); the journal's payloads are embedded as objects.
+    public table and the statistics tables the file has (or only `table`); the journal's
+    payloads and the edge histograms are embedded as JSON.
     csv: one table (default `hedge_groups`) with a header row; payloads stay JSON text.
     """
     if table is not None and table not in EXPORTABLE:
         raise LedgerError(f"cannot export {table!r}: choose one of {', '.join(EXPORTABLE)}")
+    present = await table_names(db)
+    if table is not None and table not in present:
+        raise LedgerError(f"cannot export {table!r}: this ledger (schema version {await schema_version(db)}) "
+                          "has no such table")
     if fmt == "csv":
         name = table or "hedge_groups"
         writer = csv.writer(out, lineterminator="\n")
@@ -358,7 +567,7 @@ async def export(
         return count
     if fmt != "json":
         raise LedgerError(f"unknown export format {fmt!r}: csv or json")
-    names = [table] if table else list(PUBLIC_TABLES)
+    names = [table] if table else [t for t in (*PUBLIC_TABLES, *STATS_TABLES) if t in present]
     out.write(f'{{"schema_version": {await schema_version(db)}, "tables": {{')
     count = 0
     for i, name in enumerate(names):
@@ -371,6 +580,8 @@ async def export(
                     record["payload"] = ev.decode_payload(record["payload"])
                 elif name == "mt5_commands":
                     record["fills"] = ev.decode_json(record["fills"])
+                elif name == "decision_stats":
+                    record["edge_histogram"] = ev.decode_json(record["edge_histogram"])
                 out.write(("" if first else ", ") + ev.encode_payload(record))
                 first = False
                 count += 1
@@ -398,8 +609,16 @@ async def rebuild_projections_and_compare(db: aiosqlite.Connection) -> dict[str,
         await tmp.execute("BEGIN")
         try:
             replayed = await rebuild_from("src", tmp)
+            in_src = await table_names(tmp, "src")
             tables: dict[str, Any] = {}
             for name in PROJECTION_TABLES:
+                if name not in in_src:
+                    # An older ledger (readers never migrate): its journal cannot hold these
+                    # kinds, so the rebuilt table must be empty.
+                    rebuilt = int(await _one(tmp, f"SELECT count(*) FROM main.{name}"))
+                    tables[name] = {"ok": rebuilt == 0, "ledger_rows": None, "rebuilt_rows": rebuilt,
+                                    "only_in_ledger": [], "only_in_rebuild": []}
+                    continue
                 cols_rows = await _all(tmp, f"PRAGMA main.table_info({name})")
                 cols = ", ".join(str(r[1]) for r in cols_rows)
                 if name == "decisions":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.errors import LedgerError, LedgerTooNewError, NotALedgerError
-from ledger.projections import TRIGGERS_V1
+from ledger.projections import TRIGGERS_V1, TRIGGERS_V3
 
 APPLICATION_ID = 0x51415242  # "QARB"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -37,6 +37,8 @@ PUBLIC_TABLES: tuple[str, ...] = (
     "decisions",
     "events",
 )
+# Documented projections added after the contract (version 3): readable, exported, checked.
+STATS_TABLES: tuple[str, ...] = ("decision_stats", "dust")
 INTERNAL_TABLES: tuple[str, ...] = ("mt5_commands",)
 
 TABLES_V1: tuple[str, ...] = (
@@ -163,6 +165,29 @@ INDEXES_V2: tuple[str, ...] = (
 )
 
 
+TABLES_V3: tuple[str, ...] = (
+    """
+CREATE TABLE decision_stats (
+  event_id         INTEGER PRIMARY KEY,  -- the journal seq of its decision_stats event
+  pair             TEXT NOT NULL,
+  start_ms         INTEGER NOT NULL,     -- the interval [start_ms, start_ms + interval_ms), decision time
+  interval_ms      INTEGER NOT NULL,
+  decisions        INTEGER NOT NULL,     -- every decision with a counter quote, not sampled
+  intents          INTEGER NOT NULL,
+  edge_bucket_bps  REAL NOT NULL,        -- histogram bucket width
+  edge_histogram   TEXT NOT NULL         -- JSON [[k, count], ...]: k = [k * width, (k + 1) * width) bps
+)""",
+    "CREATE INDEX decision_stats_by_start ON decision_stats (start_ms)",
+    """
+CREATE TABLE dust (
+  pair      TEXT PRIMARY KEY,
+  qty       TEXT NOT NULL,               -- base units, + long / - short; '0' once folded away
+  ts_ms     INTEGER NOT NULL,
+  event_id  INTEGER NOT NULL
+)""",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -173,6 +198,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "journal, public tables, MT5 commands, projection triggers", TABLES_V1 + TRIGGERS_V1),
     Migration(2, "indexes for recovery, group timelines and time-range queries", INDEXES_V2),
+    Migration(3, "decision statistics per pair and interval, the dust book", TABLES_V3 + TRIGGERS_V3),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

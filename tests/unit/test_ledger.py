@@ -633,7 +633,7 @@ async def test_summary_groups_show_export(ledger: Ledger, clock: ManualClock) ->
     buf = io.StringIO()
     n = await ledger.read(queries.export, buf, "json")
     doc = json.loads(buf.getvalue())
-    assert set(doc["tables"]) == set(CONTRACT) and doc["schema_version"] == SCHEMA_VERSION
+    assert set(doc["tables"]) == {*CONTRACT, "decision_stats", "dust"} and doc["schema_version"] == SCHEMA_VERSION
     assert n == sum(len(v) for v in doc["tables"].values())
     assert doc["tables"]["events"][0]["payload"]["group_id"] == "gold"
     buf = io.StringIO()
