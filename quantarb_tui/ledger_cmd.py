@@ -64,20 +64,58 @@ def _ms(text: str | None) -> int | None:
         raise typer.Exit(2) from None
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _summary_lines(doc: dict[str, Any]) -> list[str]:
+    """The human form of `ledger.queries.summary`: trading state, breakers, dust, then per period
+    the totals and one row per pair."""
+    trading = doc.get("trading_state", {})
+    lines = [f"trading {trading.get('state')}"
+             + (f" since {_ts(trading.get('since_ms'))} ({trading.get('last_event')}: {trading.get('reason')})"
+                if trading.get("since_ms") else "")]
+    for name, b in sorted((trading.get("breakers") or {}).items()):
+        detail = f" {b.get('detail')}" if b.get("detail") else ""
+        lines.append(f"  breaker {name:<20} {b.get('state')}{detail}")
+    lines.append(f"open groups {doc.get('open_groups')}   open orders {doc.get('open_orders')}   "
+                 f"events {doc.get('events')}")
+    dust = doc.get("dust") or {}
+    lines.append("dust " + ("  ".join(f"{pair} {qty}" for pair, qty in dust.items()) if dust else "none"))
+    for period in ("today", "all_time"):
+        p = doc.get(period, {})
+        lines.append(f"[{period.replace('_', ' ')}]")
+        for key, value in p.items():
+            if key != "pairs":
+                lines.append(f"  {key:<16} {value}")
+        pairs = p.get("pairs") or {}
+        if not pairs:
+            continue
+        lines.append(f"  {'pair':<8} {'groups':>6} {'hit':>6} {'pnl':>14} {'fees':>12} {'slip bps':>8} "
+                     f"{'decisions':>10} {'trigger':>8} {'edge p50/p75/p90 bps':>22}")
+        for pair, s in pairs.items():
+            edge = s.get("edge_bps")
+            edges = "-" if not edge else "/".join(f"{edge[k]:.2f}" for k in ("p50", "p75", "p90"))
+            lines.append(
+                f"  {pair:<8} {s['groups']:>6} {s['hit_rate']:>6.1%} {s['total_pnl']:>14} {s['fees']:>12} "
+                f"{_num(s['mean_slippage_bps'], '.2f'):>8} {s['decisions']:>10} {s['trigger_rate']:>8.2%} "
+                f"{edges:>22}"
+            )
+    return lines
+
+
 @ledger_app.command()
 def summary(ledger: LedgerOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
-    """Groups by state, fills, fees and realized PnL: today and all time."""
+    """Trading state and breakers, dust, groups by state, fills, fees, realized PnL, and per pair
+    groups, hit rate, PnL, slippage, edge percentiles and trigger rate: today and all time."""
     from ledger.queries import summary as q
 
     doc = _run(_path(ledger, config), q)
     if json_out:
         _dump(doc)
         return
-    for period in ("today", "all_time"):
-        p = doc.get(period, {})
-        typer.echo(f"[{period.replace('_', ' ')}]")
-        for key, value in p.items():
-            typer.echo(f"  {key:<16} {value}")
+    for line in _summary_lines(doc):
+        typer.echo(line)
 
 
 @ledger_app.command()
