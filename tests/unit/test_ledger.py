@@ -707,10 +707,12 @@ async def _random_history(path: Path, data: st.DataObject) -> dict[str, Any]:
     clock = ManualClock(wall_ms=T0)
     led = await Ledger.open(
         path, clock=clock,
+        decision_stats_interval_ms=data.draw(st.sampled_from([1000, 60_000]), label="stats_interval"),
         max_batch=data.draw(st.integers(1, 40), label="max_batch"),
         max_delay_s=data.draw(st.sampled_from([0.0, 0.001, 0.01]), label="max_delay_s"),
     )
-    model: dict[str, Any] = {"orders": {}, "fills": set(), "groups": {}, "actions": {}, "risk": 0, "commands": {}}
+    model: dict[str, Any] = {"orders": {}, "fills": set(), "groups": {}, "actions": {}, "risk": 0, "commands": {},
+                             "dust": {}, "decisions_counted": 0}
     groups: list[HedgeGroup] = []
     orders: list[Order] = []
     try:
@@ -719,7 +721,8 @@ async def _random_history(path: Path, data: st.DataObject) -> dict[str, Any]:
             clock.advance(ms=data.draw(st.integers(0, 1500)))
             now = clock.time_ms()
             op = data.draw(st.sampled_from(
-                ["group", "order", "state", "fill", "group_state", "action", "risk", "command", "decision", "flush"]))
+                ["group", "order", "state", "fill", "group_state", "action", "risk", "command", "decision", "flush",
+                 "dust"]))
             if op == "group" or (op in ("order", "group_state", "action") and not groups):
                 g = make_group(f"g{step}", now, data.draw(st.sampled_from(["BTC", "ETH"])))
                 groups.append(g)
@@ -759,7 +762,11 @@ async def _random_history(path: Path, data: st.DataObject) -> dict[str, Any]:
             elif op == "risk":
                 kinds: list[ev.RiskKind] = ["kill", "flatten", "rearm", "pause", "resume", "breaker"]
                 kind = data.draw(st.sampled_from(kinds))
-                await led.risk_event(kind, StateChange(now, data.draw(st.sampled_from(list(TradingState))), kind))
+                breaker = st.fixed_dictionaries({"state": st.sampled_from(["ok", "tripped"])})
+                names = st.sampled_from(["feed", "loss"])
+                breakers = data.draw(st.none() | st.dictionaries(names, breaker, max_size=2))
+                await led.risk_event(kind, StateChange(now, data.draw(st.sampled_from(list(TradingState))), kind),
+                                     breakers=breakers)
                 model["risk"] += 1
             elif op == "command":
                 cmd = make_command(f"c{data.draw(st.integers(0, 3))}", ts_ms=now, fills=data.draw(st.integers(0, 2)),
@@ -769,6 +776,12 @@ async def _random_history(path: Path, data: st.DataObject) -> dict[str, Any]:
             elif op == "decision":
                 led.decision(make_decision(now, reason=data.draw(st.sampled_from(["cooldown", "stale_quote"])),
                                            intent=data.draw(st.booleans())))
+                model["decisions_counted"] += 1
+            elif op == "dust":
+                pair = data.draw(st.sampled_from(["BTC", "ETH"]))
+                qty = Decimal(data.draw(st.integers(-5, 5))).scaleb(-8)
+                led.dust(pair, qty)
+                model["dust"][pair] = ev.dec(qty)
             elif op == "flush":
                 await led.flush()
         model["decisions"] = led.sampler.kept
@@ -802,5 +815,9 @@ def test_rebuilding_from_the_journal_gives_the_live_projections(data: st.DataObj
                 assert commands == model["commands"]
                 assert await queries._one(db, "SELECT count(*) FROM risk_events") == model["risk"]
                 assert await queries._one(db, "SELECT count(*) FROM decisions") == model["decisions"]
+                assert (await queries._one(db, "SELECT coalesce(sum(decisions), 0) FROM decision_stats")
+                        == model["decisions_counted"])
+                dust = {r[0]: r[1] for r in await queries._all(db, "SELECT pair, qty FROM dust")}
+                assert dust == model["dust"]
 
     asyncio.run(scenario())
