@@ -14,6 +14,11 @@ before sending the next, as the orchestrator awaits its write-ahead rows.
 
 Commit latency is measured per event, from the `append_durable` call to its return. The
 result has the shape of the other benches: JSON-able numbers and a "lines" list.
+
+The decision path (`bench_decisions`) is the other cost the ledger puts on the engine: the
+runtime calls `Ledger.decision` for every quote's decision, synchronously. It is timed over
+a pipeline-like stream (mostly blocked decisions, sampled out; a few intents, logged) next to
+what that path was before decision_stats counted every decision (the sampler and the log).
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ from typing import Any
 import aiosqlite
 
 from core.clock import RealClock
-from core.models import Fill, Order, OrderPurpose, OrderState
+from core.models import Decision, Fill, Order, OrderPurpose, OrderState, Outcome
 from ledger import events as ev
 from ledger.events import LedgerEvent
-from ledger.ledger import Ledger
+from ledger.ledger import DecisionSampler, Ledger
 from ledger.projections import INSERT_EVENT
 from ledger.schema import prepare
 from ledger.writer import configure_writer_connection
@@ -188,4 +193,71 @@ def bench_ledger(
     """
     naive_n = naive_events if naive_events is not None else max(1000, min(events, 10_000))
     with tempfile.TemporaryDirectory(prefix="quantarb-bench-", dir=directory) as tmp:
-        return asyncio.run(_bench(events, producers, naive_n, Path(tmp), writer_options))
+        result = asyncio.run(_bench(events, producers, naive_n, Path(tmp), writer_options))
+    decisions = bench_decisions(directory=directory)
+    result["lines"].extend(decisions.pop("lines"))
+    result["decision_path"] = decisions
+    return result
+
+
+def make_decisions(n: int, *, pairs: int = 10, per_ms: int = 400, intent_every: int = 150) -> list[Decision]:
+    """A pipeline-like decision stream: `per_ms` decisions per millisecond (the pipeline bench's
+    rate) over `pairs` pairs and both directions, edges spread over -30..+10 bps, one intent
+    in `intent_every` (without an intent object: the ledger only logs it)."""
+    out: list[Decision] = []
+    names = [f"P{i}" for i in range(pairs)]
+    for i in range(n):
+        intent = i % intent_every == 0
+        buy, sell = ("okx", "mt5") if i % 2 else ("mt5", "okx")
+        out.append(Decision(
+            EPOCH_MS + i // per_ms, names[i % pairs], buy, sell, -30.0 + (i * 7919 % 4000) / 100.0,  # type: ignore[arg-type]
+            Outcome.INTENT if intent else Outcome.BLOCKED, "ok" if intent else "below_threshold",
+        ))
+    return out
+
+
+async def _bench_decisions(decisions: list[Decision], directory: Path, repeat: int) -> dict[str, Any]:
+    ledger = await Ledger.open(directory / "decisions.db", clock=RealClock())
+    perf = time.perf_counter_ns
+
+    def sampled_log_only(d: Decision) -> int | None:
+        """`Ledger.decision` before decision_stats (schema v2): the sampler and the log."""
+        if not ledger.sampler.keep(d):
+            return None
+        return ledger.writer.append(ev.decision(d, ledger.clock.time_ms(), None))
+
+    try:
+        best = best_v2 = float("inf")
+        for _ in range(repeat):
+            for fn in (ledger.decision, sampled_log_only):
+                ledger.sampler = DecisionSampler()  # a fresh sampler: each pass logs as many rows
+                t = perf()
+                for d in decisions:
+                    fn(d)
+                ns = (perf() - t) / len(decisions)
+                if fn == sampled_log_only:
+                    best_v2 = min(best_v2, ns)
+                else:
+                    best = min(best, ns)
+                await ledger.flush()
+        kept = ledger.sampler.kept
+    finally:
+        await ledger.close()
+    return {
+        "decisions": len(decisions),
+        "ledger_decision_ns": round(best, 1),
+        "without_stats_ns": round(best_v2, 1),
+        "stats_overhead_ns": round(best - best_v2, 1),
+        "logged_per_pass": kept,
+        "lines": [
+            f"decision path   Ledger.decision {best:.0f} ns/decision, {best_v2:.0f} ns without decision_stats "
+            f"(+{best - best_v2:.0f} ns; logs {kept:,} of {len(decisions):,}; best of {repeat})",
+        ],
+    }
+
+
+def bench_decisions(decisions: int = 1_000_000, *, repeat: int = 3, directory: str | None = None) -> dict[str, Any]:
+    """ns per `Ledger.decision` call on a pipeline-like stream, and the sampler alone."""
+    stream = make_decisions(decisions)
+    with tempfile.TemporaryDirectory(prefix="quantarb-bench-", dir=directory) as tmp:
+        return asyncio.run(_bench_decisions(stream, Path(tmp), repeat))

@@ -11,7 +11,7 @@ Kinds and what they carry (docs/ledger.md has the field lists):
 
 - `decision`      one pipeline verdict (sampled, see `DecisionSampler`)
 - `group_opened`  a hedge group and its full intent, with the instruments it was sized with
-- `group_state`   a group's state, closing time, realized PnL and fees
+- `group_state`   a group's state, closing time, realized PnL and fees (closed: with its PnL figures)
 - `order_created` the write-ahead order row, before the request leaves the process
 - `order_state`   an order's state, venue order id, filled quantity
 - `fill`          one execution; deduplicated on (venue, venue_trade_id) by the projection
@@ -42,10 +42,9 @@ from core.models import (
     ExecutionLeg,
     Fill,
     Order,
-    OrderPurpose,
-    OrderState,
     TradingState,
 )
+from core.pnl import group_pnl
 from core.risk import StateChange
 
 DECISION: Final = "decision"
@@ -189,20 +188,39 @@ def group_opened(group: HedgeGroup, ts_ms: int) -> LedgerEvent:
 
 
 def group_state(group: HedgeGroup, ts_ms: int) -> LedgerEvent:
-    return LedgerEvent(
-        GROUP_STATE,
-        ts_ms,
-        group.group_id,
-        {
-            "group_id": group.group_id,
-            "state": str(group.state),
-            "closed_ms": _ms(group.closed_ms),
-            "realized_pnl": dec(group.realized_pnl),
-            "fees": dec(group.fees),
-            "residual": dec(group.residual()),
-            "note": group.note,
-        },
-    )
+    """The group as it is now; a terminal group also carries its `pnl` figures (`group_pnl`)."""
+    payload: dict[str, Any] = {
+        "group_id": group.group_id,
+        "state": str(group.state),
+        "closed_ms": _ms(group.closed_ms),
+        "realized_pnl": dec(group.realized_pnl),
+        "fees": dec(group.fees),
+        "residual": dec(group.residual()),
+        "note": group.note,
+    }
+    if group.terminal:
+        pnl = group_pnl_payload(group)
+        if pnl is not None:
+            payload["pnl"] = pnl
+    return LedgerEvent(GROUP_STATE, ts_ms, group.group_id, payload)
+
+
+def group_pnl_payload(group: HedgeGroup) -> dict[str, Any] | None:
+    """core.pnl's figures of a closed group, computed from the very object the runtime's
+    PairStats sees, so `ledger summary` and the runtime snapshot agree (bps; null = none).
+
+    None if they cannot be computed (e.g. a zero price): statistics never stop the journal.
+    """
+    try:
+        p = group_pnl(group)
+    except (ArithmeticError, KeyError):
+        return None
+    return {
+        "expected_edge_bps": p.expected_edge_bps,
+        "realized_edge_bps": p.realized_edge_bps,
+        "latency_slippage_bps": p.latency_slippage_bps,
+        "impact_slippage_bps": p.impact_slippage_bps,
+    }
 
 
 def order_created(order: Order, ts_ms: int) -> LedgerEvent:
@@ -539,26 +557,6 @@ def command_from_payload(p: dict[str, Any]) -> Mt5Command:
         updated_ms=int(p["updated_ms"]),
         deliveries=int(p["deliveries"]),
         fills=[command_fill_from_payload(f) for f in p["fills"]],
-    )
-
-
-def order_from_created(p: dict[str, Any]) -> Order:
-    """An `order_created` payload back to the Order as it was sent (no fills; `touch_price` is 0
-    for rows written before it was journaled)."""
-    return Order(
-        client_order_id=p["client_order_id"],
-        group_id=p["group_id"] or "",
-        venue=p["venue"],
-        symbol=p["symbol"],
-        side=p["side"],
-        qty=Decimal(p["qty"]),
-        price=Decimal(p["price"]),
-        purpose=OrderPurpose(p["purpose"]),
-        created_ms=int(p["created_ms"]),
-        state=OrderState(p["state"]),
-        venue_order_id=p["venue_order_id"],
-        updated_ms=int(p["updated_ms"]),
-        touch_price=Decimal(p.get("touch_price") or 0),
     )
 
 

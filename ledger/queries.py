@@ -18,7 +18,6 @@ import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,9 +25,9 @@ from typing import Any, Concatenate, Literal, ParamSpec, TextIO, TypeVar
 
 import aiosqlite
 
-from core.hedge import GROUP_TERMINAL, HedgeGroup
-from core.models import Fill, GroupState, Order, OrderPurpose
-from core.pnl import PairStats, group_pnl
+from core.hedge import GROUP_TERMINAL
+from core.models import GroupState
+from core.pnl import GroupPnl, PairStats
 from ledger import events as ev
 from ledger.errors import LedgerError
 from ledger.projections import PROJECTION_TABLES, rebuild_from
@@ -224,79 +223,52 @@ def edge_percentiles(
     return out
 
 
-def _group_from(row: sqlite3.Row, opened: dict[str, Any], orders: list[Order]) -> HedgeGroup:
-    return HedgeGroup(
-        group_id=row["group_id"],
-        intent=ev.intent_from_payload(opened["intent"]),
-        instruments={venue: ev.instrument_from_payload(i) for venue, i in opened["instruments"].items()},
-        opened_ms=int(row["opened_at_ms"]),
-        state=GroupState(row["state"]),
-        orders=orders,
-        closed_ms=int(row["closed_at_ms"] or 0),
-    )
-
-
 async def _group_stats(
     db: aiosqlite.Connection, since: dict[str, int]
 ) -> dict[str, tuple[PairStats, dict[str, Decimal]]]:
-    """Per period: core.pnl.PairStats fed with the groups closed in it (so groups, hit rate,
-    PnL and slippage are the runtime's own definitions), and the groups' fees per pair.
+    """Per period: core.pnl.PairStats fed with the groups closed in it, in closing order (so
+    groups, hit rate, PnL and slippage are the runtime's own definitions and arithmetic), and
+    the groups' fees per pair.
 
-    Each closed group is rebuilt from its journal (intent, entry orders with their touch
-    price, fills) and run through `core.pnl.group_pnl`; its realized PnL is the one the
-    engine recorded when it closed (`hedge_groups.realized_pnl`).
+    The slippage of a group is what `core.pnl.group_pnl` computed when it closed (the `pnl` of
+    its last `group_state` event; groups closed before version 3 have none).
     """
-    closed = f"g.state IN ({_marks(CLOSED_STATES)})"
-    groups = await _all(
+    rows = await _all(
         db,
-        "SELECT group_id, pair, state, opened_at_ms, closed_at_ms, realized_pnl, fees FROM hedge_groups g "
-        f"WHERE {closed} ORDER BY coalesce(closed_at_ms, 0), group_id",
+        "SELECT g.group_id, g.pair, g.state, g.closed_at_ms, g.realized_pnl, g.fees, g.expected_edge_bps, "
+        "json_extract(p.payload, '$.pnl.realized_edge_bps') AS realized_edge_bps, "
+        "json_extract(p.payload, '$.pnl.latency_slippage_bps') AS latency_bps, "
+        "json_extract(p.payload, '$.pnl.impact_slippage_bps') AS impact_bps "
+        "FROM hedge_groups g LEFT JOIN events p ON p.seq = ("
+        "  SELECT max(e.seq) FROM events e WHERE e.group_id = g.group_id AND e.kind = 'group_state') "
+        f"WHERE g.state IN ({_marks(CLOSED_STATES)}) ORDER BY coalesce(g.closed_at_ms, 0), g.group_id",
         CLOSED_STATES,
     )
-    opened: dict[str, dict[str, Any]] = {}
-    orders: dict[str, dict[str, Order]] = {}
-    for r in await _all(
-        db,
-        "SELECT e.group_id, e.kind, e.payload FROM hedge_groups g JOIN events e ON e.group_id = g.group_id "
-        f"WHERE {closed} AND e.kind IN ('group_opened', 'order_created') ORDER BY e.seq",
-        CLOSED_STATES,
-    ):
-        payload = ev.decode_payload(r["payload"])
-        if r["kind"] == ev.GROUP_OPENED:
-            opened.setdefault(r["group_id"], payload)
-        elif payload.get("purpose") == OrderPurpose.ENTRY.value:
-            # The first order_created of a client order id is the row (the projection keeps it).
-            orders.setdefault(r["group_id"], {}).setdefault(payload["client_order_id"], ev.order_from_created(payload))
-    for r in await _all(
-        db,
-        "SELECT o.group_id, f.* FROM hedge_groups g JOIN orders o ON o.group_id = g.group_id "
-        f"JOIN fills f ON f.order_id = o.order_id WHERE {closed} AND o.purpose = 'entry' ORDER BY f.fill_id",
-        CLOSED_STATES,
-    ):
-        order = orders.get(r["group_id"], {}).get(r["order_id"])
-        if order is None:  # pragma: no cover - an order row always has its order_created event
-            continue
-        fill = Fill(venue=r["venue"], venue_trade_id=r["venue_trade_id"], client_order_id=r["order_id"],
-                    qty=Decimal(r["qty"]), price=Decimal(r["price"]), fee=Decimal(r["fee"]), fee_ccy=r["fee_ccy"],
-                    ts_ms=int(r["ts_ms"]))
-        order.fills.append(fill)
-        order.filled_qty += fill.qty
-        order.notional += fill.qty * fill.price
-        order.fees += fill.fee
     out = {name: (PairStats(), dict[str, Decimal]()) for name in since}
-    for row in groups:
-        opened_payload = opened.get(row["group_id"])
-        if opened_payload is None:  # pragma: no cover - the projection row comes from this event
-            continue
-        pnl = group_pnl(_group_from(row, opened_payload, list(orders.get(row["group_id"], {}).values())))
-        pnl = replace(pnl, realized_pnl=Decimal(row["realized_pnl"]))
+    for row in rows:
+        pnl = GroupPnl(
+            group_id=row["group_id"],
+            pair=row["pair"],
+            state=row["state"],
+            realized_pnl=Decimal(row["realized_pnl"]),
+            fees={},
+            expected_edge_bps=float(row["expected_edge_bps"] or 0.0),
+            realized_edge_bps=_float(row["realized_edge_bps"]),
+            latency_slippage_bps=_float(row["latency_bps"]),
+            impact_slippage_bps=_float(row["impact_bps"]),
+        )
+        closed_ms = int(row["closed_at_ms"] or 0)
         for name, start in since.items():
-            if int(row["closed_at_ms"] or 0) >= start:
+            if closed_ms >= start:
                 stats, fees = out[name]
                 stats.record_group(pnl)
                 if row["state"] != GroupState.REJECTED.value:
                     fees[row["pair"]] = fees.get(row["pair"], Decimal(0)) + Decimal(row["fees"])
     return out
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 async def _decision_stats(

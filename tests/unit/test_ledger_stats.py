@@ -347,7 +347,9 @@ def write_v2_file(path: Path) -> None:
                 out.append(ev.order_state(o, T0))
 
             def group_state(self, g: HedgeGroup) -> None:
-                out.append(ev.group_state(g, T0))
+                e = ev.group_state(g, T0)
+                e.payload.pop("pnl", None)  # not journaled before version 3
+                out.append(e)
 
         await trade(Capture(), live, "gv2", "BTC", T0, "hedged", old_payload=True)  # type: ignore[arg-type]
         out.append(ev.risk_event("kill", StateChange(T0 + 70, TradingState.HALTED, "old kill"), T0 + 70))
@@ -492,3 +494,26 @@ def test_histogram_percentiles_are_within_one_bucket_of_the_exact_ones(edges: li
     for q in (50, 75, 90):
         assert abs(got[f"p{q}"] - percentile(edges, q)) <= ev.EDGE_BUCKET_BPS + 1e-9
 
+
+
+# -- a closed group's PnL figures in its group_state event --------------------------------------
+def test_a_closed_groups_state_event_carries_core_pnl_figures() -> None:
+    g = make_group("g1")
+    buy, sell = make_order(g, 0), make_order(g, 1)
+    buy.touch_price, sell.touch_price = buy.price + 1, sell.price - 1
+    for order in (buy, sell):
+        apply_fill(order, fill(order, f"t-{order.client_order_id}", order.price))
+    assert "pnl" not in ev.group_state(g, T0).payload  # still open
+    g.state = GroupState.HEDGED
+    want = group_pnl(g)
+    assert ev.group_state(g, T0).payload["pnl"] == {
+        "expected_edge_bps": want.expected_edge_bps, "realized_edge_bps": want.realized_edge_bps,
+        "latency_slippage_bps": want.latency_slippage_bps, "impact_slippage_bps": want.impact_slippage_bps}
+    zero = make_group("g2")
+    order = make_order(zero, 0)
+    apply_fill(order, fill(order, "t0", Decimal(0)))
+    apply_fill(other := make_order(zero, 1), fill(other, "t1", other.price))
+    zero.state = GroupState.HEDGED
+    with pytest.raises(ArithmeticError):
+        group_pnl(zero)
+    assert "pnl" not in ev.group_state(zero, T0).payload  # statistics never stop the journal
