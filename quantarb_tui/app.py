@@ -1,29 +1,60 @@
 """QuantArbApp: the Textual workstation over a Runtime.
 
-The app owns no engine state: it starts the runtime, pulls a snapshot on a timer (<= 10 Hz)
-and hands it to the screen, which updates only changed cells in one batch. Quitting stops
-the engine first (groups in flight settle), then exits.
+The app owns no engine state: it starts the runtime, pulls ONE snapshot on a timer (<= 10 Hz)
+and hands it to the visible screens, which update only changed cells in one batch. Operator
+actions call the same Runtime methods as the API and the CLI (OperatorControl), in workers
+so the UI never waits on the engine, and refresh the view as soon as they return so the new
+state is on screen at once. Kill is a priority binding: it works from every screen, modals
+included. Quitting stops the engine first (groups in flight settle), then exits.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Input
 
+from quantarb_tui.control import ControlRefused, ControlResult
 from quantarb_tui.runtime import LedgerRefused, Runtime, RuntimeFailure
+from quantarb_tui.screens.base import SnapshotView
+from quantarb_tui.screens.detail import GroupDetailScreen
+from quantarb_tui.screens.history import HistoryScreen
 from quantarb_tui.screens.main import MainScreen
+from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal
+from quantarb_tui.screens.risk import RiskScreen
+from quantarb_tui.snapshot import RuntimeSnapshot
 
 MAX_REFRESH_HZ = 10.0
+KILL_REASON = "operator kill (tui)"
+FLATTEN_REASON = "operator flatten (tui)"
+PAUSE_REASON = "operator pause (tui)"
+RESUME_REASON = "operator resume (tui)"
+# Actions bound to plain letters: never taken from an operator typing in an input.
+TYPING_SAFE = frozenset({"kill", "flatten", "pause_resume", "rearm", "groups", "risk", "history", "help", "quit"})
+HERE = Path(__file__).parent
 
 
 class QuantArbApp(App[int]):
-    CSS_PATH = Path(__file__).with_name("quantarb.tcss")
+    CSS_PATH = [HERE / "quantarb.tcss", HERE / "screens" / "screens.tcss"]  # noqa: RUF012
     TITLE = "quantarb"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012 - Textual's own type
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-medium"), (46, "-tall")]  # noqa: RUF012
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit", priority=True),
+        Binding("k", "kill", "Kill", priority=True),
+        Binding("f", "flatten", "Flatten"),
+        Binding("p", "pause_resume", "Pause"),
+        Binding("r", "rearm", "Rearm"),
+        Binding("g", "groups", "Groups"),
+        Binding("l", "risk", "Risk"),
+        Binding("h", "history", "History"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
     ]
 
     def __init__(
@@ -35,6 +66,10 @@ class QuantArbApp(App[int]):
         self._autostart = autostart
         self._refresh_s = None if refresh_hz is None else 1.0 / min(refresh_hz, MAX_REFRESH_HZ)
         self.refreshes = 0
+        self.refresh_ns = 0  # time spent pulling and applying snapshots (bench: the UI's share)
+        self.last_snapshot: RuntimeSnapshot | None = None
+        self.last_result: ControlResult | None = None
+        self._quitting = False
 
     def on_mount(self) -> None:
         self.push_screen(MainScreen())
@@ -51,16 +86,170 @@ class QuantArbApp(App[int]):
             except RuntimeFailure as exc:
                 self.exit(3, return_code=3, message=f"quantarb: {exc}")
 
+    # -- the view ----------------------------------------------------------------------
+    def _views(self) -> list[SnapshotView]:
+        """The visible screens that show engine state: the top one, and under a modal the
+        screen it floats over (its status bar must keep moving while a dialog is open)."""
+        views: list[SnapshotView] = []
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, SnapshotView):
+                views.append(screen)
+            if not screen.is_modal:
+                break
+        return views
+
     def refresh_view(self) -> None:
-        """Pull one snapshot and apply it to the visible screen in a single batch."""
-        screen = self.screen
-        if not isinstance(screen, MainScreen):
+        """Pull one snapshot and apply it to the visible screens in a single batch."""
+        views = self._views()
+        if not views:
             return
+        t0 = time.perf_counter_ns()
         snap = self.runtime.snapshot()
         with self.batch_update():
-            screen.update_from(snap)
+            for view in views:
+                view.update_from(snap)
+        self.last_snapshot = snap
         self.refreshes += 1
+        self.refresh_ns += time.perf_counter_ns() - t0
 
+    # -- operator actions (the same OperatorControl calls as the API and the CLI) -------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # False: the key is text for the focused input (a reason, a filter, FLATTEN).
+        return not (action in TYPING_SAFE and isinstance(self.focused, Input))
+
+    async def _control(self, title: str, call: Callable[[], Awaitable[ControlResult]]) -> str | None:
+        """Run one operator action; returns the refusal message, or None when it was done."""
+        try:
+            result = await call()
+        except ControlRefused as exc:
+            self.refresh_view()
+            self.notify(str(exc), title=f"{title} refused", severity="error")
+            return str(exc)
+        self.last_result = result
+        self.refresh_view()
+        self.notify(result.message, title=title, severity="information" if result.changed else "warning")
+        return None
+
+    def action_kill(self) -> None:
+        if any(isinstance(s, ConfirmModal) and s.kind == "kill" for s in self.screen_stack):
+            return  # one kill dialog at a time
+        body = "Halt trading now: no new groups; entry legs with nothing filled are cancelled.\n" \
+               "Groups in flight finish their compensation."
+        self.push_screen(ConfirmModal("kill", "KILL", body, confirm_label="Kill"), self._kill_answered)
+
+    def _kill_answered(self, confirmed: bool | None) -> None:
+        if confirmed:
+            self.run_worker(self._control("Kill", lambda: self.runtime.kill(KILL_REASON)),
+                            name="kill", group="control")
+
+    def action_flatten(self) -> None:
+        if any(isinstance(s, InputModal) and s.kind == "flatten" for s in self.screen_stack):
+            return
+        body = "Halt, then close the net exposure on every venue.\nType FLATTEN and press Enter to confirm."
+        self.push_screen(InputModal("flatten", "FLATTEN", body, self._flatten, placeholder="FLATTEN",
+                                    word="FLATTEN"))
+
+    async def _flatten(self, _value: str) -> str | None:
+        return await self._control("Flatten", lambda: self.runtime.flatten(FLATTEN_REASON))
+
+    def action_pause_resume(self) -> None:
+        snap = self.runtime.snapshot(groups=0, log=0)
+        if snap.trading_state == "paused":
+            self.run_worker(self._control("Resume", lambda: self.runtime.resume(RESUME_REASON)),
+                            name="resume", group="control")
+        else:
+            self.run_worker(self._control("Pause", lambda: self.runtime.pause(PAUSE_REASON)),
+                            name="pause", group="control")
+
+    def action_rearm(self) -> None:
+        if any(isinstance(s, InputModal) and s.kind == "rearm" for s in self.screen_stack):
+            return
+        body = "Back to ACTIVE after a halt or pause. Refused while a breaker is still tripped.\n" \
+               "Reason (required, goes to the ledger):"
+        self.push_screen(InputModal("rearm", "REARM", body, self._rearm, placeholder="why it is safe to trade"))
+
+    async def _rearm(self, reason: str) -> str | None:
+        return await self._control("Rearm", lambda: self.runtime.rearm(reason))
+
+    # -- navigation --------------------------------------------------------------------
+    def _to_main(self) -> MainScreen:
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, MainScreen):
+            self.pop_screen()
+        screen = self.screen
+        assert isinstance(screen, MainScreen)
+        return screen
+
+    def _show(self, screen: Screen[None]) -> None:
+        self._to_main()
+        self.push_screen(screen)  # the screen refreshes itself once mounted
+
+    def action_groups(self) -> None:
+        self._to_main().focus_groups()
+
+    def action_risk(self) -> None:
+        self._show(RiskScreen())
+
+    def action_history(self) -> None:
+        self._show(HistoryScreen([p.name for p in self.runtime.pairs]))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpModal):
+            self.push_screen(HelpModal())
+
+    def open_group(self, group_id: str) -> None:
+        """Enter on a group: its detail screen, on top of the screen it was chosen from."""
+        self.push_screen(GroupDetailScreen(group_id))
+
+    def action_open_selected(self) -> None:
+        screen = self.screen
+        group_id = screen.selected_group() if isinstance(screen, MainScreen) else None
+        if group_id is None:
+            self.notify("no group selected: g focuses the groups table", severity="warning")
+            return
+        self.open_group(group_id)
+
+    def action_filter(self) -> None:
+        self._to_main().action_filter()
+
+    # -- quit --------------------------------------------------------------------------
     async def action_quit(self) -> None:
+        if self._quitting:
+            return
+        in_flight = self.runtime.snapshot(groups=0, log=0).open_groups
+        if in_flight:
+            body = f"{in_flight} hedge group(s) in flight. Quit anyway?\n" \
+                   "The engine stops taking new groups and lets these settle before it exits."
+            if not isinstance(self.screen, ConfirmModal):
+                self.push_screen(ConfirmModal("quit", "QUIT", body, confirm_label="Quit"), self._quit_answered)
+            return
+        await self._stop_and_exit()
+
+    def _quit_answered(self, confirmed: bool | None) -> None:
+        if confirmed:
+            self.run_worker(self._stop_and_exit(), name="quit", group="control")
+
+    async def _stop_and_exit(self) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        self.notify("stopping the engine…", title="Quit")
         await self.runtime.stop()
         self.exit(0)
+
+    # -- command palette ---------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """Every operator action by name (ctrl+p), then Textual's own commands."""
+        yield SystemCommand("Kill", "Halt trading now (k)", self.action_kill)
+        yield SystemCommand("Flatten", "Halt and close every exposure (f)", self.action_flatten)
+        yield SystemCommand("Pause / resume", "No new groups, or back to trading (p)", self.action_pause_resume)
+        yield SystemCommand("Rearm", "Back to active after a halt, with a reason (r)", self.action_rearm)
+        yield SystemCommand("Group details", "Timeline of the selected group (enter)", self.action_open_selected)
+        yield SystemCommand("Filter pairs", "Narrow the panes by pair (/)", self.action_filter)
+        yield SystemCommand("Hedge groups", "Focus the groups table (g)", self.action_groups)
+        yield SystemCommand("Risk", "Limits, breakers and risk events (l)", self.action_risk)
+        yield SystemCommand("History", "Closed groups with filters and totals (h)", self.action_history)
+        yield SystemCommand("Help", "The keys (?)", self.action_help)
+        yield SystemCommand("Quit", "Stop the engine and exit (q)", self.action_quit)
+        for command in super().get_system_commands(screen):
+            if command.title != "Quit":
+                yield command

@@ -19,6 +19,10 @@ COLUMNS = [
 
 
 class QuotesPane(Vertical):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.pair_filter: str = ""
+
     def compose(self) -> ComposeResult:
         yield SyncedTable(COLUMNS, id="quotes-table")
 
@@ -28,5 +32,7 @@ class QuotesPane(Vertical):
     def update_from(self, snap: RuntimeSnapshot) -> None:
         rows: list[Row] = []
         for q in snap.quotes:
+            if not fmt.pair_matches(q.pair, self.pair_filter):
+                continue
             rows.append((q.key, (q.pair, q.venue, fmt.price(q.bid), fmt.price(q.ask), fmt.age(q.age_ms))))
         self.query_one(SyncedTable).sync(rows)

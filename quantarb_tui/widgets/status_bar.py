@@ -1,33 +1,66 @@
-"""The status bar: trading state big and colored, mode, counters, PnL and the clock."""
+"""The status bar: trading state big and colored (with its reason), mode, PnL, groups, clock.
+
+Two children: the state badge (a colored block, three rows tall on a tall terminal, one row
+on a short one) and the info lines. The first info line holds what matters at 80x24 (mode,
+open groups, today's PnL, clock, reason); the others only show when there is room.
+"""
 
 from __future__ import annotations
 
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
 from textual.widgets import Static
 
 from quantarb_tui.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
 
+STATES = ("active", "reducing", "paused", "halted")
 
-class StatusBar(Static):
+
+class StatusBar(Horizontal):
     def __init__(self, **kwargs: object) -> None:
-        super().__init__("", **kwargs)  # type: ignore[arg-type]
-        self._shown: Text | None = None
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._shown: tuple[str, Text] | None = None
+        self.shown_state = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="state-badge")
+        yield Static("", id="status-info")
 
     def update_from(self, snap: RuntimeSnapshot) -> None:
         state = snap.trading_state
-        text = Text()
-        text.append(" quantarb ", style="bold reverse")
-        text.append(" ")
-        text.append(f" {state.upper()} ", style=fmt.STATE_STYLES.get(state, "bold"))
-        if snap.state_reason and state != "active":
-            text.append(f" {snap.state_reason}", style="bold red" if state == "halted" else "yellow")
-        text.append(f"  {snap.mode.upper()}", style="bold magenta")
-        text.append(f"  open {snap.open_groups}", style="bold")
-        pnl_style = "bold red" if snap.realized_pnl.startswith("-") else "bold green"
-        text.append(f"  pnl {snap.realized_pnl}", style=pnl_style)
-        text.append(f"  quotes {snap.quotes_total:,}  intents {snap.intents_total:,}", style="dim")
+        info = self._info(snap)
+        if self._shown is not None and self._shown == (state, info):
+            return
+        self._shown = (state, info)
+        badge = self.query_one("#state-badge", Static)
+        badge.update(state.upper())
+        for name in STATES:
+            badge.set_class(name == state, f"state-{name}")
+        self.query_one("#status-info", Static).update(info)
+        self.shown_state = state
+
+    @staticmethod
+    def _info(snap: RuntimeSnapshot) -> Text:
+        state = snap.trading_state
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f" {snap.mode.upper()}", style="bold magenta")
+        open_style = "bold cyan" if snap.open_groups else "bold"
+        text.append(f"  open {snap.open_groups}", style=open_style)
+        text.append("  day ", style="dim")
+        text.append_text(fmt.money(snap.daily_pnl, signed=True, cell=False))
         text.append(f"  {fmt.clock(snap.ts_ms)} UTC", style="bold")
-        if text != self._shown:
-            self._shown = text
-            self.update(text)
+        if snap.state_reason and state != "active":
+            text.append(f"  {snap.state_reason}", style="bold red" if state == "halted" else "bold yellow")
+        # Second and third lines: shown only when the bar is three rows tall.
+        text.append("\n total pnl ", style="dim")
+        text.append_text(fmt.money(snap.realized_pnl, signed=True, cell=False))
+        text.append(f"  quotes {snap.quotes_total:,}  decisions {snap.decisions_total:,}"
+                    f"  intents {snap.intents_total:,}  threshold {snap.threshold_bps:g} bps", style="dim")
+        text.append("\n groups ", style="dim")
+        by_state = "  ".join(f"{k} {v}" for k, v in sorted((str(k), v) for k, v in snap.groups_by_state.items()))
+        text.append(by_state or "none yet", style="dim")
+        if snap.blocked_venues:
+            text.append(f"  blocked: {', '.join(snap.blocked_venues)}", style="bold red")
+        return text

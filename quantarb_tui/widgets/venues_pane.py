@@ -13,7 +13,7 @@ from quantarb_tui.widgets.synced_table import Row, SyncedTable
 COLUMNS = [
     ("feed", "Feed", 12),
     ("state", "State", 7),
-    ("age", "Age ms", 5),
+    ("age", "Age ms", 6),
     ("rate", "Fr/s", 4),
     ("reconnects", "Rcn", 3),
     ("dropped", "Drop", 4),

@@ -1,13 +1,23 @@
-"""Fixtures for the TUI tests: a deterministic demo runtime on a manual clock."""
+"""Fixtures for the TUI tests: a deterministic demo runtime on a manual clock.
+
+The demo's groups write to a real SQLite ledger in tmp_path, so group detail and history
+come from the real ledger. `Runtime.start()` would also start the loopback venues, so the
+tests open the ledger themselves (`open_ledger`) and step the market with `drive()`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.clock import ManualClock
 from core.config import demo_config
+from core.models import Order, Quote, Venue
+from core.ports import ExecutionGateway, OrderUpdate
+from quantarb_tui.app import QuantArbApp
 from quantarb_tui.runtime import Runtime
 
 
@@ -17,3 +27,89 @@ def demo_runtime(tmp_path: Path) -> Runtime:
     return Runtime(
         demo_config(), is_demo=True, clock=ManualClock(), ledger_path=str(tmp_path / "t.db"), mt5_in_process=True
     )
+
+
+def make_app(runtime: Runtime) -> QuantArbApp:
+    """The app without its timer or autostart: tests refresh explicitly (deterministic)."""
+    app = QuantArbApp(runtime, autostart=False, refresh_hz=None)
+    app.animation_level = "none"
+    return app
+
+
+async def open_ledger(runtime: Runtime) -> None:
+    """What `Runtime.start()` does for the ledger, without starting the loopback venues."""
+    if runtime.ledger is None and runtime.ledger_path is not None:
+        await runtime._open_ledger(runtime.ledger_path)
+
+
+async def close_ledger(runtime: Runtime) -> None:
+    if runtime.ledger is not None:
+        await runtime.ledger.close()
+        runtime.ledger = None
+        runtime.orchestrator.ledger = None
+
+
+async def warm(app: QuantArbApp, runtime: Runtime, steps: int = 1500, chunks: int = 15) -> None:
+    """Open the ledger and drive the demo market, refreshing the view between chunks so the
+    edge sparklines have a history (30 simulated seconds by default)."""
+    await open_ledger(runtime)
+    for _ in range(chunks):
+        await runtime.drive(steps // chunks, 20.0)
+        app.refresh_view()
+    if runtime.ledger is not None:
+        await runtime.ledger.flush()
+
+
+class SilentVenue:
+    """A gateway that never answers until released: its legs stay in flight."""
+
+    def __init__(self, inner: ExecutionGateway) -> None:
+        self.inner = inner
+        self.released = asyncio.Event()
+
+    @property
+    def venue(self) -> Venue:
+        return self.inner.venue
+
+    async def place(self, order: Order) -> OrderUpdate:
+        await self.released.wait()
+        return await self.inner.place(order)
+
+    async def cancel(self, order: Order) -> OrderUpdate:
+        await self.released.wait()
+        return await self.inner.cancel(order)
+
+    async def query(self, order: Order) -> OrderUpdate:
+        await self.released.wait()
+        return await self.inner.query(order)
+
+
+def step_market(runtime: Runtime, steps: int, dt_ms: float = 20.0) -> None:
+    """Like `drive()` but without running the groups: intents stay in flight."""
+    market = runtime.world.market  # type: ignore[union-attr]
+    for _ in range(steps):
+        runtime.clock.advance(ms=dt_ms)  # type: ignore[attr-defined]
+        now_ns = runtime.clock.monotonic_ns()
+        for tick in market.advance(dt_ms / 1000.0):
+            if tick.venue == "mt5":
+                runtime._on_mt5_tick(tick)
+            else:
+                runtime.ingest(Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size, tick.ask_size,
+                                     tick.ts_ms, now_ns))
+
+
+async def groups_in_flight(runtime: Runtime, venue: Venue = "okx", want: int = 2, max_steps: int = 3000) -> Any:
+    """Silence one venue and run the orchestrator: the next groups on that venue stay
+    `working` with their other leg filled. Returns (silent venue, orchestrator task)."""
+    silent = SilentVenue(runtime.gateways[venue])
+    runtime.gateways[venue] = silent  # type: ignore[assignment]
+    task = asyncio.create_task(runtime.orchestrator.run())
+    for _ in range(max_steps):
+        step_market(runtime, 1)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        if len(runtime.orchestrator.open) >= want:
+            break
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return silent, task

@@ -1,0 +1,163 @@
+"""History screen: groups from the ledger, filtered by pair and state, with totals.
+
+Read with `runtime.history()` in a worker, on open, when a filter changes, and when the
+snapshot shows that more groups have closed since the last read.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Select, Static
+
+from quantarb_tui.snapshot import RuntimeSnapshot
+from quantarb_tui.widgets import format as fmt
+from quantarb_tui.widgets.status_bar import StatusBar
+from quantarb_tui.widgets.synced_table import Row, SyncedTable
+
+if TYPE_CHECKING:
+    from quantarb_tui.app import QuantArbApp
+
+LIMIT = 500
+STATES = ("hedged", "repaired", "unwound", "rejected", "failed", "open")
+PNL_STATES = ("hedged", "repaired", "unwound", "failed")
+
+COLUMNS = [
+    ("opened", "Opened (UTC)", 19),
+    ("group", "Group", 12),
+    ("pair", "Pair", 4),
+    ("route", "Buy>Sell", 11),
+    ("qty", "Qty", 7),
+    ("state", "State", 12),
+    ("held", "Held", 7),
+    ("edge", "Exp bp", 6),
+    ("pnl", "PnL", 9),
+    ("fees", "Fees", 8),
+]
+
+
+def totals(rows: list[dict[str, Any]]) -> Text:
+    """Count by state, realized PnL and fees (exact decimals), hit rate and mean expected edge."""
+    by_state: dict[str, int] = {}
+    pnl = Decimal(0)
+    fees = Decimal(0)
+    for r in rows:
+        state = str(r["state"])
+        by_state[state] = by_state.get(state, 0) + 1
+        if state in PNL_STATES:
+            pnl += fmt.decimal(r.get("realized_pnl")) or Decimal(0)
+            fees += fmt.decimal(r.get("fees")) or Decimal(0)
+    hits = by_state.get("hedged", 0) + by_state.get("repaired", 0)
+    edge = sum(float(r.get("expected_edge_bps") or 0.0) for r in rows) / len(rows) if rows else 0.0
+    text = Text(f" {len(rows)} groups", style="bold")
+    if len(rows) >= LIMIT:
+        text.append(f" (newest {LIMIT})", style="dim")
+    text.append("   PnL ", style="dim")
+    text.append_text(fmt.money(pnl, signed=True, cell=False))
+    text.append("   fees ", style="dim")
+    text.append(f"{fees.quantize(Decimal('0.01')):,}")
+    text.append("   hit rate ", style="dim")
+    text.append(f"{hits / len(rows) * 100:.0f}%" if rows else "-")
+    text.append("   mean exp edge ", style="dim")
+    text.append(f"{edge:.1f} bps" if rows else "-")
+    text.append("\n ")
+    text.append("  ".join(f"{k} {v}" for k, v in sorted(by_state.items())), style="dim")
+    return text
+
+
+class HistoryScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
+
+    def __init__(self, pairs: list[str]) -> None:
+        super().__init__()
+        self._pairs = pairs
+        self.rows: list[dict[str, Any]] = []
+        self.loads = 0
+        self._closed_seen: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with Horizontal(id="history-filters"):
+            yield Select([(p, p) for p in self._pairs], prompt="all pairs", id="history-pair")
+            yield Select([(s, s) for s in STATES], prompt="all states", id="history-state")
+            yield Static("", id="history-totals")
+        with Vertical(id="history", classes="pane"):
+            yield SyncedTable(COLUMNS, id="history-table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#history").border_title = "Hedge groups (ledger), newest first"
+        self.query_one("#history-table", SyncedTable).focus()
+        self.load()
+        self._app.refresh_view()  # show the engine state at once, not at the next tick
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    @property
+    def pair(self) -> str | None:
+        value = self.query_one("#history-pair", Select).value
+        return value if isinstance(value, str) else None
+
+    @property
+    def state(self) -> str | None:
+        value = self.query_one("#history-state", Select).value
+        return value if isinstance(value, str) else None
+
+    @on(Select.Changed)
+    def _filter_changed(self, _event: Select.Changed) -> None:
+        self.load()
+
+    def update_from(self, snap: RuntimeSnapshot) -> None:
+        self.query_one(StatusBar).update_from(snap)
+        closed = sum(n for state, n in snap.groups_by_state.items() if str(state) not in fmt.OPEN_GROUP_STATES)
+        if self._closed_seen is not None and closed != self._closed_seen:
+            self.load()
+        self._closed_seen = closed
+
+    @work(exclusive=True, group="history")
+    async def load(self) -> None:
+        rows = await self._app.runtime.history(pair=self.pair, state=self.state, limit=LIMIT)
+        self.loads += 1
+        self.rows = rows
+        self.query_one("#history-totals", Static).update(totals(rows))
+        table_rows: list[Row] = []
+        for r in rows:
+            closed = r.get("closed_at_ms")
+            held = fmt.duration(closed - r["opened_at_ms"]) if closed else "-"
+            table_rows.append((
+                str(r["group_id"]),
+                (
+                    fmt.timestamp(r["opened_at_ms"])[:19],
+                    str(r["group_id"]),
+                    str(r["pair"]),
+                    f"{r['buy_venue']}>{r['sell_venue']}",
+                    fmt.qty(str(r["target_qty"])),
+                    fmt.group_state(str(r["state"])),
+                    held,
+                    Text(f"{float(r.get('expected_edge_bps') or 0):.1f}", justify="right"),
+                    fmt.money(r.get("realized_pnl")),
+                    Text(fmt.qty(str(r.get("fees") or "0"))[:8], justify="right"),
+                ),
+            ))
+        self.query_one("#history-table", SyncedTable).sync(table_rows)
+
+    @on(DataTable.RowSelected, "#history-table")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self._app.open_group(event.row_key.value)
+
+    @property
+    def _app(self) -> QuantArbApp:
+        from quantarb_tui.app import QuantArbApp
+
+        app = self.app
+        assert isinstance(app, QuantArbApp)
+        return app
