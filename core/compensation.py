@@ -104,6 +104,11 @@ class CompensationEngine:
     def forget(self, group: HedgeGroup) -> None:
         self._books.pop(group.group_id, None)
 
+    def skip_retries(self, group: HedgeGroup) -> None:
+        """A group held open too long (hold_timeout): its next step is an unwind, not a retry."""
+        book = self._book(group)
+        book.retries = max(book.retries, self.max_retries)
+
     # -- decisions -------------------------------------------------------------------
     def next_step(self, group: HedgeGroup, touch: dict[Venue, Touch], now_ms: int) -> Plan:
         """The next action for a broken/compensating group, or a settled plan."""

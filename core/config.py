@@ -215,14 +215,39 @@ class StrategyConfig(_Strict):
 
 
 class RiskConfig(_Strict):
-    max_leg_notional: PositiveDecimal = Decimal(5000)
-    max_open_groups: int = Field(3, ge=1)
-    max_gross_exposure: PositiveDecimal = Decimal(20000)
-    daily_loss_limit: PositiveDecimal = Decimal(200)
-    max_consecutive_failures: int = Field(3, ge=1)
-    feed_stale_halt_s: float = Field(30, gt=0, allow_inf_nan=False)
-    venue_down_halt_s: float = Field(30, gt=0, allow_inf_nan=False)
-    hold_timeout_s: float = Field(600, gt=0, allow_inf_nan=False)
+    """Limits every order is judged against, and the automatic breakers (core.risk, core.breakers).
+
+    Notional amounts are in the quote currency (USD/USDT). Exposure limits are worst-case:
+    positions plus every open order filling in full.
+    """
+
+    max_leg_notional: PositiveDecimal = Field(Decimal(5000), description="One leg's notional.")
+    max_open_groups: int = Field(3, ge=1, description="Hedge groups in flight at once.")
+    max_gross_exposure: PositiveDecimal = Field(
+        Decimal(20000), description="Default for the per-venue and per-asset gross exposure limits."
+    )
+    max_venue_exposure: PositiveDecimal | None = Field(
+        None, description="Gross notional per venue (default: max_gross_exposure)."
+    )
+    max_asset_exposure: PositiveDecimal | None = Field(
+        None, description="Gross notional per asset over all venues (default: max_gross_exposure)."
+    )
+    min_free_balance: Decimal = Field(
+        Decimal(0), ge=0, description="Free balance/margin floor per venue; below it no new intents (0: off)."
+    )
+    daily_loss_limit: PositiveDecimal = Field(Decimal(200), description="Realized loss today (UTC) that halts.")
+    max_consecutive_failures: int = Field(
+        3, ge=1, description="Failed or compensated groups in a row that pause trading."
+    )
+    failure_pause_s: float = Field(300, gt=0, allow_inf_nan=False, description="How long that pause lasts.")
+    venue_block_s: float = Field(
+        5, gt=0, allow_inf_nan=False, description="No quote this long: no new intents on the venue."
+    )
+    feed_stale_halt_s: float = Field(30, gt=0, allow_inf_nan=False, description="No quote this long: halt.")
+    venue_down_halt_s: float = Field(30, gt=0, allow_inf_nan=False, description="Disconnected this long: halt.")
+    hold_timeout_s: float = Field(
+        600, gt=0, allow_inf_nan=False, description="A group open this long raises an alert and is unwound."
+    )
 
 
 class DemoConfig(_Strict):

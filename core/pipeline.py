@@ -158,10 +158,13 @@ class OpportunityPipeline:
         # product or quotient fell just under a step (0.29 lot * 100 = 28.999999999999996 oz -> 28;
         # a cap of 7 * 2650.01 over 2650.01 = 6.999999999999999 -> 6). The cap rounds down.
         ask = Decimal(repr(buy.ask))
+        # Both legs must fit max_leg_notional: the sell leg (at the bid, above the ask when
+        # there is an edge) is the larger one.
+        top = max(ask, Decimal(repr(sell.bid)))
         qty = min(
             Decimal(repr(buy.raw_ask_size)) * bi.qty_per_unit,
             Decimal(repr(sell.raw_bid_size)) * si.qty_per_unit,
-            _FLOOR.divide(self.max_leg_notional, ask),
+            _FLOOR.divide(self.max_leg_notional, top),
         )
         if qty <= 0:
             return None

@@ -1,16 +1,34 @@
-"""RiskGate: the single switch every intent passes, and that the kill flips synchronously.
+"""RiskGate: the single switch every intent and every order passes, and that a kill flips
+synchronously (the pipeline reads `state` on the very next decision).
 
-This is the skeleton's gate: trading state (active / paused / reducing / halted) with the
-reason, and the open-group limit. Later limits (notional, exposure, balances, breakers)
-plug into `check()` and report as `risk:<rule>`.
+Trading states: `active`, `paused` (no new intents; groups in flight go on), `reducing`
+(only exposure-reducing orders), `halted` (only cancels, orders that reduce their own
+group's residual, and flatten orders that reduce a position).
+
+Limits, judged against worst-case exposure (positions plus every open order filling in full,
+`core.exposure`), each refusing with `risk:<rule>`:
+
+- `risk:max_leg_notional`: one leg's notional;
+- `risk:max_open_groups`: groups in flight;
+- `risk:max_venue_exposure` / `risk:max_asset_exposure`: gross notional per venue / asset;
+- `risk:venue_blocked`: a breaker blocks new intents on the venue (stale or down feed);
+- `risk:min_free_balance`: the venue's free balance or margin is below the floor.
+
+An order that shrinks its venue position is exempt from the exposure limits (it can only
+bring exposure down); everything else must fit. Automatic breakers (`core.breakers`) trip
+into these states; `rearm` returns to active only when none is still tripped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
+from core.breakers import BreakerChange, BreakerLimits, Breakers
 from core.clock import Clock
-from core.models import ExecutionIntent, Reason, TradingState
+from core.config import RiskConfig
+from core.exposure import ZERO, ExposureBook
+from core.models import ExecutionIntent, OrderPurpose, Reason, Side, TradingState
 
 
 @dataclass(slots=True, frozen=True)
@@ -20,14 +38,91 @@ class StateChange:
     reason: str
 
 
+class RearmRefused(Exception):
+    """Rearm without a reason, or while a breaker is still tripped (the message names them)."""
+
+
+@dataclass(slots=True, frozen=True)
+class RiskLimits:
+    max_leg_notional: Decimal
+    max_open_groups: int
+    max_venue_exposure: Decimal
+    max_asset_exposure: Decimal
+    min_free_balance: Decimal = ZERO
+
+    @classmethod
+    def from_config(cls, cfg: RiskConfig) -> RiskLimits:
+        return cls(
+            max_leg_notional=cfg.max_leg_notional,
+            max_open_groups=cfg.max_open_groups,
+            max_venue_exposure=cfg.max_venue_exposure or cfg.max_gross_exposure,
+            max_asset_exposure=cfg.max_asset_exposure or cfg.max_gross_exposure,
+            min_free_balance=cfg.min_free_balance,
+        )
+
+
+def breaker_limits(cfg: RiskConfig) -> BreakerLimits:
+    return BreakerLimits(
+        daily_loss_limit=cfg.daily_loss_limit,
+        max_consecutive_failures=cfg.max_consecutive_failures,
+        failure_pause_s=cfg.failure_pause_s,
+        venue_block_s=cfg.venue_block_s,
+        feed_stale_halt_s=cfg.feed_stale_halt_s,
+        venue_down_halt_s=cfg.venue_down_halt_s,
+        min_free_balance=cfg.min_free_balance,
+        hold_timeout_s=cfg.hold_timeout_s,
+    )
+
+
+@dataclass(slots=True, frozen=True)
+class OrderCheck:
+    """What the gate needs to know about an order before it leaves (normalized units).
+
+    `reduces_group`: filling it shrinks its own group's residual (the hedge of a filled leg,
+    a retry, an unwind): the one kind of group order a halted engine still sends.
+    """
+
+    key: str
+    venue: str
+    asset: str
+    side: Side
+    base_qty: Decimal
+    price: Decimal
+    purpose: OrderPurpose
+    reduces_group: bool = False
+
+
 class RiskGate:
-    def __init__(self, clock: Clock, *, max_open_groups: int) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_open_groups: int | None = None,
+        limits: RiskLimits | None = None,
+        breakers: BreakerLimits | None = None,
+    ) -> None:
         self._clock = clock
         self.state = TradingState.ACTIVE
         self.reason = ""
-        self.max_open_groups = max_open_groups
+        if limits is None:
+            cfg = RiskConfig() if max_open_groups is None else RiskConfig(max_open_groups=max_open_groups)
+            limits = RiskLimits.from_config(cfg)
+        self.limits = limits
+        self.breakers = Breakers(breakers or breaker_limits(RiskConfig()))
+        self.exposure = ExposureBook()
+        self.free_balance: dict[str, Decimal] = {}
         self.history: list[StateChange] = []
+        self.last_released: list[BreakerChange] = []
 
+    @classmethod
+    def from_config(cls, clock: Clock, cfg: RiskConfig) -> RiskGate:
+        return cls(clock, limits=RiskLimits.from_config(cfg), breakers=breaker_limits(cfg))
+
+    @property
+    def max_open_groups(self) -> int:
+        return self.limits.max_open_groups
+
+    # -- trading state ---------------------------------------------------------------------
     def _set(self, state: TradingState, reason: str) -> StateChange:
         self.state = state
         self.reason = reason
@@ -39,19 +134,38 @@ class RiskGate:
         """Halt: effective for the very next decision, since the pipeline reads `state`."""
         return self._set(TradingState.HALTED, reason or "kill")
 
+    def reduce(self, reason: str) -> StateChange:
+        """Only exposure-reducing orders from now on (never loosens a halt)."""
+        if self.state is TradingState.HALTED:
+            return StateChange(self._clock.time_ms(), self.state, self.reason)
+        return self._set(TradingState.REDUCING, reason or "reducing")
+
     def pause(self, reason: str = "pause") -> StateChange | None:
         if self.state is not TradingState.ACTIVE:
             return None
         return self._set(TradingState.PAUSED, reason)
 
     def resume(self, reason: str = "resume") -> StateChange | None:
+        """Undo a pause; refused (None) while the failure breaker holds the pause."""
         if self.state is not TradingState.PAUSED:
+            return None
+        if self.breakers.all["consecutive_failures"].tripped:
             return None
         return self._set(TradingState.ACTIVE, reason)
 
     def rearm(self, reason: str) -> StateChange:
+        """Back to active, only with a reason and with no halting or pausing breaker tripped.
+
+        Latched halt breakers whose cause is gone are released first (and returned through
+        `last_released`), so the caller journals them.
+        """
         if not reason.strip():
-            raise ValueError("rearm needs a reason")
+            raise RearmRefused("rearm needs a reason")
+        self.last_released = self.breakers.clear_latched(self._clock.time_ms())
+        blocking = self.breakers.blocking_rearm()
+        if blocking:
+            names = ", ".join(f"{b.name} ({b.detail})" for b in blocking)
+            raise RearmRefused(f"breaker still tripped: {names}")
         return self._set(TradingState.ACTIVE, reason)
 
     def blocked_state(self) -> str | None:
@@ -65,8 +179,120 @@ class RiskGate:
             return Reason.PAUSED
         return Reason.REDUCING
 
+    # -- breakers --------------------------------------------------------------------------
+    def apply(self, changes: list[BreakerChange]) -> list[tuple[BreakerChange, StateChange | None]]:
+        """Apply breaker trips and releases to the trading state; returns each change with
+        the state change it caused (for the risk_events journal)."""
+        out: list[tuple[BreakerChange, StateChange | None]] = []
+        for c in changes:
+            state: StateChange | None = None
+            if c.tripped and c.effect == "halt":
+                state = self._set(TradingState.HALTED, f"breaker {c.name}: {c.detail}")
+            elif c.tripped and c.effect == "pause":
+                if self.state is TradingState.ACTIVE:
+                    state = self._set(TradingState.PAUSED, f"breaker {c.name}: {c.detail}")
+            elif (not c.tripped and c.effect == "pause" and self.state is TradingState.PAUSED
+                  and self.reason.startswith(f"breaker {c.name}")):
+                    state = self._set(TradingState.ACTIVE, f"breaker {c.name} released: {c.detail}")
+            out.append((c, state))
+        return out
+
+    def set_free_balance(self, venue: str, free: Decimal) -> list[BreakerChange]:
+        self.free_balance[venue] = free
+        return self.breakers.on_balance(venue, free, self._clock.time_ms())
+
+    # -- judging ---------------------------------------------------------------------------
     def check(self, intent: ExecutionIntent, open_groups: int) -> str | None:
-        """Limits on a would-be intent; returns `risk:<rule>` or None."""
-        if open_groups >= self.max_open_groups:
+        """Limits on a would-be intent (both legs as entries); returns `risk:<rule>` or None."""
+        if open_groups >= self.limits.max_open_groups:
             return "risk:max_open_groups"
+        blocked = self.breakers.blocked_venues()
+        for leg, price in ((intent.buy, intent.buy_price), (intent.sell, intent.sell_price)):
+            if leg.venue in blocked:
+                reason = self._blocked_reason(leg.venue)
+                return reason
+            refusal = self._limits(leg.venue, intent.pair, leg.side, leg.base_qty, Decimal(repr(price)))
+            if refusal is not None:
+                return refusal
         return None
+
+    def _blocked_reason(self, venue: str) -> str:
+        b = self.breakers.all.get(f"balance:{venue}")
+        if b is not None and b.tripped:
+            return "risk:min_free_balance"
+        return "risk:venue_blocked"
+
+    def position_reducing(self, venue: str, asset: str, side: Side, qty: Decimal) -> bool:
+        """Filling the order in full leaves a smaller |position| on its venue, with the
+        venue's other open orders filling as well (never flipping through zero)."""
+        pos = self.exposure.position(venue, asset)
+        signed = qty if side == "buy" else -qty
+        return qty > 0 and pos != 0 and (pos > 0) != (signed > 0) and qty <= abs(pos)
+
+    def net_reducing(self, asset: str, side: Side, qty: Decimal) -> bool:
+        net = self.exposure.net(asset)
+        signed = qty if side == "buy" else -qty
+        return qty > 0 and net != 0 and (net > 0) != (signed > 0) and qty <= abs(net)
+
+    def check_order(self, o: OrderCheck) -> str | None:
+        """The last word before an order leaves: trading state, then limits."""
+        reduces_position = self.position_reducing(o.venue, o.asset, o.side, o.base_qty)
+        state = self.state
+        if state is TradingState.HALTED:
+            allowed = reduces_position if o.purpose is OrderPurpose.FLATTEN else o.reduces_group
+            if not allowed:
+                return "risk:halted"
+        elif state is TradingState.REDUCING and not (
+            reduces_position or self.net_reducing(o.asset, o.side, o.base_qty)
+        ):
+            return "risk:reducing"
+        if reduces_position:
+            return None
+        if o.purpose is OrderPurpose.FLATTEN:
+            return "risk:flatten_not_reducing"
+        if o.purpose is OrderPurpose.ENTRY and o.venue in self.breakers.blocked_venues() and not o.reduces_group:
+            return self._blocked_reason(o.venue)
+        return self._limits(o.venue, o.asset, o.side, o.base_qty, o.price, exclude=o.key)
+
+    def _limits(
+        self, venue: str, asset: str, side: Side, qty: Decimal, price: Decimal, exclude: str | None = None
+    ) -> str | None:
+        lim = self.limits
+        if qty * price > lim.max_leg_notional:
+            return "risk:max_leg_notional"
+        book = self.exposure
+        held = book.reservations.pop(exclude, None) if exclude is not None else None
+        try:
+            mark = book.marks.get(asset)
+            if mark is None and price > 0:
+                book.marks[asset] = price
+            try:
+                if book.venue_gross(venue, (asset, side, qty)) > lim.max_venue_exposure:
+                    return "risk:max_venue_exposure"
+                if book.asset_gross(asset, (venue, side, qty)) > lim.max_asset_exposure:
+                    return "risk:max_asset_exposure"
+            finally:
+                if mark is None:
+                    book.marks.pop(asset, None)
+        finally:
+            if held is not None and exclude is not None:
+                book.reservations[exclude] = held
+        return None
+
+    # -- views -----------------------------------------------------------------------------
+    def limit_use(self, open_groups: int) -> list[tuple[str, str, Decimal, Decimal]]:
+        """(rule, scope, limit, used) for every limit: the risk screen and `status`."""
+        lim = self.limits
+        rows: list[tuple[str, str, Decimal, Decimal]] = [
+            ("max_open_groups", "engine", Decimal(lim.max_open_groups), Decimal(open_groups)),
+        ]
+        largest = max((r.remaining * r.price for r in self.exposure.reservations.values()), default=ZERO)
+        rows.append(("max_leg_notional", "leg", lim.max_leg_notional, largest))
+        for venue, gross in self.exposure.gross_by_venue().items():
+            rows.append(("max_venue_exposure", venue, lim.max_venue_exposure, gross))
+        for asset, gross in self.exposure.gross_by_asset().items():
+            rows.append(("max_asset_exposure", asset, lim.max_asset_exposure, gross))
+        if lim.min_free_balance > 0:
+            for venue, free in sorted(self.free_balance.items()):
+                rows.append(("min_free_balance", venue, lim.min_free_balance, free))
+        return rows

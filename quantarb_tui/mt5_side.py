@@ -113,13 +113,9 @@ class Mt5Side:
             filling=venue.filling,
             command_ttl_ms=venue.command_ttl_ms,
         )
-        self.server = EmbeddedServer(
-            create_app(self.bridge, extra_routes=extra_routes),  # type: ignore[arg-type]
-            listener.host,
-            listener.port,
-            tls_cert=listener.tls_cert,
-            tls_key=listener.tls_key,
-        )
+        self._listener = listener
+        self.extra_routes: Sequence[object] = extra_routes
+        self.server = self._server()
         self.board: TickBoard | None = None
         self.ea: EaSimulator | None = None
         self._ea_task: asyncio.Task[None] | None = None
@@ -136,6 +132,16 @@ class Mt5Side:
             self._ea_secret = terminal_secrets[terminals[0]]
             self._ea_seed = seed
 
+    def _server(self) -> EmbeddedServer:
+        listener = self._listener
+        return EmbeddedServer(
+            create_app(self.bridge, extra_routes=self.extra_routes),  # type: ignore[arg-type]
+            listener.host,
+            listener.port,
+            tls_cert=listener.tls_cert,
+            tls_key=listener.tls_key,
+        )
+
     @staticmethod
     def demo_secret() -> bytes:
         """A secret for the demo terminal, generated for this run (known only to the EA sim)."""
@@ -146,8 +152,12 @@ class Mt5Side:
         if self.board is not None:
             self.board.on_tick(tick)
 
-    async def start(self) -> None:
+    async def start(self, extra_routes: Sequence[object] | None = None) -> None:
+        """`extra_routes` (the operator API) join the MT5 routes on the same listener."""
         await self.queue.restore()
+        if extra_routes is not None:
+            self.extra_routes = extra_routes
+            self.server = self._server()
         await self.server.start()
         if self.board is not None:
             self.ea = EaSimulator(

@@ -40,6 +40,7 @@ from core.models import (
     Decision,
     ExecutionIntent,
     ExecutionLeg,
+    Fill,
     GroupState,
     Order,
     OrderPurpose,
@@ -49,7 +50,7 @@ from core.models import (
 from core.orders import is_terminal
 from core.pnl import GroupPnl, PairStats, PairSummary, group_pnl
 from core.ports import ExecutionGateway, OrderUpdate
-from core.risk import RiskGate
+from core.risk import OrderCheck, RiskGate
 from core.tracker import InFlightOrderTracker
 from ledger.ledger import Ledger
 from quantarb_tui.events import EngineEvent, EventLog, Level
@@ -79,6 +80,7 @@ class HedgeOrchestrator:
         max_slippage_bps: float = 15.0,
         max_retries: int = 2,
         touch: TouchSource | None = None,
+        asset_of: Mapping[tuple[Venue, str], str] | None = None,
         query_attempts: int = 3,
         poll_interval_s: float = 0.05,
     ) -> None:
@@ -90,6 +92,9 @@ class HedgeOrchestrator:
         self._leg_policy = leg_policy
         self._on_closed = on_closed
         self._touch = touch
+        # (venue, symbol) -> the pair's name: the asset the RiskGate's exposure is kept in.
+        self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
+        self.refused_orders = 0
         self.ledger = ledger
         self.group_deadline_ms = group_deadline_ms
         self.order_timeout_ms = order_timeout_ms
@@ -185,6 +190,21 @@ class HedgeOrchestrator:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+
+    async def settle_open(self, timeout_s: float) -> bool:
+        """Wait (bounded, nothing cancelled) for every group in flight to reach a terminal
+        state; groups submitted but not started are started. True when none is left open."""
+        while self._pending:
+            group = self._pending.popleft()
+            task = asyncio.create_task(self.execute(group), name=f"group-{group.group_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        return not self.open
+
+    def asset_of(self, venue: Venue, symbol: str) -> str:
+        return self._asset_of.get((venue, symbol), symbol)
 
     async def resolve_orphan(self, order: Order) -> None:
         """After a restart: an order still open in the ledger whose group had already closed
@@ -329,7 +349,9 @@ class HedgeOrchestrator:
             return  # below the venue's minimum: recorded, next step
         group.orders.append(order)
         await self._send(order)
-        if order.state is OrderState.FILLED:
+        if order.state is OrderState.REJECTED and order.reject_reason.startswith("risk:"):
+            action.outcome = f"refused {order.reject_reason}"
+        elif order.state is OrderState.FILLED:
             action.outcome = "filled"
         elif order.filled_qty > 0:
             action.outcome = f"partial {order.filled_qty}/{order.qty}"
@@ -395,8 +417,110 @@ class HedgeOrchestrator:
         ms = max(self.order_timeout_ms, self.group_deadline_ms) if venue == "mt5" else self.order_timeout_ms
         return ms / 1000.0
 
-    async def _send(self, order: Order) -> None:
+    # -- kill and flatten --------------------------------------------------------------
+    def entries_to_cancel(self) -> list[Order]:
+        """Entry orders of open groups with nothing filled yet, sent and not yet final."""
+        return [
+            o
+            for g in self.open.values()
+            if all(order.filled_qty == 0 for order in g.orders)
+            for o in g.orders
+            if o.purpose is OrderPurpose.ENTRY and o.state is not OrderState.NEW and not is_terminal(o.state)
+        ]
+
+    async def cancel_entries(self, on_sent: Callable[[int], None] | None = None) -> list[Order]:
+        """Kill: cancel (MT5: withdraw) the entry orders of groups with nothing filled.
+
+        The requests go out concurrently; `on_sent(n)` is called once every request has
+        left (the kill bench's figure), then the answers are applied. Groups with a leg
+        filled are left to their hedge or compensation (the gate lets reducing orders pass).
+        Entries not yet sent are refused by the gate when their turn comes.
+        """
+        targets = self.entries_to_cancel()
+        tasks = [asyncio.create_task(self._cancel(o), name=f"cancel-{o.client_order_id}") for o in targets]
+        await asyncio.sleep(0)  # each task ran up to its first await: its request has left
+        if on_sent is not None:
+            on_sent(len(targets))
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._durable()
+        return targets
+
+    async def _cancel(self, order: Order) -> None:
+        update = await self._call(self._gateways[order.venue].cancel(order), order)
+        if update is None or (is_terminal(order.state) and not update.fills):
+            return
+        if update.state is OrderState.CANCELLED and order.state in (
+            OrderState.SUBMITTED, OrderState.ACKED, OrderState.PARTIALLY_FILLED
+        ):
+            self._transition(order, OrderState.CANCEL_PENDING)
+        self._apply(order, update)
+        self._emit("kill", f"order {order.client_order_id} on {order.venue}: {order.state} "
+                   f"({update.reason or 'cancel'})", self.open.get(order.group_id), level="warn")
+
+    def hold_expired(self, group: HedgeGroup) -> None:
+        """hold_timeout: a group open far too long is alerted on and unwound, not retried."""
+        self.compensation.skip_retries(group)
+        self._emit("alert", f"group {group.group_id} {group.pair} held open past the hold timeout: "
+                   "its residual will be unwound", group, level="error")
+
+    async def send_flatten(self, order: Order, close: Callable[[], Awaitable[OrderUpdate]] | None = None) -> None:
+        """Send one flatten order through the gate, write-ahead and tracked to a final state.
+
+        `close` sends it another way than `place` (MT5: a `close` command by ticket).
+        """
+        await self._send(order, close)
+
+    def _check_for(self, order: Order) -> OrderCheck:
+        group = self.open.get(order.group_id)
+        inst = self._instruments[(order.venue, order.symbol)]
+        base_qty = inst.to_base_qty(order.qty)
+        reduces_group = False
+        if group is not None:
+            residual = group.residual()
+            signed = base_qty if order.side == "buy" else -base_qty
+            reduces_group = (residual != 0 and (residual > 0) != (signed > 0)
+                             and base_qty <= abs(residual) + group.step)
+        return OrderCheck(
+            key=order.client_order_id,
+            venue=order.venue,
+            asset=self._asset_of.get((order.venue, order.symbol), order.symbol),
+            side=order.side,
+            base_qty=base_qty,
+            price=inst.normalized_price(order.price),
+            purpose=order.purpose,
+            reduces_group=reduces_group,
+        )
+
+    def _gate_order(self, order: Order) -> bool:
+        """The RiskGate's last word before an order leaves; a refused order is rejected
+        locally (never sent, never journaled as created) with the rule as its reason."""
+        check = self._check_for(order)
+        refusal = self._gate.check_order(check)
+        if refusal is None:
+            self._gate.exposure.reserve(check.key, check.venue, check.asset, check.side, check.base_qty, check.price)
+            return True
+        order.reject_reason = refusal
+        order.state = OrderState.REJECTED
+        order.updated_ms = self._clock.time_ms()
+        self.refused_orders += 1
+        self._emit("risk", f"order {order.client_order_id} {order.purpose} {order.venue} {order.side} "
+                   f"{order.qty} {order.symbol} refused: {refusal}", self.open.get(order.group_id), level="warn")
+        return False
+
+    def _exposure_fills(self, order: Order, fills: list[Fill]) -> None:
+        inst = self._instruments[(order.venue, order.symbol)]
+        asset = self._asset_of.get((order.venue, order.symbol), order.symbol)
+        for f in fills:
+            self._gate.exposure.fill(order.venue, asset, order.side, inst.to_base_qty(f.qty),
+                                     inst.normalized_price(f.price), order.client_order_id)
+        if is_terminal(order.state):
+            self._gate.exposure.release(order.client_order_id)
+
+    async def _send(self, order: Order, close: Callable[[], Awaitable[OrderUpdate]] | None = None) -> None:
         gateway = self._gateways[order.venue]
+        if not self._gate_order(order):
+            return
         if self._touch is not None:
             touch = self._touch(order.venue, order.symbol)
             if touch is not None:
@@ -409,7 +533,7 @@ class HedgeOrchestrator:
         self._ledger_order(order)
         try:
             update: OrderUpdate | None = await asyncio.wait_for(
-                gateway.place(order), self._place_timeout_s(order.venue)
+                close() if close is not None else gateway.place(order), self._place_timeout_s(order.venue)
             )
         except Exception as exc:  # a timeout or lost answer is `unknown`, never `rejected`
             self._emit("error", f"order {order.client_order_id} unknown: {exc!r}", None, level="warn")
@@ -488,6 +612,7 @@ class HedgeOrchestrator:
 
     def _apply(self, order: Order, update: OrderUpdate) -> None:
         applied = self.tracker.apply(order, update)
+        self._exposure_fills(order, applied.new_fills)
         if self.ledger is not None:
             for fill in applied.new_fills:
                 self.ledger.fill(order, fill)
@@ -503,6 +628,8 @@ class HedgeOrchestrator:
         if refusal is not None:
             self._log_refusal(refusal)
             return
+        if is_terminal(order.state):
+            self._gate.exposure.release(order.client_order_id)
         self._ledger_order(order)
 
     def _log_refusal(self, refusal: object | None) -> None:
@@ -524,6 +651,7 @@ class HedgeOrchestrator:
             self.ledger.group_state(group)  # final PnL and fees with the last fills
         self.open.pop(group.group_id, None)
         for order in group.orders:
+            self._gate.exposure.release(order.client_order_id)
             self.tracker.forget(order.client_order_id)
             self._reconciled.discard(order.client_order_id)
         self.closed.appendleft(group)

@@ -100,7 +100,7 @@ def replay(config: QuantarbConfig, path: Path) -> dict[str, Any]:
     """Judge a recording on its recorded clock; returns a JSON-able report."""
     clock = ReplayClock()
     pairs = config.build_pairs()
-    gate = RiskGate(clock, max_open_groups=config.risk.max_open_groups)
+    gate = RiskGate.from_config(clock, config.risk)
     pipeline = OpportunityPipeline(CompareEngine(pairs), config.strategy, config.risk, gate, clock)
     intents: list[dict[str, Any]] = []
 

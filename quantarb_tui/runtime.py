@@ -10,41 +10,54 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from core.breakers import BreakerChange
 from core.clock import Clock, RealClock
 from core.compare import CompareEngine
 from core.config import Mt5VenueConfig, QuantarbConfig
 from core.hedge import HedgeGroup
 from core.instruments import Instrument
-from core.models import Decision, Order, Quote, TradingState, Venue
+from core.models import Decision, GroupState, Order, Quote, TradingState, Venue
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
-from core.risk import RiskGate, StateChange
+from core.risk import RearmRefused, RiskGate, StateChange
 from feeds.base import WsFeed
 from feeds.health import FeedHealth, FeedState
 from ledger import queries
 from ledger.errors import LedgerError, LedgerTooNewError, NotALedgerError
 from ledger.events import RiskKind
 from ledger.ledger import Ledger
+from mt5_bridge.bridge import PositionState
+from mt5_bridge.server import EmbeddedServer
+from quantarb_tui.admin_token import AdminTokenError, engine_admin_token
 from quantarb_tui.control import Action, ControlRefused, ControlResult, HealthStatus
-from quantarb_tui.events import EngineEvent, EventLog
+from quantarb_tui.events import EngineEvent, EventLog, Level
+from quantarb_tui.flatten import Flattener, ledger_positions
 from quantarb_tui.mt5_side import Mt5Side
+from quantarb_tui.operator_api import create_operator_app, operator_routes
 from quantarb_tui.orchestrator import HedgeOrchestrator
+from quantarb_tui.risk_monitor import RiskMonitor, VenueLink
 from quantarb_tui.settings import Secrets, mt5_secret_env_var
 from quantarb_tui.snapshot import (
+    BreakerRow,
     CompensationRow,
     EdgeRow,
     FeedRow,
     GroupRow,
     LegRow,
+    LimitRow,
     PairRow,
     QuoteRow,
+    RiskEventRow,
     RuntimeSnapshot,
 )
 from quantarb_tui.sources import build_feeds, build_world
@@ -74,11 +87,17 @@ class Runtime:
         ledger_path: str | None = None,
         secrets: Secrets | None = None,
         mt5_in_process: bool = False,
+        serve_operator_api: bool = True,
     ) -> None:
         """`mt5_in_process` keeps the simulated MT5 venue inside the process (no listener, no
         EA simulator, paper fills): what `drive()` needs for deterministic tests."""
         self.config = config
         self.is_demo = is_demo
+        self._secrets = secrets
+        # Without MT5 the listener serves only the operator API; deterministic tests skip it.
+        self.serve_operator_api = serve_operator_api and not mt5_in_process
+        self.operator_server: EmbeddedServer | None = None
+        self.admin_token: str | None = None
         self.clock: Clock = clock or RealClock()
         # None: no ledger (deterministic tests drive the engine without one).
         self.ledger_path: str | None = ledger_path if ledger_path is not None else config.engine.ledger
@@ -92,7 +111,7 @@ class Runtime:
             inst.key: inst for pair in self.pairs for inst in pair.instruments
         }
         self.compare = CompareEngine(self.pairs)
-        self.gate = RiskGate(self.clock, max_open_groups=config.risk.max_open_groups)
+        self.gate = RiskGate.from_config(self.clock, config.risk)
         self.pipeline = OpportunityPipeline(
             self.compare, config.strategy, config.risk, self.gate, self.clock
         )
@@ -124,7 +143,26 @@ class Runtime:
             max_slippage_bps=config.strategy.max_slippage_bps,
             max_retries=config.strategy.max_retries,
             touch=self._touch,
+            asset_of={key: pair.name for pair in self.pairs for key in (i.key for i in pair.instruments)},
         )
+        self.flattener = Flattener(
+            self.orchestrator, self.gate, self.instruments, self.clock, self._touch,
+            max_slippage_bps=config.strategy.max_slippage_bps,
+            mt5_positions=self._mt5_positions if self.mt5 is not None else None,
+            mt5_close=self.mt5.gateway.close_position if self.mt5 is not None else None,
+        )
+        self.risk_monitor = RiskMonitor(
+            self.gate, self.compare, self.clock,
+            venues={inst.venue for inst in self.instruments.values()},
+            links=self._venue_links,
+            balances=self._balances,
+            hold_timeout_s=config.risk.hold_timeout_s,
+        )
+        self.risk_log: deque[RiskEventRow] = deque(maxlen=50)
+        self._risk_seq = itertools.count(1)
+        self._flatten_lock = asyncio.Lock()
+        self.last_flatten: dict[str, Any] | None = None
+        self._dust_journaled: dict[str, Decimal] = {}
         on_mt5 = self.mt5.on_sim_tick if self.mt5 is not None else self._on_mt5_tick
         self.world = build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=on_mt5)
         # The MT5 side is simulated in process until the MT5 bridge lands.
@@ -228,6 +266,81 @@ class Runtime:
 
     def _group_closed(self, group: HedgeGroup) -> None:
         self.pipeline.release(group.pair)
+        if group.state is GroupState.REJECTED:
+            return
+        changes = self.gate.breakers.on_group_closed(
+            failed=group.state is GroupState.FAILED,
+            compensated=group.state in (GroupState.REPAIRED, GroupState.UNWOUND),
+            pnl=group.realized_pnl,
+            now_ms=self.clock.time_ms(),
+        )
+        if changes:
+            self._apply_breakers(changes)
+        if self.ledger is not None:
+            dust = self.orchestrator.compensation.dust.get(group.pair)
+            if dust != self._dust_journaled.get(group.pair, Decimal(0)):
+                self._dust_journaled[group.pair] = dust
+                self.ledger.dust(group.pair, dust)
+
+    # -- breakers --------------------------------------------------------------------
+    def _apply_breakers(self, changes: list[BreakerChange]) -> None:
+        """Apply breaker trips/releases to the gate; each is a durable `breaker` risk event."""
+        for change, state in self.gate.apply(changes):
+            level: Level = "error" if change.tripped and change.effect == "halt" else "warn"
+            self.events.emit(EngineEvent(self.clock.time_ms(), "breaker", f"breaker {change.reason}", level,
+                                         {"breaker": change.name, "tripped": change.tripped}))
+            record = state or StateChange(self.clock.time_ms(), self.gate.state, change.reason)
+            if state is not None:
+                record = StateChange(state.ts_ms, state.state, change.reason)
+            self._record_risk("breaker", record)
+
+    def _venue_links(self) -> list[VenueLink]:
+        links = [VenueLink(f.venue, f.health.state in (FeedState.LIVE, FeedState.REST)) for f in self.feeds]
+        if self.mt5 is not None:
+            links += [VenueLink("mt5", row.state == "live") for row in self.mt5.health_rows()]
+        elif self.world is not None:
+            links.append(VenueLink("mt5", self.mt5_health.state is FeedState.LIVE))
+        return links
+
+    def _balances(self) -> dict[str, Decimal]:
+        """Free margin per venue where a venue reports it (the EA's account reports)."""
+        if self.mt5 is None:
+            return {}
+        out: dict[str, Decimal] = {}
+        for terminal in self.mt5.terminals[:1]:
+            account = self.mt5.bridge.account(terminal)
+            if account is not None:
+                out["mt5"] = Decimal(repr(account.margin_free))
+        return out
+
+    async def _mt5_positions(self, after_ms: int | None) -> list[PositionState] | None:
+        """The EA's positions with our magic; with `after_ms`, waits (bounded) for a report
+        made after it. None when the terminal has never reported."""
+        assert self.mt5 is not None
+        terminal = self.mt5.terminals[0]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 8.0
+        while True:
+            account = self.mt5.bridge.account(terminal)
+            if account is not None and (after_ms is None or account.ts_ms >= after_ms):
+                return list(account.positions)
+            if loop.time() > deadline:
+                return list(account.positions) if account is not None else None
+            await asyncio.sleep(0.1)
+
+    async def _risk_loop(self, interval_s: float = 1.0) -> None:
+        """Feed the breakers once a second (venue health, balances, pause expiry, hold timeout)."""
+        self.risk_monitor.restart()
+        while True:
+            await asyncio.sleep(interval_s)
+            self.risk_step()
+
+    def risk_step(self) -> None:
+        changes, held = self.risk_monitor.step(list(self.orchestrator.open.values()))
+        for group in held:
+            self.orchestrator.hold_expired(group)
+        if changes:
+            self._apply_breakers(changes)
 
     def _on_mt5_tick(self, tick: SimTick) -> None:
         now = self.clock.monotonic_ns()
@@ -249,17 +362,21 @@ class Runtime:
             await self._open_ledger(self.ledger_path)
         if self.world is not None:
             await self.world.start()
-        if self.mt5 is not None:
-            try:
-                await self.mt5.start()
-            except OSError as exc:
-                self._running = False
-                if self.world is not None:
-                    await self.world.stop()
-                raise RuntimeFailure(
-                    f"MT5 listener cannot bind {self.config.listener.host}:{self.config.listener.port}: "
-                    f"{exc.strerror or exc}"
-                ) from None
+        try:
+            await self._start_listener()
+        except (OSError, RuntimeFailure) as exc:
+            self._running = False
+            if self.world is not None:
+                await self.world.stop()
+            if self.ledger is not None:
+                await self.ledger.close()
+                self.ledger = None
+            if isinstance(exc, RuntimeFailure):
+                raise
+            raise RuntimeFailure(
+                f"listener cannot bind {self.config.listener.host}:{self.config.listener.port}: "
+                f"{exc.strerror or exc}"
+            ) from None
         recovered = await self._recover()
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
         self.events.emit(
@@ -268,14 +385,43 @@ class Runtime:
                 "start",
                 f"engine started: mode={self.mode} pairs={','.join(p.name for p in self.pairs)} "
                 f"feeds={','.join(f.name for f in self.feeds) or 'none'} "
-                f"mt5={self.mt5.url if self.mt5 is not None else 'in-process'} "
+                f"listener={self.listener_url or 'none'} "
                 f"threshold={self.config.strategy.threshold_bps}bps",
             )
         )
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
-        self._tasks = [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
+        self._tasks.append(asyncio.create_task(self._risk_loop(), name="risk"))
+        self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
         if recovered or self._orphans:
             self._tasks.append(asyncio.create_task(self._resume(recovered), name="recovery"))
+
+    async def _start_listener(self) -> None:
+        """One listener for the EA, the operator API and /metrics (DESIGN 5.3). The admin
+        token is made here, not in __init__, so building a Runtime writes no file."""
+        try:
+            self.admin_token = engine_admin_token(
+                self.ledger_path, self._secrets.admin_token if self._secrets is not None else None
+            )
+        except AdminTokenError as exc:
+            raise RuntimeFailure(str(exc)) from None
+        snapshot = partial(self.snapshot, groups=0, log=0)
+        if self.mt5 is not None:
+            await self.mt5.start(operator_routes(self, self.admin_token, snapshot))
+            return
+        if not self.serve_operator_api:
+            return
+        listener = self.config.listener
+        self.operator_server = EmbeddedServer(
+            create_operator_app(self, self.admin_token, snapshot, self.health_status),
+            listener.host, listener.port, tls_cert=listener.tls_cert, tls_key=listener.tls_key,
+        )
+        await self.operator_server.start()
+
+    @property
+    def listener_url(self) -> str | None:
+        if self.mt5 is not None:
+            return self.mt5.url
+        return self.operator_server.url if self.operator_server is not None else None
 
     async def _open_ledger(self, path: str) -> None:
         try:
@@ -299,10 +445,24 @@ class Runtime:
         if self.ledger is None:
             return []
         rec = await self.ledger.recover()
+        now_ms = self.clock.time_ms()
+        self.gate.breakers.restore(rec.breakers, daily_pnl=await self._daily_pnl(), now_ms=now_ms)
+        for (venue, symbol), qty in (await self.ledger.read(ledger_positions)).items():
+            inst = self.instruments.get((venue, symbol))  # type: ignore[arg-type]
+            if inst is not None:
+                self.gate.exposure.set_position(venue, self.orchestrator.asset_of(*inst.key), inst.to_base_qty(qty))
+        for pair, qty in rec.dust.items():
+            self.orchestrator.compensation.dust.add(pair, qty)
+            self._dust_journaled[pair] = qty
         if rec.halted:
             self.gate.kill(rec.trading_reason or "halted before restart")
             self.events.emit(EngineEvent(self.clock.time_ms(), "state",
                                          f"HALTED (restored): {self.gate.reason}", "warn"))
+        elif rec.trading_state is TradingState.PAUSED and self.gate.breakers.blocking_rearm():
+            self.gate.pause(rec.trading_reason or "paused before restart")
+        for b in self.gate.breakers.tripped():
+            self.events.emit(EngineEvent(now_ms, "breaker", f"breaker {b.name} still tripped (restored): {b.detail}",
+                                         "warn"))
         self.recovered_groups = len(rec.open_groups)
         in_open_groups = {id(o) for g in rec.open_groups for o in g.orders}
         self._orphans = [o for o in rec.open_orders if id(o) not in in_open_groups]
@@ -370,6 +530,9 @@ class Runtime:
             self._orchestrator_task = None
         if self.mt5 is not None:
             await self.mt5.stop()
+        if self.operator_server is not None:
+            await self.operator_server.stop()
+            self.operator_server = None
         for pair_row in self._pair_rows():
             self.events.emit(_pair_event(self.clock.time_ms(), pair_row))
         if self.world is not None:
@@ -402,10 +565,15 @@ class Runtime:
 
     # -- operator actions (OperatorControl) ---------------------------------------------
     def _record_risk(self, kind: RiskKind, change: StateChange) -> asyncio.Task[int] | None:
-        """Journal a trading-state change (durably) without delaying the caller."""
+        """Journal a trading-state change with every breaker's state (durably, so a restart
+        restores both) without delaying the caller; also kept for the risk screen."""
+        self.risk_log.appendleft(RiskEventRow(f"r{next(self._risk_seq)}", change.ts_ms, kind, change.reason,
+                                              str(change.state)))
         if self.ledger is None:
             return None
-        task = asyncio.get_running_loop().create_task(self.ledger.risk_event(kind, change))
+        task = asyncio.get_running_loop().create_task(
+            self.ledger.risk_event(kind, change, breakers=self.gate.breakers.to_json())
+        )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
@@ -413,22 +581,60 @@ class Runtime:
     def _result(self, action: Action, changed: bool, message: str, **detail: Any) -> ControlResult:
         return ControlResult(action, str(self.gate.state), self.gate.reason, changed, message, dict(detail))
 
-    async def kill(self, reason: str = "operator kill") -> ControlResult:
-        reason = reason.strip() or "operator kill"
-        change = self.gate.kill(reason)  # synchronous: the very next decision is refused
+    def kill_now(self, reason: str) -> StateChange:
+        """The synchronous half of a kill: the gate refuses the very next decision."""
+        change = self.gate.kill(reason)
         self.events.emit(EngineEvent(change.ts_ms, "state", f"HALTED: {reason}", "warn"))
+        return change
+
+    async def kill(self, reason: str = "operator kill", *, on_cancels_sent: Callable[[int], None] | None = None
+                   ) -> ControlResult:
+        """Halt now; then cancel the entry orders of groups with nothing filled (MT5 commands
+        withdrawn). Groups with a filled leg finish their hedge or compensation."""
+        reason = reason.strip() or "operator kill"
+        change = self.kill_now(reason)
         task = self._record_risk("kill", change)
+        cancelled = await self.orchestrator.cancel_entries(on_cancels_sent)
         if task is not None:
             await task
-        return self._result("kill", True, f"halted: {reason}")
+        return self._result("kill", True, f"halted: {reason}",
+                            cancelled=[o.client_order_id for o in cancelled])
 
     async def flatten(self, reason: str = "operator flatten") -> ControlResult:
-        raise ControlRefused("flatten is not available yet")
+        """Halt, cancel unfilled entries, let groups in flight settle, then close the net
+        exposure on every venue concurrently and report any residual. Ends halted."""
+        reason = reason.strip() or "operator flatten"
+        if not self._running:
+            raise ControlRefused("the engine is not running")
+        async with self._flatten_lock:
+            change = self.gate.kill(f"flatten: {reason}")
+            self.events.emit(EngineEvent(change.ts_ms, "state", f"HALTED: flatten: {reason}", "warn"))
+            start = self._record_risk("flatten", change)
+            await self.orchestrator.cancel_entries()
+            await self.orchestrator.settle_open(timeout_s=2 * self.config.strategy.group_deadline_ms / 1000 + 5)
+            report = await self.flattener.run()
+            self.last_flatten = report
+            result = "flat" if report["flat"] else "residual " + ", ".join(
+                f"{r['venue']}:{r['asset']} {r['after']}" for r in report["residual"]
+            )
+            self.events.emit(EngineEvent(self.clock.time_ms(), "flatten", f"flatten done: {result}",
+                                         "info" if report["flat"] else "error"))
+            done = StateChange(self.clock.time_ms(), self.gate.state, f"flatten done: {result}"[:500])
+            end = self._record_risk("flatten", done)
+            for task in (start, end):
+                if task is not None:
+                    await task
+            return self._result("flatten", True, f"flatten done: {result}", **report)
 
     async def rearm(self, reason: str) -> ControlResult:
-        if not reason.strip():
-            raise ControlRefused("rearm needs a reason")
-        change = self.gate.rearm(reason.strip())
+        try:
+            change = self.gate.rearm(reason.strip())
+        except RearmRefused as exc:
+            for released in self.gate.last_released:
+                self._record_risk("breaker", StateChange(self.clock.time_ms(), self.gate.state, released.reason))
+            raise ControlRefused(str(exc)) from None
+        for released in self.gate.last_released:
+            self._record_risk("breaker", StateChange(change.ts_ms, self.gate.state, released.reason))
         self.events.emit(EngineEvent(change.ts_ms, "state", f"ACTIVE (rearmed): {reason}", "info"))
         task = self._record_risk("rearm", change)
         if task is not None:
@@ -450,12 +656,21 @@ class Runtime:
         reason = reason.strip() or "operator resume"
         change = self.gate.resume(reason)
         if change is None:
-            return self._result("resume", False, f"not resumed: trading is {self.gate.state}")
+            why = ("a breaker holds the pause" if self.gate.state is TradingState.PAUSED
+                   else f"trading is {self.gate.state}")
+            return self._result("resume", False, f"not resumed: {why}")
         self.events.emit(EngineEvent(change.ts_ms, "state", f"ACTIVE (resumed): {reason}", "info"))
         task = self._record_risk("resume", change)
         if task is not None:
             await task
         return self._result("resume", True, f"active: {reason}")
+
+    def positions(self) -> dict[str, dict[str, str]]:
+        """Net position per venue and asset (base units) as the RiskGate's book holds it."""
+        out: dict[str, dict[str, str]] = {}
+        for (venue, asset), qty in sorted(self.gate.exposure.positions.items()):
+            out.setdefault(venue, {})[asset] = str(qty)
+        return out
 
     def health_status(self) -> HealthStatus:
         state = self.gate.state
@@ -482,6 +697,8 @@ class Runtime:
             "limits": [asdict(r) for r in snap.limits],
             "breakers": [asdict(r) for r in snap.breakers],
             "blocked_venues": list(snap.blocked_venues),
+            "positions": self.positions(),
+            "last_flatten": self.last_flatten,
             "feeds": [
                 {"name": f.name, "venue": f.venue, "state": f.state, "last_frame_age_ms": f.last_frame_age_ms}
                 for f in snap.feeds
@@ -570,7 +787,33 @@ class Runtime:
             log_total=self.events.total,
             pairs=self._pair_rows(),
             compensation=_compensation_rows(recent, 30),
+            daily_pnl=_money(self.gate.breakers.daily_pnl),
+            limits=self._limit_rows(len(orch.open)),
+            breakers=tuple(
+                BreakerRow(key=b.name, name=b.name, state="tripped" if b.tripped else "ok", effect=b.effect,
+                           detail=b.detail, since_ms=b.since_ms, until_ms=b.until_ms)
+                for b in sorted(self.gate.breakers.all.values(), key=lambda b: (not b.tripped, b.name))
+            ),
+            risk_events=tuple(self.risk_log),
+            blocked_venues=tuple(sorted(self.gate.breakers.blocked_venues())),
         )
+
+    def _limit_rows(self, open_groups: int) -> tuple[LimitRow, ...]:
+        rows = []
+        for rule, scope, limit, used in self.gate.limit_use(open_groups):
+            rows.append(LimitRow(
+                key=f"{rule}:{scope}", rule=rule, scope=scope, limit=_num(limit), used=_num(used),
+                utilization=float(used / limit) if limit > 0 else None,
+            ))
+        return tuple(rows)
+
+    async def _daily_pnl(self) -> Decimal:
+        """Realized PnL of groups closed today (UTC), from the ledger: the daily loss breaker
+        keeps counting across a restart."""
+        if self.ledger is None:
+            return Decimal(0)
+        day = await self.ledger.read(queries.summary, now_ms=self.clock.time_ms())
+        return Decimal(str(day["today"]["realized_pnl"]))
 
     def _pair_rows(self) -> tuple[PairRow, ...]:
         rows = []
@@ -636,6 +879,10 @@ def _pair_event(ts_ms: int, row: PairRow) -> EngineEvent:
         data={"pair": row.key, "groups": row.groups, "hit_rate": row.hit_rate, "pnl": row.total_pnl,
               "trigger_rate": row.trigger_rate},
     )
+
+
+def _num(value: Decimal) -> str:
+    return f"{value.quantize(Decimal('0.01'))}" if value == value.to_integral_value() or abs(value) >= 1 else str(value)
 
 
 def _money(value: Decimal) -> str:

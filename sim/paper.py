@@ -140,6 +140,8 @@ class PaperGateway:
         self._orders: dict[str, OrderUpdate] = {}
         # Orders on their way (latency): a re-send waits for the first to land.
         self._inflight: dict[str, asyncio.Event] = {}
+        # Cancels that reached the venue before the order did (a kill during latency).
+        self._cancel_first: set[str] = set()
 
     @property
     def venue(self) -> Venue:
@@ -161,7 +163,9 @@ class PaperGateway:
             self._inflight[cid] = landed
             try:
                 await asyncio.sleep(behaviour.timeout_ms / 1000)
-                if draws.timeout_executed:
+                if cid in self._cancel_first:
+                    self._orders[cid] = self._cancelled_on_arrival(cid)
+                elif draws.timeout_executed:
                     self._orders[cid] = self._execute(order, draws)
             finally:
                 del self._inflight[cid]
@@ -178,6 +182,9 @@ class PaperGateway:
             seen = self._orders.get(cid)
             if seen is not None:  # a concurrent re-send got there first
                 return OrderUpdate(cid, seen.state, seen.venue_order_id, [], "duplicate")
+            if cid in self._cancel_first:
+                update = self._orders[cid] = self._cancelled_on_arrival(cid)
+                return update
         if draws.reject:
             update = OrderUpdate(cid, OrderState.REJECTED, self._venue_order_id(), [], draws.reject_reason)
         else:
@@ -187,7 +194,17 @@ class PaperGateway:
             raise ConnectionError(f"{self._venue}: connection reset before the acknowledgement of {cid}")
         return update
 
+    def _cancelled_on_arrival(self, cid: str) -> OrderUpdate:
+        self._cancel_first.discard(cid)
+        return OrderUpdate(cid, OrderState.CANCELLED, self._venue_order_id(), [], "cancelled before it executed")
+
     async def cancel(self, order: Order) -> OrderUpdate:
+        cid = order.client_order_id
+        landing = self._inflight.get(cid)
+        if landing is not None:
+            # Still on its way: the cancel gets there first; answer once the order has landed.
+            self._cancel_first.add(cid)
+            await landing.wait()
         seen = self._orders.get(order.client_order_id)
         if seen is None:
             return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason="unknown order")

@@ -64,7 +64,7 @@ def make_quotes(config: QuantarbConfig, n: int, seed: int) -> list[Quote]:
 def _warm_engine(config: QuantarbConfig, warmup: list[Quote]) -> tuple[OpportunityPipeline, ReplayClock]:
     """A fresh engine on a replay clock, already fed the warm-up quotes."""
     clock = ReplayClock(EPOCH_MS)
-    gate = RiskGate(clock, max_open_groups=config.risk.max_open_groups)
+    gate = RiskGate.from_config(clock, config.risk)
     pipeline = OpportunityPipeline(CompareEngine(config.build_pairs()), config.strategy, config.risk, gate, clock)
     _replay(pipeline, clock, warmup)
     return pipeline, clock

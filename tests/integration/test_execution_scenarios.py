@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.clock import ManualClock
+from core.config import RiskConfig
 from core.hedge import HedgeGroup
 from core.models import GroupState, Order, OrderState, TradingState, Venue
 from core.ports import ExecutionGateway, OrderUpdate
@@ -57,7 +58,8 @@ class World:
 
 def _world(mt5: list[str], binance: list[str], ledger: Ledger | None, path: Path | None,
            clock: ManualClock, *, leg_policy: str = "concurrent", max_retries: int = 2) -> World:
-    gate = RiskGate(clock, max_open_groups=3)
+    # Limits far away: these scenarios are about execution, not risk (tests/unit/test_risk*.py).
+    gate = RiskGate.from_config(clock, RiskConfig(max_leg_notional=Decimal(10**6), max_gross_exposure=Decimal(10**7)))
     events = EventLog()
     gateways: dict[Venue, ScriptedGateway] = {
         "mt5": ScriptedGateway("mt5", mt5, clock),

@@ -82,8 +82,10 @@ class Rig:
         self.clock = ManualClock()
         strategy = StrategyConfig(threshold_bps=threshold_bps, persistence_ms=persistence_ms,
                                   cooldown_ms=cooldown_ms, max_quote_age_ms=max_quote_age_ms)
-        risk = RiskConfig(max_leg_notional=D(max_leg_notional), max_open_groups=max_open_groups)
-        self.gate = RiskGate(self.clock, max_open_groups=risk.max_open_groups)
+        # Exposure limits far away: these tests are about sizing and the pipeline's rules.
+        risk = RiskConfig(max_leg_notional=D(max_leg_notional), max_open_groups=max_open_groups,
+                          max_gross_exposure=D(max_leg_notional) * 10)
+        self.gate = RiskGate.from_config(self.clock, risk)
         self.engine = CompareEngine(pairs if pairs is not None else [btc()])
         self.pipe = OpportunityPipeline(self.engine, strategy, risk, self.gate, self.clock)
 
@@ -409,8 +411,8 @@ def test_risk_max_open_groups() -> None:
         (0.29, 100.0, "1000000", "29", "0.29", "29.000"),
         # 0.57 lot = 57 oz
         (0.57, 100.0, "1000000", "57", "0.57", "57.000"),
-        # the cap lands exactly on a step: 18550 / 2650 = 7 oz exactly -> 7, not 6
-        (1.0, 100.0, "18550", "7", "0.07", "7.000"),
+        # the cap lands exactly on a step: 18620 / 2660 (the larger leg's price) = 7 oz -> 7, not 6
+        (1.0, 100.0, "18620", "7", "0.07", "7.000"),
     ],
 )
 def test_size_buy_paxg_sell_mt5_lots(
@@ -428,20 +430,21 @@ def test_size_buy_paxg_sell_mt5_lots(
     assert (intent.sell.venue, intent.sell.side, str(intent.sell.quantity)) == ("mt5", "sell", lots)
     assert str(intent.buy.limit_price) == "2650.00"
     assert str(intent.sell.limit_price) == "2660.00"
-    assert intent.base_qty * D("2650") <= D(cap)
+    # both legs fit the cap: the sell leg at 2660 is the larger one
+    assert intent.base_qty * D("2660") <= D(cap)
 
 
 def test_size_when_the_cap_is_exactly_a_whole_number_of_steps() -> None:
-    # cap 18550.07 = 7 * 2650.01: 7 oz is allowed (in binary floats 18550.07 / 2650.01 is
-    # 6.999999999999999, which would floor to 6)
-    rig = Rig([xau()], max_leg_notional="18550.07")
-    rig.q("mt5", "XAUUSD", 2660.00, 2660.50, (1.0, 1.0))
+    # cap 18620.07 = 7 * 2660.01 (the sell leg, the larger one): 7 oz is allowed (in binary
+    # floats 18620.07 / 2660.01 is 6.999999999999999, which would floor to 6)
+    rig = Rig([xau()], max_leg_notional="18620.07")
+    rig.q("mt5", "XAUUSD", 2660.01, 2660.50, (1.0, 1.0))
     d = _intent(rig.q("binance", "PAXGUSDT", 2649.00, 2650.01, (10.0, 10.0)))
     assert d.intent is not None
     assert d.intent.base_qty == D(7)
     assert str(d.intent.sell.quantity) == "0.07"
-    # 7 * 2650.01 = 18550.07 <= 18550.07
-    assert d.intent.base_qty * D("2650.01") == D("18550.07")
+    # 7 * 2660.01 = 18620.07 <= 18620.07
+    assert d.intent.base_qty * D("2660.01") == D("18620.07")
 
 
 def test_size_buy_mt5_lots_sell_paxg() -> None:
@@ -540,24 +543,23 @@ def test_min_notional() -> None:
 def test_absurd_magnitudes_do_not_raise() -> None:
     # A sell bid of 1e300 (a feed bug, say) passes as a book and makes a huge edge. The sell
     # limit on the 0.1 tick needs 302 digits; the default 28-digit context raised here.
+    # Both legs must fit max_leg_notional, so at that price not even one step fits.
     rig = Rig()
     rig.okx()
-    d = _intent(rig.bn(1e300, 1e300))
-    assert d.intent is not None
-    assert str(d.intent.sell.limit_price) == "1" + "0" * 300 + ".0"
-    assert d.intent.base_qty == D("0.08")
+    d = rig.bn(1e300, 1e300)
+    assert d is not None and d.intent is None
+    assert d.reason == Reason.SIZE_TOO_SMALL
 
 
 def test_denormal_ask_with_unbounded_depth_does_not_raise() -> None:
-    # ask 5e-324 makes the notional cap 5000 / 5e-324 = 1e327 BTC (inf in floats); with an
-    # infinite depth on the buy leg and 1e300 BTC bid on the sell leg the size is 1e300 BTC.
+    # ask 5e-324 with an infinite depth on the buy leg and 1e300 BTC bid on the sell leg:
+    # the sell leg's price caps the size (5000 / 60200 = 0.083 -> 0.08 BTC).
     rig = Rig()
     rig.q("okx", OKX_BTC, 5e-324, 5e-324, (0.0, float("inf")))
     d = _intent(rig.q("binance", BN_BTC, 60200.0, 60210.0, (1e300, 1.0)))
     assert d.intent is not None
-    assert d.intent.base_qty == D("1E+300")
-    # 1e300 BTC / 0.01 BTC per contract = 1e302 contracts, written out in full
-    assert d.intent.buy.quantity == D("1E+302")
+    assert d.intent.base_qty == D("0.08")
+    assert d.intent.buy.quantity == D("8")
     assert "E" not in str(d.intent.buy.quantity)
     # buy limit: 5e-324 up to the 0.1 tick
     assert str(d.intent.buy.limit_price) == "0.1"

@@ -1,0 +1,232 @@
+"""Automatic circuit breakers: the engine stops itself when the world looks wrong.
+
+Each breaker watches one input and, when it trips, has one effect on the RiskGate:
+
+| breaker | input | effect |
+|---|---|---|
+| `daily_loss` | realized PnL of groups closed today (UTC) | halt (until the day rolls and an operator rearms) |
+| `consecutive_failures` | N failed or compensated groups in a row | pause for `failure_pause_s` |
+| `stale:<venue>` | no quote for `venue_block_s` | no new intents on that venue |
+| `stale_halt:<venue>` | no quote for `feed_stale_halt_s` | halt |
+| `down:<venue>` | disconnected for `venue_down_halt_s` | halt |
+| `balance:<venue>` | free balance/margin below `min_free_balance` | no new intents on that venue |
+| `hold_timeout` | a group open longer than `hold_timeout_s` | alert; the group is unwound |
+| `compensation_failed` | a group ended `failed` | halt |
+
+Breakers are pure: they report trips and releases as `BreakerChange`s; the gate applies the
+effect and the runtime journals each change as a `risk_events` row. Their state serialises
+to JSON so that it survives a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+Effect = Literal["halt", "pause", "block_venue", "alert"]
+DAY_MS = 86_400_000  # the daily loss window is the UTC day: now_ms // DAY_MS
+
+
+@dataclass(slots=True)
+class Breaker:
+    name: str
+    effect: Effect
+    tripped: bool = False
+    since_ms: int | None = None
+    until_ms: int | None = None
+    detail: str = ""
+    venue: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": "tripped" if self.tripped else "ok", "effect": self.effect, "since_ms": self.since_ms,
+                "until_ms": self.until_ms, "detail": self.detail, "venue": self.venue}
+
+
+@dataclass(slots=True, frozen=True)
+class BreakerChange:
+    """A breaker tripped (`tripped=True`) or released."""
+
+    name: str
+    effect: Effect
+    tripped: bool
+    detail: str
+    venue: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return f"{'trip' if self.tripped else 'release'} {self.name}: {self.detail}"
+
+
+@dataclass(slots=True, frozen=True)
+class BreakerLimits:
+    daily_loss_limit: Decimal
+    max_consecutive_failures: int
+    failure_pause_s: float
+    venue_block_s: float
+    feed_stale_halt_s: float
+    venue_down_halt_s: float
+    min_free_balance: Decimal
+    hold_timeout_s: float
+
+
+class Breakers:
+    def __init__(self, limits: BreakerLimits) -> None:
+        self.limits = limits
+        self.all: dict[str, Breaker] = {}
+        self.day = -1
+        self.daily_pnl = Decimal(0)
+        self.consecutive_failures = 0
+        self._add("daily_loss", "halt")
+        self._add("consecutive_failures", "pause")
+        self._add("compensation_failed", "halt")
+        self._add("hold_timeout", "alert")
+
+    def _add(self, name: str, effect: Effect, venue: str | None = None) -> Breaker:
+        b = self.all.get(name)
+        if b is None:
+            b = self.all[name] = Breaker(name, effect, venue=venue)
+        return b
+
+    def watch_venue(self, venue: str) -> None:
+        """Create the per-venue breakers (so they show as `ok` before anything happens)."""
+        self._add(f"stale:{venue}", "block_venue", venue)
+        self._add(f"stale_halt:{venue}", "halt", venue)
+        self._add(f"down:{venue}", "halt", venue)
+        self._add(f"balance:{venue}", "block_venue", venue)
+
+    def _set(
+        self, b: Breaker, tripped: bool, now_ms: int, detail: str, until_ms: int | None = None
+    ) -> list[BreakerChange]:
+        if b.tripped == tripped:
+            if tripped:
+                b.detail = detail
+            return []
+        b.tripped = tripped
+        b.since_ms = now_ms
+        b.until_ms = until_ms if tripped else None
+        b.detail = detail
+        return [BreakerChange(b.name, b.effect, tripped, detail, b.venue)]
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _roll_day(self, now_ms: int) -> list[BreakerChange]:
+        day = now_ms // DAY_MS
+        if day == self.day:
+            return []
+        self.day = day
+        self.daily_pnl = Decimal(0)
+        b = self.all["daily_loss"]
+        return self._set(b, False, now_ms, "new trading day") if b.tripped else []
+
+    def on_group_closed(self, *, failed: bool, compensated: bool, pnl: Decimal, now_ms: int) -> list[BreakerChange]:
+        """A group reached a terminal state (rejected groups count as neither success nor failure)."""
+        changes = self._roll_day(now_ms)
+        self.daily_pnl += pnl
+        lim = self.limits
+        if self.daily_pnl <= -lim.daily_loss_limit:
+            changes += self._set(self.all["daily_loss"], True, now_ms,
+                                 f"realized today {self.daily_pnl} <= -{lim.daily_loss_limit}")
+        if failed:
+            changes += self._set(self.all["compensation_failed"], True, now_ms, "a group ended failed")
+        if failed or compensated:
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= lim.max_consecutive_failures:
+                until = now_ms + int(lim.failure_pause_s * 1000)
+                changes += self._set(self.all["consecutive_failures"], True, now_ms,
+                                     f"{self.consecutive_failures} failed or compensated groups in a row", until)
+        else:
+            self.consecutive_failures = 0
+        return changes
+
+    def on_venue_health(
+        self, venue: str, *, connected: bool, quote_age_s: float | None, down_for_s: float, now_ms: int
+    ) -> list[BreakerChange]:
+        """`quote_age_s` None: never quoted (counted from `down_for_s`, the time since start)."""
+        self.watch_venue(venue)
+        lim = self.limits
+        age = down_for_s if quote_age_s is None else quote_age_s
+        changes = self._set(self.all[f"stale:{venue}"], age > lim.venue_block_s, now_ms,
+                            f"no quote for {age:.1f}s (> {lim.venue_block_s}s)" if age > lim.venue_block_s
+                            else "quotes flowing")
+        # The halting breakers latch: they release only through an operator's rearm.
+        if age > lim.feed_stale_halt_s:
+            changes += self._set(self.all[f"stale_halt:{venue}"], True, now_ms,
+                                 f"no quote for {age:.1f}s (> {lim.feed_stale_halt_s}s)")
+        if not connected and down_for_s > lim.venue_down_halt_s:
+            changes += self._set(self.all[f"down:{venue}"], True, now_ms,
+                                 f"disconnected for {down_for_s:.1f}s (> {lim.venue_down_halt_s}s)")
+        return changes
+
+    def on_balance(self, venue: str, free: Decimal, now_ms: int) -> list[BreakerChange]:
+        self.watch_venue(venue)
+        floor = self.limits.min_free_balance
+        low = floor > 0 and free < floor
+        return self._set(self.all[f"balance:{venue}"], low, now_ms,
+                         f"free {free} < floor {floor}" if low else f"free {free}")
+
+    def on_hold_timeout(self, group_id: str, age_s: float, now_ms: int) -> list[BreakerChange]:
+        """An alert, not a state: it trips and releases in one go (the group is unwound)."""
+        b = self.all["hold_timeout"]
+        detail = f"group {group_id} open {age_s:.0f}s (> {self.limits.hold_timeout_s}s): unwinding"
+        return self._set(b, True, now_ms, detail) + self._set(b, False, now_ms, detail)
+
+    def tick(self, now_ms: int) -> list[BreakerChange]:
+        """Time-based releases: the failure pause ends; the loss window rolls at UTC midnight."""
+        changes = self._roll_day(now_ms)
+        b = self.all["consecutive_failures"]
+        if b.tripped and b.until_ms is not None and now_ms >= b.until_ms:
+            self.consecutive_failures = 0
+            changes += self._set(b, False, now_ms, "pause elapsed")
+        return changes
+
+    def clear_latched(self, now_ms: int) -> list[BreakerChange]:
+        """On rearm: the halting breakers whose cause is gone are released.
+
+        `daily_loss` stays until the day rolls; a stale/down venue stays while it still is
+        (the next health check trips it again).
+        """
+        changes: list[BreakerChange] = []
+        for b in self.all.values():
+            if b.tripped and b.effect == "halt" and b.name != "daily_loss":
+                stale = self.all.get(f"stale:{b.venue}") if b.venue else None
+                if stale is not None and stale.tripped:
+                    continue
+                changes += self._set(b, False, now_ms, "released by rearm")
+        return changes
+
+    # -- reads -----------------------------------------------------------------------------
+    def tripped(self) -> list[Breaker]:
+        return [b for b in self.all.values() if b.tripped]
+
+    def blocking_rearm(self) -> list[Breaker]:
+        """Breakers that keep the engine from going active (venue blocks do not: they only
+        stop intents on their venue)."""
+        return [b for b in self.tripped() if b.effect in ("halt", "pause")]
+
+    def blocked_venues(self) -> set[str]:
+        return {b.venue for b in self.all.values() if b.tripped and b.effect == "block_venue" and b.venue}
+
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        return {name: b.to_json() for name, b in sorted(self.all.items())}
+
+    def restore(self, state: dict[str, dict[str, Any]], *, daily_pnl: Decimal | None = None, now_ms: int) -> None:
+        """Restore tripped breakers after a restart (an expired pause is not restored)."""
+        for name, s in state.items():
+            if s.get("state") != "tripped":
+                continue
+            effect = s.get("effect")
+            if effect not in ("halt", "pause", "block_venue", "alert") or effect == "alert":
+                continue
+            until = s.get("until_ms")
+            if effect == "pause" and isinstance(until, int) and until <= now_ms:
+                continue
+            venue = s.get("venue")
+            b = self._add(name, effect, venue if isinstance(venue, str) else None)
+            b.tripped = True
+            since = s.get("since_ms")
+            b.since_ms = since if isinstance(since, int) else now_ms
+            b.until_ms = until if isinstance(until, int) else None
+            b.detail = str(s.get("detail", ""))
+        if daily_pnl is not None:
+            self.day = now_ms // DAY_MS
+            self.daily_pnl = daily_pnl

@@ -1,0 +1,181 @@
+"""Flatten: bring every venue back to flat, and say exactly what could not be closed.
+
+Net exposure per venue and asset comes from the ledger (every fill ever journaled, restored
+into the RiskGate's ExposureBook at start and kept current by every fill since) and, where a
+venue reports its own positions, from that report: the EA's account positions with our
+magic are closed one `close` command per ticket. Reducing orders go out concurrently on
+every venue, each through the gate (a flatten order must shrink a position), write-ahead
+and tracked to a final state like any other order. What is left is reported as residual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import aiosqlite
+
+from core.clock import Clock
+from core.hedge import _base36
+from core.instruments import Instrument, floor_to
+from core.models import Order, OrderPurpose, OrderState, Side, Venue, opposite
+from core.ports import OrderUpdate
+from core.risk import RiskGate
+from mt5_bridge.bridge import PositionState
+from quantarb_tui.orchestrator import HedgeOrchestrator
+
+TouchSource = Callable[[Venue, str], tuple[float, float] | None]
+
+
+async def ledger_positions(db: aiosqlite.Connection) -> dict[tuple[str, str], Decimal]:
+    """Net filled quantity per (venue, symbol), venue units, signed (long > 0), from the ledger."""
+    out: dict[tuple[str, str], Decimal] = {}
+    async with db.execute(
+        "SELECT o.venue, o.symbol, o.side, f.qty FROM fills f JOIN orders o ON o.order_id = f.order_id"
+    ) as cur:
+        async for venue, symbol, side, qty in cur:
+            signed = Decimal(qty) if side == "buy" else -Decimal(qty)
+            out[(venue, symbol)] = out.get((venue, symbol), Decimal(0)) + signed
+    return out
+
+
+@dataclass(slots=True)
+class FlattenLine:
+    venue: Venue
+    asset: str
+    symbol: str
+    before: Decimal  # base units, signed
+    sent: list[str] = field(default_factory=list)
+    after: Decimal = Decimal(0)
+    note: str = ""
+
+    def to_json(self, step: Decimal) -> dict[str, Any]:
+        return {"venue": self.venue, "asset": self.asset, "symbol": self.symbol, "before": str(self.before),
+                "after": str(self.after), "orders": self.sent, "flat": abs(self.after) < step, "note": self.note}
+
+
+class Flattener:
+    def __init__(
+        self,
+        orchestrator: HedgeOrchestrator,
+        gate: RiskGate,
+        instruments: Mapping[tuple[Venue, str], Instrument],
+        clock: Clock,
+        touch: TouchSource,
+        *,
+        max_slippage_bps: float,
+        mt5_positions: Callable[[int | None], Awaitable[list[PositionState] | None]] | None = None,
+        mt5_close: Callable[[int, str, Side, Decimal, str, str], Awaitable[OrderUpdate]] | None = None,
+    ) -> None:
+        self._orch = orchestrator
+        self._gate = gate
+        self._instruments = instruments
+        self._clock = clock
+        self._touch = touch
+        self._slippage = Decimal(repr(max_slippage_bps)) / Decimal(10_000)
+        self._mt5_positions = mt5_positions
+        self._mt5_close = mt5_close
+        self._seq = itertools.count(1)
+
+    def _asset(self, venue: Venue, symbol: str) -> str:
+        return self._orch.asset_of(venue, symbol)
+
+    async def run(self) -> dict[str, Any]:
+        """One flatten pass over every venue; returns the per venue/asset report."""
+        batch = f"FL{_base36(self._clock.time_ms())}{next(self._seq)}"
+        reports = await self._mt5_report()
+        lines: list[FlattenLine] = []
+        jobs: list[Awaitable[None]] = []
+        counter = itertools.count()
+        for (venue, symbol), inst in sorted(self._instruments.items()):
+            asset = self._asset(venue, symbol)
+            line = FlattenLine(venue, asset, symbol, self._gate.exposure.position(venue, asset))
+            lines.append(line)
+            if venue == "mt5" and reports is not None:
+                mine = [p for p in reports if p.symbol == symbol]
+                # The terminal's report is the truth for what is open there.
+                line.before = sum((inst.to_base_qty(p.volume) * (1 if p.side == "buy" else -1) for p in mine),
+                                  Decimal(0))
+                self._gate.exposure.set_position(venue, asset, line.before)
+                for p in mine:
+                    jobs.append(self._close_ticket(batch, next(counter), line, inst, p))
+                continue
+            if abs(line.before) < inst.base_step:
+                continue
+            jobs.append(self._reduce(batch, next(counter), line, inst))
+        await asyncio.gather(*jobs)
+        await self._orch._durable()
+        if reports is not None:
+            fresh = await self._mt5_report(after_ms=self._clock.time_ms())
+            for line in lines:
+                if line.venue == "mt5" and fresh is not None:
+                    inst = self._instruments[(line.venue, line.symbol)]
+                    line.after = sum((inst.to_base_qty(p.volume) * (1 if p.side == "buy" else -1)
+                                      for p in fresh if p.symbol == line.symbol), Decimal(0))
+                    self._gate.exposure.set_position("mt5", line.asset, line.after)
+        for line in lines:
+            if not (line.venue == "mt5" and reports is not None):
+                line.after = self._gate.exposure.position(line.venue, line.asset)
+        out = [ln.to_json(self._instruments[(ln.venue, ln.symbol)].base_step) for ln in lines]
+        return {"batch": batch, "flat": all(r["flat"] for r in out),
+                "residual": [r for r in out if not r["flat"]], "lines": out}
+
+    async def _mt5_report(self, after_ms: int | None = None) -> list[PositionState] | None:
+        """The EA's positions (ours, by magic); with `after_ms`, from a report made after it."""
+        if self._mt5_positions is None:
+            return None
+        return await self._mt5_positions(after_ms)
+
+    def _order(self, batch: str, n: int, venue: str, symbol: str, side: Side, qty: Decimal, price: Decimal) -> Order:
+        return Order(
+            client_order_id=f"{batch}{n}"[:32],
+            group_id=batch,
+            venue=venue,  # type: ignore[arg-type]
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            price=price,
+            purpose=OrderPurpose.FLATTEN,
+            created_ms=self._clock.time_ms(),
+        )
+
+    def _price(self, inst: Instrument, side: Side) -> Decimal | None:
+        touch = self._touch(inst.venue, inst.symbol)
+        if touch is None:
+            return None
+        bid, ask = touch
+        raw = Decimal(repr(ask)) * (1 + self._slippage) if side == "buy" else Decimal(repr(bid)) * (1 - self._slippage)
+        return inst.limit_price(float(raw), side)
+
+    async def _reduce(self, batch: str, n: int, line: FlattenLine, inst: Instrument) -> None:
+        side: Side = "sell" if line.before > 0 else "buy"
+        qty = inst.to_venue_qty(floor_to(abs(line.before), inst.base_step))
+        if inst.to_base_qty(qty) < inst.base_min_qty:
+            line.note = f"below the venue minimum ({inst.base_min_qty})"
+            return
+        price = self._price(inst, side)
+        if price is None:
+            line.note = "no quote to price the order"
+            return
+        order = self._order(batch, n, inst.venue, inst.symbol, side, qty, price)
+        line.sent.append(order.client_order_id)
+        await self._orch.send_flatten(order)
+        if order.state is not OrderState.FILLED:
+            line.note = f"{order.client_order_id} {order.state} {order.reject_reason}".strip()
+
+    async def _close_ticket(self, batch: str, n: int, line: FlattenLine, inst: Instrument, p: PositionState) -> None:
+        assert self._mt5_close is not None
+        side = opposite(p.side)
+        price = self._price(inst, side) or Decimal(0)
+        order = self._order(batch, n, "mt5", p.symbol, side, p.volume, price)
+        line.sent.append(order.client_order_id)
+        close = self._mt5_close
+        await self._orch.send_flatten(
+            order, lambda: close(p.ticket, p.symbol, side, p.volume, batch, order.client_order_id)
+        )
+        if order.state is not OrderState.FILLED:
+            line.note = f"ticket {p.ticket}: {order.client_order_id} {order.state} {order.reject_reason}".strip()

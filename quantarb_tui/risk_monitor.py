@@ -1,0 +1,98 @@
+"""RiskMonitor: feeds the breakers what the engine sees, once a second.
+
+Venue health (is a feed connected, how old is its newest quote), free balance/margin (the
+EA's account reports), the UTC day and pause expiry, and groups held open too long. The
+breakers themselves are pure (`core.breakers`); this module only gathers their inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from core.breakers import BreakerChange
+from core.clock import Clock
+from core.compare import CompareEngine
+from core.hedge import HedgeGroup
+from core.risk import RiskGate
+
+
+@dataclass(slots=True, frozen=True)
+class VenueLink:
+    """Whether a venue's market data is connected right now (any of its sources)."""
+
+    venue: str
+    connected: bool
+
+
+class RiskMonitor:
+    def __init__(
+        self,
+        gate: RiskGate,
+        compare: CompareEngine,
+        clock: Clock,
+        *,
+        venues: Iterable[str],
+        links: Callable[[], list[VenueLink]],
+        balances: Callable[[], dict[str, Decimal]],
+        hold_timeout_s: float,
+    ) -> None:
+        self.gate = gate
+        self.compare = compare
+        self.clock = clock
+        self.venues = sorted(set(venues))
+        self._links = links
+        self._balances = balances
+        self.hold_timeout_s = hold_timeout_s
+        self.started_ns = clock.monotonic_ns()
+        self._last_up_ns: dict[str, int] = {v: self.started_ns for v in self.venues}
+        self._held: set[str] = set()
+        for venue in self.venues:
+            gate.breakers.watch_venue(venue)
+
+    def restart(self) -> None:
+        """(Re)start the clocks: time before the engine ran does not count as 'down'."""
+        self.started_ns = self.clock.monotonic_ns()
+        self._last_up_ns = {v: self.started_ns for v in self.venues}
+
+    def _quote_age_s(self, venue: str, now_ns: int) -> float | None:
+        """Age of the freshest quote of any of the venue's instruments (None: never quoted)."""
+        ages = [
+            (now_ns - b.recv_ns) / 1e9
+            for b in self.compare.books()
+            if b.inst.venue == venue and b.has_quote
+        ]
+        return min(ages) if ages else None
+
+    def step(self, open_groups: Iterable[HedgeGroup]) -> tuple[list[BreakerChange], list[HedgeGroup]]:
+        """One check; returns the breaker changes and the groups held past `hold_timeout_s`
+        (each reported once, to be unwound by the caller)."""
+        now_ns = self.clock.monotonic_ns()
+        now_ms = self.clock.time_ms()
+        breakers = self.gate.breakers
+        changes = breakers.tick(now_ms)
+        connected: dict[str, bool] = {}
+        for link in self._links():
+            connected[link.venue] = connected.get(link.venue, False) or link.connected
+        for venue in self.venues:
+            up = connected.get(venue, False)
+            if up:
+                self._last_up_ns[venue] = now_ns
+            down_for = (now_ns - self._last_up_ns.get(venue, self.started_ns)) / 1e9
+            since_start = (now_ns - self.started_ns) / 1e9
+            age = self._quote_age_s(venue, now_ns)
+            changes += breakers.on_venue_health(
+                venue, connected=up, quote_age_s=age if age is not None else since_start,
+                down_for_s=down_for, now_ms=now_ms,
+            )
+        for venue, free in self._balances().items():
+            changes += self.gate.set_free_balance(venue, free)
+        held: list[HedgeGroup] = []
+        for g in open_groups:
+            age_s = (now_ms - g.opened_ms) / 1000
+            if age_s > self.hold_timeout_s and g.group_id not in self._held:
+                self._held.add(g.group_id)
+                changes += breakers.on_hold_timeout(g.group_id, age_s, now_ms)
+                held.append(g)
+        return changes, held
