@@ -373,6 +373,7 @@ DEMO_CONFIG: dict[str, object] = {
         },
     ],
     "strategy": {"threshold_bps": 8, "persistence_ms": 0, "cooldown_ms": 3000, "max_quote_age_ms": 1500},
-    "risk": {"max_leg_notional": "5000", "max_open_groups": 3},
+    # Room for positions to build up across venues (each hedged group leaves one per venue).
+    "risk": {"max_leg_notional": "5000", "max_open_groups": 3, "max_gross_exposure": "60000"},
     "demo": {"enabled": True},
 }
