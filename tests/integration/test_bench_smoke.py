@@ -31,3 +31,14 @@ def test_bench_json_document(target: str) -> None:
         for stream in res["normalizers"].values():
             assert stream["frames_per_s"] > 0
             assert stream["quotes"] == 20_000 and stream["dropped"] == 0
+
+
+def test_bench_kill_runs_and_cancels_entries_in_flight() -> None:
+    """A short kill bench: every kill was seen by the gate, and cancels went out (no timings)."""
+    from quantarb_tui.bench.kill import bench_kill
+
+    res = bench_kill(kills=5)
+    assert res["kills"] == 5
+    assert res["quotes_per_s"] > 0
+    assert res["gate_refusing_ms_p50"] <= res["gate_refusing_ms_max"]
+    assert res["kills_with_cancels"] >= 1 and res["cancels_total"] >= res["kills_with_cancels"]
