@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -146,6 +147,9 @@ class CommandQueue:
         self._dirty: dict[str, None] = {}  # delivered for the first time, not yet saved
         self._lock = asyncio.Lock()
         self._last_prune_ms = 0
+        # Called (synchronously, after the commit) with the command whenever a new deal is
+        # recorded: lets the engine notice a fill on an order whose group already closed.
+        self.fill_listeners: list[Callable[[Mt5Command], None]] = []
 
     # ---------------------------------------------------------------------------- reads
 
@@ -337,7 +341,12 @@ class CommandQueue:
                     "mt5 %s: command %s filled %s of %s lots", terminal, command_id,
                     updated.filled_volume, updated.volume,
                 )
-            return True
+        for listener in self.fill_listeners:
+            try:
+                listener(updated)
+            except Exception:  # a listener's bug must not fail the EA's request
+                log.exception("mt5 %s: fill listener failed for %s", terminal, command_id)
+        return True
 
     async def expire(self, now_ms: int) -> list[Mt5Command]:
         """Commands not acknowledged and past their `expires_msc` become expired."""

@@ -95,6 +95,7 @@ class HedgeOrchestrator:
         # (venue, symbol) -> the pair's name: the asset the RiskGate's exposure is kept in.
         self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
         self.refused_orders = 0
+        self.flatten_orders: dict[str, Order] = {}  # flatten orders of this run, by client id
         self.ledger = ledger
         self.group_deadline_ms = group_deadline_ms
         self.order_timeout_ms = order_timeout_ms
@@ -202,6 +203,32 @@ class HedgeOrchestrator:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
         return not self.open
+
+    def late_fill(self, group_id: str, client_order_id: str) -> Awaitable[None] | None:
+        """A venue reported a fill for one of our orders outside its group's own flow.
+
+        Returns the work to do (None when the group's flow is still running and will apply
+        it itself): for an order of a group that already closed, ask the venue, journal the
+        fill, and halt (the exposure is unhedged); for an order this engine no longer
+        remembers, halt with an alert (recovery and `ledger check` will show it).
+        """
+        if group_id in self.open or self.tracker.get(client_order_id) is not None:
+            return None
+        flatten = self.flatten_orders.get(client_order_id)
+        if flatten is not None:
+            self._emit("late_fill", f"fill for flatten order {client_order_id} after it was final", None,
+                       level="error")
+            return self.resolve_orphan(flatten)
+        for group in self.closed:
+            if group.group_id == group_id:
+                for order in group.orders:
+                    if order.client_order_id == client_order_id:
+                        self._emit("late_fill", f"fill for {client_order_id} after group {group_id} closed "
+                                   f"({group.state})", group, level="error")
+                        return self.resolve_orphan(order)
+        self._emit("alert", f"fill for order {client_order_id} (group {group_id}) that this engine no longer "
+                   "tracks", None, level="error")
+        return self._halt(f"fill for untracked order {client_order_id}")
 
     def asset_of(self, venue: Venue, symbol: str) -> str:
         return self._asset_of.get((venue, symbol), symbol)
@@ -469,7 +496,9 @@ class HedgeOrchestrator:
 
         `close` sends it another way than `place` (MT5: a `close` command by ticket).
         """
+        self.flatten_orders[order.client_order_id] = order
         await self._send(order, close)
+        self.tracker.forget(order.client_order_id)
 
     def _check_for(self, order: Order) -> OrderCheck:
         group = self.open.get(order.group_id)

@@ -22,6 +22,7 @@ from typing import Any
 
 from core.breakers import BreakerChange
 from core.clock import Clock, RealClock
+from core.commands import Mt5Command
 from core.compare import CompareEngine
 from core.config import Mt5VenueConfig, QuantarbConfig
 from core.hedge import HedgeGroup
@@ -163,6 +164,8 @@ class Runtime:
         self._flatten_lock = asyncio.Lock()
         self.last_flatten: dict[str, Any] | None = None
         self._dust_journaled: dict[str, Decimal] = {}
+        if self.mt5 is not None:
+            self.mt5.queue.fill_listeners.append(self._mt5_fill)
         on_mt5 = self.mt5.on_sim_tick if self.mt5 is not None else self._on_mt5_tick
         self.world = build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=on_mt5)
         # The MT5 side is simulated in process until the MT5 bridge lands.
@@ -172,7 +175,7 @@ class Runtime:
         self.recovered_groups = 0
         self._orphans: list[Order] = []
         self._stopping = False
-        self._background: set[asyncio.Task[int]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._orchestrator_task: asyncio.Task[None] | None = None
         self._running = False
@@ -281,6 +284,16 @@ class Runtime:
             if dust != self._dust_journaled.get(group.pair, Decimal(0)):
                 self._dust_journaled[group.pair] = dust
                 self.ledger.dust(group.pair, dust)
+
+    def _mt5_fill(self, command: Mt5Command) -> None:
+        """Every new MT5 deal: one for an order whose group already closed is caught now,
+        not at the next restart."""
+        work = self.orchestrator.late_fill(command.group_id, command.client_order_id)
+        if work is None:
+            return
+        task: asyncio.Task[Any] = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- breakers --------------------------------------------------------------------
     def _apply_breakers(self, changes: list[BreakerChange]) -> None:

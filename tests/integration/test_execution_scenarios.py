@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from core.clock import ManualClock
 from core.config import RiskConfig
 from core.hedge import HedgeGroup
-from core.models import GroupState, Order, OrderState, TradingState, Venue
+from core.models import GroupState, Order, OrderPurpose, OrderState, TradingState, Venue
 from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import RiskGate
 from ledger.ledger import Ledger
 from quantarb_tui.events import EventLog
 from quantarb_tui.orchestrator import HedgeOrchestrator
-from tests.execution_support import INSTRUMENTS, ScriptedGateway, make_intent
+from tests.execution_support import BY_VENUE, INSTRUMENTS, ScriptedGateway, make_intent
 
 TERMINAL = {"hedged", "repaired", "unwound", "rejected", "failed"}
 
@@ -329,3 +329,37 @@ async def test_order_of_a_closed_group_is_resolved_after_restart(
     assert len(world.rows("SELECT * FROM fills WHERE order_id = 'qaorphan1'")) == 1
     assert world.gate.state is TradingState.HALTED
     assert world.rows("SELECT kind, trading_state FROM risk_events") == [("breaker", "halted")]
+
+
+async def test_late_fill_on_a_closed_group_is_caught_live_and_halts(
+    ledger_path: tuple[Ledger, Path, ManualClock],
+) -> None:
+    """The group unwound and closed; then the venue reports a fill of its expired entry leg.
+    Caught live (not at the next restart): journaled, counted as exposure, trading halted."""
+    world, group = await _scenario(ledger_path, ["fill", "fill"], ["expire", "expire", "expire"])
+    assert group.state is GroupState.UNWOUND and world.gate.state is TradingState.ACTIVE
+    entry = group.orders[1]
+    assert (entry.venue, entry.purpose, entry.state) == ("binance", OrderPurpose.ENTRY, OrderState.EXPIRED)
+    untracked = world.orch.late_fill("other-group", "nope")  # an order this engine does not know: halts
+    assert untracked is not None
+    await untracked
+    assert world.gate.state is TradingState.HALTED
+    world.gate.rearm("test")
+    placed = world.gateways["binance"].orders[entry.client_order_id]
+    placed.pending_fills.append(world.gateways["binance"]._fill(entry, entry.qty))
+    asset = world.orch.asset_of("binance", entry.symbol)
+    before = world.gate.exposure.position("binance", asset)
+    work = world.orch.late_fill(group.group_id, entry.client_order_id)
+    assert work is not None
+    await work
+    await world.ledger.flush()  # type: ignore[union-attr]
+    assert world.gate.state is TradingState.HALTED
+    assert "late fill on closed group" in world.gate.reason
+    assert entry.filled_qty == entry.qty
+    base = BY_VENUE["binance"].to_base_qty(entry.qty)
+    assert world.gate.exposure.position("binance", asset) == before + (base if entry.side == "buy" else -base)
+    fills = world.rows("SELECT o.client_order_id FROM fills f JOIN orders o ON o.order_id = f.order_id "
+                       "WHERE o.client_order_id = ?", entry.client_order_id)
+    assert len(fills) == 1
+    kinds = [e.kind for e in world.events.recent(50)]
+    assert "late_fill" in kinds

@@ -421,3 +421,20 @@ async def test_a_delegating_store_is_authoritative_only_once_it_can_answer_by_id
 
     slot.target = LedgerLike()
     assert queue.knows_every_command
+
+
+async def test_fill_listeners_hear_each_new_deal_once_and_cannot_break_the_request() -> None:
+    queue, _store, _ = _queue()
+    await queue.enqueue(make_command("c-1", volume="0.10"))
+    heard: list[tuple[str, Decimal]] = []
+    queue.fill_listeners.append(lambda cmd: heard.append((cmd.command_id, cmd.filled_volume)))
+
+    def broken(cmd: Mt5Command) -> None:
+        raise RuntimeError("listener bug")
+
+    queue.fill_listeners.append(broken)
+    assert await queue.fill("T1", "c-1", _fill(1, "0.04"))
+    assert await queue.fill("T1", "c-1", _fill(1, "0.04"))  # the same deal again: not news
+    assert await queue.fill("T1", "c-1", _fill(2, "0.06"))
+    assert not await queue.fill("T1", "nope", _fill(3))
+    assert heard == [("c-1", Decimal("0.04")), ("c-1", Decimal("0.10"))]
