@@ -71,8 +71,8 @@ class QuantArbApp(App[int]):
         self.last_result: ControlResult | None = None
         self._quitting = False
 
-    def on_mount(self) -> None:
-        self.push_screen(MainScreen())
+    def get_default_screen(self) -> Screen[object]:
+        return MainScreen()
 
     async def on_ready(self) -> None:
         self.refresh_view()

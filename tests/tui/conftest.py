@@ -24,9 +24,13 @@ from quantarb_tui.runtime import Runtime
 @pytest.fixture
 def demo_runtime(tmp_path: Path) -> Runtime:
     """The built-in demo on a manual clock with its fixed seed: same data on every run."""
-    return Runtime(
+    runtime = Runtime(
         demo_config(), is_demo=True, clock=ManualClock(), ledger_path=str(tmp_path / "t.db"), mt5_in_process=True
     )
+    for gateway in runtime.gateways.values():
+        if hasattr(gateway, "_run"):
+            gateway._run = "run"  # paper venue ids carry a wall-clock run id; the pictures must not
+    return runtime
 
 
 def make_app(runtime: Runtime) -> QuantArbApp:
