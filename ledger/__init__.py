@@ -16,13 +16,14 @@ from ledger.errors import (
     NotALedgerError,
 )
 from ledger.events import LedgerEvent
-from ledger.ledger import DecisionSampler, Ledger, RecoveredState
+from ledger.ledger import DecisionSampler, DecisionStats, Ledger, RecoveredState
 from ledger.schema import APPLICATION_ID, SCHEMA_VERSION
 
 __all__ = [
     "APPLICATION_ID",
     "SCHEMA_VERSION",
     "DecisionSampler",
+    "DecisionStats",
     "EventRejectedError",
     "Ledger",
     "LedgerBackpressureError",

@@ -152,6 +152,20 @@ def day_start_ms(now_ms: int) -> int:
 
 
 # -- summary -------------------------------------------------------------------------------
+async def _pnl_rows(db: aiosqlite.Connection, since_ms: int) -> list[sqlite3.Row]:
+    return await _all(
+        db,
+        f"SELECT realized_pnl, fees FROM hedge_groups WHERE state IN ({_marks(PNL_STATES)}) AND closed_at_ms >= ?",
+        (*PNL_STATES, since_ms),
+    )
+
+
+async def realized_pnl(db: aiosqlite.Connection, *, since_ms: int = 0) -> Decimal:
+    """Realized PnL of the groups closed since `since_ms` (every terminal state but rejected):
+    what `summary` reports for a period, without the rest of it (e.g. the daily loss at start)."""
+    return _sum(r[0] for r in await _pnl_rows(db, since_ms))
+
+
 async def _period(db: aiosqlite.Connection, since_ms: int) -> dict[str, Any]:
     by_state = {
         str(r[0]): int(r[1])
@@ -165,11 +179,7 @@ async def _period(db: aiosqlite.Connection, since_ms: int) -> dict[str, Any]:
     for r in await _all(db, "SELECT fee_ccy, fee FROM fills WHERE ts_ms >= ?", (since_ms,)):
         fills += 1
         fees[r[0]] = fees.get(r[0], Decimal(0)) + Decimal(r[1])
-    pnl_rows = await _all(
-        db,
-        f"SELECT realized_pnl, fees FROM hedge_groups WHERE state IN ({_marks(PNL_STATES)}) AND closed_at_ms >= ?",
-        (*PNL_STATES, since_ms),
-    )
+    pnl_rows = await _pnl_rows(db, since_ms)
     closed = int(
         await _one(
             db,

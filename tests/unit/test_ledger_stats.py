@@ -517,3 +517,18 @@ def test_a_closed_groups_state_event_carries_core_pnl_figures() -> None:
     with pytest.raises(ArithmeticError):
         group_pnl(zero)
     assert "pnl" not in ev.group_state(zero, T0).payload  # statistics never stop the journal
+
+
+async def test_realized_pnl_is_the_summarys_figure_alone(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    led = await Ledger.open(path, clock=ManualClock(wall_ms=T0))
+    try:
+        await trade(led, PairStats(), "gy", "BTC", T0 - DAY_MS, "hedged")
+        await trade(led, PairStats(), "g1", "BTC", T0, "unwound")
+        await trade(led, PairStats(), "g2", "ETH", T0, "rejected")
+        await led.flush()
+        doc = await led.read(queries.summary, now_ms=T0)
+        for period, since in (("today", queries.day_start_ms(T0)), ("all_time", 0)):
+            assert await led.read(queries.realized_pnl, since_ms=since) == Decimal(doc[period]["realized_pnl"])
+    finally:
+        await led.close()
