@@ -223,8 +223,17 @@ class WsFeed(ABC):
             new = await self._open()
         finally:
             drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *_RECOVERABLE):
+            try:
                 await drain
+            except asyncio.CancelledError:
+                # The drain's own cancellation is expected; ours (the feed being stopped while
+                # it waited here) must go on, or stop() would wait for this task forever.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    await _close(old)
+                    raise
+            except _RECOVERABLE:
+                pass
             await _close(old)
         self.health.reconnects += 1
         return new

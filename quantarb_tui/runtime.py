@@ -471,8 +471,10 @@ class Runtime:
             self.gate.kill(rec.trading_reason or "halted before restart")
             self.events.emit(EngineEvent(self.clock.time_ms(), "state",
                                          f"HALTED (restored): {self.gate.reason}", "warn"))
-        elif rec.trading_state is TradingState.PAUSED and self.gate.breakers.blocking_rearm():
-            self.gate.pause(rec.trading_reason or "paused before restart")
+        else:
+            pausing = [b for b in self.gate.breakers.blocking_rearm() if b.effect == "pause"]
+            if pausing:  # the failure pause goes on, and still ends by itself
+                self.gate.pause(f"breaker {pausing[0].name}: {pausing[0].detail}")
         for b in self.gate.breakers.tripped():
             self.events.emit(EngineEvent(now_ms, "breaker", f"breaker {b.name} still tripped (restored): {b.detail}",
                                          "warn"))
@@ -511,16 +513,7 @@ class Runtime:
             return
         self._running = False
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # a dead task must not stop the rest of the shutdown
-                self.events.emit(EngineEvent(self.clock.time_ms(), "error",
-                                             f"task {task.get_name()} had failed: {exc!r}", "error"))
+        await self._cancel_tasks(self._tasks)
         self._tasks = []
         now_ns = self.clock.monotonic_ns()
         for feed in self.feeds:
@@ -554,6 +547,29 @@ class Runtime:
             await self.ledger.close()
             self.ledger = None
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))
+
+    async def _cancel_tasks(self, tasks: list[asyncio.Task[None]], grace_s: float = 5.0) -> None:
+        """Cancel and await the engine's tasks. A cancellation lost inside a library (asyncio's
+        timeout and a socket read racing on Python 3.11) is repeated, so stop() never hangs."""
+        for task in tasks:
+            task.cancel()
+        for attempt in range(3):
+            pending = [t for t in tasks if not t.done()]
+            if not pending:
+                break
+            _done, still = await asyncio.wait(pending, timeout=grace_s)
+            for task in still:
+                self.events.emit(EngineEvent(self.clock.time_ms(), "error",
+                                             f"task {task.get_name()} ignored a cancel; cancelling again "
+                                             f"({attempt + 1})", "warn"))
+                task.cancel()
+        for task in tasks:
+            if not task.done():
+                continue
+            if not task.cancelled() and task.exception() is not None:
+                # A dead task must not stop the rest of the shutdown.
+                self.events.emit(EngineEvent(self.clock.time_ms(), "error",
+                                             f"task {task.get_name()} had failed: {task.exception()!r}", "error"))
 
     async def drive(self, steps: int, dt_ms: float = 20.0) -> None:
         """Step a manually clocked simulated world deterministically (tests and snapshots).
@@ -825,8 +841,7 @@ class Runtime:
         keeps counting across a restart."""
         if self.ledger is None:
             return Decimal(0)
-        day = await self.ledger.read(queries.summary, now_ms=self.clock.time_ms())
-        return Decimal(str(day["today"]["realized_pnl"]))
+        return await self.ledger.read(queries.realized_pnl, since_ms=queries.day_start_ms(self.clock.time_ms()))
 
     def _pair_rows(self) -> tuple[PairRow, ...]:
         rows = []

@@ -1,0 +1,157 @@
+"""Breakers inside the running engine: they trip on what the engine sees, they are journaled,
+and they survive a restart (a real Runtime, a real SQLite ledger, a manual clock)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from core.clock import ManualClock
+from core.config import demo_config
+from core.models import TradingState
+from quantarb_tui.control import ControlRefused
+from quantarb_tui.runtime import Runtime
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("QUANTARB_LISTENER__PORT", "0")
+
+
+def _runtime(path: Path, clock: ManualClock) -> Runtime:
+    return Runtime(demo_config(), is_demo=True, clock=clock, ledger_path=str(path), mt5_in_process=True)
+
+
+@pytest.fixture
+async def started(tmp_path: Path) -> AsyncIterator[tuple[Runtime, Path, ManualClock]]:
+    clock = ManualClock()
+    path = tmp_path / "risk.db"
+    rt = _runtime(path, clock)
+    await rt.start()
+    try:
+        yield rt, path, clock
+    finally:
+        await rt.stop()
+
+
+def _risk_rows(path: Path) -> list[tuple[str, str, str]]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT kind, reason, trading_state FROM risk_events ORDER BY event_id").fetchall()
+    finally:
+        con.close()
+
+
+async def _settle(rt: Runtime) -> None:
+    for task in list(rt._background):
+        await task
+
+
+async def test_daily_loss_halts_survives_restart_and_blocks_rearm(
+    started: tuple[Runtime, Path, ManualClock],
+) -> None:
+    rt, path, clock = started
+    changes = rt.gate.breakers.on_group_closed(failed=False, compensated=False, pnl=Decimal(-250),
+                                               now_ms=clock.time_ms())
+    rt._apply_breakers(changes)
+    assert rt.gate.state is TradingState.HALTED
+    await _settle(rt)
+    await rt.stop()
+    assert _risk_rows(path)[-1][0] == "breaker" and "daily_loss" in _risk_rows(path)[-1][1]
+
+    again = _runtime(path, clock)
+    await again.start()
+    try:
+        assert again.gate.state is TradingState.HALTED
+        assert again.gate.breakers.all["daily_loss"].tripped
+        assert again.gate.breakers.daily_pnl == Decimal(0) or again.gate.breakers.daily_pnl < 0
+        with pytest.raises(ControlRefused, match="daily_loss"):
+            await again.rearm("operator says so")
+        snap = again.snapshot()
+        assert any(b.key == "daily_loss" and b.state == "tripped" for b in snap.breakers)
+        assert snap.trading_state == "halted"
+    finally:
+        await again.stop()
+
+
+async def test_failure_pause_survives_restart_then_releases_by_itself(
+    started: tuple[Runtime, Path, ManualClock],
+) -> None:
+    rt, path, clock = started
+    for _ in range(rt.config.risk.max_consecutive_failures):
+        rt._apply_breakers(rt.gate.breakers.on_group_closed(failed=False, compensated=True, pnl=Decimal(0),
+                                                            now_ms=clock.time_ms()))
+    assert rt.gate.state is TradingState.PAUSED
+    result = await rt.resume("too early")
+    assert not result.changed and "breaker" in result.message
+    await _settle(rt)
+    await rt.stop()
+
+    again = _runtime(path, clock)
+    await again.start()
+    try:
+        assert again.gate.state is TradingState.PAUSED
+        assert again.gate.breakers.all["consecutive_failures"].tripped
+        clock.advance(ms=again.config.risk.failure_pause_s * 1000 + 1)
+        # Only the time-based release (no feed runs on this manual clock, so a full
+        # risk_step would also, rightly, find every venue silent for minutes).
+        again._apply_breakers(again.gate.breakers.tick(clock.time_ms()))
+        assert again.gate.state is TradingState.ACTIVE
+        await _settle(again)
+    finally:
+        await again.stop()
+    rows = _risk_rows(path)
+    assert "release consecutive_failures" in rows[-1][1] and rows[-1][2] == "active"
+
+
+async def test_a_venue_without_quotes_gets_no_new_intents(tmp_path: Path) -> None:
+    clock = ManualClock()
+    rt = _runtime(tmp_path / "stale.db", clock)
+    await rt._open_ledger(str(tmp_path / "stale.db"))
+    try:
+        await rt.drive(200, 20.0)  # quotes on every venue
+        rt.risk_step()
+        assert rt.snapshot().blocked_venues == ()
+        clock.advance(ms=rt.config.risk.venue_block_s * 1000 + 500)  # then silence
+        rt.risk_step()
+        assert set(rt.snapshot().blocked_venues) == {"mt5", "okx", "binance"}
+        assert rt.gate.state is TradingState.ACTIVE  # blocked, not halted (yet)
+        intents = rt.pipeline.intents
+        await rt.drive(1, 20.0)
+        rt.risk_step()  # quotes flow again: released
+        assert rt.snapshot().blocked_venues == ()
+        assert rt.pipeline.intents >= intents
+        clock.advance(ms=rt.config.risk.feed_stale_halt_s * 1000 + 500)
+        rt.risk_step()
+        # No quote for feed_stale_halt_s (and, without feed tasks in drive(), no connection
+        # either): halted by a venue breaker.
+        assert rt.gate.state is TradingState.HALTED
+        assert rt.gate.reason.startswith(("breaker stale_halt:", "breaker down:"))
+        await _settle(rt)
+    finally:
+        assert rt.ledger is not None
+        await rt.ledger.close()
+        rt.ledger = None
+    kinds = [(k, r.split(":")[0]) for k, r, _s in _risk_rows(tmp_path / "stale.db")]
+    assert ("breaker", "trip stale") in kinds and ("breaker", "release stale") in kinds
+
+
+async def test_a_group_held_past_hold_timeout_is_alerted_and_set_to_unwind(tmp_path: Path) -> None:
+    clock = ManualClock()
+    rt = _runtime(tmp_path / "hold.db", clock)
+    await rt.drive(400, 20.0)
+    assert rt.orchestrator.closed, "the demo made groups"
+    group = rt.orchestrator.closed[0]
+    rt.orchestrator.open[group.group_id] = group  # as if it were stuck in flight
+    clock.advance(ms=rt.config.risk.hold_timeout_s * 1000 + 1000)
+    rt.risk_step()
+    assert rt.orchestrator.compensation.retries_used(group) >= rt.config.strategy.max_retries
+    assert any(e.kind == "alert" and group.group_id in e.text for e in rt.events.recent(50))
+    assert any(e.kind == "breaker" and "hold_timeout" in e.text for e in rt.events.recent(50))
+    rt.risk_step()  # reported once
+    assert sum(1 for e in rt.events.recent(100) if e.kind == "alert" and group.group_id in e.text) == 1
