@@ -1,9 +1,14 @@
 """A DataTable that follows keyed rows and touches only the cells that changed.
 
-Every `update_cell` invalidates the table's render cache, and `clear()` loses the operator's
-cursor and scroll; so a refresh diffs the new rows against what is shown, updates changed
-cells only (no width recompute), adds new keys, removes vanished ones, and reorders only
-when the order of the keys changed.
+`clear()` loses the operator's cursor and scroll; so a refresh diffs the new rows against
+what is shown, updates changed cells only (no width recompute), adds new keys, removes
+vanished ones, and reorders only when the order of the keys changed.
+
+DataTable keys its cell render cache on a table-wide update counter, so one changed cell
+re-renders every visible cell (the UI's main cost under a fast market). SyncedTable keeps a
+second cache keyed on each cell's own version: only the cells that changed are rendered
+again. Both overrides (`_render_cell`, `_row_locations`) lean on DataTable internals of the
+Textual version pinned in pyproject.toml; the snapshot and pilot tests cover them.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rich.style import Style
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
+from textual._types import SegmentLines
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowKey
@@ -34,6 +41,10 @@ class SyncedTable(DataTable[Cell]):
         self._shown: dict[str, tuple[Cell, ...]] = {}
         self._order: list[str] = []
         self.cells_updated = 0
+        self._versions: dict[tuple[str, str], int] = {}
+        self._version_seq = 0
+        self._cells: dict[tuple[Any, ...], SegmentLines] = {}
+        self.cells_rendered = 0
 
     def on_mount(self) -> None:
         for key, label, width in self._columns:
@@ -61,23 +72,61 @@ class SyncedTable(DataTable[Cell]):
         for gone in [k for k in self._shown if k not in wanted]:
             self.remove_row(gone)
             del self._shown[gone]
+            for col in keys:
+                self._versions.pop((gone, col), None)
         for row_key, cells in wanted.items():
             shown = self._shown.get(row_key)
             if shown is None:
                 self.add_row(*cells, key=row_key)
                 self._shown[row_key] = cells
+                for col in keys:
+                    self._bump(row_key, col)
                 continue
             if shown == cells:
                 continue
             for col, old, new in zip(keys, shown, cells, strict=True):
                 if old != new:
                     self.update_cell(row_key, col, new, update_width=False)
+                    self._bump(row_key, col)
                     self.cells_updated += 1
             self._shown[row_key] = cells
         order = list(wanted)
         if order != self._order:
             self._order = order
             self._reorder(order)
+
+    def _bump(self, row_key: str, column_key: str) -> None:
+        self._version_seq += 1
+        self._versions[(row_key, column_key)] = self._version_seq
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> SegmentLines:
+        """DataTable's cell rendering, cached per cell version instead of per table update."""
+        if row_index < 0 or column_index < 0:  # header and labels: DataTable's own cache
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        version = self._versions.get((str(row_key.value), str(column_key.value)))
+        if version is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        key = (row_index, column_index, version, base_style, width, cursor, hover, self.show_cursor,
+               self._show_hover_cursor, self._pseudo_class_state)
+        lines = self._cells.get(key)
+        if lines is None:
+            if len(self._cells) > 8192:
+                self._cells.clear()
+            lines = self._cells[key] = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+            self.cells_rendered += 1
+        return lines
 
     def _reorder(self, order: list[str]) -> None:
         # DataTable.sort() only sees cell values; ordering by row key needs its row map.

@@ -16,6 +16,7 @@ import pytest
 from core.clock import ManualClock
 from core.config import demo_config
 from core.models import Order, Quote, Venue
+from core.orders import is_terminal
 from core.ports import ExecutionGateway, OrderUpdate
 from quantarb_tui.app import QuantArbApp
 from quantarb_tui.runtime import Runtime
@@ -104,16 +105,29 @@ def step_market(runtime: Runtime, steps: int, dt_ms: float = 20.0) -> None:
 
 async def groups_in_flight(runtime: Runtime, venue: Venue = "okx", want: int = 2, max_steps: int = 3000) -> Any:
     """Silence one venue and run the orchestrator: the next groups on that venue stay
-    `working` with their other leg filled. Returns (silent venue, orchestrator task)."""
+    `working` with their other leg filled. Returns (silent venue, orchestrator task).
+
+    After every market step the other groups are let to finish (bounded wait on a condition:
+    the ledger's durable writes run in a thread), so which groups end up in flight does not
+    depend on scheduling and the picture is the same on every run."""
     silent = SilentVenue(runtime.gateways[venue])
     runtime.gateways[venue] = silent  # type: ignore[assignment]
     task = asyncio.create_task(runtime.orchestrator.run())
     for _ in range(max_steps):
         step_market(runtime, 1)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        for _ in range(2000):
+            if all(_settled_but(group, venue) for group in runtime.orchestrator.open.values()):
+                break
+            await asyncio.sleep(0.001)
         if len(runtime.orchestrator.open) >= want:
             break
-    for _ in range(5):
-        await asyncio.sleep(0)
+    if runtime.ledger is not None:
+        await runtime.ledger.flush()
     return silent, task
+
+
+def _settled_but(group: Any, venue: Venue) -> bool:
+    """A group that can only be waiting on the silent venue (any other group must have closed)."""
+    entries = [o for o in group.orders if o.purpose == "entry"]
+    return (len(entries) == 2 and any(o.venue == venue for o in entries)
+            and all(is_terminal(o.state) for o in entries if o.venue != venue))

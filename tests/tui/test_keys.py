@@ -103,7 +103,7 @@ async def test_flatten_needs_the_typed_word(demo_runtime: Runtime) -> None:
         calls.append(reason)
         return await demo_runtime.kill(reason)
 
-    demo_runtime.flatten = flatten  # type: ignore[method-assign]
+    demo_runtime.flatten = flatten  # type: ignore[method-assign,assignment]
     async with running(demo_runtime) as (app, pilot):
         await pilot.press("f", *"flatten", "enter")  # type: ignore[attr-defined]
         await settle(app, pilot)
@@ -122,7 +122,7 @@ async def test_flatten_refused_shows_the_engine_message(demo_runtime: Runtime) -
     async def flatten(reason: str) -> ControlResult:
         raise ControlRefused("flatten refused: venue okx is down")
 
-    demo_runtime.flatten = flatten  # type: ignore[method-assign]
+    demo_runtime.flatten = flatten  # type: ignore[method-assign,assignment]
     async with running(demo_runtime) as (app, pilot):
         await pilot.press("f", *"FLATTEN", "enter")  # type: ignore[attr-defined]
         await settle(app, pilot)
