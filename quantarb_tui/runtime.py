@@ -705,8 +705,8 @@ class Runtime:
         state = self.gate.state
         if state is TradingState.HALTED:
             return "halted"
-        if state is not TradingState.ACTIVE:
-            return "degraded"
+        if state is not TradingState.ACTIVE or self.gate.breakers.blocked_venues():
+            return "degraded"  # paused/reducing, or a venue blocked (stale, down, low balance)
         return "ok"
 
     def status(self) -> dict[str, Any]:
