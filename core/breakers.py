@@ -77,6 +77,7 @@ class Breakers:
         self.day = -1
         self.daily_pnl = Decimal(0)
         self.consecutive_failures = 0
+        self.disconnected: set[str] = set()  # venues whose last health report said disconnected
         self._add("daily_loss", "halt")
         self._add("consecutive_failures", "pause")
         self._add("compensation_failed", "halt")
@@ -143,6 +144,10 @@ class Breakers:
     ) -> list[BreakerChange]:
         """`quote_age_s` None: never quoted (counted from `down_for_s`, the time since start)."""
         self.watch_venue(venue)
+        if connected:
+            self.disconnected.discard(venue)
+        else:
+            self.disconnected.add(venue)
         lim = self.limits
         age = down_for_s if quote_age_s is None else quote_age_s
         changes = self._set(self.all[f"stale:{venue}"], age > lim.venue_block_s, now_ms,
@@ -182,15 +187,18 @@ class Breakers:
     def clear_latched(self, now_ms: int) -> list[BreakerChange]:
         """On rearm: the halting breakers whose cause is gone are released.
 
-        `daily_loss` stays until the day rolls; a stale/down venue stays while it still is
-        (the next health check trips it again).
+        `daily_loss` stays until the day rolls; a venue's halt stays while its feed is still
+        stale, and `down:<venue>` while the venue is still disconnected.
         """
         changes: list[BreakerChange] = []
         for b in self.all.values():
             if b.tripped and b.effect == "halt" and b.name != "daily_loss":
-                stale = self.all.get(f"stale:{b.venue}") if b.venue else None
-                if stale is not None and stale.tripped:
-                    continue
+                if b.venue is not None:
+                    stale = self.all.get(f"stale:{b.venue}")
+                    if stale is not None and stale.tripped:
+                        continue
+                    if b.name == f"down:{b.venue}" and b.venue in self.disconnected:
+                        continue
                 changes += self._set(b, False, now_ms, "released by rearm")
         return changes
 
@@ -210,7 +218,13 @@ class Breakers:
         return {name: b.to_json() for name, b in sorted(self.all.items())}
 
     def restore(self, state: dict[str, dict[str, Any]], *, daily_pnl: Decimal | None = None, now_ms: int) -> None:
-        """Restore tripped breakers after a restart (an expired pause is not restored)."""
+        """Restore tripped breakers after a restart.
+
+        An expired pause is not restored (one without an end gets a full `failure_pause_s`),
+        nor a daily loss halt from an earlier UTC day (the day has rolled since). Alerts are
+        not states: never restored.
+        """
+        today = now_ms // DAY_MS
         for name, s in state.items():
             if s.get("state") != "tripped":
                 continue
@@ -220,13 +234,19 @@ class Breakers:
             until = s.get("until_ms")
             if effect == "pause" and isinstance(until, int) and until <= now_ms:
                 continue
+            since = s.get("since_ms")
+            if name == "daily_loss" and isinstance(since, int) and since // DAY_MS < today:
+                continue
+            if effect == "pause" and not isinstance(until, int):
+                until = now_ms + int(self.limits.failure_pause_s * 1000)
             venue = s.get("venue")
             b = self._add(name, effect, venue if isinstance(venue, str) else None)
             b.tripped = True
-            since = s.get("since_ms")
             b.since_ms = since if isinstance(since, int) else now_ms
             b.until_ms = until if isinstance(until, int) else None
             b.detail = str(s.get("detail", ""))
+            if name == "daily_loss":
+                self.day = today  # released when this day rolls, not by the first tick
         if daily_pnl is not None:
-            self.day = now_ms // DAY_MS
+            self.day = today
             self.daily_pnl = daily_pnl

@@ -80,6 +80,15 @@ class ExposureBook:
         """Net position of an asset over every venue (what a hedge keeps near zero)."""
         return sum((q for (_, a), q in self.positions.items() if a == asset), ZERO)
 
+    def pending(self, asset: str, side: Side, venue: str | None = None, exclude: str | None = None) -> Decimal:
+        """Unfilled remainder of the open orders on one side of an asset (on one venue, or on
+        every venue when `venue` is None), leaving out the order `exclude`."""
+        return sum(
+            (r.remaining for k, r in self.reservations.items()
+             if r.asset == asset and r.side == side and k != exclude and (venue is None or r.venue == venue)),
+            ZERO,
+        )
+
     def _pending(self, venue: str, asset: str) -> tuple[Decimal, Decimal]:
         buys = sells = ZERO
         for r in self.reservations.values():

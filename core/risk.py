@@ -14,8 +14,12 @@ Limits, judged against worst-case exposure (positions plus every open order fill
 - `risk:venue_blocked`: a breaker blocks new intents on the venue (stale or down feed);
 - `risk:min_free_balance`: the venue's free balance or margin is below the floor.
 
-An order that shrinks its venue position is exempt from the exposure limits (it can only
-bring exposure down); everything else must fit. Automatic breakers (`core.breakers`) trip
+`check_order` adds `risk:halted` / `risk:reducing` (the trading state refuses it),
+`risk:flatten_not_reducing` and `risk:invalid_order` (no quantity, or a negative price).
+
+An order that shrinks its venue position, with the venue's other open orders on its side
+filling too, is exempt from the exposure limits (it can only bring worst-case exposure
+down); everything else must fit. Automatic breakers (`core.breakers`) trip
 into these states; `rearm` returns to active only when none is still tripped.
 """
 
@@ -27,7 +31,7 @@ from decimal import Decimal
 from core.breakers import BreakerChange, BreakerLimits, Breakers
 from core.clock import Clock
 from core.config import RiskConfig
-from core.exposure import ZERO, ExposureBook
+from core.exposure import ZERO, ExposureBook, Reservation
 from core.models import ExecutionIntent, OrderPurpose, Reason, Side, TradingState
 
 
@@ -207,13 +211,24 @@ class RiskGate:
         if open_groups >= self.limits.max_open_groups:
             return "risk:max_open_groups"
         blocked = self.breakers.blocked_venues()
-        for leg, price in ((intent.buy, intent.buy_price), (intent.sell, intent.sell_price)):
-            if leg.venue in blocked:
-                reason = self._blocked_reason(leg.venue)
-                return reason
-            refusal = self._limits(leg.venue, intent.pair, leg.side, leg.base_qty, Decimal(repr(price)))
-            if refusal is not None:
-                return refusal
+        book = self.exposure
+        held: list[str] = []
+        try:
+            for leg, price in ((intent.buy, intent.buy_price), (intent.sell, intent.sell_price)):
+                if leg.venue in blocked:
+                    return self._blocked_reason(leg.venue)
+                value = Decimal(repr(price))
+                refusal = self._limits(leg.venue, intent.pair, leg.side, leg.base_qty, value)
+                if refusal is not None:
+                    return refusal
+                # Both legs together: the second is judged with the first one in flight, as
+                # check_order will judge it (without touching the marks).
+                key = f"\x00intent:{leg.side}"
+                book.reservations[key] = Reservation(leg.venue, intent.pair, leg.side, leg.base_qty, value)
+                held.append(key)
+        finally:
+            for key in held:
+                book.reservations.pop(key, None)
         return None
 
     def _blocked_reason(self, venue: str) -> str:
@@ -222,28 +237,38 @@ class RiskGate:
             return "risk:min_free_balance"
         return "risk:venue_blocked"
 
-    def position_reducing(self, venue: str, asset: str, side: Side, qty: Decimal) -> bool:
+    def position_reducing(
+        self, venue: str, asset: str, side: Side, qty: Decimal, exclude: str | None = None
+    ) -> bool:
         """Filling the order in full leaves a smaller |position| on its venue, with the
-        venue's other open orders filling as well (never flipping through zero)."""
+        venue's other open orders on the same side filling as well (never flipping through
+        zero): so such an order can never raise the worst-case exposure. `exclude`: the
+        order's own key, when it already holds a reservation."""
         pos = self.exposure.position(venue, asset)
-        signed = qty if side == "buy" else -qty
-        return qty > 0 and pos != 0 and (pos > 0) != (signed > 0) and qty <= abs(pos)
+        if qty <= 0 or pos == 0 or (pos > 0) == (side == "buy"):
+            return False
+        return qty <= abs(pos) - self.exposure.pending(asset, side, venue, exclude)
 
-    def net_reducing(self, asset: str, side: Side, qty: Decimal) -> bool:
+    def net_reducing(self, asset: str, side: Side, qty: Decimal, exclude: str | None = None) -> bool:
+        """Filling the order in full leaves a smaller |net position| of the asset over every
+        venue, with the other open orders on the same side filling as well."""
         net = self.exposure.net(asset)
-        signed = qty if side == "buy" else -qty
-        return qty > 0 and net != 0 and (net > 0) != (signed > 0) and qty <= abs(net)
+        if qty <= 0 or net == 0 or (net > 0) == (side == "buy"):
+            return False
+        return qty <= abs(net) - self.exposure.pending(asset, side, None, exclude)
 
     def check_order(self, o: OrderCheck) -> str | None:
         """The last word before an order leaves: trading state, then limits."""
-        reduces_position = self.position_reducing(o.venue, o.asset, o.side, o.base_qty)
+        if o.base_qty <= 0 or o.price < 0:
+            return "risk:invalid_order"
+        reduces_position = self.position_reducing(o.venue, o.asset, o.side, o.base_qty, o.key)
         state = self.state
         if state is TradingState.HALTED:
             allowed = reduces_position if o.purpose is OrderPurpose.FLATTEN else o.reduces_group
             if not allowed:
                 return "risk:halted"
         elif state is TradingState.REDUCING and not (
-            reduces_position or self.net_reducing(o.asset, o.side, o.base_qty)
+            reduces_position or self.net_reducing(o.asset, o.side, o.base_qty, o.key)
         ):
             return "risk:reducing"
         if reduces_position:
@@ -258,9 +283,12 @@ class RiskGate:
         self, venue: str, asset: str, side: Side, qty: Decimal, price: Decimal, exclude: str | None = None
     ) -> str | None:
         lim = self.limits
-        if qty * price > lim.max_leg_notional:
-            return "risk:max_leg_notional"
         book = self.exposure
+        # An unpriced order (a market close) is valued at the asset's mark; with neither,
+        # its notional cannot be shown to fit.
+        value = price if price > 0 else book.marks.get(asset, ZERO)
+        if value <= 0 or qty * value > lim.max_leg_notional:
+            return "risk:max_leg_notional"
         held = book.reservations.pop(exclude, None) if exclude is not None else None
         try:
             mark = book.marks.get(asset)
