@@ -10,6 +10,8 @@ included. Quitting stops the engine first (groups in flight settle), then exits.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -85,6 +87,11 @@ class QuantArbApp(App[int]):
                 self.exit(2, return_code=2, message=f"quantarb: {exc}")
             except RuntimeFailure as exc:
                 self.exit(3, return_code=3, message=f"quantarb: {exc}")
+                return
+        # The startup heap (engine, widgets, styles) lives as long as the process: frozen, it
+        # is left out of the collector's full passes, which otherwise stall keys and frames.
+        gc.collect()
+        gc.freeze()
 
     # -- the view ----------------------------------------------------------------------
     def _views(self) -> list[SnapshotView]:
@@ -118,9 +125,17 @@ class QuantArbApp(App[int]):
         return not (action in TYPING_SAFE and isinstance(self.focused, Input))
 
     async def _control(self, title: str, call: Callable[[], Awaitable[ControlResult]]) -> str | None:
-        """Run one operator action; returns the refusal message, or None when it was done."""
+        """Run one operator action; returns the refusal message, or None when it was done.
+
+        The engine flips its trading state synchronously, before it waits for the ledger's
+        durable write; so the view refreshes as soon as the action has run to its first wait,
+        and again when it returns."""
+        task = asyncio.ensure_future(call())
+        await asyncio.sleep(0)  # the action runs up to its first wait: the gate has flipped
+        if not task.done():
+            self.refresh_view()
         try:
-            result = await call()
+            result = await task
         except ControlRefused as exc:
             self.refresh_view()
             self.notify(str(exc), title=f"{title} refused", severity="error")

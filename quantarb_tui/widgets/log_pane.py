@@ -12,7 +12,7 @@ LEVEL_STYLES = {"info": "", "warn": "yellow", "error": "bold red"}
 
 
 class LogPane(RichLog):
-    def __init__(self, max_lines: int = 500, **kwargs: object) -> None:
+    def __init__(self, max_lines: int = 200, **kwargs: object) -> None:
         super().__init__(max_lines=max_lines, wrap=False, markup=False, **kwargs)  # type: ignore[arg-type]
         self._seen = 0
 

@@ -45,6 +45,13 @@ class SyncedTable(DataTable[Cell]):
         self._version_seq = 0
         self._cells: dict[tuple[Any, ...], SegmentLines] = {}
         self.cells_rendered = 0
+        # DataTable's own caches are keyed on its update counter, so under a moving market
+        # they hold mostly dead entries (tens of thousands of segments for the collector to
+        # walk). The cell cache above does the reuse; theirs only need the visible screen.
+        self._cell_render_cache.maxsize = 256
+        self._row_render_cache.maxsize = 200
+        self._line_cache.maxsize = 200
+        self._row_renderable_cache.maxsize = 200
 
     def on_mount(self) -> None:
         for key, label, width in self._columns:
@@ -122,7 +129,7 @@ class SyncedTable(DataTable[Cell]):
                self._show_hover_cursor, self._pseudo_class_state)
         lines = self._cells.get(key)
         if lines is None:
-            if len(self._cells) > 8192:
+            if len(self._cells) > 1024:  # a few screens' worth; bounded for memory and the collector
                 self._cells.clear()
             lines = self._cells[key] = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
             self.cells_rendered += 1
