@@ -124,9 +124,7 @@ class Breakers:
         changes = self._roll_day(now_ms)
         self.daily_pnl += pnl
         lim = self.limits
-        if self.daily_pnl <= -lim.daily_loss_limit:
-            changes += self._set(self.all["daily_loss"], True, now_ms,
-                                 f"realized today {self.daily_pnl} <= -{lim.daily_loss_limit}")
+        changes += self.check_daily_loss(now_ms)
         if failed:
             changes += self._set(self.all["compensation_failed"], True, now_ms, "a group ended failed")
         if failed or compensated:
@@ -138,6 +136,15 @@ class Breakers:
         else:
             self.consecutive_failures = 0
         return changes
+
+    def check_daily_loss(self, now_ms: int) -> list[BreakerChange]:
+        """Trip the daily loss breaker if today's realized PnL is past the limit (also after a
+        restart restored today's PnL from the ledger)."""
+        lim = self.limits
+        if self.daily_pnl <= -lim.daily_loss_limit:
+            return self._set(self.all["daily_loss"], True, now_ms,
+                             f"realized today {self.daily_pnl} <= -{lim.daily_loss_limit}")
+        return []
 
     def on_venue_health(
         self, venue: str, *, connected: bool, quote_age_s: float | None, down_for_s: float, now_ms: int

@@ -84,6 +84,9 @@ class OrderCheck:
 
     `reduces_group`: filling it shrinks its own group's residual (the hedge of a filled leg,
     a retry, an unwind): the one kind of group order a halted engine still sends.
+    `closes_position`: it closes (part of) one position the venue itself reports, by ticket
+    (MT5 `close`): it can only shrink the account's gross exposure, even where a hedging
+    account holds tickets both ways and the venue's net position would flip meanwhile.
     """
 
     key: str
@@ -94,6 +97,7 @@ class OrderCheck:
     price: Decimal
     purpose: OrderPurpose
     reduces_group: bool = False
+    closes_position: bool = False
 
 
 class RiskGate:
@@ -261,7 +265,9 @@ class RiskGate:
         """The last word before an order leaves: trading state, then limits."""
         if o.base_qty <= 0 or o.price < 0:
             return "risk:invalid_order"
-        reduces_position = self.position_reducing(o.venue, o.asset, o.side, o.base_qty, o.key)
+        reduces_position = o.closes_position or self.position_reducing(
+            o.venue, o.asset, o.side, o.base_qty, o.key
+        )
         state = self.state
         if state is TradingState.HALTED:
             allowed = reduces_position if o.purpose is OrderPurpose.FLATTEN else o.reduces_group

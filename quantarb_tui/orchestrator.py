@@ -45,6 +45,7 @@ from core.models import (
     Order,
     OrderPurpose,
     OrderState,
+    TradingState,
     Venue,
 )
 from core.orders import is_terminal
@@ -96,6 +97,8 @@ class HedgeOrchestrator:
         self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
         self.refused_orders = 0
         self.flatten_orders: dict[str, Order] = {}  # flatten orders of this run, by client id
+        self._ticket_closes: set[str] = set()  # flatten orders that close one venue ticket
+        self._pregated: set[str] = set()  # entry legs already judged (and reserved) as a pair
         self.ledger = ledger
         self.group_deadline_ms = group_deadline_ms
         self.order_timeout_ms = order_timeout_ms
@@ -303,6 +306,10 @@ class HedgeOrchestrator:
         buy = self._order(group, intent.buy, leg=0, attempt=0, purpose=OrderPurpose.ENTRY)
         sell = self._order(group, intent.sell, leg=1, attempt=0, purpose=OrderPurpose.ENTRY)
         self._set_group(group, GroupState.WORKING)
+        if not self._gate_entries(buy, sell):
+            await self._classify(group)  # nothing sent: rejected
+            self._close(group)
+            return
         if self._leg_policy == "concurrent":
             await asyncio.gather(self._send(buy), self._send(sell))
         else:
@@ -497,6 +504,8 @@ class HedgeOrchestrator:
         `close` sends it another way than `place` (MT5: a `close` command by ticket).
         """
         self.flatten_orders[order.client_order_id] = order
+        if close is not None:
+            self._ticket_closes.add(order.client_order_id)
         await self._send(order, close)
         self.tracker.forget(order.client_order_id)
 
@@ -511,6 +520,7 @@ class HedgeOrchestrator:
             reduces_group = (residual != 0 and (residual > 0) != (signed > 0)
                              and base_qty <= abs(residual) + group.step)
         return OrderCheck(
+            closes_position=order.client_order_id in self._ticket_closes,
             key=order.client_order_id,
             venue=order.venue,
             asset=self._asset_of.get((order.venue, order.symbol), order.symbol),
@@ -529,13 +539,29 @@ class HedgeOrchestrator:
         if refusal is None:
             self._gate.exposure.reserve(check.key, check.venue, check.asset, check.side, check.base_qty, check.price)
             return True
-        order.reject_reason = refusal
-        order.state = OrderState.REJECTED
-        order.updated_ms = self._clock.time_ms()
+        self._refuse_locally(order, refusal)
         self.refused_orders += 1
         self._emit("risk", f"order {order.client_order_id} {order.purpose} {order.venue} {order.side} "
                    f"{order.qty} {order.symbol} refused: {refusal}", self.open.get(order.group_id), level="warn")
         return False
+
+    def _gate_entries(self, first: Order, second: Order) -> bool:
+        """Both entry legs pass the gate together, or neither is sent: a hedge leg refused
+        after its partner left would break the group for nothing. Both stay reserved."""
+        if not self._gate_order(first):
+            self._refuse_locally(second, f"paired leg refused: {first.reject_reason}")
+            return False
+        if not self._gate_order(second):
+            self._gate.exposure.release(first.client_order_id)
+            self._refuse_locally(first, f"paired leg refused: {second.reject_reason}")
+            return False
+        self._pregated.update((first.client_order_id, second.client_order_id))
+        return True
+
+    def _refuse_locally(self, order: Order, reason: str) -> None:
+        order.reject_reason = reason
+        order.state = OrderState.REJECTED
+        order.updated_ms = self._clock.time_ms()
 
     def _exposure_fills(self, order: Order, fills: list[Fill]) -> None:
         inst = self._instruments[(order.venue, order.symbol)]
@@ -548,7 +574,9 @@ class HedgeOrchestrator:
 
     async def _send(self, order: Order, close: Callable[[], Awaitable[OrderUpdate]] | None = None) -> None:
         gateway = self._gateways[order.venue]
-        if not self._gate_order(order):
+        if order.client_order_id in self._pregated:
+            self._pregated.discard(order.client_order_id)  # judged with its paired leg
+        elif not self._gate_order(order):
             return
         if self._touch is not None:
             touch = self._touch(order.venue, order.symbol)
@@ -558,6 +586,16 @@ class HedgeOrchestrator:
         if self.ledger is not None:
             # Write-ahead: the order and its client order id are on disk before it leaves.
             await self.ledger.order_created(order)
+            if self._gate.state in (TradingState.HALTED, TradingState.REDUCING):
+                # A kill landed while the row was being written: judge it again, or it
+                # would leave after the kill with no cancel behind it.
+                refusal = self._gate.check_order(self._check_for(order))
+                if refusal is not None:
+                    order.reject_reason = refusal
+                    self._transition(order, OrderState.REJECTED)
+                    self._emit("risk", f"order {order.client_order_id} withheld: {refusal}",
+                               self.open.get(order.group_id), level="warn")
+                    return
         self._log_refusal(self.tracker.sent(order))
         self._ledger_order(order)
         try:
@@ -681,6 +719,7 @@ class HedgeOrchestrator:
         self.open.pop(group.group_id, None)
         for order in group.orders:
             self._gate.exposure.release(order.client_order_id)
+            self._pregated.discard(order.client_order_id)
             self.tracker.forget(order.client_order_id)
             self._reconciled.discard(order.client_order_id)
         self.closed.appendleft(group)

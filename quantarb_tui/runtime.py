@@ -460,6 +460,8 @@ class Runtime:
         rec = await self.ledger.recover()
         now_ms = self.clock.time_ms()
         self.gate.breakers.restore(rec.breakers, daily_pnl=await self._daily_pnl(), now_ms=now_ms)
+        # Today's losses as the ledger has them: past the limit, the breaker trips now.
+        tripped_now = self.gate.breakers.check_daily_loss(now_ms)
         for (venue, symbol), qty in (await self.ledger.read(ledger_positions)).items():
             inst = self.instruments.get((venue, symbol))  # type: ignore[arg-type]
             if inst is not None:
@@ -478,6 +480,8 @@ class Runtime:
         for b in self.gate.breakers.tripped():
             self.events.emit(EngineEvent(now_ms, "breaker", f"breaker {b.name} still tripped (restored): {b.detail}",
                                          "warn"))
+        if tripped_now:
+            self._apply_breakers(tripped_now)
         self.recovered_groups = len(rec.open_groups)
         in_open_groups = {id(o) for g in rec.open_groups for o in g.orders}
         self._orphans = [o for o in rec.open_orders if id(o) not in in_open_groups]
