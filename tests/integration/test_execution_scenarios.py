@@ -6,6 +6,7 @@ surface of DESIGN 5.5) hold the expected rows.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -363,3 +364,38 @@ async def test_late_fill_on_a_closed_group_is_caught_live_and_halts(
     assert len(fills) == 1
     kinds = [e.kind for e in world.events.recent(50)]
     assert "late_fill" in kinds
+
+
+async def test_entry_legs_pass_the_gate_together_or_not_at_all(
+    ledger_path: tuple[Ledger, Path, ManualClock],
+) -> None:
+    ledger, path, clock = ledger_path
+    world = _world(["fill"], ["fill"], ledger, path, clock)
+    # Room for one leg's notional on binance, but not for the other leg on mt5.
+    world.gate.limits = dataclasses.replace(world.gate.limits, max_venue_exposure=Decimal(1))
+    group = await world.run()
+    assert group.state is GroupState.REJECTED
+    assert world.gateways["mt5"].places == [] and world.gateways["binance"].places == []
+    assert {o.reject_reason.split(":")[0] for o in group.orders} <= {"risk", "paired leg refused"}
+    assert world.rows("SELECT count(*) FROM orders")[0][0] == 0  # never sent, never journaled as created
+    assert world.gate.exposure.reservations == {}
+
+
+async def test_a_kill_during_the_write_ahead_withholds_the_entry(
+    ledger_path: tuple[Ledger, Path, ManualClock],
+) -> None:
+    ledger, path, clock = ledger_path
+    world = _world(["fill"], ["fill"], ledger, path, clock)
+    original = ledger.order_created
+
+    async def racing(order: Order) -> int:
+        world.gate.kill("kill during the write-ahead")
+        return await original(order)
+
+    ledger.order_created = racing  # type: ignore[method-assign]
+    group = await world.run()
+    assert group.state is GroupState.REJECTED
+    assert world.gateways["mt5"].places == [] and world.gateways["binance"].places == []
+    rows = world.rows("SELECT state FROM orders")
+    assert rows and all(r[0] == "rejected" for r in rows)  # created before the kill, never sent
+    assert all(o.reject_reason == "risk:halted" for o in group.orders)
