@@ -170,6 +170,7 @@ class Runtime:
         self.world = build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=on_mt5)
         # The MT5 side is simulated in process until the MT5 bridge lands.
         self.mt5_health = FeedHealth(name="mt5-sim", venue="mt5", transport="in-process")
+        self._drive_health: dict[Venue, FeedHealth] = {}
         self.feeds: list[WsFeed] = []
         self.ledger: Ledger | None = None
         self.recovered_groups = 0
@@ -313,6 +314,8 @@ class Runtime:
             links += [VenueLink("mt5", row.state == "live") for row in self.mt5.health_rows()]
         elif self.world is not None:
             links.append(VenueLink("mt5", self.mt5_health.state is FeedState.LIVE))
+        if not self.feeds:
+            links += [VenueLink(v, h.state is FeedState.LIVE) for v, h in self._drive_health.items()]
         return links
 
     def _balances(self) -> dict[str, Decimal]:
@@ -354,6 +357,15 @@ class Runtime:
             self.orchestrator.hold_expired(group)
         if changes:
             self._apply_breakers(changes)
+
+    def _driven(self, venue: Venue, now_ns: int) -> None:
+        health = self._drive_health.get(venue)
+        if health is None:
+            health = self._drive_health[venue] = FeedHealth(name=f"{venue}-sim", venue=venue, transport="in-process")
+        health.state = FeedState.LIVE
+        health.frames += 1
+        health.quotes += 1
+        health.last_frame_ns = now_ns
 
     def _on_mt5_tick(self, tick: SimTick) -> None:
         now = self.clock.monotonic_ns()
@@ -552,7 +564,7 @@ class Runtime:
             self.ledger = None
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))
 
-    async def _cancel_tasks(self, tasks: list[asyncio.Task[None]], grace_s: float = 5.0) -> None:
+    async def _cancel_tasks(self, tasks: list[asyncio.Task[None]], grace_s: float = 2.0) -> None:
         """Cancel and await the engine's tasks. A cancellation lost inside a library (asyncio's
         timeout and a socket read racing on Python 3.11) is repeated, so stop() never hangs."""
         for task in tasks:
@@ -592,6 +604,7 @@ class Runtime:
                 if tick.venue == "mt5":
                     self._on_mt5_tick(tick)
                 else:
+                    self._driven(tick.venue, now_ns)
                     self.ingest(Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size,
                                       tick.ask_size, tick.ts_ms, now_ns))
             await self.orchestrator.drain()
@@ -790,6 +803,8 @@ class Runtime:
             for e in self.compare.edges()
         ]
         feeds = [self._feed_row(f.health, f.dropped(), now_ns, f.seq_resets()) for f in self.feeds]
+        if not self.feeds:  # drive(): the simulated venues' quotes come in process
+            feeds += [self._feed_row(h, None, now_ns) for _, h in sorted(self._drive_health.items())]
         if self.mt5 is not None:
             feeds[:0] = self.mt5.health_rows()
         elif self.world is not None:
