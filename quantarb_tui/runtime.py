@@ -593,21 +593,25 @@ class Runtime:
         Quotes go straight from the synthetic market to `ingest()` (no sockets, no timing),
         and groups are executed inline, in order. Needs a clock with `advance(ms=...)`.
         """
+        for _ in range(steps):
+            self.step_market(dt_ms)
+            await self.orchestrator.drain()
+
+    def step_market(self, dt_ms: float = 20.0) -> None:
+        """One step of the simulated market on the manual clock, without running the groups
+        it creates (they stay in flight until `orchestrator.drain()`)."""
         advance = getattr(self.clock, "advance", None)
         if advance is None or self.world is None:
             raise TypeError("drive() needs a manual clock and a simulated world")
-        market = self.world.market
-        for _ in range(steps):
-            advance(ms=dt_ms)
-            now_ns = self.clock.monotonic_ns()
-            for tick in market.advance(dt_ms / 1000.0):
-                if tick.venue == "mt5":
-                    self._on_mt5_tick(tick)
-                else:
-                    self._driven(tick.venue, now_ns)
-                    self.ingest(Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size,
-                                      tick.ask_size, tick.ts_ms, now_ns))
-            await self.orchestrator.drain()
+        advance(ms=dt_ms)
+        now_ns = self.clock.monotonic_ns()
+        for tick in self.world.market.advance(dt_ms / 1000.0):
+            if tick.venue == "mt5":
+                self._on_mt5_tick(tick)
+            else:
+                self._driven(tick.venue, now_ns)
+                self.ingest(Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size,
+                                  tick.ask_size, tick.ts_ms, now_ns))
 
     # -- operator actions (OperatorControl) ---------------------------------------------
     def _record_risk(self, kind: RiskKind, change: StateChange) -> asyncio.Task[int] | None:

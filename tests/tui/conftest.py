@@ -15,7 +15,7 @@ import pytest
 
 from core.clock import ManualClock
 from core.config import demo_config
-from core.models import Order, Quote, Venue
+from core.models import Order, Venue
 from core.orders import is_terminal
 from core.ports import ExecutionGateway, OrderUpdate
 from quantarb_tui.app import QuantArbApp
@@ -91,16 +91,8 @@ class SilentVenue:
 
 def step_market(runtime: Runtime, steps: int, dt_ms: float = 20.0) -> None:
     """Like `drive()` but without running the groups: intents stay in flight."""
-    market = runtime.world.market  # type: ignore[union-attr]
     for _ in range(steps):
-        runtime.clock.advance(ms=dt_ms)  # type: ignore[attr-defined]
-        now_ns = runtime.clock.monotonic_ns()
-        for tick in market.advance(dt_ms / 1000.0):
-            if tick.venue == "mt5":
-                runtime._on_mt5_tick(tick)
-            else:
-                runtime.ingest(Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size, tick.ask_size,
-                                     tick.ts_ms, now_ns))
+        runtime.step_market(dt_ms)
 
 
 async def groups_in_flight(runtime: Runtime, venue: Venue = "okx", want: int = 2, max_steps: int = 3000) -> Any:
