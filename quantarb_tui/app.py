@@ -31,6 +31,7 @@ from quantarb_tui.screens.main import MainScreen
 from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal
 from quantarb_tui.screens.risk import RiskScreen
 from quantarb_tui.snapshot import RuntimeSnapshot
+from quantarb_tui.widgets.status_bar import StatusBar
 
 MAX_REFRESH_HZ = 10.0
 KILL_REASON = "operator kill (tui)"
@@ -119,6 +120,13 @@ class QuantArbApp(App[int]):
         self.refreshes += 1
         self.refresh_ns += time.perf_counter_ns() - t0
 
+    def refresh_status(self) -> None:
+        """The trading state at once: every visible status bar from a light snapshot."""
+        snap = self.runtime.snapshot(groups=0, log=0)
+        for screen in self.screen_stack:
+            for bar in screen.query(StatusBar):
+                bar.update_from(snap)
+
     # -- operator actions (the same OperatorControl calls as the API and the CLI) -------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # False: the key is text for the focused input (a reason, a filter, FLATTEN).
@@ -133,7 +141,9 @@ class QuantArbApp(App[int]):
         task = asyncio.ensure_future(call())
         await asyncio.sleep(0)  # the action runs up to its first wait: the gate has flipped
         if not task.done():
-            self.refresh_view()
+            # Only the status bars now: one small region to repaint, so the new state is on
+            # screen within a frame; the tables follow with the full refresh below.
+            self.refresh_status()
         try:
             result = await task
         except ControlRefused as exc:
