@@ -628,6 +628,13 @@ class Runtime:
         task.add_done_callback(self._background.discard)
         return task
 
+    async def _journal_state(self, kind: RiskKind, change: StateChange, text: str, level: Level) -> None:
+        """An operator's state change: on the log now, durable in the ledger before we answer."""
+        self.events.emit(EngineEvent(change.ts_ms, "state", text, level))
+        task = self._record_risk(kind, change)
+        if task is not None:
+            await task
+
     def _result(self, action: Action, changed: bool, message: str, **detail: Any) -> ControlResult:
         return ControlResult(action, str(self.gate.state), self.gate.reason, changed, message, dict(detail))
 
@@ -685,10 +692,7 @@ class Runtime:
             raise ControlRefused(str(exc)) from None
         for released in self.gate.last_released:
             self._record_risk("breaker", StateChange(change.ts_ms, self.gate.state, released.reason))
-        self.events.emit(EngineEvent(change.ts_ms, "state", f"ACTIVE (rearmed): {reason}", "info"))
-        task = self._record_risk("rearm", change)
-        if task is not None:
-            await task
+        await self._journal_state("rearm", change, f"ACTIVE (rearmed): {reason}", "info")
         return self._result("rearm", True, f"active: {reason}")
 
     async def pause(self, reason: str = "operator pause") -> ControlResult:
@@ -696,10 +700,7 @@ class Runtime:
         change = self.gate.pause(reason)
         if change is None:
             return self._result("pause", False, f"not paused: trading is {self.gate.state}")
-        self.events.emit(EngineEvent(change.ts_ms, "state", f"PAUSED: {reason}", "warn"))
-        task = self._record_risk("pause", change)
-        if task is not None:
-            await task
+        await self._journal_state("pause", change, f"PAUSED: {reason}", "warn")
         return self._result("pause", True, f"paused: {reason}")
 
     async def resume(self, reason: str = "operator resume") -> ControlResult:
@@ -709,10 +710,7 @@ class Runtime:
             why = ("a breaker holds the pause" if self.gate.state is TradingState.PAUSED
                    else f"trading is {self.gate.state}")
             return self._result("resume", False, f"not resumed: {why}")
-        self.events.emit(EngineEvent(change.ts_ms, "state", f"ACTIVE (resumed): {reason}", "info"))
-        task = self._record_risk("resume", change)
-        if task is not None:
-            await task
+        await self._journal_state("resume", change, f"ACTIVE (resumed): {reason}", "info")
         return self._result("resume", True, f"active: {reason}")
 
     def positions(self) -> dict[str, dict[str, str]]:
