@@ -46,7 +46,7 @@ class RiskScreen(Screen[None]):
         summary.append("   blocked venues ", style="dim")
         summary.append(", ".join(snap.blocked_venues) or "none", style="bold red" if snap.blocked_venues else "")
         summary.append("   k kill  f flatten  p pause/resume  r rearm", style="dim")
-        self.query_one("#risk-summary", Static).update(summary)
+        self.query_one("#risk-summary", Static).update(summary, layout=False)
         self.query_one(LimitsPane).update_from(snap)
         self.query_one(BreakersPane).update_from(snap)
         self.query_one(RiskEventsPane).update_from(snap)

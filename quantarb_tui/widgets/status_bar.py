@@ -10,6 +10,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.widgets import Static
 
 from quantarb_tui.snapshot import RuntimeSnapshot
@@ -33,12 +34,18 @@ class StatusBar(Horizontal):
         info = self._info(snap)
         if self._shown is not None and self._shown == (state, info):
             return
+        try:
+            badge = self.query_one("#state-badge", Static)
+            text = self.query_one("#status-info", Static)
+        except NoMatches:
+            return  # not composed yet (a key pressed while the screen mounts)
         self._shown = (state, info)
-        badge = self.query_one("#state-badge", Static)
-        badge.update(state.upper())
+        # Fixed-size children: a repaint of the bar alone, not a layout of the whole screen
+        # (which at 160x48 costs a full frame and delayed a key's visible effect).
+        badge.update(state.upper(), layout=False)
         for name in STATES:
             badge.set_class(name == state, f"state-{name}")
-        self.query_one("#status-info", Static).update(info)
+        text.update(info, layout=False)
         self.shown_state = state
 
     @staticmethod
