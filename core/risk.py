@@ -167,6 +167,7 @@ class RiskGate:
         Latched halt breakers whose cause is gone are released first (and returned through
         `last_released`), so the caller journals them.
         """
+        self.last_released = []
         if not reason.strip():
             raise RearmRefused("rearm needs a reason")
         self.last_released = self.breakers.clear_latched(self._clock.time_ms())

@@ -86,8 +86,10 @@ class Flattener:
 
     async def run(self) -> dict[str, Any]:
         """One flatten pass over every venue; returns the per venue/asset report."""
-        batch = f"FL{_base36(self._clock.time_ms())}{next(self._seq)}"
-        reports = await self._mt5_report()
+        started_ms = self._clock.time_ms()
+        batch = f"FL{_base36(started_ms)}{next(self._seq)}"
+        # A report made after flatten began: every fill before it is in the positions.
+        reports = await self._mt5_report(after_ms=started_ms)
         lines: list[FlattenLine] = []
         jobs: list[Awaitable[None]] = []
         counter = itertools.count()

@@ -96,7 +96,13 @@ class HedgeOrchestrator:
         # (venue, symbol) -> the pair's name: the asset the RiskGate's exposure is kept in.
         self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
         self.refused_orders = 0
-        self.flatten_orders: dict[str, Order] = {}  # flatten orders of this run, by client id
+        # Orders outside any open group, by client id: this run's flatten orders and, after a
+        # restart, orders left open by groups that had closed. A late fill on one is caught.
+        self.loose_orders: dict[str, Order] = {}
+        self._recheck_on_close: set[str] = set()
+        # Set by flatten (until a rearm): only flatten orders leave; groups still settling
+        # cannot re-open what flatten closes.
+        self.flattening = False
         self._ticket_closes: set[str] = set()  # flatten orders that close one venue ticket
         self._pregated: set[str] = set()  # entry legs already judged (and reserved) as a pair
         self.ledger = ledger
@@ -215,13 +221,22 @@ class HedgeOrchestrator:
         fill, and halt (the exposure is unhedged); for an order this engine no longer
         remembers, halt with an alert (recovery and `ledger check` will show it).
         """
-        if group_id in self.open or self.tracker.get(client_order_id) is not None:
+        group = self.open.get(group_id)
+        if group is not None:
+            for order in group.orders:
+                if order.client_order_id == client_order_id and is_terminal(order.state):
+                    # Its flow may have asked about it already: ask again while the group
+                    # settles, and once more after it closes (in case the fill lands between).
+                    self._reconciled.discard(client_order_id)
+                    self._recheck_on_close.add(client_order_id)
             return None
-        flatten = self.flatten_orders.get(client_order_id)
-        if flatten is not None:
-            self._emit("late_fill", f"fill for flatten order {client_order_id} after it was final", None,
-                       level="error")
-            return self.resolve_orphan(flatten)
+        if self.tracker.get(client_order_id) is not None:
+            return None  # a flatten order still being sent or resolved: its flow applies it
+        loose = self.loose_orders.get(client_order_id)
+        if loose is not None:
+            self._emit("late_fill", f"fill for order {client_order_id} ({loose.purpose}) after it was final",
+                       None, level="error")
+            return self.resolve_orphan(loose)
         for group in self.closed:
             if group.group_id == group_id:
                 for order in group.orders:
@@ -503,11 +518,13 @@ class HedgeOrchestrator:
 
         `close` sends it another way than `place` (MT5: a `close` command by ticket).
         """
-        self.flatten_orders[order.client_order_id] = order
+        self.loose_orders[order.client_order_id] = order
         if close is not None:
             self._ticket_closes.add(order.client_order_id)
         await self._send(order, close)
         self.tracker.forget(order.client_order_id)
+        # Final or not, it no longer reserves room: a late fill still moves the position.
+        self._gate.exposure.release(order.client_order_id)
 
     def _check_for(self, order: Order) -> OrderCheck:
         group = self.open.get(order.group_id)
@@ -536,6 +553,8 @@ class HedgeOrchestrator:
         locally (never sent, never journaled as created) with the rule as its reason."""
         check = self._check_for(order)
         refusal = self._gate.check_order(check)
+        if refusal is None and self.flattening and order.purpose is not OrderPurpose.FLATTEN:
+            refusal = "risk:flattening"
         if refusal is None:
             self._gate.exposure.reserve(check.key, check.venue, check.asset, check.side, check.base_qty, check.price)
             return True
@@ -586,16 +605,19 @@ class HedgeOrchestrator:
         if self.ledger is not None:
             # Write-ahead: the order and its client order id are on disk before it leaves.
             await self.ledger.order_created(order)
-            if self._gate.state in (TradingState.HALTED, TradingState.REDUCING):
-                # A kill landed while the row was being written: judge it again, or it
-                # would leave after the kill with no cancel behind it.
-                refusal = self._gate.check_order(self._check_for(order))
-                if refusal is not None:
-                    order.reject_reason = refusal
-                    self._transition(order, OrderState.REJECTED)
-                    self._emit("risk", f"order {order.client_order_id} withheld: {refusal}",
-                               self.open.get(order.group_id), level="warn")
-                    return
+        if self._gate.state in (TradingState.HALTED, TradingState.REDUCING) or self.flattening:
+            # A kill (or flatten) landed since this order was judged (paired entries are
+            # judged before either is sent; the write-ahead awaits): judge it again, or it
+            # would leave after the kill with no cancel behind it.
+            refusal = self._gate.check_order(self._check_for(order))
+            if refusal is None and self.flattening and order.purpose is not OrderPurpose.FLATTEN:
+                refusal = "risk:flattening"
+            if refusal is not None:
+                order.reject_reason = refusal
+                self._transition(order, OrderState.REJECTED)
+                self._emit("risk", f"order {order.client_order_id} withheld: {refusal}",
+                           self.open.get(order.group_id), level="warn")
+                return
         self._log_refusal(self.tracker.sent(order))
         self._ledger_order(order)
         try:
@@ -720,6 +742,11 @@ class HedgeOrchestrator:
         for order in group.orders:
             self._gate.exposure.release(order.client_order_id)
             self._pregated.discard(order.client_order_id)
+            if order.client_order_id in self._recheck_on_close:
+                self._recheck_on_close.discard(order.client_order_id)
+                task = asyncio.create_task(self.resolve_orphan(order), name=f"late-{order.client_order_id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             self.tracker.forget(order.client_order_id)
             self._reconciled.discard(order.client_order_id)
         self.closed.appendleft(group)

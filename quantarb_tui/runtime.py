@@ -164,6 +164,7 @@ class Runtime:
         self._flatten_lock = asyncio.Lock()
         self.last_flatten: dict[str, Any] | None = None
         self._dust_journaled: dict[str, Decimal] = {}
+        self._recovering = False
         if self.mt5 is not None:
             self.mt5.queue.fill_listeners.append(self._mt5_fill)
         on_mt5 = self.mt5.on_sim_tick if self.mt5 is not None else self._on_mt5_tick
@@ -307,7 +308,8 @@ class Runtime:
             if state is not None:
                 record = StateChange(state.ts_ms, state.state, change.reason)
             self._record_risk("breaker", record)
-
+        if self._recovering and self.gate.state is TradingState.ACTIVE:
+            self.gate.pause(RECOVERING)  # a pause that ended must not end recovery
     def _venue_links(self) -> list[VenueLink]:
         links = [VenueLink(f.venue, f.health.state in (FeedState.LIVE, FeedState.REST)) for f in self.feeds]
         if self.mt5 is not None:
@@ -349,9 +351,18 @@ class Runtime:
         self.risk_monitor.restart()
         while True:
             await asyncio.sleep(interval_s)
-            self.risk_step()
+            try:
+                self.risk_step()
+            except Exception as exc:  # the breakers must keep running
+                self.events.emit(EngineEvent(self.clock.time_ms(), "error", f"risk check failed: {exc!r}", "error"))
 
     def risk_step(self) -> None:
+        exposure = self.gate.exposure
+        for book in self.compare.books():  # marks for the exposure limits, once a second
+            if book.has_quote:
+                inst = book.inst
+                exposure.mark(self.orchestrator.asset_of(inst.venue, inst.symbol),
+                              Decimal(repr((book.bid + book.ask) / 2)))
         changes, held = self.risk_monitor.step(list(self.orchestrator.open.values()))
         for group in held:
             self.orchestrator.hold_expired(group)
@@ -497,9 +508,13 @@ class Runtime:
         self.recovered_groups = len(rec.open_groups)
         in_open_groups = {id(o) for g in rec.open_groups for o in g.orders}
         self._orphans = [o for o in rec.open_orders if id(o) not in in_open_groups]
+        for order in self._orphans:  # a fill reported for one before it is resolved is caught
+            self.orchestrator.loose_orders[order.client_order_id] = order
         if rec.open_groups or self._orphans:
             for group in rec.open_groups:
                 self.pipeline.in_flight.add(group.pair)
+                self.orchestrator.open[group.group_id] = group  # an EA fill for it is its own
+            self._recovering = True
             self.gate.pause(RECOVERING)
         return rec.open_groups
 
@@ -518,6 +533,7 @@ class Runtime:
             *(self.orchestrator.resume(g) for g in groups),
             *(self.orchestrator.resolve_orphan(o) for o in self._orphans),
         )
+        self._recovering = False
         if self.gate.reason == RECOVERING:
             self.gate.resume("recovered")
         self.events.emit(EngineEvent(self.clock.time_ms(), "recover",
@@ -626,7 +642,15 @@ class Runtime:
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._journal_failed)
         return task
+
+    def _journal_failed(self, task: asyncio.Task[int]) -> None:
+        """A risk event that did not reach the ledger: said loudly (a restart would not know)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.events.emit(EngineEvent(self.clock.time_ms(), "error",
+                                     f"risk event NOT journaled: {task.exception()!r}", "error"))
 
     async def _journal_state(self, kind: RiskKind, change: StateChange, text: str, level: Level) -> None:
         """An operator's state change: on the log now, durable in the ledger before we answer."""
@@ -665,11 +689,16 @@ class Runtime:
             raise ControlRefused("the engine is not running")
         async with self._flatten_lock:
             change = self.gate.kill(f"flatten: {reason}")
+            self.orchestrator.flattening = True  # from now on only flatten orders leave
             self.events.emit(EngineEvent(change.ts_ms, "state", f"HALTED: flatten: {reason}", "warn"))
             start = self._record_risk("flatten", change)
             await self.orchestrator.cancel_entries()
             await self.orchestrator.settle_open(timeout_s=2 * self.config.strategy.group_deadline_ms / 1000 + 5)
+            still_open = sorted(self.orchestrator.open)
             report = await self.flattener.run()
+            report["groups_still_open"] = still_open
+            if self.gate.state is not TradingState.HALTED:  # nothing may have re-armed it meanwhile
+                self.gate.kill(f"flatten: {reason}")
             self.last_flatten = report
             result = "flat" if report["flat"] else "residual " + ", ".join(
                 f"{r['venue']}:{r['asset']} {r['after']}" for r in report["residual"]
@@ -683,7 +712,14 @@ class Runtime:
                     await task
             return self._result("flatten", True, f"flatten done: {result}", **report)
 
+    def _refuse_during_flatten(self, action: str) -> None:
+        if self._flatten_lock.locked():
+            raise ControlRefused(f"{action} refused: a flatten is running (it ends halted)")
+
     async def rearm(self, reason: str) -> ControlResult:
+        if not reason.strip():
+            raise ControlRefused("rearm needs a reason")
+        self._refuse_during_flatten("rearm")
         try:
             change = self.gate.rearm(reason.strip())
         except RearmRefused as exc:
@@ -692,11 +728,13 @@ class Runtime:
             raise ControlRefused(str(exc)) from None
         for released in self.gate.last_released:
             self._record_risk("breaker", StateChange(change.ts_ms, self.gate.state, released.reason))
+        self.orchestrator.flattening = False
         await self._journal_state("rearm", change, f"ACTIVE (rearmed): {reason}", "info")
         return self._result("rearm", True, f"active: {reason}")
 
     async def pause(self, reason: str = "operator pause") -> ControlResult:
         reason = reason.strip() or "operator pause"
+        self._refuse_during_flatten("pause")
         change = self.gate.pause(reason)
         if change is None:
             return self._result("pause", False, f"not paused: trading is {self.gate.state}")
@@ -705,6 +743,7 @@ class Runtime:
 
     async def resume(self, reason: str = "operator resume") -> ControlResult:
         reason = reason.strip() or "operator resume"
+        self._refuse_during_flatten("resume")
         change = self.gate.resume(reason)
         if change is None:
             why = ("a breaker holds the pause" if self.gate.state is TradingState.PAUSED

@@ -399,3 +399,36 @@ async def test_a_kill_during_the_write_ahead_withholds_the_entry(
     rows = world.rows("SELECT state FROM orders")
     assert rows and all(r[0] == "rejected" for r in rows)  # created before the kill, never sent
     assert all(o.reject_reason == "risk:halted" for o in group.orders)
+
+
+async def test_a_fill_reported_while_the_group_settles_is_asked_about_again_after_it_closes(
+    ledger_path: tuple[Ledger, Path, ManualClock],
+) -> None:
+    """The EA reports a deal for an expired leg while its group is still compensating: the
+    group's flow asks again, and once more after the group closed (the fill may land in
+    between) — it is journaled and, being unhedged, halts."""
+    world, group = await _scenario(ledger_path, ["fill", "fill"], ["expire", "expire", "expire"])
+    assert group.state is GroupState.UNWOUND
+    entry = group.orders[1]
+    world.orch.open[group.group_id] = group  # as seen while the group was still settling
+    assert world.orch.late_fill(group.group_id, entry.client_order_id) is None  # its flow's business
+    placed = world.gateways["binance"].orders[entry.client_order_id]
+    placed.pending_fills.append(world.gateways["binance"]._fill(entry, entry.qty))
+    world.orch._close(group)  # the group closes: the order is asked about once more
+    await world.orch.drain()
+    await world.ledger.flush()  # type: ignore[union-attr]
+    assert entry.filled_qty == entry.qty
+    assert world.gate.state is TradingState.HALTED
+    fills = world.rows("SELECT count(*) FROM fills f JOIN orders o ON o.order_id = f.order_id "
+                       "WHERE o.client_order_id = ?", entry.client_order_id)
+    assert fills == [(1,)]
+
+
+async def test_while_flattening_only_flatten_orders_leave(ledger_path: tuple[Ledger, Path, ManualClock]) -> None:
+    ledger, path, clock = ledger_path
+    world = _world(["fill"], ["fill"], ledger, path, clock)
+    world.orch.flattening = True
+    group = await world.run()
+    assert group.state is GroupState.REJECTED
+    assert world.gateways["mt5"].places == [] and world.gateways["binance"].places == []
+    assert {o.reject_reason for o in group.orders} <= {"risk:flattening", "paired leg refused: risk:flattening"}
