@@ -53,6 +53,13 @@ def generate_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def listener_file_path(ledger_path: str | os.PathLike[str]) -> Path:
+    """`<ledger>.listener`: the URL a running engine actually listens on (port 0 picks one),
+    written at start and removed at stop, so `quantarb kill` needs no `--url` on this machine."""
+    ledger = Path(ledger_path).expanduser()
+    return ledger.with_name(ledger.name + ".listener")
+
+
 def token_file_path(ledger_path: str | os.PathLike[str]) -> Path:
     """`<ledger>.admin-token`, next to the ledger file (`~` expanded)."""
     ledger = Path(ledger_path).expanduser()

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
-from quantarb_tui.admin_token import AdminTokenError, client_admin_token, token_file_path
+from quantarb_tui.admin_token import AdminTokenError, client_admin_token, listener_file_path, token_file_path
 from quantarb_tui.control import Action
 from quantarb_tui.settings import ConfigError, load_config
 
@@ -88,6 +88,11 @@ def resolve_target(url: str | None, config: str | None, ledger: str | None) -> T
         raise UsageError(str(exc)) from None
     listener = loaded.config.listener
     verify: ssl.SSLContext | bool = True
+    ledger_path = ledger if ledger is not None else (loaded.config.engine.ledger or None)
+    if url is None and ledger_path is not None:
+        url = _running_url(ledger_path)  # the running engine's own word, port 0 included
+        if url is not None and url.startswith("https://") and listener.tls_cert:
+            verify = _trusting(listener.tls_cert)
     if url is None:
         if listener.port == 0:
             raise UsageError("the configured listener port is 0 (picked at start): pass --url")
@@ -98,7 +103,6 @@ def resolve_target(url: str | None, config: str | None, ledger: str | None) -> T
     elif not url.startswith(("http://", "https://")):
         raise UsageError(f"--url must start with http:// or https://, got {url!r}")
     url = url.rstrip("/")
-    ledger_path = ledger if ledger is not None else (loaded.config.engine.ledger or None)
     configured = loaded.secrets.admin_token
     try:
         token = client_admin_token(ledger_path, configured)
@@ -111,6 +115,15 @@ def resolve_target(url: str | None, config: str | None, ledger: str | None) -> T
     else:
         source = "none"
     return Target(url, token, source, verify)
+
+
+def _running_url(ledger_path: str) -> str | None:
+    """The URL the engine on this ledger wrote at start (None: no file, or not a URL)."""
+    try:
+        text = listener_file_path(ledger_path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text if text.startswith(("http://", "https://")) and len(text) < 300 else None
 
 
 def _trusting(cert: str) -> ssl.SSLContext | bool:

@@ -39,7 +39,7 @@ from ledger.events import RiskKind
 from ledger.ledger import Ledger
 from mt5_bridge.bridge import PositionState
 from mt5_bridge.server import EmbeddedServer
-from quantarb_tui.admin_token import AdminTokenError, engine_admin_token
+from quantarb_tui.admin_token import AdminTokenError, engine_admin_token, listener_file_path
 from quantarb_tui.control import Action, ControlRefused, ControlResult, HealthStatus
 from quantarb_tui.events import EngineEvent, EventLog, Level
 from quantarb_tui.flatten import Flattener, ledger_positions
@@ -443,15 +443,33 @@ class Runtime:
         snapshot = partial(self.snapshot, groups=0, log=0)
         if self.mt5 is not None:
             await self.mt5.start(operator_routes(self, self.admin_token, snapshot))
+        elif self.serve_operator_api:
+            listener = self.config.listener
+            self.operator_server = EmbeddedServer(
+                create_operator_app(self, self.admin_token, snapshot, self.health_status),
+                listener.host, listener.port, tls_cert=listener.tls_cert, tls_key=listener.tls_key,
+            )
+            await self.operator_server.start()
+        self._write_listener_file()
+
+    def _write_listener_file(self) -> None:
+        """Where this engine listens, next to its ledger, for `quantarb kill` and friends."""
+        url = self.listener_url
+        if url is None or self.ledger_path is None:
             return
-        if not self.serve_operator_api:
+        path = listener_file_path(self.ledger_path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(url + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "error", f"cannot write {path}: {exc}", "warn"))
+
+    def _remove_listener_file(self) -> None:
+        if self.ledger_path is None:
             return
-        listener = self.config.listener
-        self.operator_server = EmbeddedServer(
-            create_operator_app(self, self.admin_token, snapshot, self.health_status),
-            listener.host, listener.port, tls_cert=listener.tls_cert, tls_key=listener.tls_key,
-        )
-        await self.operator_server.start()
+        with contextlib.suppress(OSError):
+            listener_file_path(self.ledger_path).unlink()
 
     @property
     def listener_url(self) -> str | None:
@@ -566,6 +584,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._orchestrator_task
             self._orchestrator_task = None
+        self._remove_listener_file()
         if self.mt5 is not None:
             await self.mt5.stop()
         if self.operator_server is not None:

@@ -112,7 +112,8 @@ def test_kill_flatten_restart_rearm_from_another_process(tmp_path: Path) -> None
                     and any(Decimal(q) != 0 for v in d["positions"].values() for q in v.values()))
         assert doc["trading_state"] == "active", doc
 
-        killed = _cli(tmp_path, "kill", "--url", url, "--reason", "e2e kill", "--json")
+        # No --url: the engine wrote where it listens (port 0 here) next to its ledger.
+        killed = _cli(tmp_path, "kill", "--reason", "e2e kill", "--json")
         assert killed.returncode == 0, killed.stderr
         assert json.loads(killed.stdout)["trading_state"] == "halted"
         doc = _status(tmp_path, url)
@@ -133,6 +134,7 @@ def test_kill_flatten_restart_rearm_from_another_process(tmp_path: Path) -> None
     finally:
         log = engine.stop()
     assert engine.proc.returncode == 0, log
+    assert not ledger.with_name("demo.db.listener").exists()  # a stopped engine leaves no address
 
     # The ledger: the kill is a risk event, and no entry order was created after it.
     kill_seq = _rows(ledger, "SELECT min(seq) FROM events WHERE kind = 'risk_event' "
