@@ -287,6 +287,12 @@ class PaperConfig(_Strict):
     timeout_rate: Rate = Field(0.0, description="Share of orders whose answer times out.")
     lost_ack_rate: Rate = Field(0.0, description="Share of orders that execute but lose the answer.")
     seed: int = Field(11, description="Seed of the draws (combined with the venue).")
+    balance: PositiveDecimal = Field(
+        Decimal(100_000), description="Each paper venue's account, in the quote currency (free margin source)."
+    )
+    leverage: PositiveDecimal = Field(
+        Decimal(10), description="Margin a paper venue holds: gross position notional / leverage."
+    )
 
     @model_validator(mode="after")
     def _latency_order(self) -> PaperConfig:

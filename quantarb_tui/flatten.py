@@ -43,6 +43,20 @@ async def ledger_positions(db: aiosqlite.Connection) -> dict[tuple[str, str], De
     return out
 
 
+async def ledger_cash_flows(db: aiosqlite.Connection) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+    """(cash flow, fees) per (venue, symbol) from every fill in the ledger, venue units: a sell
+    brings qty x price in, a buy takes it out."""
+    out: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+    async with db.execute(
+        "SELECT o.venue, o.symbol, o.side, f.qty, f.price, f.fee FROM fills f JOIN orders o ON o.order_id = f.order_id"
+    ) as cur:
+        async for venue, symbol, side, qty, price, fee in cur:
+            flow = Decimal(qty) * Decimal(price)
+            cash, fees = out.get((venue, symbol), (Decimal(0), Decimal(0)))
+            out[(venue, symbol)] = (cash + (flow if side == "sell" else -flow), fees + Decimal(fee))
+    return out
+
+
 @dataclass(slots=True)
 class FlattenLine:
     venue: Venue

@@ -96,6 +96,7 @@ class HedgeOrchestrator:
         # (venue, symbol) -> the pair's name: the asset the RiskGate's exposure is kept in.
         self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
         self.refused_orders = 0
+        self.cash: dict[Venue, Decimal] = {}  # fills' cash flows less fees, per venue, this run
         # Orders outside any open group, by client id: this run's flatten orders and, after a
         # restart, orders left open by groups that had closed. A late fill on one is caught.
         self.loose_orders: dict[str, Order] = {}
@@ -586,8 +587,13 @@ class HedgeOrchestrator:
         inst = self._instruments[(order.venue, order.symbol)]
         asset = self._asset_of.get((order.venue, order.symbol), order.symbol)
         for f in fills:
-            self._gate.exposure.fill(order.venue, asset, order.side, inst.to_base_qty(f.qty),
-                                     inst.normalized_price(f.price), order.client_order_id)
+            base = inst.to_base_qty(f.qty)
+            price = inst.normalized_price(f.price)
+            self._gate.exposure.fill(order.venue, asset, order.side, base, price, order.client_order_id)
+            # Cash per venue (quote currency): what a venue account would show, for free margin.
+            flow = base * price
+            self.cash[order.venue] = self.cash.get(order.venue, Decimal(0)) + (
+                flow if order.side == "sell" else -flow) - f.fee
         if is_terminal(order.state):
             self._gate.exposure.release(order.client_order_id)
 

@@ -42,7 +42,7 @@ from mt5_bridge.server import EmbeddedServer
 from quantarb_tui.admin_token import AdminTokenError, engine_admin_token, listener_file_path
 from quantarb_tui.control import Action, ControlRefused, ControlResult, HealthStatus
 from quantarb_tui.events import EngineEvent, EventLog, Level
-from quantarb_tui.flatten import Flattener, ledger_positions
+from quantarb_tui.flatten import Flattener, ledger_cash_flows, ledger_positions
 from quantarb_tui.mt5_side import Mt5Side
 from quantarb_tui.operator_api import create_operator_app, operator_routes
 from quantarb_tui.orchestrator import HedgeOrchestrator
@@ -321,14 +321,23 @@ class Runtime:
         return links
 
     def _balances(self) -> dict[str, Decimal]:
-        """Free margin per venue where a venue reports it (the EA's account reports)."""
-        if self.mt5 is None:
-            return {}
+        """Free margin per venue: the EA's account report for MT5; for a paper venue, its
+        paper account: `paper.balance` plus the cash flows of every fill in the ledger and the
+        marked value of its positions, less the margin they hold at `paper.leverage`."""
         out: dict[str, Decimal] = {}
-        for terminal in self.mt5.terminals[:1]:
-            account = self.mt5.bridge.account(terminal)
-            if account is not None:
-                out["mt5"] = Decimal(repr(account.margin_free))
+        paper = self.config.paper
+        exposure = self.gate.exposure
+        for venue, gateway in self.gateways.items():
+            if isinstance(gateway, PaperGateway):
+                held = sum((q * exposure.marks.get(a, Decimal(0))
+                            for (v, a), q in exposure.positions.items() if v == venue), Decimal(0))
+                equity = paper.balance + self.orchestrator.cash.get(venue, Decimal(0)) + held
+                out[venue] = equity - exposure.venue_gross(venue) / paper.leverage
+        if self.mt5 is not None:
+            for terminal in self.mt5.terminals[:1]:
+                account = self.mt5.bridge.account(terminal)
+                if account is not None:
+                    out["mt5"] = Decimal(repr(account.margin_free))
         return out
 
     async def _mt5_positions(self, after_ms: int | None) -> list[PositionState] | None:
@@ -507,6 +516,11 @@ class Runtime:
             inst = self.instruments.get((venue, symbol))  # type: ignore[arg-type]
             if inst is not None:
                 self.gate.exposure.set_position(venue, self.orchestrator.asset_of(*inst.key), inst.to_base_qty(qty))
+        for (venue, symbol), (flow, fees) in (await self.ledger.read(ledger_cash_flows)).items():
+            inst = self.instruments.get((venue, symbol))  # type: ignore[arg-type]
+            if inst is not None:  # the paper accounts carry on where the ledger left them
+                cash = flow * inst.qty_per_unit * inst.price_scale - fees
+                self.orchestrator.cash[inst.venue] = self.orchestrator.cash.get(inst.venue, Decimal(0)) + cash
         for pair, qty in rec.dust.items():
             self.orchestrator.compensation.dust.add(pair, qty)
             self._dust_journaled[pair] = qty

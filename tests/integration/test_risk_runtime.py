@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.clock import ManualClock
-from core.config import demo_config
+from core.config import QuantarbConfig, demo_config
 from core.models import TradingState
 from quantarb_tui.control import ControlRefused
 from quantarb_tui.runtime import Runtime
@@ -155,3 +155,33 @@ async def test_a_group_held_past_hold_timeout_is_alerted_and_set_to_unwind(tmp_p
     assert any(e.kind == "breaker" and "hold_timeout" in e.text for e in rt.events.recent(50))
     rt.risk_step()  # reported once
     assert sum(1 for e in rt.events.recent(100) if e.kind == "alert" and group.group_id in e.text) == 1
+
+
+async def test_paper_accounts_feed_the_free_balance_breaker(tmp_path: Path) -> None:
+    """Each paper venue keeps an account (balance, the fills' cash, positions marked, margin at
+    `paper.leverage`); below `min_free_balance` the venue gets no new intents."""
+    cfg = demo_config().model_dump(mode="python")
+    cfg["paper"].update({"balance": Decimal(100_000), "leverage": Decimal(2)})
+    cfg["risk"]["min_free_balance"] = Decimal(99_000)  # any real margin use is too much
+    clock = ManualClock()
+    rt = Runtime(QuantarbConfig.model_validate(cfg), is_demo=True, clock=clock, ledger_path="",
+                 mt5_in_process=True)
+    rt.risk_step()
+    assert rt.snapshot().blocked_venues == ()  # flat accounts: all free
+    await rt.drive(1500, 20.0)
+    rt.risk_step()  # marks from the books, then the accounts
+    balances = rt._balances()
+    assert set(balances) == {"mt5", "okx", "binance"}
+    blocked = set(rt.snapshot().blocked_venues)
+    low = {v for v, free in balances.items() if free < Decimal(99_000)}
+    assert low and blocked == low
+    exposure = rt.gate.exposure
+    for venue, free in balances.items():
+        held = sum((q * exposure.marks[a] for (v, a), q in exposure.positions.items() if v == venue), Decimal(0))
+        expected = Decimal(100_000) + rt.orchestrator.cash.get(venue, Decimal(0)) + held \
+            - exposure.venue_gross(venue) / 2
+        assert free == expected
+    breakers = {b.key: b.state for b in rt.snapshot().breakers}
+    assert all(breakers[f"balance:{v}"] == "tripped" for v in low)
+    await rt.drive(1500, 20.0)  # edges keep coming: those through a blocked venue are refused
+    assert rt.pipeline.reasons["risk:min_free_balance"] > 0
