@@ -95,9 +95,6 @@ class Flattener:
         self._mt5_close = mt5_close
         self._seq = itertools.count(1)
 
-    def _asset(self, venue: Venue, symbol: str) -> str:
-        return self._orch.asset_of(venue, symbol)
-
     async def run(self) -> dict[str, Any]:
         """One flatten pass over every venue; returns the per venue/asset report."""
         started_ms = self._clock.time_ms()
@@ -108,7 +105,7 @@ class Flattener:
         jobs: list[Awaitable[None]] = []
         counter = itertools.count()
         for (venue, symbol), inst in sorted(self._instruments.items()):
-            asset = self._asset(venue, symbol)
+            asset = self._orch.asset_of(venue, symbol)
             line = FlattenLine(venue, asset, symbol, self._gate.exposure.position(venue, asset))
             lines.append(line)
             if venue == "mt5" and reports is not None:

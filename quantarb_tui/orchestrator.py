@@ -549,13 +549,18 @@ class HedgeOrchestrator:
             reduces_group=reduces_group,
         )
 
+    def _judge(self, order: Order, check: OrderCheck) -> str | None:
+        """The gate's verdict, and while flattening only flatten orders may leave."""
+        refusal = self._gate.check_order(check)
+        if refusal is None and self.flattening and order.purpose is not OrderPurpose.FLATTEN:
+            return "risk:flattening"
+        return refusal
+
     def _gate_order(self, order: Order) -> bool:
         """The RiskGate's last word before an order leaves; a refused order is rejected
         locally (never sent, never journaled as created) with the rule as its reason."""
         check = self._check_for(order)
-        refusal = self._gate.check_order(check)
-        if refusal is None and self.flattening and order.purpose is not OrderPurpose.FLATTEN:
-            refusal = "risk:flattening"
+        refusal = self._judge(order, check)
         if refusal is None:
             self._gate.exposure.reserve(check.key, check.venue, check.asset, check.side, check.base_qty, check.price)
             return True
@@ -615,9 +620,7 @@ class HedgeOrchestrator:
             # A kill (or flatten) landed since this order was judged (paired entries are
             # judged before either is sent; the write-ahead awaits): judge it again, or it
             # would leave after the kill with no cancel behind it.
-            refusal = self._gate.check_order(self._check_for(order))
-            if refusal is None and self.flattening and order.purpose is not OrderPurpose.FLATTEN:
-                refusal = "risk:flattening"
+            refusal = self._judge(order, self._check_for(order))
             if refusal is not None:
                 order.reject_reason = refusal
                 self._transition(order, OrderState.REJECTED)

@@ -304,10 +304,8 @@ class Runtime:
             level: Level = "error" if change.tripped and change.effect == "halt" else "warn"
             self.events.emit(EngineEvent(self.clock.time_ms(), "breaker", f"breaker {change.reason}", level,
                                          {"breaker": change.name, "tripped": change.tripped}))
-            record = state or StateChange(self.clock.time_ms(), self.gate.state, change.reason)
-            if state is not None:
-                record = StateChange(state.ts_ms, state.state, change.reason)
-            self._record_risk("breaker", record)
+            ts_ms = state.ts_ms if state is not None else self.clock.time_ms()
+            self._record_risk("breaker", StateChange(ts_ms, self.gate.state, change.reason))
         if self._recovering and self.gate.state is TradingState.ACTIVE:
             self.gate.pause(RECOVERING)  # a pause that ended must not end recovery
     def _venue_links(self) -> list[VenueLink]:
@@ -382,18 +380,11 @@ class Runtime:
         health = self._drive_health.get(venue)
         if health is None:
             health = self._drive_health[venue] = FeedHealth(name=f"{venue}-sim", venue=venue, transport="in-process")
-        health.state = FeedState.LIVE
-        health.frames += 1
-        health.quotes += 1
-        health.last_frame_ns = now_ns
+        _one_frame(health, now_ns)
 
     def _on_mt5_tick(self, tick: SimTick) -> None:
         now = self.clock.monotonic_ns()
-        health = self.mt5_health
-        health.state = FeedState.LIVE
-        health.frames += 1
-        health.quotes += 1
-        health.last_frame_ns = now
+        _one_frame(self.mt5_health, now)
         self.ingest(Quote(tick.venue, tick.symbol, tick.bid, tick.ask, tick.bid_size, tick.ask_size,
                           tick.ts_ms, now))
 
@@ -986,6 +977,14 @@ class Runtime:
             "realized_pnl": snap.realized_pnl,
             "trading_state": snap.trading_state,
         }
+
+
+def _one_frame(health: FeedHealth, now_ns: int) -> None:
+    """An in-process quote source delivered one quote (drive() and the in-process MT5)."""
+    health.state = FeedState.LIVE
+    health.frames += 1
+    health.quotes += 1
+    health.last_frame_ns = now_ns
 
 
 def _pair_event(ts_ms: int, row: PairRow) -> EngineEvent:

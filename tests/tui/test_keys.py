@@ -133,15 +133,15 @@ async def test_flatten_refused_shows_the_engine_message(demo_runtime: Runtime) -
         assert isinstance(app.screen, MainScreen)
 
 
-async def test_flatten_with_the_real_runtime(demo_runtime: Runtime) -> None:
-    """Either outcome of the engine's flatten is handled: done (halted) or refused (message)."""
+async def test_flatten_of_an_engine_that_is_not_running_is_refused_in_the_modal(demo_runtime: Runtime) -> None:
+    """The real runtime, never started here: its refusal is shown and nothing changes (the
+    flatten that runs is tests/tui/test_operator_keys_e2e.py)."""
     async with running(demo_runtime) as (app, pilot):
         await pilot.press("f", *"FLATTEN", "enter")  # type: ignore[attr-defined]
         await settle(app, pilot)
-        if isinstance(app.screen, InputModal):
-            assert app.screen.error
-        else:
-            assert shown_state(app) == "halted"
+        assert isinstance(app.screen, InputModal)
+        assert app.screen.error == "the engine is not running"
+        assert demo_runtime.gate.state == "active"
 
 
 # -- pause / resume / rearm ------------------------------------------------------------------

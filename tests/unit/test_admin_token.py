@@ -109,3 +109,23 @@ def test_the_token_never_reaches_the_logs(tmp_path: Path, caplog: pytest.LogCapt
     token = engine_admin_token(ledger)
     client_admin_token(ledger)
     assert token not in caplog.text
+
+
+def test_the_cli_reads_the_running_engines_address_and_ignores_a_bad_listener_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantarb_tui.admin_token import listener_file_path
+    from quantarb_tui.operator_cli import UsageError, resolve_target
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("QUANTARB_ADMIN_TOKEN", "t" * 32)
+    monkeypatch.setenv("QUANTARB_LISTENER__PORT", "0")
+    ledger = tmp_path / "x.db"
+    address = listener_file_path(ledger)
+    address.write_text("http://127.0.0.1:45123\n")
+    assert resolve_target(None, None, str(ledger)).url == "http://127.0.0.1:45123"
+    for garbage in ("", "not a url", "ftp://127.0.0.1:1", "http://" + "a" * 400, "\x00\xff"):
+        address.write_text(garbage, errors="surrogateescape")
+        with pytest.raises(UsageError, match="pass --url"):  # falls back to the config: port 0
+            resolve_target(None, None, str(ledger))
+    assert resolve_target("http://127.0.0.1:1", None, str(ledger)).url == "http://127.0.0.1:1"
