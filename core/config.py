@@ -2,7 +2,7 @@
 
 Unknown keys are errors everywhere (`extra="forbid"`): a misspelt risk limit must stop the
 start, not silently fall back to a default. Secrets are not part of this schema: they come
-from the environment only (see `quantarb_tui.settings`). Defaults are documented on each
+from the environment only (see `engine.settings`). Defaults are documented on each
 field and in docs/configuration.md.
 """
 

@@ -22,15 +22,15 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Input
 
-from quantarb_tui.control import ControlRefused, ControlResult
-from quantarb_tui.runtime import LedgerRefused, Runtime, RuntimeFailure
+from engine.control import ControlRefused, ControlResult
+from engine.runtime import LedgerRefused, Runtime, RuntimeFailure
+from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.screens.base import SnapshotView
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from quantarb_tui.screens.main import MainScreen
 from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal
 from quantarb_tui.screens.risk import RiskScreen
-from quantarb_tui.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets.status_bar import StatusBar
 
 GC_THRESHOLDS = (5000, 10, 10000)  # CPython default: (700, 10, 10)

@@ -18,9 +18,9 @@ from quantarb_tui.config_cmd import config_app
 from quantarb_tui.ledger_cmd import ledger_app
 
 if TYPE_CHECKING:
-    from quantarb_tui.control import Action
-    from quantarb_tui.runtime import Runtime
-    from quantarb_tui.settings import LoadedConfig
+    from engine.control import Action
+    from engine.runtime import Runtime
+    from engine.settings import LoadedConfig
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
@@ -52,7 +52,7 @@ def _fail(code: int, message: str) -> typer.Exit:
 
 
 def _load(config: str | None) -> LoadedConfig:
-    from quantarb_tui.settings import ConfigError, load_config
+    from engine.settings import ConfigError, load_config
 
     try:
         return load_config(config)
@@ -61,7 +61,7 @@ def _load(config: str | None) -> LoadedConfig:
 
 
 def _runtime(loaded: LoadedConfig, ledger: str | None) -> Runtime:
-    from quantarb_tui.runtime import Runtime, RuntimeFailure
+    from engine.runtime import Runtime, RuntimeFailure
 
     try:
         return Runtime(loaded.config, is_demo=loaded.is_demo, ledger_path=ledger, secrets=loaded.secrets)
@@ -109,7 +109,7 @@ def record(
     loaded = _load(config)
     import asyncio
 
-    from quantarb_tui.recordings import record as run_record
+    from engine.recordings import record as run_record
 
     try:
         result = asyncio.run(run_record(loaded.config, is_demo=loaded.is_demo, duration=duration, out=out))
@@ -127,8 +127,8 @@ def replay(
 ) -> None:
     """Replay a recording through the normalizers and the pipeline; report the decisions."""
     loaded = _load(config)
+    from engine.recordings import replay as run_replay
     from feeds.recording import RecordingError
-    from quantarb_tui.recordings import replay as run_replay
 
     if not file.is_file():
         raise _fail(EXIT_CONFIG, f"{file}: no such recording")
@@ -250,7 +250,7 @@ def mt5_sim(
     import json
     import os
 
-    from quantarb_tui.settings import mt5_secret_env_var
+    from engine.settings import mt5_secret_env_var
     from sim.mt5_sim_cli import run_mt5_sim
 
     name = secret_env or mt5_secret_env_var(terminal)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from quantarb_tui.settings import LoadedConfig
+    from engine.settings import LoadedConfig
 
 __all__ = ["EXAMPLE_CONFIG_RESOURCE", "config_app", "example_config_text", "to_toml"]
 
@@ -47,7 +47,7 @@ def _fail(lines: list[str] | str, code: int = EXIT_INVALID) -> typer.Exit:
 
 
 def _load(path: Path | None) -> LoadedConfig:
-    from quantarb_tui.settings import ConfigError, load_config
+    from engine.settings import ConfigError, load_config
 
     try:
         return load_config(None if path is None else str(path))

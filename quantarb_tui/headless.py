@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TextIO
 
-from quantarb_tui.events import EngineEvent
-from quantarb_tui.runtime import LedgerRefused, Runtime, RuntimeFailure
-from quantarb_tui.signals import stop_on_signals
+from engine.events import EngineEvent
+from engine.runtime import LedgerRefused, Runtime, RuntimeFailure
+from engine.signals import stop_on_signals
 
 
 def format_ts(ts_ms: int) -> str:

@@ -24,7 +24,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdo
 def _path(ledger: str | None, config: str | None) -> str:
     if ledger:
         return ledger
-    from quantarb_tui.settings import ConfigError, load_config
+    from engine.settings import ConfigError, load_config
 
     try:
         return load_config(config).config.engine.ledger

@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 import httpx
 
-from quantarb_tui.admin_token import AdminTokenError, client_admin_token, listener_file_path, token_file_path
-from quantarb_tui.control import Action
-from quantarb_tui.settings import ConfigError, load_config
+from engine.admin_token import AdminTokenError, client_admin_token, listener_file_path, token_file_path
+from engine.control import Action
+from engine.settings import ConfigError, load_config
 
 __all__ = [
     "EXIT_NO_INSTANCE",

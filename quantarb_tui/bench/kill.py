@@ -26,8 +26,8 @@ from core.clock import RealClock
 from core.config import QuantarbConfig, demo_config
 from core.models import OrderPurpose, Quote, TradingState
 from core.risk import OrderCheck, StateChange
+from engine.runtime import Runtime
 from quantarb_tui.bench.common import percentile
-from quantarb_tui.runtime import Runtime
 from sim.market import SyntheticMarket
 
 TARGET_QUOTES_PER_S = 20_000

@@ -35,8 +35,8 @@ from textual import events
 from core.clock import RealClock
 from core.config import QuantarbConfig, demo_config
 from core.models import Quote
+from engine.runtime import Runtime
 from quantarb_tui.bench.common import percentile
-from quantarb_tui.runtime import Runtime
 from sim.market import SimTick, SyntheticMarket
 
 TICK_POOL = 200_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from quantarb_tui.snapshot import RuntimeSnapshot
+from engine.snapshot import RuntimeSnapshot
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from quantarb_tui.snapshot import GroupRow, RuntimeSnapshot
+from engine.snapshot import GroupRow, RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.groups_pane import legs_text
 from quantarb_tui.widgets.status_bar import StatusBar

@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Select, Static
 
-from quantarb_tui.snapshot import RuntimeSnapshot
+from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import Row, SyncedTable

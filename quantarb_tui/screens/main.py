@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
-from quantarb_tui.snapshot import RuntimeSnapshot
+from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets.compensation_pane import CompensationPane
 from quantarb_tui.widgets.edges_pane import EdgesPane
 from quantarb_tui.widgets.filter_bar import FilterBar

@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from quantarb_tui.snapshot import RuntimeSnapshot
+from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets.breakers_pane import BreakersPane
 from quantarb_tui.widgets.limits_pane import LimitsPane
 from quantarb_tui.widgets.risk_events_pane import RiskEventsPane

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
-from quantarb_tui.snapshot import GroupRow, LegRow, RuntimeSnapshot
+from engine.snapshot import GroupRow, LegRow, RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.synced_table import Row, SyncedTable
 

@@ -13,7 +13,7 @@ from collections import deque
 from rich.text import Text
 from textual.widgets import Static
 
-from quantarb_tui.snapshot import RuntimeSnapshot
+from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
 
 LEVEL_STYLES = {"info": "", "warn": "yellow", "error": "bold red"}

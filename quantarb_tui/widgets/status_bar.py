@@ -13,7 +13,7 @@ from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.widgets import Static
 
-from quantarb_tui.snapshot import RuntimeSnapshot
+from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
 
 STATES = ("active", "reducing", "paused", "halted")

@@ -23,9 +23,9 @@ from core.hedge import HedgeGroup
 from core.models import GroupState, Order, OrderPurpose, OrderState, TradingState, Venue
 from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import RiskGate
+from engine.events import EventLog
+from engine.orchestrator import HedgeOrchestrator
 from ledger.ledger import Ledger
-from quantarb_tui.events import EventLog
-from quantarb_tui.orchestrator import HedgeOrchestrator
 from tests.execution_support import BY_VENUE, INSTRUMENTS, ScriptedGateway, make_intent
 
 TERMINAL = {"hedged", "repaired", "unwound", "rejected", "failed"}

@@ -140,7 +140,7 @@ def test_cli_module_imports_no_heavy_dependency() -> None:
     """`quantarb --help` stays fast because the CLI imports the engine and UI lazily."""
     code = (
         "import sys, quantarb_tui.cli;"
-        "heavy = [m for m in ('textual','pydantic','core.pipeline','quantarb_tui.runtime','httpx') "
+        "heavy = [m for m in ('textual','pydantic','core.pipeline','engine.runtime','httpx') "
         "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -475,7 +475,7 @@ async def test_account_reports_update_the_bridge_with_our_positions_only(rig: tu
 
 
 async def test_demo_runtime_runs_an_mt5_leg_through_the_listener_and_the_ea(tmp_path: Path) -> None:
-    from quantarb_tui.runtime import Runtime
+    from engine.runtime import Runtime
 
     config = demo_config()
     config = config.model_copy(update={

@@ -20,12 +20,12 @@ import pytest
 
 from core.clock import ManualClock
 from core.config import demo_config
+from engine.admin_token import engine_admin_token
+from engine.control import ControlRefused, ControlResult
+from engine.operator_api import MAX_REASON_CHARS, create_operator_app
+from engine.runtime import Runtime
 from mt5_bridge.server import EmbeddedServer
-from quantarb_tui.admin_token import engine_admin_token
-from quantarb_tui.control import ControlRefused, ControlResult
-from quantarb_tui.operator_api import MAX_REASON_CHARS, create_operator_app
 from quantarb_tui.operator_cli import MAX_REASON_CHARS as CLI_MAX_REASON_CHARS
-from quantarb_tui.runtime import Runtime
 
 
 class PolicyRuntime(Runtime):

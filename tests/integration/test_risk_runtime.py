@@ -13,8 +13,8 @@ import pytest
 from core.clock import ManualClock
 from core.config import QuantarbConfig, demo_config
 from core.models import TradingState
-from quantarb_tui.control import ControlRefused
-from quantarb_tui.runtime import Runtime
+from engine.control import ControlRefused
+from engine.runtime import Runtime
 
 
 @pytest.fixture(autouse=True)

@@ -18,8 +18,8 @@ from core.config import demo_config
 from core.models import Order, Venue
 from core.orders import is_terminal
 from core.ports import ExecutionGateway, OrderUpdate
+from engine.runtime import Runtime
 from quantarb_tui.app import QuantArbApp
-from quantarb_tui.runtime import Runtime
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input
 
+from engine.control import ControlRefused, ControlResult
+from engine.runtime import Runtime
 from quantarb_tui.app import QuantArbApp
-from quantarb_tui.control import ControlRefused, ControlResult
-from quantarb_tui.runtime import Runtime
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from quantarb_tui.screens.main import MainScreen

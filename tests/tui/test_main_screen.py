@@ -8,8 +8,8 @@ import pytest
 import textual.constants
 from textual.widgets import DataTable
 
+from engine.runtime import Runtime
 from quantarb_tui.app import QuantArbApp
-from quantarb_tui.runtime import Runtime
 from quantarb_tui.widgets.synced_table import SyncedTable
 from tests.tui.conftest import close_ledger, make_app, warm
 

@@ -12,8 +12,8 @@ import pytest
 
 from core.clock import ManualClock
 from core.config import demo_config
+from engine.runtime import Runtime
 from quantarb_tui.app import QuantArbApp
-from quantarb_tui.runtime import Runtime
 from quantarb_tui.screens.main import MainScreen
 from quantarb_tui.widgets.status_bar import StatusBar
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from textual.pilot import Pilot
 
+from engine.runtime import Runtime
 from quantarb_tui.app import QuantArbApp
-from quantarb_tui.runtime import Runtime
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from tests.tui.conftest import close_ledger, groups_in_flight, make_app, warm

@@ -14,8 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from core.config import demo_config
+from engine.settings import load_config
 from quantarb_tui.config_cmd import config_app, example_config_text, to_toml
-from quantarb_tui.settings import load_config
 
 SECRET = "s3cr3t-VALUE-never-shown"
 SECRET_VARS = [
@@ -320,7 +320,7 @@ def test_importing_config_cmd_is_light() -> None:
     code = (
         "import sys, quantarb_tui.config_cmd as m; "
         "assert hasattr(m, 'config_app'); "
-        "print(','.join(x for x in ('textual', 'pydantic', 'quantarb_tui.settings') if x in sys.modules))"
+        "print(','.join(x for x in ('textual', 'pydantic', 'engine.settings') if x in sys.modules))"
     )
     repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)

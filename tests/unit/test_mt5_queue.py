@@ -406,8 +406,8 @@ async def test_a_delegating_store_is_authoritative_only_once_it_can_answer_by_id
     """Review finding: without a ledger attached, a command the queue no longer holds must be
     unknown, not 'never sent' (the store slot cannot tell)."""
     from core.clock import ManualClock
+    from engine.mt5_side import StoreSlot
     from mt5_bridge.queue import CommandQueue, InMemoryCommandStore
-    from quantarb_tui.mt5_side import StoreSlot
 
     slot = StoreSlot()
     queue = CommandQueue(slot, ManualClock())

@@ -23,12 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core.clock import ManualClock, RealClock
 from core.config import demo_config
+from engine.control import ACTIONS
+from engine.operator_api import MAX_REASON_CHARS, create_operator_app, operator_routes, parse_action_body
+from engine.runtime import Runtime
+from engine.snapshot import RuntimeSnapshot
 from mt5_bridge.app import MAX_BODY_BYTES, create_app
 from mt5_bridge.server import EmbeddedServer
-from quantarb_tui.control import ACTIONS
-from quantarb_tui.operator_api import MAX_REASON_CHARS, create_operator_app, operator_routes, parse_action_body
-from quantarb_tui.runtime import Runtime
-from quantarb_tui.snapshot import RuntimeSnapshot
 from tests.mt5_support import make_rig
 
 TOKEN = "test-admin-token-0123456789abcdef"

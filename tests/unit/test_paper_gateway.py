@@ -22,8 +22,8 @@ from core.config import PaperConfig, demo_config
 from core.instruments import Instrument
 from core.models import Order, OrderPurpose, OrderState, Side, Venue
 from core.ports import OrderUpdate
-from quantarb_tui.settings import load_config
-from sim.paper import REJECT_REASONS, PaperBehaviour, PaperGateway
+from engine.settings import load_config
+from exchanges.paper import REJECT_REASONS, PaperBehaviour, PaperGateway
 
 SYMBOL = "BTC-USDT-SWAP"
 INST = Instrument(
@@ -404,7 +404,7 @@ def test_paper_config_from_the_environment() -> None:
 
 
 def test_runtime_wires_paper_behaviour_per_venue(tmp_path: Path) -> None:
-    from quantarb_tui.runtime import Runtime
+    from engine.runtime import Runtime
 
     config = demo_config().model_copy(
         update={"paper": PaperConfig(reject_rate=0.2, timeout_rate=0.1, latency_ms_min=1, latency_ms_max=3, seed=9)}

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from core.config import DEMO_CONFIG, QuantarbConfig, demo_config
-from quantarb_tui.config_cmd import example_config_text
-from quantarb_tui.settings import (
+from engine.settings import (
     ConfigError,
     LoadedConfig,
     Secrets,
@@ -27,6 +26,7 @@ from quantarb_tui.settings import (
     read_secrets,
     resolve_config_path,
 )
+from quantarb_tui.config_cmd import example_config_text
 
 # pairs[0] (BTC) uses all three venues; pairs[1] (XAU) uses MT5 and Binance.
 BASE_TOML = """\

@@ -53,8 +53,8 @@ from core.pnl import GroupPnl, PairStats, PairSummary, group_pnl
 from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import OrderCheck, RiskGate
 from core.tracker import InFlightOrderTracker
+from engine.events import EngineEvent, EventLog, Level
 from ledger.ledger import Ledger
-from quantarb_tui.events import EngineEvent, EventLog, Level
 
 GroupListener = Callable[[HedgeGroup], None]
 # (bid, ask) of an instrument right now, in venue units; None when never quoted.

@@ -20,13 +20,13 @@ from core.commands import CommandStore, Mt5Command
 from core.config import ListenerConfig, Mt5VenueConfig
 from core.instruments import Instrument
 from core.models import Quote
+from engine.snapshot import FeedRow
 from mt5_bridge.app import create_app
 from mt5_bridge.auth import SignatureVerifier
 from mt5_bridge.bridge import Mt5Bridge
 from mt5_bridge.gateway import MT5Gateway
 from mt5_bridge.queue import CommandQueue
 from mt5_bridge.server import EmbeddedServer
-from quantarb_tui.snapshot import FeedRow
 from sim.ea_sim import EaSimulator, TickBoard
 from sim.market import SimTick
 from sim.mt5_broker import BrokerBehaviour, SimBroker, spec_from_instrument

@@ -3,7 +3,7 @@
 Where it comes from, in order:
 
 1. `QUANTARB_ADMIN_TOKEN` (or `QUANTARB_ADMIN_TOKEN_FILE`), read with the other secrets by
-   `quantarb_tui.settings.read_secrets` and passed in here as `configured`;
+   `engine.settings.read_secrets` and passed in here as `configured`;
 2. the token file next to the ledger, `<ledger>.admin-token`, so that `quantarb kill` and
    friends on the same machine find the engine's token without any setup;
 3. the engine generates one (256 bits, URL-safe) and writes that file; with no ledger

@@ -42,10 +42,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from engine.control import ACTIONS, Action, ControlRefused, ControlResult, OperatorControl
+from engine.snapshot import RuntimeSnapshot
 from mt5_bridge import protocol
 from mt5_bridge.app import MAX_BODY_BYTES, BodyLimitMiddleware, http_error
-from quantarb_tui.control import ACTIONS, Action, ControlRefused, ControlResult, OperatorControl
-from quantarb_tui.snapshot import RuntimeSnapshot
 
 __all__ = [
     "MAX_REASON_CHARS",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from quantarb_tui.events import EngineEvent
+from engine.events import EngineEvent
 
 
 @dataclass(slots=True, frozen=True)

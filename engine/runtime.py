@@ -31,24 +31,16 @@ from core.models import Decision, GroupState, Order, Quote, TradingState, Venue
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
 from core.risk import RearmRefused, RiskGate, StateChange
-from feeds.base import WsFeed
-from feeds.health import FeedHealth, FeedState
-from ledger import queries
-from ledger.errors import LedgerError, LedgerTooNewError, NotALedgerError
-from ledger.events import RiskKind
-from ledger.ledger import Ledger
-from mt5_bridge.bridge import PositionState
-from mt5_bridge.server import EmbeddedServer
-from quantarb_tui.admin_token import AdminTokenError, engine_admin_token, listener_file_path
-from quantarb_tui.control import Action, ControlRefused, ControlResult, HealthStatus
-from quantarb_tui.events import EngineEvent, EventLog, Level
-from quantarb_tui.flatten import Flattener, ledger_cash_flows, ledger_positions
-from quantarb_tui.mt5_side import Mt5Side
-from quantarb_tui.operator_api import create_operator_app, operator_routes
-from quantarb_tui.orchestrator import HedgeOrchestrator
-from quantarb_tui.risk_monitor import RiskMonitor, VenueLink
-from quantarb_tui.settings import Secrets, mt5_secret_env_var
-from quantarb_tui.snapshot import (
+from engine.admin_token import AdminTokenError, engine_admin_token, listener_file_path
+from engine.control import Action, ControlRefused, ControlResult, HealthStatus
+from engine.events import EngineEvent, EventLog, Level
+from engine.flatten import Flattener, ledger_cash_flows, ledger_positions
+from engine.mt5_side import Mt5Side
+from engine.operator_api import create_operator_app, operator_routes
+from engine.orchestrator import HedgeOrchestrator
+from engine.risk_monitor import RiskMonitor, VenueLink
+from engine.settings import Secrets, mt5_secret_env_var
+from engine.snapshot import (
     BreakerRow,
     CompensationRow,
     EdgeRow,
@@ -61,9 +53,17 @@ from quantarb_tui.snapshot import (
     RiskEventRow,
     RuntimeSnapshot,
 )
-from quantarb_tui.sources import build_feeds, build_world
+from engine.sources import build_feeds, build_world
+from exchanges.paper import PaperBehaviour, PaperGateway
+from feeds.base import WsFeed
+from feeds.health import FeedHealth, FeedState
+from ledger import queries
+from ledger.errors import LedgerError, LedgerTooNewError, NotALedgerError
+from ledger.events import RiskKind
+from ledger.ledger import Ledger
+from mt5_bridge.bridge import PositionState
+from mt5_bridge.server import EmbeddedServer
 from sim.market import SimTick
-from sim.paper import PaperBehaviour, PaperGateway
 
 RECOVERING = "recovering"
 

@@ -25,10 +25,10 @@ from core.config import QuantarbConfig
 from core.models import Quote
 from core.pipeline import OpportunityPipeline
 from core.risk import RiskGate
+from engine.signals import stop_on_signals
+from engine.sources import build_feeds, build_world
 from feeds.recording import FrameRecorder, RecordingError
 from feeds.replay import ReplaySource
-from quantarb_tui.signals import stop_on_signals
-from quantarb_tui.sources import build_feeds, build_world
 
 
 @dataclass(slots=True)

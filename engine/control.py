@@ -37,7 +37,7 @@ class ControlResult:
 
 
 class OperatorControl(Protocol):
-    """Implemented by `quantarb_tui.runtime.Runtime`."""
+    """Implemented by `engine.runtime.Runtime`."""
 
     def status(self) -> dict[str, Any]:
         """A JSON-able picture of the engine: trading state and reason, mode, PnL, open

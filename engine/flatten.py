@@ -25,8 +25,8 @@ from core.instruments import Instrument, floor_to
 from core.models import Order, OrderPurpose, OrderState, Side, Venue, opposite
 from core.ports import OrderUpdate
 from core.risk import RiskGate
+from engine.orchestrator import HedgeOrchestrator
 from mt5_bridge.bridge import PositionState
-from quantarb_tui.orchestrator import HedgeOrchestrator
 
 TouchSource = Callable[[Venue, str], tuple[float, float] | None]
 
