@@ -39,7 +39,7 @@ GROUP_TERMINAL: frozenset[GroupState] = frozenset(
 )
 
 
-def _base36(n: int) -> str:
+def base36(n: int) -> str:
     if n < 0:
         raise ValueError("negative id component")
     digits = []
@@ -52,7 +52,7 @@ def _base36(n: int) -> str:
 
 def new_group_id(opened_ms: int, seq: int) -> str:
     """A group id that is unique across restarts (ms timestamp) and runs (sequence)."""
-    return f"g{_base36(opened_ms)}{_base36(seq).rjust(3, '0')}"
+    return f"g{base36(opened_ms)}{base36(seq).rjust(3, '0')}"
 
 
 def client_order_id(group_id: str, leg: int, attempt: int) -> str:
@@ -61,7 +61,7 @@ def client_order_id(group_id: str, leg: int, attempt: int) -> str:
     The same id is reused when the same attempt is re-sent, so a venue can refuse a
     duplicate instead of executing it twice.
     """
-    coid = f"qa{group_id}l{leg}a{_base36(attempt)}"
+    coid = f"qa{group_id}l{leg}a{base36(attempt)}"
     if len(coid) > 32 or not coid.isalnum():
         raise ValueError(f"client order id {coid!r} is not in the safe format")
     return coid

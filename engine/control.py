@@ -1,16 +1,21 @@
-"""OperatorControl: the one set of operator actions that every control surface shares.
+"""The engine's two faces for every surface: `EngineReader` (what it shows) and
+`OperatorControl` (what an operator may do to it).
 
 The TUI keys, the operator HTTP endpoints (`/api/...`) and the CLI (`quantarb kill`, ...)
-all call these methods on the running Runtime, so an action means the same thing whichever
-way it arrives. Each returns a `ControlResult` that serialises to the JSON the API and the
-CLI print; an action the engine refuses (a rearm while a breaker is still tripped, a rearm
-without a reason) raises `ControlRefused` and changes nothing.
+all call these methods on the running engine (`Runtime.view`, `Runtime.control`), so a
+number and an action mean the same thing whichever way they arrive. Each action returns a
+`ControlResult` that serialises to the JSON the API and the CLI print; an action the engine
+refuses (a rearm while a breaker is still tripped, a rearm without a reason)
+raises `ControlRefused` and changes nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from engine.snapshot import RuntimeSnapshot
 
 Action = Literal["kill", "flatten", "rearm", "pause", "resume"]
 ACTIONS: tuple[Action, ...] = ("kill", "flatten", "rearm", "pause", "resume")
@@ -36,8 +41,16 @@ class ControlResult:
         return asdict(self)
 
 
-class OperatorControl(Protocol):
-    """Implemented by `engine.runtime.Runtime`."""
+class EngineReader(Protocol):
+    """Implemented by `engine.view_model.ViewModel` (`Runtime.view`). Reads only."""
+
+    def pair_names(self) -> list[str]:
+        """The configured pairs, in config order."""
+        ...
+
+    def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:
+        """Everything a screen shows, taken at one instant (pulled on a timer, <= 10 Hz)."""
+        ...
 
     def status(self) -> dict[str, Any]:
         """A JSON-able picture of the engine: trading state and reason, mode, PnL, open
@@ -47,6 +60,20 @@ class OperatorControl(Protocol):
     def health_status(self) -> HealthStatus:
         """`halted` when halted, `degraded` when paused/reducing or a venue is down, else `ok`."""
         ...
+
+    async def group_detail(self, group_id: str) -> dict[str, Any] | None:
+        """One group's story from the ledger; None without a ledger or such a group."""
+        ...
+
+    async def history(
+        self, *, pair: str | None = None, state: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Groups from the ledger, newest first."""
+        ...
+
+
+class OperatorControl(Protocol):
+    """Implemented by `engine.operator.Operator` (`Runtime.control`)."""
 
     async def kill(self, reason: str) -> ControlResult:
         """Halt: the gate flips before the first await, so the very next decision is refused;
@@ -68,3 +95,19 @@ class OperatorControl(Protocol):
     async def resume(self, reason: str) -> ControlResult:
         """Undo a pause (never a halt: that needs rearm)."""
         ...
+
+
+class Engine(Protocol):
+    """One engine as a face holds it (implemented by `engine.runtime.Runtime`): its two
+    interfaces, and start/stop (`start` raises `engine.errors.RuntimeFailure` or
+    `LedgerRefused`)."""
+
+    @property
+    def view(self) -> EngineReader: ...
+
+    @property
+    def control(self) -> OperatorControl: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import aiosqlite
-
 from core.clock import Clock
-from core.hedge import _base36
+from core.hedge import base36
 from core.instruments import Instrument, floor_to
 from core.models import Order, OrderPurpose, OrderState, Side, Venue, opposite
 from core.ports import OrderUpdate
@@ -29,32 +27,6 @@ from engine.orchestrator import HedgeOrchestrator
 from mt5_bridge.bridge import PositionState
 
 TouchSource = Callable[[Venue, str], tuple[float, float] | None]
-
-
-async def ledger_positions(db: aiosqlite.Connection) -> dict[tuple[str, str], Decimal]:
-    """Net filled quantity per (venue, symbol), venue units, signed (long > 0), from the ledger."""
-    out: dict[tuple[str, str], Decimal] = {}
-    async with db.execute(
-        "SELECT o.venue, o.symbol, o.side, f.qty FROM fills f JOIN orders o ON o.order_id = f.order_id"
-    ) as cur:
-        async for venue, symbol, side, qty in cur:
-            signed = Decimal(qty) if side == "buy" else -Decimal(qty)
-            out[(venue, symbol)] = out.get((venue, symbol), Decimal(0)) + signed
-    return out
-
-
-async def ledger_cash_flows(db: aiosqlite.Connection) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
-    """(cash flow, fees) per (venue, symbol) from every fill in the ledger, venue units: a sell
-    brings qty x price in, a buy takes it out."""
-    out: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
-    async with db.execute(
-        "SELECT o.venue, o.symbol, o.side, f.qty, f.price, f.fee FROM fills f JOIN orders o ON o.order_id = f.order_id"
-    ) as cur:
-        async for venue, symbol, side, qty, price, fee in cur:
-            flow = Decimal(qty) * Decimal(price)
-            cash, fees = out.get((venue, symbol), (Decimal(0), Decimal(0)))
-            out[(venue, symbol)] = (cash + (flow if side == "sell" else -flow), fees + Decimal(fee))
-    return out
 
 
 @dataclass(slots=True)
@@ -98,7 +70,7 @@ class Flattener:
     async def run(self) -> dict[str, Any]:
         """One flatten pass over every venue; returns the per venue/asset report."""
         started_ms = self._clock.time_ms()
-        batch = f"FL{_base36(started_ms)}{next(self._seq)}"
+        batch = f"FL{base36(started_ms)}{next(self._seq)}"
         # A report made after flatten began: every fill before it is in the positions.
         reports = await self._mt5_report(after_ms=started_ms)
         lines: list[FlattenLine] = []
@@ -121,7 +93,7 @@ class Flattener:
                 continue
             jobs.append(self._reduce(batch, next(counter), line, inst))
         await asyncio.gather(*jobs)
-        await self._orch._durable()
+        await self._orch.durable()
         if reports is not None:
             fresh = await self._mt5_report(after_ms=self._clock.time_ms())
             for line in lines:

@@ -1,19 +1,18 @@
 """The MT5 venue, composed: embedded listener, bridge, command queue, gateway (and in the
-simulated world, the EA simulator on its own simulated broker).
+demo, a companion terminal: the EA simulator on its own broker, from `engine.demo`).
 
-The EA pushes ticks and pulls commands over signed HTTP (DESIGN.md 5.4); ticks become quotes
-through the same `ingest()` as every other venue, and MT5 legs are executed by enqueuing
-commands that the EA acknowledges and fills. In the demo the EA simulator is a real HTTP
-client of the real listener, so the demo exercises the whole handshake.
+The EA pushes ticks and pulls commands over signed HTTP (docs/mt5-protocol.md); ticks become
+quotes through the same `ingest()` as every other venue, and MT5 legs are executed by
+enqueuing commands that the EA acknowledges and fills. In the demo the EA simulator is a real
+HTTP client of the real listener, so the demo exercises the whole handshake.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets as _secrets
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from typing import Protocol
 
 from core.clock import Clock
 from core.commands import CommandStore, Mt5Command
@@ -23,17 +22,23 @@ from core.models import Quote
 from engine.snapshot import FeedRow
 from mt5_bridge.app import create_app
 from mt5_bridge.auth import SignatureVerifier
-from mt5_bridge.bridge import Mt5Bridge
+from mt5_bridge.bridge import Mt5Bridge, PositionState
 from mt5_bridge.gateway import MT5Gateway
 from mt5_bridge.queue import CommandQueue
 from mt5_bridge.server import EmbeddedServer
-from sim.ea_sim import EaSimulator, TickBoard
-from sim.market import SimTick
-from sim.mt5_broker import BrokerBehaviour, SimBroker, spec_from_instrument
 
 DEMO_TERMINAL = "DEMO"
 # A terminal whose last tick is older than this is shown as stale.
 STALE_MS = 5_000
+
+
+class Terminal(Protocol):
+    """A terminal that runs beside the engine (the demo's EA simulator): started once the
+    listener listens, stopped before it closes."""
+
+    async def start(self, url: str) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class StoreSlot:
@@ -77,9 +82,7 @@ class Mt5Side:
         *,
         status: Callable[[], str],
         store: CommandStore | None = None,
-        simulate_ea: bool = False,
-        seed: int = 7,
-        broker_state: Path | None = None,
+        terminal: Terminal | None = None,
         extra_routes: Sequence[object] = (),
     ) -> None:
         terminals = list(venue.terminals)
@@ -116,21 +119,7 @@ class Mt5Side:
         self._listener = listener
         self.extra_routes: Sequence[object] = extra_routes
         self.server = self._server()
-        self.board: TickBoard | None = None
-        self.ea: EaSimulator | None = None
-        self._ea_task: asyncio.Task[None] | None = None
-        if simulate_ea:
-            self.board = TickBoard(symbols)
-            self.broker = SimBroker(
-                self.board.touch,
-                clock=clock,
-                seed=seed,
-                specs={s: spec_from_instrument(i) for s, i in self.instruments.items()},
-                behaviour=BrokerBehaviour(),
-                state_file=broker_state,
-            )
-            self._ea_secret = terminal_secrets[terminals[0]]
-            self._ea_seed = seed
+        self._terminal = terminal
 
     def _server(self) -> EmbeddedServer:
         listener = self._listener
@@ -147,11 +136,6 @@ class Mt5Side:
         """A secret for the demo terminal, generated for this run (known only to the EA sim)."""
         return _secrets.token_hex(32).encode()
 
-    def on_sim_tick(self, tick: SimTick) -> None:
-        """The simulated world's MT5 quotes, as the EA's terminal sees them."""
-        if self.board is not None:
-            self.board.on_tick(tick)
-
     async def start(self, extra_routes: Sequence[object] | None = None) -> None:
         """`extra_routes` (the operator API) join the MT5 routes on the same listener."""
         await self.queue.restore()
@@ -159,31 +143,27 @@ class Mt5Side:
             self.extra_routes = extra_routes
             self.server = self._server()
         await self.server.start()
-        if self.board is not None:
-            self.ea = EaSimulator(
-                self.server.url,
-                self.terminals[0],
-                self._ea_secret,
-                list(self.instruments),
-                self.broker,
-                self.board,
-                self.clock,
-                timer_ms=50,
-                fill_latency_ms=(5.0, 40.0),
-                seed=self._ea_seed,
-                magic=self.gateway.magic,
-            )
-            self._ea_task = asyncio.create_task(self.ea.run(), name="ea-sim")
+        if self._terminal is not None:
+            await self._terminal.start(self.server.url)
 
     async def stop(self) -> None:
-        if self.ea is not None:
-            await self.ea.stop()
-        if self._ea_task is not None:
-            self._ea_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ea_task
-            self._ea_task = None
+        if self._terminal is not None:
+            await self._terminal.stop()
         await self.server.stop()
+
+    async def positions_after(self, after_ms: int | None, timeout_s: float = 8.0) -> list[PositionState] | None:
+        """The first terminal's positions with our magic; with `after_ms`, waits (bounded) for
+        a report made after it. None when the terminal has never reported."""
+        terminal = self.terminals[0]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            account = self.bridge.account(terminal)
+            if account is not None and (after_ms is None or account.ts_ms >= after_ms):
+                return list(account.positions)
+            if loop.time() > deadline:
+                return list(account.positions) if account is not None else None
+            await asyncio.sleep(0.1)
 
     @property
     def url(self) -> str:

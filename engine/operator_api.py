@@ -1,6 +1,6 @@
 """The operator HTTP endpoints (DESIGN.md 5.3): control and metrics over the listener.
 
-    GET  /api/status    bearer                  -> control.status()
+    GET  /api/status    bearer                  -> reader.status()
     POST /api/kill      bearer  {"reason":...}  -> ControlResult JSON
     POST /api/flatten   bearer  {"reason":...}  -> ControlResult JSON
     POST /api/rearm     bearer  {"reason":...}  -> ControlResult JSON (409 without a reason)
@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from engine.control import ACTIONS, Action, ControlRefused, ControlResult, OperatorControl
+from engine.control import ACTIONS, Action, ControlRefused, ControlResult, EngineReader, OperatorControl
 from engine.snapshot import RuntimeSnapshot
 from mt5_bridge import protocol
 from mt5_bridge.app import MAX_BODY_BYTES, BodyLimitMiddleware, http_error
@@ -144,12 +144,9 @@ def _bearer(request: Request) -> bytes | None:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def operator_routes(
-    control: OperatorControl, token: str, snapshot: Callable[[], RuntimeSnapshot]
-) -> list[BaseRoute]:
+def operator_routes(control: OperatorControl, reader: EngineReader, token: str) -> list[BaseRoute]:
     """The operator routes, to mount into the listener (`create_app(extra_routes=...)`) or
-    into `create_operator_app`. `snapshot` is read once per `/metrics` scrape: pass a cheap
-    one (`lambda: runtime.snapshot(groups=0, log=0)`)."""
+    into `create_operator_app`. `/metrics` reads one cheap snapshot per scrape."""
     expected = token.encode("utf-8")
     if not expected:
         raise ValueError("the admin token is empty")
@@ -165,7 +162,7 @@ def operator_routes(
         return endpoint
 
     async def status(request: Request) -> Response:
-        return _json(200, _ENCODER.encode(control.status()))
+        return _json(200, _ENCODER.encode(reader.status()))
 
     def action(name: Action) -> Endpoint:
         method: Callable[[str], Awaitable[ControlResult]] = getattr(control, name)
@@ -187,7 +184,7 @@ def operator_routes(
         return endpoint
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(snapshot))
+    registry.register(RuntimeCollector(lambda: reader.snapshot(groups=0, log=0)))
 
     async def metrics(request: Request) -> Response:
         # In the event loop, not a thread: the snapshot reads engine state the loop mutates.
@@ -200,21 +197,16 @@ def operator_routes(
     return routes
 
 
-def create_operator_app(
-    control: OperatorControl,
-    token: str,
-    snapshot: Callable[[], RuntimeSnapshot],
-    health: Callable[[], str],
-) -> Starlette:
+def create_operator_app(control: OperatorControl, reader: EngineReader, token: str) -> Starlette:
     """A listener app for an engine without MT5: the operator routes and an open `/healthz`,
     with the same body limit and JSON errors as the MT5 listener."""
 
     async def healthz(request: Request) -> Response:
-        return _json(200, protocol.encode(protocol.HealthBody(status=health())))
+        return _json(200, protocol.encode(protocol.HealthBody(status=reader.health_status())))
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
-        *operator_routes(control, token, snapshot),
+        *operator_routes(control, reader, token),
     ]
     return Starlette(
         routes=routes,

@@ -29,6 +29,7 @@ import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
+from types import MappingProxyType
 
 from core.clock import Clock
 from core.compensation import CompensationEngine, Plan
@@ -50,11 +51,10 @@ from core.models import (
 )
 from core.orders import is_terminal
 from core.pnl import GroupPnl, PairStats, PairSummary, group_pnl
-from core.ports import ExecutionGateway, OrderUpdate
+from core.ports import ExecutionGateway, Journal, OrderUpdate
 from core.risk import OrderCheck, RiskGate
 from core.tracker import InFlightOrderTracker
 from engine.events import EngineEvent, EventLog, Level
-from ledger.ledger import Ledger
 
 GroupListener = Callable[[HedgeGroup], None]
 # (bid, ask) of an instrument right now, in venue units; None when never quoted.
@@ -75,7 +75,7 @@ class HedgeOrchestrator:
         leg_policy: str = "concurrent",
         on_closed: GroupListener | None = None,
         recent: int = 200,
-        ledger: Ledger | None = None,
+        journal: Journal | None = None,
         group_deadline_ms: int = 5000,
         order_timeout_ms: int = 3000,
         max_slippage_bps: float = 15.0,
@@ -96,17 +96,17 @@ class HedgeOrchestrator:
         # (venue, symbol) -> the pair's name: the asset the RiskGate's exposure is kept in.
         self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
         self.refused_orders = 0
-        self.cash: dict[Venue, Decimal] = {}  # fills' cash flows less fees, per venue, this run
+        self._cash: dict[Venue, Decimal] = {}  # fills' cash flows less fees, per venue
         # Orders outside any open group, by client id: this run's flatten orders and, after a
         # restart, orders left open by groups that had closed. A late fill on one is caught.
-        self.loose_orders: dict[str, Order] = {}
+        self._loose: dict[str, Order] = {}
         self._recheck_on_close: set[str] = set()
         # Set by flatten (until a rearm): only flatten orders leave; groups still settling
         # cannot re-open what flatten closes.
-        self.flattening = False
+        self._flattening = False
         self._ticket_closes: set[str] = set()  # flatten orders that close one venue ticket
         self._pregated: set[str] = set()  # entry legs already judged (and reserved) as a pair
-        self.ledger = ledger
+        self._journal = journal
         self.group_deadline_ms = group_deadline_ms
         self.order_timeout_ms = order_timeout_ms
         self.query_attempts = max(1, query_attempts)
@@ -120,10 +120,53 @@ class HedgeOrchestrator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._reconciled: set[str] = set()
-        self.open: dict[str, HedgeGroup] = {}
+        self._open: dict[str, HedgeGroup] = {}
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
         self.closed_by_state: dict[str, int] = {}
         self.realized_pnl = Decimal(0)
+
+    # -- what others do to it ----------------------------------------------------------
+    @property
+    def open(self) -> Mapping[str, HedgeGroup]:
+        """Groups in flight by id (read-only: groups enter by `submit` or `adopt`)."""
+        return MappingProxyType(self._open)
+
+    @property
+    def flattening(self) -> bool:
+        """True from `begin_flatten()` until `end_flatten()`: only flatten orders leave."""
+        return self._flattening
+
+    def attach_journal(self, journal: Journal | None) -> None:
+        """Journal every group, order and fill from now on (the runtime opens the ledger at
+        start, after the orchestrator is built)."""
+        self._journal = journal
+
+    def adopt(self, group: HedgeGroup) -> None:
+        """A group recovered from the ledger: open now (an EA fill for it is its own) and
+        finished by `resume()` once quotes flow."""
+        self._open[group.group_id] = group
+
+    def adopt_orphan(self, order: Order) -> None:
+        """An order the ledger left open outside any open group: a fill reported for it
+        before `resolve_orphan()` answers is still caught."""
+        self._loose[order.client_order_id] = order
+
+    def restore_cash(self, venue: Venue, amount: Decimal) -> None:
+        """Add the ledger's past cash flows (less fees) of `venue` at start."""
+        self._cash[venue] = self._cash.get(venue, Decimal(0)) + amount
+
+    def cash(self, venue: Venue) -> Decimal:
+        """Fills' cash flows less fees on `venue`, the ledger's past included."""
+        return self._cash.get(venue, Decimal(0))
+
+    def begin_flatten(self) -> None:
+        """From now until `end_flatten()`, only flatten orders leave: groups still settling
+        cannot re-open what flatten closes."""
+        self._flattening = True
+
+    def end_flatten(self) -> None:
+        """A rearm: entries and compensation may leave again (the gate still decides)."""
+        self._flattening = False
 
     # -- intake ----------------------------------------------------------------------
     def submit(self, intent: ExecutionIntent) -> HedgeGroup:
@@ -134,9 +177,9 @@ class HedgeOrchestrator:
             leg.venue: self._instruments[(leg.venue, leg.symbol)] for leg in intent.legs
         }
         group = HedgeGroup(group_id=group_id, intent=intent, instruments=instruments, opened_ms=now)
-        if self.ledger is not None:
-            self.ledger.group_opened(group)
-        self.open[group_id] = group
+        if self._journal is not None:
+            self._journal.group_opened(group)
+        self._open[group_id] = group
         self._pending.append(group)
         self._wakeup.set()
         self._emit(
@@ -212,7 +255,7 @@ class HedgeOrchestrator:
             task.add_done_callback(self._tasks.discard)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        return not self.open
+        return not self._open
 
     def late_fill(self, group_id: str, client_order_id: str) -> Awaitable[None] | None:
         """A venue reported a fill for one of our orders outside its group's own flow.
@@ -222,7 +265,7 @@ class HedgeOrchestrator:
         fill, and halt (the exposure is unhedged); for an order this engine no longer
         remembers, halt with an alert (recovery and `ledger check` will show it).
         """
-        group = self.open.get(group_id)
+        group = self._open.get(group_id)
         if group is not None:
             for order in group.orders:
                 if order.client_order_id == client_order_id and is_terminal(order.state):
@@ -233,7 +276,7 @@ class HedgeOrchestrator:
             return None
         if self.tracker.get(client_order_id) is not None:
             return None  # a flatten order still being sent or resolved: its flow applies it
-        loose = self.loose_orders.get(client_order_id)
+        loose = self._loose.get(client_order_id)
         if loose is not None:
             self._emit("late_fill", f"fill for order {client_order_id} ({loose.purpose}) after it was final",
                        None, level="error")
@@ -260,7 +303,7 @@ class HedgeOrchestrator:
         before = order.filled_qty
         try:
             await self._resolve(order)
-            await self._durable()
+            await self.durable()
         except Exception as exc:
             self._emit("error", f"resolving {order.client_order_id} failed: {exc!r}", None, level="error")
             await self._halt(f"could not resolve order {order.client_order_id} after restart")
@@ -279,7 +322,7 @@ class HedgeOrchestrator:
         group settles as usual (hedged, rejected, or broken -> compensation). Nothing is
         re-sent under a new id.
         """
-        self.open[group.group_id] = group
+        self._open[group.group_id] = group
         self._emit("recover", f"resuming group {group.group_id} {group.pair} ({group.state})", group)
         try:
             for order in group.orders:
@@ -311,8 +354,8 @@ class HedgeOrchestrator:
             group.state = GroupState.FAILED
             group.closed_ms = self._clock.time_ms()
             try:
-                if self.ledger is not None:
-                    self.ledger.group_state(group)
+                if self._journal is not None:
+                    self._journal.group_state(group)
                 await self._halt(f"execution error in {group.group_id}")
             finally:
                 self._close(group)  # whatever the ledger did, the pair must not stay blocked
@@ -422,9 +465,9 @@ class HedgeOrchestrator:
     async def _halt(self, reason: str) -> None:
         """Halt trading now (the gate is synchronous) and make it durable: a restart stays halted."""
         change = self._gate.kill(reason)
-        if self.ledger is not None:
+        if self._journal is not None:
             try:
-                await self.ledger.risk_event("breaker", change)
+                await self._journal.risk_event("breaker", change)
             except Exception as exc:
                 self._emit("error", f"could not record the halt in the ledger: {exc!r}", None, level="error")
 
@@ -442,7 +485,7 @@ class HedgeOrchestrator:
                 update = await self._call(self._gateways[order.venue].query(order), order)
                 if update is not None:
                     self._apply(order, update)
-                    await self._durable()
+                    await self.durable()
 
     # -- orders ----------------------------------------------------------------------
     def _order(
@@ -472,7 +515,7 @@ class HedgeOrchestrator:
         """Entry orders of open groups with nothing filled yet, sent and not yet final."""
         return [
             o
-            for g in self.open.values()
+            for g in self._open.values()
             if all(order.filled_qty == 0 for order in g.orders)
             for o in g.orders
             if o.purpose is OrderPurpose.ENTRY and o.state is not OrderState.NEW and not is_terminal(o.state)
@@ -493,7 +536,7 @@ class HedgeOrchestrator:
             on_sent(len(targets))
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._durable()
+            await self.durable()
         return targets
 
     async def _cancel(self, order: Order) -> None:
@@ -506,7 +549,7 @@ class HedgeOrchestrator:
             self._transition(order, OrderState.CANCEL_PENDING)
         self._apply(order, update)
         self._emit("kill", f"order {order.client_order_id} on {order.venue}: {order.state} "
-                   f"({update.reason or 'cancel'})", self.open.get(order.group_id), level="warn")
+                   f"({update.reason or 'cancel'})", self._open.get(order.group_id), level="warn")
 
     def hold_expired(self, group: HedgeGroup) -> None:
         """hold_timeout: a group open far too long is alerted on and unwound, not retried."""
@@ -519,7 +562,7 @@ class HedgeOrchestrator:
 
         `close` sends it another way than `place` (MT5: a `close` command by ticket).
         """
-        self.loose_orders[order.client_order_id] = order
+        self._loose[order.client_order_id] = order
         if close is not None:
             self._ticket_closes.add(order.client_order_id)
         await self._send(order, close)
@@ -528,7 +571,7 @@ class HedgeOrchestrator:
         self._gate.exposure.release(order.client_order_id)
 
     def _check_for(self, order: Order) -> OrderCheck:
-        group = self.open.get(order.group_id)
+        group = self._open.get(order.group_id)
         inst = self._instruments[(order.venue, order.symbol)]
         base_qty = inst.to_base_qty(order.qty)
         reduces_group = False
@@ -552,7 +595,7 @@ class HedgeOrchestrator:
     def _judge(self, order: Order, check: OrderCheck) -> str | None:
         """The gate's verdict, and while flattening only flatten orders may leave."""
         refusal = self._gate.check_order(check)
-        if refusal is None and self.flattening and order.purpose is not OrderPurpose.FLATTEN:
+        if refusal is None and self._flattening and order.purpose is not OrderPurpose.FLATTEN:
             return "risk:flattening"
         return refusal
 
@@ -567,7 +610,7 @@ class HedgeOrchestrator:
         self._refuse_locally(order, refusal)
         self.refused_orders += 1
         self._emit("risk", f"order {order.client_order_id} {order.purpose} {order.venue} {order.side} "
-                   f"{order.qty} {order.symbol} refused: {refusal}", self.open.get(order.group_id), level="warn")
+                   f"{order.qty} {order.symbol} refused: {refusal}", self._open.get(order.group_id), level="warn")
         return False
 
     def _gate_entries(self, first: Order, second: Order) -> bool:
@@ -597,7 +640,7 @@ class HedgeOrchestrator:
             self._gate.exposure.fill(order.venue, asset, order.side, base, price, order.client_order_id)
             # Cash per venue (quote currency): what a venue account would show, for free margin.
             flow = base * price
-            self.cash[order.venue] = self.cash.get(order.venue, Decimal(0)) + (
+            self._cash[order.venue] = self._cash.get(order.venue, Decimal(0)) + (
                 flow if order.side == "sell" else -flow) - f.fee
         if is_terminal(order.state):
             self._gate.exposure.release(order.client_order_id)
@@ -613,10 +656,10 @@ class HedgeOrchestrator:
             if touch is not None:
                 order.touch_price = Decimal(repr(touch[1] if order.side == "buy" else touch[0]))
         self.tracker.track(order)
-        if self.ledger is not None:
+        if self._journal is not None:
             # Write-ahead: the order and its client order id are on disk before it leaves.
-            await self.ledger.order_created(order)
-        if self._gate.state in (TradingState.HALTED, TradingState.REDUCING) or self.flattening:
+            await self._journal.order_created(order)
+        if self._gate.state in (TradingState.HALTED, TradingState.REDUCING) or self._flattening:
             # A kill (or flatten) landed since this order was judged (paired entries are
             # judged before either is sent; the write-ahead awaits): judge it again, or it
             # would leave after the kill with no cancel behind it.
@@ -625,7 +668,7 @@ class HedgeOrchestrator:
                 order.reject_reason = refusal
                 self._transition(order, OrderState.REJECTED)
                 self._emit("risk", f"order {order.client_order_id} withheld: {refusal}",
-                           self.open.get(order.group_id), level="warn")
+                           self._open.get(order.group_id), level="warn")
                 return
         self._log_refusal(self.tracker.sent(order))
         self._ledger_order(order)
@@ -638,7 +681,7 @@ class HedgeOrchestrator:
             update = None
         if update is not None:
             self._apply(order, update)
-            await self._durable()
+            await self.durable()
         if update is None or not is_terminal(order.state):
             await self._resolve(order)
 
@@ -656,7 +699,7 @@ class HedgeOrchestrator:
             update = await self._call(gateway.query(order), order)
             if update is not None:
                 self._apply(order, update)
-                await self._durable()
+                await self.durable()
             if is_terminal(order.state):
                 return
             if order.venue == "mt5":
@@ -665,7 +708,7 @@ class HedgeOrchestrator:
                 update = await self._call(gateway.place(order), order)
                 if update is not None:
                     self._apply(order, update)
-                    await self._durable()
+                    await self.durable()
                 if is_terminal(order.state):
                     return
         # Still open after the queries: ask the venue to cancel, then ask once more.
@@ -678,13 +721,13 @@ class HedgeOrchestrator:
             update = await self._call(gateway.query(order), order)
             if update is not None:
                 self._apply(order, update)
-        await self._durable()
+        await self.durable()
         if not is_terminal(order.state):
             self._emit("error", f"order {order.client_order_id} on {order.venue} unresolved "
                        f"({order.state})", None, level="error")
 
     def _past_deadline(self, order: Order) -> bool:
-        group = self.open.get(order.group_id)
+        group = self._open.get(order.group_id)
         return group is not None and self._clock.time_ms() > group.opened_ms + self.group_deadline_ms
 
     async def _call(self, request: Awaitable[OrderUpdate], order: Order) -> OrderUpdate | None:
@@ -695,25 +738,25 @@ class HedgeOrchestrator:
             self._emit("error", f"order {order.client_order_id}: no answer ({exc!r})", None, level="warn")
             return None
 
-    async def _durable(self) -> None:
+    async def durable(self) -> None:
         """Fills (and everything before them) committed before the group moves on."""
-        if self.ledger is not None:
-            await self.ledger.flush()
+        if self._journal is not None:
+            await self._journal.flush()
 
     def _record_action(self, action: CompensationAction) -> None:
-        if self.ledger is not None:
-            self.ledger.compensation(action)
+        if self._journal is not None:
+            self._journal.compensation(action)
 
     def _ledger_order(self, order: Order) -> None:
-        if self.ledger is not None:
-            self.ledger.order_state(order)
+        if self._journal is not None:
+            self._journal.order_state(order)
 
     def _apply(self, order: Order, update: OrderUpdate) -> None:
         applied = self.tracker.apply(order, update)
         self._exposure_fills(order, applied.new_fills)
-        if self.ledger is not None:
+        if self._journal is not None:
             for fill in applied.new_fills:
-                self.ledger.fill(order, fill)
+                self._journal.fill(order, fill)
         self._log_refusal(applied.refused)
         if applied.late:
             self._emit("late_fill", f"order {order.client_order_id}: late fill after {order.state} "
@@ -737,17 +780,17 @@ class HedgeOrchestrator:
     # -- group bookkeeping -----------------------------------------------------------
     def _set_group(self, group: HedgeGroup, state: GroupState) -> None:
         if group.transition(state, self._clock.time_ms()):
-            if self.ledger is not None:
-                self.ledger.group_state(group)
+            if self._journal is not None:
+                self._journal.group_state(group)
             level: Level = "warn" if state in (GroupState.BROKEN, GroupState.FAILED) else "info"
             self._emit("group", f"group {group.group_id} {group.pair} -> {state}", group, level=level)
 
     def _close(self, group: HedgeGroup) -> None:
         if not group.terminal:
             return
-        if self.ledger is not None:
-            self.ledger.group_state(group)  # final PnL and fees with the last fills
-        self.open.pop(group.group_id, None)
+        if self._journal is not None:
+            self._journal.group_state(group)  # final PnL and fees with the last fills
+        self._open.pop(group.group_id, None)
         for order in group.orders:
             self._gate.exposure.release(order.client_order_id)
             self._pregated.discard(order.client_order_id)

@@ -25,8 +25,9 @@ from core.config import QuantarbConfig
 from core.models import Quote
 from core.pipeline import OpportunityPipeline
 from core.risk import RiskGate
+from engine.demo import build_world
 from engine.signals import stop_on_signals
-from engine.sources import build_feeds, build_world
+from engine.sources import build_feeds
 from feeds.recording import FrameRecorder, RecordingError
 from feeds.replay import ReplaySource
 

@@ -7,6 +7,7 @@ breakers themselves are pure (`core.breakers`); this module only gathers their i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,6 +17,9 @@ from core.clock import Clock
 from core.compare import CompareEngine
 from core.hedge import HedgeGroup
 from core.risk import RiskGate
+from engine.events import EngineEvent, EventLog
+from engine.orchestrator import HedgeOrchestrator
+from engine.risk_journal import RiskJournal
 
 
 @dataclass(slots=True, frozen=True)
@@ -96,3 +100,43 @@ class RiskMonitor:
                 changes += breakers.on_hold_timeout(g.group_id, age_s, now_ms)
                 held.append(g)
         return changes, held
+
+
+class RiskLoop:
+    """Runs the RiskMonitor once a second: marks the exposure book from the books, applies
+    breaker changes (journaled), and unwinds groups held past the hold timeout."""
+
+    def __init__(
+        self,
+        monitor: RiskMonitor,
+        orchestrator: HedgeOrchestrator,
+        risk: RiskJournal,
+        events: EventLog,
+    ) -> None:
+        self._monitor = monitor
+        self._orch = orchestrator
+        self._risk = risk
+        self._events = events
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        self._monitor.restart()
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.check()
+            except Exception as exc:  # the breakers must keep running
+                self._events.emit(EngineEvent(self._monitor.clock.time_ms(), "error",
+                                              f"risk check failed: {exc!r}", "error"))
+
+    def check(self) -> None:
+        """One pass (the loop's body; tests call it directly on a manual clock)."""
+        exposure = self._monitor.gate.exposure
+        for book in self._monitor.compare.books():  # marks for the exposure limits, once a second
+            if book.has_quote:
+                inst = book.inst
+                exposure.mark(self._orch.asset_of(inst.venue, inst.symbol), Decimal(repr((book.bid + book.ask) / 2)))
+        changes, held = self._monitor.step(list(self._orch.open.values()))
+        for group in held:
+            self._orch.hold_expired(group)
+        if changes:
+            self._risk.apply_breakers(changes)

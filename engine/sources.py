@@ -1,20 +1,31 @@
 """Market-data sources built from a config: one place that knows which feed serves what.
 
 Used by the runtime, the recorder and the replay, so all three see the same feed names,
-symbols, channels and timing.
+symbols, channels and timing (the demo's servers come from `engine.demo`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from core.clock import Clock
 from core.config import BinanceVenueConfig, OkxVenueConfig, QuantarbConfig
 from feeds.base import FeedTiming, QuoteSink, WsFeed
 from feeds.binance import BinanceFeed
 from feeds.okx import OkxFeed
-from sim.market import SimTick
-from sim.world import SimWorld
+
+
+class VenueEndpoints(Protocol):
+    """Where the exchange feeds connect instead of the configured URLs (the demo's servers)."""
+
+    @property
+    def okx_ws_url(self) -> str: ...
+    @property
+    def okx_rest_url(self) -> str: ...
+    @property
+    def binance_ws_url(self) -> str: ...
+    @property
+    def binance_rest_url(self) -> str: ...
 
 
 def feed_timing(cfg: OkxVenueConfig | BinanceVenueConfig) -> FeedTiming:
@@ -29,9 +40,9 @@ def feed_timing(cfg: OkxVenueConfig | BinanceVenueConfig) -> FeedTiming:
 
 
 def build_feeds(
-    config: QuantarbConfig, sink: QuoteSink, clock: Clock, world: SimWorld | None = None
+    config: QuantarbConfig, sink: QuoteSink, clock: Clock, world: VenueEndpoints | None = None
 ) -> list[WsFeed]:
-    """The exchange feeds of `config`: on the real venues, or on a started `world`'s servers."""
+    """The exchange feeds of `config`: on the real venues, or on a started world's servers."""
     feeds: list[WsFeed] = []
     okx = config.venues.okx
     okx_insts = [
@@ -68,25 +79,3 @@ def build_feeds(
             )
         )
     return feeds
-
-
-def build_world(
-    config: QuantarbConfig,
-    clock: Clock,
-    *,
-    is_demo: bool,
-    on_mt5_tick: Callable[[SimTick], None] | None = None,
-) -> SimWorld | None:
-    """The simulated venues when the demo runs (or `[demo] enabled`), else None."""
-    if not (is_demo or config.demo.enabled):
-        return None
-    binance = config.venues.binance
-    return SimWorld(
-        config.build_pairs(),
-        seed=config.demo.seed,
-        clock=clock,
-        tick_ms=config.demo.tick_ms,
-        dislocation_every_s=config.demo.dislocation_every_s,
-        binance_market=binance.market if binance is not None else "usdm",
-        on_mt5_tick=on_mt5_tick,
-    )

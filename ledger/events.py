@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import msgspec
 
@@ -64,7 +64,6 @@ KINDS: frozenset[str] = frozenset(
      DECISION_STATS, DUST}
 )
 
-RiskKind = Literal["kill", "flatten", "rearm", "pause", "resume", "breaker"]
 RISK_KINDS: frozenset[str] = frozenset({"kill", "flatten", "rearm", "pause", "resume", "breaker"})
 
 

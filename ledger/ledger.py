@@ -48,6 +48,7 @@ from core.models import (
     TradingState,
 )
 from core.orders import TERMINAL as ORDER_TERMINAL
+from core.ports import RiskKind
 from core.risk import StateChange
 from ledger import events as ev
 from ledger.errors import LedgerBusyError, LedgerError
@@ -367,7 +368,7 @@ class Ledger:
 
     async def risk_event(
         self,
-        kind: ev.RiskKind,
+        kind: RiskKind,
         change: StateChange,
         *,
         breakers: Mapping[str, Mapping[str, Any]] | None = None,

@@ -144,6 +144,32 @@ async def schema_version(db: aiosqlite.Connection) -> int:
     return int(await _one(db, "PRAGMA user_version") or 0)
 
 
+async def net_positions(db: aiosqlite.Connection) -> dict[tuple[str, str], Decimal]:
+    """Net filled quantity per (venue, symbol), venue units, signed (long > 0), from the ledger."""
+    out: dict[tuple[str, str], Decimal] = {}
+    async with db.execute(
+        "SELECT o.venue, o.symbol, o.side, f.qty FROM fills f JOIN orders o ON o.order_id = f.order_id"
+    ) as cur:
+        async for venue, symbol, side, qty in cur:
+            signed = Decimal(qty) if side == "buy" else -Decimal(qty)
+            out[(venue, symbol)] = out.get((venue, symbol), Decimal(0)) + signed
+    return out
+
+
+async def cash_flows(db: aiosqlite.Connection) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+    """(cash flow, fees) per (venue, symbol) from every fill in the ledger, venue units: a sell
+    brings qty x price in, a buy takes it out."""
+    out: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+    async with db.execute(
+        "SELECT o.venue, o.symbol, o.side, f.qty, f.price, f.fee FROM fills f JOIN orders o ON o.order_id = f.order_id"
+    ) as cur:
+        async for venue, symbol, side, qty, price, fee in cur:
+            flow = Decimal(qty) * Decimal(price)
+            cash, fees = out.get((venue, symbol), (Decimal(0), Decimal(0)))
+            out[(venue, symbol)] = (cash + (flow if side == "sell" else -flow), fees + Decimal(fee))
+    return out
+
+
 def day_start_ms(now_ms: int) -> int:
     """Midnight UTC of the day that contains `now_ms`."""
     now = datetime.fromtimestamp(now_ms / 1000, tz=UTC)

@@ -1,8 +1,10 @@
-"""QuantArbApp: the Textual workstation over a Runtime.
+"""QuantArbApp: the Textual workstation over an engine.
 
-The app owns no engine state: it starts the runtime, pulls ONE snapshot on a timer (<= 10 Hz)
-and hands it to the visible screens, which update only changed cells in one batch. Operator
-actions call the same Runtime methods as the API and the CLI (OperatorControl), in workers
+The app owns no engine state: it starts the engine, pulls ONE snapshot from its reader on a
+timer (<= 10 Hz) and hands it to the visible screens, which update only changed cells in one
+batch. Screens ask the app for things with Messages (`screens.messages`) and get the reader
+they need; none imports the App. Operator actions call the same `OperatorControl` as the API
+and the CLI, in workers
 so the UI never waits on the engine, and refresh the view as soon as they return so the new
 state is on screen at once. Kill is a priority binding: it works from every screen, modals
 included. Quitting stops the engine first (groups in flight settle), then exits.
@@ -22,13 +24,14 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Input
 
-from engine.control import ControlRefused, ControlResult
-from engine.runtime import LedgerRefused, Runtime, RuntimeFailure
+from engine.control import ControlRefused, ControlResult, Engine
+from engine.errors import LedgerRefused, RuntimeFailure
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.screens.base import SnapshotView
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from quantarb_tui.screens.main import MainScreen
+from quantarb_tui.screens.messages import OpenGroup, RefreshNow
 from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal
 from quantarb_tui.screens.risk import RiskScreen
 from quantarb_tui.widgets.status_bar import StatusBar
@@ -62,11 +65,13 @@ class QuantArbApp(App[int]):
     ]
 
     def __init__(
-        self, runtime: Runtime, *, autostart: bool = True, refresh_hz: float | None = 5.0
+        self, engine: Engine, *, autostart: bool = True, refresh_hz: float | None = 5.0
     ) -> None:
         """`refresh_hz=None` turns the timer off: deterministic tests call `refresh_view()`."""
         super().__init__()
-        self.runtime = runtime
+        self._engine = engine
+        self.reader = engine.view
+        self.control = engine.control
         self._autostart = autostart
         self._refresh_s = None if refresh_hz is None else 1.0 / min(refresh_hz, MAX_REFRESH_HZ)
         self.refreshes = 0
@@ -84,7 +89,7 @@ class QuantArbApp(App[int]):
             self.set_interval(self._refresh_s, self.refresh_view, name="snapshot-refresh")
         if self._autostart:
             try:
-                await self.runtime.start()
+                await self._engine.start()
             except LedgerRefused as exc:
                 self.exit(2, return_code=2, message=f"quantarb: {exc}")
             except RuntimeFailure as exc:
@@ -116,7 +121,7 @@ class QuantArbApp(App[int]):
         if not views:
             return
         t0 = time.perf_counter_ns()
-        snap = self.runtime.snapshot()
+        snap = self.reader.snapshot()
         with self.batch_update():
             for view in views:
                 view.update_from(snap)
@@ -126,7 +131,7 @@ class QuantArbApp(App[int]):
 
     def refresh_status(self) -> None:
         """The trading state at once: every visible status bar from a light snapshot."""
-        snap = self.runtime.snapshot(groups=0, log=0)
+        snap = self.reader.snapshot(groups=0, log=0)
         for screen in self.screen_stack:
             for bar in screen.query(StatusBar):
                 bar.update_from(snap)
@@ -168,7 +173,7 @@ class QuantArbApp(App[int]):
 
     def _kill_answered(self, confirmed: bool | None) -> None:
         if confirmed:
-            self.run_worker(self._control("Kill", lambda: self.runtime.kill(KILL_REASON)),
+            self.run_worker(self._control("Kill", lambda: self.control.kill(KILL_REASON)),
                             name="kill", group="control")
 
     def action_flatten(self) -> None:
@@ -179,15 +184,15 @@ class QuantArbApp(App[int]):
                                     word="FLATTEN"))
 
     async def _flatten(self, _value: str) -> str | None:
-        return await self._control("Flatten", lambda: self.runtime.flatten(FLATTEN_REASON))
+        return await self._control("Flatten", lambda: self.control.flatten(FLATTEN_REASON))
 
     def action_pause_resume(self) -> None:
-        snap = self.runtime.snapshot(groups=0, log=0)
+        snap = self.reader.snapshot(groups=0, log=0)
         if snap.trading_state == "paused":
-            self.run_worker(self._control("Resume", lambda: self.runtime.resume(RESUME_REASON)),
+            self.run_worker(self._control("Resume", lambda: self.control.resume(RESUME_REASON)),
                             name="resume", group="control")
         else:
-            self.run_worker(self._control("Pause", lambda: self.runtime.pause(PAUSE_REASON)),
+            self.run_worker(self._control("Pause", lambda: self.control.pause(PAUSE_REASON)),
                             name="pause", group="control")
 
     def action_rearm(self) -> None:
@@ -198,7 +203,7 @@ class QuantArbApp(App[int]):
         self.push_screen(InputModal("rearm", "REARM", body, self._rearm, placeholder="why it is safe to trade"))
 
     async def _rearm(self, reason: str) -> str | None:
-        return await self._control("Rearm", lambda: self.runtime.rearm(reason))
+        return await self._control("Rearm", lambda: self.control.rearm(reason))
 
     # -- navigation --------------------------------------------------------------------
     def _to_main(self) -> MainScreen:
@@ -219,7 +224,7 @@ class QuantArbApp(App[int]):
         self._show(RiskScreen())
 
     def action_history(self) -> None:
-        self._show(HistoryScreen([p.name for p in self.runtime.pairs]))
+        self._show(HistoryScreen(self.reader.pair_names(), self.reader))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpModal):
@@ -227,7 +232,13 @@ class QuantArbApp(App[int]):
 
     def open_group(self, group_id: str) -> None:
         """Enter on a group: its detail screen, on top of the screen it was chosen from."""
-        self.push_screen(GroupDetailScreen(group_id))
+        self.push_screen(GroupDetailScreen(group_id, self.reader))
+
+    def on_open_group(self, message: OpenGroup) -> None:
+        self.open_group(message.group_id)
+
+    def on_refresh_now(self, _message: RefreshNow) -> None:
+        self.refresh_view()
 
     def action_open_selected(self) -> None:
         screen = self.screen
@@ -244,7 +255,7 @@ class QuantArbApp(App[int]):
     async def action_quit(self) -> None:
         if self._quitting:
             return
-        in_flight = self.runtime.snapshot(groups=0, log=0).open_groups
+        in_flight = self.reader.snapshot(groups=0, log=0).open_groups
         if in_flight:
             body = f"{in_flight} hedge group(s) in flight. Quit anyway?\n" \
                    "The engine stops taking new groups and lets these settle before it exits."
@@ -262,7 +273,7 @@ class QuantArbApp(App[int]):
             return
         self._quitting = True
         self.notify("stopping the engine…", title="Quit")
-        await self.runtime.stop()
+        await self._engine.stop()
         self.exit(0)
 
     # -- command palette ---------------------------------------------------------------

@@ -67,7 +67,7 @@ async def _run(runtime: Runtime, duration: float | None, out: TextIO, as_json: b
                 await asyncio.wait_for(stop.wait(), timeout=duration)
         finally:
             await runtime.stop()
-    out.write(format_summary(runtime.summary(), as_json=as_json) + "\n")
+    out.write(format_summary(runtime.view.summary(), as_json=as_json) + "\n")
     out.flush()
 
 

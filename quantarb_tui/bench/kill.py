@@ -117,10 +117,10 @@ async def _bench(kills: int, rate: int, wait_s: float) -> dict[str, Any]:
                 await asyncio.sleep(0.001)
                 waited += 0.001
             t0 = time.perf_counter_ns()
-            await runtime.kill(f"bench kill {i}", on_cancels_sent=on_sent)
+            await runtime.control.kill(f"bench kill {i}", on_cancels_sent=on_sent)
             await runtime.orchestrator.settle_open(timeout_s=10.0)
             if gate.state is TradingState.HALTED:
-                await runtime.rearm("bench")
+                await runtime.control.rearm("bench")
     finally:
         feeder.stopped = True
         await feed_task

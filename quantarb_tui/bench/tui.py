@@ -175,7 +175,7 @@ async def _with_tui(
             missed = 0
             for _ in range(presses):
                 await asyncio.sleep(rng.uniform(0.02, 0.12))  # a random phase against the timer
-                state = runtime.snapshot(groups=0, log=0).trading_state
+                state = runtime.view.snapshot(groups=0, log=0).trading_state
                 if state not in ("active", "paused"):  # a halt (compensation failed): start again
                     runtime.gate.rearm("bench")
                 target[0] = "active" if state == "paused" else "paused"
@@ -191,8 +191,8 @@ async def _with_tui(
                 latencies_ms.append((seen_at[0] - t0) / 1e6)
             stop.set()
             await feeder
-            if runtime.snapshot(groups=0, log=0).trading_state == "paused":
-                await runtime.resume("bench done")
+            if runtime.view.snapshot(groups=0, log=0).trading_state == "paused":
+                await runtime.control.resume("bench done")
         await _close(runtime, orchestrator)
     latencies_ms.sort()
     return {

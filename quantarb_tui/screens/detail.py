@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -19,14 +19,13 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from engine.control import EngineReader
 from engine.snapshot import GroupRow, RuntimeSnapshot
+from quantarb_tui.screens.messages import RefreshNow
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.groups_pane import legs_text
 from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import Row, SyncedTable
-
-if TYPE_CHECKING:
-    from quantarb_tui.app import QuantArbApp
 
 ORDER_COLUMNS = [
     ("purpose", "Purpose", 11),
@@ -99,8 +98,9 @@ class GroupDetailScreen(Screen[None]):
         Binding("backspace", "back", "Back", show=False),
     ]
 
-    def __init__(self, group_id: str) -> None:
+    def __init__(self, group_id: str, reader: EngineReader) -> None:
         super().__init__()
+        self._reader = reader
         self.group_id = group_id
         self.detail: dict[str, Any] | None = None
         self.loads = 0
@@ -128,7 +128,7 @@ class GroupDetailScreen(Screen[None]):
         self.query_one("#detail-timeline").border_title = "Timeline (ledger journal)"
         self.query_one("#timeline-table", SyncedTable).focus()
         self.load()
-        self._app.refresh_view()  # show the engine state at once, not at the next tick
+        self.post_message(RefreshNow())  # show the engine state at once, not at the next tick
 
     def action_back(self) -> None:
         self.dismiss(None)
@@ -144,7 +144,7 @@ class GroupDetailScreen(Screen[None]):
     @work(exclusive=True, group="group-detail")
     async def load(self) -> None:
         """Read the group from the ledger (in a worker) and show it."""
-        detail = await self._app.runtime.group_detail(self.group_id)
+        detail = await self._reader.group_detail(self.group_id)
         self.loads += 1
         self.detail = detail
         if detail is None:
@@ -256,10 +256,3 @@ class GroupDetailScreen(Screen[None]):
             ))
         self.query_one("#timeline-table", SyncedTable).sync(timeline)
 
-    @property
-    def _app(self) -> QuantArbApp:
-        from quantarb_tui.app import QuantArbApp
-
-        app = self.app
-        assert isinstance(app, QuantArbApp)
-        return app

@@ -1,13 +1,13 @@
 """History screen: groups from the ledger, filtered by pair and state, with totals.
 
-Read with `runtime.history()` in a worker, on open, when a filter changes, and when the
+Read with `EngineReader.history()` in a worker, on open, when a filter changes, and when the
 snapshot shows that more groups have closed since the last read.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -17,13 +17,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Select, Static
 
+from engine.control import EngineReader
 from engine.snapshot import RuntimeSnapshot
+from quantarb_tui.screens.messages import OpenGroup, RefreshNow
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import Row, SyncedTable
-
-if TYPE_CHECKING:
-    from quantarb_tui.app import QuantArbApp
 
 LIMIT = 500
 STATES = ("hedged", "repaired", "unwound", "rejected", "failed", "open")
@@ -75,8 +74,9 @@ def totals(rows: list[dict[str, Any]]) -> Text:
 class HistoryScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
 
-    def __init__(self, pairs: list[str]) -> None:
+    def __init__(self, pairs: list[str], reader: EngineReader) -> None:
         super().__init__()
+        self._reader = reader
         self._pairs = pairs
         self.rows: list[dict[str, Any]] = []
         self.loads = 0
@@ -96,7 +96,7 @@ class HistoryScreen(Screen[None]):
         self.query_one("#history").border_title = "Hedge groups (ledger), newest first"
         self.query_one("#history-table", SyncedTable).focus()
         self.load()
-        self._app.refresh_view()  # show the engine state at once, not at the next tick
+        self.post_message(RefreshNow())  # show the engine state at once, not at the next tick
 
     def action_back(self) -> None:
         self.dismiss(None)
@@ -124,7 +124,7 @@ class HistoryScreen(Screen[None]):
 
     @work(exclusive=True, group="history")
     async def load(self) -> None:
-        rows = await self._app.runtime.history(pair=self.pair, state=self.state, limit=LIMIT)
+        rows = await self._reader.history(pair=self.pair, state=self.state, limit=LIMIT)
         self.loads += 1
         self.rows = rows
         self.query_one("#history-totals", Static).update(totals(rows))
@@ -152,12 +152,5 @@ class HistoryScreen(Screen[None]):
     @on(DataTable.RowSelected, "#history-table")
     def _selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
-            self._app.open_group(event.row_key.value)
+            self.post_message(OpenGroup(event.row_key.value))
 
-    @property
-    def _app(self) -> QuantArbApp:
-        from quantarb_tui.app import QuantArbApp
-
-        app = self.app
-        assert isinstance(app, QuantArbApp)
-        return app

@@ -7,7 +7,7 @@ away and the status bar is one row; at 160x48 everything shows.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from engine.snapshot import RuntimeSnapshot
+from quantarb_tui.screens.messages import OpenGroup, RefreshNow
 from quantarb_tui.widgets.compensation_pane import CompensationPane
 from quantarb_tui.widgets.edges_pane import EdgesPane
 from quantarb_tui.widgets.filter_bar import FilterBar
@@ -26,9 +27,6 @@ from quantarb_tui.widgets.quotes_pane import QuotesPane
 from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import SyncedTable
 from quantarb_tui.widgets.venues_pane import VenuesPane
-
-if TYPE_CHECKING:
-    from quantarb_tui.app import QuantArbApp
 
 
 class MainScreen(Screen[None]):
@@ -76,7 +74,7 @@ class MainScreen(Screen[None]):
         for pane in (self.query_one(QuotesPane), self.query_one(EdgesPane), self.query_one(GroupsPane),
                      self.query_one(CompensationPane)):
             pane.pair_filter = self.pair_filter
-        self._app.refresh_view()
+        self.post_message(RefreshNow())
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -98,18 +96,11 @@ class MainScreen(Screen[None]):
     @on(DataTable.RowSelected, "#groups-table")
     def _group_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
-            self._app.open_group(event.row_key.value)
+            self.post_message(OpenGroup(event.row_key.value))
 
     @on(DataTable.RowSelected, "#compensation-table")
     def _action_selected(self, event: DataTable.RowSelected) -> None:
         group_id = self._group_of_action.get(event.row_key.value or "")
         if group_id is not None:
-            self._app.open_group(group_id)
+            self.post_message(OpenGroup(group_id))
 
-    @property
-    def _app(self) -> QuantArbApp:
-        from quantarb_tui.app import QuantArbApp
-
-        app = self.app
-        assert isinstance(app, QuantArbApp)
-        return app

@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from engine.snapshot import RuntimeSnapshot
+from quantarb_tui.screens.messages import RefreshNow
 from quantarb_tui.widgets.breakers_pane import BreakersPane
 from quantarb_tui.widgets.limits_pane import LimitsPane
 from quantarb_tui.widgets.risk_events_pane import RiskEventsPane
@@ -29,10 +30,7 @@ class RiskScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        app = self.app
-        refresh = getattr(app, "refresh_view", None)
-        if refresh is not None:
-            refresh()  # show the engine state at once, not at the next tick
+        self.post_message(RefreshNow())  # show the engine state at once, not at the next tick
 
     def action_back(self) -> None:
         self.dismiss(None)

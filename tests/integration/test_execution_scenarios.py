@@ -69,7 +69,7 @@ def _world(mt5: list[str], binance: list[str], ledger: Ledger | None, path: Path
     ports: dict[Venue, ExecutionGateway] = dict(gateways)
     touch = {("mt5", "BTCUSD"): (59990.0, 60000.0), ("binance", "BTCUSDT"): (60100.0, 60110.0)}
     orch = HedgeOrchestrator(
-        ports, INSTRUMENTS, gate, clock, events, leg_policy=leg_policy, ledger=ledger,
+        ports, INSTRUMENTS, gate, clock, events, leg_policy=leg_policy, journal=ledger,
         max_retries=max_retries, poll_interval_s=0.0, touch=lambda v, s: touch.get((v, s)),
     )
     return World(clock, gate, events, gateways, orch, ledger, path)
@@ -410,7 +410,7 @@ async def test_a_fill_reported_while_the_group_settles_is_asked_about_again_afte
     world, group = await _scenario(ledger_path, ["fill", "fill"], ["expire", "expire", "expire"])
     assert group.state is GroupState.UNWOUND
     entry = group.orders[1]
-    world.orch.open[group.group_id] = group  # as seen while the group was still settling
+    world.orch.adopt(group)  # as seen while the group was still settling
     assert world.orch.late_fill(group.group_id, entry.client_order_id) is None  # its flow's business
     placed = world.gateways["binance"].orders[entry.client_order_id]
     placed.pending_fills.append(world.gateways["binance"]._fill(entry, entry.qty))
@@ -427,7 +427,7 @@ async def test_a_fill_reported_while_the_group_settles_is_asked_about_again_afte
 async def test_while_flattening_only_flatten_orders_leave(ledger_path: tuple[Ledger, Path, ManualClock]) -> None:
     ledger, path, clock = ledger_path
     world = _world(["fill"], ["fill"], ledger, path, clock)
-    world.orch.flattening = True
+    world.orch.begin_flatten()
     group = await world.run()
     assert group.state is GroupState.REJECTED
     assert world.gateways["mt5"].places == [] and world.gateways["binance"].places == []

@@ -496,11 +496,12 @@ async def test_demo_runtime_runs_an_mt5_leg_through_the_listener_and_the_ea(tmp_
         mt5_orders = [o for o in group.orders if o.venue == "mt5"]
         entry = next(o for o in mt5_orders if o.purpose is OrderPurpose.ENTRY)
         assert entry.state is OrderState.FILLED, (group.state, entry)
-        deals = runtime.mt5.broker.deals_with_comment(command_id_for(entry.client_order_id))
+        assert runtime.demo_ea is not None
+        deals = runtime.demo_ea.broker.deals_with_comment(command_id_for(entry.client_order_id))
         assert deals and [f.venue_trade_id for f in entry.fills] == [str(d.ticket) for d in deals]
         assert entry.filled_qty == sum((Decimal(repr(d.volume)) for d in deals), Decimal(0))
 
-        snap = runtime.snapshot()
+        snap = runtime.view.snapshot()
         [row] = [f for f in snap.feeds if f.name == "mt5-DEMO"]
         assert row.transport == "http" and row.frames > 0 and row.venue == "mt5"
     finally:

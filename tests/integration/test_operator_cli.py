@@ -21,18 +21,33 @@ import pytest
 from core.clock import ManualClock
 from core.config import demo_config
 from engine.admin_token import engine_admin_token
-from engine.control import ControlRefused, ControlResult
+from engine.control import ControlRefused, ControlResult, OperatorControl
 from engine.operator_api import MAX_REASON_CHARS, create_operator_app
 from engine.runtime import Runtime
 from mt5_bridge.server import EmbeddedServer
 from quantarb_tui.operator_cli import MAX_REASON_CHARS as CLI_MAX_REASON_CHARS
 
 
-class PolicyRuntime(Runtime):
-    """The demo runtime, except that it refuses a pause (a 409 the CLI must report)."""
+class PolicyControl:
+    """The demo engine's control, except that it refuses a pause (a 409 the CLI must report)."""
+
+    def __init__(self, inner: OperatorControl) -> None:
+        self._inner = inner
+
+    async def kill(self, reason: str) -> ControlResult:
+        return await self._inner.kill(reason)
+
+    async def flatten(self, reason: str) -> ControlResult:
+        return await self._inner.flatten(reason)
+
+    async def rearm(self, reason: str) -> ControlResult:
+        return await self._inner.rearm(reason)
 
     async def pause(self, reason: str = "") -> ControlResult:
         raise ControlRefused("pausing is disabled by policy")
+
+    async def resume(self, reason: str) -> ControlResult:
+        return await self._inner.resume(reason)
 
 
 @dataclass
@@ -72,11 +87,11 @@ async def quantarb(*args: str, env: dict[str, str], cwd: Path) -> Run:
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
     ledger = tmp_path / "data" / "engine.db"
-    runtime = PolicyRuntime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=str(ledger),
+    runtime = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=str(ledger),
                             mt5_in_process=True)
-    await runtime.drive(50)  # some quotes, feeds and edges to show
+    await runtime.driver.drive(50)  # some quotes, feeds and edges to show
     token = engine_admin_token(runtime.ledger_path)
-    app = create_operator_app(runtime, token, lambda: runtime.snapshot(groups=0, log=0), runtime.health_status)
+    app = create_operator_app(PolicyControl(runtime.control), runtime.view, token)
     server = EmbeddedServer(app, "127.0.0.1", 0)
     await server.start()
     try:

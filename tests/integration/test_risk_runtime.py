@@ -7,12 +7,13 @@ import sqlite3
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from core.clock import ManualClock
 from core.config import QuantarbConfig, demo_config
-from core.models import TradingState
+from core.models import TradingState, Venue
 from engine.control import ControlRefused
 from engine.runtime import Runtime
 
@@ -58,7 +59,7 @@ async def test_daily_loss_halts_survives_restart_and_blocks_rearm(
     rt, path, clock = started
     changes = rt.gate.breakers.on_group_closed(failed=False, compensated=False, pnl=Decimal(-250),
                                                now_ms=clock.time_ms())
-    rt._apply_breakers(changes)
+    rt.risk.apply_breakers(changes)
     assert rt.gate.state is TradingState.HALTED
     await _settle(rt)
     await rt.stop()
@@ -71,8 +72,8 @@ async def test_daily_loss_halts_survives_restart_and_blocks_rearm(
         assert again.gate.breakers.all["daily_loss"].tripped
         assert again.gate.breakers.daily_pnl == Decimal(0) or again.gate.breakers.daily_pnl < 0
         with pytest.raises(ControlRefused, match="daily_loss"):
-            await again.rearm("operator says so")
-        snap = again.snapshot()
+            await again.control.rearm("operator says so")
+        snap = again.view.snapshot()
         assert any(b.key == "daily_loss" and b.state == "tripped" for b in snap.breakers)
         assert snap.trading_state == "halted"
     finally:
@@ -84,10 +85,10 @@ async def test_failure_pause_survives_restart_then_releases_by_itself(
 ) -> None:
     rt, path, clock = started
     for _ in range(rt.config.risk.max_consecutive_failures):
-        rt._apply_breakers(rt.gate.breakers.on_group_closed(failed=False, compensated=True, pnl=Decimal(0),
+        rt.risk.apply_breakers(rt.gate.breakers.on_group_closed(failed=False, compensated=True, pnl=Decimal(0),
                                                             now_ms=clock.time_ms()))
     assert rt.gate.state is TradingState.PAUSED
-    result = await rt.resume("too early")
+    result = await rt.control.resume("too early")
     assert not result.changed and "breaker" in result.message
     await _settle(rt)
     await rt.stop()
@@ -100,7 +101,7 @@ async def test_failure_pause_survives_restart_then_releases_by_itself(
         clock.advance(ms=again.config.risk.failure_pause_s * 1000 + 1)
         # Only the time-based release (no feed runs on this manual clock, so a full
         # risk_step would also, rightly, find every venue silent for minutes).
-        again._apply_breakers(again.gate.breakers.tick(clock.time_ms()))
+        again.risk.apply_breakers(again.gate.breakers.tick(clock.time_ms()))
         assert again.gate.state is TradingState.ACTIVE
         await _settle(again)
     finally:
@@ -114,20 +115,20 @@ async def test_a_venue_without_quotes_gets_no_new_intents(tmp_path: Path) -> Non
     rt = _runtime(tmp_path / "stale.db", clock)
     await rt._open_ledger(str(tmp_path / "stale.db"))
     try:
-        await rt.drive(200, 20.0)  # quotes on every venue
-        rt.risk_step()
-        assert rt.snapshot().blocked_venues == ()
+        await rt.driver.drive(200, 20.0)  # quotes on every venue
+        rt.risk_loop.check()
+        assert rt.view.snapshot().blocked_venues == ()
         clock.advance(ms=rt.config.risk.venue_block_s * 1000 + 500)  # then silence
-        rt.risk_step()
-        assert set(rt.snapshot().blocked_venues) == {"mt5", "okx", "binance"}
+        rt.risk_loop.check()
+        assert set(rt.view.snapshot().blocked_venues) == {"mt5", "okx", "binance"}
         assert rt.gate.state is TradingState.ACTIVE  # blocked, not halted (yet)
         intents = rt.pipeline.intents
-        await rt.drive(1, 20.0)
-        rt.risk_step()  # quotes flow again: released
-        assert rt.snapshot().blocked_venues == ()
+        await rt.driver.drive(1, 20.0)
+        rt.risk_loop.check()  # quotes flow again: released
+        assert rt.view.snapshot().blocked_venues == ()
         assert rt.pipeline.intents >= intents
         clock.advance(ms=rt.config.risk.feed_stale_halt_s * 1000 + 500)
-        rt.risk_step()
+        rt.risk_loop.check()
         # No quote for feed_stale_halt_s (and, without feed tasks in drive(), no connection
         # either): halted by a venue breaker.
         assert rt.gate.state is TradingState.HALTED
@@ -144,16 +145,16 @@ async def test_a_venue_without_quotes_gets_no_new_intents(tmp_path: Path) -> Non
 async def test_a_group_held_past_hold_timeout_is_alerted_and_set_to_unwind(tmp_path: Path) -> None:
     clock = ManualClock()
     rt = _runtime(tmp_path / "hold.db", clock)
-    await rt.drive(400, 20.0)
+    await rt.driver.drive(400, 20.0)
     assert rt.orchestrator.closed, "the demo made groups"
     group = rt.orchestrator.closed[0]
-    rt.orchestrator.open[group.group_id] = group  # as if it were stuck in flight
+    rt.orchestrator.adopt(group)  # as if it were stuck in flight
     clock.advance(ms=rt.config.risk.hold_timeout_s * 1000 + 1000)
-    rt.risk_step()
+    rt.risk_loop.check()
     assert rt.orchestrator.compensation.retries_used(group) >= rt.config.strategy.max_retries
     assert any(e.kind == "alert" and group.group_id in e.text for e in rt.events.recent(50))
     assert any(e.kind == "breaker" and "hold_timeout" in e.text for e in rt.events.recent(50))
-    rt.risk_step()  # reported once
+    rt.risk_loop.check()  # reported once
     assert sum(1 for e in rt.events.recent(100) if e.kind == "alert" and group.group_id in e.text) == 1
 
 
@@ -166,22 +167,22 @@ async def test_paper_accounts_feed_the_free_balance_breaker(tmp_path: Path) -> N
     clock = ManualClock()
     rt = Runtime(QuantarbConfig.model_validate(cfg), is_demo=True, clock=clock, ledger_path="",
                  mt5_in_process=True)
-    rt.risk_step()
-    assert rt.snapshot().blocked_venues == ()  # flat accounts: all free
-    await rt.drive(1500, 20.0)
-    rt.risk_step()  # marks from the books, then the accounts
-    balances = rt._balances()
+    rt.risk_loop.check()
+    assert rt.view.snapshot().blocked_venues == ()  # flat accounts: all free
+    await rt.driver.drive(1500, 20.0)
+    rt.risk_loop.check()  # marks from the books, then the accounts
+    balances = rt.accounts.free_margin()
     assert set(balances) == {"mt5", "okx", "binance"}
-    blocked = set(rt.snapshot().blocked_venues)
+    blocked = set(rt.view.snapshot().blocked_venues)
     low = {v for v, free in balances.items() if free < Decimal(99_000)}
     assert low and blocked == low
     exposure = rt.gate.exposure
     for venue, free in balances.items():
         held = sum((q * exposure.marks[a] for (v, a), q in exposure.positions.items() if v == venue), Decimal(0))
-        expected = Decimal(100_000) + rt.orchestrator.cash.get(venue, Decimal(0)) + held \
+        expected = Decimal(100_000) + rt.orchestrator.cash(cast(Venue, venue)) + held \
             - exposure.venue_gross(venue) / 2
         assert free == expected
-    breakers = {b.key: b.state for b in rt.snapshot().breakers}
+    breakers = {b.key: b.state for b in rt.view.snapshot().breakers}
     assert all(breakers[f"balance:{v}"] == "tripped" for v in low)
-    await rt.drive(1500, 20.0)  # edges keep coming: those through a blocked venue are refused
+    await rt.driver.drive(1500, 20.0)  # edges keep coming: those through a blocked venue are refused
     assert rt.pipeline.reasons["risk:min_free_balance"] > 0

@@ -51,7 +51,8 @@ async def close_ledger(runtime: Runtime) -> None:
     if runtime.ledger is not None:
         await runtime.ledger.close()
         runtime.ledger = None
-        runtime.orchestrator.ledger = None
+        runtime.orchestrator.attach_journal(None)
+        runtime.risk.attach(None)
 
 
 async def warm(app: QuantArbApp, runtime: Runtime, steps: int = 1500, chunks: int = 15) -> None:
@@ -59,7 +60,7 @@ async def warm(app: QuantArbApp, runtime: Runtime, steps: int = 1500, chunks: in
     edge sparklines have a history (30 simulated seconds by default)."""
     await open_ledger(runtime)
     for _ in range(chunks):
-        await runtime.drive(steps // chunks, 20.0)
+        await runtime.driver.drive(steps // chunks, 20.0)
         app.refresh_view()
     if runtime.ledger is not None:
         await runtime.ledger.flush()
@@ -92,7 +93,7 @@ class SilentVenue:
 def step_market(runtime: Runtime, steps: int, dt_ms: float = 20.0) -> None:
     """Like `drive()` but without running the groups: intents stay in flight."""
     for _ in range(steps):
-        runtime.step_market(dt_ms)
+        runtime.driver.step_market(dt_ms)
 
 
 async def groups_in_flight(runtime: Runtime, venue: Venue = "okx", want: int = 2, max_steps: int = 3000) -> Any:

@@ -55,7 +55,7 @@ async def test_kill_confirmed_halts_and_shows_it(demo_runtime: Runtime, confirm:
         assert isinstance(app.screen, ConfirmModal) and app.screen.kind == "kill"
         await pilot.press(confirm)  # type: ignore[attr-defined]
         await settle(app, pilot)
-        assert demo_runtime.snapshot().trading_state == "halted"
+        assert demo_runtime.view.snapshot().trading_state == "halted"
         assert isinstance(app.screen, MainScreen)
         assert shown_state(app) == "halted"
 
@@ -66,7 +66,7 @@ async def test_kill_cancelled_changes_nothing(demo_runtime: Runtime, cancel: str
         await pilot.press("k", cancel)  # type: ignore[attr-defined]
         await settle(app, pilot)
         assert isinstance(app.screen, MainScreen)
-        assert demo_runtime.snapshot().trading_state == "active"
+        assert demo_runtime.view.snapshot().trading_state == "active"
         assert shown_state(app) == "active"
 
 
@@ -82,7 +82,7 @@ async def test_kill_from_inside_group_detail(demo_runtime: Runtime) -> None:
         await pilot.press("y")  # type: ignore[attr-defined]
         await settle(app, pilot)
         assert isinstance(app.screen, GroupDetailScreen)
-        assert demo_runtime.snapshot().trading_state == "halted"
+        assert demo_runtime.view.snapshot().trading_state == "halted"
         assert shown_state(app) == "halted"
 
 
@@ -91,7 +91,7 @@ async def test_k_typed_into_an_input_is_text_not_kill(demo_runtime: Runtime) -> 
         await pilot.press("r", *"kept", "q")  # type: ignore[attr-defined]
         assert isinstance(app.screen, InputModal)
         assert app.screen.query_one(Input).value == "keptq"
-        assert demo_runtime.snapshot().trading_state == "active"
+        assert demo_runtime.view.snapshot().trading_state == "active"
         assert app.is_running
 
 
@@ -101,9 +101,9 @@ async def test_flatten_needs_the_typed_word(demo_runtime: Runtime) -> None:
 
     async def flatten(reason: str) -> ControlResult:
         calls.append(reason)
-        return await demo_runtime.kill(reason)
+        return await demo_runtime.control.kill(reason)
 
-    demo_runtime.flatten = flatten  # type: ignore[method-assign,assignment]
+    demo_runtime.control.flatten = flatten  # type: ignore[method-assign,assignment]
     async with running(demo_runtime) as (app, pilot):
         await pilot.press("f", *"flatten", "enter")  # type: ignore[attr-defined]
         await settle(app, pilot)
@@ -122,7 +122,7 @@ async def test_flatten_refused_shows_the_engine_message(demo_runtime: Runtime) -
     async def flatten(reason: str) -> ControlResult:
         raise ControlRefused("flatten refused: venue okx is down")
 
-    demo_runtime.flatten = flatten  # type: ignore[method-assign,assignment]
+    demo_runtime.control.flatten = flatten  # type: ignore[method-assign,assignment]
     async with running(demo_runtime) as (app, pilot):
         await pilot.press("f", *"FLATTEN", "enter")  # type: ignore[attr-defined]
         await settle(app, pilot)
@@ -149,33 +149,33 @@ async def test_p_toggles_pause_and_resume(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
         await pilot.press("p")  # type: ignore[attr-defined]
         await settle(app, pilot)
-        assert demo_runtime.snapshot().trading_state == "paused"
+        assert demo_runtime.view.snapshot().trading_state == "paused"
         assert shown_state(app) == "paused"
         await pilot.press("p")  # type: ignore[attr-defined]
         await settle(app, pilot)
-        assert demo_runtime.snapshot().trading_state == "active"
+        assert demo_runtime.view.snapshot().trading_state == "active"
         assert shown_state(app) == "active"
 
 
 async def test_rearm_with_a_reason_after_a_kill(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await demo_runtime.kill("test")
+        await demo_runtime.control.kill("test")
         await pilot.press("r", *"checked the venues", "enter")  # type: ignore[attr-defined]
         await settle(app, pilot)
         assert isinstance(app.screen, MainScreen)
-        assert demo_runtime.snapshot().trading_state == "active"
+        assert demo_runtime.view.snapshot().trading_state == "active"
         assert shown_state(app) == "active"
 
 
 async def test_rearm_without_a_reason_is_refused_in_the_modal(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await demo_runtime.kill("test")
+        await demo_runtime.control.kill("test")
         await pilot.press("r", "enter")  # type: ignore[attr-defined]
         await settle(app, pilot)
         modal = app.screen
         assert isinstance(modal, InputModal) and modal.kind == "rearm"
         assert "reason" in modal.error
-        assert demo_runtime.snapshot().trading_state == "halted"
+        assert demo_runtime.view.snapshot().trading_state == "halted"
         await pilot.press("escape")  # type: ignore[attr-defined]
         assert isinstance(app.screen, MainScreen)
 
@@ -226,7 +226,7 @@ async def test_risk_and_history_screens(demo_runtime: Runtime) -> None:
         await pilot.pause()  # type: ignore[attr-defined]
         assert isinstance(app.screen, RiskScreen)
         limits = app.screen.query_one("#limits-table", DataTable)
-        assert limits.row_count == len(demo_runtime.snapshot().limits)
+        assert limits.row_count == len(demo_runtime.view.snapshot().limits)
         await pilot.press("h")  # type: ignore[attr-defined]
         await settle(app, pilot)
         history = app.screen
@@ -265,7 +265,7 @@ async def test_command_palette_lists_every_action(demo_runtime: Runtime) -> None
         assert isinstance(app.screen, CommandPalette)
         await pilot.press(*"kill")  # type: ignore[attr-defined]  # typed into the palette, not a kill
         await pilot.pause(0.3)  # type: ignore[attr-defined]
-        assert demo_runtime.snapshot().trading_state == "active"
+        assert demo_runtime.view.snapshot().trading_state == "active"
         await pilot.press("enter")  # type: ignore[attr-defined]
         await pilot.pause()  # type: ignore[attr-defined]
         assert isinstance(app.screen, ConfirmModal) and app.screen.kind == "kill"
@@ -284,9 +284,9 @@ async def test_quit_refused_while_groups_are_in_flight_then_confirmed(demo_runti
     async with running(demo_runtime) as (app, pilot):
         for _ in range(2000):  # intents without running them: groups stay in flight
             step_market(demo_runtime, 1)
-            if demo_runtime.snapshot(groups=0, log=0).open_groups:
+            if demo_runtime.view.snapshot(groups=0, log=0).open_groups:
                 break
-        assert demo_runtime.snapshot(groups=0, log=0).open_groups > 0
+        assert demo_runtime.view.snapshot(groups=0, log=0).open_groups > 0
         await pilot.press("q")  # type: ignore[attr-defined]
         assert isinstance(app.screen, ConfirmModal) and app.screen.kind == "quit"
         await pilot.press("n")  # type: ignore[attr-defined]

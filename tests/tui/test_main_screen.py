@@ -46,7 +46,7 @@ async def test_tables_show_demo_rows_and_update_only_changed_cells(demo_runtime:
         app.refresh_view()
         assert table.cells_updated == before
         # One more market step changes some cells, not all of them.
-        await demo_runtime.drive(1, 20.0)
+        await demo_runtime.driver.drive(1, 20.0)
         app.refresh_view()
         changed = table.cells_updated - before
         assert 0 < changed < 9 * 6
@@ -61,7 +61,7 @@ async def test_edge_sparklines_follow_successive_snapshots(demo_runtime: Runtime
         from quantarb_tui.widgets.edges_pane import EdgesPane
 
         pane = app.screen.query_one(EdgesPane)
-        key = demo_runtime.snapshot().edges[0].key
+        key = demo_runtime.view.snapshot().edges[0].key
         assert 2 <= len(pane.history.values(key)) <= 8  # a bounded ring buffer per edge
         await close_ledger(demo_runtime)
 
@@ -70,7 +70,7 @@ async def test_edge_sparklines_follow_successive_snapshots(demo_runtime: Runtime
 async def test_layout_folds_panes_at_80x24(demo_runtime: Runtime, size: tuple[int, int], folded: bool) -> None:
     app = make_app(demo_runtime)
     async with app.run_test(size=size) as pilot:
-        await demo_runtime.drive(50, 20.0)
+        await demo_runtime.driver.drive(50, 20.0)
         app.refresh_view()
         await pilot.pause()
         screen = app.screen
@@ -98,7 +98,7 @@ async def test_renders_on_a_256_color_terminal(demo_runtime: Runtime, monkeypatc
 
     app._display = capture  # type: ignore[method-assign]
     async with app.run_test(size=(120, 40)) as pilot:
-        await demo_runtime.drive(200, 20.0)
+        await demo_runtime.driver.drive(200, 20.0)
         app.refresh_view()
         await pilot.pause()
         assert app.console.color_system == "256"

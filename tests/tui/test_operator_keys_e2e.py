@@ -60,23 +60,23 @@ async def test_kill_flatten_restart_rearm_through_the_keys(tmp_path: Path) -> No
     runtime = _runtime(path, clock)
     await runtime.start()
     try:
-        await runtime.drive(1500, 20.0)  # 30 s of the demo market: groups, and positions left
-        assert any(Decimal(q) != 0 for v in runtime.positions().values() for q in v.values())
+        await runtime.driver.drive(1500, 20.0)  # 30 s of the demo market: groups, and positions left
+        assert any(Decimal(q) != 0 for v in runtime.view.positions().values() for q in v.values())
         app = _app(runtime)
         async with app.run_test(size=(160, 48)) as pilot:
             app.refresh_view()
             await pilot.press("k", "y")
             await _settle(app, pilot)
             assert runtime.gate.state == "halted" and _shown(app) == "halted"
-            await runtime.drive(200, 20.0)  # the market goes on: every decision is refused
+            await runtime.driver.drive(200, 20.0)  # the market goes on: every decision is refused
             await pilot.press("f", *"FLATTEN", "enter")
             await _settle(app, pilot)
             assert isinstance(app.screen, MainScreen), getattr(app.screen, "error", "")
             assert _shown(app) == "halted"
-            report = runtime.last_flatten
+            report = runtime.control.last_flatten
             assert report is not None and report["flat"], report
             steps = {(i.venue, p.name): i.base_step for p in runtime.pairs for i in p.instruments}
-            for venue, assets in runtime.positions().items():
+            for venue, assets in runtime.view.positions().items():
                 for asset, qty in assets.items():
                     assert abs(Decimal(qty)) < steps[(venue, asset)], (venue, asset, qty)
     finally:

@@ -50,8 +50,8 @@ def test_halted(snap_compare: Any, demo_runtime: Runtime) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = _app_of(pilot)
         await warm(app, demo_runtime)
-        await demo_runtime.kill("operator kill (tui)")
-        await demo_runtime.drive(50, 20.0)  # decisions now say halted
+        await demo_runtime.control.kill("operator kill (tui)")
+        await demo_runtime.driver.drive(50, 20.0)  # decisions now say halted
         await close_ledger(demo_runtime)
         app.refresh_view()
         await pilot.pause()
@@ -87,7 +87,7 @@ def test_group_detail(snap_compare: Any, demo_runtime: Runtime) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = _app_of(pilot)
         await warm(app, demo_runtime)
-        snap = demo_runtime.snapshot()
+        snap = demo_runtime.view.snapshot()
         repaired = snap.compensation[0].group_id  # a group with a compensation action
         app.open_group(repaired)
         await pilot.pause()
@@ -103,7 +103,7 @@ def test_risk_screen(snap_compare: Any, demo_runtime: Runtime) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = _app_of(pilot)
         await warm(app, demo_runtime)
-        await demo_runtime.pause("operator pause (tui)")
+        await demo_runtime.control.pause("operator pause (tui)")
         await close_ledger(demo_runtime)
         await pilot.press("l")
         app.refresh_view()

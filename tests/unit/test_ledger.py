@@ -19,6 +19,7 @@ from core.clock import ManualClock
 from core.commands import CommandFill, CommandState
 from core.hedge import HedgeGroup
 from core.models import GroupState, Order, OrderPurpose, OrderState, TradingState
+from core.ports import RiskKind
 from core.risk import StateChange
 from ledger import (
     SCHEMA_VERSION,
@@ -760,7 +761,7 @@ async def _random_history(path: Path, data: st.DataObject) -> dict[str, Any]:
                 led.compensation(a)
                 model["actions"][a.action_id] = a.outcome
             elif op == "risk":
-                kinds: list[ev.RiskKind] = ["kill", "flatten", "rearm", "pause", "resume", "breaker"]
+                kinds: list[RiskKind] = ["kill", "flatten", "rearm", "pause", "resume", "breaker"]
                 kind = data.draw(st.sampled_from(kinds))
                 breaker = st.fixed_dictionaries({"state": st.sampled_from(["ok", "tripped"])})
                 names = st.sampled_from(["feed", "loss"])

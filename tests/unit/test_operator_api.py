@@ -41,11 +41,11 @@ def _runtime(tmp_path: Path) -> Runtime:
 
 
 def _snapshot(runtime: Runtime) -> RuntimeSnapshot:
-    return runtime.snapshot(groups=0, log=0)
+    return runtime.view.snapshot(groups=0, log=0)
 
 
 def _app(runtime: Runtime) -> Any:
-    return create_operator_app(runtime, TOKEN, lambda: _snapshot(runtime), runtime.health_status)
+    return create_operator_app(runtime.control, runtime.view, TOKEN)
 
 
 def _state(runtime: Runtime) -> tuple[str, str, int]:
@@ -124,13 +124,13 @@ async def test_the_token_is_compared_in_constant_time(
 async def test_healthz_needs_no_token_and_says_only_the_status(client: httpx.AsyncClient, runtime: Runtime) -> None:
     resp = await client.get("/healthz")
     assert resp.status_code == 200 and resp.json() == {"status": "ok"}
-    await runtime.kill("test")
+    await runtime.control.kill("test")
     assert (await client.get("/healthz")).json() == {"status": "halted"}
 
 
 def test_an_empty_token_is_a_programming_error(runtime: Runtime) -> None:
     with pytest.raises(ValueError):
-        operator_routes(runtime, "", lambda: _snapshot(runtime))
+        operator_routes(runtime.control, runtime.view, "")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ async def test_status_is_the_runtimes_picture(client: httpx.AsyncClient, runtime
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/json"
     body = resp.json()
-    assert body == json.loads(json.dumps(runtime.status(), default=str))
+    assert body == json.loads(json.dumps(runtime.view.status(), default=str))
     assert body["trading_state"] == "active" and body["mode"] == "demo"
 
 
@@ -185,12 +185,18 @@ async def test_pause_and_resume(client: httpx.AsyncClient, runtime: Runtime) -> 
 
 
 async def test_a_failing_action_is_a_json_500_without_details(tmp_path: Path) -> None:
-    class Broken(Runtime):
+    runtime = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=None, mt5_in_process=True)
+
+    class Broken:
+        """The engine's control, with a flatten that blows up."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(runtime.control, name)
+
         async def flatten(self, reason: str = "") -> Any:
             raise RuntimeError("venue exploded")
 
-    broken = Broken(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=None, mt5_in_process=True)
-    transport = httpx.ASGITransport(app=_app(broken))
+    transport = httpx.ASGITransport(app=create_operator_app(Broken(), runtime.view, TOKEN))
     async with httpx.AsyncClient(transport=transport, base_url="http://quantarb") as c:
         resp = await c.post("/api/flatten", headers=AUTH, json={"reason": "x"})
     assert resp.status_code == 500 and resp.json() == {"error": "internal error"}
@@ -303,8 +309,8 @@ def test_arbitrary_bodies_never_get_5xx_and_refusals_change_nothing(
 
 
 async def test_metrics_parse_as_prometheus_text(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    await runtime.drive(100)
-    await runtime.kill("metrics test")
+    await runtime.driver.drive(100)
+    await runtime.control.kill("metrics test")
     resp = await client.get("/metrics", headers=AUTH)
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -332,12 +338,19 @@ async def test_metrics_parse_as_prometheus_text(client: httpx.AsyncClient, runti
 
 async def test_metrics_read_one_snapshot_per_scrape(runtime: Runtime) -> None:
     taken: list[RuntimeSnapshot] = []
+    view = runtime.view
 
-    def snapshot() -> RuntimeSnapshot:
-        taken.append(_snapshot(runtime))
-        return taken[-1]
+    class CountingReader:
+        """The engine's reader, counting the snapshots taken."""
 
-    app = create_operator_app(runtime, TOKEN, snapshot, runtime.health_status)
+        def __getattr__(self, name: str) -> Any:
+            return getattr(view, name)
+
+        def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:
+            taken.append(view.snapshot(groups=groups, log=log))
+            return taken[-1]
+
+    app = create_operator_app(runtime.control, CountingReader(), TOKEN)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q") as c:
         assert not taken  # registering the collector reads nothing
         await c.get("/metrics", headers=AUTH)
@@ -374,7 +387,7 @@ async def test_operator_app_over_a_real_socket(runtime: Runtime) -> None:
 
 async def test_routes_mount_into_the_mt5_listener(runtime: Runtime) -> None:
     rig = make_rig(RealClock())
-    app = create_app(rig.bridge, extra_routes=operator_routes(runtime, TOKEN, lambda: _snapshot(runtime)))
+    app = create_app(rig.bridge, extra_routes=operator_routes(runtime.control, runtime.view, TOKEN))
     server = EmbeddedServer(app, "127.0.0.1", 0)
     await server.start()
     try:

@@ -1,0 +1,151 @@
+"""Operator: the engine's side of `OperatorControl` (kill, flatten, rearm, pause, resume).
+
+The TUI keys, `/api/*` and the CLI all land here, so an action means the same whichever way
+it arrives. Kill flips the gate before its first await (the very next decision is refused),
+then cancels the entries of groups with nothing filled. Flatten halts, lets groups in flight
+settle, closes every venue and ends halted; while it runs nothing may re-arm, pause or resume
+the engine. Every change is journaled (durably, before the action answers) with the breakers'
+state, so a restart comes back as the operator left it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from core.clock import Clock
+from core.models import TradingState
+from core.risk import RearmRefused, RiskGate, StateChange
+from engine.control import Action, ControlRefused, ControlResult
+from engine.events import EngineEvent, EventLog
+from engine.flatten import Flattener
+from engine.orchestrator import HedgeOrchestrator
+from engine.risk_journal import RiskJournal
+
+
+class Operator:
+    """Implements `engine.control.OperatorControl`'s actions on one engine."""
+
+    def __init__(
+        self,
+        gate: RiskGate,
+        orchestrator: HedgeOrchestrator,
+        flattener: Flattener,
+        risk: RiskJournal,
+        clock: Clock,
+        events: EventLog,
+        *,
+        settle_timeout_s: float,
+        running: Callable[[], bool],
+    ) -> None:
+        self._gate = gate
+        self._orch = orchestrator
+        self._flattener = flattener
+        self._risk = risk
+        self._clock = clock
+        self._events = events
+        self._settle_timeout_s = settle_timeout_s
+        self._running = running
+        self._flatten_lock = asyncio.Lock()
+        self._last_flatten: dict[str, Any] | None = None
+
+    @property
+    def last_flatten(self) -> dict[str, Any] | None:
+        """The report of the last flatten this run (None before one)."""
+        return self._last_flatten
+
+    @property
+    def flatten_running(self) -> bool:
+        return self._flatten_lock.locked()
+
+    def _result(self, action: Action, changed: bool, message: str, **detail: Any) -> ControlResult:
+        return ControlResult(action, str(self._gate.state), self._gate.reason, changed, message, dict(detail))
+
+    def kill_now(self, reason: str) -> StateChange:
+        """The synchronous half of a kill: the gate refuses the very next decision."""
+        change = self._gate.kill(reason)
+        self._events.emit(EngineEvent(change.ts_ms, "state", f"HALTED: {reason}", "warn"))
+        return change
+
+    async def kill(self, reason: str = "operator kill", *, on_cancels_sent: Callable[[int], None] | None = None
+                   ) -> ControlResult:
+        """Halt now; then cancel the entry orders of groups with nothing filled (MT5 commands
+        withdrawn). Groups with a filled leg finish their hedge or compensation."""
+        reason = reason.strip() or "operator kill"
+        change = self.kill_now(reason)
+        task = self._risk.record("kill", change)
+        cancelled = await self._orch.cancel_entries(on_cancels_sent)
+        if task is not None:
+            await task
+        return self._result("kill", True, f"halted: {reason}",
+                            cancelled=[o.client_order_id for o in cancelled])
+
+    async def flatten(self, reason: str = "operator flatten") -> ControlResult:
+        """Halt, cancel unfilled entries, let groups in flight settle, then close the net
+        exposure on every venue concurrently and report any residual. Ends halted."""
+        reason = reason.strip() or "operator flatten"
+        if not self._running():
+            raise ControlRefused("the engine is not running")
+        async with self._flatten_lock:
+            change = self._gate.kill(f"flatten: {reason}")
+            self._orch.begin_flatten()  # from now on only flatten orders leave
+            self._events.emit(EngineEvent(change.ts_ms, "state", f"HALTED: flatten: {reason}", "warn"))
+            start = self._risk.record("flatten", change)
+            await self._orch.cancel_entries()
+            await self._orch.settle_open(timeout_s=self._settle_timeout_s)
+            still_open = sorted(self._orch.open)
+            report = await self._flattener.run()
+            report["groups_still_open"] = still_open
+            if self._gate.state is not TradingState.HALTED:  # nothing may have re-armed it meanwhile
+                self._gate.kill(f"flatten: {reason}")
+            self._last_flatten = report
+            result = "flat" if report["flat"] else "residual " + ", ".join(
+                f"{r['venue']}:{r['asset']} {r['after']}" for r in report["residual"]
+            )
+            self._events.emit(EngineEvent(self._clock.time_ms(), "flatten", f"flatten done: {result}",
+                                          "info" if report["flat"] else "error"))
+            done = StateChange(self._clock.time_ms(), self._gate.state, f"flatten done: {result}"[:500])
+            end = self._risk.record("flatten", done)
+            for task in (start, end):
+                if task is not None:
+                    await task
+            return self._result("flatten", True, f"flatten done: {result}", **report)
+
+    def _refuse_during_flatten(self, action: str) -> None:
+        if self._flatten_lock.locked():
+            raise ControlRefused(f"{action} refused: a flatten is running (it ends halted)")
+
+    async def rearm(self, reason: str) -> ControlResult:
+        if not reason.strip():
+            raise ControlRefused("rearm needs a reason")
+        self._refuse_during_flatten("rearm")
+        try:
+            change = self._gate.rearm(reason.strip())
+        except RearmRefused as exc:
+            self._risk.released_breakers(self._clock.time_ms())
+            raise ControlRefused(str(exc)) from None
+        self._risk.released_breakers(change.ts_ms)
+        self._orch.end_flatten()
+        await self._risk.state("rearm", change, f"ACTIVE (rearmed): {reason}", "info")
+        return self._result("rearm", True, f"active: {reason}")
+
+    async def pause(self, reason: str = "operator pause") -> ControlResult:
+        reason = reason.strip() or "operator pause"
+        self._refuse_during_flatten("pause")
+        change = self._gate.pause(reason)
+        if change is None:
+            return self._result("pause", False, f"not paused: trading is {self._gate.state}")
+        await self._risk.state("pause", change, f"PAUSED: {reason}", "warn")
+        return self._result("pause", True, f"paused: {reason}")
+
+    async def resume(self, reason: str = "operator resume") -> ControlResult:
+        reason = reason.strip() or "operator resume"
+        self._refuse_during_flatten("resume")
+        change = self._gate.resume(reason)
+        if change is None:
+            why = ("a breaker holds the pause" if self._gate.state is TradingState.PAUSED
+                   else f"trading is {self._gate.state}")
+            return self._result("resume", False, f"not resumed: {why}")
+        await self._risk.state("resume", change, f"ACTIVE (resumed): {reason}", "info")
+        return self._result("resume", True, f"active: {reason}")

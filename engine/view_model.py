@@ -1,0 +1,320 @@
+"""ViewModel: what every face shows, built from the engine's state at one instant.
+
+The TUI pulls `snapshot()` on a timer (<= 10 Hz); `/api/status`, `quantarb status`,
+`/metrics` and headless read the same rows through `status()` and `summary()`, so a number
+(PnL, positions, state) has one definition whatever shows it. Nothing here writes to the
+engine. Group detail and history come from the ledger, after a flush so that what was just
+done is in them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from decimal import Decimal
+from typing import Any
+
+from core.clock import Clock
+from core.compare import CompareEngine
+from core.config import QuantarbConfig
+from core.hedge import HedgeGroup
+from core.instruments import Pair
+from core.models import TradingState
+from core.pipeline import OpportunityPipeline
+from core.risk import RiskGate
+from engine.control import HealthStatus
+from engine.events import EngineEvent, EventLog
+from engine.orchestrator import HedgeOrchestrator
+from engine.risk_journal import RiskJournal
+from engine.snapshot import (
+    BreakerRow,
+    CompensationRow,
+    EdgeRow,
+    GroupRow,
+    LegRow,
+    LimitRow,
+    PairRow,
+    QuoteRow,
+    RuntimeSnapshot,
+)
+from engine.venue_health import VenueHealth
+from ledger import queries
+from ledger.ledger import Ledger
+
+
+class ViewModel:
+    """Implements `engine.control.EngineReader` for one engine."""
+
+    def __init__(
+        self,
+        config: QuantarbConfig,
+        mode: str,
+        pairs: Sequence[Pair],
+        clock: Clock,
+        *,
+        pipeline: OpportunityPipeline,
+        compare: CompareEngine,
+        gate: RiskGate,
+        orchestrator: HedgeOrchestrator,
+        events: EventLog,
+        risk: RiskJournal,
+        health: VenueHealth,
+        ledger: Callable[[], Ledger | None],
+        last_flatten: Callable[[], dict[str, Any] | None],
+    ) -> None:
+        self._config = config
+        self._mode = mode
+        self._pairs = pairs
+        self._clock = clock
+        self._pipeline = pipeline
+        self._compare = compare
+        self._gate = gate
+        self._orch = orchestrator
+        self._events = events
+        self._risk = risk
+        self._health = health
+        self._ledger = ledger
+        self._last_flatten = last_flatten
+
+    def pair_names(self) -> list[str]:
+        return [p.name for p in self._pairs]
+
+    def _threshold_bps(self) -> float:
+        return self._config.strategy.threshold_bps
+
+    def positions(self) -> dict[str, dict[str, str]]:
+        """Net position per venue and asset (base units) as the RiskGate's book holds it."""
+        out: dict[str, dict[str, str]] = {}
+        for (venue, asset), qty in sorted(self._gate.exposure.positions.items()):
+            out.setdefault(venue, {})[asset] = str(qty)
+        return out
+
+    def health_status(self) -> HealthStatus:
+        state = self._gate.state
+        if state is TradingState.HALTED:
+            return "halted"
+        if state is not TradingState.ACTIVE or self._gate.breakers.blocked_venues():
+            return "degraded"  # paused/reducing, or a venue blocked (stale, down, low balance)
+        return "ok"
+
+    def status(self) -> dict[str, Any]:
+        snap = self.snapshot(groups=20, log=0)
+        return {
+            "trading_state": snap.trading_state,
+            "reason": snap.state_reason,
+            "mode": snap.mode,
+            "health": self.health_status(),
+            "ts_ms": snap.ts_ms,
+            "open_groups": snap.open_groups,
+            "groups_by_state": snap.groups_by_state,
+            "realized_pnl": snap.realized_pnl,
+            "daily_pnl": snap.daily_pnl,
+            "quotes": snap.quotes_total,
+            "intents": snap.intents_total,
+            "limits": [asdict(r) for r in snap.limits],
+            "breakers": [asdict(r) for r in snap.breakers],
+            "blocked_venues": list(snap.blocked_venues),
+            "positions": self.positions(),
+            "last_flatten": self._last_flatten(),
+            "feeds": [
+                {"name": f.name, "venue": f.venue, "state": f.state, "last_frame_age_ms": f.last_frame_age_ms}
+                for f in snap.feeds
+            ],
+        }
+
+    async def group_detail(self, group_id: str) -> dict[str, Any] | None:
+        """One group's story from the ledger (`ledger show`); None without a ledger or group."""
+        ledger = self._ledger()
+        if ledger is None:
+            return None
+        await ledger.flush()
+        return await ledger.read(queries.show, group_id)
+
+    async def history(
+        self, *, pair: str | None = None, state: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Groups from the ledger, newest first (the history screen); [] without a ledger."""
+        ledger = self._ledger()
+        if ledger is None:
+            return []
+        await ledger.flush()
+        return await ledger.read(queries.groups, pair=pair, state=state, limit=limit)
+
+    # -- views -----------------------------------------------------------------------
+    def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:
+        now_ns = self._clock.monotonic_ns()
+        quotes = []
+        for pair in self._pairs:
+            for inst in pair.instruments:
+                book = self._compare.book(inst.venue, inst.symbol)
+                assert book is not None
+                quotes.append(
+                    QuoteRow(
+                        key=f"{inst.venue}:{inst.symbol}",
+                        pair=pair.name,
+                        venue=inst.venue,
+                        symbol=inst.symbol,
+                        bid=book.raw_bid,
+                        ask=book.raw_ask,
+                        bid_qty=book.bid_qty,
+                        ask_qty=book.ask_qty,
+                        age_ms=(now_ns - book.recv_ns) / 1e6 if book.has_quote else None,
+                        count=book.quotes,
+                    )
+                )
+        edges = [
+            EdgeRow(
+                key=f"{e.pair}:{e.buy.venue}>{e.sell.venue}",
+                pair=e.pair,
+                buy_venue=e.buy.venue,
+                sell_venue=e.sell.venue,
+                buy_price=e.buy.ask,
+                sell_price=e.sell.bid,
+                edge_bps=e.edge_bps if e.valid else None,
+                last_reason=e.last_reason,
+            )
+            for e in self._compare.edges()
+        ]
+        feeds = self._health.rows(now_ns)
+        orch = self._orch
+        recent: list[HedgeGroup] = list(orch.open.values())[::-1] + list(orch.closed)
+        group_rows = tuple(_group_row(g) for g in recent[:groups])
+        by_state: dict[str, int] = dict(orch.closed_by_state)
+        for g in orch.open.values():
+            by_state[g.state] = by_state.get(g.state, 0) + 1
+        return RuntimeSnapshot(
+            ts_ms=self._clock.time_ms(),
+            mode=self._mode,
+            trading_state=str(self._gate.state),
+            state_reason=self._gate.reason,
+            threshold_bps=self._threshold_bps(),
+            quotes_total=self._pipeline.quotes,
+            decisions_total=self._pipeline.decisions,
+            intents_total=self._pipeline.intents,
+            open_groups=len(orch.open),
+            groups_by_state=by_state,
+            realized_pnl=_money(orch.realized_pnl),
+            quotes=tuple(quotes),
+            feeds=tuple(feeds),
+            edges=tuple(edges),
+            groups=group_rows,
+            log=self._events.recent(log),
+            log_total=self._events.total,
+            pairs=self.pair_rows(),
+            compensation=_compensation_rows(recent, 30),
+            daily_pnl=_money(self._gate.breakers.daily_pnl),
+            limits=self._limit_rows(len(orch.open)),
+            breakers=tuple(
+                BreakerRow(key=b.name, name=b.name, state="tripped" if b.tripped else "ok", effect=b.effect,
+                           detail=b.detail, since_ms=b.since_ms, until_ms=b.until_ms)
+                for b in sorted(self._gate.breakers.all.values(), key=lambda b: (not b.tripped, b.name))
+            ),
+            risk_events=tuple(self._risk.rows()),
+            blocked_venues=tuple(sorted(self._gate.breakers.blocked_venues())),
+        )
+
+    def _limit_rows(self, open_groups: int) -> tuple[LimitRow, ...]:
+        rows = []
+        for rule, scope, limit, used in self._gate.limit_use(open_groups):
+            rows.append(LimitRow(
+                key=f"{rule}:{scope}", rule=rule, scope=scope, limit=_num(limit), used=_num(used),
+                utilization=float(used / limit) if limit > 0 else None,
+            ))
+        return tuple(rows)
+
+    def pair_rows(self) -> tuple[PairRow, ...]:
+        rows = []
+        for name, s in sorted(self._orch.stats().items()):
+            edges = s.edge_percentiles() or {}
+            rows.append(PairRow(
+                key=name,
+                groups=s.groups,
+                hit_rate=s.hit_rate,
+                total_pnl=_money(s.total_pnl),
+                mean_slippage_bps=s.mean_slippage_bps,
+                trigger_rate=s.trigger_rate,
+                edge_p50=edges.get("p50"),
+                edge_p75=edges.get("p75"),
+                edge_p90=edges.get("p90"),
+            ))
+        return tuple(rows)
+
+    def summary(self) -> Mapping[str, object]:
+        snap = self.snapshot(groups=0, log=0)
+        return {
+            "quotes": snap.quotes_total,
+            "decisions": snap.decisions_total,
+            "intents": snap.intents_total,
+            "groups": snap.groups_by_state,
+            "realized_pnl": snap.realized_pnl,
+            "trading_state": snap.trading_state,
+        }
+
+
+def pair_event(ts_ms: int, row: PairRow) -> EngineEvent:
+    """One line per pair at stop: execution aggregates and monitor statistics."""
+    slip = "-" if row.mean_slippage_bps is None else f"{row.mean_slippage_bps:.1f}"
+    edge = "-" if row.edge_p50 is None else f"{row.edge_p50:.1f}/{row.edge_p75 or 0:.1f}/{row.edge_p90 or 0:.1f}"
+    return EngineEvent(
+        ts_ms,
+        "pair",
+        f"pair {row.key} groups={row.groups} hit_rate={row.hit_rate:.2f} pnl={row.total_pnl} "
+        f"slippage_bps={slip} edge_p50/p75/p90={edge} trigger_rate={row.trigger_rate:.4f}",
+        data={"pair": row.key, "groups": row.groups, "hit_rate": row.hit_rate, "pnl": row.total_pnl,
+              "trigger_rate": row.trigger_rate},
+    )
+
+
+def _num(value: Decimal) -> str:
+    return f"{value.quantize(Decimal('0.01'))}" if value == value.to_integral_value() or abs(value) >= 1 else str(value)
+
+
+def _money(value: Decimal) -> str:
+    return f"{value.quantize(Decimal('0.01'))}"
+
+
+def _group_row(g: HedgeGroup) -> GroupRow:
+    return GroupRow(
+        key=g.group_id,
+        pair=g.pair,
+        buy_venue=g.buy_venue,
+        sell_venue=g.sell_venue,
+        state=str(g.state),
+        base_qty=str(g.intent.base_qty),
+        expected_edge_bps=g.intent.expected_edge_bps,
+        realized_pnl=_money(g.realized_pnl) if g.terminal else "",
+        opened_ms=g.opened_ms,
+        closed_ms=g.closed_ms,
+        legs=tuple(
+            LegRow(
+                client_order_id=o.client_order_id,
+                venue=o.venue,
+                side=o.side,
+                purpose=str(o.purpose),
+                qty=str(o.qty),
+                filled=str(o.filled_qty),
+                state=str(o.state),
+            )
+            for o in g.orders
+        ),
+    )
+
+
+def _compensation_rows(groups: list[HedgeGroup], limit: int) -> tuple[CompensationRow, ...]:
+    """The most recent compensation actions over the given groups, newest first."""
+    rows = [
+        CompensationRow(
+            key=a.action_id,
+            group_id=g.group_id,
+            pair=g.pair,
+            kind=str(a.kind),
+            reason=a.reason,
+            outcome=a.outcome,
+            ts_ms=a.created_ms,
+            failed=a.kind == "escalate" or a.outcome in ("rejected", "expired", "unknown", "failed"),
+        )
+        for g in groups
+        for a in g.actions
+    ]
+    rows.sort(key=lambda r: r.ts_ms, reverse=True)
+    return tuple(rows[:limit])
