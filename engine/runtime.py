@@ -375,6 +375,23 @@ class Runtime:
             return self.mt5.url
         return self._operator_server.url if self._operator_server is not None else None
 
+    async def open_ledger(self, path: str | None = None) -> None:
+        """Attach the ledger (`path`, else the configured one) without starting anything else:
+        what `start()` does first, for deterministic runs driven by `driver` and the benches."""
+        path = path if path is not None else self.ledger_path
+        if self.ledger is None and path is not None:
+            await self._open_ledger(path)
+
+    async def close_ledger(self) -> None:
+        """Detach and close the ledger (what `stop()` does last)."""
+        ledger, self.ledger = self.ledger, None
+        self.orchestrator.attach_journal(None)
+        self.risk.attach(None)
+        if self.mt5 is not None:
+            self.mt5.store.target = None
+        if ledger is not None:
+            await ledger.close()
+
     async def _open_ledger(self, path: str) -> None:
         try:
             self.ledger = await Ledger.open(path, clock=self.clock)
@@ -426,7 +443,5 @@ class Runtime:
             self.events.emit(pair_event(self.clock.time_ms(), pair_row))
         if self.world is not None:
             await self.world.stop()
-        if self.ledger is not None:
-            await self.ledger.close()
-            self.ledger = None
+        await self.close_ledger()
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))

@@ -19,7 +19,6 @@ import os
 import tempfile
 import time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from core.clock import RealClock
@@ -86,7 +85,7 @@ async def _bench(kills: int, rate: int, wait_s: float) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="quantarb-bench-kill-")
     runtime = Runtime(_config(), is_demo=True, clock=RealClock(), ledger_path=os.path.join(tmp, "bench.db"),
                       mt5_in_process=True)
-    await runtime._open_ledger(str(Path(tmp) / "bench.db"))
+    await runtime.open_ledger()
     orch_task = asyncio.create_task(runtime.orchestrator.run())
     feeder = _Feeder(runtime, rate)
     feed_task = asyncio.create_task(feeder.run())
@@ -127,8 +126,7 @@ async def _bench(kills: int, rate: int, wait_s: float) -> dict[str, Any]:
         await runtime.orchestrator.shutdown(timeout_s=10.0)
         orch_task.cancel()
         await asyncio.gather(orch_task, return_exceptions=True)
-        if runtime.ledger is not None:
-            await runtime.ledger.close()
+        await runtime.close_ledger()
     gate_sorted = sorted(gate_ns)
     sent_sorted = sorted(sent_ns)
     with_cancels = sorted(ns for ns, n in zip(sent_ns, cancels, strict=True) if n > 0)

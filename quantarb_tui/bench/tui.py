@@ -93,7 +93,7 @@ async def _runtime(tmp: str, seed: int) -> Runtime:
     runtime = Runtime(bench_config(), is_demo=True, clock=RealClock(), ledger_path=f"{tmp}/bench.db",
                       mt5_in_process=True)
     # What start() does for the ledger, without the loopback venues (the feeder is the market).
-    await runtime._open_ledger(f"{tmp}/bench.db")
+    await runtime.open_ledger(f"{tmp}/bench.db")
     return runtime
 
 
@@ -102,8 +102,7 @@ async def _close(runtime: Runtime, orchestrator: asyncio.Task[None]) -> None:
     orchestrator.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await orchestrator
-    if runtime.ledger is not None:
-        await runtime.ledger.close()
+    await runtime.close_ledger()
 
 
 async def _engine_only(ticks: list[SimTick], rate: int, seconds: float, seed: int) -> dict[str, float]:

@@ -113,7 +113,7 @@ async def test_failure_pause_survives_restart_then_releases_by_itself(
 async def test_a_venue_without_quotes_gets_no_new_intents(tmp_path: Path) -> None:
     clock = ManualClock()
     rt = _runtime(tmp_path / "stale.db", clock)
-    await rt._open_ledger(str(tmp_path / "stale.db"))
+    await rt.open_ledger(str(tmp_path / "stale.db"))
     try:
         await rt.driver.drive(200, 20.0)  # quotes on every venue
         rt.risk_loop.check()
@@ -135,9 +135,7 @@ async def test_a_venue_without_quotes_gets_no_new_intents(tmp_path: Path) -> Non
         assert rt.gate.reason.startswith(("breaker stale_halt:", "breaker down:"))
         await _settle(rt)
     finally:
-        assert rt.ledger is not None
-        await rt.ledger.close()
-        rt.ledger = None
+        await rt.close_ledger()
     kinds = [(k, r.split(":")[0]) for k, r, _s in _risk_rows(tmp_path / "stale.db")]
     assert ("breaker", "trip stale") in kinds and ("breaker", "release stale") in kinds
 

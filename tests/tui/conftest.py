@@ -43,16 +43,11 @@ def make_app(runtime: Runtime) -> QuantArbApp:
 
 async def open_ledger(runtime: Runtime) -> None:
     """What `Runtime.start()` does for the ledger, without starting the loopback venues."""
-    if runtime.ledger is None and runtime.ledger_path is not None:
-        await runtime._open_ledger(runtime.ledger_path)
+    await runtime.open_ledger()
 
 
 async def close_ledger(runtime: Runtime) -> None:
-    if runtime.ledger is not None:
-        await runtime.ledger.close()
-        runtime.ledger = None
-        runtime.orchestrator.attach_journal(None)
-        runtime.risk.attach(None)
+    await runtime.close_ledger()
 
 
 async def warm(app: QuantArbApp, runtime: Runtime, steps: int = 1500, chunks: int = 15) -> None:
