@@ -1,8 +1,8 @@
 """MT5 order commands: what quantarb asks an Expert Advisor to do, and how far it got.
 
-The EA cannot be called; it pulls commands (DESIGN.md 5.4). A command is redelivered until
-the EA acknowledges it, expires if it is not acknowledged in time, and accumulates fills
-by deal (a repeated deal is ignored). The state machine lives here, pure; the queue that
+The EA cannot be called; it pulls commands (docs/mt5-protocol.md, Command lifecycle). A
+command is redelivered until the EA acknowledges it, expires if it is not acknowledged in
+time, and accumulates fills by deal (a repeated deal is ignored). The state machine lives here, pure; the queue that
 serves it over HTTP is in `mt5_bridge`, and the durable store behind it is the ledger's,
 reached through the `CommandStore` port so neither imports the other.
 """

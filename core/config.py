@@ -1,4 +1,4 @@
-"""Configuration schema (DESIGN.md 5.2): the TOML shape as pydantic models.
+"""Configuration schema (docs/configuration.md): the TOML shape as pydantic models.
 
 Unknown keys are errors everywhere (`extra="forbid"`): a misspelt risk limit must stop the
 start, not silently fall back to a default. Secrets are not part of this schema: they come

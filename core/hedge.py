@@ -1,4 +1,4 @@
-"""HedgeGroup: the lifecycle of one intent (DESIGN.md section 4), its legs and its PnL.
+"""HedgeGroup: the lifecycle of one intent (docs/architecture.md, State machines), its legs and its PnL.
 
 The group's state is derived from its orders' fills in base units: both legs filled the
 same quantity within one lot step -> hedged; one leg filled more -> broken; nothing filled

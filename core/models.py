@@ -1,4 +1,4 @@
-"""The domain vocabulary of DESIGN.md section 1.
+"""The domain vocabulary (docs/architecture.md, Vocabulary).
 
 Hot-path records (Quote) are plain slotted dataclasses: they are built once per frame and
 never mutated afterwards, but `frozen=True` would double their construction cost.
@@ -42,7 +42,7 @@ class Quote:
 
 
 class TradingState(StrEnum):
-    """What the RiskGate lets through (DESIGN.md section 1)."""
+    """What the RiskGate lets through (docs/architecture.md, Vocabulary)."""
 
     ACTIVE = "active"
     PAUSED = "paused"

@@ -1,4 +1,4 @@
-"""The order state machine of DESIGN.md section 4, and nothing else.
+"""The order state machine (docs/architecture.md, State machines), and nothing else.
 
 A transition not in the table is refused (and reported to the caller, who logs it with
 both states). `unknown` may resolve to any state the venue reports, and a late fill after

@@ -1,4 +1,4 @@
-"""InFlightOrderTracker: every order in flight, moved only along DESIGN.md section 4.
+"""InFlightOrderTracker: every order in flight, moved only along the order state machine (docs/architecture.md).
 
 Pure (no asyncio): the orchestrator feeds it what it sent and what the venues said, and asks
 it which orders timed out. Time comes from the Clock.
@@ -83,7 +83,7 @@ class InFlightOrderTracker:
 
     # -- transitions -----------------------------------------------------------------
     def transition(self, order: Order, new: OrderState) -> Refusal | None:
-        """Move `order` to `new` if DESIGN 4 allows it; otherwise return (and keep) the refusal."""
+        """Move `order` to `new` if the order state machine allows it; otherwise return (and keep) the refusal."""
         if new is order.state and new is OrderState.PARTIALLY_FILLED:
             order.updated_ms = self._clock.time_ms()
             return None

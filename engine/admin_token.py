@@ -1,4 +1,4 @@
-"""The admin token that guards the operator API (DESIGN.md 5.2 and 5.3).
+"""The admin token that guards the operator API (docs/operator.md, The admin token).
 
 Where it comes from, in order:
 

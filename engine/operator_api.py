@@ -1,4 +1,4 @@
-"""The operator HTTP endpoints (DESIGN.md 5.3): control and metrics over the listener.
+"""The operator HTTP endpoints (docs/operator.md): control and metrics over the listener.
 
     GET  /api/status    bearer                  -> reader.status()
     POST /api/kill      bearer  {"reason":...}  -> ControlResult JSON
@@ -9,8 +9,9 @@
     GET  /metrics       bearer                  -> Prometheus text format
 
 Every route needs `Authorization: Bearer <admin token>`, `/metrics` too: it shows positions
-and PnL, and DESIGN lists it with the operator endpoints (Prometheus sends a bearer token with
-`authorization: {credentials_file: ...}`). `/healthz` stays open and says only ok/degraded/halted.
+and PnL, and docs/operator.md lists it with the operator endpoints (Prometheus sends a bearer
+token with `authorization: {credentials_file: ...}`). `/healthz` stays open and says only
+ok/degraded/halted.
 
 Order of checks: size (413, the app's BodyLimitMiddleware), token (401, compared in constant
 time, before the body is read), body (422 with field errors), then the action; the engine

@@ -3,7 +3,8 @@
 It creates the group and both orders with deterministic client order ids
 (`core.hedge.client_order_id(group, leg, attempt)`), sends the legs through the venue
 gateways by the configured leg policy, moves orders only through the InFlightOrderTracker
-(DESIGN 4; refused transitions are logged with both states), and settles the group:
+(the order state machine of docs/architecture.md, State machines; refused transitions are
+logged with both states), and settles the group:
 
 - both legs filled the same base quantity (within one lot step) -> `hedged`;
 - nothing filled -> `rejected`;

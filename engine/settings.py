@@ -1,4 +1,4 @@
-"""Configuration loading at the composition root (DESIGN.md 5.1 and 5.2).
+"""Configuration loading at the composition root (docs/configuration.md).
 
 The schema lives in `core.config`; this module finds the file, reads the TOML, applies the
 `QUANTARB_<SECTION>__<KEY>` environment overrides through pydantic-settings, validates the

@@ -159,7 +159,7 @@ _ZEROS = (0,) * _COUNTS_LEN
 
 @dataclass(slots=True)
 class RecoveredState:
-    """What a starting engine must know before it sends anything (DESIGN.md section 3)."""
+    """What a starting engine must know before it sends anything (docs/ledger.md, Recovery)."""
 
     trading_state: TradingState = TradingState.ACTIVE
     trading_reason: str = ""

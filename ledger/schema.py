@@ -27,7 +27,7 @@ from ledger.projections import TRIGGERS_V1, TRIGGERS_V3
 APPLICATION_ID = 0x51415242  # "QARB"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
-# The public tables of DESIGN.md 5.5 (the contract), then the internal ones.
+# The public tables of docs/ledger.md (the contract), then the internal ones.
 PUBLIC_TABLES: tuple[str, ...] = (
     "hedge_groups",
     "orders",

@@ -3,8 +3,8 @@
 //|  The MetaTrader 5 side of quantarb: streams ticks, executes the   |
 //|  commands quantarb sends back, reports acks, fills and account.   |
 //|                                                                   |
-//|  Protocol: DESIGN.md 5.4 / docs/mt5-protocol.md (flat JSON over   |
-//|  HTTP, every request signed with HMAC-SHA256). See mql5/README.md |
+//|  Protocol: docs/mt5-protocol.md (flat JSON over HTTP, every       |
+//|  request signed with HMAC-SHA256). See mql5/README.md.            |
 //+------------------------------------------------------------------+
 #property copyright   "quantarb"
 #property version     "1.00"

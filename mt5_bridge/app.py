@@ -1,4 +1,4 @@
-"""The listener's ASGI app (DESIGN.md 5.3): MT5 endpoints, `/healthz` and the operator routes.
+"""The listener's ASGI app: MT5 endpoints (docs/mt5-protocol.md), `/healthz`, operator routes (docs/operator.md).
 
     POST /mt5/tick       signed   {"ticks":[...]}            -> {"commands":[...]}
     GET  /mt5/commands   signed   ?wait_ms=N (capped 1000)   -> {"commands":[...]}

@@ -1,4 +1,4 @@
-"""Request signatures of the MT5 protocol (DESIGN.md 5.4, docs/mt5-protocol.md).
+"""Request signatures of the MT5 protocol (docs/mt5-protocol.md, Authentication).
 
 Every EA request carries three headers:
 

@@ -271,7 +271,8 @@ class MT5Gateway:
         elif cmd.state is CommandState.EXPIRED:
             if cmd.deliveries > 0 and cmd.retcode == 0 and cmd.reason == EXPIRED_BY_US:
                 # We stopped waiting, but the EA had the command and may be executing it:
-                # that is not "expired", it is unknown until the EA reports (DESIGN.md 3).
+                # that is not "expired", it is unknown until the EA reports
+                # (docs/mt5-protocol.md, Command lifecycle).
                 state, reason = OrderState.UNKNOWN, "delivered, not acknowledged before expiry"
             else:
                 state, reason = OrderState.EXPIRED, cmd.reason or "expired"

@@ -1,4 +1,4 @@
-"""The MT5 wire protocol (DESIGN.md 5.4): every request and response body, and their validation.
+"""The MT5 wire protocol (docs/mt5-protocol.md, Endpoints): every request and response body, and their validation.
 
 Bodies are flat JSON because MQL5 has no JSON parser. The field names here are the contract
 (docs/mt5-protocol.md, the EA source and the EA simulator use exactly these names); change

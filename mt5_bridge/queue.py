@@ -1,4 +1,4 @@
-"""The command queue between quantarb and the EAs (DESIGN.md 5.4, docs/mt5-protocol.md).
+"""The command queue between quantarb and the EAs (docs/mt5-protocol.md, Command lifecycle).
 
 The EA cannot be called, so commands wait here until it pulls them (every tick response and
 every `GET /mt5/commands` carries them). Lifecycle, per `core.commands`:

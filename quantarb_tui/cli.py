@@ -1,4 +1,4 @@
-"""The `quantarb` command line (DESIGN.md 5.1).
+"""The `quantarb` command line (README.md, Commands).
 
 Only typer is imported at module level: `quantarb --help` must stay fast, so the engine,
 pydantic, textual and the benches are imported inside the commands that need them.

@@ -1,4 +1,4 @@
-"""`quantarb config init | check | show` (DESIGN.md 5.1 and 5.2).
+"""`quantarb config init | check | show` (docs/configuration.md, Commands and Exit codes).
 
 Imported lazily by the CLI, and kept light itself: pydantic and the settings loader are
 imported inside the commands, never at module import.

@@ -5,11 +5,11 @@ config; a wildcard bind address is reached over loopback). The token is
 `QUANTARB_ADMIN_TOKEN` (or `_FILE`), else the engine's token file next to the configured
 ledger (`--ledger` when the engine was started with one).
 
-Exit codes (DESIGN.md 5.1): 0 done; 2 usage or configuration (a rearm without a reason is
-refused here, before anything is sent; an unsafe token file); 3 the engine answered with an
-error: refused (409), the token refused (401), or no answer in time once connected (the
-action may still have happened); 4 no instance answers at the URL (refused, unreachable,
-unknown host, connect timeout).
+Exit codes (docs/operator.md, The command line): 0 done; 2 usage or configuration (a rearm
+without a reason is refused here, before anything is sent; an unsafe token file); 3 the
+engine answered with an error: refused (409), the token refused (401), or no answer in time
+once connected (the action may still have happened); 4 no instance answers at the URL
+(refused, unreachable, unknown host, connect timeout).
 
 With `--json` stdout holds exactly one JSON document, the engine's answer (errors included
 when the engine answered); messages go to stderr.

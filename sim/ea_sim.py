@@ -1,4 +1,4 @@
-"""The EA simulator: a client that speaks the MT5 protocol (DESIGN.md 5.4) as the Expert Advisor does.
+"""The EA simulator: a client that speaks the MT5 protocol (docs/mt5-protocol.md) as the Expert Advisor does.
 
 It is written from the protocol contract alone; it shares no code with `mt5_bridge` (the
 server side), so that a test of the bridge against it is a real check. It behaves like
@@ -95,7 +95,7 @@ class Mt5Tick(NamedTuple):
 TickSource = Callable[[], Iterable[Mt5Tick]]
 
 
-# ---------------------------------------------------------------- signing (DESIGN.md 5.4)
+# ---------------------------------------------- signing (docs/mt5-protocol.md, Authentication)
 
 
 def signing_string(timestamp: str, method: str, path_with_query: str, body: bytes) -> bytes:

@@ -23,7 +23,7 @@ Submit = Callable[[str], Awaitable[str | None]]
 
 class ConfirmModal(ModalScreen[bool]):
     """`y` or Enter confirms, `n` or Escape cancels. Buttons are for the mouse only (never
-    focused), so Enter always means confirm, as DESIGN.md 5.6 promises."""
+    focused), so Enter always means confirm, as the key list in README.md (Over SSH) promises."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "confirm", "Confirm"),

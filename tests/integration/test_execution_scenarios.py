@@ -1,7 +1,7 @@
 """Execution scenarios end to end: HedgeOrchestrator + scripted venues + a real SQLite ledger.
 
 Each scenario ends in the expected terminal group state, and the ledger tables (the public
-surface of DESIGN 5.5) hold the expected rows.
+surface documented in docs/ledger.md) hold the expected rows.
 """
 
 from __future__ import annotations

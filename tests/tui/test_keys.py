@@ -1,4 +1,4 @@
-"""Every operator key flow under Pilot (DESIGN.md 5.6), against the real runtime and ledger.
+"""Every operator key flow under Pilot (the keys in README.md, Over SSH), against the real runtime and ledger.
 
 Actions run as workers; each test waits for them (`workers.wait_for_complete`) and then
 checks both the engine's state and what the screen shows.

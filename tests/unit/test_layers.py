@@ -1,4 +1,4 @@
-"""The layer rules of DESIGN.md section 2, checked by import-linter's contracts in pyproject."""
+"""The layer rules of docs/architecture.md (Layers), checked by import-linter's contracts in pyproject.toml."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ from tests.unit.test_ledger_support import (
     make_order,
 )
 
-# DESIGN.md 5.5, the contract: these tables with exactly these columns.
+# docs/ledger.md, Tables (contract): these tables with exactly these columns.
 CONTRACT = {
     "hedge_groups": ["group_id", "pair", "buy_venue", "sell_venue", "state", "opened_at_ms", "closed_at_ms",
                      "target_qty", "expected_edge_bps", "realized_pnl", "fees"],

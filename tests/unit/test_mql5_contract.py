@@ -1,4 +1,4 @@
-"""The MQL5 Expert Advisor against the protocol contract (DESIGN.md 5.4, docs/mt5-protocol.md).
+"""The MQL5 Expert Advisor against the protocol contract (docs/mt5-protocol.md).
 
 MQL5 cannot be compiled here, so the source is checked as text: every protocol field is
 emitted or parsed under its exact name, the three headers are sent, the signing string is

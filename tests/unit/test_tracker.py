@@ -1,4 +1,7 @@
-"""InFlightOrderTracker: DESIGN 4 transitions only, fill aggregation, timeouts, late fills."""
+"""InFlightOrderTracker: order state machine transitions only, fill aggregation, timeouts, late fills.
+
+The allowed transitions are those of docs/architecture.md, State machines.
+"""
 
 from __future__ import annotations
 
