@@ -96,12 +96,17 @@ class Flattener:
         await self._orch.durable()
         if reports is not None:
             fresh = await self._mt5_report(after_ms=self._clock.time_ms())
-            for line in lines:
-                if line.venue == "mt5" and fresh is not None:
-                    inst = self._instruments[(line.venue, line.symbol)]
-                    line.after = sum((inst.to_base_qty(p.volume) * (1 if p.side == "buy" else -1)
-                                      for p in fresh if p.symbol == line.symbol), Decimal(0))
-                    self._gate.exposure.set_position("mt5", line.asset, line.after)
+            for line in (ln for ln in lines if ln.venue == "mt5"):
+                if fresh is None:
+                    # No report since the closes: what is left is not known, so nothing is
+                    # called flat; the book (every close's fills applied) is the best guess.
+                    line.after = self._gate.exposure.position("mt5", line.asset)
+                    line.note = "; ".join(n for n in (line.note, "no report from the terminal after the closes") if n)
+                    continue
+                inst = self._instruments[(line.venue, line.symbol)]
+                line.after = sum((inst.to_base_qty(p.volume) * (1 if p.side == "buy" else -1)
+                                  for p in fresh if p.symbol == line.symbol), Decimal(0))
+                self._gate.exposure.set_position("mt5", line.asset, line.after)
         for line in lines:
             if not (line.venue == "mt5" and reports is not None):
                 line.after = self._gate.exposure.position(line.venue, line.asset)

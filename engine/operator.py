@@ -15,13 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 from core.clock import Clock
-from core.models import TradingState
+from core.models import OrderState, TradingState
 from core.risk import RearmRefused, RiskGate, StateChange
 from engine.control import Action, ControlRefused, ControlResult
 from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
 from engine.orchestrator import HedgeOrchestrator
 from engine.risk_journal import RiskJournal
+
+# Final with nothing filled: cancelled, expired, or (an MT5 command withdrawn) rejected.
+_CANCELLED = (OrderState.CANCELLED, OrderState.EXPIRED, OrderState.REJECTED)
 
 
 class Operator:
@@ -75,11 +78,15 @@ class Operator:
         reason = reason.strip() or "operator kill"
         change = self.kill_now(reason)
         task = self._risk.record("kill", change)
-        cancelled = await self._orch.cancel_entries(on_cancels_sent)
+        targets = await self._orch.cancel_entries(on_cancels_sent)
         if task is not None:
             await task
+        # Only what the venue confirmed: an MT5 command the EA already took cannot be
+        # withdrawn, and an order may fill on its way to the cancel. Those are still working.
+        done = [o for o in targets if o.state in _CANCELLED and o.filled_qty == 0]
+        working = {o.client_order_id: str(o.state) for o in targets if o not in done}
         return self._result("kill", True, f"halted: {reason}",
-                            cancelled=[o.client_order_id for o in cancelled])
+                            cancelled=[o.client_order_id for o in done], not_cancelled=working)
 
     async def flatten(self, reason: str = "operator flatten") -> ControlResult:
         """Halt, cancel unfilled entries, let groups in flight settle, then close the net

@@ -143,18 +143,18 @@ async def test_rearm_pause_resume_are_refused_while_flatten_runs(rig: Rig, actio
     rt = rig.rt
     rig.hold("okx", "0.05")
     rig.by_purpose[OrderPurpose.FLATTEN] = "hold"  # okx takes its time to answer
-    flatten = rig.spawn(rt.flatten("test flatten"))
+    flatten = rig.spawn(rt.control.flatten("test flatten"))
     await until(lambda: len(rig.okx.parked) == 1, "the flatten order held by okx")
     [held] = rig.okx.parked
 
     def seen() -> tuple[object, ...]:
         return (rt.gate.state, rt.gate.reason, len(rt.gate.history), rt.orchestrator.flattening,
-                len(rt.risk_log), rt.events.total)
+                len(rt.risk.rows()), rt.events.total)
 
     before = seen()
     assert before[:2] == (TradingState.HALTED, "flatten: test flatten")
     with pytest.raises(ControlRefused, match=f"^{action} refused: a flatten is running"):
-        await getattr(rt, action)("operator says so")
+        await getattr(rt.control, action)("operator says so")
     assert seen() == before
     assert not flatten.done()
 
@@ -163,9 +163,9 @@ async def test_rearm_pause_resume_are_refused_while_flatten_runs(rig: Rig, actio
     assert (result.action, result.trading_state, result.detail["flat"]) == ("flatten", "halted", True)
     assert rt.gate.state is TradingState.HALTED
     # The refusal ends with the flatten.
-    after: ControlResult = await getattr(rt, action)("after the flatten")
+    after: ControlResult = await getattr(rt.control, action)("after the flatten")
     assert after.action == action
-    rearmed = await rt.rearm("after the flatten")
+    rearmed = await rt.control.rearm("after the flatten")
     assert rearmed.trading_state == "active" and not rt.orchestrator.flattening
 
 
@@ -173,7 +173,7 @@ async def test_a_rearm_behind_the_flattens_back_still_ends_halted(rig: Rig) -> N
     rt = rig.rt
     rig.hold("okx", "0.05")
     rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
-    flatten = rig.spawn(rt.flatten("test flatten"))
+    flatten = rig.spawn(rt.control.flatten("test flatten"))
     await until(lambda: len(rig.okx.parked) == 1, "the flatten order held by okx")
     rt.gate.rearm("not through the Runtime")  # e.g. a future code path that forgets the refusal
     assert rt.gate.state is TradingState.ACTIVE
@@ -203,7 +203,7 @@ async def test_a_group_still_open_when_flatten_finishes_is_reported(
         return await settle(timeout_s=0.05)
 
     monkeypatch.setattr(orch, "settle_open", short_settle)
-    result = await asyncio.wait_for(rt.flatten("test flatten"), 10)
+    result = await asyncio.wait_for(rt.control.flatten("test flatten"), 10)
 
     assert asked == [2 * 600_000 / 1000 + 5]  # the bound the engine asked for
     assert result.detail["groups_still_open"] == [group.group_id]
@@ -214,7 +214,7 @@ async def test_a_group_still_open_when_flatten_finishes_is_reported(
     assert (Decimal(okx["before"]), Decimal(okx["after"]), okx["flat"]) == (Decimal("0.01"), ZERO, True)
     assert [(p.side, p.qty) for p in rig.flatten_orders("okx")] == [("sell", Decimal(1))]
     assert result.detail["flat"] is True and result.trading_state == "halted"
-    assert rt.last_flatten is not None and rt.last_flatten["groups_still_open"] == [group.group_id]
+    assert rt.control.last_flatten is not None and rt.control.last_flatten["groups_still_open"] == [group.group_id]
 
     rig.binance.finish(sell, "fill")  # the group settles later, on its own; the engine stays halted
     assert await orch.settle_open(timeout_s=10.0), f"still open: {sorted(orch.open)}"
@@ -228,7 +228,7 @@ async def test_a_venue_that_cannot_close_is_reported_as_residual(rig: Rig) -> No
     rig.hold("binance", "-0.03")
     rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
     rig.refusing.add("okx")  # okx rejects every order
-    result = await asyncio.wait_for(rt.flatten("test flatten"), 10)
+    result = await asyncio.wait_for(rt.control.flatten("test flatten"), 10)
 
     assert result.message == "flatten done: residual okx:BTC 0.05"
     assert (result.changed, result.trading_state, result.detail["flat"]) == (True, "halted", False)
@@ -240,8 +240,8 @@ async def test_a_venue_that_cannot_close_is_reported_as_residual(rig: Rig) -> No
     binance = _line(result, "binance")
     assert (Decimal(binance["before"]), Decimal(binance["after"]), binance["flat"]) == (Decimal("-0.03"), ZERO, True)
     assert result.detail["groups_still_open"] == []
-    assert rt.last_flatten == result.detail
-    assert {v: Decimal(q["BTC"]) for v, q in rt.positions().items() if "BTC" in q} == {
+    assert rt.control.last_flatten == result.detail
+    assert {v: Decimal(q["BTC"]) for v, q in rt.view.positions().items() if "BTC" in q} == {
         "okx": Decimal("0.05"), "binance": ZERO}
     assert any(e.kind == "flatten" and e.level == "error" and e.text == result.message
                for e in rt.events.recent(50))

@@ -16,7 +16,7 @@ lands in the middle of them:
 
 The kill's `ControlResult.detail["cancelled"]` must be exactly A's and C's entries, and the
 only order any venue sees after the kill is B's retry. A command the EA has already pulled
-cannot be withdrawn; the kill still lists its order as cancelled (xfail, a reporting bug).
+cannot be withdrawn: the kill lists its order under `not_cancelled`, never as cancelled.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ async def test_kill_cancels_exactly_the_entries_of_groups_with_nothing_filled(ri
 
     d = orch.submit(rig.intent("BTC", buy="binance", sell="okx"))  # not started when the kill lands
     sent_before_kill = len(rig.placements)
-    result = await rt.kill("test kill")
+    result = await rt.control.kill("test kill")
 
     assert (result.action, result.trading_state, result.changed) == ("kill", "halted", True)
     assert sorted(result.detail["cancelled"]) == sorted([a_buy, a_sell, c_mt5, c_sell])
@@ -199,10 +199,6 @@ async def test_kill_cancels_exactly_the_entries_of_groups_with_nothing_filled(ri
     assert rt.gate.state is TradingState.HALTED
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Runtime.kill's detail['cancelled'] lists every entry a cancel was *sent* for "
-    "(HedgeOrchestrator.cancel_entries returns its targets), including an MT5 order whose command the EA "
-    "had already pulled: that cannot be withdrawn, and here it fills after the kill"))
 async def test_an_mt5_command_the_ea_already_pulled_is_not_reported_cancelled(rig: Rig) -> None:
     rt, orch, queue = rig.rt, rig.rt.orchestrator, rig.queue
     c = orch.submit(rig.intent("XAU", buy="mt5", sell="binance"))
@@ -214,7 +210,7 @@ async def test_an_mt5_command_the_ea_already_pulled_is_not_reported_cancelled(ri
                 "C's MT5 command queued and its binance leg resting")
     assert [cmd.command_id for cmd in queue.pending(TERMINAL)] == [c_command]  # the EA pulls it
 
-    result = await rt.kill("test kill")
+    result = await rt.control.kill("test kill")
     cmd = queue.get(c_command)
     assert cmd is not None and cmd.state is CommandState.DELIVERED  # too late to withdraw
     assert _order(c, c_sell).state is OrderState.CANCELLED
@@ -227,3 +223,4 @@ async def test_an_mt5_command_the_ea_already_pulled_is_not_reported_cancelled(ri
     assert c.state is GroupState.REPAIRED  # hedged by the retry a halted gate lets through
 
     assert result.detail["cancelled"] == [c_sell]
+    assert result.detail["not_cancelled"] == {c_mt5: "submitted"}

@@ -114,7 +114,7 @@ def _rig(scripts: Mapping[Venue, list[str]] | None = None, *,
                              asset_of=dict.fromkeys(instruments, "BTC"))
     # As Runtime.flatten leaves them: halted, and only flatten orders may leave.
     gate.kill("flatten: test")
-    orch.flattening = True
+    orch.begin_flatten()
     flattener = Flattener(
         orch, gate, instruments, clock, lambda v, s: touch.get((v, s)), max_slippage_bps=15.0,
         mt5_positions=ea.positions if ea is not None else None,
@@ -288,10 +288,6 @@ async def test_without_an_ea_report_mt5_is_closed_from_the_book() -> None:
     assert _values(line) == (Decimal("-0.02"), ZERO, True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Flattener.run leaves an MT5 line's `after` at its default 0 when the EA's report after the closes "
-    "is None, so a ticket that did not close is reported flat (latent: Runtime._mt5_positions returns "
-    "None only before a terminal's first report)"))
 async def test_no_ea_report_after_the_closes_is_not_reported_flat() -> None:
     clock = ManualClock()
     ea = FakeEa(clock, [[ticket(11, "buy", "0.03"), ticket(12, "buy", "0.02")], None],
