@@ -53,10 +53,16 @@ class ExecutionGateway(Protocol):
         ...
 
 
+class JournalUnavailable(Exception):
+    """The write-ahead row of an order could not be made durable: the order must not be sent."""
+
+
 class Journal(Protocol):
     """The ledger calls execution makes. Queued calls return at once (their seq); `flush`
     makes everything queued so far durable. `order_created` is the write-ahead: committed
-    before it returns, and an order is sent only if it returned."""
+    before it returns, and an order is sent only if it returned (it raises
+    `JournalUnavailable` when it cannot be). Nothing else raises: a journal that cannot
+    write halts trading itself and keeps what it could not write."""
 
     def decision(self, decision: Decision, *, group_id: str | None = None) -> int | None: ...
 

@@ -41,6 +41,7 @@ class Operator:
         *,
         settle_timeout_s: float,
         running: Callable[[], bool],
+        ledger_error: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._gate = gate
         self._orch = orchestrator
@@ -50,8 +51,10 @@ class Operator:
         self._events = events
         self._settle_timeout_s = settle_timeout_s
         self._running = running
+        self._ledger_error = ledger_error
         self._flatten_lock = asyncio.Lock()
         self._last_flatten: dict[str, Any] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     @property
     def last_flatten(self) -> dict[str, Any] | None:
@@ -70,6 +73,24 @@ class Operator:
         change = self._gate.kill(reason)
         self._events.emit(EngineEvent(change.ts_ms, "state", f"HALTED: {reason}", "warn"))
         return change
+
+    def halt(self, reason: str) -> None:
+        """A kill the engine decides (a ledger that cannot write, an unexpected error): the gate
+        flips now; the unfilled entries are cancelled and the halt journaled in the background."""
+        change = self.kill_now(reason)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing is in flight to cancel or journal
+            return
+        self._risk.record("kill", change)
+        task = loop.create_task(self._orch.cancel_entries(), name="halt-cancels")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for the cancels of engine-decided halts (at stop)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def kill(self, reason: str = "operator kill", *, on_cancels_sent: Callable[[int], None] | None = None
                    ) -> ControlResult:
@@ -127,6 +148,9 @@ class Operator:
         if not reason.strip():
             raise ControlRefused("rearm needs a reason")
         self._refuse_during_flatten("rearm")
+        ledger_error = self._ledger_error()
+        if ledger_error is not None:
+            raise ControlRefused(f"rearm refused: the ledger cannot write ({ledger_error})")
         try:
             change = self._gate.rearm(reason.strip())
         except RearmRefused as exc:

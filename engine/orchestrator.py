@@ -52,7 +52,7 @@ from core.models import (
 )
 from core.orders import is_terminal
 from core.pnl import GroupPnl, PairStats, PairSummary, group_pnl
-from core.ports import ExecutionGateway, Journal, OrderUpdate
+from core.ports import ExecutionGateway, Journal, JournalUnavailable, OrderUpdate
 from core.risk import OrderCheck, RiskGate
 from core.tracker import InFlightOrderTracker
 from engine.events import EngineEvent, EventLog, Level
@@ -659,7 +659,14 @@ class HedgeOrchestrator:
         self.tracker.track(order)
         if self._journal is not None:
             # Write-ahead: the order and its client order id are on disk before it leaves.
-            await self._journal.order_created(order)
+            try:
+                await self._journal.order_created(order)
+            except JournalUnavailable as exc:  # no durable row: this order never leaves
+                order.reject_reason = str(exc)[:200]
+                self._transition(order, OrderState.REJECTED)
+                self._emit("error", f"order {order.client_order_id} not sent: {order.reject_reason}",
+                           self._open.get(order.group_id), level="error")
+                return
         if self._gate.state in (TradingState.HALTED, TradingState.REDUCING) or self._flattening:
             # A kill (or flatten) landed since this order was judged (paired entries are
             # judged before either is sent; the write-ahead awaits): judge it again, or it

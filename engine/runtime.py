@@ -33,6 +33,7 @@ from engine.admin_token import AdminTokenError, engine_admin_token, remove_liste
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
+from engine.journal import GuardedJournal
 from engine.mt5_side import Mt5Side
 from engine.operator import Operator
 from engine.operator_api import create_operator_app, operator_routes
@@ -82,6 +83,8 @@ class Runtime:
         path = ledger_path if ledger_path is not None else config.engine.ledger
         self.ledger_path: str | None = os.path.expanduser(path) if path else None
         self.ledger: Ledger | None = None
+        self.journal: GuardedJournal | None = None  # what execution writes through (never raises)
+        self.ledger_failures = 0  # times the ledger stopped writing this run (headless exits 3)
         self.events = EventLog()
         self.pairs = config.build_pairs()
         self.instruments: dict[tuple[Venue, str], Instrument] = {
@@ -133,6 +136,7 @@ class Runtime:
             self.gate, self.orchestrator, flattener, self.risk, self.clock, self.events,
             settle_timeout_s=2 * config.strategy.group_deadline_ms / 1000 + 5,
             running=lambda: self._running,
+            ledger_error=lambda: self.journal.error if self.journal is not None else None,
         )
         self.recovery = Recovery(self.gate, self.orchestrator, self.pipeline, self.compare, self.instruments,
                                  self.risk, self.clock, self.events)
@@ -157,6 +161,7 @@ class Runtime:
             config, self.mode, self.pairs, self.clock,
             pipeline=self.pipeline, compare=self.compare, gate=self.gate, orchestrator=self.orchestrator,
             events=self.events, risk=self.risk, health=self.health, ledger=lambda: self.ledger,
+            journal=lambda: self.journal,
             last_flatten=lambda: self.control.last_flatten,
         )
         self.feeds: list[WsFeed] = []
@@ -252,21 +257,47 @@ class Runtime:
 
     # -- hot path ----------------------------------------------------------------------
     def ingest(self, quote: Quote) -> Decision | None:
-        """One quote in: judged synchronously; an intent becomes a hedge group."""
+        """One quote in: judged synchronously; an intent becomes a hedge group.
+
+        Never raises: it runs inside the feeds' read loops, and an exception there would end
+        a feed for good. An unexpected error halts trading instead (`engine: <error>`)."""
         if self._stopping:
             return None  # shutting down: groups in flight settle, no new ones start
-        decision = self.pipeline.on_quote(quote)
-        if decision is None:
+        try:
+            decision = self.pipeline.on_quote(quote)
+            if decision is None:
+                return None
+            self.orchestrator.record_decision(decision)  # edge percentiles and trigger rate per pair
+            journal = self.journal
+            if decision.intent is not None:
+                group = self.orchestrator.submit(decision.intent)
+                if journal is not None:
+                    journal.decision(decision, group_id=group.group_id)
+            elif journal is not None:
+                journal.decision(decision)  # sampled: the signal log stays bounded
+            return decision
+        except Exception as exc:
+            self._fault("engine", exc)
             return None
-        self.orchestrator.record_decision(decision)  # edge percentiles and trigger rate per pair
-        ledger = self.ledger
-        if decision.intent is not None:
-            group = self.orchestrator.submit(decision.intent)
-            if ledger is not None:
-                ledger.decision(decision, group_id=group.group_id)
-        elif ledger is not None:
-            ledger.decision(decision)  # sampled: the signal log stays bounded
-        return decision
+
+    def _fault(self, source: str, exc: BaseException) -> None:
+        """Halt on an error nothing else handles; said once per distinct error."""
+        reason = f"{source}: {exc!r}"[:300]
+        if self.gate.state is not TradingState.HALTED or self.gate.reason != reason:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "error", f"halting: {reason}", "error"))
+            self.control.halt(reason)
+
+    def _journal_down(self, error: str) -> None:
+        """The ledger cannot write: halt now; what it could not write is kept and retried."""
+        self.ledger_failures += 1
+        self.events.emit(EngineEvent(self.clock.time_ms(), "error",
+                                     f"ledger cannot write, trading halted: {error}", "error"))
+        self.control.halt(f"ledger: {error}")
+
+    def _journal_back(self, committed_seq: int) -> None:
+        self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
+                                     f"ledger writes again (journal at seq {committed_seq}); "
+                                     "trading stays halted until an operator rearms", "warn"))
 
     def _group_closed(self, group: HedgeGroup) -> None:
         self.pipeline.release(group.pair)
@@ -280,11 +311,11 @@ class Runtime:
         )
         if changes:
             self.risk.apply_breakers(changes)
-        if self.ledger is not None:
+        if self.journal is not None:
             dust = self.orchestrator.compensation.dust.get(group.pair)
             if dust != self._dust_journaled.get(group.pair, Decimal(0)):
                 self._dust_journaled[group.pair] = dust
-                self.ledger.dust(group.pair, dust)
+                self.journal.dust(group.pair, dust)
 
     def _mt5_fill(self, command: Mt5Command) -> None:
         """Every new MT5 deal: one for an order whose group already closed is caught now,
@@ -312,20 +343,17 @@ class Runtime:
             await self.world.start()
         try:
             await self._start_listener()
-        except (OSError, RuntimeFailure) as exc:
-            self._running = False
-            if self.world is not None:
-                await self.world.stop()
-            if self.ledger is not None:
-                await self.ledger.close()
-                self.ledger = None
+            restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
+        except (OSError, RuntimeFailure, LedgerError) as exc:
+            await self._abort_start()
             if isinstance(exc, RuntimeFailure):
                 raise
+            if isinstance(exc, LedgerError):
+                raise RuntimeFailure(f"ledger {self.ledger_path}: cannot recover: {exc}") from None
             raise RuntimeFailure(
                 f"listener cannot bind {self.config.listener.host}:{self.config.listener.port}: "
                 f"{exc.strerror or exc}"
             ) from None
-        restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
         self._dust_journaled = dict(restored.dust)
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
         self.health.use_feeds(self.feeds)
@@ -344,6 +372,22 @@ class Runtime:
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
         if restored.pending:
             self._tasks.append(asyncio.create_task(self.recovery.finish(restored), name="recovery"))
+
+    async def _abort_start(self) -> None:
+        """Undo a start that failed half-way: nothing keeps running, no file says we listen."""
+        self._running = False
+        if self.ledger_path is not None:
+            remove_listener_file(self.ledger_path)
+        if self.mt5 is not None:
+            with contextlib.suppress(Exception):
+                await self.mt5.stop()
+        if self._operator_server is not None:
+            with contextlib.suppress(Exception):
+                await self._operator_server.stop()
+            self._operator_server = None
+        if self.world is not None:
+            await self.world.stop()
+        await self.close_ledger()
 
     async def _start_listener(self) -> None:
         """One listener for the EA, the operator API and /metrics. The admin token is made
@@ -383,7 +427,15 @@ class Runtime:
             await self._open_ledger(path)
 
     async def close_ledger(self) -> None:
-        """Detach and close the ledger (what `stop()` does last)."""
+        """Detach and close the ledger (what `stop()` does last). A journal that could not
+        write gets one last try; what is still unwritten then is said, loudly."""
+        journal, self.journal = self.journal, None
+        if journal is not None:
+            if journal.error is not None and not await journal.retry():
+                self.events.emit(EngineEvent(self.clock.time_ms(), "error",
+                                             f"ledger: {journal.unwritten} event(s) could not be written: "
+                                             f"{journal.error}", "error"))
+            await journal.close()
         ledger, self.ledger = self.ledger, None
         self.orchestrator.attach_journal(None)
         self.risk.attach(None)
@@ -401,10 +453,11 @@ class Runtime:
         except (LedgerError, OSError) as exc:
             self._running = False
             raise RuntimeFailure(f"ledger {path}: {exc}") from None
-        self.orchestrator.attach_journal(self.ledger)
-        self.risk.attach(self.ledger)
+        self.journal = GuardedJournal(self.ledger, on_failure=self._journal_down, on_recovered=self._journal_back)
+        self.orchestrator.attach_journal(self.journal)
+        self.risk.attach(self.journal)
         if self.mt5 is not None:
-            self.mt5.store.target = self.ledger
+            self.mt5.store.target = self.journal
 
     async def stop(self) -> None:
         """Stop quote sources first, let groups in flight settle, then end every task."""
@@ -424,6 +477,7 @@ class Runtime:
             ))
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.control.drain()
         await self.risk.drain()
         # Groups in flight settle while the venues (and the EA) are still there.
         await self.orchestrator.shutdown()

@@ -175,3 +175,5 @@ class RuntimeSnapshot:
     breakers: tuple[BreakerRow, ...] = ()
     risk_events: tuple[RiskEventRow, ...] = ()
     blocked_venues: tuple[str, ...] = ()
+    ledger_error: str = ""  # why the ledger cannot write now ("" while it writes)
+    ledger_unwritten: int = 0  # events held in memory until it can

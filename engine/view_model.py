@@ -24,6 +24,7 @@ from core.pipeline import OpportunityPipeline
 from core.risk import RiskGate
 from engine.control import HealthStatus
 from engine.events import EngineEvent, EventLog
+from engine.journal import GuardedJournal
 from engine.orchestrator import HedgeOrchestrator
 from engine.risk_journal import RiskJournal
 from engine.snapshot import (
@@ -60,6 +61,7 @@ class ViewModel:
         risk: RiskJournal,
         health: VenueHealth,
         ledger: Callable[[], Ledger | None],
+        journal: Callable[[], GuardedJournal | None] = lambda: None,
         last_flatten: Callable[[], dict[str, Any] | None],
     ) -> None:
         self._config = config
@@ -74,6 +76,7 @@ class ViewModel:
         self._risk = risk
         self._health = health
         self._ledger = ledger
+        self._journal = journal
         self._last_flatten = last_flatten
 
     def pair_names(self) -> list[str]:
@@ -114,6 +117,7 @@ class ViewModel:
             "limits": [asdict(r) for r in snap.limits],
             "breakers": [asdict(r) for r in snap.breakers],
             "blocked_venues": list(snap.blocked_venues),
+            "ledger": {"ok": not snap.ledger_error, "error": snap.ledger_error, "unwritten": snap.ledger_unwritten},
             "positions": self.positions(),
             "last_flatten": self._last_flatten(),
             "feeds": [
@@ -142,6 +146,7 @@ class ViewModel:
 
     # -- views -----------------------------------------------------------------------
     def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:
+        journal = self._journal()
         now_ns = self._clock.monotonic_ns()
         quotes = []
         for pair in self._pairs:
@@ -211,6 +216,8 @@ class ViewModel:
             ),
             risk_events=tuple(self._risk.rows()),
             blocked_venues=tuple(sorted(self._gate.breakers.blocked_venues())),
+            ledger_error=(journal.error or "") if journal is not None else "",
+            ledger_unwritten=journal.unwritten if journal is not None else 0,
         )
 
     def _limit_rows(self, open_groups: int) -> tuple[LimitRow, ...]:

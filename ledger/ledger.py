@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from core.orders import TERMINAL as ORDER_TERMINAL
 from core.ports import RiskKind
 from core.risk import StateChange
 from ledger import events as ev
-from ledger.errors import LedgerBusyError, LedgerError
+from ledger.errors import LedgerBusyError, LedgerClosedError, LedgerError
 from ledger.events import EDGE_BUCKET_BPS, EDGE_BUCKETS, EDGE_MIN_BPS, LedgerEvent
 from ledger.queries import connect_reader
 from ledger.schema import OPEN_ORDERS_WHERE, prepare, reader_uri
@@ -237,6 +238,9 @@ class Ledger:
         self._stats_until_ms = self.decision_stats.until_ms
         self.command_fill_wait_ms = command_fill_wait_ms
         self.migrated_from = migrated_from
+        self.writer_options: dict[str, Any] = {}
+        self._failure_listeners: list[Callable[[BaseException], None]] = []
+        writer.on_failure = self._writer_failed
         self._closed = False
 
     @classmethod
@@ -271,7 +275,7 @@ class Ledger:
         except BaseException:
             lock.release()
             raise
-        return cls(
+        ledger = cls(
             p,
             writer,
             reader,
@@ -282,6 +286,8 @@ class Ledger:
             migrated_from=before,
             decision_stats_interval_ms=decision_stats_interval_ms,
         )
+        ledger.writer_options = dict(writer_options)
+        return ledger
 
     async def __aenter__(self) -> Ledger:
         return self
@@ -290,6 +296,37 @@ class Ledger:
         await self.close()
 
     # -- the journal ---------------------------------------------------------------------
+    @property
+    def write_failure(self) -> LedgerError | None:
+        """Why the writer stopped (a disk that refused a write), or None while it writes."""
+        return self.writer.failed
+
+    def on_write_failure(self, listener: Callable[[BaseException], None]) -> None:
+        """Call `listener` when the writer stops on an error, from the writer's task: the
+        engine halts at once, not at its next write."""
+        self._failure_listeners.append(listener)
+
+    def _writer_failed(self, exc: BaseException) -> None:
+        for listener in self._failure_listeners:
+            try:
+                listener(exc)
+            except Exception:  # a listener's bug must not hide the failure from the others
+                logging.getLogger(__name__).exception("ledger failure listener failed")
+
+    async def restart_writer(self) -> None:
+        """After the writer stopped on an I/O error (a full disk): a new writer on the same file,
+        continuing after the last committed event. Events queued but not committed when it
+        failed are gone from it: the caller replays them. The writer lock is still held."""
+        if self._closed:
+            raise LedgerClosedError(f"{self.path}: the ledger is closed")
+        old = self.writer
+        if old.failed is None:
+            return
+        with contextlib.suppress(Exception):
+            await old.close()
+        self.writer = await LedgerWriter.open(self.path, **self.writer_options)
+        self.writer.on_failure = self._writer_failed
+
     def append(self, event: LedgerEvent) -> int:
         """Queue any event (fire and forget); returns its seq."""
         return self.writer.append(event)
@@ -422,10 +459,12 @@ class Ledger:
                 commands.append(cmd)
         return commands
 
-    async def get_command(self, command_id: str) -> Mt5Command | None:
+    async def get_command(self, command_id: str, *, flush: bool = True) -> Mt5Command | None:
         """One command by id, terminal ones included (the queue's `CommandLookup`): after a
-        restart a late ack or fill, or a query, must find a command that already finished."""
-        await self.flush()
+        restart a late ack or fill, or a query, must find a command that already finished.
+        `flush=False` reads what is committed (the writer may have stopped)."""
+        if flush:
+            await self.flush()
         async with self._reader.execute("SELECT * FROM mt5_commands WHERE command_id = ?", (command_id,)) as cur:
             row = await cur.fetchone()
         return None if row is None else _command_from_row(row)

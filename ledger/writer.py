@@ -44,6 +44,7 @@ import itertools
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,7 @@ class LedgerWriter:
         self._closing = False
         self._closed = False
         self._failed: LedgerWriteError | None = None
+        self.on_failure: Callable[[BaseException], None] | None = None  # told once, when it stops
         self._task: asyncio.Task[None] | None = None
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._size_task: asyncio.Task[None] | None = None
@@ -375,6 +377,12 @@ class LedgerWriter:
                 fut.set_exception(self._failed)
         self._waiters.clear()
         self._room.set()
+        callback = self.on_failure
+        if callback is not None and not isinstance(exc, asyncio.CancelledError):
+            try:
+                callback(self._failed)
+            except Exception as cb_exc:  # the writer has stopped either way
+                self.last_error += f"; failure callback: {cb_exc!r}"
 
     # -- checkpoints ---------------------------------------------------------------------
     def _after_commit(self) -> None:

@@ -83,4 +83,8 @@ def run_headless(
     except RuntimeFailure as exc:
         sys.stderr.write(f"quantarb: {exc}\n")
         return 3
+    if runtime.ledger_failures:
+        # The ledger stopped writing during the run: trading halted; say so in the exit code.
+        sys.stderr.write("quantarb: the ledger could not be written during this run (trading was halted)\n")
+        return 3
     return 0

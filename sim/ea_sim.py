@@ -396,13 +396,18 @@ class EaSimulator:
         self._task = asyncio.current_task()
         self._stopping.clear()
         loop = asyncio.get_running_loop()
+        last_error = ""
         try:
             next_at = loop.time()
             while not self._stopping.is_set():
                 try:
                     await self.step()
-                except Exception:
-                    log.exception("EA simulator %s: timer event failed", self.terminal)
+                    last_error = ""
+                except Exception as exc:
+                    # Said once per distinct error (a full disk fails every timer event).
+                    if repr(exc) != last_error:
+                        log.error("EA simulator %s: timer event failed: %r", self.terminal, exc)
+                        last_error = repr(exc)
                 # One timer event at a time; a late one is not queued twice (as in MQL5).
                 next_at = max(next_at + self.timer_s, loop.time())
                 await asyncio.sleep(max(0.0, next_at - loop.time()))

@@ -1,0 +1,252 @@
+"""GuardedJournal: the ledger as execution writes it, safe when the disk is not.
+
+A write that fails (a full disk, an I/O error) must stop trading, not the engine: the first
+failure halts at once with the reason `ledger: <error>` (through `on_failure`), and nothing
+raises into the quote path or an order's flow. What could not be written, and what was queued
+but never committed when the writer stopped, is kept in memory in order and written again
+once a new writer can commit (`retry()`, every `retry_s` while down), so a broken hedge is
+still repaired and its story still reaches the ledger.
+
+One call does raise: the write-ahead of an ENTRY order (`JournalUnavailable`), so no position
+is ever opened without its durable row. Orders that repair or close exposure (compensation,
+flatten) go out with their row held in memory: leaving a leg naked is the worse risk.
+Events written late carry the objects' state when written (a group's final state, not each
+step). Decisions are a sampled signal log and are not kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from core.commands import Mt5Command
+from core.hedge import HedgeGroup
+from core.models import CompensationAction, Decision, Fill, Order, OrderPurpose
+from core.ports import JournalUnavailable, RiskKind
+from core.risk import StateChange
+from ledger.errors import EventRejectedError, LedgerError
+from ledger.ledger import Ledger
+
+Replay = Callable[[], int | Awaitable[int | None] | None]
+DEFAULT_RETRY_S = 5.0
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+class GuardedJournal:
+    """Implements `core.ports.Journal` over a Ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        on_failure: Callable[[str], None],
+        on_recovered: Callable[[int], None] | None = None,
+        retry_s: float = DEFAULT_RETRY_S,
+    ) -> None:
+        self._ledger = ledger
+        self._on_failure = on_failure
+        self._on_recovered = on_recovered
+        self._retry_s = retry_s
+        self._unconfirmed: deque[tuple[int, Replay]] = deque()  # queued, not yet known committed
+        self._backlog: list[Replay] = []  # not written, in order
+        self._error: str | None = None
+        self._retry_task: asyncio.Task[None] | None = None
+        self.failures = 0  # times the journal went down this run
+        self.dropped_decisions = 0
+        ledger.on_write_failure(self._writer_failed)
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def error(self) -> str | None:
+        """Why the journal cannot write now (None while it writes)."""
+        return self._error
+
+    @property
+    def unwritten(self) -> int:
+        """Events held in memory until the ledger can write again."""
+        return len(self._backlog)
+
+    def _fail(self, exc: BaseException) -> None:
+        message = _short(exc)
+        first = self._error is None
+        self._error = message
+        # Whatever was queued after the last known commit may be lost with the writer.
+        committed = self._ledger.writer.committed_seq
+        self._backlog[:0] = [r for seq, r in self._unconfirmed if seq > committed]
+        self._unconfirmed.clear()
+        if first:
+            self.failures += 1
+            self._on_failure(message)
+            self._start_retrying()
+
+    def _writer_failed(self, exc: BaseException) -> None:
+        """The writer stopped in its own task (a batch failed): said at once, not at the next call."""
+        if self._error is None:
+            self._fail(exc)
+
+    def _confirmed(self) -> None:
+        committed = self._ledger.writer.committed_seq
+        unconfirmed = self._unconfirmed
+        while unconfirmed and unconfirmed[0][0] <= committed:
+            unconfirmed.popleft()
+
+    def _queued(self, replay: Callable[[], int]) -> int:
+        if self._error is not None:
+            self._backlog.append(replay)
+            return -1
+        try:
+            seq = replay()
+        except Exception as exc:
+            self._fail(exc)
+            self._backlog.append(replay)
+            return -1
+        self._unconfirmed.append((seq, replay))
+        self._confirmed()
+        return seq
+
+    # -- the Journal port ----------------------------------------------------------------
+    def decision(self, decision: Decision, *, group_id: str | None = None) -> int | None:
+        if self._error is not None:
+            self.dropped_decisions += 1
+            return None
+        try:
+            return self._ledger.decision(decision, group_id=group_id)
+        except Exception as exc:
+            self._fail(exc)
+            self.dropped_decisions += 1
+            return None
+
+    def group_opened(self, group: HedgeGroup) -> int:
+        return self._queued(lambda: self._ledger.group_opened(group))
+
+    def group_state(self, group: HedgeGroup) -> int:
+        return self._queued(lambda: self._ledger.group_state(group))
+
+    def order_state(self, order: Order) -> int:
+        return self._queued(lambda: self._ledger.order_state(order))
+
+    def fill(self, order: Order, fill: Fill) -> int:
+        return self._queued(lambda: self._ledger.fill(order, fill))
+
+    def compensation(self, action: CompensationAction) -> int:
+        return self._queued(lambda: self._ledger.compensation(action))
+
+    def dust(self, pair: str, qty: Decimal) -> int:
+        return self._queued(lambda: self._ledger.dust(pair, qty))
+
+    async def order_created(self, order: Order) -> int:
+        """The write-ahead. An entry is refused when it cannot be durable; an order that
+        repairs or closes exposure goes out with its row kept for later."""
+        if self._error is None:
+            try:
+                return await self._ledger.order_created(order)
+            except Exception as exc:
+                self._fail(exc)
+        if order.purpose is OrderPurpose.ENTRY:
+            raise JournalUnavailable(f"ledger: {self._error}")
+        self._backlog.append(lambda: self._ledger.order_created(order))
+        return -1
+
+    async def risk_event(
+        self, kind: RiskKind, change: StateChange, *, breakers: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> int:
+        replay: Replay = lambda: self._ledger.risk_event(kind, change, breakers=breakers)  # noqa: E731
+        if self._error is None:
+            try:
+                return await self._ledger.risk_event(kind, change, breakers=breakers)
+            except ValueError:
+                raise  # a caller's bad breaker map: a bug, not the disk
+            except Exception as exc:
+                self._fail(exc)
+        self._backlog.append(replay)
+        return -1
+
+    async def flush(self, seq: int | None = None) -> None:
+        if self._error is not None:
+            return
+        try:
+            await self._ledger.flush(seq)
+        except EventRejectedError:
+            pass  # one producer's bad event: refused alone, the writer goes on
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._confirmed()
+
+    # -- the MT5 command store (mt5_bridge's CommandStore) -------------------------------------
+    async def save(self, command: Mt5Command) -> None:
+        """A command's new state: durable when the ledger writes, else held like any event
+        (the queue goes on in memory; the EA's acks and fills are not refused)."""
+        if self._error is None:
+            try:
+                await self._ledger.save(command)
+                return
+            except Exception as exc:
+                self._fail(exc)
+        self._backlog.append(lambda: self._ledger.save(command))
+
+    async def load_open(self) -> list[Mt5Command]:
+        return await self._ledger.load_open()
+
+    async def get_command(self, command_id: str) -> Mt5Command | None:
+        return await self._ledger.get_command(command_id, flush=self._error is None)
+
+    # -- coming back ---------------------------------------------------------------------
+    def _start_retrying(self) -> None:
+        if self._retry_s <= 0 or (self._retry_task is not None and not self._retry_task.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._retry_task = loop.create_task(self._retry_loop(), name="ledger-retry")
+
+    async def _retry_loop(self) -> None:
+        while self._error is not None:
+            await asyncio.sleep(self._retry_s)
+            await self.retry()
+
+    async def retry(self) -> bool:
+        """Try a new writer and write what is held, in order; True once everything is durable.
+
+        Trading stays halted either way: only an operator rearms it."""
+        if self._error is None:
+            return True
+        try:
+            await self._ledger.restart_writer()
+            while self._backlog:
+                batch = list(self._backlog)
+                for replay in batch:
+                    try:
+                        result = replay()
+                        if inspect.isawaitable(result):
+                            await result
+                    except (EventRejectedError, ValueError):
+                        continue  # written before the failure (a duplicate row), or never valid
+                with contextlib.suppress(EventRejectedError):
+                    await self._ledger.flush()
+                del self._backlog[: len(batch)]  # more may have arrived while writing
+        except (LedgerError, OSError) as exc:
+            self._error = _short(exc)
+            return False
+        written = self._ledger.writer.committed_seq
+        self._error = None
+        if self._on_recovered is not None:
+            self._on_recovered(written)
+        return True
+
+    async def close(self) -> None:
+        """Stop retrying (the last attempt is the caller's)."""
+        task, self._retry_task = self._retry_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
