@@ -52,6 +52,13 @@ def make_command(
     )
 
 
+def held(queue: CommandQueue, command_id: str) -> Mt5Command:
+    """The command `command_id` the queue holds (failing the test when it holds none)."""
+    command = queue.get(command_id)
+    assert command is not None, f"the queue holds no command {command_id!r}"
+    return command
+
+
 def make_order(client_order_id: str = "ord-1", qty: str = "0.10", *, created_ms: int = 0, side: Side = "buy",
                symbol: str = "XAUUSD") -> Order:
     return Order(

@@ -36,8 +36,11 @@ def test_bench_listener_with_the_fallback_client() -> None:
     assert result["listener"]["statuses"] == {"200": result["listener"]["requests"]}
     assert isinstance(result["ratio"], float)
     assert set(result["targets"]) == {"ratio_min", "p99_ms_max", "ratio_met", "p99_met"}
-    assert result["lines"] and all(isinstance(line, str) for line in result["lines"])
-    assert any("fallback" in line or "wrk not found" in line for line in result["lines"])
+    lines = result["lines"]
+    assert all(isinstance(line, str) for line in lines)
+    assert lines[0].startswith("load      python fallback client, 2 connections")
+    assert result["fallback_note"].startswith("wrk not found: 2 Python client processes")
+    assert lines[-1] == f"note      {result['fallback_note']}"  # valid: no INVALID line after it
     json.dumps({k: v for k, v in result.items() if k != "lines"})  # JSON-able
 
 

@@ -117,6 +117,7 @@ class RecordingBinance(BinanceSimServer):
             self.pings += 1
             return await ping(data)
 
+        # Deliberately wraps this connection's own ping (the server's keepalive calls it) to count it.
         ws.ping = counting_ping  # type: ignore[method-assign]
         super()._on_open(conn)
 
@@ -275,7 +276,7 @@ async def running(server: Server, *, wait_live: bool = True, **feed_kw: Any) -> 
         sink = Sink()
         feed = make_feed(server, sink, **feed_kw)
         task = asyncio.create_task(feed.run(), name=f"{feed.name}-run")
-        venue_ts = okx or server.market == "usdm"
+        venue_ts = isinstance(server, OkxSimServer) or server.market == "usdm"
         rig = Rig(server, feed, sink, publisher, symbols, task, venue_ts)
         try:
             if wait_live:
@@ -507,7 +508,9 @@ async def test_malformed_crossed_and_error_frames_are_counted_not_emitted(make_s
 
 
 @pytest.mark.parametrize("make_server", all_servers())
-async def test_refused_connections_back_off_up_to_the_cap_then_recover(make_server: Callable[[], Server]) -> None:
+async def test_refused_connections_back_off_up_to_the_cap_then_recover(
+    make_server: Callable[[], Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
     timing = FeedTiming(
         silence_s=0.4, pong_timeout_s=0.25, rest_interval_s=0.05, connect_timeout_s=0.5,
         backoff_initial_s=0.04, backoff_cap_s=0.2,
@@ -528,7 +531,7 @@ async def test_refused_connections_back_off_up_to_the_cap_then_recover(make_serv
             failures.append((time.monotonic(), attempt, delay))
             return delay
 
-        backoff.next_delay = recording_next_delay  # type: ignore[method-assign]
+        monkeypatch.setattr(backoff, "next_delay", recording_next_delay)
         await wait_until(rig.live, within=refuse_s + timing.backoff_cap_s + MARGIN_S, what="live after refusal")
         live_at = time.monotonic()
         assert live_at >= refused_until

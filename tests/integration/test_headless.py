@@ -43,17 +43,19 @@ def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
     assert decisions <= quotes
     assert intents > 0
     assert "hedged=" in match.group(4)
-    intents = [line for line in lines if " intent " in line]
-    assert intents
+    intent_lines = [line for line in lines if " intent " in line]
+    assert intent_lines
     assert any("-> hedged" in line for line in lines)
     # OKX and Binance quotes came over the WebSocket feeds (the demo's loopback venues) ...
     for feed in ("okx", "binance-usdm"):
         health = next(line for line in lines if f" feed {feed} " in line)
-        frames = int(re.search(r"frames=(\d+)", health).group(1))  # type: ignore[union-attr]
+        found = re.search(r"frames=(\d+)", health)
+        assert found is not None, health
+        frames = int(found.group(1))
         assert "transport=ws" in health and frames > 10, health
     # ... and intents formed across all three venues.
-    venues = {v for line in intents for v in re.findall(r"(?:buy|sell) (mt5|okx|binance) ", line)}
-    assert venues == {"mt5", "okx", "binance"}, intents
+    venues = {v for line in intent_lines for v in re.findall(r"(?:buy|sell) (mt5|okx|binance) ", line)}
+    assert venues == {"mt5", "okx", "binance"}, intent_lines
     # Per-pair execution aggregates and monitor statistics at stop.
     pair_lines = {m.group(1): line for line in lines if (m := re.search(r" pair (\w+) groups=", line))}
     assert set(pair_lines) == {"XAU", "BTC", "ETH"}

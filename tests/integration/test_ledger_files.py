@@ -219,7 +219,14 @@ async def test_refuses_files_it_must_not_touch(
     with pytest.raises(error, match=message):
         await query(path, queries.summary)
     assert digest(path) == before  # not a byte changed
-    assert not await asyncio.to_thread(os.path.exists, f"{path}-wal") or error is LedgerTooNewError
+    # Nor in a write-ahead log: none at all beside a file that is not a (WAL-mode) ledger;
+    # beside the too-new ledger, the read-only reader leaves an empty one (no frame written).
+    wal_size = await asyncio.to_thread(_size_or_none, Path(f"{path}-wal"))
+    assert wal_size == (0 if error is LedgerTooNewError else None)
+
+
+def _size_or_none(path: Path) -> int | None:
+    return path.stat().st_size if path.exists() else None
 
 
 async def test_refuses_a_directory_and_a_missing_file_for_reading(tmp_path: Path) -> None:

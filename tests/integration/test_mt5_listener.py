@@ -38,6 +38,7 @@ from tests.mt5_support import (
     MAGIC,
     Ea,
     Rig,
+    held,
     instrument,
     make_command,
     make_order,
@@ -260,6 +261,7 @@ async def test_malformed_bodies_get_422_with_field_errors(live: tuple[Rig, Embed
     assert await fields("POST", "/mt5/tick", as_string) == {"ticks[0].bid": "expected number, got string"}
     assert await fields("POST", "/mt5/tick", {"ticks": [{"symbol": "XAUUSD", "ask": 1, "time_msc": 1}]}) == {
         "ticks[0].bid": "required field missing"}
+    # Deliberately a float where the protocol wants an integer.
     assert await fields("POST", "/mt5/tick", {"ticks": [tick(time_msc=1.5)]}) == {  # type: ignore[arg-type]
         "ticks[0].time_msc": "expected integer, got number"}
     assert await fields("POST", "/mt5/tick", b"[1,2]") == {"body": "expected object, got array"}
@@ -314,7 +316,7 @@ async def test_head_does_not_serve_commands(live: tuple[Rig, EmbeddedServer, htt
     resp = await client.head("/mt5/commands", headers=headers)
     assert resp.status_code == 405
     assert state_of(rig) == before
-    assert rig.queue.get("c-1").state is CommandState.PENDING  # type: ignore[union-attr]
+    assert held(rig.queue, "c-1").state is CommandState.PENDING
 
 
 async def test_bad_content_length_is_a_400(live: tuple[Rig, EmbeddedServer, httpx.AsyncClient]) -> None:
@@ -358,7 +360,7 @@ async def test_command_round_trip_through_the_gateway(live: tuple[Rig, EmbeddedS
     assert commands[0]["expires_msc"] > rig.clock.time_ms()
     redelivered = (await ea.tick(tick())).json()["commands"]
     assert [c["id"] for c in redelivered] == ["ord-1"]
-    assert rig.queue.get("ord-1").deliveries == 2  # type: ignore[union-attr]
+    assert held(rig.queue, "ord-1").deliveries == 2
     assert rig.store.all()[0].state is CommandState.DELIVERED
 
     assert (await ea.ack("ord-1")).json() == {"ok": True}
@@ -420,7 +422,7 @@ async def test_expiry_path(live: tuple[Rig, EmbeddedServer, httpx.AsyncClient]) 
     assert rig.store.all()[0].state is CommandState.EXPIRED
     # The late ack changes nothing.
     assert (await ea.ack("ord-9")).json() == {"ok": True, "duplicate": True}
-    assert rig.queue.get("ord-9").state is CommandState.EXPIRED  # type: ignore[union-attr]
+    assert held(rig.queue, "ord-9").state is CommandState.EXPIRED
 
 
 async def test_account_report_keeps_our_positions(live: tuple[Rig, EmbeddedServer, httpx.AsyncClient]) -> None:

@@ -114,7 +114,9 @@ async def test_status_finds_url_and_token_from_the_config(engine: Engine, tmp_pa
     assert lines[0].split() == ["instance", engine.server.url]
     assert lines[1].split()[:2] == ["trading", "ACTIVE"]
     assert any(line.split()[:2] == ["mode", "demo"] for line in lines)
-    assert any(line.startswith("breakers tripped") or line.startswith("open groups") for line in lines)
+    open_groups = len(engine.runtime.orchestrator.open)
+    assert ["open", "groups", str(open_groups)] in [line.split() for line in lines]
+    assert ["breakers", "tripped", "none"] in [line.split() for line in lines]
     assert any(line.split()[:4] == ["feed", "venue", "state", "last"] for line in lines)
     assert engine.token not in run.out + run.err
 

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,23 @@ def _status(home: Path, url: str) -> dict[str, Any]:
     return doc
 
 
-def _wait(home: Path, url: str, ok: Any, timeout_s: float = 60) -> dict[str, Any]:
+def _wait(home: Path, url: str, ok: Callable[[dict[str, Any]], bool], what: str,
+          timeout_s: float = 60) -> dict[str, Any]:
+    """Poll the status until `ok` holds; fail the test (with the last status) when it never does."""
     deadline = time.monotonic() + timeout_s
     while True:
         doc = _status(home, url)
-        if ok(doc) or time.monotonic() > deadline:
+        if ok(doc):
             return doc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout_s:g} s; last status: {doc}")
         time.sleep(0.5)
+
+
+def _built_up(doc: dict[str, Any]) -> bool:
+    """Groups ran and left positions: a flatten that follows has something to close."""
+    return sum(doc["groups_by_state"].values()) >= 4 and any(
+        Decimal(q) != 0 for v in doc["positions"].values() for q in v.values())
 
 
 def _rows(path: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
@@ -108,8 +119,7 @@ def test_kill_flatten_restart_rearm_from_another_process(tmp_path: Path) -> None
     engine = Engine(tmp_path)
     try:
         url = engine.url
-        doc = _wait(tmp_path, url, lambda d: sum(d["groups_by_state"].values()) >= 4
-                    and any(Decimal(q) != 0 for v in d["positions"].values() for q in v.values()))
+        doc = _wait(tmp_path, url, _built_up, "four groups and an open position")
         assert doc["trading_state"] == "active", doc
 
         # No --url: the engine wrote where it listens (port 0 here) next to its ledger.
@@ -139,7 +149,15 @@ def test_kill_flatten_restart_rearm_from_another_process(tmp_path: Path) -> None
     # The ledger: the kill is a risk event, and no entry order was created after it.
     kill_seq = _rows(ledger, "SELECT min(seq) FROM events WHERE kind = 'risk_event' "
                      "AND json_extract(payload, '$.kind') = 'kill'")[0][0]
-    assert kill_seq is not None
+    assert isinstance(kill_seq, int), kill_seq
+    # Entries were created before the kill (so "none after it" is the kill's doing) ...
+    early_entries = _rows(
+        ledger,
+        "SELECT count(*) FROM events WHERE kind = 'order_created' AND seq < ? "
+        "AND json_extract(payload, '$.purpose') = 'entry'", kill_seq,
+    )[0][0]
+    assert early_entries > 0
+    # ... and none after it.
     late_entries = _rows(
         ledger,
         "SELECT json_extract(payload, '$.client_order_id') FROM events WHERE kind = 'order_created' "

@@ -82,6 +82,13 @@ def _soak(tmp_path: Path, duration_s: int) -> None:
         _report(db, summary)
         groups = db.execute("SELECT group_id, state, opened_at_ms, closed_at_ms FROM hedge_groups").fetchall()
         assert groups, "no hedge group was opened"
+        # The faults were in play (a run on perfect venues would pass everything below): the
+        # paper venues refused orders, and broken groups were compensated.
+        refused = db.execute(
+            "SELECT COUNT(*) FROM orders WHERE venue IN ('okx', 'binance') AND state = 'rejected'").fetchone()[0]
+        assert refused > 0, "the paper venues rejected no order: were the faults configured?"
+        retries = db.execute("SELECT COUNT(*) FROM compensation_actions WHERE kind = 'retry_hedge'").fetchone()[0]
+        assert retries > 0, "no broken group was compensated"
         # Every group reached a terminal state ...
         open_groups = [(g, s) for g, s, _o, _c in groups if s not in TERMINAL]
         assert open_groups == [], open_groups

@@ -107,6 +107,18 @@ class _Collect:
         return None
 
 
+class _Timed(_Collect):
+    """Also notes the event loop's time of each delivery."""
+
+    def __init__(self, clock: ReplayClock | ManualClock) -> None:
+        super().__init__(clock)
+        self.stamps: list[float] = []
+
+    def on_frame(self, frame: str | bytes, recv_ns: int) -> object:
+        self.stamps.append(asyncio.get_running_loop().time())
+        return super().on_frame(frame, recv_ns)
+
+
 def test_replay_fast_sets_the_clock_to_each_recorded_time_and_skips_unknown_feeds(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     with FrameRecorder(path) as rec:
@@ -127,20 +139,11 @@ def test_replay_realtime_keeps_the_original_spacing(tmp_path: Path) -> None:
         for i in range(3):
             rec.write("okx", "okx", str(i), i * 100_000_000)  # 100 ms apart
     clock = ManualClock()
-    handler = _Collect(clock)
+    handler = _Timed(clock)
 
     async def run() -> list[float]:
-        loop = asyncio.get_running_loop()
-        stamps: list[float] = []
-        original = handler.on_frame
-
-        def timed(frame: str | bytes, recv_ns: int) -> object:
-            stamps.append(loop.time())
-            return original(frame, recv_ns)
-
-        handler.on_frame = timed  # type: ignore[method-assign]
         await ReplaySource(path, {"okx": handler}).run_realtime(clock, speed=2.0)
-        return stamps
+        return handler.stamps
 
     stamps = asyncio.run(run())
     gaps = [b - a for a, b in itertools.pairwise(stamps)]

@@ -7,7 +7,6 @@ import sqlite3
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import cast
 
 import pytest
 
@@ -48,6 +47,11 @@ def _risk_rows(path: Path) -> list[tuple[str, str, str]]:
         con.close()
 
 
+def _state(rt: Runtime) -> TradingState:
+    """The gate's state, read afresh (mypy narrows `gate.state` across calls otherwise)."""
+    return rt.gate.state
+
+
 async def _settle(rt: Runtime) -> None:
     for task in list(rt._background):
         await task
@@ -70,7 +74,9 @@ async def test_daily_loss_halts_survives_restart_and_blocks_rearm(
     try:
         assert again.gate.state is TradingState.HALTED
         assert again.gate.breakers.all["daily_loss"].tripped
-        assert again.gate.breakers.daily_pnl == Decimal(0) or again.gate.breakers.daily_pnl < 0
+        # Today's PnL is re-read from the ledger, where no group closed (the -250 above never
+        # went through a group): 0. The halt comes back from the journaled breaker map alone.
+        assert again.gate.breakers.daily_pnl == Decimal(0)
         with pytest.raises(ControlRefused, match="daily_loss"):
             await again.control.rearm("operator says so")
         snap = again.view.snapshot()
@@ -102,7 +108,7 @@ async def test_failure_pause_survives_restart_then_releases_by_itself(
         # Only the time-based release (no feed runs on this manual clock, so a full
         # risk_step would also, rightly, find every venue silent for minutes).
         again.risk.apply_breakers(again.gate.breakers.tick(clock.time_ms()))
-        assert again.gate.state is TradingState.ACTIVE
+        assert _state(again) is TradingState.ACTIVE
         await _settle(again)
     finally:
         await again.stop()
@@ -123,15 +129,23 @@ async def test_a_venue_without_quotes_gets_no_new_intents(tmp_path: Path) -> Non
         assert set(rt.view.snapshot().blocked_venues) == {"mt5", "okx", "binance"}
         assert rt.gate.state is TradingState.ACTIVE  # blocked, not halted (yet)
         intents = rt.pipeline.intents
-        await rt.driver.drive(1, 20.0)
+        refused = rt.pipeline.reasons["risk:venue_blocked"]
+        # Quotes arrive again, but the breakers have not looked yet: the block still holds. An
+        # edge over threshold is judged and refused for the block, and no intent is made.
+        rt.driver.step_market(20.0)
+        await rt.orchestrator.drain()
+        assert rt.pipeline.reasons["risk:venue_blocked"] > refused
+        assert rt.pipeline.intents == intents
+        assert rt.orchestrator.open == {}
         rt.risk_loop.check()  # quotes flow again: released
         assert rt.view.snapshot().blocked_venues == ()
-        assert rt.pipeline.intents >= intents
+        await rt.driver.drive(1, 20.0)
+        assert rt.pipeline.intents > intents  # the very next edge trades again
         clock.advance(ms=rt.config.risk.feed_stale_halt_s * 1000 + 500)
         rt.risk_loop.check()
         # No quote for feed_stale_halt_s (and, without feed tasks in drive(), no connection
         # either): halted by a venue breaker.
-        assert rt.gate.state is TradingState.HALTED
+        assert _state(rt) is TradingState.HALTED
         assert rt.gate.reason.startswith(("breaker stale_halt:", "breaker down:"))
         await _settle(rt)
     finally:
@@ -149,7 +163,8 @@ async def test_a_group_held_past_hold_timeout_is_alerted_and_set_to_unwind(tmp_p
     rt.orchestrator.adopt(group)  # as if it were stuck in flight
     clock.advance(ms=rt.config.risk.hold_timeout_s * 1000 + 1000)
     rt.risk_loop.check()
-    assert rt.orchestrator.compensation.retries_used(group) >= rt.config.strategy.max_retries
+    # No retry left: its next compensation step is the unwind.
+    assert rt.orchestrator.compensation.retries_used(group) == rt.config.strategy.max_retries
     assert any(e.kind == "alert" and group.group_id in e.text for e in rt.events.recent(50))
     assert any(e.kind == "breaker" and "hold_timeout" in e.text for e in rt.events.recent(50))
     rt.risk_loop.check()  # reported once
@@ -175,9 +190,11 @@ async def test_paper_accounts_feed_the_free_balance_breaker(tmp_path: Path) -> N
     low = {v for v, free in balances.items() if free < Decimal(99_000)}
     assert low and blocked == low
     exposure = rt.gate.exposure
-    for venue, free in balances.items():
+    venues: tuple[Venue, ...] = ("mt5", "okx", "binance")
+    for venue in venues:
+        free = balances[venue]
         held = sum((q * exposure.marks[a] for (v, a), q in exposure.positions.items() if v == venue), Decimal(0))
-        expected = Decimal(100_000) + rt.orchestrator.cash(cast(Venue, venue)) + held \
+        expected = Decimal(100_000) + rt.orchestrator.cash(venue) + held \
             - exposure.venue_gross(venue) / 2
         assert free == expected
     breakers = {b.key: b.state for b in rt.view.snapshot().breakers}

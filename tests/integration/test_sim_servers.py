@@ -493,8 +493,11 @@ async def test_fault_malformed_every_nth_frame(spot: BinanceSimServer) -> None:
             parsed.append(json.loads(text))
         except ValueError:
             parsed.append(None)
-    assert parsed[0] is not None and parsed[2] is not None
+    # Every second frame is garbled; the others are the published books, intact.
     assert parsed[1] is None and parsed[3] is None
+    assert parsed[0] is not None and parsed[2] is not None
+    assert [(p["s"], p["b"], p["a"]) for p in (parsed[0], parsed[2])] == [
+        ("BTCUSDT", "100.00000000", "100.50000000"), ("BTCUSDT", "102.00000000", "102.50000000")]
 
 
 async def test_fault_crossed_every_nth_frame(okx: OkxSimServer, usdm: BinanceSimServer) -> None:
@@ -594,7 +597,8 @@ async def test_world_routes_ticks_to_the_venues_and_stops_cleanly() -> None:
     mt5_ticks: list[SimTick] = []
     world = SimWorld(demo_config().build_pairs(), seed=7, clock=RealClock(), tick_ms=20.0,
                      on_mt5_tick=mt5_ticks.append)  # fmt: skip
-    assert world.touch("okx", BTC_SWAP) is not None  # quoted before it even starts
+    before = world.touch("okx", BTC_SWAP)  # quoted before it even starts
+    assert before is not None and 0 < before[0] < before[1]
     await world.start()
     try:
         assert world.okx_ws_url.endswith("/ws/v5/public")

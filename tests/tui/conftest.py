@@ -97,9 +97,10 @@ async def groups_in_flight(runtime: Runtime, venue: Venue = "okx", want: int = 2
 
     After every market step the other groups are let to finish (bounded wait on a condition:
     the ledger's durable writes run in a thread), so which groups end up in flight does not
-    depend on scheduling and the picture is the same on every run."""
+    depend on scheduling and the picture is the same on every run. Either bound running out
+    fails the test, naming what did not happen."""
     silent = SilentVenue(runtime.gateways[venue])
-    runtime.gateways[venue] = silent  # type: ignore[assignment]
+    runtime.gateways[venue] = silent
     task = asyncio.create_task(runtime.orchestrator.run())
     for _ in range(max_steps):
         step_market(runtime, 1)
@@ -107,8 +108,14 @@ async def groups_in_flight(runtime: Runtime, venue: Venue = "okx", want: int = 2
             if all(_settled_but(group, venue) for group in runtime.orchestrator.open.values()):
                 break
             await asyncio.sleep(0.001)
+        else:
+            unsettled = [g.group_id for g in runtime.orchestrator.open.values() if not _settled_but(g, venue)]
+            raise AssertionError(f"groups not waiting on {venue} did not settle within ~2 s: {unsettled}")
         if len(runtime.orchestrator.open) >= want:
             break
+    else:
+        raise AssertionError(f"only {len(runtime.orchestrator.open)} of {want} groups in flight on {venue} "
+                             f"after {max_steps} market steps")
     if runtime.ledger is not None:
         await runtime.ledger.flush()
     return silent, task

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from textual.command import CommandPalette
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Input
 
 from engine.control import ControlRefused, ControlResult
@@ -26,7 +28,9 @@ from tests.tui.conftest import close_ledger, make_app, step_market, warm
 
 
 @asynccontextmanager
-async def running(runtime: Runtime, size: tuple[int, int] = (120, 36)) -> AsyncIterator[tuple[QuantArbApp, object]]:
+async def running(
+    runtime: Runtime, size: tuple[int, int] = (120, 36)
+) -> AsyncIterator[tuple[QuantArbApp, Pilot[Any]]]:
     app = make_app(runtime)
     async with app.run_test(size=size) as pilot:
         await warm(app, runtime, steps=600, chunks=3)
@@ -37,10 +41,10 @@ async def running(runtime: Runtime, size: tuple[int, int] = (120, 36)) -> AsyncI
             await close_ledger(runtime)
 
 
-async def settle(app: QuantArbApp, pilot: object) -> None:
-    await pilot.pause()  # type: ignore[attr-defined]
+async def settle(app: QuantArbApp, pilot: Pilot[Any]) -> None:
+    await pilot.pause()
     await app.workers.wait_for_complete()
-    await pilot.pause()  # type: ignore[attr-defined]
+    await pilot.pause()
 
 
 def shown_state(app: QuantArbApp) -> str:
@@ -51,9 +55,9 @@ def shown_state(app: QuantArbApp) -> str:
 @pytest.mark.parametrize("confirm", ["y", "enter"])
 async def test_kill_confirmed_halts_and_shows_it(demo_runtime: Runtime, confirm: str) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("k")  # type: ignore[attr-defined]
+        await pilot.press("k")
         assert isinstance(app.screen, ConfirmModal) and app.screen.kind == "kill"
-        await pilot.press(confirm)  # type: ignore[attr-defined]
+        await pilot.press(confirm)
         await settle(app, pilot)
         assert demo_runtime.view.snapshot().trading_state == "halted"
         assert isinstance(app.screen, MainScreen)
@@ -63,7 +67,7 @@ async def test_kill_confirmed_halts_and_shows_it(demo_runtime: Runtime, confirm:
 @pytest.mark.parametrize("cancel", ["n", "escape"])
 async def test_kill_cancelled_changes_nothing(demo_runtime: Runtime, cancel: str) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("k", cancel)  # type: ignore[attr-defined]
+        await pilot.press("k", cancel)
         await settle(app, pilot)
         assert isinstance(app.screen, MainScreen)
         assert demo_runtime.view.snapshot().trading_state == "active"
@@ -72,14 +76,14 @@ async def test_kill_cancelled_changes_nothing(demo_runtime: Runtime, cancel: str
 
 async def test_kill_from_inside_group_detail(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("enter")  # type: ignore[attr-defined]  # the groups table has the focus
+        await pilot.press("enter")  # the groups table has the focus
         await settle(app, pilot)
         assert isinstance(app.screen, GroupDetailScreen)
-        await pilot.press("k")  # type: ignore[attr-defined]
+        await pilot.press("k")
         assert isinstance(app.screen, ConfirmModal)
-        await pilot.press("k")  # type: ignore[attr-defined]  # a second k opens no second dialog
+        await pilot.press("k")  # a second k opens no second dialog
         assert sum(isinstance(s, ConfirmModal) for s in app.screen_stack) == 1
-        await pilot.press("y")  # type: ignore[attr-defined]
+        await pilot.press("y")
         await settle(app, pilot)
         assert isinstance(app.screen, GroupDetailScreen)
         assert demo_runtime.view.snapshot().trading_state == "halted"
@@ -88,7 +92,7 @@ async def test_kill_from_inside_group_detail(demo_runtime: Runtime) -> None:
 
 async def test_k_typed_into_an_input_is_text_not_kill(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("r", *"kept", "q")  # type: ignore[attr-defined]
+        await pilot.press("r", *"kept", "q")
         assert isinstance(app.screen, InputModal)
         assert app.screen.query_one(Input).value == "keptq"
         assert demo_runtime.view.snapshot().trading_state == "active"
@@ -96,40 +100,42 @@ async def test_k_typed_into_an_input_is_text_not_kill(demo_runtime: Runtime) -> 
 
 
 # -- flatten -----------------------------------------------------------------------------
-async def test_flatten_needs_the_typed_word(demo_runtime: Runtime) -> None:
+async def test_flatten_needs_the_typed_word(demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
 
     async def flatten(reason: str) -> ControlResult:
         calls.append(reason)
         return await demo_runtime.control.kill(reason)
 
-    demo_runtime.control.flatten = flatten  # type: ignore[method-assign,assignment]
+    monkeypatch.setattr(demo_runtime.control, "flatten", flatten)
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("f", *"flatten", "enter")  # type: ignore[attr-defined]
+        await pilot.press("f", *"flatten", "enter")
         await settle(app, pilot)
         modal = app.screen
         assert isinstance(modal, InputModal) and "FLATTEN" in modal.error
         assert calls == []
         modal.query_one(Input).value = ""
-        await pilot.press(*"FLATTEN", "enter")  # type: ignore[attr-defined]
+        await pilot.press(*"FLATTEN", "enter")
         await settle(app, pilot)
         assert calls == ["operator flatten (tui)"]
         assert isinstance(app.screen, MainScreen)
         assert shown_state(app) == "halted"
 
 
-async def test_flatten_refused_shows_the_engine_message(demo_runtime: Runtime) -> None:
+async def test_flatten_refused_shows_the_engine_message(
+    demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def flatten(reason: str) -> ControlResult:
         raise ControlRefused("flatten refused: venue okx is down")
 
-    demo_runtime.control.flatten = flatten  # type: ignore[method-assign,assignment]
+    monkeypatch.setattr(demo_runtime.control, "flatten", flatten)
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("f", *"FLATTEN", "enter")  # type: ignore[attr-defined]
+        await pilot.press("f", *"FLATTEN", "enter")
         await settle(app, pilot)
         modal = app.screen
         assert isinstance(modal, InputModal)
         assert modal.error == "flatten refused: venue okx is down"
-        await pilot.press("escape")  # type: ignore[attr-defined]
+        await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
 
 
@@ -137,7 +143,7 @@ async def test_flatten_of_an_engine_that_is_not_running_is_refused_in_the_modal(
     """The real runtime, never started here: its refusal is shown and nothing changes (the
     flatten that runs is tests/tui/test_operator_keys_e2e.py)."""
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("f", *"FLATTEN", "enter")  # type: ignore[attr-defined]
+        await pilot.press("f", *"FLATTEN", "enter")
         await settle(app, pilot)
         assert isinstance(app.screen, InputModal)
         assert app.screen.error == "the engine is not running"
@@ -147,11 +153,11 @@ async def test_flatten_of_an_engine_that_is_not_running_is_refused_in_the_modal(
 # -- pause / resume / rearm ------------------------------------------------------------------
 async def test_p_toggles_pause_and_resume(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("p")  # type: ignore[attr-defined]
+        await pilot.press("p")
         await settle(app, pilot)
         assert demo_runtime.view.snapshot().trading_state == "paused"
         assert shown_state(app) == "paused"
-        await pilot.press("p")  # type: ignore[attr-defined]
+        await pilot.press("p")
         await settle(app, pilot)
         assert demo_runtime.view.snapshot().trading_state == "active"
         assert shown_state(app) == "active"
@@ -160,7 +166,7 @@ async def test_p_toggles_pause_and_resume(demo_runtime: Runtime) -> None:
 async def test_rearm_with_a_reason_after_a_kill(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
         await demo_runtime.control.kill("test")
-        await pilot.press("r", *"checked the venues", "enter")  # type: ignore[attr-defined]
+        await pilot.press("r", *"checked the venues", "enter")
         await settle(app, pilot)
         assert isinstance(app.screen, MainScreen)
         assert demo_runtime.view.snapshot().trading_state == "active"
@@ -170,13 +176,13 @@ async def test_rearm_with_a_reason_after_a_kill(demo_runtime: Runtime) -> None:
 async def test_rearm_without_a_reason_is_refused_in_the_modal(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
         await demo_runtime.control.kill("test")
-        await pilot.press("r", "enter")  # type: ignore[attr-defined]
+        await pilot.press("r", "enter")
         await settle(app, pilot)
         modal = app.screen
         assert isinstance(modal, InputModal) and modal.kind == "rearm"
         assert "reason" in modal.error
         assert demo_runtime.view.snapshot().trading_state == "halted"
-        await pilot.press("escape")  # type: ignore[attr-defined]
+        await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
 
 
@@ -186,48 +192,48 @@ async def test_enter_opens_the_group_timeline_from_the_ledger(demo_runtime: Runt
         main = app.screen
         assert isinstance(main, MainScreen)
         selected = main.selected_group()
-        await pilot.press("enter")  # type: ignore[attr-defined]
+        await pilot.press("enter")
         await settle(app, pilot)
         detail = app.screen
         assert isinstance(detail, GroupDetailScreen) and detail.group_id == selected
         assert detail.detail is not None and detail.detail["orders"]
         assert detail.query_one("#timeline-table", DataTable).row_count == len(detail.detail["timeline"])
-        await pilot.press("escape")  # type: ignore[attr-defined]
+        await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
 
 
 async def test_slash_filters_pairs(demo_runtime: Runtime) -> None:
     async with running(demo_runtime, size=(160, 48)) as (app, pilot):
-        await pilot.press("slash", *"btc", "enter")  # type: ignore[attr-defined]
+        await pilot.press("slash", *"btc", "enter")
         app.refresh_view()
-        await pilot.pause()  # type: ignore[attr-defined]
+        await pilot.pause()
         edges = app.screen.query_one("#edges-table", DataTable)
         assert edges.row_count == 6
         assert all(str(edges.get_row_at(i)[0]) == "BTC" for i in range(edges.row_count))
-        await pilot.press("slash", "escape")  # type: ignore[attr-defined]  # Esc clears the filter
-        await pilot.pause()  # type: ignore[attr-defined]
+        await pilot.press("slash", "escape")  # Esc clears the filter
+        await pilot.pause()
         assert edges.row_count == 18
 
 
 async def test_g_focuses_the_groups_from_any_screen(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("l")  # type: ignore[attr-defined]
-        await pilot.pause()  # type: ignore[attr-defined]
+        await pilot.press("l")
+        await pilot.pause()
         assert isinstance(app.screen, RiskScreen)
-        await pilot.press("g")  # type: ignore[attr-defined]
-        await pilot.pause()  # type: ignore[attr-defined]
+        await pilot.press("g")
+        await pilot.pause()
         assert isinstance(app.screen, MainScreen)
         assert app.focused is app.screen.query_one("#groups-table")
 
 
 async def test_risk_and_history_screens(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("l")  # type: ignore[attr-defined]
-        await pilot.pause()  # type: ignore[attr-defined]
+        await pilot.press("l")
+        await pilot.pause()
         assert isinstance(app.screen, RiskScreen)
         limits = app.screen.query_one("#limits-table", DataTable)
         assert limits.row_count == len(demo_runtime.view.snapshot().limits)
-        await pilot.press("h")  # type: ignore[attr-defined]
+        await pilot.press("h")
         await settle(app, pilot)
         history = app.screen
         assert isinstance(history, HistoryScreen)
@@ -241,16 +247,16 @@ async def test_risk_and_history_screens(demo_runtime: Runtime) -> None:
         await settle(app, pilot)
         assert 0 < len(history.rows) <= everything
         assert {r["pair"] for r in history.rows} == {pair}
-        await pilot.press("enter")  # type: ignore[attr-defined]
+        await pilot.press("enter")
         await settle(app, pilot)
         assert isinstance(app.screen, GroupDetailScreen)
 
 
 async def test_question_mark_shows_help(demo_runtime: Runtime) -> None:
     async with running(demo_runtime) as (app, pilot):
-        await pilot.press("question_mark")  # type: ignore[attr-defined]
+        await pilot.press("question_mark")
         assert isinstance(app.screen, HelpModal)
-        await pilot.press("escape")  # type: ignore[attr-defined]
+        await pilot.press("escape")
         assert isinstance(app.screen, MainScreen)
 
 
@@ -260,19 +266,21 @@ async def test_command_palette_lists_every_action(demo_runtime: Runtime) -> None
         for action in ("Kill", "Flatten", "Pause / resume", "Rearm", "Group details", "Filter pairs",
                        "Hedge groups", "Risk", "History", "Help", "Quit"):
             assert action in titles
-        await pilot.press("ctrl+p")  # type: ignore[attr-defined]
-        await pilot.pause()  # type: ignore[attr-defined]
+        await pilot.press("ctrl+p")
+        await pilot.pause()
         assert isinstance(app.screen, CommandPalette)
-        await pilot.press(*"kill")  # type: ignore[attr-defined]  # typed into the palette, not a kill
-        await pilot.pause(0.3)  # type: ignore[attr-defined]
+        await pilot.press(*"kill")  # typed into the palette, not a kill
+        await pilot.pause(0.3)
         assert demo_runtime.view.snapshot().trading_state == "active"
-        await pilot.press("enter")  # type: ignore[attr-defined]
-        await pilot.pause()  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await pilot.pause()
         assert isinstance(app.screen, ConfirmModal) and app.screen.kind == "kill"
 
 
 # -- quit --------------------------------------------------------------------------------------
-async def test_quit_refused_while_groups_are_in_flight_then_confirmed(demo_runtime: Runtime) -> None:
+async def test_quit_refused_while_groups_are_in_flight_then_confirmed(
+    demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stops: list[int] = []
     stop = demo_runtime.stop
 
@@ -280,20 +288,20 @@ async def test_quit_refused_while_groups_are_in_flight_then_confirmed(demo_runti
         stops.append(1)
         await stop()
 
-    demo_runtime.stop = counted_stop  # type: ignore[method-assign]
+    monkeypatch.setattr(demo_runtime, "stop", counted_stop)
     async with running(demo_runtime) as (app, pilot):
         for _ in range(2000):  # intents without running them: groups stay in flight
             step_market(demo_runtime, 1)
             if demo_runtime.view.snapshot(groups=0, log=0).open_groups:
                 break
         assert demo_runtime.view.snapshot(groups=0, log=0).open_groups > 0
-        await pilot.press("q")  # type: ignore[attr-defined]
+        await pilot.press("q")
         assert isinstance(app.screen, ConfirmModal) and app.screen.kind == "quit"
-        await pilot.press("n")  # type: ignore[attr-defined]
+        await pilot.press("n")
         await settle(app, pilot)
         assert app.is_running and isinstance(app.screen, MainScreen)
         assert stops == []
-        await pilot.press("q", "y")  # type: ignore[attr-defined]
+        await pilot.press("q", "y")
         await settle(app, pilot)
     assert app.return_value == 0
     assert stops == [1]  # the engine was stopped (groups settle there) before the exit

@@ -81,7 +81,7 @@ async def test_layout_folds_panes_at_80x24(demo_runtime: Runtime, size: tuple[in
             assert screen.query_one(pane).display
 
 
-async def test_renders_on_a_256_color_terminal(demo_runtime: Runtime, monkeypatch: Any) -> None:
+async def test_renders_on_a_256_color_terminal(demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """Over SSH: TERM=xterm-256color, no COLORTERM. The escape sequences sent must be 256-color
     ones (38;5;n), never truecolor (38;2;r;g;b)."""
     monkeypatch.setenv("TERM", "xterm-256color")
@@ -96,7 +96,7 @@ async def test_renders_on_a_256_color_terminal(demo_runtime: Runtime, monkeypatc
             frames.append(renderable.render_segments(app.console))
         display(screen, renderable)
 
-    app._display = capture  # type: ignore[method-assign]
+    monkeypatch.setattr(app, "_display", capture)
     async with app.run_test(size=(120, 40)) as pilot:
         await demo_runtime.driver.drive(200, 20.0)
         app.refresh_view()

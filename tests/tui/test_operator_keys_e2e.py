@@ -7,8 +7,10 @@ from __future__ import annotations
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 
 from core.clock import ManualClock
 from core.config import demo_config
@@ -34,10 +36,10 @@ def _app(runtime: Runtime) -> QuantArbApp:
     return app
 
 
-async def _settle(app: QuantArbApp, pilot: object) -> None:
-    await pilot.pause()  # type: ignore[attr-defined]
+async def _settle(app: QuantArbApp, pilot: Pilot[Any]) -> None:
+    await pilot.pause()
     await app.workers.wait_for_complete()
-    await pilot.pause()  # type: ignore[attr-defined]
+    await pilot.pause()
     app.refresh_view()
 
 
@@ -45,10 +47,11 @@ def _shown(app: QuantArbApp) -> str:
     return app.screen.query_one(StatusBar).shown_state
 
 
-def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return con.execute(sql).fetchall()
+        rows: list[tuple[Any, ...]] = con.execute(sql).fetchall()
+        return rows
     finally:
         con.close()
 
@@ -75,7 +78,8 @@ async def test_kill_flatten_restart_rearm_through_the_keys(tmp_path: Path) -> No
             assert _shown(app) == "halted"
             report = runtime.control.last_flatten
             assert report is not None and report["flat"], report
-            steps = {(i.venue, p.name): i.base_step for p in runtime.pairs for i in p.instruments}
+            steps: dict[tuple[str, str], Decimal] = {
+                (i.venue, p.name): i.base_step for p in runtime.pairs for i in p.instruments}
             for venue, assets in runtime.view.positions().items():
                 for asset, qty in assets.items():
                     assert abs(Decimal(qty)) < steps[(venue, asset)], (venue, asset, qty)
@@ -84,9 +88,12 @@ async def test_kill_flatten_restart_rearm_through_the_keys(tmp_path: Path) -> No
 
     kill_seq = _rows(path, "SELECT min(seq) FROM events WHERE kind = 'risk_event' "
                            "AND json_extract(payload, '$.kind') = 'kill'")[0][0]
-    assert kill_seq is not None
-    late = _rows(path, f"SELECT count(*) FROM events WHERE kind = 'order_created' AND seq > {kill_seq} "
-                       "AND json_extract(payload, '$.purpose') = 'entry'")
+    assert isinstance(kill_seq, int), kill_seq
+    entries = "SELECT count(*) FROM events WHERE kind = 'order_created' AND seq {} {} " \
+              "AND json_extract(payload, '$.purpose') = 'entry'"
+    early = _rows(path, entries.format("<", kill_seq))
+    assert early[0][0] > 0  # entries were made before the kill: none after it is the kill's doing
+    late = _rows(path, entries.format(">", kill_seq))
     assert late == [(0,)]
 
     again = _runtime(path, clock)

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from core.breakers import DAY_MS, BreakerChange, BreakerLimits, Breakers
+from core.breakers import DAY_MS, BreakerChange, BreakerLimits, Breakers, Effect
 from core.clock import ManualClock
 from core.config import RiskConfig
 from core.models import TradingState
@@ -302,8 +302,8 @@ def test_restore_ignores_ok_and_unknown_entries() -> None:
 
 
 # -- RiskGate.apply ----------------------------------------------------------------------------
-def _change(name: str, effect: str, tripped: bool, venue: str | None = None) -> BreakerChange:
-    return BreakerChange(name, effect, tripped, "detail", venue)  # type: ignore[arg-type]
+def _change(name: str, effect: Effect, tripped: bool, venue: str | None = None) -> BreakerChange:
+    return BreakerChange(name, effect, tripped, "detail", venue)
 
 
 def test_apply_halt_trip_halts_from_any_state() -> None:

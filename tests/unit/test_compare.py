@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -23,13 +24,13 @@ NAN = float("nan")
 INF = float("inf")
 
 
-def _inst(venue: Venue, symbol: str, fee_bps: float, pair: str = "TST", **kw: object) -> Instrument:
-    base: dict[str, object] = {
+def _inst(venue: Venue, symbol: str, fee_bps: float, pair: str = "TST", **kw: Any) -> Instrument:
+    base: dict[str, Any] = {
         "venue": venue, "symbol": symbol, "pair": pair, "qty_per_unit": D(1), "tick_size": D("0.01"),
         "lot_step": D("0.001"), "min_qty": D("0.001"), "taker_fee_bps": fee_bps,
     }
     base.update(kw)
-    return Instrument(**base)  # type: ignore[arg-type]
+    return Instrument(**base)
 
 
 def _tst(okx_fee: float = 5.0, bn_fee: float = 5.0, mt5_fee: float = 0.0) -> Pair:
@@ -163,7 +164,8 @@ def test_latest_quote_wins() -> None:
     # gross = (100.30 - 100.30) / 100.30 = 0
     assert e.gross_bps == 0.0
     assert e.buy_price == 100.30
-    assert engine.book("okx", "TST-USDT").quotes == 2  # type: ignore[union-attr]
+    book = engine.book("okx", "TST-USDT")
+    assert book is not None and book.quotes == 2
 
 
 def test_pairs_are_independent() -> None:

@@ -85,7 +85,11 @@ def test_short_residual_buys_on_buy_venue() -> None:
 def test_no_touch_uses_entry_price() -> None:
     engine = CompensationEngine()
     plan = engine.next_step(_broken(), {}, NOW)
-    assert plan.order is not None and plan.order.price <= Decimal(60100)
+    assert plan.order is not None
+    # The retry sells on binance; with no quote, the reference is the intent's sell limit
+    # 60100: 60100 * (1 - 15 bps) = 60009.85, up to the 0.1 tick (never past the bound).
+    assert (plan.order.venue, plan.order.side) == ("binance", "sell")
+    assert plan.order.price == Decimal("60009.9")
 
 
 def test_repaired_and_unwound_settlement() -> None:

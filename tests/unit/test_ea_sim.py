@@ -547,10 +547,19 @@ async def test_unreachable_listener_counts_errors_and_keeps_the_reports(quotes: 
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    ea = EaSimulator("http://127.0.0.1:1", TERMINAL, SECRET, ["XAUUSD"], make_broker(quotes, clock), quotes, clock,
+    broker = make_broker(quotes, clock)
+    broker.execute(buy(0.1, comment="o-9"))  # a recent deal of ours: its fill is re-reported at start
+    ea = EaSimulator("http://127.0.0.1:1", TERMINAL, SECRET, ["XAUUSD"], broker, quotes, clock,
                      transport=httpx.MockTransport(down))
     await ea.step()
-    assert ea.http_errors >= 2 and ea.ticks_sent == 0
+    # One timer event, four requests, each refused: the fill report, the tick push, the poll
+    # that follows a failed push, the account report.
+    assert ea.http_errors == 4
+    assert (ea.tick_posts, ea.ticks_sent, ea.polls, ea.fills_sent, ea.accounts_sent) == (1, 0, 1, 0, 0)
+    assert ea.pending_reports == 1  # the undelivered fill is kept ...
+    clock.advance(ms=50)
+    await ea.step()
+    assert ea.pending_reports == 1 and ea.fills_sent == 0  # ... and still kept a timer event later
     await ea.aclose()
 
 

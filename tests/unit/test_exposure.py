@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from core.exposure import ExposureBook
+from core.models import Side
 
 D = Decimal
 
@@ -156,9 +157,10 @@ def test_worst_case_bounds_every_subset_of_fills() -> None:
     """The worst case is a bound: however the pending orders fill, |position| never exceeds it."""
     book = _book()
     book.set_position("okx", "BTC", D(1))
-    orders = [("a", "buy", D(2)), ("b", "sell", D(5)), ("c", "buy", D(1)), ("d", "sell", D(1))]
+    orders: list[tuple[str, Side, Decimal]] = [("a", "buy", D(2)), ("b", "sell", D(5)), ("c", "buy", D(1)),
+                                                ("d", "sell", D(1))]
     for key, side, qty in orders:
-        book.reserve(key, "okx", "BTC", side, qty, D(100))  # type: ignore[arg-type]
+        book.reserve(key, "okx", "BTC", side, qty, D(100))
     worst = book.worst_qty("okx", "BTC")
     assert worst == 5
     for mask in range(1 << len(orders)):

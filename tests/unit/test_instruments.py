@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from core.config import (
     PairInstruments,
 )
 from core.instruments import Instrument, Pair, ceil_to, common_step, floor_to
+from core.models import Side
 
 D = Decimal
 
@@ -44,13 +46,13 @@ def _btc() -> Pair:
     ).to_pair()
 
 
-def _inst(**kw: object) -> Instrument:
-    base: dict[str, object] = {
+def _inst(**kw: Any) -> Instrument:
+    base: dict[str, Any] = {
         "venue": "binance", "symbol": "X", "pair": "X", "qty_per_unit": D(1), "tick_size": D("0.01"),
         "lot_step": D("0.001"), "min_qty": D("0.001"), "taker_fee_bps": 5.0,
     }
     base.update(kw)
-    return Instrument(**base)  # type: ignore[arg-type]
+    return Instrument(**base)
 
 
 # -- config -> instrument -------------------------------------------------------------------
@@ -234,10 +236,10 @@ def test_floor_and_ceil_to_large_values_stay_exact() -> None:
     ],
 )
 def test_limit_price_rounds_to_tick_away_from_the_quote(
-    tick: str, price: float, side: str, expected: str
+    tick: str, price: float, side: Side, expected: str
 ) -> None:
     inst = _inst(tick_size=D(tick))
-    got = inst.limit_price(price, side)  # type: ignore[arg-type]
+    got = inst.limit_price(price, side)
     assert str(got) == expected
     assert "E" not in str(got)
     # on the tick grid

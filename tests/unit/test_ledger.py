@@ -7,6 +7,7 @@ import io
 import json
 import sqlite3
 import tempfile
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from core.clock import ManualClock
 from core.commands import CommandFill, CommandState
 from core.hedge import HedgeGroup
-from core.models import GroupState, Order, OrderPurpose, OrderState, TradingState
+from core.models import GroupState, Order, OrderPurpose, OrderState, TradingState, Venue
 from core.ports import RiskKind
 from core.risk import StateChange
 from ledger import (
@@ -45,7 +46,7 @@ from tests.unit.test_ledger_support import (
     make_order,
 )
 
-# docs/ledger.md, Tables (contract): these tables with exactly these columns.
+# DESIGN.md 5.5, the contract: these tables with exactly these columns.
 CONTRACT = {
     "hedge_groups": ["group_id", "pair", "buy_venue", "sell_venue", "state", "opened_at_ms", "closed_at_ms",
                      "target_qty", "expected_edge_bps", "realized_pnl", "fees"],
@@ -80,7 +81,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path, clock: ManualClock):  # type: ignore[no-untyped-def]
+async def ledger(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Ledger]:
     led = await Ledger.open(tmp_path / "ledger.db", clock=clock)
     yield led
     await led.close()
@@ -414,12 +415,13 @@ async def test_compensation_and_risk_events(ledger: Ledger, clock: ManualClock) 
 # -- decisions sampling --------------------------------------------------------------------
 async def test_blocked_decisions_are_sampled_and_every_intent_is_kept(ledger: Ledger) -> None:
     pairs, reasons, seconds = ("BTC", "ETH"), ("below_threshold", "cooldown", "stale_quote"), 5
+    directions: tuple[tuple[Venue, Venue], ...] = (("okx", "mt5"), ("mt5", "okx"))
     offered = 0
     for ms in range(0, seconds * 1000, 10):  # 100 decisions per second per key
         for pair in pairs:
             for reason in reasons:
-                for buy, sell in (("okx", "mt5"), ("mt5", "okx")):
-                    ledger.decision(make_decision(T0 + ms, pair, reason, buy=buy, sell=sell))  # type: ignore[arg-type]
+                for buy, sell in directions:
+                    ledger.decision(make_decision(T0 + ms, pair, reason, buy=buy, sell=sell))
                     offered += 1
     for i in range(50):
         assert ledger.decision(make_decision(T0 + i, intent=True)) is not None

@@ -12,7 +12,7 @@ import sqlite3
 import tempfile
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import pytest
@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from core.clock import ManualClock
 from core.hedge import HedgeGroup
-from core.models import Decision, Fill, GroupState, OrderPurpose, OrderState, TradingState
+from core.models import Decision, Fill, GroupState, Order, OrderPurpose, OrderState, TradingState
 from core.pnl import PairStats, group_pnl, percentile
 from core.risk import StateChange
 from ledger import SCHEMA_VERSION, Ledger, LedgerError, queries, schema
@@ -51,13 +51,24 @@ async def query(path: Path, fn: Any, **kwargs: Any) -> Any:
         return await fn(db, **kwargs)
 
 
-def fill(order: Any, trade_id: str, price: Decimal, qty: Decimal | None = None, ts_ms: int = T0) -> Fill:
+def fill(order: Order, trade_id: str, price: Decimal, qty: Decimal | None = None, ts_ms: int = T0) -> Fill:
     return Fill(venue=order.venue, venue_trade_id=trade_id, client_order_id=order.client_order_id,
                 qty=order.qty if qty is None else qty, price=price, fee=Decimal("0.03"),
                 fee_ccy="USD" if order.venue == "mt5" else "USDT", ts_ms=ts_ms)
 
 
-async def trade(led: Ledger, stats: PairStats, gid: str, pair: str, ts: int, outcome: str,
+class Journal(Protocol):
+    """What `trade` writes through: a Ledger, or a stand-in that captures the events."""
+
+    def group_opened(self, group: HedgeGroup) -> object: ...
+    async def order_created(self, order: Order) -> object: ...
+    async def append_durable(self, event: ev.LedgerEvent) -> object: ...
+    def fill(self, order: Order, fill: Fill) -> object: ...
+    def order_state(self, order: Order) -> object: ...
+    def group_state(self, group: HedgeGroup) -> object: ...
+
+
+async def trade(led: Journal, stats: PairStats, gid: str, pair: str, ts: int, outcome: str,
                 *, old_payload: bool = False) -> HedgeGroup:
     """One group through a real Ledger as the orchestrator journals it; `stats` sees it close.
 
@@ -77,7 +88,7 @@ async def trade(led: Ledger, stats: PairStats, gid: str, pair: str, ts: int, out
         else:
             await led.order_created(order)
 
-    async def execute(order: Any, price: Decimal, n: int) -> None:
+    async def execute(order: Order, price: Decimal, n: int) -> None:
         f = fill(order, f"t-{order.client_order_id}-{n}", price, qty=order.qty / 2, ts_ms=ts + n)
         apply_fill(order, f)
         led.fill(order, f)
@@ -168,7 +179,10 @@ async def test_summary_per_pair_matches_core_pair_stats(tmp_path: Path) -> None:
     # Rejected groups are not groups for the hit rate; the old order rows count no slippage.
     assert pairs["BTC"]["groups"] == 4 and pairs["BTC"]["hits"] == 3
     assert pairs["ETH"]["groups"] == 4 and pairs["ETH"]["slippage_groups"] == 3
-    assert Decimal(pairs["BTC"]["fees"]) > 0
+    # 0.03 per fill; BTC: gy1 and g0 hedged (4 fills each), g1 repaired (2 entry + 2 retry),
+    # g2 failed (2), g3 rejected (none): 14 fills. Today (all but gy1): 10.
+    assert Decimal(pairs["BTC"]["fees"]) == Decimal("0.42")
+    assert Decimal(doc["today"]["pairs"]["BTC"]["fees"]) == Decimal("0.30")
     today = doc["today"]["pairs"]["BTC"]
     assert today["groups"] == 3 and today["decisions"] == pairs["BTC"]["decisions"]
     assert doc["dust"] == {"BTC": "0.0004"}
@@ -329,29 +343,29 @@ def write_v2_file(path: Path) -> None:
         class Capture:
             """Stands in for the Ledger: keeps each event, in order, as the v2 writer would."""
 
-            def group_opened(self, g: HedgeGroup) -> None:
-                out.append(ev.group_opened(g, T0))
+            def group_opened(self, group: HedgeGroup) -> None:
+                out.append(ev.group_opened(group, T0))
 
-            async def order_created(self, o: Any) -> None:
-                e = ev.order_created(o, T0)
+            async def order_created(self, order: Order) -> None:
+                e = ev.order_created(order, T0)
                 del e.payload["touch_price"]
                 out.append(e)
 
-            async def append_durable(self, e: ev.LedgerEvent) -> None:
-                out.append(e)
+            async def append_durable(self, event: ev.LedgerEvent) -> None:
+                out.append(event)
 
-            def fill(self, o: Any, f: Fill) -> None:
-                out.append(ev.fill(f, T0, o.group_id))
+            def fill(self, order: Order, fill: Fill) -> None:
+                out.append(ev.fill(fill, T0, order.group_id))
 
-            def order_state(self, o: Any) -> None:
-                out.append(ev.order_state(o, T0))
+            def order_state(self, order: Order) -> None:
+                out.append(ev.order_state(order, T0))
 
-            def group_state(self, g: HedgeGroup) -> None:
-                e = ev.group_state(g, T0)
+            def group_state(self, group: HedgeGroup) -> None:
+                e = ev.group_state(group, T0)
                 e.payload.pop("pnl", None)  # not journaled before version 3
                 out.append(e)
 
-        await trade(Capture(), live, "gv2", "BTC", T0, "hedged", old_payload=True)  # type: ignore[arg-type]
+        await trade(Capture(), live, "gv2", "BTC", T0, "hedged", old_payload=True)
         out.append(ev.risk_event("kill", StateChange(T0 + 70, TradingState.HALTED, "old kill"), T0 + 70))
         return out
 

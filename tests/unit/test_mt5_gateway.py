@@ -12,7 +12,7 @@ from core.commands import CommandFill, CommandState, Mt5Command
 from core.models import Order, OrderState
 from mt5_bridge.gateway import MT5Gateway, command_id_for
 from mt5_bridge.queue import CommandQueue, InMemoryCommandStore
-from tests.mt5_support import MAGIC, instrument, make_order
+from tests.mt5_support import MAGIC, held, instrument, make_order
 
 
 def _gateway(queue: CommandQueue, clock: RealClock | ManualClock, *, ttl_ms: int = 2000,
@@ -106,7 +106,7 @@ async def test_no_answer_expires() -> None:
     queue, gw = _setup(ttl_ms=100, grace_ms=50)
     update = await asyncio.wait_for(gw.place(make_order("ord-1")), 2)
     assert update.state is OrderState.EXPIRED
-    assert queue.get("ord-1").state is CommandState.EXPIRED  # type: ignore[union-attr]
+    assert held(queue, "ord-1").state is CommandState.EXPIRED
 
 
 async def test_ea_refusing_an_expired_command_is_expired() -> None:
@@ -123,7 +123,7 @@ async def test_a_late_fill_within_the_grace_is_reported_filled() -> None:
     placing = asyncio.create_task(gw.place(make_order("ord-1")))
     await _served(queue)
     await asyncio.sleep(0.2)  # the command expires unacknowledged ...
-    assert queue.get("ord-1").state is CommandState.EXPIRED  # type: ignore[union-attr]
+    assert held(queue, "ord-1").state is CommandState.EXPIRED
     await queue.fill("T1", "ord-1", _fill(5, "0.10"))  # ... but the EA had executed it
     update = await asyncio.wait_for(placing, 2)
     assert update.state is OrderState.FILLED

@@ -10,7 +10,7 @@ import pytest
 from core.clock import ManualClock
 from core.commands import CommandFill, CommandState, Mt5Command
 from mt5_bridge.queue import CommandQueue, FillConflict, InMemoryCommandStore
-from tests.mt5_support import make_command
+from tests.mt5_support import held, make_command
 
 S = CommandState
 
@@ -107,7 +107,7 @@ async def test_ack_states_and_idempotence() -> None:
     assert await queue.ack("T1", "a", "accepted", 10009, "")
     assert await queue.ack("T1", "r", "rejected", 10019, "no money")
     assert await queue.ack("T1", "e", "expired", 0, "expired before execution")
-    assert (queue.get("a").state, queue.get("r").state, queue.get("e").state) == (S.ACCEPTED, S.REJECTED, S.EXPIRED)  # type: ignore[union-attr]
+    assert [held(queue, cid).state for cid in ("a", "r", "e")] == [S.ACCEPTED, S.REJECTED, S.EXPIRED]
     rejected = queue.get("r")
     assert rejected is not None and (rejected.retcode, rejected.reason) == (10019, "no money")
     assert _stored(store, "r").state is S.REJECTED
@@ -115,7 +115,7 @@ async def test_ack_states_and_idempotence() -> None:
     # A repeated ack, and a late contradicting one, change nothing and are answered ok.
     assert await queue.ack("T1", "a", "accepted", 10009, "")
     assert await queue.ack("T1", "a", "rejected", 10006, "late")
-    assert queue.get("a").state is S.ACCEPTED  # type: ignore[union-attr]
+    assert held(queue, "a").state is S.ACCEPTED
     assert (store.saves, queue.version("a")) == (saves, version)
     # Unknown command, or another terminal's command: not ours.
     assert not await queue.ack("T1", "nope", "accepted", 10009, "")
@@ -128,7 +128,7 @@ async def test_ack_of_a_pending_command_is_applied() -> None:
     queue, _, _ = _queue()
     await queue.enqueue(make_command("c-1"))
     assert await queue.ack("T1", "c-1", "rejected", 10018, "market closed")
-    assert queue.get("c-1").state is S.REJECTED  # type: ignore[union-attr]
+    assert held(queue, "c-1").state is S.REJECTED
     assert queue.pending("T1") == []
 
 
@@ -141,7 +141,7 @@ async def test_fills_are_idempotent_per_deal_and_accumulate() -> None:
     saves = store.saves
     assert await queue.fill("T1", "c-1", _fill(1, "0.04"))  # repeated deal: ok, ignored
     assert store.saves == saves
-    assert queue.get("c-1").filled_volume == Decimal("0.04")  # type: ignore[union-attr]
+    assert held(queue, "c-1").filled_volume == Decimal("0.04")
     assert await queue.fill("T1", "c-1", _fill(2, "0.06"))
     cmd = queue.get("c-1")
     assert cmd is not None and cmd.filled_volume == Decimal("0.10") and [f.deal for f in cmd.fills] == [1, 2]
@@ -157,7 +157,7 @@ async def test_fill_for_an_unknown_command_or_terminal_changes_nothing() -> None
     assert not await queue.fill("T2", "c-1", _fill(1))
     assert store.saves == saves
     assert not queue.has_deal("T1", 1)
-    assert queue.get("c-1").fills == []  # type: ignore[union-attr]
+    assert held(queue, "c-1").fills == []
 
 
 async def test_deal_reported_for_another_command_is_a_conflict() -> None:
@@ -168,7 +168,7 @@ async def test_deal_reported_for_another_command_is_a_conflict() -> None:
     with pytest.raises(FillConflict) as info:
         await queue.fill("T1", "c-2", _fill(7))
     assert info.value.field == "deal"
-    assert queue.get("c-2").fills == []  # type: ignore[union-attr]
+    assert held(queue, "c-2").fills == []
 
 
 async def test_a_fill_before_the_ack_implies_acceptance() -> None:
@@ -182,7 +182,7 @@ async def test_a_fill_before_the_ack_implies_acceptance() -> None:
     assert await queue.expire(cmd.expires_msc + 1) == []
     # The ack that follows is a no-op.
     assert await queue.ack("T1", "c-1", "accepted", 10009, "")
-    assert queue.get("c-1").state is S.ACCEPTED  # type: ignore[union-attr]
+    assert held(queue, "c-1").state is S.ACCEPTED
 
 
 async def test_expiry() -> None:
@@ -199,9 +199,9 @@ async def test_expiry() -> None:
     clock.advance(ms=1)
     expired = await queue.expire(clock.time_ms())
     assert [c.command_id for c in expired] == ["late"]
-    assert queue.get("late").state is S.EXPIRED  # type: ignore[union-attr]
+    assert held(queue, "late").state is S.EXPIRED
     assert _stored(store, "late").state is S.EXPIRED
-    assert queue.get("acked").state is S.ACCEPTED  # type: ignore[union-attr]
+    assert held(queue, "acked").state is S.ACCEPTED
     # A late ack does not revive it; a late fill is recorded, the state stays expired.
     assert await queue.ack("T1", "late", "accepted", 10009, "")
     assert await queue.fill("T1", "late", _fill(3, "0.10"))
@@ -213,14 +213,14 @@ async def test_withdraw_only_takes_pending_commands() -> None:
     queue, store, _ = _queue()
     await queue.enqueue(make_command("p"))
     assert await queue.withdraw("p")
-    assert queue.get("p").state is S.WITHDRAWN  # type: ignore[union-attr]
+    assert held(queue, "p").state is S.WITHDRAWN
     assert _stored(store, "p").state is S.WITHDRAWN
     assert queue.pending("T1") == []
     assert not await queue.withdraw("p")
     await queue.enqueue(make_command("d"))
     queue.pending("T1")
     assert not await queue.withdraw("d")  # served: the EA may be executing it
-    assert queue.get("d").state is S.DELIVERED  # type: ignore[union-attr]
+    assert held(queue, "d").state is S.DELIVERED
     assert not await queue.withdraw("nope")
 
 
@@ -232,7 +232,7 @@ async def test_withdraw_all() -> None:
     queue.pending("T2")
     out = await queue.withdraw_all()
     assert sorted(c.command_id for c in out) == ["a", "c"]
-    assert queue.get("b").state is S.DELIVERED  # type: ignore[union-attr]
+    assert held(queue, "b").state is S.DELIVERED
 
 
 async def test_a_command_being_withdrawn_is_not_served_meanwhile() -> None:
@@ -282,7 +282,7 @@ async def test_store_failure_on_ack_changes_nothing_and_a_retry_applies() -> Non
     assert not queue.has_deal("T1", 1)
     fail["on"] = False
     assert await queue.fill("T1", "c-1", _fill(1))
-    assert queue.get("c-1").fills[0].deal == 1  # type: ignore[union-attr]
+    assert held(queue, "c-1").fills[0].deal == 1
 
 
 async def test_restore_after_a_restart_resumes_serving() -> None:
@@ -315,15 +315,15 @@ async def test_restore_after_a_restart_resumes_serving() -> None:
     assert [c.state for c in served] == [S.DELIVERED, S.DELIVERED]
     # The partially filled command still knows its deal; new fills accumulate.
     assert await after.fill("T1", "partial", _fill(11, "0.04"))
-    assert after.get("partial").filled_volume == Decimal("0.04")  # type: ignore[union-attr]
+    assert held(after, "partial").filled_volume == Decimal("0.04")
     assert await after.fill("T1", "partial", _fill(13, "0.06"))
-    assert after.get("partial").filled_volume == Decimal("0.10")  # type: ignore[union-attr]
+    assert held(after, "partial").filled_volume == Decimal("0.10")
     # Finished commands are not loaded, but can still be looked up (and acks stay idempotent).
     assert after.get("done") is None
     done = await after.lookup("done")
     assert done is not None and done.state is S.ACCEPTED
     assert await after.ack("T1", "done", "rejected", 1, "")
-    assert after.get("done").state is S.ACCEPTED  # type: ignore[union-attr]
+    assert held(after, "done").state is S.ACCEPTED
     # Re-enqueueing a finished command finds it instead of sending it again.
     assert (await after.enqueue(make_command("pending"))).state is S.REJECTED
     assert [c.command_id for c in after.pending("T1")] == ["delivered", "pending-2"]
@@ -389,7 +389,8 @@ async def test_in_memory_store_keeps_copies_and_loads_open_ones() -> None:
     cmd = make_command("c-1")
     await store.save(cmd)
     cmd.state = S.ACCEPTED
-    assert (await store.get("c-1")).state is S.PENDING  # type: ignore[union-attr]
+    stored = await store.get("c-1")
+    assert stored is not None and stored.state is S.PENDING
     accepted = make_command("c-2")
     accepted.state = S.ACCEPTED
     accepted.fills.append(_fill(1, "0.05"))

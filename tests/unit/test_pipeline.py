@@ -638,6 +638,14 @@ _ABSURD = [1e300, 1e308, 1e-300, 5e-324, 1e15, 1e-15]  # finite and positive: a 
 _DEMO_PAIRS = demo_config().build_pairs()
 _INSTRUMENTS = [(i.venue, i.symbol, i.pair) for p in _DEMO_PAIRS for i in p.instruments]
 _MID = {"XAU": 2650.0, "BTC": 60000.0, "ETH": 3000.0}
+_VENUES: tuple[Venue, ...] = ("mt5", "okx", "binance")
+
+
+def _venue(name: object) -> Venue:
+    for venue in _VENUES:
+        if venue == name:
+            return venue
+    raise AssertionError(f"not a venue: {name!r}")
 
 
 def _quote_action(instruments: Sequence[tuple[str, str, str]]) -> st.SearchStrategy[tuple[object, ...]]:
@@ -718,9 +726,13 @@ def test_pipeline_invariants_under_random_quotes(
     for action in actions:
         kind = action[0]
         if kind == "advance":
-            rig.clock.advance(ms=action[1])  # type: ignore[arg-type]
+            ms = action[1]
+            assert isinstance(ms, int)
+            rig.clock.advance(ms=ms)
         elif kind == "release":
-            rig.pipe.release(action[1])  # type: ignore[arg-type]
+            pair = action[1]
+            assert isinstance(pair, str)
+            rig.pipe.release(pair)
         elif kind == "kill":
             rig.gate.kill("prop")
         elif kind == "rearm":
@@ -731,10 +743,13 @@ def test_pipeline_invariants_under_random_quotes(
             rig.gate.resume()
         else:
             _, venue, symbol, bid, ask, bid_size, ask_size = action
+            assert isinstance(symbol, str)
+            assert isinstance(bid, float) and isinstance(ask, float)
+            assert isinstance(bid_size, float) and isinstance(ask_size, float)
             state = rig.gate.state
             in_flight = set(rig.pipe.in_flight)
             refused = rig.engine.unknown + rig.engine.rejected
-            d = rig.q(venue, symbol, bid, ask, (bid_size, ask_size))  # type: ignore[arg-type]
+            d = rig.q(_venue(venue), symbol, bid, ask, (bid_size, ask_size))
             now_refused = rig.engine.unknown + rig.engine.rejected
             assert (d is None) == (now_refused == refused + 1)
             if d is None or d.outcome is not Outcome.INTENT:

@@ -75,7 +75,12 @@ def test_pair_stats() -> None:
     assert s is not None
     assert s.groups == 2 and s.hits == 1 and s.hit_rate == 0.5
     assert s.total_pnl == group_pnl(_hedged()).realized_pnl + group_pnl(broken).realized_pnl
-    assert s.mean_slippage_bps is not None
+    # The broken group traded at its touch and at its intent's price: 0 bps; the mean over
+    # the two groups with fills is half the hedged group's slippage.
+    hedged_slippage = group_pnl(_hedged()).slippage_bps
+    assert hedged_slippage is not None and hedged_slippage > 0
+    assert group_pnl(broken).slippage_bps == 0.0
+    assert s.mean_slippage_bps == pytest.approx(hedged_slippage / 2)
     assert s.trigger_rate == pytest.approx(2 / 5)
     edges = s.edge_percentiles()  # window: 2, 9, 3, 10
     assert edges is not None

@@ -90,6 +90,7 @@ def _intent(
 ) -> ExecutionIntent:
     q = D(qty)
     p = D(repr(price))
+    # The gate judges any venue name: the tests pass some outside the Venue literal ("kraken").
     return ExecutionIntent(
         pair=pair,
         buy=ExecutionLeg(buy_venue, f"{pair}-X", "buy", q, p, q),  # type: ignore[arg-type]
@@ -393,7 +394,9 @@ def test_flatten_that_does_not_reduce_is_refused_in_any_state() -> None:
 
 def test_paused_lets_groups_in_flight_go_on() -> None:
     gate = _gate()
-    assert gate.pause("operator") is not None
+    change = gate.pause("operator")
+    assert change is not None and (change.state, change.reason, change.ts_ms) == (TradingState.PAUSED, "operator", T0)
+    assert gate.state is TradingState.PAUSED
     assert gate.blocked_state() == Reason.PAUSED
     assert gate.check_order(_order("okx", qty=1)) is None
     assert gate.check_order(_order("okx", qty=11)) == "risk:max_leg_notional"

@@ -522,7 +522,27 @@ def test_secrets_from_file(tmp_path: Path) -> None:
     assert secrets.redacted()["QUANTARB_OKX_API_SECRET"] == "(unset)"
 
 
-@pytest.mark.parametrize("problem", ["missing", "directory", "empty", "binary", "both"])
+def _chained(exc: BaseException) -> list[BaseException]:
+    """Every exception reachable from `exc` through __cause__ and __context__ (suppressed or not)."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc.__cause__, exc.__context__]
+    while todo:
+        e = todo.pop()
+        if e is not None and all(e is not seen for seen in out):
+            out.append(e)
+            todo += [e.__cause__, e.__context__]
+    return out
+
+
+@pytest.mark.parametrize("problem", [
+    "missing", "directory", "empty",
+    pytest.param("binary", marks=pytest.mark.xfail(
+        strict=True,
+        reason="engine/settings.py raises the ConfigError `from None` inside `except UnicodeDecodeError`: "
+               "that only hides the context from tracebacks; __context__ still holds the decode error, "
+               "whose .object is the whole file, secret included")),
+    "both",
+])
 def test_bad_secret_file_is_a_config_error_naming_the_variable(tmp_path: Path, problem: str) -> None:
     target = tmp_path / "secret"
     env = {"QUANTARB_BINANCE_API_SECRET_FILE": str(target)}
@@ -541,9 +561,11 @@ def test_bad_secret_file_is_a_config_error_naming_the_variable(tmp_path: Path, p
     assert message.startswith("QUANTARB_BINANCE_API_SECRET")
     assert SECRET not in message
     assert SECRET not in repr(info.value)
-    # No chained exception carries anything further (a decode error would hold the bytes).
+    # No chained exception carries anything further (a decode error would hold the bytes):
+    # `from None` only hides a context from tracebacks, it is still reachable.
     assert info.value.__cause__ is None
-    assert info.value.__context__ is None or info.value.__suppress_context__
+    for chained in _chained(info.value):
+        assert SECRET not in repr(chained) and SECRET not in str(getattr(chained, "object", "")), repr(chained)
 
 
 def test_secrets_never_in_repr_or_str(tmp_path: Path) -> None:
@@ -574,6 +596,7 @@ def test_read_secrets_follows_the_configured_terminals(tmp_path: Path) -> None:
 def test_loaded_config_is_frozen() -> None:
     loaded = load_config(None, {})
     assert isinstance(loaded, LoadedConfig)
+    # Deliberate writes to frozen dataclasses: they must raise.
     with pytest.raises(AttributeError):
         loaded.is_demo = False  # type: ignore[misc]
     with pytest.raises(AttributeError):
