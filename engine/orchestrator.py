@@ -133,6 +133,11 @@ class HedgeOrchestrator:
         return MappingProxyType(self._open)
 
     @property
+    def loose_orders(self) -> Mapping[str, Order]:
+        """Orders outside any open group (this run's flatten orders, a restart's orphans), by id."""
+        return MappingProxyType(self._loose)
+
+    @property
     def flattening(self) -> bool:
         """True from `begin_flatten()` until `end_flatten()`: only flatten orders leave."""
         return self._flattening

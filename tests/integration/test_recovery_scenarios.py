@@ -71,7 +71,8 @@ from core.risk import RiskGate
 from engine.events import EventLog
 from engine.mt5_side import StoreSlot
 from engine.orchestrator import HedgeOrchestrator
-from engine.runtime import RECOVERING, Runtime
+from engine.recovery import RECOVERING
+from engine.runtime import Runtime
 from ledger import queries
 from ledger.ledger import Ledger, RecoveredState
 from mt5_bridge.app import create_app
@@ -310,7 +311,7 @@ def wide_gate(clock: ManualClock) -> RiskGate:
 def orchestrator(gateways: Mapping[Venue, ExecutionGateway], ledger: Ledger, clock: ManualClock,
                  gate: RiskGate, *, leg_policy: str = "concurrent") -> HedgeOrchestrator:
     return HedgeOrchestrator(
-        gateways, INSTRUMENTS, gate, clock, EventLog(), leg_policy=leg_policy, ledger=ledger,
+        gateways, INSTRUMENTS, gate, clock, EventLog(), leg_policy=leg_policy, journal=ledger,
         poll_interval_s=0.0, touch=lambda v, s: TOUCH.get((v, s)), asset_of=ASSET_OF,
     )
 
@@ -874,7 +875,7 @@ async def test_runtime_start_recovers_a_group_and_an_orphan_with_trading_paused(
     assert world.rows("SELECT count(*) FROM hedge_groups WHERE group_id = ?", batch) == [(0,)]
 
     async with started_runtime(world) as (rt, recovery):
-        assert rt.recovered_groups == 1
+        assert rt.recovery.recovered_groups == 1
         assert (rt.gate.state, rt.gate.reason) == (TradingState.PAUSED, RECOVERING)
         # Quotes for the group's venues (recovery waits, bounded, for them); no edge in them.
         for venue, symbol in (("mt5", "BTCUSD"), ("binance", "BTCUSDT")):
