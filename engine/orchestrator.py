@@ -274,9 +274,12 @@ class HedgeOrchestrator:
         group = self._open.get(group_id)
         if group is not None:
             for order in group.orders:
-                if order.client_order_id == client_order_id and is_terminal(order.state):
-                    # Its flow may have asked about it already: ask again while the group
-                    # settles, and once more after it closes (in case the fill lands between).
+                if order.client_order_id == client_order_id and (
+                    is_terminal(order.state) or order.state is OrderState.UNKNOWN
+                ):
+                    # Its flow may have asked about it already (or given up on it, `unknown`):
+                    # ask again while the group settles, and once more after it closes (in
+                    # case the fill lands between).
                     self._reconciled.discard(client_order_id)
                     self._recheck_on_close.add(client_order_id)
             return None
@@ -338,6 +341,7 @@ class HedgeOrchestrator:
                     self._transition(order, OrderState.UNKNOWN)
                 if not is_terminal(order.state):
                     await self._resolve(order)
+            self._settle_recovered_actions(group)
             if group.state is GroupState.PLANNED and group.orders:
                 self._set_group(group, GroupState.WORKING)
             if group.state is GroupState.PLANNED:
@@ -448,6 +452,10 @@ class HedgeOrchestrator:
             return  # below the venue's minimum: recorded, next step
         group.orders.append(order)
         await self._send(order)
+        self._settle_action(action, order)
+
+    def _settle_action(self, action: CompensationAction, order: Order) -> None:
+        """Record how a compensation action ended, from its order's final state."""
         if order.state is OrderState.REJECTED and order.reject_reason.startswith("risk:"):
             action.outcome = f"refused {order.reject_reason}"
         elif order.state is OrderState.FILLED:
@@ -457,6 +465,17 @@ class HedgeOrchestrator:
         else:
             action.outcome = str(order.state)
         self._record_action(action)
+
+    def _settle_recovered_actions(self, group: HedgeGroup) -> None:
+        """After a restart: an action whose order was in flight at the crash ends with it. The
+        order is the one made with the action (same kind, same instant)."""
+        for action in group.actions:
+            if action.outcome != "pending" or action.kind is CompensationKind.ESCALATE:
+                continue
+            order = next((o for o in group.orders if str(o.purpose) == str(action.kind)
+                          and o.created_ms == action.created_ms and is_terminal(o.state)), None)
+            if order is not None:
+                self._settle_action(action, order)
 
     async def _escalate(self, group: HedgeGroup, plan: Plan) -> None:
         action = plan.action
@@ -807,7 +826,9 @@ class HedgeOrchestrator:
         for order in group.orders:
             self._gate.exposure.release(order.client_order_id)
             self._pregated.discard(order.client_order_id)
-            if order.client_order_id in self._recheck_on_close:
+            # An order still not final when its group closes (`unknown`: the venue never said)
+            # is asked about again: a deal it made later is booked, and halts.
+            if order.client_order_id in self._recheck_on_close or not is_terminal(order.state):
                 self._recheck_on_close.discard(order.client_order_id)
                 task = asyncio.create_task(self.resolve_orphan(order), name=f"late-{order.client_order_id}")
                 self._tasks.add(task)

@@ -26,10 +26,9 @@ place only waits for the queued command, which is never enqueued twice); that no
 order id was ever sent for two different orders; and, through Runtime, that trading was
 paused for recovery while the venues were asked, and released (or halted) afterwards.
 
-Two recovery bugs found on the way are pinned as strict xfails (their reasons say what is
-wrong): the outcome of a compensation action in flight at the crash is never recorded, and
-a deal the EA reports for an MT5 leg that recovery left `unknown` is lost until the next
-restart.
+Two recovery bugs these tests found are fixed: the outcome of a compensation action in flight
+at the crash is recorded when its order is resolved, and a deal the EA reports for an MT5 leg
+that recovery left `unknown` is asked about when its group closes, booked, and halts.
 """
 
 from __future__ import annotations
@@ -786,10 +785,6 @@ async def test_compensation_in_flight_is_finished(world: World, case: InFlight) 
     await assert_nothing_left_open(world)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: HedgeOrchestrator.resume() resolves a compensation order that was in flight at the crash but never "
-    "records the outcome of its CompensationAction (only _run_action does, after _send returns); the "
-    "compensation_actions row stays 'pending' on a closed group, against docs/ledger.md"))
 @pytest.mark.parametrize("case", list(IN_FLIGHT.values()), ids=list(IN_FLIGHT))
 async def test_in_flight_compensation_action_gets_its_outcome(world: World, case: InFlight) -> None:
     group, _in_flight, _index = await _crash_with_compensation_in_flight(world, case)
@@ -1207,11 +1202,6 @@ def _mt5_net(world: World) -> Decimal:
         Decimal(0))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: an MT5 leg that recovery leaves 'unknown' (command delivered before the crash, expired unacknowledged "
-    "during the downtime) is compensated as unfilled, and the deal the EA then reports for it is ignored by "
-    "HedgeOrchestrator.late_fill (order of an open group, not terminal): neither journaled nor counted, trading "
-    "stays active with the MT5 account long twice what the ledger knows"))
 async def test_mt5_deal_reported_after_recovery_gave_up_on_its_expired_command(
     world: World, terminal: Terminal
 ) -> None:
