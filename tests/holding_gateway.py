@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Literal
 
 from core.clock import Clock
+from core.config import QuantarbConfig, demo_config
 from core.models import Fill, Order, OrderPurpose, OrderState, Venue
 from core.ports import OrderUpdate
 
@@ -150,3 +151,11 @@ async def until(condition: Callable[[], bool], what: str, turns: int = 5000) -> 
             return
         await asyncio.sleep(0)
     raise AssertionError(f"not reached after {turns} event-loop turns: {what}")
+
+
+def held_config() -> QuantarbConfig:
+    """The demo config where only the test moves things: no quote makes an intent (groups are
+    submitted by the test) and no engine timeout fires while the test holds an order."""
+    cfg = demo_config().model_dump(mode="python")
+    cfg["strategy"].update({"threshold_bps": 10_000, "order_timeout_ms": 600_000, "group_deadline_ms": 600_000})
+    return QuantarbConfig.model_validate(cfg)

@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 
 from core.clock import ManualClock
-from core.config import QuantarbConfig, demo_config
 from core.hedge import HedgeGroup, client_order_id
 from core.models import (
     ExecutionIntent,
@@ -42,18 +41,10 @@ from core.models import (
 )
 from engine.control import ControlRefused, ControlResult
 from engine.runtime import Runtime
-from tests.holding_gateway import HoldingGateway, Placement, Step, until
+from tests.holding_gateway import HoldingGateway, Placement, Step, held_config, until
 
 ZERO = Decimal(0)
 BTC: dict[Venue, str] = {"okx": "BTC-USDT-SWAP", "binance": "BTCUSDT"}
-
-
-def _config() -> QuantarbConfig:
-    cfg = demo_config().model_dump(mode="python")
-    # No quote makes an intent (groups are submitted by the test) and no engine timeout fires
-    # while the test holds an order: only the test moves things.
-    cfg["strategy"].update({"threshold_bps": 10_000, "order_timeout_ms": 600_000, "group_deadline_ms": 600_000})
-    return QuantarbConfig.model_validate(cfg)
 
 
 @dataclass
@@ -86,7 +77,7 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     # No exchange feeds: the only quotes are the test's (and nothing runs on real time).
     monkeypatch.setattr("engine.runtime.build_feeds", lambda *args, **kwargs: [])
     clock = ManualClock()
-    rt = Runtime(_config(), is_demo=True, clock=clock, ledger_path="", mt5_in_process=True)
+    rt = Runtime(held_config(), is_demo=True, clock=clock, ledger_path="", mt5_in_process=True)
     placements: list[Placement] = []
     steps: dict[str, Step] = {}
     by_purpose: dict[OrderPurpose, Step] = {}

@@ -31,7 +31,6 @@ import pytest
 
 from core.clock import ManualClock
 from core.commands import CommandFill, CommandState
-from core.config import QuantarbConfig, demo_config
 from core.hedge import HedgeGroup, client_order_id
 from core.instruments import Instrument
 from core.models import (
@@ -47,7 +46,7 @@ from core.models import (
 from engine.runtime import Runtime
 from mt5_bridge.gateway import MT5Gateway, command_id_for
 from mt5_bridge.queue import CommandQueue, InMemoryCommandStore
-from tests.holding_gateway import HoldingGateway, Placement, Step, until
+from tests.holding_gateway import HoldingGateway, Placement, Step, held_config, until
 
 TERMINAL = "T1"
 ZERO = Decimal(0)
@@ -57,14 +56,6 @@ PRICES: dict[str, tuple[Decimal, Decimal]] = {  # (buy limit, sell limit) per pa
     "XAU": (Decimal(2650), Decimal(2652)),
 }
 BASE_QTY: dict[str, Decimal] = {"BTC": Decimal("0.01"), "ETH": Decimal("0.1"), "XAU": Decimal(1)}
-
-
-def _config() -> QuantarbConfig:
-    cfg = demo_config().model_dump(mode="python")
-    # No quote ever makes an intent (the groups here are submitted by the test), and no
-    # engine timeout can fire while the test holds an order: only the test moves things.
-    cfg["strategy"].update({"threshold_bps": 10_000, "order_timeout_ms": 600_000, "group_deadline_ms": 600_000})
-    return QuantarbConfig.model_validate(cfg)
 
 
 @dataclass
@@ -99,7 +90,7 @@ class Rig:
 async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
     monkeypatch.setenv("HOME", str(tmp_path))
     clock = ManualClock()
-    rt = Runtime(_config(), is_demo=True, clock=clock, ledger_path="", mt5_in_process=True)
+    rt = Runtime(held_config(), is_demo=True, clock=clock, ledger_path="", mt5_in_process=True)
     placements: list[Placement] = []
     steps: dict[str, Step] = {}
 
