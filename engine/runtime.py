@@ -29,10 +29,11 @@ from core.ports import ExecutionGateway
 from core.risk import RiskGate
 from engine import demo
 from engine.accounts import Accounts
-from engine.admin_token import AdminTokenError, engine_admin_token, remove_listener_file, write_listener_file
+from engine.admin_token import AdminTokenError, engine_admin_token
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
+from engine.listener_file import remove_listener_file, write_listener_file
 from engine.mt5_side import Mt5Side
 from engine.operator import Operator
 from engine.operator_api import create_operator_app, operator_routes

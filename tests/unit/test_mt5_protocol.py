@@ -129,7 +129,7 @@ def _nested(depth: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
 @pytest.mark.parametrize("nest", [
     lambda n: b'{"x":' + _nested(n) + b',"ticks":[]}',  # skipped unknown field: the decoder recurses
     lambda n: b'{"x":' + _nested(n, b'{"a":', b"}") + b"}",
-    lambda n: _nested(n),
+    _nested,
 ])
 def test_deep_nesting_is_an_invalid_request_not_a_recursion_error(
     decode: Callable[[bytes], object], nest: Callable[[int], bytes]
