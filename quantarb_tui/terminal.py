@@ -17,6 +17,7 @@ and the app panics, skipping the engine's stop. This driver:
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import sys
@@ -39,7 +40,7 @@ def terminal_hung_up(fd: int) -> bool:
     try:
         termios.tcgetattr(fd)
     except termios.error as exc:
-        return bool(exc.args) and exc.args[0] == 5  # EIO; ENOTTY means not a terminal at all
+        return bool(exc.args) and exc.args[0] == errno.EIO  # ENOTTY: never a terminal at all
     except (OSError, ValueError):
         return False
     return False
