@@ -38,6 +38,14 @@ class ListenerConfig(_Strict):
     port: int = Field(8787, ge=0, le=65535, description="0 picks a free port.")
     tls_cert: str | None = None
     tls_key: str | None = None
+    max_connections: int = Field(
+        64, ge=1, le=10_000, description="Connections open at once; one more is answered 503 and closed."
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0, le=300, allow_inf_nan=False,
+        description="A request's head and body must arrive within this (408); not the time to answer.",
+    )
+    keep_alive_s: int = Field(5, ge=1, le=300, description="An idle connection is closed this long after an answer.")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ListenerConfig:

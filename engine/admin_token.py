@@ -53,30 +53,6 @@ def generate_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def listener_file_path(ledger_path: str | os.PathLike[str]) -> Path:
-    """`<ledger>.listener`: the URL a running engine actually listens on (port 0 picks one),
-    written at start and removed at stop, so `quantarb kill` needs no `--url` on this machine."""
-    ledger = Path(ledger_path).expanduser()
-    return ledger.with_name(ledger.name + ".listener")
-
-
-def write_listener_file(ledger_path: str | os.PathLike[str], url: str) -> str | None:
-    """Write where this engine listens next to its ledger; returns an error to report, or None."""
-    path = listener_file_path(ledger_path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(url + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        return f"cannot write {path}: {exc}"
-    return None
-
-
-def remove_listener_file(ledger_path: str | os.PathLike[str]) -> None:
-    with contextlib.suppress(OSError):
-        listener_file_path(ledger_path).unlink()
-
-
 def token_file_path(ledger_path: str | os.PathLike[str]) -> Path:
     """`<ledger>.admin-token`, next to the ledger file (`~` expanded)."""
     ledger = Path(ledger_path).expanduser()

@@ -14,6 +14,8 @@ import secrets as _secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from starlette.types import ASGIApp
+
 from core.clock import Clock
 from core.commands import CommandStore, Mt5Command
 from core.config import ListenerConfig, Mt5VenueConfig
@@ -25,11 +27,27 @@ from mt5_bridge.auth import SignatureVerifier
 from mt5_bridge.bridge import Mt5Bridge, PositionState
 from mt5_bridge.gateway import MT5Gateway
 from mt5_bridge.queue import CommandQueue
-from mt5_bridge.server import EmbeddedServer
+from mt5_bridge.server import EmbeddedServer, ListenerLimits
 
 DEMO_TERMINAL = "DEMO"
 # A terminal whose last tick is older than this is shown as stale.
 STALE_MS = 5_000
+
+
+def listener_server(app: ASGIApp, listener: ListenerConfig) -> EmbeddedServer:
+    """The embedded listener for `app` as `[listener]` configures it (address, TLS, limits)."""
+    return EmbeddedServer(
+        app,
+        listener.host,
+        listener.port,
+        tls_cert=listener.tls_cert,
+        tls_key=listener.tls_key,
+        limits=ListenerLimits(
+            max_connections=listener.max_connections,
+            request_timeout_s=listener.request_timeout_s,
+            keep_alive_s=listener.keep_alive_s,
+        ),
+    )
 
 
 class Terminal(Protocol):
@@ -122,13 +140,9 @@ class Mt5Side:
         self._terminal = terminal
 
     def _server(self) -> EmbeddedServer:
-        listener = self._listener
-        return EmbeddedServer(
+        return listener_server(
             create_app(self.bridge, extra_routes=self.extra_routes),  # type: ignore[arg-type]
-            listener.host,
-            listener.port,
-            tls_cert=listener.tls_cert,
-            tls_key=listener.tls_key,
+            self._listener,
         )
 
     @staticmethod

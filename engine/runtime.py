@@ -29,12 +29,13 @@ from core.ports import ExecutionGateway
 from core.risk import RiskGate
 from engine import demo
 from engine.accounts import Accounts
-from engine.admin_token import AdminTokenError, engine_admin_token, remove_listener_file, write_listener_file
+from engine.admin_token import AdminTokenError, engine_admin_token
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
 from engine.journal import GuardedJournal
-from engine.mt5_side import Mt5Side
+from engine.listener_file import remove_listener_file, write_listener_file
+from engine.mt5_side import Mt5Side, listener_server
 from engine.operator import Operator
 from engine.operator_api import create_operator_app, operator_routes
 from engine.orchestrator import HedgeOrchestrator
@@ -401,10 +402,8 @@ class Runtime:
         if self.mt5 is not None:
             await self.mt5.start(operator_routes(self.control, self.view, self.admin_token))
         elif self._serve_operator_api:
-            listener = self.config.listener
-            self._operator_server = EmbeddedServer(
-                create_operator_app(self.control, self.view, self.admin_token),
-                listener.host, listener.port, tls_cert=listener.tls_cert, tls_key=listener.tls_key,
+            self._operator_server = listener_server(
+                create_operator_app(self.control, self.view, self.admin_token), self.config.listener
             )
             await self._operator_server.start()
         url = self.listener_url

@@ -19,12 +19,13 @@ limit and the JSON error answers apply to them too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,11 +33,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mt5_bridge import protocol
 from mt5_bridge.auth import HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, AuthError
 from mt5_bridge.bridge import Mt5Bridge, Reply, unauthorized
+from mt5_bridge.ratelog import RateLimitedLog
 
 __all__ = ["MAX_BODY_BYTES", "BodyLimitMiddleware", "create_app", "http_error", "request_target"]
 
 MAX_BODY_BYTES = 64 * 1024
 JSON = "application/json"
+log = logging.getLogger(__name__)
 
 
 def _json(reply: Reply, headers: dict[str, str] | None = None) -> Response:
@@ -57,11 +60,14 @@ class _BodyTooLarge(Exception):
 
 class BodyLimitMiddleware:
     """413 for a body over `max_bytes`: by the declared Content-Length before reading, and by
-    counting the streamed body (chunked uploads, or a declared length that lies)."""
+    counting the streamed body (chunked uploads, or a declared length that lies). A client
+    that goes away before its body has arrived (or whose body timed out, `mt5_bridge.guard`)
+    is one rate-limited log line, not a traceback per request."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.events = RateLimitedLog(log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,6 +105,11 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await self._reply(_TOO_LARGE, scope, receive, send)
+        except ClientDisconnect:
+            client = scope.get("client")
+            self.events.warning("disconnect", "listener: %s went away before its request body had arrived (%s %r)",
+                           f"{client[0]}:{client[1]}" if client else "a client", scope.get("method", "?"),
+                           str(scope.get("path", ""))[:100])
 
     @staticmethod
     async def _reply(reply: Reply, scope: Scope, receive: Receive, send: Send) -> None:

@@ -12,7 +12,8 @@ Decoding is two steps, and both report field errors in the same shape:
    and volumes, crossed ticks (bid > ask), symbols configured for the sending terminal,
    integer ranges (MQL5 `ulong`/`long`) and string lengths.
 
-Either step raises `InvalidRequest`, whose `body()` is the 422 answer
+Either step raises `InvalidRequest` (so does anything else the decoder raises, such as the
+RecursionError of JSON nested about a thousand levels deep), whose `body()` is the 422 answer
 `{"error":"invalid request","fields":[{"field":"ticks[0].bid","reason":"..."}]}`.
 Unknown fields are ignored (a newer EA may send more than this server knows).
 
@@ -335,6 +336,7 @@ def _from_msgspec(exc: msgspec.DecodeError) -> FieldError:
 
 
 def _decode(body: bytes, decoder: msgspec.json.Decoder[_T]) -> _T:
+    """The typed decode; whatever the decoder raises becomes `InvalidRequest` (a 422)."""
     try:
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -343,6 +345,12 @@ def _decode(body: bytes, decoder: msgspec.json.Decoder[_T]) -> _T:
             # MQL5 StringToCharArray copies the terminating NUL; the EA must drop it.
             error = FieldError("body", "trailing NUL byte after the JSON (resize the char array by one)")
         raise InvalidRequest([error]) from None
+    except RecursionError:
+        # msgspec recurses per nesting level (also while skipping an unknown field) and gives
+        # up near Python's recursion limit; 64 KiB of brackets gets there.
+        raise InvalidRequest([FieldError("body", "nested too deeply")]) from None
+    except Exception:  # anything else from the decoder is a bad body too, never a 500
+        raise InvalidRequest([FieldError("body", "malformed JSON")]) from None
 
 
 class _Checker:

@@ -8,26 +8,36 @@ the listener with `await server.stop()`.
 The socket is bound here, before uvicorn starts, so a port in use raises `OSError` from
 `start()` (uvicorn itself would call `sys.exit` inside the serving task). Port 0 picks a
 free port; `port` holds the real one once `start()` returns.
+
+Connections are bounded and slow requests time out (`ListenerLimits`, `mt5_bridge.guard`);
+uvicorn's own log lines are rate limited, since a peer can provoke them. No WebSocket
+upgrades: the listener has no WebSocket route, and an upgraded connection would escape the
+connection bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import Generator
 
 import uvicorn
 from starlette.types import ASGIApp
 
-__all__ = ["EmbeddedServer"]
+from mt5_bridge.guard import ListenerLimits, guarded_protocol
+from mt5_bridge.ratelog import RateLimitFilter
+
+__all__ = ["EmbeddedServer", "ListenerLimits"]
 
 _START_TIMEOUT_S = 10.0
 
 
 class EmbeddedServer(uvicorn.Server):
     """uvicorn in the current loop: no signal handlers, no logging config, no lifespan, no
-    access log. Optional TLS from PEM `tls_cert` / `tls_key` files."""
+    access log, no WebSocket. Optional TLS from PEM `tls_cert` / `tls_key` files; `limits`
+    bound the connections and the time a request may take to arrive."""
 
     def __init__(
         self,
@@ -38,13 +48,17 @@ class EmbeddedServer(uvicorn.Server):
         tls_cert: str | None = None,
         tls_key: str | None = None,
         graceful_timeout_s: int = 5,
+        limits: ListenerLimits | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
+        self.limits = limits if limits is not None else ListenerLimits()
         config = uvicorn.Config(
             app,
             host=host,
             port=port,
+            http=guarded_protocol(self.limits),
+            ws="none",
             log_config=None,
             lifespan="off",
             access_log=False,
@@ -52,7 +66,9 @@ class EmbeddedServer(uvicorn.Server):
             ssl_certfile=tls_cert,
             ssl_keyfile=tls_key,
             timeout_graceful_shutdown=graceful_timeout_s,
+            timeout_keep_alive=self.limits.keep_alive_s,
         )
+        _rate_limit_uvicorn_log()
         super().__init__(config)
         self.host = host
         self.port = port
@@ -122,3 +138,11 @@ class EmbeddedServer(uvicorn.Server):
             sock.close()
             raise
         return sock
+
+
+def _rate_limit_uvicorn_log() -> None:
+    """uvicorn logs each malformed request (and each app error, with its traceback) on
+    `uvicorn.error`: the same line at most once per 10 s, with a count of the rest."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
+        logger.addFilter(RateLimitFilter())

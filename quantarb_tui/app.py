@@ -8,12 +8,19 @@ and the CLI, in workers
 so the UI never waits on the engine, and refresh the view as soon as they return so the new
 state is on screen at once. Kill is a priority binding: it works from every screen, modals
 included. Quitting stops the engine first (groups in flight settle), then exits.
+
+SIGTERM and SIGHUP (the SSH session or the terminal went away) stop the engine the same way
+and exit 0, without asking: nobody may be there to answer. A terminal that went away makes
+every later write fail; `quantarb_tui.terminal` keeps that from blocking or ending the app
+before the engine has stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -21,11 +28,13 @@ from typing import Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
 from textual.screen import Screen
 from textual.widgets import Input
 
 from engine.control import ControlRefused, ControlResult, Engine
 from engine.errors import LedgerRefused, RuntimeFailure
+from engine.signals import on_signals
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.screens.base import SnapshotView
 from quantarb_tui.screens.detail import GroupDetailScreen
@@ -45,6 +54,10 @@ RESUME_REASON = "operator resume (tui)"
 # Actions bound to plain letters: never taken from an operator typing in an input.
 TYPING_SAFE = frozenset({"kill", "flatten", "pause_resume", "rearm", "groups", "risk", "history", "help", "quit"})
 HERE = Path(__file__).parent
+# Ctrl+C is a key in the TUI (the terminal is in raw mode); these come from outside.
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class QuantArbApp(App[int]):
@@ -65,10 +78,17 @@ class QuantArbApp(App[int]):
     ]
 
     def __init__(
-        self, engine: Engine, *, autostart: bool = True, refresh_hz: float | None = 5.0
+        self,
+        engine: Engine,
+        *,
+        autostart: bool = True,
+        refresh_hz: float | None = 5.0,
+        stop_signals: bool = True,
+        driver_class: type[Driver] | None = None,
     ) -> None:
-        """`refresh_hz=None` turns the timer off: deterministic tests call `refresh_view()`."""
-        super().__init__()
+        """`refresh_hz=None` turns the timer off: deterministic tests call `refresh_view()`.
+        `stop_signals`: SIGTERM and SIGHUP stop the engine and exit while the app runs."""
+        super().__init__(driver_class=driver_class)
         self._engine = engine
         self.reader = engine.view
         self.control = engine.control
@@ -79,21 +99,48 @@ class QuantArbApp(App[int]):
         self.last_snapshot: RuntimeSnapshot | None = None
         self.last_result: ControlResult | None = None
         self._quitting = False
+        self._stop_signals = stop_signals
+        self._signal_scope = contextlib.ExitStack()
+        self._starting = False
+        self.stop_requested = False
 
     def get_default_screen(self) -> Screen[Any]:
         return MainScreen()
+
+    def on_mount(self) -> None:
+        if self._stop_signals:
+            self._signal_scope.enter_context(on_signals(self.stop_from_outside, STOP_SIGNALS))
+
+    def on_unmount(self) -> None:
+        self._signal_scope.close()
+
+    def stop_from_outside(self) -> None:
+        """SIGTERM, SIGHUP, or the terminal gone: stop the engine (groups settle) and exit 0,
+        without a confirmation. During start-up, once the start has returned."""
+        if self.stop_requested:
+            return
+        self.stop_requested = True
+        if not self._starting:
+            self.run_worker(self._stop_and_exit(), name="stop-signal", group="control")
 
     async def on_ready(self) -> None:
         self.refresh_view()
         if self._refresh_s is not None:
             self.set_interval(self._refresh_s, self.refresh_view, name="snapshot-refresh")
         if self._autostart:
+            self._starting = True
             try:
                 await self._engine.start()
             except LedgerRefused as exc:
                 self.exit(2, return_code=2, message=f"quantarb: {exc}")
+                return
             except RuntimeFailure as exc:
                 self.exit(3, return_code=3, message=f"quantarb: {exc}")
+                return
+            finally:
+                self._starting = False
+            if self.stop_requested:
+                await self._stop_and_exit()
                 return
         # The startup heap (engine, widgets, styles) lives as long as the process: frozen, it
         # is left out of the collector's full passes, which otherwise stall keys and frames.

@@ -76,7 +76,12 @@ def tui(config: ConfigOpt = None, ledger: LedgerOpt = None) -> None:
     runtime = _runtime(loaded, ledger)
     from quantarb_tui.app import QuantArbApp
 
-    tui_app = QuantArbApp(runtime)
+    driver = None
+    if sys.platform != "win32":
+        from quantarb_tui.terminal import HangupSafeDriver
+
+        driver = HangupSafeDriver  # a dropped SSH session stops the engine cleanly
+    tui_app = QuantArbApp(runtime, driver_class=driver)
     tui_app.run()
     raise typer.Exit(tui_app.return_code or 0)
 

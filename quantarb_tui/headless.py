@@ -1,15 +1,19 @@
 """`quantarb headless`: the same runtime as the TUI, unattended.
 
 Prints one line per notable event (text or JSON lines), stops after `--duration` or on
-SIGINT/SIGTERM, and ends with a one-line summary. The signal handlers belong to this loop,
-so a SIGTERM stops the whole engine cleanly (groups in flight settle first).
+SIGINT/SIGTERM/SIGHUP, and ends with a one-line summary. The signal handlers belong to this
+loop, so a SIGTERM, or the SIGHUP of a dropped SSH session, stops the whole engine cleanly
+(groups in flight settle first). When the terminal is gone, writing to it fails: the lines
+are dropped from then on, and the engine still stops cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -52,12 +56,37 @@ def format_summary(summary: Mapping[str, object], *, as_json: bool) -> str:
     )
 
 
+class _Lines:
+    """Writes lines to `out` until it fails (EIO or EPIPE: the terminal or the pipe went away
+    with the SSH session); from then on lines are dropped, and the stream is pointed at
+    /dev/null so that no later flush, at exit included, fails either."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self.gone = False
+
+    def write(self, line: str) -> None:
+        if self.gone:
+            return
+        try:
+            self._out.write(line + "\n")
+            self._out.flush()
+        except (OSError, ValueError):
+            self.gone = True
+            with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(devnull, self._out.fileno())
+                finally:
+                    os.close(devnull)
+
+
 async def _run(runtime: Runtime, duration: float | None, out: TextIO, as_json: bool) -> None:
     stop = asyncio.Event()
+    lines = _Lines(out)
 
     def _print(event: EngineEvent) -> None:
-        out.write(format_event(event, as_json=as_json) + "\n")
-        out.flush()
+        lines.write(format_event(event, as_json=as_json))
 
     runtime.events.subscribe(_print)
     with stop_on_signals(stop):
@@ -67,8 +96,7 @@ async def _run(runtime: Runtime, duration: float | None, out: TextIO, as_json: b
                 await asyncio.wait_for(stop.wait(), timeout=duration)
         finally:
             await runtime.stop()
-    out.write(format_summary(runtime.view.summary(), as_json=as_json) + "\n")
-    out.flush()
+    lines.write(format_summary(runtime.view.summary(), as_json=as_json))
 
 
 def run_headless(

@@ -1,12 +1,14 @@
 """`quantarb status | kill | flatten | rearm | pause | resume`: the operator API from a shell.
 
-The URL defaults to the configured listener (`listener.host:port`, the demo's when there is no
-config; a wildcard bind address is reached over loopback). The token is
+The URL is `--url`, else the one the running engine wrote to `<ledger>.listener` (trusted
+only when it is ours and loopback), else the configured listener (`listener.host:port`, the
+demo's when there is no config; a wildcard bind address is reached over loopback). The token is
 `QUANTARB_ADMIN_TOKEN` (or `_FILE`), else the engine's token file next to the configured
 ledger (`--ledger` when the engine was started with one).
 
 Exit codes (docs/operator.md, The command line): 0 done; 2 usage or configuration (a rearm
-without a reason is refused here, before anything is sent; an unsafe token file); 3 the
+without a reason is refused here, before anything is sent; an unsafe token file; a listener
+file that is unsafe or names a non-loopback address, see `engine.listener_file`); 3 the
 engine answered with an error: refused (409), the token refused (401), or no answer in time
 once connected (the action may still have happened); 4 no instance answers at the URL
 (refused, unreachable, unknown host, connect timeout).
@@ -25,8 +27,9 @@ from typing import Any, Literal
 
 import httpx
 
-from engine.admin_token import AdminTokenError, client_admin_token, listener_file_path, token_file_path
+from engine.admin_token import AdminTokenError, client_admin_token, token_file_path
 from engine.control import Action
+from engine.listener_file import ListenerFileError, read_listener_file
 from engine.settings import ConfigError, load_config
 
 __all__ = [
@@ -118,12 +121,13 @@ def resolve_target(url: str | None, config: str | None, ledger: str | None) -> T
 
 
 def _running_url(ledger_path: str) -> str | None:
-    """The URL the engine on this ledger wrote at start (None: no file, or not a URL)."""
+    """The loopback URL the engine on this ledger wrote at start (None: no file). A file that
+    anyone else could have planted, or that names another machine, is a UsageError: the token
+    goes nowhere the operator did not choose."""
     try:
-        text = listener_file_path(ledger_path).read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return text if text.startswith(("http://", "https://")) and len(text) < 300 else None
+        return read_listener_file(ledger_path)
+    except ListenerFileError as exc:
+        raise UsageError(f"{exc}; not using it: pass --url to say where the engine listens") from None
 
 
 def _trusting(cert: str) -> ssl.SSLContext | bool:

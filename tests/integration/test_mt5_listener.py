@@ -289,6 +289,30 @@ async def test_malformed_bodies_get_422_with_field_errors(live: tuple[Rig, Embed
     assert rig.quotes == []
 
 
+async def test_deeply_nested_json_is_a_422_not_a_500(live: tuple[Rig, EmbeddedServer, httpx.AsyncClient]) -> None:
+    """2000 levels of nesting in a correctly signed body made msgspec raise RecursionError, which
+    escaped as uvicorn's plain-text 500; it is a bad body like any other."""
+    rig, _, client = live
+    await rig.queue.enqueue(make_command("c-1", expires_msc=rig.clock.time_ms() + 60_000))
+    ea = Ea(client, rig.clock)
+    before = state_of(rig)
+    deep = b"[" * 2000 + b"]" * 2000
+    bodies = {
+        "/mt5/tick": b'{"ticks":[],"x":' + deep + b"}",
+        "/mt5/ack": b'{"command_id":"c-1","status":"accepted","retcode":10009,"reason":"","x":' + deep + b"}",
+        "/mt5/fill": b'{"x":' + deep + b',"command_id":"c-1"}',
+        "/mt5/account": b'{"balance":1,"equity":1,"margin_free":1,"positions":[],"x":' + deep + b"}",
+    }
+    for path, body in bodies.items():
+        resp = await ea.request("POST", path, body)
+        assert resp.status_code == 422, (path, resp.status_code, resp.text)
+        assert resp.headers["content-type"] == "application/json"
+        assert resp.json() == {"error": "invalid request",
+                               "fields": [{"field": "body", "reason": "nested too deeply"}]}
+    assert state_of(rig) == before
+    assert rig.quotes == []
+
+
 async def test_unknown_commands_get_404_and_change_nothing(live: tuple[Rig, EmbeddedServer, httpx.AsyncClient]) -> None:
     rig, _, client = live
     await rig.queue.enqueue(make_command("c-1", expires_msc=rig.clock.time_ms() + 60_000))
@@ -514,6 +538,13 @@ def _dumps(value: object) -> bytes:
     return json.dumps(value, allow_nan=True).encode()
 
 
+def _deeply_nested(valid: bytes, depth: int, objects: bool) -> bytes:
+    """A valid body with one more (unknown) field nested `depth` levels deep: past ~1000 levels
+    msgspec's decoder raises RecursionError while skipping it."""
+    opener, closer = (b'{"a":', b"}") if objects else (b"[", b"]")
+    return valid[:-1] + b',"x":' + opener * depth + b"0" + closer * depth + b"}"
+
+
 _ANY_BODY = st.one_of(st.binary(max_size=200), _VALUES.map(_dumps))
 _HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=70)
 _GARBAGE_HEADERS = st.dictionaries(
@@ -529,15 +560,17 @@ def _requests(draw: st.DrawFn) -> tuple[str, str, bytes, Auth]:
     if shape <= 6:
         method, path = "POST", draw(st.sampled_from(sorted(_VALID)))
         valid = _VALID[path]
-        body_shape = draw(st.integers(0, 5))
+        body_shape = draw(st.integers(0, 6))
         if body_shape <= 2:
             body = _dumps(draw(valid))
         elif body_shape == 3:
             body = _dumps(draw(_mutated(valid)))
         elif body_shape == 4:
             body = draw(_ANY_BODY)
-        else:
+        elif body_shape == 5:
             body = _dumps(draw(valid)) + b"\x00"
+        else:
+            body = _deeply_nested(_dumps(draw(valid)), draw(st.integers(1000, 3000)), draw(st.booleans()))
     elif shape == 7:
         method = "GET"
         path = draw(st.one_of(st.just("/mt5/commands"), st.sampled_from(["0", "1", "-1", "x", ""]).map(

@@ -201,5 +201,98 @@ async def test_port_zero_in_the_config_needs_an_url(tmp_path: Path) -> None:
     assert run.code == 2 and "pass --url" in run.err
 
 
+class FakeEngine:
+    """A listener someone else runs on 127.0.0.1: it answers every request with a kill that
+    "worked", and records every connection and every request head it gets."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> FakeEngine:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+            body = b'{"action":"kill","trading_state":"halted","changed":true,"message":"halted"}'
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                         b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _plant(path: Path, how: str, url: str) -> None:
+    """A `<ledger>.listener` someone else could have written."""
+    if how == "symlink":
+        real = path.with_name("elsewhere")
+        real.write_text(url + "\n")
+        os.chmod(real, 0o600)
+        path.symlink_to(real)
+        return
+    path.write_text(url + "\n")
+    os.chmod(path, {"group-writable": 0o620, "world-writable": 0o602}.get(how, 0o600))
+    if how == "other-owner":
+        os.chown(path, 4242, 4242)
+
+
+@pytest.mark.parametrize("how", [
+    "group-writable",
+    "world-writable",
+    "symlink",
+    pytest.param("other-owner", marks=pytest.mark.skipif(
+        not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown to another user needs root")),
+    "wildcard-address",  # 0.0.0.0 reaches this machine on Linux, but is no loopback address
+])
+async def test_a_planted_listener_file_is_refused_and_the_token_goes_nowhere(
+    engine: Engine, tmp_path: Path, how: str
+) -> None:
+    """The CLI used to send the admin token to whatever `<ledger>.listener` named and report the
+    fake's answer as success. Now a file that is not ours, is writable by others, is a link, or
+    names a non-loopback address stops the CLI (exit 2) before anything is sent."""
+    listener_file = Path(f"{engine.ledger}.listener")
+    async with FakeEngine() as fake:
+        host = "0.0.0.0" if how == "wildcard-address" else "127.0.0.1"
+        _plant(listener_file, how, f"http://{host}:{fake.port}")
+        run = await quantarb("kill", "--reason", "x", env=engine.env(), cwd=tmp_path)
+    assert (fake.connections, fake.heads) == (0, []), run.err
+    assert run.code == 2, (run.code, run.out, run.err)
+    assert str(listener_file) in run.err and "pass --url" in run.err
+    assert run.out == "" and engine.token not in run.err
+    assert str(engine.runtime.gate.state) == "active"
+
+
+async def test_a_remote_address_in_the_listener_file_is_refused(engine: Engine, tmp_path: Path) -> None:
+    listener_file = Path(f"{engine.ledger}.listener")
+    _plant(listener_file, "ours", "http://10.255.255.1:8787")  # never contacted: refused before
+    run = await quantarb("status", env=engine.env(), cwd=tmp_path)
+    assert run.code == 2, run.err
+    assert "'10.255.255.1', not a loopback address" in run.err and "--url" in run.err
+    # --url is the operator's own choice: the file is not even read.
+    run = await quantarb("status", "--url", engine.server.url, env=engine.env(), cwd=tmp_path)
+    assert run.code == 0, run.err
+
+
+async def test_a_listener_file_of_ours_is_used(engine: Engine, tmp_path: Path) -> None:
+    """A 0600 file of this user naming a loopback address wins over the configured port."""
+    _plant(Path(f"{engine.ledger}.listener"), "ours", engine.server.url)
+    run = await quantarb("status", env=engine.env(QUANTARB_LISTENER__PORT=str(_free_port())), cwd=tmp_path)
+    assert run.code == 0, run.err
+    assert run.out.splitlines()[0].split() == ["instance", engine.server.url]
+
+
 def test_cli_and_api_agree_on_the_reason_limit() -> None:
     assert CLI_MAX_REASON_CHARS == MAX_REASON_CHARS

@@ -115,7 +115,7 @@ def test_the_token_never_reaches_the_logs(tmp_path: Path, caplog: pytest.LogCapt
 def test_the_cli_reads_the_running_engines_address_and_ignores_a_bad_listener_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.admin_token import listener_file_path
+    from engine.listener_file import listener_file_path
     from quantarb_tui.operator_cli import UsageError, resolve_target
 
     monkeypatch.setenv("HOME", str(tmp_path))

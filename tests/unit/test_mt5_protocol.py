@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 
 import msgspec
@@ -120,8 +121,29 @@ _DECODERS = [
 ]
 
 
+def _nested(depth: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
+    return opener * depth + b"0" + closer * depth
+
+
+@pytest.mark.parametrize("decode", _DECODERS)
+@pytest.mark.parametrize("nest", [
+    lambda n: b'{"x":' + _nested(n) + b',"ticks":[]}',  # skipped unknown field: the decoder recurses
+    lambda n: b'{"x":' + _nested(n, b'{"a":', b"}") + b"}",
+    _nested,
+])
+def test_deep_nesting_is_an_invalid_request_not_a_recursion_error(
+    decode: Callable[[bytes], object], nest: Callable[[int], bytes]
+) -> None:
+    """msgspec raises RecursionError past ~1000 levels; the boundary answers 422 instead."""
+    with pytest.raises(InvalidRequest) as caught:
+        decode(nest(2000))
+    assert caught.value.errors[0].field == "body"
+    assert json.loads(caught.value.body())["error"] == "invalid request"
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=300), st.recursive(
+@given(st.one_of(st.binary(max_size=300), st.integers(900, 5000).map(
+    lambda n: b'{"x":' + _nested(n) + b',"ticks":[],"command_id":"c"}'), st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
         st.sampled_from(["ticks", "symbol", "bid", "ask", "time_msc", "command_id", "status", "retcode", "reason",

@@ -403,6 +403,11 @@ def test_error_in_a_table_the_env_touched_mentions_the_variable(tmp_path: Path) 
         ('host = "127.0.0.1"', "host = 127", "listener.host: expected string, got 127"),
         ('name = "XAU"', 'name = "BTC"', "pairs: pair names must be unique"),
         ('host = "127.0.0.1"', 'tls_key = "k.pem"', "listener: tls_cert and tls_key go together"),
+        ("port = 8787", "port = 8787\nmax_connections = 0", "listener.max_connections: must be >= 1"),
+        ("port = 8787", "port = 8787\nrequest_timeout_s = 0", "listener.request_timeout_s: must be > 0"),
+        ("port = 8787", "port = 8787\nrequest_timeout_s = inf",
+         "listener.request_timeout_s: must be a finite number, got inf"),
+        ("port = 8787", "port = 8787\nkeep_alive_s = 0.5", "listener.keep_alive_s: expected integer, got 0.5"),
         ("[venues.okx]\n", "[venues.okxx]\n", "venues.okxx: unknown key"),
     ],
 )
