@@ -177,13 +177,21 @@ def _secret_from_env(name: str, env: Mapping[str, str]) -> SecretStr | None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"{file_var}: cannot read {path}: {reason}") from None
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ConfigError(f"{file_var}: {path} is not UTF-8 text") from None
+    decoded = _utf8(raw)
+    if decoded is None:  # raised outside the except: the decode error holds the secret's bytes
+        raise ConfigError(f"{file_var}: {path} is not UTF-8 text")
+    text = decoded.strip()
     if not text:
         raise ConfigError(f"{file_var}: {path} is empty")
     return SecretStr(text)
+
+
+def _utf8(raw: bytes) -> str | None:
+    """The text, or None: the UnicodeDecodeError (and the bytes it holds) stays in here."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -541,11 +541,7 @@ def _chained(exc: BaseException) -> list[BaseException]:
 
 @pytest.mark.parametrize("problem", [
     "missing", "directory", "empty",
-    pytest.param("binary", marks=pytest.mark.xfail(
-        strict=True,
-        reason="engine/settings.py raises the ConfigError `from None` inside `except UnicodeDecodeError`: "
-               "that only hides the context from tracebacks; __context__ still holds the decode error, "
-               "whose .object is the whole file, secret included")),
+    "binary",
     "both",
 ])
 def test_bad_secret_file_is_a_config_error_naming_the_variable(tmp_path: Path, problem: str) -> None:
