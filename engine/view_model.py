@@ -114,6 +114,8 @@ class ViewModel:
             "limits": [asdict(r) for r in snap.limits],
             "breakers": [asdict(r) for r in snap.breakers],
             "blocked_venues": list(snap.blocked_venues),
+            "reasons": snap.reasons,
+            "price_outliers": snap.price_outliers,
             "positions": self.positions(),
             "last_flatten": self._last_flatten(),
             "feeds": [
@@ -144,6 +146,7 @@ class ViewModel:
     def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:
         now_ns = self._clock.monotonic_ns()
         quotes = []
+        outliers: dict[str, int] = {}
         for pair in self._pairs:
             for inst in pair.instruments:
                 book = self._compare.book(inst.venue, inst.symbol)
@@ -160,8 +163,12 @@ class ViewModel:
                         ask_qty=book.ask_qty,
                         age_ms=(now_ns - book.recv_ns) / 1e6 if book.has_quote else None,
                         count=book.quotes,
+                        outlier=book.outlier,
+                        outliers=book.outliers,
                     )
                 )
+                if book.outliers:
+                    outliers[inst.venue] = outliers.get(inst.venue, 0) + book.outliers
         edges = [
             EdgeRow(
                 key=f"{e.pair}:{e.buy.venue}>{e.sell.venue}",
@@ -211,6 +218,8 @@ class ViewModel:
             ),
             risk_events=tuple(self._risk.rows()),
             blocked_venues=tuple(sorted(self._gate.breakers.blocked_venues())),
+            reasons={str(k): v for k, v in self._pipeline.reasons.most_common()},
+            price_outliers=dict(sorted(outliers.items())),
         )
 
     def _limit_rows(self, open_groups: int) -> tuple[LimitRow, ...]:
@@ -248,6 +257,8 @@ class ViewModel:
             "groups": snap.groups_by_state,
             "realized_pnl": snap.realized_pnl,
             "trading_state": snap.trading_state,
+            "reasons": snap.reasons,
+            "price_outliers": snap.price_outliers,
         }
 
 

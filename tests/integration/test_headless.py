@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-SUMMARY = re.compile(r"^summary quotes=(\d+) decisions=(\d+) intents=(\d+) groups (.*) pnl=(\S+) state=(\w+)$")
+SUMMARY = re.compile(
+    r"^summary quotes=(\d+) decisions=(\d+) intents=(\d+) groups (.*) pnl=(\S+) state=(\w+)"
+    r" reasons ([a-z_:]+=\d+(?: [a-z_:]+=\d+)*)$"
+)
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -43,8 +46,11 @@ def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
     assert decisions <= quotes
     assert intents > 0
     assert "hedged=" in match.group(4)
-    intents = [line for line in lines if " intent " in line]
-    assert intents
+    reasons = dict(kv.split("=") for kv in match.group(7).split())
+    assert int(reasons["ok"]) == intents  # every decision counted under its reason
+    assert sum(map(int, reasons.values())) == decisions
+    intent_lines = [line for line in lines if " intent " in line]
+    assert intent_lines
     assert any("-> hedged" in line for line in lines)
     # OKX and Binance quotes came over the WebSocket feeds (the demo's loopback venues) ...
     for feed in ("okx", "binance-usdm"):
@@ -52,8 +58,8 @@ def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
         frames = int(re.search(r"frames=(\d+)", health).group(1))  # type: ignore[union-attr]
         assert "transport=ws" in health and frames > 10, health
     # ... and intents formed across all three venues.
-    venues = {v for line in intents for v in re.findall(r"(?:buy|sell) (mt5|okx|binance) ", line)}
-    assert venues == {"mt5", "okx", "binance"}, intents
+    venues = {v for line in intent_lines for v in re.findall(r"(?:buy|sell) (mt5|okx|binance) ", line)}
+    assert venues == {"mt5", "okx", "binance"}, intent_lines
     # Per-pair execution aggregates and monitor statistics at stop.
     pair_lines = {m.group(1): line for line in lines if (m := re.search(r" pair (\w+) groups=", line))}
     assert set(pair_lines) == {"XAU", "BTC", "ETH"}

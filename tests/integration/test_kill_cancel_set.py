@@ -63,7 +63,9 @@ def _config() -> QuantarbConfig:
     cfg = demo_config().model_dump(mode="python")
     # No quote ever makes an intent (the groups here are submitted by the test), and no
     # engine timeout can fire while the test holds an order: only the test moves things.
-    cfg["strategy"].update({"threshold_bps": 10_000, "order_timeout_ms": 600_000, "group_deadline_ms": 600_000})
+    # (max_edge_bps, the price guard's ceiling, must stay above the threshold.)
+    cfg["strategy"].update({"threshold_bps": 10_000, "max_edge_bps": 20_000, "order_timeout_ms": 600_000,
+                            "group_deadline_ms": 600_000})
     return QuantarbConfig.model_validate(cfg)
 
 
