@@ -10,6 +10,9 @@ Each breaker watches one input and, when it trips, has one effect on the RiskGat
 | `stale_halt:<venue>` | no quote for `feed_stale_halt_s` | halt |
 | `down:<venue>` | disconnected for `venue_down_halt_s` | halt |
 | `balance:<venue>` | free balance/margin below `min_free_balance` | no new intents on that venue |
+| `outlier:<venue>` | `outlier_block_count` quotes in a row refused as price outliers | no new intents on that venue |
+
+(`outlier:<venue>` releases once the venue's quotes agree with another venue again.)
 | `hold_timeout` | a group open longer than `hold_timeout_s` | alert; the group is unwound |
 | `compensation_failed` | a group ended `failed` | halt |
 
@@ -68,6 +71,7 @@ class BreakerLimits:
     venue_down_halt_s: float
     min_free_balance: Decimal
     hold_timeout_s: float
+    outlier_block_count: int = 5
 
 
 class Breakers:
@@ -168,6 +172,25 @@ class Breakers:
             changes += self._set(self.all[f"down:{venue}"], True, now_ms,
                                  f"disconnected for {down_for_s:.1f}s (> {lim.venue_down_halt_s}s)")
         return changes
+
+    def on_price_check(self, venue: str, *, outlier_run: int, agreed: bool, now_ms: int) -> list[BreakerChange]:
+        """The price guard's verdicts on the venue's quotes: `outlier_run` is the longest run of
+        outliers in a row over its instruments, `agreed` whether one of its quotes agreed
+        with another venue since the engine started. Trips at `outlier_block_count`; releases
+        once no instrument is in a run (its latest judged quote agreed) and one has agreed.
+        The breaker is created by the venue's first outlier, so quiet venues show none."""
+        name = f"outlier:{venue}"
+        b = self.all.get(name)
+        if b is None:
+            if outlier_run == 0:
+                return []
+            b = self._add(name, "block_venue", venue)
+        limit = self.limits.outlier_block_count
+        if outlier_run >= limit:
+            return self._set(b, True, now_ms, f"{outlier_run} quotes in a row refused as price outliers (>= {limit})")
+        if b.tripped and outlier_run == 0 and agreed:
+            return self._set(b, False, now_ms, "quotes agree with the other venues again")
+        return []
 
     def on_balance(self, venue: str, free: Decimal, now_ms: int) -> list[BreakerChange]:
         self.watch_venue(venue)

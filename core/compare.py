@@ -4,6 +4,16 @@ The hot path is one `update()` per quote. It normalizes the quote into a mutable
 and recomputes only the directed edges that involve that instrument (an edge that touches
 neither changed quote has not changed). Edge states are mutable slots too: nothing is
 allocated per quote except by callers that ask for a `PairComparison`.
+
+The price guard (`set_guard`, configured by the pipeline from `strategy.max_quote_deviation_bps`):
+a quote whose mid is further than the bound from the mid of EVERY other venue of its pair that
+quoted within the freshness window before it (by local receive time) is an outlier. It is
+refused: the book withdraws its tradable quote (its edges become invalid until a sane quote
+comes), keeps the outlier's mid only as a reference for the other venues, and counts it.
+"Every other venue" (not their average) is what lets two agreeing venues outvote a third; with
+two venues a disagreement cannot be attributed, so both sides' quotes are refused while it
+lasts. Without a fresh quote on another venue there is nothing to compare with, and the quote
+is accepted (no guess).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ class Book:
     """Latest quote of one instrument, normalized to base units and normalized prices."""
 
     __slots__ = (
+        "agreed",
         "ask",
         "ask_qty",
         "bid",
@@ -28,13 +39,19 @@ class Book:
         "edges",
         "has_quote",
         "inst",
+        "mid",
+        "outlier",
+        "outlier_run",
+        "outliers",
         "pair",
+        "peers",
         "quotes",
         "raw_ask",
         "raw_ask_size",
         "raw_bid",
         "raw_bid_size",
         "recv_ns",
+        "seen_ns",
         "venue",
         "venue_ts_ms",
     )
@@ -56,6 +73,15 @@ class Book:
         self.recv_ns = 0
         self.quotes = 0
         self.edges: list[EdgeState] = []
+        # The price guard: the other venues' books of the pair, the mid of the latest quote
+        # received (accepted or not) and when, and the outlier bookkeeping.
+        self.peers: list[Book] = []
+        self.mid = 0.0
+        self.seen_ns = 0
+        self.outlier = False  # the latest quote was refused as an outlier
+        self.outlier_run = 0  # outliers in a row (a quote that agrees resets it)
+        self.outliers = 0  # outliers since start
+        self.agreed = False  # a quote has agreed with another venue since start
 
 
 class EdgeState:
@@ -132,6 +158,10 @@ class CompareEngine:
         self._pair_edges: dict[str, list[EdgeState]] = {}
         self.rejected = 0
         self.unknown = 0
+        self.outliers = 0
+        # The price guard, off until `set_guard`: a tolerance as a fraction of the lower mid.
+        self.tolerance = _INF
+        self.fresh_ns = 0
         for pair in pairs:
             if pair.name in self.pairs:
                 raise ValueError(f"duplicate pair {pair.name}")
@@ -151,8 +181,18 @@ class CompareEngine:
                     edges.append(edge)
                     buy.edges.append(edge)
                     sell.edges.append(edge)
+            for book in books:
+                book.peers = [b for b in books if b.venue != book.venue]
             self._pair_books[pair.name] = books
             self._pair_edges[pair.name] = edges
+
+    def set_guard(self, max_deviation_bps: float, fresh_ns: int) -> None:
+        """Refuse quotes whose mid is more than `max_deviation_bps` from the mid of every other
+        venue that quoted within `fresh_ns` (inf: off)."""
+        if not max_deviation_bps > 0.0 or fresh_ns < 0:
+            raise ValueError("max_deviation_bps must be > 0 and fresh_ns >= 0")
+        self.tolerance = max_deviation_bps / 10_000.0
+        self.fresh_ns = fresh_ns
 
     def book(self, venue: str, symbol: str) -> Book | None:
         return self._books.get((venue, symbol))
@@ -170,6 +210,8 @@ class CompareEngine:
 
         Returns the instrument's book, or None when the quote is for an unknown instrument
         or not a sane two-sided book (non-positive or crossed); such quotes change nothing.
+        An outlier (see the module docstring) returns its book with `outlier` set and no
+        tradable quote.
         """
         book = self._books.get((quote.venue, quote.symbol))
         if book is None:
@@ -187,6 +229,34 @@ class CompareEngine:
         if not (0.0 < bid <= ask < _INF) or not (bid_size >= 0.0 and ask_size >= 0.0):
             self.rejected += 1
             return None
+        # Halves first: bid + ask overflows to inf near the largest floats.
+        mid = bid * 0.5 + ask * 0.5
+        recv_ns = quote.recv_ns
+        book.quotes += 1
+        tolerance = self.tolerance
+        if tolerance != _INF:  # the price guard, inline: it runs for every quote
+            fresh_ns = self.fresh_ns
+            disagreed = False
+            for peer in book.peers:
+                if peer.quotes and recv_ns - peer.seen_ns <= fresh_ns:
+                    other = peer.mid
+                    if abs(mid - other) <= tolerance * (mid if mid < other else other):
+                        disagreed = False  # one agreeing venue is enough
+                        if book.outlier_run:
+                            book.outlier_run = 0
+                        if not book.agreed:
+                            book.agreed = True
+                        break
+                    disagreed = True
+            if disagreed:  # further than the bound from every fresh peer
+                self._refuse(book)
+                book.mid = mid
+                book.seen_ns = recv_ns
+                return book
+        book.mid = mid
+        book.seen_ns = recv_ns
+        if book.outlier:
+            book.outlier = False
         qpu = inst.qty_per_unit_f
         book.raw_bid = quote.bid
         book.raw_ask = quote.ask
@@ -197,13 +267,24 @@ class CompareEngine:
         book.bid_qty = bid_size * qpu
         book.ask_qty = ask_size * qpu
         book.venue_ts_ms = quote.venue_ts_ms
-        book.recv_ns = quote.recv_ns
+        book.recv_ns = recv_ns
         book.has_quote = True
-        book.quotes += 1
         for edge in book.edges:
             if edge.buy.has_quote and edge.sell.has_quote:
                 edge.recompute()
         return book
+
+    def _refuse(self, book: Book) -> None:
+        """An outlier: counted, and the book withdraws its tradable quote (its edges become
+        invalid until a quote is accepted again)."""
+        book.outlier = True
+        book.outlier_run += 1
+        book.outliers += 1
+        self.outliers += 1
+        if book.has_quote:
+            book.has_quote = False
+            for edge in book.edges:
+                edge.valid = False
 
     def comparison(self, pair: str, ts_ns: int = 0) -> PairComparison:
         """All current directed edges of one pair (both quotes present)."""

@@ -8,6 +8,7 @@ field and in docs/configuration.md.
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -18,6 +19,13 @@ from core.models import Venue
 
 PositiveDecimal = Annotated[Decimal, Field(gt=0)]
 NonNegativeDecimal = Annotated[Decimal, Field(ge=0)]
+
+# Upper bounds of durations: far past any sane setting, well inside every integer a timestamp
+# (ms since the epoch) is added to on the way to SQLite or the EA.
+HOUR_S = 3600.0
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+WEEK_S = 7 * 86_400.0
 
 
 class _Strict(BaseModel):
@@ -54,18 +62,41 @@ class ListenerConfig(_Strict):
         return self
 
 
+def is_loopback_host(host: str) -> bool:
+    """`localhost`, or a loopback address (127.0.0.0/8, ::1); any other name or address,
+    `0.0.0.0` included, is reachable from elsewhere."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def listener_warning(listener: ListenerConfig) -> str | None:
+    """Why a listener reachable from other machines without TLS is risky (the reason of the
+    `listener.host` warning), or None: the EA's signed requests and the admin API's bearer
+    token would cross the network in clear."""
+    if is_loopback_host(listener.host) or listener.tls_cert is not None:
+        return None
+    return (f"{listener.host!r} is not a loopback address and listener.tls_cert/tls_key are not set: the "
+            f"admin token and the EA's traffic cross the network unencrypted; set tls_cert and tls_key, or "
+            f"bind 127.0.0.1 and tunnel (ssh -L)")
+
+
 class _FeedConfig(_Strict):
     """Market-data lifecycle settings shared by the exchange feeds."""
 
     transport: Literal["ws", "rest"] = Field("ws", description="rest: poll REST tickers only.")
     silence_s: float = Field(
-        20.0, gt=0, allow_inf_nan=False, description="No frame this long: keepalive, then reconnect."
+        20.0, gt=0, le=HOUR_S, allow_inf_nan=False, description="No frame this long: keepalive, then reconnect."
     )
-    pong_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
-    rest_interval_s: float = Field(1.0, gt=0, allow_inf_nan=False, description="REST poll period.")
-    connect_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
-    backoff_initial_s: float = Field(0.5, gt=0, allow_inf_nan=False)
-    backoff_cap_s: float = Field(30.0, gt=0, allow_inf_nan=False)
+    pong_timeout_s: float = Field(10.0, gt=0, le=HOUR_S, allow_inf_nan=False)
+    rest_interval_s: float = Field(1.0, gt=0, le=HOUR_S, allow_inf_nan=False, description="REST poll period.")
+    connect_timeout_s: float = Field(10.0, gt=0, le=HOUR_S, allow_inf_nan=False)
+    backoff_initial_s: float = Field(0.5, gt=0, le=HOUR_S, allow_inf_nan=False)
+    backoff_cap_s: float = Field(30.0, gt=0, le=HOUR_S, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> _FeedConfig:
@@ -84,7 +115,7 @@ class BinanceVenueConfig(_FeedConfig):
     ws_url: str | None = Field(None, description="Defaults by market: spot or USD-M (routes added).")
     rest_url: str | None = Field(None, description="Defaults by market.")
     max_lifetime_s: float = Field(
-        23.5 * 3600, gt=0, allow_inf_nan=False, description="Reconnect before Binance's 24 h limit."
+        23.5 * 3600, gt=0, le=24 * HOUR_S, allow_inf_nan=False, description="Reconnect before Binance's 24 h limit."
     )
 
 
@@ -94,10 +125,10 @@ class Mt5VenueConfig(_Strict):
         min_length=1,
         description="Terminal ids; the secret of each is QUANTARB_MT5_SECRET_<ID>.",
     )
-    magic: int = Field(7701, ge=0, description="Magic number on every EA order.")
-    deviation_points: int = Field(20, ge=0)
+    magic: int = Field(7701, ge=0, le=2**63 - 1, description="Magic number on every EA order.")
+    deviation_points: int = Field(20, ge=0, le=1_000_000)
     filling: Literal["FOK", "IOC", "RETURN"] = "IOC"
-    command_ttl_ms: int = Field(2000, gt=0, description="Commands expire unacked after this.")
+    command_ttl_ms: int = Field(2000, gt=0, le=HOUR_MS, description="Commands expire unacked after this.")
 
 
     @field_validator("terminals")
@@ -203,13 +234,22 @@ def _instrument(
 
 class StrategyConfig(_Strict):
     threshold_bps: float = Field(
-        8.0, allow_inf_nan=False, description="Minimum net edge (after both fees) to trade."
+        8.0, ge=0, allow_inf_nan=False, description="Minimum net edge (after both fees) to trade."
     )
-    persistence_ms: int = Field(0, ge=0, description="Edge must hold this long before an intent.")
-    cooldown_ms: int = Field(3000, ge=0, description="Per pair and direction, after an intent.")
-    max_quote_age_ms: int = Field(1500, gt=0, description="Older quotes never trade.")
+    max_edge_bps: float = Field(
+        300.0, gt=0, allow_inf_nan=False,
+        description="An edge above this is not an opportunity but a bad price: refused (edge_above_ceiling).",
+    )
+    max_quote_deviation_bps: float = Field(
+        500.0, gt=0, allow_inf_nan=False,
+        description="A quote whose mid is further than this from every other venue's fresh mid is "
+        "refused (price_outlier).",
+    )
+    persistence_ms: int = Field(0, ge=0, le=HOUR_MS, description="Edge must hold this long before an intent.")
+    cooldown_ms: int = Field(3000, ge=0, le=DAY_MS, description="Per pair and direction, after an intent.")
+    max_quote_age_ms: int = Field(1500, gt=0, le=HOUR_MS, description="Older quotes never trade.")
     leg_policy: Literal["concurrent", "mt5_first", "exchange_first"] = "concurrent"
-    group_deadline_ms: int = Field(5000, gt=0, description="A group must settle within this.")
+    group_deadline_ms: int = Field(5000, gt=0, le=HOUR_MS, description="A group must settle within this.")
     max_slippage_bps: float = Field(
         15.0, ge=0, le=1000, allow_inf_nan=False,
         description="Compensation limits sit at most this far through the current touch.",
@@ -218,8 +258,14 @@ class StrategyConfig(_Strict):
         2, ge=0, le=10, description="retry_hedge attempts on the unfilled venue before unwinding."
     )
     order_timeout_ms: int = Field(
-        3000, gt=0, description="No answer this long: the order is unknown and queried by client id."
+        3000, gt=0, le=HOUR_MS, description="No answer this long: the order is unknown and queried by client id."
     )
+
+    @model_validator(mode="after")
+    def _ceiling_above_threshold(self) -> StrategyConfig:
+        if self.threshold_bps >= self.max_edge_bps:
+            raise ValueError(f"threshold_bps: must be < max_edge_bps ({self.max_edge_bps:g})")
+        return self
 
 
 class RiskConfig(_Strict):
@@ -230,7 +276,7 @@ class RiskConfig(_Strict):
     """
 
     max_leg_notional: PositiveDecimal = Field(Decimal(5000), description="One leg's notional.")
-    max_open_groups: int = Field(3, ge=1, description="Hedge groups in flight at once.")
+    max_open_groups: int = Field(3, ge=1, le=1_000_000, description="Hedge groups in flight at once.")
     max_gross_exposure: PositiveDecimal = Field(
         Decimal(20000), description="Default for the per-venue and per-asset gross exposure limits."
     )
@@ -245,16 +291,26 @@ class RiskConfig(_Strict):
     )
     daily_loss_limit: PositiveDecimal = Field(Decimal(200), description="Realized loss today (UTC) that halts.")
     max_consecutive_failures: int = Field(
-        3, ge=1, description="Failed or compensated groups in a row that pause trading."
+        3, ge=1, le=1_000_000, description="Failed or compensated groups in a row that pause trading."
     )
-    failure_pause_s: float = Field(300, gt=0, allow_inf_nan=False, description="How long that pause lasts.")
+    failure_pause_s: float = Field(
+        300, gt=0, le=WEEK_S, allow_inf_nan=False, description="How long that pause lasts."
+    )
     venue_block_s: float = Field(
-        5, gt=0, allow_inf_nan=False, description="No quote this long: no new intents on the venue."
+        5, gt=0, le=WEEK_S, allow_inf_nan=False, description="No quote this long: no new intents on the venue."
     )
-    feed_stale_halt_s: float = Field(30, gt=0, allow_inf_nan=False, description="No quote this long: halt.")
-    venue_down_halt_s: float = Field(30, gt=0, allow_inf_nan=False, description="Disconnected this long: halt.")
+    outlier_block_count: int = Field(
+        5, ge=1, le=1_000_000,
+        description="Quotes refused as price outliers in a row that block the venue (released when one agrees).",
+    )
+    feed_stale_halt_s: float = Field(
+        30, gt=0, le=WEEK_S, allow_inf_nan=False, description="No quote this long: halt."
+    )
+    venue_down_halt_s: float = Field(
+        30, gt=0, le=WEEK_S, allow_inf_nan=False, description="Disconnected this long: halt."
+    )
     hold_timeout_s: float = Field(
-        600, gt=0, allow_inf_nan=False, description="A group open this long raises an alert and is unwound."
+        600, gt=0, le=WEEK_S, allow_inf_nan=False, description="A group open this long raises an alert and is unwound."
     )
 
 
@@ -267,7 +323,7 @@ class DemoConfig(_Strict):
 
     enabled: bool = False
     seed: int = 7
-    tick_ms: int = Field(50, gt=0, description="Mean interval between quotes per instrument.")
+    tick_ms: int = Field(50, gt=0, le=60_000, description="Mean interval between quotes per instrument.")
     dislocation_every_s: float = Field(
         3.0, gt=0, allow_inf_nan=False, description="Mean time between dislocations."
     )
@@ -284,10 +340,10 @@ class PaperConfig(_Strict):
     orders `unknown` until a query by client order id resolves them.
     """
 
-    latency_ms_min: float = Field(0.0, ge=0, allow_inf_nan=False, description="Least order latency (ms).")
-    latency_ms_max: float = Field(0.0, ge=0, allow_inf_nan=False, description="Most order latency (ms).")
+    latency_ms_min: float = Field(0.0, ge=0, le=60_000, allow_inf_nan=False, description="Least order latency (ms).")
+    latency_ms_max: float = Field(0.0, ge=0, le=60_000, allow_inf_nan=False, description="Most order latency (ms).")
     slippage_bps: float = Field(
-        0.0, ge=0, allow_inf_nan=False, description="Adverse slippage against the touch, up to this."
+        0.0, ge=0, le=1000, allow_inf_nan=False, description="Adverse slippage against the touch, up to this."
     )
     partial_rate: Rate = Field(0.0, description="Share of orders that fill only partly.")
     partial_min_fraction: Rate = Field(0.1, description="Least fraction a partial fill takes.")

@@ -61,6 +61,8 @@ class Reason(StrEnum):
     IN_FLIGHT = "in_flight"
     SIZE_TOO_SMALL = "size_too_small"
     NO_COUNTER_QUOTE = "no_counter_quote"
+    PRICE_OUTLIER = "price_outlier"
+    EDGE_ABOVE_CEILING = "edge_above_ceiling"
     HALTED = "halted"
     PAUSED = "paused"
     REDUCING = "reducing"

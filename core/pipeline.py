@@ -2,15 +2,20 @@
 
 Per quote it refreshes the directed edges that the quote touches (CompareEngine) and gives
 one verdict: an intent for the best edge that passes every rule, otherwise the reason the
-best edge was blocked. Rules, in the order they are checked for an edge over threshold:
+best edge was blocked. A quote the price guard refuses (its mid further than
+`max_quote_deviation_bps` from every other venue's fresh mid, see `core.compare`) is judged
+no further: `price_outlier`. Rules, in the order they are checked for an edge over threshold:
 
-1. trading state (`halted`, `paused`, `reducing`): the kill switch is seen on the next quote;
-2. stale guard: both quotes younger than `max_quote_age_ms` (local receive time);
-3. persistence: the edge has stayed over threshold for `persistence_ms`;
-4. in flight: no new intent while a group of the pair is open;
-5. cooldown: per pair and direction, after an intent;
-6. risk limits (`risk:<rule>` from the RiskGate);
-7. size: min of both top-of-book sizes and `max_leg_notional / price`, rounded down to a
+1. sane prices: the two legs' mids within `max_quote_deviation_bps` of each other
+   (`price_outlier`) and the edge at most `max_edge_bps` (`edge_above_ceiling`): an edge that
+   large is a bad price, not an opportunity;
+2. trading state (`halted`, `paused`, `reducing`): the kill switch is seen on the next quote;
+3. stale guard: both quotes younger than `max_quote_age_ms` (local receive time);
+4. persistence: the edge has stayed over threshold (and sane) for `persistence_ms`;
+5. in flight: no new intent while a group of the pair is open;
+6. cooldown: per pair and direction, after an intent;
+7. risk limits (`risk:<rule>` from the RiskGate);
+8. size: min of both top-of-book sizes and `max_leg_notional / price`, rounded down to a
    whole number of both venues' lot steps; below the minimum size -> `size_too_small`.
 
 Edges that a quote does not touch are not re-judged: their inputs did not change.
@@ -48,6 +53,11 @@ class OpportunityPipeline:
         self.persistence_ns = strategy.persistence_ms * 1_000_000
         self.cooldown_ns = strategy.cooldown_ms * 1_000_000
         self.max_age_ns = strategy.max_quote_age_ms * 1_000_000
+        self.max_edge_bps = strategy.max_edge_bps
+        self.tolerance = strategy.max_quote_deviation_bps / 10_000.0
+        # The quote-level half of the price guard lives with the books; quotes are fresh
+        # references for it as long as they may trade.
+        compare.set_guard(strategy.max_quote_deviation_bps, self.max_age_ns)
         self.max_leg_notional = risk.max_leg_notional
         self.in_flight: set[str] = set()
         self.reasons: Counter[str] = Counter()
@@ -67,7 +77,18 @@ class OpportunityPipeline:
         book = self.compare.update(quote)
         if book is None:
             return None
+        if book.outlier:
+            return self._outlier(book)
         return self._decide(book)
+
+    def _outlier(self, book: Book) -> Decision:
+        """The quote was refused by the price guard: no edge of its book is judged."""
+        for edge in book.edges:
+            edge.above_since_ns = 0
+            edge.last_reason = Reason.PRICE_OUTLIER
+        self.decisions += 1
+        self.reasons[Reason.PRICE_OUTLIER] += 1
+        return Decision(self.clock.time_ms(), book.pair, None, None, 0.0, Outcome.BLOCKED, Reason.PRICE_OUTLIER)
 
     def _decide(self, book: Book) -> Decision:
         now_ns = self.clock.monotonic_ns()
@@ -126,6 +147,15 @@ class OpportunityPipeline:
         )
 
     def _judge(self, edge: EdgeState, now_ns: int, ts_ms: int) -> tuple[str, ExecutionIntent | None]:
+        # The price guard on the edge, first (inline: this runs for every edge over threshold).
+        a = edge.buy.mid
+        b = edge.sell.mid
+        if abs(a - b) > self.tolerance * (a if a < b else b):
+            edge.above_since_ns = 0  # persistence counts from the first sane quote
+            return Reason.PRICE_OUTLIER, None
+        if edge.edge_bps > self.max_edge_bps:
+            edge.above_since_ns = 0
+            return Reason.EDGE_ABOVE_CEILING, None
         blocked = self.gate.blocked_state()
         if blocked is not None:
             return blocked, None

@@ -11,7 +11,8 @@ Limits, judged against worst-case exposure (positions plus every open order fill
 - `risk:max_leg_notional`: one leg's notional;
 - `risk:max_open_groups`: groups in flight;
 - `risk:max_venue_exposure` / `risk:max_asset_exposure`: gross notional per venue / asset;
-- `risk:venue_blocked`: a breaker blocks new intents on the venue (stale or down feed);
+- `risk:venue_blocked`: a breaker blocks new intents on the venue (stale feed, or quotes
+  that keep failing the price guard);
 - `risk:min_free_balance`: the venue's free balance or margin is below the floor.
 
 `check_order` adds `risk:halted` / `risk:reducing` (the trading state refuses it),
@@ -75,6 +76,7 @@ def breaker_limits(cfg: RiskConfig) -> BreakerLimits:
         venue_down_halt_s=cfg.venue_down_halt_s,
         min_free_balance=cfg.min_free_balance,
         hold_timeout_s=cfg.hold_timeout_s,
+        outlier_block_count=cfg.outlier_block_count,
     )
 
 

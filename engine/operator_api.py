@@ -242,6 +242,16 @@ class RuntimeCollector(Collector):
         yield CounterMetricFamily("quantarb_quotes", "Quotes judged by the pipeline.", value=snap.quotes_total)
         yield CounterMetricFamily("quantarb_decisions", "Decisions (intents and blocked).", value=snap.decisions_total)
         yield CounterMetricFamily("quantarb_intents", "Decisions that became hedge groups.", value=snap.intents_total)
+        reasons = CounterMetricFamily("quantarb_decision_reasons", "Decisions by reason.", labels=["reason"])
+        for reason, count in sorted(snap.reasons.items()):
+            reasons.add_metric([reason], count)
+        yield reasons
+        outliers = CounterMetricFamily(
+            "quantarb_price_outliers", "Quotes refused by the price guard, per venue.", labels=["venue"]
+        )
+        for venue, count in sorted(snap.price_outliers.items()):
+            outliers.add_metric([venue], count)
+        yield outliers
         yield GaugeMetricFamily("quantarb_open_groups", "Hedge groups not yet terminal.", value=snap.open_groups)
         groups = GaugeMetricFamily("quantarb_groups", "Hedge groups by state (this run).", labels=["state"])
         for state, count in sorted(snap.groups_by_state.items()):

@@ -1,8 +1,9 @@
 """RiskMonitor: feeds the breakers what the engine sees, once a second.
 
-Venue health (is a feed connected, how old is its newest quote), free balance/margin (the
-EA's account reports), the UTC day and pause expiry, and groups held open too long. The
-breakers themselves are pure (`core.breakers`); this module only gathers their inputs.
+Venue health (is a feed connected, how old is its newest quote), the price guard's verdicts
+on each venue's quotes (outliers in a row), free balance/margin (the EA's account reports),
+the UTC day and pause expiry, and groups held open too long. The breakers themselves are
+pure (`core.breakers`); this module only gathers their inputs.
 """
 
 from __future__ import annotations
@@ -61,13 +62,27 @@ class RiskMonitor:
         self._last_up_ns = {v: self.started_ns for v in self.venues}
 
     def _quote_age_s(self, venue: str, now_ns: int) -> float | None:
-        """Age of the freshest quote of any of the venue's instruments (None: never quoted)."""
+        """Age of the freshest quote of any of the venue's instruments (None: never quoted).
+
+        Refused outliers count: this measures whether the feed is alive; whether its prices
+        are sane is the price guard's breaker."""
         ages = [
-            (now_ns - b.recv_ns) / 1e9
+            (now_ns - b.seen_ns) / 1e9
             for b in self.compare.books()
-            if b.inst.venue == venue and b.has_quote
+            if b.inst.venue == venue and b.quotes
         ]
         return min(ages) if ages else None
+
+    def _price_checks(self, venue: str) -> tuple[int, bool]:
+        """(longest run of outliers in a row over the venue's instruments, whether any of its
+        quotes agreed with another venue since start)."""
+        run = 0
+        agreed = False
+        for b in self.compare.books():
+            if b.inst.venue == venue:
+                run = max(run, b.outlier_run)
+                agreed = agreed or b.agreed
+        return run, agreed
 
     def step(self, open_groups: Iterable[HedgeGroup]) -> tuple[list[BreakerChange], list[HedgeGroup]]:
         """One check; returns the breaker changes and the groups held past `hold_timeout_s`
@@ -90,6 +105,8 @@ class RiskMonitor:
                 venue, connected=up, quote_age_s=age if age is not None else since_start,
                 down_for_s=down_for, now_ms=now_ms,
             )
+            run, agreed = self._price_checks(venue)
+            changes += breakers.on_price_check(venue, outlier_run=run, agreed=agreed, now_ms=now_ms)
         for venue, free in self._balances().items():
             changes += self.gate.set_free_balance(venue, free)
         held: list[HedgeGroup] = []

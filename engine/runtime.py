@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from core.clock import Clock, RealClock
 from core.commands import Mt5Command
 from core.compare import CompareEngine
-from core.config import Mt5VenueConfig, QuantarbConfig
+from core.config import Mt5VenueConfig, QuantarbConfig, listener_warning
 from core.hedge import HedgeGroup
 from core.instruments import Instrument
 from core.models import Decision, GroupState, Quote, TradingState, Venue
@@ -69,10 +70,17 @@ class Runtime:
         secrets: Secrets | None = None,
         mt5_in_process: bool = False,
         serve_operator_api: bool = True,
+        warnings: Sequence[str] | None = None,
     ) -> None:
         """`mt5_in_process` keeps the simulated MT5 venue inside the process (no listener, no
-        EA simulator, paper fills): what `driver` needs for deterministic tests."""
+        EA simulator, paper fills): what `driver` needs for deterministic tests. `warnings`:
+        what the loader found (`LoadedConfig.warnings`), logged at start; None: those the
+        config alone shows (a listener off loopback without TLS)."""
         self.config = config
+        if warnings is None:
+            listener = listener_warning(config.listener)
+            warnings = () if listener is None else (f"listener.host: {listener}",)
+        self._warnings = tuple(warnings)
         self.is_demo = is_demo
         self._secrets = secrets
         # Without MT5 the listener serves only the operator API; deterministic tests skip it.
@@ -368,6 +376,8 @@ class Runtime:
                 f"threshold={self.config.strategy.threshold_bps}bps",
             )
         )
+        for warning in self._warnings:  # loud, and logged where the operator looks
+            self.events.emit(EngineEvent(self.clock.time_ms(), "config", f"warning: {warning}", "warn"))
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
         self._tasks.append(asyncio.create_task(self.risk_loop.run(), name="risk"))
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]

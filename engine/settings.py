@@ -10,6 +10,10 @@ result into a `QuantarbConfig` and reads the secrets, which come from the enviro
 - Every failure a user can cause is a `ConfigError` whose message has one line per problem,
   `<file>: <dotted.path[0].key>: <reason>`, or `<ENV_VAR>: <reason>` when the bad value came
   from an environment override. No `.env` file and no secrets directory is ever read.
+- Every `QUANTARB_*` variable must be a setting, a secret or `QUANTARB_CONFIG`: a misspelt
+  one is an error naming it and the closest valid name, never silently ignored.
+- A `_FILE` secret must be owned by this user (or root) and writable by nobody else; one
+  others may read is a warning. Warnings travel in `LoadedConfig.warnings`.
 - A secret never appears in a repr, a str or an exception message.
 """
 
@@ -17,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import json
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -40,7 +46,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from core.config import DEMO_CONFIG, QuantarbConfig
+from core.config import DEMO_CONFIG, QuantarbConfig, listener_warning
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -54,8 +60,10 @@ __all__ = [
     "config_search_paths",
     "load_config",
     "mt5_secret_env_var",
+    "other_env_vars",
     "read_secrets",
     "resolve_config_path",
+    "setting_env_vars",
 ]
 
 ENV_PREFIX = "QUANTARB_"
@@ -119,6 +127,9 @@ class Secrets:
     mt5_terminals: Mapping[str, SecretStr | None] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    # Canonical variable name -> the variable that supplied it (`NAME`, `NAME_FILE`, or the
+    # upper-case MT5 name), for the secrets that are set. Names only, never values.
+    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, compare=False)
 
     def mt5_secret(self, terminal: str) -> SecretStr | None:
         return self.mt5_terminals.get(terminal)
@@ -144,36 +155,58 @@ def mt5_secret_env_var(terminal: str) -> str:
     return f"{MT5_SECRET_PREFIX}{terminal}"
 
 
-def read_secrets(config: QuantarbConfig, environ: Mapping[str, str] | None = None) -> Secrets:
+def read_secrets(
+    config: QuantarbConfig, environ: Mapping[str, str] | None = None, warnings: list[str] | None = None
+) -> Secrets:
     """Read every secret from the environment (`NAME`, or `NAME_FILE` naming a file).
 
-    Raises ConfigError (naming the variable, never the value) when a `_FILE` cannot be read
-    or when both forms of one secret are set.
+    Raises ConfigError (naming the variable, never the value) when a `_FILE` cannot be read,
+    is writable by others or owned by someone else, or when both forms of one secret are set.
+    Appends to `warnings` for a `_FILE` others may read and for an MT5 secret set for a
+    terminal the config does not have.
     """
     env = os.environ if environ is None else environ
-    values = {attr: _secret_from_env(env_name, env) for attr, env_name in SECRET_ENV_VARS.items()}
+    notes: list[str] = [] if warnings is None else warnings
+    sources: dict[str, str] = {}
+    values = {
+        attr: _secret_from_env(env_name, env, notes, sources, env_name) for attr, env_name in SECRET_ENV_VARS.items()
+    }
     terminals: dict[str, SecretStr | None] = {}
     if config.venues.mt5 is not None:
         for terminal in config.venues.mt5.terminals:
             name = mt5_secret_env_var(terminal)
-            secret = _secret_from_env(name, env)
+            secret = _secret_from_env(name, env, notes, sources, name)
             if secret is None and terminal != terminal.upper():
-                secret = _secret_from_env(mt5_secret_env_var(terminal.upper()), env)
+                secret = _secret_from_env(mt5_secret_env_var(terminal.upper()), env, notes, sources, name)
             terminals[terminal] = secret
-    return Secrets(**values, mt5_terminals=MappingProxyType(terminals))
+    known = {mt5_secret_env_var(t).upper() for t in terminals}
+    for var in sorted(env):
+        upper = var.upper()
+        base = upper.removesuffix(FILE_SUFFIX)
+        if upper.startswith(MT5_SECRET_PREFIX) and base not in known and env[var]:
+            notes.append(f"{_name(var)}: no MT5 terminal {base[len(MT5_SECRET_PREFIX):]} in venues.mt5.terminals "
+                         f"({', '.join(terminals) or 'no MT5 venue'}); this secret is not used")
+    return Secrets(**values, mt5_terminals=MappingProxyType(terminals), sources=MappingProxyType(sources))
 
 
-def _secret_from_env(name: str, env: Mapping[str, str]) -> SecretStr | None:
+def _secret_from_env(
+    name: str, env: Mapping[str, str], warnings: list[str], sources: dict[str, str], canonical: str
+) -> SecretStr | None:
     file_var = name + FILE_SUFFIX
     direct = env.get(name) or None
     file_name = env.get(file_var) or None
     if direct is not None and file_name is not None:
         raise ConfigError(f"{name}: both {name} and {file_var} are set; set only one")
     if file_name is None:
-        return SecretStr(direct) if direct is not None else None
+        if direct is None:
+            return None
+        sources[canonical] = name
+        return SecretStr(direct)
     path = Path(file_name).expanduser()
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            _check_secret_file(file_var, path, os.fstat(handle.fileno()), warnings)
+            raw = handle.read()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"{file_var}: cannot read {path}: {reason}") from None
@@ -183,6 +216,7 @@ def _secret_from_env(name: str, env: Mapping[str, str]) -> SecretStr | None:
     text = decoded.strip()
     if not text:
         raise ConfigError(f"{file_var}: {path} is empty")
+    sources[canonical] = file_var
     return SecretStr(text)
 
 
@@ -192,6 +226,33 @@ def _utf8(raw: bytes) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+def _check_secret_file(file_var: str, path: Path, st: os.stat_result, warnings: list[str]) -> None:
+    """A secret file anyone else could replace is refused: whoever writes it chooses the
+    secret. Owned by this user or root, writable by neither group nor others; readable by
+    them is a warning (they can read the secret)."""
+    getuid = getattr(os, "geteuid", None)
+    if getuid is None or not stat.S_ISREG(st.st_mode):  # not POSIX, or a pipe/device: no modes to judge
+        return
+    uid = getuid()
+    if st.st_uid not in (uid, 0):
+        raise ConfigError(f"{file_var}: {path} is owned by uid {st.st_uid}, not by this user (uid {uid}) or root; "
+                          f"chown it")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        who = _who(mode & 0o020, mode & 0o002)
+        raise ConfigError(f"{file_var}: {path} is writable by {who} (mode {mode:04o}); run: chmod 600 {path}")
+    if mode & 0o044:
+        who = _who(mode & 0o040, mode & 0o004)
+        warnings.append(f"{file_var}: {path} is readable by {who} (mode {mode:04o}); run: chmod 600 {path}")
+
+
+def _who(group: int, others: int) -> str:
+    return "group and others" if group and others else "group" if group else "others"
+
+
+def _name(var: str) -> str:
+    """An environment variable's name for a message: as is, or escaped if unprintable."""
+    return var if var.isprintable() else _quoted(var)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +272,9 @@ class LoadedConfig:
     is_demo: bool
     secrets: Secrets
     overrides: tuple[str, ...] = ()
+    # What is allowed but risky (a listener off loopback without TLS, a secret file others
+    # can read, an MT5 secret no terminal uses): shown by `config check` and at engine start.
+    warnings: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
@@ -261,6 +325,7 @@ def load_config(explicit: str | None, environ: Mapping[str, str] | None = None) 
     `environ` defaults to `os.environ`; tests pass their own mapping.
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
+    _check_env_names(env)
     path = resolve_config_path(explicit, env)
     if path is None:
         data: dict[str, Any] = copy.deepcopy(DEMO_CONFIG)
@@ -269,10 +334,89 @@ def load_config(explicit: str | None, environ: Mapping[str, str] | None = None) 
         data = _read_toml(path)
         source = str(path)
     config, overrides = _validate(data, env, source)
-    secrets = read_secrets(config, env)
+    warnings: list[str] = []
+    listener = listener_warning(config.listener)
+    if listener is not None:
+        var = next((n for n in overrides if n.upper() in ("QUANTARB_LISTENER__HOST", "QUANTARB_LISTENER")), None)
+        warnings.append(f"{var}: {listener}" if var else f"{source}: listener.host: {listener}")
+    secrets = read_secrets(config, env, warnings)
     return LoadedConfig(
-        config=config, path=path, is_demo=path is None, secrets=secrets, overrides=overrides
+        config=config, path=path, is_demo=path is None, secrets=secrets, overrides=overrides,
+        warnings=tuple(warnings),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Which QUANTARB_* variables exist
+
+
+def setting_env_vars() -> tuple[str, ...]:
+    """Every `QUANTARB_<SECTION>[__<KEY>...]` name the schema accepts (upper case): each table
+    and each key, down to the leaves (arrays, such as `pairs`, only as a whole)."""
+    names: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for key, info in model.model_fields.items():
+            name = f"{prefix}{ENV_NESTED_DELIMITER if prefix != ENV_PREFIX else ''}{key.upper()}"
+            names.append(name)
+            sub = _model_of(info.annotation)
+            if sub is not None:
+                walk(sub, name)
+
+    walk(QuantarbConfig, ENV_PREFIX)
+    return tuple(names)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (`Model` or `Model | None`); None for scalars and arrays."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def other_env_vars() -> tuple[str, ...]:
+    """The QUANTARB_* names that are not settings: the config path and the secrets (with
+    their `_FILE` forms). `QUANTARB_MT5_SECRET_<ID>[_FILE]` is accepted for any id."""
+    secrets = tuple(SECRET_ENV_VARS.values())
+    return (CONFIG_ENV_VAR, *secrets, *(n + FILE_SUFFIX for n in secrets))
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """Every QUANTARB_* variable must be something quantarb reads: a misspelt section or key
+    would otherwise be ignored (or, inside a known section, reported without a hint)."""
+    settings = setting_env_vars()
+    valid = set(settings) | set(other_env_vars())
+    lines: list[str] = []
+    for var in sorted(env):
+        upper = var.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in valid:
+            continue
+        if upper.startswith(MT5_SECRET_PREFIX) and len(upper.removesuffix(FILE_SUFFIX)) > len(MT5_SECRET_PREFIX):
+            continue
+        # Compared after the prefix, which every candidate shares.
+        tails = {name[len(ENV_PREFIX):]: name for name in (*valid, f"{MT5_SECRET_PREFIX}<ID>")}
+        near = difflib.get_close_matches(upper[len(ENV_PREFIX):], list(tails), n=1, cutoff=0.7)
+        hint = f"; did you mean {tails[near[0]]}?" if near else ""
+        lines.append(f"{_name(var)}: {_unknown_reason(upper)}{hint}")
+    if lines:
+        raise ConfigError("\n".join(lines))
+
+
+def _unknown_reason(upper: str) -> str:
+    """Why a QUANTARB_* name is not a setting: where along its path it leaves the schema."""
+    parts = [p.lower() for p in upper[len(ENV_PREFIX):].split(ENV_NESTED_DELIMITER)]
+    model: type[BaseModel] | None = QuantarbConfig
+    for depth, part in enumerate(parts):
+        if model is None:
+            return f"{'.'.join(parts[:depth])} has no keys below it"
+        if part not in model.model_fields:
+            if depth == 0:
+                return ("not a quantarb setting or secret (settings are QUANTARB_<SECTION>__<KEY>, "
+                        "see docs/configuration.md)")
+            return "unknown key"
+        model = _model_of(model.model_fields[part].annotation)
+    return "not a quantarb setting or secret"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -510,8 +654,8 @@ def _format_validation_error(
         if err["type"] == "value_error" and (found := _PATH_IN_MESSAGE.match(reason)):
             # A model validator names the field in its message (its own loc is the model's).
             inner = _parse_dotted(found[1])
-            if inner[: len(loc)] == loc:
-                loc, reason = inner, found[2]
+            # From the root (a QuantarbConfig validator) or relative to the model that raised.
+            loc, reason = (inner if inner[: len(loc)] == loc else (*loc, *inner)), found[2]
         lines.append(_error_line(loc, reason, source, overrides))
     return "\n".join(dict.fromkeys(lines))
 

@@ -6,7 +6,7 @@ only the cells that changed. Every row has a stable key for that diff.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.events import EngineEvent
 
@@ -23,6 +23,8 @@ class QuoteRow:
     ask_qty: float
     age_ms: float | None
     count: int
+    outlier: bool = False  # the latest quote was refused by the price guard (no tradable quote)
+    outliers: int = 0  # quotes refused as price outliers since start
 
 
 @dataclass(slots=True, frozen=True)
@@ -177,3 +179,7 @@ class RuntimeSnapshot:
     blocked_venues: tuple[str, ...] = ()
     ledger_error: str = ""  # why the ledger cannot write now ("" while it writes)
     ledger_unwritten: int = 0  # events held in memory until it can
+    # Decisions by reason since start (ok, below_threshold, price_outlier, ...), and quotes
+    # refused by the price guard per venue.
+    reasons: dict[str, int] = field(default_factory=dict)
+    price_outliers: dict[str, int] = field(default_factory=dict)

@@ -118,6 +118,8 @@ class ViewModel:
             "breakers": [asdict(r) for r in snap.breakers],
             "blocked_venues": list(snap.blocked_venues),
             "ledger": {"ok": not snap.ledger_error, "error": snap.ledger_error, "unwritten": snap.ledger_unwritten},
+            "reasons": snap.reasons,
+            "price_outliers": snap.price_outliers,
             "positions": self.positions(),
             "last_flatten": self._last_flatten(),
             "feeds": [
@@ -149,6 +151,7 @@ class ViewModel:
         journal = self._journal()
         now_ns = self._clock.monotonic_ns()
         quotes = []
+        outliers: dict[str, int] = {}
         for pair in self._pairs:
             for inst in pair.instruments:
                 book = self._compare.book(inst.venue, inst.symbol)
@@ -165,8 +168,12 @@ class ViewModel:
                         ask_qty=book.ask_qty,
                         age_ms=(now_ns - book.recv_ns) / 1e6 if book.has_quote else None,
                         count=book.quotes,
+                        outlier=book.outlier,
+                        outliers=book.outliers,
                     )
                 )
+                if book.outliers:
+                    outliers[inst.venue] = outliers.get(inst.venue, 0) + book.outliers
         edges = [
             EdgeRow(
                 key=f"{e.pair}:{e.buy.venue}>{e.sell.venue}",
@@ -218,6 +225,8 @@ class ViewModel:
             blocked_venues=tuple(sorted(self._gate.breakers.blocked_venues())),
             ledger_error=(journal.error or "") if journal is not None else "",
             ledger_unwritten=journal.unwritten if journal is not None else 0,
+            reasons={str(k): v for k, v in self._pipeline.reasons.most_common()},
+            price_outliers=dict(sorted(outliers.items())),
         )
 
     def _limit_rows(self, open_groups: int) -> tuple[LimitRow, ...]:
@@ -255,6 +264,8 @@ class ViewModel:
             "groups": snap.groups_by_state,
             "realized_pnl": snap.realized_pnl,
             "trading_state": snap.trading_state,
+            "reasons": snap.reasons,
+            "price_outliers": snap.price_outliers,
         }
 
 

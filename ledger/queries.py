@@ -384,6 +384,15 @@ async def last_breakers(db: aiosqlite.Connection) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+async def decisions_by_reason(db: aiosqlite.Connection) -> dict[str, int]:
+    """Rows of the decision log per reason, most first. The log is sampled (every intent, at
+    most one blocked decision per pair, direction and reason a second), so these count the
+    seconds in which a reason occurred rather than every decision; a refusal such as
+    `price_outlier` or `edge_above_ceiling` shows here whenever it happened."""
+    rows = await _all(db, "SELECT reason, count(*) AS n FROM decisions GROUP BY reason ORDER BY n DESC, reason")
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
 async def summary(db: aiosqlite.Connection, *, now_ms: int | None = None) -> dict[str, Any]:
     """Groups by state, fills, fees, realized PnL, and per pair the monitor and PnL statistics:
     today (since midnight UTC) and all time; the trading state with its breakers; the dust book.
@@ -420,6 +429,7 @@ async def summary(db: aiosqlite.Connection, *, now_ms: int | None = None) -> dic
         "events": int(await _one(db, "SELECT count(*) FROM events")),
         "last_seq": int(await _one(db, "SELECT coalesce(max(seq), 0) FROM events")),
         "decisions": int(await _one(db, "SELECT count(*) FROM decisions")),
+        "decisions_by_reason": await decisions_by_reason(db),
         "dust": await dust(db),
         "today": today_doc,
         "all_time": all_doc,

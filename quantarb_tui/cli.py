@@ -64,7 +64,8 @@ def _runtime(loaded: LoadedConfig, ledger: str | None) -> Runtime:
     from engine.runtime import Runtime, RuntimeFailure
 
     try:
-        return Runtime(loaded.config, is_demo=loaded.is_demo, ledger_path=ledger, secrets=loaded.secrets)
+        return Runtime(loaded.config, is_demo=loaded.is_demo, ledger_path=ledger, secrets=loaded.secrets,
+                       warnings=loaded.warnings)
     except RuntimeFailure as exc:
         raise _fail(EXIT_RUNTIME, str(exc)) from None
 

@@ -3,8 +3,10 @@
 Imported lazily by the CLI, and kept light itself: pydantic and the settings loader are
 imported inside the commands, never at module import.
 
-Exit codes: 0 success; 2 invalid configuration or refused `init` (the message names the file,
-the field and why); 3 the example could not be written.
+Exit codes: 0 success; 2 invalid configuration, a configuration that cannot start (`check`: a
+required secret is missing, ...) or refused `init` (the message names the file, the field or the
+variable, and why); 3 the example could not be written. Warnings (a listener off loopback
+without TLS, a secret file others can read) go to stderr as `warning: ...` and do not fail.
 """
 
 from __future__ import annotations
@@ -87,17 +89,52 @@ def check_command(
             help="Config file to check (default: the one quantarb would use).", show_default=False
         ),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
-    """Validate the config (file + environment overrides); exit 2 with the errors if invalid."""
+    """Validate the config (file + environment overrides) and say whether it can start: every
+    secret it needs, present or missing (never the value). Exit 2 if it is invalid or cannot start."""
+    from engine.readiness import secret_needs, start_problems
+
     loaded = _load(path)
-    if loaded.is_demo:
-        typer.echo(
-            "ok: built-in demo (no config file found: --config, $QUANTARB_CONFIG, "
-            "./quantarb.toml, ~/.config/quantarb/quantarb.toml)"
-        )
+    needs = secret_needs(loaded)
+    problems = start_problems(loaded)
+    for warning in loaded.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if as_json:
+        cfg = loaded.config
+        typer.echo(json.dumps({
+            "ok": not problems,
+            "source": loaded.source,
+            "path": None if loaded.path is None else str(loaded.path),
+            "is_demo": loaded.is_demo,
+            "pairs": [p.name for p in cfg.pairs],
+            "venues": list(cfg.venues.enabled()),
+            "execution": cfg.engine.execution,
+            "overrides": list(loaded.overrides),
+            "secrets": [n.to_json() for n in needs],
+            "errors": problems,
+            "warnings": list(loaded.warnings),
+        }, indent=2))
     else:
-        typer.echo(f"ok: {loaded.path}")
-    typer.echo(_summary(loaded))
+        if problems:
+            typer.echo(f"cannot start: {loaded.source}")
+        elif loaded.is_demo:
+            typer.echo(
+                "ok: built-in demo (no config file found: --config, $QUANTARB_CONFIG, "
+                "./quantarb.toml, ~/.config/quantarb/quantarb.toml)"
+            )
+        else:
+            typer.echo(f"ok: {loaded.path}")
+        typer.echo(_summary(loaded))
+        typer.echo("secrets:")
+        width = max(len(n.variable) for n in needs)
+        for n in needs:
+            state = f"present ({n.source})" if n.present else f"missing: {n.when_missing}"
+            typer.echo(f"  {n.variable:<{width}}  {'required' if n.required else 'optional'}  {state}")
+    if problems:
+        raise typer.Exit(EXIT_INVALID)
 
 
 @config_app.command("show")
@@ -110,7 +147,10 @@ def show_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
-    """Print the effective config (file + environment overrides, or the demo); secrets redacted."""
+    """Print the effective config (file + environment overrides, or the demo); secrets, and
+    credentials inside URLs, redacted."""
+    from engine.redact import redact_config
+
     loaded = _load(path)
     if as_json:
         document = {
@@ -118,7 +158,7 @@ def show_command(
             "path": None if loaded.path is None else str(loaded.path),
             "is_demo": loaded.is_demo,
             "overrides": list(loaded.overrides),
-            "config": loaded.config.model_dump(mode="json"),
+            "config": redact_config(loaded.config.model_dump(mode="json")),
             "secrets": loaded.secrets.redacted(),
         }
         typer.echo(json.dumps(document, indent=2))
@@ -142,7 +182,10 @@ def _render_toml(loaded: LoadedConfig) -> str:
     header = [f"# effective configuration: {loaded.source}"]
     if loaded.overrides:
         header.append(f"# overridden from the environment: {', '.join(loaded.overrides)}")
-    body = to_toml(loaded.config.model_dump(mode="python", exclude_none=True))
+    from engine.redact import redact_config
+
+    # Credentials written into a URL (user:password@, ?key=...) are never echoed.
+    body = to_toml(redact_config(loaded.config.model_dump(mode="python", exclude_none=True)))
     secrets = ["# [secrets] (environment only; never stored in the file; redacted)"]
     secrets += [f"# {name} = {value}" for name, value in loaded.secrets.redacted().items()]
     return "\n".join(header) + "\n\n" + body + "\n" + "\n".join(secrets) + "\n"

@@ -49,11 +49,20 @@ def format_summary(summary: Mapping[str, object], *, as_json: bool) -> str:
         doc = {"kind": "summary", **summary, "groups": {str(k): v for k, v in groups.items()}}
         return json.dumps(doc, separators=(",", ":"), default=str)
     by_state = " ".join(f"{state}={n}" for state, n in sorted(groups.items()))
-    return (
+    line = (
         f"summary quotes={summary['quotes']} decisions={summary['decisions']} "
         f"intents={summary['intents']} groups {by_state or 'none'} "
         f"pnl={summary['realized_pnl']} state={summary['trading_state']}"
     )
+    # Decisions by reason (price_outlier, edge_above_ceiling, ... included) and the quotes the
+    # price guard refused per venue.
+    reasons = summary.get("reasons")
+    if isinstance(reasons, dict) and reasons:
+        line += " reasons " + " ".join(f"{k}={v}" for k, v in reasons.items())
+    outliers = summary.get("price_outliers")
+    if isinstance(outliers, dict) and outliers:
+        line += " price_outliers " + " ".join(f"{k}={v}" for k, v in outliers.items())
+    return line
 
 
 class _Lines:

@@ -80,6 +80,9 @@ def _summary_lines(doc: dict[str, Any]) -> list[str]:
         lines.append(f"  breaker {name:<20} {b.get('state')}{detail}")
     lines.append(f"open groups {doc.get('open_groups')}   open orders {doc.get('open_orders')}   "
                  f"events {doc.get('events')}")
+    by_reason = doc.get("decisions_by_reason") or {}
+    lines.append(f"decision log {doc.get('decisions')} rows (sampled) "
+                 + ("  ".join(f"{reason}={n}" for reason, n in by_reason.items()) if by_reason else ""))
     dust = doc.get("dust") or {}
     lines.append("dust " + ("  ".join(f"{pair} {qty}" for pair, qty in dust.items()) if dust else "none"))
     for period in ("today", "all_time"):

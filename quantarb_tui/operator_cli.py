@@ -293,6 +293,9 @@ def render_status(status: dict[str, Any], url: str) -> str:
     blocked = status.get("blocked_venues")
     if blocked:
         lines.append(("blocked venues", ", ".join(map(str, blocked))))
+    outliers = status.get("price_outliers")
+    if isinstance(outliers, dict) and outliers:
+        lines.append(("price outliers", "  ".join(f"{k}={v}" for k, v in sorted(outliers.items()))))
     width = max(len(k) for k, _ in lines)
     out = [f"{k:<{width}}  {v}" for k, v in lines]
     feeds = [f for f in status.get("feeds") or [] if isinstance(f, dict)]

@@ -155,7 +155,9 @@ async def until(condition: Callable[[], bool], what: str, turns: int = 5000) -> 
 
 def held_config() -> QuantarbConfig:
     """The demo config where only the test moves things: no quote makes an intent (groups are
-    submitted by the test) and no engine timeout fires while the test holds an order."""
+    submitted by the test) and no engine timeout fires while the test holds an order (the price
+    guard's ceiling, max_edge_bps, stays above the threshold)."""
     cfg = demo_config().model_dump(mode="python")
-    cfg["strategy"].update({"threshold_bps": 10_000, "order_timeout_ms": 600_000, "group_deadline_ms": 600_000})
+    cfg["strategy"].update({"threshold_bps": 10_000, "max_edge_bps": 20_000, "order_timeout_ms": 600_000,
+                            "group_deadline_ms": 600_000})
     return QuantarbConfig.model_validate(cfg)

@@ -61,6 +61,11 @@ def age(age_ms: float | None) -> Text:
     return Text(text, style=style, justify="right")
 
 
+def refused() -> Text:
+    """The age cell of a quote the price guard refused as an outlier."""
+    return Text("bad px", style="bold red", justify="right")
+
+
 def duration(ms: float) -> str:
     """A short duration: `850ms`, `12.3s`, `4m05s`, `2h10m`."""
     if ms < 1000:

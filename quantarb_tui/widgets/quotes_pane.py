@@ -1,4 +1,5 @@
-"""Quotes pane: the latest top of book of every instrument, with its age."""
+"""Quotes pane: the latest top of book of every instrument, with its age (`bad px` while
+the instrument's latest quote is refused by the price guard)."""
 
 from __future__ import annotations
 
@@ -34,5 +35,7 @@ class QuotesPane(Vertical):
         for q in snap.quotes:
             if not fmt.pair_matches(q.pair, self.pair_filter):
                 continue
-            rows.append((q.key, (q.pair, q.venue, fmt.price(q.bid), fmt.price(q.ask), fmt.age(q.age_ms))))
+            # A quote the price guard refused: the venue has no tradable quote (docs/configuration.md).
+            age = fmt.refused() if q.outlier else fmt.age(q.age_ms)
+            rows.append((q.key, (q.pair, q.venue, fmt.price(q.bid), fmt.price(q.ask), age)))
         self.query_one(SyncedTable).sync(rows)

@@ -156,7 +156,8 @@ def test_a_halted_engine_restarts_halted(tmp_path: Path) -> None:
     out = _final_clean_run(tmp_path, ledger)
     assert "HALTED (restored): test kill" in out
     summary = out.strip().splitlines()[-1]
-    assert summary.endswith("state=halted"), summary
+    assert " state=halted reasons " in summary, summary
+    assert "ok=" not in summary  # no decision became an intent
     # Halted means no new intent was allowed after the restart.
     after_start = out.split("engine started", 1)[1]
     assert " intent " not in after_start

@@ -93,8 +93,11 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     held = Rig(rt, okx, binance, placements, steps, by_purpose, refusing)
     await rt.start()
     now = clock.monotonic_ns()
-    for venue, symbol in BTC.items():  # touches to price the flatten orders
-        rt.ingest(Quote(venue, symbol, 60000.0, 60010.0, 5.0, 5.0, clock.time_ms(), now))
+    # Touches to price the flatten orders. Twice: the simulated MT5 venue quoted BTC near 97,000
+    # at start, so the first 60,000 quote is refused by the price guard until the others agree.
+    for _ in range(2):
+        for venue, symbol in BTC.items():
+            rt.ingest(Quote(venue, symbol, 60000.0, 60010.0, 5.0, 5.0, clock.time_ms(), now))
     try:
         yield held
     finally:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-SUMMARY = re.compile(r"^summary quotes=(\d+) decisions=(\d+) intents=(\d+) groups (.*) pnl=(\S+) state=(\w+)$")
+SUMMARY = re.compile(
+    r"^summary quotes=(\d+) decisions=(\d+) intents=(\d+) groups (.*) pnl=(\S+) state=(\w+)"
+    r" reasons ([a-z_:]+=\d+(?: [a-z_:]+=\d+)*)$"
+)
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -43,6 +46,9 @@ def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
     assert decisions <= quotes
     assert intents > 0
     assert "hedged=" in match.group(4)
+    reasons = dict(kv.split("=") for kv in match.group(7).split())
+    assert int(reasons["ok"]) == intents  # every decision counted under its reason
+    assert sum(map(int, reasons.values())) == decisions
     intent_lines = [line for line in lines if " intent " in line]
     assert intent_lines
     assert any("-> hedged" in line for line in lines)

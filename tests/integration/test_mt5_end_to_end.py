@@ -508,3 +508,73 @@ async def test_demo_runtime_runs_an_mt5_leg_through_the_listener_and_the_ea(tmp_
         await runtime.stop()
     assert not runtime.mt5.server.running
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+# ------------------------------------------------------------------------------------------ (h)
+
+
+async def test_an_absurd_signed_mt5_tick_produces_no_command_and_a_sane_one_does(tmp_path: Path) -> None:
+    """Issue 13: a signed XAUUSD tick at 100.0/100.1 while OKX and Binance show ~2650 reaches
+    the engine through the real listener and is refused as a price outlier: no intent, no
+    command. A sane tick with a real edge, through the same path, does become a command."""
+    from pydantic import SecretStr
+
+    from core.clock import ManualClock
+    from core.models import Reason
+    from engine.runtime import Runtime
+    from engine.settings import Secrets
+    from tests.mt5_support import Ea
+
+    secret = "e2e-secret-of-the-demo-terminal"
+    config = demo_config()
+    config = config.model_copy(update={
+        "listener": config.listener.model_copy(update={"port": 0}),
+        "demo": config.demo.model_copy(update={"dislocation_every_s": 1e9}),  # no edge of its own
+    })
+    clock = ManualClock(wall_ms=time.time_ns() // 1_000_000)  # the market only moves when told
+    runtime = Runtime(config, is_demo=True, clock=clock, ledger_path=str(tmp_path / "demo.db"),
+                      secrets=Secrets(mt5_terminals={"DEMO": SecretStr(secret)}))
+    await runtime.start()
+    try:
+        assert runtime.mt5 is not None and runtime.listener_url is not None
+        queue = runtime.mt5.queue
+
+        def xau_quoted() -> bool:
+            clock.advance(ms=5)  # the simulated market steps on this clock: quotes keep coming
+            books = [runtime.compare.book(v, s) for v, s in
+                     (("mt5", "XAUUSD"), ("okx", "XAUT-USDT-SWAP"), ("binance", "PAXGUSDT"))]
+            return all(b is not None and b.has_quote for b in books)
+
+        await until(xau_quoted, what="XAU quoted on all three venues (feeds and the EA simulator)")
+        okx = runtime.compare.book("okx", "XAUT-USDT-SWAP")
+        assert okx is not None and 2600 < okx.mid < 2700
+        assert runtime.pipeline.intents == 0 and queue.commands() == []
+
+        async with httpx.AsyncClient(base_url=runtime.listener_url, timeout=T) as client:
+            ea = Ea(client, clock, terminal="DEMO")
+            stamp = clock.time_ms()
+            resp = await ea.request("POST", "/mt5/tick", {"ticks": [
+                {"symbol": "XAUUSD", "bid": 100.0, "ask": 100.1, "time_msc": stamp}]}, secret=secret.encode())
+            assert resp.status_code == 200, resp.text
+            # The tick was judged inside the request: refused, counted, nothing to execute.
+            assert runtime.pipeline.reasons[Reason.PRICE_OUTLIER] == 1
+            assert runtime.pipeline.intents == 0 and not runtime.orchestrator.open
+            mt5 = runtime.compare.book("mt5", "XAUUSD")
+            assert mt5 is not None and mt5.outlier and not mt5.has_quote
+            snap = runtime.view.snapshot()
+            assert snap.price_outliers == {"mt5": 1} and snap.reasons["price_outlier"] == 1
+            assert [q.outlier for q in snap.quotes if q.key == "mt5:XAUUSD"] == [True]
+            await asyncio.sleep(0.3)  # the EA polls every 50 ms: nothing was ever queued
+            assert queue.commands() == []
+
+            # Control: the same path with a sane tick 0.35 % under the others trades.
+            resp = await ea.request("POST", "/mt5/tick", {"ticks": [
+                {"symbol": "XAUUSD", "bid": okx.mid * 0.9965, "ask": okx.mid * 0.9966,
+                 "time_msc": stamp + 1}]}, secret=secret.encode())
+            assert resp.status_code == 200, resp.text
+            assert runtime.pipeline.intents == 1, runtime.pipeline.reasons
+            await until(lambda: bool(queue.commands()), what="the MT5 leg's command")
+            [command] = queue.commands()
+            assert (command.symbol, command.side, command.terminal) == ("XAUUSD", "buy", "DEMO")
+    finally:
+        await runtime.stop()

@@ -12,7 +12,7 @@ import pytest
 
 from core.clock import ManualClock
 from core.config import QuantarbConfig, demo_config
-from core.models import TradingState, Venue
+from core.models import Quote, TradingState, Venue
 from engine.control import ControlRefused
 from engine.runtime import Runtime
 
@@ -201,3 +201,53 @@ async def test_paper_accounts_feed_the_free_balance_breaker(tmp_path: Path) -> N
     assert all(breakers[f"balance:{v}"] == "tripped" for v in low)
     await rt.driver.drive(1500, 20.0)  # edges keep coming: those through a blocked venue are refused
     assert rt.pipeline.reasons["risk:min_free_balance"] > 0
+
+
+async def test_a_venue_whose_quotes_keep_failing_the_price_guard_is_blocked_then_released(tmp_path: Path) -> None:
+    """Issue 13: MT5 ticks far from OKX and Binance are refused one by one; after
+    `outlier_block_count` in a row the venue is blocked (journaled, shown), and the first MT5
+    quote that agrees again releases it at the next risk check."""
+    clock = ManualClock()
+    path = tmp_path / "outlier.db"
+    rt = _runtime(path, clock)
+    await rt.open_ledger(str(path))
+    try:
+        await rt.driver.drive(100, 20.0)  # every venue quoting
+        rt.risk_loop.check()
+        assert rt.view.snapshot().blocked_venues == ()
+        okx = rt.compare.book("okx", "XAUT-USDT-SWAP")
+        assert okx is not None and okx.has_quote
+        count = rt.config.risk.outlier_block_count
+        before = rt.pipeline.reasons["price_outlier"]
+
+        def mt5_tick(bid: float, ask: float) -> None:
+            now = clock.monotonic_ns()
+            rt.health.delivered("mt5", now)
+            decision = rt.ingest(Quote("mt5", "XAUUSD", bid, ask, 1.0, 1.0, clock.time_ms(), now))
+            assert decision is not None
+
+        for n in range(1, count + 1):
+            okx_mid = okx.mid
+            rt.ingest(Quote("okx", "XAUT-USDT-SWAP", okx.raw_bid, okx.raw_ask, 1000.0, 1000.0, clock.time_ms(),
+                            clock.monotonic_ns()))  # the others stay fresh
+            mt5_tick(okx_mid / 26.5, okx_mid / 26.5 + 0.1)
+            rt.risk_loop.check()
+            assert ("mt5" in rt.view.snapshot().blocked_venues) is (n == count), n
+        assert rt.pipeline.reasons["price_outlier"] - before == count
+        snap = rt.view.snapshot()
+        assert snap.price_outliers == {"mt5": count}
+        [row] = [b for b in snap.breakers if b.key == "outlier:mt5"]
+        assert (row.state, row.effect) == ("tripped", "block_venue")
+        assert rt.gate.state is TradingState.ACTIVE  # blocked, not halted
+        status = rt.view.status()
+        assert status["blocked_venues"] == ["mt5"] and status["price_outliers"] == {"mt5": count}
+        assert rt.view.health_status() == "degraded"
+
+        mt5_tick(okx.mid - 0.2, okx.mid + 0.2)  # agrees again
+        rt.risk_loop.check()
+        assert rt.view.snapshot().blocked_venues == ()
+        await _settle(rt)
+    finally:
+        await rt.close_ledger()
+    rows = [r for _k, r, _s in _risk_rows(path) if "outlier:mt5" in r]
+    assert [r.split(" ")[0] for r in rows] == ["trip", "release"], rows

@@ -84,9 +84,16 @@ def test_init_writes_the_example_then_check_passes(runner: CliRunner) -> None:
     assert "wrote quantarb.toml" in result.stdout
     assert Path("quantarb.toml").read_text(encoding="utf-8") == example_config_text()
 
+    # The example's MT5 terminal T1 needs its secret: without it the engine cannot start.
     result = runner.invoke(APP, ["config", "check"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "QUANTARB_MT5_SECRET_T1: missing (HMAC secret of MT5 terminal T1); the engine does not start; "
+        "set QUANTARB_MT5_SECRET_T1 or QUANTARB_MT5_SECRET_T1_FILE"
+    ]
+    result = runner.invoke(APP, ["config", "check"], env={"QUANTARB_MT5_SECRET_T1": SECRET})
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == [
+    assert result.stdout.splitlines()[:2] == [
         "ok: quantarb.toml",
         "pairs: XAU, BTC; venues: mt5, okx, binance; execution: paper",
     ]
@@ -126,9 +133,15 @@ def test_init_into_a_directory_is_refused(runner: CliRunner, tmp_path: Path) -> 
 def test_check_without_any_file_checks_the_demo(runner: CliRunner) -> None:
     result = runner.invoke(APP, ["config", "check"])
     assert result.exit_code == 0, result.output
-    first, summary = result.stdout.splitlines()
+    first, summary, *secrets = result.stdout.splitlines()
     assert first.startswith("ok: built-in demo")
     assert summary == "pairs: XAU, BTC, ETH; venues: mt5, okx, binance; execution: paper"
+    # The demo's terminal gets a generated secret; nothing is required.
+    assert secrets == [
+        "secrets:",
+        "  QUANTARB_MT5_SECRET_DEMO  optional  missing: the simulated terminal gets one generated for the run",
+        "  QUANTARB_ADMIN_TOKEN      optional  missing: one is generated and kept next to the ledger (mode 0600)",
+    ]
 
 
 def test_check_reports_env_overrides(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -286,7 +299,9 @@ def test_secrets_never_printed(
     write(Path("quantarb.toml"), example_config_text())
     for name in SECRET_VARS:
         if use_file:
-            monkeypatch.setenv(f"{name}_FILE", str(write(tmp_path / name.lower(), f"{SECRET}\n")))
+            secret_path = write(tmp_path / name.lower(), f"{SECRET}\n")
+            secret_path.chmod(0o600)
+            monkeypatch.setenv(f"{name}_FILE", str(secret_path))
         else:
             monkeypatch.setenv(name, SECRET)
     for args in (["show"], ["show", "--json"], ["check"]):
@@ -343,3 +358,158 @@ def test_to_toml_escapes_keys_and_strings() -> None:
     assert parsed["list"] == [{"x": 1}, {"x": 2.5, "inf": float("inf")}]
     assert parsed["empty"] == {}
     assert parsed["flag"] is True
+
+
+# --------------------------------------------------------------------------------------------
+# check: can this config start? (every secret it needs, present or missing)
+
+MT5_TOML = """\
+[venues.mt5]
+terminals = ["T1", "b2"]
+
+[venues.binance]
+
+[[pairs]]
+name = "XAU"
+[pairs.instruments.mt5]
+symbol = "XAUUSD"
+qty_per_lot = 100
+[pairs.instruments.binance]
+symbol = "PAXGUSDT"
+"""
+
+
+def test_check_fails_naming_each_missing_mt5_secret(runner: CliRunner) -> None:
+    write(Path("quantarb.toml"), MT5_TOML)
+    result = runner.invoke(APP, ["config", "check"], env={"QUANTARB_MT5_SECRET_T1": SECRET})
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "QUANTARB_MT5_SECRET_b2: missing (HMAC secret of MT5 terminal b2); the engine does not start; "
+        "set QUANTARB_MT5_SECRET_b2 or QUANTARB_MT5_SECRET_b2_FILE"]
+    assert result.stdout.splitlines() == [
+        "cannot start: quantarb.toml",
+        "pairs: XAU; venues: mt5, binance; execution: paper",
+        "secrets:",
+        "  QUANTARB_MT5_SECRET_T1  required  present (QUANTARB_MT5_SECRET_T1)",
+        "  QUANTARB_MT5_SECRET_b2  required  missing: the engine does not start; set QUANTARB_MT5_SECRET_b2 or "
+        "QUANTARB_MT5_SECRET_b2_FILE",
+        "  QUANTARB_ADMIN_TOKEN    optional  missing: one is generated and kept next to the ledger (mode 0600)",
+    ]
+    assert SECRET not in result.output
+
+
+def test_check_json_lists_the_secrets_and_fails_without_them(runner: CliRunner) -> None:
+    write(Path("quantarb.toml"), MT5_TOML)
+    result = runner.invoke(APP, ["config", "check", "--json"])
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False
+    assert [(s["variable"], s["required"], s["present"]) for s in doc["secrets"]] == [
+        ("QUANTARB_MT5_SECRET_T1", True, False), ("QUANTARB_MT5_SECRET_b2", True, False),
+        ("QUANTARB_ADMIN_TOKEN", False, False)]
+    assert [e.split(":")[0] for e in doc["errors"]] == ["QUANTARB_MT5_SECRET_T1", "QUANTARB_MT5_SECRET_b2"]
+    assert doc["errors"] == result.stderr.splitlines()
+
+
+@pytest.mark.parametrize("how", ["env", "file", "upper-case"])
+def test_check_passes_once_every_required_secret_is_set(runner: CliRunner, tmp_path: Path, how: str) -> None:
+    write(Path("quantarb.toml"), MT5_TOML)
+    secret_file = write(tmp_path / "b2.secret", SECRET)
+    secret_file.chmod(0o600)
+    env = {"QUANTARB_MT5_SECRET_T1": SECRET}
+    b2 = {"env": ("QUANTARB_MT5_SECRET_b2", SECRET), "file": ("QUANTARB_MT5_SECRET_b2_FILE", str(secret_file)),
+          "upper-case": ("QUANTARB_MT5_SECRET_B2", SECRET)}[how]
+    env[b2[0]] = b2[1]
+    result = runner.invoke(APP, ["config", "check", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True and doc["errors"] == [] and doc["warnings"] == []
+    [t1, second, admin] = doc["secrets"]
+    assert (t1["present"], t1["source"]) == (True, "QUANTARB_MT5_SECRET_T1")
+    assert (second["variable"], second["present"], second["source"]) == ("QUANTARB_MT5_SECRET_b2", True, b2[0])
+    assert (admin["required"], admin["present"]) == (False, False)
+    human = runner.invoke(APP, ["config", "check"], env=env)
+    assert human.exit_code == 0 and human.stdout.startswith("ok: quantarb.toml\n")
+    assert f"  QUANTARB_MT5_SECRET_b2  required  present ({b2[0]})" in human.stdout
+    assert SECRET not in human.output + result.output
+
+
+def test_check_with_the_demo_world_enabled_needs_no_mt5_secret(runner: CliRunner) -> None:
+    write(Path("quantarb.toml"), MT5_TOML + "\n[demo]\nenabled = true\n")
+    result = runner.invoke(APP, ["config", "check"])
+    assert result.exit_code == 0, result.output
+    assert "  QUANTARB_MT5_SECRET_T1  optional  missing: the simulated terminal gets one generated for the run" in (
+        result.stdout)
+
+
+def test_check_refuses_live_execution_which_this_release_cannot_start(runner: CliRunner) -> None:
+    write(Path("quantarb.toml"), MT5_TOML)
+    env = {"QUANTARB_MT5_SECRET_T1": SECRET, "QUANTARB_MT5_SECRET_B2": SECRET, "QUANTARB_ENGINE__EXECUTION": "live",
+           "QUANTARB_BINANCE_API_KEY": SECRET}
+    result = runner.invoke(APP, ["config", "check", "--json"], env=env)
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.stdout)
+    # Live would also need the Binance keys: listed, the missing one named.
+    assert [(s["variable"], s["present"]) for s in doc["secrets"] if "BINANCE" in s["variable"]] == [
+        ("QUANTARB_BINANCE_API_KEY", True), ("QUANTARB_BINANCE_API_SECRET", False)]
+    assert doc["errors"] == [
+        "QUANTARB_BINANCE_API_SECRET: missing (binance trading credentials); live orders cannot be signed",
+        "QUANTARB_ENGINE__EXECUTION: 'live' needs the venue order gateways, which are not in this release; "
+        "use 'paper' (fills simulated against the live book)",
+    ]
+
+
+def test_check_warns_on_stderr_and_still_passes(runner: CliRunner, tmp_path: Path) -> None:
+    readable = write(tmp_path / "token", SECRET)
+    readable.chmod(0o644)
+    result = runner.invoke(APP, ["config", "check"], env={
+        "QUANTARB_LISTENER__HOST": "0.0.0.0", "QUANTARB_ADMIN_TOKEN_FILE": str(readable)})
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: QUANTARB_LISTENER__HOST: '0.0.0.0' is not a loopback address and listener.tls_cert/tls_key are "
+        "not set: the admin token and the EA's traffic cross the network unencrypted; set tls_cert and tls_key, "
+        "or bind 127.0.0.1 and tunnel (ssh -L)",
+        f"warning: QUANTARB_ADMIN_TOKEN_FILE: {readable} is readable by group and others (mode 0644); "
+        f"run: chmod 600 {readable}",
+    ]
+    assert "  QUANTARB_ADMIN_TOKEN      optional  present (QUANTARB_ADMIN_TOKEN_FILE)" in result.stdout
+
+
+def test_check_refuses_a_secret_file_others_can_write(runner: CliRunner, tmp_path: Path) -> None:
+    writable = write(tmp_path / "token", SECRET)
+    writable.chmod(0o666)
+    result = runner.invoke(APP, ["config", "check"], env={"QUANTARB_ADMIN_TOKEN_FILE": str(writable)})
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"QUANTARB_ADMIN_TOKEN_FILE: {writable} is writable by group and others (mode 0666); run: chmod 600 {writable}"]
+    assert result.stdout == ""
+
+
+def test_check_refuses_a_misspelt_section(runner: CliRunner) -> None:
+    result = runner.invoke(APP, ["config", "check"], env={"QUANTARB_RSIK__MAX_LEG_NOTIONAL": "100"})
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith("did you mean QUANTARB_RISK__MAX_LEG_NOTIONAL?")
+
+
+# --------------------------------------------------------------------------------------------
+# show: credentials in URLs
+
+
+def test_show_redacts_credentials_embedded_in_urls(runner: CliRunner) -> None:
+    write(Path("quantarb.toml"), example_config_text())
+    env = {
+        "QUANTARB_MT5_SECRET_T1": SECRET,
+        "QUANTARB_VENUES__OKX__WS_URL": f"wss://trader:{SECRET}@ws.okx.example:8443/ws/v5/public?token={SECRET}&x=1",
+        "QUANTARB_VENUES__OKX__REST_URL": f"https://www.okx.example/?apiKey={SECRET}&signature={SECRET}"
+                                          f"&passphrase={SECRET}&secret={SECRET}&key={SECRET}&lang=en",
+    }
+    toml_out = runner.invoke(APP, ["config", "show"], env=env)
+    json_out = runner.invoke(APP, ["config", "show", "--json"], env=env)
+    for result in (toml_out, json_out):
+        assert result.exit_code == 0, result.output
+        assert SECRET not in result.output and "trader" not in result.output
+    okx = json.loads(json_out.stdout)["config"]["venues"]["okx"]
+    assert okx["ws_url"] == "wss://***@ws.okx.example:8443/ws/v5/public?token=***&x=1"
+    assert okx["rest_url"] == ("https://www.okx.example/?apiKey=***&signature=***&passphrase=***&secret=***"
+                               "&key=***&lang=en")
+    assert tomllib.loads(toml_out.stdout)["venues"]["okx"]["ws_url"] == okx["ws_url"]

@@ -78,16 +78,26 @@ class Rig:
         max_quote_age_ms: int = 1500,
         max_leg_notional: str = "5000",
         max_open_groups: int = 3,
+        max_edge_bps: float = 300.0,
+        max_quote_deviation_bps: float = 500.0,
+        guard: bool = True,
     ) -> None:
         self.clock = ManualClock()
         strategy = StrategyConfig(threshold_bps=threshold_bps, persistence_ms=persistence_ms,
-                                  cooldown_ms=cooldown_ms, max_quote_age_ms=max_quote_age_ms)
+                                  cooldown_ms=cooldown_ms, max_quote_age_ms=max_quote_age_ms,
+                                  max_edge_bps=max_edge_bps, max_quote_deviation_bps=max_quote_deviation_bps)
         # Exposure limits far away: these tests are about sizing and the pipeline's rules.
         risk = RiskConfig(max_leg_notional=D(max_leg_notional), max_open_groups=max_open_groups,
                           max_gross_exposure=D(max_leg_notional) * 10)
         self.gate = RiskGate.from_config(self.clock, risk)
         self.engine = CompareEngine(pairs if pairs is not None else [btc()])
         self.pipe = OpportunityPipeline(self.engine, strategy, risk, self.gate, self.clock)
+        if not guard:
+            # No configuration turns the price guard off; the sizing tests below feed absurd
+            # magnitudes on purpose, to show that sizing itself never raises on them.
+            self.engine.set_guard(math.inf, 0)
+            self.pipe.tolerance = math.inf
+            self.pipe.max_edge_bps = math.inf
 
     def q(self, venue: Venue, symbol: str, bid: float, ask: float,
           sizes: tuple[float, float] = (100.0, 100.0)) -> Decision | None:
@@ -544,7 +554,8 @@ def test_absurd_magnitudes_do_not_raise() -> None:
     # A sell bid of 1e300 (a feed bug, say) passes as a book and makes a huge edge. The sell
     # limit on the 0.1 tick needs 302 digits; the default 28-digit context raised here.
     # Both legs must fit max_leg_notional, so at that price not even one step fits.
-    rig = Rig()
+    # (The price guard refuses such a quote first: test_absurd_price_is_refused_by_the_guard.)
+    rig = Rig(guard=False)
     rig.okx()
     d = rig.bn(1e300, 1e300)
     assert d is not None and d.intent is None
@@ -553,8 +564,9 @@ def test_absurd_magnitudes_do_not_raise() -> None:
 
 def test_denormal_ask_with_unbounded_depth_does_not_raise() -> None:
     # ask 5e-324 with an infinite depth on the buy leg and 1e300 BTC bid on the sell leg:
-    # the sell leg's price caps the size (5000 / 60200 = 0.083 -> 0.08 BTC).
-    rig = Rig()
+    # the sell leg's price caps the size (5000 / 60200 = 0.083 -> 0.08 BTC). (Guard off: it
+    # would refuse the Binance quote as an outlier against OKX's 5e-324.)
+    rig = Rig(guard=False)
     rig.q("okx", OKX_BTC, 5e-324, 5e-324, (0.0, float("inf")))
     d = _intent(rig.q("binance", BN_BTC, 60200.0, 60210.0, (1e300, 1.0)))
     assert d.intent is not None
@@ -699,16 +711,24 @@ def _on_grid(x: Decimal, step: Decimal) -> bool:
     cap=st.sampled_from(["100", "5000", "1000000"]),
     max_open_groups=st.integers(1, 3),
     auto_release=st.booleans(),
+    guard=st.sampled_from([None, (20.0, 50.0), (300.0, 500.0), (60.0, 30.0)]),
 )
 @example(  # a sell bid of 1e300 once made the sell limit price raise decimal.InvalidOperation
     actions=[("quote", "okx", "BTC-USDT-SWAP", 60000.0, 60000.0, 0.0, 100.0),
              ("quote", "mt5", "BTCUSD", 1e300, 1e300, 1.0, 0.0)],
-    persistence_ms=0, cooldown_ms=0, cap="5000", max_open_groups=1, auto_release=False,
+    persistence_ms=0, cooldown_ms=0, cap="5000", max_open_groups=1, auto_release=False, guard=None,
 )
 @example(  # a NaN depth on the sell leg was ignored by min(): the intent exceeded the book
     actions=[("quote", "binance", "BTCUSDT", 59990.0, 60000.0, 1.0, 1.0),
              ("quote", "okx", "BTC-USDT-SWAP", 60300.0, 60310.0, float("nan"), 1.0)],
-    persistence_ms=0, cooldown_ms=0, cap="5000", max_open_groups=1, auto_release=False,
+    persistence_ms=0, cooldown_ms=0, cap="5000", max_open_groups=1, auto_release=False, guard=None,
+)
+@example(  # issue 13: MT5 XAUUSD at 100.0/100.1 while OKX and Binance show ~2650
+    actions=[("quote", "okx", "XAUT-USDT-SWAP", 2650.0, 2650.5, 1000.0, 1000.0),
+             ("quote", "binance", "PAXGUSDT", 2650.2, 2650.6, 1.0, 1.0),
+             ("quote", "mt5", "XAUUSD", 100.0, 100.1, 1.0, 1.0)],
+    persistence_ms=0, cooldown_ms=0, cap="5000", max_open_groups=3, auto_release=False,
+    guard=(300.0, 500.0),
 )
 def test_pipeline_invariants_under_random_quotes(
     *,
@@ -718,11 +738,19 @@ def test_pipeline_invariants_under_random_quotes(
     cap: str,
     max_open_groups: int,
     auto_release: bool,
+    guard: tuple[float, float] | None,
 ) -> None:
+    """`guard`: (max_edge_bps, max_quote_deviation_bps), or None for the guard switched off
+    (sizing must survive absurd books on its own). With the guard on, no intent ever has an
+    edge above the ceiling, or legs whose latest quotes (as sent) are further apart than the
+    bound."""
+    ceiling, bound = guard if guard is not None else (300.0, 500.0)
     rig = Rig(list(_DEMO_PAIRS), persistence_ms=persistence_ms, cooldown_ms=cooldown_ms,
-              max_leg_notional=cap, max_open_groups=max_open_groups)
+              max_leg_notional=cap, max_open_groups=max_open_groups, max_edge_bps=ceiling,
+              max_quote_deviation_bps=bound, guard=guard is not None)
     max_notional = D(cap)
     intents = 0
+    sent: dict[tuple[object, object], tuple[float, float]] = {}  # latest quote taken per instrument
     for action in actions:
         kind = action[0]
         if kind == "advance":
@@ -752,9 +780,18 @@ def test_pipeline_invariants_under_random_quotes(
             d = rig.q(_venue(venue), symbol, bid, ask, (bid_size, ask_size))
             now_refused = rig.engine.unknown + rig.engine.rejected
             assert (d is None) == (now_refused == refused + 1)
+            if d is not None:
+                sent[(venue, symbol)] = (float(bid), float(ask))
             if d is None or d.outcome is not Outcome.INTENT:
                 continue
             intents += 1
+            if guard is not None:
+                assert d.intent is not None
+                assert d.intent.expected_edge_bps <= ceiling
+                b_bid, b_ask = sent[(d.intent.buy.venue, d.intent.buy.symbol)]
+                s_bid, s_ask = sent[(d.intent.sell.venue, d.intent.sell.symbol)]
+                m1, m2 = b_bid / 2 + b_ask / 2, s_bid / 2 + s_ask / 2  # demo price scales are 1
+                assert abs(m1 - m2) <= bound / 10_000 * min(m1, m2) * (1 + 1e-12), (m1, m2)
             assert state is TradingState.ACTIVE
             intent = d.intent
             assert intent is not None

@@ -95,6 +95,13 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def secret_file(path: Path, text: str, mode: int = 0o600) -> Path:
+    """A secret file as it should be: this user's, mode 0600 (whatever the umask)."""
+    write(path, text)
+    path.chmod(mode)
+    return path
+
+
 def edited(old: str, new: str, text: str = BASE_TOML) -> str:
     assert old in text, old
     return text.replace(old, new, 1)
@@ -302,12 +309,11 @@ def test_env_vars_that_are_not_settings_are_ignored(tmp_path: Path) -> None:
     env = {
         "QUANTARB_CONFIG": str(path),
         "QUANTARB_OKX_API_KEY": SECRET,
-        "QUANTARB_OKX_API_SECRET_FILE": str(write(tmp_path / "s", SECRET)),
+        "QUANTARB_OKX_API_SECRET_FILE": str(secret_file(tmp_path / "s", SECRET)),
         "QUANTARB_MT5_SECRET_T1": SECRET,
         "QUANTARB_ADMIN_TOKEN": SECRET,
-        "QUANTARB_SOMETHING_ELSE": "1",
         "PATH": "/usr/bin",
-        "quantarb_unrelated": "x",
+        "QUANTARBX_UNRELATED": "x",
     }
     loaded = load_config(None, env)
     assert loaded.path == path
@@ -328,7 +334,8 @@ def test_dotenv_file_is_never_read(tmp_path: Path) -> None:
     [
         ({"QUANTARB_LISTENER__PORT": "abc"}, "QUANTARB_LISTENER__PORT: expected integer, got 'abc'"),
         ({"QUANTARB_LISTENER__PORT": "70000"}, "QUANTARB_LISTENER__PORT: must be <= 65535"),
-        ({"QUANTARB_LISTENER__PROT": "1"}, "QUANTARB_LISTENER__PROT: unknown key"),
+        ({"QUANTARB_LISTENER__PROT": "1"},
+         "QUANTARB_LISTENER__PROT: unknown key; did you mean QUANTARB_LISTENER__PORT?"),
         (
             {"QUANTARB_ENGINE__EXECUTION": "yolo"},
             "QUANTARB_ENGINE__EXECUTION: must be one of 'live', 'paper', got 'yolo'",
@@ -514,8 +521,8 @@ def test_secrets_from_env(tmp_path: Path) -> None:
 
 
 def test_secrets_from_file(tmp_path: Path) -> None:
-    key_file = write(tmp_path / "okx_key", f"  {SECRET}-file\n")
-    token_file = write(tmp_path / "token", f"{SECRET}-token\n")
+    key_file = secret_file(tmp_path / "okx_key", f"  {SECRET}-file\n")
+    token_file = secret_file(tmp_path / "token", f"{SECRET}-token\n")
     env = {"QUANTARB_OKX_API_KEY_FILE": str(key_file), "QUANTARB_ADMIN_TOKEN_FILE": str(token_file),
            "QUANTARB_MT5_SECRET_DEMO_FILE": str(token_file)}
     secrets = load_config(None, env).secrets
@@ -550,11 +557,12 @@ def test_bad_secret_file_is_a_config_error_naming_the_variable(tmp_path: Path, p
     if problem == "directory":
         target.mkdir()
     elif problem == "empty":
-        write(target, "  \n")
+        secret_file(target, "  \n")
     elif problem == "binary":
         target.write_bytes(SECRET.encode() + b"\xff\xfe")
+        target.chmod(0o600)
     elif problem == "both":
-        write(target, SECRET)
+        secret_file(target, SECRET)
         env["QUANTARB_BINANCE_API_SECRET"] = SECRET
     with pytest.raises(ConfigError) as info:
         load_config(None, env)
