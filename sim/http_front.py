@@ -170,6 +170,10 @@ class HttpFront:
                     return
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             return
+        except asyncio.CancelledError:
+            # stop(): end quietly. Python 3.11's stream protocol calls task.exception() on this
+            # task when it ends, which raises (and logs) for a task that ends cancelled.
+            return
         finally:
             self._writers.discard(writer)
             writer.close()
