@@ -64,6 +64,8 @@ class BinanceVenueSim:
                                        public_rest=self._public_rest)
         self.ws = BinancePrivateWs(self.exchange, credentials, faults=self.faults, meter=self.meter)
         self.front = HttpFront(host, port, self.rest.handle, self._upgrade_route)
+        # Fault: private WebSocket handshakes (WS API, user data) are refused with 404 while set.
+        self.refuse_private = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,6 +124,8 @@ class BinanceVenueSim:
 
     def _upgrade_route(self, path: str) -> tuple[str, int] | None:
         if self.ws.owns(path):
+            if self.refuse_private:
+                return None
             return "127.0.0.1", self.ws.port
         return "127.0.0.1", self.public.port
 

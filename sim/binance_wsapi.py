@@ -14,7 +14,8 @@ raw events (`ORDER_TRADE_UPDATE`, `ACCOUNT_UPDATE`, `listenKeyExpired`).
 
 Faults: `drop_all()` closes every private connection abruptly; `drop_after_events` closes a
 user data connection abruptly once it delivered that many events (the next one is lost:
-a client must catch up over REST); the `PrivateFaults` of the REST side apply to order.place.
+a client must catch up over REST); `repeat_events` sends every event twice; the
+`PrivateFaults` of the REST side apply to order.place.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _text(value: Any) -> str:
 @dataclass(eq=False)
 class _Conn:
     ws: ServerConnection
-    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(10_000))
+    queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(10_000))  # None: drop
     logged_on: bool = False
     subscriptions: dict[int, int] = field(default_factory=dict)  # subscriptionId -> listener token
     next_subscription: int = 0
@@ -81,6 +82,7 @@ class BinancePrivateWs:
         self.meter = meter
         self.market: BinanceMarket = exchange.market
         self.drop_after_events: int | None = None
+        self.repeat_events = False
         self._server: Server | None = None
         self._conns: set[_Conn] = set()
         self._held: set[asyncio.Task[None]] = set()
@@ -161,6 +163,9 @@ class BinancePrivateWs:
     async def _writer(self, conn: _Conn) -> None:
         while True:
             text = await conn.queue.get()
+            if text is None:
+                conn.ws.transport.abort()
+                return
             try:
                 await conn.ws.send(text)
             except ConnectionClosed:
@@ -175,12 +180,18 @@ class BinancePrivateWs:
     def _deliver(self, conn: _Conn, event: dict[str, Any], subscription: int | None) -> None:
         limit = self.drop_after_events
         if limit is not None and conn.events_sent >= limit:
-            conn.ws.transport.abort()  # the event is lost with the connection
+            # What was queued goes out first; this event is lost with the connection.
+            with contextlib.suppress(asyncio.QueueFull):
+                conn.queue.put_nowait(None)
+            conn.events_sent += 1
             return
         conn.events_sent += 1
         frame = event if subscription is None else {"subscriptionId": subscription, "event": event}
+        text = json.dumps(frame, separators=(",", ":"))
         with contextlib.suppress(asyncio.QueueFull):
-            conn.queue.put_nowait(json.dumps(frame, separators=(",", ":")))
+            conn.queue.put_nowait(text)
+            if self.repeat_events:  # the venue may deliver the same event more than once
+                conn.queue.put_nowait(text)
 
     def _send(self, conn: _Conn, frame: dict[str, Any]) -> None:
         with contextlib.suppress(asyncio.QueueFull):
