@@ -45,7 +45,7 @@ _CLIENT_ID_RANGE: dict[BinanceMarket, str] = {
     "usdm": "^[\\.A-Z\\:/a-z0-9_-]{1,36}$",
 }
 _SYMBOL_RE = re.compile(r"^[A-Z0-9-_.]{1,20}$")
-_DECIMAL_RE = re.compile(r"^\d+(\.\d+)?$")
+_DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
 _OPEN = ("NEW", "PARTIALLY_FILLED")
 _LISTEN_KEY_TTL_MS = 60 * 60 * 1000
 
@@ -186,7 +186,7 @@ def parse_decimal(params: Params, name: str, *, required: bool = True) -> Decima
         if required:
             raise mandatory(name)
         return None
-    if not _DECIMAL_RE.match(raw):
+    if not _DECIMAL_RE.fullmatch(raw):
         raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is "
                                    "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.")
     try:
@@ -286,7 +286,7 @@ class BinanceExchange:
         raw = params.get("symbol")
         if not raw:
             raise mandatory("symbol")
-        if not _SYMBOL_RE.match(raw):
+        if not _SYMBOL_RE.fullmatch(raw):
             raise ApiError(400, -1100, "Illegal characters found in parameter 'symbol'; legal range is "
                                        "'^[A-Z0-9-_.]{1,20}$'.")
         spec = self.symbols.get(raw)
@@ -331,7 +331,7 @@ class BinanceExchange:
         if reduce_only and self.market == "spot":
             raise ApiError(400, -1104, "Not all sent parameters were read; read 1 parameter(s) but was sent more.")
         client_id = params.get("newClientOrderId") or self._generated_client_id()
-        if not CLIENT_ID_RE[self.market].match(client_id):
+        if not CLIENT_ID_RE[self.market].fullmatch(client_id):
             raise ApiError(400, -1100, "Illegal characters found in parameter 'newClientOrderId'; legal range is "
                                        f"'{_CLIENT_ID_RANGE[self.market]}'.")
         self._check_filters(spec, qty, price)
@@ -404,7 +404,7 @@ class BinanceExchange:
             raise ApiError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
         order: SimOrder | None = None
         if raw_id:
-            if not raw_id.isdigit():
+            if not (raw_id.isascii() and raw_id.isdigit()):
                 raise ApiError(400, -1100, "Illegal characters found in parameter 'orderId'; legal range is "
                                            "'^[0-9]{1,20}$'.")
             order = self.orders.get(int(raw_id))
@@ -448,7 +448,7 @@ class BinanceExchange:
         end = params.get("endTime")
         from_id = params.get("fromId")
         limit_raw = params.get("limit") or "500"
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
+        if not (limit_raw.isascii() and limit_raw.isdigit()) or not 1 <= int(limit_raw) <= 1000:
             raise ApiError(400, -1100, "Illegal characters found in parameter 'limit'.")
         out = []
         for t in self.trades:
@@ -456,11 +456,11 @@ class BinanceExchange:
                 continue
             if order_id and str(t.order_id) != order_id:
                 continue
-            if start and start.isdigit() and t.time_ms < int(start):
+            if start and (start.isascii() and start.isdigit()) and t.time_ms < int(start):
                 continue
-            if end and end.isdigit() and t.time_ms > int(end):
+            if end and (end.isascii() and end.isdigit()) and t.time_ms > int(end):
                 continue
-            if from_id and from_id.isdigit() and t.trade_id < int(from_id):
+            if from_id and (from_id.isascii() and from_id.isdigit()) and t.trade_id < int(from_id):
                 continue
             out.append(self._trade_json(t))
         return out[: int(limit_raw)]

@@ -178,7 +178,7 @@ def check_key(credentials: SimCredentials, api_key: str | None) -> None:
         raise ApiError(401, -2014, "API-key format invalid.")
     if api_key == credentials.api_key:
         return
-    if not _KEY_FORMAT.match(api_key):
+    if not _KEY_FORMAT.fullmatch(api_key):
         raise ApiError(401, -2014, "API-key format invalid.")
     raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
 
@@ -186,7 +186,7 @@ def check_key(credentials: SimCredentials, api_key: str | None) -> None:
 def check_timestamp(params: Mapping[str, str], server_ms: int) -> None:
     """recvWindow and timestamp as the venue checks them (-1102, -1131, -1021)."""
     raw = params.get("timestamp")
-    if not raw or not raw.isdigit():
+    if not raw or not (raw.isascii() and raw.isdigit()):
         raise mandatory("timestamp")
     stamp = int(raw)
     if stamp > 10**14:  # microseconds are accepted too

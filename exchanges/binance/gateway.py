@@ -292,7 +292,7 @@ class BinanceGateway:
 
     def _local_refusal(self, order: Order) -> str | tuple[Decimal, Decimal]:
         api = self.endpoints.api
-        if not api.client_id_re.match(order.client_order_id):
+        if not api.client_id_re.fullmatch(order.client_order_id):
             return f"client order id {order.client_order_id!r} is outside Binance's legal range"
         if self.info is None:
             return "instrument specs not loaded (call start())"

@@ -19,6 +19,7 @@ received: a buy pays in the base asset; USD-M charges the margin asset).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -30,6 +31,8 @@ from exchanges.binance.endpoints import BinanceMarket
 from exchanges.venue import InstrumentSpec
 
 VENUE = "binance"
+# The venue writes decimals plainly: an optional minus, digits, an optional fraction.
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 class ParseError(ValueError):
@@ -57,8 +60,8 @@ def dec(raw: object, name: str, *, signed: bool = False) -> Decimal:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise ParseError(f"{name}: expected a decimal string, got {type(raw).__name__}")
     text = str(raw)
-    if not text or len(text) > 64 or text.strip() != text:
-        raise ParseError(f"{name}: {text[:40]!r} is not a decimal")
+    if len(text) > 64 or not _DECIMAL.fullmatch(text):
+        raise ParseError(f"{name}: {text[:40]!r} is not a plain decimal")
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -445,7 +448,7 @@ def parse_position_risk(raw: bytes | str) -> list[PositionReport]:
 
 
 def _position(symbol: str, amt: str, entry: str, upnl: str, leverage: str) -> PositionReport:
-    if not leverage.isdigit() or len(leverage) > 4:
+    if not (leverage.isascii() and leverage.isdigit()) or len(leverage) > 4:
         raise ParseError(f"{symbol}: leverage {leverage[:10]!r} is not an integer")
     return PositionReport(symbol, dec(amt, "positionAmt", signed=True), dec(entry, "entryPrice"),
                           dec(upnl, "unrealizedProfit", signed=True), int(leverage))

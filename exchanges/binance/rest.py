@@ -67,7 +67,7 @@ class RateGate:
         """Read the weight and wait headers of one answer; the Retry-After (s) if it had one."""
         now = self._clock.time_ms()
         used = headers.get("x-mbx-used-weight-1m")
-        if used is not None and used.isdigit():
+        if used is not None and (used.isascii() and used.isdigit()):
             self.used = int(used)
             self._used_minute = now // 60_000
         retry_after: float | None = None

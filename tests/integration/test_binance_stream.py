@@ -13,7 +13,7 @@ from core.models import OrderState
 from core.ports import OrderUpdate
 from exchanges.binance.endpoints import BinanceMarket
 from exchanges.binance.stream import UserDataStream
-from tests.binance_support import T, Rig, order, rig, wait_until
+from tests.binance_support import Rig, T, order, rig, wait_until
 
 MARKETS: list[BinanceMarket] = ["spot", "usdm"]
 
