@@ -350,15 +350,18 @@ def _spec(sym: _Symbol, market: BinanceMarket) -> InstrumentSpec:
     elif "MIN_NOTIONAL" in filters:
         key = "notional" if market == "usdm" else "minNotional"
         min_notional = dec(filters["MIN_NOTIONAL"].get(key, "0"), f"MIN_NOTIONAL.{key}")
-    return InstrumentSpec(
-        venue=VENUE,
-        symbol=sym.symbol,
-        tick_size=tick.normalize(),
-        lot_size=step.normalize(),
-        min_qty=dec(lot.get("minQty", "0"), "LOT_SIZE.minQty").normalize(),
-        min_notional=min_notional.normalize(),
-        max_qty=max_qty.normalize() if max_qty > 0 else None,
-    )
+    try:
+        return InstrumentSpec(
+            venue=VENUE,
+            symbol=sym.symbol,
+            tick_size=tick.normalize(),
+            lot_size=step.normalize(),
+            min_qty=dec(lot.get("minQty", "0"), "LOT_SIZE.minQty").normalize(),
+            min_notional=min_notional.normalize(),
+            max_qty=max_qty.normalize() if max_qty > 0 else None,
+        )
+    except ValueError as exc:
+        raise ParseError(f"{sym.symbol}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- accounts
