@@ -113,6 +113,13 @@ class WsApi:
         ws = self._ws
         if ws is None or self.closed.is_set():
             raise VenueError(errors.VENUE, ErrorKind.RETRYABLE, "ws-not-connected", f"{method}: not connected")
+        if self.gate is not None:
+            wait, banned = self.gate.wait_s(1)
+            if wait > 0:  # told to wait (over REST or here): the same IP budget, nothing is sent
+                self.gate.refused += 1
+                raise VenueError(errors.VENUE, ErrorKind.HALT if banned else ErrorKind.RATE_LIMITED,
+                                 "local-rate-gate", f"{method}: not sent, the venue asked us to wait {wait:.1f} s",
+                                 retry_after_s=wait)
         body = dict(params or {})
         if signed and not self.logged_on:
             body = sign_ws_params(body, self._credentials, timestamp_ms=self._venue_ms(),

@@ -336,6 +336,24 @@ async def test_a_websocket_order_without_answer_is_unknown_and_not_resent_over_r
         assert len(r.sim.exchange.orders) == 1
 
 
+@pytest.mark.parametrize("market", MARKETS)
+async def test_a_rest_429_also_holds_back_websocket_orders(market: BinanceMarket) -> None:
+    async with rig(market, ws=True) as r:
+        await r.gateway.start()
+        assert r.gateway.ws_api is not None
+        await r.gateway.ws_api.connect()
+        r.sim.faults.rate_limit_requests = 1
+        with pytest.raises(VenueError):
+            await r.gateway.open_orders("BTCUSDT")
+        requests = r.sim.ws.requests
+        refused = await r.gateway.place(order(r.clock))
+        assert refused.state is OrderState.REJECTED and "local-rate-gate" in refused.reason
+        assert r.sim.ws.requests == requests and len(r.sim.exchange.orders) == 0
+        r.clock.advance(ms=2001)
+        assert (await r.gateway.place(order(r.clock))).state is OrderState.FILLED
+        assert r.gateway.placed_over_ws == 1
+
+
 @pytest.mark.skipif(not ed25519_available(), reason="the cryptography package is not installed")
 async def test_an_ed25519_session_logon_authorizes_websocket_orders_without_per_request_signatures() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
