@@ -65,7 +65,8 @@ async def rig(market: BinanceMarket, *, key: str = KEY, secret: str = SECRET, ws
         if ws:
             ws_api = WsApi(endpoints.ws_api_url, credentials, clock, offset=rest.offset, gate=rest.gate,
                            timeout_s=ws_timeout_s, logon=logon)
-        gateway = BinanceGateway(endpoints, credentials, clock, rest=rest, ws_api=ws_api, retry_delay_s=0.01)
+        gateway = BinanceGateway(endpoints, credentials, clock, rest=rest, ws_api=ws_api, retry_delay_s=0.01,
+                                 ws_retry_s=0.05)
         try:
             yield Rig(clock, sim, gateway, credentials)
         finally:

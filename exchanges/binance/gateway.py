@@ -8,9 +8,10 @@ Placing an order:
    quantity off the venue's LOT_SIZE grid or outside its filters (`InstrumentSpec`, naming
    the filter). The price is rounded to the tick, never worse than the limit.
 2. Sent once as a LIMIT IOC with our client order id, over the WebSocket API when a
-   session is open (`ws_api`), else over REST. A WebSocket frame that could not be written is
-   sent over REST instead (nothing left); one that was written and got no answer is
-   `unknown` and is never sent again by any path.
+   session is open (`ws_api`, opened by `start()` and reopened in the background after
+   `ws_retry_s` when it is found closed), else over REST. A WebSocket frame that could not be
+   written is sent over REST instead (nothing left); one that was written and got no answer
+   is `unknown` and is never sent again by any path.
 3. The answer: spot FULL carries the fills; USD-M RESULT carries none, so the order's trades
    are read (`userTrades?orderId=`) to get their trade ids and fees; if that read fails the
    order is reported `unknown` and the caller's query completes it.
@@ -33,6 +34,7 @@ per symbol only, and the ledger deduplicates fills by (venue, trade id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -43,7 +45,7 @@ from core.instruments import Instrument
 from core.models import Fill, Order, OrderState, Venue
 from core.ports import OrderUpdate
 from exchanges.binance import errors
-from exchanges.binance.auth import Credentials
+from exchanges.binance.auth import Credentials, SigningError
 from exchanges.binance.endpoints import BinanceMarket, Endpoints
 from exchanges.binance.parsers import (
     Balance,
@@ -107,6 +109,7 @@ class BinanceGateway:
         retries: int = 1,
         retry_delay_s: float = 0.2,
         not_found_grace_ms: int = 2000,
+        ws_retry_s: float = 1.0,
     ) -> None:
         self.endpoints = endpoints
         self.market: BinanceMarket = endpoints.market
@@ -121,6 +124,8 @@ class BinanceGateway:
         self.placed_over_ws = 0
         self.placed_over_rest = 0
         self.last_halt: VenueError | None = None
+        self.ws_retry_s = ws_retry_s
+        self._ws_reconnect: asyncio.Task[None] | None = None
 
     @property
     def venue(self) -> Venue:
@@ -133,14 +138,45 @@ class BinanceGateway:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> ExchangeInfo:
-        """Sync the clock offset and load the venue's instrument specs."""
+        """Sync the clock offset, load the venue's instrument specs, open the WebSocket API
+        session (if one is configured; REST carries the orders until it is up)."""
         await self.rest.sync_time()
-        return await self.load_specs()
+        info = await self.load_specs()
+        if self.ws_api is not None:
+            await self._connect_ws()
+        return info
 
     async def close(self) -> None:
+        task, self._ws_reconnect = self._ws_reconnect, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self.ws_api is not None:
             await self.ws_api.close()
         await self.rest.aclose()
+
+    async def _connect_ws(self) -> bool:
+        ws = self.ws_api
+        if ws is None:
+            return False
+        try:
+            await ws.connect()
+        except (VenueError, SigningError) as exc:
+            log.warning("binance: WebSocket API session not open (%s); orders go over REST", exc)
+            return False
+        return True
+
+    def _reopen_ws_later(self) -> None:
+        """One background attempt at a time to reopen the session, after `ws_retry_s`."""
+        if self.ws_api is None or (self._ws_reconnect is not None and not self._ws_reconnect.done()):
+            return
+
+        async def reopen() -> None:
+            await asyncio.sleep(self.ws_retry_s)
+            await self._connect_ws()
+
+        self._ws_reconnect = asyncio.get_running_loop().create_task(reopen(), name="binance-wsapi-reopen")
 
     async def load_specs(self) -> ExchangeInfo:
         body = await self.rest.call(self.endpoints.api.exchange_info)
@@ -316,9 +352,12 @@ class BinanceGateway:
                 if not (exc.kind is ErrorKind.RETRYABLE and exc.code == "ws-not-connected"):
                     raise
                 log.warning("binance: WebSocket API unavailable; placing over REST")
+                self._reopen_ws_later()
             else:
                 self.placed_over_ws += 1
                 return body
+        elif ws is not None:
+            self._reopen_ws_later()
         body = await self.rest.call(self.endpoints.api.order_place, params)
         self.placed_over_rest += 1
         return body

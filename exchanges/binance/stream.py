@@ -148,8 +148,11 @@ class UserDataStream:
                 self.connected.set()
                 delay = self.reconnect_delay_s[0]
                 await self._until_lost()
-            except (VenueError, OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            except (VenueError, OSError, ConnectionClosed, InvalidHandshake, InvalidURI, TimeoutError,
+                    ParseError) as exc:
                 log.warning("binance %s user data stream: %s", self.market, exc)
+            except Exception:  # the stream must outlive any one failure
+                log.exception("binance %s user data stream failed; reconnecting", self.market)
             finally:
                 self.connected.clear()
                 await self._disconnect()

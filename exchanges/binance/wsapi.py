@@ -93,8 +93,13 @@ class WsApi:
         self.closed.clear()
         self._reader = asyncio.create_task(self._read(ws), name="binance-wsapi-reader")
         if self.logon:
-            params = logon_params(self._credentials, timestamp_ms=self._venue_ms(), recv_window_ms=self.recv_window_ms)
-            await self.request("session.logon", params, signed=False)
+            try:
+                params = logon_params(self._credentials, timestamp_ms=self._venue_ms(),
+                                      recv_window_ms=self.recv_window_ms)
+                await self.request("session.logon", params, signed=False)
+            except BaseException:
+                await self.close()  # a session that did not log on is not used half-way
+                raise
             self.logged_on = True
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from core.models import OrderState
 from exchanges.binance.auth import ed25519_available
 from exchanges.binance.endpoints import BinanceMarket
 from exchanges.venue import ErrorKind, VenueError
-from tests.binance_support import ASK, T, order, rig
+from tests.binance_support import ASK, T, order, rig, wait_until
 
 MARKETS: list[BinanceMarket] = ["spot", "usdm"]
 
@@ -318,6 +318,11 @@ async def test_rest_is_the_fallback_when_the_websocket_api_is_down(market: Binan
         update = await r.gateway.place(order(r.clock))
         assert update.state is OrderState.FILLED
         assert (r.gateway.placed_over_ws, r.gateway.placed_over_rest) == (0, 1)
+        # The session is reopened in the background; the next order takes it again.
+        ws_api = r.gateway.ws_api
+        await wait_until(lambda: ws_api.connected, "the WebSocket API session to reopen")
+        assert (await r.gateway.place(order(r.clock))).state is OrderState.FILLED
+        assert (r.gateway.placed_over_ws, r.gateway.placed_over_rest) == (1, 1)
 
 
 @pytest.mark.parametrize("market", MARKETS)
