@@ -12,10 +12,10 @@ and refused locally, naming the filter, when it cannot satisfy them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal, localcontext
 from enum import StrEnum
 
-from core.instruments import Instrument
+from core.instruments import Instrument, ceil_to, floor_to
 from core.models import Side
 
 
@@ -67,19 +67,42 @@ class InstrumentSpec:
     max_qty: Decimal | None = None
     contract_value: Decimal = Decimal(1)
 
+    def __post_init__(self) -> None:
+        """A spec without a usable grid or with nonsense bounds is refused when built, not when an
+        order meets it (a zero tick would divide by zero on the hot path)."""
+        for name in ("tick_size", "lot_size", "contract_value"):
+            value: Decimal = getattr(self, name)
+            if not value.is_finite() or value <= 0:
+                raise ValueError(f"{self.venue} {self.symbol}: {name} must be a finite number > 0, not {value}")
+        for name in ("min_qty", "min_notional"):
+            value = getattr(self, name)
+            if not value.is_finite() or value < 0:
+                raise ValueError(f"{self.venue} {self.symbol}: {name} must be a finite number >= 0, not {value}")
+        if self.max_qty is not None and (not self.max_qty.is_finite() or self.max_qty <= 0):
+            raise ValueError(f"{self.venue} {self.symbol}: max_qty must be None or a finite number > 0")
+
     def round_order(self, side: Side, qty: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
         """(qty, price) on the venue's grid: quantity down to a lot, price never worse than the
-        limit asked (a buy rounds down, a sell up). FilterRefusal names the filter it fails."""
-        if qty <= 0 or price <= 0:
-            raise FilterRefusal(self.symbol, "positive", f"qty {qty} and price {price} must be > 0")
-        q = (qty / self.lot_size).to_integral_value(ROUND_FLOOR) * self.lot_size
-        rounding = ROUND_FLOOR if side == "buy" else ROUND_CEILING
-        p = (price / self.tick_size).to_integral_value(rounding) * self.tick_size
+        limit asked (a buy rounds down, a sell up). FilterRefusal names the filter it fails.
+
+        The arithmetic is exact (`core.instruments.floor_to`/`ceil_to`): dividing in the default
+        28-digit context rounded a long quotient up before flooring, which sent more than asked
+        or a buy above its limit."""
+        if not (qty.is_finite() and price.is_finite()) or qty <= 0 or price <= 0:
+            raise FilterRefusal(self.symbol, "positive", f"qty {qty} and price {price} must be finite and > 0")
+        q = floor_to(qty, self.lot_size)
+        p = floor_to(price, self.tick_size) if side == "buy" else ceil_to(price, self.tick_size)
+        if q <= 0:
+            raise FilterRefusal(self.symbol, "lot_size", f"{qty} is less than one lot of {self.lot_size}")
+        if p <= 0:
+            raise FilterRefusal(self.symbol, "tick_size", f"a buy at {price} is below one tick of {self.tick_size}")
         if q < self.min_qty:
             raise FilterRefusal(self.symbol, "min_qty", f"{q} below the minimum {self.min_qty}")
         if self.max_qty is not None and q > self.max_qty:
             raise FilterRefusal(self.symbol, "max_qty", f"{q} above the maximum {self.max_qty}")
-        notional = q * self.contract_value * p
+        with localcontext() as ctx:
+            ctx.prec = 2000  # exact, like the rounding: a boundary notional must not round up
+            notional = q * self.contract_value * p
         if notional < self.min_notional:
             raise FilterRefusal(self.symbol, "min_notional", f"{notional} below the minimum {self.min_notional}")
         return q, p

@@ -263,6 +263,11 @@ class BinanceSimServer(VenueSimServer[_BinanceConn]):
     def _keepalive_task(self, conn: _BinanceConn) -> Coroutine[Any, Any, None] | None:
         return self._ping_loop(conn, self.ping_interval_s, self.pong_timeout_s)
 
+    def rest(self, path: str, query: Query) -> tuple[int, object]:
+        """Answer a public REST GET (for a front that owns the port: see `sim.binance_venue`)."""
+        self.rest_requests += 1
+        return self._rest(path, query)
+
     def _rest(self, path: str, query: Query) -> tuple[int, object]:
         prefix = REST_PREFIX[self.market]
         if path == f"{prefix}/ping":
