@@ -384,6 +384,8 @@ class OkxPrivateVenue:
         self.orders_received = 0
         self.order_ops_answered = 0
         self.auth_failures: list[str] = []
+        # (monotonic arrival, method, path, HTTP status) of the latest private REST requests.
+        self.request_log: list[tuple[float, str, str, int]] = []
 
     # -------------------------------------------------------------- setup
 
@@ -414,11 +416,18 @@ class OkxPrivateVenue:
 
     async def rest(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Answer one REST request: (HTTP status, JSON body, extra headers)."""
+        arrived = time.monotonic()
+        answer = await self._rest(method, target, headers, body)
+        self.request_log.append((arrived, method, target.split("?", 1)[0], answer[0]))
+        del self.request_log[:-1000]
+        return answer
+
+    async def _rest(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
         url = urlsplit(target)
         path = url.path
         query = parse_qs(url.query, keep_blank_values=True)
         if path == "/api/v5/public/instruments":
-            if not self._allow("ip", path):
+            if not self._allow("ip", path, method):
                 return _rate_limited()
             return self._instruments(query)
         route = _ROUTES.get((method, path))
@@ -432,7 +441,7 @@ class OkxPrivateVenue:
         if self.faults.rate_limit_next > 0:
             self.faults.rate_limit_next -= 1
             return _rate_limited()
-        if not self._allow(account.api_key, path):
+        if not self._allow(account.api_key, path, method):
             return _rate_limited()
         try:
             payload: Any = json.loads(body) if method == "POST" else None
@@ -464,12 +473,14 @@ class OkxPrivateVenue:
         handler: Callable[[OkxSimAccount, dict[str, list[str]], Any], Answer] = getattr(self, f"_{route}")
         return handler
 
-    def _allow(self, who: str, path: str) -> bool:
+    def _allow(self, who: str, path: str, method: str) -> bool:
+        """The sliding 2 s window of one key (or IP) on one endpoint (placing and querying
+        share a path but not a limit)."""
         limit = self.rate_limits.get(path)
         if limit is None:
             return True
         now = time.monotonic()
-        window = self._windows.setdefault((who, path), deque())
+        window = self._windows.setdefault((who, f"{method} {path}"), deque())
         while window and now - window[0] >= _WINDOW_S:
             window.popleft()
         if len(window) >= limit:

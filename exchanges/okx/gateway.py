@@ -394,9 +394,10 @@ class OkxGateway:
 
     async def cancel(self, order: Order) -> OrderUpdate:
         cid = order.client_order_id
-        if cid not in self._sent:
-            return OrderUpdate(cid, OrderState.REJECTED, reason="never sent")
-        args = ep.cancel_args(order.symbol, cid)
+        try:
+            args = ep.cancel_args(order.symbol, cid)
+        except ValueError as exc:
+            return OrderUpdate(cid, OrderState.REJECTED, reason=str(exc))
         try:
             if self.config.ws_orders and self.stream.connected:
                 answer = await self.stream.order_op("cancel-order", args, self.config.request_timeout_s)

@@ -357,13 +357,13 @@ def fill_from_row(row: FillRow) -> Fill:
 
 def order_update(detail: OrderDetail, fills: list[Fill]) -> OrderUpdate:
     """An OrderUpdate from an order's state and the fills known for it."""
-    decimal(detail.accFillSz, "accFillSz", allow_empty=True)  # checked: a bad number is a bad body
+    filled = decimal(detail.accFillSz, "accFillSz", allow_empty=True)
     reason = ""
     state = order_state(detail)
     if detail.code not in ("", "0"):
         reason = f"{detail.code} {detail.msg}".strip()
     elif state is OrderState.EXPIRED:
-        reason = "ioc rest canceled" if fills else "ioc not filled"
+        reason = "ioc rest canceled" if filled or fills else "ioc not filled"
     return OrderUpdate(detail.clOrdId, state, detail.ordId, fills, reason)
 
 

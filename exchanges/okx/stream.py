@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from core.clock import Clock
 from core.models import Fill
@@ -232,7 +231,9 @@ class OkxPrivateStream:
                 if exc.kind is ErrorKind.CLOCK_SKEW and self.resync_clock is not None:
                     with contextlib.suppress(Exception):
                         await self.resync_clock()
-            except (OSError, ConnectionClosed, TimeoutError, OkxParseError) as exc:
+            except Exception as exc:  # refused handshake, reset, timeout, bad frame: reconnect
+                if self._stopping:
+                    return
                 self._note(f"{type(exc).__name__}: {exc}")
             finally:
                 self.ready.clear()
