@@ -92,9 +92,13 @@ class OrderStates:
         new = self.fills.add(cid, update.fills)
         update.fills = new
         prev = self._latest.get(cid)
-        if not (prev is not None and is_terminal(prev.state) and not is_terminal(update.state)):
+        stale = prev is not None and is_terminal(prev.state) and not is_terminal(update.state)
+        if stale:
+            # An older message after the final one (OKX may resend): its fills count, its state not.
+            update.state = prev.state if prev is not None else update.state
+        else:
             self._latest[cid] = OrderUpdate(cid, update.state, update.venue_order_id, [], update.reason)
-        if new or prev is None or prev.state is not update.state:
+        if new or prev is None or (prev.state is not update.state and not stale):
             callback = self.on_update
             if callback is not None:
                 callback(update)
