@@ -92,6 +92,9 @@ class OkxGatewayConfig:
     tag: str = ""
 
     def __post_init__(self) -> None:
+        if self.demo and self.ws_private_url == ep.WS_PRIVATE_URL:
+            # Demo trading keys log in only on the demo host (REST takes the header instead).
+            object.__setattr__(self, "ws_private_url", ep.WS_PRIVATE_DEMO_URL)
         if self.td_mode not in ("cross", "isolated"):
             raise ValueError("okx td_mode must be 'cross' or 'isolated'")
         if self.request_timeout_s <= 0 or self.outcome_wait_s < 0 or self.not_found_grace_s < 0:

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exchanges.okx.auth import DEMO_HEADER, OkxCredentials, iso_timestamp, rest_headers, sign, ws_login_args
+from exchanges.okx.gateway import OkxGatewayConfig
 
 DOC_SECRET = "22582BD0CFF14C41EDBF1AB98506286D"
 DOC_TS = "2020-12-08T09:08:57.715Z"
@@ -71,3 +72,11 @@ def test_bad_credentials_are_refused_without_echoing_them(key: str, secret: str,
     with pytest.raises(ValueError, match="okx credentials") as info:
         OkxCredentials(key, secret, passphrase)
     assert S not in str(info.value) and P not in str(info.value)
+
+
+def test_demo_switch_moves_the_private_socket_to_the_demo_host() -> None:
+    assert OkxGatewayConfig(demo=True).ws_private_url == "wss://wspap.okx.com:8443/ws/v5/private"
+    assert OkxGatewayConfig().ws_private_url == "wss://ws.okx.com:8443/ws/v5/private"
+    assert OkxGatewayConfig(demo=True, ws_private_url="ws://127.0.0.1:1/x").ws_private_url == "ws://127.0.0.1:1/x"
+    with pytest.raises(ValueError, match="td_mode"):
+        OkxGatewayConfig(td_mode="cash")
