@@ -40,7 +40,8 @@ from websockets.http11 import Request, Response
 from core.clock import Clock
 from sim.http_body import BodyServerConnection, request_body
 from sim.market import SimTick
-from sim.okx_private import PRIVATE_WS_PATH, OkxPrivateVenue, PrivateSession, SimInstrumentSpec, default_spec
+from sim.okx_accounts import SimInstrumentSpec, default_spec
+from sim.okx_private import PRIVATE_WS_PATH, OkxPrivateVenue, PrivateSession
 from sim.venue_server import Conn, Query, VenueSimServer, dumps, first, fmt_trim, json_response
 
 WS_PATH = "/ws/v5/public"

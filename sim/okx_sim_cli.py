@@ -20,7 +20,7 @@ from core.clock import Clock, RealClock
 from core.config import demo_config
 from core.instruments import Pair
 from sim.market import SyntheticMarket
-from sim.okx_private import spec_from_instrument
+from sim.okx_accounts import spec_from_instrument
 from sim.okx_server import OkxSimServer
 
 

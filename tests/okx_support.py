@@ -15,7 +15,7 @@ from exchanges.okx.auth import OkxCredentials
 from exchanges.okx.gateway import OkxGateway, OkxGatewayConfig
 from exchanges.okx.stream import StreamTiming
 from sim.market import SimTick
-from sim.okx_private import SimInstrumentSpec
+from sim.okx_accounts import SimInstrumentSpec
 from sim.okx_server import OkxSimServer
 
 KEY = "sim-key-1"

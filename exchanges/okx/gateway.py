@@ -316,6 +316,8 @@ class OkxGateway:
             ack = await self._send_order(args)
         except VenueError as exc:
             return self._entry_failure(order, exc)
+        except OkxParseError as exc:  # an answer we cannot read: it may have happened
+            return OrderUpdate(cid, OrderState.UNKNOWN, reason=f"unreadable answer: {exc}")
         finally:
             del self._inflight[cid]
             landed.set()
@@ -423,6 +425,8 @@ class OkxGateway:
         except VenueError as exc:
             if exc.code == ORDER_NOT_FOUND:
                 return self._not_found(order)
+            if exc.kind in (ErrorKind.AUTH, ErrorKind.HALT):
+                self._halt(exc)
             raise
         details = parse_orders(data)
         if len(details) != 1:

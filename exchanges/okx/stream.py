@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from core.clock import Clock
 from core.models import Fill
@@ -364,7 +365,10 @@ class OkxPrivateStream:
         future: asyncio.Future[WsMessage] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         try:
-            await ws.send(json.dumps({"id": req_id, "op": op, "args": [args]}, separators=(",", ":")))
+            try:
+                await ws.send(json.dumps({"id": req_id, "op": op, "args": [args]}, separators=(",", ":")))
+            except ConnectionClosed as exc:
+                raise ConnectionError(f"okx private stream closed while sending: {exc}") from None
             return await asyncio.wait_for(future, timeout_s)
         finally:
             self._pending.pop(req_id, None)

@@ -19,7 +19,7 @@ from core.ports import OrderUpdate
 from exchanges.okx.auth import OkxCredentials
 from exchanges.okx.gateway import ConfigMismatch
 from exchanges.venue import ErrorKind, VenueError
-from sim.okx_private import SimOrder
+from sim.okx_accounts import SimOrder
 from sim.okx_server import OkxSimServer
 from tests.okx_support import BTC, ETH, KEY, PASSPHRASE, SECRET, SPOT, T, gateway, okx_sim, order, tick, until
 

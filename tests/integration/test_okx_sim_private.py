@@ -23,7 +23,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from core.clock import ManualClock
-from sim.okx_private import INST_TYPES
+from sim.okx_accounts import INST_TYPES
 from sim.okx_server import OkxSimServer
 from tests.okx_support import BTC, KEY, PASSPHRASE, SECRET, T, okx_sim
 

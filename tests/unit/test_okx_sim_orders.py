@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from core.clock import ManualClock
 from sim.market import SimTick
-from sim.okx_private import OkxPrivateVenue, SimInstrumentSpec
+from sim.okx_accounts import OkxExchange, SimInstrumentSpec
 
 BTC = "BTC-USDT-SWAP"
 SPEC = SimInstrumentSpec(BTC, Decimal("0.1"), Decimal(1), Decimal(1), ct_val=Decimal("0.01"))
@@ -27,8 +27,8 @@ bodies = st.one_of(values, st.dictionaries(
     max_size=9))
 
 
-def _venue() -> OkxPrivateVenue:
-    venue = OkxPrivateVenue(ManualClock(), {BTC: BOOK}.get, [SPEC])
+def _venue() -> OkxExchange:
+    venue = OkxExchange(ManualClock().time_ms, {BTC: BOOK}.get, [SPEC])
     venue.add_account("k", "s", "p")
     return venue
 
