@@ -536,11 +536,13 @@ class OkxExchange:
                     "sMsg": "Parameter instId can not be empty."}
         ord_id = args.get("ordId") or ""
         cl = args.get("clOrdId") or ""
+        if not isinstance(ord_id, str) or not isinstance(cl, str):
+            return {"clOrdId": "", "ordId": "", "ts": str(now), "sCode": "51000",
+                    "sMsg": "Parameter ordId or clOrdId error"}
         order = account.orders.get(ord_id) if ord_id else account.by_cl_ord_id.get(cl) if cl else None
         if order is not None and order.inst_id != args["instId"]:
             order = None
-        echo_cl = cl if isinstance(cl, str) else ""
-        echo_ord = ord_id if isinstance(ord_id, str) else ""
+        echo_cl, echo_ord = cl, ord_id
         if order is None:
             return {"clOrdId": echo_cl, "ordId": echo_ord, "ts": str(now), "sCode": "51400",
                     "sMsg": "Order cancellation failed as the order has been filled, canceled or does not exist."}

@@ -53,4 +53,10 @@ def test_place_answers_any_body_with_a_code_and_a_refusal_changes_nothing(body: 
 def test_cancel_answers_any_body_with_a_code(body: Any) -> None:
     venue = _venue()
     ack = venue.cancel_order(venue.accounts["k"], body)
-    assert ack["sCode"] in ("50014", "51400")
+    assert ack["sCode"] in ("50014", "51000", "51400")  # no order exists: never "0"
+
+
+def test_cancel_with_a_non_text_id_is_a_parameter_error() -> None:
+    venue = _venue()
+    ack = venue.cancel_order(venue.accounts["k"], {"instId": BTC, "clOrdId": [0]})
+    assert (ack["sCode"], ack["sMsg"]) == ("51000", "Parameter ordId or clOrdId error")
