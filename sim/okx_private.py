@@ -51,6 +51,7 @@ from sim.okx_accounts import (
 
 PRIVATE_WS_PATH = "/ws/v5/private"
 LOGIN_PATH = "/users/self/verify"
+_SECONDS_RE = re.compile(r"^\d{1,12}(\.\d{1,6})?$")
 _ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 _WINDOW_S = 2.0
 # Requests per 2 s per key (per IP for public) and endpoint, from the OKX rate-limit tables.
@@ -431,12 +432,7 @@ class OkxPrivateVenue:
             self._ws_error(session, None, "60012", "Invalid request")
             return
         assert isinstance(key, str) and isinstance(stamp, str) and isinstance(signature, str)
-        try:
-            seconds = float(stamp)
-        except ValueError:
-            self._ws_error(session, None, "60006", "Timestamp request expired")
-            return
-        if abs(self.now_ms() / 1000 - seconds) > 30:
+        if not _SECONDS_RE.match(stamp) or abs(self.now_ms() / 1000 - float(stamp)) > 30:
             self._ws_error(session, None, "60006", "Timestamp request expired")
             return
         account = self.accounts.get(key)

@@ -3,6 +3,11 @@ refused one changes nothing (no order, no fill, no balance moved)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +17,7 @@ from hypothesis import strategies as st
 from core.clock import ManualClock
 from sim.market import SimTick
 from sim.okx_accounts import OkxExchange, SimInstrumentSpec
+from sim.okx_private import OkxPrivateVenue
 
 BTC = "BTC-USDT-SWAP"
 SPEC = SimInstrumentSpec(BTC, Decimal("0.1"), Decimal(1), Decimal(1), ct_val=Decimal("0.01"))
@@ -60,3 +66,46 @@ def test_cancel_with_a_non_text_id_is_a_parameter_error() -> None:
     venue = _venue()
     ack = venue.cancel_order(venue.accounts["k"], {"instId": BTC, "clOrdId": [0]})
     assert (ack["sCode"], ack["sMsg"]) == ("51000", "Parameter ordId or clOrdId error")
+
+
+ws_messages = st.dictionaries(
+    st.sampled_from(["op", "id", "args"]),
+    st.one_of(st.sampled_from(["login", "subscribe", "unsubscribe", "order", "cancel-order", "batch-orders", "x1"]),
+              values, st.lists(st.one_of(values, st.dictionaries(
+                  st.sampled_from(["apiKey", "passphrase", "timestamp", "sign", "channel", "instType", "instId",
+                                   "tdMode", "side", "ordType", "px", "sz", "clOrdId"]), values, max_size=8)),
+                  max_size=3)),
+    max_size=3)
+
+
+@settings(max_examples=300)
+@given(st.lists(ws_messages, min_size=1, max_size=4))
+def test_private_socket_answers_any_request_and_never_raises(messages: list[dict[str, Any]]) -> None:
+    async def drive() -> list[str]:
+        venue = OkxPrivateVenue(ManualClock(), {BTC: BOOK}.get, [SPEC])
+        venue.add_account("k", "s", "p")
+        out: list[str] = []
+        session = venue.open_session("c1", out.append, out.append)
+        for msg in messages:
+            venue.on_ws(session, msg, json.dumps(msg, default=str))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return out
+
+    for text in asyncio.run(drive()):
+        assert isinstance(json.loads(text), dict)
+
+
+def test_login_with_a_timestamp_that_is_not_a_number_is_refused() -> None:
+    async def drive() -> list[str]:
+        venue = OkxPrivateVenue(ManualClock(), {BTC: BOOK}.get, [SPEC])
+        venue.add_account("k", "s", "p")
+        out: list[str] = []
+        session = venue.open_session("c1", out.append, out.append)
+        sign = base64.b64encode(hmac.new(b"s", b"nanGET/users/self/verify", hashlib.sha256).digest()).decode()
+        venue.on_ws(session, {"op": "login", "args": [{"apiKey": "k", "passphrase": "p", "timestamp": "nan",
+                                                        "sign": sign}]}, "")
+        return out
+
+    (answer,) = asyncio.run(drive())
+    assert json.loads(answer)["code"] == "60006"
