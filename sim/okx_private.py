@@ -86,6 +86,8 @@ class PrivateFaults:
     - `rate_limit_next`: the next N private REST requests answer HTTP 429 `50011`, unprocessed.
     - `clock_skew_ms`: the venue's clock minus the simulation clock (server time and the 30 s
       timestamp window move with it).
+    - `duplicate_next`: the next N orders are refused with 51016 (duplicate clOrdId) unplaced,
+      as if another order with the id were pending.
     """
 
     hang_next: int = 0
@@ -95,12 +97,14 @@ class PrivateFaults:
     server_error_processed: bool = True
     rate_limit_next: int = 0
     clock_skew_ms: int = 0
+    duplicate_next: int = 0
 
     def clear(self) -> None:
         self.hang_next = 0
         self.server_error_next = 0
         self.rate_limit_next = 0
         self.clock_skew_ms = 0
+        self.duplicate_next = 0
 
 
 @dataclass(eq=False)
@@ -169,6 +173,11 @@ class OkxPrivateVenue:
         return self.exchange.add_account(api_key, secret, passphrase, balances=balances, demo=demo)
 
     def place_order(self, account: OkxSimAccount, args: Any) -> dict[str, str]:
+        if self.faults.duplicate_next > 0:
+            self.faults.duplicate_next -= 1
+            cl = args.get("clOrdId", "") if isinstance(args, dict) else ""
+            return {"clOrdId": cl if isinstance(cl, str) else "", "ordId": "", "tag": "", "ts": str(self.now_ms()),
+                    "sCode": "51016", "sMsg": "Duplicated clOrdId", "subCode": ""}
         return self.exchange.place_order(account, args)
 
     def cancel_order(self, account: OkxSimAccount, args: Any) -> dict[str, str]:

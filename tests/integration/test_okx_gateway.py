@@ -101,9 +101,10 @@ async def test_spot_order_goes_as_cash_and_moves_balances() -> None:
         assert cash["USDT"] == Decimal(50_000) - Decimal("9700.01")
 
 
-async def test_cancel_and_query_by_client_order_id() -> None:
+@pytest.mark.parametrize("over_socket", [True, False])
+async def test_cancel_and_query_by_client_order_id(over_socket: bool) -> None:
     clock = ManualClock()
-    async with okx_sim(clock) as server, gateway(server, clock) as gw:
+    async with okx_sim(clock) as server, gateway(server, clock, stream=over_socket) as gw:
         resting = order(qty="1", price="96000", cid="restingA1")
         ack = server.private.place_order(server.private.accounts[KEY], {
             "instId": BTC, "tdMode": "cross", "side": "buy", "ordType": "limit", "px": "96000", "sz": "1",
@@ -184,6 +185,17 @@ async def test_duplicate_client_order_id_is_unknown_and_the_venue_keeps_one_orde
         assert update.reason.startswith("51016")
         assert [x.cl_ord_id for x in account.orders.values()] == ["dupA1"]
         assert (await gw.query(o)).state is OrderState.ACKED  # the query finds the resting one
+
+
+async def test_a_refused_duplicate_id_with_no_such_order_resolves_as_not_found() -> None:
+    clock = ManualClock()
+    async with okx_sim(clock) as server, gateway(server, clock) as gw:
+        server.private.faults.duplicate_next = 1
+        o = order()
+        first = await gw.place(o)
+        assert (first.state, first.reason) == (OrderState.UNKNOWN, "51016 Duplicated clOrdId")
+        assert (await gw.query(o)).state is OrderState.REJECTED  # asked, not re-sent: nothing is there
+        assert server.private.orders_received == 0 and server.private.accounts[KEY].orders == {}
 
 
 async def test_rate_limit_waits_before_sending_again() -> None:
