@@ -293,7 +293,7 @@ async def test_stream_drop_reconnects_resubscribes_and_catches_up_without_loss_o
         gw.states.on_update = heard.append
         before = await gw.place(order(qty="1"))
         assert before.state is OrderState.FILLED
-        server.refuse_connections_for(0.5)
+        server.refuse_connections_for(1.5)  # long enough that the next order cannot find it back
         assert server.drop_private_streams() == 1
         await until(lambda: not gw.stream.connected, "the drop to be seen")
         # While down: one order through the gateway (REST), one the stream never heard of at all.
