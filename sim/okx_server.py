@@ -30,14 +30,19 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
 
 from core.clock import Clock
+from sim.http_body import BodyServerConnection, request_body
 from sim.market import SimTick
-from sim.venue_server import Conn, Query, VenueSimServer, dumps, first, fmt_trim
+from sim.okx_accounts import SimInstrumentSpec, default_spec
+from sim.okx_private import PRIVATE_WS_PATH, OkxPrivateVenue, PrivateSession
+from sim.venue_server import Conn, Query, VenueSimServer, dumps, first, fmt_trim, json_response
 
 WS_PATH = "/ws/v5/public"
 TICKER_PATH = "/api/v5/market/ticker"
@@ -84,6 +89,7 @@ class _OkxConn(Conn):
         self.ticker_last: dict[str, float] = {}
         self.ticker_timers: dict[str, asyncio.TimerHandle] = {}
         self.bbo_last: dict[str, float] = {}
+        self.session: PrivateSession | None = None  # set on a private connection
 
 
 class OkxSimServer(VenueSimServer[_OkxConn]):
@@ -104,6 +110,7 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
         notice_close_delay_s: float = 60.0,
         close_timeout_s: float = 2.0,
         max_queue: int = 10_000,
+        specs: Iterable[SimInstrumentSpec] | None = None,
     ) -> None:
         super().__init__(
             host, port, clock=clock, close_timeout_s=close_timeout_s, max_lifetime_s=None, max_queue=max_queue
@@ -126,6 +133,11 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
         self._version: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self._ticker_cache: dict[str, tuple[int, dict[str, str], str]] = {}
         self._bbo_cache: dict[str, tuple[int, str]] = {}
+        # The private side: accounts, orders and matching against the books published here.
+        given = {spec.inst_id: spec for spec in specs or ()}
+        self.private = OkxPrivateVenue(
+            self.clock, self._books.get, [given.get(s) or default_spec(s) for s in self.symbols]
+        )
 
     # ------------------------------------------------------------------ URLs
 
@@ -136,6 +148,10 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
     @property
     def rest_url(self) -> str:
         return self.http_base_url
+
+    @property
+    def private_ws_url(self) -> str:
+        return f"{self.ws_base_url}{PRIVATE_WS_PATH}"
 
     # ------------------------------------------------------------------ market input
 
@@ -155,6 +171,7 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
         self._books[sym] = book
         if not changed:
             return
+        self.private.on_book(sym)
         self._update_stats(sym, prev, book)
         turn = self._seq_turn[sym]
         self._seq[sym] += _SEQ_STEPS[turn % len(_SEQ_STEPS)]
@@ -302,21 +319,65 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
             self._close_later(conns, delay, 1001, "service upgrade")
         return len(conns)
 
+    def drop_private_streams(self) -> int:
+        """Close every private WebSocket connection abruptly (no close frame); returns how many."""
+        dropped = 0
+        for conn in list(self._conns):
+            if conn.session is not None and not conn.closing:
+                self._drop(conn)
+                dropped += 1
+        return dropped
+
     # ------------------------------------------------------------------ server hooks
+
+    def _serve_options(self) -> dict[str, Any]:
+        # POST bodies for the private REST API; answers held by a fault stay within open_timeout.
+        return {"create_connection": BodyServerConnection, "open_timeout": 120}
+
+    def _process_request(self, connection: Any, request: Request) -> Response | Awaitable[Response] | None:
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            path = request.path.split("?", 1)[0]
+            if path == TIME_PATH:
+                self.rest_requests += 1
+                now = self.private.now_ms()
+                return json_response(200, {"code": "0", "msg": "", "data": [{"ts": str(now)}]})
+            if self.private.is_private_rest(request.method, path):
+                self.rest_requests += 1
+                return self._private_rest(request)
+        return super()._process_request(connection, request)
+
+    async def _private_rest(self, request: Request) -> Response:
+        status, body, extra = await self.private.rest(request.method, request.path, request.headers,
+                                                      request_body(request))
+        response = json_response(status, body)
+        for name, value in extra.items():
+            response.headers[name] = value
+        return response
+
+    def _has_subs(self, conn: _OkxConn) -> bool:
+        return bool(conn.subs) or (conn.session is not None and bool(conn.session.subs))
+
+    def _on_open(self, conn: _OkxConn) -> None:
+        if conn.path.split("?", 1)[0] == PRIVATE_WS_PATH:
+            conn.session = self.private.open_session(
+                conn.conn_id, lambda text: self._control(conn, text), lambda text: self._data(conn, text)
+            )
 
     def _new_conn(self, ws: ServerConnection) -> _OkxConn:
         return _OkxConn(ws, max_queue=self._max_queue)
 
     def _subscription_count(self, conn: _OkxConn) -> int:
-        return len(conn.subs)
+        return len(conn.subs) + (len(conn.session.subs) if conn.session is not None else 0)
 
     def _on_closed(self, conn: _OkxConn) -> None:
+        if conn.session is not None:
+            self.private.close_session(conn.session)
         for handle in conn.ticker_timers.values():
             handle.cancel()
         conn.ticker_timers.clear()
 
     def _ws_route(self, path: str, query: Query) -> tuple[int, object] | None:
-        if path == WS_PATH:
+        if path in (WS_PATH, PRIVATE_WS_PATH):
             return None
         return 404, _not_found()
 
@@ -339,11 +400,11 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
         return min(0.25, max(0.01, shortest / 5.0))
 
     def _on_silent_tick(self, conn: _OkxConn, now: float) -> None:
-        if not conn.subs:
+        if not self._has_subs(conn):
             conn.no_sub_since = now
 
     def _check_conn(self, conn: _OkxConn, now: float) -> tuple[int, str] | None:
-        if conn.subs:
+        if self._has_subs(conn):
             conn.no_sub_since = None
         elif conn.no_sub_since is None:
             conn.no_sub_since = now
@@ -361,6 +422,16 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
     def _on_message(self, conn: _OkxConn, text: str) -> None:
         if text == "ping":
             self._control(conn, "pong")
+            return
+        if conn.session is not None:
+            try:
+                request = json.loads(text)
+            except ValueError:
+                request = None
+            if isinstance(request, dict):
+                self.private.on_ws(conn.session, request, text)
+            else:
+                self._error(conn, None, "60012", f"Invalid request: {text[:200]}")
             return
         try:
             msg = json.loads(text)

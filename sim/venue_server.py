@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -206,6 +206,7 @@ class VenueSimServer(Generic[C]):
             close_timeout=self.close_timeout_s,
             max_size=1 << 16,
             server_header=f"quantarb-sim-{self.venue_name}",
+            **self._serve_options(),
         )
         self._port = self._server.sockets[0].getsockname()[1]
 
@@ -315,9 +316,15 @@ class VenueSimServer(Generic[C]):
     def _keepalive_task(self, conn: C) -> Coroutine[Any, Any, None] | None:
         return None
 
+    def _serve_options(self) -> dict[str, Any]:
+        """Extra keyword arguments for websockets' `serve` (a private API's POST parser)."""
+        return {}
+
     # ------------------------------------------------------------------ HTTP side
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
         url = urlsplit(request.path)
         query: Query = parse_qs(url.query, keep_blank_values=True)
         upgrade = request.headers.get("Upgrade", "")

@@ -264,7 +264,7 @@ async def test_okx_rest_ticker_and_error_bodies(okx: OkxSimServer) -> None:
 
 async def test_okx_ws_on_a_wrong_path_is_refused(okx: OkxSimServer) -> None:
     with pytest.raises(InvalidStatus) as info:
-        async with client(f"{okx.ws_base_url}/ws/v5/private"):
+        async with client(f"{okx.ws_base_url}/ws/v5/business"):
             pass
     assert info.value.response.status_code == 404
     assert okx.connections_refused == 1 and okx.connections_accepted == 0
