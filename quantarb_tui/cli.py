@@ -274,6 +274,41 @@ def mt5_sim(
     typer.echo(json.dumps(summary, default=str))
 
 
+sim_app = typer.Typer(help="Simulated venues on this machine, for rehearsals and tests.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+
+class SimVenue(enum.StrEnum):
+    okx = "okx"
+    binance_spot = "binance-spot"
+    binance_usdm = "binance-usdm"
+
+
+@sim_app.command("venue")
+def sim_venue(
+    venue: Annotated[SimVenue, typer.Argument(help="Which venue to simulate.")],
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="REST and WebSocket on this port.")],
+    api_key: Annotated[str, typer.Option("--api-key", help="The only key the venue accepts.")],
+    secret: Annotated[str, typer.Option("--secret", help="That key's secret.")],
+    passphrase: Annotated[str | None, typer.Option("--passphrase", help="OKX: the key's passphrase.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+) -> None:
+    """Serve a simulated OKX or Binance venue (public and private REST and WebSocket, signed as
+    the venue signs) until SIGTERM; prints `listening on http://HOST:PORT` once it listens."""
+    common = ["--host", host, "--port", str(port), "--api-key", api_key, "--secret", secret, "--seed", str(seed)]
+    if venue is SimVenue.okx:
+        if not passphrase:
+            raise _fail(EXIT_CONFIG, "okx needs --passphrase (OKX keys have one)")
+        from sim.okx_sim_cli import main as okx_main
+
+        raise typer.Exit(okx_main([*common, "--passphrase", passphrase]))
+    from sim.binance_venue import main as binance_main
+
+    market = "spot" if venue is SimVenue.binance_spot else "usdm"
+    raise typer.Exit(binance_main([*common, "--market", market]))
+
+
 class BenchTarget(enum.StrEnum):
     pipeline = "pipeline"
     feeds = "feeds"
