@@ -61,13 +61,23 @@ def listener_file_path(ledger_path: str | os.PathLike[str]) -> Path:
 
 
 def write_listener_file(ledger_path: str | os.PathLike[str], url: str) -> str | None:
-    """Write where this engine listens next to its ledger; returns an error to report, or None."""
+    """Write where this engine listens next to its ledger, mode 0600 like the ledger's other
+    files whatever the umask (a private temp file, then renamed into place); returns an error
+    to report, or None."""
     path = listener_file_path(ledger_path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        tmp.write_text(url + "\n", encoding="utf-8")
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # the umask can only have removed bits; make it exact
+            os.write(fd, (url + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         return f"cannot write {path}: {exc}"
     return None
 

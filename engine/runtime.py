@@ -47,7 +47,7 @@ from engine.venue_health import VenueHealth
 from engine.view_model import ViewModel, pair_event
 from exchanges.paper import PaperBehaviour, PaperGateway
 from feeds.base import WsFeed
-from ledger.errors import LedgerError, LedgerTooNewError, NotALedgerError
+from ledger.errors import LedgerError
 from ledger.ledger import Ledger
 from mt5_bridge.server import EmbeddedServer
 
@@ -325,7 +325,13 @@ class Runtime:
                 f"listener cannot bind {self.config.listener.host}:{self.config.listener.port}: "
                 f"{exc.strerror or exc}"
             ) from None
-        restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
+        try:
+            restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
+        except LedgerError as exc:  # e.g. a record quick_check cannot see is damaged
+            await self.stop()  # the listener and the simulated world are up: close them first
+            if exc.exit_code == 2:
+                raise LedgerRefused(str(exc)) from None
+            raise RuntimeFailure(f"ledger {self.ledger_path}: {exc}") from None
         self._dust_journaled = dict(restored.dust)
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
         self.health.use_feeds(self.feeds)
@@ -395,12 +401,16 @@ class Runtime:
     async def _open_ledger(self, path: str) -> None:
         try:
             self.ledger = await Ledger.open(path, clock=self.clock)
-        except (NotALedgerError, LedgerTooNewError) as exc:
+        except LedgerError as exc:
             self._running = False
-            raise LedgerRefused(str(exc)) from None
-        except (LedgerError, OSError) as exc:
+            if exc.exit_code == 2:  # not a ledger, newer, damaged: the file, not the run
+                raise LedgerRefused(str(exc)) from None
+            raise RuntimeFailure(f"ledger {path}: {exc}") from None
+        except OSError as exc:
             self._running = False
             raise RuntimeFailure(f"ledger {path}: {exc}") from None
+        for notice in self.ledger.notices:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "ledger", notice, "warn"))
         self.orchestrator.attach_journal(self.ledger)
         self.risk.attach(self.ledger)
         if self.mt5 is not None:
