@@ -8,4 +8,5 @@ class RuntimeFailure(Exception):
 
 
 class LedgerRefused(Exception):
-    """The ledger file is not a quantarb ledger or is newer than this code (exit code 2)."""
+    """The ledger file cannot be used: not a quantarb ledger, newer than this code, or damaged
+    (exit code 2). The message names the file and what to do."""

@@ -50,7 +50,7 @@ from engine.venue_health import VenueHealth
 from engine.view_model import ViewModel, pair_event
 from exchanges.paper import PaperBehaviour, PaperGateway
 from feeds.base import WsFeed
-from ledger.errors import LedgerError, LedgerTooNewError, NotALedgerError
+from ledger.errors import LedgerError
 from ledger.ledger import Ledger
 from mt5_bridge.server import EmbeddedServer
 
@@ -358,6 +358,8 @@ class Runtime:
             if isinstance(exc, RuntimeFailure):
                 raise
             if isinstance(exc, LedgerError):
+                if exc.exit_code == 2:  # the file itself (e.g. a record quick_check cannot see)
+                    raise LedgerRefused(str(exc)) from None
                 raise RuntimeFailure(f"ledger {self.ledger_path}: cannot recover: {exc}") from None
             raise RuntimeFailure(
                 f"listener cannot bind {self.config.listener.host}:{self.config.listener.port}: "
@@ -456,12 +458,16 @@ class Runtime:
     async def _open_ledger(self, path: str) -> None:
         try:
             self.ledger = await Ledger.open(path, clock=self.clock)
-        except (NotALedgerError, LedgerTooNewError) as exc:
+        except LedgerError as exc:
             self._running = False
-            raise LedgerRefused(str(exc)) from None
-        except (LedgerError, OSError) as exc:
+            if exc.exit_code == 2:  # not a ledger, newer, damaged: the file, not the run
+                raise LedgerRefused(str(exc)) from None
+            raise RuntimeFailure(f"ledger {path}: {exc}") from None
+        except OSError as exc:
             self._running = False
             raise RuntimeFailure(f"ledger {path}: {exc}") from None
+        for notice in self.ledger.notices:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "ledger", notice, "warn"))
         self.journal = GuardedJournal(self.ledger, on_failure=self._journal_down, on_recovered=self._journal_back)
         self.orchestrator.attach_journal(self.journal)
         self.risk.attach(self.journal)

@@ -1,8 +1,8 @@
 """Errors of the ledger. Every one says which file and what to do about it.
 
 `exit_code` is what the command line should exit with: 2 for a file quantarb cannot use
-(not a ledger, written by a newer quantarb), 3 for a runtime failure (the disk refused a
-write, the ledger is used by another process).
+(not a ledger, written by a newer quantarb, damaged), 3 for a runtime failure (the disk
+refused a write, the ledger is used by another process).
 """
 
 from __future__ import annotations
@@ -26,8 +26,16 @@ class LedgerTooNewError(LedgerError):
     exit_code = 2
 
 
+class LedgerCorruptError(LedgerError):
+    """SQLite reports the file damaged (quick_check, "malformed", "not a database" behind a valid
+    header): nothing may be written to it and no engine may trade on it."""
+
+    exit_code = 2
+
+
 class LedgerBusyError(LedgerError):
-    """Another process holds the ledger's writer lock (two engines on one file)."""
+    """Another engine (another process, or another Ledger in this one) holds the file's writer
+    lock, whatever name or path it was opened by."""
 
 
 class LedgerClosedError(LedgerError):

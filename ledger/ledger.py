@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -52,16 +53,14 @@ from core.orders import TERMINAL as ORDER_TERMINAL
 from core.ports import RiskKind
 from core.risk import StateChange
 from ledger import events as ev
-from ledger.errors import LedgerBusyError, LedgerClosedError, LedgerError
+from ledger.errors import LedgerClosedError, LedgerError
 from ledger.events import EDGE_BUCKET_BPS, EDGE_BUCKETS, EDGE_MIN_BPS, LedgerEvent
+from ledger.files import ledger_files, make_private_dirs, tighten
+from ledger.integrity import read_error
+from ledger.lock import WriterLock
 from ledger.queries import connect_reader
 from ledger.schema import OPEN_ORDERS_WHERE, prepare, reader_uri
 from ledger.writer import LedgerWriter
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX: no cross-process writer lock
-    fcntl = None  # type: ignore[assignment]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -182,35 +181,6 @@ class RecoveredState:
         return self.trading_state is TradingState.HALTED
 
 
-class _WriterLock:
-    """An exclusive flock on `<ledger>.lock`: one engine per ledger file (released on exit or kill)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path.with_name(path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self, ledger: Path) -> None:
-        if fcntl is None:  # pragma: no cover
-            return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise LedgerBusyError(
-                f"{ledger}: in use by another quantarb process (pid {holder}); one engine per ledger"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
 class Ledger:
     """The ledger of one engine: the single writer, a reader connection, recovery, CommandStore."""
 
@@ -219,18 +189,21 @@ class Ledger:
         path: Path,
         writer: LedgerWriter,
         reader: aiosqlite.Connection,
-        lock: _WriterLock,
+        lock: WriterLock,
         *,
         clock: Clock,
         decision_interval_ms: int,
         command_fill_wait_ms: int,
         migrated_from: int,
         decision_stats_interval_ms: int = DEFAULT_DECISION_STATS_INTERVAL_MS,
+        notices: tuple[str, ...] = (),
     ) -> None:
         self.path = path
         self.writer = writer
         self._reader = reader
         self._lock = lock
+        # Warnings from opening (file modes tightened, extra hard links) for the engine's log.
+        self.notices = notices
         self.clock = clock
         self.sampler = DecisionSampler(decision_interval_ms)
         self.decision_stats = DecisionStats(decision_stats_interval_ms)
@@ -256,35 +229,39 @@ class Ledger:
     ) -> Ledger:
         """Open (creating or migrating) the ledger at `path` and start its writer.
 
-        Raises NotALedgerError / LedgerTooNewError (exit 2) for a file it must not touch,
-        LedgerBusyError when another process writes it, LedgerError for anything else.
-        `writer_options` go to LedgerWriter (max_batch, max_delay_s, max_queue, ...).
+        Raises NotALedgerError / LedgerTooNewError / LedgerCorruptError (exit 2) for a file it
+        must not touch, LedgerBusyError when another engine holds the file (under any name),
+        LedgerError for anything else. `writer_options` go to LedgerWriter (max_batch,
+        max_delay_s, max_queue, ...). The connections use the resolved path: the -wal and -shm
+        are the ones the writer lock covers.
         """
         if decision_interval_ms < 1:
             raise ValueError("decision_interval_ms must be >= 1")
         if decision_stats_interval_ms < 1:
             raise ValueError("decision_stats_interval_ms must be >= 1")
-        p, lock, before = await asyncio.to_thread(_prepare_locked, Path(path))
+        opened = await asyncio.to_thread(_prepare_locked, Path(path))
+        lock = opened.lock
         try:
-            writer = await LedgerWriter.open(p, **writer_options)
+            writer = await LedgerWriter.open(lock.path, **writer_options)
             try:
-                reader = await connect_reader(await asyncio.to_thread(reader_uri, p))
+                reader = await connect_reader(await asyncio.to_thread(reader_uri, lock.path))
             except BaseException:
                 await writer.close()
                 raise
         except BaseException:
-            lock.release()
+            lock.release()  # after the connections: see ledger.lock
             raise
         ledger = cls(
-            p,
+            opened.shown,
             writer,
             reader,
             lock,
             clock=clock or RealClock(),
             decision_interval_ms=decision_interval_ms,
             command_fill_wait_ms=command_fill_wait_ms,
-            migrated_from=before,
+            migrated_from=opened.before,
             decision_stats_interval_ms=decision_stats_interval_ms,
+            notices=tuple(opened.notices),
         )
         ledger.writer_options = dict(writer_options)
         return ledger
@@ -324,7 +301,7 @@ class Ledger:
             return
         with contextlib.suppress(Exception):
             await old.close()
-        self.writer = await LedgerWriter.open(self.path, **self.writer_options)
+        self.writer = await LedgerWriter.open(self._lock.path, **self.writer_options)  # as at open
         self.writer.on_failure = self._writer_failed
 
     def append(self, event: LedgerEvent) -> int:
@@ -472,7 +449,14 @@ class Ledger:
     # -- recovery ------------------------------------------------------------------------
     async def recover(self) -> RecoveredState:
         """Open groups (with orders, fills, actions), non-terminal orders, open MT5 commands and
-        the last trading state, as committed."""
+        the last trading state, as committed. A record SQLite or Python cannot read (damage
+        quick_check does not see) is a LedgerCorruptError, not a traceback."""
+        try:
+            return await self._recover()
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise read_error(self.path, exc) from None
+
+    async def _recover(self) -> RecoveredState:
         await self.flush()
         db = self._reader
         state = RecoveredState(last_seq=self.writer.committed_seq)
@@ -585,8 +569,12 @@ class Ledger:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """Run a `ledger.queries` function on the reader: `await ledger.read(queries.summary)`."""
-        return await query(self._reader, *args, **kwargs)
+        """Run a `ledger.queries` function on the reader: `await ledger.read(queries.summary)`.
+        SQLite errors come back as LedgerError (LedgerCorruptError for damage)."""
+        try:
+            return await query(self._reader, *args, **kwargs)
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise read_error(self.path, exc) from None
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -615,26 +603,44 @@ class Ledger:
                 self._lock.release()
 
 
-def _prepare_locked(path: Path) -> tuple[Path, _WriterLock, int]:
-    """Blocking part of `Ledger.open`: directory, writer lock, create / check / migrate the file."""
-    p = path.expanduser()
-    if p.is_dir():
-        prepare(p)  # raises the clear "is a directory" error
+@dataclass(slots=True)
+class _Opened:
+    shown: Path  # the path as given (`~` expanded), for messages
+    lock: WriterLock  # its .path is the resolved database path
+    before: int  # the schema version before migrating
+    notices: list[str]
+
+
+def _prepare_locked(path: Path) -> _Opened:
+    """Blocking part of `Ledger.open`: private directory, writer lock, then check (integrity
+    included), tighten the file modes and migrate. The lock comes first, so nothing reads a
+    file another engine is writing through another name."""
+    shown = path.expanduser()
+    if shown.is_dir():
+        prepare(shown)  # raises the clear "is a directory" error
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        real = shown.resolve()  # symlinks, relative paths and `..` name one file
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise LedgerError(f"{shown}: cannot resolve the ledger's path: {exc}") from exc
+    make_private_dirs(real.parent, shown)
+    notices: list[str] = []
+    lock = WriterLock(real)
+    try:
+        lock.acquire(shown)
     except OSError as exc:
-        raise LedgerError(f"{p}: cannot create the ledger's directory: {exc.strerror or exc}") from exc
-    lock = _WriterLock(p)
+        raise LedgerError(f"{shown}: cannot lock the ledger: {exc.strerror or exc}") from exc
     try:
-        lock.acquire(p)
-    except OSError as exc:
-        raise LedgerError(f"{p}: cannot lock the ledger: {exc.strerror or exc}") from exc
-    try:
-        before, _after = prepare(p)
+        if lock.links > 1:
+            notices.append(
+                f"{shown}: the ledger file has {lock.links} names (hard links); a second engine is "
+                f"refused under any of them, but read it only as {real}: SQLite keeps a write-ahead "
+                f"log per name, so a reader through another name sees stale data"
+            )
+        before, _after = prepare(real, recognized=lambda: notices.extend(tighten(ledger_files(real))))
     except BaseException:
         lock.release()
         raise
-    return p, lock, before
+    return _Opened(shown, lock, before, notices)
 
 
 async def _recover_breakers(db: aiosqlite.Connection, path: Path) -> dict[str, dict[str, Any]]:

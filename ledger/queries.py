@@ -30,6 +30,7 @@ from core.models import GroupState
 from core.pnl import GroupPnl, PairStats
 from ledger import events as ev
 from ledger.errors import LedgerError
+from ledger.integrity import damage_text, is_damage, printable, read_error
 from ledger.projections import PROJECTION_TABLES, rebuild_from
 from ledger.schema import (
     OPEN_ORDERS_WHERE,
@@ -96,7 +97,10 @@ def run(
         async with open_reader(path) as db:
             return await query(db, *args, **kwargs)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (sqlite3.Error, UnicodeDecodeError) as exc:  # e.g. a damaged page met half-way through
+        raise read_error(Path(path).expanduser(), exc) from None
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -673,11 +677,62 @@ async def check(db: aiosqlite.Connection) -> dict[str, Any]:
 
     integrity (SQLite quick_check), fills_have_orders, orders_have_group_or_flatten,
     unique_client_order_ids (journal and table), fills_match_orders, projections_match_journal.
+    A damaged file (quick_check's findings, or SQLite calling it malformed half-way through:
+    a `readable` check) gets `damaged: true` and no further checks, which would read garbage.
     """
-    checks: list[dict[str, Any]] = []
-    integrity = [r for r in await _all(db, "PRAGMA quick_check") if r[0] != "ok"]
-    checks.append(_result("integrity", "SQLite quick_check reports no corruption", integrity))
+    damage = await _quick_check(db)
+    checks: list[dict[str, Any]] = [{
+        "name": "integrity", "ok": not damage, "description": "SQLite quick_check reports no corruption",
+        "count": len(damage), "examples": [[line] for line in damage[:EXAMPLES]],
+    }]
+    replayed = 0
+    if not damage:
+        try:
+            more, replayed = await _invariants(db)
+            checks += more
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and not is_damage(exc):
+                raise
+            damage = [damage_text(exc)]
+            checks.append({"name": "readable", "ok": False, "count": 1, "examples": [[damage[0]]],
+                           "description": "every table reads without an SQLite error"})
+    return {
+        "ok": all(c["ok"] for c in checks),
+        "damaged": bool(damage),
+        "ledger": await ledger_path(db),
+        "schema_version": await schema_version(db),
+        "code_schema_version": SCHEMA_VERSION,
+        "last_seq": await _last_seq(db),
+        "events_replayed": replayed,
+        "checks": checks,
+    }
 
+
+async def _quick_check(db: aiosqlite.Connection) -> list[str]:
+    """What `PRAGMA quick_check` finds wrong, one line per problem; [] for an intact file."""
+    found: list[str] = []
+    try:
+        async with db.execute("PRAGMA quick_check") as cur:
+            async for row in cur:  # row by row: keep what it found before an error stops it
+                if row[0] != "ok":
+                    found += [line for line in str(row[0]).splitlines()
+                              if line and not line.startswith("*** in database")]
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+        found.append(damage_text(exc))
+    return [printable(line) for line in found]
+
+
+async def _last_seq(db: aiosqlite.Connection) -> int | None:
+    """The journal's last seq; None when a damaged file cannot say."""
+    try:
+        return int(await _one(db, "SELECT coalesce(max(seq), 0) FROM events"))
+    except (sqlite3.DatabaseError, UnicodeDecodeError):
+        return None
+
+
+async def _invariants(db: aiosqlite.Connection) -> tuple[list[dict[str, Any]], int]:
+    """Every check after integrity (on a file quick_check passed), and the events replayed."""
+    checks: list[dict[str, Any]] = []
     orphan_fills = await _all(
         db,
         "SELECT f.fill_id, f.order_id, f.venue, f.venue_trade_id FROM fills f "
@@ -725,12 +780,4 @@ async def check(db: aiosqlite.Connection) -> dict[str, Any]:
         "count": len(bad_tables),
         "examples": [{"table": name, **rebuild["tables"][name]} for name in bad_tables],
     })
-    return {
-        "ok": all(c["ok"] for c in checks),
-        "ledger": await ledger_path(db),
-        "schema_version": await schema_version(db),
-        "code_schema_version": SCHEMA_VERSION,
-        "last_seq": int(await _one(db, "SELECT coalesce(max(seq), 0) FROM events")),
-        "events_replayed": rebuild["events_replayed"],
-        "checks": checks,
-    }
+    return checks, int(rebuild["events_replayed"])

@@ -18,10 +18,12 @@ asyncio writer starts, in a worker thread (`Ledger.open` runs it with `asyncio.t
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.errors import LedgerError, LedgerTooNewError, NotALedgerError
+from ledger.integrity import INVALID_TEXT, check_integrity, damage_text, damaged, is_damage, read_error
 from ledger.projections import TRIGGERS_V1, TRIGGERS_V3
 
 APPLICATION_ID = 0x51415242  # "QARB"
@@ -232,12 +234,17 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 def read_version(conn: sqlite3.Connection, path: Path) -> int:
-    """The file's schema version, 0 for an empty new file; refuses foreign and newer files."""
+    """The file's schema version, 0 for an empty new file; refuses foreign, newer and damaged
+    files (`check_file` has already refused those without an SQLite header)."""
     try:
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         objects = int(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
+    except UnicodeDecodeError:
+        raise damaged(path, INVALID_TEXT) from None
     except sqlite3.DatabaseError as exc:
+        if is_damage(exc):  # behind a valid SQLite header: check_file refused any other
+            raise damaged(path, damage_text(exc)) from None
         raise NotALedgerError(f"{path}: not a quantarb ledger ({exc})") from exc
     if app_id == 0 and version == 0 and objects == 0:
         return 0
@@ -292,9 +299,20 @@ def migrate(conn: sqlite3.Connection, path: Path, target: int = SCHEMA_VERSION) 
     return before, target
 
 
-def prepare(path: Path, target: int = SCHEMA_VERSION) -> tuple[int, int]:
-    """Check, create or migrate the ledger file at `path` (blocking)."""
+def prepare(
+    path: Path, target: int = SCHEMA_VERSION, *, recognized: Callable[[], None] | None = None
+) -> tuple[int, int]:
+    """Check, create or migrate the ledger file at `path` (blocking).
+
+    A file that is not a ledger, is newer or is damaged (`inspect_file`) is refused before anything
+    is written to it. `recognized` runs once the file is known to be an intact ledger
+    (or empty), before the migration writes: `Ledger.open` tightens the file modes there, so
+    a file it refuses is left exactly as it was.
+    """
     check_file(path)
+    inspect_file(path)
+    if recognized is not None:
+        recognized()
     try:
         conn = connect(path)
     except sqlite3.Error as exc:
@@ -303,7 +321,30 @@ def prepare(path: Path, target: int = SCHEMA_VERSION) -> tuple[int, int]:
         conn.execute("PRAGMA busy_timeout = 5000")
         return migrate(conn, path, target)
     except sqlite3.Error as exc:
+        if is_damage(exc):
+            raise damaged(path, damage_text(exc)) from None
         raise LedgerError(f"{path}: cannot prepare the ledger: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def inspect_file(path: Path) -> int:
+    """Version and integrity on a read-only connection (blocking); returns the version (0:
+    empty). Read-only, because closing the last read-write connection checkpoints the WAL into
+    the file: a refused file (damaged, foreign, newer) must keep its bytes and its WAL."""
+    if not path.exists():
+        return 0  # a new ledger
+    try:
+        conn = connect(path, readonly=True)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: cannot open the ledger: {exc}") from exc
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        version = read_version(conn, path)
+        check_integrity(conn, path)
+        return version
+    except sqlite3.Error as exc:
+        raise read_error(path, exc) from None
     finally:
         conn.close()
 

@@ -1,7 +1,9 @@
 """`quantarb ledger ...`: read the SQLite ledger (read-only; safe while the engine runs).
 
 Every command takes `--ledger PATH` (default: the configured ledger, or the demo's) and
-`--json` for one JSON document on stdout. `check` exits 1 when an invariant is violated.
+`--json` for one JSON document on stdout. `check` exits 1 when an invariant is violated or the
+file is damaged; every command exits 2, with a message and no traceback, for a file it cannot
+read at all (missing, not a ledger, damaged beyond reading).
 """
 
 from __future__ import annotations
@@ -202,8 +204,12 @@ def check(ledger: LedgerOpt = None, config: ConfigOpt = None, json_out: JsonOpt 
         for c in doc.get("checks", []):
             mark = "ok  " if c.get("ok") else "FAIL"
             typer.echo(f"{mark} {c.get('name')}: {c.get('description', '')}")
-            for row in (c.get("rows") or [])[:10]:
-                typer.echo(f"       {row}")
+            for row in (c.get("examples") or [])[:10]:
+                shown = row[0] if isinstance(row, list) and len(row) == 1 else row
+                typer.echo(f"       {str(shown)[:200]}")
+        if doc.get("damaged"):
+            typer.echo("the file is damaged: do not trade on it; keep a copy (with its -wal and -shm) "
+                       "and restore your last good backup")
         typer.echo("ledger check passed" if doc.get("ok") else "ledger check FAILED")
     if not doc.get("ok"):
         raise typer.Exit(1)

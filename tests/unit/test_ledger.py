@@ -226,7 +226,7 @@ async def test_close_commits_what_is_queued_and_refuses_later_appends(tmp_path: 
 
 
 async def test_one_engine_per_ledger_file(ledger: Ledger) -> None:
-    with pytest.raises(LedgerBusyError, match="in use by another quantarb process"):
+    with pytest.raises(LedgerBusyError, match="in use by another ledger of this quantarb process"):
         await Ledger.open(ledger.path)
 
 
