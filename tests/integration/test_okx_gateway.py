@@ -352,7 +352,7 @@ async def test_venue_specs_are_loaded_and_the_config_is_checked_against_them() -
 
 @pytest.mark.parametrize(
     ("qty", "price", "filter_name"),
-    [("0.5", "97001", "min_qty"), ("1.5", "97001", "lot_size"), ("2", "0", "positive")],
+    [("0.5", "97001", "lot_size"), ("1.5", "97001", "lot_size"), ("2", "0", "positive")],
 )
 async def test_local_filter_refusal_names_the_filter_and_sends_nothing(qty: str, price: str, filter_name: str) -> None:
     clock = ManualClock()
