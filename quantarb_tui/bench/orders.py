@@ -6,9 +6,10 @@ loop on 127.0.0.1:0; `quantarb_tui/bench/venues.py`):
 - (a) tick to trade (`tick_to_trade.py`): a raw market frame's arrival to both legs' order
   requests written to their sockets, through the real normalizer, pipeline, risk gate,
   journal (write-ahead committed with fsync before each send) and live gateways;
-- (b) order to wire (`order_wire.py`): one order at a time, our gateway's `place()` next to
-  ccxt's async `create_order` against the same simulator, interleaved, to the request's
-  last byte on the socket; and their ratio;
+- (b) order to wire (`order_wire.py`): one order at a time, our gateway's `place()` (over
+  its WebSocket order entry and over REST) next to ccxt's `create_order_ws` and async
+  `create_order` against the same simulator, interleaved, to the request's last byte on the
+  socket; and their ratios;
 - (c) signing cost per order request (`signing.py`), ours and ccxt's `sign()`.
 
 Targets (issue 14): tick-to-trade p99 <= 1 ms; ours >= 5x faster to the wire than ccxt.
@@ -74,13 +75,15 @@ def _lines(r: dict[str, Any]) -> list[str]:
     tt = t["tick_to_trade_us"]
     br = t["breakdown_us"]
     share = t["journal_share"]
+    less = t["less_write_ahead_us"]
     lines = [
         f"(a) tick->trade ({t['intents']} intents, both legs on the wire): p50 {tt['p50']} us  p99 {tt['p99']} us  "
         f"max {tt['max']} us (target p99 <= {TARGET_TICK_TO_TRADE_P99_US:.0f} us)",
         f"    decide p50 {br['decide']['p50']} us, to write-ahead {br['to_write_ahead']['p50']} us, "
         f"write-ahead (fsync) {br['write_ahead']['p50']} us, after it {br['after_write_ahead']['p50']} us; "
         f"journal share p50 {share['p50']:.0%}",
-        f"    groups {t['groups']}",
+        f"    less the write-ahead: p50 {less['p50']} us  p99 {less['p99']} us; "
+        f"groups {t['groups']}",
     ]
     for venue in ("okx", "binance"):
         w = r["order_to_wire"][venue]
