@@ -315,6 +315,7 @@ class BenchTarget(enum.StrEnum):
     ledger = "ledger"
     listener = "listener"
     kill = "kill"
+    orders = "orders"
     tui = "tui"
     all = "all"
 

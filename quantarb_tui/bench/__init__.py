@@ -40,6 +40,12 @@ def _kill(quotes: int, seed: int) -> dict[str, Any]:
     return bench_kill()
 
 
+def _orders(quotes: int, seed: int) -> dict[str, Any]:
+    from quantarb_tui.bench.orders import bench_orders
+
+    return bench_orders()
+
+
 def _tui(quotes: int, seed: int) -> dict[str, Any]:
     from quantarb_tui.bench.tui import bench_tui
 
@@ -52,6 +58,7 @@ BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "ledger": _ledger,
     "listener": _listener,
     "kill": _kill,
+    "orders": _orders,
     "tui": _tui,
 }
 

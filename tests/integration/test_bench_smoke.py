@@ -42,3 +42,34 @@ def test_bench_kill_runs_and_cancels_entries_in_flight() -> None:
     assert res["quotes_per_s"] > 0
     assert res["gate_refusing_ms_p50"] <= res["gate_refusing_ms_max"]
     assert res["kills_with_cancels"] >= 1 and res["cancels_total"] >= res["kills_with_cancels"]
+
+
+def test_bench_orders_runs_every_part_with_the_counts_asked() -> None:
+    """A short orders bench: every intent's legs reached the wire, every client sent the
+    orders asked, the JSON has its keys (no timings are checked)."""
+    from quantarb_tui.bench.order_wire import load_ccxt
+    from quantarb_tui.bench.orders import bench_orders
+
+    res = bench_orders(intents=12, orders=6, sign_iterations=200, warmup=2)
+    json.dumps(res)  # the --json document is plain JSON
+    t = res["tick_to_trade"]
+    assert t["intents"] == 12
+    assert set(t["tick_to_trade_us"]) == set(t["less_write_ahead_us"]) == {"p50", "p99", "max"}
+    assert set(t["breakdown_us"]) == {"decide", "to_write_ahead", "write_ahead", "after_write_ahead"}
+    assert set(t["journal_share"]) == {"p50", "p99", "of_total_time"}
+    # Warm-up rounds included: 14 groups, each with both legs sent over the WebSocket and filled.
+    assert t["groups"] == {"hedged": 14}
+    assert t["orders_sent"] == {"okx_over_ws": 14, "okx_over_rest": 0, "binance_over_ws": 14, "binance_over_rest": 0}
+    with_ccxt = load_ccxt() is not None
+    clients = {"ours_ws", "ours_rest"} | ({"ccxt_ws", "ccxt_rest"} if with_ccxt else set())
+    for venue in ("okx", "binance"):
+        w = res["order_to_wire"][venue]
+        assert set(w) == clients | ({"ratios"} if with_ccxt else set())
+        for client in clients:
+            assert w[client]["to_wire_us"]["count"] == 6
+            assert w[client]["round_trip_us"]["count"] == 6
+        if with_ccxt:
+            assert set(w["ratios"]) == {"ws", "rest", "create_order"}
+    assert set(res["signing"]["ours"]) == {"okx_rest_ns", "okx_ws_order_ns", "binance_rest_ns", "binance_ws_api_ns"}
+    assert (res["signing"]["ccxt"] is not None) == with_ccxt
+    assert "lines" in res and all(isinstance(line, str) for line in res["lines"])
