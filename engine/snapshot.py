@@ -150,6 +150,16 @@ class RiskEventRow:
 
 
 @dataclass(slots=True, frozen=True)
+class PositionRow:
+    """One non-zero net position (base units, signed) as the RiskGate's book holds it."""
+
+    key: str
+    venue: str
+    asset: str
+    qty: str
+
+
+@dataclass(slots=True, frozen=True)
 class RuntimeSnapshot:
     ts_ms: int
     mode: str
@@ -175,3 +185,5 @@ class RuntimeSnapshot:
     breakers: tuple[BreakerRow, ...] = ()
     risk_events: tuple[RiskEventRow, ...] = ()
     blocked_venues: tuple[str, ...] = ()
+    venues: tuple[str, ...] = ()  # every configured venue: "all blocked" needs the whole set
+    positions: tuple[PositionRow, ...] = ()
