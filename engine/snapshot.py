@@ -152,6 +152,16 @@ class RiskEventRow:
 
 
 @dataclass(slots=True, frozen=True)
+class PositionRow:
+    """One non-zero net position (base units, signed) as the RiskGate's book holds it."""
+
+    key: str
+    venue: str
+    asset: str
+    qty: str
+
+
+@dataclass(slots=True, frozen=True)
 class RuntimeSnapshot:
     ts_ms: int
     mode: str
@@ -183,3 +193,5 @@ class RuntimeSnapshot:
     # refused by the price guard per venue.
     reasons: dict[str, int] = field(default_factory=dict)
     price_outliers: dict[str, int] = field(default_factory=dict)
+    venues: tuple[str, ...] = ()  # every configured venue: "all blocked" needs the whole set
+    positions: tuple[PositionRow, ...] = ()

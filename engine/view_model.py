@@ -35,6 +35,7 @@ from engine.snapshot import (
     LegRow,
     LimitRow,
     PairRow,
+    PositionRow,
     QuoteRow,
     RuntimeSnapshot,
 )
@@ -78,6 +79,7 @@ class ViewModel:
         self._ledger = ledger
         self._journal = journal
         self._last_flatten = last_flatten
+        self._venues = tuple(sorted({inst.venue for pair in pairs for inst in pair.instruments}))
 
     def pair_names(self) -> list[str]:
         return [p.name for p in self._pairs]
@@ -227,6 +229,16 @@ class ViewModel:
             ledger_unwritten=journal.unwritten if journal is not None else 0,
             reasons={str(k): v for k, v in self._pipeline.reasons.most_common()},
             price_outliers=dict(sorted(outliers.items())),
+            venues=self._venues,
+            positions=self._position_rows(),
+        )
+
+    def _position_rows(self) -> tuple[PositionRow, ...]:
+        """The open positions (zero ones left out), by asset then venue: a few rows at most."""
+        return tuple(
+            PositionRow(key=f"{venue}:{asset}", venue=venue, asset=asset, qty=str(qty))
+            for (venue, asset), qty in sorted(self._gate.exposure.positions.items(), key=lambda kv: kv[0][::-1])
+            if qty
         )
 
     def _limit_rows(self, open_groups: int) -> tuple[LimitRow, ...]:

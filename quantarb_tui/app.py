@@ -4,10 +4,11 @@ The app owns no engine state: it starts the engine, pulls ONE snapshot from its 
 timer (<= 10 Hz) and hands it to the visible screens, which update only changed cells in one
 batch. Screens ask the app for things with Messages (`screens.messages`) and get the reader
 they need; none imports the App. Operator actions call the same `OperatorControl` as the API
-and the CLI, in workers
-so the UI never waits on the engine, and refresh the view as soon as they return so the new
-state is on screen at once. Kill is a priority binding: it works from every screen, modals
-included. Quitting stops the engine first (groups in flight settle), then exits.
+and the CLI, in workers so the UI never waits on the engine, and refresh the view as soon as
+they return so the new state is on screen at once. Kill is a priority binding: it works from every screen and every
+focus, modals included (`k`, except in a dialog's text field, which takes it as a letter;
+`ctrl+k`, which never types, everywhere). Quitting asks while groups are in flight or
+positions are open, then stops the engine (groups in flight settle) and exits.
 
 SIGTERM and SIGHUP (the SSH session or the terminal went away) stop the engine the same way
 and exit 0, without asking: nobody may be there to answer. A terminal that went away makes
@@ -41,8 +42,9 @@ from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from quantarb_tui.screens.main import MainScreen
 from quantarb_tui.screens.messages import OpenGroup, RefreshNow
-from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal
+from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal, quit_question
 from quantarb_tui.screens.risk import RiskScreen
+from quantarb_tui.widgets.filter_bar import KILL_KEY
 from quantarb_tui.widgets.status_bar import StatusBar
 
 GC_THRESHOLDS = (5000, 10, 10000)  # CPython default: (700, 10, 10)
@@ -51,8 +53,10 @@ KILL_REASON = "operator kill (tui)"
 FLATTEN_REASON = "operator flatten (tui)"
 PAUSE_REASON = "operator pause (tui)"
 RESUME_REASON = "operator resume (tui)"
-# Actions bound to plain letters: never taken from an operator typing in an input.
-TYPING_SAFE = frozenset({"kill", "flatten", "pause_resume", "rearm", "groups", "risk", "history", "help", "quit"})
+# Actions bound to plain letters: never taken from an operator typing in an input. Kill is
+# the exception: `k` is kill everywhere except in a dialog's text field, where an Input takes
+# it as a letter (a reason must be able to hold a k); the pair filter gives it up (FilterBar).
+TYPING_SAFE = frozenset({"flatten", "pause_resume", "rearm", "groups", "risk", "history", "help", "quit"})
 HERE = Path(__file__).parent
 # Ctrl+C is a key in the TUI (the terminal is in raw mode); these come from outside.
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
@@ -66,7 +70,8 @@ class QuantArbApp(App[int]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012 - Textual's own type
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-medium"), (46, "-tall")]  # noqa: RUF012
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("k", "kill", "Kill", priority=True),
+        Binding(KILL_KEY, "kill", "Kill", priority=True),
+        Binding("ctrl+k", "kill_anywhere", "Kill", show=False, priority=True),
         Binding("f", "flatten", "Flatten"),
         Binding("p", "pause_resume", "Pause"),
         Binding("r", "rearm", "Rearm"),
@@ -185,8 +190,14 @@ class QuantArbApp(App[int]):
 
     # -- operator actions (the same OperatorControl calls as the API and the CLI) -------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # False: the key is text for the focused input (a reason, a filter, FLATTEN).
-        return not (action in TYPING_SAFE and isinstance(self.focused, Input))
+        """False: the key is text for the focused input (a filter, a reason, FLATTEN); the
+        footers then hide it too."""
+        focused = self.focused
+        if not isinstance(focused, Input):
+            return True
+        if action == "kill":  # a dialog's text field takes k as a letter; the filter does not
+            return not focused.check_consume_key(KILL_KEY, KILL_KEY)
+        return action not in TYPING_SAFE
 
     async def _control(self, title: str, call: Callable[[], Awaitable[ControlResult]]) -> str | None:
         """Run one operator action; returns the refusal message, or None when it was done.
@@ -217,6 +228,10 @@ class QuantArbApp(App[int]):
         body = "Halt trading now: no new groups; entry legs with nothing filled are cancelled.\n" \
                "Groups in flight finish their compensation."
         self.push_screen(ConfirmModal("kill", "KILL", body, confirm_label="Kill"), self._kill_answered)
+
+    def action_kill_anywhere(self) -> None:
+        """ctrl+k: kill from any focus, a dialog's text field included (it never types)."""
+        self.action_kill()
 
     def _kill_answered(self, confirmed: bool | None) -> None:
         if confirmed:
@@ -302,10 +317,8 @@ class QuantArbApp(App[int]):
     async def action_quit(self) -> None:
         if self._quitting:
             return
-        in_flight = self.reader.snapshot(groups=0, log=0).open_groups
-        if in_flight:
-            body = f"{in_flight} hedge group(s) in flight. Quit anyway?\n" \
-                   "The engine stops taking new groups and lets these settle before it exits."
+        body = quit_question(self.reader.snapshot(groups=0, log=0))
+        if body is not None:
             if not isinstance(self.screen, ConfirmModal):
                 self.push_screen(ConfirmModal("quit", "QUIT", body, confirm_label="Quit"), self._quit_answered)
             return

@@ -18,6 +18,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
+from engine.snapshot import RuntimeSnapshot
+from quantarb_tui.widgets import format as fmt
+
 Submit = Callable[[str], Awaitable[str | None]]
 
 
@@ -62,6 +65,22 @@ class ConfirmModal(ModalScreen[bool]):
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "confirm")
+
+
+def quit_question(snap: RuntimeSnapshot) -> str | None:
+    """What quitting would leave behind, as the quit dialog's body; None: nothing, quit at once.
+
+    Groups in flight settle before the engine stops; positions stay open on the venues."""
+    parts: list[str] = []
+    if snap.open_groups:
+        parts.append(f"{snap.open_groups} hedge group(s) in flight: the engine stops taking new groups "
+                     "and lets these settle before it exits.")
+    if snap.positions:
+        held = ", ".join(f"{p.venue} {p.asset} {fmt.qty(p.qty)}" for p in snap.positions)
+        parts.append(f"Open positions: {held}.\nQuitting leaves them open (flatten first with f).")
+    if not parts:
+        return None
+    return "\n".join(parts) + " Quit anyway?"
 
 
 class InputModal(ModalScreen[bool]):
@@ -135,8 +154,9 @@ class InputModal(ModalScreen[bool]):
 
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
-    ("k", "kill: halt trading now (confirm with y or Enter); works on every screen"),
-    ("f", "flatten: halt and close every exposure (type FLATTEN and Enter)"),
+    ("k", "kill now (y/Enter confirms): every screen, the filter too"),
+    ("ctrl+k", "kill too, even while typing in a dialog (k types there)"),
+    ("f", "flatten: halt and close every exposure (type FLATTEN)"),
     ("p", "pause / resume new groups (nothing in flight is cancelled)"),
     ("r", "rearm after a halt (asks for a reason)"),
     ("enter", "details of the selected group: its timeline from the ledger"),
@@ -147,7 +167,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("esc", "back to the main screen"),
     ("ctrl+p", "command palette: every action by name"),
     ("?", "this help"),
-    ("q", "quit (asks first while groups are in flight; the engine stops cleanly)"),
+    ("q", "quit; asks while groups are in flight or positions open"),
 )
 
 

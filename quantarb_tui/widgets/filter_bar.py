@@ -1,4 +1,8 @@
-"""The pair filter (`/`): an input that appears above the panes and narrows them by pair."""
+"""The pair filter (`/`): an input that appears above the panes and narrows them by pair.
+
+It is not a dialog's text field: `k` stays the kill key while it has the focus (README.md,
+Over SSH). Matching is case-blind, so `K` still types a k into a pattern.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.widgets import Input
+
+KILL_KEY = "k"  # the app's kill binding: it must win in the filter box too
 
 
 class FilterBar(Input):
@@ -20,3 +26,7 @@ class FilterBar(Input):
     def action_clear(self) -> None:
         self.value = ""
         self.post_message(self.Submitted(self, ""))
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        """Every printable key is text except the kill key, left to the app's binding."""
+        return key != KILL_KEY and super().check_consume_key(key, character)

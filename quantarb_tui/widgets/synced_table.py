@@ -4,6 +4,11 @@
 what is shown, updates changed cells only (no width recompute), adds new keys, removes
 vanished ones, and reorders only when the order of the keys changed.
 
+Once the operator has moved the cursor, it follows the row it is on (by key), not its index:
+rows inserted above the operator's choice (new groups) must not slide another row under
+Enter. Until then it stays on the top row, so a table nobody has touched keeps showing its
+newest rows (the groups in flight) instead of scrolling after the first row it ever had.
+
 DataTable keys its cell render cache on a table-wide update counter, so one changed cell
 re-renders every visible cell (the UI's main cost under a fast market). SyncedTable keeps a
 second cache keyed on each cell's own version: only the cells that changed are rendered
@@ -45,6 +50,8 @@ class SyncedTable(DataTable[Cell]):
         self._version_seq = 0
         self._cells: dict[tuple[Any, ...], SegmentLines] = {}
         self.cells_rendered = 0
+        self.follows_row = False  # True once the operator has moved the cursor
+        self._syncing = False
         # DataTable's own caches are keyed on its update counter, so under a moving market
         # they hold mostly dead entries (tens of thousands of segments for the collector to
         # walk). The cell cache above does the reuse; theirs only need the visible screen.
@@ -72,8 +79,28 @@ class SyncedTable(DataTable[Cell]):
         except CellDoesNotExist:
             return None
 
+    def watch_cursor_coordinate(self, old_coordinate: Coordinate, new_coordinate: Coordinate) -> None:
+        super().watch_cursor_coordinate(old_coordinate, new_coordinate)
+        if not self._syncing and old_coordinate != new_coordinate:
+            self.follows_row = True  # a key, a click or the app moved it: that row is the choice
+
     def sync(self, rows: Sequence[Row]) -> None:
-        """Show exactly `rows` (keyed, in this order), changing as few cells as possible."""
+        """Show exactly `rows` (keyed, in this order), changing as few cells as possible.
+
+        A chosen row keeps the cursor wherever it moves; if it is gone, the cursor stays at
+        its index (clamped to the table)."""
+        selected = self.selected_key if self.follows_row else None
+        self._syncing = True
+        try:
+            self._apply(rows)
+            if selected is not None:
+                index = self._row_locations.get(RowKey(selected))
+                if index is not None and index != self.cursor_row:
+                    self.move_cursor(row=index, animate=False)
+        finally:
+            self._syncing = False
+
+    def _apply(self, rows: Sequence[Row]) -> None:
         keys = [key for key, _label, _width in self._columns]
         wanted = {row_key: tuple(cells) for row_key, cells in rows}
         for gone in [k for k in self._shown if k not in wanted]:

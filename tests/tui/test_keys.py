@@ -8,20 +8,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 
 from engine.control import ControlRefused, ControlResult
 from engine.runtime import Runtime
+from engine.snapshot import PositionRow
 from quantarb_tui.app import QuantArbApp
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from quantarb_tui.screens.main import MainScreen
-from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal
+from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal, quit_question
 from quantarb_tui.screens.risk import RiskScreen
 from quantarb_tui.widgets.status_bar import StatusBar
 from tests.tui.conftest import close_ledger, make_app, step_market, warm
@@ -97,6 +100,50 @@ async def test_k_typed_into_an_input_is_text_not_kill(demo_runtime: Runtime) -> 
         assert app.screen.query_one(Input).value == "keptq"
         assert demo_runtime.view.snapshot().trading_state == "active"
         assert app.is_running
+
+
+async def test_k_in_the_filter_box_kills_and_types_nothing(demo_runtime: Runtime) -> None:
+    """The filter is not a dialog's text field: `k` is kill there, as everywhere else."""
+    async with running(demo_runtime) as (app, pilot):
+        await pilot.press("slash", *"bt")
+        main = app.screen
+        assert isinstance(main, MainScreen)
+        filter_box = main.query_one("#filter", Input)
+        assert app.focused is filter_box and filter_box.value == "bt"
+        await pilot.press("k")
+        assert isinstance(app.screen, ConfirmModal) and app.screen.kind == "kill"
+        assert filter_box.value == "bt"
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert demo_runtime.view.snapshot().trading_state == "halted"
+        assert app.screen_stack[-1] is main and app.focused is filter_box and filter_box.value == "bt"
+        await pilot.press("K")  # a capital K is a letter (case-blind match)
+        assert filter_box.value == "btK" and len(app.screen_stack) == 1
+
+
+async def test_ctrl_k_kills_even_from_the_rearm_reason_box(demo_runtime: Runtime) -> None:
+    """`k` types into a dialog's text field (a reason must be able to hold a k); ctrl+k never
+    types, so it kills from there too."""
+    async with running(demo_runtime) as (app, pilot):
+        await pilot.press("r", *"kk")
+        modal = app.screen
+        assert isinstance(modal, InputModal) and modal.kind == "rearm"
+        assert modal.query_one(Input).value == "kk"
+        await pilot.press("home", "ctrl+k")
+        assert isinstance(app.screen, ConfirmModal) and app.screen.kind == "kill"
+        assert modal.query_one(Input).value == "kk"  # not the input's ctrl+k (delete to the end)
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert demo_runtime.view.snapshot().trading_state == "halted"
+        assert app.screen_stack[-1] is modal and modal.query_one(Input).value == "kk"
+
+
+async def test_ctrl_k_kills_from_the_main_screen(demo_runtime: Runtime) -> None:
+    async with running(demo_runtime) as (app, pilot):
+        await pilot.press("ctrl+k")
+        assert isinstance(app.screen, ConfirmModal) and app.screen.kind == "kill"
+        await pilot.press("ctrl+k")  # one kill dialog at a time
+        assert sum(isinstance(s, ConfirmModal) for s in app.screen_stack) == 1
 
 
 # -- flatten -----------------------------------------------------------------------------
@@ -305,3 +352,55 @@ async def test_quit_refused_while_groups_are_in_flight_then_confirmed(
         await settle(app, pilot)
     assert app.return_value == 0
     assert stops == [1]  # the engine was stopped (groups settle there) before the exit
+
+
+async def test_quit_with_positions_open_asks_and_lists_them(demo_runtime: Runtime) -> None:
+    stops: list[int] = []
+    stop = demo_runtime.stop
+
+    async def counted_stop() -> None:
+        stops.append(1)
+        await stop()
+
+    demo_runtime.stop = counted_stop  # type: ignore[method-assign]
+    async with running(demo_runtime) as (app, pilot):  # the demo's hedged groups left positions
+        snap = demo_runtime.view.snapshot(groups=0, log=0)
+        assert snap.open_groups == 0, "no group in flight: the positions alone must make q ask"
+        held = {(venue, asset): qty for venue, assets in demo_runtime.view.positions().items()
+                for asset, qty in assets.items() if Decimal(qty)}
+        assert held, "the demo left positions open"
+        await pilot.press("q")
+        modal = app.screen
+        assert isinstance(modal, ConfirmModal) and modal.kind == "quit"
+        body = str(modal.query_one("#dialog-body", Static).content)
+        listed = body.split("Open positions: ", 1)[1].split(".\n", 1)[0]
+        assert sorted(listed.split(", ")) == sorted(
+            f"{venue} {asset} {Decimal(qty).normalize():f}" for (venue, asset), qty in held.items())
+        assert "Quitting leaves them open (flatten first with f). Quit anyway?" in body
+        await pilot.press("n")
+        await settle(app, pilot)
+        assert app.is_running and isinstance(app.screen, MainScreen)
+        assert stops == []
+
+
+async def test_quit_with_nothing_open_exits_at_once(demo_runtime: Runtime) -> None:
+    app = make_app(demo_runtime)
+    async with app.run_test(size=(120, 36)) as pilot:
+        snap = demo_runtime.view.snapshot(groups=0, log=0)
+        assert snap.open_groups == 0 and not demo_runtime.gate.exposure.positions
+        await pilot.press("q")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmModal)
+    assert app.return_value == 0
+
+
+def test_quit_question_says_what_quitting_leaves(demo_runtime: Runtime) -> None:
+    snap = demo_runtime.view.snapshot(groups=0, log=0)
+    assert quit_question(snap) is None  # nothing in flight, nothing held
+    held = (PositionRow("okx:BTC", "okx", "BTC", "0.0500"), PositionRow("binance:BTC", "binance", "BTC", "-0.05"))
+    assert quit_question(replace(snap, open_groups=2, positions=held)) == (
+        "2 hedge group(s) in flight: the engine stops taking new groups and lets these settle before it exits.\n"
+        "Open positions: okx BTC 0.05, binance BTC -0.05.\n"
+        "Quitting leaves them open (flatten first with f). Quit anyway?"
+    )

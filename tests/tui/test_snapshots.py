@@ -16,6 +16,7 @@ from quantarb_tui.app import QuantArbApp
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from tests.tui.conftest import close_ledger, groups_in_flight, make_app, warm
+from tests.tui.test_status_bar import block_every_venue
 
 
 def _app_of(pilot: Pilot[Any]) -> QuantArbApp:
@@ -124,3 +125,14 @@ def test_history_screen(snap_compare: Any, demo_runtime: Runtime) -> None:
         await close_ledger(demo_runtime)
 
     assert snap_compare(make_app(demo_runtime), terminal_size=(120, 36), run_before=run_before)
+
+
+def test_all_venues_blocked_80x24(snap_compare: Any, demo_runtime: Runtime) -> None:
+    """Active, but the stale-quote breakers block every venue: the one-row badge says BLOCKED."""
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = _app_of(pilot)
+        await block_every_venue(demo_runtime)
+        app.refresh_view()
+        await pilot.pause()
+
+    assert snap_compare(make_app(demo_runtime), terminal_size=(80, 24), run_before=run_before)
