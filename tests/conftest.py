@@ -1,11 +1,14 @@
-"""Shared test setup: keep Textual snapshots under the top-level snapshots/ folder."""
+"""Shared test setup: Textual snapshots under the top-level snapshots/ folder; an isolated
+configuration environment for the config and settings tests."""
 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from syrupy.location import PyTestLocation
 
 # pytest-textual-snapshot ships no type information (no py.typed): imported as a module object.
@@ -20,3 +23,18 @@ def _snapshot_dirname(cls: type, *, test_location: PyTestLocation) -> str:
 
 
 _plugin.SVGImageExtension.dirname = classmethod(_snapshot_dirname)
+
+
+@pytest.fixture
+def clean_config_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real config, home or QUANTARB_* variable leaks into a test: it runs in an empty
+    working directory (`tmp_path/work`) with an empty home (`tmp_path/home`)."""
+    work = tmp_path / "work"
+    home = tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(home))
+    for name in list(os.environ):
+        if name.upper().startswith("QUANTARB_"):
+            monkeypatch.delenv(name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tomllib
@@ -45,16 +44,8 @@ APP = _root()
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    work = tmp_path / "work"
-    home = tmp_path / "home"
-    work.mkdir()
-    home.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("HOME", str(home))
-    for name in list(os.environ):
-        if name.upper().startswith("QUANTARB_"):
-            monkeypatch.delenv(name)
+def _isolated(clean_config_env: None) -> None:
+    """No real config, home or QUANTARB_* variable leaks into a test (tests/conftest.py)."""
 
 
 @pytest.fixture

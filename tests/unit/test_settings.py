@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
 import tomllib
 from decimal import Decimal
@@ -76,17 +75,8 @@ SECRET = "s3cr3t-VALUE-never-shown"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No real config, home or QUANTARB_* variable leaks into a test."""
-    work = tmp_path / "work"
-    home = tmp_path / "home"
-    work.mkdir()
-    home.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("HOME", str(home))
-    for name in list(os.environ):
-        if name.upper().startswith("QUANTARB_"):
-            monkeypatch.delenv(name)
+def _isolated(clean_config_env: None) -> None:
+    """No real config, home or QUANTARB_* variable leaks into a test (tests/conftest.py)."""
 
 
 def write(path: Path, text: str) -> Path:
