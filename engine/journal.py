@@ -29,7 +29,9 @@ from core.hedge import HedgeGroup
 from core.models import CompensationAction, Decision, Fill, Order, OrderPurpose
 from core.ports import JournalUnavailable, RiskKind
 from core.risk import StateChange
-from ledger.errors import EventRejectedError, LedgerError
+from ledger import events as ev
+from ledger.errors import EventRejectedError
+from ledger.events import LedgerEvent
 from ledger.ledger import Ledger
 
 Replay = Callable[[], int | Awaitable[int | None] | None]
@@ -60,6 +62,7 @@ class GuardedJournal:
         self._backlog: list[Replay] = []  # not written, in order
         self._error: str | None = None
         self._retry_task: asyncio.Task[None] | None = None
+        self._retrying = asyncio.Lock()  # one retry at a time: the loop's and the last one at stop
         self.failures = 0  # times the journal went down this run
         self.dropped_decisions = 0
         ledger.on_write_failure(self._writer_failed)
@@ -85,8 +88,8 @@ class GuardedJournal:
         self._unconfirmed.clear()
         if first:
             self.failures += 1
+            self._start_retrying()  # first: a failing listener must not stop the retries
             self._on_failure(message)
-            self._start_retrying()
 
     def _writer_failed(self, exc: BaseException) -> None:
         """The writer stopped in its own task (a batch failed): said at once, not at the next call."""
@@ -105,6 +108,8 @@ class GuardedJournal:
             return -1
         try:
             seq = replay()
+        except (EventRejectedError, ValueError):
+            return -1  # this one event is invalid (a producer's bug); the ledger writes on
         except Exception as exc:
             self._fail(exc)
             self._backlog.append(replay)
@@ -143,32 +148,54 @@ class GuardedJournal:
     def dust(self, pair: str, qty: Decimal) -> int:
         return self._queued(lambda: self._ledger.dust(pair, qty))
 
+    async def _durable(self, make: Callable[[], LedgerEvent]) -> int | None:
+        """Queue one event, remember it (so a failure puts it back in order, and a cancelled
+        caller does not lose it), and wait for its commit. None when it could not be made
+        durable (the journal is, or just went, down). EventRejectedError/ValueError: invalid."""
+        replay: Callable[[], int] = lambda: self._ledger.append(make())  # noqa: E731
+        if self._error is not None:
+            self._backlog.append(replay)
+            return None
+        try:
+            seq = replay()
+        except (EventRejectedError, ValueError):
+            raise
+        except Exception as exc:
+            self._fail(exc)
+            self._backlog.append(replay)
+            return None
+        self._unconfirmed.append((seq, replay))
+        try:
+            await self._ledger.flush(seq)
+        except EventRejectedError:
+            raise
+        except Exception as exc:
+            self._fail(exc)  # restores this event (seq > committed) into the backlog, in order
+            return None
+        self._confirmed()
+        return seq
+
     async def order_created(self, order: Order) -> int:
         """The write-ahead. An entry is refused when it cannot be durable; an order that
-        repairs or closes exposure goes out with its row kept for later."""
-        if self._error is None:
-            try:
-                return await self._ledger.order_created(order)
-            except Exception as exc:
-                self._fail(exc)
+        repairs or closes exposure goes out with its row kept for later. A row the ledger
+        refuses (a bug) stops any order."""
+        try:
+            seq = await self._durable(lambda: ev.order_created(order, self._ledger.clock.time_ms()))
+        except (EventRejectedError, ValueError) as exc:
+            raise JournalUnavailable(f"ledger refused the order's row: {exc}") from None
+        if seq is not None:
+            return seq
         if order.purpose is OrderPurpose.ENTRY:
             raise JournalUnavailable(f"ledger: {self._error}")
-        self._backlog.append(lambda: self._ledger.order_created(order))
         return -1
 
     async def risk_event(
         self, kind: RiskKind, change: StateChange, *, breakers: Mapping[str, Mapping[str, Any]] | None = None
     ) -> int:
-        replay: Replay = lambda: self._ledger.risk_event(kind, change, breakers=breakers)  # noqa: E731
-        if self._error is None:
-            try:
-                return await self._ledger.risk_event(kind, change, breakers=breakers)
-            except ValueError:
-                raise  # a caller's bad breaker map: a bug, not the disk
-            except Exception as exc:
-                self._fail(exc)
-        self._backlog.append(replay)
-        return -1
+        # A bad breaker map is a ValueError before anything is queued: the caller's bug.
+        event = ev.risk_event(kind, change, self._ledger.clock.time_ms(), breakers)
+        seq = await self._durable(lambda: event)
+        return -1 if seq is None else seq
 
     async def flush(self, seq: int | None = None) -> None:
         if self._error is not None:
@@ -186,19 +213,21 @@ class GuardedJournal:
     async def save(self, command: Mt5Command) -> None:
         """A command's new state: durable when the ledger writes, else held like any event
         (the queue goes on in memory; the EA's acks and fills are not refused)."""
-        if self._error is None:
-            try:
-                await self._ledger.save(command)
-                return
-            except Exception as exc:
-                self._fail(exc)
-        self._backlog.append(lambda: self._ledger.save(command))
+        with contextlib.suppress(EventRejectedError, ValueError):  # one bad row: the queue goes on
+            await self._durable(lambda: ev.mt5_command(command, self._ledger.clock.time_ms()))
 
     async def load_open(self) -> list[Mt5Command]:
         return await self._ledger.load_open()
 
     async def get_command(self, command_id: str) -> Mt5Command | None:
-        return await self._ledger.get_command(command_id, flush=self._error is None)
+        """Committed state first made current by a flush; if that cannot be, what is committed."""
+        if self._error is None:
+            try:
+                return await self._ledger.get_command(command_id)
+            except Exception as exc:
+                if self._ledger.write_failure is not None:
+                    self._fail(exc)
+        return await self._ledger.get_command(command_id, flush=False)
 
     # -- coming back ---------------------------------------------------------------------
     def _start_retrying(self) -> None:
@@ -217,8 +246,11 @@ class GuardedJournal:
 
     async def retry(self) -> bool:
         """Try a new writer and write what is held, in order; True once everything is durable.
+        Never raises. One at a time. Trading stays halted either way: only an operator rearms it."""
+        async with self._retrying:
+            return await self._retry()
 
-        Trading stays halted either way: only an operator rearms it."""
+    async def _retry(self) -> bool:
         if self._error is None:
             return True
         try:
@@ -235,7 +267,7 @@ class GuardedJournal:
                 with contextlib.suppress(EventRejectedError):
                     await self._ledger.flush()
                 del self._backlog[: len(batch)]  # more may have arrived while writing
-        except (LedgerError, OSError) as exc:
+        except Exception as exc:  # sqlite3.Error, OSError, LedgerError: still cannot write
             self._error = _short(exc)
             return False
         written = self._ledger.writer.committed_seq

@@ -244,12 +244,18 @@ class HedgeOrchestrator:
             task.add_done_callback(self._tasks.discard)
         if timeout_s is None:
             timeout_s = 2 * self.group_deadline_ms / 1000 + 5.0
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            if pending:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # Closing groups start new tasks (an order asked about once more): wait for those too.
+        while self._tasks:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                pending = set(self._tasks)
+                for task in pending:
+                    task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+                break
+            await asyncio.wait(set(self._tasks), timeout=remaining)
 
     async def settle_open(self, timeout_s: float) -> bool:
         """Wait (bounded, nothing cancelled) for every group in flight to reach a terminal

@@ -348,9 +348,9 @@ class Runtime:
         self._stopping = False
         if self.ledger_path is not None:
             await self._open_ledger(self.ledger_path)
-        if self.world is not None:
-            await self.world.start()
         try:
+            if self.world is not None:
+                await self.world.start()
             await self._start_listener()
             restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
         except (OSError, RuntimeFailure, LedgerError) as exc:
@@ -399,7 +399,8 @@ class Runtime:
                 await self._operator_server.stop()
             self._operator_server = None
         if self.world is not None:
-            await self.world.stop()
+            with contextlib.suppress(Exception):
+                await self.world.stop()
         await self.close_ledger()
 
     async def _start_listener(self) -> None:

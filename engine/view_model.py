@@ -9,6 +9,7 @@ done is in them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from decimal import Decimal
@@ -41,6 +42,7 @@ from engine.snapshot import (
 )
 from engine.venue_health import VenueHealth
 from ledger import queries
+from ledger.errors import LedgerError
 from ledger.ledger import Ledger
 
 
@@ -135,7 +137,8 @@ class ViewModel:
         ledger = self._ledger()
         if ledger is None:
             return None
-        await ledger.flush()
+        with contextlib.suppress(LedgerError):  # a ledger that cannot write: what is committed
+            await ledger.flush()
         return await ledger.read(queries.show, group_id)
 
     async def history(
@@ -145,7 +148,8 @@ class ViewModel:
         ledger = self._ledger()
         if ledger is None:
             return []
-        await ledger.flush()
+        with contextlib.suppress(LedgerError):  # a ledger that cannot write: what is committed
+            await ledger.flush()
         return await ledger.read(queries.groups, pair=pair, state=state, limit=limit)
 
     # -- views -----------------------------------------------------------------------
