@@ -287,7 +287,7 @@ class ViewModel:
 
 def pair_event(ts_ms: int, row: PairRow) -> EngineEvent:
     """One line per pair at stop: execution aggregates and monitor statistics."""
-    slip = "-" if row.mean_slippage_bps is None else f"{row.mean_slippage_bps:.1f}"
+    slip = "-" if row.mean_slippage_bps is None else f"{round(row.mean_slippage_bps, 1) + 0.0:.1f}"  # no "-0.0"
     edge = "-" if row.edge_p50 is None else f"{row.edge_p50:.1f}/{row.edge_p75 or 0:.1f}/{row.edge_p90 or 0:.1f}"
     return EngineEvent(
         ts_ms,
