@@ -121,6 +121,10 @@ class HedgeOrchestrator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._reconciled: set[str] = set()
+        # Orders being asked about outside a group's flow (resolve_orphan), and those a venue
+        # reported a new fill for meanwhile: asked once more when the current answer is in.
+        self._resolving: set[str] = set()
+        self._ask_again: set[str] = set()
         self._open: dict[str, HedgeGroup] = {}
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
         self.closed_by_state: dict[str, int] = {}
@@ -289,6 +293,9 @@ class HedgeOrchestrator:
                     self._reconciled.discard(client_order_id)
                     self._recheck_on_close.add(client_order_id)
             return None
+        if client_order_id in self._resolving:
+            self._ask_again.add(client_order_id)  # its answer may predate this fill: ask again
+            return None
         if self.tracker.get(client_order_id) is not None:
             return None  # a flatten order still being sent or resolved: its flow applies it
         loose = self._loose.get(client_order_id)
@@ -314,17 +321,25 @@ class HedgeOrchestrator:
         """After a restart: an order still open in the ledger whose group had already closed
         (or a flatten order). Ask its venue what became of it and journal the answer; if it
         filled after its group closed, that exposure is unhedged, so trading halts."""
+        coid = order.client_order_id
         self.tracker.track(order)
+        self._resolving.add(coid)
         before = order.filled_qty
         try:
-            await self._resolve(order)
-            await self.durable()
+            while True:
+                self._ask_again.discard(coid)
+                await self._resolve(order)
+                await self.durable()
+                if coid not in self._ask_again:
+                    break
         except Exception as exc:
-            self._emit("error", f"resolving {order.client_order_id} failed: {exc!r}", None, level="error")
-            await self._halt(f"could not resolve order {order.client_order_id} after restart")
+            self._emit("error", f"resolving {coid} failed: {exc!r}", None, level="error")
+            await self._halt(f"could not resolve order {coid} after restart")
             return
         finally:
-            self.tracker.forget(order.client_order_id)
+            self._resolving.discard(coid)
+            self._ask_again.discard(coid)
+            self.tracker.forget(coid)
         if order.filled_qty != before:
             self._emit("alert", f"order {order.client_order_id} of closed group {order.group_id} filled "
                        f"{order.filled_qty - before} after its group closed", None, level="error")
