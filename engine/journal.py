@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +33,7 @@ from ledger.errors import EventRejectedError
 from ledger.events import LedgerEvent
 from ledger.ledger import Ledger
 
-Replay = Callable[[], int | Awaitable[int | None] | None]
+Replay = Callable[[], int]  # queues one event again on the current writer; returns its seq
 DEFAULT_RETRY_S = 5.0
 
 
@@ -102,7 +101,7 @@ class GuardedJournal:
         while unconfirmed and unconfirmed[0][0] <= committed:
             unconfirmed.popleft()
 
-    def _queued(self, replay: Callable[[], int]) -> int:
+    def _queued(self, replay: Replay) -> int:
         if self._error is not None:
             self._backlog.append(replay)
             return -1
@@ -152,7 +151,7 @@ class GuardedJournal:
         """Queue one event, remember it (so a failure puts it back in order, and a cancelled
         caller does not lose it), and wait for its commit. None when it could not be made
         durable (the journal is, or just went, down). EventRejectedError/ValueError: invalid."""
-        replay: Callable[[], int] = lambda: self._ledger.append(make())  # noqa: E731
+        replay: Replay = lambda: self._ledger.append(make())  # noqa: E731
         if self._error is not None:
             self._backlog.append(replay)
             return None
@@ -259,9 +258,7 @@ class GuardedJournal:
                 batch = list(self._backlog)
                 for replay in batch:
                     try:
-                        result = replay()
-                        if inspect.isawaitable(result):
-                            await result
+                        replay()
                     except (EventRejectedError, ValueError):
                         continue  # written before the failure (a duplicate row), or never valid
                 with contextlib.suppress(EventRejectedError):
