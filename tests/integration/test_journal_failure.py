@@ -287,7 +287,8 @@ def _tmpfs(where: Path, size: str) -> Iterator[Path]:
 
 def _fill(directory: Path) -> Path:
     filler = directory / "filler"
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
+    # The suppress outermost: closing a file on a full disk raises too.
+    with contextlib.suppress(OSError), open(filler, "wb") as f:
         while True:
             f.write(b"\0" * 65536)
             f.flush()
