@@ -39,6 +39,15 @@ class EngineConfig(_Strict):
     ledger: str = Field(
         "~/.local/share/quantarb/ledger.db", description="SQLite ledger file (WAL)."
     )
+    reconcile_interval_s: float = Field(
+        30.0, ge=1, le=HOUR_S, allow_inf_nan=False,
+        description="Live: orders, fills and positions of each venue against the ledger, this often.",
+    )
+    write_ahead: Literal["file", "commit"] = Field(
+        "file",
+        description="file: an entry order's row is in <ledger>.ahead before it is sent (safe from a "
+        "kill; a power loss in the next ms is found by reconciliation); commit: wait for the fsync'd commit.",
+    )
 
 
 class ListenerConfig(_Strict):
@@ -108,6 +117,14 @@ class _FeedConfig(_Strict):
 class OkxVenueConfig(_FeedConfig):
     ws_url: str = "wss://ws.okx.com:8443/ws/v5/public"
     rest_url: str = Field("https://www.okx.com", description="Also https://openapi.okx.com.")
+    private_ws_url: str | None = Field(
+        None, description="Private WebSocket (login, orders, order entry); default by demo_trading."
+    )
+    demo_trading: bool = Field(
+        False, description="OKX demo trading: the x-simulated-trading header and the demo WebSocket host."
+    )
+    td_mode: Literal["cross", "isolated"] = Field("cross", description="Margin mode of swap/futures orders.")
+    ws_orders: bool = Field(True, description="Orders over the private WebSocket (REST when it is down).")
 
 
 class BinanceVenueConfig(_FeedConfig):
@@ -117,6 +134,12 @@ class BinanceVenueConfig(_FeedConfig):
     max_lifetime_s: float = Field(
         23.5 * 3600, gt=0, le=24 * HOUR_S, allow_inf_nan=False, description="Reconnect before Binance's 24 h limit."
     )
+    testnet: bool = Field(False, description="Trade on Binance's testnet (its default URLs).")
+    trade_rest_url: str | None = Field(None, description="Private REST base; default by market and testnet.")
+    ws_api_url: str | None = Field(None, description="WebSocket API (orders, spot user data); default by market.")
+    user_stream_url: str | None = Field(None, description="USD-M private stream base; default by market.")
+    recv_window_ms: int = Field(5000, ge=100, le=60_000, description="Binance recvWindow of signed requests.")
+    ws_orders: bool = Field(True, description="Orders over the WebSocket API (REST when it is down).")
 
 
 class Mt5VenueConfig(_Strict):

@@ -8,8 +8,10 @@ once a new writer can commit (`retry()`, every `retry_s` while down), so a broke
 still repaired and its story still reaches the ledger.
 
 One call does raise: the write-ahead of an ENTRY order (`JournalUnavailable`), so no position
-is ever opened without its durable row. Orders that repair or close exposure (compensation,
-flatten) go out with their row held in memory: leaving a leg naked is the worse risk.
+is ever opened without its row safe from a crash: committed (`write_ahead="commit"`), or
+queued and mirrored to the write-ahead file (`write_ahead="file"`, the default; ledger.ahead).
+Orders that repair or close exposure (compensation, flatten) go out with their row held in
+memory: leaving a leg naked is the worse risk.
 Events written late carry the objects' state when written (a group's final state, not each
 step). Decisions are a sampled signal log and are not kept.
 """
@@ -21,7 +23,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from core.commands import Mt5Command
 from core.hedge import HedgeGroup
@@ -35,6 +37,7 @@ from ledger.ledger import Ledger
 
 Replay = Callable[[], int]  # queues one event again on the current writer; returns its seq
 DEFAULT_RETRY_S = 5.0
+WriteAhead = Literal["file", "commit"]
 
 
 def _short(exc: BaseException) -> str:
@@ -52,8 +55,10 @@ class GuardedJournal:
         on_failure: Callable[[str], None],
         on_recovered: Callable[[int], None] | None = None,
         retry_s: float = DEFAULT_RETRY_S,
+        write_ahead: WriteAhead = "file",
     ) -> None:
         self._ledger = ledger
+        self._write_ahead = write_ahead
         self._on_failure = on_failure
         self._on_recovered = on_recovered
         self._retry_s = retry_s
@@ -77,14 +82,15 @@ class GuardedJournal:
         """Events held in memory until the ledger can write again."""
         return len(self._backlog)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, *, writer_alive: bool = False) -> None:
         message = _short(exc)
         first = self._error is None
         self._error = message
-        # Whatever was queued after the last known commit may be lost with the writer.
-        committed = self._ledger.writer.committed_seq
-        self._backlog[:0] = [r for seq, r in self._unconfirmed if seq > committed]
-        self._unconfirmed.clear()
+        if not writer_alive or self._ledger.writer.failed is not None:
+            # Whatever was queued after the last known commit may be lost with the writer.
+            committed = self._ledger.writer.committed_seq
+            self._backlog[:0] = [r for seq, r in self._unconfirmed if seq > committed]
+            self._unconfirmed.clear()
         if first:
             self.failures += 1
             self._start_retrying()  # first: a failing listener must not stop the retries
@@ -179,7 +185,10 @@ class GuardedJournal:
         repairs or closes exposure goes out with its row kept for later. A row the ledger
         refuses (a bug) stops any order."""
         try:
-            seq = await self._durable(lambda: ev.order_created(order, self._ledger.clock.time_ms()))
+            if self._write_ahead == "file":
+                seq = self._ahead(lambda: ev.order_created(order, self._ledger.clock.time_ms()))
+            else:
+                seq = await self._durable(lambda: ev.order_created(order, self._ledger.clock.time_ms()))
         except (EventRejectedError, ValueError) as exc:
             raise JournalUnavailable(f"ledger refused the order's row: {exc}") from None
         if seq is not None:
@@ -187,6 +196,31 @@ class GuardedJournal:
         if order.purpose is OrderPurpose.ENTRY:
             raise JournalUnavailable(f"ledger: {self._error}")
         return -1
+
+    def _ahead(self, make: Callable[[], LedgerEvent]) -> int | None:
+        """Queue one event and mirror the writer's uncommitted events to the write-ahead file.
+        None when that could not be done (the journal is, or just went, down)."""
+        replay: Replay = lambda: self._ledger.append(make())  # noqa: E731
+        if self._error is not None:
+            self._backlog.append(replay)
+            return None
+        try:
+            seq = replay()
+        except (EventRejectedError, ValueError):
+            raise
+        except Exception as exc:
+            self._fail(exc)
+            self._backlog.append(replay)
+            return None
+        self._unconfirmed.append((seq, replay))
+        try:
+            self._ledger.mirror()
+        except Exception as exc:  # OSError (a full disk), LedgerError: the row is not safe
+            # The writer still commits what it holds; only the file failed.
+            self._fail(exc, writer_alive=True)
+            return None
+        self._confirmed()
+        return seq
 
     async def risk_event(
         self, kind: RiskKind, change: StateChange, *, breakers: Mapping[str, Mapping[str, Any]] | None = None
@@ -261,6 +295,8 @@ class GuardedJournal:
                         replay()
                     except (EventRejectedError, ValueError):
                         continue  # written before the failure (a duplicate row), or never valid
+                if self._write_ahead == "file":
+                    self._ledger.mirror()  # the replayed rows are safe from a crash at once
                 with contextlib.suppress(EventRejectedError):
                     await self._ledger.flush()
                 del self._backlog[: len(batch)]  # more may have arrived while writing

@@ -469,7 +469,8 @@ class Runtime:
             raise RuntimeFailure(f"ledger {path}: {exc}") from None
         for notice in self.ledger.notices:
             self.events.emit(EngineEvent(self.clock.time_ms(), "ledger", notice, "warn"))
-        self.journal = GuardedJournal(self.ledger, on_failure=self._journal_down, on_recovered=self._journal_back)
+        self.journal = GuardedJournal(self.ledger, on_failure=self._journal_down, on_recovered=self._journal_back,
+                                      write_ahead=self.config.engine.write_ahead)
         self.orchestrator.attach_journal(self.journal)
         self.risk.attach(self.journal)
         if self.mt5 is not None:

@@ -81,6 +81,7 @@ SECRET_ENV_VARS: Mapping[str, str] = MappingProxyType(
         "okx_api_passphrase": "QUANTARB_OKX_API_PASSPHRASE",
         "binance_api_key": "QUANTARB_BINANCE_API_KEY",
         "binance_api_secret": "QUANTARB_BINANCE_API_SECRET",
+        "binance_ed25519_key": "QUANTARB_BINANCE_ED25519_KEY",
         "admin_token": "QUANTARB_ADMIN_TOKEN",
     }
 )
@@ -123,6 +124,7 @@ class Secrets:
     okx_api_passphrase: SecretStr | None = None
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
+    binance_ed25519_key: SecretStr | None = None  # PEM private key: session.logon (optional)
     admin_token: SecretStr | None = None
     mt5_terminals: Mapping[str, SecretStr | None] = field(
         default_factory=lambda: MappingProxyType({}), hash=False

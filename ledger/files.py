@@ -21,7 +21,7 @@ from pathlib import Path
 from ledger.errors import LedgerError
 
 PRIVATE_DIR = 0o700
-COMPANIONS = ("-wal", "-shm", ".lock")  # SQLite's write-ahead log and index, the name lock
+COMPANIONS = ("-wal", "-shm", ".lock", ".ahead")  # SQLite's WAL and index, the name lock, ledger.ahead
 
 log = logging.getLogger(__name__)
 

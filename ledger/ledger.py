@@ -53,6 +53,7 @@ from core.orders import TERMINAL as ORDER_TERMINAL
 from core.ports import RiskKind
 from core.risk import StateChange
 from ledger import events as ev
+from ledger.ahead import AheadFile, ahead_path, replay_ahead
 from ledger.errors import LedgerClosedError, LedgerError
 from ledger.events import EDGE_BUCKET_BPS, EDGE_BUCKETS, EDGE_MIN_BPS, LedgerEvent
 from ledger.files import ledger_files, make_private_dirs, tighten
@@ -212,6 +213,7 @@ class Ledger:
         self.command_fill_wait_ms = command_fill_wait_ms
         self.migrated_from = migrated_from
         self.writer_options: dict[str, Any] = {}
+        self.ahead: AheadFile | None = None  # ledger.ahead; attached by `open`
         self._failure_listeners: list[Callable[[BaseException], None]] = []
         writer.on_failure = self._writer_failed
         self._closed = False
@@ -264,6 +266,12 @@ class Ledger:
             notices=tuple(opened.notices),
         )
         ledger.writer_options = dict(writer_options)
+        try:
+            ledger.ahead = AheadFile(ahead_path(lock.path))
+        except BaseException:
+            await ledger.close()
+            raise
+        writer.attach_ahead(ledger.ahead)
         return ledger
 
     async def __aenter__(self) -> Ledger:
@@ -301,8 +309,12 @@ class Ledger:
             return
         with contextlib.suppress(Exception):
             await old.close()
-        self.writer = await LedgerWriter.open(self._lock.path, **self.writer_options)  # as at open
+        self.writer = await LedgerWriter.open(
+            self._lock.path, **self.writer_options, min_next_seq=old.last_seq + 1  # as at open
+        )
         self.writer.on_failure = self._writer_failed
+        if self.ahead is not None:
+            self.writer.attach_ahead(self.ahead)
 
     def append(self, event: LedgerEvent) -> int:
         """Queue any event (fire and forget); returns its seq."""
@@ -352,6 +364,12 @@ class Ledger:
     def group_state(self, group: HedgeGroup) -> int:
         """The group's current state, closing time, realized PnL and fees."""
         return self.writer.append(ev.group_state(group, self.clock.time_ms()))
+
+    def mirror(self) -> None:
+        """Write-ahead without waiting for SQLite (`write_ahead = "file"`, ledger.ahead): every
+        event queued or being committed is in the write-ahead file when this returns. Raises
+        OSError / LedgerError when it could not be written."""
+        self.writer.mirror()
 
     async def order_created(self, order: Order) -> int:
         """Write-ahead: the order row with its client order id, committed before this returns.
@@ -599,6 +617,12 @@ class Ledger:
         finally:
             try:
                 await self.writer.close()
+                ahead = self.ahead
+                if ahead is not None:
+                    if self.writer.failed is None and self.writer.queued == 0:
+                        with contextlib.suppress(OSError):
+                            ahead.truncate()  # all of it is committed
+                    ahead.close()
             finally:
                 self._lock.release()
 
@@ -637,6 +661,13 @@ def _prepare_locked(path: Path) -> _Opened:
                 f"log per name, so a reader through another name sees stale data"
             )
         before, _after = prepare(real, recognized=lambda: notices.extend(tighten(ledger_files(real))))
+        conn = sqlite3.connect(real, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            _replayed, replay_notices = replay_ahead(conn, ahead_path(real), ahead_path(shown))
+        finally:
+            conn.close()
+        notices.extend(replay_notices)
     except BaseException:
         lock.release()
         raise

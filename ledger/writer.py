@@ -50,6 +50,7 @@ from typing import Any
 
 import aiosqlite
 
+from ledger.ahead import TRUNCATE_AFTER_BYTES, AheadFile
 from ledger.errors import (
     EventRejectedError,
     LedgerBackpressureError,
@@ -121,6 +122,9 @@ class LedgerWriter:
         self._wal_max_bytes = wal_max_bytes
         self._wal_check_interval_s = wal_check_interval_s
         self._queue: list[EventRow] = []
+        self._inflight: list[EventRow] = []  # the batch being committed now
+        self._ahead: AheadFile | None = None
+        self._mirrored = next_seq - 1  # every event up to this seq is committed or in the ahead file
         self._next_seq = next_seq
         self._committed = next_seq - 1
         self._urgent_seq = 0  # highest seq somebody waits on
@@ -160,7 +164,9 @@ class LedgerWriter:
             await configure_writer_connection(conn, options.get("wal_max_bytes", DEFAULT_WAL_MAX_BYTES))
             async with conn.execute("SELECT coalesce(max(seq), 0) FROM events") as cur:
                 row = await cur.fetchone()
-            next_seq = int(row[0] if row else 0) + 1
+            # After a failed writer, seqs it handed out (maybe mirrored to the write-ahead
+            # file, never committed) are not used again: `min_next_seq`.
+            next_seq = max(int(row[0] if row else 0) + 1, int(options.pop("min_next_seq", 1)))
             checkpointer = await aiosqlite.connect(path, isolation_level=None)
             await checkpointer.execute_fetchall("PRAGMA busy_timeout = 5000")
             await checkpointer.execute_fetchall("PRAGMA synchronous = FULL")
@@ -222,6 +228,39 @@ class LedgerWriter:
         await self.wait_committed(seq)
         return seq
 
+    # -- the write-ahead file (ledger.ahead) ---------------------------------------------
+    def attach_ahead(self, ahead: AheadFile) -> None:
+        """Use `ahead` for `mirror`; the writer cuts it back as the journal catches up."""
+        self._ahead = ahead
+
+    def mirror(self) -> None:
+        """Write every event not yet committed and not yet mirrored (the batch in flight and the
+        queue, in seq order) to the write-ahead file, in one write, on the caller's thread.
+        After it returns, a killed process loses none of them (ledger.ahead). Raises
+        LedgerError when there is no file, OSError when the write failed."""
+        self._check_open()
+        ahead = self._ahead
+        if ahead is None:
+            raise LedgerError(f"{self.path}: no write-ahead file is attached")
+        last = self._next_seq - 1
+        mirrored = self._mirrored
+        if last <= mirrored:
+            return
+        rows = [r for r in self._inflight if r[0] > mirrored]
+        queue = self._queue
+        start = len(queue)
+        while start > 0 and queue[start - 1][0] > mirrored:
+            start -= 1
+        rows.extend(queue[start:])
+        ahead.write(rows)
+        self._mirrored = last
+
+    def _cut_ahead(self, ahead: AheadFile) -> None:
+        try:
+            ahead.truncate()
+        except OSError as exc:  # kept as it is: replaying committed rows is a no-op
+            self.last_error = f"write-ahead file: {exc}"
+
     async def wait_committed(self, seq: int | None = None) -> None:
         """Wait until `seq` (default: the last event appended so far) is committed.
 
@@ -279,9 +318,14 @@ class LedgerWriter:
                     await self._restart_wal()
                 batch = queue[: self._max_batch]
                 del queue[: self._max_batch]
+                self._inflight = batch
                 if not await self._write(batch):
                     return
+                self._inflight = []
                 self._committed = batch[-1][0]
+                ahead = self._ahead
+                if ahead is not None and ahead.size > TRUNCATE_AFTER_BYTES and self._committed >= self._mirrored:
+                    self._cut_ahead(ahead)
                 self._resolve_waiters()
                 if len(queue) < self._max_queue:
                     self._room.set()
@@ -372,6 +416,7 @@ class LedgerWriter:
         self.last_error = message
         self._failed = LedgerWriteError(f"{self.path}: ledger write failed, the writer stopped: {message}")
         self._queue.clear()
+        self._inflight = []
         for _, _, fut in self._waiters:
             if not fut.done():
                 fut.set_exception(self._failed)

@@ -250,6 +250,7 @@ class BinanceExchange:
         self._listener_ids = itertools.count(1)
         self.listen_keys: dict[str, int] = {}  # USD-M listenKey -> valid until (ms)
         self.events_emitted = 0
+        self._resting: dict[str, dict[int, SimOrder]] = {}  # symbol -> orders that were open when placed
 
     # ------------------------------------------------------------------ market
 
@@ -258,8 +259,14 @@ class BinanceExchange:
         if symbol not in self.symbols:
             return
         self.books[symbol] = Touch(bid, ask, bid_size, ask_size)
-        for order in [o for o in self.orders.values() if o.symbol == symbol and o.is_open]:
-            self._fill_resting(order)
+        resting = self._resting.get(symbol)
+        if not resting:
+            return
+        for order in list(resting.values()):
+            if order.is_open:
+                self._fill_resting(order)
+            if not order.is_open:
+                resting.pop(order.order_id, None)
 
     def mid(self, symbol: str) -> Decimal | None:
         book = self.books.get(symbol)
@@ -383,6 +390,8 @@ class BinanceExchange:
                 self._finish(order, "EXPIRED")
             else:
                 self._lock(order, spec)
+                # Resting: the next book may cross it (set_book looks only at these).
+                self._resting.setdefault(order.symbol, {})[order.order_id] = order
         if resp_type == "ACK":
             if self.market == "spot":
                 return {k: ack[k] for k in ("symbol", "orderId", "orderListId", "clientOrderId", "transactTime")}
@@ -437,8 +446,8 @@ class BinanceExchange:
 
     def open_orders(self, params: Params) -> list[dict[str, Any]]:
         symbol = self.symbol_of(params).symbol if params.get("symbol") else None
-        return [self.order_json(o, for_query=True) for o in self.orders.values()
-                if o.is_open and (symbol is None or o.symbol == symbol)]
+        return [self.order_json(o, for_query=True) for o in sorted(self._open(), key=lambda o: o.order_id)
+                if symbol is None or o.symbol == symbol]
 
     def trade_list(self, params: Params) -> list[dict[str, Any]]:
         """myTrades (spot) / userTrades (USD-M): a symbol's trades, oldest first."""
@@ -513,7 +522,11 @@ class BinanceExchange:
         return margin, upnl
 
     def _open_order_margin(self) -> Decimal:
-        return sum((o.remaining * o.price / self.leverage for o in self.orders.values() if o.is_open), Decimal(0))
+        return sum((o.remaining * o.price / self.leverage for o in self._open()), Decimal(0))
+
+    def _open(self) -> list[SimOrder]:
+        """Every open order: only orders that rested can be (an IOC/FOK/MARKET ends at once)."""
+        return [o for orders in self._resting.values() for o in orders.values() if o.is_open]
 
     def futures_available(self) -> Decimal:
         margin, upnl = self._position_margin()

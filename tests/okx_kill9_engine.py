@@ -8,9 +8,11 @@ real HedgeOrchestrator and GuardedJournal. It prints `group <id> <okx client ord
 submitted, and then the test kills it at one of two points:
 
 - `--hold-before-send FLAG`: the gateway's `place()` is reached and never sends: FLAG gets
-  `<client order id> <its state as committed in the ledger file at that moment>` (read by
-  another connection: `new` when the write-ahead committed before the send, `none` if not),
-  then it waits;
+  `<client order id> <its state as committed in the ledger file at that moment> <ahead|absent>`
+  (read by another connection: `new` when the write-ahead committed before the send, `none`
+  if not; `ahead` when its row is in the write-ahead file), then it waits; with
+  `--write-ahead file` it SIGKILLs itself right there instead, before the event loop runs
+  again, so the journal's writer cannot have committed the row (ledger.ahead);
 - without it: the order is sent; the test's simulator acts on it and holds its answer, so the
   engine waits for an answer that it never journals.
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sqlite3
 import sys
 from decimal import Decimal
@@ -37,10 +41,11 @@ from core.models import ExecutionIntent, ExecutionLeg, Fill, Order, OrderState, 
 from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import RiskGate
 from engine.events import EventLog
-from engine.journal import GuardedJournal
+from engine.journal import GuardedJournal, WriteAhead
 from engine.orchestrator import HedgeOrchestrator
 from exchanges.okx.auth import OkxCredentials
 from exchanges.okx.gateway import OkxGateway, OkxGatewayConfig
+from ledger.ahead import ahead_path, read_ahead
 from ledger.ledger import Ledger
 
 KEY = "kill9-okx-key"
@@ -138,10 +143,16 @@ def committed_state(ledger_path: Path, cid: str) -> str:
     return str(found[0][0]) if found else "none"
 
 
-async def run(ledger_path: Path, rest_url: str, ws_url: str, hold_flag: Path | None) -> None:
+def in_ahead_file(ledger_path: Path, cid: str) -> bool:
+    rows = read_ahead(ahead_path(ledger_path)).rows
+    return any(kind == "order_created" and cid in bytes(payload).decode() for _, _, kind, _, payload in rows)
+
+
+async def run(ledger_path: Path, rest_url: str, ws_url: str, hold_flag: Path | None, write_ahead: WriteAhead) -> None:
     clock = RealClock()
     ledger = await Ledger.open(ledger_path, clock=clock)
-    journal = GuardedJournal(ledger, on_failure=lambda error: print(f"ledger failed: {error}", flush=True))
+    journal = GuardedJournal(ledger, on_failure=lambda error: print(f"ledger failed: {error}", flush=True),
+                             write_ahead=write_ahead)
     okx = okx_gateway(rest_url, ws_url, clock)
     await okx.start([OKX_BTC.symbol])
     await okx.stream.wait_ready(10.0)
@@ -150,7 +161,10 @@ async def run(ledger_path: Path, rest_url: str, ws_url: str, hold_flag: Path | N
             # What another connection reads now is what was durable when the send began (read
             # synchronously: no await may let the writer commit more in between).
             state = committed_state(ledger_path, order.client_order_id)
-            hold_flag.write_text(f"{order.client_order_id} {state}")  # noqa: ASYNC240 - see above
+            ahead = "ahead" if in_ahead_file(ledger_path, order.client_order_id) else "absent"
+            hold_flag.write_text(f"{order.client_order_id} {state} {ahead}")  # noqa: ASYNC240 - see above
+            if write_ahead == "file":
+                os.kill(os.getpid(), signal.SIGKILL)  # before the writer task can run again
             await asyncio.get_running_loop().create_future()  # never sent: the kill comes here
             raise AssertionError("unreachable")
 
@@ -168,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest-url", required=True)
     parser.add_argument("--ws-url", required=True)
     parser.add_argument("--hold-before-send", type=Path, default=None)
+    parser.add_argument("--write-ahead", choices=["file", "commit"], default="file")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.ledger, args.rest_url, args.ws_url, args.hold_before_send))
+    asyncio.run(run(args.ledger, args.rest_url, args.ws_url, args.hold_before_send, args.write_ahead))
     return 0
 
 

@@ -85,7 +85,9 @@ class WsApi:
         if self.connected:
             return
         try:
-            ws = await asyncio.wait_for(connect(self.url, max_size=1 << 22, ping_interval=None), self.timeout_s)
+            # No permessage-deflate on the order path: compressing each small request costs ~20 us.
+            ws = await asyncio.wait_for(connect(self.url, max_size=1 << 22, ping_interval=None, compression=None),
+                                        self.timeout_s)
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise VenueError(errors.VENUE, ErrorKind.RETRYABLE, "ws-connect",
                              f"WebSocket API connection failed ({type(exc).__name__})") from None
@@ -137,7 +139,7 @@ class WsApi:
         self._pending[req_id] = future
         try:
             try:
-                await ws.send(msgspec.json.encode({"id": req_id, "method": method, "params": body}).decode())
+                await ws.send(msgspec.json.encode({"id": req_id, "method": method, "params": body}), text=True)
             except ConnectionClosed:
                 raise VenueError(errors.VENUE, ErrorKind.RETRYABLE, "ws-not-connected",
                                  f"{method}: connection closed before sending") from None

@@ -87,7 +87,8 @@ async def simulated_venues(config: QuantarbConfig, clock: Clock) -> AsyncIterato
                        specs=[spec_from_instrument(i) for i in okx_insts], idle_timeout_s=600.0)
     okx.private.rate_limits = {}  # hundreds of orders a second: OKX's 60 per 2 s would refuse them
     okx.private.add_account(OKX_KEY, OKX_SECRET, OKX_PASSPHRASE, balances={"USDT": 10**9})
-    binance = BinanceVenueSim(market="spot", credentials=SimCredentials(BN_KEY, BN_SECRET), clock=clock,
+    binance = BinanceVenueSim(market="spot",
+                              credentials=SimCredentials(BN_KEY, BN_SECRET, BN_ED25519_PUBLIC), clock=clock,
                               symbols=[BN_SPOT], balances={"USDT": Decimal(10**9), "BTC": Decimal(10**4)})
     async with okx, binance:
         yield Venues(okx, binance, clock)
@@ -97,8 +98,24 @@ def okx_credentials() -> OkxCredentials:
     return OkxCredentials(OKX_KEY, OKX_SECRET, OKX_PASSPHRASE)
 
 
+def _ed25519_pair() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 key pair (private PEM, public PEM) for this run's simulated account."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+BN_ED25519_PRIVATE, BN_ED25519_PUBLIC = _ed25519_pair()
+
+
 def binance_credentials() -> Credentials:
-    return Credentials(BN_KEY, BN_SECRET)
+    return Credentials(BN_KEY, BN_SECRET, ed25519_private_pem=BN_ED25519_PRIVATE)
 
 
 def binance_endpoints(venues: Venues) -> Endpoints:
@@ -123,13 +140,14 @@ async def okx_gateway(venues: Venues, clock: Clock, *, websocket: bool) -> Async
 
 @asynccontextmanager
 async def binance_gateway(venues: Venues, clock: Clock, *, websocket: bool) -> AsyncIterator[BinanceGateway]:
-    """Our Binance spot gateway on the simulator, started: WebSocket API order entry (HMAC
-    signed per request) or, with `websocket=False`, REST only."""
+    """Our Binance spot gateway on the simulator, started: WebSocket API order entry (the
+    session logged on once with the account's Ed25519 key, as docs/venues.md recommends, so
+    no order carries a signature) or, with `websocket=False`, REST only (HMAC per request)."""
     endpoints = binance_endpoints(venues)
     creds = binance_credentials()
     rest = BinanceRest(endpoints, creds, clock, timeout_s=5.0)
     ws_api = WsApi(endpoints.ws_api_url, creds, clock, offset=rest.offset, gate=rest.gate,
-                   timeout_s=5.0) if websocket else None
+                   timeout_s=5.0, logon=True) if websocket else None
     gateway = BinanceGateway(endpoints, creds, clock, rest=rest, ws_api=ws_api)
     try:
         await gateway.start()

@@ -34,14 +34,15 @@ from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import RiskGate
 from engine.control import ControlRefused
 from engine.events import EventLog
-from engine.journal import GuardedJournal
+from engine.journal import GuardedJournal, WriteAhead
 from engine.orchestrator import HedgeOrchestrator
 from engine.runtime import Runtime
+from ledger.ahead import ahead_path, read_ahead
 from ledger.ledger import Ledger
 from tests.execution_support import INSTRUMENTS, ScriptedGateway, make_intent
 
 DISK_FULL = sqlite3.OperationalError("database or disk is full")
-JOURNAL_CALLS = ("group_opened", "group_state", "order_created", "order_state", "fill", "compensation",
+JOURNAL_CALLS = ("group_opened", "group_state", "order_created", "mirror", "order_state", "fill", "compensation",
                  "risk_event", "dust", "flush")
 FINISHED = {GroupState.HEDGED, GroupState.REPAIRED, GroupState.UNWOUND, GroupState.REJECTED}
 
@@ -68,11 +69,13 @@ class FaultPlan:
 
 
 class CheckedGateway:
-    """A scripted venue that, at each place, checks the entry's write-ahead row is committed."""
+    """A scripted venue that, at each place, checks the entry's write-ahead row is committed
+    (`write_ahead="commit"`) or committed or in the write-ahead file (`"file"`)."""
 
-    def __init__(self, inner: ScriptedGateway, db: Path) -> None:
+    def __init__(self, inner: ScriptedGateway, db: Path, write_ahead: WriteAhead) -> None:
         self.inner = inner
         self.db = db
+        self.write_ahead = write_ahead
         self.unjournaled_entries: list[str] = []
         self.placed: list[str] = []
 
@@ -84,9 +87,12 @@ class CheckedGateway:
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
         try:
             row = con.execute("SELECT 1 FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
-            return row is not None
         finally:
             con.close()
+        if row is not None or self.write_ahead == "commit":
+            return row is not None
+        ahead = read_ahead(ahead_path(self.db))
+        return any(r[2] == "order_created" and client_order_id in bytes(r[4]).decode() for r in ahead.rows)
 
     async def place(self, order: Order) -> OrderUpdate:
         self.placed.append(order.client_order_id)
@@ -119,11 +125,11 @@ class Run:
             con.close()
 
 
-async def _group_life(tmp_path: Path, fail_at: int | None) -> Run:
+async def _group_life(tmp_path: Path, fail_at: int | None, write_ahead: WriteAhead) -> Run:
     """One hedge group on scripted venues (both legs fill; retries fill), journaled through a
     GuardedJournal over a real ledger whose writer stops at journal call `fail_at`."""
     clock = ManualClock()
-    path = tmp_path / f"ledger-{fail_at}.db"
+    path = tmp_path / f"ledger-{write_ahead}-{fail_at}.db"
     ledger = await Ledger.open(path, clock=clock)
     plan = FaultPlan(ledger, fail_at)
     gate = RiskGate.from_config(clock, RiskConfig(max_leg_notional=Decimal(10**6), max_gross_exposure=Decimal(10**7)))
@@ -133,10 +139,11 @@ async def _group_life(tmp_path: Path, fail_at: int | None) -> Run:
         halts.append(error)
         gate.kill(f"ledger: {error}")
 
-    journal = GuardedJournal(ledger, on_failure=halt, retry_s=0)  # retried by hand below
+    # retried by hand below
+    journal = GuardedJournal(ledger, on_failure=halt, retry_s=0, write_ahead=write_ahead)
     venues: tuple[Venue, ...] = ("mt5", "binance")
-    gateways: dict[Venue, CheckedGateway] = {v: CheckedGateway(ScriptedGateway(v, ["fill"] * 4, clock), path)
-                                             for v in venues}
+    gateways: dict[Venue, CheckedGateway] = {
+        v: CheckedGateway(ScriptedGateway(v, ["fill"] * 4, clock), path, write_ahead) for v in venues}
     touch = {("mt5", "BTCUSD"): (59990.0, 60000.0), ("binance", "BTCUSDT"): (60100.0, 60110.0)}
     ports: dict[Venue, ExecutionGateway] = dict(gateways)
     orch = HedgeOrchestrator(ports, INSTRUMENTS, gate, clock, EventLog(), journal=journal, poll_interval_s=0.0,
@@ -156,14 +163,17 @@ async def _group_life(tmp_path: Path, fail_at: int | None) -> Run:
     return Run(group, gate, journal, halts, gateways, plan.calls, path)
 
 
-async def test_a_writer_failure_at_any_journal_call_halts_and_loses_nothing(tmp_path: Path) -> None:
-    baseline = await _group_life(tmp_path, None)
+@pytest.mark.parametrize("write_ahead", ["file", "commit"])
+async def test_a_writer_failure_at_any_journal_call_halts_and_loses_nothing(
+    tmp_path: Path, write_ahead: WriteAhead
+) -> None:
+    baseline = await _group_life(tmp_path, None, write_ahead)
     assert baseline.group.state is GroupState.HEDGED and baseline.halts == []
     n = len(baseline.calls)
     assert n >= 8, baseline.calls  # opened, two write-aheads, states, fills, the close
     outcomes: set[GroupState] = set()
     for k in range(1, n + 1):
-        run = await _group_life(tmp_path, k)
+        run = await _group_life(tmp_path, k, write_ahead)
         where = f"writer stopped at call {k} ({run.calls[k - 1]}) of {run.calls}"
         # Halted at once, with the ledger's reason, once.
         assert len(run.halts) == 1, where

@@ -55,6 +55,7 @@ from tests.okx_kill9_engine import (
     PASSPHRASE,
     SECRET,
     FillingVenue,
+    in_ahead_file,
     okx_gateway,
     orchestrator,
     wide_gate,
@@ -70,8 +71,8 @@ class SimVenue:
 
     server: OkxSimServer
     received: Counter[str] = field(default_factory=Counter)
-    ledger: Path | None = None  # when set: whether each order's row was committed as it arrived
-    committed_on_arrival: dict[str, bool] = field(default_factory=dict)
+    ledger: Path | None = None  # when set: whether each order's row was safe as it arrived
+    ahead_on_arrival: dict[str, bool] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
@@ -86,7 +87,7 @@ async def okx_venue() -> AsyncIterator[SimVenue]:
         cid = str(args.get("clOrdId", "")) if isinstance(args, dict) else ""
         venue.received[cid] += 1
         if venue.ledger is not None:
-            venue.committed_on_arrival[cid] = order_state(venue.ledger, cid) is not None
+            venue.ahead_on_arrival[cid] = in_ahead_file(venue.ledger, cid)
         return place(account, args)
 
     server.private.place_order = counted  # type: ignore[method-assign]
@@ -210,10 +211,12 @@ def asked_by_client_order_id(cid: str) -> str:
 
 
 async def test_kill9_after_the_write_ahead_before_the_send_rejects_the_group(tmp_path: Path) -> None:
+    """`write_ahead = "commit"`: the row was committed before the send; killed while held there."""
     path = tmp_path / "ledger.db"
     flag = tmp_path / "held"
     async with okx_venue() as venue:
-        proc, group_id, cid = await start_engine(path, venue.server, "--hold-before-send", str(flag))
+        proc, group_id, cid = await start_engine(path, venue.server, "--hold-before-send", str(flag),
+                                                 "--write-ahead", "commit")
         try:
             await until(flag.exists, "the engine to reach the send after the write-ahead", proc)
             # The `submitted` state queued just before the send commits within the writer's 2 ms
@@ -221,24 +224,44 @@ async def test_kill9_after_the_write_ahead_before_the_send_rejects_the_group(tmp
             await until(lambda: order_state(path, cid) == "submitted", "the submitted state committed", proc)
         finally:
             await kill9(proc)
-        assert flag.read_text() == f"{cid} new"  # durable when the send began
+        assert flag.read_text() == f"{cid} new absent"  # durable when the send began
         # Committed before the send, and never sent.
         assert rows(path, "SELECT client_order_id, venue, state FROM orders") == [(cid, "okx", "submitted")]
         assert rows(path, "SELECT state FROM hedge_groups WHERE group_id = ?", group_id) == [("working",)]
         assert venue.received == Counter() and venue.server.private.orders_received == 0
+        await _restart_rejects(path, venue, group_id, cid)
 
-        again = await restart(path, venue.server)
 
-        assert [g.group_id for g in again.groups] == [group_id] and again.unfinished == [cid]
-        [group] = again.groups
-        assert group.state is GroupState.REJECTED
-        assert again.wire[0] == asked_by_client_order_id(cid)
-        assert not any(line.startswith("POST") for line in again.wire)
-        assert again.sent == 0 and again.mt5.calls == []
+async def test_kill9_with_the_row_only_in_the_write_ahead_file_recovers_it_and_rejects(tmp_path: Path) -> None:
+    """`write_ahead = "file"` (the default): killed at the send, before SQLite committed the
+    order's row; the next open replays it from `<ledger>.ahead` and recovery asks the venue."""
+    path = tmp_path / "ledger.db"
+    flag = tmp_path / "held"
+    async with okx_venue() as venue:
+        proc, group_id, cid = await start_engine(path, venue.server, "--hold-before-send", str(flag),
+                                                 "--write-ahead", "file")
+        code = await asyncio.wait_for(proc.wait(), BOUND_S)  # it kills itself at the send
+        assert code == -signal.SIGKILL, f"the engine ended with {code}, not by SIGKILL"
+        assert flag.read_text() == f"{cid} none ahead"  # not committed, but in the file
+        assert rows(path, "SELECT count(*) FROM orders") == [(0,)]
         assert venue.received == Counter() and venue.server.private.orders_received == 0
-        assert rows(path, "SELECT client_order_id, state FROM orders") == [(cid, "rejected")]
-        assert rows(path, "SELECT state FROM hedge_groups WHERE group_id = ?", group_id) == [("rejected",)]
-        assert rows(path, "SELECT count(*) FROM fills") == [(0,)]
+        await _restart_rejects(path, venue, group_id, cid)
+
+
+async def _restart_rejects(path: Path, venue: SimVenue, group_id: str, cid: str) -> None:
+
+    again = await restart(path, venue.server)
+
+    assert [g.group_id for g in again.groups] == [group_id] and again.unfinished == [cid]
+    [group] = again.groups
+    assert group.state is GroupState.REJECTED
+    assert again.wire[0] == asked_by_client_order_id(cid)
+    assert not any(line.startswith("POST") for line in again.wire)
+    assert again.sent == 0 and again.mt5.calls == []
+    assert venue.received == Counter() and venue.server.private.orders_received == 0
+    assert rows(path, "SELECT client_order_id, state FROM orders") == [(cid, "rejected")]
+    assert rows(path, "SELECT state FROM hedge_groups WHERE group_id = ?", group_id) == [("rejected",)]
+    assert rows(path, "SELECT count(*) FROM fills") == [(0,)]
     await assert_nothing_left_open(path)
 
 
@@ -263,7 +286,7 @@ async def test_kill9_after_the_venue_filled_before_the_answer_books_the_fill_onc
         assert rows(path, "SELECT count(*) FROM fills") == [(0,)]
         assert rows(path, "SELECT state FROM hedge_groups WHERE group_id = ?", group_id) == [("working",)]
         assert venue.received == Counter({cid: 1})
-        assert venue.committed_on_arrival == {cid: True}  # the write-ahead was on disk before the venue saw it
+        assert venue.ahead_on_arrival == {cid: True}  # written ahead before the venue saw it
 
         again = await restart(path, venue.server)
 

@@ -94,7 +94,7 @@ async def test_a_socket_that_closes_while_sending_reports_a_connection_error() -
     gw = _gateway(lambda request: httpx.Response(500))
 
     class ClosingSocket:
-        async def send(self, text: str) -> None:
+        async def send(self, message: bytes, *, text: bool = False) -> None:
             raise ConnectionClosedError(None, None)
 
     gw.stream._ws = ClosingSocket()  # type: ignore[assignment]

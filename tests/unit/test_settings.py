@@ -485,6 +485,7 @@ ALL_SECRET_VARS = [
     "QUANTARB_OKX_API_PASSPHRASE",
     "QUANTARB_BINANCE_API_KEY",
     "QUANTARB_BINANCE_API_SECRET",
+    "QUANTARB_BINANCE_ED25519_KEY",
     "QUANTARB_ADMIN_TOKEN",
 ]
 
@@ -503,7 +504,7 @@ def test_secrets_from_env(tmp_path: Path) -> None:
     assert secrets.okx_api_key is not None and secrets.okx_api_key.get_secret_value() == f"{SECRET}-0"
     assert secrets.okx_api_passphrase is not None
     assert secrets.okx_api_passphrase.get_secret_value() == f"{SECRET}-2"
-    assert secrets.admin_token is not None and secrets.admin_token.get_secret_value() == f"{SECRET}-5"
+    assert secrets.admin_token is not None and secrets.admin_token.get_secret_value() == f"{SECRET}-6"
     t1 = secrets.mt5_secret("T1")
     assert t1 is not None and t1.get_secret_value() == f"{SECRET}-mt5"
     assert secrets.mt5_secret("T2") is None

@@ -163,8 +163,10 @@ def test_the_names_quantarb_defines_outside_the_config_are_accepted(tmp_path: Pa
     assert loaded.path == path and loaded.config.listener.port == 9001
     assert loaded.warnings == ()
     assert set(other_env_vars()) == {"QUANTARB_CONFIG"} | {
-        f"QUANTARB_{n}{suffix}" for n in ("OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE", "BINANCE_API_KEY",
-                                          "BINANCE_API_SECRET", "ADMIN_TOKEN") for suffix in ("", "_FILE")}
+        f"QUANTARB_{n}{suffix}"
+        for n in ("OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE", "BINANCE_API_KEY", "BINANCE_API_SECRET",
+                  "BINANCE_ED25519_KEY", "ADMIN_TOKEN")
+        for suffix in ("", "_FILE")}
     assert {"QUANTARB_LISTENER__PORT", "QUANTARB_VENUES__OKX__WS_URL", "QUANTARB_PAIRS",
             "QUANTARB_STRATEGY__MAX_EDGE_BPS", "QUANTARB_RISK__OUTLIER_BLOCK_COUNT"} <= set(setting_env_vars())
 
