@@ -12,9 +12,10 @@ optional `X-QA-Instance` header (409 when another instance holds it; `mt5_bridge
 
 Order of checks for a signed request: the size (413: a declared Content-Length over 64 KiB
 is refused before reading, and the streamed body is counted too), the signature over the
-raw body (401, before anything parses it), then decoding and validation (422), then the
-state change. Bad input never gets 5xx and never changes state; 503 means the command
-store failed (retry). Every answer is compact JSON, errors included (`{"error": ...}`).
+raw body (401, before anything parses it), the instance lease for tick, commands and account
+(409), then decoding and validation (422), then the state change. Bad input never gets 5xx
+and never changes state; 503 means the command store failed (retry). Every answer is compact
+JSON, errors included (`{"error": ...}`).
 
 `extra_routes` (the runtime's operator API and metrics) are mounted as given; the body
 limit and the JSON error answers apply to them too.

@@ -797,7 +797,7 @@ class EaSimulator:
             self._remember(entry.but(state="unknown", retcode=rc, reason="TIMEOUT"))
             self._follow(cmd.id)
             self._account_due = True
-            await self._ack(cmd.id, "unknown", rc, "TIMEOUT: outcome unknown; never sent again")
+            await self._ack(cmd.id, "unknown", rc, "TIMEOUT; never sent again")
             return
         if rc in TRANSIENT_RETCODES:
             self._remember(entry.but(state="retry", retcode=rc))
@@ -812,11 +812,12 @@ class EaSimulator:
 
     async def _report_known(self, entry: JournalEntry, *, force: bool) -> None:
         """Report what is known of a journaled command (a redelivery, never a resend)."""
-        if entry.state in ("sent", "unknown") and not await self._resolve(entry):
-            self._follow(entry.command_id)
-            await self._ack(entry.command_id, "unknown", entry.retcode, "outcome unknown; never sent again")
+        if entry.state in ("sent", "unknown"):
+            if not await self._resolve(entry):  # which acks what it finds
+                self._follow(entry.command_id)
+                await self._ack(entry.command_id, "unknown", entry.retcode,
+                                f"{entry.reason or 'sent'}; never sent again")
             return
-        entry = self._journal.get(entry.command_id) or entry
         if entry.state == "rejected":
             await self._ack(entry.command_id, "rejected", entry.retcode, entry.reason)
         elif entry.state == "done":
@@ -929,13 +930,17 @@ class EaSimulator:
         return True
 
     def _find_order(self, entry: JournalEntry) -> Order | None:
-        """The order of `entry` on the trade server: by comment, or else the one order of our
-        magic, symbol, side and volume set up since it was sent that no other command claims
-        (comments may be rewritten; one unknown outcome per symbol keeps this unambiguous)."""
+        """The order of `entry` on the trade server: its known ticket, or by comment, or else the
+        one order of our magic, symbol, side and volume set up since it was sent that no other
+        command claims (comments may be rewritten; one unknown outcome per symbol keeps this
+        unambiguous; an ambiguous match is not taken)."""
         claimed = {e.order for e in self._journal.entries() if e.order and e.command_id != entry.command_id}
         stored = entry.command_id[:COMMENT_MAX]
         orders = [o for o in self.broker.orders() + self.broker.history_orders(entry.send_ms - 2000)
                   if o.magic == self.magic and o.ticket not in claimed]
+        known = [o for o in orders if entry.order and o.ticket == entry.order]
+        if known:
+            return known[0]
         by_comment = [o for o in orders if o.comment == stored]
         if by_comment:
             return by_comment[0]

@@ -362,7 +362,7 @@ async def test_a_timeout_is_unknown_never_resent_and_its_late_deal_is_reported(t
         # Sent once; the EA said it did not know, then what it found, and never sent it again.
         assert terminal.broker.requests == 1 and ea.executed == 1 and ea.unknown_outcomes == 1
         assert recorder.acks("to-1") == [
-            ("unknown", TRADE_RETCODE_TIMEOUT, "TIMEOUT: outcome unknown; never sent again"),
+            ("unknown", TRADE_RETCODE_TIMEOUT, "TIMEOUT; never sent again"),
             ("accepted", TRADE_RETCODE_DONE, ""),
         ]
         cmd = listener.queue.get("to-1")
@@ -377,7 +377,7 @@ async def test_a_timeout_whose_deal_comes_after_expiry_is_unknown_then_filled(tm
         update = await listener.place("to-2")
         # The EA sent it and does not know: quantarb must not guess "expired".
         assert update.state is OrderState.UNKNOWN and update.fills == []
-        assert update.reason == "retcode 10012: outcome unknown: TIMEOUT: outcome unknown; never sent again"
+        assert update.reason == "retcode 10012: outcome unknown: TIMEOUT; never sent again"
         assert terminal.broker.requests == 1
         await until(lambda: bool(terminal.broker.history_deals()) and "to-2" not in ea.following, what="late deal")
         resolved = await listener.query("to-2")

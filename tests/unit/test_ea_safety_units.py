@@ -227,7 +227,7 @@ async def test_an_ea_that_died_inside_ordersend_never_sends_again(quotes: Quotes
     await steps(ea, clock, 3)
     assert b.requests == 0 and ea.executed == 0
     assert listener.acks[0] == {"command_id": "o-1", "status": "unknown", "retcode": 0,
-                                "reason": "outcome unknown; never sent again"}
+                                "reason": "the EA stopped during OrderSend; never sent again"}
     await steps(ea, clock, 10)  # nothing appears on the trade server within the settle time
     assert b.requests == 0
     assert listener.acked["o-1"]["status"] == "unknown"
