@@ -2,8 +2,11 @@
 
 With no configuration (or `[demo] enabled`) quantarb trades against simulated venues on
 loopback: OKX and Binance servers that speak the real protocols, and an MT5 broker whose EA
-simulator is a real HTTP client of the real listener. Everything else in the engine sees only
-URLs, quotes and gateways, so the demo runs the same code a live engine runs.
+simulator is a real HTTP client of the real listener. The OKX and Binance legs go through the
+live gateways (`engine.live_venues`) with keys made up for the run, and reconciliation runs
+as in live mode, so the live code paths run every time anyone starts the demo. Two exceptions
+keep paper gateways: the deterministic driver (no sockets) and `[paper]` faults, which are a
+paper gateway's feature. Everything else in the engine sees only URLs, quotes and gateways.
 
 `DemoDriver` steps that world on a manual clock for deterministic tests and snapshots: quotes go
 from the synthetic market straight into the engine (no sockets, no timing).
@@ -13,18 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import SecretStr
+
 from core.clock import Clock
-from core.config import QuantarbConfig
+from core.config import PaperConfig, QuantarbConfig
 from core.instruments import Instrument
 from core.models import Decision, Quote, Venue
+from engine.settings import Secrets
 from sim.ea_sim import EaSimulator, TickBoard
 from sim.market import SimTick, SyntheticMarket
 from sim.mt5_broker import BrokerBehaviour, SimBroker, spec_from_instrument
 from sim.world import SimWorld
+from sim.world import TradingAccounts as TradingAccounts  # re-exported: the runtime names it
 
 EA_TIMER_MS = 50
 EA_FILL_LATENCY_MS = (5.0, 40.0)
@@ -34,12 +43,67 @@ def is_simulated(config: QuantarbConfig, *, is_demo: bool) -> bool:
     return is_demo or config.demo.enabled
 
 
+def trades_through_gateways(paper: PaperConfig) -> bool:
+    """The demo's OKX/Binance legs go through the live gateways unless paper faults are asked
+    for (they are the paper gateway's feature: `QUANTARB_PAPER__REJECT_RATE=0.2 quantarb tui`)."""
+    return not (paper.reject_rate or paper.timeout_rate or paper.lost_ack_rate or paper.partial_rate)
+
+
+def trading_accounts() -> TradingAccounts:
+    """Keys for this run's simulated venues: random, loopback only, never written anywhere."""
+    return TradingAccounts(okx_key=secrets.token_hex(16), okx_secret=secrets.token_hex(16).upper(),
+                           okx_passphrase=f"Demo-{secrets.token_hex(6)}", binance_key=secrets.token_hex(32),
+                           binance_secret=secrets.token_hex(32))
+
+
+def trading_secrets(accounts: TradingAccounts, base: Secrets | None) -> Secrets:
+    """The demo's venue keys, with the rest (the admin token, MT5 secrets) as configured."""
+    base = base or Secrets()
+    return Secrets(okx_api_key=SecretStr(accounts.okx_key), okx_api_secret=SecretStr(accounts.okx_secret),
+                   okx_api_passphrase=SecretStr(accounts.okx_passphrase),
+                   binance_api_key=SecretStr(accounts.binance_key),
+                   binance_api_secret=SecretStr(accounts.binance_secret),
+                   admin_token=base.admin_token, mt5_terminals=base.mt5_terminals)
+
+
+def world_venues(config: QuantarbConfig, world: SimWorld) -> QuantarbConfig:
+    """`config` with its OKX and Binance sections pointing at the started world."""
+    venues = config.venues
+    okx = venues.okx.model_copy(update={
+        "rest_url": world.okx_rest_url, "ws_url": world.okx_ws_url,
+        "private_ws_url": world.okx.private_ws_url}) if venues.okx is not None else None
+    binance = None
+    if venues.binance is not None:
+        base = world.binance_rest_url
+        ws = world.binance_ws_url
+        route = "/ws-api/v3" if venues.binance.market == "spot" else "/ws-fapi/v1"
+        binance = venues.binance.model_copy(update={
+            "rest_url": base, "ws_url": ws, "trade_rest_url": base, "ws_api_url": f"{ws}{route}",
+            "user_stream_url": f"{ws}/private" if venues.binance.market == "usdm" else None})
+    return config.model_copy(update={"venues": venues.model_copy(update={"okx": okx, "binance": binance})})
+
+
+def seed_positions(world: SimWorld, held: Mapping[tuple[str, str], Decimal]) -> list[str]:
+    """What the last run left on the simulated venues, as the ledger has it (a real venue keeps
+    positions across an engine's restarts; these simulators start empty). Returns what it did."""
+    done: list[str] = []
+    for (venue, symbol), qty in sorted(held.items()):
+        if venue not in ("okx", "binance") or qty == 0:
+            continue
+        touch = world.touch(venue, symbol)  # type: ignore[arg-type]
+        price = Decimal(repr((touch[0] + touch[1]) / 2)) if touch is not None else Decimal(0)
+        world.seed_position(venue, symbol, qty, price)  # type: ignore[arg-type]
+        done.append(f"{venue} {symbol} {qty}")
+    return done
+
+
 def build_world(
     config: QuantarbConfig,
     clock: Clock,
     *,
     is_demo: bool,
     on_mt5_tick: Callable[[SimTick], None] | None = None,
+    accounts: TradingAccounts | None = None,
 ) -> SimWorld | None:
     """The simulated venues when the demo runs (or `[demo] enabled`), else None."""
     if not is_simulated(config, is_demo=is_demo):
@@ -53,6 +117,7 @@ def build_world(
         dislocation_every_s=config.demo.dislocation_every_s,
         binance_market=binance.market if binance is not None else "usdm",
         on_mt5_tick=on_mt5_tick,
+        accounts=accounts,
     )
 
 

@@ -27,6 +27,7 @@ from engine.orchestrator import HedgeOrchestrator
 from mt5_bridge.bridge import PositionState
 
 TouchSource = Callable[[Venue, str], tuple[float, float] | None]
+REDUCE_ATTEMPTS = 3  # an IOC the book moved away from is tried again at the new touch, twice
 
 
 @dataclass(slots=True)
@@ -120,9 +121,9 @@ class Flattener:
             return None
         return await self._mt5_positions(after_ms)
 
-    def _order(self, batch: str, n: int, venue: str, symbol: str, side: Side, qty: Decimal, price: Decimal) -> Order:
+    def _order(self, cid: str, batch: str, venue: str, symbol: str, side: Side, qty: Decimal, price: Decimal) -> Order:
         return Order(
-            client_order_id=f"{batch}{n}"[:32],
+            client_order_id=cid[:32],
             group_id=batch,
             venue=venue,  # type: ignore[arg-type]
             symbol=symbol,
@@ -142,26 +143,38 @@ class Flattener:
         return inst.limit_price(float(raw), side)
 
     async def _reduce(self, batch: str, n: int, line: FlattenLine, inst: Instrument) -> None:
-        side: Side = "sell" if line.before > 0 else "buy"
-        qty = inst.to_venue_qty(floor_to(abs(line.before), inst.base_step))
-        if inst.to_base_qty(qty) < inst.base_min_qty:
-            line.note = f"below the venue minimum ({inst.base_min_qty})"
-            return
-        price = self._price(inst, side)
-        if price is None:
-            line.note = "no quote to price the order"
-            return
-        order = self._order(batch, n, inst.venue, inst.symbol, side, qty, price)
-        line.sent.append(order.client_order_id)
-        await self._orch.send_flatten(order)
-        if order.state is not OrderState.FILLED:
+        """Close the venue's position with marketable IOC orders: one, and up to
+        REDUCE_ATTEMPTS - 1 more at the new touch for what an IOC left (a real book moves
+        between the price and the fill). Each attempt has its own client order id."""
+        remaining = line.before
+        for attempt in range(REDUCE_ATTEMPTS):
+            side: Side = "sell" if remaining > 0 else "buy"
+            qty = inst.to_venue_qty(floor_to(abs(remaining), inst.base_step))
+            if inst.to_base_qty(qty) < inst.base_min_qty:
+                if attempt == 0:
+                    line.note = f"below the venue minimum ({inst.base_min_qty})"
+                return
+            price = self._price(inst, side)
+            if price is None:
+                line.note = "no quote to price the order"
+                return
+            cid = f"{batch}{n}" + (chr(ord("a") + attempt - 1) if attempt else "")
+            order = self._order(cid, batch, inst.venue, inst.symbol, side, qty, price)
+            line.sent.append(order.client_order_id)
+            await self._orch.send_flatten(order)
+            if order.state is OrderState.FILLED:
+                line.note = ""
+                return
             line.note = f"{order.client_order_id} {order.state} {order.reject_reason}".strip()
+            if order.state not in (OrderState.EXPIRED, OrderState.CANCELLED, OrderState.PARTIALLY_FILLED):
+                return  # refused or unknown: not a moving book, do not insist
+            remaining = self._gate.exposure.position(line.venue, line.asset)
 
     async def _close_ticket(self, batch: str, n: int, line: FlattenLine, inst: Instrument, p: PositionState) -> None:
         assert self._mt5_close is not None
         side = opposite(p.side)
         price = self._price(inst, side) or Decimal(0)
-        order = self._order(batch, n, "mt5", p.symbol, side, p.volume, price)
+        order = self._order(f"{batch}{n}", batch, "mt5", p.symbol, side, p.volume, price)
         line.sent.append(order.client_order_id)
         close = self._mt5_close
         await self._orch.send_flatten(

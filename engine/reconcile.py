@@ -49,6 +49,8 @@ OUR_PREFIXES = ("qa", "FL")
 PASS_TIMEOUT_S = 20.0
 FILL_SETTLE_MS = 5_000  # a fill younger than this may still be on its way to the ledger
 FIRST_LOOKBACK_MS = 24 * 3600 * 1000
+MT5_FIRST_REPORT_S = 10.0  # the EA reports its account on its timer: a few seconds at most
+RETRY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,17 +106,26 @@ class Reconciler:
         self._since_ms: dict[Venue, int] = {}
 
     # -- passes --------------------------------------------------------------------------
-    async def first_pass(self) -> None:
-        """Before trading: hold the gate, reconcile every venue once, release."""
+    async def first_pass(self, mt5_wait_s: float = MT5_FIRST_REPORT_S) -> None:
+        """Before trading: hold the gate, give the EAs a moment for their first account report
+        (bounded), reconcile every venue once, release."""
         self._risk.hold(RECONCILING)
         try:
+            if self._mt5_accounts is not None:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + mt5_wait_s
+                while any(a is None for a in self._mt5_accounts().values()) and loop.time() < deadline:
+                    await asyncio.sleep(0.1)
             await self.run_once()
         finally:
             self._risk.release(RECONCILING, "reconciled with the venues")
 
     async def run(self) -> None:
+        """A pass every `interval_s`; sooner (every RETRY_S) while a venue could not be read,
+        so a venue blocked by a passing fault is unblocked quickly."""
         while True:
-            await asyncio.sleep(self.interval_s)
+            failing = any(not r.ok for r in self.venues.values())
+            await asyncio.sleep(min(self.interval_s, RETRY_S) if failing else self.interval_s)
             await self.run_once()
 
     async def run_once(self) -> None:

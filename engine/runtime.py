@@ -52,6 +52,7 @@ from engine.venue_health import VenueHealth
 from engine.view_model import ViewModel, pair_event
 from exchanges.paper import PaperBehaviour, PaperGateway
 from feeds.base import WsFeed
+from ledger import queries
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
 from mt5_bridge.server import EmbeddedServer
@@ -167,7 +168,12 @@ class Runtime:
                                   mt5_in_process=simulated and mt5 is None)
         on_mt5 = (self.demo_ea.on_tick if self.demo_ea is not None
                   else demo.in_process_mt5(self.clock, self.ingest, self.health.delivered))
-        self.world = demo.build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=on_mt5)
+        # The real-time demo trades through the live gateways against its simulated venues.
+        self._trading_accounts = (demo.trading_accounts()
+                                  if simulated and not mt5_in_process and demo.trades_through_gateways(config.paper)
+                                  else None)
+        self.world = demo.build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=on_mt5,
+                                      accounts=self._trading_accounts)
         self.accounts = Accounts(self.gateways, config.paper, self.gate, self.orchestrator, mt5)
         self.risk_monitor = RiskMonitor(
             self.gate, self.compare, self.clock,
@@ -378,6 +384,8 @@ class Runtime:
         try:
             if self.world is not None:
                 await self.world.start()
+                if self._trading_accounts is not None:
+                    await self._demo_gateways(self._trading_accounts)
             if self.live is not None:
                 await self.live.start()  # specs checked against the config before anything trades
             await self._start_listener()
@@ -431,6 +439,24 @@ class Runtime:
                                      f"next pass in {self.reconciler.interval_s:g} s"))
         await self.reconciler.run()
 
+    async def _demo_gateways(self, accounts: demo.TradingAccounts) -> None:
+        """The demo's OKX/Binance legs through the live gateways, against the started world,
+        with the positions the ledger says the last run left seeded on its venues."""
+        assert self.world is not None
+        if self.ledger is not None:
+            for line in demo.seed_positions(self.world, await self.ledger.read(queries.net_positions)):
+                self.events.emit(EngineEvent(self.clock.time_ms(), "demo",
+                                             f"simulated venue holds what the ledger left: {line}"))
+        self.live = LiveVenues(demo.world_venues(self.config, self.world),
+                               demo.trading_secrets(accounts, self._secrets), self.clock, self.instruments.values())
+        self.gateways.update(self.live.gateways)  # the orchestrator's own map
+        self.reconciler = Reconciler(
+            self.live.accounts(), self.instruments.values(), self.gate, self.risk, self.orchestrator,
+            self.events, self.clock, ledger=lambda: self.ledger, journal=lambda: self.journal,
+            mt5_accounts=self._mt5_accounts if self.mt5 is not None else None,
+            interval_s=self.config.engine.reconcile_interval_s,
+        )
+
     async def _abort_start(self) -> None:
         """Undo a start that failed half-way: nothing keeps running, no file says we listen."""
         self._running = False
@@ -443,11 +469,11 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self._operator_server.stop()
             self._operator_server = None
+        if self.live is not None:
+            await self.live.stop()
         if self.world is not None:
             with contextlib.suppress(Exception):
                 await self.world.stop()
-        if self.live is not None:
-            await self.live.stop()
         await self.close_ledger()
 
     async def _start_listener(self) -> None:
@@ -559,9 +585,9 @@ class Runtime:
             self._operator_server = None
         for pair_row in self.view.pair_rows():
             self.events.emit(pair_event(self.clock.time_ms(), pair_row))
+        if self.live is not None:  # before the (demo) venues themselves go away
+            await self.live.stop()
         if self.world is not None:
             await self.world.stop()
-        if self.live is not None:
-            await self.live.stop()
         await self.close_ledger()
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))

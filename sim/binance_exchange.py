@@ -243,8 +243,11 @@ class BinanceExchange:
         self.orders: dict[int, SimOrder] = {}
         self.by_client: dict[str, SimOrder] = {}  # the latest order with each client order id
         self.trades: list[SimTrade] = []
-        self._order_ids = itertools.count(28_000_000 if spot else 8_389_765_000)
-        self._trade_ids = itertools.count(56_000 if spot else 698_759_000)
+        # From the clock, as a venue's ids never repeat (a simulator started again must not
+        # hand out a trade id the ledger already has).
+        start = clock.time_ms() * 1000
+        self._order_ids = itertools.count((28_000_000 if spot else 8_389_765_000) + start)
+        self._trade_ids = itertools.count((56_000 if spot else 698_759_000) + start)
         self._cancel_ids = itertools.count(1)
         self._listeners: dict[int, EventListener] = {}
         self._listener_ids = itertools.count(1)

@@ -177,7 +177,7 @@ class HttpFront:
         finally:
             self._writers.discard(writer)
             writer.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # see above: end quietly
                 await writer.wait_closed()
             if task is not None:
                 self._tasks.discard(task)

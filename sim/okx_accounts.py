@@ -284,9 +284,12 @@ class OkxExchange:
         self.leverage = leverage
         self.accounts: dict[str, OkxSimAccount] = {}
         self.on_change: Callable[[OkxSimAccount, SimOrder, bool], None] | None = None
-        self._ord_ids = itertools.count(600_000_000_000_000_001)
-        self._trade_ids = itertools.count(240_000_001)
-        self._bill_ids = itertools.count(700_000_000_000_000_001)
+        # Ids start from the clock, as a venue's never repeat: a simulator started again (the
+        # demo's, after an engine restart) must not hand out a trade id the ledger already has.
+        start = now_ms() * 1000
+        self._ord_ids = itertools.count(600_000_000_000_000_001 + start)
+        self._trade_ids = itertools.count(240_000_001 + start)
+        self._bill_ids = itertools.count(700_000_000_000_000_001 + start)
         self._taken: dict[str, tuple[SimTick, Decimal, Decimal]] = {}
         self.orders_received = 0
 

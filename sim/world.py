@@ -1,5 +1,12 @@
 """The simulated world: one synthetic market priced on loopback OKX and Binance servers.
 
+With `accounts`, the venues also trade: OKX with its private REST and WebSocket and an account
+for the given key, Binance as a whole venue (`BinanceVenueSim`: private REST, WebSocket API,
+user data) for the given key, both listing the pairs' instruments with the config's sizes, so
+the engine's live gateways trade against them exactly as against the real venues (the demo).
+`seed_position` gives a venue a position it held before this run (a real venue outlives the
+engine; these simulators start empty).
+
 `SimWorld` owns a `SyntheticMarket` and steps it in real time (by the elapsed time of the
 injected clock); each quote goes to the venue that lists it: OKX and Binance quotes to their
 loopback servers, MT5 quotes to a callback (the MT5 side, EA simulator and listener, lives
@@ -15,12 +22,39 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
+from dataclasses import dataclass
+from decimal import Decimal
+
 from core.clock import Clock
-from core.instruments import Pair
+from core.instruments import Instrument, Pair
 from core.models import Venue
+from sim.binance_exchange import Position as BinancePosition
+from sim.binance_exchange import SimSymbol
+from sim.binance_private import SimCredentials
 from sim.binance_server import BinanceMarket, BinanceSimServer
+from sim.binance_venue import BinanceVenueSim
 from sim.market import SimTick, SyntheticMarket
+from sim.okx_accounts import SimPosition, spec_from_instrument
 from sim.okx_server import OkxSimServer
+
+
+@dataclass(frozen=True, slots=True)
+class TradingAccounts:
+    """The keys the world's venues accept (made up per run; loopback only) and each account's
+    quote balance."""
+
+    okx_key: str
+    okx_secret: str
+    okx_passphrase: str
+    binance_key: str
+    binance_secret: str
+    balance: Decimal = Decimal(10_000_000)
+
+
+def binance_symbol(inst: Instrument, pair: str) -> SimSymbol:
+    """The Binance listing of a configured instrument, with the config's filters."""
+    return SimSymbol(inst.symbol, pair, "USDT", Decimal(inst.tick_size), Decimal(inst.lot_step),
+                     Decimal(inst.min_qty), Decimal(inst.min_notional or 5))
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +74,7 @@ class SimWorld:
         on_mt5_tick: Callable[[SimTick], None] | None = None,
         step_interval_s: float = 0.02,
         host: str = "127.0.0.1",
+        accounts: TradingAccounts | None = None,
     ) -> None:
         if step_interval_s <= 0:
             raise ValueError("step_interval_s must be > 0")
@@ -58,8 +93,26 @@ class SimWorld:
             for inst in pair.instruments:
                 symbols[inst.venue].append(inst.symbol)
         # Created now (so tests can set faults before start), listening after start().
-        self.okx = OkxSimServer(host, 0, symbols=symbols["okx"], clock=clock)
-        self.binance = BinanceSimServer(host, 0, symbols=symbols["binance"], market=binance_market, clock=clock)
+        self.accounts = accounts
+        self.binance_venue: BinanceVenueSim | None = None
+        if accounts is None:
+            self.okx = OkxSimServer(host, 0, symbols=symbols["okx"], clock=clock)
+            self.binance: BinanceSimServer = BinanceSimServer(host, 0, symbols=symbols["binance"],
+                                                              market=binance_market, clock=clock)
+        else:
+            okx_insts = [i for p in pairs for i in p.instruments if i.venue == "okx"]
+            self.okx = OkxSimServer(host, 0, symbols=symbols["okx"], clock=clock,
+                                    specs=[spec_from_instrument(i) for i in okx_insts])
+            self.okx.private.add_account(accounts.okx_key, accounts.okx_secret, accounts.okx_passphrase,
+                                         balances={"USDT": accounts.balance})
+            listed = [binance_symbol(i, p.name) for p in pairs for i in p.instruments if i.venue == "binance"]
+            balances: dict[str, Decimal | str] = {"USDT": accounts.balance}
+            if binance_market == "spot":  # spot legs sell what the account holds
+                balances.update({s.base: accounts.balance / 1000 for s in listed})
+            self.binance_venue = BinanceVenueSim(
+                market=binance_market, credentials=SimCredentials(accounts.binance_key, accounts.binance_secret),
+                host=host, clock=clock, symbols=listed, balances=balances)
+            self.binance = self.binance_venue.public
         self._last: dict[tuple[Venue, str], SimTick] = {}
         self._task: asyncio.Task[None] | None = None
         self.ticks_routed = 0
@@ -80,7 +133,7 @@ class SimWorld:
             self._route(tick)
         await self.okx.start()
         try:
-            await self.binance.start()
+            await (self.binance_venue or self.binance).start()
         except BaseException:
             await self.okx.stop()
             raise
@@ -93,7 +146,7 @@ class SimWorld:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.gather(self.okx.stop(), self.binance.stop())
+        await asyncio.gather(self.okx.stop(), (self.binance_venue or self.binance).stop())
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -129,13 +182,13 @@ class SimWorld:
     def binance_ws_url(self) -> str:
         """ws://127.0.0.1:PORT, the base: append /ws/<stream> (spot) or /public/ws/<stream> (USD-M)."""
         self._require_running()
-        return self.binance.ws_url
+        return self.binance_venue.ws_base_url if self.binance_venue is not None else self.binance.ws_url
 
     @property
     def binance_rest_url(self) -> str:
         """http://127.0.0.1:PORT (the REST base URL)."""
         self._require_running()
-        return self.binance.rest_url
+        return self.binance_venue.base_url if self.binance_venue is not None else self.binance.rest_url
 
     # ------------------------------------------------------------------ market
 
@@ -143,6 +196,18 @@ class SimWorld:
         """The current simulated (bid, ask) of an instrument in venue units, None if unknown."""
         tick = self._last.get((venue, symbol))
         return None if tick is None else (tick.bid, tick.ask)
+
+    def seed_position(self, venue: Venue, symbol: str, qty: Decimal, price: Decimal) -> None:
+        """Give the trading account a position it held before this run (venue units, signed)."""
+        if self.accounts is None:
+            raise RuntimeError("the world has no trading accounts")
+        now = self._clock.time_ms()
+        if venue == "okx":
+            account = self.okx.private.accounts[self.accounts.okx_key]
+            account.positions[symbol] = SimPosition(pos=qty, avg_px=price, c_time=now, u_time=now)
+        elif venue == "binance" and self.binance_venue is not None and self.binance_venue.market == "usdm":
+            self.binance_venue.exchange.positions[symbol] = BinancePosition(amount=qty, entry_price=price,
+                                                                            update_ms=now)
 
     def step(self, dt_s: float) -> list[SimTick]:
         """Advance the market by `dt_s` seconds now and route the quotes that came due."""
@@ -157,7 +222,7 @@ class SimWorld:
         if tick.venue == "okx":
             self.okx.publish(tick)
         elif tick.venue == "binance":
-            self.binance.publish(tick)
+            (self.binance_venue or self.binance).publish(tick)
         elif self._on_mt5_tick is not None:
             try:
                 self._on_mt5_tick(tick)

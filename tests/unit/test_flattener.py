@@ -166,7 +166,7 @@ async def test_every_venue_closes_and_the_report_is_flat() -> None:
     ("script", "touch", "after", "note"),
     [
         (["reject"], TOUCH, "0.05", "{coid} rejected"),
-        (["partial:0.4"], TOUCH, "0.03", "{coid} expired"),  # 2 of 5 contracts filled
+        (["partial:0.4", "reject"], TOUCH, "0.03", "{coid} rejected"),  # 2 of 5 filled, then refused
         ([], {k: v for k, v in TOUCH.items() if k[0] != "okx"}, "0.05", "no quote to price the order"),
     ],
     ids=["rejected", "partly-filled", "no-quote"],
@@ -180,14 +180,36 @@ async def test_a_venue_that_cannot_close_is_a_residual_line(
     report = await rig.run()
 
     okx = _line(report, "okx")
-    coid = okx["orders"][0] if okx["orders"] else ""
-    assert okx["orders"] == ([] if note.startswith("no quote") else [coid])
+    coid = okx["orders"][-1] if okx["orders"] else ""
+    expected_orders = 0 if note.startswith("no quote") else len(script)
+    assert len(okx["orders"]) == expected_orders
     assert okx["note"] == note.format(coid=coid)
     assert _values(okx) == (Decimal("0.05"), Decimal(after), False)
     assert rig.position("okx") == Decimal(after)
     assert report["flat"] is False
     assert report["residual"] == [okx]
     assert _values(_line(report, "binance")) == (Decimal("-0.03"), ZERO, True)  # the other venue still closes
+
+
+async def test_an_ioc_the_book_left_is_tried_again_at_the_new_touch_until_flat() -> None:
+    rig = _rig({"okx": ["partial:0.4", "partial:0.5", "fill"]})
+    rig.hold("okx", "0.05")
+    report = await rig.run()
+    okx = _line(report, "okx")
+    # 5 contracts: 2 filled, then 1 of the 3 left (floor of 1.5), then the last 2.
+    assert len(okx["orders"]) == 3 and okx["orders"][1] == okx["orders"][0] + "a"
+    assert _values(okx) == (Decimal("0.05"), ZERO, True) and okx["note"] == ""
+    assert report["flat"] is True
+
+
+async def test_a_flatten_gives_up_after_three_attempts_and_says_what_is_left() -> None:
+    rig = _rig({"okx": ["partial:0.2", "partial:0.25", "partial:0.34"]})
+    rig.hold("okx", "0.05")
+    report = await rig.run()
+    okx = _line(report, "okx")
+    assert len(okx["orders"]) == 3
+    assert okx["note"] == f"{okx['orders'][2]} expired" and report["flat"] is False
+    assert _values(okx)[1] == rig.position("okx") and rig.position("okx") > 0
 
 
 async def test_a_position_below_the_venue_minimum_is_a_residual_line() -> None:
