@@ -32,8 +32,7 @@ from engine.settings import Secrets
 from sim.ea_sim import EaSimulator, TickBoard
 from sim.market import SimTick, SyntheticMarket
 from sim.mt5_broker import BrokerBehaviour, SimBroker, spec_from_instrument
-from sim.world import SimWorld
-from sim.world import TradingAccounts as TradingAccounts  # re-exported: the runtime names it
+from sim.world import SimWorld, TradingAccounts
 
 EA_TIMER_MS = 50
 EA_FILL_LATENCY_MS = (5.0, 40.0)
@@ -233,3 +232,9 @@ class DemoDriver:
         for tick in self._market.advance(dt_ms / 1000.0):
             self._delivered(tick.venue, now_ns)
             self._ingest(tick_quote(tick, now_ns))
+
+
+__all__ = [
+    "DemoDriver", "DemoEa", "TradingAccounts", "build_world", "in_process_mt5", "is_simulated", "seed_positions",
+    "trades_through_gateways", "trading_accounts", "trading_secrets", "world_venues",
+]

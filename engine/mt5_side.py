@@ -25,8 +25,8 @@ from engine.snapshot import FeedRow
 from mt5_bridge.app import create_app
 from mt5_bridge.auth import SignatureVerifier
 from mt5_bridge.bridge import Mt5Bridge, PositionState
-from mt5_bridge.lease import DEFAULT_LEASE_MS
 from mt5_bridge.gateway import MT5Gateway
+from mt5_bridge.lease import DEFAULT_LEASE_MS
 from mt5_bridge.queue import CommandQueue
 from mt5_bridge.server import EmbeddedServer, ListenerLimits
 

@@ -114,7 +114,8 @@ class Reconciler:
             if self._mt5_accounts is not None:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + mt5_wait_s
-                while any(a is None for a in self._mt5_accounts().values()) and loop.time() < deadline:
+                # Polled: the bridge keeps the last report, it has no event to wait on.
+                while any(a is None for a in self._mt5_accounts().values()) and loop.time() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
             await self.run_once()
         finally:

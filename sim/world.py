@@ -19,11 +19,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Self
-
 from dataclasses import dataclass
 from decimal import Decimal
+from types import TracebackType
+from typing import Self
 
 from core.clock import Clock
 from core.instruments import Instrument, Pair
