@@ -28,18 +28,21 @@ def format_ts(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def format_event(event: EngineEvent, *, as_json: bool) -> str:
+def format_event(event: EngineEvent, *, as_json: bool, mode: str = "") -> str:
+    """One log line; `mode` (live, paper, demo, sim) is on every line, so a line copied out
+    of context still says whether real money was involved."""
     if as_json:
         doc: dict[str, object] = {
             "ts": format_ts(event.ts_ms),
             "ts_ms": event.ts_ms,
+            "mode": mode,
             "level": event.level,
             "kind": event.kind,
             "msg": event.text,
         }
         doc.update(event.data)
         return json.dumps(doc, separators=(",", ":"), default=str)
-    return f"{format_ts(event.ts_ms)} {event.level:<5} {event.kind:<7} {event.text}"
+    return f"{format_ts(event.ts_ms)} {mode:<5} {event.level:<5} {event.kind:<7} {event.text}"
 
 
 def format_summary(summary: Mapping[str, object], *, as_json: bool) -> str:
@@ -95,7 +98,7 @@ async def _run(runtime: Runtime, duration: float | None, out: TextIO, as_json: b
     lines = _Lines(out)
 
     def _print(event: EngineEvent) -> None:
-        lines.write(format_event(event, as_json=as_json))
+        lines.write(format_event(event, as_json=as_json, mode=runtime.mode))
 
     runtime.events.subscribe(_print)
     with stop_on_signals(stop):

@@ -3,9 +3,10 @@
 The engine is the runtime's own composition (`engine.runtime.Runtime`: CompareEngine,
 OpportunityPipeline, RiskGate, HedgeOrchestrator, GuardedJournal over a real SQLite `Ledger`
 in a temporary directory), with our live OKX and Binance spot gateways, started and connected
-to the simulators, put in the runtime's gateway map where the paper ones were (the runtime
-does not build live gateways yet). The orchestrator runs as in the runtime (`run()` task,
-concurrent legs), the write-ahead of each entry order is committed (fsync) before it is sent.
+to the simulators, put in the runtime's gateway map where the paper ones were (the bench
+builds its own, with the keys and the Ed25519 logon it needs, instead of a live config). The
+orchestrator runs as in the runtime (`run()` task, concurrent legs), and each entry order is
+written ahead as the runtime's `[engine] write_ahead` says (the default: `<ledger>.ahead`).
 
 Each round: the simulators' books are set so both legs will fill; then one raw frame (bytes,
 as the feed's socket gives it: an OKX `tickers` push or a Binance `bookTicker`) dislocates
