@@ -189,6 +189,9 @@ class Reconciler:
             owners = await ledger.read(queries.known_orders, [f.client_order_id for f in missing])
             booked = self._book(missing, owners)
             row.fills_booked += booked
+            journal = self._journal()
+            if booked and journal is not None:
+                await journal.flush()  # the positions below are read from the ledger
         self._since_ms[venue] = max(since, now - FILL_SETTLE_MS - 60_000)
         # Positions, when nothing is in flight on the venue.
         held = await account.positions()

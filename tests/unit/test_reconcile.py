@@ -1,0 +1,217 @@
+"""Reconciliation's verdicts, deterministic: scripted venue accounts, a real ledger file.
+
+Each claim of engine/reconcile.py's docstring has its test: a fill of ours the ledger lacks is
+booked (once); a fill or an open order the ledger does not know is quarantined, reported once,
+never adopted; a position difference beyond a lot step halts with both figures; a difference
+within a lot step does not; a venue that cannot be read is blocked with the reason and released
+by the next good pass; a venue with orders in flight is not compared; a spot account is not
+compared; an MT5 terminal that never reported blocks MT5, and every terminal's positions count.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from core.clock import ManualClock
+from core.config import RiskConfig
+from core.models import Fill, Order, OrderPurpose, TradingState, Venue
+from core.risk import RiskGate
+from engine.events import EventLog
+from engine.journal import GuardedJournal
+from engine.live_venues import OpenOrder
+from engine.orchestrator import HedgeOrchestrator
+from engine.reconcile import FILL_SETTLE_MS, Reconciler
+from engine.risk_journal import RiskJournal
+from ledger.ledger import Ledger
+from mt5_bridge.bridge import AccountState, PositionState
+from tests.execution_support import INSTRUMENTS, ScriptedGateway
+
+T0 = 1_800_000_000_000
+
+
+@dataclass
+class FakeAccount:
+    venue: Venue
+    orders: list[OpenOrder] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+    held: dict[str, Decimal] | None = field(default_factory=dict)
+    fail: str | None = None
+
+    async def open_orders(self) -> list[OpenOrder]:
+        if self.fail:
+            raise ConnectionError(self.fail)
+        return list(self.orders)
+
+    async def fills_since(self, since_ms: int) -> list[Fill]:
+        return [f for f in self.fills if f.ts_ms >= since_ms]
+
+    async def positions(self) -> dict[str, Decimal] | None:
+        return None if self.held is None else dict(self.held)
+
+
+@dataclass
+class Rig:
+    clock: ManualClock
+    ledger: Ledger
+    journal: GuardedJournal
+    gate: RiskGate
+    events: EventLog
+    okx: FakeAccount
+    mt5_reports: dict[str, AccountState | None]
+    reconciler: Reconciler
+    path: Path
+
+    def rows(self, sql: str) -> list[tuple[object, ...]]:
+        con = sqlite3.connect(self.path)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+
+@asynccontextmanager
+async def rig(tmp_path: Path, *, with_mt5: bool = False) -> AsyncIterator[Rig]:
+    clock = ManualClock(wall_ms=T0)
+    ledger = await Ledger.open(tmp_path / "r.db", clock=clock)
+    gate = RiskGate.from_config(clock, RiskConfig())
+    events = EventLog()
+    journal = GuardedJournal(ledger, on_failure=lambda e: None, retry_s=0)
+    orch = HedgeOrchestrator({"okx": ScriptedGateway("okx", [], clock)}, INSTRUMENTS, gate, clock, events,
+                             journal=journal)
+    okx = FakeAccount("okx")
+    reports: dict[str, AccountState | None] = {"T1": None, "T2": None}
+    rec = Reconciler([okx], INSTRUMENTS.values(), gate, RiskJournal(gate, clock, events), orch, events, clock,
+                     ledger=lambda: ledger, journal=lambda: journal,
+                     mt5_accounts=(lambda: reports) if with_mt5 else None)
+    try:
+        yield Rig(clock, ledger, journal, gate, events, okx, reports, rec, tmp_path / "r.db")
+    finally:
+        await journal.close()
+        await ledger.close()
+
+
+async def ours_in_ledger(r: Rig, cid: str, qty: str = "5", side: str = "buy") -> Order:
+    order = Order(client_order_id=cid, group_id="", venue="okx", symbol="BTC-USDT-SWAP",
+                  side=side, qty=Decimal(qty), price=Decimal("97000"),  # type: ignore[arg-type]
+                  purpose=OrderPurpose.FLATTEN, created_ms=T0)
+    await r.ledger.order_created(order)
+    return order
+
+
+def fill(cid: str, trade: str, qty: str, ts_ms: int) -> Fill:
+    return Fill("okx", trade, cid, Decimal(qty), Decimal("97000"), Decimal("0.1"), "USDT", ts_ms)
+
+
+async def test_a_settled_fill_of_ours_missing_from_the_ledger_is_booked_once(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        await ours_in_ledger(r, "FL1")
+        r.okx.fills = [fill("FL1", "t1", "5", T0)]
+        r.okx.held = {"BTC-USDT-SWAP": Decimal(5)}
+        r.clock.advance(ms=FILL_SETTLE_MS + 1)
+        await r.reconciler.run_once()
+        await r.journal.flush()
+        await r.reconciler.run_once()  # the second pass finds it booked
+        await r.journal.flush()
+        assert r.rows("SELECT order_id, venue_trade_id, qty FROM fills") == [("FL1", "t1", "5")]
+        assert r.reconciler.venues["okx"].fills_booked == 1
+        assert r.gate.state is TradingState.ACTIVE  # the ledger now holds what the venue holds
+        assert r.reconciler.quarantined == {}
+
+
+async def test_a_fill_younger_than_the_settle_time_is_left_to_the_order_flow(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        await ours_in_ledger(r, "FL1")
+        r.okx.fills = [fill("FL1", "t1", "5", T0)]
+        r.okx.held = None
+        r.clock.advance(ms=FILL_SETTLE_MS - 1)
+        await r.reconciler.run_once()
+        await r.journal.flush()
+        assert r.rows("SELECT count(*) FROM fills") == [(0,)]
+
+
+async def test_unknown_orders_and_fills_are_quarantined_once_and_never_adopted(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        r.okx.held = None
+        r.okx.orders = [OpenOrder("web123", "9", "BTC-USDT-SWAP"), OpenOrder("qagzzz001l0a0", "10", "")]
+        r.okx.fills = [fill("qagyyy001l0a0", "t9", "1", T0)]
+        r.clock.advance(ms=FILL_SETTLE_MS + 1)
+        await r.reconciler.run_once()
+        await r.reconciler.run_once()
+        assert sorted(r.reconciler.quarantined) == [("okx", "qagyyy001l0a0"), ("okx", "qagzzz001l0a0"),
+                                                     ("okx", "web123")]
+        reasons = {cid: q.reason for (_, cid), q in r.reconciler.quarantined.items()}
+        assert reasons["web123"] == "an open order that is not ours"
+        assert reasons["qagzzz001l0a0"] == "an open order of ours that the ledger does not know"
+        assert reasons["qagyyy001l0a0"].startswith("a fill (t9, 1 @ 97000) of an order the ledger does not know")
+        said = [e.text for e in r.events.recent() if "quarantined" in e.text]
+        assert len(said) == 3  # once each, not once per pass
+        await r.journal.flush()
+        assert r.rows("SELECT count(*) FROM orders") == [(0,)] and r.rows("SELECT count(*) FROM fills") == [(0,)]
+        assert r.gate.state is TradingState.ACTIVE
+
+
+@pytest.mark.parametrize(("venue_qty", "halts"), [("7", True), ("6", False), ("5", False), ("3", True)])
+async def test_a_position_difference_beyond_a_lot_step_halts_with_both_figures(
+    tmp_path: Path, venue_qty: str, halts: bool
+) -> None:
+    async with rig(tmp_path) as r:
+        order = await ours_in_ledger(r, "FL1")
+        assert r.journal is not None
+        r.journal.fill(order, fill("FL1", "t1", "5", T0))
+        r.okx.held = {"BTC-USDT-SWAP": Decimal(venue_qty)}
+        await r.reconciler.run_once()
+        if halts:
+            diff = Decimal(venue_qty) - 5
+            assert r.gate.state is TradingState.HALTED
+            assert r.gate.reason.endswith(f"okx BTC-USDT-SWAP: the venue holds {venue_qty}, the ledger 5 "
+                                          f"(difference {diff})")
+        else:
+            assert r.gate.state is TradingState.ACTIVE
+            assert r.reconciler.venues["okx"].detail.endswith("positions agree")
+
+
+async def test_a_venue_that_cannot_be_read_is_blocked_then_released(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        r.okx.fail = "connection refused"
+        await r.reconciler.run_once()
+        assert r.gate.breakers.blocked_venues() == {"okx"}
+        assert r.gate.breakers.all["reconcile:okx"].detail == "cannot reconcile: connection refused"
+        assert r.gate.state is TradingState.ACTIVE  # blocked, not halted: other venues trade on
+        r.okx.fail = None
+        await r.reconciler.run_once()
+        assert r.gate.breakers.blocked_venues() == set()
+
+
+async def test_spot_balances_are_not_compared(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        r.okx.held = None
+        await r.reconciler.run_once()
+        assert r.reconciler.venues["okx"].detail.endswith("positions not compared (spot balances)")
+        assert r.gate.state is TradingState.ACTIVE
+
+
+def _report(*positions: PositionState) -> AccountState:
+    return AccountState(balance=1000.0, equity=1000.0, margin_free=1000.0, positions=positions, ts_ms=T0,
+                        recv_ns=0)
+
+
+async def test_mt5_every_terminal_reports_and_their_positions_add_up(tmp_path: Path) -> None:
+    async with rig(tmp_path, with_mt5=True) as r:
+        r.okx.held = None
+        await r.reconciler.run_once()
+        assert r.gate.breakers.all["reconcile:mt5"].detail == (
+            "cannot reconcile: terminal(s) T1, T2 never sent an account report")
+        # Two terminals, each with a position the ledger does not have: summed, then compared.
+        r.mt5_reports["T1"] = _report(PositionState(1, "BTCUSD", "buy", Decimal("0.02"), Decimal(97000), 7701))
+        r.mt5_reports["T2"] = _report(PositionState(2, "BTCUSD", "buy", Decimal("0.01"), Decimal(97000), 7701))
+        await r.reconciler.run_once()
+        assert r.gate.breakers.blocked_venues() == set()
+        assert r.gate.state is TradingState.HALTED
+        assert "mt5 BTCUSD: the venue holds 0.03, the ledger 0 (difference 0.03)" in r.gate.reason
