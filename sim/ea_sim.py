@@ -21,7 +21,9 @@ server side), so that a test of the bridge against it is a real check. It behave
      acknowledged: the command is delivered again and retried, until it expires;
 4. every `account_every_s`, `POST /mt5/account` with the balance, equity, free margin and the
    open positions: all of them, as docs/mt5-protocol.md asks (quantarb keeps its magic's), or
-   only those carrying the EA's magic with `report_all_positions=False`.
+   only those carrying the EA's magic with `report_all_positions=False`; and the margin mode
+   (`hedging`, as `SimBroker` is) and whether AutoTrading is on (`set_trade_allowed`; off,
+   every command is refused with retcode 10027 as a real terminal refuses it).
 
 On start it also re-reports the fills of its recent deals (fills are idempotent server-side),
 so that a fill lost between an ack and a crash is delivered after the restart.
@@ -43,7 +45,7 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 HEADER_TERMINAL = "X-QA-Terminal"
 HEADER_TIMESTAMP = "X-QA-Timestamp"
 HEADER_SIGNATURE = "X-QA-Signature"
+TRADE_RETCODE_CLIENT_DISABLES_AT = 10027  # AutoTrading disabled by the client terminal
 
 # Retcodes after which nothing executed and a retry may succeed: not acknowledged, retried on
 # redelivery until the command expires. (After TIMEOUT the deal history is checked first.)
@@ -304,6 +307,8 @@ class EaSimulator:
         history_lookback_ms: int = 7 * 86_400_000,
         resync_fills_ms: int = 600_000,
         report_all_positions: bool = True,
+        margin_mode: Literal["hedging", "netting", "exchange"] = "hedging",
+        trade_allowed: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if timer_ms <= 0 or account_every_s <= 0:
@@ -330,6 +335,8 @@ class EaSimulator:
         self._lookback_ms = history_lookback_ms
         self._resync_fills_ms = resync_fills_ms
         self.report_all_positions = report_all_positions
+        self.margin_mode = margin_mode
+        self._trade_allowed = trade_allowed
         self._transport = transport
         self._rng = random.Random(seed)
         self._client: httpx.AsyncClient | None = None
@@ -544,6 +551,10 @@ class EaSimulator:
             self.rejected += 1
             await self._ack(cid, "rejected", TRADE_RETCODE_INVALID, f"magic {cmd.magic} is not the EA's {self.magic}")
             return
+        if not self._trade_allowed:
+            self.rejected += 1
+            await self._ack(cid, "rejected", TRADE_RETCODE_CLIENT_DISABLES_AT, "AutoTrading disabled by client")
+            return
         await self._execute(cmd)
 
     async def _execute(self, cmd: _Command) -> None:
@@ -661,6 +672,11 @@ class EaSimulator:
                 # command that was not acknowledged is delivered again and reported again then.
                 log.warning("EA simulator: %s refused with %d: %.200r", path, resp.status_code, resp.text)
 
+    def set_trade_allowed(self, allowed: bool) -> None:
+        """The terminal's AutoTrading button: off, commands are refused (retcode 10027) and the
+        account report says so."""
+        self._trade_allowed = allowed
+
     async def post_account(self) -> bool:
         acct = self.broker.account()
         body = _dumps({
@@ -672,6 +688,8 @@ class EaSimulator:
                  "price_open": p.price_open, "magic": p.magic}
                 for p in self.broker.positions(None if self.report_all_positions else self.magic)
             ],
+            "margin_mode": self.margin_mode,
+            "trade_allowed": self._trade_allowed,
         })
         resp = await self._request("POST", "/mt5/account", body)
         ok = resp is not None and resp.is_success
