@@ -199,6 +199,19 @@ class Breakers:
         return self._set(self.all[f"balance:{venue}"], low, now_ms,
                          f"free {free} < floor {floor}" if low else f"free {free}")
 
+    def on_reconcile(self, venue: str, problem: str | None, now_ms: int) -> list[BreakerChange]:
+        """Reconciliation's verdict on a venue: `problem` (it could not be read) blocks new
+        intents on it until a later pass reads it again."""
+        b = self._add(f"reconcile:{venue}", "block_venue", venue)
+        if problem is not None:
+            return self._set(b, True, now_ms, f"cannot reconcile: {problem}")
+        return self._set(b, False, now_ms, "reconciled") if b.tripped else []
+
+    def on_position_mismatch(self, venue: str, detail: str, now_ms: int) -> list[BreakerChange]:
+        """The venue holds a position the ledger does not: halt (latched; a rearm releases it,
+        and the next pass trips it again while the difference is still there)."""
+        return self._set(self._add(f"position:{venue}", "halt", venue), True, now_ms, detail)
+
     def on_hold_timeout(self, group_id: str, age_s: float, now_ms: int) -> list[BreakerChange]:
         """An alert, not a state: it trips and releases in one go (the group is unwound)."""
         b = self.all["hold_timeout"]

@@ -24,7 +24,6 @@ seconds. Without keys (paper execution needs none) only the public steps run.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Awaitable, Sequence
 from decimal import Decimal
@@ -36,10 +35,10 @@ from core.clock import Clock
 from core.config import BinanceVenueConfig, OkxVenueConfig
 from core.instruments import Instrument
 from engine.doctor_checks import Check, failed, passed, warned
+from engine.live_venues import binance_endpoints
 from engine.settings import SECRET_ENV_VARS, Secrets
 from exchanges.binance.account import api_restrictions, restrictions_url
 from exchanges.binance.auth import Credentials
-from exchanges.binance.endpoints import production, testnet
 from exchanges.binance.gateway import BinanceGateway
 from exchanges.binance.parsers import ParseError
 from exchanges.binance.rest import BinanceRest
@@ -238,8 +237,7 @@ async def binance_checks(cfg: BinanceVenueConfig, instruments: Sequence[Instrume
             creds = Credentials(*(getattr(secrets, a).get_secret_value() for a in attrs))
         except ValueError as exc:
             key_check = failed("api key", venue, str(exc))
-    base = testnet(cfg.market) if cfg.testnet else production(cfg.market)
-    endpoints = dataclasses.replace(base, rest_url=(cfg.trade_rest_url or base.rest_url).rstrip("/"))
+    endpoints = binance_endpoints(cfg)  # the engine's own: the trading REST base is what is checked
     signing = creds or Credentials("public", "public")  # public requests are not signed
     rest = BinanceRest(endpoints, signing, clock, recv_window_ms=cfg.recv_window_ms, timeout_s=timeout_s)
     gateway = BinanceGateway(endpoints, signing, clock, rest=rest)

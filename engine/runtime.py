@@ -36,10 +36,12 @@ from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
 from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
+from engine.live_venues import LiveVenues, MissingCredentials
 from engine.mt5_side import Mt5Side, listener_server
 from engine.operator import Operator
 from engine.operator_api import create_operator_app, operator_routes
 from engine.orchestrator import HedgeOrchestrator
+from engine.reconcile import RECONCILING, Reconciler
 from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
 from engine.risk_monitor import RiskLoop, RiskMonitor
@@ -103,21 +105,30 @@ class Runtime:
         self.gate = RiskGate.from_config(self.clock, config.risk)
         self.pipeline = OpportunityPipeline(self.compare, config.strategy, config.risk, self.gate, self.clock)
         simulated = demo.is_simulated(config, is_demo=is_demo)
-        if config.engine.execution == "live" and not is_demo:
-            raise RuntimeFailure(
-                "execution = 'live' needs the venue order gateways, which are not in this release; "
-                "use execution = 'paper' (fills simulated against the live book)"
-            )
+        live = config.engine.execution == "live" and not simulated
         self.mode = "demo" if is_demo else "sim" if simulated else config.engine.execution
         self.gateways: dict[Venue, ExecutionGateway] = self._paper_gateways()
+        # Live: OKX and Binance legs through the venues' gateways (started in `start`). Paper:
+        # every leg is filled by simulation and nothing real is ever sent, flatten included.
+        self.live: LiveVenues | None = None
+        if live:
+            try:
+                self.live = LiveVenues(config, secrets or Secrets(), self.clock, self.instruments.values())
+            except MissingCredentials:
+                raise
+            except ValueError as exc:  # e.g. a key with whitespace: named, never shown
+                raise RuntimeFailure(f"live venues: {exc}") from None
+            self.gateways.update(self.live.gateways)
         self.demo_ea: demo.DemoEa | None = None
         self.mt5: Mt5Side | None = None
+        mt5_real_legs = False
         if config.venues.mt5 is not None and not (mt5_in_process and simulated):
             self.mt5 = self._mt5_side(config.venues.mt5, secrets, simulated)
-            if simulated:
-                # The EA simulator executes on its simulated broker through the real handshake;
-                # with a real EA, MT5 legs stay paper until live execution is enabled.
+            if simulated or live:
+                # MT5 legs go to the EA: the simulated one on its simulated broker, or the
+                # real EA in live mode. In paper mode a real EA only streams quotes.
                 self.gateways["mt5"] = self.mt5.gateway
+                mt5_real_legs = True
         self.orchestrator = HedgeOrchestrator(
             self.gateways,
             self.instruments,
@@ -138,8 +149,8 @@ class Runtime:
         flattener = Flattener(
             self.orchestrator, self.gate, self.instruments, self.clock, self._touch,
             max_slippage_bps=config.strategy.max_slippage_bps,
-            mt5_positions=mt5.positions_after if mt5 is not None else None,
-            mt5_close=mt5.gateway.close_position if mt5 is not None else None,
+            mt5_positions=mt5.positions_after if mt5 is not None and mt5_real_legs else None,
+            mt5_close=mt5.gateway.close_position if mt5 is not None and mt5_real_legs else None,
         )
         self.control = Operator(
             self.gate, self.orchestrator, flattener, self.risk, self.clock, self.events,
@@ -172,7 +183,16 @@ class Runtime:
             events=self.events, risk=self.risk, health=self.health, ledger=lambda: self.ledger,
             journal=lambda: self.journal,
             last_flatten=lambda: self.control.last_flatten,
+            reconcile=lambda: self.reconciler.status() if self.reconciler is not None else None,
         )
+        self.reconciler: Reconciler | None = None
+        if self.live is not None:
+            self.reconciler = Reconciler(
+                self.live.accounts(), self.instruments.values(), self.gate, self.risk, self.orchestrator,
+                self.events, self.clock, ledger=lambda: self.ledger, journal=lambda: self.journal,
+                mt5_accounts=self._mt5_accounts if self.mt5 is not None else None,
+                interval_s=config.engine.reconcile_interval_s,
+            )
         self.feeds: list[WsFeed] = []
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -240,6 +260,13 @@ class Runtime:
             )
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
+
+    def _mt5_accounts(self) -> dict[str, Any]:
+        """Every configured terminal's last account report (None: never reported)."""
+        mt5 = self.mt5
+        if mt5 is None:
+            return {}
+        return {t: mt5.bridge.account(t) for t in mt5.terminals}
 
     def _mt5_health_status(self) -> str:
         """What the EA's `/healthz` says: only a halt or a pause, not a blocked venue."""
@@ -351,6 +378,8 @@ class Runtime:
         try:
             if self.world is not None:
                 await self.world.start()
+            if self.live is not None:
+                await self.live.start()  # specs checked against the config before anything trades
             await self._start_listener()
             restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
         except (OSError, RuntimeFailure, LedgerError) as exc:
@@ -383,8 +412,24 @@ class Runtime:
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
         self._tasks.append(asyncio.create_task(self.risk_loop.run(), name="risk"))
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
-        if restored.pending:
+        if self.reconciler is not None:
+            if not restored.pending:
+                self.risk.hold(RECONCILING)  # now: no quote may trade before the first pass
+            self._tasks.append(asyncio.create_task(self._live_passes(restored), name="reconcile"))
+        elif restored.pending:
             self._tasks.append(asyncio.create_task(self.recovery.finish(restored), name="recovery"))
+
+    async def _live_passes(self, restored: Restored) -> None:
+        """Live: recovery first (it asks the venues about unfinished orders), then the first
+        reconciliation with trading held, then one pass every `reconcile_interval_s`."""
+        assert self.reconciler is not None
+        if restored.pending:
+            await self.recovery.finish(restored)
+        await self.reconciler.first_pass()
+        self.events.emit(EngineEvent(self.clock.time_ms(), "reconcile",
+                                     f"reconciled with {', '.join(sorted(self.reconciler.venues)) or 'no venue'}; "
+                                     f"next pass in {self.reconciler.interval_s:g} s"))
+        await self.reconciler.run()
 
     async def _abort_start(self) -> None:
         """Undo a start that failed half-way: nothing keeps running, no file says we listen."""
@@ -401,6 +446,8 @@ class Runtime:
         if self.world is not None:
             with contextlib.suppress(Exception):
                 await self.world.stop()
+        if self.live is not None:
+            await self.live.stop()
         await self.close_ledger()
 
     async def _start_listener(self) -> None:
@@ -514,5 +561,7 @@ class Runtime:
             self.events.emit(pair_event(self.clock.time_ms(), pair_row))
         if self.world is not None:
             await self.world.stop()
+        if self.live is not None:
+            await self.live.stop()
         await self.close_ledger()
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))

@@ -66,6 +66,7 @@ class ViewModel:
         ledger: Callable[[], Ledger | None],
         journal: Callable[[], GuardedJournal | None] = lambda: None,
         last_flatten: Callable[[], dict[str, Any] | None],
+        reconcile: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         self._config = config
         self._mode = mode
@@ -81,6 +82,7 @@ class ViewModel:
         self._ledger = ledger
         self._journal = journal
         self._last_flatten = last_flatten
+        self._reconcile = reconcile
         self._venues = tuple(sorted({inst.venue for pair in pairs for inst in pair.instruments}))
 
     def pair_names(self) -> list[str]:
@@ -126,6 +128,7 @@ class ViewModel:
             "price_outliers": snap.price_outliers,
             "positions": self.positions(),
             "last_flatten": self._last_flatten(),
+            "reconcile": self._reconcile(),  # live mode: each venue against the ledger; null otherwise
             "feeds": [
                 {"name": f.name, "venue": f.venue, "state": f.state, "last_frame_age_ms": f.last_frame_age_ms}
                 for f in snap.feeds

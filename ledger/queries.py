@@ -160,6 +160,32 @@ async def net_positions(db: aiosqlite.Connection) -> dict[tuple[str, str], Decim
     return out
 
 
+async def known_orders(db: aiosqlite.Connection, client_order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The ledger's orders among `client_order_ids`: client order id -> its row (reconciliation)."""
+    ids = sorted(set(client_order_ids))
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in await _all(db, "SELECT client_order_id, group_id, venue, symbol, side, qty, price, purpose, "
+                                  f"state, created_at_ms FROM orders WHERE client_order_id IN ({marks})", chunk):
+            out[str(row["client_order_id"])] = dict(row)
+    return out
+
+
+async def known_trades(db: aiosqlite.Connection, venue: str, trade_ids: Iterable[str]) -> set[str]:
+    """The venue trade ids among `trade_ids` the ledger has booked (reconciliation)."""
+    ids = sorted(set(trade_ids))
+    out: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = await _all(db, f"SELECT venue_trade_id FROM fills WHERE venue = ? AND venue_trade_id IN ({marks})",
+                          [venue, *chunk])
+        out.update(str(r["venue_trade_id"]) for r in rows)
+    return out
+
+
 async def cash_flows(db: aiosqlite.Connection) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
     """(cash flow, fees) per (venue, symbol) from every fill in the ledger, venue units: a sell
     brings qty x price in, a buy takes it out."""

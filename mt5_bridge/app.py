@@ -5,13 +5,17 @@
     POST /mt5/ack        signed   {command_id,status,...}    -> {"ok":true}
     POST /mt5/fill       signed   {command_id,deal,...}      -> {"ok":true}
     POST /mt5/account    signed   {balance,equity,...}       -> {"ok":true}
+
+Tick, commands and account also take the terminal's lease for the EA instance named in the
+optional `X-QA-Instance` header (409 when another instance holds it; `mt5_bridge.lease`).
     GET  /healthz        open                                -> {"status":"ok"|"degraded"|"halted"}
 
 Order of checks for a signed request: the size (413: a declared Content-Length over 64 KiB
 is refused before reading, and the streamed body is counted too), the signature over the
-raw body (401, before anything parses it), then decoding and validation (422), then the
-state change. Bad input never gets 5xx and never changes state; 503 means the command
-store failed (retry). Every answer is compact JSON, errors included (`{"error": ...}`).
+raw body (401, before anything parses it), the instance lease for tick, commands and account
+(409), then decoding and validation (422), then the state change. Bad input never gets 5xx
+and never changes state; 503 means the command store failed (retry). Every answer is compact
+JSON, errors included (`{"error": ...}`).
 
 `extra_routes` (the runtime's operator API and metrics) are mounted as given; the body
 limit and the JSON error answers apply to them too.
@@ -33,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mt5_bridge import protocol
 from mt5_bridge.auth import HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, AuthError
 from mt5_bridge.bridge import Mt5Bridge, Reply, unauthorized
+from mt5_bridge.lease import INSTANCE_HEADER
 from mt5_bridge.ratelog import RateLimitedLog
 
 __all__ = ["MAX_BODY_BYTES", "BodyLimitMiddleware", "create_app", "http_error", "request_target"]
@@ -142,7 +147,7 @@ Handler = Callable[[str, bytes, Request], Awaitable[Reply]]
 def create_app(bridge: Mt5Bridge, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The listener app: the MT5 routes on `bridge`, `/healthz`, then `extra_routes`."""
 
-    def signed(method: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def signed(method: str, handler: Handler, *, leased: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             if request.method != method:
                 # Starlette adds HEAD to GET routes: it would serve commands without a body.
@@ -159,6 +164,13 @@ def create_app(bridge: Mt5Bridge, *, extra_routes: Sequence[BaseRoute] = ()) -> 
                 )
             except AuthError as exc:
                 return _json(unauthorized(exc.reason))
+            if leased:
+                # One EA instance per terminal (mt5_bridge.lease): acks and fills are facts
+                # about executions and are taken from any instance; commands, ticks and the
+                # account only from the instance holding the terminal.
+                refused = bridge.claim(terminal, request.headers.get(INSTANCE_HEADER))
+                if refused is not None:
+                    return _json(refused)
             return _json(await handler(terminal, body, request))
 
         return endpoint
@@ -182,11 +194,11 @@ def create_app(bridge: Mt5Bridge, *, extra_routes: Sequence[BaseRoute] = ()) -> 
         return _json(Reply(200, protocol.encode(protocol.HealthBody(status=bridge.health_status()))))
 
     routes: list[BaseRoute] = [
-        Route("/mt5/tick", signed("POST", tick), methods=["POST"]),
-        Route("/mt5/commands", signed("GET", commands), methods=["GET"]),
+        Route("/mt5/tick", signed("POST", tick, leased=True), methods=["POST"]),
+        Route("/mt5/commands", signed("GET", commands, leased=True), methods=["GET"]),
         Route("/mt5/ack", signed("POST", ack), methods=["POST"]),
         Route("/mt5/fill", signed("POST", fill), methods=["POST"]),
-        Route("/mt5/account", signed("POST", account), methods=["POST"]),
+        Route("/mt5/account", signed("POST", account, leased=True), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         *extra_routes,
     ]

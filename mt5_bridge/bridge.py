@@ -28,8 +28,10 @@ from core.clock import Clock
 from core.models import Quote, Side
 from mt5_bridge import protocol
 from mt5_bridge.auth import AuthError, SignatureVerifier
+from mt5_bridge.lease import DEFAULT_LEASE_MS, INSTANCE_HEADER, InstanceLeases, valid_instance
 from mt5_bridge.protocol import InvalidRequest, to_decimal
 from mt5_bridge.queue import CommandQueue, FillConflict
+from mt5_bridge.ratelog import RateLimitedLog
 
 __all__ = [
     "AccountState",
@@ -145,6 +147,8 @@ class Mt5Bridge:
     `symbols`: terminal id -> the symbols that terminal may send (ticks and fills on other
     symbols are refused). `magic`: account positions with another magic are not kept (None
     keeps all). `status`: the runtime's health for `/healthz` (`ok`, `degraded`, `halted`).
+    `instance_lease_ms`: how long an EA instance that named itself (`X-QA-Instance`) keeps its
+    terminal after its last tick, poll or account report (`mt5_bridge.lease`).
     """
 
     def __init__(
@@ -157,8 +161,11 @@ class Mt5Bridge:
         quote_sink: QuoteSink,
         magic: int | None = None,
         status: Callable[[], str] | None = None,
+        instance_lease_ms: int = DEFAULT_LEASE_MS,
     ) -> None:
         self.verifier = verifier
+        self.leases = InstanceLeases(clock, instance_lease_ms)
+        self._lease_log = RateLimitedLog(log)
         self.queue = queue
         self._clock = clock
         self._sink = quote_sink
@@ -227,6 +234,34 @@ class Mt5Bridge:
             state.last_seen_ns = self._clock.monotonic_ns()
         return found
 
+    def claim(self, terminal: str, instance: str | None) -> Reply | None:
+        """Take or renew the terminal's lease for an EA instance (tick, poll, account).
+
+        None to go on; 409 when another instance holds the terminal (logged, counted), 422 for
+        a malformed instance id. A request without the header is outside the lease."""
+        if instance is None:
+            return None
+        if not valid_instance(instance):
+            return self._invalid(InvalidRequest([protocol.FieldError(
+                f"header {INSTANCE_HEADER}", "must be 1 to 64 characters of [A-Za-z0-9_-]")]))
+        refusal, previous = self.leases.claim(terminal, instance)
+        if refusal is not None:
+            self.rejected["instance_conflict"] += 1
+            self._lease_log.warning(
+                f"conflict:{terminal}",
+                "mt5 %s: refused EA instance %s: instance %s holds the terminal (for %d ms more unless it "
+                "speaks); two EAs with one terminal id would both execute every command",
+                terminal, instance, refusal.holder, refusal.remaining_ms)
+            reason = (f"terminal {terminal} is held by EA instance {refusal.holder} for up to "
+                      f"{refusal.remaining_ms} ms more")
+            return Reply(409, protocol.encode(protocol.ConflictBody(error="instance conflict", reason=reason)))
+        if previous:
+            log.warning("mt5 %s: EA instance %s now holds the terminal (instance %s was silent for %d ms)",
+                        terminal, instance, previous, self.leases.lease_ms)
+        elif previous == "":
+            log.info("mt5 %s: EA instance %s holds the terminal", terminal, instance)
+        return None
+
     async def tick(self, terminal: str, body: bytes) -> Reply:
         """`POST /mt5/tick`: quotes to the sink, pending commands back."""
         state = self._terminals[terminal]
@@ -260,7 +295,7 @@ class Mt5Bridge:
         except InvalidRequest as exc:
             return self._invalid(exc)
         before = self.queue.get(ack.command_id)
-        duplicate = before is not None and not before.is_open
+        version = self.queue.version(ack.command_id)
         try:
             known = await self.queue.ack(terminal, ack.command_id, ack.status, ack.retcode, ack.reason)
         except Exception:
@@ -269,7 +304,10 @@ class Mt5Bridge:
         if not known:
             self.rejected["unknown_command"] += 1
             return _UNKNOWN_COMMAND
-        return _DUPLICATE if duplicate else _OK
+        # A duplicate: an ack on a finished command that changed nothing (one that resolves an
+        # expired command's unknown outcome does change it).
+        changed = self.queue.version(ack.command_id) != version
+        return _DUPLICATE if before is not None and not before.is_open and not changed else _OK
 
     async def fill(self, terminal: str, body: bytes) -> Reply:
         """`POST /mt5/fill`: 200 (a repeated deal too, marked duplicate), 404 for an unknown

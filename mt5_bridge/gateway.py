@@ -12,8 +12,10 @@ to the command's `expires_msc` plus a grace for late fills. It never guesses:
 | withdrawn (never served)                  | REJECTED, reason `withdrawn`                  |
 | expired (not acked in time, or the EA     | EXPIRED (with any late fills)                 |
 | refused it as expired)                    |                                               |
-| still pending/delivered, or the store     | UNKNOWN: ask again with `query`               |
-| failed while enqueuing                    |                                               |
+| still pending/delivered, acked `unknown`  | UNKNOWN: ask again with `query`               |
+| (TIMEOUT), delivered and expired without  |                                               |
+| an ack, or the store failed while         |                                               |
+| enqueuing                                 |                                               |
 
 The command id is derived from the client order id (the same string when it is short and
 safe for the EA's flat JSON and MT5's 31-character order comment, a hash otherwise), so a
@@ -39,7 +41,7 @@ from core.commands import CommandKind, CommandState, Filling, Mt5Command
 from core.instruments import Instrument
 from core.models import Fill, Order, OrderState, Side, Venue
 from core.ports import OrderUpdate
-from mt5_bridge.queue import EXPIRED_BY_US, CommandQueue
+from mt5_bridge.queue import UNKNOWN_OUTCOME, CommandQueue, accepted_late, outcome_unknown
 
 __all__ = ["MT5Gateway", "command_id_for"]
 
@@ -260,7 +262,7 @@ class MT5Gateway:
         reason = ""
         if filled > 0 and filled >= cmd.volume:
             state = OrderState.FILLED
-        elif cmd.state is CommandState.ACCEPTED:
+        elif cmd.state is CommandState.ACCEPTED or accepted_late(cmd):
             state = OrderState.PARTIALLY_FILLED if filled > 0 else OrderState.ACKED
             reason = f"retcode {cmd.retcode}" if cmd.retcode else ""
         elif cmd.state is CommandState.REJECTED:
@@ -269,15 +271,18 @@ class MT5Gateway:
         elif cmd.state is CommandState.WITHDRAWN:
             state, reason = OrderState.REJECTED, "withdrawn"
         elif cmd.state is CommandState.EXPIRED:
-            if cmd.deliveries > 0 and cmd.retcode == 0 and cmd.reason == EXPIRED_BY_US:
-                # We stopped waiting, but the EA had the command and may be executing it:
-                # that is not "expired", it is unknown until the EA reports
-                # (docs/mt5-protocol.md, Command lifecycle).
-                state, reason = OrderState.UNKNOWN, "delivered, not acknowledged before expiry"
+            if outcome_unknown(cmd):
+                # We stopped waiting, but the EA had the command and may have executed it (it
+                # never answered, or answered `unknown`): that is not "expired", it is unknown
+                # until the EA reports (docs/mt5-protocol.md, Command lifecycle).
+                state = OrderState.UNKNOWN
+                reason = (f"retcode {cmd.retcode}: {cmd.reason}" if cmd.reason.startswith(UNKNOWN_OUTCOME)
+                          else "delivered, not acknowledged before expiry")
             else:
                 state, reason = OrderState.EXPIRED, cmd.reason or "expired"
         elif final:
-            state, reason = OrderState.UNKNOWN, f"no answer from the EA ({cmd.state})"
+            state, reason = OrderState.UNKNOWN, (f"retcode {cmd.retcode}: {cmd.reason}" if cmd.reason
+                                                 else f"no answer from the EA ({cmd.state})")
         else:
             state, reason = OrderState.SUBMITTED, str(cmd.state)
         return OrderUpdate(coid, state, venue_order_id=venue_order_id, fills=fills, reason=reason)

@@ -42,6 +42,7 @@ __all__ = [
     "AckStatus",
     "CommandBatch",
     "CommandMessage",
+    "ConflictBody",
     "ErrorBody",
     "FieldError",
     "FillReport",
@@ -67,7 +68,9 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-AckStatus = Literal["accepted", "rejected", "expired"]
+# `unknown`: the EA called OrderSend and does not know the outcome (TIMEOUT); it never sends the
+# command again and reports its deals and a final ack when it finds out.
+AckStatus = Literal["accepted", "rejected", "expired", "unknown"]
 WireSide = Literal["buy", "sell"]
 
 # `GET /mt5/commands?wait_ms=N`: longer waits are capped to this (the EA itself uses 0).
@@ -218,6 +221,13 @@ class UnauthorizedBody(msgspec.Struct):
     reason: str
 
 
+class ConflictBody(msgspec.Struct):
+    """409: `{"error":"instance conflict","reason":"..."}` (another EA instance holds the terminal)."""
+
+    error: str
+    reason: str
+
+
 class HealthBody(msgspec.Struct):
     """`GET /healthz`: `{"status":"ok"|"degraded"|"halted"}` and nothing else."""
 
@@ -307,7 +317,7 @@ _TYPE_WORDS = {
 }
 # Enum values by the name of the field that carries them (for "must be one of ...").
 _ENUMS = {
-    "status": "accepted, rejected, expired",
+    "status": "accepted, rejected, expired, unknown",
     "side": "buy, sell",
     "type": "buy, sell",
     "kind": "open, close",

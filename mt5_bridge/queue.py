@@ -14,6 +14,13 @@ every `GET /mt5/commands` carries them). Lifecycle, per `core.commands`:
   id); serving does not touch the store except on the first delivery (pending ->
   delivered), which `flush()` saves before the response leaves.
 - Acks are idempotent: an ack on a terminal command changes nothing and is answered ok.
+  Two exceptions keep "unknown" from ever becoming a guess. An `unknown` ack (the EA called
+  `OrderSend` and does not know the outcome, e.g. after a TIMEOUT) keeps the command open but
+  stops serving it (the EA never sends it again) and marks it, so that its expiry reads
+  "outcome unknown", not "expired". And a command whose outcome is unknown when it expires
+  (delivered and never acknowledged, or acknowledged `unknown`) takes the EA's later final
+  ack: the state stays `expired` (final states never change) and the reason records what the
+  EA found (`outcome_unknown`, `accepted_late`).
 - Fills are idempotent per deal: a repeated deal is answered ok and ignored; fills of one
   command accumulate (partial fills). A fill on a command that has no ack yet is proof that
   the EA executed it, so it moves the command to `accepted` (it must neither be served again
@@ -41,16 +48,47 @@ from core.clock import Clock
 from core.commands import CommandFill, CommandState, CommandStore, Mt5Command, can_transition
 
 __all__ = [
+    "ACCEPTED_LATE",
     "ACK_STATES",
+    "EXPIRED_BY_US",
+    "UNKNOWN_OUTCOME",
     "CommandLookup",
     "CommandQueue",
     "FillConflict",
     "InMemoryCommandStore",
+    "accepted_late",
+    "outcome_unknown",
 ]
 
 
 # The reason of a command the queue expired itself: the EA never acknowledged it.
 EXPIRED_BY_US = "not acknowledged before expires_msc"
+# Reason prefixes (the reason is saved with the command, so these survive a restart):
+# the EA acknowledged `unknown`; the EA acknowledged `accepted` after the command had expired.
+UNKNOWN_OUTCOME = "outcome unknown: "
+ACCEPTED_LATE = "accepted after expiry: "
+
+
+def outcome_unknown(cmd: Mt5Command) -> bool:
+    """Whether the EA may have executed `cmd` without saying so yet: it acknowledged `unknown`
+    (and nothing final since), or it was delivered and expired without any acknowledgement."""
+    if cmd.reason.startswith(UNKNOWN_OUTCOME):
+        return cmd.is_open or cmd.state is CommandState.EXPIRED
+    return (cmd.state is CommandState.EXPIRED and cmd.reason == EXPIRED_BY_US and cmd.deliveries > 0
+            and cmd.retcode == 0)
+
+
+def accepted_late(cmd: Mt5Command) -> bool:
+    """Whether the EA reported `cmd` executed after it had expired here (see `outcome_unknown`)."""
+    return cmd.state is CommandState.EXPIRED and cmd.reason.startswith(ACCEPTED_LATE)
+
+
+def _ea_reason(reason: str, default: str) -> str:
+    """The EA's reason as stored, never mistaken for one of the markers above."""
+    text = reason or default
+    if text == EXPIRED_BY_US or text.startswith((UNKNOWN_OUTCOME, ACCEPTED_LATE)):
+        return "EA: " + text
+    return text
 log = logging.getLogger(__name__)
 
 ACK_STATES: dict[str, CommandState] = {
@@ -219,8 +257,8 @@ class CommandQueue:
                 continue
             slot = self._slots[cid]
             cmd = slot.cmd
-            if cmd.expires_msc <= now:
-                continue
+            if cmd.expires_msc <= now or cmd.reason.startswith(UNKNOWN_OUTCOME):
+                continue  # expired, or the EA has it and reports its outcome (ack `unknown`)
             if cmd.state is CommandState.PENDING:
                 cmd.state = CommandState.DELIVERED
                 cmd.updated_ms = now
@@ -282,36 +320,53 @@ class CommandQueue:
     async def ack(self, terminal: str, command_id: str, status: str, retcode: int, reason: str) -> bool:
         """Apply the EA's ack. False when `terminal` has no such command; True otherwise,
         also when it changes nothing (a repeated or late ack on a finished command)."""
-        new = ACK_STATES.get(status)
-        if new is None:
+        if status != "unknown" and status not in ACK_STATES:
             raise ValueError(f"unknown ack status {status!r}")
         async with self._lock:
             slot = self._slots.get(command_id)
             if slot is None or slot.cmd.terminal != terminal:
                 return False
-            cmd = slot.cmd
-            if cmd.state is CommandState.EXPIRED and new is CommandState.EXPIRED and cmd.reason == EXPIRED_BY_US:
-                # We had stopped waiting; the EA now confirms it did not execute: resolved.
-                updated = _copy(cmd)
-                updated.retcode = retcode
-                updated.reason = reason or "refused by the EA as expired"
+            updated = self._acked(slot.cmd, status, retcode, reason)
+            if updated is not None:
                 updated.updated_ms = self._clock.time_ms()
                 await self._commit(slot, updated)
-                return True
+            return True
+
+    @staticmethod
+    def _acked(cmd: Mt5Command, status: str, retcode: int, reason: str) -> Mt5Command | None:
+        """The command after the ack, or None when the ack changes nothing."""
+        updated = _copy(cmd)
+        updated.retcode = retcode
+        if status == "unknown":
+            if not (cmd.is_open or outcome_unknown(cmd)):
+                log.warning("mt5 %s: ack unknown (retcode %d) for command %s ignored: it is already %s",
+                            cmd.terminal, retcode, cmd.command_id, cmd.state)
+                return None
+            updated.reason = UNKNOWN_OUTCOME + (reason or f"retcode {retcode}")
+        elif cmd.state is CommandState.EXPIRED and outcome_unknown(cmd):
+            # We had stopped waiting without knowing; the EA now says how it ended. The state
+            # stays expired (final states never change): the reason records the outcome, and
+            # the fills, which are recorded whatever the state, what was filled.
+            if status == "accepted":
+                updated.reason = ACCEPTED_LATE + (reason or f"retcode {retcode}")
+            elif status == "rejected":
+                updated.reason = _ea_reason(reason, "rejected by the EA")
+            else:
+                updated.reason = _ea_reason(reason, "refused by the EA as expired")
+        else:
+            new = ACK_STATES[status]
             if not can_transition(cmd.state, new):
                 if cmd.state is not new:
                     log.warning(
                         "mt5 %s: ack %s (retcode %d) for command %s ignored: it is already %s",
-                        terminal, status, retcode, command_id, cmd.state,
+                        cmd.terminal, status, retcode, cmd.command_id, cmd.state,
                     )
-                return True
-            updated = _copy(cmd)
+                return None
             updated.state = new
-            updated.retcode = retcode
-            updated.reason = reason
-            updated.updated_ms = self._clock.time_ms()
-            await self._commit(slot, updated)
-            return True
+            updated.reason = _ea_reason(reason, "") if reason else ""
+        if (updated.state, updated.retcode, updated.reason) == (cmd.state, cmd.retcode, cmd.reason):
+            return None
+        return updated
 
     async def fill(self, terminal: str, command_id: str, fill: CommandFill) -> bool:
         """Record one deal. False when `terminal` has no such command; True when recorded or
@@ -360,7 +415,8 @@ class CommandQueue:
                     if slot.cmd.expires_msc < now_ms and slot.cmd.is_open:
                         updated = _copy(slot.cmd)
                         updated.state = CommandState.EXPIRED
-                        updated.reason = EXPIRED_BY_US
+                        if not updated.reason.startswith(UNKNOWN_OUTCOME):
+                            updated.reason = EXPIRED_BY_US
                         updated.updated_ms = now_ms
                         await self._commit(slot, updated)
                         expired.append(updated)

@@ -1,25 +1,37 @@
 """A simulated MT5 terminal and broker account: the state that outlives an Expert Advisor restart.
 
 `SimBroker` is what the EA simulator trades through: a hedging account with a balance,
-positions and a deal history, and `execute(request)`, which behaves like `OrderSend` for
-`TRADE_ACTION_DEAL` requests (MQL5 reference, `trading/ordersend` and the trade server return
-codes). It is priced from a `touch(symbol) -> (bid, ask)` callable and, from a seeded RNG,
-slips, requotes, rejects and partially fills as configured in `BrokerBehaviour`.
+positions, active orders and an order and deal history, and `execute(request)`, which behaves
+like `OrderSend` for `TRADE_ACTION_DEAL` and `TRADE_ACTION_REMOVE` requests (MQL5 reference,
+`trading/ordersend` and the trade server return codes). It is priced from a
+`touch(symbol) -> (bid, ask)` callable and, from a seeded RNG, slips, requotes, rejects and
+partially fills as configured in `BrokerBehaviour`.
 
 Modelled as on a real MT5 hedging account:
 
-- every opening deal creates a position whose ticket is the ticket of the order that opened it;
+- every request that executes creates an order; an opening deal creates a position whose
+  ticket is the ticket of that order;
 - a close is a `TRADE_ACTION_DEAL` of the opposite type with `position=<ticket>`, for the whole
   volume or less (a partial close); closing realises the profit into the balance;
-- the order comment is truncated to 31 characters and copied to the deal (`DEAL_COMMENT`), which
-  is where the EA writes the command id so that it can find its own deals after a restart;
+- each symbol has an execution mode (`SYMBOL_TRADE_EXEMODE`): under Request and Instant
+  execution the request's `price` is required and the server requotes (10004) when the market
+  is more than `deviation` points worse, and only FOK filling is accepted; under Market and
+  Exchange execution the price is ignored (the deal is at the market, wherever it is); RETURN
+  filling is accepted for market orders under Exchange execution only (MT5 "Fill Policy");
+- the order comment is truncated to 31 characters and copied to the deal (`DEAL_COMMENT`),
+  unless the broker rewrites or drops comments (`BrokerBehaviour.comments`), as some do;
 - a request that fails creates no order and no deal (`result.order == result.deal == 0`);
 - commission is charged per lot on every deal (negative, as `DEAL_COMMISSION` reports it).
 
+Broker behaviours that make the EA's safety logic matter are switches on `BrokerBehaviour`:
+market execution ignoring the price (`SymbolSpec.execution`), comments rewritten or dropped,
+a TIMEOUT (10012) whose order still executes and whose deal appears later, and partial fills
+whose RETURN remainder rests as an active order (filled later, or removed with
+`TRADE_ACTION_REMOVE`).
+
 Simplifications: prices are in the account currency (USD-quoted symbols), margin is
-`volume * contract_size * price / leverage`, the `RETURN` filling mode behaves like `IOC` on a
-partial fill (the remainder is cancelled, not left as an order), and `FOK` never partially fills
-(it rejects when the volume is not available).
+`volume * contract_size * price / leverage`, an IOC partial fill cancels the remainder, and
+`FOK` never partially fills (it rejects when the volume is not available).
 
 The broker can persist itself to a JSON file after every change, so that a separate
 `quantarb mt5 sim` process finds its account again after a restart.
@@ -34,8 +46,9 @@ import math
 import os
 import random
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +58,7 @@ from core.instruments import Instrument, Pair
 # ---------------------------------------------------------------- MQL5 constants
 
 TRADE_ACTION_DEAL = 1  # ENUM_TRADE_REQUEST_ACTIONS: market order
+TRADE_ACTION_REMOVE = 8  # remove an active order (`request.order`)
 
 TRADE_RETCODE_REQUOTE = 10004
 TRADE_RETCODE_REJECT = 10006
@@ -92,18 +106,25 @@ RETCODE_TEXT: dict[int, str] = {
     TRADE_RETCODE_INVALID_CLOSE_VOLUME: "A close volume exceeds the current position volume",
 }
 
-# Success codes for a market deal (10008 PLACED does not happen for TRADE_ACTION_DEAL here).
+# A deal that executed, all of it or part (the rest cancelled, IOC, or resting, RETURN).
 RETCODES_DONE: frozenset[int] = frozenset({TRADE_RETCODE_DONE, TRADE_RETCODE_DONE_PARTIAL})
+# What the protocol acknowledges as `accepted`: executed, or an order placed (RETURN, nothing yet).
+RETCODES_ACCEPTED: frozenset[int] = RETCODES_DONE | {TRADE_RETCODE_PLACED}
 
 COMMENT_MAX = 31  # characters of an order comment the trade server keeps
 
 OrderType = Literal["buy", "sell"]
 Filling = Literal["FOK", "IOC", "RETURN"]
-Execution = Literal["market", "instant"]
+# SYMBOL_TRADE_EXEMODE: request, instant (price required, FOK only), market, exchange (price ignored).
+Execution = Literal["request", "instant", "market", "exchange"]
+OrderStatus = Literal["placed", "partial", "filled", "canceled"]
+Comments = Literal["keep", "rewrite", "drop"]
+TimeoutOutcome = Literal["executes", "lost"]
 # (bid, ask) of a symbol now, None when it has no quote.
 Touch = Callable[[str], tuple[float, float] | None]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_REQUEST_LOG_MAX = 1000
 
 
 # ---------------------------------------------------------------- request / result / records
@@ -111,23 +132,24 @@ _STATE_VERSION = 1
 
 @dataclass(slots=True)
 class TradeRequest:
-    """The fields of `MqlTradeRequest` that a market deal uses. `volume` in lots."""
+    """The fields of `MqlTradeRequest` that a market deal or an order removal uses. `volume` in lots."""
 
     symbol: str
     type: OrderType
     volume: float
     action: int = TRADE_ACTION_DEAL
-    price: float = 0.0
-    deviation: int = 0  # points; applies in instant execution
+    price: float = 0.0  # required under Request/Instant execution, ignored under Market/Exchange
+    deviation: int = 0  # points; applies under Request/Instant execution
     type_filling: Filling = "IOC"
     magic: int = 0
     comment: str = ""
     position: int = 0  # ticket of the position to close, 0 to open
+    order: int = 0  # TRADE_ACTION_REMOVE: the active order to remove
 
 
 @dataclass(slots=True)
 class TradeResult:
-    """`MqlTradeResult`: `deal` and `order` are 0 unless something executed."""
+    """`MqlTradeResult`: `deal` and `order` are 0 unless something executed or was placed."""
 
     retcode: int
     deal: int = 0
@@ -142,7 +164,13 @@ class TradeResult:
 
     @property
     def done(self) -> bool:
+        """A deal executed (all or part of the volume)."""
         return self.retcode in RETCODES_DONE
+
+    @property
+    def accepted(self) -> bool:
+        """Executed, or placed as an order that rests (10008): the protocol's `accepted`."""
+        return self.retcode in RETCODES_ACCEPTED
 
 
 @dataclass(slots=True)
@@ -157,6 +185,29 @@ class Position:
     magic: int
     comment: str
     time_msc: int
+
+
+@dataclass(slots=True)
+class Order:
+    """An order (`ORDER_*`): active while a remainder rests (`orders()`), then in the history.
+
+    `volume_current` is the volume not filled (yet); `position` the position it closes (0 when
+    it opens one).
+    """
+
+    ticket: int
+    symbol: str
+    type: OrderType
+    volume_initial: float
+    volume_current: float
+    price: float
+    type_filling: Filling
+    state: OrderStatus
+    magic: int
+    comment: str
+    position: int
+    time_setup_msc: int
+    time_done_msc: int = 0
 
 
 @dataclass(slots=True)
@@ -197,7 +248,15 @@ class SymbolSpec:
     volume_min: float = 0.01
     volume_step: float = 0.01
     volume_max: float = 100.0
-    filling_modes: frozenset[str] = frozenset({"FOK", "IOC", "RETURN"})
+    filling_modes: frozenset[str] = frozenset({"FOK", "IOC"})  # SYMBOL_FILLING_MODE flags
+    execution: Execution = "market"  # SYMBOL_TRADE_EXEMODE
+
+    def allowed_fillings(self) -> frozenset[str]:
+        """The filling modes a market order may use (MT5 Fill Policy by execution mode)."""
+        if self.execution in ("request", "instant"):
+            return frozenset({"FOK"})
+        modes = self.filling_modes & {"FOK", "IOC"}
+        return modes | {"RETURN"} if self.execution == "exchange" else modes
 
 
 @dataclass(eq=False)
@@ -205,32 +264,51 @@ class BrokerBehaviour:
     """How the simulated broker executes; assign to the fields at any time.
 
     - `slippage_points`: each fill is `uniform(0, slippage_points)` points worse than the touch
-      (integer points; 0 fills at the touch).
-    - `execution`: `market` ignores the request price; `instant` requotes (10004) when the fill
-      price is more than `deviation` points worse than `request.price`.
+      (integer points; 0 fills at the touch); `adverse_move_points` more: the market moves that
+      far against every request between the terminal's quote and the server's execution.
+    - `execution`: when set, overrides every symbol's `SymbolSpec.execution`.
     - `requote_prob`, `reject_prob`, `connection_prob`: chances that a request is answered
       10004, 10006 or 10031 without executing.
     - `partial_prob`: chance that only `uniform(partial_min_fraction, 1)` of the volume is
-      available (IOC/RETURN fill that part, 10010; FOK rejects, 10006).
+      available; `fill_fraction` < 1 makes exactly that fraction available on every request
+      (0: nothing). IOC fills the available part (10010), FOK rejects (10006), RETURN fills it
+      and leaves the rest as an active order (10010, or 10008 when nothing filled).
+    - `resting_fill_after_ms`: a resting RETURN remainder fills that long after it was placed
+      (None: it rests until removed with `TRADE_ACTION_REMOVE`).
+    - `comments`: `keep` the order comment (truncated to 31 characters), `rewrite` it (the
+      server's own text), or `drop` it, on orders, deals and positions.
+    - `timeouts`: the next N requests are answered 10012 TIMEOUT; with `timeout_outcome`
+      `executes` the request still executes `timeout_delay_ms` later (its order and deal appear
+      then), with `lost` it never does.
     - `commission_per_lot`: charged per lot on every deal, in the account currency.
     """
 
     slippage_points: int = 0
-    execution: Execution = "market"
+    adverse_move_points: int = 0
+    execution: Execution | None = None
     requote_prob: float = 0.0
     reject_prob: float = 0.0
     connection_prob: float = 0.0
     partial_prob: float = 0.0
     partial_min_fraction: float = 0.3
+    fill_fraction: float = 1.0
+    resting_fill_after_ms: int | None = None
+    comments: Comments = "keep"
+    timeouts: int = 0
+    timeout_outcome: TimeoutOutcome = "executes"
+    timeout_delay_ms: int = 300
     commission_per_lot: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("requote_prob", "reject_prob", "connection_prob", "partial_prob", "partial_min_fraction"):
+        for name in ("requote_prob", "reject_prob", "connection_prob", "partial_prob", "partial_min_fraction",
+                     "fill_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], not {value!r}")
-        if self.slippage_points < 0 or self.commission_per_lot < 0:
-            raise ValueError("slippage_points and commission_per_lot must be >= 0")
+        if self.slippage_points < 0 or self.adverse_move_points < 0 or self.commission_per_lot < 0:
+            raise ValueError("slippage_points, adverse_move_points and commission_per_lot must be >= 0")
+        if self.timeouts < 0 or self.timeout_delay_ms < 0 or (self.resting_fill_after_ms or 0) < 0:
+            raise ValueError("timeouts, timeout_delay_ms and resting_fill_after_ms must be >= 0")
 
 
 def spec_from_instrument(inst: Instrument) -> SymbolSpec:
@@ -255,8 +333,10 @@ class SimBroker:
     """A simulated MT5 hedging account and its trade server.
 
     `specs` gives per-symbol properties (missing symbols use `default_spec`); a symbol is
-    tradable when `touch` quotes it. `state_file`, when given, is loaded if it exists (the
-    account survives restarts) and rewritten after every change.
+    tradable when `touch` quotes it. `currency_digits` is how the account currency rounds
+    (`ACCOUNT_CURRENCY_DIGITS`: 2 for USD, 8 for a BTC-denominated account). `state_file`, when
+    given, is loaded if it exists (the account survives restarts) and rewritten after every
+    change; requests still in flight after a TIMEOUT are not saved.
     """
 
     def __init__(
@@ -268,6 +348,7 @@ class SimBroker:
         balance: float = 100_000.0,
         leverage: int = 100,
         currency: str = "USD",
+        currency_digits: int = 2,
         specs: Mapping[str, SymbolSpec] | None = None,
         default_spec: SymbolSpec | None = None,
         behaviour: BrokerBehaviour | None = None,
@@ -275,10 +356,13 @@ class SimBroker:
     ) -> None:
         if leverage <= 0:
             raise ValueError("leverage must be > 0")
+        if not 0 <= currency_digits <= 12:
+            raise ValueError("currency_digits must be within [0, 12]")
         self._touch = touch
         self._clock: Clock = clock if clock is not None else RealClock()
         self._rng = random.Random(seed)
-        self.balance = float(balance)
+        self.currency_digits = currency_digits
+        self.balance = round(float(balance), currency_digits)
         self.leverage = leverage
         self.currency = currency
         self.specs: dict[str, SymbolSpec] = dict(specs or {})
@@ -287,11 +371,17 @@ class SimBroker:
         self.closed_markets: set[str] = set()  # symbols whose session is closed (10018)
         self.trade_disabled: set[str] = set()  # symbols with trading disabled (10017)
         self._positions: dict[int, Position] = {}
+        self._orders: dict[int, Order] = {}  # active orders (a resting RETURN remainder)
+        self._history_orders: list[Order] = []
         self._deals: list[Deal] = []
+        self._in_flight: list[tuple[int, TradeRequest]] = []  # (due ms, request) after a TIMEOUT
+        self._resting_due: dict[int, int] = {}  # active order ticket -> ms at which it fills
         self._next_order = 10_000_001
         self._next_deal = 50_000_001
         self._request_ids = itertools.count(1)
+        self._settling = False
         self.requests = 0  # OrderSend calls
+        self.request_log: deque[TradeRequest] = deque(maxlen=_REQUEST_LOG_MAX)  # what OrderSend was given
         self.state_file = Path(state_file) if state_file is not None else None
         if self.state_file is not None and self.state_file.exists():
             self._load(self.state_file)
@@ -299,20 +389,35 @@ class SimBroker:
     # ------------------------------------------------------------ queries
 
     def spec(self, symbol: str) -> SymbolSpec:
-        return self.specs.get(symbol, self.default_spec)
+        spec = self.specs.get(symbol, self.default_spec)
+        override = self.behaviour.execution
+        return spec if override is None or override == spec.execution else replace(spec, execution=override)
 
     def touch(self, symbol: str) -> tuple[float, float] | None:
         return self._touch(symbol)
 
     def positions(self, magic: int | None = None) -> list[Position]:
         """Open positions in ticket order, only those with `magic` when given."""
+        self._settle()
         return [p for _, p in sorted(self._positions.items()) if magic is None or p.magic == magic]
 
     def position(self, ticket: int) -> Position | None:
+        self._settle()
         return self._positions.get(ticket)
+
+    def orders(self) -> list[Order]:
+        """Active orders in ticket order (`OrdersTotal`, `OrderGetTicket`)."""
+        self._settle()
+        return [o for _, o in sorted(self._orders.items())]
+
+    def history_orders(self, from_ms: int | None = None) -> list[Order]:
+        """Finished orders set up at or after `from_ms`, in time order (`HistorySelect`)."""
+        self._settle()
+        return [o for o in self._history_orders if from_ms is None or o.time_setup_msc >= from_ms]
 
     def history_deals(self, from_ms: int | None = None, to_ms: int | None = None) -> list[Deal]:
         """Deals with `from_ms <= time_msc <= to_ms` in time order (`HistorySelect`)."""
+        self._settle()
         return [
             d for d in self._deals
             if (from_ms is None or d.time_msc >= from_ms) and (to_ms is None or d.time_msc <= to_ms)
@@ -321,7 +426,11 @@ class SimBroker:
     def deals_with_comment(self, comment: str) -> list[Deal]:
         """Deals whose `DEAL_COMMENT` equals `comment` as the server stores it (truncated)."""
         stored = comment[:COMMENT_MAX]
-        return [d for d in self._deals if d.comment == stored]
+        return [d for d in self.history_deals() if d.comment == stored]
+
+    def deals_of_order(self, order: int) -> list[Deal]:
+        """The deals of one order (`DEAL_ORDER`)."""
+        return [d for d in self.history_deals() if d.order == order]
 
     def floating_profit(self) -> float:
         total = 0.0
@@ -340,38 +449,51 @@ class SimBroker:
         )
 
     def account(self) -> AccountInfo:
-        equity = self.balance + self.floating_profit()
-        margin = self.margin()
-        return AccountInfo(
-            balance=round(self.balance, 2),
-            equity=round(equity, 2),
-            margin=round(margin, 2),
-            margin_free=round(equity - margin, 2),
-            leverage=self.leverage,
-            currency=self.currency,
-        )
+        self._settle()
+        return self._account()
 
     # ------------------------------------------------------------ OrderSend
 
     def execute(self, request: TradeRequest) -> TradeResult:
         """Run one trade request as the trade server would and return its `MqlTradeResult`."""
+        self._settle()
         self.requests += 1
+        self.request_log.append(replace(request))
         request_id = next(self._request_ids)
+        b = self.behaviour
+        if b.connection_prob and self._rng.random() < b.connection_prob:
+            return self._fail(request, request_id, TRADE_RETCODE_CONNECTION)
+        if request.action == TRADE_ACTION_REMOVE:
+            return self._remove(request, request_id)
+        if b.timeouts > 0:
+            # The request reached the server, but its answer never reached the terminal.
+            b.timeouts -= 1
+            if b.timeout_outcome == "executes":
+                self._in_flight.append((self._clock.time_ms() + b.timeout_delay_ms, replace(request)))
+            return self._fail(request, request_id, TRADE_RETCODE_TIMEOUT)
+        return self._deal(request, request_id, self._clock.time_ms())
+
+    # ------------------------------------------------------------ execution
+
+    def _fail(self, request: TradeRequest, request_id: int, retcode: int, comment: str = "") -> TradeResult:
+        quote = self._touch(request.symbol) if request.symbol else None
+        bid, ask = quote if quote is not None else (0.0, 0.0)
+        return TradeResult(retcode, bid=bid, ask=ask, comment=comment or RETCODE_TEXT.get(retcode, ""),
+                           request_id=request_id)
+
+    def _deal(self, request: TradeRequest, request_id: int, now: int) -> TradeResult:
         rng = self._rng
         b = self.behaviour
         quote = self._touch(request.symbol) if request.symbol else None
         bid, ask = quote if quote is not None else (0.0, 0.0)
 
         def fail(retcode: int, comment: str = "") -> TradeResult:
-            return TradeResult(retcode, bid=bid, ask=ask, comment=comment or RETCODE_TEXT.get(retcode, ""),
-                               request_id=request_id)
+            return self._fail(request, request_id, retcode, comment)
 
         if request.action != TRADE_ACTION_DEAL:
-            return fail(TRADE_RETCODE_INVALID, "only TRADE_ACTION_DEAL is simulated")
+            return fail(TRADE_RETCODE_INVALID, "only TRADE_ACTION_DEAL and TRADE_ACTION_REMOVE are simulated")
         if request.type not in ("buy", "sell") or not request.symbol:
             return fail(TRADE_RETCODE_INVALID)
-        if b.connection_prob and rng.random() < b.connection_prob:
-            return fail(TRADE_RETCODE_CONNECTION)
         if request.symbol in self.trade_disabled:
             return fail(TRADE_RETCODE_TRADE_DISABLED)
         if request.symbol in self.closed_markets:
@@ -379,7 +501,7 @@ class SimBroker:
         if quote is None or not (bid > 0 and ask > 0):
             return fail(TRADE_RETCODE_PRICE_OFF)
         spec = self.spec(request.symbol)
-        if request.type_filling not in spec.filling_modes:
+        if request.type_filling not in spec.allowed_fillings():
             return fail(TRADE_RETCODE_INVALID_FILL)
         if not self._volume_ok(request.volume, spec):
             return fail(TRADE_RETCODE_INVALID_VOLUME)
@@ -394,14 +516,13 @@ class SimBroker:
             if request.volume > closing.volume + 1e-9:
                 return fail(TRADE_RETCODE_INVALID_CLOSE_VOLUME)
 
-        # Price: the touch, made worse by slippage.
-        slip = rng.randint(0, b.slippage_points) * spec.point if b.slippage_points else 0.0
-        touch_price = ask if request.type == "buy" else bid
-        price = touch_price + slip if request.type == "buy" else touch_price - slip
-        price = _round_to(price, spec.point)
+        price = self._fill_price(request.type, bid, ask, spec)
         if b.requote_prob and rng.random() < b.requote_prob:
             return fail(TRADE_RETCODE_REQUOTE)
-        if b.execution == "instant" and request.price > 0:
+        if spec.execution in ("request", "instant"):
+            # The price is the request's; the server requotes beyond the deviation.
+            if not request.price > 0:
+                return fail(TRADE_RETCODE_INVALID_PRICE)
             worse = price - request.price if request.type == "buy" else request.price - price
             if worse > request.deviation * spec.point + 1e-9:
                 return fail(TRADE_RETCODE_REQUOTE)
@@ -409,49 +530,167 @@ class SimBroker:
             return fail(TRADE_RETCODE_REJECT)
 
         volume = request.volume
-        if b.partial_prob and rng.random() < b.partial_prob:
-            available = _floor_to(volume * rng.uniform(b.partial_min_fraction, 1.0), spec.volume_step)
-            available = max(available, spec.volume_min)
-            if available < volume - 1e-9:
-                if request.type_filling == "FOK":
-                    return fail(TRADE_RETCODE_REJECT, "FOK: the volume is not available")
-                volume = available
+        available = volume
+        if b.fill_fraction < 1.0:
+            available = _floor_to(volume * b.fill_fraction, spec.volume_step)
+        elif b.partial_prob and rng.random() < b.partial_prob:
+            available = max(_floor_to(volume * rng.uniform(b.partial_min_fraction, 1.0), spec.volume_step),
+                            spec.volume_min)
+        filled = min(available, volume)
+        if filled < volume - 1e-9:
+            if request.type_filling == "FOK":
+                return fail(TRADE_RETCODE_REJECT, "FOK: the volume is not available")
+            if request.type_filling == "IOC" and filled <= 1e-9:
+                return fail(TRADE_RETCODE_REJECT, "IOC: no volume available")
 
-        if closing is None:
-            required = volume * spec.contract_size * price / self.leverage
-            if required > self.account().margin_free:
+        if closing is None and filled > 0:
+            required = filled * spec.contract_size * price / self.leverage
+            if required > self._account().margin_free:
                 return fail(TRADE_RETCODE_NO_MONEY)
 
-        # Execute: one order, one deal.
-        now = self._clock.time_ms()
-        order = self._next_order
+        # Execute: one order, and one deal for the part filled now.
+        ticket = self._next_order
         self._next_order += 1
+        rest = _round_to(volume - filled, spec.volume_step) if filled < volume - 1e-9 else 0.0
+        resting = request.type_filling == "RETURN" and rest > 1e-9
+        order = Order(ticket, request.symbol, request.type, volume, rest, request.price, request.type_filling,
+                      "placed", request.magic, self._server_comment(request.comment, ticket), request.position, now)
+        deal: Deal | None = None
+        if filled > 1e-9:
+            deal = self._book_deal(order, filled, price, now)
+        if resting:
+            order.state = "partial" if deal is not None else "placed"
+            self._orders[ticket] = order
+            if b.resting_fill_after_ms is not None:
+                self._resting_due[ticket] = now + b.resting_fill_after_ms
+        else:
+            order.state = "filled" if rest <= 1e-9 else "partial"  # IOC: the rest is cancelled
+            order.time_done_msc = now
+            self._history_orders.append(order)
+        self._persist()
+        if deal is None:
+            return TradeResult(TRADE_RETCODE_PLACED, order=ticket, bid=bid, ask=ask,
+                               comment=RETCODE_TEXT[TRADE_RETCODE_PLACED], request_id=request_id)
+        retcode = TRADE_RETCODE_DONE if rest <= 1e-9 else TRADE_RETCODE_DONE_PARTIAL
+        return TradeResult(retcode, deal=deal.ticket, order=ticket, volume=filled, price=price, bid=bid, ask=ask,
+                           comment=RETCODE_TEXT[retcode], request_id=request_id)
+
+    def _remove(self, request: TradeRequest, request_id: int) -> TradeResult:
+        """`TRADE_ACTION_REMOVE`: cancel the rest of an active order."""
+        order = self._orders.pop(request.order, None)
+        if order is None:
+            return self._fail(request, request_id, TRADE_RETCODE_INVALID, "order not found")
+        self._resting_due.pop(order.ticket, None)
+        order.state = "canceled"
+        order.time_done_msc = self._clock.time_ms()
+        self._history_orders.append(order)
+        self._persist()
+        return TradeResult(TRADE_RETCODE_DONE, order=order.ticket, comment=RETCODE_TEXT[TRADE_RETCODE_DONE],
+                           request_id=request_id)
+
+    def _settle(self) -> None:
+        """What the server did meanwhile: requests in flight after a TIMEOUT execute, resting
+        remainders fill, each at its due time."""
+        if self._settling or not (self._in_flight or self._resting_due):
+            return
+        self._settling = True
+        try:
+            now = self._clock.time_ms()
+            due = sorted((t, r) for t, r in self._in_flight if t <= now) if self._in_flight else []
+            self._in_flight = [(t, r) for t, r in self._in_flight if t > now]
+            for at, request in due:
+                self._deal(request, next(self._request_ids), at)
+            for ticket, at in sorted(self._resting_due.items(), key=lambda kv: kv[1]):
+                if at <= now:
+                    del self._resting_due[ticket]
+                    self._fill_resting(ticket, at)
+        finally:
+            self._settling = False
+
+    def _fill_resting(self, ticket: int, at: int) -> None:
+        order = self._orders.get(ticket)
+        quote = self._touch(order.symbol) if order is not None else None
+        if order is None or quote is None:
+            return
+        spec = self.spec(order.symbol)
+        volume = order.volume_current
+        if order.position:
+            pos = self._positions.get(order.position)
+            volume = 0.0 if pos is None else min(volume, pos.volume)
+        if volume > 1e-9:
+            self._book_deal(order, volume, self._fill_price(order.type, *quote, spec), at)
+        del self._orders[ticket]
+        order.volume_current = 0.0
+        order.state = "filled" if volume > 1e-9 else "canceled"
+        order.time_done_msc = at
+        self._history_orders.append(order)
+        self._persist()
+
+    def _book_deal(self, order: Order, volume: float, price: float, at: int) -> Deal:
+        """One deal of `order`: opens a position (its ticket is the order's) or closes one."""
+        spec = self.spec(order.symbol)
+        digits = self.currency_digits
         deal_ticket = self._next_deal
         self._next_deal += 1
-        comment = request.comment[:COMMENT_MAX]
-        commission = -round(b.commission_per_lot * volume, 2)
+        commission = -round(self.behaviour.commission_per_lot * volume, digits)
         profit = 0.0
+        closing = self._positions.get(order.position) if order.position else None
         if closing is None:
-            position_id = order
-            self._positions[order] = Position(order, request.symbol, request.type, volume, price, request.magic,
-                                              comment, now)
+            position_id = order.ticket
+            existing = self._positions.get(position_id)
+            if existing is None:
+                self._positions[position_id] = Position(position_id, order.symbol, order.type, volume, price,
+                                                        order.magic, order.comment, at)
+            else:  # the resting remainder of an opening order adds to its position
+                total = existing.volume + volume
+                existing.price_open = _round_to((existing.price_open * existing.volume + price * volume) / total,
+                                                spec.point)
+                existing.volume = _round_to(total, spec.volume_step)
             entry: Literal["in", "out"] = "in"
         else:
             position_id = closing.ticket
-            profit = round(self._profit(closing.type, closing.price_open, price, volume, spec), 2)
+            profit = round(self._profit(closing.type, closing.price_open, price, volume, spec), digits)
             remaining = _round_to(closing.volume - volume, spec.volume_step)
             if remaining <= 1e-9:
                 del self._positions[closing.ticket]
             else:
                 closing.volume = remaining
             entry = "out"
-        self.balance = round(self.balance + commission + profit, 2)
-        self._deals.append(Deal(deal_ticket, order, position_id, request.symbol, request.type, entry, volume, price,
-                                commission, profit, now, request.magic, comment))
-        self._persist()
-        retcode = TRADE_RETCODE_DONE if volume >= request.volume - 1e-9 else TRADE_RETCODE_DONE_PARTIAL
-        return TradeResult(retcode, deal=deal_ticket, order=order, volume=volume, price=price, bid=bid, ask=ask,
-                           comment=RETCODE_TEXT[retcode], request_id=request_id)
+        self.balance = round(self.balance + commission + profit, digits)
+        deal = Deal(deal_ticket, order.ticket, position_id, order.symbol, order.type, entry, volume, price,
+                    commission, profit, at, order.magic, order.comment)
+        self._deals.append(deal)
+        return deal
+
+    def _fill_price(self, side: OrderType, bid: float, ask: float, spec: SymbolSpec) -> float:
+        """The touch, made worse by the adverse move and slippage."""
+        slippage = self.behaviour.slippage_points
+        points = self.behaviour.adverse_move_points + (self._rng.randint(0, slippage) if slippage else 0)
+        slip = points * spec.point
+        price = ask + slip if side == "buy" else bid - slip
+        return _round_to(price, spec.point)
+
+    def _server_comment(self, comment: str, ticket: int) -> str:
+        """The comment as the server keeps it: truncated, rewritten or dropped."""
+        policy = self.behaviour.comments
+        if policy == "drop" or not comment:
+            return ""
+        if policy == "rewrite":
+            return f"[{ticket}]"
+        return comment[:COMMENT_MAX]
+
+    def _account(self) -> AccountInfo:
+        digits = self.currency_digits
+        equity = self.balance + self.floating_profit()
+        margin = self.margin()
+        return AccountInfo(
+            balance=round(self.balance, digits),
+            equity=round(equity, digits),
+            margin=round(margin, digits),
+            margin_free=round(equity - margin, digits),
+            leverage=self.leverage,
+            currency=self.currency,
+        )
 
     # ------------------------------------------------------------ helpers
 
@@ -476,23 +715,32 @@ class SimBroker:
             "balance": self.balance,
             "leverage": self.leverage,
             "currency": self.currency,
+            "currency_digits": self.currency_digits,
             "next_order": self._next_order,
             "next_deal": self._next_deal,
-            "positions": [asdict(p) for p in self.positions()],
+            "positions": [asdict(p) for _, p in sorted(self._positions.items())],
+            "orders": [asdict(o) for _, o in sorted(self._orders.items())],
+            "history_orders": [asdict(o) for o in self._history_orders],
             "deals": [asdict(d) for d in self._deals],
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Replace the account with `state` (from `to_state`)."""
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"unsupported broker state version {state.get('version')!r}")
+        """Replace the account with `state` (from `to_state`; version 1 files have no orders)."""
+        version = state.get("version")
+        if version not in (1, _STATE_VERSION):
+            raise ValueError(f"unsupported broker state version {version!r}")
         self.balance = float(state["balance"])
         self.leverage = int(state["leverage"])
         self.currency = str(state["currency"])
+        self.currency_digits = int(state.get("currency_digits", self.currency_digits))
         self._next_order = int(state["next_order"])
         self._next_deal = int(state["next_deal"])
         self._positions = {int(p["ticket"]): Position(**p) for p in _records(state["positions"])}
+        self._orders = {int(o["ticket"]): Order(**o) for o in _records(state.get("orders", []))}
+        self._history_orders = [Order(**o) for o in _records(state.get("history_orders", []))]
         self._deals = [Deal(**d) for d in _records(state["deals"])]
+        self._resting_due.clear()
+        self._in_flight.clear()
 
     def save(self, path: str | Path | None = None) -> None:
         """Write the account atomically to `path` (default: `state_file`)."""
@@ -542,18 +790,22 @@ def _floor_to(value: float, step: float) -> float:
 
 __all__ = [
     "COMMENT_MAX",
+    "RETCODES_ACCEPTED",
     "RETCODES_DONE",
     "RETCODE_TEXT",
     "TRADE_ACTION_DEAL",
+    "TRADE_ACTION_REMOVE",
     "TRADE_RETCODE_CONNECTION",
     "TRADE_RETCODE_DONE",
     "TRADE_RETCODE_DONE_PARTIAL",
     "TRADE_RETCODE_INVALID",
     "TRADE_RETCODE_INVALID_CLOSE_VOLUME",
     "TRADE_RETCODE_INVALID_FILL",
+    "TRADE_RETCODE_INVALID_PRICE",
     "TRADE_RETCODE_INVALID_VOLUME",
     "TRADE_RETCODE_MARKET_CLOSED",
     "TRADE_RETCODE_NO_MONEY",
+    "TRADE_RETCODE_PLACED",
     "TRADE_RETCODE_POSITION_CLOSED",
     "TRADE_RETCODE_PRICE_OFF",
     "TRADE_RETCODE_REJECT",
@@ -563,7 +815,10 @@ __all__ = [
     "TRADE_RETCODE_TRADE_DISABLED",
     "AccountInfo",
     "BrokerBehaviour",
+    "Comments",
     "Deal",
+    "Execution",
+    "Order",
     "Position",
     "SimBroker",
     "SymbolSpec",

@@ -1,7 +1,8 @@
 """`quantarb mt5 sim`: a stand-alone simulated MT5 terminal posting to a running quantarb.
 
 It owns a synthetic market (the demo pairs' MT5 symbols by default), a `SimBroker` account
-(kept in `state_file` across restarts when one is given) and an `EaSimulator` that talks to
+(kept in `state_file` across restarts when one is given, with the EA's journal and instance
+lock in `<state_file>.common/`) and an `EaSimulator` that talks to
 the listener at `url` as terminal `terminal` with `secret`. It runs until `duration_s` has
 passed, `stop` is set, or the task is cancelled (Ctrl-C), and returns a summary.
 """
@@ -64,10 +65,13 @@ async def run_mt5_sim(
         behaviour=behaviour if behaviour is not None else BrokerBehaviour(slippage_points=2, commission_per_lot=7.0),
         state_file=state_file,
     )
+    # With a state file the terminal outlives this process: so do the EA's journal and its
+    # instance id (the listener's lease), in a common folder next to it.
+    common_dir = Path(state_file).with_name(Path(state_file).name + ".common") if state_file is not None else None
     ea = EaSimulator(
         url, terminal, secret_bytes, source.symbols, broker, source, clk,
         timer_ms=timer_ms, account_every_s=account_every_s, fill_latency_ms=fill_latency_ms,
-        seed=seed, magic=magic, trade_allowed=trade_allowed,
+        seed=seed, magic=magic, common_dir=common_dir, trade_allowed=trade_allowed,
     )
     started_ns = clk.monotonic_ns()
     cancelled = False

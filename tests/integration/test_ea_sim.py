@@ -275,7 +275,9 @@ async def test_restart_before_execution_executes_exactly_once(listener: tuple[Li
 async def test_run_mt5_sim_summary_and_state_file(listener: tuple[Listener, str], tmp_path: Path) -> None:
     state, url = listener
     state_file = tmp_path / "mt5-sim.json"
-    state.commands.append({**open_command(ttl_ms=10_000), "symbol": "BTCUSD", "volume": 0.01})
+    # A buy limited at 10 000 000: any BTC ask of the synthetic market is better (the EA refuses
+    # a command whose price the market has moved beyond).
+    state.commands.append({**open_command(ttl_ms=10_000), "symbol": "BTCUSD", "volume": 0.01, "price": 1e7})
     summary = await run_mt5_sim(url, TERMINAL, SECRET, duration_s=1.0, state_file=state_file, seed=3, timer_ms=20)
     assert summary["terminal"] == TERMINAL and not summary["cancelled"]
     assert summary["ticks_sent"] > 0 and summary["executed"] == 1 and summary["deals"] == 1

@@ -118,7 +118,7 @@ def test_headless_invalid_config_exits_2_naming_the_field(tmp_path: Path) -> Non
     ("head", "tail", "needle"),
     [
         ("[venues.mt5]\n", '[pairs.instruments.mt5]\nsymbol = "BTCUSD"\n', "QUANTARB_MT5_SECRET_T1"),
-        ('[engine]\nexecution = "live"\n', "", "execution = 'paper'"),
+        ('[engine]\nexecution = "live"\n', "", "needs QUANTARB_OKX_API_KEY (or QUANTARB_OKX_API_KEY_FILE)"),
     ],
 )
 def test_headless_exits_3_for_what_this_release_cannot_run(

@@ -478,9 +478,14 @@ async def test_demo_runtime_runs_an_mt5_leg_through_the_listener_and_the_ea(tmp_
     from engine.runtime import Runtime
 
     config = demo_config()
+    assert config.venues.mt5 is not None
     config = config.model_copy(update={
         "listener": config.listener.model_copy(update={"port": 0}),
         "demo": config.demo.model_copy(update={"dislocation_every_s": 0.5}),
+        # The EA refuses a command whose price the market has moved beyond its deviation; the
+        # demo's BTC moves by dollars between decision and execution (20 points are 0.20 USD).
+        "venues": config.venues.model_copy(update={
+            "mt5": config.venues.mt5.model_copy(update={"deviation_points": 1_000_000})}),
     })
     runtime = Runtime(config, is_demo=True, secrets=None, ledger_path=str(tmp_path / "demo.db"))
     assert runtime.mt5 is not None

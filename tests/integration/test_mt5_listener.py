@@ -269,7 +269,7 @@ async def test_malformed_bodies_get_422_with_field_errors(live: tuple[Rig, Embed
     nul = await fields("POST", "/mt5/tick", b'{"ticks":[]}\x00')
     assert "NUL" in nul["body"]
     assert await fields("POST", "/mt5/ack", {"command_id": "c-1", "status": "done", "retcode": 1, "reason": ""}) == {
-        "status": "must be one of accepted, rejected, expired, got 'done'"}
+        "status": "must be one of accepted, rejected, expired, unknown, got 'done'"}
     assert await fields("POST", "/mt5/ack", {"command_id": "c-1", "status": "accepted", "retcode": True,
                                               "reason": ""}) == {"retcode": "expected integer, got boolean"}
     assert await fields("POST", "/mt5/fill", {
@@ -444,9 +444,13 @@ async def test_expiry_path(live: tuple[Rig, EmbeddedServer, httpx.AsyncClient]) 
     assert update.state is OrderState.UNKNOWN  # it may be executing: never guess "expired"
     assert await ea.poll() == []
     assert rig.store.all()[0].state is CommandState.EXPIRED
-    # The late ack changes nothing.
-    assert (await ea.ack("ord-9")).json() == {"ok": True, "duplicate": True}
+    # The EA's late ack settles what was unknown: it executed (the fills will follow). The
+    # state stays expired (final states do not change); a query now says acknowledged.
+    assert (await ea.ack("ord-9")).json() == {"ok": True}
     assert held(rig.queue, "ord-9").state is CommandState.EXPIRED
+    assert (await gateway.query(make_order("ord-9"))).state is OrderState.ACKED
+    # A repeat changes nothing more.
+    assert (await ea.ack("ord-9")).json() == {"ok": True, "duplicate": True}
 
 
 async def test_account_report_keeps_our_positions(live: tuple[Rig, EmbeddedServer, httpx.AsyncClient]) -> None:

@@ -31,6 +31,7 @@ from sim.mt5_broker import (
     TRADE_RETCODE_INVALID,
     TRADE_RETCODE_INVALID_CLOSE_VOLUME,
     TRADE_RETCODE_INVALID_FILL,
+    TRADE_RETCODE_INVALID_PRICE,
     TRADE_RETCODE_INVALID_VOLUME,
     TRADE_RETCODE_MARKET_CLOSED,
     TRADE_RETCODE_NO_MONEY,
@@ -217,8 +218,12 @@ def test_random_refusals(quotes: Quotes, clock: ManualClock, behaviour: BrokerBe
 def test_instant_execution_requotes_beyond_the_deviation(quotes: Quotes, clock: ManualClock) -> None:
     broker = make_broker(quotes, clock, behaviour=BrokerBehaviour(execution="instant"))
     # the ask is 2650.31; the request expected 2650.21: 10 points worse
-    assert broker.execute(buy(price=2650.21, deviation=5)).retcode == TRADE_RETCODE_REQUOTE
-    assert broker.execute(buy(price=2650.21, deviation=10)).retcode == TRADE_RETCODE_DONE
+    assert broker.execute(buy(price=2650.21, deviation=5, type_filling="FOK")).retcode == TRADE_RETCODE_REQUOTE
+    assert broker.execute(buy(price=2650.21, deviation=10, type_filling="FOK")).retcode == TRADE_RETCODE_DONE
+    # Instant execution takes FOK only, and needs the price.
+    assert broker.execute(buy(price=2650.31, type_filling="IOC")).retcode == TRADE_RETCODE_INVALID_FILL
+    assert broker.execute(buy(type_filling="FOK")).retcode == TRADE_RETCODE_INVALID_PRICE
+    assert len(broker.history_deals()) == 1
 
 
 def test_partial_fills(quotes: Quotes, clock: ManualClock) -> None:
@@ -476,9 +481,10 @@ async def test_close_of_an_unknown_position_is_rejected(quotes: Quotes, clock: M
     broker = make_broker(quotes, clock)
     ea = make_ea(listener, broker, quotes, clock)
     await steps(ea, clock, 2)
-    assert listener.acked["c-1"]["status"] == "rejected"
-    assert listener.acked["c-1"]["retcode"] == TRADE_RETCODE_POSITION_CLOSED
-    assert listener.fills == []
+    # The EA's own check (PositionSelectByTicket): no OrderSend happened, so retcode 0.
+    assert listener.acked["c-1"] == {"command_id": "c-1", "status": "rejected", "retcode": 0,
+                                     "reason": "position 424242 not found"}
+    assert listener.fills == [] and broker.requests == 0
     await ea.aclose()
 
 
@@ -552,14 +558,18 @@ async def test_unreachable_listener_counts_errors_and_keeps_the_reports(quotes: 
     ea = EaSimulator("http://127.0.0.1:1", TERMINAL, SECRET, ["XAUUSD"], broker, quotes, clock,
                      transport=httpx.MockTransport(down))
     await ea.step()
-    # One timer event, four requests, each refused: the fill report, the tick push, the poll
-    # that follows a failed push, the account report.
-    assert ea.http_errors == 4
-    assert (ea.tick_posts, ea.ticks_sent, ea.polls, ea.fills_sent, ea.accounts_sent) == (1, 0, 1, 0, 0)
+    # One timer event, one blocking attempt: the fill report finds no listener, and the tick
+    # push and the poll are not tried in the same event (each would block the real EA for its
+    # WebRequest timeout); the account report waits for a timer event that reaches it.
+    assert (ea.http_errors, ea.http_skipped) == (1, 2)
+    assert (ea.tick_posts, ea.ticks_sent, ea.polls, ea.fills_sent, ea.accounts_sent) == (0, 0, 0, 0, 0)
     assert ea.pending_reports == 1  # the undelivered fill is kept ...
     clock.advance(ms=50)
-    await ea.step()
-    assert ea.pending_reports == 1 and ea.fills_sent == 0  # ... and still kept a timer event later
+    await ea.step()  # ... backing off (2 timer periods): nothing is tried
+    assert (ea.http_errors, ea.pending_reports, ea.fills_sent) == (1, 1, 0)
+    clock.advance(ms=60)
+    await ea.step()  # tried again, once
+    assert (ea.http_errors, ea.pending_reports, ea.fills_sent) == (2, 1, 0)
     await ea.aclose()
 
 
@@ -572,8 +582,11 @@ async def test_bad_and_foreign_commands_are_rejected(quotes: Quotes, clock: Manu
     broker = make_broker(quotes, clock)
     ea = make_ea(listener, broker, quotes, clock)
     await steps(ea, clock, 1)
-    assert listener.acked["bad-1"]["status"] == "rejected" and listener.acked["bad-1"]["retcode"] == 10013
-    assert "magic 1234" in listener.acked["bad-2"]["reason"]
+    # Refused by the EA itself: retcode 0 (no OrderSend), the reason says why.
+    assert listener.acked["bad-1"] == {"command_id": "bad-1", "status": "rejected", "retcode": 0,
+                                       "reason": "bad command: side must be buy or sell"}
+    assert listener.acked["bad-2"] == {"command_id": "bad-2", "status": "rejected", "retcode": 0,
+                                       "reason": f"magic 1234 is not the EA's {MAGIC}"}
     assert broker.requests == 0 and ea.bad_commands == 2
     await ea.aclose()
 

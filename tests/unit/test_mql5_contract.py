@@ -42,7 +42,7 @@ ALL_FIELDS = [
     "commission", "balance", "equity", "margin_free", "positions", "ticket", "type", "price_open", "commands",
     "ticks", "margin_mode", "trade_allowed",
 ]
-HEADERS = ["X-QA-Terminal", "X-QA-Timestamp", "X-QA-Signature"]
+HEADERS = ["X-QA-Terminal", "X-QA-Timestamp", "X-QA-Signature", "X-QA-Instance"]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_header_is_sent(code: str, header: str) -> None:
 
 def test_headers_are_joined_with_crlf(code: str) -> None:
     body = function_body(code, "QA_Http")
-    assert body.count('\\r\\nX-QA-') == 2
+    assert body.count('\\r\\nX-QA-') == 3
     assert 'WebRequest(method, g_baseUrl + path_with_query, headers,' in body
 
 
@@ -168,24 +168,100 @@ def test_timestamps_strictly_increase(code: str) -> None:
 
 
 def test_command_handling_order(code: str) -> None:
-    """History (no double execution) before expiry before OrderSend; ack before fills."""
+    """Session, journal and trade-server traces (no double execution) before expiry, checks,
+    then the journal line, then OrderSend; the ack before the fills."""
     body = function_body(code, "QA_HandleCommand")
-    at = {k: body.index(k) for k in ("QA_HandledFind(id)", "QA_ScanDeals(id", '"expired"', "OrderSend(request")}
-    assert at["QA_HandledFind(id)"] < at["QA_ScanDeals(id"] < at['"expired"'] < at["OrderSend(request"]
-    after = body[at["OrderSend(request"]:]
-    assert after.index('QA_Ack(id, "accepted"') < after.index("QA_ReportFillsFor(id")
+    steps = ("QA_HandledFind(id)", "QA_ReportKnown(j, true)", "QA_Trace(id)", '"expired"', "price moved",
+             "QA_UnknownOn(symbol)", "QA_JournalWrite(j)", "OrderSend(request")
+    at = 0
+    for step in steps:  # each one after the one before (str.index raises when it is not there)
+        at = body.index(step, at)
+    assert body.index('QA_ReportKnown(j, true)') < body.index('"expired"')
+    after = body[body.index("OrderSend(request"):]
+    assert after.index('QA_JournalOutcome(j, "done"') < after.index("QA_Conclude(j, false)")
+    conclude = function_body(code, "QA_Conclude")
+    assert conclude.index("QA_RemoveRest(j)") < conclude.index('QA_Ack(id, "accepted"') < conclude.index(
+        "QA_ReportFills(j, true, force")
     assert "request.comment      = StringSubstr(id, 0, QA_COMMENT_MAX)" in body
     assert "request.position  = position" in body and "TRADE_ACTION_DEAL" in body
     assert "result.retcode" in body
-    for retcode in ("TRADE_RETCODE_DONE", "TRADE_RETCODE_DONE_PARTIAL", "TRADE_RETCODE_PLACED"):
-        assert retcode in body
-    for retcode in ("TRADE_RETCODE_CONNECTION", "TRADE_RETCODE_TOO_MANY_REQUESTS", "TRADE_RETCODE_TIMEOUT"):
-        assert retcode in function_body(code, "QA_IsTransient")
+    for name in ("DONE", "DONE_PARTIAL", "PLACED", "TIMEOUT"):
+        assert f"TRADE_RETCODE_{name}" in body
+    transient = function_body(code, "QA_IsTransient")
+    assert "TRADE_RETCODE_CONNECTION" in transient and "TRADE_RETCODE_TOO_MANY_REQUESTS" in transient
+    assert "TIMEOUT" not in transient  # the order may still execute: never resent
     names = function_body(code, "QA_RetcodeName")
     for retcode in ("REQUOTE", "REJECT", "MARKET_CLOSED", "NO_MONEY", "CONNECTION", "INVALID_FILL"):
         assert f"TRADE_RETCODE_{retcode}:" in names
     fill = function_body(code, "QA_FillJson")
     assert "HistoryDealGetDouble(deal, DEAL_COMMISSION)" in fill
+
+
+def test_a_timeout_is_acked_unknown_and_journaled_never_retried(code: str) -> None:
+    body = function_body(code, "QA_HandleCommand")
+    timeout = body[body.index("if(rc == TRADE_RETCODE_TIMEOUT)"):]
+    timeout = timeout[:timeout.index("return;")]
+    assert 'QA_JournalOutcome(j, "unknown"' in timeout and 'QA_Ack(id, "unknown", rc,' in timeout
+    assert "QA_RetryLater" not in timeout
+    # a journaled command is never sent again; only `retry` (nothing executed) falls through
+    assert 'if(j >= 0 && g_journal[j].state != "retry")' in body
+
+
+def test_a_journal_that_cannot_be_written_refuses_the_command(code: str) -> None:
+    body = function_body(code, "QA_HandleCommand")
+    guard = body[body.index("if(!QA_JournalWrite(j))"):body.index("OrderSend(request")]
+    assert "QA_Refuse(id, reason);" in guard and "return;" in guard
+    assert "FileFlush(g_journalFile)" in function_body(code, "QA_JournalWrite")
+
+
+def test_refusals_by_the_ea_carry_retcode_zero(code: str) -> None:
+    assert 'QA_Ack(id, "rejected", 0, reason);' in function_body(code, "QA_Refuse")
+    body = function_body(code, "QA_HandleCommand")
+    before_send = body[:body.index("OrderSend(request")]
+    assert 'QA_Ack(id, "rejected"' not in before_send  # every refusal goes through QA_Refuse
+
+
+def test_the_price_guard_and_the_command_price_under_request_instant(code: str) -> None:
+    body = function_body(code, "QA_HandleCommand")
+    assert re.search(r"double worse = \(side == \"buy\"\) \? market - price : price - market;", body)
+    assert "if(worse - deviation * point > point * 1e-6)" in body
+    assert "request.price        = (priced && price > 0.0) ? price : market;" in body
+    assert "priced = (exe == SYMBOL_TRADE_EXECUTION_REQUEST || exe == SYMBOL_TRADE_EXECUTION_INSTANT)" in body
+    assert "if(InpMaxDeviation >= 0 && deviation > InpMaxDeviation)" in body  # 0 stays 0
+    assert re.search(r"input long\s+InpMaxDeviation\s+= -1;", code)
+
+
+def test_filling_follows_the_execution_mode_and_defaults_to_auto(code: str) -> None:
+    allowed = function_body(code, "QA_AllowedFillings")
+    assert "SYMBOL_TRADE_EXEMODE" in allowed and "SYMBOL_FILLING_MODE" in allowed
+    assert "ret = (exe == SYMBOL_TRADE_EXECUTION_EXCHANGE);" in allowed
+    assert re.search(r"input QA_FILLING_POLICY\s+InpFilling\s+= QA_FILLING_AUTO;", code)
+
+
+def test_one_instance_per_terminal(code: str) -> None:
+    lock = function_body(code, "QA_TakeLock")
+    opened = re.search(r"g_lockFile = FileOpen\(path, ([^)]*)\);", lock)
+    assert opened is not None and "FILE_COMMON" in opened[1] and "FILE_SHARE" not in opened[1]
+    assert re.search(r"if\(!QA_TakeLock\(\)\)\s*return INIT_FAILED;", function_body(code, "OnInit"))
+    assert "FileClose(g_lockFile)" in function_body(code, "QA_CloseFiles")
+    http = function_body(code, "QA_Http")
+    assert '"\\r\\nX-QA-Instance: " + g_instance' in http and "status == 409" in http
+
+
+def test_one_blocking_request_per_timer_event_and_no_busy_wait_in_ontimer(code: str) -> None:
+    http = function_body(code, "QA_Http")
+    assert http.index("if(g_httpBlocked || GetTickCount64() < g_httpDownUntil)") < http.index("WebRequest(")
+    assert "g_httpBlocked = true;" in http
+    ontimer = function_body(code, "OnTimer")
+    assert ontimer.index("g_httpBlocked = false;") < ontimer.index("QA_FlushOutbox")
+    assert "QA_AnchorClock" not in ontimer and "while" not in function_body(code, "QA_CheckClock")
+
+
+def test_account_amounts_are_not_rounded_to_cents_and_follow_trades(code: str) -> None:
+    account = function_body(code, "QA_PostAccount")
+    for name in ("ACCOUNT_BALANCE", "ACCOUNT_EQUITY", "ACCOUNT_MARGIN_FREE"):
+        assert f"QA_Num(AccountInfoDouble({name}), 8)" in account
+    assert "g_nextAccount = 0;" in function_body(code, "QA_Conclude")
 
 
 # ------------------------------------------------------------------ (c) the embedded test vectors

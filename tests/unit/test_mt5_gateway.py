@@ -250,3 +250,28 @@ def test_gateway_venue() -> None:
     assert gw.venue == "mt5"
     order: Order = make_order()
     assert order.venue == gw.venue
+
+
+async def test_an_unknown_ack_is_unknown_at_the_deadline_and_a_later_fill_resolves_it() -> None:
+    queue, gw = _setup(ttl_ms=100, grace_ms=50)
+    placing = asyncio.create_task(gw.place(make_order("ord-1")))
+    await _served(queue)
+    await queue.ack("T1", "ord-1", "unknown", 10012, "TIMEOUT")
+    update = await asyncio.wait_for(placing, 2)
+    assert (update.state, update.reason) == (OrderState.UNKNOWN, "retcode 10012: outcome unknown: TIMEOUT")
+    assert held(queue, "ord-1").state is CommandState.EXPIRED
+    await queue.fill("T1", "ord-1", _fill(123, "0.10"))  # the EA found the deal
+    resolved = await gw.query(make_order("ord-1"))
+    assert resolved.state is OrderState.FILLED and [f.venue_trade_id for f in resolved.fills] == ["123"]
+
+
+async def test_an_unknown_outcome_the_ea_then_rejects_is_expired_not_unknown() -> None:
+    queue, gw = _setup(ttl_ms=100, grace_ms=50)
+    placing = asyncio.create_task(gw.place(make_order("ord-1")))
+    await _served(queue)
+    await queue.ack("T1", "ord-1", "unknown", 10012, "TIMEOUT")
+    assert (await asyncio.wait_for(placing, 2)).state is OrderState.UNKNOWN
+    await queue.ack("T1", "ord-1", "rejected", 10012, "TIMEOUT: no order or deal appeared within 30000 ms")
+    resolved = await gw.query(make_order("ord-1"))
+    assert (resolved.state, resolved.reason) == (
+        OrderState.EXPIRED, "TIMEOUT: no order or deal appeared within 30000 ms")

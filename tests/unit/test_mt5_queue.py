@@ -9,7 +9,15 @@ import pytest
 
 from core.clock import ManualClock
 from core.commands import CommandFill, CommandState, Mt5Command
-from mt5_bridge.queue import CommandQueue, FillConflict, InMemoryCommandStore
+from mt5_bridge.queue import (
+    ACCEPTED_LATE,
+    UNKNOWN_OUTCOME,
+    CommandQueue,
+    FillConflict,
+    InMemoryCommandStore,
+    accepted_late,
+    outcome_unknown,
+)
 from tests.mt5_support import held, make_command
 
 S = CommandState
@@ -439,3 +447,76 @@ async def test_fill_listeners_hear_each_new_deal_once_and_cannot_break_the_reque
     assert await queue.fill("T1", "c-1", _fill(2, "0.06"))
     assert not await queue.fill("T1", "nope", _fill(3))
     assert heard == [("c-1", Decimal("0.04")), ("c-1", Decimal("0.10"))]
+
+
+# ---------------------------------------------------------------------------- unknown outcomes
+
+
+async def test_an_unknown_ack_keeps_the_command_open_unserved_and_its_expiry_unknown() -> None:
+    queue, store, clock = _queue()
+    await queue.enqueue(make_command("u", expires_msc=clock.time_ms() + 100))
+    queue.pending("T1")
+    assert await queue.ack("T1", "u", "unknown", 10012, "TIMEOUT")
+    cmd = held(queue, "u")
+    assert (cmd.state, cmd.retcode, cmd.reason) == (S.DELIVERED, 10012, UNKNOWN_OUTCOME + "TIMEOUT")
+    assert outcome_unknown(cmd) and _stored(store, "u").reason == UNKNOWN_OUTCOME + "TIMEOUT"
+    assert queue.pending("T1") == []  # the EA has it and never sends it again: not served
+    saves = store.saves
+    assert await queue.ack("T1", "u", "unknown", 10012, "TIMEOUT")  # a repeat changes nothing
+    assert store.saves == saves
+
+    clock.advance(ms=101)
+    [expired] = await queue.expire(clock.time_ms())
+    assert (expired.state, expired.reason) == (S.EXPIRED, UNKNOWN_OUTCOME + "TIMEOUT")
+    assert outcome_unknown(expired) and not accepted_late(expired)
+
+    # The EA's final answer settles it; the state stays expired (final states never change).
+    assert await queue.ack("T1", "u", "rejected", 10012, "TIMEOUT: no order or deal appeared")
+    settled = held(queue, "u")
+    assert (settled.state, settled.reason) == (S.EXPIRED, "TIMEOUT: no order or deal appeared")
+    assert not outcome_unknown(settled)
+    saves = store.saves
+    assert await queue.ack("T1", "u", "accepted", 10009, "")  # nothing reopens it now
+    assert await queue.ack("T1", "u", "unknown", 10012, "again")
+    assert held(queue, "u") == settled and store.saves == saves
+
+
+async def test_an_unknown_outcome_accepted_after_expiry_is_recorded() -> None:
+    queue, _, clock = _queue()
+    await queue.enqueue(make_command("u", expires_msc=clock.time_ms() + 100))
+    queue.pending("T1")
+    clock.advance(ms=101)
+    await queue.expire(clock.time_ms())
+    assert outcome_unknown(held(queue, "u"))  # delivered, never acknowledged
+    assert await queue.ack("T1", "u", "accepted", 10010, "")
+    cmd = held(queue, "u")
+    assert (cmd.state, cmd.retcode, cmd.reason) == (S.EXPIRED, 10010, ACCEPTED_LATE + "retcode 10010")
+    assert accepted_late(cmd) and not outcome_unknown(cmd)
+
+
+async def test_an_unknown_ack_on_an_open_command_is_settled_by_a_normal_ack_or_a_fill() -> None:
+    queue, _, clock = _queue()
+    for cid in ("a", "f"):
+        await queue.enqueue(make_command(cid, expires_msc=clock.time_ms() + 1000))
+    queue.pending("T1")
+    for cid in ("a", "f"):
+        await queue.ack("T1", cid, "unknown", 10012, "")
+    assert held(queue, "a").reason == UNKNOWN_OUTCOME + "retcode 10012"
+    await queue.ack("T1", "a", "accepted", 10009, "")
+    await queue.fill("T1", "f", _fill(7, "0.10"))
+    assert [(held(queue, c).state, outcome_unknown(held(queue, c))) for c in ("a", "f")] == [
+        (S.ACCEPTED, False), (S.ACCEPTED, False)]
+    # An unknown ack on a finished command is ignored.
+    assert await queue.ack("T1", "a", "unknown", 10012, "late")
+    assert held(queue, "a").reason == ""
+
+
+async def test_an_ea_reason_never_reads_as_a_marker() -> None:
+    queue, _, clock = _queue()
+    await queue.enqueue(make_command("m", expires_msc=clock.time_ms() + 100))
+    queue.pending("T1")
+    clock.advance(ms=101)
+    await queue.expire(clock.time_ms())
+    await queue.ack("T1", "m", "rejected", 0, UNKNOWN_OUTCOME + "spoofed")
+    cmd = held(queue, "m")
+    assert cmd.reason == "EA: " + UNKNOWN_OUTCOME + "spoofed" and not outcome_unknown(cmd)

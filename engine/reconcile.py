@@ -1,0 +1,307 @@
+"""Reconciliation: each live venue's orders, fills and positions against the ledger.
+
+The ledger is the engine's memory, the venues are the truth. At start (trading held until the
+first pass is done) and every `reconcile_interval_s`, for each venue:
+
+- **open orders**: an order whose client order id is not ours (`qa...` legs, `FL...`
+  flatten), or is ours but the ledger does not know it (a power loss between the send and the
+  commit, docs/ledger.md), is *quarantined*: reported once, listed in the status, never
+  adopted, never cancelled by the engine (the operator decides);
+- **fills**: a fill of one of our orders that the ledger lacks is journaled (the ledger keeps
+  one row per venue trade id, so a fill the engine is booking at the same moment is not
+  counted twice); a fill of an order the ledger does not know quarantines that order;
+- **positions** (derivatives and MT5; a spot account holds balances, not positions): a net
+  position that differs from the ledger's by more than the instrument's lot step halts
+  trading, with both figures and the difference in the reason. A venue with orders in flight
+  is compared on a later pass, so an order filling between the two reads is not a difference.
+
+A venue that cannot be read (down, keys refused, a timeout) is blocked (`reconcile:<venue>`)
+with the reason, and the engine goes on with the others: no retry loop inside a pass and no
+refusal to start, just the next pass. MT5 reconciles through the EA's account reports: every
+configured terminal's positions with our magic, summed (the ledger's MT5 venue is all of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from core.clock import Clock
+from core.instruments import Instrument
+from core.models import Fill, Order, OrderPurpose, Venue
+from core.risk import RiskGate
+from engine.events import EngineEvent, EventLog
+from engine.journal import GuardedJournal
+from engine.live_venues import VenueAccount
+from engine.orchestrator import HedgeOrchestrator
+from engine.risk_journal import RiskJournal
+from ledger import queries
+from ledger.ledger import Ledger
+from mt5_bridge.bridge import AccountState
+
+log = logging.getLogger(__name__)
+
+RECONCILING = "reconciling"
+OUR_PREFIXES = ("qa", "FL")
+PASS_TIMEOUT_S = 20.0
+FILL_SETTLE_MS = 5_000  # a fill younger than this may still be on its way to the ledger
+FIRST_LOOKBACK_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    venue: Venue
+    client_order_id: str
+    reason: str
+    since_ms: int
+
+
+@dataclass(slots=True)
+class VenueReconcile:
+    """The last pass over one venue, for the status screens."""
+
+    venue: Venue
+    ok: bool = False
+    at_ms: int = 0
+    detail: str = "not yet reconciled"
+    fills_booked: int = 0
+    positions: dict[str, str] = field(default_factory=dict)  # symbol -> "venue / ledger"
+
+
+class Reconciler:
+    def __init__(
+        self,
+        accounts: Sequence[VenueAccount],
+        instruments: Iterable[Instrument],
+        gate: RiskGate,
+        risk: RiskJournal,
+        orchestrator: HedgeOrchestrator,
+        events: EventLog,
+        clock: Clock,
+        *,
+        ledger: Callable[[], Ledger | None],
+        journal: Callable[[], GuardedJournal | None],
+        mt5_accounts: Callable[[], Mapping[str, AccountState | None]] | None = None,
+        interval_s: float = 30.0,
+    ) -> None:
+        self._accounts = list(accounts)
+        self._instruments = {i.key: i for i in instruments}
+        self._gate = gate
+        self._risk = risk
+        self._orch = orchestrator
+        self._events = events
+        self._clock = clock
+        self._ledger = ledger
+        self._journal = journal
+        self._mt5_accounts = mt5_accounts
+        self.interval_s = interval_s
+        self.quarantined: dict[tuple[Venue, str], Quarantined] = {}
+        self.venues: dict[Venue, VenueReconcile] = {}
+        self.passes = 0
+        self._since_ms: dict[Venue, int] = {}
+
+    # -- passes --------------------------------------------------------------------------
+    async def first_pass(self) -> None:
+        """Before trading: hold the gate, reconcile every venue once, release."""
+        self._risk.hold(RECONCILING)
+        try:
+            await self.run_once()
+        finally:
+            self._risk.release(RECONCILING, "reconciled with the venues")
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.run_once()
+
+    async def run_once(self) -> None:
+        journal = self._journal()
+        if journal is not None:
+            await journal.flush()
+        names = [a.venue for a in self._accounts]
+        results = await asyncio.gather(*(self._bounded(a) for a in self._accounts), return_exceptions=True)
+        for venue, result in zip(names, results, strict=True):
+            problem = None if result is None else _said(result) if isinstance(result, BaseException) else result
+            self._verdict(venue, problem)
+        if self._mt5_accounts is not None:
+            try:
+                problem = await self._mt5_pass()
+            except Exception as exc:  # the ledger read: said, and the next pass tries again
+                problem = _said(exc)
+            self._verdict("mt5", problem)
+        self.passes += 1
+
+    async def _bounded(self, account: VenueAccount) -> str | None:
+        try:
+            return await asyncio.wait_for(self._venue_pass(account), PASS_TIMEOUT_S)
+        except TimeoutError:
+            return f"no answer within {PASS_TIMEOUT_S:g} s"
+
+    def _verdict(self, venue: Venue, problem: str | None) -> None:
+        now = self._clock.time_ms()
+        row = self.venues.setdefault(venue, VenueReconcile(venue))
+        row.at_ms, row.ok = now, problem is None
+        if problem is not None:
+            row.detail = problem
+            self._events.emit(EngineEvent(now, "reconcile", f"{venue}: cannot reconcile: {problem}", "warn",
+                                          {"venue": venue}))
+        changes = self._gate.breakers.on_reconcile(venue, problem, now)
+        if changes:
+            self._risk.apply_breakers(changes)
+
+    # -- one venue -----------------------------------------------------------------------
+    async def _venue_pass(self, account: VenueAccount) -> str | None:
+        venue = account.venue
+        ledger = self._ledger()
+        if ledger is None:
+            return "no ledger"
+        now = self._clock.time_ms()
+        row = self.venues.setdefault(venue, VenueReconcile(venue))
+        # Orders on the venue's books.
+        opened = await account.open_orders()
+        known = await ledger.read(queries.known_orders, [o.client_order_id for o in opened])
+        for o in opened:
+            if not o.client_order_id.startswith(OUR_PREFIXES):
+                self._quarantine(venue, o.client_order_id, "an open order that is not ours")
+            elif o.client_order_id not in known:
+                self._quarantine(venue, o.client_order_id, "an open order of ours that the ledger does not know")
+        # Fills since the last pass (less a margin), the settled ones only.
+        since = self._since_ms.get(venue, now - FIRST_LOOKBACK_MS)
+        fills = [f for f in await account.fills_since(since) if f.ts_ms <= now - FILL_SETTLE_MS]
+        booked_ids = await ledger.read(queries.known_trades, venue, [f.venue_trade_id for f in fills])
+        missing = [f for f in fills if f.venue_trade_id not in booked_ids]
+        if missing:
+            owners = await ledger.read(queries.known_orders, [f.client_order_id for f in missing])
+            booked = self._book(missing, owners)
+            row.fills_booked += booked
+        self._since_ms[venue] = max(since, now - FILL_SETTLE_MS - 60_000)
+        # Positions, when nothing is in flight on the venue.
+        held = await account.positions()
+        detail = "open orders and fills agree"
+        if held is None:
+            detail += "; positions not compared (spot balances)"
+        elif self._busy(venue):
+            detail += "; positions compared on a later pass (orders in flight)"
+        else:
+            mismatch = await self._compare_positions(venue, held, row)
+            if mismatch is not None:
+                self._halt_on(venue, mismatch)  # read fine: not a reconcile block, a halt
+                return None
+            detail += "; positions agree"
+        row.detail = detail
+        return None
+
+    def _book(self, fills: list[Fill], owners: Mapping[str, Mapping[str, object]]) -> int:
+        journal = self._journal()
+        booked = 0
+        for f in fills:
+            owner = owners.get(f.client_order_id)
+            if owner is None:
+                self._quarantine(f.venue, f.client_order_id, f"a fill ({f.venue_trade_id}, {f.qty} @ {f.price}) "
+                                 "of an order the ledger does not know")
+                continue
+            if journal is None:
+                continue
+            order = Order(client_order_id=f.client_order_id, group_id=str(owner.get("group_id") or ""),
+                          venue=f.venue, symbol=str(owner["symbol"]),
+                          side="buy" if owner["side"] == "buy" else "sell",
+                          qty=Decimal(str(owner["qty"])), price=Decimal(str(owner["price"])),
+                          purpose=OrderPurpose(str(owner["purpose"])),
+                          created_ms=int(str(owner["created_at_ms"])))
+            journal.fill(order, f)
+            booked += 1
+            self._events.emit(EngineEvent(
+                self._clock.time_ms(), "reconcile",
+                f"{f.venue}: fill {f.venue_trade_id} of {f.client_order_id} ({f.qty} @ {f.price}) was missing "
+                "from the ledger: booked", "warn", {"venue": f.venue, "order": f.client_order_id}))
+        return booked
+
+    async def _compare_positions(self, venue: Venue, held: Mapping[str, Decimal],
+                                 row: VenueReconcile) -> str | None:
+        ledger = self._ledger()
+        if ledger is None:
+            return None
+        ours = await ledger.read(queries.net_positions)
+        problems: list[str] = []
+        for (v, symbol), inst in sorted(self._instruments.items()):
+            if v != venue:
+                continue
+            on_venue = held.get(symbol, Decimal(0))
+            in_ledger = ours.get((venue, symbol), Decimal(0))
+            row.positions[symbol] = f"{_fmt(on_venue)} / {_fmt(in_ledger)}"
+            if abs(on_venue - in_ledger) > Decimal(inst.lot_step):
+                problems.append(f"{venue} {symbol}: the venue holds {_fmt(on_venue)}, the ledger "
+                                f"{_fmt(in_ledger)} (difference {_fmt(on_venue - in_ledger)})")
+        return "; ".join(problems) or None
+
+    def _halt_on(self, venue: Venue, detail: str) -> None:
+        changes = self._gate.breakers.on_position_mismatch(venue, f"position differs: {detail}",
+                                                           self._clock.time_ms())
+        row = self.venues.setdefault(venue, VenueReconcile(venue))
+        row.detail = f"position differs: {detail}"
+        if changes:
+            self._events.emit(EngineEvent(self._clock.time_ms(), "reconcile", f"halting: position differs: {detail}",
+                                          "error", {"venue": venue}))
+            self._risk.apply_breakers(changes)
+
+    def _busy(self, venue: Venue) -> bool:
+        if any(venue in g.instruments for g in self._orch.open.values()):
+            return True
+        return any(o.venue == venue for o in self._orch.loose_orders.values())
+
+    def _quarantine(self, venue: Venue, cid: str, reason: str) -> None:
+        key = (venue, cid)
+        if key in self.quarantined:
+            return
+        now = self._clock.time_ms()
+        self.quarantined[key] = Quarantined(venue, cid, reason, now)
+        self._events.emit(EngineEvent(now, "reconcile", f"{venue}: quarantined {cid}: {reason} (not adopted, "
+                                      "not cancelled: check it on the venue)", "warn",
+                                      {"venue": venue, "order": cid}))
+
+    # -- MT5 -----------------------------------------------------------------------------
+    async def _mt5_pass(self) -> str | None:
+        assert self._mt5_accounts is not None
+        reports = self._mt5_accounts()
+        silent = sorted(t for t, a in reports.items() if a is None)
+        if silent:
+            return f"terminal(s) {', '.join(silent)} never sent an account report"
+        held: dict[str, Decimal] = {}
+        for account in reports.values():
+            assert account is not None
+            for p in account.positions:
+                signed = p.volume if p.side == "buy" else -p.volume
+                held[p.symbol] = held.get(p.symbol, Decimal(0)) + signed
+        row = self.venues.setdefault("mt5", VenueReconcile("mt5"))
+        if self._busy("mt5"):
+            row.detail = "positions compared on a later pass (orders in flight)"
+            return None
+        mismatch = await self._compare_positions("mt5", held, row)
+        if mismatch is not None:
+            self._halt_on("mt5", mismatch)
+            return None
+        row.detail = f"positions agree ({len(reports)} terminal(s))"
+        return None
+
+    # -- rows ----------------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        return {
+            "passes": self.passes,
+            "interval_s": self.interval_s,
+            "venues": {v: {"ok": r.ok, "at_ms": r.at_ms, "detail": r.detail, "fills_booked": r.fills_booked,
+                           "positions": dict(r.positions)} for v, r in sorted(self.venues.items())},
+            "quarantined": [{"venue": q.venue, "client_order_id": q.client_order_id, "reason": q.reason,
+                             "since_ms": q.since_ms} for q in self.quarantined.values()],
+        }
+
+
+def _fmt(d: Decimal) -> str:
+    text = format(d.normalize(), "f") if d else "0"
+    return text
+
+
+def _said(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0][:300]
