@@ -5,7 +5,8 @@ a child process with a config pointing at them and the keys in its environment. 
 healthy setup, and fails (exit 3), naming the venue and the reason, with a wrong secret, a
 skewed venue clock, an instrument spec that differs from the venue's, a key that cannot trade,
 and a venue that does not answer. With an MT5 terminal it asks the running engine about the
-EA: `quantarb headless` with the EA simulator posting to it.
+EA: `quantarb headless` in live mode on the same config and venues, the EA simulator posting
+to it.
 """
 
 from __future__ import annotations
@@ -119,12 +120,15 @@ lot_step = "{binance_lot}"
 min_qty = "0.001"
 tick_size = "0.1"
 """
-    if mt5:
+    if mt5:  # the EA simulator's market is its own: no edge is real, so none is traded
         text += """[pairs.instruments.mt5]
 symbol = "BTCUSD"
 qty_per_lot = "1"
 lot_step = "0.01"
 min_qty = "0.01"
+
+[strategy]
+threshold_bps = 299
 """
     path = tmp / "quantarb.toml"
     path.write_text(text, encoding="utf-8")
@@ -346,6 +350,12 @@ class Engine:
                 await asyncio.sleep(0.2)
         return cls(proc, log, url, token_file.read_text().strip())
 
+    async def status(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            doc: dict[str, Any] = (await client.get(f"{self.url}/api/status",
+                                                    headers={"authorization": f"Bearer {self.token}"})).json()
+            return doc
+
     async def terminal(self, until: str, value: object) -> dict[str, Any]:
         """Poll /api/status until terminal T1's `until` field equals `value`; fail otherwise."""
         deadline = asyncio.get_running_loop().time() + T
@@ -379,20 +389,21 @@ async def test_passes_with_the_running_engine_and_its_ea_then_fails_when_autotra
         config = write_config(tmp_path, okx_url=v.okx.rest_url, binance_url=v.binance.base_url, port=port, mt5=True)
         ledger = tmp_path / "data" / "ledger.db"
         before = await doctor(config, environment(tmp_path, **secrets))
-        # The engine runs the same file; it trades paper until live execution ships (doctor checks it as live).
-        engine = await Engine.start(config, environment(tmp_path, **secrets, QUANTARB_ENGINE__EXECUTION="paper"),
-                                    port, ledger)
+        engine = await Engine.start(config, environment(tmp_path, **secrets), port, ledger)
         try:
             stop = asyncio.Event()
+            # One simulated terminal (its state file), the EA restarted on it: the same instance.
+            terminal = tmp_path / "terminal.json"
             ea = asyncio.create_task(run_mt5_sim(engine.url, "T1", MT5_SECRET, symbols=["BTCUSD"], stop=stop,
-                                                 account_every_s=0.3))
+                                                 account_every_s=0.3, state_file=terminal))
             await engine.terminal("margin_mode", "hedging")
+            assert (await engine.status())["mode"] == "live"
             healthy = await doctor(config, environment(tmp_path, **secrets))
             stop.set()
             await asyncio.wait_for(ea, T)
             stop = asyncio.Event()
             ea = asyncio.create_task(run_mt5_sim(engine.url, "T1", MT5_SECRET, symbols=["BTCUSD"], stop=stop,
-                                                 account_every_s=0.3, trade_allowed=False))
+                                                 account_every_s=0.3, state_file=terminal, trade_allowed=False))
             await engine.terminal("trade_allowed", False)
             autotrading_off = await doctor(config, environment(tmp_path, **secrets))
             stop.set()
