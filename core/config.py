@@ -429,7 +429,9 @@ def demo_config() -> QuantarbConfig:
 DEMO_CONFIG: dict[str, object] = {
     "engine": {"execution": "paper", "ledger": "~/.local/share/quantarb/demo.db"},
     "venues": {
-        "mt5": {"terminals": ["DEMO"]},
+        # 5000 points: 50 USD at a 0.01 point, about 5 bps on BTCUSD; the EA refuses a leg when
+        # the market has moved further than this from the command's price.
+        "mt5": {"terminals": ["DEMO"], "deviation_points": 5000},
         "okx": {},
         "binance": {"market": "usdm"},
     },

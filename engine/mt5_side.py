@@ -25,6 +25,7 @@ from engine.snapshot import FeedRow, TerminalRow
 from mt5_bridge.app import create_app
 from mt5_bridge.auth import SignatureVerifier
 from mt5_bridge.bridge import Mt5Bridge, PositionState
+from mt5_bridge.lease import DEFAULT_LEASE_MS
 from mt5_bridge.gateway import MT5Gateway
 from mt5_bridge.queue import CommandQueue
 from mt5_bridge.server import EmbeddedServer, ListenerLimits
@@ -122,6 +123,9 @@ class Mt5Side:
             quote_sink=sink,
             magic=venue.magic,
             status=status,
+            # A lease must outlive a command the EA holds, or a second instance could take over
+            # while the first still executes it.
+            instance_lease_ms=max(DEFAULT_LEASE_MS, 2 * venue.command_ttl_ms),
         )
         # Every MT5 leg goes to the first terminal; the others may still stream ticks.
         self.gateway = MT5Gateway(
