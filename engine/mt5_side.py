@@ -21,7 +21,7 @@ from core.commands import CommandStore, Mt5Command
 from core.config import ListenerConfig, Mt5VenueConfig
 from core.instruments import Instrument
 from core.models import Quote
-from engine.snapshot import FeedRow
+from engine.snapshot import FeedRow, TerminalRow
 from mt5_bridge.app import create_app
 from mt5_bridge.auth import SignatureVerifier
 from mt5_bridge.bridge import Mt5Bridge, PositionState
@@ -190,10 +190,16 @@ class Mt5Side:
     def health_rows(self) -> list[FeedRow]:
         rows = []
         now = self.clock.monotonic_ns()
+        wall = self.clock.time_ms()
+
+        def at(ns: int) -> int | None:  # a monotonic instant on the wall clock
+            return wall - (now - ns) // 1_000_000 if ns else None
+
         for terminal in self.terminals:
             h = self.bridge.health(terminal)
             age = (now - h.last_tick_ns) / 1e6 if h.last_tick_ns else None
             state = "waiting" if age is None else "live" if age <= STALE_MS else "stale"
+            account = h.account
             rows.append(
                 FeedRow(
                     key=f"mt5-{terminal}",
@@ -211,6 +217,14 @@ class Mt5Side:
                     dropped_by_reason=dict(self.bridge.rejected),
                     seq_resets=0,
                     last_error="",
+                    terminal=TerminalRow(
+                        terminal=terminal,
+                        last_seen_ms=at(h.last_seen_ns),
+                        last_tick_ms=at(h.last_tick_ns),
+                        account_ms=account.ts_ms if account is not None else None,
+                        margin_mode=account.margin_mode if account is not None else None,
+                        trade_allowed=account.trade_allowed if account is not None else None,
+                    ),
                 )
             )
         return rows

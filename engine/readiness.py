@@ -72,16 +72,7 @@ def secret_needs(loaded: LoadedConfig) -> list[SecretNeed]:
 
 
 def start_problems(loaded: LoadedConfig) -> list[str]:
-    """Why the engine would refuse this config, one line each (`<file or VAR>: <field or
-    VAR>: reason`, as the validation errors read); empty when it can start."""
-    problems: list[str] = []
-    source = loaded.source
-    for need in secret_needs(loaded):
-        if need.required and not need.present:
-            problems.append(f"{need.variable}: missing ({need.purpose}); {need.when_missing}")
-    if loaded.config.engine.execution == "live" and not loaded.is_demo:
-        where = next((v for v in loaded.overrides if v.upper() == "QUANTARB_ENGINE__EXECUTION"), None)
-        prefix = f"{where}: " if where else f"{source}: engine.execution: "
-        problems.append(f"{prefix}'live' needs the venue order gateways, which are not in this release; "
-                        f"use 'paper' (fills simulated against the live book)")
-    return problems
+    """Why the engine would refuse this config: each required secret that is not set, one line
+    each (`VAR: missing (purpose); what follows`); empty when it can start."""
+    return [f"{need.variable}: missing ({need.purpose}); {need.when_missing}"
+            for need in secret_needs(loaded) if need.required and not need.present]

@@ -28,6 +28,19 @@ class QuoteRow:
 
 
 @dataclass(slots=True, frozen=True)
+class TerminalRow:
+    """What the listener knows of one MT5 terminal's EA, wall-clock ms (None: never). In
+    `/api/status` as `mt5_terminals`, where `quantarb doctor` reads it."""
+
+    terminal: str
+    last_seen_ms: int | None  # the last signed request of any kind
+    last_tick_ms: int | None
+    account_ms: int | None  # the last account report
+    margin_mode: str | None  # hedging | netting | exchange, as the EA reports it
+    trade_allowed: bool | None  # AutoTrading on (and the EA and account allowed to trade)
+
+
+@dataclass(slots=True, frozen=True)
 class FeedRow:
     """Health of one market-data source (an exchange feed or an MT5 terminal)."""
 
@@ -46,6 +59,7 @@ class FeedRow:
     dropped_by_reason: dict[str, int]
     seq_resets: int
     last_error: str
+    terminal: TerminalRow | None = None  # MT5 terminals only
 
 
 @dataclass(slots=True, frozen=True)

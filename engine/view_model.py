@@ -133,6 +133,7 @@ class ViewModel:
                 {"name": f.name, "venue": f.venue, "state": f.state, "last_frame_age_ms": f.last_frame_age_ms}
                 for f in snap.feeds
             ],
+            "mt5_terminals": [asdict(f.terminal) for f in snap.feeds if f.terminal is not None],
         }
 
     async def group_detail(self, group_id: str) -> dict[str, Any] | None:

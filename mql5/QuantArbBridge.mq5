@@ -1901,11 +1901,20 @@ void QA_PostAccount()
                    + ",\"magic\":" + IntegerToString(magic) + "}";
       count++;
      }
+   // What `quantarb doctor` checks: the account's margin mode, and whether this EA may trade now
+   // (the terminal's AutoTrading button, the EA's "Allow Algo Trading", the account's permissions).
+   long mode = AccountInfoInteger(ACCOUNT_MARGIN_MODE);
+   string margin = (mode == ACCOUNT_MARGIN_MODE_RETAIL_HEDGING) ? "hedging"
+                   : (mode == ACCOUNT_MARGIN_MODE_EXCHANGE) ? "exchange" : "netting";
+   bool allowed = TerminalInfoInteger(TERMINAL_TRADE_ALLOWED) && MQLInfoInteger(MQL_TRADE_ALLOWED)
+                  && AccountInfoInteger(ACCOUNT_TRADE_ALLOWED) && AccountInfoInteger(ACCOUNT_TRADE_EXPERT);
    // 8 decimals, trailing zeros dropped: a BTC-denominated account is not rounded to cents.
    string body = "{\"balance\":" + QA_Num(AccountInfoDouble(ACCOUNT_BALANCE), 8)
                  + ",\"equity\":" + QA_Num(AccountInfoDouble(ACCOUNT_EQUITY), 8)
                  + ",\"margin_free\":" + QA_Num(AccountInfoDouble(ACCOUNT_MARGIN_FREE), 8)
-                 + ",\"positions\":[" + positions + "]}";
+                 + ",\"positions\":[" + positions + "]"
+                 + ",\"margin_mode\":" + QA_JsonQuote(margin)
+                 + ",\"trade_allowed\":" + (allowed ? "true" : "false") + "}";
    string response;
    QA_Http("POST", "/mt5/account", body, response);
   }

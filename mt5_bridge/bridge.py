@@ -92,6 +92,8 @@ class AccountState:
     positions: tuple[PositionState, ...]
     ts_ms: int
     recv_ns: int
+    margin_mode: str | None = None  # hedging | netting | exchange; None: the EA did not say
+    trade_allowed: bool | None = None  # AutoTrading and the EA's and account's permissions
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +363,8 @@ class Mt5Bridge:
             positions=positions,
             ts_ms=self._clock.time_ms(),
             recv_ns=self._clock.monotonic_ns(),
+            margin_mode=report.margin_mode,
+            trade_allowed=report.trade_allowed,
         )
         return _OK
 

@@ -48,6 +48,7 @@ __all__ = [
     "FillReport",
     "HealthBody",
     "InvalidRequest",
+    "MarginMode",
     "OkBody",
     "PositionReport",
     "Tick",
@@ -149,13 +150,22 @@ class PositionReport(msgspec.Struct):
     magic: int
 
 
+MarginMode = Literal["hedging", "netting", "exchange"]
+
+
 class AccountReport(msgspec.Struct):
-    """`POST /mt5/account` body: the terminal's account and its open positions (all magics)."""
+    """`POST /mt5/account` body: the terminal's account and its open positions (all magics).
+
+    `margin_mode` (ACCOUNT_MARGIN_MODE) and `trade_allowed` (the terminal's AutoTrading, the
+    EA's algo-trading permission and the account's, all on) are optional: an EA older than
+    them leaves them out, and `quantarb doctor` then says it cannot tell."""
 
     balance: float
     equity: float
     margin_free: float
     positions: list[PositionReport]
+    margin_mode: MarginMode | None = None
+    trade_allowed: bool | None = None
 
 
 # --------------------------------------------------------------------------------------------

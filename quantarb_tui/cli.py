@@ -236,6 +236,23 @@ def resume(
     _operate("resume", url, config, ledger, reason, json_out)
 
 
+@app.command()
+def doctor(
+    config: ConfigOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help='One JSON document: {"checks": [...]}.')] = False,
+    ledger: TokenLedgerOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, max=60.0, help="Seconds each venue request may take.")
+    ] = 5.0,
+) -> None:
+    """Check that this machine can trade the config: each venue (reachable, clock, instruments, key,
+    permissions, balance), each MT5 terminal (secret, EA, account mode, AutoTrading), the listener
+    and the ledger. Exit 0 when every check passes, 3 when one fails."""
+    from quantarb_tui.doctor_cmd import main as run_doctor
+
+    raise typer.Exit(run_doctor(config, ledger, as_json=json_out, timeout_s=timeout))
+
+
 mt5_app = typer.Typer(help="The MT5 side: a simulated EA terminal for tests and demos.", no_args_is_help=True)
 app.add_typer(mt5_app, name="mt5")
 

@@ -38,6 +38,7 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_USAGE",
     "Target",
+    "fetch_status",
     "main",
     "render_status",
     "resolve_target",
@@ -256,6 +257,21 @@ def run_action(action: Action, target: Target, reason: str | None, *, as_json: b
         print(f"{action}: {data.get('message', '')} (trading {data.get('trading_state', '?')}"
               f"{'' if data.get('changed', True) else ', unchanged'})")
     return code
+
+
+def fetch_status(target: Target, read_timeout: float = READ_TIMEOUT_S) -> tuple[dict[str, Any] | None, str]:
+    """GET /api/status quietly: (the document, "") or (None, why not), for `quantarb doctor`."""
+    try:
+        answer = _request(target, "GET", "/api/status", None, read_timeout)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
+        return None, f"no engine answers at {target.url} ({_why(exc)}): is it running? (quantarb headless or tui)"
+    except httpx.TimeoutException:
+        return None, f"{target.url} did not answer within {read_timeout:g}s"
+    except httpx.HTTPError as exc:
+        return None, f"{target.url}: {_why(exc)}"
+    if answer.status == 200 and isinstance(answer.data, dict):
+        return answer.data, ""
+    return None, _explain(target, answer)
 
 
 def run_status(target: Target, *, as_json: bool) -> int:

@@ -23,6 +23,8 @@ The spot listenKey endpoints (`/api/v3/userDataStream`) were retired on 2026-02-
 answer 410 here, so a client still using them fails loudly. The few `/sapi` endpoints a
 widely used client reads while loading markets (capital config, margin pairs) answer from
 the listed symbols, and the other market families' `exchangeInfo` answer an empty symbol list.
+`/sapi/v1/account/apiRestrictions` reports the key's switches (`api_restrictions`, settable;
+trading enabled for the simulated market, withdrawals off); they are reported, not enforced.
 """
 
 from __future__ import annotations
@@ -244,6 +246,13 @@ class BinancePrivateRest:
         self.meter = meter
         self._public_rest = public_rest
         self.market: BinanceMarket = exchange.market
+        # GET /sapi/v1/account/apiRestrictions: the key's switches (reported, not enforced).
+        self.api_restrictions: dict[str, bool] = {
+            "ipRestrict": False, "enableReading": True, "enableWithdrawals": False, "enableInternalTransfer": False,
+            "enableMargin": False, "enableFutures": self.market == "usdm", "permitsUniversalTransfer": False,
+            "enableVanillaOptions": False, "enableFixApiTrade": False, "enableFixReadOnly": False,
+            "enableSpotAndMarginTrading": self.market == "spot", "enablePortfolioMarginTrading": False,
+        }
         self.routes = self._routes()
         self.orders_received = 0
         self.requests_served = 0
@@ -268,6 +277,7 @@ class BinancePrivateRest:
             ("GET", "/sapi/v1/capital/config/getall"): Route(10, "SIGNED", self._capital_config),
             ("GET", "/sapi/v1/margin/allPairs"): Route(1, "USER_STREAM", lambda _: []),
             ("GET", "/sapi/v1/margin/isolated/allPairs"): Route(10, "SIGNED", lambda _: []),
+            ("GET", "/sapi/v1/account/apiRestrictions"): Route(1, "SIGNED", self._restrictions),
         }
         if self.market == "spot":
             return {
@@ -316,6 +326,11 @@ class BinancePrivateRest:
     def _close_key(self, params: dict[str, str]) -> Any:
         self.exchange.close_listen_key(params.get("listenKey"))
         return {}
+
+    def _restrictions(self, _: dict[str, str]) -> Any:
+        trading = self.api_restrictions.get("enableSpotAndMarginTrading", False)
+        return {**self.api_restrictions, "createTime": 1_700_000_000_000,
+                **({"tradingAuthorityExpirationTime": 1_900_000_000_000} if trading else {})}
 
     def _capital_config(self, _: dict[str, str]) -> Any:
         assets = sorted({s.base for s in self.exchange.symbols.values()} | {"USDT"})

@@ -39,7 +39,9 @@ command"), one timer event at a time:
    remainders, resolve unknown outcomes;
 5. `POST /mt5/account` every `account_every_s` and right after a trade: all positions, as
    docs/mt5-protocol.md asks (quantarb keeps its magic's), or only those with the EA's magic
-   with `report_all_positions=False`.
+   with `report_all_positions=False`; and the margin mode (`hedging`, as `SimBroker` is) and
+   whether AutoTrading is on (`set_trade_allowed`; off, every command is refused with retcode
+   10027, as the terminal refuses `OrderSend`).
 
 The tick source is any callable returning the current ticks: `TickBoard` collects them from
 `SimWorld(on_mt5_tick=board.on_tick)` for the demo; `MarketTickSource` owns its own
@@ -62,7 +64,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -95,6 +97,7 @@ HEADER_TERMINAL = "X-QA-Terminal"
 HEADER_TIMESTAMP = "X-QA-Timestamp"
 HEADER_SIGNATURE = "X-QA-Signature"
 HEADER_INSTANCE = "X-QA-Instance"
+TRADE_RETCODE_CLIENT_DISABLES_AT = 10027  # AutoTrading disabled by the client terminal
 
 # Retcodes after which nothing executed and a retry may succeed: not acknowledged, retried on
 # redelivery until the command expires. TIMEOUT is not one: the order may still execute.
@@ -379,6 +382,8 @@ class EaSimulator:
         history_lookback_ms: int = 3_600_000,
         resync_fills_ms: int = 600_000,
         report_all_positions: bool = True,
+        margin_mode: Literal["hedging", "netting", "exchange"] = "hedging",
+        trade_allowed: bool = True,
         common_dir: str | Path | None = None,
         instance_id: str | None = None,
         max_deviation_points: int | None = None,
@@ -415,6 +420,8 @@ class EaSimulator:
         self._lookback_ms = history_lookback_ms
         self._resync_fills_ms = resync_fills_ms
         self.report_all_positions = report_all_positions
+        self.margin_mode = margin_mode
+        self._trade_allowed = trade_allowed
         self._common_dir = Path(common_dir) if common_dir is not None else None
         self._instance_override = instance_id
         memory = _TERMINAL_MEMORY.get(broker)
@@ -705,6 +712,10 @@ class EaSimulator:
             return
         if cmd.magic and cmd.magic != self.magic:
             await self._refuse(cid, f"magic {cmd.magic} is not the EA's {self.magic}")
+            return
+        if not self._trade_allowed:  # the terminal refuses OrderSend: nothing is journaled or sent
+            self.rejected += 1
+            await self._ack(cid, "rejected", TRADE_RETCODE_CLIENT_DISABLES_AT, "AutoTrading disabled by client")
             return
         await self._execute(cmd)
 
@@ -1081,6 +1092,11 @@ class EaSimulator:
                 # command that was not acknowledged is delivered again and reported again then.
                 log.warning("EA simulator: %s refused with %d: %.200r", path, resp.status_code, resp.text)
 
+    def set_trade_allowed(self, allowed: bool) -> None:
+        """The terminal's AutoTrading button: off, commands are refused (retcode 10027) and the
+        account report says so."""
+        self._trade_allowed = allowed
+
     async def post_account(self) -> bool:
         acct = self.broker.account()
         body = _dumps({
@@ -1092,6 +1108,8 @@ class EaSimulator:
                  "price_open": p.price_open, "magic": p.magic}
                 for p in self.broker.positions(None if self.report_all_positions else self.magic)
             ],
+            "margin_mode": self.margin_mode,
+            "trade_allowed": self._trade_allowed,
         })
         resp = await self._request("POST", "/mt5/account", body)
         ok = resp is not None and resp.is_success

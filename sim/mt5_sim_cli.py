@@ -40,6 +40,7 @@ async def run_mt5_sim(
     fill_latency_ms: tuple[float, float] = (5.0, 40.0),
     behaviour: BrokerBehaviour | None = None,
     balance: float = 100_000.0,
+    trade_allowed: bool = True,
     stop: asyncio.Event | None = None,
     clock: Clock | None = None,
 ) -> dict[str, Any]:
@@ -70,7 +71,7 @@ async def run_mt5_sim(
     ea = EaSimulator(
         url, terminal, secret_bytes, source.symbols, broker, source, clk,
         timer_ms=timer_ms, account_every_s=account_every_s, fill_latency_ms=fill_latency_ms,
-        seed=seed, magic=magic, common_dir=common_dir,
+        seed=seed, magic=magic, common_dir=common_dir, trade_allowed=trade_allowed,
     )
     started_ns = clk.monotonic_ns()
     cancelled = False

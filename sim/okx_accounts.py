@@ -241,6 +241,10 @@ class OkxSimAccount:
     passphrase: str = field(repr=False)
     demo: bool = False
     uid: str = "614488474791936"
+    # GET /api/v5/account/config: the key's permissions, account level and position mode.
+    perm: str = "read_only,trade"
+    acct_lv: str = "2"
+    pos_mode: str = "net_mode"
     cash: dict[str, Decimal] = field(default_factory=dict)
     positions: dict[str, SimPosition] = field(default_factory=dict)
     orders: dict[str, SimOrder] = field(default_factory=dict)  # by ordId

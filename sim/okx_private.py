@@ -10,7 +10,8 @@ checks. `OkxPrivateVenue` answers the signed REST endpoints and `/ws/v5/private`
   30 s of server time, the `x-simulated-trading` header matching the key's environment. A bad
   request gets OKX's own code (50103-50107, 50111-50113, 50102, 50101, HTTP 401).
 - REST: place, batch-orders, cancel-order, order, orders-pending, fills, account balance,
-  positions and trade-fee, asset currencies, and public instruments for every instType.
+  positions, trade-fee and config (the key's `perm`, `acctLv` and `posMode`, as set on the
+  account; reported, not enforced), asset currencies, and public instruments for every instType.
 - Private WebSocket: `login` (signature over `ts + "GET" + "/users/self/verify"`), `orders`
   channel pushes, and the `order` / `cancel-order` / `batch-orders` operations.
 - Fault switches (`PrivateFaults`): hold answers past a client's timeout (processed or not),
@@ -64,6 +65,7 @@ RATE_LIMITS: dict[str, int] = {
     "/api/v5/account/balance": 10,
     "/api/v5/account/positions": 10,
     "/api/v5/account/trade-fee": 5,
+    "/api/v5/account/config": 5,
     "/api/v5/asset/currencies": 6,
     "/api/v5/public/instruments": 20,
 }
@@ -397,6 +399,18 @@ class OkxPrivateVenue:
             return 200, {"code": "51000", "msg": "Parameter instType error", "data": []}, {}
         return 200, {"code": "0", "msg": "", "data": [self.exchange.fee_row(inst_type)]}, {}
 
+    def _account_config(self, account: OkxSimAccount, query: dict[str, list[str]], payload: object) -> Answer:
+        """The documented fields; `perm`, `acctLv` and `posMode` from the account (settable)."""
+        row = {
+            "uid": account.uid, "mainUid": account.uid, "acctLv": account.acct_lv, "acctStpMode": "cancel_maker",
+            "posMode": account.pos_mode, "autoLoan": False, "greeksType": "PA", "level": "Lv1", "levelTmp": "",
+            "ctIsoMode": "automatic", "mgnIsoMode": "automatic", "roleType": "0", "traderInsts": [],
+            "spotRoleType": "0", "spotTraderInsts": [], "opAuth": "0", "kycLv": "2", "label": "quantarb-sim",
+            "ip": "", "perm": account.perm, "liquidationGear": "-1", "enableSpotBorrow": False,
+            "spotBorrowAutoRepay": False, "type": "0", "settleCcy": "USDT", "settleCcyList": ["USDT"],
+        }
+        return 200, {"code": "0", "msg": "", "data": [row]}, {}
+
     def _currencies(self, account: OkxSimAccount, query: dict[str, list[str]], payload: object) -> Answer:
         return 200, {"code": "0", "msg": "", "data": self.exchange.currency_rows()}, {}
 
@@ -544,6 +558,7 @@ _ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v5/account/balance"): "balance",
     ("GET", "/api/v5/account/positions"): "positions",
     ("GET", "/api/v5/account/trade-fee"): "trade_fee",
+    ("GET", "/api/v5/account/config"): "account_config",
     ("GET", "/api/v5/asset/currencies"): "currencies",
 }
 

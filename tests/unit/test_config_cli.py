@@ -434,21 +434,32 @@ def test_check_with_the_demo_world_enabled_needs_no_mt5_secret(runner: CliRunner
         result.stdout)
 
 
-def test_check_refuses_live_execution_which_this_release_cannot_start(runner: CliRunner) -> None:
+def test_check_names_the_exchange_keys_live_execution_needs(runner: CliRunner) -> None:
     write(Path("quantarb.toml"), MT5_TOML)
     env = {"QUANTARB_MT5_SECRET_T1": SECRET, "QUANTARB_MT5_SECRET_B2": SECRET, "QUANTARB_ENGINE__EXECUTION": "live",
            "QUANTARB_BINANCE_API_KEY": SECRET}
     result = runner.invoke(APP, ["config", "check", "--json"], env=env)
     assert result.exit_code == 2, result.output
     doc = json.loads(result.stdout)
-    # Live would also need the Binance keys: listed, the missing one named.
+    # Live needs the Binance keys: listed, the missing one named, and nothing else refused.
     assert [(s["variable"], s["present"]) for s in doc["secrets"] if "BINANCE" in s["variable"]] == [
         ("QUANTARB_BINANCE_API_KEY", True), ("QUANTARB_BINANCE_API_SECRET", False)]
     assert doc["errors"] == [
         "QUANTARB_BINANCE_API_SECRET: missing (binance trading credentials); live orders cannot be signed",
-        "QUANTARB_ENGINE__EXECUTION: 'live' needs the venue order gateways, which are not in this release; "
-        "use 'paper' (fills simulated against the live book)",
     ]
+    assert SECRET not in result.output
+
+
+def test_check_passes_live_execution_with_every_key_set(runner: CliRunner) -> None:
+    write(Path("quantarb.toml"), MT5_TOML)
+    env = {"QUANTARB_MT5_SECRET_T1": SECRET, "QUANTARB_MT5_SECRET_B2": SECRET, "QUANTARB_ENGINE__EXECUTION": "live",
+           "QUANTARB_BINANCE_API_KEY": SECRET, "QUANTARB_BINANCE_API_SECRET": SECRET}
+    result = runner.invoke(APP, ["config", "check"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: quantarb.toml\n")
+    assert "execution: live" in result.stdout
+    assert "  QUANTARB_BINANCE_API_SECRET  required  present (QUANTARB_BINANCE_API_SECRET)" in result.stdout
+    assert SECRET not in result.output
 
 
 def test_check_warns_on_stderr_and_still_passes(runner: CliRunner, tmp_path: Path) -> None:

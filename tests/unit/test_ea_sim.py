@@ -591,6 +591,19 @@ async def test_bad_and_foreign_commands_are_rejected(quotes: Quotes, clock: Manu
     await ea.aclose()
 
 
+async def test_autotrading_off_refuses_every_command_and_says_so(quotes: Quotes, clock: ManualClock) -> None:
+    listener = FakeListener(clock, commands=[command("o-1", clock)])
+    broker = make_broker(quotes, clock)
+    ea = make_ea(listener, broker, quotes, clock)
+    ea.set_trade_allowed(False)
+    await steps(ea, clock, 1)
+    assert listener.acked["o-1"]["status"] == "rejected" and listener.acked["o-1"]["retcode"] == 10027
+    assert broker.requests == 0
+    assert await ea.post_account()
+    assert listener.accounts[-1]["trade_allowed"] is False
+    await ea.aclose()
+
+
 async def test_account_report_and_resync_of_recent_fills(quotes: Quotes, clock: ManualClock) -> None:
     broker = make_broker(quotes, clock)
     broker.execute(buy(0.1, comment="o-9"))
@@ -601,7 +614,8 @@ async def test_account_report_and_resync_of_recent_fills(quotes: Quotes, clock: 
     # the fill of our recent deal is reported again at start (a crash may have lost it)
     assert [f["command_id"] for f in listener.fills] == ["o-9"]
     [acct] = listener.accounts
-    assert acct.keys() == {"balance", "equity", "margin_free", "positions"}
+    assert acct.keys() == {"balance", "equity", "margin_free", "positions", "margin_mode", "trade_allowed"}
+    assert (acct["margin_mode"], acct["trade_allowed"]) == ("hedging", True)
     assert [p["magic"] for p in acct["positions"]] == [MAGIC]
     assert acct["positions"][0].keys() == {"ticket", "symbol", "type", "volume", "price_open", "magic"}
     everything = make_ea(listener, broker, quotes, clock)

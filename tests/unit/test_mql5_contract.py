@@ -30,6 +30,7 @@ EMITTED = [
     "command_id", "status", "retcode", "reason",  # POST /mt5/ack
     "deal", "order", "position", "side", "volume", "price", "commission",  # POST /mt5/fill
     "balance", "equity", "margin_free", "positions", "ticket", "type", "price_open", "magic",  # /mt5/account
+    "margin_mode", "trade_allowed",
 ]
 PARSED = [
     "commands", "id", "group_id", "kind", "symbol", "side", "volume", "price", "deviation_points", "filling",
@@ -39,7 +40,7 @@ ALL_FIELDS = [
     "symbol", "bid", "ask", "time_msc", "id", "group_id", "kind", "side", "volume", "price", "deviation_points",
     "filling", "magic", "position", "expires_msc", "command_id", "status", "retcode", "reason", "deal", "order",
     "commission", "balance", "equity", "margin_free", "positions", "ticket", "type", "price_open", "commands",
-    "ticks",
+    "ticks", "margin_mode", "trade_allowed",
 ]
 HEADERS = ["X-QA-Terminal", "X-QA-Timestamp", "X-QA-Signature", "X-QA-Instance"]
 

@@ -33,7 +33,8 @@ def test_field_names_are_the_contract() -> None:
     assert _fields(protocol.AckReport) == ("command_id", "status", "retcode", "reason")
     assert _fields(protocol.FillReport) == (
         "command_id", "deal", "order", "position", "symbol", "side", "volume", "price", "commission", "time_msc")
-    assert _fields(protocol.AccountReport) == ("balance", "equity", "margin_free", "positions")
+    assert _fields(protocol.AccountReport) == (
+        "balance", "equity", "margin_free", "positions", "margin_mode", "trade_allowed")
     assert _fields(protocol.PositionReport) == ("ticket", "symbol", "type", "volume", "price_open", "magic")
 
 
@@ -53,6 +54,19 @@ def test_design_examples_decode() -> None:
         b'{"balance":1,"equity":2.5,"margin_free":-3,"positions":[{"ticket":1,"symbol":"EURUSD","type":"sell",'
         b'"volume":1,"price_open":1.05,"magic":0}]}')
     assert account.positions[0].type == "sell" and account.margin_free == -3.0
+    assert (account.margin_mode, account.trade_allowed) == (None, None)  # an EA older than these fields
+
+
+def test_account_margin_mode_and_autotrading_decode_and_are_checked() -> None:
+    body = b'{"balance":1,"equity":1,"margin_free":1,"positions":[],"margin_mode":"netting","trade_allowed":false}'
+    account = protocol.decode_account(body)
+    assert (account.margin_mode, account.trade_allowed) == ("netting", False)
+    with pytest.raises(protocol.InvalidRequest) as bad_mode:
+        protocol.decode_account(body.replace(b'"netting"', b'"cross"'))
+    assert [f.field for f in bad_mode.value.errors] == ["margin_mode"]
+    with pytest.raises(protocol.InvalidRequest) as bad_flag:
+        protocol.decode_account(body.replace(b"false", b'"no"'))
+    assert [f.field for f in bad_flag.value.errors] == ["trade_allowed"]
 
 
 def test_unknown_fields_are_ignored_and_empty_batches_are_valid() -> None:
