@@ -81,11 +81,13 @@ class _Book:
     accrued: tuple[Decimal, str, int] | None = None
     fills: int = 0
     last_fill_ms: int = 0
-    last_price: Decimal = _ZERO
+    last_price: Decimal = _ZERO  # venue units
     # The last quote as it came (venue units, float): converted only when valued.
     mark_bid: float = 0.0
     mark_ask: float = 0.0
     mark_ms: int = -1
+    # An exact mark in venue units (a price the operator gave, a last fill), else None.
+    mark_exact: Decimal | None = None
 
     def trade(self, signed: Decimal, price: Decimal) -> None:
         """Apply `signed` base units (+ buy) at normalized `price` (average-cost method)."""
@@ -106,6 +108,8 @@ class _Book:
     def mark_price(self) -> Decimal | None:
         if self.mark_ms < 0:
             return None
+        if self.mark_exact is not None:
+            return self.mark_exact * self.inst.price_scale
         mid = (Decimal(repr(self.mark_bid)) + Decimal(repr(self.mark_ask))) / 2
         return mid * self.inst.price_scale
 
@@ -235,6 +239,16 @@ class Portfolio:
     def has(self, venue: Venue, symbol: str) -> bool:
         return (venue, symbol) in self._books
 
+    def instrument(self, venue: Venue, symbol: str) -> Instrument:
+        return self._book(venue, symbol).inst
+
+    def last_fill(self, venue: Venue, symbol: str) -> tuple[Decimal, int] | None:
+        """The last fill's price (venue units) and time, None before any fill."""
+        book = self._book(venue, symbol)
+        if not book.fills:
+            return None
+        return book.last_price, book.last_fill_ms
+
     # -- inputs ----------------------------------------------------------------------------
     def fill(self, *, venue: Venue, symbol: str, side: Side, qty: Decimal, price: Decimal, fee: Decimal,
              fee_ccy: str, ts_ms: int, trade_id: str) -> bool:
@@ -257,8 +271,8 @@ class Portfolio:
         book.trade(base if side == "buy" else -base, px)
         _add(book.fees, fee_ccy, fee)
         book.fills += 1
-        book.last_fill_ms = max(book.last_fill_ms, ts_ms)
-        book.last_price = px
+        if ts_ms >= book.last_fill_ms:  # a late fill stamped earlier is not the last price
+            book.last_fill_ms, book.last_price = ts_ms, price
         return True
 
     def mark(self, venue: Venue, symbol: str, bid: float, ask: float, ts_ms: int) -> None:
@@ -266,7 +280,15 @@ class Portfolio:
         book = self._book(venue, symbol)
         if not (math.isfinite(bid) and math.isfinite(ask)) or bid <= 0 or ask < bid:
             raise ValueError(f"{venue}:{symbol}: book {bid}/{ask} is not positive and uncrossed")
-        book.mark_bid, book.mark_ask, book.mark_ms = bid, ask, ts_ms
+        book.mark_bid, book.mark_ask, book.mark_ms, book.mark_exact = bid, ask, ts_ms, None
+
+    def mark_at(self, venue: Venue, symbol: str, price: Decimal, ts_ms: int) -> None:
+        """An exact mark price in the venue's units (a last fill price, a price given by hand)."""
+        book = self._book(venue, symbol)
+        price = _dec(price, "mark price")
+        if price <= 0:
+            raise ValueError(f"{venue}:{symbol}: mark price {price} must be > 0")
+        book.mark_exact, book.mark_ms = price, ts_ms
 
     def accrue_funding(self, venue: Venue, symbol: str, funding_ts_ms: int, rate: Decimal,
                        mark_price: Decimal) -> Decimal | None:
