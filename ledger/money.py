@@ -1,8 +1,8 @@
 """Money from the ledger alone: positions, equity and its time series, recomputed from the fills.
 
 The ledger's `fills` (with their orders' side and symbol) are replayed in time order into a
-`core.portfolio.Portfolio`, the same object and arithmetic the runtime uses, so a figure here
-is by definition the runtime's figure (docs/ledger.md, Money):
+`core.portfolio.Portfolio`, the one definition of the money for every surface, so a figure
+here is the one a runtime fed the same fills computes (docs/ledger.md, Money):
 
     equity change = realized + unrealized - fees + carry
 
