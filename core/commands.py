@@ -62,6 +62,7 @@ class CommandFill:
     price: Decimal
     commission: Decimal
     time_msc: int
+    swap: Decimal = Decimal(0)  # DEAL_SWAP, signed as charged (0 from an EA that does not send it)
 
 
 @dataclass(slots=True)

@@ -147,16 +147,42 @@ class HedgeGroup:
     def fees(self) -> Decimal:
         return sum((o.fees for o in self.orders), Decimal(0))
 
-    @property
-    def realized_pnl(self) -> Decimal:
-        """Cash flow of every fill in the quote currency, after fees.
-
-        Equals the realized PnL once the group holds no residual (hedged, repaired,
-        unwound); while a residual is open it includes that inventory at cost.
-        """
+    def cash_flow(self) -> Decimal:
+        """What every fill of the group brought in (sells) minus what it took out (buys), before
+        fees, in the quote currency at normalized prices."""
         cash = Decimal(0)
         for order in self.orders:
             inst = self.instruments[order.venue]
             notional = order.notional * inst.qty_per_unit * inst.price_scale
             cash += notional if order.side == "sell" else -notional
-        return cash - self.fees
+        return cash
+
+    def residual_cost(self) -> Decimal:
+        """The open residual at the average price of the side that holds it, signed like the
+        residual (+ long): what the residual cost, so it is not taken for a gain or a loss."""
+        residual = self.residual()
+        if residual == 0:
+            return Decimal(0)
+        side: Side = "buy" if residual > 0 else "sell"
+        qty = notional = Decimal(0)
+        for order in self.orders:
+            if order.side == side:
+                inst = self.instruments[order.venue]
+                qty += self.base_filled(order)
+                notional += order.notional * inst.qty_per_unit * inst.price_scale
+        return residual * notional / qty if qty else Decimal(0)
+
+    @property
+    def realized_pnl(self) -> Decimal:
+        """The cash flow of the quantity the group hedged, after its fees (docs/ledger.md, Money).
+
+        What one side bought or sold in excess of the other (the residual a broken or failed
+        group holds) is excluded at that side's average price: an open position is valued at
+        market (`unrealized`), never booked as profit by its notional. Equal to the cash flow
+        after fees once the group holds no residual (hedged, repaired, unwound).
+        """
+        return self.cash_flow() + self.residual_cost() - self.fees
+
+    def unrealized(self, mark: Decimal) -> Decimal:
+        """The residual valued at `mark` (a normalized price) against what it cost."""
+        return self.residual() * mark - self.residual_cost()

@@ -445,6 +445,7 @@ def _command_fill(f: CommandFill) -> dict[str, Any]:
         "price": dec(f.price),
         "commission": dec(f.commission),
         "time_msc": f.time_msc,
+        "swap": dec(f.swap),
     }
 
 
@@ -530,6 +531,7 @@ def command_fill_from_payload(p: dict[str, Any]) -> CommandFill:
         price=Decimal(p["price"]),
         commission=Decimal(p["commission"]),
         time_msc=int(p["time_msc"]),
+        swap=Decimal(p.get("swap", "0")),  # journaled before swap was reported: none
     )
 
 

@@ -17,7 +17,7 @@ import csv
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,9 +26,11 @@ from typing import Any, Concatenate, Literal, ParamSpec, TextIO, TypeVar
 import aiosqlite
 
 from core.hedge import GROUP_TERMINAL
-from core.models import GroupState
+from core.instruments import Instrument
+from core.models import GroupState, Venue
 from core.pnl import GroupPnl, PairStats
 from ledger import events as ev
+from ledger import money
 from ledger.errors import LedgerError
 from ledger.integrity import damage_text, is_damage, printable, read_error
 from ledger.projections import PROJECTION_TABLES, rebuild_from
@@ -423,9 +425,20 @@ async def decisions_by_reason(db: aiosqlite.Connection) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-async def summary(db: aiosqlite.Connection, *, now_ms: int | None = None) -> dict[str, Any]:
+async def summary(
+    db: aiosqlite.Connection,
+    *,
+    now_ms: int | None = None,
+    account_ccy: str = "USD",
+    rates: Mapping[str, Decimal] | None = None,
+    marks: Mapping[tuple[Venue, str], Decimal] | None = None,
+    instruments: Mapping[tuple[Venue, str], Instrument] | None = None,
+) -> dict[str, Any]:
     """Groups by state, fills, fees, realized PnL, and per pair the monitor and PnL statistics:
-    today (since midnight UTC) and all time; the trading state with its breakers; the dust book.
+    today (since midnight UTC) and all time; the trading state with its breakers; the dust book;
+    and `equity`, the money truth recomputed from the fills (`ledger.money.equity`: realized,
+    unrealized, fees, carry, total in `account_ccy`, with the `rates`, `marks` and extra
+    `instruments` given).
 
     A period counts the groups *opened* in it, the fills *executed* in it, and the realized
     PnL of the groups *closed* in it (every terminal state but rejected); per pair, the
@@ -461,6 +474,8 @@ async def summary(db: aiosqlite.Connection, *, now_ms: int | None = None) -> dic
         "decisions": int(await _one(db, "SELECT count(*) FROM decisions")),
         "decisions_by_reason": await decisions_by_reason(db),
         "dust": await dust(db),
+        "equity": await money.equity(db, now_ms=now_ms, account_ccy=account_ccy, rates=rates, marks=marks,
+                                     instruments=instruments),
         "today": today_doc,
         "all_time": all_doc,
     }

@@ -1111,6 +1111,7 @@ string QA_FillJson(const string command_id, const ulong deal)
           + ",\"volume\":" + QA_Num(HistoryDealGetDouble(deal, DEAL_VOLUME), 8)
           + ",\"price\":" + QA_Num(HistoryDealGetDouble(deal, DEAL_PRICE), digits)
           + ",\"commission\":" + QA_Num(HistoryDealGetDouble(deal, DEAL_COMMISSION), 8)
+          + ",\"swap\":" + QA_Num(HistoryDealGetDouble(deal, DEAL_SWAP), 8)
           + ",\"time_msc\":" + IntegerToString(time_msc) + "}";
   }
 
@@ -1898,6 +1899,7 @@ void QA_PostAccount()
                    + ",\"type\":" + QA_JsonQuote(type)
                    + ",\"volume\":" + QA_Num(PositionGetDouble(POSITION_VOLUME), 8)
                    + ",\"price_open\":" + QA_Num(PositionGetDouble(POSITION_PRICE_OPEN), digits)
+                   + ",\"swap\":" + QA_Num(PositionGetDouble(POSITION_SWAP), 8)
                    + ",\"magic\":" + IntegerToString(magic) + "}";
       count++;
      }

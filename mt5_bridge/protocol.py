@@ -126,6 +126,9 @@ class FillReport(msgspec.Struct):
     price: float
     commission: float
     time_msc: int
+    # DEAL_SWAP: swap booked on this deal (a closing deal carries the position's swap), signed
+    # as charged. Optional (an EA from before it was added sends none: 0).
+    swap: float = 0.0
 
     def to_command_fill(self) -> CommandFill:
         return CommandFill(
@@ -136,6 +139,7 @@ class FillReport(msgspec.Struct):
             price=to_decimal(self.price),
             commission=to_decimal(self.commission),
             time_msc=self.time_msc,
+            swap=to_decimal(self.swap),
         )
 
 
@@ -148,6 +152,8 @@ class PositionReport(msgspec.Struct):
     volume: float
     price_open: float
     magic: int
+    # POSITION_SWAP: swap accrued on the open position so far. Optional (older EAs: 0).
+    swap: float = 0.0
 
 
 MarginMode = Literal["hedging", "netting", "exchange"]
@@ -450,6 +456,7 @@ def decode_fill(body: bytes, symbols: Set[str], terminal: str) -> FillReport:
     check.positive("volume", fill.volume)
     check.positive("price", fill.price)
     check.finite("commission", fill.commission)
+    check.finite("swap", fill.swap)
     check.integer("time_msc", fill.time_msc, 0, I64_MAX)
     check.raise_if_any()
     return fill
@@ -470,6 +477,7 @@ def decode_account(body: bytes) -> AccountReport:
         check.positive(f"{at}.volume", pos.volume)
         check.positive(f"{at}.price_open", pos.price_open)
         check.integer(f"{at}.magic", pos.magic, 0, U64_MAX)
+        check.finite(f"{at}.swap", pos.swap)
     check.raise_if_any()
     return report
 

@@ -9,18 +9,31 @@ read at all (missing, not a ledger, damaged beyond reading).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-ledger_app = typer.Typer(help="Inspect the ledger: summary, groups, one group's timeline, export, check.",
-                         no_args_is_help=True)
+from quantarb_tui import plain
+
+ledger_app = typer.Typer(
+    help="Inspect the ledger: summary, positions, equity, groups, one group's timeline, export, check.",
+    no_args_is_help=True,
+)
 
 LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="Ledger file (default: from the config).")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Config file naming the ledger.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+CurrencyOpt = Annotated[str, typer.Option("--currency", help="The account currency figures are converted to.")]
+RateOpt = Annotated[list[str] | None, typer.Option(
+    "--rate", help="CCY=VALUE: one CCY is VALUE of the account currency (e.g. USDT=0.9995). Repeatable; "
+                   "a currency without one is shown as missing, never taken as 1.")]
+MarkOpt = Annotated[list[str] | None, typer.Option(
+    "--mark", help="VENUE:SYMBOL=PRICE: mark that symbol at PRICE (venue units) instead of its last fill price. "
+                   "Repeatable.")]
 
 
 def _path(ledger: str | None, config: str | None) -> str:
@@ -33,6 +46,66 @@ def _path(ledger: str | None, config: str | None) -> str:
     except ConfigError as exc:
         typer.echo(f"quantarb: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _target(ledger: str | None, config: str | None) -> tuple[str, dict[Any, Any]]:
+    """The ledger, and the config's instruments when the ledger is the config's (or --config is
+    given): they place fills of symbols no group journaled (flatten orders). A ledger named on
+    its own is valued with its own instruments only, never with a config it may not belong to."""
+    if ledger and not config:
+        return ledger, {}
+    from engine.settings import ConfigError, load_config
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"quantarb: {exc}", err=True)
+        raise typer.Exit(2) from None
+    instruments: dict[Any, Any] = {i.key: i for pair in loaded.config.build_pairs() for i in pair.instruments}
+    return ledger or loaded.config.engine.ledger, instruments
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"quantarb: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _positive(text: str, what: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        _fail(f"{what}: {text!r} is not a number")
+    if not value.is_finite() or value <= 0:
+        _fail(f"{what}: {text!r} must be a positive number")
+    return value
+
+
+def _currency(text: str) -> str:
+    ccy = text.strip().upper()
+    if not re.fullmatch(r"[A-Z0-9]{2,10}", ccy):
+        _fail(f"currency {text!r}: 2 to 10 letters or digits")
+    return ccy
+
+
+def _rates(items: list[str] | None) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for item in items or []:
+        ccy, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"--rate {item!r}: expected CCY=VALUE, e.g. USDT=0.9995")
+        out[_currency(ccy)] = _positive(value.strip(), f"--rate {item!r}")
+    return out
+
+
+def _marks(items: list[str] | None) -> dict[tuple[str, str], Decimal]:
+    out: dict[tuple[str, str], Decimal] = {}
+    for item in items or []:
+        where, sep, value = item.rpartition("=")
+        venue, colon, symbol = where.partition(":")
+        if not sep or not colon or venue not in ("mt5", "okx", "binance") or not symbol:
+            _fail(f"--mark {item!r}: expected VENUE:SYMBOL=PRICE with VENUE mt5, okx or binance")
+        out[(venue, symbol)] = _positive(value.strip(), f"--mark {item!r}")
+    return out
 
 
 def _run(path: str, query: Any, *args: Any, **kwargs: Any) -> Any:
@@ -71,8 +144,8 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def _summary_lines(doc: dict[str, Any]) -> list[str]:
-    """The human form of `ledger.queries.summary`: trading state, breakers, dust, then per period
-    the totals and one row per pair."""
+    """The human form of `ledger.queries.summary`: trading state, breakers, dust, equity, then per
+    period the totals and one row per pair."""
     trading = doc.get("trading_state", {})
     lines = [f"trading {trading.get('state')}"
              + (f" since {_ts(trading.get('since_ms'))} ({trading.get('last_event')}: {trading.get('reason')})"
@@ -81,46 +154,201 @@ def _summary_lines(doc: dict[str, Any]) -> list[str]:
         detail = f" {b.get('detail')}" if b.get("detail") else ""
         lines.append(f"  breaker {name:<20} {b.get('state')}{detail}")
     lines.append(f"open groups {doc.get('open_groups')}   open orders {doc.get('open_orders')}   "
-                 f"events {doc.get('events')}")
+                 f"events {plain.number(doc.get('events'), 0)}")
     by_reason = doc.get("decisions_by_reason") or {}
-    lines.append(f"decision log {doc.get('decisions')} rows (sampled) "
-                 + ("  ".join(f"{reason}={n}" for reason, n in by_reason.items()) if by_reason else ""))
+    lines.append(f"decision log {plain.number(doc.get('decisions'), 0)} rows (sampled) "
+                 + ("  ".join(f"{reason}={n:,}" for reason, n in by_reason.items()) if by_reason else ""))
     dust = doc.get("dust") or {}
     lines.append("dust " + ("  ".join(f"{pair} {qty}" for pair, qty in dust.items()) if dust else "none"))
+    if doc.get("equity"):
+        lines += ["", *_equity_lines(doc["equity"])]
     for period in ("today", "all_time"):
         p = doc.get(period, {})
-        lines.append(f"[{period.replace('_', ' ')}]")
-        for key, value in p.items():
-            if key != "pairs":
-                lines.append(f"  {key:<16} {value}")
+        lines += ["", f"[{period.replace('_', ' ')}]"]
+        states = ", ".join(f"{state} {n:,}" for state, n in (p.get("groups_by_state") or {}).items())
+        lines.append(f"  groups opened {p.get('groups_opened', 0):,}" + (f" ({states})" if states else "")
+                     + f"   closed {p.get('groups_closed', 0):,}   fills {p.get('fills', 0):,}")
+        lines.append(f"  fees          {plain.money_map(p.get('fees'))}")
+        lines.append(f"  group pnl     {plain.number(p.get('realized_pnl'), 2, signed=True)} (groups closed, "
+                     f"in their quote currencies, after {plain.number(p.get('group_fees'), 2)} fees)")
         pairs = p.get("pairs") or {}
         if not pairs:
             continue
-        lines.append(f"  {'pair':<8} {'groups':>6} {'hit':>6} {'pnl':>14} {'fees':>12} {'slip bps':>8} "
-                     f"{'decisions':>10} {'trigger':>8} {'edge p50/p75/p90 bps':>22}")
-        for pair, s in pairs.items():
-            edge = s.get("edge_bps")
+        rows = []
+        for pair, ps in pairs.items():
+            edge = ps.get("edge_bps")
             edges = "-" if not edge else "/".join(f"{edge[k]:.2f}" for k in ("p50", "p75", "p90"))
-            lines.append(
-                f"  {pair:<8} {s['groups']:>6} {s['hit_rate']:>6.1%} {s['total_pnl']:>14} {s['fees']:>12} "
-                f"{_num(s['mean_slippage_bps'], '.2f'):>8} {s['decisions']:>10} {s['trigger_rate']:>8.2%} "
-                f"{edges:>22}"
-            )
+            rows.append([pair, f"{ps['groups']:,}", plain.percent(ps["hit_rate"]),
+                         plain.number(ps["total_pnl"], 2, signed=True), plain.number(ps["fees"], 2),
+                         _num(ps["mean_slippage_bps"], ".2f"), f"{ps['decisions']:,}",
+                         plain.percent(ps["trigger_rate"], 2), edges])
+        lines += plain.table(["pair", "groups", "hit", "pnl", "fees", "slip bps", "decisions", "trigger",
+                              "edge p50/p75/p90 bps"], rows,
+                             right=[False, True, True, True, True, True, True, True, True])
+    return lines
+
+
+def _equity_lines(eq: dict[str, Any]) -> list[str]:
+    """Equity per currency and in the account currency (docs/ledger.md, Money)."""
+    ccy = eq.get("currency", "")
+    lines = [f"equity change in {ccy} = realized + unrealized - fees + carry "
+             f"(marked at {eq.get('mark_source', 'none').replace('_', ' ')}; {eq.get('funding', '')})"]
+    rows = []
+    for c, parts in (eq.get("by_currency") or {}).items():
+        rows.append([c, *(plain.number(parts.get(k), plain.money_decimals(c), signed=k == "total")
+                          for k in ("realized", "unrealized", "fees", "carry", "total"))])
+    rows.append([f"= {ccy}", *(plain.number(eq.get(k), plain.money_decimals(ccy), signed=k == "total")
+                               for k in ("realized", "unrealized", "fees", "carry", "total"))])
+    lines += plain.table(["currency", "realized", "unrealized", "fees", "carry", "total"], rows,
+                         right=[False, True, True, True, True, True])
+    for missing in eq.get("missing_rates") or []:
+        lines.append(f"  no rate for {missing}: pass --rate {missing}=<{ccy} per {missing}>")
+    for missing in eq.get("missing_marks") or []:
+        lines.append(f"  no mark for {missing}: pass --mark {missing}=<price>")
+    for unknown in eq.get("unknown_instruments") or []:
+        lines.append(f"  fills of {unknown} not valued: its instrument is unknown (pass --config)")
     return lines
 
 
 @ledger_app.command()
-def summary(ledger: LedgerOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
-    """Trading state and breakers, dust, groups by state, fills, fees, realized PnL, and per pair
-    groups, hit rate, PnL, slippage, edge percentiles and trigger rate: today and all time."""
+def summary(
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    currency: CurrencyOpt = "USD",
+    rate: RateOpt = None,
+    mark: MarkOpt = None,
+) -> None:
+    """Trading state and breakers, dust, equity (realized, unrealized, fees, carry, total), groups
+    by state, fills, fees, and per pair groups, hit rate, PnL, slippage, edge percentiles and
+    trigger rate: today and all time."""
     from ledger.queries import summary as q
 
-    doc = _run(_path(ledger, config), q)
+    path, instruments = _target(ledger, config)
+    doc = _run(path, q, account_ccy=_currency(currency), rates=_rates(rate), marks=_marks(mark),
+               instruments=instruments)
     if json_out:
         _dump(doc)
         return
     for line in _summary_lines(doc):
         typer.echo(line)
+
+
+@ledger_app.command()
+def positions(
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    mark: MarkOpt = None,
+    flat: Annotated[bool, typer.Option("--flat", help="Also the symbols whose position is flat.")] = False,
+) -> None:
+    """Per venue and symbol: position in base and venue units, average price, mark, unrealized and
+    realized PnL, fees, carry; and the net position per asset across venues."""
+    from ledger.money import positions as q
+
+    path, instruments = _target(ledger, config)
+    doc = _run(path, q, now_ms=_now_ms(), marks=_marks(mark), instruments=instruments)
+    if not flat:
+        doc["positions"] = [r for r in doc["positions"] if Decimal(r["qty"]) != 0]
+    if json_out:
+        _dump(doc)
+        return
+    for line in _positions_lines(doc):
+        typer.echo(line)
+
+
+def _positions_lines(doc: dict[str, Any]) -> list[str]:
+    now = int(doc.get("as_of_ms") or 0)
+    lines = [f"positions as of {_ts(now)} UTC (marked at {str(doc.get('mark_source')).replace('_', ' ')})"]
+    rows = []
+    for r in doc.get("positions", []):
+        ccy = r["quote_ccy"]
+        age = "-" if r.get("mark_ts_ms") is None else _age(now - int(r["mark_ts_ms"]))
+        rows.append([
+            r["venue"], r["symbol"], r["asset"], plain.number(r["qty"], r["qty_decimals"], signed=True),
+            plain.number(r["venue_qty"], r["venue_qty_decimals"], signed=True),
+            plain.number(r["avg_price"], r["price_decimals"]) if r["avg_price"] is not None else "-",
+            plain.number(r["mark"], r["price_decimals"]), age,
+            plain.money(r["unrealized"], ccy, signed=True), plain.money(r["realized"], ccy, signed=True),
+            plain.money_map(r["fees"]), plain.money_map(r["carry"]),
+        ])
+    if not rows:
+        lines.append("  no open position")
+    else:
+        lines += plain.table(["venue", "symbol", "asset", "qty (base)", "qty (venue)", "avg price", "mark",
+                              "mark age", "unrealized", "realized", "fees", "carry"], rows,
+                             right=[False, False, False, True, True, True, True, True, True, True, False, False])
+    net = doc.get("net_by_asset") or {}
+    if net:
+        lines.append("net by asset (base units): " + "   ".join(f"{a} {q}" for a, q in net.items()))
+    for unknown in doc.get("unknown_instruments") or []:
+        lines.append(f"  fills of {unknown} not shown: its instrument is unknown (pass --config)")
+    return lines
+
+
+@ledger_app.command()
+def equity(
+    ledger: LedgerOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+    since: Annotated[str | None, typer.Option("--since", help="ISO time (UTC), inclusive.")] = None,
+    interval: Annotated[int, typer.Option("--interval", min=0,
+                                          help="Seconds per point (0: a point per fill).")] = 60,
+    currency: CurrencyOpt = "USD",
+    rate: RateOpt = None,
+) -> None:
+    """Equity over time from the fills: realized, unrealized (at each symbol's last fill price),
+    fees, carry and total, cumulative since the ledger's first fill."""
+    from ledger.money import equity_series as q
+
+    path, instruments = _target(ledger, config)
+    doc = _run(path, q, since_ms=_ms(since) or 0, interval_ms=interval * 1000, account_ccy=_currency(currency),
+               rates=_rates(rate), instruments=instruments)
+    if json_out:
+        _dump(doc)
+        return
+    for line in _series_lines(doc):
+        typer.echo(line)
+
+
+def _series_lines(doc: dict[str, Any]) -> list[str]:
+    ccy = doc["currency"]
+    points = doc.get("points") or []
+    lines = [f"equity change in {ccy}, cumulative from the first fill (marked at each symbol's last fill price; "
+             f"{doc.get('funding')})"]
+    if not points:
+        return [*lines, "  no fills"]
+    converted = all(p["total"] is not None for p in points)
+    if converted:
+        dec = plain.money_decimals(ccy)
+        rows = [[_ts(p["ts_ms"]), *(plain.number(p[k], dec, signed=k == "total")
+                                    for k in ("realized", "unrealized", "fees", "carry", "total"))] for p in points]
+        lines += plain.table(["time (UTC)", "realized", "unrealized", "fees", "carry", "total"], rows,
+                             right=[False, True, True, True, True, True])
+    else:  # a currency without a rate: one total per currency
+        ccys = sorted({c for p in points for c in p["by_currency"]})
+        rows = [[_ts(p["ts_ms"]), *(plain.number((p["by_currency"].get(c) or {}).get("total", "0"),
+                                                 plain.money_decimals(c), signed=True) for c in ccys)]
+                for p in points]
+        lines += plain.table(["time (UTC)", *(f"total {c}" for c in ccys)], rows, right=[False, *([True] * len(ccys))])
+        missing = sorted({m for p in points for m in p["missing_rates"]})
+        lines += [f"  no rate for {m}: pass --rate {m}=<{ccy} per {m}> for totals in {ccy}" for m in missing]
+    for unknown in doc.get("unknown_instruments") or []:
+        lines.append(f"  fills of {unknown} not valued: its instrument is unknown (pass --config)")
+    return lines
+
+
+def _now_ms() -> int:
+    return int(datetime.now(tz=UTC).timestamp() * 1000)
+
+
+def _age(ms: int) -> str:
+    if ms < 1000:
+        return f"{ms}ms"
+    s = ms // 1000
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    return f"{s // 3600:,}h{s % 3600 // 60:02d}m"
 
 
 @ledger_app.command()
@@ -148,7 +376,7 @@ def groups(
         typer.echo(
             f"{_ts(r.get('opened_at_ms')):<19}  {r['group_id']:<14} {r['pair']:<5} "
             f"{r['buy_venue'] + '>' + r['sell_venue']:<16} {r['state']:<12} {r['target_qty']:>10} "
-            f"{float(r['expected_edge_bps'] or 0):>8.1f} {r['realized_pnl'] or '':>10}"
+            f"{float(r['expected_edge_bps'] or 0):>8.1f} {plain.number(r['realized_pnl'], 2, signed=True):>10}"
         )
 
 

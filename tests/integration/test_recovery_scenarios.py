@@ -479,10 +479,14 @@ async def assert_nothing_left_open(world: World) -> None:
 
 def assert_group_row(world: World, group: HedgeGroup) -> None:
     """The group's ledger row: its final state and closing time, and a realized PnL and fees
-    that are those of the fills in the ledger (each counted once, those found by query too)."""
+    that are those of the fills in the ledger (each counted once, those found by query too):
+    the cash flow of the hedged quantity after fees, a residual excluded at its side's average
+    price (docs/ledger.md, Money)."""
     [(state, pnl, fees, closed_ms)] = world.rows(
         "SELECT state, realized_pnl, fees, closed_at_ms FROM hedge_groups WHERE group_id = ?", group.group_id)
     cash = paid = Decimal(0)
+    base = {"buy": Decimal(0), "sell": Decimal(0)}
+    spent = {"buy": Decimal(0), "sell": Decimal(0)}
     for side, venue, symbol, qty, price, fee in world.rows(
             "SELECT o.side, o.venue, o.symbol, f.qty, f.price, f.fee FROM fills f "
             "JOIN orders o ON o.order_id = f.order_id WHERE o.group_id = ?", group.group_id):
@@ -490,9 +494,14 @@ def assert_group_row(world: World, group: HedgeGroup) -> None:
         notional = Decimal(qty) * Decimal(price) * inst.qty_per_unit * inst.price_scale
         cash += notional if side == "sell" else -notional
         paid += Decimal(fee)
+        base[side] += Decimal(qty) * inst.qty_per_unit
+        spent[side] += notional
+    residual = base["buy"] - base["sell"]
+    held = "buy" if residual > 0 else "sell"
+    realized = cash - paid + (residual * spent[held] / base[held] if residual else Decimal(0))
     assert group.terminal and closed_ms == group.closed_ms > 0
-    assert (state, Decimal(pnl), Decimal(fees)) == (str(group.state), cash - paid, paid)
-    assert (group.realized_pnl, group.fees) == (cash - paid, paid)
+    assert (state, Decimal(pnl), Decimal(fees)) == (str(group.state), realized, paid)
+    assert (group.realized_pnl, group.fees) == (realized, paid)
 
 
 def coid(group: HedgeGroup, leg: int, attempt: int = 0) -> str:

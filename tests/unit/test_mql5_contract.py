@@ -28,7 +28,7 @@ VECTORS_PATH = ROOT / "tests" / "fixtures" / "mt5_signing_vectors.json"
 EMITTED = [
     "ticks", "symbol", "bid", "ask", "time_msc",  # POST /mt5/tick
     "command_id", "status", "retcode", "reason",  # POST /mt5/ack
-    "deal", "order", "position", "side", "volume", "price", "commission",  # POST /mt5/fill
+    "deal", "order", "position", "side", "volume", "price", "commission", "swap",  # POST /mt5/fill
     "balance", "equity", "margin_free", "positions", "ticket", "type", "price_open", "magic",  # /mt5/account
     "margin_mode", "trade_allowed",
 ]
@@ -39,8 +39,8 @@ PARSED = [
 ALL_FIELDS = [
     "symbol", "bid", "ask", "time_msc", "id", "group_id", "kind", "side", "volume", "price", "deviation_points",
     "filling", "magic", "position", "expires_msc", "command_id", "status", "retcode", "reason", "deal", "order",
-    "commission", "balance", "equity", "margin_free", "positions", "ticket", "type", "price_open", "commands",
-    "ticks", "margin_mode", "trade_allowed",
+    "commission", "swap", "balance", "equity", "margin_free", "positions", "ticket", "type", "price_open",
+    "commands", "ticks", "margin_mode", "trade_allowed",
 ]
 HEADERS = ["X-QA-Terminal", "X-QA-Timestamp", "X-QA-Signature", "X-QA-Instance"]
 

@@ -32,10 +32,12 @@ def test_field_names_are_the_contract() -> None:
         "position", "expires_msc")
     assert _fields(protocol.AckReport) == ("command_id", "status", "retcode", "reason")
     assert _fields(protocol.FillReport) == (
-        "command_id", "deal", "order", "position", "symbol", "side", "volume", "price", "commission", "time_msc")
+        "command_id", "deal", "order", "position", "symbol", "side", "volume", "price", "commission", "time_msc",
+        "swap")
     assert _fields(protocol.AccountReport) == (
         "balance", "equity", "margin_free", "positions", "margin_mode", "trade_allowed")
-    assert _fields(protocol.PositionReport) == ("ticket", "symbol", "type", "volume", "price_open", "magic")
+    assert _fields(protocol.PositionReport) == (
+        "ticket", "symbol", "type", "volume", "price_open", "magic", "swap")
 
 
 def test_design_examples_decode() -> None:
@@ -99,6 +101,29 @@ def test_string_and_integer_bounds() -> None:
             "command_id": "c", "deal": 2**64, "order": -1, "position": 0, "symbol": "XAUUSD", "side": "buy",
             "volume": 1, "price": 1, "commission": 0, "time_msc": 2**63}).encode(), SYMBOLS, "T1")
     assert [e.field for e in info.value.errors] == ["deal", "order", "time_msc"]
+
+
+def test_swap_is_optional_and_checked() -> None:
+    """`swap` (DEAL_SWAP on a fill, POSITION_SWAP on a position) was added after the contract:
+    an EA that does not send it reads as 0; a sent value must be finite."""
+    base = {"command_id": "c", "deal": 1, "order": 0, "position": 0, "symbol": "XAUUSD", "side": "sell",
+            "volume": 0.1, "price": 2650.35, "commission": -0.7, "time_msc": 1}
+    assert protocol.decode_fill(json.dumps(base).encode(), SYMBOLS, "T1").to_command_fill().swap == Decimal(0)
+    booked = protocol.decode_fill(json.dumps({**base, "swap": -1.23}).encode(), SYMBOLS, "T1")
+    assert booked.to_command_fill().swap == Decimal("-1.23")
+    with pytest.raises(InvalidRequest) as info:
+        protocol.decode_fill(json.dumps(base).encode()[:-1] + b',"swap":1e999}', SYMBOLS, "T1")
+    assert [e.field for e in info.value.errors] == ["swap"]
+    position = {"ticket": 1, "symbol": "XAUUSD", "type": "buy", "volume": 0.1, "price_open": 2650.0, "magic": 7}
+    old = protocol.decode_account(json.dumps({"balance": 1, "equity": 1, "margin_free": 1,
+                                              "positions": [position]}).encode())
+    new = protocol.decode_account(json.dumps({"balance": 1, "equity": 1, "margin_free": 1,
+                                              "positions": [{**position, "swap": -0.42}]}).encode())
+    assert (old.positions[0].swap, new.positions[0].swap) == (0.0, -0.42)
+    with pytest.raises(InvalidRequest) as info:
+        protocol.decode_account(b'{"balance":1,"equity":1,"margin_free":1,"positions":[{"ticket":1,"symbol":"X",'
+                                b'"type":"buy","volume":1,"price_open":1,"magic":0,"swap":-1e999}]}')
+    assert [e.field for e in info.value.errors] == ["positions[0].swap"]
 
 
 def test_command_encoding_is_compact_and_exact() -> None:

@@ -1,0 +1,331 @@
+"""Money from the ledger alone: positions, equity and its time series, recomputed from the fills.
+
+The ledger's `fills` (with their orders' side and symbol) are replayed in time order into a
+`core.portfolio.Portfolio`, the one definition of the money for every surface, so a figure
+here is the one a runtime fed the same fills computes (docs/ledger.md, Money):
+
+    equity change = realized + unrealized - fees + carry
+
+- Units: venue quantities become base units with each instrument's `qty_per_unit` (and prices
+  normalized with `price_scale`), as journaled with the groups that traded them
+  (`group_opened`); an order on a symbol no group ever traded (a flatten order) needs the
+  instrument from the config. Fills of a symbol with no known instrument are not guessed:
+  they are listed in `unknown_instruments` and the figures they enter are missing (null).
+- Marks: the ledger records no quotes, so an open position is marked at its symbol's last
+  fill price unless a mark is given (`marks`); `mark_source` says which.
+- Carry: MT5 swap booked on deals (`mt5_commands` fills' `swap`). Funding payments are not
+  journaled yet, so they are not in these figures (`carry_recorded` lists what is).
+- Currencies: one account currency; a currency without a given rate is missing, never 1.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import aiosqlite
+
+from core.currency import RateBook, quote_currency
+from core.instruments import Instrument
+from core.models import Venue
+from core.portfolio import Portfolio
+from ledger import events as ev
+from ledger.errors import LedgerError
+
+Key = tuple[Venue, str]
+CARRY_RECORDED: tuple[str, ...] = ("mt5 swap",)
+FUNDING_NOTE = "perpetual funding is not journaled yet: not included"
+
+
+@dataclass(frozen=True, slots=True)
+class FillRow:
+    """One fill as the ledger holds it, with its order's side and symbol (venue units)."""
+
+    fill_id: int
+    ts_ms: int
+    venue: Venue
+    symbol: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_ccy: str
+    trade_id: str
+    group_id: str | None
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class SwapRow:
+    """Swap booked on one MT5 deal (`DEAL_SWAP`), in the currency of that deal's fill."""
+
+    ts_ms: int
+    symbol: str
+    deal: str
+    amount: Decimal
+    ccy: str
+
+
+async def _rows(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    async with db.execute(sql, tuple(params)) as cur:
+        return list(await cur.fetchall())
+
+
+async def ledger_instruments(db: aiosqlite.Connection) -> dict[Key, Instrument]:
+    """The instruments the groups were sized with (`group_opened`), the latest per (venue, symbol)."""
+    out: dict[Key, Instrument] = {}
+    for r in await _rows(db, "SELECT payload FROM events WHERE kind = ? ORDER BY seq", (ev.GROUP_OPENED,)):
+        payload = ev.decode_payload(r[0])
+        for p in (payload.get("instruments") or {}).values():
+            try:
+                inst = ev.instrument_from_payload(p)
+            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                raise LedgerError(f"group {payload.get('group_id')}: unreadable instrument {p!r}: {exc}") from None
+            out[inst.key] = inst
+    return out
+
+
+async def fill_rows(db: aiosqlite.Connection) -> list[FillRow]:
+    """Every fill with its order's side and symbol, in execution order (time, then journal order)."""
+    rows = await _rows(
+        db,
+        "SELECT f.fill_id, f.ts_ms, f.venue, o.symbol, o.side, f.qty, f.price, f.fee, f.fee_ccy, f.venue_trade_id, "
+        "o.group_id, o.purpose FROM fills f JOIN orders o ON o.order_id = f.order_id ORDER BY f.ts_ms, f.fill_id",
+    )
+    return [FillRow(int(r[0]), int(r[1]), r[2], r[3], r[4], Decimal(r[5]), Decimal(r[6]), Decimal(r[7]), r[8],
+                    r[9], r[10], r[11]) for r in rows]
+
+
+async def swap_rows(db: aiosqlite.Connection) -> list[SwapRow]:
+    """MT5 swap on deals, from the commands' reported fills (none in a ledger from before swap was
+    reported); the currency is that of the deal's fill (the MT5 account's)."""
+    tables = {str(r[0]) for r in await _rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "mt5_commands" not in tables:
+        return []
+    rows = await _rows(
+        db,
+        "SELECT c.symbol, json_extract(d.value, '$.deal'), json_extract(d.value, '$.swap'), "
+        "json_extract(d.value, '$.time_msc'), f.fee_ccy "
+        "FROM mt5_commands c, json_each(c.fills) d "
+        "LEFT JOIN fills f ON f.venue = 'mt5' AND f.venue_trade_id = CAST(json_extract(d.value, '$.deal') AS TEXT) "
+        "WHERE json_extract(d.value, '$.swap') IS NOT NULL ORDER BY json_extract(d.value, '$.time_msc')",
+    )
+    out: list[SwapRow] = []
+    for symbol, deal, swap, time_msc, ccy in rows:
+        amount = Decimal(str(swap))
+        if amount != 0:
+            out.append(SwapRow(int(time_msc), symbol, str(deal), amount, ccy or ""))
+    return out
+
+
+@dataclass(slots=True)
+class Replay:
+    """The ledger's fills replayed into a Portfolio, with what could not be placed in it."""
+
+    portfolio: Portfolio
+    unknown: set[Key]
+    marks: dict[Key, tuple[Decimal, str, int]]  # key -> (price, source, ts_ms)
+
+    def mark_last_fills(self) -> None:
+        """Mark every book at its last fill price, except those given a mark."""
+        for v in self.portfolio.positions(0, include_flat=True):
+            key = (v.venue, v.symbol)
+            last = self.portfolio.last_fill(*key)
+            if last is not None and (key not in self.marks or self.marks[key][1] == "last_fill"):
+                self.portfolio.mark_at(v.venue, v.symbol, last[0], last[1])
+                self.marks[key] = (last[0], "last_fill", last[1])
+
+
+def new_replay(instruments: Mapping[Key, Instrument]) -> Replay:
+    known = {k: i for k, i in instruments.items() if quote_currency(i.venue, i.symbol) is not None}
+    # An instrument whose quote currency its name does not give stays out: its fills are unknown.
+    return Replay(Portfolio(known.values()), set(), {})
+
+
+def apply_fill(replay: Replay, row: FillRow) -> None:
+    p = replay.portfolio
+    if not p.has(row.venue, row.symbol):
+        replay.unknown.add((row.venue, row.symbol))
+        return
+    if row.side not in ("buy", "sell"):
+        raise LedgerError(f"fill {row.fill_id}: order side {row.side!r}")
+    try:
+        p.fill(venue=row.venue, symbol=row.symbol, side="buy" if row.side == "buy" else "sell", qty=row.qty,
+               price=row.price, fee=row.fee, fee_ccy=row.fee_ccy, ts_ms=row.ts_ms, trade_id=row.trade_id)
+    except ValueError as exc:
+        raise LedgerError(f"fill {row.fill_id}: {exc}") from None
+
+
+def apply_swap(replay: Replay, row: SwapRow) -> None:
+    if not replay.portfolio.has("mt5", row.symbol):
+        replay.unknown.add(("mt5", row.symbol))
+        return
+    if not row.ccy:
+        return  # a deal whose fill the ledger does not hold: nothing to attach it to
+    replay.portfolio.book_swap("mt5", row.symbol, row.deal, row.amount, row.ccy)
+
+
+async def replay_ledger(
+    db: aiosqlite.Connection,
+    instruments: Mapping[Key, Instrument] | None = None,
+    *,
+    until_ms: int | None = None,
+) -> Replay:
+    """The whole ledger (or up to `until_ms`, exclusive) replayed; `instruments` fill in symbols
+    no group journaled (the ledger's own win)."""
+    known = dict(instruments or {})
+    known.update(await ledger_instruments(db))
+    replay = new_replay(known)
+    events = _merged(await fill_rows(db), await swap_rows(db))
+    for _, item in events:
+        if until_ms is not None and item.ts_ms >= until_ms:
+            break
+        if isinstance(item, FillRow):
+            apply_fill(replay, item)
+        else:
+            apply_swap(replay, item)
+    return replay
+
+
+def _merged(fills: list[FillRow], swaps: list[SwapRow]) -> list[tuple[tuple[int, int, int], FillRow | SwapRow]]:
+    """Fills and swaps in time order; at one instant a deal's swap after its fill."""
+    items: list[tuple[tuple[int, int, int], FillRow | SwapRow]] = [((f.ts_ms, 0, f.fill_id), f) for f in fills]
+    items += [((s.ts_ms, 1, i), s) for i, s in enumerate(swaps)]
+    items.sort(key=lambda t: t[0])
+    return items
+
+
+def rate_book(account_ccy: str, rates: Mapping[str, Decimal], ts_ms: int) -> RateBook:
+    book = RateBook(account_ccy)
+    for ccy, value in rates.items():
+        if ccy != account_ccy:
+            book.set(ccy, value, ts_ms, "given")
+    return book
+
+
+def _given_marks(replay: Replay, marks: Mapping[Key, Decimal], now_ms: int) -> None:
+    for key, price in marks.items():
+        if not replay.portfolio.has(*key):
+            raise LedgerError(f"mark for {key[0]}:{key[1]}: no such instrument in this ledger")
+        replay.portfolio.mark_at(key[0], key[1], price, now_ms)
+        replay.marks[key] = (price, "given", now_ms)
+
+
+def _decimals(step: Decimal) -> int:
+    exponent = step.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def _mark_source(replay: Replay) -> str:
+    sources = {source for _, source, _ in replay.marks.values()}
+    return "+".join(sorted(sources)) if sources else "none"
+
+
+def _equity_doc(replay: Replay, rates: RateBook, now_ms: int) -> dict[str, Any]:
+    doc = replay.portfolio.equity(rates, now_ms).as_dict()
+    unknown = sorted(f"{v}:{s}" for v, s in replay.unknown)
+    if unknown:  # fills not valued: the account figures would be wrong, so they are missing
+        for name in ("realized", "unrealized", "fees", "carry", "total"):
+            doc[name] = None
+    doc["unknown_instruments"] = unknown
+    return doc
+
+
+async def equity(
+    db: aiosqlite.Connection,
+    *,
+    now_ms: int,
+    account_ccy: str = "USD",
+    rates: Mapping[str, Decimal] | None = None,
+    marks: Mapping[Key, Decimal] | None = None,
+    instruments: Mapping[Key, Instrument] | None = None,
+) -> dict[str, Any]:
+    """Equity change over the whole ledger: `currency`, `realized`, `unrealized`, `fees`, `carry`,
+    `total` (decimal strings; null = missing), per currency, and how it was marked."""
+    replay = await replay_ledger(db, instruments)
+    replay.mark_last_fills()
+    _given_marks(replay, marks or {}, now_ms)
+    doc = _equity_doc(replay, rate_book(account_ccy, rates or {}, now_ms), now_ms)
+    doc["mark_source"] = _mark_source(replay)
+    doc["carry_recorded"] = list(CARRY_RECORDED)
+    doc["funding"] = FUNDING_NOTE
+    return doc
+
+
+async def positions(
+    db: aiosqlite.Connection,
+    *,
+    now_ms: int,
+    marks: Mapping[Key, Decimal] | None = None,
+    instruments: Mapping[Key, Instrument] | None = None,
+) -> dict[str, Any]:
+    """Per venue and symbol (with its asset): position in base and venue units, average price,
+    mark (and its source), realized and unrealized PnL in the quote currency, fees, carry."""
+    replay = await replay_ledger(db, instruments)
+    replay.mark_last_fills()
+    _given_marks(replay, marks or {}, now_ms)
+    rows = []
+    for v in replay.portfolio.positions(now_ms):
+        row = v.as_dict()
+        mark = replay.marks.get((v.venue, v.symbol))
+        row["mark_source"] = mark[1] if mark else None
+        inst = replay.portfolio.instrument(v.venue, v.symbol)
+        # Decimals people should see: the lot step in base and venue units, the tick as normalized.
+        row["qty_decimals"] = _decimals(inst.base_step)
+        row["venue_qty_decimals"] = _decimals(inst.lot_step)
+        row["price_decimals"] = _decimals(inst.tick_size * inst.price_scale)
+        rows.append(row)
+    net: dict[str, str] = {asset: format(q.normalize(), "f") if q else "0"
+                           for asset, q in sorted(replay.portfolio.net_by_asset().items())
+                           if any(r["asset"] == asset for r in rows)}
+    return {"as_of_ms": now_ms, "positions": rows, "net_by_asset": net,
+            "unknown_instruments": sorted(f"{v}:{s}" for v, s in replay.unknown), "mark_source": _mark_source(replay)}
+
+
+async def equity_series(
+    db: aiosqlite.Connection,
+    *,
+    since_ms: int = 0,
+    interval_ms: int = 60_000,
+    account_ccy: str = "USD",
+    rates: Mapping[str, Decimal] | None = None,
+    instruments: Mapping[Key, Instrument] | None = None,
+) -> dict[str, Any]:
+    """Equity over time, from the fills: one point at the end of each `interval_ms` that had a
+    fill (every fill when 0), from `since_ms` on. Figures are cumulative since the ledger's first
+    fill, every position marked at its symbol's last fill price at that time."""
+    if interval_ms < 0 or since_ms < 0:
+        raise LedgerError("interval and since must be >= 0")
+    known = dict(instruments or {})
+    known.update(await ledger_instruments(db))
+    replay = new_replay(known)
+    book = rate_book(account_ccy, rates or {}, 0)
+    points: list[dict[str, Any]] = []
+
+    def point(ts_ms: int) -> None:
+        doc = _equity_doc(replay, book, ts_ms)
+        points.append({"ts_ms": ts_ms, **{k: doc[k] for k in ("realized", "unrealized", "fees", "carry", "total")},
+                       "by_currency": doc["by_currency"], "missing_rates": doc["missing_rates"]})
+
+    bucket: int | None = None
+    last_ts = 0
+    for _, item in _merged(await fill_rows(db), await swap_rows(db)):
+        this = item.ts_ms // interval_ms if interval_ms else None
+        if bucket is not None and (interval_ms == 0 or this != bucket) and last_ts >= since_ms:
+            point(last_ts)
+        if isinstance(item, FillRow):
+            apply_fill(replay, item)
+            if replay.portfolio.has(item.venue, item.symbol):
+                replay.portfolio.mark_at(item.venue, item.symbol, item.price, item.ts_ms)
+        else:
+            apply_swap(replay, item)
+        bucket = this if interval_ms else 0
+        last_ts = item.ts_ms
+    if bucket is not None and last_ts >= since_ms:
+        point(last_ts)
+    return {"currency": account_ccy, "since_ms": since_ms, "interval_ms": interval_ms, "mark_source": "last_fill",
+            "carry_recorded": list(CARRY_RECORDED), "funding": FUNDING_NOTE,
+            "unknown_instruments": sorted(f"{v}:{s}" for v, s in replay.unknown), "points": points}
