@@ -138,10 +138,24 @@ def child_env(secrets: WorldSecrets, base: Mapping[str, str] | None = None) -> d
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Linux: SIGTERM this child when the world dies, even by SIGKILL (no orphaned venues)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_PR_SET_PDEATHSIG = 1
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """Linux: a `preexec_fn` that has the child get SIGTERM when the world dies, even by
+    SIGKILL (no orphaned venues). `prctl` is looked up here, in the parent: the forked child
+    (the asyncio child watcher has threads by then) only makes the one call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def in_child() -> None:  # pragma: no cover - runs in the forked child
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+    return in_child
 
 
 class World:
@@ -161,11 +175,11 @@ class World:
 
     async def start(self) -> None:
         env = child_env(self.secrets)
-        linux = sys.platform.startswith("linux")
+        on_fork = _death_signal()
         for child in self.children:
             child.proc = await asyncio.create_subprocess_exec(
                 *child.argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=None, start_new_session=True, preexec_fn=_die_with_parent if linux else None,
+                stderr=None, start_new_session=True, preexec_fn=on_fork,
             )
 
     async def wait_ready(self) -> None:
