@@ -267,11 +267,19 @@ def mt5_sim(
     duration: Annotated[float | None, typer.Option("--duration", min=0.0, help="Stop after this many seconds.")] = None,
     state_file: Annotated[Path | None, typer.Option("--state-file", help="Keep the simulated account here.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 7,
+    epoch_ms: Annotated[
+        int | None, typer.Option("--epoch-ms", min=0, help="Price on the market grid shared from this epoch "
+                                 "(ms since 1970), as the other processes of a rehearsal world do.")
+    ] = None,
 ) -> None:
-    """Run a simulated Expert Advisor against a running quantarb (signed HTTP, like the real EA)."""
+    """Run a simulated Expert Advisor against a running quantarb (signed HTTP, like the real EA).
+
+    Prints `started terminal <ID> -> <URL> (<symbols>)` once it runs, keeps posting while the
+    listener is down, and on SIGTERM or Ctrl-C stops and prints a JSON summary."""
     import asyncio
     import json
     import os
+    import signal
 
     from engine.settings import mt5_secret_env_var
     from sim.mt5_sim_cli import run_mt5_sim
@@ -280,10 +288,18 @@ def mt5_sim(
     secret = os.environ.get(name, "")
     if not secret:
         raise _fail(EXIT_CONFIG, f"the terminal secret is not set: export {name}")
+
+    def started(symbols: list[str]) -> None:
+        typer.echo(f"started terminal {terminal} -> {url} ({', '.join(symbols)})")
+
+    async def run() -> dict[str, object]:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        return await run_mt5_sim(url, terminal, secret, duration_s=duration, state_file=state_file, seed=seed,
+                                 epoch_ms=epoch_ms, stop=stop, on_started=started)
+
     try:
-        summary = asyncio.run(
-            run_mt5_sim(url, terminal, secret, duration_s=duration, state_file=state_file, seed=seed)
-        )
+        summary = asyncio.run(run())
     except ValueError as exc:
         raise _fail(EXIT_CONFIG, str(exc)) from None
     except KeyboardInterrupt:
@@ -305,25 +321,95 @@ class SimVenue(enum.StrEnum):
 def sim_venue(
     venue: Annotated[SimVenue, typer.Argument(help="Which venue to simulate.")],
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="REST and WebSocket on this port.")],
-    api_key: Annotated[str, typer.Option("--api-key", help="The only key the venue accepts.")],
-    secret: Annotated[str, typer.Option("--secret", help="That key's secret.")],
-    passphrase: Annotated[str | None, typer.Option("--passphrase", help="OKX: the key's passphrase.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="The only key the venue accepts (else QUANTARB_<VENUE>_API_KEY).")
+    ] = None,
+    secret: Annotated[
+        str | None, typer.Option("--secret", help="That key's secret (else QUANTARB_<VENUE>_API_SECRET).")
+    ] = None,
+    passphrase: Annotated[
+        str | None, typer.Option("--passphrase", help="OKX: the key's passphrase (else QUANTARB_OKX_API_PASSPHRASE).")
+    ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     seed: Annotated[int, typer.Option("--seed")] = 7,
+    epoch_ms: Annotated[
+        int | None, typer.Option("--epoch-ms", min=0, help="Price on the market grid shared from this epoch "
+                                 "(ms since 1970), as the other processes of a rehearsal world do.")
+    ] = None,
 ) -> None:
     """Serve a simulated OKX or Binance venue (public and private REST and WebSocket, signed as
-    the venue signs) until SIGTERM; prints `listening on http://HOST:PORT` once it listens."""
-    common = ["--host", host, "--port", str(port), "--api-key", api_key, "--secret", secret, "--seed", str(seed)]
+    the venue signs) until SIGTERM; prints `listening on http://HOST:PORT` once it listens.
+
+    The key, secret and passphrase not given as options are read from the engine's own
+    variables (QUANTARB_OKX_API_KEY, ..., as in the env file `quantarb sim world` writes), so
+    they need not appear on a command line."""
+    import os
+
+    prefix = "QUANTARB_OKX_API_" if venue is SimVenue.okx else "QUANTARB_BINANCE_API_"
+    api_key = api_key or os.environ.get(prefix + "KEY") or None
+    secret = secret or os.environ.get(prefix + "SECRET") or None
+    if not api_key or not secret:
+        raise _fail(EXIT_CONFIG, f"{venue.value} needs --api-key and --secret (or {prefix}KEY and {prefix}SECRET)")
+    # `--name=value`: a key or secret may start with `-`, which argparse would take for an option.
+    common = [f"--host={host}", f"--port={port}", f"--api-key={api_key}", f"--secret={secret}", f"--seed={seed}"]
+    if epoch_ms is not None:
+        common.append(f"--epoch-ms={epoch_ms}")
     if venue is SimVenue.okx:
+        passphrase = passphrase or os.environ.get("QUANTARB_OKX_API_PASSPHRASE") or None
         if not passphrase:
-            raise _fail(EXIT_CONFIG, "okx needs --passphrase (OKX keys have one)")
+            raise _fail(EXIT_CONFIG, "okx needs --passphrase (OKX keys have one) or QUANTARB_OKX_API_PASSPHRASE")
         from sim.okx_sim_cli import main as okx_main
 
-        raise typer.Exit(okx_main([*common, "--passphrase", passphrase]))
+        raise typer.Exit(okx_main([*common, f"--passphrase={passphrase}"]))
     from sim.binance_venue import main as binance_main
 
     market = "spot" if venue is SimVenue.binance_spot else "usdm"
-    raise typer.Exit(binance_main([*common, "--market", market]))
+    raise typer.Exit(binance_main([*common, f"--market={market}"]))
+
+
+class WorldBinance(enum.StrEnum):
+    spot = "spot"
+    usdm = "usdm"
+
+
+@sim_app.command("world")
+def sim_world(
+    config_out: Annotated[
+        Path, typer.Option("--config-out", help="Write the live-mode config here (secrets to <PATH>.env, 0600).")
+    ] = Path("world.toml"),
+    binance: Annotated[
+        WorldBinance, typer.Option("--binance", help="The Binance market the config trades (both are simulated).")
+    ] = WorldBinance.usdm,
+    ledger: Annotated[
+        Path | None, typer.Option("--ledger", help="The config's ledger (default <config stem>.db next to it).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the market every process prices.")] = 7,
+    listener_port: Annotated[
+        int, typer.Option("--listener-port", min=0, max=65535, help="The engine's listener (0: a free port).")
+    ] = 0,
+    terminal: Annotated[
+        str, typer.Option("--terminal", help="The simulated MT5 terminal's id.")
+    ] = "T1",
+    startup_timeout: Annotated[
+        float, typer.Option("--startup-timeout", min=1.0, help="Seconds every part has to answer.")
+    ] = 30.0,
+) -> None:
+    """A rehearsal world for live mode: simulated OKX, Binance spot and USD-M venues and an MT5
+    terminal, one process each, pricing one market. Writes a live-mode config for them (and its
+    secrets to <PATH>.env), prints a line starting `ready`, and serves until SIGTERM or Ctrl-C;
+    then `set -a; . PATH.env; set +a; quantarb headless --config PATH` trades against it.
+    A part that exits ends the world with code 3, naming it."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", terminal):
+        raise _fail(EXIT_CONFIG, "--terminal: letters, digits and _ only (up to 32)")
+    from sim.world_cli import WorldOptions
+    from sim.world_cli import main as world_main
+
+    market: Literal["spot", "usdm"] = "spot" if binance is WorldBinance.spot else "usdm"
+    opts = WorldOptions(config_out=config_out, binance_market=market, ledger=ledger, seed=seed,
+                        listener_port=listener_port, terminal=terminal, startup_timeout_s=startup_timeout)
+    raise typer.Exit(world_main(opts))
 
 
 class BenchTarget(enum.StrEnum):

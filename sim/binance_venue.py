@@ -30,8 +30,9 @@ from sim.binance_exchange import DEFAULT_SYMBOLS, RATE_LIMITS, BinanceExchange, 
 from sim.binance_private import BinancePrivateRest, PrivateFaults, RateMeter, SimCredentials
 from sim.binance_server import BinanceSimServer
 from sim.binance_wsapi import BinancePrivateWs
+from sim.epoch_market import pacer
 from sim.http_front import HttpFront
-from sim.market import SimTick, SyntheticMarket
+from sim.market import SimTick
 
 _ASSET_PAIR = {"BTC": "BTC", "ETH": "ETH", "PAXG": "XAU"}
 
@@ -156,6 +157,7 @@ async def serve_binance(
     *,
     market: BinanceMarket = "spot",
     seed: int = 7,
+    epoch_ms: int | None = None,
     ed25519_public_pem: bytes | None = None,
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
@@ -163,28 +165,28 @@ async def serve_binance(
 ) -> None:
     """Serve a simulated Binance market with a moving synthetic book until `stop` is set (or
     the task is cancelled). `passphrase` is accepted for a uniform signature and ignored:
-    Binance keys have none. Prints `listening on http://HOST:PORT` once the port is open."""
+    Binance keys have none. With `epoch_ms` the book follows the grid a rehearsal world's
+    processes share (`sim.epoch_market`). Prints `listening on http://HOST:PORT` once the port
+    is open."""
     del passphrase
     sim = BinanceVenueSim(market=market, credentials=SimCredentials(api_key, secret, ed25519_public_pem),
                           host=host, port=port)
-    book = SyntheticMarket(_demo_pairs(sim.exchange.symbols.values()), seed=seed, start_ms=sim.clock.time_ms())
+    book = pacer(_demo_pairs(sim.exchange.symbols.values()), seed=seed, clock=sim.clock, epoch_ms=epoch_ms)
+    listed = sim.exchange.symbols
     done = stop or asyncio.Event()
     async with sim:
-        for tick in book.quote_all():
-            if tick.venue == "binance":
+        for tick in book.snapshot():
+            if tick.venue == "binance" and tick.symbol in listed:
                 sim.publish(tick)
         print(f"listening on {sim.base_url}", flush=True)
         if ready is not None:
             ready.set()
-        loop_ns = sim.clock.monotonic_ns()
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), step_interval_s)
-            now_ns = sim.clock.monotonic_ns()
-            for tick in book.advance((now_ns - loop_ns) / 1e9):
-                if tick.venue == "binance":
+            for tick in book.due():
+                if tick.venue == "binance" and tick.symbol in listed:
                     sim.publish(tick)
-            loop_ns = now_ns
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret", required=True)
     parser.add_argument("--ed25519-public-key", help="PEM file of the Ed25519 public key (enables session.logon)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--epoch-ms", type=int, default=None,
+                        help="step the market on the grid shared from this epoch (ms since 1970)")
     args = parser.parse_args(argv)
     pem = None
     if args.ed25519_public_key:
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await serve_binance(args.host, args.port, args.api_key, args.secret, market=args.market, seed=args.seed,
-                            ed25519_public_pem=pem, stop=stop)
+                            epoch_ms=args.epoch_ms, ed25519_public_pem=pem, stop=stop)
 
     try:
         asyncio.run(run())

@@ -73,6 +73,7 @@ from core.clock import Clock
 from core.config import demo_config
 from core.instruments import Pair
 from sim.ea_journal import InstanceLock, InstanceLocked, Journal, JournalEntry, journal_path
+from sim.epoch_market import ElapsedPacer, EpochMarket, EpochPacer, MarketPacer, world_pairs
 from sim.market import SimTick, SyntheticMarket
 from sim.mt5_broker import (
     COMMENT_MAX,
@@ -169,7 +170,9 @@ class MarketTickSource:
     """MT5 ticks from a `SyntheticMarket` of its own, stepped by the clock on every call.
 
     For `quantarb mt5 sim`, where no `SimWorld` runs: the pairs default to the demo's, and only
-    their MT5 instruments (or `symbols`) are quoted.
+    their MT5 instruments (or `symbols`) are quoted. With `epoch_ms` the market is the one a
+    rehearsal world's processes share (`sim.epoch_market`: the demo's pairs on a wall-clock grid),
+    so the terminal quotes what the simulated exchanges quote at the same moment.
     """
 
     def __init__(
@@ -181,21 +184,32 @@ class MarketTickSource:
         symbols: Iterable[str] | None = None,
         tick_ms: float = 50.0,
         dislocation_every_s: float = 3.0,
+        epoch_ms: int | None = None,
     ) -> None:
-        self._pairs = tuple(pairs) if pairs is not None else demo_config().build_pairs()
+        if epoch_ms is not None and pairs is not None:
+            raise ValueError("a shared market (epoch_ms) prices the world's pairs, not given ones")
+        if epoch_ms is not None:
+            self._pairs = world_pairs()
+        else:
+            self._pairs = tuple(pairs) if pairs is not None else demo_config().build_pairs()
         mt5 = [i for p in self._pairs for i in p.instruments if i.venue == "mt5"]
         wanted = None if symbols is None else set(symbols)
         self._instruments = {i.symbol: i for i in mt5 if wanted is None or i.symbol in wanted}
         if wanted is not None and (missing := wanted - set(self._instruments)):
             raise ValueError(f"no MT5 instrument for {sorted(missing)}")
         self._clock = clock
-        self.market = SyntheticMarket(
-            self._pairs, seed=seed, tick_ms=tick_ms, dislocation_every_s=dislocation_every_s,
-            start_ms=clock.time_ms(),
-        )
+        self._pacer: MarketPacer
+        if epoch_ms is None:
+            self._pacer = ElapsedPacer(SyntheticMarket(
+                self._pairs, seed=seed, tick_ms=tick_ms, dislocation_every_s=dislocation_every_s,
+                start_ms=clock.time_ms(),
+            ), clock)
+        else:
+            self._pacer = EpochPacer(EpochMarket(
+                self._pairs, seed=seed, epoch_ms=epoch_ms, tick_ms=tick_ms, dislocation_every_s=dislocation_every_s,
+            ), clock)
         self._latest: dict[str, Mt5Tick] = {}
-        self._store(self.market.quote_all())
-        self._last_ns = clock.monotonic_ns()
+        self._store(self._pacer.snapshot())
 
     @property
     def symbols(self) -> list[str]:
@@ -206,11 +220,7 @@ class MarketTickSource:
         return {s: spec_from_instrument(i) for s, i in self._instruments.items()}
 
     def advance(self) -> None:
-        now = self._clock.monotonic_ns()
-        dt_s = max(0, now - self._last_ns) / 1e9
-        self._last_ns = now
-        if dt_s > 0:
-            self._store(self.market.advance(dt_s))
+        self._store(self._pacer.due())
 
     def __call__(self) -> list[Mt5Tick]:
         self.advance()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ async def run_mt5_sim(
     duration_s: float | None = None,
     state_file: str | Path | None = None,
     seed: int = 7,
+    epoch_ms: int | None = None,
     symbols: Iterable[str] | None = None,
     magic: int = 7701,
     timer_ms: float = 50,
@@ -43,11 +44,15 @@ async def run_mt5_sim(
     trade_allowed: bool = True,
     stop: asyncio.Event | None = None,
     clock: Clock | None = None,
+    on_started: Callable[[list[str]], None] | None = None,
 ) -> dict[str, Any]:
     """Run a simulated EA against `url`; return a summary dict when it ends.
 
-    Cancellation (Ctrl-C under `asyncio.run`) ends it cleanly: the summary is still returned,
-    and the broker state is saved when `state_file` is set.
+    The EA keeps posting while the listener is down (each failure said once), so it can start
+    before the engine and outlives an engine restart. `epoch_ms` puts its market on the grid a
+    rehearsal world shares (`sim.epoch_market`). `on_started(symbols)` is called once the EA
+    runs. Cancellation (Ctrl-C under `asyncio.run`) ends it cleanly: the summary is still
+    returned, and the broker state is saved when `state_file` is set.
     """
     if duration_s is not None and duration_s < 0:
         raise ValueError("duration_s must be >= 0")
@@ -55,7 +60,7 @@ async def run_mt5_sim(
     if not secret_bytes:
         raise ValueError("the terminal secret is empty")
     clk: Clock = clock if clock is not None else RealClock()
-    source = MarketTickSource(seed=seed, clock=clk, symbols=symbols)
+    source = MarketTickSource(seed=seed, clock=clk, symbols=symbols, epoch_ms=epoch_ms)
     broker = SimBroker(
         source.touch,
         clock=clk,
@@ -80,6 +85,8 @@ async def run_mt5_sim(
     if stop is not None:
         waiters.append(asyncio.create_task(stop.wait(), name="ea-sim-stop"))
     log.info("EA simulator %s -> %s (%s)", terminal, url, ", ".join(source.symbols))
+    if on_started is not None:
+        on_started(list(source.symbols))
     try:
         await asyncio.wait(waiters, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:

@@ -7,11 +7,14 @@ venue's code, and exits 0 on SIGTERM.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -56,3 +59,38 @@ def test_okx_needs_a_passphrase() -> None:
     )
     assert result.returncode == 2
     assert "okx needs --passphrase" in result.stderr
+
+
+def test_keys_come_from_the_engines_variables_when_not_on_the_command_line() -> None:
+    # What `quantarb sim world` does: no secret on the command line (`ps` would show it).
+    key, secret = "-key-from-env", "-secret-from-env"  # a leading `-` must not read as an option
+    env = {**os.environ, "QUANTARB_BINANCE_API_KEY": key, "QUANTARB_BINANCE_API_SECRET": secret}
+    proc = subprocess.Popen([sys.executable, "-m", "quantarb_tui.cli", "sim", "venue", "binance-usdm", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+)\n", line)
+        assert match, (line, proc.poll())
+        query = f"timestamp={int(time.time() * 1000)}"
+        signature = hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
+        with httpx.Client(base_url=match.group(1), timeout=5) as client:
+            signed = client.get(f"/fapi/v2/balance?{query}&signature={signature}", headers={"X-MBX-APIKEY": key})
+            assert signed.status_code == 200, signed.text
+            wrong = client.get(f"/fapi/v2/balance?{query}&signature={signature}", headers={"X-MBX-APIKEY": "other"})
+            assert wrong.status_code != 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_without_keys_anywhere_it_says_where_they_come_from() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTARB_")}
+    result = subprocess.run([sys.executable, "-m", "quantarb_tui.cli", "sim", "venue", "binance-spot", "--port", "0"],
+                            capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert result.returncode == 2
+    assert "binance-spot needs --api-key and --secret (or QUANTARB_BINANCE_API_KEY and QUANTARB_BINANCE_API_SECRET)" \
+        in result.stderr
