@@ -118,6 +118,10 @@ class VenueAccount(Protocol):
         """Signed net position per symbol in venue units; None: nothing to compare (spot)."""
         ...
 
+    async def free_margin(self) -> Decimal:
+        """What the risk gate may still commit on the venue (its free-margin breaker)."""
+        ...
+
 
 class OkxAccount:
     def __init__(self, gateway: OkxGateway, symbols: Sequence[str]) -> None:
@@ -143,6 +147,9 @@ class OkxAccount:
         for p in await self._gw.positions():
             out[p.inst_id] = out.get(p.inst_id, Decimal(0)) + p.qty
         return out
+
+    async def free_margin(self) -> Decimal:
+        return (await self._gw.balance()).available_equity
 
 
 class BinanceAccount:
@@ -176,6 +183,9 @@ class BinanceAccount:
         if self._gw.market == "spot":
             return None
         return {s: p.qty for s, p in (await self._gw.positions()).items()}
+
+    async def free_margin(self) -> Decimal:
+        return await self._gw.free_margin()
 
 
 class LiveVenues:

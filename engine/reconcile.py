@@ -101,6 +101,7 @@ class Reconciler:
         self._mt5_accounts = mt5_accounts
         self.interval_s = interval_s
         self.quarantined: dict[tuple[Venue, str], Quarantined] = {}
+        self._free: dict[Venue, Decimal] = {}  # each venue's free margin, as of its last good pass
         self.venues: dict[Venue, VenueReconcile] = {}
         self.passes = 0
         self._since_ms: dict[Venue, int] = {}
@@ -193,6 +194,7 @@ class Reconciler:
             if booked and journal is not None:
                 await journal.flush()  # the positions below are read from the ledger
         self._since_ms[venue] = max(since, now - FILL_SETTLE_MS - 60_000)
+        self._free[venue] = await account.free_margin()
         # Positions, when nothing is in flight on the venue.
         held = await account.positions()
         detail = "open orders and fills agree"
@@ -300,6 +302,11 @@ class Reconciler:
             return None
         row.detail = f"positions agree ({len(reports)} terminal(s))"
         return None
+
+    def free_margin(self) -> dict[str, Decimal]:
+        """Each live venue's free margin as read by its last good pass (the risk gate's
+        free-margin breaker; a venue not read yet is not judged)."""
+        return {v: m for v, m in self._free.items() if self.venues.get(v) is not None and self.venues[v].ok}
 
     # -- rows ----------------------------------------------------------------------------
     def status(self) -> dict[str, object]:

@@ -179,7 +179,7 @@ class Runtime:
             self.gate, self.compare, self.clock,
             venues={inst.venue for inst in self.instruments.values()},
             links=self.health.links,
-            balances=self.accounts.free_margin,
+            balances=self._free_margin,
             hold_timeout_s=config.risk.hold_timeout_s,
         )
         self.risk_loop = RiskLoop(self.risk_monitor, self.orchestrator, self.risk, self.events)
@@ -266,6 +266,14 @@ class Runtime:
             )
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
+
+    def _free_margin(self) -> dict[str, Decimal]:
+        """Paper venues' paper accounts and MT5's EA report; live venues as reconciliation last
+        read them."""
+        out = self.accounts.free_margin()
+        if self.reconciler is not None:
+            out.update(self.reconciler.free_margin())
+        return out
 
     def _mt5_accounts(self) -> dict[str, Any]:
         """Every configured terminal's last account report (None: never reported)."""

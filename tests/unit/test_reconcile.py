@@ -55,6 +55,9 @@ class FakeAccount:
     async def positions(self) -> dict[str, Decimal] | None:
         return None if self.held is None else dict(self.held)
 
+    async def free_margin(self) -> Decimal:
+        return Decimal(1234)
+
 
 @dataclass
 class Rig:
@@ -184,9 +187,11 @@ async def test_a_venue_that_cannot_be_read_is_blocked_then_released(tmp_path: Pa
         assert r.gate.breakers.blocked_venues() == {"okx"}
         assert r.gate.breakers.all["reconcile:okx"].detail == "cannot reconcile: connection refused"
         assert r.gate.state is TradingState.ACTIVE  # blocked, not halted: other venues trade on
+        assert r.reconciler.free_margin() == {}  # a venue not read is not judged
         r.okx.fail = None
         await r.reconciler.run_once()
         assert r.gate.breakers.blocked_venues() == set()
+        assert r.reconciler.free_margin() == {"okx": Decimal(1234)}
 
 
 async def test_spot_balances_are_not_compared(tmp_path: Path) -> None:
