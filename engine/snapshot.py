@@ -201,6 +201,8 @@ class RuntimeSnapshot:
     breakers: tuple[BreakerRow, ...] = ()
     risk_events: tuple[RiskEventRow, ...] = ()
     blocked_venues: tuple[str, ...] = ()
+    # Live: orders reconciliation found on a venue that quantarb does not own ("venue cid").
+    quarantined: tuple[str, ...] = ()
     ledger_error: str = ""  # why the ledger cannot write now ("" while it writes)
     ledger_unwritten: int = 0  # events held in memory until it can
     # Decisions by reason since start (ok, below_threshold, price_outlier, ...), and quotes

@@ -136,6 +136,13 @@ class ViewModel:
             "mt5_terminals": [asdict(f.terminal) for f in snap.feeds if f.terminal is not None],
         }
 
+    def _quarantined(self) -> tuple[str, ...]:
+        status = self._reconcile()
+        if not status:
+            return ()
+        rows = status.get("quarantined", [])
+        return tuple(f"{q['venue']} {q['client_order_id']}" for q in rows) if isinstance(rows, list) else ()
+
     async def group_detail(self, group_id: str) -> dict[str, Any] | None:
         """One group's story from the ledger (`ledger show`); None without a ledger or group."""
         ledger = self._ledger()
@@ -233,6 +240,7 @@ class ViewModel:
             ),
             risk_events=tuple(self._risk.rows()),
             blocked_venues=tuple(sorted(self._gate.breakers.blocked_venues())),
+            quarantined=self._quarantined(),
             ledger_error=(journal.error or "") if journal is not None else "",
             ledger_unwritten=journal.unwritten if journal is not None else 0,
             reasons={str(k): v for k, v in self._pipeline.reasons.most_common()},

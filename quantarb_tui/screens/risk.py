@@ -43,6 +43,10 @@ class RiskScreen(Screen[None]):
             summary.append(f" ({snap.state_reason})")
         summary.append("   blocked venues ", style="dim")
         summary.append(", ".join(snap.blocked_venues) or "none", style="bold red" if snap.blocked_venues else "")
+        if snap.quarantined:  # live: orders on a venue that quantarb does not own (never adopted)
+            summary.append("   quarantined ", style="dim")
+            summary.append(", ".join(snap.quarantined[:4]) + (" ..." if len(snap.quarantined) > 4 else ""),
+                           style="bold yellow")
         summary.append("   k kill  f flatten  p pause/resume  r rearm", style="dim")
         self.query_one("#risk-summary", Static).update(summary, layout=False)
         self.query_one(LimitsPane).update_from(snap)

@@ -194,6 +194,8 @@ async def test_live_mode_trades_through_the_gateways_and_reconciles(tmp_path: Pa
                                           "quantity": "0.01", "price": "90000.0", "newClientOrderId": "manual1"})
             await rt.reconciler.run_once()
             assert list(rt.reconciler.quarantined) == [("binance", "manual1")]
+            assert rt.view.snapshot().quarantined == ("binance manual1",)  # the risk screen's line
+            assert rt.view.status()["reconcile"]["quarantined"][0]["client_order_id"] == "manual1"
             assert rt.gate.state is TradingState.ACTIVE  # reported, not a halt
 
             # A position the ledger does not have: halt with the difference.
