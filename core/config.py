@@ -388,6 +388,19 @@ class PaperConfig(_Strict):
         return self
 
 
+_CCY = r"^[A-Z0-9]{2,10}$"
+
+
+class MoneyConfig(_Strict):
+    """How money is counted (docs/ledger.md, Money): one account currency, and the rates into it
+    the operator vouches for. A currency without a rate is shown as missing, never as 1."""
+
+    account_currency: Annotated[str, Field(pattern=_CCY)] = Field("USD", description="Equity is stated in this.")
+    rates: dict[Annotated[str, Field(pattern=_CCY)], PositiveDecimal] = Field(
+        default_factory=dict, description='1 unit of each = this much account currency, e.g. {USDT = "0.9995"}.'
+    )
+
+
 class QuantarbConfig(_Strict):
     engine: EngineConfig = EngineConfig()
     listener: ListenerConfig = ListenerConfig()
@@ -397,6 +410,7 @@ class QuantarbConfig(_Strict):
     risk: RiskConfig = RiskConfig()
     demo: DemoConfig = DemoConfig()
     paper: PaperConfig = PaperConfig()
+    money: MoneyConfig = MoneyConfig()
 
     @field_validator("pairs")
     @classmethod
@@ -428,6 +442,9 @@ def demo_config() -> QuantarbConfig:
 
 DEMO_CONFIG: dict[str, object] = {
     "engine": {"execution": "paper", "ledger": "~/.local/share/quantarb/demo.db"},
+    # The simulated market prices USD (MT5) and USDT (OKX, Binance) alike: one to one by
+    # construction, said here rather than assumed.
+    "money": {"account_currency": "USD", "rates": {"USDT": "1"}},
     "venues": {
         # 5000 points: 50 USD at a 0.01 point, about 5 bps on BTCUSD; the EA refuses a leg when
         # the market has moved further than this from the command's price.

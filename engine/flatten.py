@@ -27,7 +27,8 @@ from engine.orchestrator import HedgeOrchestrator
 from mt5_bridge.bridge import PositionState
 
 TouchSource = Callable[[Venue, str], tuple[float, float] | None]
-REDUCE_ATTEMPTS = 3  # an IOC the book moved away from is tried again at the new touch, twice
+REDUCE_ATTEMPTS = 5  # an IOC the book left is tried again at the new touch, up to four times
+RETRY_PAUSE_S = 0.2  # before each retry: the touch an IOC took is shown again after the book moves
 
 
 @dataclass(slots=True)
@@ -57,7 +58,9 @@ class Flattener:
         max_slippage_bps: float,
         mt5_positions: Callable[[int | None], Awaitable[list[PositionState] | None]] | None = None,
         mt5_close: Callable[[int, str, Side, Decimal, str, str], Awaitable[OrderUpdate]] | None = None,
+        retry_pause_s: float = RETRY_PAUSE_S,
     ) -> None:
+        self._retry_pause_s = retry_pause_s
         self._orch = orchestrator
         self._gate = gate
         self._instruments = instruments
@@ -144,10 +147,13 @@ class Flattener:
 
     async def _reduce(self, batch: str, n: int, line: FlattenLine, inst: Instrument) -> None:
         """Close the venue's position with marketable IOC orders: one, and up to
-        REDUCE_ATTEMPTS - 1 more at the new touch for what an IOC left (a real book moves
-        between the price and the fill). Each attempt has its own client order id."""
+        REDUCE_ATTEMPTS - 1 more, each after RETRY_PAUSE_S at the new touch, for what an IOC
+        left (a book shows only so much at its touch, and moves). Each attempt has its own
+        client order id."""
         remaining = line.before
         for attempt in range(REDUCE_ATTEMPTS):
+            if attempt and self._retry_pause_s > 0:
+                await asyncio.sleep(self._retry_pause_s)
             side: Side = "sell" if remaining > 0 else "buy"
             qty = inst.to_venue_qty(floor_to(abs(remaining), inst.base_step))
             if inst.to_base_qty(qty) < inst.base_min_qty:

@@ -258,6 +258,11 @@ class RuntimeCollector(Collector):
             groups.add_metric([state], count)
         yield groups
         yield GaugeMetricFamily("quantarb_realized_pnl", "Realized PnL of this run.", value=_number(snap.realized_pnl))
+        if snap.equity and snap.equity != "n/a":
+            equity = GaugeMetricFamily("quantarb_equity", "Equity change: realized + unrealized - fees + carry "
+                                       "(docs/ledger.md, Money), in the account currency.", labels=["currency"])
+            equity.add_metric([snap.account_ccy], _number(snap.equity))
+            yield equity
         yield GaugeMetricFamily("quantarb_daily_pnl", "Realized PnL today.", value=_number(snap.daily_pnl))
         trading = GaugeMetricFamily(
             "quantarb_trading_state", "1 for the current trading state, 0 for the others.", labels=["state"]

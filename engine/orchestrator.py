@@ -75,6 +75,7 @@ class HedgeOrchestrator:
         *,
         leg_policy: str = "concurrent",
         on_closed: GroupListener | None = None,
+        on_fill: Callable[[Order, Fill], None] | None = None,
         recent: int = 200,
         journal: Journal | None = None,
         group_deadline_ms: int = 5000,
@@ -93,6 +94,7 @@ class HedgeOrchestrator:
         self._events = events
         self._leg_policy = leg_policy
         self._on_closed = on_closed
+        self._on_fill = on_fill  # every fill as it is booked (the running equity)
         self._touch = touch
         # (venue, symbol) -> the pair's name: the asset the RiskGate's exposure is kept in.
         self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
@@ -680,7 +682,10 @@ class HedgeOrchestrator:
     def _exposure_fills(self, order: Order, fills: list[Fill]) -> None:
         inst = self._instruments[(order.venue, order.symbol)]
         asset = self._asset_of.get((order.venue, order.symbol), order.symbol)
+        on_fill = self._on_fill
         for f in fills:
+            if on_fill is not None:
+                on_fill(order, f)
             base = inst.to_base_qty(f.qty)
             price = inst.normalized_price(f.price)
             self._gate.exposure.fill(order.venue, asset, order.side, base, price, order.client_order_id)

@@ -31,6 +31,7 @@ from core.risk import RiskGate
 from engine import demo
 from engine.accounts import Accounts
 from engine.admin_token import AdminTokenError, engine_admin_token
+from engine.equity import RunningEquity
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
@@ -130,6 +131,7 @@ class Runtime:
                 # real EA in live mode. In paper mode a real EA only streams quotes.
                 self.gateways["mt5"] = self.mt5.gateway
                 mt5_real_legs = True
+        self.equity = RunningEquity(self.instruments.values(), config.money, self._touch)
         self.orchestrator = HedgeOrchestrator(
             self.gateways,
             self.instruments,
@@ -138,6 +140,7 @@ class Runtime:
             self.events,
             leg_policy=config.strategy.leg_policy,
             on_closed=self._group_closed,
+            on_fill=self.equity.on_fill,
             group_deadline_ms=config.strategy.group_deadline_ms,
             order_timeout_ms=config.strategy.order_timeout_ms,
             max_slippage_bps=config.strategy.max_slippage_bps,
@@ -190,6 +193,7 @@ class Runtime:
             journal=lambda: self.journal,
             last_flatten=lambda: self.control.last_flatten,
             reconcile=lambda: self.reconciler.status() if self.reconciler is not None else None,
+            equity=self.equity.equity,
         )
         self.reconciler: Reconciler | None = None
         if self.live is not None:
@@ -556,6 +560,11 @@ class Runtime:
         self.risk.attach(self.journal)
         if self.mt5 is not None:
             self.mt5.store.target = self.journal
+        try:
+            await self.equity.restore(self.ledger)  # the money so far: the ledger's own replay
+        except LedgerError as exc:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
+                                         f"equity could not be restored from the ledger: {exc}", "error"))
 
     async def stop(self) -> None:
         """Stop quote sources first, let groups in flight settle, then end every task."""

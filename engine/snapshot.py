@@ -203,6 +203,10 @@ class RuntimeSnapshot:
     blocked_venues: tuple[str, ...] = ()
     # Live: orders reconciliation found on a venue that quantarb does not own ("venue cid").
     quarantined: tuple[str, ...] = ()
+    # Equity change (realized + unrealized - fees + carry, docs/ledger.md, Money) in the account
+    # currency: "" not computed, "n/a" a rate or mark is missing.
+    equity: str = ""
+    account_ccy: str = ""
     ledger_error: str = ""  # why the ledger cannot write now ("" while it writes)
     ledger_unwritten: int = 0  # events held in memory until it can
     # Decisions by reason since start (ok, below_threshold, price_outlier, ...), and quotes

@@ -67,6 +67,7 @@ class ViewModel:
         journal: Callable[[], GuardedJournal | None] = lambda: None,
         last_flatten: Callable[[], dict[str, Any] | None],
         reconcile: Callable[[], dict[str, Any] | None] = lambda: None,
+        equity: Callable[[int], dict[str, Any]] | None = None,
     ) -> None:
         self._config = config
         self._mode = mode
@@ -83,6 +84,7 @@ class ViewModel:
         self._journal = journal
         self._last_flatten = last_flatten
         self._reconcile = reconcile
+        self._equity = equity
         self._venues = tuple(sorted({inst.venue for pair in pairs for inst in pair.instruments}))
 
     def pair_names(self) -> list[str]:
@@ -118,6 +120,7 @@ class ViewModel:
             "groups_by_state": snap.groups_by_state,
             "realized_pnl": snap.realized_pnl,
             "daily_pnl": snap.daily_pnl,
+            "equity": self.equity(),
             "quotes": snap.quotes_total,
             "intents": snap.intents_total,
             "limits": [asdict(r) for r in snap.limits],
@@ -135,6 +138,17 @@ class ViewModel:
             ],
             "mt5_terminals": [asdict(f.terminal) for f in snap.feeds if f.terminal is not None],
         }
+
+    def _equity_fields(self) -> dict[str, str]:
+        if self._equity is None:
+            return {}
+        doc = self._equity(self._clock.time_ms())
+        total = doc.get("total")
+        return {"equity": total if isinstance(total, str) else "n/a", "account_ccy": str(doc.get("currency", ""))}
+
+    def equity(self) -> dict[str, Any] | None:
+        """The equity document (`ledger summary --json`'s `equity`, marked at the books now)."""
+        return None if self._equity is None else self._equity(self._clock.time_ms())
 
     def _quarantined(self) -> tuple[str, ...]:
         status = self._reconcile()
@@ -241,6 +255,7 @@ class ViewModel:
             risk_events=tuple(self._risk.rows()),
             blocked_venues=tuple(sorted(self._gate.breakers.blocked_venues())),
             quarantined=self._quarantined(),
+            **self._equity_fields(),
             ledger_error=(journal.error or "") if journal is not None else "",
             ledger_unwritten=journal.unwritten if journal is not None else 0,
             reasons={str(k): v for k, v in self._pipeline.reasons.most_common()},
@@ -291,6 +306,8 @@ class ViewModel:
             "intents": snap.intents_total,
             "groups": snap.groups_by_state,
             "realized_pnl": snap.realized_pnl,
+            "equity": snap.equity,
+            "account_ccy": snap.account_ccy,
             "trading_state": snap.trading_state,
             "reasons": snap.reasons,
             "price_outliers": snap.price_outliers,

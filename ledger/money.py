@@ -219,12 +219,12 @@ def _decimals(step: Decimal) -> int:
     return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
-def _mark_source(replay: Replay) -> str:
+def mark_source(replay: Replay) -> str:
     sources = {source for _, source, _ in replay.marks.values()}
     return "+".join(sorted(sources)) if sources else "none"
 
 
-def _equity_doc(replay: Replay, rates: RateBook, now_ms: int) -> dict[str, Any]:
+def equity_doc(replay: Replay, rates: RateBook, now_ms: int) -> dict[str, Any]:
     doc = replay.portfolio.equity(rates, now_ms).as_dict()
     unknown = sorted(f"{v}:{s}" for v, s in replay.unknown)
     if unknown:  # fills not valued: the account figures would be wrong, so they are missing
@@ -248,8 +248,8 @@ async def equity(
     replay = await replay_ledger(db, instruments)
     replay.mark_last_fills()
     _given_marks(replay, marks or {}, now_ms)
-    doc = _equity_doc(replay, rate_book(account_ccy, rates or {}, now_ms), now_ms)
-    doc["mark_source"] = _mark_source(replay)
+    doc = equity_doc(replay, rate_book(account_ccy, rates or {}, now_ms), now_ms)
+    doc["mark_source"] = mark_source(replay)
     doc["carry_recorded"] = list(CARRY_RECORDED)
     doc["funding"] = FUNDING_NOTE
     return doc
@@ -282,7 +282,7 @@ async def positions(
                            for asset, q in sorted(replay.portfolio.net_by_asset().items())
                            if any(r["asset"] == asset for r in rows)}
     return {"as_of_ms": now_ms, "positions": rows, "net_by_asset": net,
-            "unknown_instruments": sorted(f"{v}:{s}" for v, s in replay.unknown), "mark_source": _mark_source(replay)}
+            "unknown_instruments": sorted(f"{v}:{s}" for v, s in replay.unknown), "mark_source": mark_source(replay)}
 
 
 async def equity_series(
@@ -306,7 +306,7 @@ async def equity_series(
     points: list[dict[str, Any]] = []
 
     def point(ts_ms: int) -> None:
-        doc = _equity_doc(replay, book, ts_ms)
+        doc = equity_doc(replay, book, ts_ms)
         points.append({"ts_ms": ts_ms, **{k: doc[k] for k in ("realized", "unrealized", "fees", "carry", "total")},
                        "by_currency": doc["by_currency"], "missing_rates": doc["missing_rates"]})
 

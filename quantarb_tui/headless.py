@@ -55,7 +55,8 @@ def format_summary(summary: Mapping[str, object], *, as_json: bool) -> str:
     line = (
         f"summary quotes={summary['quotes']} decisions={summary['decisions']} "
         f"intents={summary['intents']} groups {by_state or 'none'} "
-        f"pnl={summary['realized_pnl']} state={summary['trading_state']}"
+        f"pnl={summary.get('equity') or summary['realized_pnl']} {summary.get('account_ccy') or ''} "
+        f"state={summary['trading_state']}"
     )
     # Decisions by reason (price_outlier, edge_above_ceiling, ... included) and the quotes the
     # price guard refused per venue.

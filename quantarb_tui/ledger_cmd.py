@@ -27,7 +27,8 @@ ledger_app = typer.Typer(
 LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="Ledger file (default: from the config).")]
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Config file naming the ledger.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
-CurrencyOpt = Annotated[str, typer.Option("--currency", help="The account currency figures are converted to.")]
+CurrencyOpt = Annotated[str | None, typer.Option(
+    "--currency", help="The account currency figures are converted to (default: the config's, else USD).")]
 RateOpt = Annotated[list[str] | None, typer.Option(
     "--rate", help="CCY=VALUE: one CCY is VALUE of the account currency (e.g. USDT=0.9995). Repeatable; "
                    "a currency without one is shown as missing, never taken as 1.")]
@@ -48,10 +49,15 @@ def _path(ledger: str | None, config: str | None) -> str:
         raise typer.Exit(2) from None
 
 
+_money: dict[str, Any] = {}  # the config's [money] (account currency, rates) when it applies
+
+
 def _target(ledger: str | None, config: str | None) -> tuple[str, dict[Any, Any]]:
     """The ledger, and the config's instruments when the ledger is the config's (or --config is
     given): they place fills of symbols no group journaled (flatten orders). A ledger named on
-    its own is valued with its own instruments only, never with a config it may not belong to."""
+    its own is valued with its own instruments only, never with a config it may not belong to;
+    the same holds for the config's `[money]` rates (the defaults of --currency and --rate)."""
+    _money.clear()
     if ledger and not config:
         return ledger, {}
     from engine.settings import ConfigError, load_config
@@ -62,7 +68,16 @@ def _target(ledger: str | None, config: str | None) -> tuple[str, dict[Any, Any]
         typer.echo(f"quantarb: {exc}", err=True)
         raise typer.Exit(2) from None
     instruments: dict[Any, Any] = {i.key: i for pair in loaded.config.build_pairs() for i in pair.instruments}
+    _money.update(account_ccy=loaded.config.money.account_currency, rates=dict(loaded.config.money.rates))
     return ledger or loaded.config.engine.ledger, instruments
+
+
+def _money_args(currency: str | None, rate: list[str] | None) -> dict[str, Any]:
+    """--currency and --rate, over the config's [money] (a rate given here wins)."""
+    ccy = _currency(currency) if currency else str(_money.get("account_ccy", "USD"))
+    rates: dict[str, Decimal] = dict(_money.get("rates", {})) if ccy == _money.get("account_ccy") else {}
+    rates.update(_rates(rate))
+    return {"account_ccy": ccy, "rates": rates}
 
 
 def _fail(message: str) -> NoReturn:
@@ -215,7 +230,7 @@ def summary(
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
     json_out: JsonOpt = False,
-    currency: CurrencyOpt = "USD",
+    currency: CurrencyOpt = None,
     rate: RateOpt = None,
     mark: MarkOpt = None,
 ) -> None:
@@ -225,8 +240,7 @@ def summary(
     from ledger.queries import summary as q
 
     path, instruments = _target(ledger, config)
-    doc = _run(path, q, account_ccy=_currency(currency), rates=_rates(rate), marks=_marks(mark),
-               instruments=instruments)
+    doc = _run(path, q, **_money_args(currency, rate), marks=_marks(mark), instruments=instruments)
     if json_out:
         _dump(doc)
         return
@@ -294,7 +308,7 @@ def equity(
     since: Annotated[str | None, typer.Option("--since", help="ISO time (UTC), inclusive.")] = None,
     interval: Annotated[int, typer.Option("--interval", min=0,
                                           help="Seconds per point (0: a point per fill).")] = 60,
-    currency: CurrencyOpt = "USD",
+    currency: CurrencyOpt = None,
     rate: RateOpt = None,
 ) -> None:
     """Equity over time from the fills: realized, unrealized (at each symbol's last fill price),
@@ -302,8 +316,8 @@ def equity(
     from ledger.money import equity_series as q
 
     path, instruments = _target(ledger, config)
-    doc = _run(path, q, since_ms=_ms(since) or 0, interval_ms=interval * 1000, account_ccy=_currency(currency),
-               rates=_rates(rate), instruments=instruments)
+    doc = _run(path, q, since_ms=_ms(since) or 0, interval_ms=interval * 1000, **_money_args(currency, rate),
+               instruments=instruments)
     if json_out:
         _dump(doc)
         return

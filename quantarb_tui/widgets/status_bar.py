@@ -88,8 +88,14 @@ class StatusBar(Horizontal):
         if snap.state_reason and state != "active":
             text.append(f"  {snap.state_reason}", style="bold red" if state == "halted" else "bold yellow")
         # Second and third lines: shown only when the bar is three rows tall.
-        text.append("\n total pnl ", style="dim")
-        text.append_text(fmt.money(snap.realized_pnl, signed=True, cell=False))
+        text.append("\n equity ", style="dim")  # realized + unrealized - fees + carry (docs/ledger.md)
+        if snap.equity and snap.equity != "n/a":
+            text.append_text(fmt.money(snap.equity, signed=True, cell=False))
+            text.append(f" {snap.account_ccy}", style="dim")
+        elif snap.equity == "n/a":
+            text.append("n/a (a rate or mark is missing)", style="yellow")
+        else:
+            text.append_text(fmt.money(snap.realized_pnl, signed=True, cell=False))
         text.append(f"  quotes {snap.quotes_total:,}  decisions {snap.decisions_total:,}"
                     f"  intents {snap.intents_total:,}  threshold {snap.threshold_bps:g} bps", style="dim")
         text.append("\n groups ", style="dim")

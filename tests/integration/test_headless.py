@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 SUMMARY = re.compile(
-    r"^summary quotes=(\d+) decisions=(\d+) intents=(\d+) groups (.*) pnl=(\S+) state=(\w+)"
+    r"^summary quotes=(\d+) decisions=(\d+) intents=(\d+) groups (.*) pnl=(\S+) (USD) state=(\w+)"
     r" reasons ([a-z_:]+=\d+(?: [a-z_:]+=\d+)*)$"
 )
 
@@ -46,7 +46,7 @@ def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
     assert decisions <= quotes
     assert intents > 0
     assert "hedged=" in match.group(4)
-    reasons = dict(kv.split("=") for kv in match.group(7).split())
+    reasons = dict(kv.split("=") for kv in match.group(8).split())
     assert int(reasons["ok"]) == intents  # every decision counted under its reason
     assert sum(map(int, reasons.values())) == decisions
     intent_lines = [line for line in lines if " intent " in line]

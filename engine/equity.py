@@ -1,0 +1,83 @@
+"""The engine's running money: one portfolio, the same definition as `quantarb ledger summary`.
+
+At start it is the ledger's own replay (`ledger.money.replay_ledger`: every fill, MT5 swap),
+then every fill the orchestrator books is applied as it happens (deduplicated on the venue's
+trade id, so a fill seen twice counts once, as in the ledger). When read, each open position
+is marked at the mid of its venue's book as the engine sees it now (the last fill price where
+the venue has no quote yet), and converted with the configured rates:
+
+    equity change = realized + unrealized - fees + carry
+
+so the TUI, `status`, headless, `/api/status` and `/metrics` say the figure `ledger summary`
+computes from the fills table alone (with the ledger's marks: the last fill prices). A
+currency without a configured rate makes the total missing, never a guess.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+from core.config import MoneyConfig
+from core.instruments import Instrument
+from core.models import Fill, Order, Venue
+from ledger import money
+from ledger.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+Touch = Callable[[Venue, str], tuple[float, float] | None]
+
+
+class RunningEquity:
+    def __init__(self, instruments: Iterable[Instrument], config: MoneyConfig, touch: Touch) -> None:
+        self._instruments = {i.key: i for i in instruments}
+        self._config = config
+        self._touch = touch
+        self._replay = money.new_replay(self._instruments)
+        self.refused = 0  # fills the portfolio refused (logged): a bug, never silent
+
+    async def restore(self, ledger: Ledger) -> None:
+        """Start from everything the ledger holds (the same replay as `ledger summary`)."""
+        self._replay = await ledger.read(money.replay_ledger, self._instruments)
+
+    def on_fill(self, order: Order, fill: Fill) -> None:
+        """A fill as the orchestrator books it (venue units)."""
+        portfolio = self._replay.portfolio
+        if not portfolio.has(fill.venue, order.symbol):
+            self._replay.unknown.add((fill.venue, order.symbol))
+            return
+        try:
+            portfolio.fill(venue=fill.venue, symbol=order.symbol, side=order.side, qty=fill.qty, price=fill.price,
+                           fee=fill.fee, fee_ccy=fill.fee_ccy, ts_ms=fill.ts_ms, trade_id=fill.venue_trade_id)
+        except ValueError as exc:
+            self.refused += 1
+            log.error("equity: fill %s:%s refused: %s", fill.venue, fill.venue_trade_id, exc)
+
+    def equity(self, now_ms: int) -> dict[str, Any]:
+        """The equity document (`currency`, `realized`, `unrealized`, `fees`, `carry`, `total`:
+        decimal strings, null when missing), marked now."""
+        replay = self._replay
+        portfolio = replay.portfolio
+        for (venue, symbol) in self._instruments:
+            if not portfolio.has(venue, symbol):
+                continue
+            touch = self._touch(venue, symbol)
+            if touch is not None and touch[0] > 0 and touch[1] >= touch[0]:
+                portfolio.mark(venue, symbol, touch[0], touch[1], now_ms)
+                replay.marks[(venue, symbol)] = (Decimal(repr((touch[0] + touch[1]) / 2)), "book", now_ms)
+            else:
+                last = portfolio.last_fill(venue, symbol)
+                if last is not None:
+                    portfolio.mark_at(venue, symbol, last[0], last[1])
+                    replay.marks[(venue, symbol)] = (last[0], "last_fill", last[1])
+        rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+        doc = money.equity_doc(replay, rates, now_ms)
+        doc["mark_source"] = money.mark_source(replay)
+        return doc
+
+    def total(self, now_ms: int) -> Decimal | None:
+        value = self.equity(now_ms).get("total")
+        return Decimal(value) if isinstance(value, str) else None

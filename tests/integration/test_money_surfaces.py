@@ -1,0 +1,67 @@
+"""One definition of the money on every surface (issue 16): a demo run with a flatten in the
+middle, then the equity as `/api/status` (`quantarb status`), the headless summary line and
+`quantarb ledger summary` state it, against the fills' cash flows summed here from the ledger
+file alone. After the flatten every venue is flat, so the equity is the cash: to the cent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from core.config import demo_config
+from tests.integration.test_operator_e2e import Engine, _built_up, _cli, _rows, _status, _wait
+
+CENT = Decimal("0.01")
+
+
+def cash_from_fills(ledger: Path) -> Decimal:
+    """Sum of every fill's cash flow (sell +, buy -) less its fee, in USD with USDT = USD (the
+    demo's rate), computed from the fills and orders tables with the demo's instruments."""
+    insts = {(i.venue, i.symbol): i for p in demo_config().build_pairs() for i in p.instruments}
+    total = Decimal(0)
+    for venue, symbol, side, qty, price, fee in _rows(
+        ledger, "SELECT o.venue, o.symbol, o.side, f.qty, f.price, f.fee FROM fills f "
+                "JOIN orders o ON o.order_id = f.order_id"):
+        inst = insts[(venue, symbol)]
+        notional = inst.to_base_qty(Decimal(qty)) * inst.normalized_price(Decimal(price))
+        total += (notional if side == "sell" else -notional) - Decimal(fee)
+    return total
+
+
+@pytest.mark.timeout(300)
+def test_after_a_flatten_every_surface_says_the_fills_cash_to_the_cent(tmp_path: Path) -> None:
+    ledger = tmp_path / ".local" / "share" / "quantarb" / "demo.db"
+    engine = Engine(tmp_path)
+    try:
+        url = engine.url
+        _wait(tmp_path, url, _built_up, "four groups and an open position")
+        flat = _cli(tmp_path, "flatten", "--url", url, "--reason", "money test", "--json", timeout=120)
+        assert flat.returncode == 0, flat.stdout + flat.stderr
+        assert json.loads(flat.stdout)["detail"]["flat"] is True, flat.stdout
+        time.sleep(1.0)  # the journal commits what flatten booked
+        status = _status(tmp_path, url)
+    finally:
+        log = engine.stop()
+    assert engine.proc.returncode == 0, log
+    cash = cash_from_fills(ledger)
+    assert cash != 0  # groups and a flatten traded: a zero would prove nothing
+
+    api = status["equity"]
+    assert api["currency"] == "USD" and api["missing_rates"] == [] and api["missing_marks"] == []
+    assert Decimal(api["total"]).quantize(CENT) == cash.quantize(CENT), (api, cash)
+
+    summary_line = [ln for ln in log.splitlines() if ln.startswith("summary ")][-1]
+    m = re.search(r" pnl=(\S+) USD ", summary_line)
+    assert m, summary_line
+    assert Decimal(m.group(1)).quantize(CENT) == cash.quantize(CENT), (summary_line, cash)
+
+    done = _cli(tmp_path, "ledger", "summary", "--json")
+    assert done.returncode == 0, done.stderr
+    ledger_eq = json.loads(done.stdout)["equity"]
+    assert Decimal(ledger_eq["total"]).quantize(CENT) == cash.quantize(CENT), (ledger_eq, cash)
