@@ -172,8 +172,10 @@ class Flattener:
                 line.note = ""
                 return
             line.note = f"{order.client_order_id} {order.state} {order.reject_reason}".strip()
-            if order.state not in (OrderState.EXPIRED, OrderState.CANCELLED, OrderState.PARTIALLY_FILLED):
-                return  # refused or unknown: not a moving book, do not insist
+            if order.state not in (OrderState.EXPIRED, OrderState.CANCELLED):
+                # Refused, unknown, or partly filled with trades still to come (a venue's trade
+                # list can lag its order): what is left is not known, so never send again.
+                return
             remaining = self._gate.exposure.position(line.venue, line.asset)
 
     async def _close_ticket(self, batch: str, n: int, line: FlattenLine, inst: Instrument, p: PositionState) -> None:

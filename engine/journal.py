@@ -87,19 +87,27 @@ class GuardedJournal:
         first = self._error is None
         self._error = message
         if not writer_alive or self._ledger.writer.failed is not None:
-            # Whatever was queued after the last known commit may be lost with the writer.
-            committed = self._ledger.writer.committed_seq
-            self._backlog[:0] = [r for seq, r in self._unconfirmed if seq > committed]
-            self._unconfirmed.clear()
+            self._hold_uncommitted()
         if first:
             self.failures += 1
             self._start_retrying()  # first: a failing listener must not stop the retries
             self._on_failure(message)
 
+    def _hold_uncommitted(self) -> None:
+        """The writer stopped: whatever was queued after its last commit is lost with it and is
+        kept here, in order, ahead of anything held since."""
+        committed = self._ledger.writer.committed_seq
+        self._backlog[:0] = [r for seq, r in self._unconfirmed if seq > committed]
+        self._unconfirmed.clear()
+
     def _writer_failed(self, exc: BaseException) -> None:
-        """The writer stopped in its own task (a batch failed): said at once, not at the next call."""
+        """The writer stopped in its own task (a batch failed): said at once, not at the next call.
+        Also when the journal was already down for its write-ahead file only: the rows that
+        were still going to commit must now be held (they were sent orders' rows)."""
         if self._error is None:
             self._fail(exc)
+        else:
+            self._hold_uncommitted()
 
     def _confirmed(self) -> None:
         committed = self._ledger.writer.committed_seq
@@ -287,6 +295,8 @@ class GuardedJournal:
         if self._error is None:
             return True
         try:
+            if self._ledger.writer.failed is not None:
+                self._hold_uncommitted()  # belt and braces: nothing the old writer held is lost
             await self._ledger.restart_writer()
             while self._backlog:
                 batch = list(self._backlog)
@@ -295,11 +305,13 @@ class GuardedJournal:
                         replay()
                     except (EventRejectedError, ValueError):
                         continue  # written before the failure (a duplicate row), or never valid
-                if self._write_ahead == "file":
-                    self._ledger.mirror()  # the replayed rows are safe from a crash at once
                 with contextlib.suppress(EventRejectedError):
                     await self._ledger.flush()
+                # Committed: a commit is stronger than the file, so these are done even if the
+                # write-ahead file still fails below (not replayed again at the next retry).
                 del self._backlog[: len(batch)]  # more may have arrived while writing
+            if self._write_ahead == "file":
+                self._ledger.mirror()  # the write-ahead file takes writes again (else: still down)
         except Exception as exc:  # sqlite3.Error, OSError, LedgerError: still cannot write
             self._error = _short(exc)
             return False

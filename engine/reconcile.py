@@ -7,13 +7,15 @@ first pass is done) and every `reconcile_interval_s`, for each venue:
   flatten), or is ours but the ledger does not know it (a power loss between the send and the
   commit, docs/ledger.md), is *quarantined*: reported once, listed in the status, never
   adopted, never cancelled by the engine (the operator decides);
-- **fills**: a fill of one of our orders that the ledger lacks is journaled (the ledger keeps
-  one row per venue trade id, so a fill the engine is booking at the same moment is not
-  counted twice); a fill of an order the ledger does not know quarantines that order;
+- **fills**: a settled fill of one of our orders that the ledger lacks is journaled (one row per
+  venue trade id: never counted twice) and handed to the orchestrator as a late fill, which
+  asks the venue and halts trading for an unhedged or untracked one (exposure and equity follow
+  its path); a fill of an order the ledger does not know quarantines that order;
 - **positions** (derivatives and MT5; a spot account holds balances, not positions): a net
   position that differs from the ledger's by more than the instrument's lot step halts
-  trading, with both figures and the difference in the reason. A venue with orders in flight
-  is compared on a later pass, so an order filling between the two reads is not a difference.
+  trading, with both figures and the difference in the reason (more than half a lot step: one
+  missing lot is a difference). A venue with orders in flight, or a ledger that cannot write
+  (its positions are stale), is compared on a later pass.
 
 A venue that cannot be read (down, keys refused, a timeout) is blocked (`reconcile:<venue>`)
 with the reason, and the engine goes on with the others: no retry loop inside a pass and no
@@ -32,6 +34,7 @@ from decimal import Decimal
 from core.clock import Clock
 from core.instruments import Instrument
 from core.models import Fill, Order, OrderPurpose, Venue
+from core.orders import is_terminal
 from core.risk import RiskGate
 from engine.events import EngineEvent, EventLog
 from engine.journal import GuardedJournal
@@ -124,11 +127,17 @@ class Reconciler:
 
     async def run(self) -> None:
         """A pass every `interval_s`; sooner (every RETRY_S) while a venue could not be read,
-        so a venue blocked by a passing fault is unblocked quickly."""
+        so a venue blocked by a passing fault is unblocked quickly. A pass that fails in an
+        unexpected way is said, and the next one runs: reconciliation never stops quietly."""
         while True:
             failing = any(not r.ok for r in self.venues.values())
             await asyncio.sleep(min(self.interval_s, RETRY_S) if failing else self.interval_s)
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception as exc:
+                log.exception("reconciliation pass failed")
+                self._events.emit(EngineEvent(self._clock.time_ms(), "reconcile",
+                                              f"reconciliation pass failed: {_said(exc)}", "error"))
 
     async def run_once(self) -> None:
         journal = self._journal()
@@ -175,6 +184,9 @@ class Reconciler:
         row = self.venues.setdefault(venue, VenueReconcile(venue))
         # Orders on the venue's books.
         opened = await account.open_orders()
+        journal = self._journal()
+        if journal is not None:
+            await journal.flush()  # an order sent while the venue was read has its row committed now
         known = await ledger.read(queries.known_orders, [o.client_order_id for o in opened])
         for o in opened:
             if not o.client_order_id.startswith(OUR_PREFIXES):
@@ -188,9 +200,8 @@ class Reconciler:
         missing = [f for f in fills if f.venue_trade_id not in booked_ids]
         if missing:
             owners = await ledger.read(queries.known_orders, [f.client_order_id for f in missing])
-            booked = self._book(missing, owners)
+            booked = await self._book(missing, owners)
             row.fills_booked += booked
-            journal = self._journal()
             if booked and journal is not None:
                 await journal.flush()  # the positions below are read from the ledger
         self._since_ms[venue] = max(since, now - FILL_SETTLE_MS - 60_000)
@@ -202,6 +213,8 @@ class Reconciler:
             detail += "; positions not compared (spot balances)"
         elif self._busy(venue):
             detail += "; positions compared on a later pass (orders in flight)"
+        elif journal is not None and journal.error is not None:
+            detail += "; positions not compared while the ledger cannot write (its positions are stale)"
         else:
             mismatch = await self._compare_positions(venue, held, row)
             if mismatch is not None:
@@ -211,7 +224,11 @@ class Reconciler:
         row.detail = detail
         return None
 
-    def _book(self, fills: list[Fill], owners: Mapping[str, Mapping[str, object]]) -> int:
+    async def _book(self, fills: list[Fill], owners: Mapping[str, Mapping[str, object]]) -> int:
+        """Fills of our orders the ledger lacks: journaled, and handed to the orchestrator as
+        late fills (its own path: the venue is asked, exposure and equity follow, and trading
+        halts for an unhedged or untracked one). One whose group's flow is still running is
+        left to that flow."""
         journal = self._journal()
         booked = 0
         for f in fills:
@@ -228,12 +245,16 @@ class Reconciler:
                           qty=Decimal(str(owner["qty"])), price=Decimal(str(owner["price"])),
                           purpose=OrderPurpose(str(owner["purpose"])),
                           created_ms=int(str(owner["created_at_ms"])))
+            work = self._orch.late_fill(order.group_id, order.client_order_id)
+            if work is None:
+                continue  # its group's flow is running and applies it
             journal.fill(order, f)
             booked += 1
             self._events.emit(EngineEvent(
                 self._clock.time_ms(), "reconcile",
                 f"{f.venue}: fill {f.venue_trade_id} of {f.client_order_id} ({f.qty} @ {f.price}) was missing "
                 "from the ledger: booked", "warn", {"venue": f.venue, "order": f.client_order_id}))
+            await work
         return booked
 
     async def _compare_positions(self, venue: Venue, held: Mapping[str, Decimal],
@@ -249,7 +270,7 @@ class Reconciler:
             on_venue = held.get(symbol, Decimal(0))
             in_ledger = ours.get((venue, symbol), Decimal(0))
             row.positions[symbol] = f"{_fmt(on_venue)} / {_fmt(in_ledger)}"
-            if abs(on_venue - in_ledger) > Decimal(inst.lot_step):
+            if abs(on_venue - in_ledger) > Decimal(inst.lot_step) / 2:  # one missing lot is a difference
                 problems.append(f"{venue} {symbol}: the venue holds {_fmt(on_venue)}, the ledger "
                                 f"{_fmt(in_ledger)} (difference {_fmt(on_venue - in_ledger)})")
         return "; ".join(problems) or None
@@ -267,7 +288,7 @@ class Reconciler:
     def _busy(self, venue: Venue) -> bool:
         if any(venue in g.instruments for g in self._orch.open.values()):
             return True
-        return any(o.venue == venue for o in self._orch.loose_orders.values())
+        return any(o.venue == venue and not is_terminal(o.state) for o in self._orch.loose_orders.values())
 
     def _quarantine(self, venue: Venue, cid: str, reason: str) -> None:
         key = (venue, cid)

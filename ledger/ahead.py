@@ -34,6 +34,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,15 +86,30 @@ def parse_ahead(data: bytes, shown: Path) -> AheadContents:
     return AheadContents(rows, torn_tail=bool(tail))
 
 
+def _check_ours(st: os.stat_result, shown: Path) -> None:
+    """The write-ahead file is replayed into the journal: only a regular file of ours, with one
+    name, may be (a symlink was refused by O_NOFOLLOW; a file planted by another user, or a
+    hard link to someone's file, is refused here, unchanged)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise LedgerError(f"{shown}: the write-ahead file is not a regular file; move it away")
+    if st.st_uid != os.geteuid():
+        raise LedgerError(f"{shown}: the write-ahead file belongs to uid {st.st_uid}, not to this user; "
+                          "move it away (it will not be replayed)")
+    if st.st_nlink > 1:
+        raise LedgerError(f"{shown}: the write-ahead file has {st.st_nlink} names (hard links); move it away")
+
+
 def read_ahead(path: Path, shown: Path | None = None) -> AheadContents:
     shown = shown or path
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return AheadContents([], torn_tail=False)
     except OSError as exc:
         raise LedgerError(f"{shown}: cannot read the write-ahead file: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        _check_ours(os.fstat(f.fileno()), shown)
+        data = f.read()
     return parse_ahead(data, shown)
 
 
@@ -131,9 +147,13 @@ def replay_ahead(conn: sqlite3.Connection, path: Path, shown: Path) -> tuple[int
             + (f"; {refused} refused by the journal's constraints" if refused else "")
         )
     if contents.rows or contents.torn_tail:
-        with open(path, "r+b") as f:
-            f.truncate(0)
-            os.fsync(f.fileno())
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            _check_ours(os.fstat(fd), shown)
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return len(missing) - refused, notices
 
 
@@ -143,10 +163,15 @@ class AheadFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            os.fchmod(self._fd, 0o600)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise LedgerError(f"{path}: cannot open the write-ahead file: {exc.strerror or exc}") from exc
+        try:
+            _check_ours(os.fstat(self._fd), path)
+            os.fchmod(self._fd, 0o600)
+        except BaseException:
+            os.close(self._fd)
+            raise
         self.size = os.fstat(self._fd).st_size
         self.writes = 0
 
@@ -163,6 +188,10 @@ class AheadFile:
                 n = os.write(self._fd, view)
                 view = view[n:]
         except OSError as exc:
+            # Cut what a short write left, so the file stays whole lines (the rows are written
+            # again by the next mirror: the writer's mirrored seq did not move).
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.size)
             full = " (the disk is full)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
             text = exc.strerror or str(exc)
             raise LedgerWriteError(f"{self.path}: cannot write the write-ahead file: {text}{full}") from None

@@ -18,7 +18,7 @@ from core.clock import ManualClock
 from core.models import Order, OrderPurpose
 from ledger import events as ev
 from ledger.ahead import TRUNCATE_AFTER_BYTES, ahead_path, parse_ahead, read_ahead
-from ledger.errors import LedgerCorruptError
+from ledger.errors import LedgerCorruptError, LedgerError
 from ledger.ledger import Ledger
 
 
@@ -140,3 +140,48 @@ def test_rows_encode_as_the_journal_stores_them() -> None:
     line = msgspec.json.encode(row) + b"\n"
     [parsed] = parse_ahead(line, Path("f")).rows
     assert parsed[:4] == row[:4] and bytes(parsed[4]) == bytes(row[4])
+
+
+async def test_a_sent_order_keeps_its_row_when_the_file_and_then_the_writer_fail(tmp_path: Path) -> None:
+    """Found by review: the file fails first (its entry refused), the writer a moment later;
+    the order that was already written ahead and sent must still reach the journal."""
+    from core.ports import JournalUnavailable
+    from engine.journal import GuardedJournal
+
+    path = tmp_path / "l.db"
+    ledger = await Ledger.open(path, clock=ManualClock())
+    halts: list[str] = []
+    journal = GuardedJournal(ledger, on_failure=halts.append, retry_s=0, write_ahead="file")
+    try:
+        await journal.order_created(_order("qaA"))  # written ahead: A is sent
+        real_mirror = ledger.mirror
+
+        def full() -> None:
+            raise OSError(28, "No space left on device")
+
+        ledger.mirror = full  # type: ignore[method-assign]
+        with pytest.raises(JournalUnavailable):
+            await journal.order_created(_order("qaB"))  # B is refused: never sent
+        ledger.writer._fail(sqlite3.OperationalError("database or disk is full"))  # then the writer
+        ledger.mirror = real_mirror  # type: ignore[method-assign]
+        assert await journal.retry()
+        await ledger.flush()
+        assert "qaA" in _orders(path)
+        assert len(halts) == 1
+    finally:
+        await journal.close()
+        await ledger.close()
+
+
+async def test_a_symlink_at_the_ahead_path_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    ledger = await Ledger.open(path, clock=ManualClock())
+    await ledger.close()
+    ahead_path(path).unlink()
+    target = tmp_path / "secret.txt"
+    target.write_bytes(b"an api secret")
+    os.chmod(target, 0o640)
+    ahead_path(path).symlink_to(target)
+    with pytest.raises(LedgerError, match="write-ahead file"):
+        await Ledger.open(path, clock=ManualClock())
+    assert target.read_bytes() == b"an api secret" and stat.S_IMODE(os.stat(target).st_mode) == 0o640

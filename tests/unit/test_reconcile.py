@@ -1,7 +1,7 @@
 """Reconciliation's verdicts, deterministic: scripted venue accounts, a real ledger file.
 
 Each claim of engine/reconcile.py's docstring has its test: a fill of ours the ledger lacks is
-booked (once); a fill or an open order the ledger does not know is quarantined, reported once,
+booked (once) and halts (the engine did not know it); a fill or an open order the ledger does not know is quarantined, reported once,
 never adopted; a position difference beyond a lot step halts with both figures; a difference
 within a lot step does not; a venue that cannot be read is blocked with the reason and released
 by the next good pass; a venue with orders in flight is not compared; a spot account is not
@@ -124,7 +124,9 @@ async def test_a_settled_fill_of_ours_missing_from_the_ledger_is_booked_once(tmp
         await r.journal.flush()
         assert r.rows("SELECT order_id, venue_trade_id, qty FROM fills") == [("FL1", "t1", "5")]
         assert r.reconciler.venues["okx"].fills_booked == 1
-        assert r.gate.state is TradingState.ACTIVE  # the ledger now holds what the venue holds
+        # The engine did not know this fill: booked, and trading halts for a person to look.
+        assert r.gate.state is TradingState.HALTED
+        assert r.gate.reason == "fill for untracked order FL1"
         assert r.reconciler.quarantined == {}
 
 
@@ -160,7 +162,7 @@ async def test_unknown_orders_and_fills_are_quarantined_once_and_never_adopted(t
         assert r.gate.state is TradingState.ACTIVE
 
 
-@pytest.mark.parametrize(("venue_qty", "halts"), [("7", True), ("6", False), ("5", False), ("3", True)])
+@pytest.mark.parametrize(("venue_qty", "halts"), [("7", True), ("6", True), ("5", False), ("4", True)])
 async def test_a_position_difference_beyond_a_lot_step_halts_with_both_figures(
     tmp_path: Path, venue_qty: str, halts: bool
 ) -> None:
