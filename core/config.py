@@ -48,6 +48,10 @@ class EngineConfig(_Strict):
         description="file: an entry order's row is in <ledger>.ahead before it is sent (safe from a "
         "kill; a power loss in the next ms is found by reconciliation); commit: wait for the fsync'd commit.",
     )
+    heartbeat_s: float = Field(
+        10.0, ge=1, le=HOUR_S, allow_inf_nan=False,
+        description="headless: a `heartbeat` log line this often (state, equity, groups, exposure, quote rates).",
+    )
 
 
 class ListenerConfig(_Strict):

@@ -34,6 +34,7 @@ from engine.admin_token import AdminTokenError, engine_admin_token
 from engine.equity import RunningEquity
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
+from engine.feed_log import FeedErrorLog
 from engine.flatten import Flattener
 from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
@@ -204,6 +205,7 @@ class Runtime:
                 interval_s=config.engine.reconcile_interval_s,
             )
         self.feeds: list[WsFeed] = []
+        self._feed_log = FeedErrorLog(self.events, self.clock)  # why a feed fails, in the log
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -417,6 +419,7 @@ class Runtime:
         self._dust_journaled = dict(restored.dust)
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
         self.health.use_feeds(self.feeds)
+        self._feed_log.watch(self.feeds)
         self.events.emit(
             EngineEvent(
                 self.clock.time_ms(),

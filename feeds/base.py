@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -41,6 +42,15 @@ QuoteSink = Callable[[Quote], object]
 # Called with (feed name, raw frame, recv_ns) for every frame received, before it is
 # normalized: the recorder's hook. None costs one comparison per frame.
 FrameTap = Callable[[str, str | bytes, int], None]
+
+
+class FeedObserver(Protocol):
+    """Told when a feed fails and why, and when it is live again: the engine logs both (the
+    health row alone shows only the latest error, and only on a screen)."""
+
+    def feed_failed(self, feed: str, venue: str, error: str) -> None: ...
+
+    def feed_live(self, feed: str, venue: str) -> None: ...
 
 
 class Control(Enum):
@@ -116,6 +126,7 @@ class WsFeed(ABC):
         self.tap: FrameTap | None = None
         # The control frame (ack, error, notice) of the latest frame that carried no quote.
         self.last_control: ControlFrame | None = None
+        self.observer: FeedObserver | None = None
 
     # -- venue hooks -------------------------------------------------------------------
     @abstractmethod
@@ -173,8 +184,8 @@ class WsFeed(ABC):
             except asyncio.CancelledError:
                 raise
             except _RECOVERABLE as exc:
-                self.health.last_error = _describe(exc)
                 self.health.reconnects += 1
+                self._failed(_describe(exc))
                 self._start_rest_fallback()
                 # Quotes keep flowing over REST while we wait: that is what the operator sees.
                 self.health.state = FeedState.REST
@@ -214,6 +225,8 @@ class WsFeed(ABC):
         await self._stop_rest()  # the socket is back: it takes over from REST
         self.backoff.reset()
         self.health.state = FeedState.LIVE
+        if self.observer is not None:
+            self.observer.feed_live(self.name, self.venue)
         return ws
 
     async def _replace(self, old: ClientConnection) -> ClientConnection:
@@ -251,7 +264,7 @@ class WsFeed(ABC):
             if control.wants_reconnect:
                 return Control.RECONNECT
             if control.is_error:
-                self.health.last_error = f"{self.venue} error {control.code}: {control.msg}"[:500]
+                self._failed(f"{self.venue} error {control.code}: {control.msg}"[:500])
         return Control.NONE
 
     def receive(self, frame: str | bytes) -> Control:
@@ -321,11 +334,19 @@ class WsFeed(ABC):
             try:
                 await self.poll_rest(client)
                 self.health.rest_polls += 1
+                if self.transport == "rest" and self.observer is not None:
+                    self.observer.feed_live(self.name, self.venue)  # REST is this feed's only way
             except asyncio.CancelledError:
                 raise
             except (httpx.HTTPError, ValueError, VenueError) as exc:
-                self.health.last_error = _describe(exc)
+                self._failed(_describe(exc))
             await asyncio.sleep(self.rest_interval_s)
+
+    def _failed(self, error: str) -> None:
+        """Record why the feed failed (the health row) and tell the observer (the log)."""
+        self.health.last_error = error
+        if self.observer is not None:
+            self.observer.feed_failed(self.name, self.venue, error)
 
 
 async def _close(ws: ClientConnection) -> None:

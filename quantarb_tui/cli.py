@@ -94,14 +94,24 @@ def headless(
     duration: Annotated[
         float | None, typer.Option("--duration", min=0.0, help="Stop after this many seconds.")
     ] = None,
-    json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per line.")] = False,
+    json_logs: Annotated[bool, typer.Option(
+        "--json-logs", "--json", help="One JSON object per line (with component, event and group_id).")] = False,
+    log_file: Annotated[Path | None, typer.Option(
+        "--log-file", help="Also write the lines to this file, rotated by size (mode 0600).")] = None,
+    log_max_bytes: Annotated[int, typer.Option(
+        "--log-max-bytes", min=4096, help="Rotate the log file when it would pass this size.")] = 10 * 1024 * 1024,
+    log_backups: Annotated[int, typer.Option(
+        "--log-backups", min=1, max=100, help="Rotated log files kept (PATH.1 ... PATH.N).")] = 5,
 ) -> None:
-    """Run the engine without a UI; one line per notable event, a summary at the end."""
+    """Run the engine without a UI; one line per notable event, a heartbeat line every
+    engine.heartbeat_s, a summary at the end. Under systemd (Type=notify) it reports readiness
+    and feeds the watchdog (docs/operations.md)."""
     loaded = _load(config)
     runtime = _runtime(loaded, ledger)
     from quantarb_tui.headless import run_headless
 
-    code = run_headless(runtime, duration=duration, json_logs=json_logs)
+    code = run_headless(runtime, duration=duration, json_logs=json_logs, log_file=log_file,
+                        log_max_bytes=log_max_bytes, log_backups=log_backups)
     raise typer.Exit(code)
 
 
