@@ -38,10 +38,17 @@ class RunningEquity:
         self._touch = touch
         self._replay = money.new_replay(self._instruments)
         self.refused = 0  # fills the portfolio refused (logged): a bug, never silent
+        self.restore_error: str | None = None  # the ledger could not be replayed: no figure
 
     async def restore(self, ledger: Ledger) -> None:
-        """Start from everything the ledger holds (the same replay as `ledger summary`)."""
-        self._replay = await ledger.read(money.replay_ledger, self._instruments)
+        """Start from everything the ledger holds (the same replay as `ledger summary`). When
+        that fails the figures are missing (null), never the money of this run alone."""
+        try:
+            self._replay = await ledger.read(money.replay_ledger, self._instruments)
+        except Exception as exc:
+            self.restore_error = (str(exc) or type(exc).__name__)[:300]
+            raise
+        self.restore_error = None
 
     def on_fill(self, order: Order, fill: Fill) -> None:
         """A fill as the orchestrator books it (venue units)."""
@@ -76,6 +83,10 @@ class RunningEquity:
         rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
         doc = money.equity_doc(replay, rates, now_ms)
         doc["mark_source"] = money.mark_source(replay)
+        if self.restore_error is not None:
+            for name in ("realized", "unrealized", "fees", "carry", "total"):
+                doc[name] = None
+            doc["error"] = f"not restored from the ledger: {self.restore_error}"
         return doc
 
     def total(self, now_ms: int) -> Decimal | None:
