@@ -2,8 +2,8 @@
 
 An unattended engine's log is quiet when nothing trades, and quiet is also what a dead or
 hung engine looks like. The heartbeat tells them apart, and answers the first questions of
-anyone reading the log afterwards: trading state, equity (the realized PnL, until the
-running engine values positions), open groups, gross exposure per venue, quotes per second
+anyone reading the log afterwards: trading state, equity (realized + unrealized - fees +
+carry, the figure every face shows; docs/ledger.md, Money), open groups, gross exposure per venue, quotes per second
 per venue since the previous beat, and the oldest quote (a silent instrument shows here
 before a breaker trips on it). Built from the same snapshot every face reads.
 """
@@ -45,7 +45,7 @@ class Heartbeat:
         if snap.state_reason and snap.trading_state != "active":  # an active gate keeps its last reason
             parts.append(f"reason={snap.state_reason!r}")
         parts += [
-            f"equity={snap.realized_pnl} (realized)",
+            f"equity={_equity(snap)}",
             f"daily_pnl={snap.daily_pnl}",
             f"open_groups={snap.open_groups}",
             "exposure " + (" ".join(f"{v}={x}" for v, x in sorted(exposure.items())) or "none"),
@@ -67,8 +67,9 @@ class Heartbeat:
                 "event": "heartbeat",
                 "state": snap.trading_state,
                 "reason": snap.state_reason,
-                "equity": snap.realized_pnl,
-                "equity_basis": "realized",
+                "equity": snap.equity if snap.equity else snap.realized_pnl,
+                "equity_basis": "equity" if snap.equity else "realized",
+                "currency": snap.account_ccy,
                 "daily_pnl": snap.daily_pnl,
                 "open_groups": snap.open_groups,
                 "exposure": exposure,
@@ -88,7 +89,13 @@ def status_line(snap: RuntimeSnapshot) -> str:
     """The one line `systemctl status` shows (sd_notify STATUS=)."""
     reason = snap.state_reason if snap.trading_state != "active" else ""
     state = snap.trading_state + (f" ({reason})" if reason else "")
-    return f"{snap.mode} {state}; {snap.open_groups} open groups; equity {snap.realized_pnl} (realized)"
+    return f"{snap.mode} {state}; {snap.open_groups} open groups; equity {_equity(snap)}"
+
+
+def _equity(snap: RuntimeSnapshot) -> str:
+    if snap.equity:  # "n/a" when a rate or mark is missing
+        return f"{snap.equity} {snap.account_ccy}".strip()
+    return f"{snap.realized_pnl} (realized)"
 
 
 def _age(ms: float | None) -> str:

@@ -144,7 +144,10 @@ class ViewModel:
             return {}
         doc = self._equity(self._clock.time_ms())
         total = doc.get("total")
-        return {"equity": total if isinstance(total, str) else "n/a", "account_ccy": str(doc.get("currency", ""))}
+        # To the cent for people (the status bar, heartbeat, headless, /metrics); `status()`
+        # keeps the full figure.
+        shown = _money(Decimal(total)) if isinstance(total, str) else "n/a"
+        return {"equity": shown, "account_ccy": str(doc.get("currency", ""))}
 
     def equity(self) -> dict[str, Any] | None:
         """The equity document (`ledger summary --json`'s `equity`, marked at the books now)."""

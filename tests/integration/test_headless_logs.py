@@ -53,7 +53,7 @@ def test_json_lines_heartbeats_and_a_rotated_log_file(tmp_path: Path) -> None:
     assert 2 <= len(beats) <= 4, beats  # one a second for 3.5 s
     for beat in beats:
         assert beat["component"] == "engine" and beat["group_id"] is None
-        assert beat["state"] in ("active", "paused") and beat["equity_basis"] == "realized"
+        assert beat["state"] in ("active", "paused") and beat["equity_basis"] == "equity"
         assert set(beat["quotes_per_s"]) == {"mt5", "okx", "binance"}
         assert all(isinstance(r, float) for r in beat["quotes_per_s"].values())
         assert isinstance(beat["open_groups"], int) and isinstance(beat["exposure"], dict)

@@ -48,7 +48,9 @@ def test_heartbeat_rates_oldest_quote_exposure_and_state() -> None:
     assert second.data["exposure"] == {"binance": "12000.00", "okx": "6000.00"}
     assert second.data["gross_exposure"] == "18000.00"
     assert second.data["state"] == "active" and second.data["open_groups"] == 0
-    assert second.text.startswith("state=active equity=0.00 (realized) daily_pnl=0.00 open_groups=0 "
+    # The equity of every face (nothing traded: zero), in the account currency.
+    assert rt.view.snapshot(groups=0, log=0).equity == "0.00" and second.data["currency"] == "USD"
+    assert second.text.startswith("state=active equity=0.00 USD daily_pnl=0.00 open_groups=0 "
                                   "exposure binance=12000.00 okx=6000.00 quotes/s binance=5.0 mt5=2.0 okx=10.0 "
                                   "oldest_quote mt5:BTCUSD 1.6s no_quote_yet "), second.text
 
@@ -58,6 +60,6 @@ def test_heartbeat_rates_oldest_quote_exposure_and_state() -> None:
     third = beat.beat(rt.view.snapshot(groups=0, log=0), clock.monotonic_ns())
     assert third.data["quotes_per_s"] == {"binance": 0.0, "mt5": 0.0, "okx": 0.0}
     assert third.data["oldest_quote_ms"] == 11600
-    assert third.text.startswith("state=halted reason='operator test' equity=0.00 (realized)"), third.text
+    assert third.text.startswith("state=halted reason='operator test' equity=0.00 USD"), third.text
     assert status_line(rt.view.snapshot(groups=0, log=0)) == (
-        "demo halted (operator test); 0 open groups; equity 0.00 (realized)")
+        "demo halted (operator test); 0 open groups; equity 0.00 USD")
