@@ -1,9 +1,9 @@
 """Reconciliation's verdicts, deterministic: scripted venue accounts, a real ledger file.
 
 Each claim of engine/reconcile.py's docstring has its test: a fill of ours the ledger lacks is
-booked (once) and halts (the engine did not know it); a fill or an open order the ledger does not know is quarantined, reported once,
-never adopted; a position difference beyond a lot step halts with both figures; a difference
-within a lot step does not; a venue that cannot be read is blocked with the reason and released
+booked (once) and halts (the engine did not know it); a fill or an open order the ledger does
+not know is quarantined, reported once, never adopted; a position difference of a lot step or
+more halts with both figures; none does not; a venue that cannot be read is blocked with the reason and released
 by the next good pass; a venue with orders in flight is not compared; a spot account is not
 compared; an MT5 terminal that never reported blocks MT5, and every terminal's positions count.
 """
