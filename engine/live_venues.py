@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -31,6 +31,7 @@ from engine.settings import Secrets
 from exchanges.binance import endpoints as bn_endpoints
 from exchanges.binance.auth import Credentials
 from exchanges.binance.gateway import BinanceGateway, trade_id
+from exchanges.binance.parsers import TradeReport
 from exchanges.binance.rest import BinanceRest
 from exchanges.binance.wsapi import WsApi
 from exchanges.okx import endpoints as okx_endpoints
@@ -43,6 +44,12 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 20.0
 READ_TIMEOUT_S = 10.0
 FILL_LOOKBACK_MS = 24 * 3600 * 1000  # Binance myTrades: at most 24 h per request
+MAX_TRADE_PAGES = 10  # of 1000 trades per symbol and pass (Binance weight 5 - 10 each)
+MAX_REMEMBERED_ORDERS = 10_000
+
+
+class IncompleteRead(Exception):
+    """More fills than one pass reads: the venue is not reconciled this pass (said, not guessed)."""
 
 
 class MissingCredentials(RuntimeFailure):
@@ -112,7 +119,11 @@ class VenueAccount(Protocol):
 
     async def open_orders(self) -> list[OpenOrder]: ...
 
-    async def fills_since(self, since_ms: int) -> list[Fill]: ...
+    async def fills_since(self, since_ms: int, known: Callable[[list[str]], Awaitable[set[str]]] | None = None
+                          ) -> list[Fill]:
+        """Fills since `since_ms`; `known` (the trade ids the ledger has) lets a venue skip
+        looking up what is booked. A fill the ledger has may come with no client order id."""
+        ...
 
     async def positions(self) -> dict[str, Decimal] | None:
         """Signed net position per symbol in venue units; None: nothing to compare (spot)."""
@@ -135,11 +146,16 @@ class OkxAccount:
     async def open_orders(self) -> list[OpenOrder]:
         return [OpenOrder(u.client_order_id, u.venue_order_id, "") for u in await self._gw.open_orders()]
 
-    async def fills_since(self, since_ms: int) -> list[Fill]:
+    async def fills_since(self, since_ms: int, known: Callable[[list[str]], Awaitable[set[str]]] | None = None
+                          ) -> list[Fill]:
         types = sorted({okx_endpoints.inst_type_of(s) for s in self._symbols})
         out: list[Fill] = []
         for inst_type in types:
-            out += [f for f in await self._gw.recent_fills(inst_type) if f.ts_ms >= since_ms]
+            fills, complete = await self._gw.fills_since(inst_type, since_ms)
+            if not complete:
+                raise IncompleteRead(f"more {inst_type} fills since the last pass than {len(fills)} read; "
+                                     "the next pass reads on")
+            out += fills
         return out
 
     async def positions(self) -> dict[str, Decimal] | None:
@@ -156,6 +172,7 @@ class BinanceAccount:
     def __init__(self, gateway: BinanceGateway, symbols: Sequence[str]) -> None:
         self._gw = gateway
         self._symbols = list(symbols)
+        self._cids: dict[str, str] = {}  # venue order id -> client order id (bounded)
 
     @property
     def venue(self) -> Venue:
@@ -164,19 +181,38 @@ class BinanceAccount:
     async def open_orders(self) -> list[OpenOrder]:
         return [OpenOrder(r.client_order_id, r.venue_order_id, r.symbol) for r in await self._gw.open_orders()]
 
-    async def fills_since(self, since_ms: int) -> list[Fill]:
+    async def fills_since(self, since_ms: int, known: Callable[[list[str]], Awaitable[set[str]]] | None = None
+                          ) -> list[Fill]:
+        """Every trade since `since_ms` (paged by trade id); the client order id of a trade is
+        looked up (one order query per order, remembered) only for trades `known` says the
+        ledger lacks, so a busy account costs no order queries for what is already booked."""
         now = self._gw._clock.time_ms()
         since = max(since_ms, now - FILL_LOOKBACK_MS + 60_000)
         out: list[Fill] = []
-        cids: dict[str, str] = {}  # venue order id -> client order id
         for symbol in self._symbols:
-            for t in await self._gw.recent_trades(symbol, since_ms=since):
-                cid = cids.get(t.order_id)
+            trades: list[TradeReport] = []
+            page = await self._gw.recent_trades(symbol, since_ms=since)
+            for _ in range(MAX_TRADE_PAGES):
+                trades += page
+                if len(page) < 1000:
+                    break
+                page = await self._gw.recent_trades(symbol, from_id=str(int(page[-1].trade_id) + 1))
+            else:
+                raise IncompleteRead(f"more {symbol} trades since the last pass than {len(trades)} read; "
+                                     "the next pass reads on")
+            ids = {trade_id(self._gw.market, t): t for t in trades}
+            wanted = set(ids) - (await known(list(ids)) if known is not None else set())
+            for tid, t in ids.items():
+                if tid not in wanted:
+                    out.append(Fill("binance", tid, "", t.qty, t.price, t.fee, t.fee_ccy, t.ts_ms))
+                    continue
+                cid = self._cids.get(t.order_id)
                 if cid is None:
                     report = await self._gw.order_report(symbol, venue_order_id=t.order_id)
-                    cid = cids[t.order_id] = report.client_order_id
-                out.append(Fill("binance", trade_id(self._gw.market, t), cid, t.qty, t.price, t.fee, t.fee_ccy,
-                                t.ts_ms))
+                    cid = self._cids[t.order_id] = report.client_order_id
+                    if len(self._cids) > MAX_REMEMBERED_ORDERS:
+                        self._cids.pop(next(iter(self._cids)))
+                out.append(Fill("binance", tid, cid, t.qty, t.price, t.fee, t.fee_ccy, t.ts_ms))
         return out
 
     async def positions(self) -> dict[str, Decimal] | None:

@@ -195,8 +195,11 @@ class Reconciler:
                 self._quarantine(venue, o.client_order_id, "an open order of ours that the ledger does not know")
         # Fills since the last pass (less a margin), the settled ones only.
         since = self._since_ms.get(venue, now - FIRST_LOOKBACK_MS)
-        fills = [f for f in await account.fills_since(since) if f.ts_ms <= now - FILL_SETTLE_MS]
-        booked_ids = await ledger.read(queries.known_trades, venue, [f.venue_trade_id for f in fills])
+        async def in_ledger(trade_ids: list[str]) -> set[str]:
+            return await ledger.read(queries.known_trades, venue, trade_ids)
+
+        fills = [f for f in await account.fills_since(since, in_ledger) if f.ts_ms <= now - FILL_SETTLE_MS]
+        booked_ids = await in_ledger([f.venue_trade_id for f in fills])
         missing = [f for f in fills if f.venue_trade_id not in booked_ids]
         if missing:
             owners = await ledger.read(queries.known_orders, [f.client_order_id for f in missing])

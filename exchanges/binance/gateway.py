@@ -276,11 +276,15 @@ class BinanceGateway:
         return self._parsed(parse_orders, await self.rest.call(self.endpoints.api.open_orders, params))
 
     async def recent_trades(self, symbol: str, *, since_ms: int | None = None,
-                            order_id: str | None = None) -> list[TradeReport]:
+                            order_id: str | None = None, from_id: str | None = None) -> list[TradeReport]:
+        """A symbol's trades, oldest first, at most 1000: from `from_id` (a trade id), else from
+        `since_ms`; page on with `from_id` = the last id + 1."""
         params = [("symbol", symbol)]
         if order_id is not None:
             params.append(("orderId", order_id))
-        if since_ms is not None:
+        if from_id is not None:
+            params.append(("fromId", from_id))
+        elif since_ms is not None:
             params.append(("startTime", str(since_ms)))
         params.append(("limit", "1000"))
         return self._parsed(parse_trades, await self.rest.call(self.endpoints.api.trades, params))

@@ -467,6 +467,22 @@ class OkxGateway:
         fills = [fill_from_row(r) for r in parse_fills(await self.rest.call("GET", ep.FILLS, params))]
         return fills
 
+    async def fills_since(self, inst_type: str, since_ms: int, *, max_pages: int = 20) -> tuple[list[Fill], bool]:
+        """Every fill of `inst_type` since `since_ms`, newest first, paged back by bill id (100 a
+        page, at most `max_pages`); (fills, complete): complete is False when the pages ran out
+        before reaching `since_ms` (the caller must not assume it saw everything)."""
+        out: list[Fill] = []
+        after = ""
+        for _ in range(max_pages):
+            params = {"instType": inst_type, "limit": "100", **({"after": after} if after else {})}
+            rows = parse_fills(await self.rest.call("GET", ep.FILLS, params))
+            fills = [fill_from_row(r) for r in rows]
+            out += [f for f in fills if f.ts_ms >= since_ms]
+            if len(rows) < 100 or not rows or any(f.ts_ms < since_ms for f in fills) or not rows[-1].billId:
+                return out, True
+            after = rows[-1].billId
+        return out, False
+
     async def balance(self) -> AccountBalance:
         balances = parse_balances(await self.rest.call("GET", ep.BALANCE))
         if len(balances) != 1:

@@ -49,7 +49,7 @@ class FakeAccount:
             raise ConnectionError(self.fail)
         return list(self.orders)
 
-    async def fills_since(self, since_ms: int) -> list[Fill]:
+    async def fills_since(self, since_ms: int, known: object = None) -> list[Fill]:
         return [f for f in self.fills if f.ts_ms >= since_ms]
 
     async def positions(self) -> dict[str, Decimal] | None:
