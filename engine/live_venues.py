@@ -153,8 +153,8 @@ class OkxAccount:
         for inst_type in types:
             fills, complete = await self._gw.fills_since(inst_type, since_ms)
             if not complete:
-                raise IncompleteRead(f"more {inst_type} fills since the last pass than {len(fills)} read; "
-                                     "the next pass reads on")
+                raise IncompleteRead(f"more {inst_type} fills since the last pass than one pass reads "
+                                     f"({len(fills)}): not reconciled; check the account's fills on the venue")
             out += fills
         return out
 
@@ -198,8 +198,8 @@ class BinanceAccount:
                     break
                 page = await self._gw.recent_trades(symbol, from_id=str(int(page[-1].trade_id) + 1))
             else:
-                raise IncompleteRead(f"more {symbol} trades since the last pass than {len(trades)} read; "
-                                     "the next pass reads on")
+                raise IncompleteRead(f"more {symbol} trades since the last pass than one pass reads "
+                                     f"({len(trades)}): not reconciled; check the account's trades on the venue")
             ids = {trade_id(self._gw.market, t): t for t in trades}
             wanted = set(ids) - (await known(list(ids)) if known is not None else set())
             for tid, t in ids.items():
