@@ -161,10 +161,10 @@ class GuardedJournal:
     def dust(self, pair: str, qty: Decimal) -> int:
         return self._queued(lambda: self._ledger.dust(pair, qty))
 
-    async def _durable(self, make: Callable[[], LedgerEvent]) -> int | None:
-        """Queue one event, remember it (so a failure puts it back in order, and a cancelled
-        caller does not lose it), and wait for its commit. None when it could not be made
-        durable (the journal is, or just went, down). EventRejectedError/ValueError: invalid."""
+    def _track(self, make: Callable[[], LedgerEvent]) -> int | None:
+        """Queue one event and remember it until it is committed (so a failure puts it back in
+        order, and a cancelled caller does not lose it). None when the journal is, or just
+        went, down (the event is held). EventRejectedError/ValueError: invalid."""
         replay: Replay = lambda: self._ledger.append(make())  # noqa: E731
         if self._error is not None:
             self._backlog.append(replay)
@@ -178,6 +178,13 @@ class GuardedJournal:
             self._backlog.append(replay)
             return None
         self._unconfirmed.append((seq, replay))
+        return seq
+
+    async def _durable(self, make: Callable[[], LedgerEvent]) -> int | None:
+        """One event, committed before this returns; None when it could not be."""
+        seq = self._track(make)
+        if seq is None:
+            return None
         try:
             await self._ledger.flush(seq)
         except EventRejectedError:
@@ -208,19 +215,9 @@ class GuardedJournal:
     def _ahead(self, make: Callable[[], LedgerEvent]) -> int | None:
         """Queue one event and mirror the writer's uncommitted events to the write-ahead file.
         None when that could not be done (the journal is, or just went, down)."""
-        replay: Replay = lambda: self._ledger.append(make())  # noqa: E731
-        if self._error is not None:
-            self._backlog.append(replay)
+        seq = self._track(make)
+        if seq is None:
             return None
-        try:
-            seq = replay()
-        except (EventRejectedError, ValueError):
-            raise
-        except Exception as exc:
-            self._fail(exc)
-            self._backlog.append(replay)
-            return None
-        self._unconfirmed.append((seq, replay))
         try:
             self._ledger.mirror()
         except Exception as exc:  # OSError (a full disk), LedgerError: the row is not safe
