@@ -31,6 +31,7 @@ from core.risk import RiskGate
 from engine import demo
 from engine.accounts import Accounts
 from engine.admin_token import AdminTokenError, engine_admin_token
+from engine.alerts import Alerts
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
@@ -199,6 +200,8 @@ class Runtime:
                 mt5_accounts=self._mt5_accounts if self.mt5 is not None else None,
                 interval_s=config.engine.reconcile_interval_s,
             )
+        self.alerts = Alerts(config.alerts, self.events, self.clock, mode=self.mode,
+                             daily_pnl=lambda: (self.gate.breakers.day, self.gate.breakers.daily_pnl))
         self.feeds: list[WsFeed] = []
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -427,6 +430,7 @@ class Runtime:
             self.events.emit(EngineEvent(self.clock.time_ms(), "config", f"warning: {warning}", "warn"))
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
         self._tasks.append(asyncio.create_task(self.risk_loop.run(), name="risk"))
+        self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
         if self.reconciler is not None:
             if not restored.pending:
@@ -599,3 +603,4 @@ class Runtime:
             await self.world.stop()
         await self.close_ledger()
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))
+        await self.alerts.close()  # the stop alert goes out (bounded by the alert timeout)
