@@ -9,11 +9,13 @@ field and in docs/configuration.md.
 from __future__ import annotations
 
 import ipaddress
+import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, field_validator, model_validator
 
+from core.alert_policy import channel_label
 from core.instruments import Instrument, Pair
 from core.models import Venue
 
@@ -404,6 +406,74 @@ class MoneyConfig(_Strict):
         default_factory=dict, description='1 unit of each = this much account currency, e.g. {USDT = "0.9995"}.'
     )
 
+# An alert URL: `scheme://` then no whitespace. Apprise judges the rest when the engine starts
+# (and `config check`); the value itself is never echoed in an error: it may hold a token.
+_ALERT_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://\S+")
+MAX_ALERT_URL_CHARS = 2048
+# A secret in memory (its repr is `**********`), shown everywhere as `channel_label` gives it:
+# `config show`, `model_dump` and any log line see `tgram://***`, never the token.
+AlertUrl = Annotated[SecretStr, PlainSerializer(lambda url: channel_label(url.get_secret_value()), return_type=str)]
+
+
+class AlertsConfig(_Strict):
+    """Where the engine's alerts go (apprise URLs) and how often (engine.alerts).
+
+    No URL: no alert is sent. A channel that fails or hangs never holds up trading: each
+    has its own thread and a bounded queue.
+    """
+
+    # A URL may hold a token: pydantic's own error text (`input_value=...`) must not show it.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    urls: list[AlertUrl] = Field(
+        default_factory=list, description="Apprise URLs (tgram://, discord://, slack://, mailto://, json://, ...)."
+    )
+    dedup_s: float = Field(
+        300.0, ge=0, le=DAY_MS / 1000, allow_inf_nan=False,
+        description="The same alert again within this is counted, not sent.",
+    )
+    max_per_minute: int = Field(
+        10, ge=1, le=1000, description="Messages per 60 s; more are held back (urgent ones always go)."
+    )
+    pnl_levels: list[Decimal] = Field(
+        default_factory=list, description="Daily realized PnL levels (quote currency) that raise an alert."
+    )
+    queue_size: int = Field(100, ge=1, le=100_000, description="Messages waiting per channel; more are dropped.")
+    timeout_s: float = Field(
+        10.0, gt=0, le=300, allow_inf_nan=False, description="Connect and read timeout of one message."
+    )
+
+    # Model validators, so that the message's `urls[1]` path is relative to this table.
+    @model_validator(mode="before")
+    @classmethod
+    def _urls(cls, data: object) -> object:
+        # Before type validation: pydantic's own errors would quote the value (a token).
+        if not isinstance(data, dict) or "urls" not in data:
+            return data
+        value = data["urls"]
+        if not isinstance(value, list | tuple):
+            raise ValueError("urls: expected an array of URL strings")
+        seen: set[str] = set()
+        for i, url in enumerate(value):
+            if not isinstance(url, str):
+                raise ValueError(f"urls[{i}]: expected a URL string")
+            if len(url) > MAX_ALERT_URL_CHARS or not _ALERT_URL.fullmatch(url):
+                raise ValueError(f"urls[{i}]: not a URL (scheme://..., no spaces, at most "
+                                 f"{MAX_ALERT_URL_CHARS} characters); the value is not shown (it may hold a token)")
+            if url in seen:
+                raise ValueError(f"urls[{i}]: listed twice")
+            seen.add(url)
+        return {**data, "urls": list(value)}
+
+    @model_validator(mode="after")
+    def _levels(self) -> AlertsConfig:
+        for i, level in enumerate(self.pnl_levels):
+            if not level.is_finite() or level == 0:
+                raise ValueError(f"pnl_levels[{i}]: must be a finite number other than 0")
+        if len(set(self.pnl_levels)) != len(self.pnl_levels):
+            raise ValueError("pnl_levels: each level only once")
+        return self
+
 
 class QuantarbConfig(_Strict):
     engine: EngineConfig = EngineConfig()
@@ -415,6 +485,7 @@ class QuantarbConfig(_Strict):
     demo: DemoConfig = DemoConfig()
     paper: PaperConfig = PaperConfig()
     money: MoneyConfig = MoneyConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @field_validator("pairs")
     @classmethod

@@ -7,6 +7,7 @@
     POST /api/pause     bearer  {"reason":...}  -> ControlResult JSON
     POST /api/resume    bearer  {"reason":...}  -> ControlResult JSON
     GET  /metrics       bearer                  -> Prometheus text format
+    GET  /              bearer or Basic         -> the read-only HTML status page (engine.status_page)
 
 Every route needs `Authorization: Bearer <admin token>`, `/metrics` too: it shows positions
 and PnL, and docs/operator.md lists it with the operator endpoints (Prometheus sends a bearer
@@ -45,6 +46,7 @@ from starlette.routing import BaseRoute, Route
 
 from engine.control import ACTIONS, Action, ControlRefused, ControlResult, EngineReader, OperatorControl
 from engine.snapshot import RuntimeSnapshot
+from engine.status_page import status_page_route
 from mt5_bridge import protocol
 from mt5_bridge.app import MAX_BODY_BYTES, BodyLimitMiddleware, http_error
 
@@ -195,6 +197,7 @@ def operator_routes(control: OperatorControl, reader: EngineReader, token: str) 
     routes: list[BaseRoute] = [Route("/api/status", guarded(status), methods=["GET"])]
     routes += [Route(f"/api/{name}", guarded(action(name)), methods=["POST"]) for name in ACTIONS]
     routes.append(Route("/metrics", guarded(metrics), methods=["GET"]))
+    routes.append(status_page_route(reader, token))
     return routes
 
 

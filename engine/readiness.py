@@ -73,6 +73,12 @@ def secret_needs(loaded: LoadedConfig) -> list[SecretNeed]:
 
 def start_problems(loaded: LoadedConfig) -> list[str]:
     """Why the engine would refuse this config: each required secret that is not set, one line
-    each (`VAR: missing (purpose); what follows`); empty when it can start."""
-    return [f"{need.variable}: missing ({need.purpose}); {need.when_missing}"
-            for need in secret_needs(loaded) if need.required and not need.present]
+    each (`VAR: missing (purpose); what follows`), and each alert URL apprise cannot use;
+    empty when it can start."""
+    problems = [f"{need.variable}: missing ({need.purpose}); {need.when_missing}"
+                for need in secret_needs(loaded) if need.required and not need.present]
+    if loaded.config.alerts.urls:  # the engine refuses a URL apprise cannot use (apprise loads lazily)
+        from engine.alerts import url_problems
+
+        problems += url_problems(loaded.config.alerts)
+    return problems

@@ -31,6 +31,7 @@ from core.risk import RiskGate
 from engine import demo
 from engine.accounts import Accounts
 from engine.admin_token import AdminTokenError, engine_admin_token
+from engine.alerts import Alerts
 from engine.equity import RunningEquity
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
@@ -204,6 +205,8 @@ class Runtime:
                 mt5_accounts=self._mt5_accounts if self.mt5 is not None else None,
                 interval_s=config.engine.reconcile_interval_s,
             )
+        self.alerts = Alerts(config.alerts, self.events, self.clock, mode=self.mode,
+                             daily_pnl=lambda: (self.gate.breakers.day, self.gate.breakers.daily_pnl))
         self.feeds: list[WsFeed] = []
         self._feed_log = FeedErrorLog(self.events, self.clock)  # why a feed fails, in the log
         self._stopping = False
@@ -434,6 +437,7 @@ class Runtime:
             self.events.emit(EngineEvent(self.clock.time_ms(), "config", f"warning: {warning}", "warn"))
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
         self._tasks.append(asyncio.create_task(self.risk_loop.run(), name="risk"))
+        self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
         if self.reconciler is not None:
             if not restored.pending:
@@ -611,3 +615,4 @@ class Runtime:
             await self.world.stop()
         await self.close_ledger()
         self.events.emit(EngineEvent(self.clock.time_ms(), "stop", "engine stopped"))
+        await self.alerts.close()  # the stop alert goes out (bounded by the alert timeout)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
+from quantarb_tui.alerts_cmd import alerts_app
 from quantarb_tui.config_cmd import config_app
 from quantarb_tui.ledger_cmd import ledger_app
 
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(alerts_app, name="alerts")
 
 ConfigOpt = Annotated[
     str | None,
@@ -195,9 +197,17 @@ def _operate(
 
 @app.command()
 def status(
-    url: UrlOpt = None, json_out: JsonOpt = False, config: ConfigOpt = None, ledger: TokenLedgerOpt = None
+    url: UrlOpt = None, json_out: JsonOpt = False, config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+    page_password: Annotated[
+        bool, typer.Option("--page-password", help="Print the status page's password (HTTP Basic, any user "
+                           "name; derived from the admin token) instead of the status; nothing is sent.")
+    ] = False,
 ) -> None:
     """Show a running instance's trading state, PnL, groups, breakers and feeds."""
+    if page_password:
+        from quantarb_tui.operator_cli import print_page_password
+
+        raise typer.Exit(print_page_password(url=url, config=config, ledger=ledger))
     _operate("status", url, config, ledger, None, json_out)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "Target",
     "fetch_status",
     "main",
+    "print_page_password",
     "render_status",
     "resolve_target",
     "run_action",
@@ -242,6 +243,25 @@ def main(
     if command == "status":
         return run_status(target, as_json=as_json)
     return run_action(command, target, reason, as_json=as_json)
+
+
+def print_page_password(*, url: str | None, config: str | None, ledger: str | None) -> int:
+    """`quantarb status --page-password`: the status page's HTTP Basic password on stdout (it is
+    derived from the admin token, found as for every command); where to open it on stderr."""
+    from engine.status_page import page_password
+
+    try:
+        target = resolve_target(url, config, ledger)
+    except UsageError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if target.token is None:
+        _err("no admin token: set QUANTARB_ADMIN_TOKEN, or run this on the engine's machine"
+             + (f" (its token file {target.token_source} was not found)" if target.token_source != "none" else ""))
+        return EXIT_USAGE
+    print(page_password(target.token))
+    _err(f"the status page: {target.url}/ (any user name, this password; token from {target.token_source})")
+    return EXIT_OK
 
 
 def run_action(action: Action, target: Target, reason: str | None, *, as_json: bool) -> int:
