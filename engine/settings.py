@@ -204,6 +204,8 @@ def _secret_from_env(
             return None
         sources[canonical] = name
         return SecretStr(direct)
+    if "\x00" in file_name:
+        raise ConfigError(f"{file_var}: the file name contains a NUL character")
     path = Path(file_name).expanduser()
     try:
         with path.open("rb") as handle:
@@ -422,6 +424,8 @@ def _unknown_reason(upper: str) -> str:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    if "\x00" in str(path):
+        raise ConfigError("the config path contains a NUL character")
     try:
         raw = path.read_bytes()
     except OSError as exc:

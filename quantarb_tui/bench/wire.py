@@ -177,7 +177,7 @@ def _http_end(buf: bytes, pos: int) -> tuple[int, str] | None:
         last = buf.find(b"\r\n0\r\n\r\n", body_start - 2)
         return None if last < 0 else (last + 7, line)
     length_text = fields.get("content-length", "0") or "0"
-    if not length_text.isdigit():
+    if not (length_text.isascii() and length_text.isdigit()):  # '²' is a digit to str.isdigit
         return None  # not a request this probe can delimit: the rest of the window is skipped
     end = body_start + int(length_text)
     return None if end > len(buf) else (end, line)
