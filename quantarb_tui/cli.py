@@ -317,6 +317,7 @@ class BenchTarget(enum.StrEnum):
     kill = "kill"
     orders = "orders"
     tui = "tui"
+    soak = "soak"
     all = "all"
 
 
@@ -328,11 +329,26 @@ def bench(
         int, typer.Option("--quotes", min=1000, help="Synthetic quotes (pipeline) / frames (feeds, max 200k).")
     ] = 1_000_000,
     seed: Annotated[int, typer.Option("--seed")] = 1,
+    duration: Annotated[
+        float, typer.Option("--duration", min=1.0, help="soak: seconds to run (warm-up included).")
+    ] = 1800.0,
+    warmup: Annotated[
+        float, typer.Option("--warmup", min=0.0, help="soak: seconds before the slope is measured "
+                            "(at most a third of the run).")
+    ] = 600.0,
+    accelerate: Annotated[
+        bool, typer.Option("--accelerate", help="soak: the demo's activity compressed (faults, "
+                           "breakers, reconnects).")
+    ] = False,
+    with_tui: Annotated[bool, typer.Option("--tui", help="soak: under the TUI (Textual's test driver).")] = False,
 ) -> None:
-    """Measure the engine's speed on this machine (results for docs/performance.md)."""
-    from quantarb_tui.bench import run_benches
+    """Measure the engine's speed and memory on this machine (results for docs/performance.md).
 
-    code = run_benches(str(target), quotes=quotes, seed=seed, as_json=json_out)
+    `all` runs every bench but `soak` (it runs for half an hour by default)."""
+    from quantarb_tui.bench import SoakOptions, run_benches
+
+    soak = SoakOptions(duration_s=duration, warmup_s=warmup, accelerate=accelerate, tui=with_tui)
+    code = run_benches(str(target), quotes=quotes, seed=seed, as_json=json_out, soak=soak)
     raise typer.Exit(code)
 
 
