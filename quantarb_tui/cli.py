@@ -330,12 +330,13 @@ def bench(
     ] = 1_000_000,
     seed: Annotated[int, typer.Option("--seed")] = 1,
     duration: Annotated[
-        float, typer.Option("--duration", min=1.0, help="soak: seconds to run (warm-up included).")
-    ] = 1800.0,
+        float | None, typer.Option("--duration", min=1.0, help="soak: seconds to run, warm-up included "
+                                   "(default 1800; accelerated 3600, about a day of the demo's groups).")
+    ] = None,
     warmup: Annotated[
-        float, typer.Option("--warmup", min=0.0, help="soak: seconds before the slope is measured "
-                            "(at most a third of the run).")
-    ] = 600.0,
+        float | None, typer.Option("--warmup", min=0.0, help="soak: seconds before the slope is measured, at "
+                                   "most a third of the run (default 600; accelerated 1200).")
+    ] = None,
     accelerate: Annotated[
         bool, typer.Option("--accelerate", help="soak: the demo's activity compressed (faults, "
                            "breakers, reconnects).")
@@ -347,7 +348,7 @@ def bench(
     `all` runs every bench but `soak` (it runs for half an hour by default)."""
     from quantarb_tui.bench import SoakOptions, run_benches
 
-    soak = SoakOptions(duration_s=duration, warmup_s=warmup, accelerate=accelerate, tui=with_tui)
+    soak = SoakOptions.of(duration, warmup, accelerate=accelerate, tui=with_tui)
     code = run_benches(str(target), quotes=quotes, seed=seed, as_json=json_out, soak=soak)
     raise typer.Exit(code)
 

@@ -62,6 +62,15 @@ class SoakOptions:
     accelerate: bool = False
     tui: bool = False
 
+    @classmethod
+    def of(cls, duration_s: float | None, warmup_s: float | None, *, accelerate: bool, tui: bool) -> SoakOptions:
+        """The defaults: half an hour with ten minutes of warm-up; accelerated, an hour (about
+        a day of the demo's hedge groups) with twenty, past the longest age bound (the
+        simulated broker's fifteen minutes of history)."""
+        duration = duration_s if duration_s is not None else 3600.0 if accelerate else 1800.0
+        warmup = warmup_s if warmup_s is not None else 1200.0 if accelerate else 600.0
+        return cls(duration, warmup, accelerate, tui)
+
 
 def _soak(options: SoakOptions) -> dict[str, Any]:
     from quantarb_tui.bench.soak import bench_soak
