@@ -335,7 +335,7 @@ def bench(
     ] = None,
     warmup: Annotated[
         float | None, typer.Option("--warmup", min=0.0, help="soak: seconds before the slope is measured, at "
-                                   "most a third of the run (default 600; accelerated 1200).")
+                                   "most two thirds of the run (default 600; accelerated 1200).")
     ] = None,
     accelerate: Annotated[
         bool, typer.Option("--accelerate", help="soak: the demo's activity compressed (faults, "

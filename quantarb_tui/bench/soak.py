@@ -436,7 +436,7 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
     if r["top_growth_by_line"]:
-        out.append("top growth by line (second third -> end of the run):")
+        out.append("top growth by line (a third into the measured part -> end):")
         out += [f"  {g['kib']:>9.1f} KiB {g['blocks']:>+8} blocks  {g['where']}" for g in r["top_growth_by_line"]]
     if r["top_growth_by_type"]:
         out.append("top growth by type:")
@@ -447,8 +447,8 @@ def _lines(r: dict[str, Any]) -> list[str]:
 def bench_soak(*, duration_s: float = 1800.0, warmup_s: float = 600.0, interval_s: float = 10.0,
                accelerate: bool = False, tui: bool = False, trace: bool = True) -> dict[str, Any]:
     """Run the demo engine for `duration_s` and report how its memory grows after `warmup_s`
-    (clamped to a third of a short run)."""
-    warmup_s = min(warmup_s, duration_s / 3)
+    (at most two thirds of the run)."""
+    warmup_s = min(warmup_s, duration_s * 2 / 3)
     interval_s = max(0.2, min(interval_s, duration_s / 20))
     return asyncio.run(_run(duration_s, warmup_s, interval_s, accelerate=accelerate, tui=tui, trace=trace))
 

@@ -85,7 +85,7 @@ def test_bench_soak_short_run_reports_its_figures() -> None:
     assert result.returncode == 0, result.stderr
     res = json.loads(result.stdout)["results"]["soak"]
     assert res["mode"] == "demo"
-    assert res["warmup_s"] == 2.0  # clamped to a third of a short run
+    assert res["warmup_s"] == 4.0  # at most two thirds of the run
     assert res["samples"] == len(res["series"]) >= 10
     assert all(row[1] > 0 for row in res["series"])  # RSS sampled
     assert res["target_mb_per_hour"] == 2.0
