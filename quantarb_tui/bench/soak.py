@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import gc
 import os
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -118,6 +119,7 @@ class Sample:
     tracemalloc_kib: int  # tracemalloc's own memory (subtracted from RSS for the slope)
     traced_kib: int  # live blocks allocated since tracing started
     objects: int
+    blocks: int  # memory blocks CPython has allocated (`sys.getallocatedblocks`), every object
     malloc_kib: int  # glibc: in use by malloc (SQLite, C extensions, Python's large blocks)
     mmap_kib: int  # glibc: blocks malloc mmap'd (large ones; CPython's arenas are mmap'd apart)
 
@@ -213,6 +215,7 @@ class _Sampler:
             tracemalloc_kib=tracemalloc.get_tracemalloc_memory() // 1024 if tracing else 0,
             traced_kib=tracemalloc.get_traced_memory()[0] // 1024 if tracing else 0,
             objects=len(gc.get_objects()),
+            blocks=sys.getallocatedblocks(),
             malloc_kib=malloc // 1024,
             mmap_kib=mmapped // 1024,
         )
@@ -370,6 +373,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
     rss = [(s.t_s, (s.rss_kib - s.tracemalloc_kib) / 1024) for s in after]
     traced = [(s.t_s, s.traced_kib / 1024) for s in after if s.traced_kib]
     objects = [(s.t_s, float(s.objects)) for s in after]
+    blocks = [(s.t_s, float(s.blocks)) for s in after]
     malloc = [(s.t_s, s.malloc_kib / 1024) for s in after]
     mmapped = [(s.t_s, s.mmap_kib / 1024) for s in after]
     slope = slope_per_hour(rss)
@@ -377,7 +381,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
     first, last = sampler.samples[0], sampler.samples[-1]
     groups = sum(probe.groups.values())
     demo_hours = groups / DEMO_GROUPS_PER_HOUR
-    measured_s = (after[-1].t_s - after[0].t_s) if len(after) > 1 else 0.0
+    compression = demo_hours / (last.t_s / 3600) if last.t_s > 0 and demo_hours > 0 else 0.0
     result: dict[str, Any] = {
         "mode": ("accelerated" if accelerate else "demo") + (" + tui" if tui else ""),
         "duration_s": round(last.t_s, 1),
@@ -389,6 +393,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
         "rss_mb_per_hour": round(slope, 2),
         "traced_mb_per_hour": round(slope_per_hour(traced), 2),
         "objects_per_hour": round(slope_per_hour(objects)),
+        "blocks_per_hour": round(slope_per_hour(blocks)),
         "malloc_mb_per_hour": round(slope_per_hour(malloc), 2) if MALLINFO is not None else None,
         "mmap_mb_per_hour": round(slope_per_hour(mmapped), 2) if MALLINFO is not None else None,
         "target_mb_per_hour": TARGET_MB_PER_HOUR,
@@ -400,16 +405,17 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
             "log_bytes": probe.log_bytes,
         },
         "demo_hours_equivalent": round(demo_hours, 2),
-        "rss_mb_per_demo_hour": (round(slope * measured_s / 3600 / (demo_hours * measured_s / duration_s), 3)
-                                 if demo_hours > 0 and measured_s > 0 else None),
+        # Per hour of the demo's default activity: the slope divided by the compression.
+        "compression": round(compression, 1) if compression else None,
+        "rss_mb_per_demo_hour": round(slope / compression, 3) if compression else None,
         "top_growth_by_line": lines,
         "top_growth_by_type": types,
         "load_average_start": sampler.load_start,
         "load_average_end": _load(),
-        "series_columns": ["t_s", "rss_kib", "tracemalloc_kib", "traced_kib", "objects", "malloc_kib",
+        "series_columns": ["t_s", "rss_kib", "tracemalloc_kib", "traced_kib", "objects", "blocks", "malloc_kib",
                            "mmap_kib"],
-        "series": [[round(s.t_s, 1), s.rss_kib, s.tracemalloc_kib, s.traced_kib, s.objects, s.malloc_kib,
-                    s.mmap_kib] for s in sampler.samples],
+        "series": [[round(s.t_s, 1), s.rss_kib, s.tracemalloc_kib, s.traced_kib, s.objects, s.blocks,
+                    s.malloc_kib, s.mmap_kib] for s in sampler.samples],
     }
     result["lines"] = _lines(result)
     return result
@@ -426,7 +432,7 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"{r['rss_kib_end']:,} KiB end",
         f"rss slope       {r['rss_mb_per_hour']:+.2f} MB/h after warm-up ({verdict} the target "
         f"{r['target_mb_per_hour']:g} MB/h); python heap {r['traced_mb_per_hour']:+.2f} MB/h; "
-        f"gc objects {r['objects_per_hour']:+,}/h",
+        f"gc objects {r['objects_per_hour']:+,}/h, memory blocks {r['blocks_per_hour']:+,}/h",
         f"allocator       malloc in use {r['malloc_mb_per_hour'] or 0:+.2f} MB/h, mmap'd "
         f"{r['mmap_mb_per_hour'] or 0:+.2f} MB/h (glibc)",
         f"activity        quotes {a['quotes']:,} decisions {a['decisions']:,} intents {a['intents']:,} "
