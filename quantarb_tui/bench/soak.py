@@ -203,6 +203,7 @@ class _Sampler:
         self.samples: list[Sample] = []
         self.snapshots: list[tracemalloc.Snapshot] = []
         self.types: list[Counter[str]] = []
+        self.marked_at: list[float] = []
         self.t0 = time.monotonic()
         self.load_start = _load()
 
@@ -228,6 +229,7 @@ class _Sampler:
         if self.trace and tracemalloc.is_tracing():
             self.snapshots.append(tracemalloc.take_snapshot())
         self.types.append(type_counts())
+        self.marked_at.append(time.monotonic() - self.t0)
 
     async def run(self, duration_s: float, stop: asyncio.Event) -> None:
         """Sample until `duration_s`; tracing starts at the end of the warm-up, the first
@@ -334,11 +336,18 @@ async def _under_tui(runtime: Runtime, sampler: _Sampler, churn: _Churn, duratio
         await runtime.stop()
 
 
-def _growth(sampler: _Sampler) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _growth(sampler: _Sampler) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None]:
+    """The lines and types that grew between the two marks, and the Python heap's growth
+    between them, MB per hour (the traced slope from the warm-up's end would also count
+    bounded collections filling with blocks allocated after tracing began)."""
     lines: list[dict[str, Any]] = []
+    heap_per_hour: float | None = None
     if len(sampler.snapshots) == 2:
         first, last = sampler.snapshots
         stats = last.compare_to(first, "lineno")
+        span_s = sampler.marked_at[1] - sampler.marked_at[0]
+        if span_s > 0:
+            heap_per_hour = sum(stat.size_diff for stat in stats) / 1e6 / span_s * 3600
         own = __file__
         for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True):
             if stat.size_diff <= 0 or len(lines) >= TOP:
@@ -356,7 +365,7 @@ def _growth(sampler: _Sampler) -> tuple[list[dict[str, Any]], list[dict[str, Any
             if n <= 0:
                 break
             types.append({"type": name, "objects": n, "total": after[name]})
-    return lines, types
+    return lines, types, heap_per_hour
 
 
 def _short(path: str) -> str:
@@ -377,7 +386,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
     malloc = [(s.t_s, s.malloc_kib / 1024) for s in after]
     mmapped = [(s.t_s, s.mmap_kib / 1024) for s in after]
     slope = slope_per_hour(rss)
-    lines, types = _growth(sampler)
+    lines, types, heap_per_hour = _growth(sampler)
     first, last = sampler.samples[0], sampler.samples[-1]
     groups = sum(probe.groups.values())
     demo_hours = groups / DEMO_GROUPS_PER_HOUR
@@ -392,6 +401,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
         "rss_kib_end": last.rss_kib,
         "rss_mb_per_hour": round(slope, 2),
         "traced_mb_per_hour": round(slope_per_hour(traced), 2),
+        "heap_mb_per_hour": round(heap_per_hour, 2) if heap_per_hour is not None else None,
         "objects_per_hour": round(slope_per_hour(objects)),
         "blocks_per_hour": round(slope_per_hour(blocks)),
         "malloc_mb_per_hour": round(slope_per_hour(malloc), 2) if MALLINFO is not None else None,
@@ -431,7 +441,8 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"rss             {r['rss_kib_start']:,} KiB start, {r['rss_kib_warm']:,} KiB after warm-up, "
         f"{r['rss_kib_end']:,} KiB end",
         f"rss slope       {r['rss_mb_per_hour']:+.2f} MB/h after warm-up ({verdict} the target "
-        f"{r['target_mb_per_hour']:g} MB/h); python heap {r['traced_mb_per_hour']:+.2f} MB/h; "
+        f"{r['target_mb_per_hour']:g} MB/h); python heap {r['heap_mb_per_hour'] or 0:+.2f} MB/h "
+        f"between the marks ({r['traced_mb_per_hour']:+.2f} traced since the warm-up); "
         f"gc objects {r['objects_per_hour']:+,}/h, memory blocks {r['blocks_per_hour']:+,}/h",
         f"allocator       malloc in use {r['malloc_mb_per_hour'] or 0:+.2f} MB/h, mmap'd "
         f"{r['mmap_mb_per_hour'] or 0:+.2f} MB/h (glibc)",
