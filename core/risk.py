@@ -26,6 +26,7 @@ into these states; `rearm` returns to active only when none is still tripped.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -34,6 +35,9 @@ from core.clock import Clock
 from core.config import RiskConfig
 from core.exposure import ZERO, ExposureBook, Reservation
 from core.models import ExecutionIntent, OrderPurpose, Reason, Side, TradingState
+
+# Trading-state changes the gate keeps in memory (`RiskGate.history`), newest last.
+STATE_HISTORY_KEPT = 100
 
 
 @dataclass(slots=True, frozen=True)
@@ -121,7 +125,10 @@ class RiskGate:
         self.breakers = Breakers(breakers or breaker_limits(RiskConfig()))
         self.exposure = ExposureBook()
         self.free_balance: dict[str, Decimal] = {}
-        self.history: list[StateChange] = []
+        # The newest state changes (every one is a journaled risk event in the ledger; the risk
+        # screen shows RiskJournal's rows): breakers tripping and releasing for weeks must not
+        # grow memory.
+        self.history: deque[StateChange] = deque(maxlen=STATE_HISTORY_KEPT)
         self.last_released: list[BreakerChange] = []
 
     @classmethod

@@ -15,6 +15,7 @@ it which orders timed out. Time comes from the Clock.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from core.clock import Clock
@@ -23,6 +24,10 @@ from core.orders import can_transition, is_terminal
 from core.ports import OrderUpdate
 
 _LATE_FILL_STATES = frozenset({OrderState.CANCELLED, OrderState.EXPIRED})
+# Refused transitions kept for inspection (the newest). Each is also returned to the caller,
+# which logs it (the orchestrator's `refused` events), and the order's real states are in the
+# ledger; a venue that keeps repeating a stale update must not grow memory for weeks.
+REFUSALS_KEPT = 100
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,7 +61,7 @@ class InFlightOrderTracker:
         self.order_timeout_ms = order_timeout_ms
         self._orders: dict[str, Order] = {}
         self._deadline_ms: dict[str, int] = {}
-        self.refusals: list[Refusal] = []
+        self.refusals: deque[Refusal] = deque(maxlen=REFUSALS_KEPT)
 
     # -- registry --------------------------------------------------------------------
     def track(self, order: Order) -> None:

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Level = Literal["info", "warn", "error"]
+# Events kept for the views (the log pane shows the tail, the operator API the last ones);
+# every event is also handed to the listeners as it happens (headless prints each line), and
+# what they record (decisions, orders, fills, groups, risk events) is in the ledger.
+EVENTS_KEPT = 500
 
 
 @dataclass(slots=True, frozen=True)
@@ -27,7 +31,7 @@ Listener = Callable[[EngineEvent], None]
 class EventLog:
     """Keeps the last `maxlen` events and passes each to the listeners as it happens."""
 
-    def __init__(self, maxlen: int = 500) -> None:
+    def __init__(self, maxlen: int = EVENTS_KEPT) -> None:
         self._events: deque[EngineEvent] = deque(maxlen=maxlen)
         self._listeners: list[Listener] = []
         self.total = 0

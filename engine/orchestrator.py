@@ -62,6 +62,14 @@ GroupListener = Callable[[HedgeGroup], None]
 TouchSource = Callable[[Venue, str], tuple[float, float] | None]
 
 _LATE_STATES = (OrderState.CANCELLED, OrderState.EXPIRED)
+# Closed groups (and their PnL rows) kept in memory, newest first: what the views show and
+# what a late MT5 fill is matched against; every group is in the ledger (history screen,
+# `quantarb ledger show`). 200 is more than any screen lists.
+RECENT_GROUPS_KEPT = 200
+# Orders outside any group (flatten orders, a restart's orphans) remembered for a late fill:
+# a flatten sends one order per venue and asset (per ticket on MT5), so this is many
+# flattens; the oldest are forgotten (their rows are in the ledger).
+LOOSE_ORDERS_KEPT = 1_000
 
 
 class HedgeOrchestrator:
@@ -76,7 +84,7 @@ class HedgeOrchestrator:
         leg_policy: str = "concurrent",
         on_closed: GroupListener | None = None,
         on_fill: Callable[[Order, Fill], None] | None = None,
-        recent: int = 200,
+        recent: int = RECENT_GROUPS_KEPT,
         journal: Journal | None = None,
         group_deadline_ms: int = 5000,
         order_timeout_ms: int = 3000,
@@ -611,6 +619,10 @@ class HedgeOrchestrator:
         `close` sends it another way than `place` (MT5: a `close` command by ticket).
         """
         self._loose[order.client_order_id] = order
+        while len(self._loose) > LOOSE_ORDERS_KEPT:
+            oldest = next(iter(self._loose))
+            del self._loose[oldest]
+            self._ticket_closes.discard(oldest)
         if close is not None:
             self._ticket_closes.add(order.client_order_id)
         await self._send(order, close)

@@ -14,7 +14,9 @@ that: no latency, no faults, fills at the touch.
 
 Whatever happens, the gateway never guesses and never lies: `query` by client order id
 reports the truth about every order the venue saw (an order it never saw is rejected with
-"order not found"), and a re-sent client order id is answered, never executed twice.
+"order not found"), and a re-sent client order id is answered, never executed twice. Like a
+real venue's order history, that memory has a horizon: `PAPER_ORDER_HORIZON_MS`, and at most
+`PAPER_ORDERS_KEPT` orders (every order is in the ledger).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import itertools
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -34,6 +37,14 @@ from core.ports import OrderUpdate
 
 # (bid, ask) of an instrument right now, in venue units; None when never quoted.
 TouchSource = Callable[[Venue, str], tuple[float, float] | None]
+
+# How long a paper venue remembers an order (answers queries and re-sends about it). The
+# engine asks about an order within its group's deadline (seconds), or once more when the
+# group closes, and a group open past `risk.hold_timeout_s` (600 s by default) is unwound:
+# ten minutes covers that, and is about 700 orders (~0.5 MB) at the demo's load.
+PAPER_ORDER_HORIZON_MS = 10 * 60_000
+# And at most this many, whatever the rate (a burst must not grow memory either).
+PAPER_ORDERS_KEPT = 10_000
 
 # What venues say when they refuse an order (the reasons a rejected paper order carries).
 REJECT_REASONS: tuple[str, ...] = (
@@ -122,7 +133,11 @@ class PaperGateway:
         *,
         fee_ccy: str = "USDT",
         behaviour: PaperBehaviour | None = None,
+        orders_kept: int = PAPER_ORDERS_KEPT,
+        order_horizon_ms: int = PAPER_ORDER_HORIZON_MS,
     ) -> None:
+        if orders_kept < 1 or order_horizon_ms < 1:
+            raise ValueError("orders_kept and order_horizon_ms must be >= 1")
         self._venue: Venue = venue
         self._instruments = instruments
         self._touch = touch
@@ -136,8 +151,11 @@ class PaperGateway:
         # Ids must be unique across runs on the same ledger (a real venue's are): a counter
         # that restarts at 1 would reuse trade ids, and the ledger dedupes fills by them.
         self._run = f"{time.time_ns():x}"[-9:]
-        # Orders the venue saw, by client order id: a re-sent id is answered, never executed twice.
-        self._orders: dict[str, OrderUpdate] = {}
+        # Orders the venue saw, by client order id, with when they landed, oldest first: a
+        # re-sent id is answered, never executed twice. Forgotten past the horizon (`_remember`).
+        self._orders: OrderedDict[str, tuple[int, OrderUpdate]] = OrderedDict()
+        self._orders_kept = orders_kept
+        self._order_horizon_ms = order_horizon_ms
         # Orders on their way (latency): a re-send waits for the first to land.
         self._inflight: dict[str, asyncio.Event] = {}
         # Cancels that reached the venue before the order did (a kill during latency).
@@ -152,7 +170,7 @@ class PaperGateway:
         pending = self._inflight.get(cid)
         if pending is not None:
             await pending.wait()
-        seen = self._orders.get(cid)
+        seen = self._seen(cid)
         if seen is not None:
             return OrderUpdate(cid, seen.state, seen.venue_order_id, [], "duplicate")
         draws = self._draw()
@@ -164,9 +182,9 @@ class PaperGateway:
             try:
                 await asyncio.sleep(behaviour.timeout_ms / 1000)
                 if cid in self._cancel_first:
-                    self._orders[cid] = self._cancelled_on_arrival(cid)
+                    self._remember(self._cancelled_on_arrival(cid))
                 elif draws.timeout_executed:
-                    self._orders[cid] = self._execute(order, draws)
+                    self._remember(self._execute(order, draws))
             finally:
                 del self._inflight[cid]
                 landed.set()
@@ -179,19 +197,39 @@ class PaperGateway:
             finally:
                 del self._inflight[cid]
                 landed.set()
-            seen = self._orders.get(cid)
+            seen = self._seen(cid)
             if seen is not None:  # a concurrent re-send got there first
                 return OrderUpdate(cid, seen.state, seen.venue_order_id, [], "duplicate")
             if cid in self._cancel_first:
-                update = self._orders[cid] = self._cancelled_on_arrival(cid)
-                return update
+                return self._remember(self._cancelled_on_arrival(cid))
         if draws.reject:
             update = OrderUpdate(cid, OrderState.REJECTED, self._venue_order_id(), [], draws.reject_reason)
         else:
             update = self._execute(order, draws)
-        self._orders[cid] = update
+        self._remember(update)
         if draws.lost_ack and not draws.reject:
             raise ConnectionError(f"{self._venue}: connection reset before the acknowledgement of {cid}")
+        return update
+
+    @property
+    def orders_remembered(self) -> int:
+        """Orders the venue still answers about (within the horizon, at most `orders_kept`)."""
+        return len(self._orders)
+
+    def _seen(self, cid: str) -> OrderUpdate | None:
+        seen = self._orders.get(cid)
+        return None if seen is None else seen[1]
+
+    def _remember(self, update: OrderUpdate) -> OrderUpdate:
+        """Keep what the venue did with an order; forget those past the horizon or the count."""
+        orders = self._orders
+        now = self._clock.time_ms()
+        cid = update.client_order_id
+        orders[cid] = (now, update)
+        orders.move_to_end(cid)
+        horizon = now - self._order_horizon_ms
+        while orders and (len(orders) > self._orders_kept or next(iter(orders.values()))[0] < horizon):
+            orders.popitem(last=False)
         return update
 
     def _cancelled_on_arrival(self, cid: str) -> OrderUpdate:
@@ -205,14 +243,14 @@ class PaperGateway:
             # Still on its way: the cancel gets there first; answer once the order has landed.
             self._cancel_first.add(cid)
             await landing.wait()
-        seen = self._orders.get(order.client_order_id)
+        seen = self._seen(order.client_order_id)
         if seen is None:
             return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason="unknown order")
         # IOC orders are already terminal: the cancel changes nothing.
         return OrderUpdate(order.client_order_id, seen.state, seen.venue_order_id, [], "already final")
 
     async def query(self, order: Order) -> OrderUpdate:
-        seen = self._orders.get(order.client_order_id)
+        seen = self._seen(order.client_order_id)
         if seen is None:
             return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason="order not found")
         return OrderUpdate(

@@ -67,6 +67,10 @@ DEFAULT_MAX_QUEUE = 50_000
 DEFAULT_CHECKPOINT_IDLE_S = 0.1
 DEFAULT_WAL_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_WAL_CHECK_INTERVAL_S = 1.0
+# Refused events remembered (newest, by seq) so that `flush(seq)` can raise their refusal: a
+# producer flushes right after appending, so only the last few are ever asked about; the
+# refusal is logged (`last_error`) and counted (`rejected`) as well.
+REJECTED_KEPT = 1_000
 
 
 def _wake(fut: asyncio.Future[bool]) -> None:
@@ -379,6 +383,8 @@ class LedgerWriter:
                 self.rejected += 1
                 self.last_error = f"event {row[0]} ({row[2]}) refused: {exc}"
                 self._rejected[row[0]] = EventRejectedError(f"{self.path}: {self.last_error}")
+                while len(self._rejected) > REJECTED_KEPT:  # the oldest, by seq
+                    del self._rejected[next(iter(self._rejected))]
                 continue
             except sqlite3.Error as exc:
                 await self._rollback()

@@ -294,7 +294,13 @@ class Mt5Bridge:
             ack = protocol.decode_ack(body)
         except InvalidRequest as exc:
             return self._invalid(exc)
-        before = self.queue.get(ack.command_id)
+        try:
+            # From the store when the queue has forgotten it (finished long ago, or before a
+            # restart): a late ack on a finished command is found, not "unknown".
+            before = await self.queue.lookup(ack.command_id)
+        except Exception:
+            log.exception("mt5 %s: lookup of %s failed", terminal, ack.command_id)
+            return _UNAVAILABLE
         version = self.queue.version(ack.command_id)
         try:
             known = await self.queue.ack(terminal, ack.command_id, ack.status, ack.retcode, ack.reason)

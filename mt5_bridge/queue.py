@@ -28,6 +28,9 @@ every `GET /mt5/commands` carries them). Lifecycle, per `core.commands`:
 - A command with a change in flight is not served (so a withdrawal cannot race a delivery).
 - `withdraw` only takes a pending command: once served, the EA may be executing it, so it
   must be acknowledged or expire.
+- Memory is bounded by age: a finished command is forgotten `retain_ms` after its last
+  change, or `RETAIN_WITH_LOOKUP_MS` when the store can be asked by id (the ledger), from
+  which `lookup` brings it back for a late ack, fill or query.
 
 Everything runs on one event loop; state changes are serialized by one lock, reads are
 synchronous. Waiters: `wait_change` (one command's next change; the gateway) and
@@ -51,6 +54,7 @@ __all__ = [
     "ACCEPTED_LATE",
     "ACK_STATES",
     "EXPIRED_BY_US",
+    "RETAIN_WITH_LOOKUP_MS",
     "UNKNOWN_OUTCOME",
     "CommandLookup",
     "CommandQueue",
@@ -98,6 +102,11 @@ ACK_STATES: dict[str, CommandState] = {
 }
 _DAY_MS = 86_400_000
 _PRUNE_EVERY_MS = 60_000
+# Finished commands kept in memory when the store can be asked by id (the ledger): long past
+# the last ack, fill or query a command's own flow makes (its group's deadline, seconds), so
+# a weeks-long run keeps five minutes of commands (about a hundred at the demo's load).
+# Older ones are read back from the ledger by `lookup` when the EA reports on them late.
+RETAIN_WITH_LOOKUP_MS = 5 * 60_000
 
 
 @runtime_checkable
@@ -170,13 +179,16 @@ class CommandQueue:
     """Commands for every terminal, with their state, fills and waiters.
 
     `store` None keeps everything in memory only (nothing survives a restart).
-    `retain_ms`: finished commands stay queryable (and accept late fills) this long.
+    `retain_ms`: finished commands stay queryable (and accept late fills) this long; with a
+    store that can be asked by id, `retain_with_lookup_ms` (they are looked up there after).
     """
 
-    def __init__(self, store: CommandStore | None, clock: Clock, *, retain_ms: int = _DAY_MS) -> None:
+    def __init__(self, store: CommandStore | None, clock: Clock, *, retain_ms: int = _DAY_MS,
+                 retain_with_lookup_ms: int = RETAIN_WITH_LOOKUP_MS) -> None:
         self._store = store
         self._clock = clock
         self._retain_ms = retain_ms
+        self._retain_with_lookup_ms = retain_with_lookup_ms
         self._slots: dict[str, _Slot] = {}
         self._open: dict[str, dict[str, None]] = {}  # terminal -> open command ids, oldest first
         self._deals: dict[str, dict[int, str]] = {}  # terminal -> deal ticket -> command id
@@ -536,9 +548,10 @@ class CommandQueue:
         )
 
     def _prune(self, now_ms: int) -> None:
-        """Forget finished commands older than `retain_ms` (and their deals)."""
+        """Forget finished commands older than the retention (and their deals)."""
         self._last_prune_ms = now_ms
-        horizon = now_ms - self._retain_ms
+        retain = min(self._retain_ms, self._retain_with_lookup_ms) if self.knows_every_command else self._retain_ms
+        horizon = now_ms - retain
         gone = [
             cid for cid, s in self._slots.items() if not s.cmd.is_open and s.cmd.updated_ms < horizon
         ]

@@ -169,6 +169,10 @@ class QuantArbApp(App[int]):
 
     def refresh_view(self) -> None:
         """Pull one snapshot and apply it to the visible screens in a single batch."""
+        if not self.is_running:
+            # Textual's shutdown stops the app, then removes the screens' widgets, then its
+            # timers: a refresh in between found a screen without its widgets (NoMatches).
+            return
         views = self._views()
         if not views:
             return

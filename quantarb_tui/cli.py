@@ -440,6 +440,7 @@ class BenchTarget(enum.StrEnum):
     kill = "kill"
     orders = "orders"
     tui = "tui"
+    soak = "soak"
     all = "all"
 
 
@@ -451,11 +452,27 @@ def bench(
         int, typer.Option("--quotes", min=1000, help="Synthetic quotes (pipeline) / frames (feeds, max 200k).")
     ] = 1_000_000,
     seed: Annotated[int, typer.Option("--seed")] = 1,
+    duration: Annotated[
+        float | None, typer.Option("--duration", min=1.0, help="soak: seconds to run, warm-up included "
+                                   "(default 1800; accelerated 3600, about a day of the demo's groups).")
+    ] = None,
+    warmup: Annotated[
+        float | None, typer.Option("--warmup", min=0.0, help="soak: seconds before the slope is measured, at "
+                                   "most two thirds of the run (default 600; accelerated 1200).")
+    ] = None,
+    accelerate: Annotated[
+        bool, typer.Option("--accelerate", help="soak: the demo's activity compressed (faults, "
+                           "breakers, reconnects).")
+    ] = False,
+    with_tui: Annotated[bool, typer.Option("--tui", help="soak: under the TUI (Textual's test driver).")] = False,
 ) -> None:
-    """Measure the engine's speed on this machine (results for docs/performance.md)."""
-    from quantarb_tui.bench import run_benches
+    """Measure the engine's speed and memory on this machine (results for docs/performance.md).
 
-    code = run_benches(str(target), quotes=quotes, seed=seed, as_json=json_out)
+    `all` runs every bench but `soak` (it runs for half an hour by default)."""
+    from quantarb_tui.bench import SoakOptions, run_benches
+
+    soak = SoakOptions.of(duration, warmup, accelerate=accelerate, tui=with_tui)
+    code = run_benches(str(target), quotes=quotes, seed=seed, as_json=json_out, soak=soak)
     raise typer.Exit(code)
 
 

@@ -21,7 +21,10 @@ Modelled as on a real MT5 hedging account:
 - the order comment is truncated to 31 characters and copied to the deal (`DEAL_COMMENT`),
   unless the broker rewrites or drops comments (`BrokerBehaviour.comments`), as some do;
 - a request that fails creates no order and no deal (`result.order == result.deal == 0`);
-- commission is charged per lot on every deal (negative, as `DEAL_COMMISSION` reports it).
+- commission is charged per lot on every deal (negative, as `DEAL_COMMISSION` reports it);
+- the order and deal history reaches back `HISTORY_KEPT_MS`, at most `HISTORY_KEPT` of each (a
+  real trade server keeps it all on the broker's side; this one runs inside the demo's process
+  for weeks). Open positions and active orders are the account: never dropped.
 
 Broker behaviours that make the EA's safety logic matter are switches on `BrokerBehaviour`:
 market execution ignoring the price (`SymbolSpec.execution`), comments rewritten or dropped,
@@ -125,6 +128,16 @@ Touch = Callable[[str], tuple[float, float] | None]
 
 _STATE_VERSION = 2
 _REQUEST_LOG_MAX = 1000
+# How far back the order and deal history reaches. The EA looks up a command's order and deals
+# around the moment it sent it: while the command can still be delivered (seconds), when an
+# outcome it did not hear arrives, and when it re-sends the fills of the last ten minutes after
+# a restart (`EaSimulator(resync_fills_ms=600_000)`; its own lookback of an hour is a margin
+# around those). Fifteen minutes covers them, is about 300 deals and 300 orders at the demo's
+# load, and keeps the state file (rewritten after every change) small. Every fill the engine
+# saw is in its ledger.
+HISTORY_KEPT_MS = 15 * 60_000
+# And at most this many orders and deals each, whatever the rate.
+HISTORY_KEPT = 5_000
 
 
 # ---------------------------------------------------------------- request / result / records
@@ -372,8 +385,8 @@ class SimBroker:
         self.trade_disabled: set[str] = set()  # symbols with trading disabled (10017)
         self._positions: dict[int, Position] = {}
         self._orders: dict[int, Order] = {}  # active orders (a resting RETURN remainder)
-        self._history_orders: list[Order] = []
-        self._deals: list[Deal] = []
+        self._history_orders: deque[Order] = deque(maxlen=HISTORY_KEPT)
+        self._deals: deque[Deal] = deque(maxlen=HISTORY_KEPT)
         self._in_flight: list[tuple[int, TradeRequest]] = []  # (due ms, request) after a TIMEOUT
         self._resting_due: dict[int, int] = {}  # active order ticket -> ms at which it fills
         self._next_order = 10_000_001
@@ -737,8 +750,9 @@ class SimBroker:
         self._next_deal = int(state["next_deal"])
         self._positions = {int(p["ticket"]): Position(**p) for p in _records(state["positions"])}
         self._orders = {int(o["ticket"]): Order(**o) for o in _records(state.get("orders", []))}
-        self._history_orders = [Order(**o) for o in _records(state.get("history_orders", []))]
-        self._deals = [Deal(**d) for d in _records(state["deals"])]
+        self._history_orders = deque((Order(**o) for o in _records(state.get("history_orders", []))),
+                                     maxlen=HISTORY_KEPT)
+        self._deals = deque((Deal(**d) for d in _records(state["deals"])), maxlen=HISTORY_KEPT)
         self._resting_due.clear()
         self._in_flight.clear()
 
@@ -763,6 +777,13 @@ class SimBroker:
             self.load_state(json.load(fh))
 
     def _persist(self) -> None:
+        """After every change: the history trimmed to its horizon, then the file rewritten."""
+        horizon = self._clock.time_ms() - HISTORY_KEPT_MS
+        orders, deals = self._history_orders, self._deals
+        while orders and orders[0].time_done_msc < horizon:
+            orders.popleft()
+        while deals and deals[0].time_msc < horizon:
+            deals.popleft()
         if self.state_file is not None:
             self.save()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from quantarb_tui.bench.common import machine_info
@@ -52,6 +53,32 @@ def _tui(quotes: int, seed: int) -> dict[str, Any]:
     return bench_tui()
 
 
+@dataclass(frozen=True)
+class SoakOptions:
+    """`bench soak`'s own options (the others are sized by `--quotes`)."""
+
+    duration_s: float = 1800.0
+    warmup_s: float = 600.0
+    accelerate: bool = False
+    tui: bool = False
+
+    @classmethod
+    def of(cls, duration_s: float | None, warmup_s: float | None, *, accelerate: bool, tui: bool) -> SoakOptions:
+        """The defaults: half an hour with ten minutes of warm-up; accelerated, an hour (about
+        a day of the demo's hedge groups) with twenty, past the longest age bound (the
+        simulated broker's fifteen minutes of history)."""
+        duration = duration_s if duration_s is not None else 3600.0 if accelerate else 1800.0
+        warmup = warmup_s if warmup_s is not None else 1200.0 if accelerate else 600.0
+        return cls(duration, warmup, accelerate, tui)
+
+
+def _soak(options: SoakOptions) -> dict[str, Any]:
+    from quantarb_tui.bench.soak import bench_soak
+
+    return bench_soak(duration_s=options.duration_s, warmup_s=options.warmup_s,
+                      accelerate=options.accelerate, tui=options.tui)
+
+
 BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "pipeline": _pipeline,
     "feeds": _feeds,
@@ -63,9 +90,13 @@ BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {
 }
 
 
-def run_benches(target: str, *, quotes: int, seed: int, as_json: bool) -> int:
-    names = list(BENCHES) if target == "all" else [target]
-    results = {name: BENCHES[name](quotes, seed) for name in names}
+def run_benches(target: str, *, quotes: int, seed: int, as_json: bool, soak: SoakOptions | None = None) -> int:
+    """`all` runs every bench but the soak, which is long (it is asked for by name)."""
+    if target == "soak":
+        results = {"soak": _soak(soak or SoakOptions())}
+    else:
+        names = list(BENCHES) if target == "all" else [target]
+        results = {name: BENCHES[name](quotes, seed) for name in names}
     if as_json:
         clean = {name: {k: v for k, v in r.items() if k != "lines"} for name, r in results.items()}
         doc = {"machine": machine_info(), "results": clean}

@@ -73,3 +73,24 @@ def test_bench_orders_runs_every_part_with_the_counts_asked() -> None:
     assert set(res["signing"]["ours"]) == {"okx_rest_ns", "okx_ws_order_ns", "binance_rest_ns", "binance_ws_api_ns"}
     assert (res["signing"]["ccxt"] is not None) == with_ccxt
     assert "lines" in res and all(isinstance(line, str) for line in res["lines"])
+
+
+def test_bench_soak_short_run_reports_its_figures() -> None:
+    """`bench soak --duration`: a few seconds of the demo engine (ledger, listener, EA simulator,
+    feeds) sampled; the JSON has the slope, the growers and the activity (no figure is judged)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "quantarb_tui.cli", "bench", "soak", "--duration", "6", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    res = json.loads(result.stdout)["results"]["soak"]
+    assert res["mode"] == "demo"
+    assert res["warmup_s"] == 4.0  # at most two thirds of the run
+    assert res["samples"] == len(res["series"]) >= 10
+    assert all(row[1] > 0 for row in res["series"])  # RSS sampled
+    assert res["target_mb_per_hour"] == 2.0
+    assert res["within_target"] is (res["rss_mb_per_hour"] <= 2.0)
+    activity = res["activity"]
+    assert activity["quotes"] > 0 and activity["decisions"] > 0
+    assert set(activity) >= {"groups", "reconnects", "ea_restarts", "breaker_trips", "events"}
+    assert isinstance(res["top_growth_by_line"], list) and isinstance(res["top_growth_by_type"], list)

@@ -376,7 +376,7 @@ def test_apply_venue_blocks_and_alerts_leave_the_state_alone() -> None:
     ])
     assert [s for _, s in out] == [None] * 5
     assert gate.state is TradingState.ACTIVE
-    assert gate.history == []
+    assert list(gate.history) == []
 
 
 def test_breaker_flow_through_the_gate_end_to_end() -> None:

@@ -1,0 +1,473 @@
+"""Bench: memory over a long run (`quantarb bench soak`).
+
+`quantarb headless` runs for weeks, so its memory must level off. This bench runs the demo
+engine as headless runs it (the ledger, the listener, the EA simulator on loopback, the OKX
+and Binance simulators behind the real WebSocket feeds, the market paced by the wall clock),
+optionally under the real TUI (Textual's test driver, refreshing at 5 Hz), and samples the
+process every few seconds:
+
+- RSS (`/proc/self/statm`), less tracemalloc's own bookkeeping;
+- the Python heap: tracemalloc's traced size, started at the end of the warm-up (so its
+  overhead does not inflate the warm-up), and two snapshots compared by line;
+- gc-tracked objects by type, at the same two moments.
+
+It reports the least-squares RSS slope after the warm-up (`rss_mb_per_hour`), the lines and
+types that grew most between the two snapshots, and whether the slope is within
+`TARGET_MB_PER_HOUR`.
+
+`accelerate=True` compresses the demo's activity: quotes 5x as often, a dislocation every
+0.1 s, cooldowns and breaker pauses 30x shorter, paper faults on (rejects, timeouts, lost
+acks, partial fills: compensation), a consecutive-failure breaker that trips and releases
+itself, halts rearmed by the bench, every feed's connection dropped every 30 s (the feeds
+reconnect) and the EA simulator restarted every 60 s (a new terminal session). What a
+per-event leak costs then shows within minutes; the result says how many hours of the demo's
+default activity the run covered, counted in hedge groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from core.clock import RealClock
+from core.config import QuantarbConfig, demo_config
+from core.models import TradingState
+from engine.events import EngineEvent
+from engine.runtime import Runtime
+
+TARGET_MB_PER_HOUR = 2.0
+# The demo's default activity, measured (docs/performance.md, issue 19): 790 hedge groups and
+# 171k quotes in 25 minutes. Used to say how much demo time an accelerated run stands for.
+DEMO_GROUPS_PER_HOUR = 1900.0
+DEMO_QUOTES_PER_HOUR = 410_000.0
+TOP = 12
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
+
+
+def rss_kib() -> int:
+    """Resident set size of this process, KiB (Linux: /proc/self/statm)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * PAGE_KIB
+    except OSError:  # not Linux: the peak is the best there is
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _mallinfo() -> Callable[[], tuple[int, int]] | None:
+    """glibc's allocator: (bytes in use by malloc outside mmap, bytes in blocks malloc mmap'd);
+    None where there is no `mallinfo2` (not glibc, or before 2.33). Growth here that the Python
+    heap does not show is C memory: SQLite, C extensions, fragmentation."""
+    try:
+        libc = ctypes.CDLL(None)
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+
+    def read() -> tuple[int, int]:
+        info = fn()
+        return int(info.uordblks), int(info.hblkhd)
+
+    return read
+
+
+MALLINFO = _mallinfo()
+
+
+def slope_per_hour(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per hour; 0.0 below two points."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    if var == 0:
+        return 0.0
+    return sum((t - mt) * (v - mv) for t, v in points) / var * 3600.0
+
+
+def type_counts() -> Counter[str]:
+    """gc-tracked objects by type name (containers and instances; not str, int, Decimal)."""
+    return Counter(type(o).__qualname__ for o in gc.get_objects())
+
+
+@dataclass
+class Sample:
+    t_s: float
+    rss_kib: int
+    tracemalloc_kib: int  # tracemalloc's own memory (subtracted from RSS for the slope)
+    traced_kib: int  # live blocks allocated since tracing started
+    objects: int
+    blocks: int  # memory blocks CPython has allocated (`sys.getallocatedblocks`), every object
+    malloc_kib: int  # glibc: in use by malloc (SQLite, C extensions, Python's large blocks)
+    mmap_kib: int  # glibc: blocks malloc mmap'd (large ones; CPython's arenas are mmap'd apart)
+
+
+@dataclass
+class Probe:
+    """What the run did (the activity the memory figures are per)."""
+
+    quotes: int = 0
+    decisions: int = 0
+    intents: int = 0
+    groups: dict[str, int] = field(default_factory=dict)
+    reconnects: int = 0
+    ea_restarts: int = 0
+    rearms: int = 0
+    breaker_trips: int = 0
+    events: int = 0
+    log_bytes: int = 0
+
+
+def soak_config(*, accelerate: bool, ledger: str) -> QuantarbConfig:
+    """The demo as `quantarb headless` runs it, on an ephemeral listener port and a private
+    ledger; accelerated: the same world, compressed (see the module docstring)."""
+    config = demo_config()
+    updates: dict[str, Any] = {
+        "engine": config.engine.model_copy(update={"ledger": ledger}),
+        "listener": config.listener.model_copy(update={"port": 0}),
+    }
+    if accelerate:
+        updates["demo"] = config.demo.model_copy(update={"tick_ms": 10, "dislocation_every_s": 0.03})
+        updates["strategy"] = config.strategy.model_copy(update={"cooldown_ms": 50})
+        updates["paper"] = config.paper.model_copy(update={
+            "reject_rate": 0.05, "timeout_rate": 0.02, "lost_ack_rate": 0.02, "partial_rate": 0.1,
+            "latency_ms_min": 1, "latency_ms_max": 10,
+        })
+        updates["risk"] = config.risk.model_copy(update={
+            "failure_pause_s": 2.0, "daily_loss_limit": Decimal(10**9),
+        })
+    return config.model_copy(update=updates)
+
+
+class _Churn:
+    """The accelerated day's disturbances: dropped feeds, a restarted EA, halts rearmed."""
+
+    def __init__(self, runtime: Runtime, probe: Probe) -> None:
+        self._runtime = runtime
+        self._probe = probe
+
+    async def run(self, stop: asyncio.Event, *, reconnect_every_s: float = 30.0,
+                  ea_every_s: float = 60.0) -> None:
+        runtime = self._runtime
+        start = time.monotonic()
+        next_drop, next_ea = start + reconnect_every_s, start + ea_every_s
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            now = time.monotonic()
+            if runtime.gate.state is TradingState.HALTED:
+                with contextlib.suppress(Exception):  # refused while a breaker still holds
+                    await runtime.control.rearm("soak: accelerated day")
+                    self._probe.rearms += 1
+            if now >= next_drop and runtime.world is not None:
+                next_drop = now + reconnect_every_s
+                for server in (runtime.world.okx, runtime.world.binance):
+                    server.faults.drop_after_frames = 0
+                await asyncio.sleep(0.2)
+                for server in (runtime.world.okx, runtime.world.binance):
+                    server.faults.clear()
+            if now >= next_ea and runtime.demo_ea is not None and runtime.listener_url is not None:
+                next_ea = now + ea_every_s
+                await runtime.demo_ea.stop()
+                await runtime.demo_ea.start(runtime.listener_url)
+                self._probe.ea_restarts += 1
+
+
+class _Sampler:
+    def __init__(self, warmup_s: float, interval_s: float, trace: bool) -> None:
+        self.warmup_s = warmup_s
+        self.interval_s = interval_s
+        self.trace = trace
+        self.samples: list[Sample] = []
+        self.snapshots: list[tracemalloc.Snapshot] = []
+        self.types: list[Counter[str]] = []
+        self.marked_at: list[float] = []
+        self.t0 = time.monotonic()
+        self.load_start = _load()
+
+    def sample(self) -> Sample:
+        tracing = tracemalloc.is_tracing()
+        malloc, mmapped = MALLINFO() if MALLINFO is not None else (0, 0)
+        s = Sample(
+            t_s=time.monotonic() - self.t0,
+            rss_kib=rss_kib(),
+            tracemalloc_kib=tracemalloc.get_tracemalloc_memory() // 1024 if tracing else 0,
+            traced_kib=tracemalloc.get_traced_memory()[0] // 1024 if tracing else 0,
+            objects=len(gc.get_objects()),
+            blocks=sys.getallocatedblocks(),
+            malloc_kib=malloc // 1024,
+            mmap_kib=mmapped // 1024,
+        )
+        self.samples.append(s)
+        return s
+
+    def mark(self) -> None:
+        """One of the two comparison points: a heap snapshot and the object counts."""
+        gc.collect()
+        if self.trace and tracemalloc.is_tracing():
+            self.snapshots.append(tracemalloc.take_snapshot())
+        self.types.append(type_counts())
+        self.marked_at.append(time.monotonic() - self.t0)
+
+    async def run(self, duration_s: float, stop: asyncio.Event) -> None:
+        """Sample until `duration_s`; tracing starts at the end of the warm-up, the first
+        comparison point a third of the way through the rest, the second at the end."""
+        end = self.t0 + duration_s
+        warm_end = self.t0 + self.warmup_s
+        first_mark = warm_end + (duration_s - self.warmup_s) / 3
+        traced = marked = False
+        self.sample()
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= end:
+                break
+            if not traced and now >= warm_end:
+                traced = True
+                if self.trace:
+                    tracemalloc.start(1)
+            if traced and not marked and now >= first_mark:
+                marked = True
+                self.mark()
+            await asyncio.sleep(min(self.interval_s, max(0.0, end - now)))
+            self.sample()
+        if not marked:
+            self.mark()
+        self.mark()
+
+
+def _load() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def _probe(runtime: Runtime, probe: Probe) -> None:
+    snap = runtime.view.snapshot(groups=0, log=0)
+    probe.quotes = snap.quotes_total
+    probe.decisions = snap.decisions_total
+    probe.intents = snap.intents_total
+    probe.groups = {str(k): int(v) for k, v in snap.groups_by_state.items()}
+    probe.reconnects = sum(row.reconnects for row in runtime.health.rows(runtime.clock.monotonic_ns()))
+    probe.events = runtime.events.total
+
+
+async def _run(duration_s: float, warmup_s: float, interval_s: float, *, accelerate: bool, tui: bool,
+               trace: bool) -> dict[str, Any]:
+    probe = Probe()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = soak_config(accelerate=accelerate, ledger=f"{tmp}/soak.db")
+        runtime = Runtime(config, is_demo=True, clock=RealClock())
+        from quantarb_tui.headless import format_event
+
+        def _print(event: EngineEvent) -> None:  # what headless does with every event (but print it)
+            probe.log_bytes += len(format_event(event, as_json=True)) + 1
+            if event.kind == "breaker" and event.data.get("tripped"):
+                probe.breaker_trips += 1
+
+        runtime.events.subscribe(_print)
+        sampler = _Sampler(warmup_s, interval_s, trace)
+        stop = asyncio.Event()
+        churn = _Churn(runtime, probe)
+        try:
+            if tui:
+                await _under_tui(runtime, sampler, churn, duration_s, stop, accelerate)
+            else:
+                await runtime.start()
+                try:
+                    await _measure(runtime, sampler, churn, duration_s, stop, accelerate)
+                finally:
+                    await runtime.stop()
+        finally:
+            if tracemalloc.is_tracing():
+                tracemalloc.stop()
+        _probe(runtime, probe)
+    return _report(sampler, probe, duration_s, warmup_s, accelerate=accelerate, tui=tui)
+
+
+async def _measure(runtime: Runtime, sampler: _Sampler, churn: _Churn, duration_s: float,
+                   stop: asyncio.Event, accelerate: bool) -> None:
+    churn_task = asyncio.create_task(churn.run(stop)) if accelerate else None
+    try:
+        await sampler.run(duration_s, stop)
+    finally:
+        stop.set()
+        if churn_task is not None:
+            await churn_task
+        _probe(runtime, churn._probe)
+
+
+async def _under_tui(runtime: Runtime, sampler: _Sampler, churn: _Churn, duration_s: float,
+                     stop: asyncio.Event, accelerate: bool) -> None:
+    """The workstation on the running engine, refreshing at 5 Hz, as an operator leaves it
+    for hours (the app is closed before the engine stops, as its quit does)."""
+    from quantarb_tui.app import QuantArbApp
+
+    await runtime.start()
+    try:
+        app = QuantArbApp(runtime, autostart=False, refresh_hz=5.0, stop_signals=False)
+        app.animation_level = "none"
+        async with app.run_test(size=(160, 48), headless=True) as pilot:
+            await pilot.pause()
+            await _measure(runtime, sampler, churn, duration_s, stop, accelerate)
+            refreshes = app.refreshes
+        if refreshes < duration_s:  # 5 Hz: far more than one a second
+            raise RuntimeError(f"the TUI refreshed {refreshes} times in {duration_s:.0f} s")
+    finally:
+        await runtime.stop()
+
+
+def _growth(sampler: _Sampler) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None]:
+    """The lines and types that grew between the two marks, and the Python heap's growth
+    between them, MB per hour (the traced slope from the warm-up's end would also count
+    bounded collections filling with blocks allocated after tracing began)."""
+    lines: list[dict[str, Any]] = []
+    heap_per_hour: float | None = None
+    if len(sampler.snapshots) == 2:
+        first, last = sampler.snapshots
+        stats = last.compare_to(first, "lineno")
+        span_s = sampler.marked_at[1] - sampler.marked_at[0]
+        if span_s > 0:
+            heap_per_hour = sum(stat.size_diff for stat in stats) / 1e6 / span_s * 3600
+        own = __file__
+        for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True):
+            if stat.size_diff <= 0 or len(lines) >= TOP:
+                break
+            frame = stat.traceback[0]
+            if frame.filename == own:  # the bench's own samples
+                continue
+            lines.append({"where": f"{_short(frame.filename)}:{frame.lineno}",
+                          "kib": round(stat.size_diff / 1024, 1), "blocks": stat.count_diff})
+    types: list[dict[str, Any]] = []
+    if len(sampler.types) == 2:
+        before, after = sampler.types
+        diff = Counter({k: after[k] - before.get(k, 0) for k in after})
+        for name, n in diff.most_common(TOP):
+            if n <= 0:
+                break
+            types.append({"type": name, "objects": n, "total": after[name]})
+    return lines, types, heap_per_hour
+
+
+def _short(path: str) -> str:
+    for root in ("/site-packages/", "/lib/python3"):
+        if root in path:
+            return path.split(root, 1)[1]
+    cwd = os.getcwd() + os.sep
+    return path[len(cwd):] if path.startswith(cwd) else path
+
+
+def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float, *, accelerate: bool,
+            tui: bool) -> dict[str, Any]:
+    after = [s for s in sampler.samples if s.t_s >= warmup_s]
+    rss = [(s.t_s, (s.rss_kib - s.tracemalloc_kib) / 1024) for s in after]
+    traced = [(s.t_s, s.traced_kib / 1024) for s in after if s.traced_kib]
+    objects = [(s.t_s, float(s.objects)) for s in after]
+    blocks = [(s.t_s, float(s.blocks)) for s in after]
+    malloc = [(s.t_s, s.malloc_kib / 1024) for s in after]
+    mmapped = [(s.t_s, s.mmap_kib / 1024) for s in after]
+    slope = slope_per_hour(rss)
+    lines, types, heap_per_hour = _growth(sampler)
+    first, last = sampler.samples[0], sampler.samples[-1]
+    groups = sum(probe.groups.values())
+    demo_hours = groups / DEMO_GROUPS_PER_HOUR
+    compression = demo_hours / (last.t_s / 3600) if last.t_s > 0 and demo_hours > 0 else 0.0
+    result: dict[str, Any] = {
+        "mode": ("accelerated" if accelerate else "demo") + (" + tui" if tui else ""),
+        "duration_s": round(last.t_s, 1),
+        "warmup_s": warmup_s,
+        "samples": len(sampler.samples),
+        "rss_kib_start": first.rss_kib,
+        "rss_kib_warm": after[0].rss_kib if after else first.rss_kib,
+        "rss_kib_end": last.rss_kib,
+        "rss_mb_per_hour": round(slope, 2),
+        "traced_mb_per_hour": round(slope_per_hour(traced), 2),
+        "heap_mb_per_hour": round(heap_per_hour, 2) if heap_per_hour is not None else None,
+        "objects_per_hour": round(slope_per_hour(objects)),
+        "blocks_per_hour": round(slope_per_hour(blocks)),
+        "malloc_mb_per_hour": round(slope_per_hour(malloc), 2) if MALLINFO is not None else None,
+        "mmap_mb_per_hour": round(slope_per_hour(mmapped), 2) if MALLINFO is not None else None,
+        "target_mb_per_hour": TARGET_MB_PER_HOUR,
+        "within_target": slope <= TARGET_MB_PER_HOUR,
+        "activity": {
+            "quotes": probe.quotes, "decisions": probe.decisions, "intents": probe.intents,
+            "groups": probe.groups, "reconnects": probe.reconnects, "ea_restarts": probe.ea_restarts,
+            "breaker_trips": probe.breaker_trips, "rearms": probe.rearms, "events": probe.events,
+            "log_bytes": probe.log_bytes,
+        },
+        "demo_hours_equivalent": round(demo_hours, 2),
+        # Per hour of the demo's default activity: the slope divided by the compression.
+        "compression": round(compression, 1) if compression else None,
+        "rss_mb_per_demo_hour": round(slope / compression, 3) if compression else None,
+        "top_growth_by_line": lines,
+        "top_growth_by_type": types,
+        "load_average_start": sampler.load_start,
+        "load_average_end": _load(),
+        "series_columns": ["t_s", "rss_kib", "tracemalloc_kib", "traced_kib", "objects", "blocks", "malloc_kib",
+                           "mmap_kib"],
+        "series": [[round(s.t_s, 1), s.rss_kib, s.tracemalloc_kib, s.traced_kib, s.objects, s.blocks,
+                    s.malloc_kib, s.mmap_kib] for s in sampler.samples],
+    }
+    result["lines"] = _lines(result)
+    return result
+
+
+def _lines(r: dict[str, Any]) -> list[str]:
+    a = r["activity"]
+    groups = " ".join(f"{k}={v}" for k, v in sorted(a["groups"].items())) or "none"
+    verdict = "within" if r["within_target"] else "ABOVE"
+    out = [
+        f"mode            {r['mode']}, {r['duration_s']:.0f} s ({r['warmup_s']:.0f} s warm-up), "
+        f"{r['samples']} samples",
+        f"rss             {r['rss_kib_start']:,} KiB start, {r['rss_kib_warm']:,} KiB after warm-up, "
+        f"{r['rss_kib_end']:,} KiB end",
+        f"rss slope       {r['rss_mb_per_hour']:+.2f} MB/h after warm-up ({verdict} the target "
+        f"{r['target_mb_per_hour']:g} MB/h); python heap {r['heap_mb_per_hour'] or 0:+.2f} MB/h "
+        f"between the marks ({r['traced_mb_per_hour']:+.2f} traced since the warm-up); "
+        f"gc objects {r['objects_per_hour']:+,}/h, memory blocks {r['blocks_per_hour']:+,}/h",
+        f"allocator       malloc in use {r['malloc_mb_per_hour'] or 0:+.2f} MB/h, mmap'd "
+        f"{r['mmap_mb_per_hour'] or 0:+.2f} MB/h (glibc)",
+        f"activity        quotes {a['quotes']:,} decisions {a['decisions']:,} intents {a['intents']:,} "
+        f"groups {groups}",
+        f"                reconnects {a['reconnects']} ea restarts {a['ea_restarts']} breaker trips "
+        f"{a['breaker_trips']} rearms {a['rearms']} events {a['events']:,}; "
+        f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
+    ]
+    if r["top_growth_by_line"]:
+        out.append("top growth by line (a third into the measured part -> end):")
+        out += [f"  {g['kib']:>9.1f} KiB {g['blocks']:>+8} blocks  {g['where']}" for g in r["top_growth_by_line"]]
+    if r["top_growth_by_type"]:
+        out.append("top growth by type:")
+        out += [f"  {g['objects']:>+9} {g['type']} ({g['total']:,} now)" for g in r["top_growth_by_type"]]
+    return out
+
+
+def bench_soak(*, duration_s: float = 1800.0, warmup_s: float = 600.0, interval_s: float = 10.0,
+               accelerate: bool = False, tui: bool = False, trace: bool = True) -> dict[str, Any]:
+    """Run the demo engine for `duration_s` and report how its memory grows after `warmup_s`
+    (at most two thirds of the run)."""
+    warmup_s = min(warmup_s, duration_s * 2 / 3)
+    interval_s = max(0.2, min(interval_s, duration_s / 20))
+    return asyncio.run(_run(duration_s, warmup_s, interval_s, accelerate=accelerate, tui=tui, trace=trace))
+
+
+__all__ = ["TARGET_MB_PER_HOUR", "bench_soak", "rss_kib", "slope_per_hour", "soak_config"]
