@@ -1,10 +1,8 @@
 """`quantarb record` and `quantarb replay`: capture raw feed frames, and judge them again.
 
 `record` runs only the market-data feeds (the sim world's in the demo) with a frame tap
-into a FrameRecorder, showing a live progress display on stderr. `replay` pushes a
-recording through the same feed normalizers and the pipeline on the recorded clock and
-reports what the engine would have decided. Intents are counted, not executed: each one
-releases its pair at once, as if its group settled instantly.
+into a FrameRecorder, showing a live progress display on stderr. `replay` is
+`engine.replay`: the whole engine on the recorded clock.
 """
 
 from __future__ import annotations
@@ -14,22 +12,17 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.clock import RealClock, ReplayClock
-from core.compare import CompareEngine
+from core.clock import RealClock
 from core.config import QuantarbConfig
 from core.models import Quote
-from core.pipeline import OpportunityPipeline
-from core.risk import RiskGate
 from engine.demo import build_world
 from engine.signals import stop_on_signals
 from engine.sources import build_feeds
-from feeds.recording import FrameRecorder, RecordingError
-from feeds.replay import ReplaySource
+from feeds.recording import FrameRecorder
 
 
 @dataclass(slots=True)
@@ -95,45 +88,3 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
 
 def _ignore(_quote: Quote) -> None:
     """Recording keeps frames, not quotes."""
-
-
-def replay(config: QuantarbConfig, path: Path) -> dict[str, Any]:
-    """Judge a recording on its recorded clock; returns a JSON-able report."""
-    clock = ReplayClock()
-    pairs = config.build_pairs()
-    gate = RiskGate.from_config(clock, config.risk)
-    pipeline = OpportunityPipeline(CompareEngine(pairs), config.strategy, config.risk, gate, clock)
-    intents: list[dict[str, Any]] = []
-
-    def ingest(quote: Quote) -> None:
-        decision = pipeline.on_quote(quote)
-        if decision is not None and decision.intent is not None:
-            intent = decision.intent
-            if len(intents) < 1000:
-                intents.append({
-                    "recv_ns": clock.now_ns,
-                    "pair": intent.pair,
-                    "buy": f"{intent.buy.venue} {intent.buy.quantity}@{intent.buy.limit_price}",
-                    "sell": f"{intent.sell.venue} {intent.sell.quantity}@{intent.sell.limit_price}",
-                    "edge_bps": round(intent.expected_edge_bps, 2),
-                })
-            pipeline.release(intent.pair)
-
-    feeds = build_feeds(config, ingest, clock)
-    try:
-        stats = ReplaySource(path, {f.name: f for f in feeds}).run_fast(clock)
-    except (OSError, EOFError) as exc:
-        raise RecordingError(f"{path}: cannot read: {exc}") from None
-    return {
-        "file": str(path),
-        "frames": stats.frames,
-        "span_s": round(stats.span_s, 3),
-        "by_feed": stats.by_feed,
-        "skipped_feeds": stats.skipped,
-        "quotes": pipeline.quotes,
-        "decisions": pipeline.decisions,
-        "intents": pipeline.intents,
-        "reasons": {str(k): v for k, v in pipeline.reasons.most_common()},
-        "dropped": {f.name: dict(f.dropped()) for f in feeds},
-        "first_intents": intents[:50],
-    }

@@ -38,7 +38,8 @@ def test_record_then_replay_the_demo_feeds(tmp_path: Path) -> None:
     assert rec.returncode == 0, rec.stderr
     assert rec.stdout.startswith("recorded ")
     with gzip.open(out, "rt", encoding="utf-8") as fh:
-        lines = [json.loads(line) for line in fh]
+        header, *lines = [json.loads(line) for line in fh]
+    assert header["format"] == "quantarb-recording" and header["version"] == 2
     feeds = {line["feed"] for line in lines}
     assert feeds == {"okx", "binance-usdm"}
     assert all(isinstance(line["recv_ns"], int) and isinstance(line["frame"], str) for line in lines)
