@@ -1,7 +1,10 @@
 """`quantarb record` and `quantarb replay`: capture raw feed frames, and judge them again.
 
 `record` runs only the market-data feeds (the sim world's in the demo) with a frame tap
-into a FrameRecorder, showing a live progress display on stderr. `replay` is
+into a FrameRecorder, and, when MT5 is configured, the listener's MT5 side with a tick tap:
+every tick body an EA posts and the listener accepts is kept as feed `mt5:<terminal>` (in
+the demo, the simulated EA posts the simulated broker's ticks). Nothing trades: the EA's
+command polls find nothing. A live progress display goes to stderr. `replay` is
 `engine.replay`: the whole engine on the recorded clock.
 """
 
@@ -19,7 +22,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from core.clock import RealClock
 from core.config import QuantarbConfig
 from core.models import Quote
-from engine.demo import build_world
+from engine.demo import DemoEa, build_world, is_simulated
+from engine.mt5_side import Mt5Side
+from engine.replay import MT5_FEED_PREFIX
+from engine.settings import Secrets, mt5_secret_env_var
 from engine.signals import stop_on_signals
 from engine.sources import build_feeds
 from feeds.recording import FrameRecorder
@@ -33,19 +39,61 @@ class RecordResult:
     seconds: float
 
 
+class RecordError(RuntimeError):
+    """A recording that cannot start as configured (an MT5 terminal without its secret)."""
+
+
+def _mt5_side(config: QuantarbConfig, clock: RealClock, secrets: Secrets | None,
+              simulated: bool) -> tuple[Mt5Side | None, DemoEa | None]:
+    """The listener's MT5 side for recording ticks (None without MT5), and in the demo the
+    simulated EA that streams to it."""
+    venue = config.venues.mt5
+    if venue is None or not venue.terminals:
+        return None, None
+    pairs = config.build_pairs()
+    instruments = [i for p in pairs for i in p.instruments if i.venue == "mt5"]
+    terminal_secrets: dict[str, bytes] = {}
+    for terminal in venue.terminals:
+        secret = secrets.mt5_secret(terminal) if secrets is not None else None
+        if secret is not None:
+            terminal_secrets[terminal] = secret.get_secret_value().encode()
+        elif simulated:
+            terminal_secrets[terminal] = Mt5Side.demo_secret()
+        else:
+            raise RecordError(f"MT5 terminal {terminal} has no secret: set {mt5_secret_env_var(terminal)}")
+    ea = None
+    if simulated:
+        first = venue.terminals[0]
+        ea = DemoEa(first, terminal_secrets[first], instruments, clock, seed=config.demo.seed,
+                    magic=venue.magic, state_file=None)
+    side = Mt5Side(venue, config.listener, terminal_secrets, instruments, clock, _ignore,
+                   status=lambda: "ok", terminal=ea)
+    return side, ea
+
+
 async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out: Path,
-                 console: Console | None = None) -> RecordResult:
-    """Record every frame the configured feeds receive for `duration` seconds (or until a signal)."""
+                 console: Console | None = None, secrets: Secrets | None = None) -> RecordResult:
+    """Record every frame the configured feeds (and MT5 terminals) send for `duration`
+    seconds (or until a signal)."""
     clock = RealClock()
-    world = build_world(config, clock, is_demo=is_demo)
+    mt5, ea = _mt5_side(config, clock, secrets, is_simulated(config, is_demo=is_demo))
+    world = build_world(config, clock, is_demo=is_demo, on_mt5_tick=ea.on_tick if ea is not None else None)
     console = console or Console(stderr=True)
     stop = asyncio.Event()
     started = time.monotonic()
     tasks: list[asyncio.Task[None]] = []
-    with FrameRecorder(out) as recorder, stop_on_signals(stop):
+    with FrameRecorder(out, clock) as recorder, stop_on_signals(stop):
         try:
             if world is not None:
                 await world.start()
+            if mt5 is not None:
+
+                def tick_tap(terminal: str, body: bytes, recv_ns: int) -> None:
+                    # An accepted body is valid UTF-8 JSON (the listener decoded it).
+                    recorder.write("mt5", MT5_FEED_PREFIX + terminal, body.decode(), recv_ns)
+
+                mt5.bridge.tap_ticks(tick_tap)
+                await mt5.start()
             feeds = build_feeds(config, _ignore, clock, world)
             for feed in feeds:
                 venue = feed.venue
@@ -68,7 +116,8 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
                     elapsed = time.monotonic() - started
                     detail = "  ".join(
                         f"{f.name} {f.health.state} {recorder.by_feed.get(f.name, 0):,}" for f in feeds
-                    )
+                    ) + "".join(f"  {name} {n:,}" for name, n in recorder.by_feed.items()
+                                if name.startswith(MT5_FEED_PREFIX))
                     progress.update(task_id, completed=min(elapsed, duration),
                                     detail=f"{recorder.frames:,} frames  {detail}")
                     if elapsed >= duration:
@@ -81,6 +130,9 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if mt5 is not None:
+                with contextlib.suppress(Exception):
+                    await mt5.stop()
             if world is not None:
                 await world.stop()
     return RecordResult(out, recorder.frames, dict(recorder.by_feed), time.monotonic() - started)

@@ -121,14 +121,19 @@ def record(
     out: Annotated[Path, typer.Option("--out", help="JSON lines file; gzip when it ends in .gz.")],
     config: ConfigOpt = None,
 ) -> None:
-    """Record every frame the market-data feeds receive (the demo's without a config)."""
+    """Record every frame the market-data feeds receive and every MT5 tick the listener
+    accepts (the demo's without a config)."""
     loaded = _load(config)
     import asyncio
 
+    from engine.recordings import RecordError
     from engine.recordings import record as run_record
 
     try:
-        result = asyncio.run(run_record(loaded.config, is_demo=loaded.is_demo, duration=duration, out=out))
+        result = asyncio.run(run_record(loaded.config, is_demo=loaded.is_demo, duration=duration, out=out,
+                                        secrets=loaded.secrets))
+    except RecordError as exc:
+        raise _fail(EXIT_CONFIG, str(exc)) from None
     except OSError as exc:
         raise _fail(EXIT_RUNTIME, f"{out}: {exc.strerror or exc}") from None
     feeds = ", ".join(f"{name} {n:,}" for name, n in sorted(result.by_feed.items())) or "no feed"
