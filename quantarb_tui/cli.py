@@ -461,6 +461,7 @@ class BenchTarget(enum.StrEnum):
     kill = "kill"
     orders = "orders"
     tui = "tui"
+    replay = "replay"
     all = "all"
 
 

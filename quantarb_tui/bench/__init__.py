@@ -52,6 +52,12 @@ def _tui(quotes: int, seed: int) -> dict[str, Any]:
     return bench_tui()
 
 
+def _replay(quotes: int, seed: int) -> dict[str, Any]:
+    from quantarb_tui.bench.replay import bench_replay
+
+    return bench_replay(quotes=min(quotes, 300_000), seed=seed)
+
+
 BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "pipeline": _pipeline,
     "feeds": _feeds,
@@ -60,6 +66,7 @@ BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "kill": _kill,
     "orders": _orders,
     "tui": _tui,
+    "replay": _replay,
 }
 
 
