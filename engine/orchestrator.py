@@ -244,6 +244,14 @@ class HedgeOrchestrator:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def execute_next(self) -> bool:
+        """Run the oldest pending group to its end (a replay runs each at its own due time);
+        False when none is pending."""
+        if not self._pending:
+            return False
+        await self.execute(self._pending.popleft())
+        return True
+
     async def shutdown(self, timeout_s: float | None = None) -> None:
         """Let groups in flight reach a terminal state, then cancel what is left.
 

@@ -1,10 +1,11 @@
 """`quantarb record` and `quantarb replay`: capture raw feed frames, and judge them again.
 
 `record` runs only the market-data feeds (the sim world's in the demo) with a frame tap
-into a FrameRecorder, showing a live progress display on stderr. `replay` pushes a
-recording through the same feed normalizers and the pipeline on the recorded clock and
-reports what the engine would have decided. Intents are counted, not executed: each one
-releases its pair at once, as if its group settled instantly.
+into a FrameRecorder, and, when MT5 is configured, the listener's MT5 side with a tick tap:
+every tick body an EA posts and the listener accepts is kept as feed `mt5:<terminal>` (in
+the demo, the simulated EA posts the simulated broker's ticks). Nothing trades: the EA's
+command polls find nothing. A live progress display goes to stderr. `replay` is
+`engine.replay`: the whole engine on the recorded clock.
 """
 
 from __future__ import annotations
@@ -14,22 +15,20 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.clock import RealClock, ReplayClock
-from core.compare import CompareEngine
+from core.clock import RealClock
 from core.config import QuantarbConfig
 from core.models import Quote
-from core.pipeline import OpportunityPipeline
-from core.risk import RiskGate
-from engine.demo import build_world
+from engine.demo import DemoEa, build_world, is_simulated
+from engine.mt5_side import Mt5Side
+from engine.replay import MT5_FEED_PREFIX
+from engine.settings import Secrets, mt5_secret_env_var
 from engine.signals import stop_on_signals
 from engine.sources import build_feeds
-from feeds.recording import FrameRecorder, RecordingError
-from feeds.replay import ReplaySource
+from feeds.recording import FrameRecorder
 
 
 @dataclass(slots=True)
@@ -40,19 +39,61 @@ class RecordResult:
     seconds: float
 
 
+class RecordError(RuntimeError):
+    """A recording that cannot start as configured (an MT5 terminal without its secret)."""
+
+
+def _mt5_side(config: QuantarbConfig, clock: RealClock, secrets: Secrets | None,
+              simulated: bool) -> tuple[Mt5Side | None, DemoEa | None]:
+    """The listener's MT5 side for recording ticks (None without MT5), and in the demo the
+    simulated EA that streams to it."""
+    venue = config.venues.mt5
+    if venue is None or not venue.terminals:
+        return None, None
+    pairs = config.build_pairs()
+    instruments = [i for p in pairs for i in p.instruments if i.venue == "mt5"]
+    terminal_secrets: dict[str, bytes] = {}
+    for terminal in venue.terminals:
+        secret = secrets.mt5_secret(terminal) if secrets is not None else None
+        if secret is not None:
+            terminal_secrets[terminal] = secret.get_secret_value().encode()
+        elif simulated:
+            terminal_secrets[terminal] = Mt5Side.demo_secret()
+        else:
+            raise RecordError(f"MT5 terminal {terminal} has no secret: set {mt5_secret_env_var(terminal)}")
+    ea = None
+    if simulated:
+        first = venue.terminals[0]
+        ea = DemoEa(first, terminal_secrets[first], instruments, clock, seed=config.demo.seed,
+                    magic=venue.magic, state_file=None)
+    side = Mt5Side(venue, config.listener, terminal_secrets, instruments, clock, _ignore,
+                   status=lambda: "ok", terminal=ea)
+    return side, ea
+
+
 async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out: Path,
-                 console: Console | None = None) -> RecordResult:
-    """Record every frame the configured feeds receive for `duration` seconds (or until a signal)."""
+                 console: Console | None = None, secrets: Secrets | None = None) -> RecordResult:
+    """Record every frame the configured feeds (and MT5 terminals) send for `duration`
+    seconds (or until a signal)."""
     clock = RealClock()
-    world = build_world(config, clock, is_demo=is_demo)
+    mt5, ea = _mt5_side(config, clock, secrets, is_simulated(config, is_demo=is_demo))
+    world = build_world(config, clock, is_demo=is_demo, on_mt5_tick=ea.on_tick if ea is not None else None)
     console = console or Console(stderr=True)
     stop = asyncio.Event()
     started = time.monotonic()
     tasks: list[asyncio.Task[None]] = []
-    with FrameRecorder(out) as recorder, stop_on_signals(stop):
+    with FrameRecorder(out, clock) as recorder, stop_on_signals(stop):
         try:
             if world is not None:
                 await world.start()
+            if mt5 is not None:
+
+                def tick_tap(terminal: str, body: bytes, recv_ns: int) -> None:
+                    # An accepted body is valid UTF-8 JSON (the listener decoded it).
+                    recorder.write("mt5", MT5_FEED_PREFIX + terminal, body.decode(), recv_ns)
+
+                mt5.bridge.tap_ticks(tick_tap)
+                await mt5.start()
             feeds = build_feeds(config, _ignore, clock, world)
             for feed in feeds:
                 venue = feed.venue
@@ -75,7 +116,8 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
                     elapsed = time.monotonic() - started
                     detail = "  ".join(
                         f"{f.name} {f.health.state} {recorder.by_feed.get(f.name, 0):,}" for f in feeds
-                    )
+                    ) + "".join(f"  {name} {n:,}" for name, n in recorder.by_feed.items()
+                                if name.startswith(MT5_FEED_PREFIX))
                     progress.update(task_id, completed=min(elapsed, duration),
                                     detail=f"{recorder.frames:,} frames  {detail}")
                     if elapsed >= duration:
@@ -88,6 +130,9 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if mt5 is not None:
+                with contextlib.suppress(Exception):
+                    await mt5.stop()
             if world is not None:
                 await world.stop()
     return RecordResult(out, recorder.frames, dict(recorder.by_feed), time.monotonic() - started)
@@ -95,45 +140,3 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
 
 def _ignore(_quote: Quote) -> None:
     """Recording keeps frames, not quotes."""
-
-
-def replay(config: QuantarbConfig, path: Path) -> dict[str, Any]:
-    """Judge a recording on its recorded clock; returns a JSON-able report."""
-    clock = ReplayClock()
-    pairs = config.build_pairs()
-    gate = RiskGate.from_config(clock, config.risk)
-    pipeline = OpportunityPipeline(CompareEngine(pairs), config.strategy, config.risk, gate, clock)
-    intents: list[dict[str, Any]] = []
-
-    def ingest(quote: Quote) -> None:
-        decision = pipeline.on_quote(quote)
-        if decision is not None and decision.intent is not None:
-            intent = decision.intent
-            if len(intents) < 1000:
-                intents.append({
-                    "recv_ns": clock.now_ns,
-                    "pair": intent.pair,
-                    "buy": f"{intent.buy.venue} {intent.buy.quantity}@{intent.buy.limit_price}",
-                    "sell": f"{intent.sell.venue} {intent.sell.quantity}@{intent.sell.limit_price}",
-                    "edge_bps": round(intent.expected_edge_bps, 2),
-                })
-            pipeline.release(intent.pair)
-
-    feeds = build_feeds(config, ingest, clock)
-    try:
-        stats = ReplaySource(path, {f.name: f for f in feeds}).run_fast(clock)
-    except (OSError, EOFError) as exc:
-        raise RecordingError(f"{path}: cannot read: {exc}") from None
-    return {
-        "file": str(path),
-        "frames": stats.frames,
-        "span_s": round(stats.span_s, 3),
-        "by_feed": stats.by_feed,
-        "skipped_feeds": stats.skipped,
-        "quotes": pipeline.quotes,
-        "decisions": pipeline.decisions,
-        "intents": pipeline.intents,
-        "reasons": {str(k): v for k, v in pipeline.reasons.most_common()},
-        "dropped": {f.name: dict(f.dropped()) for f in feeds},
-        "first_intents": intents[:50],
-    }

@@ -165,6 +165,11 @@ class PaperGateway:
     def venue(self) -> Venue:
         return self._venue
 
+    def use_run_id(self, run_id: str) -> None:
+        """Name this run's venue ids by `run_id` instead of the wall clock: a replay into a
+        fresh ledger must write the same ids every time it runs (determinism)."""
+        self._run = run_id
+
     async def place(self, order: Order) -> OrderUpdate:
         cid = order.client_order_id
         pending = self._inflight.get(cid)

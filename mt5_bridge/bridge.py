@@ -37,15 +37,20 @@ __all__ = [
     "AccountState",
     "HealthStatus",
     "Mt5Bridge",
+    "Mt5TickReplay",
     "PositionState",
     "QuoteSink",
     "Reply",
     "TerminalHealth",
+    "TickTap",
+    "tick_quotes",
 ]
 
 log = logging.getLogger(__name__)
 
 QuoteSink = Callable[[Quote], object]
+# (terminal, accepted `POST /mt5/tick` body, recv_ns): what `quantarb record` keeps of MT5.
+TickTap = Callable[[str, bytes, int], None]
 HealthStatus = Literal["ok", "degraded", "halted"]
 _STATUSES: frozenset[str] = frozenset({"ok", "degraded", "halted"})
 _RATE_WINDOW_S = 5
@@ -141,6 +146,32 @@ class _Terminal:
         return total / span_s
 
 
+def tick_quotes(batch: protocol.TickBatch, recv_ns: int) -> list[Quote]:
+    """The quotes of a validated tick batch (live, and replayed from a recording)."""
+    return [Quote("mt5", t.symbol, t.bid, t.ask, _INF, _INF, t.time_msc, recv_ns) for t in batch.ticks]
+
+
+class Mt5TickReplay:
+    """A recorded MT5 terminal's tick bodies as a replay's frame handler: decoded and checked
+    as the listener does, then handed to `sink` as the listener would have."""
+
+    def __init__(self, terminal: str, symbols: Iterable[str], sink: QuoteSink) -> None:
+        self.terminal = terminal
+        self._symbols = frozenset(symbols)
+        self._sink = sink
+        self.rejected = 0  # bodies the listener would have refused (422)
+
+    def on_frame(self, frame: str | bytes, recv_ns: int) -> None:
+        body = frame.encode() if isinstance(frame, str) else frame
+        try:
+            batch = protocol.decode_ticks(body, self._symbols, self.terminal)
+        except InvalidRequest:
+            self.rejected += 1
+            return
+        for quote in tick_quotes(batch, recv_ns):
+            self._sink(quote)
+
+
 class Mt5Bridge:
     """The EA-facing state and request handlers of every configured terminal.
 
@@ -173,6 +204,11 @@ class Mt5Bridge:
         self._status = status
         self._terminals = {t: _Terminal(frozenset(symbols.get(t, ()))) for t in verifier.terminals}
         self.rejected: Counter[str] = Counter()
+        self._tick_tap: TickTap | None = None
+
+    def tap_ticks(self, tap: TickTap | None) -> None:
+        """Hand every accepted tick body to `tap` as it arrives (recording); None stops it."""
+        self._tick_tap = tap
 
     # ---------------------------------------------------------------------------- reads
 
@@ -271,12 +307,14 @@ class Mt5Bridge:
             return self._invalid(exc)
         if batch.ticks:
             recv_ns = self._clock.monotonic_ns()
+            if self._tick_tap is not None:
+                self._tick_tap(terminal, body, recv_ns)
             sink = self._sink
-            for tick in batch.ticks:
+            for quote in tick_quotes(batch, recv_ns):
                 try:
-                    sink(Quote("mt5", tick.symbol, tick.bid, tick.ask, _INF, _INF, tick.time_msc, recv_ns))
+                    sink(quote)
                 except Exception:
-                    log.exception("mt5 %s: quote sink failed on %s", terminal, tick.symbol)
+                    log.exception("mt5 %s: quote sink failed on %s", terminal, quote.symbol)
             state.count(len(batch.ticks), recv_ns)
         return await self._serve(terminal, 0)
 

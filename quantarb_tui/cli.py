@@ -123,14 +123,19 @@ def record(
     out: Annotated[Path, typer.Option("--out", help="JSON lines file; gzip when it ends in .gz.")],
     config: ConfigOpt = None,
 ) -> None:
-    """Record every frame the market-data feeds receive (the demo's without a config)."""
+    """Record every frame the market-data feeds receive and every MT5 tick the listener
+    accepts (the demo's without a config)."""
     loaded = _load(config)
     import asyncio
 
+    from engine.recordings import RecordError
     from engine.recordings import record as run_record
 
     try:
-        result = asyncio.run(run_record(loaded.config, is_demo=loaded.is_demo, duration=duration, out=out))
+        result = asyncio.run(run_record(loaded.config, is_demo=loaded.is_demo, duration=duration, out=out,
+                                        secrets=loaded.secrets))
+    except RecordError as exc:
+        raise _fail(EXIT_CONFIG, str(exc)) from None
     except OSError as exc:
         raise _fail(EXIT_RUNTIME, f"{out}: {exc.strerror or exc}") from None
     feeds = ", ".join(f"{name} {n:,}" for name, n in sorted(result.by_feed.items())) or "no feed"
@@ -139,31 +144,57 @@ def record(
 
 @app.command()
 def replay(
-    file: Annotated[Path, typer.Argument(help="A recording made by `quantarb record`.")],
+    files: Annotated[list[Path], typer.Argument(help="Recordings made by `quantarb record`, replayed in order.")],
     config: ConfigOpt = None,
+    ledger: Annotated[Path | None, typer.Option(
+        "--ledger", help="Write the replay's ledger here (a new file); without it nothing is written.")] = None,
+    latency_ms: Annotated[float, typer.Option(
+        "--latency-ms", min=0.0, max=60_000.0, help="Order latency: groups fill on the books this much later.")] = 0.0,
+    slippage_bps: Annotated[float | None, typer.Option(
+        "--slippage-bps", min=0.0, max=1000.0, help="Adverse slippage, up to this (default: paper.slippage_bps).",
+    )] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Paper venues' seed (default: paper.seed).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
-    """Replay a recording through the normalizers and the pipeline; report the decisions."""
+    """Replay recordings through the whole engine (pipeline, risk gate, orchestrator,
+    compensation, paper venues filling on the recorded books) on the recorded clock."""
     loaded = _load(config)
-    from engine.recordings import replay as run_replay
+    import asyncio
+
+    from engine.replay import ReplayError, ReplaySettings, replay_engine
     from feeds.recording import RecordingError
 
-    if not file.is_file():
-        raise _fail(EXIT_CONFIG, f"{file}: no such recording")
+    for file in files:
+        if not file.is_file():
+            raise _fail(EXIT_CONFIG, f"{file}: no such recording")
     try:
-        report = run_replay(loaded.config, file)
-    except RecordingError as exc:
+        settings = ReplaySettings(latency_ms=latency_ms, slippage_bps=slippage_bps, seed=seed)
+        report = asyncio.run(replay_engine(loaded.config, files, settings,
+                                           ledger_path=str(ledger) if ledger is not None else None,
+                                           progress=None if json_out else _replay_progress))
+    except (RecordingError, ReplayError) as exc:
         raise _fail(EXIT_CONFIG, str(exc)) from None
     if json_out:
         import json
 
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{report['file']}: {report['frames']:,} frames over {report['span_s']:.1f}s")
+    typer.echo(f"{len(report['files'])} file(s): {report['frames']:,} frames over {report['span_s']:.1f}s")
     typer.echo(f"quotes {report['quotes']:,}  decisions {report['decisions']:,}  intents {report['intents']:,}")
     typer.echo("reasons " + "  ".join(f"{k}={v}" for k, v in report["reasons"].items()))
-    for intent in report["first_intents"][:10]:
-        typer.echo(f"  intent {intent['pair']} buy {intent['buy']} sell {intent['sell']} edge {intent['edge_bps']}bps")
+    states = "  ".join(f"{k}={v}" for k, v in report["groups_by_state"].items()) or "none"
+    typer.echo(f"groups {report['groups']:,} ({states})  compensated {report['compensated']}  "
+               f"realized PnL {report['realized_pnl']}  trading {report['trading_state']}")
+    for name, row in report["pairs"].items():
+        typer.echo(f"  {name}: groups {row['groups']}  hit rate {row['hit_rate']:.0%}  PnL {row['pnl']}  "
+                   f"trigger rate {row['trigger_rate']:.2%}")
+    if report["ledger"]:
+        typer.echo(f"ledger {report['ledger']}")
+
+
+def _replay_progress(frames: int) -> None:
+    """A long replay says it is alive (stderr, so stdout stays the report)."""
+    typer.echo(f"replayed {frames:,} frames", err=True)
 
 
 # -- operator control of a running instance (docs/operator.md) -------------------------------
@@ -441,6 +472,7 @@ class BenchTarget(enum.StrEnum):
     orders = "orders"
     tui = "tui"
     soak = "soak"
+    replay = "replay"
     all = "all"
 
 

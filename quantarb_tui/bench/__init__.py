@@ -79,6 +79,12 @@ def _soak(options: SoakOptions) -> dict[str, Any]:
                       accelerate=options.accelerate, tui=options.tui)
 
 
+def _replay(quotes: int, seed: int) -> dict[str, Any]:
+    from quantarb_tui.bench.replay import bench_replay
+
+    return bench_replay(quotes=min(quotes, 300_000), seed=seed)
+
+
 BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "pipeline": _pipeline,
     "feeds": _feeds,
@@ -87,6 +93,7 @@ BENCHES: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "kill": _kill,
     "orders": _orders,
     "tui": _tui,
+    "replay": _replay,
 }
 
 

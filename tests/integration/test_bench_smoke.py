@@ -9,7 +9,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("target", ["pipeline", "feeds"])
+@pytest.mark.parametrize("target", ["pipeline", "feeds", "replay"])
 def test_bench_json_document(target: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "quantarb_tui.cli", "bench", target, "--quotes", "20000", "--json"],
@@ -26,6 +26,11 @@ def test_bench_json_document(target: str) -> None:
         assert 0 < res["latency_us"]["p50"] <= res["latency_us"]["p99"] <= res["latency_us"]["p999"]
         assert res["decisions"] == 20_000 + 10_000  # measured + warm-up, one Decision per quote
         assert sum(res["reasons"].values()) == res["decisions"]
+    elif target == "replay":
+        assert res["frames"] > 0 and res["quotes"] >= res["frames"]  # an MT5 body carries several ticks
+        assert res["groups"] == res["intents"] > 0  # every intent executed to a closed group
+        assert sum(res["groups_by_state"].values()) == res["groups"]
+        assert res["quotes_per_s"] > 0 and res["quotes_per_s_no_ledger"] > 0
     else:
         assert set(res["normalizers"]) == {"okx_tickers", "okx_bbo_tbt", "binance_spot", "binance_usdm"}
         for stream in res["normalizers"].values():

@@ -24,6 +24,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTARB_")}
     env["HOME"] = str(tmp_path)
     env["QUANTARB_DEMO__DISLOCATION_EVERY_S"] = "0.5"
+    env["QUANTARB_LISTENER__PORT"] = "0"  # record runs the MT5 listener: any free port
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this tree, not an installed one
     return env
 
 
@@ -38,24 +40,32 @@ def test_record_then_replay_the_demo_feeds(tmp_path: Path) -> None:
     assert rec.returncode == 0, rec.stderr
     assert rec.stdout.startswith("recorded ")
     with gzip.open(out, "rt", encoding="utf-8") as fh:
-        lines = [json.loads(line) for line in fh]
+        header, *lines = [json.loads(line) for line in fh]
+    assert header["format"] == "quantarb-recording" and header["version"] == 2
     feeds = {line["feed"] for line in lines}
-    assert feeds == {"okx", "binance-usdm"}
+    assert feeds == {"okx", "binance-usdm", "mt5:DEMO"}  # the EA's ticks as the listener accepted them
+    mt5_ticks = sum(len(json.loads(line["frame"])["ticks"]) for line in lines if line["feed"] == "mt5:DEMO")
+    assert mt5_ticks > 0
     assert all(isinstance(line["recv_ns"], int) and isinstance(line["frame"], str) for line in lines)
     assert [line["recv_ns"] for line in lines] == sorted(line["recv_ns"] for line in lines)
     # Every frame the sims sent is in the file, subscription acks included (raw frames).
     assert any('"event":"subscribe"' in line["frame"] for line in lines if line["feed"] == "okx")
 
-    rep = subprocess.run(_quantarb("replay", str(out), "--json"), cwd=tmp_path, env=_env(tmp_path),
-                         capture_output=True, text=True, timeout=60, check=False)
+    ledger = tmp_path / "replay.db"
+    rep = subprocess.run(_quantarb("replay", str(out), "--json", "--ledger", str(ledger), "--latency-ms", "30"),
+                         cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False)
     assert rep.returncode == 0, rep.stderr
     report = json.loads(rep.stdout)
     assert report["frames"] == len(lines)
     assert report["by_feed"] == {f: sum(1 for line in lines if line["feed"] == f) for f in feeds}
-    assert 0 < report["quotes"] <= len(lines)
+    assert report["mt5_rejected"] == {}
+    exchange_frames = sum(1 for line in lines if line["feed"] != "mt5:DEMO")
+    assert mt5_ticks < report["quotes"] <= exchange_frames + mt5_ticks  # subscription acks carry none
     assert report["decisions"] == report["quotes"]  # one Decision per accepted quote
     assert sum(report["reasons"].values()) == report["decisions"]
     assert report["dropped"] == {"okx": {}, "binance-usdm": {}}
+    assert report["ledger"] == str(ledger) and ledger.is_file()
+    assert report["groups"] == report["intents"] and report["open_groups"] == 0
 
 
 def test_replay_of_a_bad_recording_exits_2_naming_the_line(tmp_path: Path) -> None:
