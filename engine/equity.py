@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.config import MoneyConfig
+from core.holdings import Holding, holdings
 from core.instruments import Instrument
 from core.models import Fill, Order, Venue
 from ledger import money
@@ -63,9 +64,8 @@ class RunningEquity:
             self.refused += 1
             log.error("equity: fill %s:%s refused: %s", fill.venue, fill.venue_trade_id, exc)
 
-    def equity(self, now_ms: int) -> dict[str, Any]:
-        """The equity document (`currency`, `realized`, `unrealized`, `fees`, `carry`, `total`:
-        decimal strings, null when missing), marked now."""
+    def _mark(self, now_ms: int) -> None:
+        """Every book at its venue's mid now (the last fill price before a quote)."""
         replay = self._replay
         portfolio = replay.portfolio
         for (venue, symbol) in self._instruments:
@@ -80,6 +80,12 @@ class RunningEquity:
                 if last is not None:
                     portfolio.mark_at(venue, symbol, last[0], last[1])
                     replay.marks[(venue, symbol)] = (last[0], "last_fill", last[1])
+
+    def equity(self, now_ms: int) -> dict[str, Any]:
+        """The equity document (`currency`, `realized`, `unrealized`, `fees`, `carry`, `total`:
+        decimal strings, null when missing), marked now."""
+        replay = self._replay
+        self._mark(now_ms)
         rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
         doc = money.equity_doc(replay, rates, now_ms)
         doc["mark_source"] = money.mark_source(replay)
@@ -88,6 +94,21 @@ class RunningEquity:
                 doc[name] = None
             doc["error"] = f"not restored from the ledger: {self.restore_error}"
         return doc
+
+    def holdings(self, now_ms: int) -> list[Holding]:
+        """Per asset: each venue's position, net delta, mark, unrealized and carry (in the
+        account currency), marked now. Empty when the ledger could not be replayed: the
+        positions are not known."""
+        if self.restore_error is not None:
+            return []
+        self._mark(now_ms)
+        portfolio = self._replay.portfolio
+        views = portfolio.positions(now_ms)
+        instruments = dict(self._instruments)
+        for v in views:
+            instruments.setdefault((v.venue, v.symbol), portfolio.instrument(v.venue, v.symbol))
+        rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+        return holdings(views, instruments, rates)
 
     def total(self, now_ms: int) -> Decimal | None:
         value = self.equity(now_ms).get("total")

@@ -195,6 +195,7 @@ class Runtime:
             last_flatten=lambda: self.control.last_flatten,
             reconcile=lambda: self.reconciler.status() if self.reconciler is not None else None,
             equity=self.equity.equity,
+            holdings=self.equity.holdings,
         )
         self.reconciler: Reconciler | None = None
         if self.live is not None:

@@ -19,6 +19,7 @@ from core.clock import Clock
 from core.compare import CompareEngine
 from core.config import QuantarbConfig
 from core.hedge import HedgeGroup
+from core.holdings import Holding
 from core.instruments import Pair
 from core.models import TradingState
 from core.pipeline import OpportunityPipeline
@@ -33,6 +34,8 @@ from engine.snapshot import (
     CompensationRow,
     EdgeRow,
     GroupRow,
+    HoldingLegRow,
+    HoldingRow,
     LegRow,
     LimitRow,
     PairRow,
@@ -68,6 +71,7 @@ class ViewModel:
         last_flatten: Callable[[], dict[str, Any] | None],
         reconcile: Callable[[], dict[str, Any] | None] = lambda: None,
         equity: Callable[[int], dict[str, Any]] | None = None,
+        holdings: Callable[[int], list[Holding]] | None = None,
     ) -> None:
         self._config = config
         self._mode = mode
@@ -85,6 +89,7 @@ class ViewModel:
         self._last_flatten = last_flatten
         self._reconcile = reconcile
         self._equity = equity
+        self._holdings = holdings
         self._venues = tuple(sorted({inst.venue for pair in pairs for inst in pair.instruments}))
 
     def pair_names(self) -> list[str]:
@@ -265,7 +270,14 @@ class ViewModel:
             price_outliers=dict(sorted(outliers.items())),
             venues=self._venues,
             positions=self._position_rows(),
+            holdings=self._holding_rows(),
         )
+
+    def _holding_rows(self) -> tuple[HoldingRow, ...]:
+        if self._holdings is None:
+            return ()
+        in_flight = {g.pair for g in self._orch.open.values()}
+        return tuple(_holding_row(h, h.asset in in_flight) for h in self._holdings(self._clock.time_ms()))
 
     def _position_rows(self) -> tuple[PositionRow, ...]:
         """The open positions (zero ones left out), by asset then venue: a few rows at most."""
@@ -337,6 +349,25 @@ def _num(value: Decimal) -> str:
 
 def _money(value: Decimal) -> str:
     return f"{value.quantize(Decimal('0.01'))}"
+
+
+def _dec(value: Decimal | None) -> str:
+    """An exact decimal for a snapshot row: positional, no trailing zeros; "" when unknown."""
+    if value is None:
+        return ""
+    return "0" if value == 0 else format(value.normalize(), "f")
+
+
+def _holding_row(h: Holding, in_flight: bool) -> HoldingRow:
+    return HoldingRow(
+        key=h.asset, asset=h.asset, net=_dec(h.net), step=_dec(h.step), drift=h.drift, mark=_dec(h.mark),
+        unrealized="n/a" if h.unrealized is None else _money(h.unrealized),
+        carry="n/a" if h.carry is None else _money(h.carry),
+        held_since_ms=h.held_since_ms, in_flight=in_flight,
+        legs=tuple(HoldingLegRow(venue=leg.venue, qty=_dec(leg.qty), venue_qty=_dec(leg.venue_qty), unit=leg.unit,
+                                 mark=_dec(leg.mark), unrealized=_dec(leg.unrealized), quote_ccy=leg.quote_ccy)
+                   for leg in h.legs),
+    )
 
 
 def _group_row(g: HedgeGroup) -> GroupRow:
