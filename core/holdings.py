@@ -73,32 +73,19 @@ class Holding:
         return self.net != 0 and abs(self.net) >= self.step
 
 
-def _convert(amounts: Iterable[tuple[Decimal | None, str]], rates: RateBook) -> Decimal | None:
-    total = _ZERO
-    for amount, ccy in amounts:
-        if amount is None:
-            return None
-        if amount == 0:
-            continue
-        converted = rates.convert(amount, ccy)
-        if converted is None:
-            return None
-        total += converted
-    return total
-
-
 def holdings(
     views: Iterable[PositionView], instruments: Mapping[tuple[Venue, str], Instrument], rates: RateBook
 ) -> list[Holding]:
-    """Per asset with a position or carry on some venue (flat dust-free assets left out), by
-    asset name; legs by venue. `instruments` gives each view's lot step and units, and every
-    instrument of an asset counts for its step (a venue that holds nothing still sets it)."""
+    """Per asset with a position on some venue (flat assets left out), by asset name; legs by
+    venue (those with a position). Carry is what those books have booked and accrued so far.
+    `instruments` gives each view's lot step and units, and every instrument of an asset
+    counts for its step (a venue that holds nothing still sets it)."""
     steps: dict[str, Decimal] = {}
     for inst in instruments.values():
         steps[inst.pair] = max(steps.get(inst.pair, _ZERO), inst.base_step)
     by_asset: dict[str, list[PositionView]] = {}
     for v in views:
-        if v.qty != 0 or any(v.carry.values()):
+        if v.qty != 0:
             by_asset.setdefault(v.asset, []).append(v)
     out: list[Holding] = []
     for asset, group in sorted(by_asset.items()):
@@ -120,8 +107,8 @@ def holdings(
             step=steps.get(asset, _ZERO),
             held=bool(held_legs),
             mark=sum(marks, _ZERO) / len(marks) if marks else None,
-            unrealized=_convert(((leg.unrealized, leg.quote_ccy) for leg in legs), rates),
-            carry=_convert(((amount, ccy) for v in group for ccy, amount in v.carry.items()), rates),
+            unrealized=rates.total((leg.unrealized, leg.quote_ccy) for leg in legs),
+            carry=rates.total((amount, ccy) for v in group for ccy, amount in v.carry.items()),
             held_since_ms=min(opened) if opened else None,
         ))
     return out

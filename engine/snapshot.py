@@ -226,7 +226,7 @@ class RuntimeSnapshot:
     log: tuple[EngineEvent, ...]
     log_total: int
     pairs: tuple[PairRow, ...] = ()
-    daily_pnl: str = "0.00"
+    daily_pnl: str = "0.00"  # the day's equity change (UTC), "n/a" when a rate or mark is missing
     compensation: tuple[CompensationRow, ...] = ()
     limits: tuple[LimitRow, ...] = ()
     breakers: tuple[BreakerRow, ...] = ()

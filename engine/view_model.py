@@ -72,6 +72,7 @@ class ViewModel:
         reconcile: Callable[[], dict[str, Any] | None] = lambda: None,
         equity: Callable[[int], dict[str, Any]] | None = None,
         holdings: Callable[[int], list[Holding]] | None = None,
+        day_equity: Callable[[int], Decimal | None] | None = None,
     ) -> None:
         self._config = config
         self._mode = mode
@@ -90,6 +91,7 @@ class ViewModel:
         self._reconcile = reconcile
         self._equity = equity
         self._holdings = holdings
+        self._day_equity = day_equity
         self._venues = tuple(sorted({inst.venue for pair in pairs for inst in pair.instruments}))
 
     def pair_names(self) -> list[str]:
@@ -253,7 +255,7 @@ class ViewModel:
             log_total=self._events.total,
             pairs=self.pair_rows(),
             compensation=_compensation_rows(recent, 30),
-            daily_pnl=_money(self._gate.breakers.daily_pnl),
+            daily_pnl=self._daily(),
             limits=self._limit_rows(len(orch.open)),
             breakers=tuple(
                 BreakerRow(key=b.name, name=b.name, state="tripped" if b.tripped else "ok", effect=b.effect,
@@ -272,6 +274,14 @@ class ViewModel:
             positions=self._position_rows(),
             holdings=self._holding_rows(),
         )
+
+    def _daily(self) -> str:
+        """The day's equity change (what the daily-loss breaker judges, read now); "n/a" when a
+        rate or mark is missing."""
+        if self._day_equity is None:
+            return _money(self._gate.breakers.daily_pnl)
+        change = self._day_equity(self._clock.time_ms())
+        return "n/a" if change is None else _money(change)
 
     def _holding_rows(self) -> tuple[HoldingRow, ...]:
         if self._holdings is None:
