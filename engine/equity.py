@@ -43,7 +43,8 @@ class RunningEquity:
         self.refused = 0  # fills the portfolio refused (logged): a bug, never silent
         self.restore_error: str | None = None  # the ledger could not be replayed: no figure
         # (UTC day, equity when it began): the day's figure is the equity now less this. Set
-        # by the ledger at restore, else recorded by the first reading of a day.
+        # by the ledger at restore, else recorded by the first reading of a day; before either,
+        # this run's money began at 0 (nothing came before it).
         self._day: tuple[int, Decimal | None] | None = None
 
     async def restore(self, ledger: Ledger, now_ms: int | None = None) -> None:
@@ -162,7 +163,9 @@ class RunningEquity:
         known (a missing rate or mark, a ledger that could not be replayed)."""
         total = self.total(now_ms)
         day = now_ms // DAY_MS
-        if self._day is None or self._day[0] != day or self._day[1] is None:
+        if self._day is None:
+            self._day = (day, Decimal(0))
+        elif self._day[0] != day or self._day[1] is None:
             self._day = (day, total)
         start = self._day[1]
         return None if total is None or start is None else total - start

@@ -207,3 +207,27 @@ async def test_legs_drifting_apart_are_alerted_once_and_their_return_is_said(tmp
         assert _alerts(rt, "drift") == ["XAU legs back together"]
     finally:
         await rt.close_ledger()
+
+
+async def test_the_day_starts_again_at_utc_midnight_from_the_equity_then(tmp_path: Path) -> None:
+    clock = ManualClock()
+    rt = _runtime(tmp_path / "roll.db", clock)
+    await rt.open_ledger()
+    try:
+        await rt.driver.drive(300, 20.0)
+        now = clock.time_ms()
+        before = rt.equity.total(now)
+        assert before is not None and before != 0
+        assert rt.equity.day_change(now) == before  # the ledger began today
+        clock.advance(ms=((now // DAY_MS + 1) * DAY_MS - now))  # midnight UTC
+        midnight = clock.time_ms()
+        start = rt.equity.total(midnight)
+        assert start is not None
+        assert rt.equity.day_change(midnight) == 0  # recorded when the day rolled
+        await trade(rt, "n1", "buy", "0.01", "2700")  # 1 oz above the market: a loss today
+        later = clock.time_ms()
+        total = rt.equity.total(later)
+        assert total is not None and total < start
+        assert rt.equity.day_change(later) == total - start
+    finally:
+        await rt.close_ledger()
