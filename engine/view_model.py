@@ -9,6 +9,7 @@ done is in them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -44,6 +45,7 @@ from engine.snapshot import (
     RuntimeSnapshot,
 )
 from engine.venue_health import VenueHealth
+from ledger import analytics as ledger_analytics
 from ledger import queries
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
@@ -186,6 +188,22 @@ class ViewModel:
         with contextlib.suppress(LedgerError):  # a ledger that cannot write: what is committed
             await ledger.flush()
         return await ledger.read(queries.groups, pair=pair, state=state, limit=limit)
+
+    async def analytics(self) -> dict[str, Any] | None:
+        """The equity curve and trade statistics from the ledger (`ledger.analytics`), computed
+        in a worker thread on its own read-only connection: a long ledger's replay never holds
+        the event loop (the UI, the quotes). None without a ledger."""
+        ledger = self._ledger()
+        if ledger is None:
+            return None
+        with contextlib.suppress(LedgerError):  # a ledger that cannot write: what is committed
+            await ledger.flush()
+        money_cfg = self._config.money
+        instruments = {inst.key: inst for pair in self._pairs for inst in pair.instruments}
+        return await asyncio.to_thread(
+            queries.run, ledger.path, ledger_analytics.analytics, now_ms=self._clock.time_ms(),
+            account_ccy=money_cfg.account_currency, rates=money_cfg.rates, instruments=instruments,
+        )
 
     # -- views -----------------------------------------------------------------------
     def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:
