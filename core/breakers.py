@@ -4,7 +4,7 @@ Each breaker watches one input and, when it trips, has one effect on the RiskGat
 
 | breaker | input | effect |
 |---|---|---|
-| `daily_loss` | realized PnL of groups closed today (UTC) | halt (until the day rolls and an operator rearms) |
+| `daily_loss` | the day's equity change (UTC; unrealized and carry in it) | halt (to the day's roll, then rearm) |
 | `consecutive_failures` | N failed or compensated groups in a row | pause for `failure_pause_s` |
 | `stale:<venue>` | no quote for `venue_block_s` | no new intents on that venue |
 | `stale_halt:<venue>` | no quote for `feed_stale_halt_s` | halt |
@@ -14,6 +14,8 @@ Each breaker watches one input and, when it trips, has one effect on the RiskGat
 
 (`outlier:<venue>` releases once the venue's quotes agree with another venue again.)
 | `hold_timeout` | a group open longer than `hold_timeout_s` | alert; the group is unwound |
+| `hold:<asset>` | a hedge held past `hold_alert_s`, then `hold_close_s` | alert (then `hold_action`) |
+| `drift:<asset>` | the asset's legs apart by a lot step or more, no group in flight | alert |
 | `compensation_failed` | a group ended `failed` | halt |
 
 Breakers are pure: they report trips and releases as `BreakerChange`s; the gate applies the
@@ -123,12 +125,11 @@ class Breakers:
         b = self.all["daily_loss"]
         return self._set(b, False, now_ms, "new trading day") if b.tripped else []
 
-    def on_group_closed(self, *, failed: bool, compensated: bool, pnl: Decimal, now_ms: int) -> list[BreakerChange]:
-        """A group reached a terminal state (rejected groups count as neither success nor failure)."""
+    def on_group_closed(self, *, failed: bool, compensated: bool, now_ms: int) -> list[BreakerChange]:
+        """A group reached a terminal state (rejected groups count as neither success nor failure).
+        Its money is in the day's equity (`on_day_equity`), with everything else that moved it."""
         changes = self._roll_day(now_ms)
-        self.daily_pnl += pnl
         lim = self.limits
-        changes += self.check_daily_loss(now_ms)
         if failed:
             changes += self._set(self.all["compensation_failed"], True, now_ms, "a group ended failed")
         if failed or compensated:
@@ -141,13 +142,23 @@ class Breakers:
             self.consecutive_failures = 0
         return changes
 
+    def on_day_equity(self, change: Decimal | None, now_ms: int) -> list[BreakerChange]:
+        """The day's equity change (realized + unrealized - fees + carry now, less the same at
+        the UTC day's start). None: not known now (a rate or a mark is missing): the last
+        figure stands and nothing trips or releases on a guess."""
+        changes = self._roll_day(now_ms)
+        if change is None:
+            return changes
+        self.daily_pnl = change
+        return changes + self.check_daily_loss(now_ms)
+
     def check_daily_loss(self, now_ms: int) -> list[BreakerChange]:
-        """Trip the daily loss breaker if today's realized PnL is past the limit (also after a
-        restart restored today's PnL from the ledger)."""
+        """Trip the daily loss breaker if the day's equity change is past the limit (also after
+        a restart restored it from the ledger)."""
         lim = self.limits
         if self.daily_pnl <= -lim.daily_loss_limit:
             return self._set(self.all["daily_loss"], True, now_ms,
-                             f"realized today {self.daily_pnl} <= -{lim.daily_loss_limit}")
+                             f"equity today {self.daily_pnl.quantize(Decimal('0.01'))} <= -{lim.daily_loss_limit}")
         return []
 
     def on_venue_health(
@@ -216,6 +227,12 @@ class Breakers:
         """An alert, not a state: it trips and releases in one go (the group is unwound)."""
         b = self.all["hold_timeout"]
         detail = f"group {group_id} open {age_s:.0f}s (> {self.limits.hold_timeout_s}s): unwinding"
+        return self._set(b, True, now_ms, detail) + self._set(b, False, now_ms, detail)
+
+    def alert(self, name: str, detail: str, now_ms: int) -> list[BreakerChange]:
+        """An alert of its own name (`hold:XAU`, `drift:XAU`): it trips and releases in one go,
+        so it is journaled and shown, never a state that blocks anything."""
+        b = self._add(name, "alert")
         return self._set(b, True, now_ms, detail) + self._set(b, False, now_ms, detail)
 
     def tick(self, now_ms: int) -> list[BreakerChange]:

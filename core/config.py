@@ -341,6 +341,23 @@ class RiskConfig(_Strict):
     hold_timeout_s: float = Field(
         600, gt=0, le=WEEK_S, allow_inf_nan=False, description="A group open this long raises an alert and is unwound."
     )
+    hold_alert_s: float = Field(
+        28_800, gt=0, le=WEEK_S, allow_inf_nan=False,
+        description="A hedge (an asset's legs) held this long raises an alert.",
+    )
+    hold_close_s: float = Field(
+        86_400, gt=0, le=WEEK_S, allow_inf_nan=False,
+        description="A hedge held this long gets hold_action (>= hold_alert_s).",
+    )
+    hold_action: Literal["close", "alert"] = Field(
+        "alert", description="After hold_close_s: close the asset's legs at market on every venue, or only alert."
+    )
+
+    @model_validator(mode="after")
+    def _hold_order(self) -> RiskConfig:
+        if self.hold_close_s < self.hold_alert_s:
+            raise ValueError(f"hold_close_s: must be >= hold_alert_s ({self.hold_alert_s:g})")
+        return self
 
 
 class DemoConfig(_Strict):

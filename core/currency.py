@@ -10,6 +10,7 @@ conversion says None, never 1.0 by default. The account currency converts to its
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -125,6 +126,21 @@ class RateBook:
         """`amount` of `ccy` in the account currency; None when `ccy` has no rate."""
         r = self.rate(ccy)
         return None if r is None else amount * r.value
+
+    def total(self, amounts: Iterable[tuple[Decimal | None, str]]) -> Decimal | None:
+        """The sum of (amount, currency) in the account currency; None when an amount is
+        missing or a non-zero amount's currency has no rate."""
+        out = Decimal(0)
+        for amount, ccy in amounts:
+            if amount is None:
+                return None
+            if amount == 0:
+                continue
+            converted = self.convert(amount, ccy)
+            if converted is None:
+                return None
+            out += converted
+        return out
 
     def rates(self) -> dict[str, Rate]:
         return dict(self._rates)

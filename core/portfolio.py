@@ -82,6 +82,9 @@ class _Book:
     fills: int = 0
     last_fill_ms: int = 0
     last_price: Decimal = _ZERO  # venue units
+    # When the position last became at least one lot step (or reversed through zero): how long
+    # it has been held. None while below a lot step (dust is not a holding).
+    opened_ms: int | None = None
     # The last quote as it came (venue units, float): converted only when valued.
     mark_bid: float = 0.0
     mark_ask: float = 0.0
@@ -104,6 +107,15 @@ class _Book:
         if self.qty == 0:
             self.cost = _ZERO
             self.accrued = None
+
+    def track_opening(self, before: Decimal, ts_ms: int) -> None:
+        """After a trade: a position that became held (>= one lot step), or reversed, opens now."""
+        step = self.inst.base_step
+        held = abs(self.qty) >= step
+        if not held:
+            self.opened_ms = None
+        elif abs(before) < step or (before > 0) != (self.qty > 0):
+            self.opened_ms = ts_ms
 
     def mark_price(self) -> Decimal | None:
         if self.mark_ms < 0:
@@ -139,6 +151,7 @@ class PositionView:
     fees: dict[str, Decimal]
     carry: dict[str, Decimal]
     fills: int
+    opened_ms: int | None = None  # held (>= one lot step) since; None below a lot step
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +161,7 @@ class PositionView:
             "mark_age_ms": self.mark_age_ms, "unrealized": _text(self.unrealized),
             "fees": {k: _text(v) for k, v in sorted(self.fees.items())},
             "carry": {k: _text(v) for k, v in sorted(self.carry.items())}, "fills": self.fills,
+            "opened_ms": self.opened_ms,
         }
 
 
@@ -268,7 +282,9 @@ class Portfolio:
         self._trades.add((venue, trade_id))
         base = book.inst.to_base_qty(qty)
         px = book.inst.normalized_price(price)
+        before = book.qty
         book.trade(base if side == "buy" else -base, px)
+        book.track_opening(before, ts_ms)
         _add(book.fees, fee_ccy, fee)
         book.fills += 1
         if ts_ms >= book.last_fill_ms:  # a late fill stamped earlier is not the last price
@@ -373,7 +389,7 @@ class Portfolio:
             realized=b.cash + b.cost, mark=mark,
             mark_ts_ms=b.mark_ms if mark is not None else None,
             mark_age_ms=now_ms - b.mark_ms if mark is not None else None,
-            unrealized=unrealized, fees=dict(b.fees), carry=b.carry_total(), fills=b.fills,
+            unrealized=unrealized, fees=dict(b.fees), carry=b.carry_total(), fills=b.fills, opened_ms=b.opened_ms,
         )
 
     def equity(self, rates: RateBook, now_ms: int) -> Equity:

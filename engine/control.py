@@ -71,6 +71,10 @@ class EngineReader(Protocol):
         """Groups from the ledger, newest first."""
         ...
 
+    async def analytics(self) -> dict[str, Any] | None:
+        """The equity curve and trade statistics from the ledger; None without a ledger."""
+        ...
+
 
 class OperatorControl(Protocol):
     """Implemented by `engine.operator.Operator` (`Runtime.control`)."""

@@ -20,9 +20,12 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from core.breakers import DAY_MS
 from core.config import MoneyConfig
+from core.holdings import Holding, holdings
 from core.instruments import Instrument
 from core.models import Fill, Order, Venue
+from core.portfolio import PositionView
 from ledger import money
 from ledger.ledger import Ledger
 
@@ -39,12 +42,26 @@ class RunningEquity:
         self._replay = money.new_replay(self._instruments)
         self.refused = 0  # fills the portfolio refused (logged): a bug, never silent
         self.restore_error: str | None = None  # the ledger could not be replayed: no figure
+        # (UTC day, equity when it began): the day's figure is the equity now less this. Set
+        # by the ledger at restore, else recorded by the first reading of a day; before either,
+        # this run's money began at 0 (nothing came before it).
+        self._day: tuple[int, Decimal | None] | None = None
 
-    async def restore(self, ledger: Ledger) -> None:
+    async def restore(self, ledger: Ledger, now_ms: int | None = None) -> None:
         """Start from everything the ledger holds (the same replay as `ledger summary`). When
-        that fails the figures are missing (null), never the money of this run alone."""
+        that fails the figures are missing (null), never the money of this run alone. With
+        `now_ms`, the equity at the start of that UTC day is replayed too (marked at the last
+        fill prices before midnight: the ledger keeps no quotes), so a restart keeps the day's
+        figure and the daily loss it may have reached."""
         try:
             self._replay = await ledger.read(money.replay_ledger, self._instruments)
+            if now_ms is not None:
+                day = now_ms // DAY_MS
+                before = await ledger.read(money.replay_ledger, self._instruments, until_ms=day * DAY_MS)
+                before.mark_last_fills()
+                rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+                total = money.equity_doc(before, rates, now_ms).get("total")
+                self._day = (day, Decimal(total) if isinstance(total, str) else None)
         except Exception as exc:
             self.restore_error = (str(exc) or type(exc).__name__)[:300]
             raise
@@ -63,9 +80,8 @@ class RunningEquity:
             self.refused += 1
             log.error("equity: fill %s:%s refused: %s", fill.venue, fill.venue_trade_id, exc)
 
-    def equity(self, now_ms: int) -> dict[str, Any]:
-        """The equity document (`currency`, `realized`, `unrealized`, `fees`, `carry`, `total`:
-        decimal strings, null when missing), marked now."""
+    def _mark(self, now_ms: int) -> None:
+        """Every book at its venue's mid now (the last fill price before a quote)."""
         replay = self._replay
         portfolio = replay.portfolio
         for (venue, symbol) in self._instruments:
@@ -80,6 +96,12 @@ class RunningEquity:
                 if last is not None:
                     portfolio.mark_at(venue, symbol, last[0], last[1])
                     replay.marks[(venue, symbol)] = (last[0], "last_fill", last[1])
+
+    def equity(self, now_ms: int) -> dict[str, Any]:
+        """The equity document (`currency`, `realized`, `unrealized`, `fees`, `carry`, `total`:
+        decimal strings, null when missing), marked now."""
+        replay = self._replay
+        self._mark(now_ms)
         rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
         doc = money.equity_doc(replay, rates, now_ms)
         doc["mark_source"] = money.mark_source(replay)
@@ -89,6 +111,61 @@ class RunningEquity:
             doc["error"] = f"not restored from the ledger: {self.restore_error}"
         return doc
 
+    def positions(self, now_ms: int) -> list[PositionView]:
+        """Every book with a fill or a position, marked now ([] when nothing was restored)."""
+        if self.restore_error is not None:
+            return []
+        self._mark(now_ms)
+        return self._replay.portfolio.positions(now_ms)
+
+    def holdings(self, now_ms: int) -> list[Holding]:
+        """Per asset: each venue's position, net delta, mark, unrealized and carry (in the
+        account currency), marked now. Empty when the ledger could not be replayed: the
+        positions are not known."""
+        if self.restore_error is not None:
+            return []
+        portfolio = self._replay.portfolio
+        views = self.positions(now_ms)
+        instruments = dict(self._instruments)
+        for v in views:
+            instruments.setdefault((v.venue, v.symbol), portfolio.instrument(v.venue, v.symbol))
+        rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+        return holdings(views, instruments, rates)
+
+    def venue_equity(self, now_ms: int) -> dict[Venue, Decimal | None]:
+        """Each venue's own equity change in the account currency (its books' realized +
+        unrealized - fees + carry), marked now: with the account's starting balance, what
+        margin is computed from. None for a venue whose figure is missing (a rate, a mark, or
+        a fill of an instrument the portfolio does not know); {} when nothing was restored."""
+        if self.restore_error is not None:
+            return {}
+        self._mark(now_ms)
+        portfolio = self._replay.portfolio
+        rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+        out: dict[Venue, Decimal | None] = {}
+        for v in portfolio.positions(now_ms, include_flat=True):
+            amount = rates.total([(v.realized, v.quote_ccy), (v.unrealized, v.quote_ccy),
+                                  *((-fee, ccy) for ccy, fee in v.fees.items()),
+                                  *((c, ccy) for ccy, c in v.carry.items())])
+            prior = out.get(v.venue, Decimal(0))
+            out[v.venue] = None if prior is None or amount is None else prior + amount
+        for venue, _symbol in self._replay.unknown:
+            out[venue] = None
+        return out
+
     def total(self, now_ms: int) -> Decimal | None:
         value = self.equity(now_ms).get("total")
         return Decimal(value) if isinstance(value, str) else None
+
+    def day_change(self, now_ms: int) -> Decimal | None:
+        """The day's equity: equity now less equity when the UTC day began (recorded when the
+        day rolls: by the first reading of a day that has a figure). None when either is not
+        known (a missing rate or mark, a ledger that could not be replayed)."""
+        total = self.total(now_ms)
+        day = now_ms // DAY_MS
+        if self._day is None:
+            self._day = (day, Decimal(0))
+        elif self._day[0] != day or self._day[1] is None:
+            self._day = (day, total)
+        start = self._day[1]
+        return None if total is None or start is None else total - start

@@ -71,8 +71,9 @@ class Flattener:
         self._mt5_close = mt5_close
         self._seq = itertools.count(1)
 
-    async def run(self) -> dict[str, Any]:
-        """One flatten pass over every venue; returns the per venue/asset report."""
+    async def run(self, assets: set[str] | None = None) -> dict[str, Any]:
+        """One flatten pass over every venue (only `assets`' instruments when given: a hedge held
+        too long is closed alone); returns the per venue/asset report."""
         started_ms = self._clock.time_ms()
         batch = f"FL{base36(started_ms)}{next(self._seq)}"
         # A report made after flatten began: every fill before it is in the positions.
@@ -82,6 +83,8 @@ class Flattener:
         counter = itertools.count()
         for (venue, symbol), inst in sorted(self._instruments.items()):
             asset = self._orch.asset_of(venue, symbol)
+            if assets is not None and asset not in assets:
+                continue
             line = FlattenLine(venue, asset, symbol, self._gate.exposure.position(venue, asset))
             lines.append(line)
             if venue == "mt5" and reports is not None:

@@ -53,6 +53,7 @@ class Operator:
         self._running = running
         self._ledger_error = ledger_error
         self._flatten_lock = asyncio.Lock()
+        self._close_lock = asyncio.Lock()  # one closing pass at a time: a flatten or an asset's close
         self._last_flatten: dict[str, Any] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -123,7 +124,8 @@ class Operator:
             await self._orch.cancel_entries()
             await self._orch.settle_open(timeout_s=self._settle_timeout_s)
             still_open = sorted(self._orch.open)
-            report = await self._flattener.run()
+            async with self._close_lock:  # after an asset's close still sending, never beside it
+                report = await self._flattener.run()
             report["groups_still_open"] = still_open
             if self._gate.state is not TradingState.HALTED:  # nothing may have re-armed it meanwhile
                 self._gate.kill(f"flatten: {reason}")
@@ -139,6 +141,35 @@ class Operator:
                 if task is not None:
                     await task
             return self._result("flatten", True, f"flatten done: {result}", **report)
+
+    async def close_asset(self, asset: str, reason: str) -> dict[str, Any] | None:
+        """Close one asset's legs at market on every venue (`risk.hold_action = "close"`): the
+        flatten orders of that asset alone, write-ahead and tracked like any other; trading is
+        not halted. None when a flatten is running (it closes everything anyway)."""
+        if self._flatten_lock.locked():
+            return None
+        async with self._close_lock:
+            self._events.emit(EngineEvent(self._clock.time_ms(), "hold", f"closing {asset} at market: {reason}",
+                                          "warn"))
+            report = await self._flattener.run(assets={asset})
+            result = "flat" if report["flat"] else "residual " + ", ".join(
+                f"{r['venue']}:{r['asset']} {r['after']}" for r in report["residual"]
+            )
+            self._events.emit(EngineEvent(self._clock.time_ms(), "hold", f"{asset} closed: {result}",
+                                          "info" if report["flat"] else "error"))
+            return report
+
+    def close_asset_soon(self, asset: str, reason: str) -> None:
+        """`close_asset` in the background (the risk loop's hold action); drained at stop."""
+        task = asyncio.get_running_loop().create_task(self.close_asset(asset, reason), name=f"close-{asset}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: self._close_failed(asset, t))
+
+    def _close_failed(self, asset: str, task: asyncio.Task[dict[str, Any] | None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._events.emit(EngineEvent(self._clock.time_ms(), "error",
+                                          f"closing {asset} failed: {task.exception()!r}", "error"))
 
     def _refuse_during_flatten(self, action: str) -> None:
         if self._flatten_lock.locked():

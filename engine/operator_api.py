@@ -266,7 +266,8 @@ class RuntimeCollector(Collector):
                                        "(docs/ledger.md, Money), in the account currency.", labels=["currency"])
             equity.add_metric([snap.account_ccy], _number(snap.equity))
             yield equity
-        yield GaugeMetricFamily("quantarb_daily_pnl", "Realized PnL today.", value=_number(snap.daily_pnl))
+        yield GaugeMetricFamily("quantarb_daily_pnl", "Equity change today (UTC): what the daily loss judges.",
+                                value=_number(snap.daily_pnl))
         trading = GaugeMetricFamily(
             "quantarb_trading_state", "1 for the current trading state, 0 for the others.", labels=["state"]
         )

@@ -11,7 +11,7 @@ unfinished order is asked about by client order id, and each group is completed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -55,6 +55,7 @@ class Recovery:
         risk: RiskJournal,
         clock: Clock,
         events: EventLog,
+        day_equity: Callable[[int], Decimal | None] = lambda _now_ms: None,
     ) -> None:
         self._gate = gate
         self._orch = orchestrator
@@ -64,6 +65,7 @@ class Recovery:
         self._risk = risk
         self._clock = clock
         self._events = events
+        self._day_equity = day_equity
         self.recovered_groups = 0
 
     def _instrument(self, venue: str, symbol: str) -> Instrument | None:
@@ -73,9 +75,9 @@ class Recovery:
         """Restore the trading state from the ledger; returns the work left for `finish()`."""
         rec = await ledger.recover()
         now_ms = self._clock.time_ms()
-        daily = await ledger.read(queries.realized_pnl, since_ms=queries.day_start_ms(now_ms))
-        self._gate.breakers.restore(rec.breakers, daily_pnl=daily, now_ms=now_ms)
-        # Today's losses as the ledger has them: past the limit, the breaker trips now.
+        # The day's equity as the ledger has it (the running equity, restored with the ledger,
+        # marked at the last fills until quotes come): past the limit, the breaker trips now.
+        self._gate.breakers.restore(rec.breakers, daily_pnl=self._day_equity(now_ms), now_ms=now_ms)
         tripped_now = self._gate.breakers.check_daily_loss(now_ms)
         for (venue, symbol), qty in (await ledger.read(queries.net_positions)).items():
             inst = self._instrument(venue, symbol)

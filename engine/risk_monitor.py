@@ -1,9 +1,12 @@
 """RiskMonitor: feeds the breakers what the engine sees, once a second.
 
 Venue health (is a feed connected, how old is its newest quote), the price guard's verdicts
-on each venue's quotes (outliers in a row), free balance/margin (the EA's account reports),
-the UTC day and pause expiry, and groups held open too long. The breakers themselves are
-pure (`core.breakers`); this module only gathers their inputs.
+on each venue's quotes (outliers in a row), free balance/margin (the EA's account reports,
+the paper accounts on the running equity), the day's equity change (the daily loss: equity
+now less equity when the UTC day began, unrealized and carry included), the UTC day and
+pause expiry, groups held open too long, and hedges held too long or whose legs drifted apart
+(`core.hold`). The breakers themselves are pure (`core.breakers`); this module only gathers
+their inputs.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from core.breakers import BreakerChange
 from core.clock import Clock
 from core.compare import CompareEngine
 from core.hedge import HedgeGroup
+from core.hold import HoldLimits, HoldVerdict, HoldWatch
+from core.holdings import Holding
 from core.risk import RiskGate
-from engine.events import EngineEvent, EventLog
+from engine.events import EngineEvent, EventLog, Level
 from engine.orchestrator import HedgeOrchestrator
 from engine.risk_journal import RiskJournal
 
@@ -42,6 +47,9 @@ class RiskMonitor:
         links: Callable[[], list[VenueLink]],
         balances: Callable[[], dict[str, Decimal]],
         hold_timeout_s: float,
+        day_equity: Callable[[int], Decimal | None] | None = None,
+        holdings: Callable[[int], list[Holding]] | None = None,
+        hold: HoldLimits | None = None,
     ) -> None:
         self.gate = gate
         self.compare = compare
@@ -50,6 +58,10 @@ class RiskMonitor:
         self._links = links
         self._balances = balances
         self.hold_timeout_s = hold_timeout_s
+        self._day_equity = day_equity
+        self._holdings = holdings
+        self.hold_watch = HoldWatch(hold) if hold is not None else None
+        self.verdicts: list[HoldVerdict] = []  # the last step's hold and drift verdicts
         self.started_ns = clock.monotonic_ns()
         self._last_up_ns: dict[str, int] = {v: self.started_ns for v in self.venues}
         self._held: set[str] = set()
@@ -109,8 +121,18 @@ class RiskMonitor:
             changes += breakers.on_price_check(venue, outlier_run=run, agreed=agreed, now_ms=now_ms)
         for venue, free in self._balances().items():
             changes += self.gate.set_free_balance(venue, free)
+        if self._day_equity is not None:
+            changes += breakers.on_day_equity(self._day_equity(now_ms), now_ms)
+        groups = list(open_groups)
+        self.verdicts = []
+        if self.hold_watch is not None and self._holdings is not None:
+            self.verdicts = self.hold_watch.check(self._holdings(now_ms), {g.pair for g in groups}, now_ms)
+            for v in self.verdicts:
+                if v.kind != "drift_end":
+                    changes += breakers.alert(f"{'drift' if v.kind == 'drift' else 'hold'}:{v.asset}", v.detail,
+                                              now_ms)
         held: list[HedgeGroup] = []
-        for g in open_groups:
+        for g in groups:
             age_s = (now_ms - g.opened_ms) / 1000
             if age_s > self.hold_timeout_s and g.group_id not in self._held:
                 self._held.add(g.group_id)
@@ -121,7 +143,9 @@ class RiskMonitor:
 
 class RiskLoop:
     """Runs the RiskMonitor once a second: marks the exposure book from the books, applies
-    breaker changes (journaled), and unwinds groups held past the hold timeout."""
+    breaker changes (journaled), unwinds groups held past the hold timeout, says which hedges
+    are held too long or drifted apart, and closes a hedge held past `hold_close_s` when
+    `hold_action` is `close` (`close_asset`: the operator's closing pass for one asset)."""
 
     def __init__(
         self,
@@ -129,11 +153,13 @@ class RiskLoop:
         orchestrator: HedgeOrchestrator,
         risk: RiskJournal,
         events: EventLog,
+        close_asset: Callable[[str, str], None] | None = None,
     ) -> None:
         self._monitor = monitor
         self._orch = orchestrator
         self._risk = risk
         self._events = events
+        self._close_asset = close_asset
 
     async def run(self, interval_s: float = 1.0) -> None:
         self._monitor.restart()
@@ -157,3 +183,12 @@ class RiskLoop:
             self._orch.hold_expired(group)
         if changes:
             self._risk.apply_breakers(changes)
+        now_ms = self._monitor.clock.time_ms()
+        for v in self._monitor.verdicts:
+            if v.kind == "drift_end":
+                self._events.emit(EngineEvent(now_ms, "drift", v.detail, "info", {"asset": v.asset}))
+                continue
+            level: Level = "error" if v.kind in ("drift", "close") else "warn"
+            self._events.emit(EngineEvent(now_ms, "alert", v.detail, level, {"asset": v.asset, "rule": v.kind}))
+            if v.kind == "close" and v.action == "close" and self._close_asset is not None:
+                self._close_asset(v.asset, v.detail)

@@ -23,6 +23,7 @@ from core.commands import Mt5Command
 from core.compare import CompareEngine
 from core.config import Mt5VenueConfig, QuantarbConfig, listener_warning
 from core.hedge import HedgeGroup
+from core.hold import HoldLimits
 from core.instruments import Instrument
 from core.models import Decision, GroupState, Quote, TradingState, Venue
 from core.pipeline import OpportunityPipeline
@@ -165,7 +166,7 @@ class Runtime:
             ledger_error=lambda: self.journal.error if self.journal is not None else None,
         )
         self.recovery = Recovery(self.gate, self.orchestrator, self.pipeline, self.compare, self.instruments,
-                                 self.risk, self.clock, self.events)
+                                 self.risk, self.clock, self.events, day_equity=self.equity.day_change)
         self._dust_journaled: dict[str, Decimal] = {}
         if mt5 is not None:
             mt5.queue.fill_listeners.append(self._mt5_fill)
@@ -179,15 +180,20 @@ class Runtime:
                                   else None)
         self.world = demo.build_world(config, self.clock, is_demo=is_demo, on_mt5_tick=on_mt5,
                                       accounts=self._trading_accounts)
-        self.accounts = Accounts(self.gateways, config.paper, self.gate, self.orchestrator, mt5)
+        self.accounts = Accounts(self.gateways, config.paper, self.gate,
+                                 lambda: self.equity.venue_equity(self.clock.time_ms()), mt5)
         self.risk_monitor = RiskMonitor(
             self.gate, self.compare, self.clock,
             venues={inst.venue for inst in self.instruments.values()},
             links=self.health.links,
             balances=self._free_margin,
             hold_timeout_s=config.risk.hold_timeout_s,
+            day_equity=self.equity.day_change,
+            holdings=self.equity.holdings,
+            hold=HoldLimits(config.risk.hold_alert_s, config.risk.hold_close_s, config.risk.hold_action),
         )
-        self.risk_loop = RiskLoop(self.risk_monitor, self.orchestrator, self.risk, self.events)
+        self.risk_loop = RiskLoop(self.risk_monitor, self.orchestrator, self.risk, self.events,
+                                  close_asset=self.control.close_asset_soon)
         self.view = ViewModel(
             config, self.mode, self.pairs, self.clock,
             pipeline=self.pipeline, compare=self.compare, gate=self.gate, orchestrator=self.orchestrator,
@@ -196,6 +202,8 @@ class Runtime:
             last_flatten=lambda: self.control.last_flatten,
             reconcile=lambda: self.reconciler.status() if self.reconciler is not None else None,
             equity=self.equity.equity,
+            holdings=self.equity.holdings,
+            day_equity=self.equity.day_change,
         )
         self.reconciler: Reconciler | None = None
         if self.live is not None:
@@ -365,7 +373,6 @@ class Runtime:
         changes = self.gate.breakers.on_group_closed(
             failed=group.state is GroupState.FAILED,
             compensated=group.state in (GroupState.REPAIRED, GroupState.UNWOUND),
-            pnl=group.realized_pnl,
             now_ms=self.clock.time_ms(),
         )
         if changes:
@@ -568,7 +575,8 @@ class Runtime:
         if self.mt5 is not None:
             self.mt5.store.target = self.journal
         try:
-            await self.equity.restore(self.ledger)  # the money so far: the ledger's own replay
+            # The money so far (the ledger's own replay) and when today began.
+            await self.equity.restore(self.ledger, now_ms=self.clock.time_ms())
         except LedgerError as exc:
             self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
                                          f"equity could not be restored from the ledger: {exc}", "error"))

@@ -176,6 +176,37 @@ class PositionRow:
 
 
 @dataclass(slots=True, frozen=True)
+class HoldingLegRow:
+    """One venue's position in an asset (decimal strings; "" when not known)."""
+
+    venue: str
+    qty: str  # base units, signed
+    venue_qty: str  # the venue's units, signed
+    unit: str  # "lot", "ct", or "" (the venue trades base units)
+    mark: str  # normalized price
+    unrealized: str  # in the instrument's quote currency
+    quote_ccy: str
+
+
+@dataclass(slots=True, frozen=True)
+class HoldingRow:
+    """One asset across venues, from the running portfolio (docs/ledger.md, Money): money in the
+    account currency, "n/a" when a rate or mark is missing."""
+
+    key: str  # the asset
+    asset: str
+    net: str  # net delta across venues, base units
+    step: str  # the coarsest lot step in base units: a net delta this large is drift
+    drift: bool
+    mark: str
+    unrealized: str
+    carry: str
+    held_since_ms: int | None
+    legs: tuple[HoldingLegRow, ...] = ()
+    in_flight: bool = False  # a group of this asset is open: its legs may be apart for now
+
+
+@dataclass(slots=True, frozen=True)
 class RuntimeSnapshot:
     ts_ms: int
     mode: str
@@ -195,7 +226,7 @@ class RuntimeSnapshot:
     log: tuple[EngineEvent, ...]
     log_total: int
     pairs: tuple[PairRow, ...] = ()
-    daily_pnl: str = "0.00"
+    daily_pnl: str = "0.00"  # the day's equity change (UTC), "n/a" when a rate or mark is missing
     compensation: tuple[CompensationRow, ...] = ()
     limits: tuple[LimitRow, ...] = ()
     breakers: tuple[BreakerRow, ...] = ()
@@ -215,3 +246,4 @@ class RuntimeSnapshot:
     price_outliers: dict[str, int] = field(default_factory=dict)
     venues: tuple[str, ...] = ()  # every configured venue: "all blocked" needs the whole set
     positions: tuple[PositionRow, ...] = ()
+    holdings: tuple[HoldingRow, ...] = ()  # the Positions pane: per asset, from the portfolio

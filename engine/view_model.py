@@ -9,6 +9,7 @@ done is in them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -19,6 +20,7 @@ from core.clock import Clock
 from core.compare import CompareEngine
 from core.config import QuantarbConfig
 from core.hedge import HedgeGroup
+from core.holdings import Holding
 from core.instruments import Pair
 from core.models import TradingState
 from core.pipeline import OpportunityPipeline
@@ -33,6 +35,8 @@ from engine.snapshot import (
     CompensationRow,
     EdgeRow,
     GroupRow,
+    HoldingLegRow,
+    HoldingRow,
     LegRow,
     LimitRow,
     PairRow,
@@ -41,6 +45,7 @@ from engine.snapshot import (
     RuntimeSnapshot,
 )
 from engine.venue_health import VenueHealth
+from ledger import analytics as ledger_analytics
 from ledger import queries
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
@@ -68,6 +73,8 @@ class ViewModel:
         last_flatten: Callable[[], dict[str, Any] | None],
         reconcile: Callable[[], dict[str, Any] | None] = lambda: None,
         equity: Callable[[int], dict[str, Any]] | None = None,
+        holdings: Callable[[int], list[Holding]] | None = None,
+        day_equity: Callable[[int], Decimal | None] | None = None,
     ) -> None:
         self._config = config
         self._mode = mode
@@ -85,6 +92,8 @@ class ViewModel:
         self._last_flatten = last_flatten
         self._reconcile = reconcile
         self._equity = equity
+        self._holdings = holdings
+        self._day_equity = day_equity
         self._venues = tuple(sorted({inst.venue for pair in pairs for inst in pair.instruments}))
 
     def pair_names(self) -> list[str]:
@@ -180,6 +189,22 @@ class ViewModel:
             await ledger.flush()
         return await ledger.read(queries.groups, pair=pair, state=state, limit=limit)
 
+    async def analytics(self) -> dict[str, Any] | None:
+        """The equity curve and trade statistics from the ledger (`ledger.analytics`), computed
+        in a worker thread on its own read-only connection: a long ledger's replay never holds
+        the event loop (the UI, the quotes). None without a ledger."""
+        ledger = self._ledger()
+        if ledger is None:
+            return None
+        with contextlib.suppress(LedgerError):  # a ledger that cannot write: what is committed
+            await ledger.flush()
+        money_cfg = self._config.money
+        instruments = {inst.key: inst for pair in self._pairs for inst in pair.instruments}
+        return await asyncio.to_thread(
+            queries.run, ledger.path, ledger_analytics.analytics, now_ms=self._clock.time_ms(),
+            account_ccy=money_cfg.account_currency, rates=money_cfg.rates, instruments=instruments,
+        )
+
     # -- views -----------------------------------------------------------------------
     def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:
         journal = self._journal()
@@ -248,7 +273,7 @@ class ViewModel:
             log_total=self._events.total,
             pairs=self.pair_rows(),
             compensation=_compensation_rows(recent, 30),
-            daily_pnl=_money(self._gate.breakers.daily_pnl),
+            daily_pnl=self._daily(),
             limits=self._limit_rows(len(orch.open)),
             breakers=tuple(
                 BreakerRow(key=b.name, name=b.name, state="tripped" if b.tripped else "ok", effect=b.effect,
@@ -265,7 +290,22 @@ class ViewModel:
             price_outliers=dict(sorted(outliers.items())),
             venues=self._venues,
             positions=self._position_rows(),
+            holdings=self._holding_rows(),
         )
+
+    def _daily(self) -> str:
+        """The day's equity change (what the daily-loss breaker judges, read now); "n/a" when a
+        rate or mark is missing."""
+        if self._day_equity is None:
+            return _money(self._gate.breakers.daily_pnl)
+        change = self._day_equity(self._clock.time_ms())
+        return "n/a" if change is None else _money(change)
+
+    def _holding_rows(self) -> tuple[HoldingRow, ...]:
+        if self._holdings is None:
+            return ()
+        in_flight = {g.pair for g in self._orch.open.values()}
+        return tuple(_holding_row(h, h.asset in in_flight) for h in self._holdings(self._clock.time_ms()))
 
     def _position_rows(self) -> tuple[PositionRow, ...]:
         """The open positions (zero ones left out), by asset then venue: a few rows at most."""
@@ -337,6 +377,25 @@ def _num(value: Decimal) -> str:
 
 def _money(value: Decimal) -> str:
     return f"{value.quantize(Decimal('0.01'))}"
+
+
+def _dec(value: Decimal | None) -> str:
+    """An exact decimal for a snapshot row: positional, no trailing zeros; "" when unknown."""
+    if value is None:
+        return ""
+    return "0" if value == 0 else format(value.normalize(), "f")
+
+
+def _holding_row(h: Holding, in_flight: bool) -> HoldingRow:
+    return HoldingRow(
+        key=h.asset, asset=h.asset, net=_dec(h.net), step=_dec(h.step), drift=h.drift, mark=_dec(h.mark),
+        unrealized="n/a" if h.unrealized is None else _money(h.unrealized),
+        carry="n/a" if h.carry is None else _money(h.carry),
+        held_since_ms=h.held_since_ms, in_flight=in_flight,
+        legs=tuple(HoldingLegRow(venue=leg.venue, qty=_dec(leg.qty), venue_qty=_dec(leg.venue_qty), unit=leg.unit,
+                                 mark=_dec(leg.mark), unrealized=_dec(leg.unrealized), quote_ccy=leg.quote_ccy)
+                   for leg in h.legs),
+    )
 
 
 def _group_row(g: HedgeGroup) -> GroupRow:

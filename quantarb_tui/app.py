@@ -37,6 +37,7 @@ from engine.control import ControlRefused, ControlResult, Engine
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.signals import on_signals
 from engine.snapshot import RuntimeSnapshot
+from quantarb_tui.screens.analytics import AnalyticsScreen
 from quantarb_tui.screens.base import SnapshotView
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
@@ -56,7 +57,8 @@ RESUME_REASON = "operator resume (tui)"
 # Actions bound to plain letters: never taken from an operator typing in an input. Kill is
 # the exception: `k` is kill everywhere except in a dialog's text field, where an Input takes
 # it as a letter (a reason must be able to hold a k); the pair filter gives it up (FilterBar).
-TYPING_SAFE = frozenset({"flatten", "pause_resume", "rearm", "groups", "risk", "history", "help", "quit"})
+TYPING_SAFE = frozenset({"flatten", "pause_resume", "rearm", "groups", "risk", "history", "analytics", "help",
+                         "quit"})
 HERE = Path(__file__).parent
 # Ctrl+C is a key in the TUI (the terminal is in raw mode); these come from outside.
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
@@ -78,6 +80,7 @@ class QuantArbApp(App[int]):
         Binding("g", "groups", "Groups"),
         Binding("l", "risk", "Risk"),
         Binding("h", "history", "History"),
+        Binding("a", "analytics", "Analytics"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -292,6 +295,9 @@ class QuantArbApp(App[int]):
     def action_history(self) -> None:
         self._show(HistoryScreen(self.reader.pair_names(), self.reader))
 
+    def action_analytics(self) -> None:
+        self._show(AnalyticsScreen(self.reader))
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpModal):
             self.push_screen(HelpModal())
@@ -352,6 +358,7 @@ class QuantArbApp(App[int]):
         yield SystemCommand("Hedge groups", "Focus the groups table (g)", self.action_groups)
         yield SystemCommand("Risk", "Limits, breakers and risk events (l)", self.action_risk)
         yield SystemCommand("History", "Closed groups with filters and totals (h)", self.action_history)
+        yield SystemCommand("Analytics", "Equity curve and trade statistics (a)", self.action_analytics)
         yield SystemCommand("Help", "The keys (?)", self.action_help)
         yield SystemCommand("Quit", "Stop the engine and exit (q)", self.action_quit)
         for command in super().get_system_commands(screen):

@@ -1,8 +1,9 @@
-"""The main screen: status, venues, quotes, edges, groups, compensation and the log on one page.
+"""The main screen: status, venues, positions, quotes, edges, groups, compensation and the log.
 
 Responsive through the app's breakpoint classes on the screen (`-narrow`/`-wide`,
 `-short`/`-tall`, see quantarb.tcss): at 80x24 the quotes, compensation and log panes fold
-away and the status bar is one row; at 160x48 everything shows.
+away, the venues pane narrows beside the positions, and the status bar is one row; at 160x48
+everything shows.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
@@ -23,6 +24,7 @@ from quantarb_tui.widgets.edges_pane import EdgesPane
 from quantarb_tui.widgets.filter_bar import FilterBar
 from quantarb_tui.widgets.groups_pane import GroupsPane
 from quantarb_tui.widgets.log_pane import LogPane
+from quantarb_tui.widgets.positions_pane import PositionsPane
 from quantarb_tui.widgets.quotes_pane import QuotesPane
 from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import SyncedTable
@@ -40,10 +42,11 @@ class MainScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield FilterBar(id="filter")
+        with Horizontal(id="top"):
+            yield VenuesPane(id="venues")
+            yield PositionsPane(id="positions")
         with Horizontal(id="market"):
-            with Vertical(id="left"):
-                yield VenuesPane(id="venues")
-                yield QuotesPane(id="quotes")
+            yield QuotesPane(id="quotes")
             yield EdgesPane(id="edges")
         yield GroupsPane(id="groups")
         with Horizontal(id="bottom"):
@@ -57,6 +60,7 @@ class MainScreen(Screen[None]):
     def update_from(self, snap: RuntimeSnapshot) -> None:
         self.query_one(StatusBar).update_from(snap)
         self.query_one(VenuesPane).update_from(snap)
+        self.query_one(PositionsPane).update_from(snap)
         self.query_one(QuotesPane).update_from(snap)
         self.query_one(EdgesPane).update_from(snap)
         self.query_one(GroupsPane).update_from(snap)

@@ -164,6 +164,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("g", "hedge groups: focus the groups table"),
     ("l", "risk: limits, breakers, risk events"),
     ("h", "history: closed groups with filters and totals"),
+    ("a", "analytics: the equity curve and trade statistics"),
     ("esc", "back to the main screen"),
     ("ctrl+p", "command palette: every action by name"),
     ("?", "this help"),

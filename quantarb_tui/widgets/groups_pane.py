@@ -18,10 +18,10 @@ COLUMNS = [
     ("pair", "Pair", 4),
     ("route", "Buy>Sell", 11),
     ("state", "State", 12),
+    ("pnl", "PnL", 8),  # before the legs: an 80-column terminal still shows it
     ("legs", "Legs (filled/qty)", 38),
     ("age", "Age", 7),
     ("edge", "Exp bp", 6),
-    ("pnl", "PnL", 8),
     ("group", "Group", 12),
     ("opened", "Opened", 8),
 ]
@@ -76,10 +76,10 @@ class GroupsPane(Vertical):
                     g.pair,
                     f"{g.buy_venue}>{g.sell_venue}",
                     fmt.group_state(g.state),
+                    fmt.money(g.realized_pnl) if g.realized_pnl else Text("-", style="dim", justify="right"),
                     legs_text(g),
                     age,
                     Text(f"{g.expected_edge_bps:.1f}", justify="right"),
-                    fmt.money(g.realized_pnl) if g.realized_pnl else Text("-", style="dim", justify="right"),
                     g.key,
                     fmt.clock(g.opened_ms),
                 ),

@@ -63,9 +63,8 @@ async def test_engine_events_reach_the_webhook_one_message_each_with_the_reason(
         try:
             await rt.control.kill("night check: spreads look wrong")
             await rt.control.rearm("checked the venues")
-            changes = rt.gate.breakers.on_group_closed(failed=False, compensated=False, pnl=Decimal(-250),
-                                                       now_ms=clock.time_ms())
-            rt.risk.apply_breakers(changes)  # what the engine does when a group closes
+            changes = rt.gate.breakers.on_day_equity(Decimal(-250), clock.time_ms())
+            rt.risk.apply_breakers(changes)  # what the risk loop does with the day's equity change
             assert rt.gate.state is TradingState.HALTED
             rt.alerts.poll_pnl()  # the alerts task does this once a second
         finally:
@@ -76,7 +75,7 @@ async def test_engine_events_reach_the_webhook_one_message_each_with_the_reason(
         bodies = [m["message"].splitlines()[0] for m in messages]
         assert bodies[0].startswith("engine started: mode=demo pairs=XAU,BTC,ETH")
         assert bodies[1:] == ["HALTED: night check: spreads look wrong", "ACTIVE (rearmed): checked the venues",
-                              "breaker trip daily_loss: realized today -250 <= -200",
+                              "breaker trip daily_loss: equity today -250.00 <= -200",
                               "realized PnL today (UTC) is -250.00, past the alert level -100", "engine stopped"]
         assert [m["type"] for m in messages] == ["info", "failure", "info", "failure", "warning", "warning"]
         assert all(m["message"].splitlines()[1].endswith("· mode demo") for m in messages)

@@ -61,8 +61,7 @@ async def test_daily_loss_halts_survives_restart_and_blocks_rearm(
     started: tuple[Runtime, Path, ManualClock],
 ) -> None:
     rt, path, clock = started
-    changes = rt.gate.breakers.on_group_closed(failed=False, compensated=False, pnl=Decimal(-250),
-                                               now_ms=clock.time_ms())
+    changes = rt.gate.breakers.on_day_equity(Decimal(-250), clock.time_ms())
     rt.risk.apply_breakers(changes)
     assert rt.gate.state is TradingState.HALTED
     await _settle(rt)
@@ -74,8 +73,8 @@ async def test_daily_loss_halts_survives_restart_and_blocks_rearm(
     try:
         assert again.gate.state is TradingState.HALTED
         assert again.gate.breakers.all["daily_loss"].tripped
-        # Today's PnL is re-read from the ledger, where no group closed (the -250 above never
-        # went through a group): 0. The halt comes back from the journaled breaker map alone.
+        # The day's equity is re-read from the ledger, which holds no fill (the -250 above was
+        # never traded): 0. The halt comes back from the journaled breaker map alone.
         assert again.gate.breakers.daily_pnl == Decimal(0)
         with pytest.raises(ControlRefused, match="daily_loss"):
             await again.control.rearm("operator says so")
@@ -91,7 +90,7 @@ async def test_failure_pause_survives_restart_then_releases_by_itself(
 ) -> None:
     rt, path, clock = started
     for _ in range(rt.config.risk.max_consecutive_failures):
-        rt.risk.apply_breakers(rt.gate.breakers.on_group_closed(failed=False, compensated=True, pnl=Decimal(0),
+        rt.risk.apply_breakers(rt.gate.breakers.on_group_closed(failed=False, compensated=True,
                                                             now_ms=clock.time_ms()))
     assert rt.gate.state is TradingState.PAUSED
     result = await rt.control.resume("too early")
@@ -172,8 +171,8 @@ async def test_a_group_held_past_hold_timeout_is_alerted_and_set_to_unwind(tmp_p
 
 
 async def test_paper_accounts_feed_the_free_balance_breaker(tmp_path: Path) -> None:
-    """Each paper venue keeps an account (balance, the fills' cash, positions marked, margin at
-    `paper.leverage`); below `min_free_balance` the venue gets no new intents."""
+    """Each paper venue keeps an account (balance, the venue's equity change from the running
+    portfolio, margin at `paper.leverage`); below `min_free_balance` the venue gets no new intents."""
     cfg = demo_config().model_dump(mode="python")
     cfg["paper"].update({"balance": Decimal(100_000), "leverage": Decimal(2)})
     cfg["risk"]["min_free_balance"] = Decimal(99_000)  # any real margin use is too much
@@ -191,12 +190,20 @@ async def test_paper_accounts_feed_the_free_balance_breaker(tmp_path: Path) -> N
     assert low and blocked == low
     exposure = rt.gate.exposure
     venues: tuple[Venue, ...] = ("mt5", "okx", "binance")
+    now = clock.time_ms()
+    equity = rt.equity.venue_equity(now)
+    # The venues' own figures add up to the account's equity (one definition of the money).
+    assert sum((equity[v] or Decimal(0) for v in venues), Decimal(0)) == rt.equity.total(now)
     for venue in venues:
         free = balances[venue]
-        held = sum((q * exposure.marks[a] for (v, a), q in exposure.positions.items() if v == venue), Decimal(0))
-        expected = Decimal(100_000) + rt.orchestrator.cash(venue) + held \
-            - exposure.venue_gross(venue) / 2
-        assert free == expected
+        # By hand from the portfolio: each book's cash + position x mark, less fees (USDT at 1).
+        own = Decimal(0)
+        for p in rt.equity.positions(now):
+            if p.venue == venue:
+                assert p.unrealized is not None
+                own += p.realized + p.unrealized - sum(p.fees.values(), Decimal(0)) + sum(p.carry.values(), Decimal(0))
+        assert equity[venue] == own
+        assert free == Decimal(100_000) + own - exposure.venue_gross(venue) / 2
     breakers = {b.key: b.state for b in rt.view.snapshot().breakers}
     assert all(breakers[f"balance:{v}"] == "tripped" for v in low)
     await rt.driver.drive(1500, 20.0)  # edges keep coming: those through a blocked venue are refused

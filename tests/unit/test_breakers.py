@@ -45,16 +45,16 @@ def _gate(clock: ManualClock | None = None, limits: BreakerLimits = LIMITS) -> R
 # -- daily loss ------------------------------------------------------------------------------
 def test_daily_loss_trips_halt_at_the_limit_and_the_day_roll_releases_it() -> None:
     b = Breakers(LIMITS)
-    assert b.on_group_closed(failed=False, compensated=False, pnl=D(-60), now_ms=T0) == []
+    assert b.on_day_equity(D(-60), T0) == []
     assert b.daily_pnl == -60
-    changes = b.on_group_closed(failed=False, compensated=False, pnl=D(-40), now_ms=T0 + 1000)
+    changes = b.on_day_equity(D(-100), T0 + 1000)
     assert _names(changes) == [("daily_loss", True)]
     assert changes[0].effect == "halt"
-    assert "-100" in changes[0].detail
+    assert changes[0].detail == "equity today -100.00 <= -100"
     assert b.all["daily_loss"].tripped
     assert [x.name for x in b.blocking_rearm()] == ["daily_loss"]
     # a profit later the same day does not release it; nor does a rearm
-    assert b.on_group_closed(failed=False, compensated=False, pnl=D(500), now_ms=T0 + 2000) == []
+    assert b.on_day_equity(D(400), T0 + 2000) == []
     assert b.clear_latched(T0 + 3000) == []
     assert b.all["daily_loss"].tripped
     # the UTC day rolls: released, and the count starts again
@@ -66,20 +66,25 @@ def test_daily_loss_trips_halt_at_the_limit_and_the_day_roll_releases_it() -> No
     assert not b.all["daily_loss"].tripped
 
 
-def test_daily_loss_counts_only_today() -> None:
+def test_daily_loss_follows_the_days_equity_and_an_unknown_figure_changes_nothing() -> None:
     b = Breakers(LIMITS)
-    b.on_group_closed(failed=False, compensated=False, pnl=D(-90), now_ms=T0)
+    b.on_day_equity(D(-90), T0)
+    assert b.on_day_equity(None, T0 + 1000) == []  # a rate or mark missing: the last figure stands
+    assert b.daily_pnl == -90 and not b.all["daily_loss"].tripped
     tomorrow = T0 + DAY_MS
-    assert b.on_group_closed(failed=False, compensated=False, pnl=D(-90), now_ms=tomorrow) == []
-    assert b.daily_pnl == -90
+    assert b.on_day_equity(D(-10), tomorrow) == []
+    assert b.daily_pnl == -10
+    # closing groups no longer moves the daily figure: their money is in the equity
+    b.on_group_closed(failed=False, compensated=False, now_ms=tomorrow)
+    assert b.daily_pnl == -10
 
 
 # -- consecutive failures --------------------------------------------------------------------
 def test_consecutive_failures_pause_then_the_tick_releases() -> None:
     b = Breakers(LIMITS)
-    assert b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0) == []
-    assert b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0) == []
-    changes = b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0 + 10)
+    assert b.on_group_closed(failed=False, compensated=True, now_ms=T0) == []
+    assert b.on_group_closed(failed=False, compensated=True, now_ms=T0) == []
+    changes = b.on_group_closed(failed=False, compensated=True, now_ms=T0 + 10)
     assert _names(changes) == [("consecutive_failures", True)]
     assert changes[0].effect == "pause"
     breaker = b.all["consecutive_failures"]
@@ -92,20 +97,20 @@ def test_consecutive_failures_pause_then_the_tick_releases() -> None:
 
 def test_failed_groups_count_as_failures_too() -> None:
     b = Breakers(LIMITS)
-    b.on_group_closed(failed=True, compensated=False, pnl=D(0), now_ms=T0)
-    b.on_group_closed(failed=True, compensated=False, pnl=D(0), now_ms=T0)
-    changes = b.on_group_closed(failed=True, compensated=False, pnl=D(0), now_ms=T0)
+    b.on_group_closed(failed=True, compensated=False, now_ms=T0)
+    b.on_group_closed(failed=True, compensated=False, now_ms=T0)
+    changes = b.on_group_closed(failed=True, compensated=False, now_ms=T0)
     assert ("consecutive_failures", True) in _names(changes)
 
 
 def test_a_hedged_group_resets_the_failure_count() -> None:
     b = Breakers(LIMITS)
-    b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0)
-    b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0)
-    b.on_group_closed(failed=False, compensated=False, pnl=D(1), now_ms=T0)  # hedged
+    b.on_group_closed(failed=False, compensated=True, now_ms=T0)
+    b.on_group_closed(failed=False, compensated=True, now_ms=T0)
+    b.on_group_closed(failed=False, compensated=False, now_ms=T0)  # hedged
     assert b.consecutive_failures == 0
-    assert b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0) == []
-    assert b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0) == []
+    assert b.on_group_closed(failed=False, compensated=True, now_ms=T0) == []
+    assert b.on_group_closed(failed=False, compensated=True, now_ms=T0) == []
     assert not b.all["consecutive_failures"].tripped
 
 
@@ -213,7 +218,7 @@ def test_hold_timeout_is_an_alert_that_trips_and_releases_at_once() -> None:
 
 def test_failed_compensation_halts_until_rearm() -> None:
     b = Breakers(LIMITS)
-    changes = b.on_group_closed(failed=True, compensated=False, pnl=D(-5), now_ms=T0)
+    changes = b.on_group_closed(failed=True, compensated=False, now_ms=T0)
     assert _names(changes) == [("compensation_failed", True)]
     assert changes[0].effect == "halt"
     assert [x.name for x in b.blocking_rearm()] == ["compensation_failed"]
@@ -223,9 +228,10 @@ def test_failed_compensation_halts_until_rearm() -> None:
 # -- persistence -----------------------------------------------------------------------------
 def test_to_json_restore_round_trip() -> None:
     b = Breakers(LIMITS)
-    b.on_group_closed(failed=True, compensated=False, pnl=D(-150), now_ms=T0)  # daily_loss + compensation_failed
-    b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0)
-    b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0)  # pause until T0 + 60 s
+    b.on_day_equity(D(-150), T0)  # daily_loss
+    b.on_group_closed(failed=True, compensated=False, now_ms=T0)  # compensation_failed
+    b.on_group_closed(failed=False, compensated=True, now_ms=T0)
+    b.on_group_closed(failed=False, compensated=True, now_ms=T0)  # pause until T0 + 60 s
     b.on_venue_health("okx", connected=False, quote_age_s=40, down_for_s=40, now_ms=T0)
     b.on_balance("mt5", D(1), T0)
     state = json.loads(json.dumps(b.to_json()))
@@ -250,7 +256,7 @@ def test_to_json_restore_round_trip() -> None:
 def test_restore_skips_an_expired_pause_and_alerts() -> None:
     b = Breakers(LIMITS)
     for _ in range(3):
-        b.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0)
+        b.on_group_closed(failed=False, compensated=True, now_ms=T0)
     state = b.to_json()
     state["hold_timeout"] = {"state": "tripped", "effect": "alert", "since_ms": T0, "until_ms": None,
                              "detail": "x", "venue": None}
@@ -274,7 +280,7 @@ def test_restore_of_a_pause_without_an_end_still_ends() -> None:
 def test_restore_drops_yesterdays_daily_loss_halt() -> None:
     """A restart on the next UTC day: yesterday's loss would have been released by the roll."""
     b = Breakers(LIMITS)
-    b.on_group_closed(failed=False, compensated=False, pnl=D(-150), now_ms=T0)
+    b.on_day_equity(D(-150), T0)
     state = b.to_json()
     fresh = Breakers(LIMITS)
     fresh.restore(state, daily_pnl=D(0), now_ms=T0 + DAY_MS)
@@ -284,7 +290,7 @@ def test_restore_drops_yesterdays_daily_loss_halt() -> None:
 
 def test_restore_of_todays_daily_loss_without_pnl_is_not_released_by_the_first_tick() -> None:
     b = Breakers(LIMITS)
-    b.on_group_closed(failed=False, compensated=False, pnl=D(-150), now_ms=T0)
+    b.on_day_equity(D(-150), T0)
     fresh = Breakers(LIMITS)
     fresh.restore(b.to_json(), now_ms=T0 + 1000)
     assert fresh.tick(T0 + 2000) == []
@@ -383,7 +389,7 @@ def test_breaker_flow_through_the_gate_end_to_end() -> None:
     clock = ManualClock(wall_ms=T0)
     gate = _gate(clock)
     for _ in range(3):
-        gate.apply(gate.breakers.on_group_closed(failed=False, compensated=True, pnl=D(-1), now_ms=clock.time_ms()))
+        gate.apply(gate.breakers.on_group_closed(failed=False, compensated=True, now_ms=clock.time_ms()))
     assert _state(gate) is TradingState.PAUSED
     assert gate.resume("operator") is None  # the failure breaker holds the pause
     with pytest.raises(RearmRefused, match="consecutive_failures"):
@@ -392,7 +398,7 @@ def test_breaker_flow_through_the_gate_end_to_end() -> None:
     gate.apply(gate.breakers.tick(clock.time_ms()))
     assert _state(gate) is TradingState.ACTIVE
     # a failed group halts; the rearm releases the latched breaker and goes active
-    gate.apply(gate.breakers.on_group_closed(failed=True, compensated=False, pnl=D(0), now_ms=clock.time_ms()))
+    gate.apply(gate.breakers.on_group_closed(failed=True, compensated=False, now_ms=clock.time_ms()))
     assert _state(gate) is TradingState.HALTED
     change = gate.rearm("looked at it")
     assert change.state is TradingState.ACTIVE

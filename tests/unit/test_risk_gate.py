@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from core.breakers import BreakerLimits
+from core.breakers import DAY_MS, BreakerLimits
 from core.clock import ManualClock
 from core.config import RiskConfig
 from core.exposure import ExposureBook
@@ -427,13 +427,13 @@ def test_rearm_needs_a_reason_and_no_tripped_breaker() -> None:
         gate.rearm("   ")
     assert gate.state is TradingState.HALTED
     # a halting breaker that is still tripped: refused, and the message names it
-    gate.apply(gate.breakers.on_group_closed(failed=False, compensated=False, pnl=D(-150), now_ms=T0))
-    with pytest.raises(RearmRefused, match=r"daily_loss \(realized today -150"):
+    gate.apply(gate.breakers.on_day_equity(D(-150), T0))
+    with pytest.raises(RearmRefused, match=r"daily_loss \(equity today -150.00"):
         gate.rearm("checked")
     assert gate.state is TradingState.HALTED
     # a pause breaker blocks too
     for _ in range(2):
-        gate.apply(gate.breakers.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0))
+        gate.apply(gate.breakers.on_group_closed(failed=False, compensated=True, now_ms=T0))
     with pytest.raises(RearmRefused, match="consecutive_failures") as err:
         gate.rearm("checked")
     assert "daily_loss" in str(err.value)
@@ -471,7 +471,7 @@ def test_resume_is_refused_while_the_failure_breaker_holds_the_pause() -> None:
     clock = ManualClock(wall_ms=T0)
     gate = _gate(clock)
     for _ in range(2):
-        gate.apply(gate.breakers.on_group_closed(failed=False, compensated=True, pnl=D(0), now_ms=T0))
+        gate.apply(gate.breakers.on_group_closed(failed=False, compensated=True, now_ms=T0))
     assert gate.state is TradingState.PAUSED
     assert gate.resume("operator") is None
     assert gate.state is TradingState.PAUSED
@@ -539,6 +539,7 @@ class GateMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock(wall_ms=T0)
+        self.day_equity = (T0 // DAY_MS, D(0))  # (UTC day, the equity change that day)
         self.gate = _gate(self.clock)
         for v in VENUES:
             self.gate.breakers.watch_venue(v)
@@ -770,9 +771,14 @@ class GateMachine(RuleBasedStateMachine):
             assert self.gate.state is was
 
     def group_closed(self, kind: str, pnl: Decimal) -> None:
+        """A group closes and moves the day's equity by `pnl` (the risk loop's next reading)."""
         was = self.gate.state
+        now = self.clock.time_ms()
+        day, change = self.day_equity
+        self.day_equity = (now // DAY_MS, (change if day == now // DAY_MS else D(0)) + pnl)
         changes = self.gate.breakers.on_group_closed(
-            failed=kind == "failed", compensated=kind == "compensated", pnl=pnl, now_ms=self.clock.time_ms())
+            failed=kind == "failed", compensated=kind == "compensated", now_ms=now)
+        changes += self.gate.breakers.on_day_equity(self.day_equity[1], now)
         self.gate.apply(changes)
         if any(c.tripped and c.effect == "halt" for c in changes):
             assert self.gate.state is TradingState.HALTED

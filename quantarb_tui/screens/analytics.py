@@ -1,0 +1,176 @@
+"""Analytics screen (`a`): the equity curve and trade statistics, from the ledger.
+
+The curve is the ledger's equity series (realized + unrealized - fees + carry, every position
+marked at its last fill price at each point: docs/ledger.md, Money), drawn with plotext; the
+statistics are `core.trade_stats` overall and per pair: hit rate against the realized edge
+after costs, profit factor, expectancy per group, PnL, mean slippage, time held, carry per held
+hour. Read through `EngineReader.analytics()` in a worker (the engine computes it in a thread):
+on open, and again when more groups have closed, at most every RELOAD_S.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual_plotext import PlotextPlot
+
+from engine.control import EngineReader
+from engine.snapshot import RuntimeSnapshot
+from quantarb_tui.screens.messages import RefreshNow
+from quantarb_tui.widgets import format as fmt
+from quantarb_tui.widgets.status_bar import StatusBar
+from quantarb_tui.widgets.synced_table import Row, SyncedTable
+
+RELOAD_S = 5.0  # a long ledger's replay is not free: at most this often while groups close
+XTICKS = 5
+
+COLUMNS = [
+    ("scope", "Scope", 5),
+    ("groups", "Groups", 6),
+    ("hit", "Hit %", 6),
+    ("pf", "PF", 6),
+    ("exp", "Expect.", 8),
+    ("pnl", "PnL", 9),
+    ("slip", "Slip bp", 7),
+    ("held", "Held", 7),
+    ("carry", "Carry/h", 7),
+]
+
+
+def _ratio(value: str | None) -> Text:
+    if value is None:
+        return Text("-", style="dim", justify="right")
+    return Text(f"{Decimal(value):,.2f}", justify="right")
+
+
+def stats_cells(stats: dict[str, Any], scope: str) -> tuple[Text | str, ...]:
+    hit = stats.get("hit_rate")
+    slip = stats.get("mean_slippage_bps")
+    held = stats.get("held_ms")
+    return (
+        scope,
+        Text(str(stats.get("groups", 0)), justify="right"),
+        Text("-" if hit is None else f"{hit * 100:.1f}", justify="right"),
+        _ratio(stats.get("profit_factor")),
+        fmt.money(stats.get("expectancy")),
+        fmt.money(stats.get("total_pnl")),
+        Text("-" if slip is None else f"{round(slip, 2) + 0.0:+.2f}", justify="right"),  # + 0.0: no "-0.00"
+        Text("-" if held is None else fmt.duration(held), justify="right"),
+        fmt.money(stats.get("carry_per_held_hour")),
+    )
+
+
+def curve(series: dict[str, Any]) -> tuple[list[float], list[float], list[float]]:
+    """(seconds since the first point, equity, realized) for the points with a total."""
+    xs: list[float] = []
+    totals: list[float] = []
+    realized: list[float] = []
+    points = series.get("points", [])
+    t0 = points[0]["ts_ms"] if points else 0
+    for p in points:
+        if p.get("total") is None or p.get("realized") is None:
+            continue  # a missing rate: a gap, never a guess
+        xs.append((p["ts_ms"] - t0) / 1000)
+        totals.append(float(p["total"]))
+        realized.append(float(p["realized"]))
+    return xs, totals, realized
+
+
+class AnalyticsScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
+
+    def __init__(self, reader: EngineReader) -> None:
+        super().__init__()
+        self._reader = reader
+        self.doc: dict[str, Any] | None = None
+        self.loads = 0
+        self._closed_seen: int | None = None
+        self._loaded_at = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Static("loading…", id="analytics-summary")
+        yield PlotextPlot(id="analytics-chart")
+        with Vertical(id="analytics-stats", classes="pane"):
+            yield SyncedTable(COLUMNS, id="analytics-table", cursor_type="none")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#analytics-stats").border_title = "Trade statistics (closed groups, from the ledger)"
+        self.load()
+        self.post_message(RefreshNow())  # show the engine state at once, not at the next tick
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def update_from(self, snap: RuntimeSnapshot) -> None:
+        self.query_one(StatusBar).update_from(snap)
+        closed = sum(n for state, n in snap.groups_by_state.items() if str(state) not in fmt.OPEN_GROUP_STATES)
+        if (self._closed_seen is not None and closed != self._closed_seen
+                and time.monotonic() - self._loaded_at >= RELOAD_S):
+            self.load()
+        self._closed_seen = closed
+
+    @work(exclusive=True, group="analytics")
+    async def load(self) -> None:
+        self._loaded_at = time.monotonic()
+        doc = await self._reader.analytics()
+        self.loads += 1
+        self.doc = doc
+        if doc is None:
+            self.query_one("#analytics-summary", Static).update(Text(" no ledger: nothing to chart", style="yellow"))
+            return
+        self._show(doc)
+
+    def _show(self, doc: dict[str, Any]) -> None:
+        series = doc["series"]
+        points = series.get("points", [])
+        ccy = str(doc.get("currency", ""))
+        summary = Text(" equity ", style="dim")
+        last = points[-1] if points else None
+        summary.append_text(fmt.money(last.get("total") if last else None, signed=True, cell=False))
+        summary.append(f" {ccy}", style="dim")
+        if last is not None:
+            summary.append("   realized ", style="dim")
+            summary.append_text(fmt.money(last.get("realized"), signed=True, cell=False))
+            summary.append("   fees ", style="dim")
+            summary.append_text(fmt.money(last.get("fees"), cell=False))
+            summary.append("   carry ", style="dim")
+            summary.append_text(fmt.money(last.get("carry"), signed=True, cell=False))
+        summary.append(f"   {len(points)} points, marked at the last fill prices; as of "
+                       f"{fmt.timestamp(doc.get('as_of_ms'))[:19]} UTC", style="dim")
+        self.query_one("#analytics-summary", Static).update(summary)
+        self._plot(series, ccy)
+        rows: list[Row] = [("all", stats_cells(doc["stats"], "all"))]
+        rows += [(pair, stats_cells(stats, pair)) for pair, stats in doc.get("pairs", {}).items()]
+        self.query_one("#analytics-table", SyncedTable).sync(rows)
+
+    def _plot(self, series: dict[str, Any], ccy: str) -> None:
+        chart = self.query_one(PlotextPlot)
+        plt = chart.plt
+        plt.clear_data()
+        plt.clear_figure()
+        xs, totals, realized = curve(series)
+        if not xs:
+            plt.title("no fills in the ledger yet")
+            chart.refresh()
+            return
+        plt.title(f"Equity change ({ccy})")
+        plt.plot(xs, totals, label="equity", marker="braille", color="green")
+        plt.plot(xs, realized, label="realized", marker="braille", color="cyan")
+        t0 = series["points"][0]["ts_ms"]
+        span = xs[-1] - xs[0]
+        ticks = [xs[0] + span * i / (XTICKS - 1) for i in range(XTICKS)] if span > 0 else [xs[0]]
+        plt.xticks(ticks, [datetime.fromtimestamp((t0 + t * 1000) / 1000, tz=UTC).strftime("%H:%M:%S")
+                           for t in ticks])
+        chart.refresh()

@@ -1,0 +1,109 @@
+"""The analytics screen (`a`): its figures are the ledger's, recomputed here from the file with
+plain SQL; the key opens it from the main screen, not from the pair filter; and its pictures
+at 160x48 and 80x24."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from engine.runtime import Runtime
+from ledger import money
+from quantarb_tui.app import QuantArbApp
+from quantarb_tui.screens.analytics import AnalyticsScreen
+from quantarb_tui.screens.main import MainScreen
+from quantarb_tui.screens.modals import HELP_KEYS
+from quantarb_tui.widgets.synced_table import SyncedTable
+from tests.tui.conftest import close_ledger, make_app, warm
+
+
+def _app_of(pilot: Pilot[Any]) -> QuantArbApp:
+    assert isinstance(pilot.app, QuantArbApp)
+    return pilot.app
+
+
+async def _open_analytics(pilot: Pilot[Any]) -> AnalyticsScreen:
+    app = _app_of(pilot)
+    await pilot.press("a")
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    screen = app.screen
+    assert isinstance(screen, AnalyticsScreen) and screen.doc is not None
+    return screen
+
+
+async def test_the_statistics_are_the_ledgers_groups(demo_runtime: Runtime, tmp_path: Path) -> None:
+    app = make_app(demo_runtime)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await warm(app, demo_runtime)
+        screen = await _open_analytics(pilot)
+        assert demo_runtime.ledger is not None
+        equity = await demo_runtime.ledger.read(money.equity, now_ms=demo_runtime.clock.time_ms(),
+                                                instruments=demo_runtime.instruments,
+                                                rates={"USDT": Decimal(1)})
+        await close_ledger(demo_runtime)
+        doc = screen.doc
+        assert doc is not None
+        table = screen.query_one("#analytics-table", SyncedTable)
+        assert table.row_keys == ["all", *sorted(doc["pairs"])]
+        groups_cell = str(getattr(table.get_row("all")[1], "plain", ""))
+    con = sqlite3.connect(tmp_path / "t.db")
+    try:
+        pnls = [Decimal(r[0]) for r in con.execute(
+            "SELECT realized_pnl FROM hedge_groups WHERE state IN ('hedged', 'repaired', 'unwound', 'failed')")]
+    finally:
+        con.close()
+    stats = doc["stats"]
+    assert stats["groups"] == len(pnls) > 0
+    assert stats["wins"] == sum(1 for p in pnls if p > 0)
+    assert Decimal(stats["total_pnl"]) == sum(pnls, Decimal(0)).quantize(Decimal("0.0001"))
+    assert Decimal(stats["expectancy"]) == (sum(pnls, Decimal(0)) / len(pnls)).quantize(Decimal("0.0001"))
+    assert sum(p["groups"] for p in doc["pairs"].values()) == len(pnls)
+    # The curve ends where the ledger's equity is (both marked at the last fill prices).
+    assert doc["series"]["points"][-1]["total"] == equity["total"]
+    assert groups_cell == str(len(pnls))
+
+
+async def test_a_opens_analytics_but_types_in_the_filter(demo_runtime: Runtime) -> None:
+    assert any(key == "a" and "analytics" in what for key, what in HELP_KEYS)
+    app = make_app(demo_runtime)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("slash", "a")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert app.screen.query_one("#filter", Input).value == "a"
+        await pilot.press("enter")
+        await pilot.press("a")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        assert isinstance(app.screen, AnalyticsScreen)
+        assert app.screen.doc is None  # no ledger in this run: nothing to chart, said so
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+
+
+def _snapshot_before(demo_runtime: Runtime) -> Any:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = _app_of(pilot)
+        await warm(app, demo_runtime)
+        await _open_analytics(pilot)
+        await close_ledger(demo_runtime)
+        app.refresh_view()
+        await pilot.pause()
+
+    return run_before
+
+
+def test_analytics_160x48(snap_compare: Any, demo_runtime: Runtime) -> None:
+    assert snap_compare(make_app(demo_runtime), terminal_size=(160, 48), run_before=_snapshot_before(demo_runtime))
+
+
+def test_analytics_80x24(snap_compare: Any, demo_runtime: Runtime) -> None:
+    assert snap_compare(make_app(demo_runtime), terminal_size=(80, 24), run_before=_snapshot_before(demo_runtime))
