@@ -497,13 +497,17 @@ def bench(
                            "breakers, reconnects).")
     ] = False,
     with_tui: Annotated[bool, typer.Option("--tui", help="soak: under the TUI (Textual's test driver).")] = False,
+    flatten_every: Annotated[
+        float | None, typer.Option("--flatten-every", min=0.0, help="soak: an operator flatten, then a rearm, "
+                                   "every S seconds; 0 never (default: 0; accelerated 300).")
+    ] = None,
 ) -> None:
     """Measure the engine's speed and memory on this machine (results for docs/performance.md).
 
     `all` runs every bench but `soak` (it runs for half an hour by default)."""
     from quantarb_tui.bench import SoakOptions, run_benches
 
-    soak = SoakOptions.of(duration, warmup, accelerate=accelerate, tui=with_tui)
+    soak = SoakOptions.of(duration, warmup, accelerate=accelerate, tui=with_tui, flatten_every_s=flatten_every)
     code = run_benches(str(target), quotes=quotes, seed=seed, as_json=json_out, soak=soak)
     raise typer.Exit(code)
 

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -97,7 +98,12 @@ class Journal:
         # Without a path, `entries` (when given) is the memory the journal lives in, shared with
         # the journals opened later on it (an EA restarted on the same simulated terminal).
         self._entries: dict[str, JournalEntry] = entries if entries is not None and path is None else {}
+        # In memory, entries older than `keep_ms` (than the newest written) are forgotten as new
+        # ones come, not only when the file is opened: a simulated EA runs for weeks.
+        self._keep_ms = keep_ms
+        self._by_age: deque[tuple[int, str]] = deque()
         if path is None:
+            self._index()
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
@@ -110,6 +116,10 @@ class Journal:
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(e.line() + "\n" for e in self._entries.values()), encoding="utf-8")
             os.replace(tmp, path)
+        self._index()
+
+    def _index(self) -> None:
+        self._by_age = deque(sorted((e.send_ms, cid) for cid, e in self._entries.items()))
 
     def get(self, command_id: str) -> JournalEntry | None:
         return self._entries.get(command_id)
@@ -123,11 +133,27 @@ class Journal:
                 fh.write(entry.line() + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-        self._entries[entry.command_id] = entry
+        self._keep(entry)
 
     def remember(self, entry: JournalEntry) -> None:
         """Keep `entry` in memory only (its line could not be written)."""
-        self._entries[entry.command_id] = entry
+        self._keep(entry)
+
+    def _keep(self, entry: JournalEntry) -> None:
+        entries, by_age = self._entries, self._by_age
+        if entry.command_id not in entries:
+            by_age.append((entry.send_ms, entry.command_id))
+        entries[entry.command_id] = entry
+        horizon = entry.send_ms - self._keep_ms
+        while by_age and by_age[0][0] < horizon:
+            _, cid = by_age.popleft()
+            kept = entries.get(cid)
+            if kept is None:
+                continue
+            if kept.send_ms < horizon:
+                del entries[cid]
+            else:  # sent again since: it ages from then
+                by_age.append((kept.send_ms, cid))
 
 
 class InstanceLocked(RuntimeError):

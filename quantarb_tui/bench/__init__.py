@@ -61,22 +61,27 @@ class SoakOptions:
     warmup_s: float = 600.0
     accelerate: bool = False
     tui: bool = False
+    flatten_every_s: float = 0.0
 
     @classmethod
-    def of(cls, duration_s: float | None, warmup_s: float | None, *, accelerate: bool, tui: bool) -> SoakOptions:
-        """The defaults: half an hour with ten minutes of warm-up; accelerated, an hour (about
-        a day of the demo's hedge groups) with twenty, past the longest age bound (the
-        simulated broker's fifteen minutes of history)."""
+    def of(cls, duration_s: float | None, warmup_s: float | None, *, accelerate: bool, tui: bool,
+           flatten_every_s: float | None = None) -> SoakOptions:
+        """The defaults: half an hour with ten minutes of warm-up, no flatten; accelerated, an
+        hour (about a day of the demo's hedge groups) with twenty, past the longest age bound
+        (the simulated broker's fifteen minutes of history), and a flatten every five minutes
+        (an operator's day has some; without, the simulated hedging account piles up MT5
+        tickets at thousands an hour, see docs/performance.md)."""
         duration = duration_s if duration_s is not None else 3600.0 if accelerate else 1800.0
         warmup = warmup_s if warmup_s is not None else 1200.0 if accelerate else 600.0
-        return cls(duration, warmup, accelerate, tui)
+        flatten = flatten_every_s if flatten_every_s is not None else 300.0 if accelerate else 0.0
+        return cls(duration, warmup, accelerate, tui, flatten)
 
 
 def _soak(options: SoakOptions) -> dict[str, Any]:
     from quantarb_tui.bench.soak import bench_soak
 
     return bench_soak(duration_s=options.duration_s, warmup_s=options.warmup_s,
-                      accelerate=options.accelerate, tui=options.tui)
+                      accelerate=options.accelerate, tui=options.tui, flatten_every_s=options.flatten_every_s)
 
 
 def _replay(quotes: int, seed: int) -> dict[str, Any]:

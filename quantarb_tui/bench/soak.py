@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import gc
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -44,6 +45,7 @@ from typing import Any
 from core.clock import RealClock
 from core.config import QuantarbConfig, demo_config
 from core.models import TradingState
+from engine.control import ControlRefused
 from engine.events import EngineEvent
 from engine.runtime import Runtime
 
@@ -135,6 +137,8 @@ class Probe:
     reconnects: int = 0
     ea_restarts: int = 0
     rearms: int = 0
+    flattens: int = 0
+    flatten_every_s: float = 0.0
     breaker_trips: int = 0
     events: int = 0
     log_bytes: int = 0
@@ -162,25 +166,41 @@ def soak_config(*, accelerate: bool, ledger: str) -> QuantarbConfig:
 
 
 class _Churn:
-    """The accelerated day's disturbances: dropped feeds, a restarted EA, halts rearmed."""
+    """What happens to the engine besides the market: accelerated, dropped feeds, a restarted
+    EA and halts rearmed; with `flatten_every_s`, an operator's flatten (then a rearm) on a
+    schedule, which closes the MT5 tickets a hedging account otherwise accumulates."""
 
-    def __init__(self, runtime: Runtime, probe: Probe) -> None:
+    def __init__(self, runtime: Runtime, probe: Probe, *, accelerate: bool, flatten_every_s: float) -> None:
         self._runtime = runtime
         self._probe = probe
+        self._accelerate = accelerate
+        self._flatten_every_s = flatten_every_s
+
+    @property
+    def active(self) -> bool:
+        return self._accelerate or self._flatten_every_s > 0
 
     async def run(self, stop: asyncio.Event, *, reconnect_every_s: float = 30.0,
                   ea_every_s: float = 60.0) -> None:
         runtime = self._runtime
         start = time.monotonic()
         next_drop, next_ea = start + reconnect_every_s, start + ea_every_s
+        next_flatten = start + self._flatten_every_s if self._flatten_every_s > 0 else float("inf")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             now = time.monotonic()
-            if runtime.gate.state is TradingState.HALTED:
-                with contextlib.suppress(Exception):  # refused while a breaker still holds
-                    await runtime.control.rearm("soak: accelerated day")
+            if now >= next_flatten:
+                next_flatten = now + self._flatten_every_s
+                with contextlib.suppress(ControlRefused):
+                    await runtime.control.flatten("soak: scheduled flatten")
+                    self._probe.flattens += 1
+            if runtime.gate.state is TradingState.HALTED and (self._accelerate or self._probe.flattens):
+                with contextlib.suppress(ControlRefused):  # refused while a breaker still holds
+                    await runtime.control.rearm("soak: rearm")
                     self._probe.rearms += 1
+            if not self._accelerate:
+                continue
             if now >= next_drop and runtime.world is not None:
                 next_drop = now + reconnect_every_s
                 for server in (runtime.world.okx, runtime.world.binance):
@@ -201,7 +221,10 @@ class _Sampler:
         self.interval_s = interval_s
         self.trace = trace
         self.samples: list[Sample] = []
-        self.snapshots: list[tracemalloc.Snapshot] = []
+        # The heap snapshots, dumped to files: one held in memory would be megabytes of the
+        # process's growth between the marks, which is what is being measured.
+        self.snapshot_dir = tempfile.mkdtemp(prefix="quantarb-soak-")
+        self.snapshots: list[str] = []
         self.types: list[Counter[str]] = []
         self.marked_at: list[float] = []
         self.t0 = time.monotonic()
@@ -227,7 +250,11 @@ class _Sampler:
         """One of the two comparison points: a heap snapshot and the object counts."""
         gc.collect()
         if self.trace and tracemalloc.is_tracing():
-            self.snapshots.append(tracemalloc.take_snapshot())
+            path = os.path.join(self.snapshot_dir, f"heap{len(self.snapshots)}")
+            snapshot = tracemalloc.take_snapshot()
+            snapshot.dump(path)
+            del snapshot
+            self.snapshots.append(path)
         self.types.append(type_counts())
         self.marked_at.append(time.monotonic() - self.t0)
 
@@ -272,8 +299,8 @@ def _probe(runtime: Runtime, probe: Probe) -> None:
 
 
 async def _run(duration_s: float, warmup_s: float, interval_s: float, *, accelerate: bool, tui: bool,
-               trace: bool) -> dict[str, Any]:
-    probe = Probe()
+               trace: bool, flatten_every_s: float) -> dict[str, Any]:
+    probe = Probe(flatten_every_s=flatten_every_s)
     with tempfile.TemporaryDirectory() as tmp:
         config = soak_config(accelerate=accelerate, ledger=f"{tmp}/soak.db")
         runtime = Runtime(config, is_demo=True, clock=RealClock())
@@ -287,7 +314,7 @@ async def _run(duration_s: float, warmup_s: float, interval_s: float, *, acceler
         runtime.events.subscribe(_print)
         sampler = _Sampler(warmup_s, interval_s, trace)
         stop = asyncio.Event()
-        churn = _Churn(runtime, probe)
+        churn = _Churn(runtime, probe, accelerate=accelerate, flatten_every_s=flatten_every_s)
         try:
             if tui:
                 await _under_tui(runtime, sampler, churn, duration_s, stop, accelerate)
@@ -301,12 +328,15 @@ async def _run(duration_s: float, warmup_s: float, interval_s: float, *, acceler
             if tracemalloc.is_tracing():
                 tracemalloc.stop()
         _probe(runtime, probe)
-    return _report(sampler, probe, duration_s, warmup_s, accelerate=accelerate, tui=tui)
+    try:
+        return _report(sampler, probe, duration_s, warmup_s, accelerate=accelerate, tui=tui)
+    finally:
+        shutil.rmtree(sampler.snapshot_dir, ignore_errors=True)
 
 
 async def _measure(runtime: Runtime, sampler: _Sampler, churn: _Churn, duration_s: float,
                    stop: asyncio.Event, accelerate: bool) -> None:
-    churn_task = asyncio.create_task(churn.run(stop)) if accelerate else None
+    churn_task = asyncio.create_task(churn.run(stop)) if churn.active else None
     try:
         await sampler.run(duration_s, stop)
     finally:
@@ -343,7 +373,7 @@ def _growth(sampler: _Sampler) -> tuple[list[dict[str, Any]], list[dict[str, Any
     lines: list[dict[str, Any]] = []
     heap_per_hour: float | None = None
     if len(sampler.snapshots) == 2:
-        first, last = sampler.snapshots
+        first, last = (tracemalloc.Snapshot.load(path) for path in sampler.snapshots)
         stats = last.compare_to(first, "lineno")
         span_s = sampler.marked_at[1] - sampler.marked_at[0]
         if span_s > 0:
@@ -392,7 +422,8 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
     demo_hours = groups / DEMO_GROUPS_PER_HOUR
     compression = demo_hours / (last.t_s / 3600) if last.t_s > 0 and demo_hours > 0 else 0.0
     result: dict[str, Any] = {
-        "mode": ("accelerated" if accelerate else "demo") + (" + tui" if tui else ""),
+        "mode": ("accelerated" if accelerate else "demo") + (" + tui" if tui else "")
+        + (f" + flatten every {probe.flatten_every_s:g} s" if probe.flatten_every_s > 0 else ""),
         "duration_s": round(last.t_s, 1),
         "warmup_s": warmup_s,
         "samples": len(sampler.samples),
@@ -411,7 +442,8 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
         "activity": {
             "quotes": probe.quotes, "decisions": probe.decisions, "intents": probe.intents,
             "groups": probe.groups, "reconnects": probe.reconnects, "ea_restarts": probe.ea_restarts,
-            "breaker_trips": probe.breaker_trips, "rearms": probe.rearms, "events": probe.events,
+            "breaker_trips": probe.breaker_trips, "rearms": probe.rearms, "flattens": probe.flattens,
+            "events": probe.events,
             "log_bytes": probe.log_bytes,
         },
         "demo_hours_equivalent": round(demo_hours, 2),
@@ -449,7 +481,7 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"activity        quotes {a['quotes']:,} decisions {a['decisions']:,} intents {a['intents']:,} "
         f"groups {groups}",
         f"                reconnects {a['reconnects']} ea restarts {a['ea_restarts']} breaker trips "
-        f"{a['breaker_trips']} rearms {a['rearms']} events {a['events']:,}; "
+        f"{a['breaker_trips']} rearms {a['rearms']} flattens {a['flattens']} events {a['events']:,}; "
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
     if r["top_growth_by_line"]:
@@ -462,12 +494,14 @@ def _lines(r: dict[str, Any]) -> list[str]:
 
 
 def bench_soak(*, duration_s: float = 1800.0, warmup_s: float = 600.0, interval_s: float = 10.0,
-               accelerate: bool = False, tui: bool = False, trace: bool = True) -> dict[str, Any]:
+               accelerate: bool = False, tui: bool = False, trace: bool = True,
+               flatten_every_s: float = 0.0) -> dict[str, Any]:
     """Run the demo engine for `duration_s` and report how its memory grows after `warmup_s`
     (at most two thirds of the run)."""
     warmup_s = min(warmup_s, duration_s * 2 / 3)
     interval_s = max(0.2, min(interval_s, duration_s / 20))
-    return asyncio.run(_run(duration_s, warmup_s, interval_s, accelerate=accelerate, tui=tui, trace=trace))
+    return asyncio.run(_run(duration_s, warmup_s, interval_s, accelerate=accelerate, tui=tui, trace=trace,
+                            flatten_every_s=flatten_every_s))
 
 
 __all__ = ["TARGET_MB_PER_HOUR", "bench_soak", "rss_kib", "slope_per_hour", "soak_config"]

@@ -30,6 +30,7 @@ from engine.runtime import Runtime
 from exchanges.paper import PAPER_ORDER_HORIZON_MS, PaperGateway
 from ledger.ledger import Ledger
 from mt5_bridge.queue import RETAIN_WITH_LOOKUP_MS, CommandQueue
+from sim.ea_journal import JOURNAL_KEEP_MS, Journal, JournalEntry, JournalState
 from sim.mt5_broker import HISTORY_KEPT, HISTORY_KEPT_MS, SimBroker, TradeRequest
 from tests.execution_support import BY_VENUE, INSTRUMENTS, make_intent
 from tests.mt5_support import make_command, make_order, make_rig
@@ -233,3 +234,24 @@ async def test_paper_venue_forgets_orders_past_its_horizon() -> None:
     assert (await venue.query(orders[1])).state is OrderState.FILLED
     # A re-send of a remembered id is answered, never executed twice.
     assert (await venue.place(orders[2])).reason == "duplicate"
+
+
+def test_ea_journal_forgets_entries_past_its_keep_in_memory_and_keeps_its_file(tmp_path: Path) -> None:
+    def entry(cid: str, send_ms: int, state: JournalState = "sent") -> JournalEntry:
+        return JournalEntry(cid, state, send_ms, "XAUUSD", "buy", 0.01)
+
+    path = tmp_path / "T1.journal"
+    journal = Journal(path, now_ms=0, keep_ms=1000)
+    journal.write(entry("c-0", 0))
+    journal.write(entry("c-1", 500))
+    journal.write(entry("c-0", 0, "done"))  # an update does not make it younger
+    journal.write(entry("c-2", 1500))  # c-0 is now older than the keep: forgotten
+    assert [e.command_id for e in journal.entries()] == ["c-1", "c-2"]
+    assert journal.get("c-0") is None
+    # The file still has every line (it is compacted when opened, as the EA does).
+    assert [line.split("\t")[1] for line in path.read_text().splitlines()] == ["c-0", "c-1", "c-0", "c-2"]
+    memory: dict[str, JournalEntry] = {}
+    in_memory = Journal(None, now_ms=0, keep_ms=JOURNAL_KEEP_MS, entries=memory)
+    in_memory.write(entry("a", 0))
+    in_memory.write(entry("b", JOURNAL_KEEP_MS + 1))
+    assert list(memory) == ["b"]  # the memory shared with a restarted EA is bounded too
