@@ -46,6 +46,12 @@ class RunningEquity:
         # by the ledger at restore, else recorded by the first reading of a day; before either,
         # this run's money began at 0 (nothing came before it).
         self._day: tuple[int, Decimal | None] | None = None
+        # One reading per instant: a snapshot, the risk loop and the status bar all ask for the
+        # equity, the holdings and the day's figure at the same `now_ms`. Any fill or restore
+        # starts afresh (a quote within the same millisecond waits for the next one).
+        self._version = 0
+        self._memo_key: tuple[int, int] | None = None
+        self._memo: dict[str, Any] = {}
 
     async def restore(self, ledger: Ledger, now_ms: int | None = None) -> None:
         """Start from everything the ledger holds (the same replay as `ledger summary`). When
@@ -65,10 +71,13 @@ class RunningEquity:
         except Exception as exc:
             self.restore_error = (str(exc) or type(exc).__name__)[:300]
             raise
+        finally:
+            self._version += 1
         self.restore_error = None
 
     def on_fill(self, order: Order, fill: Fill) -> None:
         """A fill as the orchestrator books it (venue units)."""
+        self._version += 1
         portfolio = self._replay.portfolio
         if not portfolio.has(fill.venue, order.symbol):
             self._replay.unknown.add((fill.venue, order.symbol))
@@ -97,9 +106,20 @@ class RunningEquity:
                     portfolio.mark_at(venue, symbol, last[0], last[1])
                     replay.marks[(venue, symbol)] = (last[0], "last_fill", last[1])
 
+    def _memoized(self, name: str, now_ms: int, compute: Callable[[], Any]) -> Any:
+        key = (now_ms, self._version)
+        if self._memo_key != key:
+            self._memo_key, self._memo = key, {}
+        if name not in self._memo:
+            self._memo[name] = compute()
+        return self._memo[name]
+
     def equity(self, now_ms: int) -> dict[str, Any]:
         """The equity document (`currency`, `realized`, `unrealized`, `fees`, `carry`, `total`:
         decimal strings, null when missing), marked now."""
+        return dict(self._memoized("equity", now_ms, lambda: self._equity(now_ms)))
+
+    def _equity(self, now_ms: int) -> dict[str, Any]:
         replay = self._replay
         self._mark(now_ms)
         rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
@@ -122,6 +142,9 @@ class RunningEquity:
         """Per asset: each venue's position, net delta, mark, unrealized and carry (in the
         account currency), marked now. Empty when the ledger could not be replayed: the
         positions are not known."""
+        return list(self._memoized("holdings", now_ms, lambda: self._holdings(now_ms)))
+
+    def _holdings(self, now_ms: int) -> list[Holding]:
         if self.restore_error is not None:
             return []
         portfolio = self._replay.portfolio

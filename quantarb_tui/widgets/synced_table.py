@@ -12,8 +12,11 @@ newest rows (the groups in flight) instead of scrolling after the first row it e
 DataTable keys its cell render cache on a table-wide update counter, so one changed cell
 re-renders every visible cell (the UI's main cost under a fast market). SyncedTable keeps a
 second cache keyed on each cell's own version: only the cells that changed are rendered
-again. Both overrides (`_render_cell`, `_row_locations`) lean on DataTable internals of the
-Textual version pinned in pyproject.toml; the snapshot and pilot tests cover them.
+again. And where `DataTable.update_cell` repaints the whole table, a refresh that only
+changed cells repaints only the rows that hold them: the compositor redraws those lines and
+leaves the rest of the screen as it was. These overrides (`_render_cell`, `_row_locations`,
+the cell store `_data`) lean on DataTable internals of the Textual version pinned in
+pyproject.toml; the snapshot and pilot tests cover them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from textual._two_way_dict import TwoWayDict
 from textual._types import SegmentLines
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 Cell = str | Text
 Row = tuple[str, Sequence[Cell]]
@@ -103,6 +106,7 @@ class SyncedTable(DataTable[Cell]):
     def _apply(self, rows: Sequence[Row]) -> None:
         keys = [key for key, _label, _width in self._columns]
         wanted = {row_key: tuple(cells) for row_key, cells in rows}
+        changed_rows: list[str] = []
         for gone in [k for k in self._shown if k not in wanted]:
             self.remove_row(gone)
             del self._shown[gone]
@@ -118,12 +122,20 @@ class SyncedTable(DataTable[Cell]):
                 continue
             if shown == cells:
                 continue
+            data = self._data[RowKey(row_key)]
             for col, old, new in zip(keys, shown, cells, strict=True):
                 if old != new:
-                    self.update_cell(row_key, col, new, update_width=False)
+                    data[ColumnKey(col)] = new  # what update_cell does, without its full repaint
                     self._bump(row_key, col)
                     self.cells_updated += 1
             self._shown[row_key] = cells
+            changed_rows.append(row_key)
+        if changed_rows:
+            self._update_count += 1  # DataTable's line caches: these rows' lines are new
+            for row_key in changed_rows:
+                index = self._row_locations.get(RowKey(row_key))
+                if index is not None:
+                    self.refresh_row(index)
         order = list(wanted)
         if order != self._order:
             self._order = order
