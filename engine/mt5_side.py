@@ -21,6 +21,7 @@ from core.commands import CommandStore, Mt5Command
 from core.config import ListenerConfig, Mt5VenueConfig
 from core.instruments import Instrument
 from core.models import Quote
+from engine.settings import Secrets, mt5_secret_env_var
 from engine.snapshot import FeedRow, TerminalRow
 from mt5_bridge.app import create_app
 from mt5_bridge.auth import SignatureVerifier
@@ -87,6 +88,30 @@ class StoreSlot:
             return None
         command: Mt5Command | None = await getter(command_id)
         return command
+
+
+class MissingTerminalSecret(ValueError):
+    """A real MT5 terminal of the config has no secret in the environment."""
+
+    def __init__(self, terminal: str) -> None:
+        self.terminal = terminal
+        super().__init__(f"MT5 terminal {terminal} has no secret: set {mt5_secret_env_var(terminal)} "
+                         f"(or {mt5_secret_env_var(terminal)}_FILE)")
+
+
+def terminal_secrets(venue: Mt5VenueConfig, secrets: Secrets | None, simulated: bool) -> dict[str, bytes]:
+    """Each configured terminal's shared secret: from the environment, or (simulated terminals
+    only) one generated for the run. MissingTerminalSecret names the first one missing."""
+    out: dict[str, bytes] = {}
+    for terminal in venue.terminals:
+        secret = secrets.mt5_secret(terminal) if secrets is not None else None
+        if secret is not None:
+            out[terminal] = secret.get_secret_value().encode()
+        elif simulated:
+            out[terminal] = Mt5Side.demo_secret()
+        else:
+            raise MissingTerminalSecret(terminal)
+    return out
 
 
 class Mt5Side:

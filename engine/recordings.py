@@ -23,9 +23,10 @@ from core.clock import RealClock
 from core.config import QuantarbConfig
 from core.models import Quote
 from engine.demo import DemoEa, build_world, is_simulated
-from engine.mt5_side import Mt5Side
+from engine.mt5_side import MissingTerminalSecret, Mt5Side
+from engine.mt5_side import terminal_secrets as mt5_terminal_secrets
 from engine.replay import MT5_FEED_PREFIX
-from engine.settings import Secrets, mt5_secret_env_var
+from engine.settings import Secrets
 from engine.signals import stop_on_signals
 from engine.sources import build_feeds
 from feeds.recording import FrameRecorder
@@ -52,15 +53,10 @@ def _mt5_side(config: QuantarbConfig, clock: RealClock, secrets: Secrets | None,
         return None, None
     pairs = config.build_pairs()
     instruments = [i for p in pairs for i in p.instruments if i.venue == "mt5"]
-    terminal_secrets: dict[str, bytes] = {}
-    for terminal in venue.terminals:
-        secret = secrets.mt5_secret(terminal) if secrets is not None else None
-        if secret is not None:
-            terminal_secrets[terminal] = secret.get_secret_value().encode()
-        elif simulated:
-            terminal_secrets[terminal] = Mt5Side.demo_secret()
-        else:
-            raise RecordError(f"MT5 terminal {terminal} has no secret: set {mt5_secret_env_var(terminal)}")
+    try:
+        terminal_secrets = mt5_terminal_secrets(venue, secrets, simulated)
+    except MissingTerminalSecret as exc:
+        raise RecordError(str(exc)) from None
     ea = None
     if simulated:
         first = venue.terminals[0]

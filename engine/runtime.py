@@ -41,7 +41,8 @@ from engine.flatten import Flattener
 from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
 from engine.live_venues import LiveVenues, MissingCredentials
-from engine.mt5_side import Mt5Side, listener_server
+from engine.mt5_side import MissingTerminalSecret, Mt5Side, listener_server
+from engine.mt5_side import terminal_secrets as mt5_terminal_secrets
 from engine.operator import Operator
 from engine.operator_api import create_operator_app, operator_routes
 from engine.orchestrator import HedgeOrchestrator
@@ -49,7 +50,7 @@ from engine.reconcile import RECONCILING, Reconciler
 from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
 from engine.risk_monitor import RiskLoop, RiskMonitor
-from engine.settings import Secrets, mt5_secret_env_var
+from engine.settings import Secrets
 from engine.sources import build_feeds
 from engine.tasks import cancel_and_wait
 from engine.venue_health import VenueHealth
@@ -207,12 +208,7 @@ class Runtime:
         )
         self.reconciler: Reconciler | None = None
         if self.live is not None:
-            self.reconciler = Reconciler(
-                self.live.accounts(), self.instruments.values(), self.gate, self.risk, self.orchestrator,
-                self.events, self.clock, ledger=lambda: self.ledger, journal=lambda: self.journal,
-                mt5_accounts=self._mt5_accounts if self.mt5 is not None else None,
-                interval_s=config.engine.reconcile_interval_s,
-            )
+            self.reconciler = self._new_reconciler(self.live)
         self.alerts = Alerts(config.alerts, self.events, self.clock, mode=self.mode,
                              daily_pnl=lambda: (self.gate.breakers.day, self.gate.breakers.daily_pnl))
         self.feeds: list[WsFeed] = []
@@ -250,18 +246,10 @@ class Runtime:
         }
 
     def _mt5_side(self, venue: Mt5VenueConfig, secrets: Secrets | None, simulated: bool) -> Mt5Side:
-        terminal_secrets: dict[str, bytes] = {}
-        for terminal in venue.terminals:
-            secret = secrets.mt5_secret(terminal) if secrets is not None else None
-            if secret is not None:
-                terminal_secrets[terminal] = secret.get_secret_value().encode()
-            elif simulated:
-                terminal_secrets[terminal] = Mt5Side.demo_secret()
-            else:
-                raise RuntimeFailure(
-                    f"MT5 terminal {terminal} has no secret: set {mt5_secret_env_var(terminal)} "
-                    f"(or {mt5_secret_env_var(terminal)}_FILE)"
-                )
+        try:
+            terminal_secrets = mt5_terminal_secrets(venue, secrets, simulated)
+        except MissingTerminalSecret as exc:
+            raise RuntimeFailure(str(exc)) from None
         mt5_instruments = [i for i in self.instruments.values() if i.venue == "mt5"]
         if simulated and venue.terminals:
             first = venue.terminals[0]
@@ -283,6 +271,14 @@ class Runtime:
             )
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
+
+    def _new_reconciler(self, live: LiveVenues) -> Reconciler:
+        return Reconciler(
+            live.accounts(), self.instruments.values(), self.gate, self.risk, self.orchestrator,
+            self.events, self.clock, ledger=lambda: self.ledger, journal=lambda: self.journal,
+            mt5_accounts=self._mt5_accounts if self.mt5 is not None else None,
+            interval_s=self.config.engine.reconcile_interval_s,
+        )
 
     def _free_margin(self) -> dict[str, Decimal]:
         """Paper venues' paper accounts and MT5's EA report; live venues as reconciliation last
@@ -476,12 +472,7 @@ class Runtime:
         self.live = LiveVenues(demo.world_venues(self.config, self.world),
                                demo.trading_secrets(accounts, self._secrets), self.clock, self.instruments.values())
         self.gateways.update(self.live.gateways)  # the orchestrator's own map
-        self.reconciler = Reconciler(
-            self.live.accounts(), self.instruments.values(), self.gate, self.risk, self.orchestrator,
-            self.events, self.clock, ledger=lambda: self.ledger, journal=lambda: self.journal,
-            mt5_accounts=self._mt5_accounts if self.mt5 is not None else None,
-            interval_s=self.config.engine.reconcile_interval_s,
-        )
+        self.reconciler = self._new_reconciler(self.live)
 
     async def _abort_start(self) -> None:
         """Undo a start that failed half-way: nothing keeps running, no file says we listen."""

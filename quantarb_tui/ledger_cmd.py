@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -52,17 +53,30 @@ def _path(ledger: str | None, config: str | None) -> str:
         raise typer.Exit(2) from None
 
 
-_money: dict[str, Any] = {}  # the config's [money] (account currency, rates) when it applies
+@dataclass(frozen=True)
+class _Target:
+    """The ledger to read, and what its config says about it (when the config applies)."""
+
+    path: str
+    instruments: dict[Any, Any]
+    account_ccy: str | None = None  # the config's [money]: the defaults of --currency and --rate
+    rates: dict[str, Decimal] = field(default_factory=dict)
+
+    def money_args(self, currency: str | None, rate: list[str] | None) -> dict[str, Any]:
+        """--currency and --rate, over the config's [money] (a rate given here wins)."""
+        ccy = _currency(currency) if currency else (self.account_ccy or "USD")
+        rates = dict(self.rates) if ccy == self.account_ccy else {}
+        rates.update(_rates(rate))
+        return {"account_ccy": ccy, "rates": rates}
 
 
-def _target(ledger: str | None, config: str | None) -> tuple[str, dict[Any, Any]]:
+def _target(ledger: str | None, config: str | None) -> _Target:
     """The ledger, and the config's instruments when the ledger is the config's (or --config is
     given): they place fills of symbols no group journaled (flatten orders). A ledger named on
     its own is valued with its own instruments only, never with a config it may not belong to;
-    the same holds for the config's `[money]` rates (the defaults of --currency and --rate)."""
-    _money.clear()
+    the same holds for the config's `[money]` rates."""
     if ledger and not config:
-        return ledger, {}
+        return _Target(ledger, {})
     from engine.settings import ConfigError, load_config
 
     try:
@@ -71,16 +85,8 @@ def _target(ledger: str | None, config: str | None) -> tuple[str, dict[Any, Any]
         typer.echo(f"quantarb: {exc}", err=True)
         raise typer.Exit(2) from None
     instruments: dict[Any, Any] = {i.key: i for pair in loaded.config.build_pairs() for i in pair.instruments}
-    _money.update(account_ccy=loaded.config.money.account_currency, rates=dict(loaded.config.money.rates))
-    return ledger or loaded.config.engine.ledger, instruments
-
-
-def _money_args(currency: str | None, rate: list[str] | None) -> dict[str, Any]:
-    """--currency and --rate, over the config's [money] (a rate given here wins)."""
-    ccy = _currency(currency) if currency else str(_money.get("account_ccy", "USD"))
-    rates: dict[str, Decimal] = dict(_money.get("rates", {})) if ccy == _money.get("account_ccy") else {}
-    rates.update(_rates(rate))
-    return {"account_ccy": ccy, "rates": rates}
+    money = loaded.config.money
+    return _Target(ledger or loaded.config.engine.ledger, instruments, money.account_currency, dict(money.rates))
 
 
 def _fail(message: str) -> NoReturn:
@@ -242,8 +248,9 @@ def summary(
     trigger rate: today and all time."""
     from ledger.queries import summary as q
 
-    path, instruments = _target(ledger, config)
-    doc = _run(path, q, **_money_args(currency, rate), marks=_marks(mark), instruments=instruments)
+    target = _target(ledger, config)
+    doc = _run(target.path, q, **target.money_args(currency, rate), marks=_marks(mark),
+               instruments=target.instruments)
     if json_out:
         _dump(doc)
         return
@@ -263,7 +270,8 @@ def positions(
     realized PnL, fees, carry; and the net position per asset across venues."""
     from ledger.money import positions as q
 
-    path, instruments = _target(ledger, config)
+    target = _target(ledger, config)
+    path, instruments = target.path, target.instruments
     doc = _run(path, q, now_ms=_now_ms(), marks=_marks(mark), instruments=instruments)
     if not flat:
         doc["positions"] = [r for r in doc["positions"] if Decimal(r["qty"]) != 0]
@@ -318,8 +326,9 @@ def equity(
     fees, carry and total, cumulative since the ledger's first fill."""
     from ledger.money import equity_series as q
 
-    path, instruments = _target(ledger, config)
-    doc = _run(path, q, since_ms=_ms(since) or 0, interval_ms=interval * 1000, **_money_args(currency, rate),
+    target = _target(ledger, config)
+    path, instruments = target.path, target.instruments
+    doc = _run(path, q, since_ms=_ms(since) or 0, interval_ms=interval * 1000, **target.money_args(currency, rate),
                instruments=instruments)
     if json_out:
         _dump(doc)
