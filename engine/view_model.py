@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from core.clock import Clock
@@ -372,11 +372,15 @@ def pair_event(ts_ms: int, row: PairRow) -> EngineEvent:
 
 
 def _num(value: Decimal) -> str:
-    return f"{value.quantize(Decimal('0.01'))}" if value == value.to_integral_value() or abs(value) >= 1 else str(value)
+    if value == value.to_integral_value() or abs(value) >= 1:
+        return f"{value.quantize(Decimal('0.01'), ROUND_HALF_EVEN)}"
+    return str(value)
 
 
 def _money(value: Decimal) -> str:
-    return f"{value.quantize(Decimal('0.01'))}"
+    # The rounding is stated: the thread's decimal context is shared with every library in the
+    # process (ccxt sets ROUND_HALF_UP on it), and a figure must not depend on what ran before.
+    return f"{value.quantize(Decimal('0.01'), ROUND_HALF_EVEN)}"
 
 
 def _dec(value: Decimal | None) -> str:

@@ -7,7 +7,7 @@ an SSH session without truecolor sees the same meaning.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from rich.console import JustifyMethod
 from rich.text import Text
@@ -129,7 +129,7 @@ def money(value: str | Decimal | None, *, signed: bool = False, cell: bool = Tru
     amount = value if isinstance(value, Decimal) else decimal(value)
     if amount is None:
         return Text("-", style="dim", justify=justify)
-    amount = amount.quantize(Decimal("0.01"))
+    amount = amount.quantize(Decimal("0.01"), ROUND_HALF_EVEN)  # stated: the context is shared
     style = "red" if amount < 0 else "green" if amount > 0 else ""
     text = f"{amount:+,}" if signed else f"{amount:,}"
     return Text(text, style=style, justify=justify)
