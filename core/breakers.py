@@ -26,11 +26,12 @@ to JSON so that it survives a restart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
 Effect = Literal["halt", "pause", "block_venue", "alert"]
 DAY_MS = 86_400_000  # the daily loss window is the UTC day: now_ms // DAY_MS
+CENT = Decimal("0.01")
 
 
 @dataclass(slots=True)
@@ -157,8 +158,8 @@ class Breakers:
         a restart restored it from the ledger)."""
         lim = self.limits
         if self.daily_pnl <= -lim.daily_loss_limit:
-            return self._set(self.all["daily_loss"], True, now_ms,
-                             f"equity today {self.daily_pnl.quantize(Decimal('0.01'))} <= -{lim.daily_loss_limit}")
+            today = self.daily_pnl.quantize(CENT, ROUND_HALF_EVEN)
+            return self._set(self.all["daily_loss"], True, now_ms, f"equity today {today} <= -{lim.daily_loss_limit}")
         return []
 
     def on_venue_health(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 _ZERO = Decimal(0)
 HOUR_MS = 3_600_000
@@ -70,7 +70,7 @@ class TradeStats:
     def as_dict(self) -> dict[str, object]:
         """JSON-able: decimals as strings rounded for reading (money to 1e-4, ratios to 1e-4)."""
         def q(value: Decimal | None) -> str | None:
-            return None if value is None else str(value.quantize(Decimal("0.0001")))
+            return None if value is None else str(value.quantize(Decimal("0.0001"), ROUND_HALF_EVEN))
 
         return {
             "groups": self.groups, "wins": self.wins, "losses": self.losses,

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.driver import Driver
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Input
 
@@ -195,6 +196,8 @@ class QuantArbApp(App[int]):
 
     def refresh_status(self) -> None:
         """The trading state at once: every visible status bar from a light snapshot."""
+        if not self.is_running:
+            return
         snap = self.reader.snapshot(groups=0, log=0)
         for screen in self.screen_stack:
             for bar in screen.query(StatusBar):
@@ -219,7 +222,8 @@ class QuantArbApp(App[int]):
         and again when it returns."""
         task = asyncio.ensure_future(call())
         await asyncio.sleep(0)  # the action runs up to its first wait: the gate has flipped
-        if not task.done():
+        status_shown = not task.done()
+        if status_shown:
             # Only the status bars now: one small region to repaint, so the new state is on
             # screen within a frame; the tables follow with the full refresh below.
             self.refresh_status()
@@ -230,9 +234,18 @@ class QuantArbApp(App[int]):
             self.notify(str(exc), title=f"{title} refused", severity="error")
             return str(exc)
         self.last_result = result
-        self.refresh_view()
-        self.notify(result.message, title=title, severity="information" if result.changed else "warning")
+        severity: SeverityLevel = "information" if result.changed else "warning"
+        if status_shown:
+            # The tables and the toast (a toast is a layout of the whole screen) after the frame
+            # that shows the new state, never in it: they would delay it.
+            self.call_after_refresh(self._after_action, result.message, title, severity)
+        else:
+            self._after_action(result.message, title, severity)
         return None
+
+    def _after_action(self, message: str, title: str, severity: SeverityLevel) -> None:
+        self.refresh_view()
+        self.notify(message, title=title, severity=severity)
 
     def action_kill(self) -> None:
         if any(isinstance(s, ConfirmModal) and s.kind == "kill" for s in self.screen_stack):

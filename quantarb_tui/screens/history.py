@@ -6,7 +6,7 @@ snapshot shows that more groups have closed since the last read.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -61,7 +61,7 @@ def totals(rows: list[dict[str, Any]]) -> Text:
     text.append("   PnL ", style="dim")
     text.append_text(fmt.money(pnl, signed=True, cell=False))
     text.append("   fees ", style="dim")
-    text.append(f"{fees.quantize(Decimal('0.01')):,}")
+    text.append(f"{fees.quantize(Decimal('0.01'), ROUND_HALF_EVEN):,}")
     text.append("   hit rate ", style="dim")
     text.append(f"{hits / len(rows) * 100:.0f}%" if rows else "-")
     text.append("   mean exp edge ", style="dim")

@@ -8,7 +8,7 @@ from textual.containers import Vertical
 
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
-from quantarb_tui.widgets.synced_table import Row, SyncedTable
+from quantarb_tui.widgets.synced_table import Row, SyncedTable, set_subtitle
 
 COLUMNS = [
     ("name", "Breaker", 22),
@@ -29,7 +29,7 @@ class BreakersPane(Vertical):
 
     def update_from(self, snap: RuntimeSnapshot) -> None:
         tripped = [b for b in snap.breakers if b.state != "ok"]
-        self.border_subtitle = f"{len(tripped)} tripped" if tripped else f"{len(snap.breakers)} ok"
+        set_subtitle(self, f"{len(tripped)} tripped" if tripped else f"{len(snap.breakers)} ok")
         self.set_class(bool(tripped), "-tripped")
         rows: list[Row] = []
         for b in snap.breakers:

@@ -8,7 +8,7 @@ from textual.containers import Vertical
 
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
-from quantarb_tui.widgets.synced_table import Row, SyncedTable
+from quantarb_tui.widgets.synced_table import Row, SyncedTable, set_subtitle
 
 COLUMNS = [
     ("time", "Time", 8),
@@ -33,7 +33,7 @@ class CompensationPane(Vertical):
 
     def update_from(self, snap: RuntimeSnapshot) -> None:
         failed = sum(1 for c in snap.compensation if c.failed)
-        self.border_subtitle = f"{failed} failed" if failed else ""
+        set_subtitle(self, f"{failed} failed" if failed else "")
         self.set_class(failed > 0, "-has-failures")
         rows: list[Row] = []
         for c in snap.compensation:

@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.sparkline import EdgeHistory
-from quantarb_tui.widgets.synced_table import Row, SyncedTable
+from quantarb_tui.widgets.synced_table import Row, SyncedTable, set_subtitle
 
 SPARK_WIDTH = 8
 
@@ -41,7 +41,7 @@ class EdgesPane(Vertical):
         subtitle = f"threshold {threshold:g} bps"
         if self.pair_filter:
             subtitle = f"filter '{self.pair_filter}'  {subtitle}"
-        self.border_subtitle = subtitle
+        set_subtitle(self, subtitle)
         rows: list[Row] = []
         for e in snap.edges:
             self.history.push(e.key, e.edge_bps)  # every edge keeps its path, shown or not

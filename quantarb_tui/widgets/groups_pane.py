@@ -12,7 +12,7 @@ from textual.containers import Vertical
 
 from engine.snapshot import GroupRow, LegRow, RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
-from quantarb_tui.widgets.synced_table import Row, SyncedTable
+from quantarb_tui.widgets.synced_table import Row, SyncedTable, set_subtitle
 
 COLUMNS = [
     ("pair", "Pair", 4),
@@ -60,7 +60,7 @@ class GroupsPane(Vertical):
 
     def update_from(self, snap: RuntimeSnapshot) -> None:
         by_state = "  ".join(f"{k} {v}" for k, v in sorted((str(k), v) for k, v in snap.groups_by_state.items()))
-        self.border_subtitle = f"in flight {snap.open_groups}  {by_state}" if by_state else "none yet"
+        set_subtitle(self, f"in flight {snap.open_groups}  {by_state}" if by_state else "none yet")
         rows: list[Row] = []
         for g in snap.groups:
             if not fmt.pair_matches(g.pair, self.pair_filter):

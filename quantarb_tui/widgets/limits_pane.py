@@ -7,7 +7,7 @@ from textual.containers import Vertical
 
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
-from quantarb_tui.widgets.synced_table import Row, SyncedTable
+from quantarb_tui.widgets.synced_table import Row, SyncedTable, set_subtitle
 
 COLUMNS = [
     ("rule", "Limit", 24),
@@ -27,7 +27,7 @@ class LimitsPane(Vertical):
 
     def update_from(self, snap: RuntimeSnapshot) -> None:
         near = sum(1 for r in snap.limits if r.utilization is not None and r.utilization >= 0.9)
-        self.border_subtitle = f"{near} near or at the bound" if near else f"{len(snap.limits)} limits"
+        set_subtitle(self, f"{near} near or at the bound" if near else f"{len(snap.limits)} limits")
         rows: list[Row] = [
             (r.key, (r.rule, r.scope or "-", r.used, r.limit, fmt.utilization(r.utilization)))
             for r in snap.limits

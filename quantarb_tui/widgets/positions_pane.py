@@ -18,7 +18,7 @@ from textual.containers import Vertical
 
 from engine.snapshot import HoldingLegRow, HoldingRow, RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
-from quantarb_tui.widgets.synced_table import Row, SyncedTable
+from quantarb_tui.widgets.synced_table import Row, SyncedTable, set_subtitle
 
 COLUMNS = [
     ("asset", "Asset", 5),
@@ -84,11 +84,11 @@ class PositionsPane(Vertical):
     def update_from(self, snap: RuntimeSnapshot) -> None:
         drifting = [h.asset for h in snap.holdings if h.drift and not h.in_flight]
         if drifting:
-            self.border_subtitle = f"drift: {', '.join(drifting)}"
+            set_subtitle(self, f"drift: {', '.join(drifting)}")
         elif snap.holdings:
-            self.border_subtitle = snap.account_ccy
+            set_subtitle(self, snap.account_ccy)
         else:
-            self.border_subtitle = "flat"
+            set_subtitle(self, "flat")
         self.set_class(bool(drifting), "-drift")
         rows: list[Row] = []
         for h in snap.holdings:

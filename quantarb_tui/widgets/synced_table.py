@@ -29,11 +29,19 @@ from rich.text import Text
 from textual._two_way_dict import TwoWayDict
 from textual._types import SegmentLines
 from textual.coordinate import Coordinate
+from textual.widget import Widget
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowKey
 
 Cell = str | Text
 Row = tuple[str, Sequence[Cell]]
+
+
+def set_subtitle(pane: Widget, text: str) -> None:
+    """A pane's border subtitle, assigned only when it changed: every assignment repaints the
+    whole pane, which would undo the row-by-row repaint of its table on every refresh."""
+    if pane.border_subtitle != text:
+        pane.border_subtitle = text
 
 
 class SyncedTable(DataTable[Cell]):

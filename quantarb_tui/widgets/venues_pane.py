@@ -8,7 +8,7 @@ from textual.containers import Vertical
 
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.widgets import format as fmt
-from quantarb_tui.widgets.synced_table import Row, SyncedTable
+from quantarb_tui.widgets.synced_table import Row, SyncedTable, set_subtitle
 
 COLUMNS = [
     ("feed", "Feed", 12),
@@ -48,5 +48,5 @@ class VenuesPane(Vertical):
             )
             if f.last_error and f.state != "live":
                 errors.append(f"{f.name}: {f.last_error}")
-        self.border_subtitle = errors[0][:60] if errors else ""
+        set_subtitle(self, errors[0][:60] if errors else "")
         self.query_one(SyncedTable).sync(rows)

@@ -6,7 +6,7 @@ are alerted once, and the paper accounts' free margin is the running equity."""
 from __future__ import annotations
 
 import sqlite3
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,9 @@ async def test_an_unrealized_loss_trips_the_daily_loss_though_every_group_made_m
         # The ledger began today: the day's equity is all the equity there is.
         assert rt.gate.breakers.daily_pnl == total
         assert state is TradingState.HALTED
-        assert rt.gate.breakers.all["daily_loss"].detail == f"equity today {total.quantize(D('0.01'))} <= -300"
-        assert rt.view.snapshot().daily_pnl == f"{total.quantize(D('0.01'))}"
+        cents = total.quantize(D("0.01"), ROUND_HALF_EVEN)
+        assert rt.gate.breakers.all["daily_loss"].detail == f"equity today {cents} <= -300"
+        assert rt.view.snapshot().daily_pnl == f"{cents}"
     finally:
         await rt.close_ledger()
 

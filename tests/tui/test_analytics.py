@@ -5,7 +5,7 @@ at 160x48 and 80x24."""
 from __future__ import annotations
 
 import sqlite3
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,9 @@ async def test_the_statistics_are_the_ledgers_groups(demo_runtime: Runtime, tmp_
     stats = doc["stats"]
     assert stats["groups"] == len(pnls) > 0
     assert stats["wins"] == sum(1 for p in pnls if p > 0)
-    assert Decimal(stats["total_pnl"]) == sum(pnls, Decimal(0)).quantize(Decimal("0.0001"))
-    assert Decimal(stats["expectancy"]) == (sum(pnls, Decimal(0)) / len(pnls)).quantize(Decimal("0.0001"))
+    tenth_cent = Decimal("0.0001")
+    assert Decimal(stats["total_pnl"]) == sum(pnls, Decimal(0)).quantize(tenth_cent, ROUND_HALF_EVEN)
+    assert Decimal(stats["expectancy"]) == (sum(pnls, Decimal(0)) / len(pnls)).quantize(tenth_cent, ROUND_HALF_EVEN)
     assert sum(p["groups"] for p in doc["pairs"].values()) == len(pnls)
     # The curve ends where the ledger's equity is (both marked at the last fill prices).
     assert doc["series"]["points"][-1]["total"] == equity["total"]

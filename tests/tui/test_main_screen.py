@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import textual.constants
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from engine.runtime import Runtime
 from quantarb_tui.app import QuantArbApp
@@ -106,3 +106,36 @@ async def test_renders_on_a_256_color_terminal(demo_runtime: Runtime, monkeypatc
     assert "ACTIVE" in output
     assert "38;5;" in output or "48;5;" in output
     assert "38;2;" not in output and "48;2;" not in output
+
+
+
+class ShutdownProbe(Static):
+    """Refreshes the view from inside the shutdown, as the refresh timer may: the app's timers
+    stop only after its screens' widgets have been removed."""
+
+    errors: ClassVar[list[BaseException]] = []
+    calls: ClassVar[int] = 0
+
+    def on_unmount(self) -> None:
+        app = self.app
+        assert isinstance(app, QuantArbApp)
+        ShutdownProbe.calls += 1
+        try:
+            app.refresh_view()
+            app.refresh_status()
+        except Exception as exc:  # what the timer would raise, ending the app with a traceback
+            ShutdownProbe.errors.append(exc)
+
+
+async def test_a_refresh_while_the_app_shuts_down_touches_no_widget(demo_runtime: Runtime) -> None:
+    app = make_app(demo_runtime)
+    ShutdownProbe.errors.clear()
+    ShutdownProbe.calls = 0
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        venues = app.screen.query_one("#venues")
+        await venues.mount(ShutdownProbe())
+        refreshes = app.refreshes
+    assert ShutdownProbe.calls == 1
+    assert ShutdownProbe.errors == []
+    assert app.refreshes == refreshes  # skipped, not half-applied

@@ -40,3 +40,4 @@ def test_held_clock_counts_each_holding_to_its_end_or_now() -> None:
     c.update("XAU", True, 10_000)
     c.update("BTC", False, 10_000)
     assert c.held_ms(12_000) == {"XAU": 4_000 + 2_000}
+
