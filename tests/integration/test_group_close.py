@@ -1,0 +1,240 @@
+"""Closing one hedge group by hand (engine.group_close through `Runtime.control.close_group`).
+
+A started Runtime (manual clock, a real SQLite ledger, no exchange feeds: the only quotes are
+the test's) trades through venue doubles that answer as the test scripts
+(tests/holding_gateway.py). A hedged group's two legs are sent back at market, filed with the
+group (their fills in its PnL, in memory and in the ledger row), after an audit record; the
+refusals (unknown, in flight, flat, not reducing, no reason, during a flatten) send nothing;
+an IOC the book left is tried again under a new client order id, a partial fill never is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.clock import ManualClock
+from core.hedge import HedgeGroup, client_order_id
+from core.models import ExecutionIntent, ExecutionLeg, GroupState, Order, OrderPurpose, Quote, TradingState, Venue
+from engine.control import ControlRefused
+from engine.runtime import Runtime
+from tests.holding_gateway import HoldingGateway, Placement, Step, held_config, until
+
+BTC: dict[Venue, str] = {"okx": "BTC-USDT-SWAP", "binance": "BTCUSDT"}
+QTY = Decimal("0.01")
+
+
+@dataclass
+class Rig:
+    rt: Runtime
+    okx: HoldingGateway
+    binance: HoldingGateway
+    placements: list[Placement]
+    ledger: Path
+    steps: dict[str, Step] = field(default_factory=dict)
+    by_purpose: dict[OrderPurpose, Step] = field(default_factory=dict)
+
+    def closes(self) -> list[Placement]:
+        return [p for p in self.placements if p.purpose is OrderPurpose.FLATTEN]
+
+    def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        con = sqlite3.connect(self.ledger)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("QUANTARB_LISTENER__PORT", "0")
+    monkeypatch.setattr("engine.runtime.build_feeds", lambda *args, **kwargs: [])
+    monkeypatch.setattr("engine.group_close.RETRY_PAUSE_S", 0)  # no pause before a retry: no clock here
+    clock = ManualClock()
+    ledger = tmp_path / "close.db"
+    rt = Runtime(held_config(), is_demo=True, clock=clock, ledger_path=str(ledger), mt5_in_process=True)
+    placements: list[Placement] = []
+    steps: dict[str, Step] = {}
+    by_purpose: dict[OrderPurpose, Step] = {}
+
+    def decide(order: Order) -> Step:
+        return steps.get(order.client_order_id) or by_purpose.get(order.purpose, "reject")
+
+    okx, binance, mt5 = (HoldingGateway(v, clock, decide, placements) for v in ("okx", "binance", "mt5"))
+    rt.gateways.update({"okx": okx, "binance": binance, "mt5": mt5})
+    held = Rig(rt, okx, binance, placements, ledger, steps, by_purpose)
+    await rt.start()
+    now = clock.monotonic_ns()
+    for _ in range(2):  # twice: the price guard accepts 60,000 once every venue agrees
+        for venue, symbol in BTC.items():
+            rt.ingest(Quote(venue, symbol, 60000.0, 60010.0, 5.0, 5.0, clock.time_ms(), now))
+    try:
+        yield held
+    finally:
+        await rt.orchestrator.shutdown(timeout_s=1.0)
+        await rt.stop()
+
+
+def _intent(rt: Runtime, buy: Venue, sell: Venue) -> ExecutionIntent:
+    bi, si = rt.instruments[(buy, BTC[buy])], rt.instruments[(sell, BTC[sell])]
+    return ExecutionIntent(
+        pair="BTC",
+        buy=ExecutionLeg(buy, bi.symbol, "buy", bi.to_venue_qty(QTY), Decimal(60000), QTY),
+        sell=ExecutionLeg(sell, si.symbol, "sell", si.to_venue_qty(QTY), Decimal(60100), QTY),
+        base_qty=QTY, expected_edge_bps=10.0, buy_price=60000.0, sell_price=60100.0,
+        created_ms=rt.clock.time_ms(),
+    )
+
+
+async def _hedged(rig: Rig, buy: Venue = "okx", sell: Venue = "binance") -> HedgeGroup:
+    rig.by_purpose[OrderPurpose.ENTRY] = "fill"
+    group = rig.rt.orchestrator.submit(_intent(rig.rt, buy, sell))
+    await until(lambda: group.state is GroupState.HEDGED and group.group_id not in rig.rt.orchestrator.open,
+                "the group hedged and closed")
+    return group
+
+
+def _seen(rig: Rig) -> tuple[object, ...]:
+    return (len(rig.placements), rig.rt.gate.state, rig.rt.orchestrator.realized_pnl,
+            len(rig.rows("SELECT * FROM orders")), len(rig.rows("SELECT * FROM events WHERE kind='operator_audit'")))
+
+
+async def test_a_hedged_group_is_closed_on_both_venues_and_its_pnl_counts_the_closing_fills(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    before = group.realized_pnl
+    run_before = rt.orchestrator.realized_pnl
+    assert before == Decimal("1.00")  # 0.01 BTC bought at 60,000 and sold at 60,100
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+
+    result = await rt.control.close_group(group.group_id, "held too long", "tui")
+
+    assert (result.action, result.changed, result.detail["flat"]) == ("close", True, True)
+    assert result.message == f"group {group.group_id} closed: flat"
+    closes = rig.closes()
+    assert sorted((p.venue, p.side, p.group_id) for p in closes) == [
+        ("binance", "buy", group.group_id), ("okx", "sell", group.group_id)]
+    okx_close = rt.instruments[("okx", BTC["okx"])]
+    assert {p.venue: p.qty for p in closes} == {"okx": okx_close.to_venue_qty(QTY), "binance": QTY}
+    assert all(p.client_order_id.startswith(f"qa{group.group_id}c") for p in closes)
+    assert group.position("okx") == 0 and group.position("binance") == 0
+    # The closing fills are the group's: sold at the bid less 15 bps, bought at the ask plus 15 bps.
+    prices = {r[0]: Decimal(r[1]) for r in rig.rows(
+        "SELECT venue, price FROM orders WHERE group_id = ? AND purpose = 'flatten'", group.group_id)}
+    assert prices == {"okx": Decimal("59910.0"), "binance": Decimal("60100.1")}
+    expected = before + QTY * (prices["okx"] - prices["binance"])
+    assert group.realized_pnl == expected == Decimal("-0.901")
+    assert rt.orchestrator.realized_pnl == run_before + expected - before
+    assert Decimal(result.detail["realized_pnl"]) == expected
+    [(pnl, state)] = rig.rows("SELECT realized_pnl, state FROM hedge_groups WHERE group_id = ?", group.group_id)
+    assert (Decimal(pnl), state) == (expected, "hedged")
+    # The audit record is committed before the first closing order's write-ahead row.
+    [(audit_seq, payload)] = rig.rows("SELECT seq, payload FROM events WHERE kind = 'operator_audit'")
+    assert '"action":"close_group"' in payload and '"actor":"tui"' in payload and "held too long" in payload
+    created = [r[0] for r in rig.rows("SELECT seq FROM events WHERE kind = 'order_created' AND group_id = ? "
+                                      "AND json_extract(payload, '$.purpose') = 'flatten'", group.group_id)]
+    assert len(created) == 2 and audit_seq < min(created)
+    # Closed means flat: a second close is refused and sends nothing.
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=f"group {group.group_id} is already flat"):
+        await rt.control.close_group(group.group_id, "again", "tui")
+    assert _seen(rig) == seen
+
+
+async def test_closing_works_while_halted_as_flatten_does(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    await rt.control.kill("night check")
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    result = await rt.control.close_group(group.group_id, "close while halted", "cli")
+    assert result.detail["flat"] is True and result.trading_state == "halted"
+    assert rt.gate.state is TradingState.HALTED  # closing never re-arms
+    assert len(rig.closes()) == 2
+
+
+async def test_refusals_send_nothing(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=r"^no group gnosuchgroup$"):
+        await rt.control.close_group("gnosuchgroup", "typo", "tui")
+    with pytest.raises(ControlRefused, match=r"^close needs a reason"):
+        await rt.control.close_group(group.group_id, "  ", "tui")
+    assert _seen(rig) == seen
+
+    # In flight: one leg resting on the book.
+    rig.by_purpose[OrderPurpose.ENTRY] = "fill"
+    flying = rt.orchestrator.submit(_intent(rt, "binance", "okx"))
+    rig.steps[client_order_id(flying.group_id, 1, 0)] = "rest"
+    await until(lambda: len(rig.okx.parked) == 1, "the okx leg resting")
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=f"group {flying.group_id} is still in flight"):
+        await rt.control.close_group(flying.group_id, "too early", "tui")
+    assert _seen(rig) == seen
+    rig.okx.finish(client_order_id(flying.group_id, 1, 0), "fill")
+    await until(lambda: flying.group_id not in rt.orchestrator.open, "the second group settled")
+
+    # Two opposite groups: okx holds +0.01 and -0.01, so closing one okx leg would not shrink
+    # the venue's position; refused before either leg is sent.
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=r"the binance leg .*risk:flatten_not_reducing.*other groups hold"):
+        await rt.control.close_group(group.group_id, "one of two", "tui")
+    assert _seen(rig) == seen
+
+
+async def test_refused_during_a_flatten(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
+    flatten = asyncio.create_task(rt.control.flatten("everything"))
+    await until(lambda: len(rig.okx.parked) == 1, "the flatten order held by okx")
+    with pytest.raises(ControlRefused, match=r"^close refused: a flatten is running"):
+        await rt.control.close_group(group.group_id, "now", "tui")
+    for cid in list(rig.okx.parked) + list(rig.binance.parked):
+        (rig.okx if cid in rig.okx.parked else rig.binance).finish(cid, "fill")
+    await asyncio.wait_for(flatten, 10)
+
+
+async def test_an_ioc_the_book_left_is_retried_under_a_new_id_and_a_partial_never(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
+    close = asyncio.create_task(rt.control.close_group(group.group_id, "retry", "tui"))
+    await until(lambda: len(rig.okx.parked) == 1 and len(rig.binance.parked) == 1, "both closing orders held")
+    [okx_first] = rig.okx.parked
+    [bn_first] = rig.binance.parked
+    rig.okx.finish(okx_first, "expire")  # the book moved: nothing filled, final
+    rig.binance.finish(bn_first, "fill")
+    await until(lambda: len(rig.okx.parked) == 1 and okx_first not in rig.okx.parked, "the okx retry")
+    [okx_second] = rig.okx.parked
+    assert okx_second != okx_first and okx_second.startswith(f"qa{group.group_id}c")
+    rig.okx.finish(okx_second, "fill")
+    result = await asyncio.wait_for(close, 10)
+    assert result.detail["flat"] is True
+    okx_leg = next(leg for leg in result.detail["legs"] if leg["venue"] == "okx")
+    assert okx_leg["orders"] == [okx_first, okx_second]
+    assert [p.client_order_id for p in rig.closes() if p.venue == "okx"] == [okx_first, okx_second]
+
+
+async def test_a_closed_group_from_an_earlier_run_is_read_from_the_ledger(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    await rt.journal.flush() if rt.journal is not None else None
+    rt.orchestrator.closed.clear()  # as after a restart: only the ledger remembers it
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    result = await rt.control.close_group(group.group_id, "from the ledger", "api 127.0.0.1")
+    assert result.detail["flat"] is True
+    rows = rig.rows("SELECT venue, side, purpose FROM orders WHERE group_id = ? ORDER BY venue, purpose",
+                    group.group_id)
+    assert rows == [("binance", "sell", "entry"), ("binance", "buy", "flatten"),
+                    ("okx", "buy", "entry"), ("okx", "sell", "flatten")]
+    [(pnl,)] = rig.rows("SELECT realized_pnl FROM hedge_groups WHERE group_id = ?", group.group_id)
+    assert Decimal(pnl) == Decimal("-0.901")
