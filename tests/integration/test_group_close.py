@@ -11,6 +11,8 @@ an IOC the book left is tried again under a new client order id, a partial fill 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,14 +20,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from core.clock import ManualClock
 from core.hedge import HedgeGroup, client_order_id
 from core.models import ExecutionIntent, ExecutionLeg, GroupState, Order, OrderPurpose, Quote, TradingState, Venue
 from engine.control import ControlRefused
+from engine.operator_api import create_operator_app
 from engine.runtime import Runtime
+from mt5_bridge.server import EmbeddedServer
 from tests.holding_gateway import HoldingGateway, Placement, Step, held_config, until
+from tests.integration.test_operator_cli import quantarb
 
 BTC: dict[Venue, str] = {"okx": "BTC-USDT-SWAP", "binance": "BTCUSDT"}
 QTY = Decimal("0.01")
@@ -238,3 +244,66 @@ async def test_a_closed_group_from_an_earlier_run_is_read_from_the_ledger(rig: R
                     ("okx", "buy", "entry"), ("okx", "sell", "flatten")]
     [(pnl,)] = rig.rows("SELECT realized_pnl FROM hedge_groups WHERE group_id = ?", group.group_id)
     assert Decimal(pnl) == Decimal("-0.901")
+
+
+# -- the same action from the CLI and the API (real socket, `quantarb` in a subprocess) ------------
+TOKEN = "close-test-admin-token-0123456789"
+
+
+@pytest.fixture
+async def served(rig: Rig) -> AsyncIterator[str]:
+    server = EmbeddedServer(create_operator_app(rig.rt.control, rig.rt.view, TOKEN), "127.0.0.1", 0)
+    await server.start()
+    try:
+        yield server.url
+    finally:
+        await server.stop()
+
+
+def _cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTARB_")}
+    return {**env, "HOME": str(home), "QUANTARB_ADMIN_TOKEN": TOKEN}
+
+
+async def test_close_from_the_cli(rig: Rig, served: str, tmp_path: Path) -> None:
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    env = _cli_env(tmp_path)
+    seen = _seen(rig)
+    no_reason = await quantarb("close", group.group_id, "--url", served, env=env, cwd=tmp_path)
+    assert no_reason.code == 2 and "a reason is required" in no_reason.err
+    assert _seen(rig) == seen  # refused before anything was sent
+
+    run = await quantarb("close", group.group_id, "--reason", "cli close", "--url", served, env=env, cwd=tmp_path)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0] == f"close: group {group.group_id} closed: flat (trading active)"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["binance BTCUSDT", "okx BTC-USDT-SWAP"]
+    [(payload,)] = rig.rows("SELECT payload FROM events WHERE kind = 'operator_audit'")
+    audit = json.loads(payload)
+    assert audit["actor"].startswith("cli ") and audit["actor"].endswith(" via api 127.0.0.1")
+    assert (audit["reason"], audit["target"]) == ("cli close", group.group_id)
+
+    again = await quantarb("close", group.group_id, "--reason", "again", "--url", served, env=env, cwd=tmp_path)
+    assert again.code == 3 and f"refused: group {group.group_id} is already flat" in again.err
+    orphans = await quantarb("orphans", "cancel", "--reason", "tidy", "--url", served, env=env, cwd=tmp_path)
+    assert orphans.code == 3 and "refused: no reconciliation runs here (paper mode)" in orphans.err
+
+
+async def test_close_api_checks_token_then_body(rig: Rig, served: str) -> None:
+    group = await _hedged(rig)
+    seen = _seen(rig)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=served, trust_env=False) as client:
+        for path in ("/api/close", "/api/orphans/cancel"):
+            r = await client.post(path, json={"group": group.group_id, "reason": "x"})
+            assert r.status_code == 401
+        r = await client.post("/api/close", headers=auth, json={"group": group.group_id})
+        assert (r.status_code, r.json()["fields"]) == (422, [{"field": "reason", "reason": "required"}])
+        r = await client.post("/api/close", headers=auth, json={"group": "g-1", "reason": "x", "size": 1})
+        assert r.status_code == 422
+        assert r.json()["fields"] == [{"field": "size", "reason": "unknown field"},
+                                      {"field": "group", "reason": "a group id is letters and digits"}]
+        r = await client.post("/api/close", headers=auth, json={"group": "gnosuch", "reason": "x"})
+        assert (r.status_code, r.json()) == (409, {"error": "refused", "message": "no group gnosuch"})
+    assert _seen(rig) == seen
