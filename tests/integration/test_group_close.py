@@ -14,7 +14,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -24,17 +24,30 @@ import httpx
 import pytest
 
 from core.clock import ManualClock
+from core.config import demo_config
 from core.hedge import HedgeGroup, client_order_id
 from core.models import ExecutionIntent, ExecutionLeg, GroupState, Order, OrderPurpose, Quote, TradingState, Venue
 from engine.control import ControlRefused
 from engine.operator_api import create_operator_app
 from engine.runtime import Runtime
 from mt5_bridge.server import EmbeddedServer
-from tests.holding_gateway import HoldingGateway, Placement, Step, held_config, until
+from tests.holding_gateway import HoldingGateway, Placement, Step, held_config
 from tests.integration.test_operator_cli import quantarb
 
 BTC: dict[Venue, str] = {"okx": "BTC-USDT-SWAP", "binance": "BTCUSDT"}
 QTY = Decimal("0.01")
+BOUND_S = 10.0
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for `condition` (the ledger commits in a thread, so loop turns are not a bound);
+    fail, naming it, when it does not hold within BOUND_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOUND_S
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {BOUND_S:g} s: {what}")
+        await asyncio.sleep(0.001)
 
 
 @dataclass
@@ -307,3 +320,44 @@ async def test_close_api_checks_token_then_body(rig: Rig, served: str) -> None:
         r = await client.post("/api/close", headers=auth, json={"group": "gnosuch", "reason": "x"})
         assert (r.status_code, r.json()) == (409, {"error": "refused", "message": "no group gnosuch"})
     assert _seen(rig) == seen
+
+
+async def test_paper_mode_closes_through_the_paper_venues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in demo, started (paper execution: nothing real is sent): a hedged group of its
+    own trading is closed through the paper venues and booked with the group."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("QUANTARB_LISTENER__PORT", "0")
+    ledger = tmp_path / "paper.db"
+    rt = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=str(ledger), mt5_in_process=True)
+    assert {type(g).__name__ for g in rt.gateways.values()} == {"PaperGateway"}
+    await rt.start()
+    try:
+        await rt.driver.drive(1500, 20.0)
+        # A hedged group whose legs each shrink their venue's net position (the demo trades both
+        # ways: closing a group that others offset on a venue is refused, test_refusals_send_nothing).
+        def closable(g: HedgeGroup) -> bool:
+            return g.state is GroupState.HEDGED and all(
+                (pos := rt.gate.exposure.position(v, g.pair)) * g.position(v) > 0 and abs(pos) >= abs(g.position(v))
+                for v in g.instruments)
+
+        group = next((g for g in rt.orchestrator.closed if closable(g)), None)
+        assert group is not None, "no closable hedged group after 30 simulated seconds"
+        held = {v: group.position(v) for v in group.instruments}
+        assert all(q != 0 for q in held.values())
+        result = await asyncio.wait_for(rt.control.close_group(group.group_id, "paper close", "test"), 30)
+        assert result.detail["flat"] is True
+        assert {leg["venue"]: Decimal(leg["before"]) for leg in result.detail["legs"]} == held
+        assert all(group.position(v) == 0 for v in group.instruments)
+        await rt.journal.flush() if rt.journal is not None else None
+        con = sqlite3.connect(ledger)
+        try:
+            closing = con.execute("SELECT venue, state FROM orders WHERE group_id = ? AND purpose = 'flatten' "
+                                  "ORDER BY venue", (group.group_id,)).fetchall()
+            [(pnl,)] = con.execute("SELECT realized_pnl FROM hedge_groups WHERE group_id = ?",
+                                   (group.group_id,)).fetchall()
+        finally:
+            con.close()
+        assert closing == [(v, "filled") for v in sorted(held)]
+        assert Decimal(pnl) == group.realized_pnl
+    finally:
+        await rt.stop()
