@@ -361,3 +361,14 @@ async def test_paper_mode_closes_through_the_paper_venues(tmp_path: Path, monkey
         assert Decimal(pnl) == group.realized_pnl
     finally:
         await rt.stop()
+
+
+async def test_without_the_audit_record_nothing_is_sent(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    await rt.close_ledger()  # a configured ledger that is not open: the record cannot be written
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=r"^close_group refused: the ledger is not open; nothing was sent$"):
+        await rt.control.close_group(group.group_id, "no ledger", "tui")
+    assert _seen(rig) == seen and rig.closes() == []

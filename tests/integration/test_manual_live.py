@@ -20,6 +20,7 @@ import pytest
 from core.models import GroupState, TradingState
 from engine.control import ControlRefused
 from engine.runtime import Runtime
+from ledger import queries
 from tests.integration.test_live_mode import BN_SYM, OKX_KEY, OKX_SYM, SECRETS, live_config, rows, until, venues
 
 
@@ -100,5 +101,8 @@ async def test_close_a_group_and_clean_up_orphans_on_live_venues(tmp_path: Path)
             # The ledger's money agrees: the group's row carries the closing fills.
             [(pnl,)] = rows(ledger, f"SELECT realized_pnl FROM hedge_groups WHERE group_id = '{group.group_id}'")
             assert Decimal(pnl) == group.realized_pnl
+            assert rt.ledger is not None
+            checked = await rt.ledger.read(queries.check)  # `quantarb ledger check`: every invariant holds
+            assert checked["ok"] is True, [c for c in checked["checks"] if not c["ok"]]
         finally:
             await rt.stop()
