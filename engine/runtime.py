@@ -295,8 +295,12 @@ class Runtime:
         return await self.ledger.read(load_group, group_id) if self.ledger is not None else None
 
     async def _ledger_owns(self, client_order_ids: list[str]) -> set[str]:
+        """Which of these orders the ledger has (orphan cleanup never cancels those); what the
+        journal holds is committed first, so an order written ahead a moment ago counts."""
         if self.ledger is None:
             return set()
+        if self.journal is not None:
+            await self.journal.flush()
         return set(await self.ledger.read(queries.known_orders, client_order_ids))
 
     def _free_margin(self) -> dict[str, Decimal]:
