@@ -302,7 +302,14 @@ class QuantArbApp(App[int]):
         async def submit(reason: str) -> str | None:
             return await self._control("Close", lambda: self.control.close_group(group_id, reason, "tui"))
 
-        self.push_screen(CloseGroupModal(group_id, close_legs(message.detail), submit))
+        self.push_screen(CloseGroupModal(group_id, close_legs(message.detail), submit),
+                         lambda closed: self._reload_detail(group_id) if closed else None)
+
+    def _reload_detail(self, group_id: str) -> None:
+        """The closing orders are in the ledger now: the group's detail screen shows them."""
+        for screen in self.screen_stack:
+            if isinstance(screen, GroupDetailScreen) and screen.group_id == group_id:
+                screen.load()
 
     def on_cancel_orphans_asked(self, _message: CancelOrphansAsked) -> None:
         if any(isinstance(s, ConfirmModal) and s.kind == "orphans" for s in self.screen_stack):

@@ -68,6 +68,7 @@ async def test_close_needs_the_typed_group_id(demo_runtime: Runtime, monkeypatch
         await settle(app, pilot)
         assert calls == [(gid, "held past the close", "tui")]
         assert app.screen is detail
+        assert detail.loads == 2  # read again from the ledger: the closing orders show
         assert app.last_result is not None and app.last_result.message == f"group {gid} closed: flat"
 
 
