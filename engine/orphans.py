@@ -90,7 +90,7 @@ class OrphanCleaner:
             return self._row(q, "gone", "no longer open on the venue: nothing sent")
         target = OpenOrder(q.client_order_id, now_open.venue_order_id, now_open.symbol or q.symbol)
         try:
-                await self._audit.record("cancel_orphan", f"{venue}:{q.client_order_id}", actor, reason,
+            await self._audit.record("cancel_orphan", f"{venue}:{q.client_order_id}", actor, reason,
                                      {"venue": venue, "client_order_id": q.client_order_id,
                                       "venue_order_id": target.venue_order_id, "symbol": target.symbol,
                                       "quarantined": q.reason})
