@@ -30,6 +30,7 @@ from core.models import ExecutionIntent, ExecutionLeg, GroupState, Order, OrderP
 from engine.control import ControlRefused
 from engine.operator_api import create_operator_app
 from engine.runtime import Runtime
+from ledger import queries
 from mt5_bridge.server import EmbeddedServer
 from tests.holding_gateway import HoldingGateway, Placement, Step, held_config
 from tests.integration.test_operator_cli import quantarb
@@ -161,6 +162,11 @@ async def test_a_hedged_group_is_closed_on_both_venues_and_its_pnl_counts_the_cl
     created = [r[0] for r in rig.rows("SELECT seq FROM events WHERE kind = 'order_created' AND group_id = ? "
                                       "AND json_extract(payload, '$.purpose') = 'flatten'", group.group_id)]
     assert len(created) == 2 and audit_seq < min(created)
+    assert rt.ledger is not None  # `quantarb ledger show`: the close in the group's timeline
+    shown = await rt.ledger.read(queries.show, group.group_id)
+    assert shown is not None
+    assert [e["text"] for e in shown["timeline"] if e["kind"] == "operator_audit"] == [
+        "operator close_group by tui: held too long"]
     # Closed means flat: a second close is refused and sends nothing.
     seen = _seen(rig)
     with pytest.raises(ControlRefused, match=f"group {group.group_id} is already flat"):
