@@ -31,6 +31,7 @@ from core.models import CompensationAction, Decision, Fill, Order, OrderPurpose
 from core.ports import JournalUnavailable, RiskKind
 from core.risk import StateChange
 from ledger import events as ev
+from ledger.audit import audit_event
 from ledger.errors import EventRejectedError
 from ledger.events import LedgerEvent
 from ledger.ledger import Ledger
@@ -234,6 +235,13 @@ class GuardedJournal:
         event = ev.risk_event(kind, change, self._ledger.clock.time_ms(), breakers)
         seq = await self._durable(lambda: event)
         return -1 if seq is None else seq
+
+    async def operator_audit(self, action: str, target: str, actor: str, reason: str,
+                             detail: Mapping[str, Any], *, group_id: str | None = None) -> int | None:
+        """An operator's manual action (ledger.audit), committed before it is done; None when it
+        could not be (the caller then does not act)."""
+        event = audit_event(action, target, actor, reason, detail, self._ledger.clock.time_ms(), group_id=group_id)
+        return await self._durable(lambda: event)
 
     async def flush(self, seq: int | None = None) -> None:
         if self._error is not None:

@@ -6,6 +6,8 @@
     POST /api/rearm     bearer  {"reason":...}  -> ControlResult JSON (409 without a reason)
     POST /api/pause     bearer  {"reason":...}  -> ControlResult JSON
     POST /api/resume    bearer  {"reason":...}  -> ControlResult JSON
+    POST /api/close     bearer  {"group":...,"reason":...}  -> ControlResult JSON (engine.manual_api)
+    POST /api/orphans/cancel  bearer  {"reason":...}  -> ControlResult JSON (engine.manual_api)
     GET  /metrics       bearer                  -> Prometheus text format
     GET  /              bearer or Basic         -> the read-only HTML status page (engine.status_page)
 
@@ -45,6 +47,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from engine.control import ACTIONS, Action, ControlRefused, ControlResult, EngineReader, OperatorControl
+from engine.manual_api import manual_routes
 from engine.snapshot import RuntimeSnapshot
 from engine.status_page import status_page_route
 from mt5_bridge import protocol
@@ -196,6 +199,7 @@ def operator_routes(control: OperatorControl, reader: EngineReader, token: str) 
 
     routes: list[BaseRoute] = [Route("/api/status", guarded(status), methods=["GET"])]
     routes += [Route(f"/api/{name}", guarded(action(name)), methods=["POST"]) for name in ACTIONS]
+    routes += manual_routes(control, guarded)  # /api/close, /api/orphans/cancel (engine.manual_api)
     routes.append(Route("/metrics", guarded(metrics), methods=["GET"]))
     routes.append(status_page_route(reader, token))
     return routes

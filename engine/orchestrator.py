@@ -179,6 +179,13 @@ class HedgeOrchestrator:
         """Fills' cash flows less fees on `venue`, the ledger's past included."""
         return self._cash.get(venue, Decimal(0))
 
+    def rebook(self, group: HedgeGroup, realized_before: Decimal) -> None:
+        """A closed group traded again (an operator closed its legs, engine.group_close): its
+        ledger row takes the new PnL and fees, and this run's realized PnL the difference."""
+        if self._journal is not None:
+            self._journal.group_state(group)
+        self.realized_pnl += group.realized_pnl - realized_before
+
     def begin_flatten(self) -> None:
         """From now until `end_flatten()`, only flatten orders leave: groups still settling
         cannot re-open what flatten closes."""

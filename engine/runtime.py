@@ -38,6 +38,7 @@ from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
 from engine.feed_log import FeedErrorLog
 from engine.flatten import Flattener
+from engine.group_close import GroupCloser
 from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
 from engine.live_venues import LiveVenues, MissingCredentials
@@ -45,7 +46,9 @@ from engine.mt5_side import MissingTerminalSecret, Mt5Side, listener_server
 from engine.mt5_side import terminal_secrets as mt5_terminal_secrets
 from engine.operator import Operator
 from engine.operator_api import create_operator_app, operator_routes
+from engine.operator_audit import OperatorAudit
 from engine.orchestrator import HedgeOrchestrator
+from engine.orphans import OrphanCleaner
 from engine.reconcile import RECONCILING, Reconciler
 from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
@@ -59,6 +62,7 @@ from exchanges.paper import PaperBehaviour, PaperGateway
 from feeds.base import WsFeed
 from ledger import queries
 from ledger.errors import LedgerError
+from ledger.group_read import load_group
 from ledger.ledger import Ledger
 from mt5_bridge.server import EmbeddedServer
 
@@ -160,11 +164,17 @@ class Runtime:
             mt5_positions=mt5.positions_after if mt5 is not None and mt5_real_legs else None,
             mt5_close=mt5.gateway.close_position if mt5 is not None and mt5_real_legs else None,
         )
+        audit = OperatorAudit(lambda: self.journal, self.events, self.clock,
+                              ledger_configured=self.ledger_path is not None)
+        closer = GroupCloser(self.orchestrator, self.gate, self.clock, self._touch, audit, load=self._load_group,
+                             max_slippage_bps=config.strategy.max_slippage_bps)
+        orphans = OrphanCleaner(lambda: self.reconciler, self._ledger_owns, audit, self.clock)
         self.control = Operator(
             self.gate, self.orchestrator, flattener, self.risk, self.clock, self.events,
             settle_timeout_s=2 * config.strategy.group_deadline_ms / 1000 + 5,
             running=lambda: self._running,
             ledger_error=lambda: self.journal.error if self.journal is not None else None,
+            close_group=closer.close, cancel_orphans=orphans.cancel,
         )
         self.recovery = Recovery(self.gate, self.orchestrator, self.pipeline, self.compare, self.instruments,
                                  self.risk, self.clock, self.events, day_equity=self.equity.day_change)
@@ -279,6 +289,19 @@ class Runtime:
             mt5_accounts=self._mt5_accounts if self.mt5 is not None else None,
             interval_s=self.config.engine.reconcile_interval_s,
         )
+
+    async def _load_group(self, group_id: str) -> HedgeGroup | None:
+        """A group from the ledger (one closed before the recent ones kept in memory)."""
+        return await self.ledger.read(load_group, group_id) if self.ledger is not None else None
+
+    async def _ledger_owns(self, client_order_ids: list[str]) -> set[str]:
+        """Which of these orders the ledger has (orphan cleanup never cancels those); what the
+        journal holds is committed first, so an order written ahead a moment ago counts."""
+        if self.ledger is None:
+            return set()
+        if self.journal is not None:
+            await self.journal.flush()
+        return set(await self.ledger.read(queries.known_orders, client_order_ids))
 
     def _free_margin(self) -> dict[str, Decimal]:
         """Paper venues' paper accounts and MT5's EA report; live venues as reconciliation last

@@ -31,6 +31,7 @@ from core.models import GroupState, Venue
 from core.pnl import GroupPnl, PairStats
 from ledger import events as ev
 from ledger import money
+from ledger.audit import OPERATOR_AUDIT
 from ledger.errors import LedgerError
 from ledger.integrity import damage_text, is_damage, printable, read_error
 from ledger.projections import PROJECTION_TABLES, rebuild_from
@@ -542,6 +543,8 @@ def _describe(kind: str, p: dict[str, Any]) -> str:
         return f"compensation {p['action_id']} {p['kind']} {p['outcome']}: {p['reason']}"
     if kind == ev.MT5_COMMAND:
         return f"mt5 command {p['command_id']} {p['kind']} {p['side']} {p['volume']} {p['symbol']} -> {p['state']}"
+    if kind == OPERATOR_AUDIT:
+        return f"operator {p['action']} by {p['actor']}: {p['reason']}"
     return kind
 
 

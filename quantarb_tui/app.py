@@ -43,7 +43,8 @@ from quantarb_tui.screens.base import SnapshotView
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from quantarb_tui.screens.main import MainScreen
-from quantarb_tui.screens.messages import OpenGroup, RefreshNow
+from quantarb_tui.screens.manual_modals import ORPHAN_REASON, CloseGroupModal, close_legs, orphans_body
+from quantarb_tui.screens.messages import CancelOrphansAsked, CloseGroupAsked, OpenGroup, RefreshNow
 from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal, quit_question
 from quantarb_tui.screens.risk import RiskScreen
 from quantarb_tui.widgets.filter_bar import KILL_KEY
@@ -291,6 +292,47 @@ class QuantArbApp(App[int]):
 
     async def _rearm(self, reason: str) -> str | None:
         return await self._control("Rearm", lambda: self.control.rearm(reason))
+
+    # -- manual venue actions: close one group, cancel quarantined orders (audited) ------
+    def on_close_group_asked(self, message: CloseGroupAsked) -> None:
+        if any(isinstance(s, CloseGroupModal) for s in self.screen_stack):
+            return
+        group_id = message.group_id
+
+        async def submit(reason: str) -> str | None:
+            return await self._control("Close", lambda: self.control.close_group(group_id, reason, "tui"))
+
+        self.push_screen(CloseGroupModal(group_id, close_legs(message.detail), submit),
+                         lambda closed: self._reload_detail(group_id) if closed else None)
+
+    def _reload_detail(self, group_id: str) -> None:
+        """The closing orders are in the ledger now: the group's detail screen shows them."""
+        for screen in self.screen_stack:
+            if isinstance(screen, GroupDetailScreen) and screen.group_id == group_id:
+                screen.load()
+
+    def on_cancel_orphans_asked(self, _message: CancelOrphansAsked) -> None:
+        if any(isinstance(s, ConfirmModal) and s.kind == "orphans" for s in self.screen_stack):
+            return
+        body = orphans_body(self.reader.status())
+        if body is None:
+            self.notify("no open order is quarantined: nothing to cancel", severity="warning")
+            return
+        self.push_screen(ConfirmModal("orphans", "CANCEL ORPHAN ORDERS", body, confirm_label="Cancel orders"),
+                         self._orphans_answered)
+
+    def _orphans_answered(self, confirmed: bool | None) -> None:
+        if confirmed:
+            self.run_worker(self._orphans(), name="orphans", group="control")
+
+    async def _orphans(self) -> None:
+        if await self._control("Orphan cleanup", lambda: self.control.cancel_orphans(ORPHAN_REASON, "tui")):
+            return
+        result = self.last_result
+        for row in (result.detail.get("results") or []) if result is not None else []:
+            if row.get("result") == "failed":
+                self.notify(f"{row.get('venue')} {row.get('client_order_id')}: {row.get('detail')}",
+                            title="Cancel failed", severity="error")
 
     # -- navigation --------------------------------------------------------------------
     def _to_main(self) -> MainScreen:

@@ -288,6 +288,34 @@ def resume(
 
 
 @app.command()
+def close(
+    group: Annotated[str, typer.Argument(help="The group id (as the groups table and `ledger show` show it).")],
+    url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
+    config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Close one settled hedge group: both legs back at market, filed with the group (needs --reason)."""
+    from quantarb_tui.manual_cli import close_group
+
+    raise typer.Exit(close_group(group, url=url, config=config, ledger=ledger, reason=reason, as_json=json_out))
+
+
+orphans_app = typer.Typer(help="Open orders on the venues that the ledger does not own (quarantined by "
+                          "reconciliation).", no_args_is_help=True)
+app.add_typer(orphans_app, name="orphans")
+
+
+@orphans_app.command("cancel")
+def orphans_cancel(
+    url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
+    config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Cancel every order reconciliation quarantined as open (needs --reason); a result per order."""
+    from quantarb_tui.manual_cli import cancel_orphans
+
+    raise typer.Exit(cancel_orphans(url=url, config=config, ledger=ledger, reason=reason, as_json=json_out))
+
+
+@app.command()
 def doctor(
     config: ConfigOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help='One JSON document: {"checks": [...]}.')] = False,
