@@ -52,6 +52,7 @@ from engine.risk_journal import RiskJournal
 from engine.risk_monitor import RiskLoop, RiskMonitor
 from engine.settings import Secrets
 from engine.sources import build_feeds
+from engine.steering import Steering
 from engine.tasks import cancel_and_wait
 from engine.venue_health import VenueHealth
 from engine.view_model import ViewModel, pair_event
@@ -109,7 +110,8 @@ class Runtime:
         }
         self.compare = CompareEngine(self.pairs)
         self.gate = RiskGate.from_config(self.clock, config.risk)
-        self.pipeline = OpportunityPipeline(self.compare, config.strategy, config.risk, self.gate, self.clock)
+        self.pipeline = OpportunityPipeline(self.compare, config.strategy, config.risk, self.gate, self.clock,
+                                            disabled_pairs=frozenset(p.name for p in config.pairs if not p.enabled))
         simulated = demo.is_simulated(config, is_demo=is_demo)
         live = config.engine.execution == "live" and not simulated
         self.mode = "demo" if is_demo else "sim" if simulated else config.engine.execution
@@ -166,6 +168,9 @@ class Runtime:
             running=lambda: self._running,
             ledger_error=lambda: self.journal.error if self.journal is not None else None,
         )
+        # Runtime settings (`quantarb set`, /api/set, the settings screen): journaled, then applied.
+        self.steering = Steering(config, self.pipeline, self.gate, self.risk, self.clock, self.events,
+                                 journal=lambda: self.journal)
         self.recovery = Recovery(self.gate, self.orchestrator, self.pipeline, self.compare, self.instruments,
                                  self.risk, self.clock, self.events, day_equity=self.equity.day_change)
         self._dust_journaled: dict[str, Decimal] = {}
@@ -410,6 +415,8 @@ class Runtime:
                 await self.live.start()  # specs checked against the config before anything trades
             await self._start_listener()
             restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
+            if self.ledger is not None:
+                await self.steering.restore(self.ledger)  # before any quote is judged
         except (OSError, RuntimeFailure, LedgerError) as exc:
             await self._abort_start()
             if isinstance(exc, RuntimeFailure):
@@ -503,10 +510,11 @@ class Runtime:
         except AdminTokenError as exc:
             raise RuntimeFailure(str(exc)) from None
         if self.mt5 is not None:
-            await self.mt5.start(operator_routes(self.control, self.view, self.admin_token))
+            await self.mt5.start(operator_routes(self.control, self.view, self.admin_token, settings=self.steering))
         elif self._serve_operator_api:
             self._operator_server = listener_server(
-                create_operator_app(self.control, self.view, self.admin_token), self.config.listener
+                create_operator_app(self.control, self.view, self.admin_token, settings=self.steering),
+                self.config.listener
             )
             await self._operator_server.start()
         url = self.listener_url
