@@ -165,6 +165,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("l", "risk: limits, breakers, risk events"),
     ("h", "history: closed groups with filters and totals"),
     ("a", "analytics: the equity curve and trade statistics"),
+    ("s", "settings: threshold, cooldown, leg size, pairs (checked, diffed, confirmed)"),
     ("esc", "back to the main screen"),
     ("ctrl+p", "command palette: every action by name"),
     ("?", "this help"),
