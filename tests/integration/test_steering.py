@@ -14,6 +14,7 @@ import json
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,7 +56,7 @@ def _edge(rt: Runtime) -> Decision | None:
     return _okx(rt)
 
 
-def _rows(db: Path) -> list[dict[str, object]]:
+def _rows(db: Path) -> list[dict[str, Any]]:
     """The ledger's setting records, read through a connection of its own (what is committed)."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:

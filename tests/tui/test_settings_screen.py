@@ -129,7 +129,7 @@ async def test_cancelling_the_confirmation_changes_nothing(demo_runtime: Runtime
         await pilot.press("n")
         await pilot.pause()
         await app.workers.wait_for_complete()
-        assert app.screen is screen
+        assert app.screen_stack[-1] is screen
         assert demo_runtime.pipeline.cooldown_ms == 3000
         assert await _journaled(demo_runtime) == []
 

@@ -13,6 +13,7 @@ from core.runtime_settings import (
     InvalidSetting,
     SettingChange,
     SettingSpec,
+    SettingValue,
     check_reason,
     config_values,
     diff,
@@ -109,8 +110,8 @@ def test_a_reason_is_required_and_bounded(reason: str, says: str) -> None:
 
 
 def test_the_diff_lists_only_real_changes_in_order() -> None:
-    proposed = {"pairs.ETH.enabled": False, "strategy.threshold_bps": 8, "risk.max_leg_notional": Decimal("4000.0"),
-                "nope": 1}
+    proposed: dict[str, SettingValue] = {"pairs.ETH.enabled": False, "strategy.threshold_bps": 8,
+                                         "risk.max_leg_notional": Decimal("4000.0"), "nope": 1}
     assert diff(FILE, proposed) == [("pairs.ETH.enabled", True, False),
                                     ("risk.max_leg_notional", Decimal(5000), Decimal("4000.0"))]
 
