@@ -440,7 +440,7 @@ class Runtime:
                 f"engine started: mode={self.mode} pairs={','.join(p.name for p in self.pairs)} "
                 f"feeds={','.join(f.name for f in self.feeds) or 'none'} "
                 f"listener={self.listener_url or 'none'} "
-                f"threshold={self.config.strategy.threshold_bps}bps",
+                f"threshold={self.pipeline.threshold_bps:g}bps",  # in force: steering may have re-applied one
             )
         )
         for warning in self._warnings:  # loud, and logged where the operator looks

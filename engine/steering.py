@@ -189,7 +189,7 @@ class Steering:
             raise InvalidSetting("key", f"{key} has no runtime hook")
 
     def _said(self, change: SettingChange, level: str, note: str = "") -> None:
-        self._events.emit(EngineEvent(change.ts_ms, "setting", f"setting {change.summary()}{note}",
+        self._events.emit(EngineEvent(change.ts_ms, "setting", f"runtime setting {change.summary()}{note}",
                                       "warn" if level == "warn" else "info",
                                       {"key": change.key, "old": change.old, "new": change.new,
                                        "source": change.source}))
