@@ -34,7 +34,7 @@ MAX_VALUE_CHARS = 40
 MAX_REASON_CHARS = 500
 # Money and bps need no more: a longer number is a typo or an attack on the parser.
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,8})?")
-_FLOAT_TEXT = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
+_FLOAT_TEXT = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 _INT_TEXT = re.compile(r"[0-9]{1,12}")
 _TRUE = frozenset({"true", "on", "yes", "1"})
 _FALSE = frozenset({"false", "off", "no", "0"})

@@ -88,6 +88,9 @@ class SettingsScreen(Screen[None]):
         self._specs = settings.specs()
         self._keys = list(self._specs)
         self.errors: dict[str, str] = {}
+        # The value in force each row was last filled with: a row still showing it is untouched,
+        # and follows a change made elsewhere (CLI, API) instead of proposing to undo it.
+        self._filled: dict[str, SettingValue] = settings.current()
 
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -138,11 +141,32 @@ class SettingsScreen(Screen[None]):
     def _show_now(self) -> None:
         current = self._settings.current()
         listed = {row["key"]: row for row in self._settings.settings()}
+        followed = False
         for i, key in enumerate(self._keys):
             text = self._now_text(key, current, listed)
             label = self.query_one(f"#setting-now-{i}", Static)
             if str(label.render()) != text:  # repaint only what changed
                 label.update(text)
+            if current[key] != self._filled[key]:
+                followed |= self._follow(i, key, current[key])
+        if followed:
+            self._show_diff()
+
+    def _follow(self, i: int, key: str, value: SettingValue) -> bool:
+        """A row the operator has not edited takes the value now in force."""
+        widget = self.query_one(f"#setting-{i}")
+        untouched = (widget.value == self._filled[key] if isinstance(widget, Switch)
+                     else isinstance(widget, Input) and widget.value == format_value(self._filled[key]))
+        self._filled[key] = value
+        if not untouched:
+            return False
+        with widget.prevent(Input.Changed, Switch.Changed):
+            if isinstance(widget, Switch):
+                assert isinstance(value, bool)
+                widget.value = value
+            elif isinstance(widget, Input):
+                widget.value = format_value(value)
+        return True
 
     # -- reading the rows --------------------------------------------------------------
     def proposed(self) -> dict[str, SettingValue]:

@@ -177,3 +177,19 @@ def test_settings_confirm_modal(snap_compare: Any, demo_runtime: Runtime) -> Non
         assert isinstance(_app_of(pilot).screen, ConfirmModal)
 
     assert snap_compare(make_app(demo_runtime), terminal_size=(120, 36), run_before=run_before)
+
+
+async def test_a_change_made_elsewhere_shows_and_untouched_rows_follow_it(demo_runtime: Runtime) -> None:
+    """The CLI changes the threshold and the cooldown while the screen is open: the untouched
+    threshold row takes the new value (no diff proposing to undo it), the edited cooldown row
+    keeps the operator's text."""
+    async with settings_screen(demo_runtime) as (app, pilot, screen):
+        await _type(pilot, screen, COOLDOWN, "100")
+        await demo_runtime.steering.set("strategy.threshold_bps", "7", "from the cli", "cli")
+        await demo_runtime.steering.set("strategy.cooldown_ms", "200", "from the cli", "cli")
+        app.refresh_view()
+        await pilot.pause()
+        assert _text(screen, "#setting-now-0") == "now 7  file 8"
+        assert screen.query_one(THRESHOLD, Input).value == "7"
+        assert screen.query_one(COOLDOWN, Input).value == "100"
+        assert _text(screen, "#settings-diff").splitlines() == ["changes: ", "strategy.cooldown_ms  200 -> 100"]

@@ -5,6 +5,7 @@ anything refused changes nothing (hypothesis over arbitrary bodies)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -156,3 +157,40 @@ def test_any_body_is_parsed_or_refused_with_fields(body: bytes) -> None:
         assert decoded["error"] == "invalid request"
         return
     assert req.key and req.reason.strip() and req.source in ("cli", "api")
+
+
+_KEYS = st.sampled_from(["strategy.threshold_bps", "strategy.cooldown_ms", "risk.max_leg_notional",
+                         "pairs.BTC.enabled", "pairs.SOL.enabled", "risk.daily_loss_limit", ""])
+_VALUES = st.one_of(st.text(max_size=12), st.integers(-10, 10**9), st.floats(), st.booleans(), st.none(),
+                    st.decimals(places=3, allow_nan=False, allow_infinity=False).map(str))
+_SET_BODIES = st.one_of(
+    st.binary(max_size=100),
+    st.fixed_dictionaries({"key": _KEYS, "value": _VALUES},
+                          optional={"reason": st.text(max_size=8), "source": st.sampled_from(["cli", "api", "tui", ""])}
+                          ).map(lambda d: json.dumps(d).encode()),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_SET_BODIES)
+def test_arbitrary_set_bodies_never_5xx_and_only_a_200_changes_anything(tmp_path: Path, body: bytes) -> None:
+    """Through the real route on a real runtime without a ledger: a refusal leaves every value
+    as it was; a 200 changed exactly the key it names, to the value it reports."""
+    runtime = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path="", mt5_in_process=True)
+    app = create_operator_app(runtime.control, runtime.view, TOKEN, settings=runtime.steering)
+
+    async def scenario() -> None:
+        before = runtime.steering.current()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://quantarb") as c:
+            resp = await c.post("/api/set", headers=AUTH, content=body)
+        assert resp.status_code in (200, 422), resp.text
+        after = runtime.steering.current()
+        if resp.status_code == 422:
+            assert resp.json()["fields"]
+            assert after == before
+            return
+        answer = resp.json()
+        changed = {k for k in after if after[k] != before[k]}
+        assert changed == ({answer["key"]} if answer["changed"] else set())
+
+    asyncio.run(scenario())
