@@ -193,3 +193,14 @@ async def test_a_change_made_elsewhere_shows_and_untouched_rows_follow_it(demo_r
         assert screen.query_one(THRESHOLD, Input).value == "7"
         assert screen.query_one(COOLDOWN, Input).value == "100"
         assert _text(screen, "#settings-diff").splitlines() == ["changes: ", "strategy.cooldown_ms  200 -> 100"]
+
+
+def test_settings_screen_80x24(snap_compare: Any, demo_runtime: Runtime) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await pilot.press("s")
+        await pilot.pause()
+        screen = _app_of(pilot).screen
+        assert isinstance(screen, SettingsScreen)
+        await _type(pilot, screen, COOLDOWN, "99999999999")
+
+    assert snap_compare(make_app(demo_runtime), terminal_size=(80, 24), run_before=run_before)
