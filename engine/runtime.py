@@ -407,6 +407,8 @@ class Runtime:
         if self.ledger_path is not None:
             await self._open_ledger(self.ledger_path)
         try:
+            if self.ledger is not None:  # the journaled runtime settings, before anything can quote
+                await self.steering.restore(self.ledger, say=False)
             if self.world is not None:
                 await self.world.start()
                 if self._trading_accounts is not None:
@@ -415,8 +417,6 @@ class Runtime:
                 await self.live.start()  # specs checked against the config before anything trades
             await self._start_listener()
             restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
-            if self.ledger is not None:
-                await self.steering.restore(self.ledger)  # before any quote is judged
         except (OSError, RuntimeFailure, LedgerError) as exc:
             await self._abort_start()
             if isinstance(exc, RuntimeFailure):
@@ -443,6 +443,7 @@ class Runtime:
                 f"threshold={self.pipeline.threshold_bps:g}bps",  # in force: steering may have re-applied one
             )
         )
+        self.steering.say_restored()  # what a restart did with the journaled runtime settings
         for warning in self._warnings:  # loud, and logged where the operator looks
             self.events.emit(EngineEvent(self.clock.time_ms(), "config", f"warning: {warning}", "warn"))
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")

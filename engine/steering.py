@@ -111,6 +111,7 @@ class Steering:
         self._events = events
         self._journal = journal
         self._lock = asyncio.Lock()
+        self._unsaid: list[EngineEvent] = []  # restore's log lines, until said
 
     # -- reading -------------------------------------------------------------------------
     def specs(self) -> dict[str, SettingSpec]:
@@ -196,16 +197,19 @@ class Steering:
         self._risk.note("setting", change.ts_ms, change.summary())
 
     # -- restart -------------------------------------------------------------------------
-    async def restore(self, ledger: Ledger) -> list[RestartStep]:
-        """Re-apply the journaled changes the config file has not overtaken (restart_plan),
-        saying each decision on the log; one line too when there is nothing to re-apply."""
+    async def restore(self, ledger: Ledger, *, say: bool = True) -> list[RestartStep]:
+        """Re-apply the journaled changes the config file has not overtaken (restart_plan).
+        Each decision is said on the log, one line too when there is nothing to re-apply: now,
+        or with `say=False` when `say_restored` is called (the runtime says them right after
+        its `engine started` line, which stays the first)."""
         now = self._clock.time_ms()
         journaled: list[SettingChange] = []
+        lines: list[EngineEvent] = []
         for row in await ledger.read(queries.setting_changes):
             try:
                 journaled.append(SettingChange.from_json(row))
             except ValueError as exc:
-                self._events.emit(EngineEvent(now, "setting", f"unreadable setting record skipped: {exc}", "warn"))
+                lines.append(EngineEvent(now, "setting", f"unreadable setting record skipped: {exc}", "warn"))
         plan = restart_plan(self._specs, self._file, journaled)
         for step in plan:
             c = step.change
@@ -213,16 +217,24 @@ class Steering:
                 self._apply(step.key, step.value)
                 self._risk.note("setting", now, f"{step.key} = {c.new} re-applied at start (set by {c.source}: "
                                 f"{c.reason})")
-                self._events.emit(EngineEvent(now, "setting",
-                                              f"runtime setting {step.key} = {c.new} re-applied from the ledger "
-                                              f"(config file says {c.config}; set by {c.source}: {c.reason})",
-                                              "warn", {"key": step.key, "value": c.new, "config": c.config}))
+                lines.append(EngineEvent(now, "setting",
+                                         f"runtime setting {step.key} = {c.new} re-applied from the ledger "
+                                         f"(config file says {c.config}; set by {c.source}: {c.reason})",
+                                         "warn", {"key": step.key, "value": c.new, "config": c.config}))
             else:
-                self._events.emit(EngineEvent(now, "setting",
-                                              f"runtime setting {step.key} = {c.new} from the ledger NOT re-applied: "
-                                              f"{step.why}", "warn", {"key": step.key, "action": step.action}))
+                lines.append(EngineEvent(now, "setting",
+                                         f"runtime setting {step.key} = {c.new} from the ledger NOT re-applied: "
+                                         f"{step.why}", "warn", {"key": step.key, "action": step.action}))
         if not any(s.action == "reapply" for s in plan):
-            self._events.emit(EngineEvent(now, "setting",
-                                          "runtime settings: the config file's values are in force "
-                                          f"({len(journaled)} journaled change(s), none to re-apply)"))
+            lines.append(EngineEvent(now, "setting", "runtime settings: the config file's values are in force "
+                                     f"({len(journaled)} journaled change(s), none to re-apply)"))
+        self._unsaid = lines
+        if say:
+            self.say_restored()
         return plan
+
+    def say_restored(self) -> None:
+        """The log lines of the last `restore`, once."""
+        lines, self._unsaid = self._unsaid, []
+        for line in lines:
+            self._events.emit(line)

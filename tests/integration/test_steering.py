@@ -296,7 +296,7 @@ async def test_restart_lets_an_edited_config_file_win_and_says_so(tmp_path: Path
         await second.close_ledger()
 
 
-async def test_start_reapplies_before_any_quote_and_logs_it(tmp_path: Path) -> None:
+async def test_start_reapplies_before_any_quote_and_logs_it_after_the_start_line(tmp_path: Path) -> None:
     """Through `Runtime.start()` itself (the listener on 127.0.0.1, the demo's loopback venues)."""
     first = _runtime(tmp_path)
     await first.open_ledger()
@@ -309,10 +309,11 @@ async def test_start_reapplies_before_any_quote_and_logs_it(tmp_path: Path) -> N
     try:
         assert second.pipeline.cooldown_ms == 60000
         texts = [e.text for e in second.events.recent()]
-        reapplied = texts.index("runtime setting strategy.cooldown_ms = 60000 re-applied from the ledger "
-                                "(config file says 3000; set by cli: slow down)")
         started = next(i for i, t in enumerate(texts) if t.startswith("engine started"))
-        assert reapplied < started
+        # Applied before any quote; said right after the start line (the log's first).
+        assert texts[started + 1] == ("runtime setting strategy.cooldown_ms = 60000 re-applied from the ledger "
+                                      "(config file says 3000; set by cli: slow down)")
+        assert " threshold=8bps" in texts[started]
     finally:
         await second.stop()
 
