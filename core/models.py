@@ -66,6 +66,7 @@ class Reason(StrEnum):
     HALTED = "halted"
     PAUSED = "paused"
     REDUCING = "reducing"
+    PAIR_DISABLED = "pair_disabled"
 
 
 class Outcome(StrEnum):

@@ -27,9 +27,10 @@ from typing import Any, Literal
 
 from core.commands import Mt5Command
 from core.hedge import HedgeGroup
-from core.models import CompensationAction, Decision, Fill, Order, OrderPurpose
+from core.models import CompensationAction, Decision, Fill, Order, OrderPurpose, TradingState
 from core.ports import JournalUnavailable, RiskKind
 from core.risk import StateChange
+from core.runtime_settings import SettingChange
 from ledger import events as ev
 from ledger.audit import audit_event
 from ledger.errors import EventRejectedError
@@ -242,6 +243,12 @@ class GuardedJournal:
         could not be (the caller then does not act)."""
         event = audit_event(action, target, actor, reason, detail, self._ledger.clock.time_ms(), group_id=group_id)
         return await self._durable(lambda: event)
+
+    async def setting(self, change: SettingChange, state: TradingState) -> int:
+        """A runtime setting's audit record, durable; -1 when the ledger cannot write (the
+        caller, engine.steering, then refuses the change)."""
+        seq = await self._durable(lambda: ev.setting_change(change, state, self._ledger.clock.time_ms()))
+        return -1 if seq is None else seq
 
     async def flush(self, seq: int | None = None) -> None:
         if self._error is not None:

@@ -55,6 +55,7 @@ from engine.risk_journal import RiskJournal
 from engine.risk_monitor import RiskLoop, RiskMonitor
 from engine.settings import Secrets
 from engine.sources import build_feeds
+from engine.steering import Steering
 from engine.tasks import cancel_and_wait
 from engine.venue_health import VenueHealth
 from engine.view_model import ViewModel, pair_event
@@ -113,7 +114,8 @@ class Runtime:
         }
         self.compare = CompareEngine(self.pairs)
         self.gate = RiskGate.from_config(self.clock, config.risk)
-        self.pipeline = OpportunityPipeline(self.compare, config.strategy, config.risk, self.gate, self.clock)
+        self.pipeline = OpportunityPipeline(self.compare, config.strategy, config.risk, self.gate, self.clock,
+                                            disabled_pairs=frozenset(p.name for p in config.pairs if not p.enabled))
         simulated = demo.is_simulated(config, is_demo=is_demo)
         live = config.engine.execution == "live" and not simulated
         self.mode = "demo" if is_demo else "sim" if simulated else config.engine.execution
@@ -176,6 +178,9 @@ class Runtime:
             ledger_error=lambda: self.journal.error if self.journal is not None else None,
             close_group=closer.close, cancel_orphans=orphans.cancel,
         )
+        # Runtime settings (`quantarb set`, /api/set, the settings screen): journaled, then applied.
+        self.steering = Steering(config, self.pipeline, self.gate, self.risk, self.clock, self.events,
+                                 journal=lambda: self.journal)
         self.recovery = Recovery(self.gate, self.orchestrator, self.pipeline, self.compare, self.instruments,
                                  self.risk, self.clock, self.events, day_equity=self.equity.day_change)
         self._dust_journaled: dict[str, Decimal] = {}
@@ -425,6 +430,8 @@ class Runtime:
         if self.ledger_path is not None:
             await self._open_ledger(self.ledger_path)
         try:
+            if self.ledger is not None:  # the journaled runtime settings, before anything can quote
+                await self.steering.restore(self.ledger, say=False)
             if self.world is not None:
                 await self.world.start()
                 if self._trading_accounts is not None:
@@ -456,9 +463,10 @@ class Runtime:
                 f"engine started: mode={self.mode} pairs={','.join(p.name for p in self.pairs)} "
                 f"feeds={','.join(f.name for f in self.feeds) or 'none'} "
                 f"listener={self.listener_url or 'none'} "
-                f"threshold={self.config.strategy.threshold_bps}bps",
+                f"threshold={self.pipeline.threshold_bps:g}bps",  # in force: steering may have re-applied one
             )
         )
+        self.steering.say_restored()  # what a restart did with the journaled runtime settings
         for warning in self._warnings:  # loud, and logged where the operator looks
             self.events.emit(EngineEvent(self.clock.time_ms(), "config", f"warning: {warning}", "warn"))
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
@@ -526,10 +534,11 @@ class Runtime:
         except AdminTokenError as exc:
             raise RuntimeFailure(str(exc)) from None
         if self.mt5 is not None:
-            await self.mt5.start(operator_routes(self.control, self.view, self.admin_token))
+            await self.mt5.start(operator_routes(self.control, self.view, self.admin_token, settings=self.steering))
         elif self._serve_operator_api:
             self._operator_server = listener_server(
-                create_operator_app(self.control, self.view, self.admin_token), self.config.listener
+                create_operator_app(self.control, self.view, self.admin_token, settings=self.steering),
+                self.config.listener
             )
             await self._operator_server.start()
         url = self.listener_url

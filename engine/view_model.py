@@ -100,7 +100,7 @@ class ViewModel:
         return [p.name for p in self._pairs]
 
     def _threshold_bps(self) -> float:
-        return self._config.strategy.threshold_bps
+        return self._pipeline.threshold_bps  # steerable at runtime (engine.steering)
 
     def positions(self) -> dict[str, dict[str, str]]:
         """Net position per venue and asset (base units) as the RiskGate's book holds it."""

@@ -163,6 +163,22 @@ async def net_positions(db: aiosqlite.Connection) -> dict[tuple[str, str], Decim
     return out
 
 
+async def setting_changes(db: aiosqlite.Connection) -> list[dict[str, Any]]:
+    """Every journaled runtime-setting change (engine.steering), oldest first: the audit
+    records restart_plan judges. Read from the small risk_events table, not the event log."""
+    out: list[dict[str, Any]] = []
+    async with db.execute(
+        "SELECT json_extract(e.payload, '$.setting') AS setting FROM risk_events r "
+        "JOIN events e ON e.seq = r.event_id WHERE r.kind = 'setting' ORDER BY r.event_id"
+    ) as cur:
+        async for (setting,) in cur:
+            if isinstance(setting, str):
+                decoded = ev.decode_json(setting)
+                if isinstance(decoded, dict):
+                    out.append(decoded)
+    return out
+
+
 async def known_orders(db: aiosqlite.Connection, client_order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The ledger's orders among `client_order_ids`: client order id -> its row (reconciliation)."""
     ids = sorted(set(client_order_ids))
@@ -449,7 +465,8 @@ async def summary(
     if now_ms is None:
         now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
     today = day_start_ms(now_ms)
-    last = await _all(db, "SELECT ts_ms, kind, reason, trading_state FROM risk_events ORDER BY event_id DESC LIMIT 1")
+    last = await _all(db, "SELECT ts_ms, kind, reason, trading_state FROM risk_events WHERE kind != 'setting' "
+                      "ORDER BY event_id DESC LIMIT 1")
     trading: dict[str, Any] = (
         {"state": last[0]["trading_state"], "reason": last[0]["reason"], "since_ms": last[0]["ts_ms"],
          "last_event": last[0]["kind"]}

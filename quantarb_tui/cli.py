@@ -287,6 +287,30 @@ def resume(
     _operate("resume", url, config, ledger, reason, json_out)
 
 
+@app.command("set")
+def set_setting(
+    key: Annotated[str, typer.Argument(help="A steerable setting, e.g. strategy.threshold_bps, "
+                                       "strategy.cooldown_ms, risk.max_leg_notional, pairs.BTC.enabled.")],
+    value: Annotated[str, typer.Argument(help="The new value (checked against the setting's range).")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (required; journaled with the change).")] = None,
+    url: UrlOpt = None, json_out: JsonOpt = False, config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Change a runtime setting of the running engine (journaled, in force at the next decision)."""
+    from quantarb_tui.settings_cmd import run_set
+
+    raise typer.Exit(run_set(key, value, reason=reason, url=url, config=config, ledger=ledger, as_json=json_out))
+
+
+@app.command()
+def settings(
+    url: UrlOpt = None, json_out: JsonOpt = False, config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """List the running engine's steerable settings: value in force, config file's value, allowed range."""
+    from quantarb_tui.settings_cmd import run_settings
+
+    raise typer.Exit(run_settings(url=url, config=config, ledger=ledger, as_json=json_out))
+
+
 @app.command()
 def close(
     group: Annotated[str, typer.Argument(help="The group id (as the groups table and `ledger show` show it).")],

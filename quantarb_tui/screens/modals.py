@@ -167,6 +167,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("o", "on the risk screen: cancel the quarantined orders (listed first)"),
     ("h", "history: closed groups with filters and totals"),
     ("a", "analytics: the equity curve and trade statistics"),
+    ("s", "settings: threshold, cooldown, leg size, pairs (checked, diffed, confirmed)"),
     ("esc", "back to the main screen"),
     ("ctrl+p", "command palette: every action by name"),
     ("?", "this help"),
