@@ -196,10 +196,32 @@ def replay(
     )] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Paper venues' seed (default: paper.seed).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    sweep: Annotated[list[str] | None, typer.Option(
+        "--sweep", help="KEY=START:STOP:STEP, KEY=A,B,C or KEY=VALUE (e.g. strategy.threshold_bps=4:20:2); "
+                        "repeat to sweep every combination, each recording replayed per setting in parallel.",
+    )] = None,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="Run the sweep on this Dask distributed scheduler (tcp://HOST:PORT) instead of "
+                          "local processes; its workers read the recordings at the same paths.")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, max=256, help="Local sweep: processes (default: one per core).")] = None,
 ) -> None:
     """Replay recordings through the whole engine (pipeline, risk gate, orchestrator,
-    compensation, paper venues filling on the recorded books) on the recorded clock."""
+    compensation, paper venues filling on the recorded books) on the recorded clock.
+    With --sweep, a table of PnL, hit rate, compensations and max drawdown per setting."""
     loaded = _load(config)
+    if sweep or cluster is not None:
+        if ledger is not None:
+            raise _fail(EXIT_CONFIG, "--ledger: a sweep writes one temporary ledger per replay")
+        from engine.replay import ReplayError, ReplaySettings
+        from quantarb_tui.sweep_cmd import main as run_sweep
+
+        try:
+            replay_settings = ReplaySettings(latency_ms=latency_ms, slippage_bps=slippage_bps, seed=seed)
+        except ReplayError as exc:
+            raise _fail(EXIT_CONFIG, str(exc)) from None
+        raise typer.Exit(run_sweep(loaded.config, files, sweep or [], replay_settings, cluster=cluster, jobs=jobs,
+                                   as_json=json_out))
     import asyncio
 
     from engine.replay import ReplayError, ReplaySettings, replay_engine
