@@ -17,6 +17,7 @@ import typer
 from quantarb_tui.alerts_cmd import alerts_app
 from quantarb_tui.config_cmd import config_app
 from quantarb_tui.ledger_cmd import ledger_app
+from quantarb_tui.recording_cmd import recording_app
 
 if TYPE_CHECKING:
     from engine.control import Action
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(recording_app, name="recording")
 
 ConfigOpt = Annotated[
     str | None,

@@ -27,8 +27,8 @@ from feeds.recording import (
     group_recordings,
     parse_line,
     part_path,
-    read_records,
     read_recording,
+    read_records,
     recording_files,
     recording_header,
 )
