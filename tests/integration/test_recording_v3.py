@@ -264,3 +264,17 @@ async def test_a_live_engine_records_its_orders_fills_and_events_on_the_frames_c
     assert set(sent) <= ledger_orders
     assert {f.body["venue_trade_id"] for f in fills} == ledger_fills
     assert any(r.body["kind"] == "group" for r in execs if r.kind == "event")
+    from engine.recorded_latency import execution_latencies
+
+    latency = execution_latencies([recorder.path])
+    assert latency["orders"] == len(sent) and latency["records"] == len(execs)
+    intents = {r.body["data"]["group_id"] for r in execs if r.kind == "event" and r.body["kind"] == "intent"}
+    assert latency["groups"] == len(intents) > 0
+    venues = latency["venues"]
+    assert sum(v["fill"]["count"] for v in venues.values()) == len({f.body["client_order_id"] for f in fills
+                                                                    if f.body["client_order_id"] in sent})
+    for row in venues.values():
+        for kind in ("reaction", "answer", "fill"):
+            if row[kind]["count"]:
+                assert 0 <= row[kind]["p50"] <= row[kind]["max"]
+    assert sum(s["count"] for s in latency["both_sent"].values()) > 0
