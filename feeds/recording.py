@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, cast
 
 import msgspec
 
@@ -319,31 +319,48 @@ def _why(exc: BaseException) -> str:
 def read_records(path: str | Path) -> Iterator[Record]:
     """Every record of a recording in order; a bad line raises RecordingError naming it, and
     so does a file cut off mid-line or mid-stream (the lines before it are yielded first)."""
-    p = Path(path)
-    number = 0
-    try:
-        with _open_read(p) as stream:
-            first = True
-            for number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                if not line.endswith(b"\n"):
-                    raise RecordingError(f"{p}:{number}: the last line is cut off (the recorder did not "
-                                         "finish it)")
-                if first:
-                    first = False
-                    if _header(p, number, line) is not None:
-                        continue
-                yield parse_line(p, number, line)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise RecordingError(f"{p}:{number + 1}: cannot read: {_why(exc)}") from None
+    return _read(Path(path), frames_only=False)
 
 
 def read_recording(path: str | Path) -> Iterator[RecordedFrame]:
     """The frames of a recording in order (execution records are skipped)."""
-    for rec in read_records(path):
-        if isinstance(rec, RecordedFrame):
-            yield rec
+    return cast(Iterator[RecordedFrame], _read(Path(path), frames_only=True))
+
+
+def _read(p: Path, *, frames_only: bool) -> Iterator[Record]:
+    number = 0
+    decode = _decoder.decode
+    try:
+        with _open_read(p) as stream:
+            first = True
+            for number, line in enumerate(stream, start=1):
+                if not line.endswith(b"\n"):
+                    if not line.strip():
+                        continue
+                    raise RecordingError(f"{p}:{number}: the last line is cut off (the recorder did not "
+                                         "finish it)")
+                if first:
+                    if not line.strip():
+                        continue
+                    first = False
+                    if _header(p, number, line) is not None:
+                        continue
+                try:
+                    rec = decode(line)
+                except msgspec.DecodeError:
+                    if not line.strip():
+                        continue
+                    rec = None
+                # The hot path: a text frame line, as good as every line of a market recording.
+                if rec is not None and rec.kind is None and rec.frame is not None and rec.feed is not None \
+                        and rec.venue is not None:
+                    yield RecordedFrame(rec.venue, rec.feed, rec.recv_ns, rec.frame)
+                    continue
+                record = parse_line(p, number, line)  # the others, and the error that names the line
+                if not frames_only or isinstance(record, RecordedFrame):
+                    yield record
+    except (OSError, EOFError, zlib.error) as exc:
+        raise RecordingError(f"{p}:{number + 1}: cannot read: {_why(exc)}") from None
 
 
 # -- sets of files -------------------------------------------------------------------------

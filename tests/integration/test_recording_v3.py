@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -278,3 +279,37 @@ async def test_a_live_engine_records_its_orders_fills_and_events_on_the_frames_c
             if row[kind]["count"]:
                 assert 0 <= row[kind]["p50"] <= row[kind]["max"]
     assert sum(s["count"] for s in latency["both_sent"].values()) > 0
+
+
+_good = st.sampled_from([b'{"venue":"okx","feed":"okx","recv_ns":5,"frame":"a"}',
+                         b'{"kind":"fill","recv_ns":6,"body":{"qty":"1"}}',
+                         b'{"venue":"binance","feed":"b","recv_ns":7,"frame_b64":"AAE="}', b""])
+_junk = st.one_of(st.binary(max_size=60), _fields.map(lambda d: json.dumps(d).encode())).map(
+    lambda b: b.replace(b"\n", b" ").replace(b"\r", b" "))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(_good, _junk), max_size=8), st.booleans())
+def test_a_file_reads_up_to_its_first_bad_line_and_names_it(tmp_path_factory: pytest.TempPathFactory,
+                                                            lines: list[bytes], packed: bool) -> None:
+    lines = [b'{"venue":"okx","feed":"okx","recv_ns":1,"frame":"first"}', *lines]
+    path = tmp_path_factory.mktemp("h") / ("r.jsonl.gz" if packed else "r.jsonl")
+    data = b"".join(line + b"\n" for line in lines)
+    path.write_bytes(gzip.compress(data) if packed else data)
+    expected: list[Any] = []
+    bad: int | None = None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            expected.append(parse_line(path, number, line + b"\n"))
+        except RecordingError:
+            bad = number
+            break
+    seen: list[Any] = []
+    if bad is None:
+        seen.extend(read_records(path))
+    else:
+        with pytest.raises(RecordingError, match=rf"^{re.escape(str(path))}:{bad}: "):
+            seen.extend(read_records(path))
+    assert seen == expected
