@@ -52,38 +52,64 @@ def event_body(event: EngineEvent) -> dict[str, Any]:
 
 
 class LiveRecording:
-    """Taps a runtime's parts into one FrameRecorder (the runtime calls `attach_*`)."""
+    """Taps a runtime's parts into one FrameRecorder (the runtime calls `attach_*`).
+
+    The taps run inside the feeds' read loops and the orders' flow: a recording that fails (a
+    full disk) must not stop either. The first failure ends the recording (`error`, and one
+    `recording` event in the log); trading goes on."""
 
     def __init__(self, recorder: FrameRecorder, clock: Clock) -> None:
         self.recorder = recorder
         self._clock = clock
+        self._events: EventLog | None = None
+        self.error: str | None = None
+
+    def _failed(self, exc: Exception) -> None:
+        if self.error is not None:
+            return
+        self.error = str(exc) or type(exc).__name__
+        if self._events is not None:
+            self._events.emit(EngineEvent(self._clock.time_ms(), "recording",
+                                          f"recording stopped: {self.error}; trading goes on", "warn"))
+
+    def frame(self, venue: str, feed: str, frame: str | bytes, recv_ns: int) -> None:
+        if self.error is None:
+            try:
+                self.recorder.write(venue, feed, frame, recv_ns)
+            except Exception as exc:
+                self._failed(exc)
+
+    def _record(self, kind: str, body: dict[str, Any]) -> None:
+        if self.error is None:
+            try:
+                self.recorder.write_record(kind, body, self._clock.monotonic_ns())
+            except Exception as exc:
+                self._failed(exc)
 
     def attach_feeds(self, feeds: Sequence[WsFeed]) -> None:
-        recorder = self.recorder
         for feed in feeds:
 
             def tap(name: str, frame: str | bytes, recv_ns: int, venue: str = feed.venue) -> None:
-                recorder.write(venue, name, frame, recv_ns)
+                self.frame(venue, name, frame, recv_ns)
 
             feed.tap = tap
 
     def attach_mt5(self, bridge: Mt5Bridge) -> None:
-        recorder = self.recorder
-
         def tick_tap(terminal: str, body: bytes, recv_ns: int) -> None:
             # An accepted body is valid UTF-8 JSON (the listener decoded it).
-            recorder.write("mt5", MT5_FEED_PREFIX + terminal, body.decode(), recv_ns)
+            self.frame("mt5", MT5_FEED_PREFIX + terminal, body.decode(), recv_ns)
 
         bridge.tap_ticks(tick_tap)
 
     def attach_events(self, events: EventLog) -> None:
+        self._events = events
         events.subscribe(self.on_event)
 
     def on_order(self, order: Order) -> None:
-        self.recorder.write_record("order", order_body(order), self._clock.monotonic_ns())
+        self._record("order", order_body(order))
 
     def on_fill(self, order: Order, fill: Fill) -> None:
-        self.recorder.write_record("fill", fill_body(order, fill), self._clock.monotonic_ns())
+        self._record("fill", fill_body(order, fill))
 
     def on_event(self, event: EngineEvent) -> None:
-        self.recorder.write_record("event", event_body(event), self._clock.monotonic_ns())
+        self._record("event", event_body(event))

@@ -195,12 +195,14 @@ class FrameRecorder:
         self._file = self._raw = None
 
     def _write(self, data: bytes) -> None:
-        assert self._file is not None, "the recorder is closed"
+        if self._file is None:
+            raise ValueError(f"{self.base}: the recorder is closed")
         self._file.write(data)
 
     def _before(self, recv_ns: int) -> None:
         """Rotate when the part is full or its hour is over; sync-flush about once a second."""
-        assert self._raw is not None, "the recorder is closed"
+        if self._raw is None:
+            raise ValueError(f"{self.base}: the recorder is closed")
         if (self._deadline_ns is not None and recv_ns >= self._deadline_ns) or (
                 self._max_bytes is not None and self._raw.tell() >= self._max_bytes):
             self._close_part()

@@ -219,29 +219,36 @@ def test_a_bad_rotation_setting_is_refused(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-async def test_a_live_engine_records_its_orders_fills_and_events_on_the_frames_clock(tmp_path: Path) -> None:
-    from engine.live_recording import LiveRecording
-    from engine.runtime import Runtime
-
+def _demo() -> Any:
     config = demo_config()
     assert config.venues.mt5 is not None
-    config = config.model_copy(update={
+    return config.model_copy(update={
         "listener": config.listener.model_copy(update={"port": 0}),
         "demo": config.demo.model_copy(update={"dislocation_every_s": 0.5}),
         "venues": config.venues.model_copy(update={
             "mt5": config.venues.mt5.model_copy(update={"deviation_points": 1_000_000})}),
     })
+
+
+async def _until_groups_closed(runtime: Any, n: int, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while sum(1 for g in runtime.orchestrator.closed if g.terminal) < n:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{n} hedge group(s) not closed within {within:g} s")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_live_engine_records_its_orders_fills_and_events_on_the_frames_clock(tmp_path: Path) -> None:
+    from engine.live_recording import LiveRecording
+    from engine.runtime import Runtime
+
     ledger = tmp_path / "demo.db"
-    runtime = Runtime(config, is_demo=True, secrets=None, ledger_path=str(ledger))
+    runtime = Runtime(_demo(), is_demo=True, secrets=None, ledger_path=str(ledger))
     recorder = FrameRecorder(tmp_path / "live.jsonl.gz", runtime.clock)
     runtime.record_to(LiveRecording(recorder, runtime.clock))
     await runtime.start()
     try:
-        deadline = time.monotonic() + 20.0
-        while not any(g.terminal for g in runtime.orchestrator.closed):
-            if time.monotonic() > deadline:
-                raise AssertionError("no hedge group closed within 20 s")
-            await asyncio.sleep(0.05)
+        await _until_groups_closed(runtime, 1)
     finally:
         await runtime.stop()
         recorder.close()
@@ -313,3 +320,29 @@ def test_a_file_reads_up_to_its_first_bad_line_and_names_it(tmp_path_factory: py
         with pytest.raises(RecordingError, match=rf"^{re.escape(str(path))}:{bad}: "):
             seen.extend(read_records(path))
     assert seen == expected
+
+
+async def test_a_recording_that_fails_stops_itself_and_trading_goes_on(tmp_path: Path) -> None:
+    from engine.live_recording import LiveRecording
+    from engine.runtime import Runtime
+
+    runtime = Runtime(_demo(), is_demo=True, secrets=None, ledger_path=str(tmp_path / "demo.db"))
+    recorder = FrameRecorder(tmp_path / "live.jsonl", runtime.clock)
+    recording = LiveRecording(recorder, runtime.clock)
+    runtime.record_to(recording)
+    await runtime.start()
+    try:
+        deadline = time.monotonic() + 10.0
+        while recorder.frames < 10:
+            if time.monotonic() > deadline:
+                raise AssertionError("no frames recorded within 10 s")
+            await asyncio.sleep(0.02)
+        recorder.close()  # as a full disk would: every write from now on fails
+        await _until_groups_closed(runtime, 2)
+    finally:
+        await runtime.stop()
+    assert recording.error is not None and "closed" in recording.error
+    stopped = [e for e in runtime.events.recent() if e.kind == "recording"]
+    assert len(stopped) == 1 and stopped[0].level == "warn" and "trading goes on" in stopped[0].text
+    assert all(g.state != "failed" for g in runtime.orchestrator.closed)
+    assert list(read_recording(recorder.path))  # what was written before is intact
