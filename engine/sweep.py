@@ -318,10 +318,14 @@ def run_local(config: QuantarbConfig, paths: Sequence[str | Path], axes: Sequenc
     workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run, task) for task in tasks]
-        for future in as_completed(futures):
-            results.append(future.result())
-            if progress is not None:
-                progress(len(results), len(tasks))
+        try:
+            for future in as_completed(futures):
+                results.append(future.result())
+                if progress is not None:
+                    progress(len(results), len(tasks))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # one failed: the rest would only be thrown away
+            raise
     return tabulate([a.key for a in axes], combos, recordings, results, f"local ({workers} processes)")
 
 
@@ -339,7 +343,9 @@ def run_cluster(config: QuantarbConfig, paths: Sequence[str | Path], axes: Seque
     results: list[TaskResult] = []
     try:
         client = Client(address, timeout=timeout_s, set_as_default=False)  # type: ignore[no-untyped-call]
-    except OSError as exc:
+    except ValueError as exc:  # dask's word on the address: no port, an unknown scheme
+        raise SweepError(f"--cluster {address}: not a scheduler address: {exc}") from None
+    except OSError as exc:  # TimeoutError included
         raise SweepError(f"--cluster {address}: cannot reach the scheduler: {exc}") from None
     try:
         futures = client.map(run, tasks, pure=False)

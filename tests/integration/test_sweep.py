@@ -202,3 +202,5 @@ def test_a_corrupt_recording_or_an_unreachable_scheduler_is_named(tmp_path: Path
         run_local(config, [bad], sweep_settings(["strategy.threshold_bps=8"], config), jobs=1)
     with pytest.raises(SweepError, match=r"--cluster tcp://127\.0\.0\.1:1: cannot reach the scheduler"):
         run_cluster(config, [bad], [], "tcp://127.0.0.1:1", timeout_s=1.0)
+    with pytest.raises(SweepError, match=r"--cluster http://x:1: not a scheduler address: unknown address scheme"):
+        run_cluster(config, [bad], [], "http://x:1", timeout_s=1.0)
