@@ -103,6 +103,8 @@ class HedgeOrchestrator:
         self._leg_policy = leg_policy
         self._on_closed = on_closed
         self._on_fill = on_fill  # every fill as it is booked (the running equity)
+        self._order_tap: Callable[[Order], None] | None = None  # a live recording (tap_execution)
+        self._fill_tap: Callable[[Order, Fill], None] | None = None
         self._touch = touch
         # (venue, symbol) -> the pair's name: the asset the RiskGate's exposure is kept in.
         self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
@@ -141,6 +143,13 @@ class HedgeOrchestrator:
         self.realized_pnl = Decimal(0)
 
     # -- what others do to it ----------------------------------------------------------
+    def tap_execution(self, on_order: Callable[[Order], None] | None,
+                      on_fill: Callable[[Order, Fill], None] | None) -> None:
+        """Also hand every order state change (when the ledger gets it, the send included) and
+        every booked fill to these (a live recording measures real latencies); None stops."""
+        self._order_tap = on_order
+        self._fill_tap = on_fill
+
     @property
     def open(self) -> Mapping[str, HedgeGroup]:
         """Groups in flight by id (read-only: groups enter by `submit` or `adopt`)."""
@@ -710,9 +719,12 @@ class HedgeOrchestrator:
         inst = self._instruments[(order.venue, order.symbol)]
         asset = self._asset_of.get((order.venue, order.symbol), order.symbol)
         on_fill = self._on_fill
+        fill_tap = self._fill_tap
         for f in fills:
             if on_fill is not None:
                 on_fill(order, f)
+            if fill_tap is not None:
+                fill_tap(order, f)
             base = inst.to_base_qty(f.qty)
             price = inst.normalized_price(f.price)
             self._gate.exposure.fill(order.venue, asset, order.side, base, price, order.client_order_id)
@@ -835,6 +847,8 @@ class HedgeOrchestrator:
     def _ledger_order(self, order: Order) -> None:
         if self._journal is not None:
             self._journal.order_state(order)
+        if self._order_tap is not None:
+            self._order_tap(order)
 
     def _apply(self, order: Order, update: OrderUpdate) -> None:
         applied = self.tracker.apply(order, update)

@@ -37,10 +37,9 @@ from core.models import Decision, GroupState, Quote
 from engine.runtime import Runtime
 from engine.sources import build_feeds
 from exchanges.paper import PaperGateway
-from feeds.recording import RecordingError, read_recording, recording_header
+from feeds.recording import MT5_FEED_PREFIX, RecordingError, read_recording, recording_files
 from mt5_bridge.bridge import Mt5TickReplay
 
-MT5_FEED_PREFIX = "mt5:"  # recorded MT5 ticks: feed "mt5:<terminal>", frame the tick body
 PROGRESS_EVERY = 65_536  # frames between progress callbacks
 RISK_CHECK_NS = 1_000_000_000  # the risk loop's interval, in recorded time
 _COMPENSATED = (GroupState.REPAIRED, GroupState.UNWOUND, GroupState.FAILED)
@@ -153,7 +152,9 @@ class EngineReplay:
     async def run(self, paths: Sequence[str | Path]) -> dict[str, Any]:
         if not paths:
             raise ReplayError("no recording to replay")
-        header = recording_header(paths[0])
+        files = recording_files(paths)  # directories expanded, rotated parts checked in order
+        paths = [f.path for f in files]
+        header = files[0].header
         if header is not None:
             self.clock.epoch_ms = header.wall_ms - header.mono_ns // 1_000_000
         runtime = self.runtime

@@ -41,6 +41,7 @@ from engine.flatten import Flattener
 from engine.group_close import GroupCloser
 from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
+from engine.live_recording import LiveRecording
 from engine.live_venues import LiveVenues, MissingCredentials
 from engine.mt5_side import MissingTerminalSecret, Mt5Side, listener_server
 from engine.mt5_side import terminal_secrets as mt5_terminal_secrets
@@ -234,6 +235,16 @@ class Runtime:
         self._orchestrator_task: asyncio.Task[None] | None = None
         self._running = False
         self._driver: demo.DemoDriver | None = None
+        self._recording: LiveRecording | None = None
+
+    def record_to(self, recording: LiveRecording) -> None:
+        """Record this run (`quantarb headless --record`): frames, MT5 ticks, our orders, fills
+        and events. Call before `start`; the caller closes the recorder after `stop`."""
+        self._recording = recording
+        self.orchestrator.tap_execution(recording.on_order, recording.on_fill)
+        recording.attach_events(self.events)
+        if self.mt5 is not None:
+            recording.attach_mt5(self.mt5.bridge)
 
     # -- composition -----------------------------------------------------------------
     def _paper_gateways(self) -> dict[Venue, ExecutionGateway]:
@@ -454,6 +465,8 @@ class Runtime:
             ) from None
         self._dust_journaled = dict(restored.dust)
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
+        if self._recording is not None:
+            self._recording.attach_feeds(self.feeds)  # before any feed runs: no frame is missed
         self.health.use_feeds(self.feeds)
         self._feed_log.watch(self.feeds)
         self.events.emit(
