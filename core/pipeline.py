@@ -29,6 +29,7 @@ from decimal import ROUND_FLOOR, Context, Decimal
 from core.clock import Clock
 from core.compare import Book, CompareEngine, EdgeState
 from core.config import RiskConfig, StrategyConfig
+from core.durations import DurationHistogram
 from core.instruments import floor_to
 from core.models import Decision, ExecutionIntent, ExecutionLeg, Outcome, Quote, Reason
 from core.risk import RiskGate
@@ -64,6 +65,8 @@ class OpportunityPipeline:
         self.quotes = 0
         self.decisions = 0
         self.intents = 0
+        # How long edges stay over the threshold (and sane), bounded: the analytics screen.
+        self.lifetimes = DurationHistogram()
 
     # -- group lifecycle -------------------------------------------------------------
     def release(self, pair: str) -> None:
@@ -108,7 +111,9 @@ class OpportunityPipeline:
                 else:
                     over.append(edge)
             else:
-                edge.above_since_ns = 0
+                if edge.above_since_ns:  # an edge's time over the threshold ends
+                    self.lifetimes.record(now_ns - edge.above_since_ns)
+                    edge.above_since_ns = 0
                 edge.last_reason = Reason.BELOW_THRESHOLD
             if bps > best_bps:
                 best_bps = bps
@@ -228,6 +233,7 @@ class OpportunityPipeline:
             buy_price=buy.ask,
             sell_price=sell.bid,
             created_ms=ts_ms,
+            quote_ns=buy.recv_ns if buy.recv_ns > sell.recv_ns else sell.recv_ns,
         )
 
 
