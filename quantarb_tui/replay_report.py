@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.durations import bucket_label
+from quantarb_tui.widgets.chart_ticks import spaced_ticks
 
 HTML_NAME = "report.html"
 JSON_NAME = "study.json"
@@ -99,7 +100,7 @@ def terminal_chart(study: dict[str, Any], width: int = CHART_WIDTH, height: int 
         return Text("no edge reached the threshold", style="dim")
     used = [i for i in range(len(life)) if life[i] or (react and react[i])]
     lo, hi = min(used, default=0), max(used, default=0)
-    labels = [bucket_label(i, bounds) for i in range(lo, hi + 1)]
+    xs = list(range(hi - lo + 1))
     plt.clear_figure()
     plt.theme("clear")
     plt.plotsize(width, height)
@@ -108,7 +109,9 @@ def terminal_chart(study: dict[str, Any], width: int = CHART_WIDTH, height: int 
     if react and any(react):
         series.append(react[lo:hi + 1])
         names.append("reaction time")
-    plt.multiple_bar(labels, series, labels=names)
+    plt.multiple_bar(xs, series, labels=names)
+    shown = spaced_ticks(len(xs), width)
+    plt.xticks(shown, [bucket_label(lo + i, bounds) for i in shown])
     plt.title("Edges over the threshold: how long they lasted, and how long we took")
     return Text.from_ansi(plt.build())
 
