@@ -31,7 +31,7 @@ from array import array
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from core.durations import BOUNDS_MS
@@ -128,20 +128,52 @@ def group_record(group: HedgeGroup) -> GroupRecord:
     )
 
 
-@dataclass(slots=True)
-class _Direction:
-    edges: Counter[int] = field(default_factory=Counter)  # centi-bps -> updates
-    updates: int = 0
-    opportunities: int = 0
-    triggered: int = 0
-    intents: int = 0
-    open_since_ns: int = 0  # 0: no episode open
-    open_triggered: bool = False
-    lifetimes_ns: array[int] = field(default_factory=lambda: array("q"))
-    reactions_ns: array[int] = field(default_factory=lambda: array("q"))
-    capacity_base: array[float] = field(default_factory=lambda: array("d"))
-    capacity_notional: array[float] = field(default_factory=lambda: array("d"))
-    groups: list[GroupRecord] = field(default_factory=list)
+class DirectionStudy:
+    """One direction's running study (`EdgeStudy.direction`): the replay keeps one per edge
+    and feeds it directly, the hot path of `--report`."""
+
+    __slots__ = ("capacity_base", "capacity_notional", "edges", "groups", "intents", "lifetimes_ns",
+                 "open_since_ns", "open_triggered", "opportunities", "reactions_ns", "threshold_bps",
+                 "triggered", "updates")
+
+    def __init__(self, threshold_bps: float) -> None:
+        self.threshold_bps = threshold_bps
+        self.edges: Counter[int] = Counter()  # centi-bps -> updates
+        self.updates = 0
+        self.opportunities = 0
+        self.triggered = 0
+        self.intents = 0
+        self.open_since_ns = 0  # 0: no episode open
+        self.open_triggered = False
+        self.lifetimes_ns: array[int] = array("q")
+        self.reactions_ns: array[int] = array("q")
+        self.capacity_base: array[float] = array("d")
+        self.capacity_notional: array[float] = array("d")
+        self.groups: list[GroupRecord] = []
+
+    def sample(self, edge_bps: float, now_ns: int, capacity_base: float = 0.0, buy_price: float = 0.0) -> None:
+        """One update of the edge (net bps) at `now_ns`, with the size at the touch."""
+        self.updates += 1
+        self.edges[round(edge_bps * CENTI)] += 1
+        if edge_bps >= self.threshold_bps:
+            if not self.open_since_ns:
+                self.open_since_ns = now_ns or 1
+                self.open_triggered = False
+                self.opportunities += 1
+            self.capacity_base.append(capacity_base)
+            self.capacity_notional.append(capacity_base * buy_price)
+        elif self.open_since_ns:
+            self.end(now_ns)
+
+    def end(self, now_ns: int) -> None:
+        """The open episode (if any) ends at `now_ns`."""
+        if not self.open_since_ns:
+            return
+        self.lifetimes_ns.append(now_ns - self.open_since_ns)
+        if self.open_triggered:
+            self.triggered += 1
+        self.open_since_ns = 0
+        self.open_triggered = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -248,59 +280,40 @@ class EdgeStudy:
 
     def __init__(self, threshold_bps: float) -> None:
         self.threshold_bps = threshold_bps
-        self._dirs: dict[Direction, _Direction] = {}
-        self._end_ns = 0
+        self._dirs: dict[Direction, DirectionStudy] = {}
 
-    def _dir(self, key: Direction) -> _Direction:
+    def direction(self, key: Direction) -> DirectionStudy:
+        """The running study of `key` (made on first use), to feed directly."""
         d = self._dirs.get(key)
         if d is None:
-            d = self._dirs[key] = _Direction()
+            d = self._dirs[key] = DirectionStudy(self.threshold_bps)
         return d
 
     def sample(self, key: Direction, edge_bps: float, now_ns: int, capacity_base: float = 0.0,
                buy_price: float = 0.0) -> None:
         """One update of the edge `key` (net bps) at `now_ns`, with the size at the touch."""
-        d = self._dir(key)
-        d.updates += 1
-        d.edges[round(edge_bps * CENTI)] += 1
-        if edge_bps >= self.threshold_bps:
-            if not d.open_since_ns:
-                d.open_since_ns = now_ns or 1
-                d.open_triggered = False
-                d.opportunities += 1
-            d.capacity_base.append(capacity_base)
-            d.capacity_notional.append(capacity_base * buy_price)
-        elif d.open_since_ns:
-            self._end(d, now_ns)
-        self._end_ns = max(self._end_ns, now_ns)
+        self.direction(key).sample(edge_bps, now_ns, capacity_base, buy_price)
 
     def withdraw(self, key: Direction, now_ns: int) -> None:
         """The edge has no tradable quote any more (an outlier withdrew one side): an open
         episode ends here."""
         d = self._dirs.get(key)
-        if d is not None and d.open_since_ns:
-            self._end(d, now_ns)
-
-    def _end(self, d: _Direction, now_ns: int) -> None:
-        d.lifetimes_ns.append(now_ns - d.open_since_ns)
-        if d.open_triggered:
-            d.triggered += 1
-        d.open_since_ns = 0
-        d.open_triggered = False
+        if d is not None:
+            d.end(now_ns)
 
     def intent(self, key: Direction) -> None:
         """The pipeline made an intent on `key` (after the update that allowed it)."""
-        d = self._dir(key)
+        d = self.direction(key)
         d.intents += 1
         if d.open_since_ns:
             d.open_triggered = True
 
     def reaction(self, key: Direction, reaction_ns: int) -> None:
         """From the quote that made an intent to both entry orders sent."""
-        self._dir(key).reactions_ns.append(max(0, reaction_ns))
+        self.direction(key).reactions_ns.append(max(0, reaction_ns))
 
     def group(self, record: GroupRecord) -> None:
-        self._dir(record.key).groups.append(record)
+        self.direction(record.key).groups.append(record)
 
     def report(self, carry: Mapping[str, Decimal] | None = None, *, carry_note: str = "",
                bounds_ms: Iterable[float] | None = None) -> StudyReport:

@@ -19,6 +19,10 @@ no further: `price_outlier`. Rules, in the order they are checked for an edge ov
    whole number of both venues' lot steps; below the minimum size -> `size_too_small`.
 
 Edges that a quote does not touch are not re-judged: their inputs did not change.
+
+`lifetimes` counts how long edges stayed over the threshold (from the first quote at or over
+it to the first under it) in fixed buckets (`core.durations`): the analytics screen shows it
+against the orchestrator's reaction time.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ is stamped by the replay clock, group ids derive from it, and the paper venues' 
 The risk loop runs once per recorded second (breakers on quote age, outliers, balances,
 pause expiry, groups held too long): a venue is up while its recorded quotes arrive.
 Reconciliation is not replayed (it needs live venues).
+
+With `study=True` (`--report`), every edge update, intent, reaction time and closed group
+also feeds a `core.edge_study.EdgeStudy`, whose report goes under "study" (docs/replay.md).
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from core.clock import ReplayClock
+from core.compare import EdgeState
 from core.config import QuantarbConfig
-from core.edge_study import EdgeStudy, StudyReport, group_record
+from core.edge_study import DirectionStudy, EdgeStudy, StudyReport, group_record
 from core.hedge import HedgeGroup
 from core.models import Decision, GroupState, Quote
 from engine.runtime import Runtime
@@ -128,6 +132,7 @@ class EngineReplay:
         if study:
             self.study = EdgeStudy(self.config.strategy.threshold_bps)
             self._compare = self.runtime.compare
+            self._watched: dict[tuple[str, str], list[tuple[EdgeState, DirectionStudy]]] = {}
             orchestrator = self.runtime.orchestrator
             orchestrator.on_reaction(self._reaction)
             orchestrator.on_group_closed(self._closed)
@@ -144,22 +149,32 @@ class EngineReplay:
     def _observe(self, quote: Quote, decision: Decision) -> None:
         """Feed the study with the edges this quote changed (an accepted quote recomputed
         every edge of its book; an outlier withdrew them), then the intent it made."""
-        study = self.study
-        assert study is not None
-        book = self._compare.book(quote.venue, quote.symbol)
-        if book is None:
-            return
+        watched = self._watched.get((quote.venue, quote.symbol))
+        if watched is None:
+            watched = self._watch(quote)
         now_ns = self.clock.now_ns
-        for edge in book.edges:
-            key = (edge.pair, edge.buy.venue, edge.sell.venue)
-            if edge.valid and edge.buy.has_quote and edge.sell.has_quote:
-                capacity = min(edge.buy.ask_qty, edge.sell.bid_qty)
-                study.sample(key, edge.edge_bps, now_ns, capacity, edge.buy.ask)
+        for edge, study in watched:
+            buy = edge.buy
+            sell = edge.sell
+            if edge.valid and buy.has_quote and sell.has_quote:
+                bid_qty = sell.bid_qty
+                ask_qty = buy.ask_qty
+                study.sample(edge.edge_bps, now_ns, ask_qty if ask_qty < bid_qty else bid_qty, buy.ask)
             else:
-                study.withdraw(key, now_ns)
+                study.end(now_ns)
         intent = decision.intent
         if intent is not None:
-            study.intent((intent.pair, intent.buy.venue, intent.sell.venue))
+            assert self.study is not None
+            self.study.intent((intent.pair, intent.buy.venue, intent.sell.venue))
+
+    def _watch(self, quote: Quote) -> list[tuple[EdgeState, DirectionStudy]]:
+        """The edges of the quote's book, each with its direction's study (once per book)."""
+        assert self.study is not None
+        book = self._compare.book(quote.venue, quote.symbol)
+        watched = [] if book is None else [
+            (edge, self.study.direction((edge.pair, edge.buy.venue, edge.sell.venue))) for edge in book.edges]
+        self._watched[(quote.venue, quote.symbol)] = watched
+        return watched
 
     def _reaction(self, group: HedgeGroup, reaction_ns: int) -> None:
         if self.study is not None:

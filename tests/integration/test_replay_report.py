@@ -229,3 +229,20 @@ def _toml(doc: dict[str, Any]) -> str:
 
     assert QuantarbConfig.model_validate(tomllib.loads(TOML)) == QuantarbConfig.model_validate(doc)
     return TOML
+
+
+def test_the_progress_bar_shows_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from quantarb_tui.cli import _ReplayProgress
+
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not _ReplayProgress(enabled=True, files=1).enabled  # pytest's stderr is no terminal
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich: a terminal
+    assert not _ReplayProgress(enabled=False, files=1).enabled  # --json
+    bar = _ReplayProgress(enabled=True, files=2)
+    assert bar.enabled
+    with bar:
+        bar.update(65_536)
+    captured = capsys.readouterr()
+    assert "replaying" in captured.err and "65,536 frames" in captured.err and captured.out == ""
