@@ -207,10 +207,6 @@ class DirectionReport:
     def trigger_rate(self) -> float | None:
         return self.triggered / self.opportunities if self.opportunities else None
 
-    @property
-    def lifetimes_note(self) -> str:
-        return f"{self.opportunities - self.censored} ended, {self.censored} open at the end"
-
     def as_dict(self) -> dict[str, object]:
         return {
             "pair": self.pair, "buy_venue": self.buy_venue, "sell_venue": self.sell_venue,
