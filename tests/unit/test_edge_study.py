@@ -56,3 +56,19 @@ def test_an_episode_is_the_run_of_updates_over_the_threshold() -> None:
     assert row.outlived == 0.5  # 5 ms >= 3 ms, 2 ms < 3 ms
     assert row.capacity_base == 2.0 and row.capacity_notional == 200.0
     assert row.trigger_rate == pytest.approx(1 / 3)
+
+
+def test_an_empty_study_renders() -> None:
+    import io
+
+    from rich.console import Console
+
+    from quantarb_tui.replay_report import render_html, render_terminal
+
+    study = EdgeStudy(threshold_bps=8).report(carry_note="none").as_dict()
+    assert study["directions"] == [] and study["pairs"] == [] and study["net"] == "0"
+    page = render_html(study)
+    assert "<svg" not in page and page.endswith("</html>")
+    out = io.StringIO()
+    render_terminal(study, Console(file=out, width=120))
+    assert "no edge reached the threshold" in out.getvalue()
