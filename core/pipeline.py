@@ -23,6 +23,10 @@ Edges that a quote does not touch are not re-judged: their inputs did not change
 
 The threshold, the cooldown, `max_leg_notional` and the enabled pairs change only through the
 `set_*` methods (engine.steering, docs/operator.md): the next decision uses the new value.
+
+`lifetimes` counts how long edges stayed over the threshold (from the first quote at or over
+it to the first under it) in fixed buckets (`core.durations`): the analytics screen shows it
+against the orchestrator's reaction time.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from decimal import ROUND_FLOOR, Context, Decimal
 from core.clock import Clock
 from core.compare import Book, CompareEngine, EdgeState
 from core.config import RiskConfig, StrategyConfig
+from core.durations import DurationHistogram
 from core.instruments import floor_to
 from core.models import Decision, ExecutionIntent, ExecutionLeg, Outcome, Quote, Reason
 from core.risk import RiskGate
@@ -71,6 +76,8 @@ class OpportunityPipeline:
         self.quotes = 0
         self.decisions = 0
         self.intents = 0
+        # How long edges stay over the threshold (and sane), bounded: the analytics screen.
+        self.lifetimes = DurationHistogram()
 
     # -- steering (engine.steering): effective on the next decision ---------------------
     def set_threshold_bps(self, bps: float) -> None:
@@ -138,7 +145,9 @@ class OpportunityPipeline:
                 else:
                     over.append(edge)
             else:
-                edge.above_since_ns = 0
+                if edge.above_since_ns:  # an edge's time over the threshold ends
+                    self.lifetimes.record(now_ns - edge.above_since_ns)
+                    edge.above_since_ns = 0
                 edge.last_reason = Reason.BELOW_THRESHOLD
             if bps > best_bps:
                 best_bps = bps
@@ -260,6 +269,7 @@ class OpportunityPipeline:
             buy_price=buy.ask,
             sell_price=sell.bid,
             created_ms=ts_ms,
+            quote_ns=buy.recv_ns if buy.recv_ns > sell.recv_ns else sell.recv_ns,
         )
 
 

@@ -34,6 +34,7 @@ from types import MappingProxyType
 
 from core.clock import Clock
 from core.compensation import CompensationEngine, Plan
+from core.durations import DurationHistogram
 from core.hedge import HedgeGroup, client_order_id, new_group_id
 from core.instruments import Instrument
 from core.models import (
@@ -141,6 +142,11 @@ class HedgeOrchestrator:
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
         self.closed_by_state: dict[str, int] = {}
         self.realized_pnl = Decimal(0)
+        # From the quote that made an intent to both entry orders sent (bounded: the analytics
+        # screen), and who else wants each measure and each closed group (a replay's study).
+        self.reaction = DurationHistogram()
+        self._reaction_listeners: list[Callable[[HedgeGroup, int], None]] = []
+        self._closed_listeners: list[GroupListener] = []
 
     # -- what others do to it ----------------------------------------------------------
     def tap_execution(self, on_order: Callable[[Order], None] | None,
@@ -164,6 +170,14 @@ class HedgeOrchestrator:
     def flattening(self) -> bool:
         """True from `begin_flatten()` until `end_flatten()`: only flatten orders leave."""
         return self._flattening
+
+    def on_reaction(self, listener: Callable[[HedgeGroup, int], None]) -> None:
+        """Also call `listener(group, reaction_ns)` when a group's second entry order is sent."""
+        self._reaction_listeners.append(listener)
+
+    def on_group_closed(self, listener: GroupListener) -> None:
+        """Also call `listener(group)` when a group closes (after the runtime's own listener)."""
+        self._closed_listeners.append(listener)
 
     def attach_journal(self, journal: Journal | None) -> None:
         """Journal every group, order and fill from now on (the runtime opens the ledger at
@@ -769,6 +783,8 @@ class HedgeOrchestrator:
                 return
         self._log_refusal(self.tracker.sent(order))
         self._ledger_order(order)
+        if order.purpose is OrderPurpose.ENTRY:
+            self._entry_sent(order)
         try:
             update: OrderUpdate | None = await asyncio.wait_for(
                 close() if close is not None else gateway.place(order), self._place_timeout_s(order.venue)
@@ -781,6 +797,19 @@ class HedgeOrchestrator:
             await self.durable()
         if update is None or not is_terminal(order.state):
             await self._resolve(order)
+
+    def _entry_sent(self, order: Order) -> None:
+        """The reaction time ends when the second entry order of a group leaves."""
+        group = self._open.get(order.group_id)
+        if group is None or group.intent.quote_ns <= 0:
+            return
+        for other in group.orders:
+            if other is not order and other.purpose is OrderPurpose.ENTRY and other.state is OrderState.NEW:
+                return  # its partner has not left yet
+        reaction_ns = self._clock.monotonic_ns() - group.intent.quote_ns
+        self.reaction.record(reaction_ns)
+        for listener in self._reaction_listeners:
+            listener(group, reaction_ns)
 
     async def _resolve(self, order: Order) -> None:
         """Find out what became of an order by its client order id (never a blind resend)."""
@@ -911,6 +940,8 @@ class HedgeOrchestrator:
         self.pair_stats.record_group(pnl)
         if self._on_closed is not None:
             self._on_closed(group)
+        for listener in self._closed_listeners:
+            listener(group)
 
     def _emit(self, kind: str, text: str, group: HedgeGroup | None, *, level: Level = "info") -> None:
         data: dict[str, object] = {}

@@ -207,6 +207,21 @@ class HoldingRow:
 
 
 @dataclass(slots=True, frozen=True)
+class TimingRow:
+    """The engine's live duration histograms (`core.durations`, fixed buckets of `bounds_ms`, the
+    last one open): how long edges stayed over the threshold, and our reaction time (from the
+    quote that made an intent to both entry orders sent). Quantiles are bucket upper bounds."""
+
+    bounds_ms: tuple[float, ...]
+    lifetimes: tuple[int, ...]
+    reactions: tuple[int, ...]
+    lifetime_p50_ms: float | None
+    lifetime_p90_ms: float | None
+    reaction_p50_ms: float | None
+    reaction_p90_ms: float | None
+
+
+@dataclass(slots=True, frozen=True)
 class RuntimeSnapshot:
     ts_ms: int
     mode: str
@@ -247,3 +262,4 @@ class RuntimeSnapshot:
     venues: tuple[str, ...] = ()  # every configured venue: "all blocked" needs the whole set
     positions: tuple[PositionRow, ...] = ()
     holdings: tuple[HoldingRow, ...] = ()  # the Positions pane: per asset, from the portfolio
+    timings: TimingRow | None = None  # edge lifetimes against reaction times (analytics screen)

@@ -43,6 +43,7 @@ from engine.snapshot import (
     PositionRow,
     QuoteRow,
     RuntimeSnapshot,
+    TimingRow,
 )
 from engine.venue_health import VenueHealth
 from ledger import analytics as ledger_analytics
@@ -291,7 +292,15 @@ class ViewModel:
             venues=self._venues,
             positions=self._position_rows(),
             holdings=self._holding_rows(),
+            timings=self._timings(),
         )
+
+    def _timings(self) -> TimingRow:
+        life = self._pipeline.lifetimes
+        react = self._orch.reaction
+        return TimingRow(bounds_ms=life.bounds_ms, lifetimes=life.counts(), reactions=react.counts(),
+                         lifetime_p50_ms=life.quantile_ms(0.5), lifetime_p90_ms=life.quantile_ms(0.9),
+                         reaction_p50_ms=react.quantile_ms(0.5), reaction_p90_ms=react.quantile_ms(0.9))
 
     def _daily(self) -> str:
         """The day's equity change (what the daily-loss breaker judges, read now); "n/a" when a

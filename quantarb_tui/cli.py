@@ -207,6 +207,9 @@ def replay(
                           "local processes; its workers read the recordings at the same paths.")] = None,
     jobs: Annotated[int | None, typer.Option(
         "--jobs", min=1, max=256, help="Local sweep: processes (default: one per core).")] = None,
+    report_dir: Annotated[Path | None, typer.Option(
+        "--report", help="Study the edges per pair and direction: tables and a chart here, report.html and "
+        "study.json in this directory.")] = None,
 ) -> None:
     """Replay recordings through the whole engine (pipeline, risk gate, orchestrator,
     compensation, paper venues filling on the recorded books) on the recorded clock.
@@ -215,6 +218,8 @@ def replay(
     if sweep or cluster is not None:
         if ledger is not None:
             raise _fail(EXIT_CONFIG, "--ledger: a sweep writes one temporary ledger per replay")
+        if report_dir is not None:
+            raise _fail(EXIT_CONFIG, "--report: a sweep tabulates its settings; study one setting without --sweep")
         from engine.replay import ReplayError, ReplaySettings
         from quantarb_tui.sweep_cmd import main as run_sweep
 
@@ -234,11 +239,21 @@ def replay(
             raise _fail(EXIT_CONFIG, f"{file}: no such recording")
     try:
         settings = ReplaySettings(latency_ms=latency_ms, slippage_bps=slippage_bps, seed=seed)
-        report = asyncio.run(replay_engine(loaded.config, files, settings,
-                                           ledger_path=str(ledger) if ledger is not None else None,
-                                           progress=None if json_out else _replay_progress))
+        with _ReplayProgress(enabled=not json_out, files=len(files)) as progress:
+            report = asyncio.run(replay_engine(loaded.config, files, settings,
+                                               ledger_path=str(ledger) if ledger is not None else None,
+                                               progress=progress.update if progress.enabled else None,
+                                               study=report_dir is not None))
     except (RecordingError, ReplayError) as exc:
         raise _fail(EXIT_CONFIG, str(exc)) from None
+    html_path = None
+    if report_dir is not None:
+        from quantarb_tui.replay_report import write_report
+
+        try:
+            html_path = write_report(report_dir, report)
+        except OSError as exc:
+            raise _fail(EXIT_RUNTIME, f"{report_dir}: {exc.strerror or exc}") from None
     if json_out:
         import json
 
@@ -255,11 +270,49 @@ def replay(
                    f"trigger rate {row['trigger_rate']:.2%}")
     if report["ledger"]:
         typer.echo(f"ledger {report['ledger']}")
+    if html_path is not None:
+        from rich.console import Console
+
+        from quantarb_tui.replay_report import render_terminal
+
+        render_terminal(report["study"], Console())
+        typer.echo(f"report {html_path}")
 
 
-def _replay_progress(frames: int) -> None:
-    """A long replay says it is alive (stderr, so stdout stays the report)."""
-    typer.echo(f"replayed {frames:,} frames", err=True)
+class _ReplayProgress:
+    """A long replay's progress bar on stderr (stdout stays the report): frames replayed and
+    their rate. Off with --json and when stderr is not a terminal (logs, pipes, tests)."""
+
+    def __init__(self, *, enabled: bool, files: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        self.enabled = enabled and console.is_terminal
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]replaying[/] {task.description}"), BarColumn(),
+            TextColumn("{task.completed:,.0f} frames"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            console=console, transient=True, disable=not self.enabled,
+        )
+        self._task = self._progress.add_task(f"{files} file(s)", total=None, rate="")
+        self._started = 0.0
+
+    def __enter__(self) -> _ReplayProgress:
+        import time
+
+        self._started = time.perf_counter()
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def update(self, frames: int) -> None:
+        import time
+
+        elapsed = time.perf_counter() - self._started
+        rate = f"{frames / elapsed:,.0f}/s" if elapsed > 0 else ""
+        self._progress.update(self._task, completed=frames, rate=rate)
 
 
 # -- operator control of a running instance (docs/operator.md) -------------------------------
