@@ -123,6 +123,7 @@ class QuantArbApp(App[int]):
         self._stop_signals = stop_signals
         self._signal_scope = contextlib.ExitStack()
         self._starting = False
+        self._engine_calls: set[asyncio.Future[ControlResult]] = set()  # operator actions still running
         self.stop_requested = False
 
     def get_default_screen(self) -> Screen[Any]:
@@ -228,6 +229,11 @@ class QuantArbApp(App[int]):
         durable write; so the view refreshes as soon as the action has run to its first wait,
         and again when it returns."""
         task = asyncio.ensure_future(call())
+        # The engine's action is owned by the app, not by the worker (a screen's) awaiting it:
+        # cancelling that worker (a dismissed modal) must never cancel orders mid-send.
+        self._engine_calls.add(task)
+        task.add_done_callback(self._engine_calls.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, if no one awaits it
         await asyncio.sleep(0)  # the action runs up to its first wait: the gate has flipped
         status_shown = not task.done()
         if status_shown:
@@ -235,7 +241,7 @@ class QuantArbApp(App[int]):
             # screen within a frame; the tables follow with the full refresh below.
             self.refresh_status()
         try:
-            result = await task
+            result = await asyncio.shield(task)
         except ControlRefused as exc:
             self.refresh_view()
             self.notify(str(exc), title=f"{title} refused", severity="error")

@@ -113,6 +113,9 @@ class CloseGroupModal(ModalScreen[bool]):
             self.show_error(refusal)
 
     def action_cancel(self) -> None:
+        if self.busy:  # the orders may be on the wire: the close finishes, then the modal goes
+            self.show_error("closing… the orders are being sent; Esc once it is done")
+            return
         self.dismiss(False)
 
 

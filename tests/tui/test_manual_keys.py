@@ -5,6 +5,7 @@ and test_manual_live.py; here, what the keys send and what the screens show."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -153,3 +154,38 @@ async def test_o_lists_the_open_orders_and_cancels_on_confirmation(demo_runtime:
         await pilot.press("o", "enter")
         await settle(app, pilot)
         assert [n.message for n in app._notifications][-1] == "no open order is quarantined: nothing to cancel"
+
+
+async def test_esc_during_a_close_neither_leaves_the_modal_nor_cancels_the_engines_close(
+        demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review P1-1: the close runs in the modal's worker; Esc (or anything that dismisses the
+    modal) cancelled it, and the cancellation reached the engine mid-send. Esc is ignored while
+    the close runs, and the engine's call is shielded from whoever awaits it."""
+    release = asyncio.Event()
+    story: list[str] = []
+
+    async def close_group(group_id: str, reason: str, actor: str) -> ControlResult:
+        story.append("started")
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            story.append("cancelled")
+            raise
+        story.append("finished")
+        return _result("close", f"group {group_id} closed: flat", flat=True)
+
+    monkeypatch.setattr(demo_runtime.control, "close_group", close_group)
+    async with running(demo_runtime) as (app, pilot):
+        detail = await _detail(app, pilot)
+        await pilot.press("c", *detail.group_id, "enter")
+        await pilot.pause()
+        modal = app.screen
+        assert isinstance(modal, CloseGroupModal) and modal.busy and story == ["started"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is modal and story == ["started"]  # still closing, still shown
+        modal.workers.cancel_group(modal, "modal-submit")  # what a dismissal does to the worker
+        await pilot.pause()
+        release.set()
+        await settle(app, pilot)
+        assert story == ["started", "finished"]
