@@ -44,6 +44,7 @@ from core.runtime_settings import (
     config_values,
     format_value,
     restart_plan,
+    restart_record,
     same,
     spec_for,
     steerable,
@@ -225,6 +226,7 @@ class Steering:
                 lines.append(EngineEvent(now, "setting",
                                          f"runtime setting {step.key} = {c.new} from the ledger NOT re-applied: "
                                          f"{step.why}", "warn", {"key": step.key, "action": step.action}))
+                lines.extend(await self._supersede(step, now))
         if not any(s.action == "reapply" for s in plan):
             lines.append(EngineEvent(now, "setting", "runtime settings: the config file's values are in force "
                                      f"({len(journaled)} journaled change(s), none to re-apply)"))
@@ -232,6 +234,18 @@ class Steering:
         if say:
             self.say_restored()
         return plan
+
+    async def _supersede(self, step: RestartStep, now: int) -> list[EngineEvent]:
+        """Journal that the file's value won (source `restart`): it is the newest intent now."""
+        record = restart_record(step, self._file, now)
+        journal = self._journal()
+        if record is None or journal is None:
+            return []
+        if journal.error is None and await journal.setting(record, self._gate.state) >= 0:
+            return []
+        return [EngineEvent(now, "setting", f"runtime setting {step.key}: the file's value could not be "
+                            "journaled as the newest; the next restart judges the old change again", "warn",
+                            {"key": step.key})]
 
     def say_restored(self) -> None:
         """The log lines of the last `restore`, once."""

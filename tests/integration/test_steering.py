@@ -329,3 +329,49 @@ async def test_a_fresh_ledger_logs_that_the_file_is_in_force(tmp_path: Path) -> 
                         "none to re-apply)"]
     finally:
         await rt.close_ledger()
+
+
+def _threshold_config(bps: float) -> QuantarbConfig:
+    return demo_config().model_copy(update={"strategy": demo_config().strategy.model_copy(
+        update={"threshold_bps": bps})})
+
+
+async def test_a_file_edited_then_edited_back_never_brings_the_old_change_back(tmp_path: Path) -> None:
+    """Review P1-2: file 8, operator sets 6; the file is edited to 10 (restart: the file wins);
+    then back to 8 (restart): the operator's 6 must not come back, the newest intent was the
+    file's 10. The restart that let the file win journals it (source `restart`)."""
+    first = _runtime(tmp_path)
+    await first.open_ledger()
+    await first.steering.set("strategy.threshold_bps", "6", "lower", "cli")
+    await first.close_ledger()
+
+    second = _runtime(tmp_path, _threshold_config(10.0))
+    await second.open_ledger()
+    try:
+        assert second.ledger is not None
+        plan = await second.steering.restore(second.ledger)
+        assert [(s.key, s.action) for s in plan] == [("strategy.threshold_bps", "file_wins")]
+    finally:
+        await second.close_ledger()
+    assert [(r["setting"]["old"], r["setting"]["new"], r["setting"]["config"], r["setting"]["source"])
+            for r in _rows(tmp_path / "t.db")] == [("8", "6", "8", "cli"), ("6", "10", "10", "restart")]
+
+    third = _runtime(tmp_path)  # the file says 8 again
+    await third.open_ledger()
+    try:
+        assert third.ledger is not None
+        plan = await third.steering.restore(third.ledger)
+        assert [(s.key, s.action) for s in plan] == [("strategy.threshold_bps", "file_wins")]
+        assert third.pipeline.threshold_bps == 8.0
+    finally:
+        await third.close_ledger()
+
+    fourth = _runtime(tmp_path)  # nothing changed since: nothing to judge, nothing journaled
+    await fourth.open_ledger()
+    try:
+        assert fourth.ledger is not None
+        assert await fourth.steering.restore(fourth.ledger) == []
+        assert fourth.pipeline.threshold_bps == 8.0
+    finally:
+        await fourth.close_ledger()
+    assert len(_rows(tmp_path / "t.db")) == 3
