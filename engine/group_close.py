@@ -42,9 +42,16 @@ RETRY_PAUSE_S = 0.2  # as engine.flatten: the touch an IOC took is shown again a
 
 
 def close_order_id(group: HedgeGroup) -> str:
-    """`qa<group>c<n>`: ours for reconciliation (the `qa` prefix), unique within the group
-    (n = the orders it has so far, this one excluded), at most 32 alphanumerics."""
-    cid = f"qa{group.group_id}c{base36(len(group.orders))}"
+    """`qa<group>c<n>`: ours for reconciliation (the `qa` prefix), at most 32 alphanumerics,
+    unique within the group: n is past every close id the group holds, not just its order
+    count. A close order refused locally was never journaled, so a group read back from the
+    ledger has fewer orders than ids were handed out; counting would hand out an id a
+    journaled (filled) close already has, and the ledger would file the new order's fills on
+    it. (An id never journaled was never sent either, so reusing one of those is harmless.)"""
+    prefix = f"qa{group.group_id}c"
+    used = [int(o.client_order_id[len(prefix):], 36) for o in group.orders
+            if o.client_order_id.startswith(prefix) and o.client_order_id[len(prefix):].isalnum()]
+    cid = f"{prefix}{base36(max([len(group.orders), *(n + 1 for n in used)]))}"
     if len(cid) > 32 or not cid.isalnum():
         raise ValueError(f"client order id {cid!r} is not in the safe format")
     return cid

@@ -378,3 +378,36 @@ async def test_without_the_audit_record_nothing_is_sent(rig: Rig) -> None:
     with pytest.raises(ControlRefused, match=r"^close_group refused: the ledger is not open; nothing was sent$"):
         await rt.control.close_group(group.group_id, "no ledger", "tui")
     assert _seen(rig) == seen and rig.closes() == []
+
+
+async def test_a_group_read_back_after_a_close_refused_locally_gets_a_fresh_close_id(rig: Rig) -> None:
+    """Review P2-3: the first close's binance order is refused at send time (never journaled),
+    its okx order fills (journaled). Read back from the ledger, the group has one order fewer
+    than ids were handed out: the next close must not reuse the okx close's id, or the ledger
+    files the new order on the old row."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    judge = rt.orchestrator._judge
+
+    def refuse_binance(order: Order, check: Any) -> str | None:
+        if order.venue == "binance" and order.purpose is OrderPurpose.FLATTEN:
+            return "risk:test_refusal"
+        return judge(order, check)
+
+    rt.orchestrator._judge = refuse_binance  # type: ignore[method-assign]
+    first = await rt.control.close_group(group.group_id, "first try", "tui")
+    rt.orchestrator._judge = judge  # type: ignore[method-assign]
+    assert first.detail["flat"] is False
+    used = [o for leg in first.detail["legs"] for o in leg["orders"]]
+    assert len(used) == 2
+    assert rt.journal is not None
+    await rt.journal.flush()
+    rt.orchestrator.closed.clear()  # as after a restart: only the ledger remembers it
+    second = await rt.control.close_group(group.group_id, "second try", "tui")
+    assert second.detail["flat"] is True
+    [bn_leg] = [leg for leg in second.detail["legs"] if leg["venue"] == "binance"]
+    [new_id] = bn_leg["orders"]
+    assert new_id not in used
+    assert rig.rows("SELECT venue, side, state FROM orders WHERE order_id = ?", new_id) == [
+        ("binance", "buy", "filled")]
