@@ -38,6 +38,7 @@ from engine.operator_audit import OperatorAudit
 from engine.orchestrator import HedgeOrchestrator
 
 GroupSource = Callable[[str], Awaitable[HedgeGroup | None]]
+QuoteAge = Callable[[Venue, str], float | None]  # ms since the venue's quote was received; None: none
 RETRY_PAUSE_S = 0.2  # as engine.flatten: the touch an IOC took is shown again after the book moves
 
 
@@ -82,6 +83,8 @@ class GroupCloser:
         *,
         load: GroupSource,
         max_slippage_bps: float,
+        quote_age_ms: QuoteAge | None = None,
+        max_quote_age_ms: float | None = None,
     ) -> None:
         self._orch = orchestrator
         self._gate = gate
@@ -90,6 +93,8 @@ class GroupCloser:
         self._audit = audit
         self._load = load
         self._slippage = Decimal(repr(max_slippage_bps)) / Decimal(10_000)
+        self._quote_age_ms = quote_age_ms
+        self._max_quote_age_ms = max_quote_age_ms
 
     async def close(self, group_id: str, reason: str, actor: str) -> dict[str, Any]:
         """Close the group's legs; the report per leg (before, after, orders, flat, note)."""
@@ -146,6 +151,7 @@ class GroupCloser:
             price = self._price(inst, side)
             if price is None:
                 raise ControlRefused(f"close refused: no quote for {venue} {inst.symbol} to price {what}")
+            self._check_venue(venue, inst.symbol, what)
             refusal = self._gate.check_order(OrderCheck(
                 key=f"close-check-{group.group_id}-{venue}", venue=venue,
                 asset=self._orch.asset_of(venue, inst.symbol), side=side, base_qty=base,
@@ -156,6 +162,24 @@ class GroupCloser:
                 raise ControlRefused(f"close refused: {what}: {refusal}{why}")
             legs.append(CloseLeg(venue, inst.symbol, held))
         return legs
+
+    def _check_venue(self, venue: Venue, symbol: str, what: str) -> None:
+        """Both legs go at once: a venue that cannot trade now (a breaker blocks it: stale
+        feed, down, price outliers) or whose quote is older than the strategy trusts would let
+        the other leg close alone and leave the hedge one open position. A low free balance
+        does not stop a close (it only shrinks the position); flatten is the way otherwise."""
+        blocking = sorted(b.name for b in self._gate.breakers.tripped()
+                          if b.effect == "block_venue" and b.venue == venue and not b.name.startswith("balance:"))
+        if blocking:
+            raise ControlRefused(f"close refused: {what}: {venue} is blocked ({', '.join(blocking)}): "
+                                 "the other leg would close alone")
+        if self._quote_age_ms is None or self._max_quote_age_ms is None:
+            return
+        age = self._quote_age_ms(venue, symbol)
+        if age is None or age > self._max_quote_age_ms:
+            shown = "no quote" if age is None else f"the quote is {age:.0f} ms old"
+            raise ControlRefused(f"close refused: {what}: {shown} (> {self._max_quote_age_ms:g} ms): "
+                                 "the other leg would close alone")
 
     def _price(self, inst: Instrument, side: Side) -> Decimal | None:
         touch = self._touch(inst.venue, inst.symbol)

@@ -237,6 +237,13 @@ class Operator:
             report = await self._close_group(group_id, reason.strip(), actor)
         self._events.emit(EngineEvent(self._clock.time_ms(), "operator", str(report["message"]),
                                       "info" if report["flat"] else "error", {"group_id": group_id}))
+        if not report["flat"]:
+            # One leg may have closed and the other not: the hedge is an open position now.
+            # No new group until the operator has looked (the event above is an urgent alert).
+            change = self._gate.pause(f"close of group {group_id} left a residual")
+            if change is not None:
+                await self._risk.state("pause", change, f"PAUSED: close of group {group_id} left a residual",
+                                       "warn")
         return self._result("close", True, str(report["message"]),
                             **{k: v for k, v in report.items() if k != "message"})
 

@@ -170,7 +170,8 @@ class Runtime:
         audit = OperatorAudit(lambda: self.journal, self.events, self.clock,
                               ledger_configured=self.ledger_path is not None)
         closer = GroupCloser(self.orchestrator, self.gate, self.clock, self._touch, audit, load=self._load_group,
-                             max_slippage_bps=config.strategy.max_slippage_bps)
+                             max_slippage_bps=config.strategy.max_slippage_bps,
+                             quote_age_ms=self._quote_age_ms, max_quote_age_ms=config.strategy.max_quote_age_ms)
         orphans = OrphanCleaner(lambda: self.reconciler, self._ledger_owns, audit, self.clock)
         self.control = Operator(
             self.gate, self.orchestrator, flattener, self.risk, self.clock, self.events,
@@ -346,6 +347,13 @@ class Runtime:
         if book is None or not book.has_quote:
             return None
         return (book.raw_bid, book.raw_ask)
+
+    def _quote_age_ms(self, venue: Venue, symbol: str) -> float | None:
+        """How old the venue's latest quote is (local receive time), for a group's close."""
+        book = self.compare.book(venue, symbol)
+        if book is None or not book.has_quote:
+            return None
+        return (self.clock.monotonic_ns() - book.recv_ns) / 1_000_000
 
     @property
     def driver(self) -> demo.DemoDriver:

@@ -411,3 +411,53 @@ async def test_a_group_read_back_after_a_close_refused_locally_gets_a_fresh_clos
     assert new_id not in used
     assert rig.rows("SELECT venue, side, state FROM orders WHERE order_id = ?", new_id) == [
         ("binance", "buy", "filled")]
+
+
+async def test_a_blocked_venue_or_an_old_quote_refuses_the_close_before_anything_leaves(rig: Rig) -> None:
+    """Review P2-4: both legs go at once; a venue that cannot trade (a breaker blocks it) or
+    a quote older than `max_quote_age_ms` would let the other leg close alone."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    clock = rt.clock
+    assert isinstance(clock, ManualClock)
+    rt.gate.breakers.on_price_check("binance", outlier_run=1000, agreed=False, now_ms=clock.time_ms())
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=r"^close refused: the binance leg .*binance is blocked "
+                                             r"\(outlier:binance\): the other leg would close alone$"):
+        await rt.control.close_group(group.group_id, "blocked", "tui")
+    assert _seen(rig) == seen
+    rt.gate.breakers.on_price_check("binance", outlier_run=0, agreed=True, now_ms=clock.time_ms())
+    clock.advance(ms=rt.config.strategy.max_quote_age_ms + 1)
+    with pytest.raises(ControlRefused, match=r"^close refused: the binance leg .*: the quote is 1501 ms old "
+                                             r"\(> 1500 ms\): the other leg would close alone$"):
+        await rt.control.close_group(group.group_id, "old quotes", "tui")
+    assert _seen(rig) == seen
+
+
+async def test_a_close_that_leaves_a_residual_pauses_trading_and_raises_an_alert(rig: Rig) -> None:
+    """Review P2-4: the okx leg closes, the binance one is rejected: the hedge is one open
+    position now. Trading is paused and the close's event is an urgent alert."""
+    from engine.alerts import classify
+
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    judge = rt.orchestrator._judge
+
+    def refuse_binance(order: Order, check: Any) -> str | None:
+        if order.venue == "binance" and order.purpose is OrderPurpose.FLATTEN:
+            return "risk:test_refusal"
+        return judge(order, check)
+
+    rt.orchestrator._judge = refuse_binance  # type: ignore[method-assign]
+    assert rt.gate.state is TradingState.ACTIVE
+    result = await rt.control.close_group(group.group_id, "half", "tui")
+    assert result.detail["flat"] is False
+    assert rt.gate.state is TradingState.PAUSED
+    ours = [e for e in rt.events.recent() if e.kind == "operator" and e.data.get("group_id") == group.group_id]
+    assert [e.level for e in ours] == ["warn", "error"]  # the audit line, then the close's result
+    assert classify(ours[0]) is None
+    alert = classify(ours[1])
+    assert alert is not None and (alert.severity, alert.title, alert.urgent) == (
+        "critical", "group close left a residual", True)
