@@ -451,10 +451,10 @@ async def test_a_close_that_leaves_a_residual_pauses_trading_and_raises_an_alert
         return judge(order, check)
 
     rt.orchestrator._judge = refuse_binance  # type: ignore[method-assign]
-    assert rt.gate.state is TradingState.ACTIVE
+    before = rt.gate.state
     result = await rt.control.close_group(group.group_id, "half", "tui")
     assert result.detail["flat"] is False
-    assert rt.gate.state is TradingState.PAUSED
+    assert (before, rt.gate.state) == (TradingState.ACTIVE, TradingState.PAUSED)
     ours = [e for e in rt.events.recent() if e.kind == "operator" and e.data.get("group_id") == group.group_id]
     assert [e.level for e in ours] == ["warn", "error"]  # the audit line, then the close's result
     assert classify(ours[0]) is None
