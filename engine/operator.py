@@ -11,13 +11,13 @@ state, so a restart comes back as the operator left it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from core.clock import Clock
 from core.models import OrderState, TradingState
 from core.risk import RearmRefused, RiskGate, StateChange
-from engine.control import Action, ControlRefused, ControlResult
+from engine.control import Action, ControlRefused, ControlResult, OrphanRef
 from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
 from engine.orchestrator import HedgeOrchestrator
@@ -26,7 +26,7 @@ from engine.risk_journal import RiskJournal
 # (group id, reason, actor) -> the report: engine.group_close.GroupCloser.close
 CloseGroup = Callable[[str, str, str], Awaitable[dict[str, Any]]]
 # (reason, actor) -> the report: engine.orphans.OrphanCleaner.cancel
-CancelOrphans = Callable[[str, str], Awaitable[dict[str, Any]]]
+CancelOrphans = Callable[[str, str, list[OrphanRef]], Awaitable[dict[str, Any]]]
 
 # Final with nothing filled: cancelled, expired, or (an MT5 command withdrawn) rejected.
 _CANCELLED = (OrderState.CANCELLED, OrderState.EXPIRED, OrderState.REJECTED)
@@ -247,15 +247,18 @@ class Operator:
         return self._result("close", True, str(report["message"]),
                             **{k: v for k, v in report.items() if k != "message"})
 
-    async def cancel_orphans(self, reason: str, actor: str = "operator") -> ControlResult:
-        """Cancel the open orders reconciliation quarantined, one audited cancel each."""
+    async def cancel_orphans(self, reason: str, actor: str = "operator",
+                             orders: Sequence[OrphanRef] = ()) -> ControlResult:
+        """Cancel the quarantined open orders the operator confirmed, one audited cancel each."""
         if not self._running():
             raise ControlRefused("the engine is not running")
         if self._cancel_orphans is None:
             raise ControlRefused("orphan cleanup is not available in this engine")
         if not reason.strip():
             raise ControlRefused("orphan cleanup needs a reason (it is journaled with each cancel)")
-        report = await self._cancel_orphans(reason.strip(), actor)
+        if not orders:
+            raise ControlRefused("orphan cleanup cancels only the orders confirmed: none was listed")
+        report = await self._cancel_orphans(reason.strip(), actor, list(orders))
         failed = report["counts"]["failed"]
         self._events.emit(EngineEvent(self._clock.time_ms(), "operator", str(report["message"]),
                                       "error" if failed else "info"))

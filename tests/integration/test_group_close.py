@@ -27,7 +27,7 @@ from core.clock import ManualClock
 from core.config import demo_config
 from core.hedge import HedgeGroup, client_order_id
 from core.models import ExecutionIntent, ExecutionLeg, GroupState, Order, OrderPurpose, Quote, TradingState, Venue
-from engine.control import ControlRefused
+from engine.control import ControlRefused, ControlResult, OrphanRef
 from engine.operator_api import create_operator_app
 from engine.runtime import Runtime
 from ledger import queries
@@ -306,7 +306,40 @@ async def test_close_from_the_cli(rig: Rig, served: str, tmp_path: Path) -> None
     again = await quantarb("close", group.group_id, "--reason", "again", "--url", served, env=env, cwd=tmp_path)
     assert again.code == 3 and f"refused: group {group.group_id} is already flat" in again.err
     orphans = await quantarb("orphans", "cancel", "--reason", "tidy", "--url", served, env=env, cwd=tmp_path)
-    assert orphans.code == 3 and "refused: no reconciliation runs here (paper mode)" in orphans.err
+    assert orphans.code == 3 and "refused: no open order is quarantined: nothing to cancel" in orphans.err
+
+
+async def test_orphan_cleanup_from_the_cli_lists_asks_and_sends_that_list(
+        rig: Rig, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review P2-5: the CLI shows what is quarantined, asks y/N (unless --yes), and sends
+    exactly that list; the engine cancels nothing else."""
+    sent: list[list[OrphanRef]] = []
+
+    async def cancel_orphans(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
+        sent.append(list(orders))
+        return ControlResult("orphans_cancel", "active", "", True, "orphan cleanup: 2 cancelled", {"results": [
+            {**o.to_json(), "result": "cancelled", "detail": "cancelled"} for o in orders]})
+
+    status = {"reconcile": {"quarantined": [
+        {"venue": "binance", "client_order_id": "manual1", "reason": "not ours", "since_ms": 1, "open_order": True},
+        {"venue": "okx", "client_order_id": "", "venue_order_id": "777", "reason": "not ours", "since_ms": 2,
+         "open_order": True},
+        {"venue": "okx", "client_order_id": "qagx001l0a0", "reason": "a fill", "since_ms": 3, "open_order": False},
+    ]}}
+    monkeypatch.setattr(rig.rt.control, "cancel_orphans", cancel_orphans)
+    monkeypatch.setattr(rig.rt.view, "status", lambda: status)
+    env = _cli_env(tmp_path)
+    no = await quantarb("orphans", "cancel", "--reason", "tidy", "--url", served, env=env, cwd=tmp_path,
+                        stdin=b"n\n")
+    assert no.code == 3 and "binance  manual1" in no.err and "okx      ordId 777" in no.err
+    assert "not confirmed: nothing sent" in no.err and sent == []
+    yes = await quantarb("orphans", "cancel", "--reason", "tidy", "--url", served, env=env, cwd=tmp_path,
+                         stdin=b"y\n")
+    assert yes.code == 0, yes.err
+    assert sent == [[OrphanRef("binance", "manual1"), OrphanRef("okx", "", "777")]]
+    forced = await quantarb("orphans", "cancel", "--reason", "tidy", "--yes", "--url", served, env=env,
+                            cwd=tmp_path)
+    assert forced.code == 0 and "cancel these?" not in forced.err and len(sent) == 2
 
 
 async def test_close_api_checks_token_then_body(rig: Rig, served: str) -> None:

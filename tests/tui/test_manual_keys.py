@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from textual.widgets import Input, Static
 
-from engine.control import ControlRefused, ControlResult
+from engine.control import ControlRefused, ControlResult, OrphanRef
 from engine.runtime import Runtime
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.main import MainScreen
@@ -105,7 +105,7 @@ async def test_the_engines_refusal_is_shown_in_the_modal(demo_runtime: Runtime) 
 
 async def test_o_with_nothing_quarantined_only_says_so(demo_runtime: Runtime,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    async def cancel_orphans(reason: str, actor: str) -> ControlResult:
+    async def cancel_orphans(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
         raise AssertionError("nothing is quarantined: nothing may be sent")
 
     monkeypatch.setattr(demo_runtime.control, "cancel_orphans", cancel_orphans)
@@ -120,14 +120,14 @@ async def test_o_with_nothing_quarantined_only_says_so(demo_runtime: Runtime,
 
 async def test_o_lists_the_open_orders_and_cancels_on_confirmation(demo_runtime: Runtime,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, str]] = []
+    calls: list[tuple[str, str, list[OrphanRef]]] = []
 
-    async def cancel_orphans(reason: str, actor: str) -> ControlResult:
-        calls.append((reason, actor))
+    async def cancel_orphans(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
+        calls.append((reason, actor, orders))
         return _result("orphans_cancel", "orphan cleanup: 1 failed", results=[
             {"venue": "binance", "client_order_id": "manual1", "result": "failed", "detail": "venue timeout"}])
 
-    async def refused(reason: str, actor: str) -> ControlResult:
+    async def refused(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
         raise ControlRefused("no open order is quarantined: nothing to cancel")
 
     monkeypatch.setattr(demo_runtime.control, "cancel_orphans", cancel_orphans)
@@ -146,7 +146,7 @@ async def test_o_lists_the_open_orders_and_cancels_on_confirmation(demo_runtime:
         assert isinstance(app.screen, RiskScreen) and calls == []
         await pilot.press("o", "y")
         await settle(app, pilot)
-        assert calls == [(ORPHAN_REASON, "tui")]
+        assert calls == [(ORPHAN_REASON, "tui", [OrphanRef("binance", "manual1")])]
         assert isinstance(app.screen, RiskScreen)
         said = [n.message for n in app._notifications]
         assert said[-2:] == ["orphan cleanup: 1 failed", "binance manual1: venue timeout"]
@@ -189,3 +189,34 @@ async def test_esc_during_a_close_neither_leaves_the_modal_nor_cancels_the_engin
         release.set()
         await settle(app, pilot)
         assert story == ["started", "finished"]
+
+
+async def test_an_order_quarantined_after_the_list_was_shown_is_never_sent(
+        demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review P2-5: the confirmation covers the list shown, not what is quarantined when the
+    cleanup runs: the request carries the shown orders only."""
+    calls: list[list[OrphanRef]] = []
+
+    async def cancel_orphans(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
+        calls.append(orders)
+        return _result("orphans_cancel", "orphan cleanup: 1 cancelled")
+
+    status: dict[str, Any] = {"reconcile": {"quarantined": [
+        {"venue": "okx", "client_order_id": "", "venue_order_id": "5551", "reason": "an open order that is not ours",
+         "since_ms": 1, "open_order": True}]}}
+    monkeypatch.setattr(demo_runtime.control, "cancel_orphans", cancel_orphans)
+    monkeypatch.setattr(demo_runtime.view, "status", lambda: status)
+    async with running(demo_runtime) as (app, pilot):
+        await pilot.press("l")
+        await settle(app, pilot)
+        await pilot.press("o")
+        await settle(app, pilot)
+        modal = app.screen
+        assert isinstance(modal, ConfirmModal) and modal.kind == "orphans"
+        assert "okx      ordId 5551" in str(modal.query_one("#dialog-body", Static).render())
+        status["reconcile"]["quarantined"].append(
+            {"venue": "binance", "client_order_id": "late1", "reason": "an open order that is not ours",
+             "since_ms": 2, "open_order": True})
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert calls == [[OrphanRef("okx", "", "5551")]]
