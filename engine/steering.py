@@ -86,8 +86,10 @@ class SettingsControl(Protocol):
 
     def current(self) -> dict[str, SettingValue]: ...
 
-    async def set(self, key: str, value: str, reason: str, source: str) -> SettingResult:
-        """Change one setting; InvalidSetting (bad key, value or reason) or ControlRefused."""
+    async def set(self, key: str, value: str, reason: str, source: str, expect_old: str | None = None
+                  ) -> SettingResult:
+        """Change one setting; InvalidSetting (bad key, value or reason) or ControlRefused
+        (also when `expect_old` is given and the value in force is no longer that one)."""
         ...
 
 
@@ -140,7 +142,10 @@ class Steering:
         ]
 
     # -- changing ------------------------------------------------------------------------
-    async def set(self, key: str, value: str, reason: str, source: str) -> SettingResult:
+    async def set(self, key: str, value: str, reason: str, source: str, expect_old: str | None = None
+                  ) -> SettingResult:
+        """`expect_old`: the value the operator saw when confirming (the settings screen's diff);
+        refused if another surface changed it since, so a stale confirmation never applies."""
         spec = spec_for(self._specs, key)
         new = spec.parse(value)
         why = check_reason(reason)
@@ -148,6 +153,9 @@ class Steering:
             raise InvalidSetting("source", f"one of {', '.join(SOURCES)}")
         async with self._lock:
             old = self.current()[spec.key]
+            if expect_old is not None and format_value(old) != expect_old:
+                raise ControlRefused(f"{spec.key} not changed: it is {format_value(old)} now, not {expect_old} as "
+                                     "when you confirmed (changed meanwhile elsewhere): review it again")
             if same(old, new):
                 return SettingResult(spec.key, format_value(old), format_value(new), False, False,
                                      f"{spec.key} is already {format_value(old)}: unchanged")

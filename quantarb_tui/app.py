@@ -394,9 +394,9 @@ class QuantArbApp(App[int]):
         assert self.settings is not None
         done: list[str] = []
         refusal: str | None = None
-        for key, value in message.changes:
+        for key, value, shown in message.changes:
             try:
-                result = await self.settings.set(key, value, message.reason, "tui")
+                result = await self.settings.set(key, value, message.reason, "tui", expect_old=shown)
             except (InvalidSetting, ControlRefused) as exc:
                 refusal = f"{exc} (applied before it: {', '.join(done) or 'nothing'})"
                 break
