@@ -182,7 +182,7 @@ class Runtime:
         )
         # Runtime settings (`quantarb set`, /api/set, the settings screen): journaled, then applied.
         self.steering = Steering(config, self.pipeline, self.gate, self.risk, self.clock, self.events,
-                                 journal=lambda: self.journal)
+                                 journal=lambda: self.journal, ledger_configured=self.ledger_path is not None)
         self.recovery = Recovery(self.gate, self.orchestrator, self.pipeline, self.compare, self.instruments,
                                  self.risk, self.clock, self.events, day_equity=self.equity.day_change)
         self._dust_journaled: dict[str, Decimal] = {}

@@ -104,6 +104,7 @@ class Steering:
         events: EventLog,
         *,
         journal: Callable[[], GuardedJournal | None],
+        ledger_configured: bool = False,
     ) -> None:
         self._specs = steerable(config)
         self._file = config_values(config)
@@ -113,6 +114,7 @@ class Steering:
         self._clock = clock
         self._events = events
         self._journal = journal
+        self._ledger_configured = ledger_configured  # then a change without its record is refused
         self._lock = asyncio.Lock()
         self._unsaid: list[EngineEvent] = []  # restore's log lines, until said
 
@@ -169,9 +171,12 @@ class Steering:
                     raise ControlRefused(f"{spec.key} not changed: the ledger cannot write ({journal.error}); "
                                          "a change must be journaled first")
                 journaled = await journal.setting(change, self._gate.state) >= 0
-                if not journaled:
-                    note = ("; the ledger failed while journaling it: the record is held and written "
-                            "when it writes again")
+                if not journaled:  # never applied without its record (the record is withdrawn too)
+                    raise ControlRefused(f"{spec.key} not changed: the ledger failed while journaling it; "
+                                         "a change must be journaled first")
+            elif self._ledger_configured:
+                raise ControlRefused(f"{spec.key} not changed: the ledger is not open; a change must be "
+                                     "journaled first")
             else:
                 note = "; no ledger: not journaled"
             self._apply(spec.key, new)

@@ -216,9 +216,10 @@ async def test_a_ledger_that_cannot_write_refuses_the_change(tmp_path: Path) -> 
         await rt.close_ledger()
 
 
-async def test_a_ledger_failing_while_journaling_keeps_the_record_and_applies_the_change(tmp_path: Path) -> None:
-    """The write fails during the call: the record is held (written when the ledger writes
-    again), so the change is applied too and the answer says so: engine and audit agree."""
+async def test_a_ledger_failing_while_journaling_refuses_the_change_and_never_writes_it_later(
+        tmp_path: Path) -> None:
+    """Review P3-8: the write fails during the call: the change is refused, not applied, and
+    its record is withdrawn, so the ledger writing again never shows a change that was not made."""
     rt = _runtime(tmp_path)
     await rt.open_ledger()
     try:
@@ -231,16 +232,28 @@ async def test_a_ledger_failing_while_journaling_keeps_the_record_and_applies_th
             await original(seq)
 
         ledger.flush = failing_flush  # type: ignore[method-assign]
-        result = await rt.steering.set("strategy.threshold_bps", "6", "lower", "cli")
-        assert (result.changed, result.journaled) == (True, False)
-        assert "the record is held" in result.message
-        assert rt.pipeline.threshold_bps == 6.0
+        with pytest.raises(ControlRefused, match="the ledger failed while journaling it"):
+            await rt.steering.set("strategy.threshold_bps", "6", "lower", "cli")
+        assert rt.pipeline.threshold_bps == 8.0
         assert _rows(tmp_path / "t.db") == []
         ledger.flush = original  # type: ignore[method-assign]
-        assert await rt.journal.retry()  # a new writer: what was held is written
-        assert [r["setting"]["new"] for r in _rows(tmp_path / "t.db")] == ["6"]
+        assert await rt.journal.retry()  # a new writer: what was held is written, not the setting
+        assert _rows(tmp_path / "t.db") == []
     finally:
         await rt.close_ledger()
+
+
+async def test_a_configured_ledger_that_is_not_open_refuses_the_change(tmp_path: Path) -> None:
+    """Review P3-8: a ledger is configured but its journal is missing (not opened, or closed):
+    a change would go unrecorded, so it is refused."""
+    rt = _runtime(tmp_path)
+    assert rt.journal is None
+    with pytest.raises(ControlRefused, match="the ledger is not open"):
+        await rt.steering.set("strategy.threshold_bps", "6", "lower", "cli")
+    assert rt.pipeline.threshold_bps == 8.0
+    no_ledger = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path="", mt5_in_process=True)
+    result = await no_ledger.steering.set("strategy.threshold_bps", "6", "lower", "cli")
+    assert (result.changed, result.journaled) == (True, False) and result.message.endswith("no ledger: not journaled")
 
 
 async def test_restart_reapplies_a_journaled_change_the_file_has_not_overtaken(tmp_path: Path) -> None:
