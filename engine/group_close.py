@@ -104,9 +104,17 @@ class GroupCloser:
                   "legs": [{"venue": leg.venue, "symbol": leg.symbol, "qty": str(leg.before)} for leg in legs]}
         await self._audit.record("close_group", group_id, actor, reason, detail, group_id=group_id)
         before = group.realized_pnl
-        await asyncio.gather(*(self._close_leg(group, leg) for leg in legs))
+        # Every leg runs to its end even when the other fails: a failing leg is reported on its
+        # line (the close then ends with a residual), never left sending unattended.
+        outcomes = await asyncio.gather(*(self._close_leg(group, leg) for leg in legs), return_exceptions=True)
+        for leg, outcome in zip(legs, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                leg.note = f"failed: {type(outcome).__name__}: {outcome}"[:300]
         self._orch.rebook(group, before)
         await self._orch.durable()  # the orders, their fills and the group's new PnL
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # a cancellation or exit: after the books are right
         for leg in legs:
             leg.after = group.position(leg.venue)
         lines = [leg.to_json(group.instruments[leg.venue].base_step) for leg in legs]

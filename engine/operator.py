@@ -234,6 +234,7 @@ class Operator:
             raise ControlRefused("close needs a reason (it is journaled with the orders)")
         self._refuse_during_flatten("close")
         async with self._close_lock:
+            self._refuse_during_flatten("close")  # a flatten that began while this waited goes first
             report = await self._close_group(group_id, reason.strip(), actor)
         self._events.emit(EngineEvent(self._clock.time_ms(), "operator", str(report["message"]),
                                       "info" if report["flat"] else "error", {"group_id": group_id}))

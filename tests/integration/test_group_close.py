@@ -494,3 +494,47 @@ async def test_a_close_that_leaves_a_residual_pauses_trading_and_raises_an_alert
     alert = classify(ours[1])
     assert alert is not None and (alert.severity, alert.title, alert.urgent) == (
         "critical", "group close left a residual", True)
+
+
+async def test_a_failing_leg_never_leaves_the_other_unattended(rig: Rig) -> None:
+    """Review P3-9: one leg's send raises; the other still runs to its end, the group is
+    rebooked and made durable, and the answer names the failing leg (a residual: paused)."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    send = rt.orchestrator.send_flatten
+
+    async def failing(order: Order, close: Any = None) -> None:
+        if order.venue == "binance":
+            raise RuntimeError("venue adapter bug")
+        await send(order, close)
+
+    rt.orchestrator.send_flatten = failing  # type: ignore[method-assign]
+    result = await rt.control.close_group(group.group_id, "one leg breaks", "tui")
+    legs = {leg["venue"]: leg for leg in result.detail["legs"]}
+    assert legs["binance"]["note"] == "failed: RuntimeError: venue adapter bug" and not legs["binance"]["flat"]
+    assert legs["okx"]["flat"] is True and group.position("okx") == 0
+    assert result.detail["flat"] is False and rt.gate.state is TradingState.PAUSED
+    [(pnl,)] = rig.rows("SELECT realized_pnl FROM hedge_groups WHERE group_id = ?", group.group_id)
+    assert Decimal(pnl) == group.realized_pnl != Decimal("1.00")  # the okx closing fill is booked
+
+
+async def test_a_close_waiting_behind_an_asset_close_yields_to_a_flatten_that_began_meanwhile(rig: Rig) -> None:
+    """Review P3-9: the close passed the flatten check, then waited for the close lock; a
+    flatten began meanwhile. When the lock frees, the close is refused (the flatten goes)."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    lock = rt.control._close_lock
+    await lock.acquire()  # an asset close still sending
+    close = asyncio.create_task(rt.control.close_group(group.group_id, "behind", "tui"))
+    await until(lambda: bool(lock._waiters), "the close waiting for the lock")
+    flatten = asyncio.create_task(rt.control.flatten("everything"))
+    await until(lambda: rt.control._flatten_lock.locked() and len(lock._waiters or ()) == 2,
+                "the flatten waiting too")
+    lock.release()
+    with pytest.raises(ControlRefused, match=r"^close refused: a flatten is running"):
+        await asyncio.wait_for(close, 10)
+    report = await asyncio.wait_for(flatten, 10)
+    assert report.detail["flat"] is True
+    assert [p.client_order_id.startswith(f"qa{group.group_id}c") for p in rig.closes()] == [False, False]
