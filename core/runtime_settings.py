@@ -37,8 +37,10 @@ MAX_REASON_CHARS = 500
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,8})?")
 _FLOAT_TEXT = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 _INT_TEXT = re.compile(r"[0-9]{1,12}")
-_TRUE = frozenset({"true", "on", "yes", "1"})
-_FALSE = frozenset({"false", "off", "no", "0"})
+# A switch is the word true or false (any case), nothing else: a JSON 1 or 0, "on" or "yes"
+# are as likely a value meant for another key as a switch (review: one reading everywhere).
+_TRUE = frozenset({"true"})
+_FALSE = frozenset({"false"})
 _PAIR_KEY = re.compile(r"pairs\.([A-Za-z0-9]{1,16})\.enabled")
 
 

@@ -167,7 +167,7 @@ async def test_a_disabled_pair_opens_nothing_from_the_next_decision(tmp_path: Pa
     await rt.open_ledger()
     try:
         await rt.steering.set("strategy.threshold_bps", "6", "lower", "cli")
-        await rt.steering.set("pairs.BTC.enabled", "off", "BTC venue maintenance", "api")
+        await rt.steering.set("pairs.BTC.enabled", "false", "BTC venue maintenance", "api")
         decision = _edge(rt)
         assert decision is not None
         assert (decision.outcome, decision.reason) == (Outcome.BLOCKED, Reason.PAIR_DISABLED)
