@@ -562,3 +562,29 @@ async def test_an_ioc_part_filled_and_final_is_retried_for_the_rest_only(rig: Ri
     assert result.detail["flat"] is True and group.position("binance") == 0
     [bn_leg] = [leg for leg in result.detail["legs"] if leg["venue"] == "binance"]
     assert bn_leg["orders"] == [bn_first, bn_second]
+
+
+async def test_two_closes_of_one_group_at_once_send_one_close(rig: Rig, served: str) -> None:
+    """Review (tests): the TUI and the API close the same group at the same moment. The second
+    waits for the first (one closing pass at a time), then finds the group flat: refused, so
+    each venue gets exactly one closing order."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
+    tui = asyncio.create_task(rt.control.close_group(group.group_id, "from the tui", "tui"))
+    await until(lambda: len(rig.okx.parked) == 1 and len(rig.binance.parked) == 1, "the tui's orders held")
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=served, trust_env=False) as client:
+        api = asyncio.create_task(client.post("/api/close", headers=auth,
+                                              json={"group": group.group_id, "reason": "from the api"}))
+        await until(lambda: bool(rt.control._close_lock._waiters), "the api's close waiting")
+        for cid in list(rig.okx.parked):
+            rig.okx.finish(cid, "fill")
+        for cid in list(rig.binance.parked):
+            rig.binance.finish(cid, "fill")
+        first = await asyncio.wait_for(tui, 10)
+        second = await asyncio.wait_for(api, 10)
+    assert first.detail["flat"] is True
+    assert second.status_code == 409
+    assert second.json()["message"].startswith(f"group {group.group_id} is already flat")
+    assert sorted(p.venue for p in rig.closes()) == ["binance", "okx"]
