@@ -13,9 +13,11 @@ fills count in the group's PnL (in memory and in the ledger's group row).
 
 Refused, with nothing sent, when: the group is unknown, still in flight, has an order the
 venue never settled (`unknown`), already holds nothing (flat), or a leg cannot go (no quote,
-below the venue minimum, or the gate refuses it: e.g. other groups hold the opposite on that
-venue, so the close would not shrink the position). The audit record (who, why, the legs) is
-committed before the first order leaves.
+a quote older than `max_quote_age_ms`, the venue blocked by a breaker, below the venue
+minimum, or the gate refuses it: e.g. other groups hold the opposite on that venue, so the
+close would not shrink the position). The audit record (who, why, the legs) is committed
+before the first order leaves. A close that ends with a residual makes the operator pause
+trading (engine.operator).
 """
 
 from __future__ import annotations

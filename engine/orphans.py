@@ -3,7 +3,8 @@
 Reconciliation (engine.reconcile) reports an open order on a live venue that the ledger does
 not own (placed on the venue's web page, by another program, or ours but lost before its row
 was committed) and never touches it. This is the operator's action on that report: for each
-order quarantined as open, and only those, the venue's open orders and the ledger are read
+order quarantined as open and in the list the operator confirmed, and only those (one
+confirmed but no longer quarantined is `skipped`), the venue's open orders and the ledger are read
 once more (the order may be gone; the ledger may have caught up with one of ours, and what the
 ledger owns is never cancelled here), an audit record (who, why, which order) is committed,
 then the cancel is sent by client order id and the venue asked again. Each order's result:

@@ -78,8 +78,10 @@ async def test_only_open_quarantined_orders_are_cancelled_and_each_is_audited_fi
         result = await c.cancel("colleague's web orders", "tui", shown(r))
 
         assert result["results"] == [
-            {"venue": "okx", "client_order_id": "web1", "venue_order_id": "11", "result": "cancelled", "detail": "cancelled on okx"},
-            {"venue": "okx", "client_order_id": "web2", "venue_order_id": "12", "result": "cancelled", "detail": "cancelled on okx"}]
+            {"venue": "okx", "client_order_id": "web1", "venue_order_id": "11", "result": "cancelled",
+             "detail": "cancelled on okx"},
+            {"venue": "okx", "client_order_id": "web2", "venue_order_id": "12", "result": "cancelled",
+             "detail": "cancelled on okx"}]
         assert result["message"] == "orphan cleanup: 2 cancelled"
         assert account.cancels == ["web1", "web2"] and account.orders == []
         assert [a["target"] for a in audits(r)] == ["okx:web1", "okx:web2"]
@@ -117,7 +119,8 @@ async def test_without_the_audit_record_nothing_is_sent(tmp_path: Path) -> None:
         account.orders = [OpenOrder("web1", "11", "BTC-USDT-SWAP")]
         await r.reconciler.run_once()
         result = await cleaner(r, journal=False).cancel("tidy", "tui", shown(r))
-        assert result["results"] == [{"venue": "okx", "client_order_id": "web1", "venue_order_id": "11", "result": "failed",
+        assert result["results"] == [{"venue": "okx", "client_order_id": "web1", "venue_order_id": "11",
+                                      "result": "failed",
                                       "detail": "cancel_orphan refused: the ledger is not open; nothing was sent"}]
         assert account.cancels == [] and audits(r) == []
 
@@ -150,7 +153,7 @@ async def test_only_the_confirmed_orders_are_cancelled_the_rest_skipped(tmp_path
         account.orders = [OpenOrder("", "21", "BTC-USDT-SWAP"), OpenOrder("", "22", "BTC-USDT-SWAP")]
         await r.reconciler.run_once()
         assert set(r.reconciler.quarantined) == {("okx", "ordId:21"), ("okx", "ordId:22")}
-        confirmed = shown(r) + [OrphanRef("okx", "web9")]
+        confirmed = [*shown(r), OrphanRef("okx", "web9")]
         account.orders.append(OpenOrder("late1", "23", "BTC-USDT-SWAP"))
         await r.reconciler.run_once()
         assert ("okx", "late1") in r.reconciler.quarantined
