@@ -40,6 +40,7 @@ from engine.operator_audit import OperatorAudit
 from engine.orchestrator import HedgeOrchestrator
 
 GroupSource = Callable[[str], Awaitable[HedgeGroup | None]]
+Known = Callable[[list[str]], Awaitable[set[str]]]  # which of these client order ids the ledger has
 QuoteAge = Callable[[Venue, str], float | None]  # ms since the venue's quote was received; None: none
 RETRY_PAUSE_S = 0.2  # as engine.flatten: the touch an IOC took is shown again after the book moves
 
@@ -87,6 +88,7 @@ class GroupCloser:
         max_slippage_bps: float,
         quote_age_ms: QuoteAge | None = None,
         max_quote_age_ms: float | None = None,
+        known: Known | None = None,
     ) -> None:
         self._orch = orchestrator
         self._gate = gate
@@ -97,6 +99,7 @@ class GroupCloser:
         self._slippage = Decimal(repr(max_slippage_bps)) / Decimal(10_000)
         self._quote_age_ms = quote_age_ms
         self._max_quote_age_ms = max_quote_age_ms
+        self._known = known
 
     async def close(self, group_id: str, reason: str, actor: str) -> dict[str, Any]:
         """Close the group's legs; the report per leg (before, after, orders, flat, note)."""
@@ -222,7 +225,12 @@ class GroupCloser:
             order = Order(client_order_id=close_order_id(group), group_id=group.group_id, venue=leg.venue,
                           symbol=leg.symbol, side=side, qty=qty, price=price, purpose=OrderPurpose.FLATTEN,
                           created_ms=self._clock.time_ms())
-            group.orders.append(order)  # before it leaves: its fills are the group's
+            group.orders.append(order)  # at once (the other leg numbers past it); its fills are the group's
+            if self._known is not None and order.client_order_id in await self._known([order.client_order_id]):
+                # Never reuse an id the ledger has: its row would take this order's fills.
+                group.orders.remove(order)
+                leg.note = f"{order.client_order_id} is already in the ledger: not sent"
+                return
             leg.orders.append(order.client_order_id)
             await self._orch.send_flatten(order)
             if order.state is OrderState.FILLED:

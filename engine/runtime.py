@@ -171,7 +171,8 @@ class Runtime:
                               ledger_configured=self.ledger_path is not None)
         closer = GroupCloser(self.orchestrator, self.gate, self.clock, self._touch, audit, load=self._load_group,
                              max_slippage_bps=config.strategy.max_slippage_bps,
-                             quote_age_ms=self._quote_age_ms, max_quote_age_ms=config.strategy.max_quote_age_ms)
+                             quote_age_ms=self._quote_age_ms, max_quote_age_ms=config.strategy.max_quote_age_ms,
+                             known=self._ledger_owns)
         orphans = OrphanCleaner(lambda: self.reconciler, self._ledger_owns, audit, self.clock)
         self.control = Operator(
             self.gate, self.orchestrator, flattener, self.risk, self.clock, self.events,

@@ -588,3 +588,18 @@ async def test_two_closes_of_one_group_at_once_send_one_close(rig: Rig, served: 
     assert second.status_code == 409
     assert second.json()["message"].startswith(f"group {group.group_id} is already flat")
     assert sorted(p.venue for p in rig.closes()) == ["binance", "okx"]
+
+
+async def test_a_close_id_the_ledger_already_has_is_never_sent(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review P2-3 (the loud part): should an id ever repeat, the ledger's row would take the
+    new order's fills; the closer asks the ledger first and sends nothing under a known id."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    taken = client_order_id(group.group_id, 0, 0)  # the okx entry's id, journaled
+    monkeypatch.setattr("engine.group_close.close_order_id", lambda g: taken)
+    placed = len(rig.placements)
+    result = await rt.control.close_group(group.group_id, "repeat id", "tui")
+    assert len(rig.placements) == placed
+    assert {leg["note"] for leg in result.detail["legs"]} == {f"{taken} is already in the ledger: not sent"}
+    assert result.detail["flat"] is False
