@@ -30,14 +30,17 @@ SettingValue = float | int | Decimal | bool
 Kind = Literal["float", "int", "decimal", "bool"]
 Source = Literal["tui", "cli", "api"]
 SOURCES: tuple[Source, ...] = ("tui", "cli", "api")
+RESTART_SOURCE = "restart"  # a record a restart journals: the file's value won over a change
 MAX_VALUE_CHARS = 40
 MAX_REASON_CHARS = 500
 # Money and bps need no more: a longer number is a typo or an attack on the parser.
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,8})?")
 _FLOAT_TEXT = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 _INT_TEXT = re.compile(r"[0-9]{1,12}")
-_TRUE = frozenset({"true", "on", "yes", "1"})
-_FALSE = frozenset({"false", "off", "no", "0"})
+# A switch is the word true or false (any case), nothing else: a JSON 1 or 0, "on" or "yes"
+# are as likely a value meant for another key as a switch (review: one reading everywhere).
+_TRUE = frozenset({"true"})
+_FALSE = frozenset({"false"})
 _PAIR_KEY = re.compile(r"pairs\.([A-Za-z0-9]{1,16})\.enabled")
 
 
@@ -280,7 +283,19 @@ def restart_plan(
     return plan
 
 
+def restart_record(step: RestartStep, file_values: Mapping[str, SettingValue], ts_ms: int) -> SettingChange | None:
+    """The record a restart journals when it did not re-apply a change (file_wins, dropped):
+    the value now in force becomes the newest intent, so a later restart never digs up the
+    older change again (the file edited back to what it said when the change was made)."""
+    if step.action == "reapply":
+        return None
+    c = step.change
+    in_force = format_value(file_values[step.key]) if step.key in file_values else c.config
+    return SettingChange(step.key, c.new, in_force, in_force, step.why[:MAX_REASON_CHARS], RESTART_SOURCE, ts_ms)
+
+
 __all__ = [
+    "RESTART_SOURCE",
     "SOURCES",
     "InvalidSetting",
     "RestartStep",
@@ -293,6 +308,7 @@ __all__ = [
     "format_value",
     "pair_key",
     "restart_plan",
+    "restart_record",
     "same",
     "spec_for",
     "steerable",

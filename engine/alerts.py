@@ -154,6 +154,10 @@ def classify(event: EngineEvent) -> Alert | None:
         return Alert("flatten", "critical" if residual else "info",
                      "flatten left a residual" if residual else "flatten done", event.text, event.ts_ms,
                      urgent=residual)
+    if kind == "operator" and event.level == "error" and "group_id" in event.data:
+        # A group's close left a residual: one leg may be an open position (trading paused).
+        return Alert(f"close:{event.data['group_id']}", "critical", "group close left a residual", event.text,
+                     event.ts_ms, urgent=True)
     if kind == "error" and event.level == "error":
         if event.text.startswith("halting:") or "trading halted" in event.text:
             return None  # the halt that follows says it, with the same reason

@@ -11,6 +11,7 @@ raises `ControlRefused` and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -24,6 +25,24 @@ HealthStatus = Literal["ok", "degraded", "halted"]
 
 class ControlRefused(Exception):
     """The engine refused an operator action; the message says why (safe to show)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanRef:
+    """One quarantined order the operator confirmed for cancelling, as the status listed it:
+    by client order id, or by the venue's order id when the order has none (a manual OKX
+    order has an empty clOrdId)."""
+
+    venue: str
+    client_order_id: str
+    venue_order_id: str = ""
+
+    def key(self) -> tuple[str, str]:
+        """The reconciler's quarantine key (engine.reconcile.quarantine_key)."""
+        return (self.venue, self.client_order_id or f"ordId:{self.venue_order_id}")
+
+    def to_json(self) -> dict[str, str]:
+        return {"venue": self.venue, "client_order_id": self.client_order_id, "venue_order_id": self.venue_order_id}
 
 
 @dataclass(slots=True)
@@ -105,9 +124,11 @@ class OperatorControl(Protocol):
         (nothing sent) for an unknown, in-flight or flat group, or without a reason."""
         ...
 
-    async def cancel_orphans(self, reason: str, actor: str) -> ControlResult:
-        """Cancel the open orders reconciliation quarantined (engine.orphans), with a result
-        per order; raises ControlRefused when none is quarantined, or without a reason."""
+    async def cancel_orphans(self, reason: str, actor: str, orders: Sequence[OrphanRef]) -> ControlResult:
+        """Cancel the quarantined open orders the operator confirmed (`orders`, as listed) and
+        still quarantined (engine.orphans), with a result per order; one confirmed but no
+        longer quarantined is `skipped`. Raises ControlRefused when none is confirmed, or
+        without a reason."""
         ...
 
 

@@ -13,9 +13,11 @@ fills count in the group's PnL (in memory and in the ledger's group row).
 
 Refused, with nothing sent, when: the group is unknown, still in flight, has an order the
 venue never settled (`unknown`), already holds nothing (flat), or a leg cannot go (no quote,
-below the venue minimum, or the gate refuses it: e.g. other groups hold the opposite on that
-venue, so the close would not shrink the position). The audit record (who, why, the legs) is
-committed before the first order leaves.
+a quote older than `max_quote_age_ms`, the venue blocked by a breaker, below the venue
+minimum, or the gate refuses it: e.g. other groups hold the opposite on that venue, so the
+close would not shrink the position). The audit record (who, why, the legs) is committed
+before the first order leaves. A close that ends with a residual makes the operator pause
+trading (engine.operator).
 """
 
 from __future__ import annotations
@@ -38,13 +40,22 @@ from engine.operator_audit import OperatorAudit
 from engine.orchestrator import HedgeOrchestrator
 
 GroupSource = Callable[[str], Awaitable[HedgeGroup | None]]
+Known = Callable[[list[str]], Awaitable[set[str]]]  # which of these client order ids the ledger has
+QuoteAge = Callable[[Venue, str], float | None]  # ms since the venue's quote was received; None: none
 RETRY_PAUSE_S = 0.2  # as engine.flatten: the touch an IOC took is shown again after the book moves
 
 
 def close_order_id(group: HedgeGroup) -> str:
-    """`qa<group>c<n>`: ours for reconciliation (the `qa` prefix), unique within the group
-    (n = the orders it has so far, this one excluded), at most 32 alphanumerics."""
-    cid = f"qa{group.group_id}c{base36(len(group.orders))}"
+    """`qa<group>c<n>`: ours for reconciliation (the `qa` prefix), at most 32 alphanumerics,
+    unique within the group: n is past every close id the group holds, not just its order
+    count. A close order refused locally was never journaled, so a group read back from the
+    ledger has fewer orders than ids were handed out; counting would hand out an id a
+    journaled (filled) close already has, and the ledger would file the new order's fills on
+    it. (An id never journaled was never sent either, so reusing one of those is harmless.)"""
+    prefix = f"qa{group.group_id}c"
+    used = [int(o.client_order_id[len(prefix):], 36) for o in group.orders
+            if o.client_order_id.startswith(prefix) and o.client_order_id[len(prefix):].isalnum()]
+    cid = f"{prefix}{base36(max([len(group.orders), *(n + 1 for n in used)]))}"
     if len(cid) > 32 or not cid.isalnum():
         raise ValueError(f"client order id {cid!r} is not in the safe format")
     return cid
@@ -75,6 +86,9 @@ class GroupCloser:
         *,
         load: GroupSource,
         max_slippage_bps: float,
+        quote_age_ms: QuoteAge | None = None,
+        max_quote_age_ms: float | None = None,
+        known: Known | None = None,
     ) -> None:
         self._orch = orchestrator
         self._gate = gate
@@ -83,6 +97,9 @@ class GroupCloser:
         self._audit = audit
         self._load = load
         self._slippage = Decimal(repr(max_slippage_bps)) / Decimal(10_000)
+        self._quote_age_ms = quote_age_ms
+        self._max_quote_age_ms = max_quote_age_ms
+        self._known = known
 
     async def close(self, group_id: str, reason: str, actor: str) -> dict[str, Any]:
         """Close the group's legs; the report per leg (before, after, orders, flat, note)."""
@@ -92,9 +109,17 @@ class GroupCloser:
                   "legs": [{"venue": leg.venue, "symbol": leg.symbol, "qty": str(leg.before)} for leg in legs]}
         await self._audit.record("close_group", group_id, actor, reason, detail, group_id=group_id)
         before = group.realized_pnl
-        await asyncio.gather(*(self._close_leg(group, leg) for leg in legs))
+        # Every leg runs to its end even when the other fails: a failing leg is reported on its
+        # line (the close then ends with a residual), never left sending unattended.
+        outcomes = await asyncio.gather(*(self._close_leg(group, leg) for leg in legs), return_exceptions=True)
+        for leg, outcome in zip(legs, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                leg.note = f"failed: {type(outcome).__name__}: {outcome}"[:300]
         self._orch.rebook(group, before)
         await self._orch.durable()  # the orders, their fills and the group's new PnL
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # a cancellation or exit: after the books are right
         for leg in legs:
             leg.after = group.position(leg.venue)
         lines = [leg.to_json(group.instruments[leg.venue].base_step) for leg in legs]
@@ -139,6 +164,7 @@ class GroupCloser:
             price = self._price(inst, side)
             if price is None:
                 raise ControlRefused(f"close refused: no quote for {venue} {inst.symbol} to price {what}")
+            self._check_venue(venue, inst.symbol, what)
             refusal = self._gate.check_order(OrderCheck(
                 key=f"close-check-{group.group_id}-{venue}", venue=venue,
                 asset=self._orch.asset_of(venue, inst.symbol), side=side, base_qty=base,
@@ -149,6 +175,24 @@ class GroupCloser:
                 raise ControlRefused(f"close refused: {what}: {refusal}{why}")
             legs.append(CloseLeg(venue, inst.symbol, held))
         return legs
+
+    def _check_venue(self, venue: Venue, symbol: str, what: str) -> None:
+        """Both legs go at once: a venue that cannot trade now (a breaker blocks it: stale
+        feed, down, price outliers) or whose quote is older than the strategy trusts would let
+        the other leg close alone and leave the hedge one open position. A low free balance
+        does not stop a close (it only shrinks the position); flatten is the way otherwise."""
+        blocking = sorted(b.name for b in self._gate.breakers.tripped()
+                          if b.effect == "block_venue" and b.venue == venue and not b.name.startswith("balance:"))
+        if blocking:
+            raise ControlRefused(f"close refused: {what}: {venue} is blocked ({', '.join(blocking)}): "
+                                 "the other leg would close alone")
+        if self._quote_age_ms is None or self._max_quote_age_ms is None:
+            return
+        age = self._quote_age_ms(venue, symbol)
+        if age is None or age > self._max_quote_age_ms:
+            shown = "no quote" if age is None else f"the quote is {age:.0f} ms old"
+            raise ControlRefused(f"close refused: {what}: {shown} (> {self._max_quote_age_ms:g} ms): "
+                                 "the other leg would close alone")
 
     def _price(self, inst: Instrument, side: Side) -> Decimal | None:
         touch = self._touch(inst.venue, inst.symbol)
@@ -181,7 +225,12 @@ class GroupCloser:
             order = Order(client_order_id=close_order_id(group), group_id=group.group_id, venue=leg.venue,
                           symbol=leg.symbol, side=side, qty=qty, price=price, purpose=OrderPurpose.FLATTEN,
                           created_ms=self._clock.time_ms())
-            group.orders.append(order)  # before it leaves: its fills are the group's
+            group.orders.append(order)  # at once (the other leg numbers past it); its fills are the group's
+            if self._known is not None and order.client_order_id in await self._known([order.client_order_id]):
+                # Never reuse an id the ledger has: its row would take this order's fills.
+                group.orders.remove(order)
+                leg.note = f"{order.client_order_id} is already in the ledger: not sent"
+                return
             leg.orders.append(order.client_order_id)
             await self._orch.send_flatten(order)
             if order.state is OrderState.FILLED:

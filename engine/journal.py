@@ -182,17 +182,27 @@ class GuardedJournal:
         self._unconfirmed.append((seq, replay))
         return seq
 
-    async def _durable(self, make: Callable[[], LedgerEvent]) -> int | None:
-        """One event, committed before this returns; None when it could not be."""
+    async def _durable(self, make: Callable[[], LedgerEvent], *, withdraw: bool = False) -> int | None:
+        """One event, committed before this returns; None when it could not be. `withdraw`:
+        an event that could not be committed is not held for later either (the caller does
+        not do what it records, so it must never appear in the ledger afterwards)."""
+        held = len(self._backlog)
         seq = self._track(make)
         if seq is None:
+            if withdraw and len(self._backlog) > held:
+                self._backlog.pop()  # the one just held
             return None
+        mine = self._unconfirmed[-1][1]
         try:
             await self._ledger.flush(seq)
         except EventRejectedError:
             raise
         except Exception as exc:
             self._fail(exc)  # restores this event (seq > committed) into the backlog, in order
+            if withdraw:
+                if self._ledger.writer.committed_seq >= seq:
+                    return seq  # committed before the failure: durable after all
+                self._backlog[:] = [r for r in self._backlog if r is not mine]
             return None
         self._confirmed()
         return seq
@@ -246,8 +256,10 @@ class GuardedJournal:
 
     async def setting(self, change: SettingChange, state: TradingState) -> int:
         """A runtime setting's audit record, durable; -1 when the ledger cannot write (the
-        caller, engine.steering, then refuses the change)."""
-        seq = await self._durable(lambda: ev.setting_change(change, state, self._ledger.clock.time_ms()))
+        caller, engine.steering, then refuses the change, so the record is withdrawn: never
+        written later for a change that was not made)."""
+        seq = await self._durable(lambda: ev.setting_change(change, state, self._ledger.clock.time_ms()),
+                                  withdraw=True)
         return -1 if seq is None else seq
 
     async def flush(self, seq: int | None = None) -> None:

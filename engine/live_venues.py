@@ -38,7 +38,7 @@ from exchanges.binance.wsapi import WsApi
 from exchanges.okx import endpoints as okx_endpoints
 from exchanges.okx.auth import OkxCredentials
 from exchanges.okx.gateway import ConfigMismatch, OkxGateway, OkxGatewayConfig
-from exchanges.okx.parsers import parse_orders
+from exchanges.okx.parsers import parse_acks, parse_orders
 from exchanges.venue import VenueError
 
 log = logging.getLogger(__name__)
@@ -177,15 +177,29 @@ class OkxAccount:
         return (await self._gw.balance()).available_equity
 
     async def cancel_open(self, order: OpenOrder) -> OrderUpdate:
-        """Cancel an open order that is not the ledger's (orphan cleanup), by client order id.
-        OKX's open-order list is read once more for its instrument when it was not known."""
+        """Cancel an open order that is not the ledger's (orphan cleanup), by client order id,
+        or by OKX's ordId when it has none (an order placed on the web page has an empty
+        clOrdId). OKX's open-order list is read once more for its instrument when not known."""
         symbol = order.symbol
         if not symbol:
             pending = parse_orders(await self._gw.rest.call("GET", okx_endpoints.ORDERS_PENDING, {}))
-            symbol = next((d.instId for d in pending if d.clOrdId == order.client_order_id), "")
+            symbol = next((d.instId for d in pending if (d.clOrdId == order.client_order_id if order.client_order_id
+                                                           else d.ordId == order.venue_order_id)), "")
             if not symbol:
                 return OrderUpdate(order.client_order_id, OrderState.UNKNOWN, reason="no longer open on the venue")
-        return await self._gw.cancel(foreign_order("okx", order.client_order_id, symbol))
+        if order.client_order_id:
+            return await self._gw.cancel(foreign_order("okx", order.client_order_id, symbol))
+        if not (order.venue_order_id.isascii() and order.venue_order_id.isalnum()):
+            return OrderUpdate("", OrderState.REJECTED, order.venue_order_id, reason="no client or venue order id")
+        try:
+            acks = parse_acks(await self._gw.rest.call("POST", okx_endpoints.CANCEL_ORDER, order_entry=True,
+                                                       body={"instId": symbol, "ordId": order.venue_order_id}))
+        except VenueError as exc:
+            return OrderUpdate("", OrderState.REJECTED, order.venue_order_id, reason=str(exc))
+        if acks and acks[0].sCode == "0":  # the cleaner reads the open orders again to confirm
+            return OrderUpdate("", OrderState.CANCELLED, order.venue_order_id)
+        said = f"{acks[0].sCode} {acks[0].sMsg}".strip() if acks else "no answer item"
+        return OrderUpdate("", OrderState.REJECTED, order.venue_order_id, reason=said)
 
 
 class BinanceAccount:

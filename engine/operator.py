@@ -11,13 +11,13 @@ state, so a restart comes back as the operator left it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from core.clock import Clock
 from core.models import OrderState, TradingState
 from core.risk import RearmRefused, RiskGate, StateChange
-from engine.control import Action, ControlRefused, ControlResult
+from engine.control import Action, ControlRefused, ControlResult, OrphanRef
 from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
 from engine.orchestrator import HedgeOrchestrator
@@ -26,7 +26,7 @@ from engine.risk_journal import RiskJournal
 # (group id, reason, actor) -> the report: engine.group_close.GroupCloser.close
 CloseGroup = Callable[[str, str, str], Awaitable[dict[str, Any]]]
 # (reason, actor) -> the report: engine.orphans.OrphanCleaner.cancel
-CancelOrphans = Callable[[str, str], Awaitable[dict[str, Any]]]
+CancelOrphans = Callable[[str, str, list[OrphanRef]], Awaitable[dict[str, Any]]]
 
 # Final with nothing filled: cancelled, expired, or (an MT5 command withdrawn) rejected.
 _CANCELLED = (OrderState.CANCELLED, OrderState.EXPIRED, OrderState.REJECTED)
@@ -234,21 +234,32 @@ class Operator:
             raise ControlRefused("close needs a reason (it is journaled with the orders)")
         self._refuse_during_flatten("close")
         async with self._close_lock:
+            self._refuse_during_flatten("close")  # a flatten that began while this waited goes first
             report = await self._close_group(group_id, reason.strip(), actor)
         self._events.emit(EngineEvent(self._clock.time_ms(), "operator", str(report["message"]),
                                       "info" if report["flat"] else "error", {"group_id": group_id}))
+        if not report["flat"]:
+            # One leg may have closed and the other not: the hedge is an open position now.
+            # No new group until the operator has looked (the event above is an urgent alert).
+            change = self._gate.pause(f"close of group {group_id} left a residual")
+            if change is not None:
+                await self._risk.state("pause", change, f"PAUSED: close of group {group_id} left a residual",
+                                       "warn")
         return self._result("close", True, str(report["message"]),
                             **{k: v for k, v in report.items() if k != "message"})
 
-    async def cancel_orphans(self, reason: str, actor: str = "operator") -> ControlResult:
-        """Cancel the open orders reconciliation quarantined, one audited cancel each."""
+    async def cancel_orphans(self, reason: str, actor: str = "operator",
+                             orders: Sequence[OrphanRef] = ()) -> ControlResult:
+        """Cancel the quarantined open orders the operator confirmed, one audited cancel each."""
         if not self._running():
             raise ControlRefused("the engine is not running")
         if self._cancel_orphans is None:
             raise ControlRefused("orphan cleanup is not available in this engine")
         if not reason.strip():
             raise ControlRefused("orphan cleanup needs a reason (it is journaled with each cancel)")
-        report = await self._cancel_orphans(reason.strip(), actor)
+        if not orders:
+            raise ControlRefused("orphan cleanup cancels only the orders confirmed: none was listed")
+        report = await self._cancel_orphans(reason.strip(), actor, list(orders))
         failed = report["counts"]["failed"]
         self._events.emit(EngineEvent(self._clock.time_ms(), "operator", str(report["message"]),
                                       "error" if failed else "info"))

@@ -3,7 +3,8 @@
 Reconciliation (engine.reconcile) reports an open order on a live venue that the ledger does
 not own (placed on the venue's web page, by another program, or ours but lost before its row
 was committed) and never touches it. This is the operator's action on that report: for each
-order quarantined as open, and only those, the venue's open orders and the ledger are read
+order quarantined as open and in the list the operator confirmed, and only those (one
+confirmed but no longer quarantined is `skipped`), the venue's open orders and the ledger are read
 once more (the order may be gone; the ledger may have caught up with one of ours, and what the
 ledger owns is never cancelled here), an audit record (who, why, which order) is committed,
 then the cancel is sent by client order id and the venue asked again. Each order's result:
@@ -13,16 +14,16 @@ with the reason. Cancelled and gone orders leave the quarantine list.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from core.clock import Clock
 from core.models import OrderState, Venue
 from core.ports import OrderUpdate
-from engine.control import ControlRefused
+from engine.control import ControlRefused, OrphanRef
 from engine.live_venues import OpenOrder
 from engine.operator_audit import OperatorAudit
-from engine.reconcile import Quarantined, Reconciler
+from engine.reconcile import Quarantined, Reconciler, quarantine_key
 
 Owned = Callable[[list[str]], Awaitable[set[str]]]  # which of these client ids the ledger has
 
@@ -53,15 +54,23 @@ class OrphanCleaner:
             return []
         return sorted((q for q in rec.quarantined.values() if q.open_order), key=lambda q: (q.since_ms, q.venue))
 
-    async def cancel(self, reason: str, actor: str) -> dict[str, Any]:
+    async def cancel(self, reason: str, actor: str, confirmed: Sequence[OrphanRef]) -> dict[str, Any]:
+        """Cancel the orders the operator confirmed (the list shown) that are still quarantined
+        as open; one confirmed but no longer quarantined is `skipped`, and one quarantined since
+        the list was shown is never touched (the operator has not seen it)."""
         rec = self._reconciler()
         if rec is None:
             raise ControlRefused("no reconciliation runs here (paper mode): no order is quarantined")
-        targets = self.listed()
-        if not targets:
+        listed = self.listed()
+        if not listed:
             raise ControlRefused("no open order is quarantined: nothing to cancel")
-        owned = await self._owned([q.client_order_id for q in targets])
-        results: list[dict[str, str]] = []
+        wanted = {ref.key() for ref in confirmed}
+        targets = [q for q in listed if self._key(q) in wanted]
+        found = {self._key(q) for q in targets}
+        results: list[dict[str, str]] = [
+            {**ref.to_json(), "result": "skipped", "detail": "no longer quarantined as open: not cancelled"}
+            for ref in dict.fromkeys(confirmed) if ref.key() not in found]
+        owned = await self._owned([q.client_order_id for q in targets if q.client_order_id])
         for venue in sorted({q.venue for q in targets}):
             mine = [q for q in targets if q.venue == venue]
             account = rec.account(venue)
@@ -69,15 +78,18 @@ class OrphanCleaner:
                 results += [self._row(q, "failed", "this venue's account cannot cancel orders") for q in mine]
                 continue
             try:
-                open_now = {o.client_order_id: o for o in await account.open_orders()}
+                open_now = {quarantine_key(venue, o.client_order_id, o.venue_order_id): o
+                            for o in await account.open_orders()}
             except Exception as exc:
                 results += [self._row(q, "failed", f"the venue's open orders could not be read: {_said(exc)}")
                             for q in mine]
                 continue
             for q in mine:
-                results.append(await self._one(rec, account, venue, q, open_now.get(q.client_order_id),
-                                               q.client_order_id in owned, reason, actor))
-        counts = {k: sum(1 for r in results if r["result"] == k) for k in ("cancelled", "gone", "kept", "failed")}
+                results.append(await self._one(rec, account, venue, q, open_now.get(self._key(q)),
+                                               bool(q.client_order_id) and q.client_order_id in owned, reason,
+                                               actor))
+        counts = {k: sum(1 for r in results if r["result"] == k)
+                  for k in ("cancelled", "gone", "kept", "failed", "skipped")}
         message = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "nothing done"
         return {"results": results, "counts": counts, "message": f"orphan cleanup: {message}"}
 
@@ -86,11 +98,11 @@ class OrphanCleaner:
         if owned:
             return self._row(q, "kept", "the ledger owns this order: never cancelled by a cleanup")
         if now_open is None:
-            rec.release(venue, q.client_order_id)
+            rec.release(venue, q.client_order_id, q.venue_order_id)
             return self._row(q, "gone", "no longer open on the venue: nothing sent")
         target = OpenOrder(q.client_order_id, now_open.venue_order_id, now_open.symbol or q.symbol)
         try:
-            await self._audit.record("cancel_orphan", f"{venue}:{q.client_order_id}", actor, reason,
+            await self._audit.record("cancel_orphan", f"{venue}:{self._key(q)[1]}", actor, reason,
                                      {"venue": venue, "client_order_id": q.client_order_id,
                                       "venue_order_id": target.venue_order_id, "symbol": target.symbol,
                                       "quarantined": q.reason})
@@ -98,17 +110,23 @@ class OrphanCleaner:
             return self._row(q, "failed", str(exc))
         try:
             update = await account.cancel_open(target)
-            still = any(o.client_order_id == q.client_order_id for o in await account.open_orders())
+            still = any(quarantine_key(venue, o.client_order_id, o.venue_order_id) == self._key(q)
+                        for o in await account.open_orders())
         except Exception as exc:
             return self._row(q, "failed", f"cancel not confirmed: {_said(exc)}")
         said = f"{update.state}: {update.reason}" if update.reason else str(update.state)
         if still:
             return self._row(q, "failed", f"still open on the venue ({said})")
-        rec.release(venue, q.client_order_id)
+        rec.release(venue, q.client_order_id, q.venue_order_id)
         if update.state is OrderState.CANCELLED:
             return self._row(q, "cancelled", f"cancelled on {venue}")
         return self._row(q, "gone", f"no longer open ({said})")
 
     @staticmethod
+    def _key(q: Quarantined) -> tuple[str, str]:
+        return quarantine_key(q.venue, q.client_order_id, q.venue_order_id)
+
+    @staticmethod
     def _row(q: Quarantined, result: str, detail: str) -> dict[str, str]:
-        return {"venue": q.venue, "client_order_id": q.client_order_id, "result": result, "detail": detail}
+        return {"venue": q.venue, "client_order_id": q.client_order_id, "venue_order_id": q.venue_order_id,
+                "result": result, "detail": detail}

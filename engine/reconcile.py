@@ -64,6 +64,13 @@ class Quarantined:
     since_ms: int
     open_order: bool = False  # seen open on the venue (an orphan cleanup may cancel it)
     symbol: str = ""  # as the venue's open-order list said ("" when it does not say)
+    venue_order_id: str = ""  # the venue's id; the order's key when it has no client order id
+
+
+def quarantine_key(venue: str, client_order_id: str, venue_order_id: str = "") -> tuple[str, str]:
+    """An order's key in the quarantine: its client order id, or, when it has none (a manual
+    OKX order's clOrdId is empty), the venue's order id: two manual orders are two entries."""
+    return (venue, client_order_id or f"ordId:{venue_order_id}")
 
 
 @dataclass(slots=True)
@@ -105,7 +112,7 @@ class Reconciler:
         self._journal = journal
         self._mt5_accounts = mt5_accounts
         self.interval_s = interval_s
-        self.quarantined: dict[tuple[Venue, str], Quarantined] = {}
+        self.quarantined: dict[tuple[str, str], Quarantined] = {}  # by quarantine_key
         self._free: dict[Venue, Decimal] = {}  # each venue's free margin, as of its last good pass
         self.venues: dict[Venue, VenueReconcile] = {}
         self.passes = 0
@@ -192,10 +199,11 @@ class Reconciler:
         known = await ledger.read(queries.known_orders, [o.client_order_id for o in opened])
         for o in opened:
             if not o.client_order_id.startswith(OUR_PREFIXES):
-                self._quarantine(venue, o.client_order_id, "an open order that is not ours", open_order=o.symbol)
+                self._quarantine(venue, o.client_order_id, "an open order that is not ours", open_order=o.symbol,
+                                 venue_order_id=o.venue_order_id)
             elif o.client_order_id not in known:
                 self._quarantine(venue, o.client_order_id, "an open order of ours that the ledger does not know",
-                                 open_order=o.symbol)
+                                 open_order=o.symbol, venue_order_id=o.venue_order_id)
         # Fills since the last pass (less a margin), the settled ones only.
         since = self._since_ms.get(venue, now - FIRST_LOOKBACK_MS)
         async def in_ledger(trade_ids: list[str]) -> set[str]:
@@ -296,16 +304,18 @@ class Reconciler:
             return True
         return any(o.venue == venue and not is_terminal(o.state) for o in self._orch.loose_orders.values())
 
-    def _quarantine(self, venue: Venue, cid: str, reason: str, *, open_order: str | None = None) -> None:
+    def _quarantine(self, venue: Venue, cid: str, reason: str, *, open_order: str | None = None,
+                    venue_order_id: str = "") -> None:
         """`open_order`: the order is open on the venue (its symbol, "" when not said)."""
-        key = (venue, cid)
+        key = quarantine_key(venue, cid, venue_order_id)
         if key in self.quarantined:
             return
         now = self._clock.time_ms()
-        self.quarantined[key] = Quarantined(venue, cid, reason, now, open_order is not None, open_order or "")
-        self._events.emit(EngineEvent(now, "reconcile", f"{venue}: quarantined {cid}: {reason} (not adopted, "
+        self.quarantined[key] = Quarantined(venue, cid, reason, now, open_order is not None, open_order or "",
+                                            venue_order_id)
+        self._events.emit(EngineEvent(now, "reconcile", f"{venue}: quarantined {key[1]}: {reason} (not adopted, "
                                       "not cancelled: check it on the venue)", "warn",
-                                      {"venue": venue, "order": cid}))
+                                      {"venue": venue, "order": key[1]}))
 
     # -- MT5 -----------------------------------------------------------------------------
     async def _mt5_pass(self) -> str | None:
@@ -335,10 +345,10 @@ class Reconciler:
     def account(self, venue: Venue) -> VenueAccount | None:
         return next((a for a in self._accounts if a.venue == venue), None)
 
-    def release(self, venue: Venue, cid: str) -> None:
+    def release(self, venue: Venue, cid: str, venue_order_id: str = "") -> None:
         """An order no longer open on its venue (cancelled by the operator, or gone): no longer
         reported; quarantined again if a later pass finds it open."""
-        self.quarantined.pop((venue, cid), None)
+        self.quarantined.pop(quarantine_key(venue, cid, venue_order_id), None)
 
     def free_margin(self) -> dict[str, Decimal]:
         """Each live venue's free margin as read by its last good pass (the risk gate's
@@ -353,7 +363,7 @@ class Reconciler:
             "venues": {v: {"ok": r.ok, "at_ms": r.at_ms, "detail": r.detail, "fills_booked": r.fills_booked,
                            "positions": dict(r.positions)} for v, r in sorted(self.venues.items())},
             "quarantined": [{"venue": q.venue, "client_order_id": q.client_order_id, "reason": q.reason,
-                             "since_ms": q.since_ms, "open_order": q.open_order}
+                             "since_ms": q.since_ms, "open_order": q.open_order, "venue_order_id": q.venue_order_id}
                             for q in self.quarantined.values()],
         }
 

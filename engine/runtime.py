@@ -170,7 +170,9 @@ class Runtime:
         audit = OperatorAudit(lambda: self.journal, self.events, self.clock,
                               ledger_configured=self.ledger_path is not None)
         closer = GroupCloser(self.orchestrator, self.gate, self.clock, self._touch, audit, load=self._load_group,
-                             max_slippage_bps=config.strategy.max_slippage_bps)
+                             max_slippage_bps=config.strategy.max_slippage_bps,
+                             quote_age_ms=self._quote_age_ms, max_quote_age_ms=config.strategy.max_quote_age_ms,
+                             known=self._ledger_owns)
         orphans = OrphanCleaner(lambda: self.reconciler, self._ledger_owns, audit, self.clock)
         self.control = Operator(
             self.gate, self.orchestrator, flattener, self.risk, self.clock, self.events,
@@ -181,7 +183,7 @@ class Runtime:
         )
         # Runtime settings (`quantarb set`, /api/set, the settings screen): journaled, then applied.
         self.steering = Steering(config, self.pipeline, self.gate, self.risk, self.clock, self.events,
-                                 journal=lambda: self.journal)
+                                 journal=lambda: self.journal, ledger_configured=self.ledger_path is not None)
         self.recovery = Recovery(self.gate, self.orchestrator, self.pipeline, self.compare, self.instruments,
                                  self.risk, self.clock, self.events, day_equity=self.equity.day_change)
         self._dust_journaled: dict[str, Decimal] = {}
@@ -346,6 +348,13 @@ class Runtime:
         if book is None or not book.has_quote:
             return None
         return (book.raw_bid, book.raw_ask)
+
+    def _quote_age_ms(self, venue: Venue, symbol: str) -> float | None:
+        """How old the venue's latest quote is (local receive time), for a group's close."""
+        book = self.compare.book(venue, symbol)
+        if book is None or not book.has_quote:
+            return None
+        return (self.clock.monotonic_ns() - book.recv_ns) / 1_000_000
 
     @property
     def driver(self) -> demo.DemoDriver:

@@ -44,6 +44,7 @@ from core.runtime_settings import (
     config_values,
     format_value,
     restart_plan,
+    restart_record,
     same,
     spec_for,
     steerable,
@@ -85,8 +86,10 @@ class SettingsControl(Protocol):
 
     def current(self) -> dict[str, SettingValue]: ...
 
-    async def set(self, key: str, value: str, reason: str, source: str) -> SettingResult:
-        """Change one setting; InvalidSetting (bad key, value or reason) or ControlRefused."""
+    async def set(self, key: str, value: str, reason: str, source: str, expect_old: str | None = None
+                  ) -> SettingResult:
+        """Change one setting; InvalidSetting (bad key, value or reason) or ControlRefused
+        (also when `expect_old` is given and the value in force is no longer that one)."""
         ...
 
 
@@ -101,6 +104,7 @@ class Steering:
         events: EventLog,
         *,
         journal: Callable[[], GuardedJournal | None],
+        ledger_configured: bool = False,
     ) -> None:
         self._specs = steerable(config)
         self._file = config_values(config)
@@ -110,6 +114,7 @@ class Steering:
         self._clock = clock
         self._events = events
         self._journal = journal
+        self._ledger_configured = ledger_configured  # then a change without its record is refused
         self._lock = asyncio.Lock()
         self._unsaid: list[EngineEvent] = []  # restore's log lines, until said
 
@@ -139,7 +144,10 @@ class Steering:
         ]
 
     # -- changing ------------------------------------------------------------------------
-    async def set(self, key: str, value: str, reason: str, source: str) -> SettingResult:
+    async def set(self, key: str, value: str, reason: str, source: str, expect_old: str | None = None
+                  ) -> SettingResult:
+        """`expect_old`: the value the operator saw when confirming (the settings screen's diff);
+        refused if another surface changed it since, so a stale confirmation never applies."""
         spec = spec_for(self._specs, key)
         new = spec.parse(value)
         why = check_reason(reason)
@@ -147,6 +155,9 @@ class Steering:
             raise InvalidSetting("source", f"one of {', '.join(SOURCES)}")
         async with self._lock:
             old = self.current()[spec.key]
+            if expect_old is not None and format_value(old) != expect_old:
+                raise ControlRefused(f"{spec.key} not changed: it is {format_value(old)} now, not {expect_old} as "
+                                     "when you confirmed (changed meanwhile elsewhere): review it again")
             if same(old, new):
                 return SettingResult(spec.key, format_value(old), format_value(new), False, False,
                                      f"{spec.key} is already {format_value(old)}: unchanged")
@@ -160,9 +171,12 @@ class Steering:
                     raise ControlRefused(f"{spec.key} not changed: the ledger cannot write ({journal.error}); "
                                          "a change must be journaled first")
                 journaled = await journal.setting(change, self._gate.state) >= 0
-                if not journaled:
-                    note = ("; the ledger failed while journaling it: the record is held and written "
-                            "when it writes again")
+                if not journaled:  # never applied without its record (the record is withdrawn too)
+                    raise ControlRefused(f"{spec.key} not changed: the ledger failed while journaling it; "
+                                         "a change must be journaled first")
+            elif self._ledger_configured:
+                raise ControlRefused(f"{spec.key} not changed: the ledger is not open; a change must be "
+                                     "journaled first")
             else:
                 note = "; no ledger: not journaled"
             self._apply(spec.key, new)
@@ -225,6 +239,7 @@ class Steering:
                 lines.append(EngineEvent(now, "setting",
                                          f"runtime setting {step.key} = {c.new} from the ledger NOT re-applied: "
                                          f"{step.why}", "warn", {"key": step.key, "action": step.action}))
+                lines.extend(await self._supersede(step, now))
         if not any(s.action == "reapply" for s in plan):
             lines.append(EngineEvent(now, "setting", "runtime settings: the config file's values are in force "
                                      f"({len(journaled)} journaled change(s), none to re-apply)"))
@@ -232,6 +247,18 @@ class Steering:
         if say:
             self.say_restored()
         return plan
+
+    async def _supersede(self, step: RestartStep, now: int) -> list[EngineEvent]:
+        """Journal that the file's value won (source `restart`): it is the newest intent now."""
+        record = restart_record(step, self._file, now)
+        journal = self._journal()
+        if record is None or journal is None:
+            return []
+        if journal.error is None and await journal.setting(record, self._gate.state) >= 0:
+            return []
+        return [EngineEvent(now, "setting", f"runtime setting {step.key}: the file's value could not be "
+                            "journaled as the newest; the next restart judges the old change again", "warn",
+                            {"key": step.key})]
 
     def say_restored(self) -> None:
         """The log lines of the last `restore`, once."""

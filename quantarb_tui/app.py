@@ -35,7 +35,7 @@ from textual.screen import Screen
 from textual.widgets import Input
 
 from core.runtime_settings import InvalidSetting
-from engine.control import ControlRefused, ControlResult, Engine
+from engine.control import ControlRefused, ControlResult, Engine, OrphanRef
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.signals import on_signals
 from engine.snapshot import RuntimeSnapshot
@@ -45,7 +45,13 @@ from quantarb_tui.screens.base import SnapshotView
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from quantarb_tui.screens.main import MainScreen
-from quantarb_tui.screens.manual_modals import ORPHAN_REASON, CloseGroupModal, close_legs, orphans_body
+from quantarb_tui.screens.manual_modals import (
+    ORPHAN_REASON,
+    CloseGroupModal,
+    close_legs,
+    orphans_body,
+    orphans_listed,
+)
 from quantarb_tui.screens.messages import CancelOrphansAsked, CloseGroupAsked, OpenGroup, RefreshNow
 from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal, quit_question
 from quantarb_tui.screens.risk import RiskScreen
@@ -123,6 +129,7 @@ class QuantArbApp(App[int]):
         self._stop_signals = stop_signals
         self._signal_scope = contextlib.ExitStack()
         self._starting = False
+        self._engine_calls: set[asyncio.Future[ControlResult]] = set()  # operator actions still running
         self.stop_requested = False
 
     def get_default_screen(self) -> Screen[Any]:
@@ -228,6 +235,11 @@ class QuantArbApp(App[int]):
         durable write; so the view refreshes as soon as the action has run to its first wait,
         and again when it returns."""
         task = asyncio.ensure_future(call())
+        # The engine's action is owned by the app, not by the worker (a screen's) awaiting it:
+        # cancelling that worker (a dismissed modal) must never cancel orders mid-send.
+        self._engine_calls.add(task)
+        task.add_done_callback(self._engine_calls.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved, if no one awaits it
         await asyncio.sleep(0)  # the action runs up to its first wait: the gate has flipped
         status_shown = not task.done()
         if status_shown:
@@ -235,7 +247,7 @@ class QuantArbApp(App[int]):
             # screen within a frame; the tables follow with the full refresh below.
             self.refresh_status()
         try:
-            result = await task
+            result = await asyncio.shield(task)
         except ControlRefused as exc:
             self.refresh_view()
             self.notify(str(exc), title=f"{title} refused", severity="error")
@@ -320,19 +332,21 @@ class QuantArbApp(App[int]):
     def on_cancel_orphans_asked(self, _message: CancelOrphansAsked) -> None:
         if any(isinstance(s, ConfirmModal) and s.kind == "orphans" for s in self.screen_stack):
             return
-        body = orphans_body(self.reader.status())
+        status = self.reader.status()
+        body = orphans_body(status)
         if body is None:
             self.notify("no open order is quarantined: nothing to cancel", severity="warning")
             return
+        shown = orphans_listed(status)  # what the operator confirms is what is sent
         self.push_screen(ConfirmModal("orphans", "CANCEL ORPHAN ORDERS", body, confirm_label="Cancel orders"),
-                         self._orphans_answered)
+                         lambda confirmed: self._orphans_answered(confirmed, shown))
 
-    def _orphans_answered(self, confirmed: bool | None) -> None:
+    def _orphans_answered(self, confirmed: bool | None, shown: list[OrphanRef]) -> None:
         if confirmed:
-            self.run_worker(self._orphans(), name="orphans", group="control")
+            self.run_worker(self._orphans(shown), name="orphans", group="control")
 
-    async def _orphans(self) -> None:
-        if await self._control("Orphan cleanup", lambda: self.control.cancel_orphans(ORPHAN_REASON, "tui")):
+    async def _orphans(self, shown: list[OrphanRef]) -> None:
+        if await self._control("Orphan cleanup", lambda: self.control.cancel_orphans(ORPHAN_REASON, "tui", shown)):
             return
         result = self.last_result
         for row in (result.detail.get("results") or []) if result is not None else []:
@@ -380,9 +394,9 @@ class QuantArbApp(App[int]):
         assert self.settings is not None
         done: list[str] = []
         refusal: str | None = None
-        for key, value in message.changes:
+        for key, value, shown in message.changes:
             try:
-                result = await self.settings.set(key, value, message.reason, "tui")
+                result = await self.settings.set(key, value, message.reason, "tui", expect_old=shown)
             except (InvalidSetting, ControlRefused) as exc:
                 refusal = f"{exc} (applied before it: {', '.join(done) or 'nothing'})"
                 break

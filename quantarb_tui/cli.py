@@ -450,11 +450,14 @@ app.add_typer(orphans_app, name="orphans")
 def orphans_cancel(
     url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
     config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Cancel the listed orders without asking y/N.")] = False,
 ) -> None:
-    """Cancel every order reconciliation quarantined as open (needs --reason); a result per order."""
+    """List the orders reconciliation quarantined as open, ask y/N (unless --yes), then cancel exactly
+    those (needs --reason); a result per order."""
     from quantarb_tui.manual_cli import cancel_orphans
 
-    raise typer.Exit(cancel_orphans(url=url, config=config, ledger=ledger, reason=reason, as_json=json_out))
+    raise typer.Exit(cancel_orphans(url=url, config=config, ledger=ledger, reason=reason, as_json=json_out,
+                                    yes=yes))
 
 
 @app.command()

@@ -81,9 +81,31 @@ def close_group(group: str, *, url: str | None, config: str | None, ledger: str 
     return EXIT_OK if detail.get("flat") is True else EXIT_REFUSED
 
 
+def _quarantined(status: dict[str, Any]) -> list[dict[str, str]]:
+    """The orders quarantined as open in a GET /api/status document, as the request names them."""
+    rec = status.get("reconcile")
+    rows = rec.get("quarantined", []) if isinstance(rec, dict) else []
+    return [{"venue": str(q.get("venue", "")), "client_order_id": str(q.get("client_order_id") or ""),
+             "venue_order_id": str(q.get("venue_order_id") or "")}
+            for q in rows if isinstance(q, dict) and q.get("open_order")]
+
+
+def _confirmed(listed: list[dict[str, str]]) -> bool:
+    """The list on stderr (stdout stays the engine's answer with --json), then y/N."""
+    _err(f"cancel {len(listed)} open order(s) the ledger does not own (quarantined by reconciliation):")
+    for o in listed:
+        _err(f"  {o['venue']:<8} {o['client_order_id'] or 'ordId ' + o['venue_order_id']}")
+    try:
+        return input("cancel these? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def cancel_orphans(*, url: str | None, config: str | None, ledger: str | None, reason: str | None,
-                   as_json: bool) -> int:
-    """POST /api/orphans/cancel; prints one line per order; returns the exit code."""
+                   as_json: bool, yes: bool = False) -> int:
+    """Lists what is quarantined (GET /api/status), asks y/N unless `yes`, then POST
+    /api/orphans/cancel with that list: only those are cancelled (one quarantined meanwhile
+    is not, one gone meanwhile is `skipped`). Prints one line per order; the exit code."""
     problem = _reason_error(reason, 'quantarb orphans cancel --reason "why"')
     if problem is not None:
         _err(problem)
@@ -94,8 +116,18 @@ def cancel_orphans(*, url: str | None, config: str | None, ledger: str | None, r
     except UsageError as exc:
         _err(str(exc))
         return EXIT_USAGE
-    code, answer = _call(target, "POST", "/api/orphans/cancel", _body(reason.strip()), ORPHANS_READ_TIMEOUT_S,
-                         as_json)
+    code, status = _call(target, "GET", "/api/status", None, ORPHANS_READ_TIMEOUT_S, False)
+    if status is None:
+        return code
+    listed = _quarantined(status.data)
+    if not listed:
+        _err("refused: no open order is quarantined: nothing to cancel")
+        return EXIT_REFUSED
+    if not yes and not _confirmed(listed):
+        _err("not confirmed: nothing sent")
+        return EXIT_REFUSED
+    body: dict[str, Any] = {**_body(reason.strip()), "orders": listed}
+    code, answer = _call(target, "POST", "/api/orphans/cancel", body, ORPHANS_READ_TIMEOUT_S, as_json)
     if answer is None:
         return code
     detail: dict[str, Any] = answer.data.get("detail") or {}

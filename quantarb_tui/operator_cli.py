@@ -149,7 +149,7 @@ class Answer:
     raw: str
 
 
-def _request(target: Target, method: str, path: str, body: dict[str, str] | None, read_timeout: float) -> Answer:
+def _request(target: Target, method: str, path: str, body: dict[str, Any] | None, read_timeout: float) -> Answer:
     headers = {"accept": "application/json"}
     if target.token:
         headers["authorization"] = f"Bearer {target.token}"
@@ -165,7 +165,7 @@ def _request(target: Target, method: str, path: str, body: dict[str, str] | None
 
 
 def _call(
-    target: Target, method: str, path: str, body: dict[str, str] | None, read_timeout: float, as_json: bool
+    target: Target, method: str, path: str, body: dict[str, Any] | None, read_timeout: float, as_json: bool
 ) -> tuple[int, Answer | None]:
     """Send one request; print errors on stderr (and the engine's JSON on stdout with --json).
     Returns the exit code and, on success, the answer."""

@@ -31,7 +31,7 @@ from core.models import Fill, Order, OrderPurpose, OrderState, Venue
 from core.ports import OrderUpdate
 
 Step = Literal["fill", "reject", "rest", "hold"]
-Outcome = Literal["fill", "expire", "reject"]
+Outcome = Literal["fill", "expire", "reject", "half_then_expire"]
 
 _OPEN = (OrderState.SUBMITTED, OrderState.ACKED)
 
@@ -75,9 +75,10 @@ class HoldingGateway:
     def venue(self) -> Venue:
         return self._venue
 
-    def _fill(self, order: Order) -> Fill:
+    def _fill(self, order: Order, qty: Decimal | None = None) -> Fill:
         self._trade += 1
-        return Fill(self._venue, f"{self._venue}-t{self._trade}", order.client_order_id, order.qty, order.price,
+        return Fill(self._venue, f"{self._venue}-t{self._trade}", order.client_order_id,
+                    order.qty if qty is None else qty, order.price,
                     Decimal(0), "USDT", self._clock.time_ms())
 
     def _update(self, held: _Held) -> OrderUpdate:
@@ -131,13 +132,17 @@ class HoldingGateway:
         return self._update(held)
 
     def finish(self, client_order_id: str, outcome: Outcome) -> None:
-        """The venue ends an open order: filled in full, expired unfilled, or rejected."""
+        """The venue ends an open order: filled in full, expired unfilled, rejected, or half
+        filled then expired (an IOC the book took part of: final, its one trade reported)."""
         held = self.orders[client_order_id]
         if held.state not in _OPEN:
             raise AssertionError(f"{client_order_id} is already {held.state}")
         if outcome == "fill":
             held.fills.append(self._fill(held.order))
             held.state = OrderState.FILLED
+        elif outcome == "half_then_expire":
+            held.fills.append(self._fill(held.order, held.order.qty / 2))
+            held.state = OrderState.EXPIRED
         else:
             held.state = OrderState.EXPIRED if outcome == "expire" else OrderState.REJECTED
         held.changed.set()

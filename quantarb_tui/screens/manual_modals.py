@@ -19,6 +19,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from engine.control import OrphanRef
 from quantarb_tui.screens.modals import Submit
 
 CLOSE_REASON = "operator close (tui)"
@@ -113,7 +114,19 @@ class CloseGroupModal(ModalScreen[bool]):
             self.show_error(refusal)
 
     def action_cancel(self) -> None:
+        if self.busy:  # the orders may be on the wire: the close finishes, then the modal goes
+            self.show_error("closing… the orders are being sent; Esc once it is done")
+            return
         self.dismiss(False)
+
+
+def orphans_listed(status: dict[str, Any]) -> list[OrphanRef]:
+    """The orders the cleanup dialog shows, and the ones it sends once confirmed: quarantined
+    as open when the dialog opened (one quarantined later is never cancelled unseen)."""
+    rec = status.get("reconcile")
+    rows = rec.get("quarantined", []) if isinstance(rec, dict) else []
+    return [OrphanRef(str(q.get("venue", "")), str(q.get("client_order_id") or ""), str(q.get("venue_order_id") or ""))
+            for q in rows if isinstance(q, dict) and q.get("open_order")]
 
 
 def orphans_body(status: dict[str, Any]) -> str | None:
@@ -124,7 +137,8 @@ def orphans_body(status: dict[str, Any]) -> str | None:
     if not listed:
         return None
     lines = [f"Cancel {len(listed)} open order(s) the ledger does not own (quarantined by reconciliation):"]
-    lines += [f"  {q.get('venue'):<8} {q.get('client_order_id')}  ({q.get('reason')})" for q in listed[:ORPHANS_SHOWN]]
+    lines += [f"  {q.get('venue'):<8} {q.get('client_order_id') or 'ordId ' + str(q.get('venue_order_id'))}"
+              f"  ({q.get('reason')})" for q in listed[:ORPHANS_SHOWN]]
     if len(listed) > ORPHANS_SHOWN:
         lines.append(f"  ... and {len(listed) - ORPHANS_SHOWN} more")
     lines.append("Each is checked again on the venue and in the ledger, journaled, then cancelled.")

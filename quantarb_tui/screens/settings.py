@@ -39,9 +39,10 @@ from quantarb_tui.widgets.status_bar import StatusBar
 
 
 class ApplySettings(Message):
-    """The operator confirmed these changes: (key, value text) in order, with one reason."""
+    """The operator confirmed these changes: (key, value text, the value in force shown) in
+    order, with one reason; a change whose value in force moved since is refused."""
 
-    def __init__(self, changes: list[tuple[str, str]], reason: str) -> None:
+    def __init__(self, changes: list[tuple[str, str, str]], reason: str) -> None:
         super().__init__()
         self.changes = changes
         self.reason = reason
@@ -231,7 +232,7 @@ class SettingsScreen(Screen[None]):
             return
         body = diff_text(changes)
         body.append(f"\n\nreason: {reason}\nJournaled in the ledger, then in force at the next decision.")
-        pending = [(key, format_value(new)) for key, _, new in changes]
+        pending = [(key, format_value(new), format_value(old)) for key, old, new in changes]
 
         def answered(confirmed: bool | None) -> None:
             if confirmed:

@@ -5,7 +5,8 @@ the test's) trades through venue doubles that answer as the test scripts
 (tests/holding_gateway.py). A hedged group's two legs are sent back at market, filed with the
 group (their fills in its PnL, in memory and in the ledger row), after an audit record; the
 refusals (unknown, in flight, flat, not reducing, no reason, during a flatten) send nothing;
-an IOC the book left is tried again under a new client order id, a partial fill never is.
+an IOC the book left (unfilled, or part-filled and final) is tried again under a new client order
+id for what remains.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from core.clock import ManualClock
 from core.config import demo_config
 from core.hedge import HedgeGroup, client_order_id
 from core.models import ExecutionIntent, ExecutionLeg, GroupState, Order, OrderPurpose, Quote, TradingState, Venue
-from engine.control import ControlRefused
+from engine.control import ControlRefused, ControlResult, OrphanRef
 from engine.operator_api import create_operator_app
 from engine.runtime import Runtime
 from ledger import queries
@@ -228,7 +229,7 @@ async def test_refused_during_a_flatten(rig: Rig) -> None:
     await asyncio.wait_for(flatten, 10)
 
 
-async def test_an_ioc_the_book_left_is_retried_under_a_new_id_and_a_partial_never(rig: Rig) -> None:
+async def test_an_ioc_the_book_left_is_retried_under_a_new_id(rig: Rig) -> None:
     rt = rig.rt
     group = await _hedged(rig)
     rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
@@ -306,7 +307,40 @@ async def test_close_from_the_cli(rig: Rig, served: str, tmp_path: Path) -> None
     again = await quantarb("close", group.group_id, "--reason", "again", "--url", served, env=env, cwd=tmp_path)
     assert again.code == 3 and f"refused: group {group.group_id} is already flat" in again.err
     orphans = await quantarb("orphans", "cancel", "--reason", "tidy", "--url", served, env=env, cwd=tmp_path)
-    assert orphans.code == 3 and "refused: no reconciliation runs here (paper mode)" in orphans.err
+    assert orphans.code == 3 and "refused: no open order is quarantined: nothing to cancel" in orphans.err
+
+
+async def test_orphan_cleanup_from_the_cli_lists_asks_and_sends_that_list(
+        rig: Rig, served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review P2-5: the CLI shows what is quarantined, asks y/N (unless --yes), and sends
+    exactly that list; the engine cancels nothing else."""
+    sent: list[list[OrphanRef]] = []
+
+    async def cancel_orphans(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
+        sent.append(list(orders))
+        return ControlResult("orphans_cancel", "active", "", True, "orphan cleanup: 2 cancelled", {"results": [
+            {**o.to_json(), "result": "cancelled", "detail": "cancelled"} for o in orders]})
+
+    status = {"reconcile": {"quarantined": [
+        {"venue": "binance", "client_order_id": "manual1", "reason": "not ours", "since_ms": 1, "open_order": True},
+        {"venue": "okx", "client_order_id": "", "venue_order_id": "777", "reason": "not ours", "since_ms": 2,
+         "open_order": True},
+        {"venue": "okx", "client_order_id": "qagx001l0a0", "reason": "a fill", "since_ms": 3, "open_order": False},
+    ]}}
+    monkeypatch.setattr(rig.rt.control, "cancel_orphans", cancel_orphans)
+    monkeypatch.setattr(rig.rt.view, "status", lambda: status)
+    env = _cli_env(tmp_path)
+    no = await quantarb("orphans", "cancel", "--reason", "tidy", "--url", served, env=env, cwd=tmp_path,
+                        stdin=b"n\n")
+    assert no.code == 3 and "binance  manual1" in no.err and "okx      ordId 777" in no.err
+    assert "not confirmed: nothing sent" in no.err and sent == []
+    yes = await quantarb("orphans", "cancel", "--reason", "tidy", "--url", served, env=env, cwd=tmp_path,
+                         stdin=b"y\n")
+    assert yes.code == 0, yes.err
+    assert sent == [[OrphanRef("binance", "manual1"), OrphanRef("okx", "", "777")]]
+    forced = await quantarb("orphans", "cancel", "--reason", "tidy", "--yes", "--url", served, env=env,
+                            cwd=tmp_path)
+    assert forced.code == 0 and "cancel these?" not in forced.err and len(sent) == 2
 
 
 async def test_close_api_checks_token_then_body(rig: Rig, served: str) -> None:
@@ -378,3 +412,194 @@ async def test_without_the_audit_record_nothing_is_sent(rig: Rig) -> None:
     with pytest.raises(ControlRefused, match=r"^close_group refused: the ledger is not open; nothing was sent$"):
         await rt.control.close_group(group.group_id, "no ledger", "tui")
     assert _seen(rig) == seen and rig.closes() == []
+
+
+async def test_a_group_read_back_after_a_close_refused_locally_gets_a_fresh_close_id(rig: Rig) -> None:
+    """Review P2-3: the first close's binance order is refused at send time (never journaled),
+    its okx order fills (journaled). Read back from the ledger, the group has one order fewer
+    than ids were handed out: the next close must not reuse the okx close's id, or the ledger
+    files the new order on the old row."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    judge = rt.orchestrator._judge
+
+    def refuse_binance(order: Order, check: Any) -> str | None:
+        if order.venue == "binance" and order.purpose is OrderPurpose.FLATTEN:
+            return "risk:test_refusal"
+        return judge(order, check)
+
+    rt.orchestrator._judge = refuse_binance  # type: ignore[method-assign]
+    first = await rt.control.close_group(group.group_id, "first try", "tui")
+    rt.orchestrator._judge = judge  # type: ignore[method-assign]
+    assert first.detail["flat"] is False
+    used = [o for leg in first.detail["legs"] for o in leg["orders"]]
+    assert len(used) == 2
+    assert rt.journal is not None
+    await rt.journal.flush()
+    rt.orchestrator.closed.clear()  # as after a restart: only the ledger remembers it
+    second = await rt.control.close_group(group.group_id, "second try", "tui")
+    assert second.detail["flat"] is True
+    [bn_leg] = [leg for leg in second.detail["legs"] if leg["venue"] == "binance"]
+    [new_id] = bn_leg["orders"]
+    assert new_id not in used
+    assert rig.rows("SELECT venue, side, state FROM orders WHERE order_id = ?", new_id) == [
+        ("binance", "buy", "filled")]
+
+
+async def test_a_blocked_venue_or_an_old_quote_refuses_the_close_before_anything_leaves(rig: Rig) -> None:
+    """Review P2-4: both legs go at once; a venue that cannot trade (a breaker blocks it) or
+    a quote older than `max_quote_age_ms` would let the other leg close alone."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    clock = rt.clock
+    assert isinstance(clock, ManualClock)
+    rt.gate.breakers.on_price_check("binance", outlier_run=1000, agreed=False, now_ms=clock.time_ms())
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=r"^close refused: the binance leg .*binance is blocked "
+                                             r"\(outlier:binance\): the other leg would close alone$"):
+        await rt.control.close_group(group.group_id, "blocked", "tui")
+    assert _seen(rig) == seen
+    rt.gate.breakers.on_price_check("binance", outlier_run=0, agreed=True, now_ms=clock.time_ms())
+    clock.advance(ms=rt.config.strategy.max_quote_age_ms + 1)
+    with pytest.raises(ControlRefused, match=r"^close refused: the binance leg .*: the quote is 1501 ms old "
+                                             r"\(> 1500 ms\): the other leg would close alone$"):
+        await rt.control.close_group(group.group_id, "old quotes", "tui")
+    assert _seen(rig) == seen
+
+
+async def test_a_close_that_leaves_a_residual_pauses_trading_and_raises_an_alert(rig: Rig) -> None:
+    """Review P2-4: the okx leg closes, the binance one is rejected: the hedge is one open
+    position now. Trading is paused and the close's event is an urgent alert."""
+    from engine.alerts import classify
+
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    judge = rt.orchestrator._judge
+
+    def refuse_binance(order: Order, check: Any) -> str | None:
+        if order.venue == "binance" and order.purpose is OrderPurpose.FLATTEN:
+            return "risk:test_refusal"
+        return judge(order, check)
+
+    rt.orchestrator._judge = refuse_binance  # type: ignore[method-assign]
+    before = rt.gate.state
+    result = await rt.control.close_group(group.group_id, "half", "tui")
+    assert result.detail["flat"] is False
+    assert (before, rt.gate.state) == (TradingState.ACTIVE, TradingState.PAUSED)
+    ours = [e for e in rt.events.recent() if e.kind == "operator" and e.data.get("group_id") == group.group_id]
+    assert [e.level for e in ours] == ["warn", "error"]  # the audit line, then the close's result
+    assert classify(ours[0]) is None
+    alert = classify(ours[1])
+    assert alert is not None and (alert.severity, alert.title, alert.urgent) == (
+        "critical", "group close left a residual", True)
+
+
+async def test_a_failing_leg_never_leaves_the_other_unattended(rig: Rig) -> None:
+    """Review P3-9: one leg's send raises; the other still runs to its end, the group is
+    rebooked and made durable, and the answer names the failing leg (a residual: paused)."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    send = rt.orchestrator.send_flatten
+
+    async def failing(order: Order, close: Any = None) -> None:
+        if order.venue == "binance":
+            raise RuntimeError("venue adapter bug")
+        await send(order, close)
+
+    rt.orchestrator.send_flatten = failing  # type: ignore[method-assign]
+    result = await rt.control.close_group(group.group_id, "one leg breaks", "tui")
+    legs = {leg["venue"]: leg for leg in result.detail["legs"]}
+    assert legs["binance"]["note"] == "failed: RuntimeError: venue adapter bug" and not legs["binance"]["flat"]
+    assert legs["okx"]["flat"] is True and group.position("okx") == 0
+    assert result.detail["flat"] is False and rt.gate.state is TradingState.PAUSED
+    [(pnl,)] = rig.rows("SELECT realized_pnl FROM hedge_groups WHERE group_id = ?", group.group_id)
+    assert Decimal(pnl) == group.realized_pnl != Decimal("1.00")  # the okx closing fill is booked
+
+
+async def test_a_close_waiting_behind_an_asset_close_yields_to_a_flatten_that_began_meanwhile(rig: Rig) -> None:
+    """Review P3-9: the close passed the flatten check, then waited for the close lock; a
+    flatten began meanwhile. When the lock frees, the close is refused (the flatten goes)."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    lock = rt.control._close_lock
+    await lock.acquire()  # an asset close still sending
+    close = asyncio.create_task(rt.control.close_group(group.group_id, "behind", "tui"))
+    await until(lambda: bool(lock._waiters), "the close waiting for the lock")
+    flatten = asyncio.create_task(rt.control.flatten("everything"))
+    await until(lambda: rt.control._flatten_lock.locked() and len(lock._waiters or ()) == 2,
+                "the flatten waiting too")
+    lock.release()
+    with pytest.raises(ControlRefused, match=r"^close refused: a flatten is running"):
+        await asyncio.wait_for(close, 10)
+    report = await asyncio.wait_for(flatten, 10)
+    assert report.detail["flat"] is True
+    assert [p.client_order_id.startswith(f"qa{group.group_id}c") for p in rig.closes()] == [False, False]
+
+
+async def test_an_ioc_part_filled_and_final_is_retried_for_the_rest_only(rig: Rig) -> None:
+    """Review (tests): the partial case. An IOC the book took half of and that ended EXPIRED
+    (final: its trade is reported) is retried for the other half only, as flatten does; only
+    a non-final state (trades may still come) or `unknown` stops the leg (docs/operator.md)."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
+    close = asyncio.create_task(rt.control.close_group(group.group_id, "partial", "tui"))
+    await until(lambda: len(rig.okx.parked) == 1 and len(rig.binance.parked) == 1, "both closing orders held")
+    [okx_first] = rig.okx.parked
+    [bn_first] = rig.binance.parked
+    rig.okx.finish(okx_first, "fill")
+    rig.binance.finish(bn_first, "half_then_expire")
+    await until(lambda: len(rig.binance.parked) == 1 and bn_first not in rig.binance.parked, "the binance retry")
+    [bn_second] = rig.binance.parked
+    assert [p.qty for p in rig.closes() if p.venue == "binance"] == [QTY, QTY / 2]  # the rest, never all again
+    rig.binance.finish(bn_second, "fill")
+    result = await asyncio.wait_for(close, 10)
+    assert result.detail["flat"] is True and group.position("binance") == 0
+    [bn_leg] = [leg for leg in result.detail["legs"] if leg["venue"] == "binance"]
+    assert bn_leg["orders"] == [bn_first, bn_second]
+
+
+async def test_two_closes_of_one_group_at_once_send_one_close(rig: Rig, served: str) -> None:
+    """Review (tests): the TUI and the API close the same group at the same moment. The second
+    waits for the first (one closing pass at a time), then finds the group flat: refused, so
+    each venue gets exactly one closing order."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
+    tui = asyncio.create_task(rt.control.close_group(group.group_id, "from the tui", "tui"))
+    await until(lambda: len(rig.okx.parked) == 1 and len(rig.binance.parked) == 1, "the tui's orders held")
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=served, trust_env=False) as client:
+        api = asyncio.create_task(client.post("/api/close", headers=auth,
+                                              json={"group": group.group_id, "reason": "from the api"}))
+        await until(lambda: bool(rt.control._close_lock._waiters), "the api's close waiting")
+        for cid in list(rig.okx.parked):
+            rig.okx.finish(cid, "fill")
+        for cid in list(rig.binance.parked):
+            rig.binance.finish(cid, "fill")
+        first = await asyncio.wait_for(tui, 10)
+        second = await asyncio.wait_for(api, 10)
+    assert first.detail["flat"] is True
+    assert second.status_code == 409
+    assert second.json()["message"].startswith(f"group {group.group_id} is already flat")
+    assert sorted(p.venue for p in rig.closes()) == ["binance", "okx"]
+
+
+async def test_a_close_id_the_ledger_already_has_is_never_sent(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review P2-3 (the loud part): should an id ever repeat, the ledger's row would take the
+    new order's fills; the closer asks the ledger first and sends nothing under a known id."""
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    taken = client_order_id(group.group_id, 0, 0)  # the okx entry's id, journaled
+    monkeypatch.setattr("engine.group_close.close_order_id", lambda g: taken)
+    placed = len(rig.placements)
+    result = await rt.control.close_group(group.group_id, "repeat id", "tui")
+    assert len(rig.placements) == placed
+    assert {leg["note"] for leg in result.detail["legs"]} == {f"{taken} is already in the ledger: not sent"}
+    assert result.detail["flat"] is False

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from core.models import GroupState, TradingState
-from engine.control import ControlRefused
+from engine.control import ControlRefused, OrphanRef
 from engine.runtime import Runtime
 from ledger import queries
 from tests.integration.test_live_mode import BN_SYM, OKX_KEY, OKX_SYM, SECRETS, live_config, rows, until, venues
@@ -66,38 +66,62 @@ async def test_close_a_group_and_clean_up_orphans_on_live_venues(tmp_path: Path)
             # 2. Orders behind quantarb's back: quarantined, then cancelled by the cleanup.
             okx_account = v.okx.private.accounts[OKX_KEY]
             assert v.okx.private.place_order(okx_account, _okx_order("web1"))["sCode"] == "0"
+            # Two OKX web-page orders with no clOrdId at all (review P2-6): each its own entry.
+            blank = [v.okx.private.place_order(okx_account, _okx_order("")) for _ in range(2)]
+            assert [b["sCode"] for b in blank] == ["0", "0"]
+            blank_ids = sorted(b["ordId"] for b in blank)
             v.binance.exchange.new_order(_bn_order("manual1"))
             v.binance.exchange.new_order(_bn_order("manual2"))
             v.binance.exchange.new_order(_bn_order("qaghost001l0a0"))  # ours by its prefix, not in the ledger
             await rec.run_once()
-            listed = {(q.venue, q.client_order_id) for q in rec.quarantined.values() if q.open_order}
+            listed = {(q.venue, q.client_order_id or q.venue_order_id) for q in rec.quarantined.values()
+                      if q.open_order}
             assert listed == {("okx", "web1"), ("binance", "manual1"), ("binance", "manual2"),
-                              ("binance", "qaghost001l0a0")}
+                              ("binance", "qaghost001l0a0"), ("okx", blank_ids[0]), ("okx", blank_ids[1])}
+            # What the operator is shown and confirms: the status's list, now.
+            status = rec.status()["quarantined"]
+            assert isinstance(status, list)
+            confirmed = [OrphanRef(q["venue"], q["client_order_id"], q["venue_order_id"]) for q in status
+                         if q["open_order"]]
+            confirmed.append(OrphanRef("binance", "nosuch1"))  # never quarantined: skipped
+            # Quarantined after the list was shown (review P2-5): the operator never saw it.
+            v.binance.exchange.new_order(_bn_order("manual3"))
+            await rec.run_once()
+            assert ("binance", "manual3") in rec.quarantined
             assert rt.gate.state is TradingState.ACTIVE
             v.binance.exchange.cancel_order({"symbol": BN_SYM, "origClientOrderId": "manual2"})  # by hand, meanwhile
 
-            cleanup = await rt.control.cancel_orphans("web orders left by a colleague", "tui")
+            with pytest.raises(ControlRefused, match="none was listed"):
+                await rt.control.cancel_orphans("nothing confirmed", "tui", [])
+            cleanup = await rt.control.cancel_orphans("web orders left by a colleague", "tui", confirmed)
 
-            results = {(r["venue"], r["client_order_id"]): r["result"] for r in cleanup.detail["results"]}
+            results = {(r["venue"], r["client_order_id"] or r["venue_order_id"]): r["result"]
+                       for r in cleanup.detail["results"]}
             assert results == {("okx", "web1"): "cancelled", ("binance", "manual1"): "cancelled",
-                               ("binance", "manual2"): "gone", ("binance", "qaghost001l0a0"): "cancelled"}
-            assert cleanup.message == "orphan cleanup: 3 cancelled, 1 gone"
+                               ("binance", "manual2"): "gone", ("binance", "qaghost001l0a0"): "cancelled",
+                               ("okx", blank_ids[0]): "cancelled", ("okx", blank_ids[1]): "cancelled",
+                               ("binance", "nosuch1"): "skipped"}
+            assert cleanup.message == "orphan cleanup: 5 cancelled, 1 gone, 1 skipped"
             assert [o for o in okx_account.orders.values() if o.state in ("live", "partially_filled")] == []
-            assert [o.client_order_id for o in v.binance.exchange.orders.values() if o.is_open] == []
-            assert rec.quarantined == {}
+            assert [o.client_order_id for o in v.binance.exchange.orders.values() if o.is_open] == ["manual3"]
+            assert list(rec.quarantined) == [("binance", "manual3")]
             audits = [json.loads(p) for (p,) in rows(ledger, "SELECT payload FROM events WHERE kind = "
                                                      "'operator_audit' ORDER BY seq")]
-            assert [(a["action"], a["target"]) for a in audits] == [
-                ("close_group", group.group_id), ("cancel_orphan", "binance:manual1"),
-                ("cancel_orphan", "binance:qaghost001l0a0"), ("cancel_orphan", "okx:web1")]
+            shown = [(a["action"], a["target"]) for a in audits]
+            assert shown[:3] == [("close_group", group.group_id), ("cancel_orphan", "binance:manual1"),
+                                 ("cancel_orphan", "binance:qaghost001l0a0")]
+            assert sorted(shown[3:]) == [("cancel_orphan", t) for t in sorted(
+                ("okx:web1", f"okx:ordId:{blank_ids[0]}", f"okx:ordId:{blank_ids[1]}"))]
             assert {(a["actor"], a["reason"]) for a in audits[1:]} == {("tui", "web orders left by a colleague")}
             assert audits[0]["actor"] == "cli tester" and audits[0]["detail"]["legs"][0]["venue"] == "binance"
 
-            # The next pass finds nothing; a second cleanup has nothing to do.
+            # manual3, confirmed now, goes too; then nothing is left and a cleanup has nothing to do.
+            late = await rt.control.cancel_orphans("the late one", "tui", [OrphanRef("binance", "manual3")])
+            assert late.message == "orphan cleanup: 1 cancelled"
             await rec.run_once()
             assert rec.quarantined == {}
             with pytest.raises(ControlRefused, match="no open order is quarantined"):
-                await rt.control.cancel_orphans("again", "tui")
+                await rt.control.cancel_orphans("again", "tui", [OrphanRef("binance", "manual3")])
             # The ledger's money agrees: the group's row carries the closing fills.
             [(pnl,)] = rows(ledger, f"SELECT realized_pnl FROM hedge_groups WHERE group_id = '{group.group_id}'")
             assert Decimal(pnl) == group.realized_pnl

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pytest
 from core.clock import ManualClock
 from core.config import demo_config
 from engine.admin_token import engine_admin_token
-from engine.control import ControlRefused, ControlResult, OperatorControl
+from engine.control import ControlRefused, ControlResult, OperatorControl, OrphanRef
 from engine.operator_api import MAX_REASON_CHARS, create_operator_app
 from engine.runtime import Runtime
 from mt5_bridge.server import EmbeddedServer
@@ -52,8 +52,8 @@ class PolicyControl:
     async def close_group(self, group_id: str, reason: str, actor: str) -> ControlResult:
         return await self._inner.close_group(group_id, reason, actor)
 
-    async def cancel_orphans(self, reason: str, actor: str) -> ControlResult:
-        return await self._inner.cancel_orphans(reason, actor)
+    async def cancel_orphans(self, reason: str, actor: str, orders: Sequence[OrphanRef]) -> ControlResult:
+        return await self._inner.cancel_orphans(reason, actor, orders)
 
 
 @dataclass
@@ -80,12 +80,13 @@ class Run:
     err: str
 
 
-async def quantarb(*args: str, env: dict[str, str], cwd: Path) -> Run:
+async def quantarb(*args: str, env: dict[str, str], cwd: Path, stdin: bytes | None = None) -> Run:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "quantarb_tui.cli", *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
 

@@ -167,7 +167,7 @@ async def test_a_disabled_pair_opens_nothing_from_the_next_decision(tmp_path: Pa
     await rt.open_ledger()
     try:
         await rt.steering.set("strategy.threshold_bps", "6", "lower", "cli")
-        await rt.steering.set("pairs.BTC.enabled", "off", "BTC venue maintenance", "api")
+        await rt.steering.set("pairs.BTC.enabled", "false", "BTC venue maintenance", "api")
         decision = _edge(rt)
         assert decision is not None
         assert (decision.outcome, decision.reason) == (Outcome.BLOCKED, Reason.PAIR_DISABLED)
@@ -216,9 +216,10 @@ async def test_a_ledger_that_cannot_write_refuses_the_change(tmp_path: Path) -> 
         await rt.close_ledger()
 
 
-async def test_a_ledger_failing_while_journaling_keeps_the_record_and_applies_the_change(tmp_path: Path) -> None:
-    """The write fails during the call: the record is held (written when the ledger writes
-    again), so the change is applied too and the answer says so: engine and audit agree."""
+async def test_a_ledger_failing_while_journaling_refuses_the_change_and_never_writes_it_later(
+        tmp_path: Path) -> None:
+    """Review P3-8: the write fails during the call: the change is refused, not applied, and
+    its record is withdrawn, so the ledger writing again never shows a change that was not made."""
     rt = _runtime(tmp_path)
     await rt.open_ledger()
     try:
@@ -231,16 +232,28 @@ async def test_a_ledger_failing_while_journaling_keeps_the_record_and_applies_th
             await original(seq)
 
         ledger.flush = failing_flush  # type: ignore[method-assign]
-        result = await rt.steering.set("strategy.threshold_bps", "6", "lower", "cli")
-        assert (result.changed, result.journaled) == (True, False)
-        assert "the record is held" in result.message
-        assert rt.pipeline.threshold_bps == 6.0
+        with pytest.raises(ControlRefused, match="the ledger failed while journaling it"):
+            await rt.steering.set("strategy.threshold_bps", "6", "lower", "cli")
+        assert rt.pipeline.threshold_bps == 8.0
         assert _rows(tmp_path / "t.db") == []
         ledger.flush = original  # type: ignore[method-assign]
-        assert await rt.journal.retry()  # a new writer: what was held is written
-        assert [r["setting"]["new"] for r in _rows(tmp_path / "t.db")] == ["6"]
+        assert await rt.journal.retry()  # a new writer: what was held is written, not the setting
+        assert _rows(tmp_path / "t.db") == []
     finally:
         await rt.close_ledger()
+
+
+async def test_a_configured_ledger_that_is_not_open_refuses_the_change(tmp_path: Path) -> None:
+    """Review P3-8: a ledger is configured but its journal is missing (not opened, or closed):
+    a change would go unrecorded, so it is refused."""
+    rt = _runtime(tmp_path)
+    assert rt.journal is None
+    with pytest.raises(ControlRefused, match="the ledger is not open"):
+        await rt.steering.set("strategy.threshold_bps", "6", "lower", "cli")
+    assert rt.pipeline.threshold_bps == 8.0
+    no_ledger = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path="", mt5_in_process=True)
+    result = await no_ledger.steering.set("strategy.threshold_bps", "6", "lower", "cli")
+    assert (result.changed, result.journaled) == (True, False) and result.message.endswith("no ledger: not journaled")
 
 
 async def test_restart_reapplies_a_journaled_change_the_file_has_not_overtaken(tmp_path: Path) -> None:
@@ -329,3 +342,49 @@ async def test_a_fresh_ledger_logs_that_the_file_is_in_force(tmp_path: Path) -> 
                         "none to re-apply)"]
     finally:
         await rt.close_ledger()
+
+
+def _threshold_config(bps: float) -> QuantarbConfig:
+    return demo_config().model_copy(update={"strategy": demo_config().strategy.model_copy(
+        update={"threshold_bps": bps})})
+
+
+async def test_a_file_edited_then_edited_back_never_brings_the_old_change_back(tmp_path: Path) -> None:
+    """Review P1-2: file 8, operator sets 6; the file is edited to 10 (restart: the file wins);
+    then back to 8 (restart): the operator's 6 must not come back, the newest intent was the
+    file's 10. The restart that let the file win journals it (source `restart`)."""
+    first = _runtime(tmp_path)
+    await first.open_ledger()
+    await first.steering.set("strategy.threshold_bps", "6", "lower", "cli")
+    await first.close_ledger()
+
+    second = _runtime(tmp_path, _threshold_config(10.0))
+    await second.open_ledger()
+    try:
+        assert second.ledger is not None
+        plan = await second.steering.restore(second.ledger)
+        assert [(s.key, s.action) for s in plan] == [("strategy.threshold_bps", "file_wins")]
+    finally:
+        await second.close_ledger()
+    assert [(r["setting"]["old"], r["setting"]["new"], r["setting"]["config"], r["setting"]["source"])
+            for r in _rows(tmp_path / "t.db")] == [("8", "6", "8", "cli"), ("6", "10", "10", "restart")]
+
+    third = _runtime(tmp_path)  # the file says 8 again
+    await third.open_ledger()
+    try:
+        assert third.ledger is not None
+        plan = await third.steering.restore(third.ledger)
+        assert [(s.key, s.action) for s in plan] == [("strategy.threshold_bps", "file_wins")]
+        assert third.pipeline.threshold_bps == 8.0
+    finally:
+        await third.close_ledger()
+
+    fourth = _runtime(tmp_path)  # nothing changed since: nothing to judge, nothing journaled
+    await fourth.open_ledger()
+    try:
+        assert fourth.ledger is not None
+        assert await fourth.steering.restore(fourth.ledger) == []
+        assert fourth.pipeline.threshold_bps == 8.0
+    finally:
+        await fourth.close_ledger()
+    assert len(_rows(tmp_path / "t.db")) == 3

@@ -5,12 +5,13 @@ and test_manual_live.py; here, what the keys send and what the screens show."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from textual.widgets import Input, Static
 
-from engine.control import ControlRefused, ControlResult
+from engine.control import ControlRefused, ControlResult, OrphanRef
 from engine.runtime import Runtime
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.main import MainScreen
@@ -104,7 +105,7 @@ async def test_the_engines_refusal_is_shown_in_the_modal(demo_runtime: Runtime) 
 
 async def test_o_with_nothing_quarantined_only_says_so(demo_runtime: Runtime,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    async def cancel_orphans(reason: str, actor: str) -> ControlResult:
+    async def cancel_orphans(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
         raise AssertionError("nothing is quarantined: nothing may be sent")
 
     monkeypatch.setattr(demo_runtime.control, "cancel_orphans", cancel_orphans)
@@ -119,14 +120,14 @@ async def test_o_with_nothing_quarantined_only_says_so(demo_runtime: Runtime,
 
 async def test_o_lists_the_open_orders_and_cancels_on_confirmation(demo_runtime: Runtime,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, str]] = []
+    calls: list[tuple[str, str, list[OrphanRef]]] = []
 
-    async def cancel_orphans(reason: str, actor: str) -> ControlResult:
-        calls.append((reason, actor))
+    async def cancel_orphans(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
+        calls.append((reason, actor, orders))
         return _result("orphans_cancel", "orphan cleanup: 1 failed", results=[
             {"venue": "binance", "client_order_id": "manual1", "result": "failed", "detail": "venue timeout"}])
 
-    async def refused(reason: str, actor: str) -> ControlResult:
+    async def refused(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
         raise ControlRefused("no open order is quarantined: nothing to cancel")
 
     monkeypatch.setattr(demo_runtime.control, "cancel_orphans", cancel_orphans)
@@ -145,7 +146,7 @@ async def test_o_lists_the_open_orders_and_cancels_on_confirmation(demo_runtime:
         assert isinstance(app.screen, RiskScreen) and calls == []
         await pilot.press("o", "y")
         await settle(app, pilot)
-        assert calls == [(ORPHAN_REASON, "tui")]
+        assert calls == [(ORPHAN_REASON, "tui", [OrphanRef("binance", "manual1")])]
         assert isinstance(app.screen, RiskScreen)
         said = [n.message for n in app._notifications]
         assert said[-2:] == ["orphan cleanup: 1 failed", "binance manual1: venue timeout"]
@@ -153,3 +154,69 @@ async def test_o_lists_the_open_orders_and_cancels_on_confirmation(demo_runtime:
         await pilot.press("o", "enter")
         await settle(app, pilot)
         assert [n.message for n in app._notifications][-1] == "no open order is quarantined: nothing to cancel"
+
+
+async def test_esc_during_a_close_neither_leaves_the_modal_nor_cancels_the_engines_close(
+        demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review P1-1: the close runs in the modal's worker; Esc (or anything that dismisses the
+    modal) cancelled it, and the cancellation reached the engine mid-send. Esc is ignored while
+    the close runs, and the engine's call is shielded from whoever awaits it."""
+    release = asyncio.Event()
+    story: list[str] = []
+
+    async def close_group(group_id: str, reason: str, actor: str) -> ControlResult:
+        story.append("started")
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            story.append("cancelled")
+            raise
+        story.append("finished")
+        return _result("close", f"group {group_id} closed: flat", flat=True)
+
+    monkeypatch.setattr(demo_runtime.control, "close_group", close_group)
+    async with running(demo_runtime) as (app, pilot):
+        detail = await _detail(app, pilot)
+        await pilot.press("c", *detail.group_id, "enter")
+        await pilot.pause()
+        modal = app.screen
+        assert isinstance(modal, CloseGroupModal) and modal.busy and story == ["started"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is modal and story == ["started"]  # still closing, still shown
+        modal.workers.cancel_group(modal, "modal-submit")  # what a dismissal does to the worker
+        await pilot.pause()
+        release.set()
+        await settle(app, pilot)
+        assert story == ["started", "finished"]
+
+
+async def test_an_order_quarantined_after_the_list_was_shown_is_never_sent(
+        demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review P2-5: the confirmation covers the list shown, not what is quarantined when the
+    cleanup runs: the request carries the shown orders only."""
+    calls: list[list[OrphanRef]] = []
+
+    async def cancel_orphans(reason: str, actor: str, orders: list[OrphanRef]) -> ControlResult:
+        calls.append(orders)
+        return _result("orphans_cancel", "orphan cleanup: 1 cancelled")
+
+    status: dict[str, Any] = {"reconcile": {"quarantined": [
+        {"venue": "okx", "client_order_id": "", "venue_order_id": "5551", "reason": "an open order that is not ours",
+         "since_ms": 1, "open_order": True}]}}
+    monkeypatch.setattr(demo_runtime.control, "cancel_orphans", cancel_orphans)
+    monkeypatch.setattr(demo_runtime.view, "status", lambda: status)
+    async with running(demo_runtime) as (app, pilot):
+        await pilot.press("l")
+        await settle(app, pilot)
+        await pilot.press("o")
+        await settle(app, pilot)
+        modal = app.screen
+        assert isinstance(modal, ConfirmModal) and modal.kind == "orphans"
+        assert "okx      ordId 5551" in str(modal.query_one("#dialog-body", Static).render())
+        status["reconcile"]["quarantined"].append(
+            {"venue": "binance", "client_order_id": "late1", "reason": "an open order that is not ours",
+             "since_ms": 2, "open_order": True})
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert calls == [[OrphanRef("okx", "", "5551")]]

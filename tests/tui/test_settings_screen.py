@@ -204,3 +204,23 @@ def test_settings_screen_80x24(snap_compare: Any, demo_runtime: Runtime) -> None
         await _type(pilot, screen, COOLDOWN, "99999999999")
 
     assert snap_compare(make_app(demo_runtime), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_a_confirmation_made_stale_by_a_change_elsewhere_is_refused(demo_runtime: Runtime) -> None:
+    """Review P3-7: the diff confirmed said 8 -> 6; the CLI set 10 while the dialog was open.
+    Applying 6 over 10 was never what the operator saw: refused, 10 stays, nothing journaled."""
+    async with settings_screen(demo_runtime) as (app, pilot, screen):
+        await _type(pilot, screen, THRESHOLD, "6")
+        await _type(pilot, screen, "#settings-reason", "tighter")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal)
+        await demo_runtime.steering.set("strategy.threshold_bps", "10", "desk wants fewer trades", "cli")
+        await pilot.press("y")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert demo_runtime.pipeline.threshold_bps == 10.0
+        assert [(r["new"], r["source"]) for r in await _journaled(demo_runtime)] == [("10", "cli")]
+        assert _text(screen, "#settings-error").startswith(
+            "strategy.threshold_bps not changed: it is 10 now, not 8 as when you confirmed")

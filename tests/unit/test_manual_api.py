@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from core.clock import ManualClock
 from core.config import demo_config
-from engine.manual_api import MAX_REASON_CHARS, ManualBodyError, parse_manual_body
+from engine.control import OrphanRef
+from engine.manual_api import MAX_REASON_CHARS, ManualBodyError, parse_manual_body, parse_orphans_body
 from engine.operator_api import create_operator_app
 from engine.runtime import Runtime
 
@@ -77,9 +78,76 @@ def test_the_parser_either_answers_every_key_or_raises_a_field_error(body: bytes
     assert out["group"].isalnum() and out["reason"].strip() == out["reason"] != ""
 
 
+def _expected_status(path: str, body: bytes) -> int:
+    """Exactly what the API answers (review: no "either"): 422 when the body fails the parser,
+    else 409 (the demo has no such group and, in paper mode, no reconciliation)."""
+    try:
+        if path == "/api/close":
+            parse_manual_body(body, CLOSE)
+        else:
+            parse_orphans_body(body)
+    except ManualBodyError:
+        return 422
+    return 409
+
+
+_ORDERS = st.lists(st.fixed_dictionaries(
+    {"venue": st.sampled_from(["okx", "binance", "", "ok x"])},
+    optional={"client_order_id": st.text("ab12 ", max_size=6), "venue_order_id": st.text("789-", max_size=5)}),
+    max_size=3)
+_ORPHAN_BODIES = st.one_of(
+    _BODIES,
+    st.fixed_dictionaries({"reason": _TEXT, "orders": _ORDERS}, optional={"by": _TEXT}).map(
+        lambda v: json.dumps(v).encode()),
+)
+
+
+def test_a_valid_orphans_body_carries_the_confirmed_orders() -> None:
+    body = json.dumps({"reason": " tidy ", "orders": [{"venue": "binance", "client_order_id": "manual1"},
+                                                      {"venue": "okx", "venue_order_id": "777"}]}).encode()
+    fields, refs = parse_orphans_body(body)
+    assert fields == {"reason": "tidy", "by": ""}
+    assert refs == [OrphanRef("binance", "manual1"), OrphanRef("okx", "", "777")]
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (b'{"reason": "x"}', [("orders", "a non-empty list of the orders confirmed, as the status lists them")]),
+        (b'{"reason": "x", "orders": []}',
+         [("orders", "a non-empty list of the orders confirmed, as the status lists them")]),
+        (b'{"orders": [{"venue": "okx", "client_order_id": "a"}]}', [("reason", "required")]),
+        (b'{"reason": "x", "orders": [{"venue": "okx"}]}',
+         [("orders[0]", "client_order_id or venue_order_id: letters and digits, at most 64")]),
+        (b'{"reason": "x", "orders": [{"venue": "okx", "client_order_id": "a b"}]}',
+         [("orders[0]", "client_order_id or venue_order_id: letters and digits, at most 64")]),
+        (b'{"reason": "x", "orders": [{"venue": 1, "client_order_id": "a"}]}',
+         [("orders[0].venue", "a venue name (letters and digits)")]),
+        (b'{"reason": "x", "orders": ["okx:a"]}',
+         [("orders[0]", 'expected {"venue", "client_order_id", "venue_order_id"}')]),
+    ],
+)
+def test_bad_orphans_bodies_name_the_field(body: bytes, fields: list[tuple[str, str]]) -> None:
+    with pytest.raises(ManualBodyError) as caught:
+        parse_orphans_body(body)
+    assert caught.value.fields == fields
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_ORPHAN_BODIES)
+def test_the_orphans_parser_answers_a_reason_and_orders_or_raises_a_field_error(body: bytes) -> None:
+    try:
+        fields, refs = parse_orphans_body(body)
+    except ManualBodyError as exc:
+        assert exc.fields and all(isinstance(f, str) and isinstance(r, str) for f, r in exc.fields)
+        return
+    assert fields["reason"].strip() == fields["reason"] != "" and refs
+    assert all(r.venue.isalnum() and (r.client_order_id or r.venue_order_id) for r in refs)
+
+
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(body=_BODIES, path=st.sampled_from(["/api/close", "/api/orphans/cancel"]))
+@given(body=_ORPHAN_BODIES, path=st.sampled_from(["/api/close", "/api/orphans/cancel"]))
 def test_arbitrary_bodies_never_get_5xx_and_change_nothing(tmp_path: Path, body: bytes, path: str) -> None:
     runtime = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=str(tmp_path / "m.db"),
                       mt5_in_process=True)
@@ -89,7 +157,7 @@ def test_arbitrary_bodies_never_get_5xx_and_change_nothing(tmp_path: Path, body:
         async with httpx.AsyncClient(transport=transport, base_url="http://quantarb") as c:
             before = (runtime.events.total, str(runtime.gate.state))
             resp = await c.post(path, headers=AUTH, content=body)
-        assert resp.status_code in (409, 422), resp.text
+        assert resp.status_code == _expected_status(path, body), resp.text
         resp.json()
         assert (runtime.events.total, str(runtime.gate.state)) == before
 

@@ -16,7 +16,7 @@ import pytest
 
 from core.models import OrderState
 from core.ports import OrderUpdate
-from engine.control import ControlRefused
+from engine.control import ControlRefused, OrphanRef
 from engine.live_venues import OpenOrder
 from engine.operator_audit import OperatorAudit
 from engine.orphans import OrphanCleaner
@@ -36,7 +36,8 @@ class CancellingAccount(FakeAccount):
             raise ConnectionError("venue timeout")
         if order.client_order_id in self.ignore:
             return OrderUpdate(order.client_order_id, OrderState.ACKED)
-        self.orders = [o for o in self.orders if o.client_order_id != order.client_order_id]
+        self.orders = [o for o in self.orders if (o.client_order_id, o.venue_order_id)
+                       != (order.client_order_id, order.venue_order_id)]
         return OrderUpdate(order.client_order_id, OrderState.CANCELLED)
 
 
@@ -47,6 +48,12 @@ def cleaner(r: Rig, *, journal: bool = True) -> OrphanCleaner:
     audit = OperatorAudit((lambda: r.journal) if journal else (lambda: None), r.events, r.clock,
                           ledger_configured=True)
     return OrphanCleaner(lambda: r.reconciler, owned, audit, r.clock)
+
+
+def shown(r: Rig) -> list[OrphanRef]:
+    """What the operator was shown and confirmed: every order quarantined as open now."""
+    return [OrphanRef(q.venue, q.client_order_id, q.venue_order_id) for q in r.reconciler.quarantined.values()
+            if q.open_order]
 
 
 def audits(r: Rig) -> list[dict[str, object]]:
@@ -68,11 +75,13 @@ async def test_only_open_quarantined_orders_are_cancelled_and_each_is_audited_fi
         c = cleaner(r)
         assert [q.client_order_id for q in c.listed()] == ["web1", "web2"]
 
-        result = await c.cancel("colleague's web orders", "tui")
+        result = await c.cancel("colleague's web orders", "tui", shown(r))
 
         assert result["results"] == [
-            {"venue": "okx", "client_order_id": "web1", "result": "cancelled", "detail": "cancelled on okx"},
-            {"venue": "okx", "client_order_id": "web2", "result": "cancelled", "detail": "cancelled on okx"}]
+            {"venue": "okx", "client_order_id": "web1", "venue_order_id": "11", "result": "cancelled",
+             "detail": "cancelled on okx"},
+            {"venue": "okx", "client_order_id": "web2", "venue_order_id": "12", "result": "cancelled",
+             "detail": "cancelled on okx"}]
         assert result["message"] == "orphan cleanup: 2 cancelled"
         assert account.cancels == ["web1", "web2"] and account.orders == []
         assert [a["target"] for a in audits(r)] == ["okx:web1", "okx:web2"]
@@ -90,7 +99,7 @@ async def test_an_order_the_ledger_owns_is_kept_and_a_failed_cancel_stays_quaran
         assert len(r.reconciler.quarantined) == 3
         await ours_in_ledger(r, "FL7")  # ... and now it does (a commit that came late)
 
-        result = await cleaner(r).cancel("tidy", "cli alice via api 127.0.0.1")
+        result = await cleaner(r).cancel("tidy", "cli alice via api 127.0.0.1", shown(r))
 
         by_id = {row["client_order_id"]: (row["result"], row["detail"]) for row in result["results"]}
         assert by_id == {
@@ -109,8 +118,9 @@ async def test_without_the_audit_record_nothing_is_sent(tmp_path: Path) -> None:
         r.reconciler._accounts = [account]
         account.orders = [OpenOrder("web1", "11", "BTC-USDT-SWAP")]
         await r.reconciler.run_once()
-        result = await cleaner(r, journal=False).cancel("tidy", "tui")
-        assert result["results"] == [{"venue": "okx", "client_order_id": "web1", "result": "failed",
+        result = await cleaner(r, journal=False).cancel("tidy", "tui", shown(r))
+        assert result["results"] == [{"venue": "okx", "client_order_id": "web1", "venue_order_id": "11",
+                                      "result": "failed",
                                       "detail": "cancel_orphan refused: the ledger is not open; nothing was sent"}]
         assert account.cancels == [] and audits(r) == []
 
@@ -119,15 +129,40 @@ async def test_gone_orders_and_venues_that_cannot_cancel(tmp_path: Path) -> None
     async with rig(tmp_path) as r:
         r.okx.orders = [OpenOrder("web1", "11", "BTC-USDT-SWAP")]
         await r.reconciler.run_once()
-        result = await cleaner(r).cancel("tidy", "tui")  # the rig's plain account has no cancel
+        result = await cleaner(r).cancel("tidy", "tui", shown(r))  # the rig's plain account has no cancel
         assert [row["result"] for row in result["results"]] == ["failed"]
         assert result["results"][0]["detail"] == "this venue's account cannot cancel orders"
 
         account = CancellingAccount("okx")
         r.reconciler._accounts = [account]  # now open nowhere: gone, nothing sent
-        result = await cleaner(r).cancel("tidy", "tui")
+        result = await cleaner(r).cancel("tidy", "tui", shown(r))
         assert [(row["result"], row["detail"]) for row in result["results"]] == [
             ("gone", "no longer open on the venue: nothing sent")]
         assert account.cancels == [] and r.reconciler.quarantined == {}
         with pytest.raises(ControlRefused, match="no open order is quarantined"):
-            await cleaner(r).cancel("tidy", "tui")
+            await cleaner(r).cancel("tidy", "tui", shown(r))
+
+
+async def test_only_the_confirmed_orders_are_cancelled_the_rest_skipped(tmp_path: Path) -> None:
+    """Review P2-5: quarantined after the list was shown: never touched; confirmed but no
+    longer quarantined: `skipped`. Review P2-6: two orders with no client order id are two
+    entries, each cancelled by the venue's order id."""
+    async with rig(tmp_path) as r:
+        account = CancellingAccount("okx")
+        r.reconciler._accounts = [account]
+        account.orders = [OpenOrder("", "21", "BTC-USDT-SWAP"), OpenOrder("", "22", "BTC-USDT-SWAP")]
+        await r.reconciler.run_once()
+        assert set(r.reconciler.quarantined) == {("okx", "ordId:21"), ("okx", "ordId:22")}
+        confirmed = [*shown(r), OrphanRef("okx", "web9")]
+        account.orders.append(OpenOrder("late1", "23", "BTC-USDT-SWAP"))
+        await r.reconciler.run_once()
+        assert ("okx", "late1") in r.reconciler.quarantined
+
+        result = await cleaner(r).cancel("tidy", "tui", confirmed)
+
+        rows = {(row["client_order_id"], row["venue_order_id"]): row["result"] for row in result["results"]}
+        assert rows == {("web9", ""): "skipped", ("", "21"): "cancelled", ("", "22"): "cancelled"}
+        assert result["message"] == "orphan cleanup: 2 cancelled, 1 skipped"
+        assert [o.venue_order_id for o in account.orders] == ["23"]
+        assert list(r.reconciler.quarantined) == [("okx", "late1")]
+        assert [a["target"] for a in audits(r)] == ["okx:ordId:21", "okx:ordId:22"]

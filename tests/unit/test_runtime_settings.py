@@ -19,6 +19,7 @@ from core.runtime_settings import (
     diff,
     format_value,
     restart_plan,
+    restart_record,
     spec_for,
     steerable,
 )
@@ -153,3 +154,16 @@ def test_a_ledger_record_is_read_or_refused(data: dict[str, object]) -> None:
     except ValueError:
         return
     assert change.to_json() == data
+
+
+def test_a_restart_that_did_not_reapply_journals_the_file_value_as_the_newest() -> None:
+    """Review P1-2: the record makes the file's value the newest intent (never for a reapply)."""
+    plan = restart_plan(SPECS, FILE, [_change("strategy.threshold_bps", "6", "9")])
+    [step] = plan
+    assert step.action == "file_wins"
+    record = restart_record(step, FILE, 77)
+    assert record is not None
+    assert (record.old, record.new, record.config, record.source, record.ts_ms) == (
+        "6", format_value(FILE["strategy.threshold_bps"]), format_value(FILE["strategy.threshold_bps"]),
+        "restart", 77)
+    assert restart_plan(SPECS, FILE, [_change("strategy.threshold_bps", "6", "9"), record]) == []

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from core.clock import ManualClock
 from core.config import demo_config
+from core.runtime_settings import InvalidSetting, check_reason, spec_for, steerable
 from engine.operator_api import create_operator_app
 from engine.runtime import Runtime
 from engine.settings_api import InvalidSetBody, parse_set_body
@@ -171,26 +172,63 @@ _SET_BODIES = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def _expected(body: bytes) -> int:
+    """What /api/set answers, computed from the parsers alone (review: never "either"):
+    422 when the body or the value/reason is refused, else 200 (the ledger writes here)."""
+    try:
+        req = parse_set_body(body)
+        spec_for(steerable(demo_config()), req.key).parse(req.value)
+        check_reason(req.reason)
+    except (InvalidSetBody, InvalidSetting):
+        return 422
+    return 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=_SET_BODIES)
 def test_arbitrary_set_bodies_never_5xx_and_only_a_200_changes_anything(tmp_path: Path, body: bytes) -> None:
-    """Through the real route on a real runtime without a ledger: a refusal leaves every value
-    as it was; a 200 changed exactly the key it names, to the value it reports."""
-    runtime = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path="", mt5_in_process=True)
+    """Through the real route on a real runtime with a real ledger (review: journaling under
+    arbitrary input): a refusal leaves every value and the journal as they were; a 200 changed
+    exactly the key it names, to the value it reports, with one committed record."""
+    ledger = tmp_path / "set.db"
+    ledger.unlink(missing_ok=True)
+    runtime = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=str(ledger), mt5_in_process=True)
     app = create_operator_app(runtime.control, runtime.view, TOKEN, settings=runtime.steering)
 
     async def scenario() -> None:
-        before = runtime.steering.current()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://quantarb") as c:
-            resp = await c.post("/api/set", headers=AUTH, content=body)
-        assert resp.status_code in (200, 422), resp.text
-        after = runtime.steering.current()
-        if resp.status_code == 422:
-            assert resp.json()["fields"]
-            assert after == before
-            return
-        answer = resp.json()
-        changed = {k for k in after if after[k] != before[k]}
-        assert changed == ({answer["key"]} if answer["changed"] else set())
+        await runtime.open_ledger()
+        try:
+            assert runtime.ledger is not None
+            before = runtime.steering.current()
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://quantarb") as c:
+                resp = await c.post("/api/set", headers=AUTH, content=body)
+            assert resp.status_code == _expected(body), resp.text
+            after = runtime.steering.current()
+            records = await runtime.ledger.read(queries.setting_changes)
+            if resp.status_code == 422:
+                assert resp.json()["fields"]
+                assert after == before and records == []
+                return
+            answer = resp.json()
+            changed = {k for k in after if after[k] != before[k]}
+            assert changed == ({answer["key"]} if answer["changed"] else set())
+            assert answer["journaled"] is answer["changed"]
+            assert [(r["key"], r["new"]) for r in records] == (
+                [(answer["key"], answer["new"])] if answer["changed"] else [])
+        finally:
+            await runtime.close_ledger()
 
     asyncio.run(scenario())
+
+
+def test_a_json_number_is_not_a_switch(tmp_path: Path) -> None:
+    """Review: 1 or 0 for pairs.X.enabled was read as true/false; a switch is a JSON boolean
+    or the word true/false."""
+    spec = spec_for(steerable(demo_config()), "pairs.BTC.enabled")
+    for text in ("1", "0", "on", "off", "yes", "no"):
+        with pytest.raises(InvalidSetting):
+            spec.parse(text)
+    assert (spec.parse("TRUE"), spec.parse("false")) == (True, False)
+    req = parse_set_body(json.dumps({"key": "pairs.BTC.enabled", "value": 1, "reason": "x"}).encode())
+    with pytest.raises(InvalidSetting, match="true or false"):
+        spec.parse(req.value)
