@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from core.attribution import Attribution, GroupMoney
 from core.breakers import DAY_MS
 from core.config import MoneyConfig
 from core.holdings import Holding, holdings
@@ -40,6 +41,9 @@ class RunningEquity:
         self._config = config
         self._touch = touch
         self._replay = money.new_replay(self._instruments)
+        # Which group each fill's money belongs to (a flatten's share included): bounded by the
+        # groups that hold positions.
+        self._groups = Attribution(self._instruments.values(), keep_flat=False)
         self.refused = 0  # fills the portfolio refused (logged): a bug, never silent
         self.restore_error: str | None = None  # the ledger could not be replayed: no figure
         # (UTC day, equity when it began): the day's figure is the equity now less this. Set
@@ -61,6 +65,8 @@ class RunningEquity:
         figure and the daily loss it may have reached."""
         try:
             self._replay = await ledger.read(money.replay_ledger, self._instruments)
+            self._groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
+            self._groups.take_closed()  # closed before this run: journaled then (or in `ledger groups`)
             if now_ms is not None:
                 day = now_ms // DAY_MS
                 before = await ledger.read(money.replay_ledger, self._instruments, until_ms=day * DAY_MS)
@@ -78,6 +84,7 @@ class RunningEquity:
     def on_fill(self, order: Order, fill: Fill) -> None:
         """A fill as the orchestrator books it (venue units)."""
         self._version += 1
+        self._attribute(order, fill)
         portfolio = self._replay.portfolio
         if not portfolio.has(fill.venue, order.symbol):
             self._replay.unknown.add((fill.venue, order.symbol))
@@ -88,6 +95,36 @@ class RunningEquity:
         except ValueError as exc:
             self.refused += 1
             log.error("equity: fill %s:%s refused: %s", fill.venue, fill.venue_trade_id, exc)
+
+    def _attribute(self, order: Order, fill: Fill) -> None:
+        if not self._groups.has(fill.venue, order.symbol):
+            return
+        try:
+            self._groups.fill(group_id=order.group_id or None, closing=money.closing_purpose(order.purpose),
+                              venue=fill.venue, symbol=order.symbol, side=order.side, qty=fill.qty,
+                              price=fill.price, fee=fill.fee, ts_ms=fill.ts_ms, trade_id=fill.venue_trade_id)
+        except ValueError as exc:
+            log.error("equity: fill %s:%s not attributed: %s", fill.venue, fill.venue_trade_id, exc)
+
+    def net_off(self, venue: Venue, symbol: str, batch: str, now_ms: int) -> list[str]:
+        """Groups holding this (flat) book against each other closed at its mark now (the mid of
+        its book, else the last fill price): `core.attribution.Attribution.net_off`."""
+        if not self._groups.has(venue, symbol):
+            return []
+        touch = self._touch(venue, symbol)
+        if touch is not None and touch[0] > 0 and touch[1] >= touch[0]:
+            price = (Decimal(repr(touch[0])) + Decimal(repr(touch[1]))) / 2
+        else:
+            portfolio = self._replay.portfolio
+            last = portfolio.last_fill(venue, symbol) if portfolio.has(venue, symbol) else None
+            if last is None:
+                return []
+            price = last[0]
+        return self._groups.net_off(venue, symbol, price, now_ms, batch)
+
+    def take_closed(self) -> list[GroupMoney]:
+        """The groups closing fills took to flat since the last call (`core.attribution`)."""
+        return self._groups.take_closed()
 
     def _mark(self, now_ms: int) -> None:
         """Every book at its venue's mid now (the last fill price before a quote)."""

@@ -25,7 +25,7 @@ from core.config import Mt5VenueConfig, QuantarbConfig, listener_warning
 from core.hedge import HedgeGroup
 from core.hold import HoldLimits
 from core.instruments import Instrument
-from core.models import Decision, GroupState, Quote, TradingState, Venue
+from core.models import Decision, Fill, GroupState, Order, Quote, TradingState, Venue
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
 from core.risk import RiskGate
@@ -57,7 +57,7 @@ from engine.venue_health import VenueHealth
 from engine.view_model import ViewModel, pair_event
 from exchanges.paper import PaperBehaviour, PaperGateway
 from feeds.base import WsFeed
-from ledger import queries
+from ledger import money, queries
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
 from mt5_bridge.server import EmbeddedServer
@@ -144,7 +144,7 @@ class Runtime:
             self.events,
             leg_policy=config.strategy.leg_policy,
             on_closed=self._group_closed,
-            on_fill=self.equity.on_fill,
+            on_fill=self._money_fill,
             group_deadline_ms=config.strategy.group_deadline_ms,
             order_timeout_ms=config.strategy.order_timeout_ms,
             max_slippage_bps=config.strategy.max_slippage_bps,
@@ -159,6 +159,7 @@ class Runtime:
             max_slippage_bps=config.strategy.max_slippage_bps,
             mt5_positions=mt5.positions_after if mt5 is not None and mt5_real_legs else None,
             mt5_close=mt5.gateway.close_position if mt5 is not None and mt5_real_legs else None,
+            on_done=self._after_flatten,
         )
         self.control = Operator(
             self.gate, self.orchestrator, flattener, self.risk, self.clock, self.events,
@@ -361,6 +362,37 @@ class Runtime:
         self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
                                      f"ledger writes again (journal at seq {committed_seq}); "
                                      "trading stays halted until an operator rearms", "warn"))
+
+    def _money_fill(self, order: Order, fill: Fill) -> None:
+        """Every booked fill into the running money; a closing fill (a flatten's, a close of one
+        group) that took groups to flat closes them, with that cost in their PnL."""
+        self.equity.on_fill(order, fill)
+        if money.closing_purpose(order.purpose):
+            self.close_flat_groups()
+
+    def _after_flatten(self, report: dict[str, Any]) -> None:
+        """A flatten pass ended: on every book it left flat, groups still holding against each
+        other (a later group's opposite leg offset them, so the flatten traded nothing for them)
+        are closed against each other at the mark; then every flat group is closed."""
+        now_ms = self.clock.time_ms()
+        for line in report.get("lines", []):
+            if line.get("flat"):
+                self.equity.net_off(line["venue"], line["symbol"], str(report.get("batch", "")), now_ms)
+        self.close_flat_groups()
+
+    def close_flat_groups(self) -> list[str]:
+        """Groups closing fills left flat become `closed` (journaled) with their whole cash flow
+        after every fee (`core.attribution`): what a flatten cost lands on the groups it closed."""
+        done: list[str] = []
+        for gm in self.equity.take_closed():
+            group = self.orchestrator.find_group(gm.group_id)
+            if group is None:
+                continue  # older than the groups kept in memory: `ledger groups` derives it
+            own_fees = sum((o.fees for o in group.orders), Decimal(0))
+            closing_cash = gm.cash + gm.residual_cost() - group.cash_flow()
+            if self.orchestrator.close_group(group, closing_cash, gm.fees - own_fees, ", ".join(gm.closed_by)):
+                done.append(group.group_id)
+        return done
 
     def _group_closed(self, group: HedgeGroup) -> None:
         self.pipeline.release(group.pair)

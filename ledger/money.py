@@ -28,6 +28,7 @@ from typing import Any
 
 import aiosqlite
 
+from core.attribution import Attribution, GroupMoney
 from core.currency import RateBook, quote_currency
 from core.instruments import Instrument
 from core.models import Venue
@@ -36,6 +37,9 @@ from ledger import events as ev
 from ledger.errors import LedgerError
 
 Key = tuple[Venue, str]
+# Orders that open or keep a group's hedge; any other purpose (`flatten`, a close of one group)
+# closes positions: sent under a group's id it is that group's, else attributed first in, first out.
+OPENING_PURPOSES: frozenset[str] = frozenset({"entry", "retry_hedge", "unwind"})
 CARRY_RECORDED: tuple[str, ...] = ("mt5 swap",)
 FUNDING_NOTE = "perpetual funding is not journaled yet: not included"
 
@@ -329,3 +333,52 @@ async def equity_series(
     return {"currency": account_ccy, "since_ms": since_ms, "interval_ms": interval_ms, "mark_source": "last_fill",
             "carry_recorded": list(CARRY_RECORDED), "funding": FUNDING_NOTE,
             "unknown_instruments": sorted(f"{v}:{s}" for v, s in replay.unknown), "points": points}
+
+
+def closing_purpose(purpose: str) -> bool:
+    """True for an order that closes positions rather than opening or keeping a hedge."""
+    return purpose not in OPENING_PURPOSES
+
+
+def attribute_fill(attribution: Attribution, row: FillRow) -> None:
+    """One ledger fill into the group attribution (a fill of an unknown instrument is skipped:
+    `replay_ledger` lists it)."""
+    if not attribution.has(row.venue, row.symbol):
+        return
+    if row.side not in ("buy", "sell"):
+        raise LedgerError(f"fill {row.fill_id}: order side {row.side!r}")
+    try:
+        attribution.fill(group_id=row.group_id, closing=closing_purpose(row.purpose), venue=row.venue,
+                         symbol=row.symbol, side="buy" if row.side == "buy" else "sell", qty=row.qty,
+                         price=row.price, fee=row.fee, ts_ms=row.ts_ms, trade_id=row.trade_id)
+    except ValueError as exc:
+        raise LedgerError(f"fill {row.fill_id}: {exc}") from None
+
+
+async def group_attribution(
+    db: aiosqlite.Connection,
+    instruments: Mapping[Key, Instrument] | None = None,
+    *,
+    keep_flat: bool = True,
+) -> Attribution:
+    """Every fill attributed to the group it belongs to (`core.attribution`): a group's own
+    orders by their group id (a close of that group's included), a flatten's fills first in,
+    first out to the groups that held, the rest on the `flatten` line."""
+    known = dict(instruments or {})
+    known.update(await ledger_instruments(db))
+    attribution = Attribution((i for i in known.values()), keep_flat=keep_flat)
+    for row in await fill_rows(db):
+        attribute_fill(attribution, row)
+    return attribution
+
+
+def group_money_doc(g: GroupMoney) -> dict[str, Any]:
+    """One group's (or the flatten line's) attributed money as JSON (decimal strings)."""
+    return {"group_id": g.group_id, "cash": _money_text(g.cash), "fees": _money_text(g.fees),
+            "closing_cash": _money_text(g.closing_cash), "closing_fees": _money_text(g.closing_fees),
+            "realized": _money_text(g.realized), "closed_by": list(g.closed_by),
+            "positions": {f"{v}:{s}": _money_text(q) for (v, s), q in sorted(g.positions.items()) if q}}
+
+
+def _money_text(value: Decimal) -> str:
+    return "0" if value == 0 else format(value.normalize(), "f")

@@ -476,6 +476,8 @@ async def summary(
         "dust": await dust(db),
         "equity": await money.equity(db, now_ms=now_ms, account_ccy=account_ccy, rates=rates, marks=marks,
                                      instruments=instruments),
+        # What closing fills (a flatten) cost beyond the positions of the groups they closed.
+        "flatten": money.group_money_doc((await money.group_attribution(db, instruments)).line),
         "today": today_doc,
         "all_time": all_doc,
     }

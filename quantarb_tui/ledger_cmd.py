@@ -186,6 +186,10 @@ def _summary_lines(doc: dict[str, Any]) -> list[str]:
     lines.append("dust " + ("  ".join(f"{pair} {qty}" for pair, qty in dust.items()) if dust else "none"))
     if doc.get("equity"):
         lines += ["", *_equity_lines(doc["equity"])]
+    line = doc.get("flatten") or {}
+    if line.get("cash", "0") != "0" or line.get("fees", "0") != "0":
+        lines.append(f"flatten line (closing fills no group held) {plain.number(line.get('realized'), 2, signed=True)}"
+                     f" after {plain.number(line.get('fees'), 2)} fees")
     for period in ("today", "all_time"):
         p = doc.get(period, {})
         lines += ["", f"[{period.replace('_', ' ')}]"]

@@ -63,5 +63,15 @@ def test_after_a_flatten_every_surface_says_the_fills_cash_to_the_cent(tmp_path:
 
     done = _cli(tmp_path, "ledger", "summary", "--json")
     assert done.returncode == 0, done.stderr
-    ledger_eq = json.loads(done.stdout)["equity"]
+    summary = json.loads(done.stdout)
+    ledger_eq = summary["equity"]
     assert Decimal(ledger_eq["total"]).quantize(CENT) == cash.quantize(CENT), (ledger_eq, cash)
+
+    # The flatten's cost landed on the groups it closed (or the flatten line): no group that
+    # held a position reads `hedged` any more, and the groups' PnL with the line is the cash.
+    states = dict(_rows(ledger, "SELECT state, count(*) FROM hedge_groups GROUP BY state"))
+    assert states.get("closed", 0) > 0 and "hedged" not in states, states
+    groups_pnl = sum((Decimal(r[0]) for r in _rows(
+        ledger, "SELECT realized_pnl FROM hedge_groups WHERE state <> 'rejected'")), Decimal(0))
+    line = Decimal(summary["flatten"]["realized"])
+    assert (groups_pnl + line).quantize(CENT) == cash.quantize(CENT), (groups_pnl, line, cash)
