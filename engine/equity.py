@@ -27,6 +27,7 @@ from core.holdings import Holding, holdings
 from core.instruments import Instrument
 from core.models import Fill, Order, Venue
 from core.portfolio import PositionView
+from engine.funding import Booked
 from ledger import money
 from ledger.ledger import Ledger
 
@@ -109,18 +110,41 @@ class RunningEquity:
     def net_off(self, venue: Venue, symbol: str, batch: str, now_ms: int) -> list[str]:
         """Groups holding this (flat) book against each other closed at its mark now (the mid of
         its book, else the last fill price): `core.attribution.Attribution.net_off`."""
-        if not self._groups.has(venue, symbol):
+        price = self._mark_now(venue, symbol) if self._groups.has(venue, symbol) else None
+        if price is None:
             return []
+        return self._groups.net_off(venue, symbol, price, now_ms, batch)
+
+    def accrue_funding(self, venue: Venue, symbol: str, funding_ms: int, rate: Decimal, mark: Decimal | None,
+                       now_ms: int) -> Booked | None:
+        """Funding at one funding time on the position held now (`core.carry`): at the venue's
+        mark for it when given, else the mid of its book now (else the last fill price). None
+        when nothing is held, the instrument is unknown, or that time is already booked."""
+        portfolio = self._replay.portfolio
+        if self.restore_error is not None or not portfolio.has(venue, symbol):
+            return None
+        position = portfolio.position(venue, symbol, now_ms)
+        if position.qty == 0:
+            return None
+        if mark is None:
+            mark = self._mark_now(venue, symbol)
+            if mark is None:
+                log.error("funding %s:%s at %d: no mark to value the position", venue, symbol, funding_ms)
+                return None
+        amount = portfolio.accrue_funding(venue, symbol, funding_ms, rate, mark)
+        if amount is None:
+            return None
+        self._version += 1
+        return Booked(venue, symbol, funding_ms, rate, mark, position.qty, amount, position.quote_ccy)
+
+    def _mark_now(self, venue: Venue, symbol: str) -> Decimal | None:
+        """The mid of the venue's book now (venue units), else the last fill price, else None."""
         touch = self._touch(venue, symbol)
         if touch is not None and touch[0] > 0 and touch[1] >= touch[0]:
-            price = (Decimal(repr(touch[0])) + Decimal(repr(touch[1]))) / 2
-        else:
-            portfolio = self._replay.portfolio
-            last = portfolio.last_fill(venue, symbol) if portfolio.has(venue, symbol) else None
-            if last is None:
-                return []
-            price = last[0]
-        return self._groups.net_off(venue, symbol, price, now_ms, batch)
+            return (Decimal(repr(touch[0])) + Decimal(repr(touch[1]))) / 2
+        portfolio = self._replay.portfolio
+        last = portfolio.last_fill(venue, symbol) if portfolio.has(venue, symbol) else None
+        return last[0] if last is not None else None
 
     def take_closed(self) -> list[GroupMoney]:
         """The groups closing fills took to flat since the last call (`core.attribution`)."""

@@ -158,6 +158,11 @@ class GuardedJournal:
     def compensation(self, action: CompensationAction) -> int:
         return self._queued(lambda: self._ledger.compensation(action))
 
+    def funding(self, venue: str, symbol: str, funding_ms: int, rate: Decimal, mark_price: Decimal,
+                position: Decimal, amount: Decimal, ccy: str) -> int:
+        return self._queued(lambda: self._ledger.funding(venue, symbol, funding_ms, rate, mark_price, position,
+                                                         amount, ccy))
+
     def dust(self, pair: str, qty: Decimal) -> int:
         return self._queued(lambda: self._ledger.dust(pair, qty))
 

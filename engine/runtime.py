@@ -38,6 +38,7 @@ from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
 from engine.feed_log import FeedErrorLog
 from engine.flatten import Flattener
+from engine.funding import Booked, FundingAccrual, Perpetual
 from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
 from engine.live_venues import LiveVenues, MissingCredentials
@@ -51,7 +52,7 @@ from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
 from engine.risk_monitor import RiskLoop, RiskMonitor
 from engine.settings import Secrets
-from engine.sources import build_feeds
+from engine.sources import build_feeds, perpetual_sources
 from engine.tasks import cancel_and_wait
 from engine.venue_health import VenueHealth
 from engine.view_model import ViewModel, pair_event
@@ -217,6 +218,7 @@ class Runtime:
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.funding: FundingAccrual | None = None  # perpetual funding, once the feeds are known
         self._orchestrator_task: asyncio.Task[None] | None = None
         self._running = False
         self._driver: demo.DemoDriver | None = None
@@ -363,6 +365,23 @@ class Runtime:
                                      f"ledger writes again (journal at seq {committed_seq}); "
                                      "trading stays halted until an operator rearms", "warn"))
 
+    async def _start_funding(self) -> None:
+        """Perpetual funding for the perpetuals the feeds serve, resumed after the last funding
+        time the ledger holds (`engine.funding`); none without a ledger to journal it in."""
+        perps = [Perpetual(v, s, url) for v, s, url in perpetual_sources(self.feeds)  # type: ignore[arg-type]
+                 if (v, s) in self.instruments]
+        if not perps or self.ledger is None:
+            return
+        self.funding = FundingAccrual(perps, self.equity.accrue_funding, self._journal_funding, self.clock)
+        self.funding.restore(await self.ledger.read(money.last_funding))
+
+    def _journal_funding(self, b: Booked) -> None:
+        self.events.emit(EngineEvent(self.clock.time_ms(), "funding",
+                                     f"funding {b.venue}:{b.symbol} rate {b.rate:f} on {b.position:f}: "
+                                     f"{b.amount:+f} {b.ccy}"))
+        if self.journal is not None:
+            self.journal.funding(b.venue, b.symbol, b.funding_ms, b.rate, b.mark_price, b.position, b.amount, b.ccy)
+
     def _money_fill(self, order: Order, fill: Fill) -> None:
         """Every booked fill into the running money; a closing fill (a flatten's, a close of one
         group) that took groups to flat closes them, with that cost in their PnL."""
@@ -456,6 +475,7 @@ class Runtime:
             ) from None
         self._dust_journaled = dict(restored.dust)
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
+        await self._start_funding()
         self.health.use_feeds(self.feeds)
         self._feed_log.watch(self.feeds)
         self.events.emit(
@@ -474,6 +494,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.risk_loop.run(), name="risk"))
         self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
+        if self.funding is not None:
+            self._tasks.append(asyncio.create_task(self.funding.run(), name="funding"))
         if self.reconciler is not None:
             if not restored.pending:
                 self.risk.hold(RECONCILING)  # now: no quote may trade before the first pass

@@ -22,6 +22,7 @@ Kinds and what they carry (docs/ledger.md has the field lists):
 - `decision_stats` per pair and interval: every decision counted, with an edge histogram (the
                   `decision` log is sampled, so percentiles from it would be biased)
 - `dust`          a pair's dust total after a change (the compensation engine's DustBook)
+- `funding`       perpetual funding booked at one funding time on the position then held
 """
 
 from __future__ import annotations
@@ -58,10 +59,11 @@ RISK_EVENT: Final = "risk_event"
 MT5_COMMAND: Final = "mt5_command"
 DECISION_STATS: Final = "decision_stats"
 DUST: Final = "dust"
+FUNDING: Final = "funding"
 
 KINDS: frozenset[str] = frozenset(
     {DECISION, GROUP_OPENED, GROUP_STATE, ORDER_CREATED, ORDER_STATE, FILL, COMPENSATION, RISK_EVENT, MT5_COMMAND,
-     DECISION_STATS, DUST}
+     DECISION_STATS, DUST, FUNDING}
 )
 
 RISK_KINDS: frozenset[str] = frozenset({"kill", "flatten", "rearm", "pause", "resume", "breaker"})
@@ -412,6 +414,19 @@ def histogram_from_json(text: str) -> dict[int, int]:
             raise ValueError(f"edge histogram: expected [bucket, count >= 0], got {item!r}")
         out[item[0]] = out.get(item[0], 0) + item[1]
     return out
+
+
+def funding(venue: str, symbol: str, funding_ms: int, rate: Decimal, mark_price: Decimal, position: Decimal,
+            amount: Decimal, ccy: str, ts_ms: int) -> LedgerEvent:
+    """Funding at one funding time (`funding_ms`) of one perpetual: the rate, the mark price (venue
+    units), the position held (base units, + long) and the cash booked (+ received) in `ccy`."""
+    if not (venue and symbol and ccy) or funding_ms <= 0:
+        raise ValueError("funding needs a venue, a symbol, a currency and a funding time")
+    if not all(d.is_finite() for d in (rate, mark_price, position, amount)):
+        raise ValueError("funding figures must be finite")
+    return LedgerEvent(FUNDING, ts_ms, None, {
+        "venue": venue, "symbol": symbol, "funding_ms": funding_ms, "rate": dec(rate), "mark_price": dec(mark_price),
+        "position": dec(position), "amount": dec(amount), "ccy": ccy})
 
 
 def dust(pair: str, qty: Decimal, ts_ms: int) -> LedgerEvent:

@@ -416,6 +416,13 @@ class Ledger:
             ev.risk_event(kind, change, self.clock.time_ms(), breakers)
         )
 
+    def funding(self, venue: str, symbol: str, funding_ms: int, rate: Decimal, mark_price: Decimal,
+                position: Decimal, amount: Decimal, ccy: str) -> int:
+        """Funding booked at one funding time (`ledger.money` replays it into the equity); queued
+        like a fill."""
+        return self.writer.append(ev.funding(venue, symbol, funding_ms, rate, mark_price, position, amount, ccy,
+                                             self.clock.time_ms()))
+
     def dust(self, pair: str, qty: Decimal) -> int:
         """The DustBook's total for `pair` after a change (0 once folded away); queued like a
         fill (`flush` makes it durable). `recover().dust` gives the latest totals back."""
