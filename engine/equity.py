@@ -34,13 +34,18 @@ from ledger.ledger import Ledger
 log = logging.getLogger(__name__)
 
 Touch = Callable[[Venue, str], tuple[float, float] | None]
+# The MT5 terminal's last account report: swap accrued per symbol (POSITION_SWAP summed), its
+# currency and the report's time; None without one.
+SwapReport = Callable[[], tuple[dict[str, Decimal], str, int] | None]
 
 
 class RunningEquity:
-    def __init__(self, instruments: Iterable[Instrument], config: MoneyConfig, touch: Touch) -> None:
+    def __init__(self, instruments: Iterable[Instrument], config: MoneyConfig, touch: Touch,
+                 swaps: SwapReport | None = None) -> None:
         self._instruments = {i.key: i for i in instruments}
         self._config = config
         self._touch = touch
+        self._swaps = swaps
         self._replay = money.new_replay(self._instruments)
         # Which group each fill's money belongs to (a flatten's share included): bounded by the
         # groups that hold positions.
@@ -150,8 +155,35 @@ class RunningEquity:
         """The groups closing fills took to flat since the last call (`core.attribution`)."""
         return self._groups.take_closed()
 
+    def book_swap(self, symbol: str, deal: str, amount: Decimal, ccy: str) -> bool:
+        """Swap booked on an MT5 deal (`DEAL_SWAP`) as the EA reports it (as the ledger's replay
+        reads it from the deal reports); False for a repeated deal or an unknown symbol."""
+        portfolio = self._replay.portfolio
+        if amount == 0 or not portfolio.has("mt5", symbol):
+            return False
+        try:
+            booked = portfolio.book_swap("mt5", symbol, deal, amount, ccy)
+        except ValueError as exc:
+            log.error("equity: swap on deal %s refused: %s", deal, exc)
+            return False
+        self._version += booked
+        return booked
+
+    def _accrue_swaps(self) -> None:
+        """Swap accrued on the open MT5 positions, from the terminal's last account report."""
+        report = self._swaps() if self._swaps is not None else None
+        if report is None:
+            return
+        per_symbol, ccy, ts_ms = report
+        portfolio = self._replay.portfolio
+        for (venue, symbol) in self._instruments:
+            if venue == "mt5" and portfolio.has(venue, symbol):
+                portfolio.accrued_swap(venue, symbol, per_symbol.get(symbol, Decimal(0)), ccy, ts_ms)
+
     def _mark(self, now_ms: int) -> None:
-        """Every book at its venue's mid now (the last fill price before a quote)."""
+        """Every book at its venue's mid now (the last fill price before a quote), and the MT5
+        positions' accrued swap from the last account report."""
+        self._accrue_swaps()
         replay = self._replay
         portfolio = replay.portfolio
         for (venue, symbol) in self._instruments:

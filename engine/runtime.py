@@ -136,7 +136,7 @@ class Runtime:
                 # real EA in live mode. In paper mode a real EA only streams quotes.
                 self.gateways["mt5"] = self.mt5.gateway
                 mt5_real_legs = True
-        self.equity = RunningEquity(self.instruments.values(), config.money, self._touch)
+        self.equity = RunningEquity(self.instruments.values(), config.money, self._touch, self._mt5_swaps)
         self.orchestrator = HedgeOrchestrator(
             self.gateways,
             self.instruments,
@@ -430,9 +430,26 @@ class Runtime:
                 self._dust_journaled[group.pair] = dust
                 self.journal.dust(group.pair, dust)
 
+    def _mt5_swaps(self) -> tuple[dict[str, Decimal], str, int] | None:
+        """POSITION_SWAP per symbol from the first terminal's last account report (our magic)."""
+        mt5 = self.mt5
+        if mt5 is None or not mt5.terminals:
+            return None
+        account = mt5.bridge.account(mt5.terminals[0])
+        if account is None:
+            return None
+        per: dict[str, Decimal] = {}
+        for p in account.positions:
+            per[p.symbol] = per.get(p.symbol, Decimal(0)) + p.swap
+        return per, mt5.gateway.fee_ccy, account.ts_ms
+
     def _mt5_fill(self, command: Mt5Command) -> None:
         """Every new MT5 deal: one for an order whose group already closed is caught now,
         not at the next restart."""
+        if self.mt5 is not None:  # swap booked on the deals, as the ledger replays it
+            for f in command.fills:
+                if f.swap:
+                    self.equity.book_swap(command.symbol, str(f.deal), f.swap, self.mt5.gateway.fee_ccy)
         work = self.orchestrator.late_fill(command.group_id, command.client_order_id)
         if work is None:
             return
