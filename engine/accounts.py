@@ -46,7 +46,10 @@ class Accounts:
                 change = equity.get(venue, Decimal(0))
                 if change is None:
                     continue
-                out[venue] = self._paper.balance + change - exposure.venue_gross(venue) / self._paper.leverage
+                # A spot account has no leverage: what it bought is paid in full. Derivatives
+                # hold initial margin = position notional / leverage (OKX, Binance USD-M, a CFD).
+                leverage = Decimal(1) if gateway.spot else self._paper.leverage
+                out[venue] = self._paper.balance + change - exposure.venue_gross(venue) / leverage
         if self._mt5 is not None:
             for terminal in self._mt5.terminals[:1]:
                 account = self._mt5.bridge.account(terminal)

@@ -240,10 +240,13 @@ class Runtime:
             lost_ack_prob=paper.lost_ack_rate,
             seed=paper.seed,
         )
+        binance = self.config.venues.binance
+        spot: set[Venue] = {"binance"} if binance is not None and binance.market == "spot" else set()
         return {
             venue: PaperGateway(
                 venue, insts, self._touch, self.clock,
                 fee_ccy="USD" if venue == "mt5" else "USDT", behaviour=behaviour,
+                spot_inventory=dict(paper.spot_inventory) if venue in spot else None,
             )
             for venue, insts in by_venue.items()
         }
