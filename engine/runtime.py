@@ -52,6 +52,7 @@ from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
 from engine.risk_monitor import RiskLoop, RiskMonitor
 from engine.settings import Secrets
+from engine.snapshot import BalanceRow
 from engine.sources import build_feeds, perpetual_sources
 from engine.tasks import cancel_and_wait
 from engine.venue_health import VenueHealth
@@ -207,6 +208,7 @@ class Runtime:
             equity=self.equity.equity,
             holdings=self.equity.holdings,
             day_equity=self.equity.day_change,
+            balances=self._balance_rows,
         )
         self.reconciler: Reconciler | None = None
         if self.live is not None:
@@ -293,6 +295,23 @@ class Runtime:
         if self.reconciler is not None:
             out.update(self.reconciler.free_margin())
         return out
+
+    def _balance_rows(self) -> list[BalanceRow]:
+        """Each venue's account for the risk screen: paper accounts and the MT5 terminal's
+        report (`Accounts.balances`), and live venues' free margin as reconciliation read it."""
+        def text(d: Decimal | None) -> str:
+            return "" if d is None else format(d, "f")
+
+        rows = [BalanceRow(b.venue, b.venue, b.source, text(b.balance), text(b.equity), text(b.margin), text(b.free))
+                for b in self.accounts.balances()]
+        if self.reconciler is not None:
+            seen = {r.venue for r in rows}
+            rows += [BalanceRow(v, v, "venue", "", "", "", text(free))
+                     for v, free in sorted(self.reconciler.free_margin().items()) if v not in seen]
+        seen = {r.venue for r in rows}
+        rows += [BalanceRow(v, v, "not reported", "", "", "", "")
+                 for v in sorted({i.venue for i in self.instruments.values()}) if v not in seen]
+        return sorted(rows, key=lambda r: r.venue)
 
     def _mt5_accounts(self) -> dict[str, Any]:
         """Every configured terminal's last account report (None: never reported)."""

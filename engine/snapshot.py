@@ -207,6 +207,20 @@ class HoldingRow:
 
 
 @dataclass(slots=True, frozen=True)
+class BalanceRow:
+    """One venue's account (the risk screen): amounts in the account currency as decimal strings,
+    "" where the source does not say."""
+
+    key: str  # the venue
+    venue: str
+    source: str  # paper, paper spot, terminal NAME, venue (live: reconciliation's last read)
+    balance: str
+    equity: str
+    margin: str
+    free: str
+
+
+@dataclass(slots=True, frozen=True)
 class RuntimeSnapshot:
     ts_ms: int
     mode: str
@@ -247,3 +261,4 @@ class RuntimeSnapshot:
     venues: tuple[str, ...] = ()  # every configured venue: "all blocked" needs the whole set
     positions: tuple[PositionRow, ...] = ()
     holdings: tuple[HoldingRow, ...] = ()  # the Positions pane: per asset, from the portfolio
+    balances: tuple[BalanceRow, ...] = ()  # the risk screen: each venue's account and margin

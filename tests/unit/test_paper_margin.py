@@ -35,3 +35,19 @@ def test_spot_pays_in_full_and_derivatives_hold_notional_over_leverage() -> None
     margin = accounts.free_margin()
     assert margin["binance"] == D(100_000) - 12 - D(30_000)
     assert margin["okx"] == D(100_000) - D(3_000)
+
+
+def test_balances_show_each_paper_account() -> None:
+    clock = ManualClock()
+    gate = RiskGate(clock)
+    gate.exposure.set_position("okx", "BTC", D("-0.5"), D(60_000))
+    gateways = {"okx": PaperGateway("okx", {"BTC-USDT-SWAP": SWAP}, lambda v, s: None, clock),
+                "binance": PaperGateway("binance", {"BTCUSDT": SPOT}, lambda v, s: None, clock, spot_inventory={})}
+    accounts = Accounts(gateways, PaperConfig(balance=D(1_000), leverage=D(5)), gate,  # type: ignore[arg-type]
+                        lambda: {"okx": D(25), "binance": None}, None)
+    by_venue = {b.venue: b for b in accounts.balances()}
+    okx = by_venue["okx"]
+    assert (okx.source, okx.balance, okx.equity, okx.margin, okx.free) == ("paper", D(1_000), D(1_025), D(6_000),
+                                                                          D(-4_975))
+    binance = by_venue["binance"]  # its equity is missing (a rate or a mark): never guessed
+    assert binance.source == "paper spot" and binance.equity is None and binance.free is None
