@@ -93,6 +93,7 @@ class HedgeGroup:
     # that took this group's positions to flat: set by `close`.
     closing_cash: Decimal = Decimal(0)
     closing_fees: Decimal = Decimal(0)
+    outcome: GroupState | None = None  # once closed: how its execution ended (hedged, repaired, failed)
 
     @property
     def pair(self) -> str:
@@ -131,7 +132,7 @@ class HedgeGroup:
         before = self.state
         if not self.transition(GroupState.CLOSED, now_ms):
             return False
-        self.closing_cash, self.closing_fees = closing_cash, closing_fees
+        self.closing_cash, self.closing_fees, self.outcome = closing_cash, closing_fees, before
         self.note = "; ".join(n for n in (self.note, f"{before} until closed{' by ' + by if by else ''}") if n)[:300]
         return True
 

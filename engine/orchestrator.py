@@ -908,6 +908,7 @@ class HedgeOrchestrator:
         self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
         self.closed_by_state[group.state] = self.closed_by_state.get(group.state, 0) + 1
         self.realized_pnl += group.realized_pnl - pnl_before
+        self.pair_stats.add_pnl(group.pair, group.realized_pnl - pnl_before)
         if self._journal is not None:
             self._journal.group_state(group)
         self._emit("group", f"group {group.group_id} {group.pair} {before} -> closed, pnl {group.realized_pnl:f}",

@@ -199,6 +199,8 @@ def group_state(group: HedgeGroup, ts_ms: int) -> LedgerEvent:
         "residual": dec(group.residual()),
         "note": group.note,
     }
+    if group.outcome is not None:  # closed: the state its execution ended in (a hit or not)
+        payload["outcome"] = str(group.outcome)
     if group.terminal:
         pnl = group_pnl_payload(group)
         if pnl is not None:

@@ -306,7 +306,8 @@ async def _group_stats(
         "SELECT g.group_id, g.pair, g.state, g.closed_at_ms, g.realized_pnl, g.fees, g.expected_edge_bps, "
         "json_extract(p.payload, '$.pnl.realized_edge_bps') AS realized_edge_bps, "
         "json_extract(p.payload, '$.pnl.latency_slippage_bps') AS latency_bps, "
-        "json_extract(p.payload, '$.pnl.impact_slippage_bps') AS impact_bps "
+        "json_extract(p.payload, '$.pnl.impact_slippage_bps') AS impact_bps, "
+        "json_extract(p.payload, '$.outcome') AS outcome "
         "FROM hedge_groups g LEFT JOIN events p ON p.seq = ("
         "  SELECT max(e.seq) FROM events e WHERE e.group_id = g.group_id AND e.kind = 'group_state') "
         f"WHERE g.state IN ({_marks(CLOSED_STATES)}) ORDER BY coalesce(g.closed_at_ms, 0), g.group_id",
@@ -317,7 +318,7 @@ async def _group_stats(
         pnl = GroupPnl(
             group_id=row["group_id"],
             pair=row["pair"],
-            state=row["state"],
+            state=row["outcome"] or row["state"],  # a closed group is a hit as its execution ended
             realized_pnl=Decimal(row["realized_pnl"]),
             fees={},
             expected_edge_bps=float(row["expected_edge_bps"] or 0.0),

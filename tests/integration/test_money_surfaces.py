@@ -12,9 +12,11 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from core.config import demo_config
+from engine.admin_token import token_file_path
 from tests.integration.test_operator_e2e import Engine, _built_up, _cli, _rows, _status, _wait
 
 CENT = Decimal("0.01")
@@ -46,6 +48,8 @@ def test_after_a_flatten_every_surface_says_the_fills_cash_to_the_cent(tmp_path:
         assert json.loads(flat.stdout)["detail"]["flat"] is True, flat.stdout
         time.sleep(1.0)  # the journal commits what flatten booked
         status = _status(tmp_path, url)
+        token = token_file_path(ledger).read_text().strip()
+        scrape = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     finally:
         log = engine.stop()
     assert engine.proc.returncode == 0, log
@@ -55,6 +59,11 @@ def test_after_a_flatten_every_surface_says_the_fills_cash_to_the_cent(tmp_path:
     api = status["equity"]
     assert api["currency"] == "USD" and api["missing_rates"] == [] and api["missing_marks"] == []
     assert Decimal(api["total"]).quantize(CENT) == cash.quantize(CENT), (api, cash)
+
+    assert scrape.status_code == 200, scrape.text
+    m_metric = re.search(r'^quantarb_equity\{currency="USD"\} (\S+)$', scrape.text, re.MULTILINE)
+    assert m_metric, scrape.text
+    assert Decimal(m_metric.group(1)).quantize(CENT) == cash.quantize(CENT), (m_metric.group(1), cash)
 
     summary_line = [ln for ln in log.splitlines() if ln.startswith("summary ")][-1]
     m = re.search(r" pnl=(\S+) USD ", summary_line)

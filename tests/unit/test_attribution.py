@@ -4,14 +4,19 @@ and a closed group's PnL is its whole cash flow after every fee (issue 16, Deliv
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.attribution import FLATTEN_LINE, Attribution
+from core.clock import ManualClock
 from core.hedge import HedgeGroup
 from core.instruments import Instrument
 from core.models import ExecutionIntent, ExecutionLeg, GroupState, Side
+from ledger import Ledger, queries
+from tests.unit.test_ledger_money import book, fill
+from tests.unit.test_ledger_support import make_group, make_order
 
 D = Decimal
 T0 = 1_732_150_000_000
@@ -135,3 +140,30 @@ def test_attributed_money_sums_to_every_fill(steps: list[tuple[str | None, int, 
     assert sum((g.fees for g in every), D(0)) == fees
     for key, q in pos.items():
         assert sum((g.positions.get(key, D(0)) for g in every), D(0)) == q
+
+
+async def test_a_closed_group_is_journaled_with_its_cost_and_stays_a_hit(tmp_path: Path) -> None:
+    """The ledger keeps the closed state, the PnL with the closing cost, and counts the group a
+    hit as its execution ended (hedged)."""
+    led = await Ledger.open(tmp_path / "l.db", clock=ManualClock(wall_ms=T0))
+    try:
+        g = make_group("g1", T0)
+        led.group_opened(g)
+        buy, sell = make_order(g, 0, ts_ms=T0), make_order(g, 1, ts_ms=T0)
+        await book(led, buy, fill(buy, "o1", "65000", ts=T0 + 1, fee="0.3"))
+        await book(led, sell, fill(sell, "101", "65100", ts=T0 + 2, fee="0"))
+        g.orders += [buy, sell]
+        assert g.transition(GroupState.WORKING, T0 + 3) and g.transition(GroupState.HEDGED, T0 + 3)
+        led.group_state(g)
+        hedged_pnl = g.realized_pnl
+        assert g.close(D("-4.5"), D("0.6"), T0 + 99, "FL1")
+        led.group_state(g)
+        await led.flush()
+        async with queries.open_reader(tmp_path / "l.db") as db:
+            doc = await queries.summary(db, now_ms=T0 + 100)
+            [row] = await queries.groups(db)
+    finally:
+        await led.close()
+    assert row["state"] == "closed" and D(row["realized_pnl"]) == hedged_pnl - D("4.5") - D("0.6")
+    pair = doc["all_time"]["pairs"]["BTC"]
+    assert pair["hits"] == 1 and D(pair["total_pnl"]) == D(row["realized_pnl"])
