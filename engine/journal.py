@@ -149,6 +149,11 @@ class GuardedJournal:
     def group_state(self, group: HedgeGroup) -> int:
         return self._queued(lambda: self._ledger.group_state(group))
 
+    def group_closed(self, group_id: str, outcome: str, closed_ms: int | None, realized_pnl: Decimal,
+                     fees: Decimal, note: str) -> int:
+        return self._queued(lambda: self._ledger.group_closed(group_id, outcome, closed_ms, realized_pnl, fees,
+                                                              note))
+
     def order_state(self, order: Order) -> int:
         return self._queued(lambda: self._ledger.order_state(order))
 

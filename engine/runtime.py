@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from core.attribution import GroupMoney
 from core.clock import Clock, RealClock
 from core.commands import Mt5Command
 from core.compare import CompareEngine
@@ -425,15 +426,40 @@ class Runtime:
         """Groups closing fills left flat become `closed` (journaled) with their whole cash flow
         after every fee (`core.attribution`): what a flatten cost lands on the groups it closed."""
         done: list[str] = []
+        older: list[GroupMoney] = []
         for gm in self.equity.take_closed():
             group = self.orchestrator.find_group(gm.group_id)
             if group is None:
-                continue  # older than the groups kept in memory: `ledger groups` derives it
+                older.append(gm)  # older than the groups kept in memory: closed from its ledger row
+                continue
             own_fees = sum((o.fees for o in group.orders), Decimal(0))
             closing_cash = gm.cash + gm.residual_cost() - group.cash_flow()
             if self.orchestrator.close_group(group, closing_cash, gm.fees - own_fees, ", ".join(gm.closed_by)):
                 done.append(group.group_id)
+        if older and self.ledger is not None and self.journal is not None:
+            task = asyncio.ensure_future(self._close_in_ledger(older))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return done
+
+    async def _close_in_ledger(self, groups: list[GroupMoney]) -> None:
+        """Close groups the orchestrator no longer remembers, from their ledger rows: only a
+        hedged, repaired or failed one (the same rule as `HedgeGroup.close`)."""
+        assert self.ledger is not None
+        try:
+            rows = await self.ledger.read(money.group_rows, [g.group_id for g in groups])
+        except LedgerError as exc:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "group", f"closing groups: ledger: {exc}", "warn"))
+            return
+        for gm in groups:
+            row = rows.get(gm.group_id)
+            if row is None or row[0] not in ("hedged", "repaired", "failed") or self.journal is None:
+                continue
+            by = ", ".join(gm.closed_by)
+            note = "; ".join(n for n in (row[2], f"{row[0]} until closed{' by ' + by if by else ''}") if n)
+            self.journal.group_closed(gm.group_id, row[0], row[1], gm.realized, gm.fees, note)
+            self.events.emit(EngineEvent(self.clock.time_ms(), "group",
+                                         f"group {gm.group_id} {row[0]} -> closed, pnl {gm.realized:f}"))
 
     def _group_closed(self, group: HedgeGroup) -> None:
         self.pipeline.release(group.pair)

@@ -208,6 +208,18 @@ def group_state(group: HedgeGroup, ts_ms: int) -> LedgerEvent:
     return LedgerEvent(GROUP_STATE, ts_ms, group.group_id, payload)
 
 
+def group_closed(group_id: str, outcome: str, closed_ms: int | None, realized_pnl: Decimal, fees: Decimal,
+                 note: str, ts_ms: int) -> LedgerEvent:
+    """A terminal group closed by closing orders, for a group the engine no longer holds in
+    memory (the same `group_state` event `group_state(group)` writes for one it does): state
+    `closed`, its whole PnL and fees, and the state its execution ended in (`outcome`)."""
+    if not group_id or outcome not in ("hedged", "repaired", "failed"):
+        raise ValueError(f"group {group_id!r} cannot be closed from {outcome!r}")
+    return LedgerEvent(GROUP_STATE, ts_ms, group_id, {
+        "group_id": group_id, "state": "closed", "closed_ms": closed_ms, "realized_pnl": dec(realized_pnl),
+        "fees": dec(fees), "residual": "0", "note": note[:300], "outcome": outcome})
+
+
 def group_pnl_payload(group: HedgeGroup) -> dict[str, Any] | None:
     """core.pnl's figures of a closed group, computed from the very object the runtime's
     PairStats sees, so `ledger summary` and the runtime snapshot agree (bps; null = none).

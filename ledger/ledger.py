@@ -365,6 +365,12 @@ class Ledger:
         """The group's current state, closing time, realized PnL and fees."""
         return self.writer.append(ev.group_state(group, self.clock.time_ms()))
 
+    def group_closed(self, group_id: str, outcome: str, closed_ms: int | None, realized_pnl: Decimal,
+                     fees: Decimal, note: str) -> int:
+        """A group no longer in the engine's memory closed by closing orders (`ev.group_closed`)."""
+        return self.writer.append(ev.group_closed(group_id, outcome, closed_ms, realized_pnl, fees, note,
+                                                  self.clock.time_ms()))
+
     def mirror(self) -> None:
         """Write-ahead without waiting for SQLite (`write_ahead = "file"`, ledger.ahead): every
         event queued or being committed is in the write-ahead file when this returns. Raises

@@ -421,6 +421,20 @@ async def group_attribution(
     return attribution
 
 
+async def group_rows(db: aiosqlite.Connection, group_ids: Iterable[str]) -> dict[str, tuple[str, int | None, str]]:
+    """(state, closed_at_ms, note of its last group_state event) per group id the ledger holds."""
+    out: dict[str, tuple[str, int | None, str]] = {}
+    for gid in group_ids:
+        rows = await _rows(
+            db,
+            "SELECT g.state, g.closed_at_ms, (SELECT json_extract(e.payload, '$.note') FROM events e "
+            "WHERE e.group_id = g.group_id AND e.kind = ? ORDER BY e.seq DESC LIMIT 1) "
+            "FROM hedge_groups g WHERE g.group_id = ?", (ev.GROUP_STATE, gid))
+        if rows:
+            out[gid] = (str(rows[0][0]), None if rows[0][1] is None else int(rows[0][1]), str(rows[0][2] or ""))
+    return out
+
+
 def group_money_doc(g: GroupMoney) -> dict[str, Any]:
     """One group's (or the flatten line's) attributed money as JSON (decimal strings)."""
     return {"group_id": g.group_id, "cash": _money_text(g.cash), "fees": _money_text(g.fees),

@@ -84,3 +84,42 @@ def test_after_a_flatten_every_surface_says_the_fills_cash_to_the_cent(tmp_path:
         ledger, "SELECT realized_pnl FROM hedge_groups WHERE state <> 'rejected'")), Decimal(0))
     line = Decimal(summary["flatten"]["realized"])
     assert (groups_pnl + line).quantize(CENT) == cash.quantize(CENT), (groups_pnl, line, cash)
+
+
+@pytest.mark.timeout(300)
+def test_after_a_restart_a_flatten_closes_the_groups_of_the_run_before(tmp_path: Path) -> None:
+    """Groups a restart left held (not in the new run's memory) are closed from their ledger rows
+    by the flatten that takes their positions flat, with its cost in their PnL."""
+    ledger = tmp_path / ".local" / "share" / "quantarb" / "demo.db"
+    first = Engine(tmp_path)
+    try:
+        _wait(tmp_path, first.url, lambda d: _built_up(d) and d["groups_by_state"].get("hedged", 0) >= 2,
+              "hedges held and an open position")
+    finally:
+        log = first.stop()
+    assert first.proc.returncode == 0, log
+    held = {gid for (gid,) in _rows(ledger, "SELECT group_id FROM hedge_groups WHERE state IN "
+                                    "('hedged', 'repaired', 'failed')")}
+    assert held, _rows(ledger, "SELECT state, note FROM hedge_groups")
+
+    second = Engine(tmp_path)
+    try:
+        flat = _cli(tmp_path, "flatten", "--url", second.url, "--reason", "money test", "--json", timeout=120)
+        assert flat.returncode == 0, flat.stdout + flat.stderr
+        assert json.loads(flat.stdout)["detail"]["flat"] is True, flat.stdout
+        time.sleep(1.0)  # the journal commits what flatten booked
+    finally:
+        log = second.stop()
+    assert second.proc.returncode == 0, log
+    states = dict(_rows(ledger, "SELECT group_id, state FROM hedge_groups"))
+    assert {states[g] for g in held} == {"closed"}, {g: states[g] for g in held}
+    assert "hedged" not in states.values(), states
+    done = _cli(tmp_path, "ledger", "summary", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    cash = cash_from_fills(ledger)
+    groups_pnl = sum((Decimal(r[0]) for r in _rows(
+        ledger, "SELECT realized_pnl FROM hedge_groups WHERE state <> 'rejected'")), Decimal(0))
+    line = Decimal(summary["flatten"]["realized"])
+    assert (groups_pnl + line).quantize(CENT) == cash.quantize(CENT), (groups_pnl, line, cash)
+    assert Decimal(summary["equity"]["total"]).quantize(CENT) == cash.quantize(CENT)
