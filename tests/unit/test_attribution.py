@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from core.hedge import HedgeGroup
 from core.instruments import Instrument
 from core.models import ExecutionIntent, ExecutionLeg, GroupState, Side
 from ledger import Ledger, queries
+from ledger import events as ev
 from tests.unit.test_ledger_money import book, fill
 from tests.unit.test_ledger_support import make_group, make_order
 
@@ -167,3 +169,12 @@ async def test_a_closed_group_is_journaled_with_its_cost_and_stays_a_hit(tmp_pat
     assert row["state"] == "closed" and D(row["realized_pnl"]) == hedged_pnl - D("4.5") - D("0.6")
     pair = doc["all_time"]["pairs"]["BTC"]
     assert pair["hits"] == 1 and D(pair["total_pnl"]) == D(row["realized_pnl"])
+
+
+def test_a_group_closed_from_its_ledger_row_only_from_a_state_that_holds() -> None:
+    event = ev.group_closed("g1", "hedged", T0 + 5, D("-1.5"), D("0.2"), "hedged until closed by FL1", T0 + 9)
+    assert event.payload["state"] == "closed" and event.payload["outcome"] == "hedged"
+    assert event.payload["realized_pnl"] == "-1.5" and event.payload["closed_ms"] == T0 + 5
+    for outcome in ("unwound", "rejected", "closed", "working"):
+        with pytest.raises(ValueError):
+            ev.group_closed("g1", outcome, T0, D(0), D(0), "", T0)
