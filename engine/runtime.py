@@ -388,6 +388,18 @@ class Runtime:
                                      f"ledger writes again (journal at seq {committed_seq}); "
                                      "trading stays halted until an operator rearms", "warn"))
 
+    def _spot_accounts(self) -> None:
+        """Paper spot accounts hold the configured inventory moved by every fill the ledger has
+        (the exposure book, restored by now); the gate refuses a sell beyond what they hold."""
+        inventory = self.config.paper.spot_inventory
+        for venue, gateway in self.gateways.items():
+            if isinstance(gateway, PaperGateway) and gateway.spot:
+                self.gate.spot_account(venue, inventory)
+                for asset in {i.pair for i in self.instruments.values() if i.venue == venue}:
+                    moved = self.gate.exposure.position(venue, asset)
+                    if moved:
+                        gateway.add_inventory(asset, moved)
+
     async def _start_funding(self) -> None:
         """Perpetual funding for the perpetuals the feeds serve, resumed after the last funding
         time the ledger holds (`engine.funding`); none without a ledger to journal it in."""
@@ -526,6 +538,7 @@ class Runtime:
                 await self.live.start()  # specs checked against the config before anything trades
             await self._start_listener()
             restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
+            self._spot_accounts()
         except (OSError, RuntimeFailure, LedgerError) as exc:
             await self._abort_start()
             if isinstance(exc, RuntimeFailure):

@@ -232,6 +232,14 @@ class PaperGateway:
         """True for a spot account: it sells only what it holds."""
         return self._inventory is not None
 
+    def add_inventory(self, asset: str, qty: Decimal) -> None:
+        """A spot account's holdings moved by fills from before this run (the ledger's), base units."""
+        if self._inventory is None:
+            raise ValueError(f"{self._venue}: not a spot account")
+        if not qty.is_finite():
+            raise ValueError("inventory change must be finite")
+        self._inventory[asset] = self._inventory.get(asset, Decimal(0)) + qty
+
     def held(self, asset: str) -> Decimal | None:
         """Base units of `asset` a spot account holds now (None for a derivatives account)."""
         return None if self._inventory is None else self._inventory.get(asset, Decimal(0))
