@@ -11,7 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.clock import ManualClock
+from engine.sources import perpetual_sources
+from feeds.binance import BinanceFeed
 from feeds.funding import parse_binance_funding_history, parse_okx_funding_history
+from feeds.okx import OkxFeed
 from feeds.rest_parsers import InvalidResponse, VenueError
 from sim.funding import EIGHT_HOURS_MS, SimFunding
 
@@ -91,3 +95,17 @@ def test_sim_settlements_fall_on_the_interval_from_the_start() -> None:
                                                             EIGHT_HOURS_MS * 6]
     assert f.settlements(EIGHT_HOURS_MS * 6, EIGHT_HOURS_MS * 5 + 1, None) == [EIGHT_HOURS_MS * 6]
     assert f.settlements(EIGHT_HOURS_MS * 3 + 10, None, None) == []
+
+
+def test_the_perpetuals_are_the_okx_swaps_and_a_usdm_feeds_symbols() -> None:
+    def sink(*_: object) -> None:
+        return None
+
+    okx = OkxFeed(ws_url="ws://127.0.0.1:1/ws", rest_url="http://127.0.0.1:1",
+                  instruments=[("BTC-USDT-SWAP", "bbo-tbt"), ("BTC-USDT", "tickers")], sink=sink, clock=ManualClock())
+    usdm = BinanceFeed(market="usdm", symbols=["BTCUSDT"], sink=sink, clock=ManualClock(),
+                       ws_url="ws://127.0.0.1:2", rest_url="http://127.0.0.1:2")
+    spot = BinanceFeed(market="spot", symbols=["ETHUSDT"], sink=sink, clock=ManualClock(),
+                       ws_url="ws://127.0.0.1:3", rest_url="http://127.0.0.1:3")
+    assert perpetual_sources([okx, usdm, spot]) == [("okx", "BTC-USDT-SWAP", "http://127.0.0.1:1"),
+                                                    ("binance", "BTCUSDT", "http://127.0.0.1:2")]
