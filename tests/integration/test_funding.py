@@ -18,6 +18,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from core.clock import ManualClock
@@ -113,5 +114,45 @@ async def test_funding_is_booked_at_each_funding_time_and_replayed_from_the_ledg
         assert [(b.venue, b.amount) for b in await resumed.poll_once()] == [("binance", D(-4))]
     finally:
         await led.close()
+        await okx.stop()
+        await binance.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_the_sims_serve_the_documented_funding_endpoints() -> None:
+    clock = ManualClock(wall_ms=T0)
+    okx = OkxSimServer(symbols=["BTC-USDT-SWAP", "BTC-USDT"], clock=clock)
+    binance = BinanceSimServer(symbols=["BTCUSDT"], market="usdm", clock=clock)
+    await okx.start()
+    await binance.start()
+    try:
+        binance.publish(SimTick("binance", "BTCUSDT", 63999.9, 64000.1, 1.0, 1.0, T0))
+        clock.advance(ms=FUNDING_MS - T0 + 2 * EIGHT_HOURS_MS + 5)
+        async with httpx.AsyncClient(base_url=okx.rest_url) as c:
+            now = (await c.get("/api/v5/public/funding-rate", params={"instId": "BTC-USDT-SWAP"})).json()
+            assert now["code"] == "0"
+            [row] = now["data"]
+            assert row["fundingRate"] == "0.0001" and int(row["fundingTime"]) == FUNDING_MS + 3 * EIGHT_HOURS_MS
+            assert int(row["nextFundingTime"]) == int(row["fundingTime"]) + EIGHT_HOURS_MS
+            hist = (await c.get("/api/v5/public/funding-rate-history", params={"instId": "BTC-USDT-SWAP"})).json()
+            assert [int(r["fundingTime"]) for r in hist["data"]] == [
+                FUNDING_MS + 2 * EIGHT_HOURS_MS, FUNDING_MS + EIGHT_HOURS_MS, FUNDING_MS]  # newest first
+            page = (await c.get("/api/v5/public/funding-rate-history",
+                                params={"instId": "BTC-USDT-SWAP", "before": str(FUNDING_MS)})).json()
+            assert [int(r["fundingTime"]) for r in page["data"]] == [FUNDING_MS + 2 * EIGHT_HOURS_MS,
+                                                                       FUNDING_MS + EIGHT_HOURS_MS]
+            spot = (await c.get("/api/v5/public/funding-rate", params={"instId": "BTC-USDT"})).json()
+            assert spot["code"] == "51001"  # a spot instrument has no funding
+            bad = await c.get("/api/v5/public/funding-rate-history", params={"instId": "BTC-USDT-SWAP", "limit": "0"})
+            assert bad.status_code == 400
+        async with httpx.AsyncClient(base_url=binance.rest_url) as c:
+            premium = (await c.get("/fapi/v1/premiumIndex", params={"symbol": "BTCUSDT"})).json()
+            assert premium["markPrice"] == "64000.00000000" and premium["lastFundingRate"] == "0.00010000"
+            assert premium["nextFundingTime"] == FUNDING_MS + 3 * EIGHT_HOURS_MS
+            rates = (await c.get("/fapi/v1/fundingRate", params={"symbol": "BTCUSDT",
+                                                                  "startTime": str(FUNDING_MS + 1)})).json()
+            assert [r["fundingTime"] for r in rates] == [FUNDING_MS + EIGHT_HOURS_MS, FUNDING_MS + 2 * EIGHT_HOURS_MS]
+            assert (await c.get("/fapi/v1/fundingRate", params={"symbol": "NOPE"})).json()["code"] == -1121
+    finally:
         await okx.stop()
         await binance.stop()
