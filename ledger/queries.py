@@ -25,6 +25,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TextIO, TypeVar
 
 import aiosqlite
 
+from core.attribution import Attribution
 from core.hedge import GROUP_TERMINAL
 from core.instruments import Instrument
 from core.models import GroupState, Venue
@@ -596,8 +597,15 @@ async def show(db: aiosqlite.Connection, group_id: str) -> dict[str, Any] | None
             "fees_by_ccy": {ccy: _text(v) for ccy, v in sorted(fees.items())},
             "closed": group["state"] in CLOSED_STATES,
         },
+        # Its money with what closing orders (a flatten's share) brought (`core.attribution`).
+        "attribution": _attributed(await money.group_attribution(db), group_id),
         "timeline": timeline,
     }
+
+
+def _attributed(attribution: Attribution, group_id: str) -> dict[str, Any] | None:
+    g = attribution.group(group_id)
+    return None if g is None else money.group_money_doc(g)
 
 
 # -- export --------------------------------------------------------------------------------

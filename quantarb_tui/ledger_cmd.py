@@ -430,6 +430,11 @@ def show(
     group = doc.get("group", {})
     typer.echo(f"group {group_id} {group.get('pair')} {group.get('state')} pnl={group.get('realized_pnl')} "
                f"fees={group.get('fees')} expected={group.get('expected_edge_bps')}bps")
+    money_doc = doc.get("attribution") or {}
+    if money_doc.get("closed_by"):
+        typer.echo(f"  closed by {', '.join(money_doc['closed_by'])}: their share "
+                   f"{plain.number(money_doc.get('closing_cash'), 2, signed=True)} less "
+                   f"{plain.number(money_doc.get('closing_fees'), 2)} fees (in its quote currencies)")
     for item in doc.get("timeline", []):
         typer.echo(f"  {_ts(item.get('ts_ms'))}  {item.get('kind', ''):<14} {item.get('text', '')}")
 
