@@ -99,8 +99,9 @@ class Attribution:
     """Fed every fill in time order with its order's group id and purpose; answers per group.
 
     `keep_flat=False` (the running engine) forgets a group once it holds nothing and was not
-    just closed, so memory is bounded by the groups that hold positions; the ledger's replay
-    keeps every group.
+    just closed, and keeps no trade ids (the caller feeds each fill once: the running portfolio
+    deduplicates first), so memory is bounded by the groups that hold positions; the ledger's
+    replay keeps every group.
     """
 
     def __init__(self, instruments: Iterable[Instrument], *, keep_flat: bool = True) -> None:
@@ -110,7 +111,7 @@ class Attribution:
         # Per book, the groups holding a position there, oldest first (dict order).
         self._holders: dict[Key, dict[str, None]] = {}
         self._closed: dict[str, GroupMoney] = {}  # closed by a closing fill, not yet taken
-        self._trades: set[tuple[Venue, str]] = set()
+        self._trades: set[tuple[Venue, str]] | None = set() if keep_flat else None
         self.line = GroupMoney(FLATTEN_LINE)
 
     def has(self, venue: Venue, symbol: str) -> bool:
@@ -141,9 +142,10 @@ class Attribution:
             raise ValueError(f"{venue}:{symbol} fill {trade_id!r}: bad side or figures")
         if qty <= 0 or price <= 0:
             raise ValueError(f"{venue}:{symbol} fill {trade_id!r}: qty and price must be > 0")
-        if (venue, trade_id) in self._trades:
-            return []
-        self._trades.add((venue, trade_id))
+        if self._trades is not None:
+            if (venue, trade_id) in self._trades:
+                return []
+            self._trades.add((venue, trade_id))
         key = inst.key
         base = inst.to_base_qty(qty)
         px = inst.normalized_price(price)

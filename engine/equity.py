@@ -90,17 +90,20 @@ class RunningEquity:
     def on_fill(self, order: Order, fill: Fill) -> None:
         """A fill as the orchestrator books it (venue units)."""
         self._version += 1
-        self._attribute(order, fill)
         portfolio = self._replay.portfolio
         if not portfolio.has(fill.venue, order.symbol):
             self._replay.unknown.add((fill.venue, order.symbol))
             return
         try:
-            portfolio.fill(venue=fill.venue, symbol=order.symbol, side=order.side, qty=fill.qty, price=fill.price,
-                           fee=fill.fee, fee_ccy=fill.fee_ccy, ts_ms=fill.ts_ms, trade_id=fill.venue_trade_id)
+            new = portfolio.fill(venue=fill.venue, symbol=order.symbol, side=order.side, qty=fill.qty,
+                                 price=fill.price, fee=fill.fee, fee_ccy=fill.fee_ccy, ts_ms=fill.ts_ms,
+                                 trade_id=fill.venue_trade_id)
         except ValueError as exc:
             self.refused += 1
             log.error("equity: fill %s:%s refused: %s", fill.venue, fill.venue_trade_id, exc)
+            return
+        if new:  # the portfolio deduplicated it: each fill is attributed once
+            self._attribute(order, fill)
 
     def _attribute(self, order: Order, fill: Fill) -> None:
         if not self._groups.has(fill.venue, order.symbol):
