@@ -222,6 +222,9 @@ class PairInstruments(_Strict):
 class PairConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,16}$")]
     instruments: PairInstruments
+    enabled: bool = Field(
+        True, description="false: quoted and shown, but opens no new groups (steerable at runtime)."
+    )
 
     @model_validator(mode="after")
     def _two_venues(self) -> PairConfig:

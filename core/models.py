@@ -66,6 +66,7 @@ class Reason(StrEnum):
     HALTED = "halted"
     PAUSED = "paused"
     REDUCING = "reducing"
+    PAIR_DISABLED = "pair_disabled"
 
 
 class Outcome(StrEnum):
@@ -130,6 +131,10 @@ class ExecutionIntent:
     buy_price: float
     sell_price: float
     created_ms: int
+    # The receive time (monotonic ns) of the later of the two quotes the intent was priced
+    # on: the orchestrator measures its reaction time (to both entry orders sent) from it.
+    # 0 = unknown (an intent recovered from the ledger).
+    quote_ns: int = 0
 
     @property
     def legs(self) -> tuple[ExecutionLeg, ExecutionLeg]:

@@ -10,6 +10,7 @@ no further: `price_outlier`. Rules, in the order they are checked for an edge ov
    (`price_outlier`) and the edge at most `max_edge_bps` (`edge_above_ceiling`): an edge that
    large is a bad price, not an opportunity;
 2. trading state (`halted`, `paused`, `reducing`): the kill switch is seen on the next quote;
+   then the pair itself: a pair disabled by config or at runtime -> `pair_disabled`;
 3. stale guard: both quotes younger than `max_quote_age_ms` (local receive time);
 4. persistence: the edge has stayed over threshold (and sane) for `persistence_ms`;
 5. in flight: no new intent while a group of the pair is open;
@@ -19,6 +20,13 @@ no further: `price_outlier`. Rules, in the order they are checked for an edge ov
    whole number of both venues' lot steps; below the minimum size -> `size_too_small`.
 
 Edges that a quote does not touch are not re-judged: their inputs did not change.
+
+The threshold, the cooldown, `max_leg_notional` and the enabled pairs change only through the
+`set_*` methods (engine.steering, docs/operator.md): the next decision uses the new value.
+
+`lifetimes` counts how long edges stayed over the threshold (from the first quote at or over
+it to the first under it) in fixed buckets (`core.durations`): the analytics screen shows it
+against the orchestrator's reaction time.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from decimal import ROUND_FLOOR, Context, Decimal
 from core.clock import Clock
 from core.compare import Book, CompareEngine, EdgeState
 from core.config import RiskConfig, StrategyConfig
+from core.durations import DurationHistogram
 from core.instruments import floor_to
 from core.models import Decision, ExecutionIntent, ExecutionLeg, Outcome, Quote, Reason
 from core.risk import RiskGate
@@ -45,6 +54,8 @@ class OpportunityPipeline:
         risk: RiskConfig,
         gate: RiskGate,
         clock: Clock,
+        *,
+        disabled_pairs: frozenset[str] = frozenset(),
     ) -> None:
         self.compare = compare
         self.gate = gate
@@ -60,10 +71,36 @@ class OpportunityPipeline:
         compare.set_guard(strategy.max_quote_deviation_bps, self.max_age_ns)
         self.max_leg_notional = risk.max_leg_notional
         self.in_flight: set[str] = set()
+        self._disabled: set[str] = set(disabled_pairs)
         self.reasons: Counter[str] = Counter()
         self.quotes = 0
         self.decisions = 0
         self.intents = 0
+        # How long edges stay over the threshold (and sane), bounded: the analytics screen.
+        self.lifetimes = DurationHistogram()
+
+    # -- steering (engine.steering): effective on the next decision ---------------------
+    def set_threshold_bps(self, bps: float) -> None:
+        self.threshold_bps = bps
+
+    def set_cooldown_ms(self, ms: int) -> None:
+        self.cooldown_ns = ms * 1_000_000
+
+    def set_max_leg_notional(self, notional: Decimal) -> None:
+        self.max_leg_notional = notional
+
+    def set_pair_enabled(self, pair: str, enabled: bool) -> None:
+        if enabled:
+            self._disabled.discard(pair)
+        else:
+            self._disabled.add(pair)
+
+    def pair_enabled(self, pair: str) -> bool:
+        return pair not in self._disabled
+
+    @property
+    def cooldown_ms(self) -> int:
+        return self.cooldown_ns // 1_000_000
 
     # -- group lifecycle -------------------------------------------------------------
     def release(self, pair: str) -> None:
@@ -108,7 +145,9 @@ class OpportunityPipeline:
                 else:
                     over.append(edge)
             else:
-                edge.above_since_ns = 0
+                if edge.above_since_ns:  # an edge's time over the threshold ends
+                    self.lifetimes.record(now_ns - edge.above_since_ns)
+                    edge.above_since_ns = 0
                 edge.last_reason = Reason.BELOW_THRESHOLD
             if bps > best_bps:
                 best_bps = bps
@@ -159,6 +198,8 @@ class OpportunityPipeline:
         blocked = self.gate.blocked_state()
         if blocked is not None:
             return blocked, None
+        if self._disabled and edge.pair in self._disabled:
+            return Reason.PAIR_DISABLED, None
         max_age = self.max_age_ns
         if now_ns - edge.buy.recv_ns > max_age or now_ns - edge.sell.recv_ns > max_age:
             return Reason.STALE_QUOTE, None
@@ -228,6 +269,7 @@ class OpportunityPipeline:
             buy_price=buy.ask,
             sell_price=sell.bid,
             created_ms=ts_ms,
+            quote_ns=buy.recv_ns if buy.recv_ns > sell.recv_ns else sell.recv_ns,
         )
 
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from core.models import CompensationAction, Decision, Fill, Order, OrderState, Venue
+from core.models import CompensationAction, Decision, Fill, Order, OrderState, TradingState, Venue
 
 if TYPE_CHECKING:
     from core.hedge import HedgeGroup
     from core.risk import StateChange
+    from core.runtime_settings import SettingChange
 
-RiskKind = Literal["kill", "flatten", "rearm", "pause", "resume", "breaker"]
+RiskKind = Literal["kill", "flatten", "rearm", "pause", "resume", "breaker", "setting"]
 
 
 @dataclass(slots=True)
@@ -82,6 +83,10 @@ class Journal(Protocol):
         self, kind: RiskKind, change: StateChange, *, breakers: Mapping[str, Mapping[str, Any]] | None = None
     ) -> int:
         """A trading-state change with every breaker's state, durable before it returns."""
+        ...
+
+    async def setting(self, change: SettingChange, state: TradingState) -> int:
+        """A runtime setting changed (the audit record), durable before it returns."""
         ...
 
     def dust(self, pair: str, qty: Decimal) -> int: ...

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from core.breakers import BreakerChange, BreakerLimits, Breakers
@@ -155,6 +155,10 @@ class RiskGate:
     @property
     def max_open_groups(self) -> int:
         return self.limits.max_open_groups
+
+    def set_max_leg_notional(self, notional: Decimal) -> None:
+        """A runtime setting (engine.steering): every check from now on uses it."""
+        self.limits = replace(self.limits, max_leg_notional=notional)
 
     # -- trading state ---------------------------------------------------------------------
     def _set(self, state: TradingState, reason: str) -> StateChange:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from engine.snapshot import RuntimeSnapshot
 
-Action = Literal["kill", "flatten", "rearm", "pause", "resume"]
+Action = Literal["kill", "flatten", "rearm", "pause", "resume", "close", "orphans_cancel"]
 ACTIONS: tuple[Action, ...] = ("kill", "flatten", "rearm", "pause", "resume")
 HealthStatus = Literal["ok", "degraded", "halted"]
 
@@ -98,6 +98,16 @@ class OperatorControl(Protocol):
 
     async def resume(self, reason: str) -> ControlResult:
         """Undo a pause (never a halt: that needs rearm)."""
+        ...
+
+    async def close_group(self, group_id: str, reason: str, actor: str) -> ControlResult:
+        """Close one settled group's legs at market (engine.group_close); raises ControlRefused
+        (nothing sent) for an unknown, in-flight or flat group, or without a reason."""
+        ...
+
+    async def cancel_orphans(self, reason: str, actor: str) -> ControlResult:
+        """Cancel the open orders reconciliation quarantined (engine.orphans), with a result
+        per order; raises ControlRefused when none is quarantined, or without a reason."""
         ...
 
 

@@ -27,10 +27,12 @@ from typing import Any, Literal
 
 from core.commands import Mt5Command
 from core.hedge import HedgeGroup
-from core.models import CompensationAction, Decision, Fill, Order, OrderPurpose
+from core.models import CompensationAction, Decision, Fill, Order, OrderPurpose, TradingState
 from core.ports import JournalUnavailable, RiskKind
 from core.risk import StateChange
+from core.runtime_settings import SettingChange
 from ledger import events as ev
+from ledger.audit import audit_event
 from ledger.errors import EventRejectedError
 from ledger.events import LedgerEvent
 from ledger.ledger import Ledger
@@ -243,6 +245,19 @@ class GuardedJournal:
         # A bad breaker map is a ValueError before anything is queued: the caller's bug.
         event = ev.risk_event(kind, change, self._ledger.clock.time_ms(), breakers)
         seq = await self._durable(lambda: event)
+        return -1 if seq is None else seq
+
+    async def operator_audit(self, action: str, target: str, actor: str, reason: str,
+                             detail: Mapping[str, Any], *, group_id: str | None = None) -> int | None:
+        """An operator's manual action (ledger.audit), committed before it is done; None when it
+        could not be (the caller then does not act)."""
+        event = audit_event(action, target, actor, reason, detail, self._ledger.clock.time_ms(), group_id=group_id)
+        return await self._durable(lambda: event)
+
+    async def setting(self, change: SettingChange, state: TradingState) -> int:
+        """A runtime setting's audit record, durable; -1 when the ledger cannot write (the
+        caller, engine.steering, then refuses the change)."""
+        seq = await self._durable(lambda: ev.setting_change(change, state, self._ledger.clock.time_ms()))
         return -1 if seq is None else seq
 
     async def flush(self, seq: int | None = None) -> None:

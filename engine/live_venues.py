@@ -25,7 +25,8 @@ from typing import Protocol
 from core.clock import Clock
 from core.config import BinanceVenueConfig, OkxVenueConfig, QuantarbConfig
 from core.instruments import Instrument
-from core.models import Fill, Venue
+from core.models import Fill, Order, OrderPurpose, OrderState, Venue
+from core.ports import OrderUpdate
 from engine.errors import RuntimeFailure
 from engine.settings import Secrets
 from exchanges.binance import endpoints as bn_endpoints
@@ -37,6 +38,7 @@ from exchanges.binance.wsapi import WsApi
 from exchanges.okx import endpoints as okx_endpoints
 from exchanges.okx.auth import OkxCredentials
 from exchanges.okx.gateway import ConfigMismatch, OkxGateway, OkxGatewayConfig
+from exchanges.okx.parsers import parse_orders
 from exchanges.venue import VenueError
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,13 @@ class OpenOrder:
     symbol: str  # "" when the venue's answer does not say
 
 
+def foreign_order(venue: Venue, client_order_id: str, symbol: str) -> Order:
+    """An order this engine did not send, as the gateways' cancel and query take it: only its
+    client order id and symbol mean anything (nothing is ever placed from it)."""
+    return Order(client_order_id=client_order_id, group_id="", venue=venue, symbol=symbol, side="buy",
+                 qty=Decimal(0), price=Decimal(0), purpose=OrderPurpose.ENTRY, created_ms=0)
+
+
 class VenueAccount(Protocol):
     @property
     def venue(self) -> Venue: ...
@@ -166,6 +175,17 @@ class OkxAccount:
 
     async def free_margin(self) -> Decimal:
         return (await self._gw.balance()).available_equity
+
+    async def cancel_open(self, order: OpenOrder) -> OrderUpdate:
+        """Cancel an open order that is not the ledger's (orphan cleanup), by client order id.
+        OKX's open-order list is read once more for its instrument when it was not known."""
+        symbol = order.symbol
+        if not symbol:
+            pending = parse_orders(await self._gw.rest.call("GET", okx_endpoints.ORDERS_PENDING, {}))
+            symbol = next((d.instId for d in pending if d.clOrdId == order.client_order_id), "")
+            if not symbol:
+                return OrderUpdate(order.client_order_id, OrderState.UNKNOWN, reason="no longer open on the venue")
+        return await self._gw.cancel(foreign_order("okx", order.client_order_id, symbol))
 
 
 class BinanceAccount:
@@ -222,6 +242,10 @@ class BinanceAccount:
 
     async def free_margin(self) -> Decimal:
         return await self._gw.free_margin()
+
+    async def cancel_open(self, order: OpenOrder) -> OrderUpdate:
+        """Cancel an open order that is not the ledger's (orphan cleanup), by client order id."""
+        return await self._gw.cancel(foreign_order("binance", order.client_order_id, order.symbol))
 
 
 class LiveVenues:

@@ -11,7 +11,7 @@ state, so a restart comes back as the operator left it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.clock import Clock
@@ -22,6 +22,11 @@ from engine.events import EngineEvent, EventLog
 from engine.flatten import Flattener
 from engine.orchestrator import HedgeOrchestrator
 from engine.risk_journal import RiskJournal
+
+# (group id, reason, actor) -> the report: engine.group_close.GroupCloser.close
+CloseGroup = Callable[[str, str, str], Awaitable[dict[str, Any]]]
+# (reason, actor) -> the report: engine.orphans.OrphanCleaner.cancel
+CancelOrphans = Callable[[str, str], Awaitable[dict[str, Any]]]
 
 # Final with nothing filled: cancelled, expired, or (an MT5 command withdrawn) rejected.
 _CANCELLED = (OrderState.CANCELLED, OrderState.EXPIRED, OrderState.REJECTED)
@@ -42,6 +47,8 @@ class Operator:
         settle_timeout_s: float,
         running: Callable[[], bool],
         ledger_error: Callable[[], str | None] = lambda: None,
+        close_group: CloseGroup | None = None,
+        cancel_orphans: CancelOrphans | None = None,
     ) -> None:
         self._gate = gate
         self._orch = orchestrator
@@ -56,6 +63,8 @@ class Operator:
         self._close_lock = asyncio.Lock()  # one closing pass at a time: a flatten or an asset's close
         self._last_flatten: dict[str, Any] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._close_group = close_group
+        self._cancel_orphans = cancel_orphans
 
     @property
     def last_flatten(self) -> dict[str, Any] | None:
@@ -211,3 +220,37 @@ class Operator:
             return self._result("resume", False, f"not resumed: {why}")
         await self._risk.state("resume", change, f"ACTIVE (resumed): {reason}", "info")
         return self._result("resume", True, f"active: {reason}")
+
+    # -- one group, and the orphans (manual actions, audited: engine.operator_audit) -------------
+    async def close_group(self, group_id: str, reason: str, actor: str = "operator") -> ControlResult:
+        """Close one settled group's legs at market. Allowed while halted or paused, as flatten
+        is (the orders may only shrink a venue's position); refused while a flatten runs (it
+        closes everything), and waits for an asset close already sending."""
+        if not self._running():
+            raise ControlRefused("the engine is not running")
+        if self._close_group is None:
+            raise ControlRefused("closing a group is not available in this engine")
+        if not reason.strip():
+            raise ControlRefused("close needs a reason (it is journaled with the orders)")
+        self._refuse_during_flatten("close")
+        async with self._close_lock:
+            report = await self._close_group(group_id, reason.strip(), actor)
+        self._events.emit(EngineEvent(self._clock.time_ms(), "operator", str(report["message"]),
+                                      "info" if report["flat"] else "error", {"group_id": group_id}))
+        return self._result("close", True, str(report["message"]),
+                            **{k: v for k, v in report.items() if k != "message"})
+
+    async def cancel_orphans(self, reason: str, actor: str = "operator") -> ControlResult:
+        """Cancel the open orders reconciliation quarantined, one audited cancel each."""
+        if not self._running():
+            raise ControlRefused("the engine is not running")
+        if self._cancel_orphans is None:
+            raise ControlRefused("orphan cleanup is not available in this engine")
+        if not reason.strip():
+            raise ControlRefused("orphan cleanup needs a reason (it is journaled with each cancel)")
+        report = await self._cancel_orphans(reason.strip(), actor)
+        failed = report["counts"]["failed"]
+        self._events.emit(EngineEvent(self._clock.time_ms(), "operator", str(report["message"]),
+                                      "error" if failed else "info"))
+        return self._result("orphans_cancel", True, str(report["message"]),
+                            **{k: v for k, v in report.items() if k != "message"})

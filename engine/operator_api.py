@@ -6,7 +6,11 @@
     POST /api/rearm     bearer  {"reason":...}  -> ControlResult JSON (409 without a reason)
     POST /api/pause     bearer  {"reason":...}  -> ControlResult JSON
     POST /api/resume    bearer  {"reason":...}  -> ControlResult JSON
+    POST /api/close     bearer  {"group":...,"reason":...}  -> ControlResult JSON (engine.manual_api)
+    POST /api/orphans/cancel  bearer  {"reason":...}  -> ControlResult JSON (engine.manual_api)
     GET  /metrics       bearer                  -> Prometheus text format
+    GET  /api/settings  bearer                  -> the steerable settings (engine.settings_api)
+    POST /api/set       bearer  {"key","value","reason"[,"source"]} -> the change (422 bad value, 409 refused)
     GET  /              bearer or Basic         -> the read-only HTML status page (engine.status_page)
 
 Every route needs `Authorization: Bearer <admin token>`, `/metrics` too: it shows positions
@@ -45,8 +49,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from engine.control import ACTIONS, Action, ControlRefused, ControlResult, EngineReader, OperatorControl
+from engine.manual_api import manual_routes
+from engine.settings_api import settings_routes
 from engine.snapshot import RuntimeSnapshot
 from engine.status_page import status_page_route
+from engine.steering import SettingsControl
 from mt5_bridge import protocol
 from mt5_bridge.app import MAX_BODY_BYTES, BodyLimitMiddleware, http_error
 
@@ -147,7 +154,9 @@ def _bearer(request: Request) -> bytes | None:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def operator_routes(control: OperatorControl, reader: EngineReader, token: str) -> list[BaseRoute]:
+def operator_routes(
+    control: OperatorControl, reader: EngineReader, token: str, *, settings: SettingsControl | None = None
+) -> list[BaseRoute]:
     """The operator routes, to mount into the listener (`create_app(extra_routes=...)`) or
     into `create_operator_app`. `/metrics` reads one cheap snapshot per scrape."""
     expected = token.encode("utf-8")
@@ -196,12 +205,17 @@ def operator_routes(control: OperatorControl, reader: EngineReader, token: str) 
 
     routes: list[BaseRoute] = [Route("/api/status", guarded(status), methods=["GET"])]
     routes += [Route(f"/api/{name}", guarded(action(name)), methods=["POST"]) for name in ACTIONS]
+    routes += manual_routes(control, guarded)  # /api/close, /api/orphans/cancel (engine.manual_api)
     routes.append(Route("/metrics", guarded(metrics), methods=["GET"]))
+    if settings is not None:
+        routes += settings_routes(settings, guarded)
     routes.append(status_page_route(reader, token))
     return routes
 
 
-def create_operator_app(control: OperatorControl, reader: EngineReader, token: str) -> Starlette:
+def create_operator_app(
+    control: OperatorControl, reader: EngineReader, token: str, *, settings: SettingsControl | None = None
+) -> Starlette:
     """A listener app for an engine without MT5: the operator routes and an open `/healthz`,
     with the same body limit and JSON errors as the MT5 listener."""
 
@@ -210,7 +224,7 @@ def create_operator_app(control: OperatorControl, reader: EngineReader, token: s
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
-        *operator_routes(control, reader, token),
+        *operator_routes(control, reader, token, settings=settings),
     ]
     return Starlette(
         routes=routes,

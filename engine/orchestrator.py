@@ -34,6 +34,7 @@ from types import MappingProxyType
 
 from core.clock import Clock
 from core.compensation import CompensationEngine, Plan
+from core.durations import DurationHistogram
 from core.hedge import HedgeGroup, client_order_id, new_group_id
 from core.instruments import Instrument
 from core.models import (
@@ -103,6 +104,8 @@ class HedgeOrchestrator:
         self._leg_policy = leg_policy
         self._on_closed = on_closed
         self._on_fill = on_fill  # every fill as it is booked (the running equity)
+        self._order_tap: Callable[[Order], None] | None = None  # a live recording (tap_execution)
+        self._fill_tap: Callable[[Order, Fill], None] | None = None
         self._touch = touch
         # (venue, symbol) -> the pair's name: the asset the RiskGate's exposure is kept in.
         self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
@@ -139,8 +142,20 @@ class HedgeOrchestrator:
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
         self.closed_by_state: dict[str, int] = {}
         self.realized_pnl = Decimal(0)
+        # From the quote that made an intent to both entry orders sent (bounded: the analytics
+        # screen), and who else wants each measure and each closed group (a replay's study).
+        self.reaction = DurationHistogram()
+        self._reaction_listeners: list[Callable[[HedgeGroup, int], None]] = []
+        self._closed_listeners: list[GroupListener] = []
 
     # -- what others do to it ----------------------------------------------------------
+    def tap_execution(self, on_order: Callable[[Order], None] | None,
+                      on_fill: Callable[[Order, Fill], None] | None) -> None:
+        """Also hand every order state change (when the ledger gets it, the send included) and
+        every booked fill to these (a live recording measures real latencies); None stops."""
+        self._order_tap = on_order
+        self._fill_tap = on_fill
+
     @property
     def open(self) -> Mapping[str, HedgeGroup]:
         """Groups in flight by id (read-only: groups enter by `submit` or `adopt`)."""
@@ -155,6 +170,14 @@ class HedgeOrchestrator:
     def flattening(self) -> bool:
         """True from `begin_flatten()` until `end_flatten()`: only flatten orders leave."""
         return self._flattening
+
+    def on_reaction(self, listener: Callable[[HedgeGroup, int], None]) -> None:
+        """Also call `listener(group, reaction_ns)` when a group's second entry order is sent."""
+        self._reaction_listeners.append(listener)
+
+    def on_group_closed(self, listener: GroupListener) -> None:
+        """Also call `listener(group)` when a group closes (after the runtime's own listener)."""
+        self._closed_listeners.append(listener)
 
     def attach_journal(self, journal: Journal | None) -> None:
         """Journal every group, order and fill from now on (the runtime opens the ledger at
@@ -178,6 +201,13 @@ class HedgeOrchestrator:
     def cash(self, venue: Venue) -> Decimal:
         """Fills' cash flows less fees on `venue`, the ledger's past included."""
         return self._cash.get(venue, Decimal(0))
+
+    def rebook(self, group: HedgeGroup, realized_before: Decimal) -> None:
+        """A closed group traded again (an operator closed its legs, engine.group_close): its
+        ledger row takes the new PnL and fees, and this run's realized PnL the difference."""
+        if self._journal is not None:
+            self._journal.group_state(group)
+        self.realized_pnl += group.realized_pnl - realized_before
 
     def begin_flatten(self) -> None:
         """From now until `end_flatten()`, only flatten orders leave: groups still settling
@@ -703,9 +733,12 @@ class HedgeOrchestrator:
         inst = self._instruments[(order.venue, order.symbol)]
         asset = self._asset_of.get((order.venue, order.symbol), order.symbol)
         on_fill = self._on_fill
+        fill_tap = self._fill_tap
         for f in fills:
             if on_fill is not None:
                 on_fill(order, f)
+            if fill_tap is not None:
+                fill_tap(order, f)
             base = inst.to_base_qty(f.qty)
             price = inst.normalized_price(f.price)
             self._gate.exposure.fill(order.venue, asset, order.side, base, price, order.client_order_id)
@@ -750,6 +783,8 @@ class HedgeOrchestrator:
                 return
         self._log_refusal(self.tracker.sent(order))
         self._ledger_order(order)
+        if order.purpose is OrderPurpose.ENTRY:
+            self._entry_sent(order)
         try:
             update: OrderUpdate | None = await asyncio.wait_for(
                 close() if close is not None else gateway.place(order), self._place_timeout_s(order.venue)
@@ -762,6 +797,19 @@ class HedgeOrchestrator:
             await self.durable()
         if update is None or not is_terminal(order.state):
             await self._resolve(order)
+
+    def _entry_sent(self, order: Order) -> None:
+        """The reaction time ends when the second entry order of a group leaves."""
+        group = self._open.get(order.group_id)
+        if group is None or group.intent.quote_ns <= 0:
+            return
+        for other in group.orders:
+            if other is not order and other.purpose is OrderPurpose.ENTRY and other.state is OrderState.NEW:
+                return  # its partner has not left yet
+        reaction_ns = self._clock.monotonic_ns() - group.intent.quote_ns
+        self.reaction.record(reaction_ns)
+        for listener in self._reaction_listeners:
+            listener(group, reaction_ns)
 
     async def _resolve(self, order: Order) -> None:
         """Find out what became of an order by its client order id (never a blind resend)."""
@@ -828,6 +876,8 @@ class HedgeOrchestrator:
     def _ledger_order(self, order: Order) -> None:
         if self._journal is not None:
             self._journal.order_state(order)
+        if self._order_tap is not None:
+            self._order_tap(order)
 
     def _apply(self, order: Order, update: OrderUpdate) -> None:
         applied = self.tracker.apply(order, update)
@@ -890,6 +940,8 @@ class HedgeOrchestrator:
         self.pair_stats.record_group(pnl)
         if self._on_closed is not None:
             self._on_closed(group)
+        for listener in self._closed_listeners:
+            listener(group)
 
     def find_group(self, group_id: str) -> HedgeGroup | None:
         """An open group, or a closed one still remembered (the most recent `recent`)."""

@@ -62,6 +62,8 @@ class Quarantined:
     client_order_id: str
     reason: str
     since_ms: int
+    open_order: bool = False  # seen open on the venue (an orphan cleanup may cancel it)
+    symbol: str = ""  # as the venue's open-order list said ("" when it does not say)
 
 
 @dataclass(slots=True)
@@ -190,9 +192,10 @@ class Reconciler:
         known = await ledger.read(queries.known_orders, [o.client_order_id for o in opened])
         for o in opened:
             if not o.client_order_id.startswith(OUR_PREFIXES):
-                self._quarantine(venue, o.client_order_id, "an open order that is not ours")
+                self._quarantine(venue, o.client_order_id, "an open order that is not ours", open_order=o.symbol)
             elif o.client_order_id not in known:
-                self._quarantine(venue, o.client_order_id, "an open order of ours that the ledger does not know")
+                self._quarantine(venue, o.client_order_id, "an open order of ours that the ledger does not know",
+                                 open_order=o.symbol)
         # Fills since the last pass (less a margin), the settled ones only.
         since = self._since_ms.get(venue, now - FIRST_LOOKBACK_MS)
         async def in_ledger(trade_ids: list[str]) -> set[str]:
@@ -293,12 +296,13 @@ class Reconciler:
             return True
         return any(o.venue == venue and not is_terminal(o.state) for o in self._orch.loose_orders.values())
 
-    def _quarantine(self, venue: Venue, cid: str, reason: str) -> None:
+    def _quarantine(self, venue: Venue, cid: str, reason: str, *, open_order: str | None = None) -> None:
+        """`open_order`: the order is open on the venue (its symbol, "" when not said)."""
         key = (venue, cid)
         if key in self.quarantined:
             return
         now = self._clock.time_ms()
-        self.quarantined[key] = Quarantined(venue, cid, reason, now)
+        self.quarantined[key] = Quarantined(venue, cid, reason, now, open_order is not None, open_order or "")
         self._events.emit(EngineEvent(now, "reconcile", f"{venue}: quarantined {cid}: {reason} (not adopted, "
                                       "not cancelled: check it on the venue)", "warn",
                                       {"venue": venue, "order": cid}))
@@ -327,6 +331,15 @@ class Reconciler:
         row.detail = f"positions agree ({len(reports)} terminal(s))"
         return None
 
+    # -- orphan cleanup (engine.orphans) --------------------------------------------------
+    def account(self, venue: Venue) -> VenueAccount | None:
+        return next((a for a in self._accounts if a.venue == venue), None)
+
+    def release(self, venue: Venue, cid: str) -> None:
+        """An order no longer open on its venue (cancelled by the operator, or gone): no longer
+        reported; quarantined again if a later pass finds it open."""
+        self.quarantined.pop((venue, cid), None)
+
     def free_margin(self) -> dict[str, Decimal]:
         """Each live venue's free margin as read by its last good pass (the risk gate's
         free-margin breaker; a venue not read yet is not judged)."""
@@ -340,7 +353,8 @@ class Reconciler:
             "venues": {v: {"ok": r.ok, "at_ms": r.at_ms, "detail": r.detail, "fills_booked": r.fills_booked,
                            "positions": dict(r.positions)} for v, r in sorted(self.venues.items())},
             "quarantined": [{"venue": q.venue, "client_order_id": q.client_order_id, "reason": q.reason,
-                             "since_ms": q.since_ms} for q in self.quarantined.values()],
+                             "since_ms": q.since_ms, "open_order": q.open_order}
+                            for q in self.quarantined.values()],
         }
 
 

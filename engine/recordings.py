@@ -25,11 +25,10 @@ from core.models import Quote
 from engine.demo import DemoEa, build_world, is_simulated
 from engine.mt5_side import MissingTerminalSecret, Mt5Side
 from engine.mt5_side import terminal_secrets as mt5_terminal_secrets
-from engine.replay import MT5_FEED_PREFIX
 from engine.settings import Secrets
 from engine.signals import stop_on_signals
 from engine.sources import build_feeds
-from feeds.recording import FrameRecorder
+from feeds.recording import MT5_FEED_PREFIX, FrameRecorder
 
 
 @dataclass(slots=True)
@@ -38,6 +37,7 @@ class RecordResult:
     frames: int
     by_feed: dict[str, int]
     seconds: float
+    paths: list[Path]  # every part written (one without rotation)
 
 
 class RecordError(RuntimeError):
@@ -68,9 +68,10 @@ def _mt5_side(config: QuantarbConfig, clock: RealClock, secrets: Secrets | None,
 
 
 async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out: Path,
-                 console: Console | None = None, secrets: Secrets | None = None) -> RecordResult:
+                 console: Console | None = None, secrets: Secrets | None = None,
+                 max_bytes: int | None = None, rotate_s: float | None = None) -> RecordResult:
     """Record every frame the configured feeds (and MT5 terminals) send for `duration`
-    seconds (or until a signal)."""
+    seconds (or until a signal); `max_bytes`/`rotate_s` rotate it into numbered parts."""
     clock = RealClock()
     mt5, ea = _mt5_side(config, clock, secrets, is_simulated(config, is_demo=is_demo))
     world = build_world(config, clock, is_demo=is_demo, on_mt5_tick=ea.on_tick if ea is not None else None)
@@ -78,7 +79,7 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
     stop = asyncio.Event()
     started = time.monotonic()
     tasks: list[asyncio.Task[None]] = []
-    with FrameRecorder(out, clock) as recorder, stop_on_signals(stop):
+    with FrameRecorder(out, clock, max_bytes=max_bytes, rotate_s=rotate_s) as recorder, stop_on_signals(stop):
         try:
             if world is not None:
                 await world.start()
@@ -108,6 +109,7 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
                 transient=not console.is_terminal,
             ) as progress:
                 task_id = progress.add_task(str(out), total=duration, detail="")
+                rotating = max_bytes is not None or rotate_s is not None
                 while not stop.is_set():
                     elapsed = time.monotonic() - started
                     detail = "  ".join(
@@ -115,7 +117,8 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
                     ) + "".join(f"  {name} {n:,}" for name, n in recorder.by_feed.items()
                                 if name.startswith(MT5_FEED_PREFIX))
                     progress.update(task_id, completed=min(elapsed, duration),
-                                    detail=f"{recorder.frames:,} frames  {detail}")
+                                    detail=f"{recorder.frames:,} frames  {detail}"
+                                    + (f"  part {recorder.part}" if rotating else ""))
                     if elapsed >= duration:
                         break
                     with contextlib.suppress(TimeoutError):
@@ -131,7 +134,8 @@ async def record(config: QuantarbConfig, *, is_demo: bool, duration: float, out:
                     await mt5.stop()
             if world is not None:
                 await world.stop()
-    return RecordResult(out, recorder.frames, dict(recorder.by_feed), time.monotonic() - started)
+    return RecordResult(out, recorder.frames, dict(recorder.by_feed), time.monotonic() - started,
+                        list(recorder.paths))
 
 
 def _ignore(_quote: Quote) -> None:

@@ -21,6 +21,9 @@ is stamped by the replay clock, group ids derive from it, and the paper venues' 
 The risk loop runs once per recorded second (breakers on quote age, outliers, balances,
 pause expiry, groups held too long): a venue is up while its recorded quotes arrive.
 Reconciliation is not replayed (it needs live venues).
+
+With `study=True` (`--report`), every edge update, intent, reaction time and closed group
+also feeds a `core.edge_study.EdgeStudy`, whose report goes under "study" (docs/replay.md).
 """
 
 from __future__ import annotations
@@ -32,17 +35,21 @@ from pathlib import Path
 from typing import Any
 
 from core.clock import ReplayClock
+from core.compare import EdgeState
 from core.config import QuantarbConfig
+from core.edge_study import DirectionStudy, EdgeStudy, StudyReport, group_record
+from core.hedge import HedgeGroup
 from core.models import Decision, GroupState, Quote
 from engine.runtime import Runtime
 from engine.sources import build_feeds
 from exchanges.paper import PaperGateway
-from feeds.recording import RecordingError, read_recording, recording_header
+from feeds.recording import MT5_FEED_PREFIX, RecordingError, read_recording, recording_files
 from mt5_bridge.bridge import Mt5TickReplay
 
-MT5_FEED_PREFIX = "mt5:"  # recorded MT5 ticks: feed "mt5:<terminal>", frame the tick body
 PROGRESS_EVERY = 65_536  # frames between progress callbacks
 RISK_CHECK_NS = 1_000_000_000  # the risk loop's interval, in recorded time
+# Funding is not in recordings (nor journaled, docs/ledger.md): a replay books no carry.
+CARRY_NOTE = "no carry: funding and swap are not recorded, so a replay books none"
 _COMPENSATED = (GroupState.REPAIRED, GroupState.UNWOUND, GroupState.FAILED)
 
 
@@ -91,7 +98,8 @@ class EngineReplay:
     """One replay: build with the config and settings, `await run(paths)` once."""
 
     def __init__(self, config: QuantarbConfig, settings: ReplaySettings | None = None, *,
-                 ledger_path: str | None = None, progress: Callable[[int], None] | None = None) -> None:
+                 ledger_path: str | None = None, progress: Callable[[int], None] | None = None,
+                 study: bool = False) -> None:
         self.settings = settings or ReplaySettings()
         if ledger_path is not None and Path(ledger_path).exists():
             # A replay never writes into a ledger that holds anything else (a live one above all).
@@ -118,13 +126,69 @@ class EngineReplay:
             self._handlers[MT5_FEED_PREFIX + terminal] = handler.on_frame
         self.by_feed: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
+        # The study (`--report`): every edge update, intent, reaction time and closed group.
+        self.study: EdgeStudy | None = None
+        if study:
+            self.study = EdgeStudy(self.config.strategy.threshold_bps)
+            self._compare = self.runtime.compare
+            self._watched: dict[tuple[str, str], list[tuple[EdgeState, DirectionStudy]]] = {}
+            orchestrator = self.runtime.orchestrator
+            orchestrator.on_reaction(self._reaction)
+            orchestrator.on_group_closed(self._closed)
 
     def _ingest(self, quote: Quote) -> Decision | None:
         self._delivered(quote.venue, quote.recv_ns)  # the venue's link is up: the breakers see it
         decision = self.runtime.ingest(quote)
+        if self.study is not None and decision is not None:
+            self._observe(quote, decision)
         if decision is not None and decision.intent is not None:
             self._due.append(self.clock.now_ns + self._latency_ns)
         return decision
+
+    def _observe(self, quote: Quote, decision: Decision) -> None:
+        """Feed the study with the edges this quote changed (an accepted quote recomputed
+        every edge of its book; an outlier withdrew them), then the intent it made."""
+        watched = self._watched.get((quote.venue, quote.symbol))
+        if watched is None:
+            watched = self._watch(quote)
+        now_ns = self.clock.now_ns
+        for edge, study in watched:
+            buy = edge.buy
+            sell = edge.sell
+            if edge.valid and buy.has_quote and sell.has_quote:
+                bid_qty = sell.bid_qty
+                ask_qty = buy.ask_qty
+                study.sample(edge.edge_bps, now_ns, ask_qty if ask_qty < bid_qty else bid_qty, buy.ask)
+            else:
+                study.end(now_ns)
+        intent = decision.intent
+        if intent is not None:
+            assert self.study is not None
+            self.study.intent((intent.pair, intent.buy.venue, intent.sell.venue))
+
+    def _watch(self, quote: Quote) -> list[tuple[EdgeState, DirectionStudy]]:
+        """The edges of the quote's book, each with its direction's study (once per book)."""
+        assert self.study is not None
+        book = self._compare.book(quote.venue, quote.symbol)
+        watched = [] if book is None else [
+            (edge, self.study.direction((edge.pair, edge.buy.venue, edge.sell.venue))) for edge in book.edges]
+        self._watched[(quote.venue, quote.symbol)] = watched
+        return watched
+
+    def _reaction(self, group: HedgeGroup, reaction_ns: int) -> None:
+        if self.study is not None:
+            intent = group.intent
+            self.study.reaction((intent.pair, intent.buy.venue, intent.sell.venue), reaction_ns)
+
+    def _closed(self, group: HedgeGroup) -> None:
+        if self.study is not None:
+            self.study.group(group_record(group))
+
+    def study_report(self) -> StudyReport:
+        """The study of the replay so far (`run()` first; `--report`)."""
+        if self.study is None:
+            raise ReplayError("this replay was not asked to study the edges")
+        return self.study.report(carry_note=CARRY_NOTE)
 
     async def _advance(self, until_ns: int | None) -> None:
         """What happens before `until_ns` (None: the groups still due, at the end), in recorded
@@ -153,7 +217,9 @@ class EngineReplay:
     async def run(self, paths: Sequence[str | Path]) -> dict[str, Any]:
         if not paths:
             raise ReplayError("no recording to replay")
-        header = recording_header(paths[0])
+        files = recording_files(paths)  # directories expanded, rotated parts checked in order
+        paths = [f.path for f in files]
+        header = files[0].header
         if header is not None:
             self.clock.epoch_ms = header.wall_ms - header.mono_ns // 1_000_000
         runtime = self.runtime
@@ -165,7 +231,10 @@ class EngineReplay:
             await self._advance(None)
         finally:
             await runtime.close_ledger()
-        return self._report(paths, counts)
+        report = self._report(paths, counts)
+        if self.study is not None:
+            report["study"] = self.study_report().as_dict()
+        return report
 
     async def _replay_file(self, path: Path, counts: _Counts) -> None:
         clock = self.clock
@@ -244,10 +313,12 @@ class EngineReplay:
 
 
 async def replay_engine(config: QuantarbConfig, paths: Sequence[str | Path], settings: ReplaySettings | None = None,
-                        *, ledger_path: str | None = None,
-                        progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Replay `paths` (in order) through the whole engine; returns a JSON-able report."""
-    return await EngineReplay(config, settings, ledger_path=ledger_path, progress=progress).run(paths)
+                        *, ledger_path: str | None = None, progress: Callable[[int], None] | None = None,
+                        study: bool = False) -> dict[str, Any]:
+    """Replay `paths` (in order) through the whole engine; returns a JSON-able report (with
+    `study`, its EdgeStudy under "study": `core.edge_study.StudyReport.as_dict`)."""
+    return await EngineReplay(config, settings, ledger_path=ledger_path, progress=progress,
+                              study=study).run(paths)
 
 
 __all__ = ["MT5_FEED_PREFIX", "EngineReplay", "ReplayError", "ReplaySettings", "replay_config", "replay_engine"]

@@ -60,6 +60,11 @@ class RiskJournal:
     def holding(self) -> str | None:
         return self._hold
 
+    def note(self, kind: RiskKind, ts_ms: int, text: str) -> None:
+        """A row for the risk screen only: an event journaled elsewhere (a runtime setting,
+        engine.steering), with the trading state it left unchanged."""
+        self._rows.appendleft(RiskEventRow(f"r{next(self._seq)}", ts_ms, kind, text, str(self._gate.state)))
+
     # -- journal ---------------------------------------------------------------------
     def record(self, kind: RiskKind, change: StateChange) -> asyncio.Task[int] | None:
         """Journal a state change with every breaker's state, without delaying the caller

@@ -40,14 +40,18 @@ from engine.events import EngineEvent, EventLog
 from engine.feed_log import FeedErrorLog
 from engine.flatten import Flattener
 from engine.funding import Booked, FundingAccrual, Perpetual
+from engine.group_close import GroupCloser
 from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
+from engine.live_recording import LiveRecording
 from engine.live_venues import LiveVenues, MissingCredentials
 from engine.mt5_side import MissingTerminalSecret, Mt5Side, listener_server
 from engine.mt5_side import terminal_secrets as mt5_terminal_secrets
 from engine.operator import Operator
 from engine.operator_api import create_operator_app, operator_routes
+from engine.operator_audit import OperatorAudit
 from engine.orchestrator import HedgeOrchestrator
+from engine.orphans import OrphanCleaner
 from engine.reconcile import RECONCILING, Reconciler
 from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
@@ -55,6 +59,7 @@ from engine.risk_monitor import RiskLoop, RiskMonitor
 from engine.settings import Secrets
 from engine.snapshot import BalanceRow
 from engine.sources import build_feeds, perpetual_sources
+from engine.steering import Steering
 from engine.tasks import cancel_and_wait
 from engine.venue_health import VenueHealth
 from engine.view_model import ViewModel, pair_event
@@ -62,6 +67,7 @@ from exchanges.paper import PaperBehaviour, PaperGateway
 from feeds.base import WsFeed
 from ledger import money, queries
 from ledger.errors import LedgerError
+from ledger.group_read import load_group
 from ledger.ledger import Ledger
 from mt5_bridge.server import EmbeddedServer
 
@@ -112,7 +118,8 @@ class Runtime:
         }
         self.compare = CompareEngine(self.pairs)
         self.gate = RiskGate.from_config(self.clock, config.risk)
-        self.pipeline = OpportunityPipeline(self.compare, config.strategy, config.risk, self.gate, self.clock)
+        self.pipeline = OpportunityPipeline(self.compare, config.strategy, config.risk, self.gate, self.clock,
+                                            disabled_pairs=frozenset(p.name for p in config.pairs if not p.enabled))
         simulated = demo.is_simulated(config, is_demo=is_demo)
         live = config.engine.execution == "live" and not simulated
         self.mode = "demo" if is_demo else "sim" if simulated else config.engine.execution
@@ -164,12 +171,21 @@ class Runtime:
             mt5_close=mt5.gateway.close_position if mt5 is not None and mt5_real_legs else None,
             on_done=self._after_flatten,
         )
+        audit = OperatorAudit(lambda: self.journal, self.events, self.clock,
+                              ledger_configured=self.ledger_path is not None)
+        closer = GroupCloser(self.orchestrator, self.gate, self.clock, self._touch, audit, load=self._load_group,
+                             max_slippage_bps=config.strategy.max_slippage_bps)
+        orphans = OrphanCleaner(lambda: self.reconciler, self._ledger_owns, audit, self.clock)
         self.control = Operator(
             self.gate, self.orchestrator, flattener, self.risk, self.clock, self.events,
             settle_timeout_s=2 * config.strategy.group_deadline_ms / 1000 + 5,
             running=lambda: self._running,
             ledger_error=lambda: self.journal.error if self.journal is not None else None,
+            close_group=closer.close, cancel_orphans=orphans.cancel,
         )
+        # Runtime settings (`quantarb set`, /api/set, the settings screen): journaled, then applied.
+        self.steering = Steering(config, self.pipeline, self.gate, self.risk, self.clock, self.events,
+                                 journal=lambda: self.journal)
         self.recovery = Recovery(self.gate, self.orchestrator, self.pipeline, self.compare, self.instruments,
                                  self.risk, self.clock, self.events, day_equity=self.equity.day_change)
         self._dust_journaled: dict[str, Decimal] = {}
@@ -225,6 +241,16 @@ class Runtime:
         self._orchestrator_task: asyncio.Task[None] | None = None
         self._running = False
         self._driver: demo.DemoDriver | None = None
+        self._recording: LiveRecording | None = None
+
+    def record_to(self, recording: LiveRecording) -> None:
+        """Record this run (`quantarb headless --record`): frames, MT5 ticks, our orders, fills
+        and events. Call before `start`; the caller closes the recorder after `stop`."""
+        self._recording = recording
+        self.orchestrator.tap_execution(recording.on_order, recording.on_fill)
+        recording.attach_events(self.events)
+        if self.mt5 is not None:
+            recording.attach_mt5(self.mt5.bridge)
 
     # -- composition -----------------------------------------------------------------
     def _paper_gateways(self) -> dict[Venue, ExecutionGateway]:
@@ -288,6 +314,19 @@ class Runtime:
             mt5_accounts=self._mt5_accounts if self.mt5 is not None else None,
             interval_s=self.config.engine.reconcile_interval_s,
         )
+
+    async def _load_group(self, group_id: str) -> HedgeGroup | None:
+        """A group from the ledger (one closed before the recent ones kept in memory)."""
+        return await self.ledger.read(load_group, group_id) if self.ledger is not None else None
+
+    async def _ledger_owns(self, client_order_ids: list[str]) -> set[str]:
+        """Which of these orders the ledger has (orphan cleanup never cancels those); what the
+        journal holds is committed first, so an order written ahead a moment ago counts."""
+        if self.ledger is None:
+            return set()
+        if self.journal is not None:
+            await self.journal.flush()
+        return set(await self.ledger.read(queries.known_orders, client_order_ids))
 
     def _free_margin(self) -> dict[str, Decimal]:
         """Paper venues' paper accounts and MT5's EA report; live venues as reconciliation last
@@ -440,6 +479,8 @@ class Runtime:
         done: list[str] = []
         older: list[GroupMoney] = []
         for gm in self.equity.take_closed():
+            if gm.closed_by == [gm.group_id]:
+                continue  # closed by its own close orders: engine.group_close marks it closed
             group = self.orchestrator.find_group(gm.group_id)
             if group is None:
                 older.append(gm)  # older than the groups kept in memory: closed from its ledger row
@@ -530,6 +571,8 @@ class Runtime:
         if self.ledger_path is not None:
             await self._open_ledger(self.ledger_path)
         try:
+            if self.ledger is not None:  # the journaled runtime settings, before anything can quote
+                await self.steering.restore(self.ledger, say=False)
             if self.world is not None:
                 await self.world.start()
                 if self._trading_accounts is not None:
@@ -553,6 +596,8 @@ class Runtime:
             ) from None
         self._dust_journaled = dict(restored.dust)
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
+        if self._recording is not None:
+            self._recording.attach_feeds(self.feeds)  # before any feed runs: no frame is missed
         await self._start_funding()
         self.health.use_feeds(self.feeds)
         self._feed_log.watch(self.feeds)
@@ -563,9 +608,10 @@ class Runtime:
                 f"engine started: mode={self.mode} pairs={','.join(p.name for p in self.pairs)} "
                 f"feeds={','.join(f.name for f in self.feeds) or 'none'} "
                 f"listener={self.listener_url or 'none'} "
-                f"threshold={self.config.strategy.threshold_bps}bps",
+                f"threshold={self.pipeline.threshold_bps:g}bps",  # in force: steering may have re-applied one
             )
         )
+        self.steering.say_restored()  # what a restart did with the journaled runtime settings
         for warning in self._warnings:  # loud, and logged where the operator looks
             self.events.emit(EngineEvent(self.clock.time_ms(), "config", f"warning: {warning}", "warn"))
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
@@ -635,10 +681,11 @@ class Runtime:
         except AdminTokenError as exc:
             raise RuntimeFailure(str(exc)) from None
         if self.mt5 is not None:
-            await self.mt5.start(operator_routes(self.control, self.view, self.admin_token))
+            await self.mt5.start(operator_routes(self.control, self.view, self.admin_token, settings=self.steering))
         elif self._serve_operator_api:
             self._operator_server = listener_server(
-                create_operator_app(self.control, self.view, self.admin_token), self.config.listener
+                create_operator_app(self.control, self.view, self.admin_token, settings=self.steering),
+                self.config.listener
             )
             await self._operator_server.start()
         url = self.listener_url

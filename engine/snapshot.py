@@ -221,6 +221,21 @@ class BalanceRow:
 
 
 @dataclass(slots=True, frozen=True)
+class TimingRow:
+    """The engine's live duration histograms (`core.durations`, fixed buckets of `bounds_ms`, the
+    last one open): how long edges stayed over the threshold, and our reaction time (from the
+    quote that made an intent to both entry orders sent). Quantiles are bucket upper bounds."""
+
+    bounds_ms: tuple[float, ...]
+    lifetimes: tuple[int, ...]
+    reactions: tuple[int, ...]
+    lifetime_p50_ms: float | None
+    lifetime_p90_ms: float | None
+    reaction_p50_ms: float | None
+    reaction_p90_ms: float | None
+
+
+@dataclass(slots=True, frozen=True)
 class RuntimeSnapshot:
     ts_ms: int
     mode: str
@@ -262,3 +277,4 @@ class RuntimeSnapshot:
     positions: tuple[PositionRow, ...] = ()
     holdings: tuple[HoldingRow, ...] = ()  # the Positions pane: per asset, from the portfolio
     balances: tuple[BalanceRow, ...] = ()  # the risk screen: each venue's account and margin
+    timings: TimingRow | None = None  # edge lifetimes against reaction times (analytics screen)

@@ -44,6 +44,7 @@ from engine.snapshot import (
     PositionRow,
     QuoteRow,
     RuntimeSnapshot,
+    TimingRow,
 )
 from engine.venue_health import VenueHealth
 from ledger import analytics as ledger_analytics
@@ -103,7 +104,7 @@ class ViewModel:
         return [p.name for p in self._pairs]
 
     def _threshold_bps(self) -> float:
-        return self._config.strategy.threshold_bps
+        return self._pipeline.threshold_bps  # steerable at runtime (engine.steering)
 
     def positions(self) -> dict[str, dict[str, str]]:
         """Net position per venue and asset (base units) as the RiskGate's book holds it."""
@@ -295,7 +296,15 @@ class ViewModel:
             positions=self._position_rows(),
             holdings=self._holding_rows(),
             balances=tuple(self._balances()) if self._balances is not None else (),
+            timings=self._timings(),
         )
+
+    def _timings(self) -> TimingRow:
+        life = self._pipeline.lifetimes
+        react = self._orch.reaction
+        return TimingRow(bounds_ms=life.bounds_ms, lifetimes=life.counts(), reactions=react.counts(),
+                         lifetime_p50_ms=life.quantile_ms(0.5), lifetime_p90_ms=life.quantile_ms(0.9),
+                         reaction_p50_ms=react.quantile_ms(0.5), reaction_p90_ms=react.quantile_ms(0.9))
 
     def _daily(self) -> str:
         """The day's equity change (what the daily-loss breaker judges, read now); "n/a" when a

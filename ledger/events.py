@@ -17,7 +17,8 @@ Kinds and what they carry (docs/ledger.md has the field lists):
 - `fill`          one execution; deduplicated on (venue, venue_trade_id) by the projection
 - `compensation`  a compensation action (upserted by action_id as its outcome changes)
 - `risk_event`    a kill / flatten / rearm / pause / resume / breaker and the trading state after it,
-                  optionally with the full breaker-state map (so breakers survive a restart)
+                  optionally with the full breaker-state map (so breakers survive a restart);
+                  kind `setting`: a runtime setting changed (`setting_change`), the state unchanged
 - `mt5_command`   the full state of one MT5 command with its fills (upsert)
 - `decision_stats` per pair and interval: every decision counted, with an edge histogram (the
                   `decision` log is sampled, so percentiles from it would be biased)
@@ -47,6 +48,7 @@ from core.models import (
 )
 from core.pnl import group_pnl
 from core.risk import StateChange
+from core.runtime_settings import SettingChange
 
 DECISION: Final = "decision"
 GROUP_OPENED: Final = "group_opened"
@@ -66,7 +68,7 @@ KINDS: frozenset[str] = frozenset(
      DECISION_STATS, DUST, FUNDING}
 )
 
-RISK_KINDS: frozenset[str] = frozenset({"kill", "flatten", "rearm", "pause", "resume", "breaker"})
+RISK_KINDS: frozenset[str] = frozenset({"kill", "flatten", "rearm", "pause", "resume", "breaker", "setting"})
 
 
 class LedgerEvent(msgspec.Struct, frozen=True):
@@ -327,6 +329,18 @@ def risk_event(
     }
     if breakers is not None:
         payload["breakers"] = breakers_payload(breakers)
+    return LedgerEvent(RISK_EVENT, ts_ms, None, payload)
+
+
+def setting_change(change: SettingChange, state: TradingState, ts_ms: int) -> LedgerEvent:
+    """A runtime setting changed (engine.steering): a risk event of kind `setting` whose
+    `setting` object holds the audit record (key, old, new, config, reason, source, ts_ms).
+    The trading state is the one it left untouched; recovery skips these when it restores the
+    trading state, and re-applies them by `core.runtime_settings.restart_plan`."""
+    payload: dict[str, Any] = {
+        "kind": "setting", "trading_state": str(state), "reason": change.summary()[:1000], "ts_ms": change.ts_ms,
+        "setting": change.to_json(),
+    }
     return LedgerEvent(RISK_EVENT, ts_ms, None, payload)
 
 

@@ -52,6 +52,7 @@ from core.models import (
 from core.orders import TERMINAL as ORDER_TERMINAL
 from core.ports import RiskKind
 from core.risk import StateChange
+from core.runtime_settings import SettingChange
 from ledger import events as ev
 from ledger.ahead import AheadFile, ahead_path, replay_ahead
 from ledger.errors import LedgerClosedError, LedgerError
@@ -429,6 +430,10 @@ class Ledger:
         return self.writer.append(ev.funding(venue, symbol, funding_ms, rate, mark_price, position, amount, ccy,
                                              self.clock.time_ms()))
 
+    async def setting(self, change: SettingChange, state: TradingState) -> int:
+        """A runtime setting changed (engine.steering): a `setting` risk event, durable."""
+        return await self.writer.append_durable(ev.setting_change(change, state, self.clock.time_ms()))
+
     def dust(self, pair: str, qty: Decimal) -> int:
         """The DustBook's total for `pair` after a change (0 once folded away); queued like a
         fill (`flush` makes it durable). `recover().dust` gives the latest totals back."""
@@ -492,7 +497,8 @@ class Ledger:
         db = self._reader
         state = RecoveredState(last_seq=self.writer.committed_seq)
         async with db.execute(
-            "SELECT trading_state, reason, ts_ms FROM risk_events ORDER BY event_id DESC LIMIT 1"
+            "SELECT trading_state, reason, ts_ms FROM risk_events WHERE kind != 'setting' "
+            "ORDER BY event_id DESC LIMIT 1"
         ) as cur:
             last = await cur.fetchone()
         if last is not None:

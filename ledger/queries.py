@@ -32,6 +32,7 @@ from core.models import GroupState, Venue
 from core.pnl import GroupPnl, PairStats
 from ledger import events as ev
 from ledger import money
+from ledger.audit import OPERATOR_AUDIT
 from ledger.errors import LedgerError
 from ledger.integrity import damage_text, is_damage, printable, read_error
 from ledger.projections import PROJECTION_TABLES, rebuild_from
@@ -160,6 +161,22 @@ async def net_positions(db: aiosqlite.Connection) -> dict[tuple[str, str], Decim
         async for venue, symbol, side, qty in cur:
             signed = Decimal(qty) if side == "buy" else -Decimal(qty)
             out[(venue, symbol)] = out.get((venue, symbol), Decimal(0)) + signed
+    return out
+
+
+async def setting_changes(db: aiosqlite.Connection) -> list[dict[str, Any]]:
+    """Every journaled runtime-setting change (engine.steering), oldest first: the audit
+    records restart_plan judges. Read from the small risk_events table, not the event log."""
+    out: list[dict[str, Any]] = []
+    async with db.execute(
+        "SELECT json_extract(e.payload, '$.setting') AS setting FROM risk_events r "
+        "JOIN events e ON e.seq = r.event_id WHERE r.kind = 'setting' ORDER BY r.event_id"
+    ) as cur:
+        async for (setting,) in cur:
+            if isinstance(setting, str):
+                decoded = ev.decode_json(setting)
+                if isinstance(decoded, dict):
+                    out.append(decoded)
     return out
 
 
@@ -450,7 +467,8 @@ async def summary(
     if now_ms is None:
         now_ms = int(datetime.now(tz=UTC).timestamp() * 1000)
     today = day_start_ms(now_ms)
-    last = await _all(db, "SELECT ts_ms, kind, reason, trading_state FROM risk_events ORDER BY event_id DESC LIMIT 1")
+    last = await _all(db, "SELECT ts_ms, kind, reason, trading_state FROM risk_events WHERE kind != 'setting' "
+                      "ORDER BY event_id DESC LIMIT 1")
     trading: dict[str, Any] = (
         {"state": last[0]["trading_state"], "reason": last[0]["reason"], "since_ms": last[0]["ts_ms"],
          "last_event": last[0]["kind"]}
@@ -546,6 +564,8 @@ def _describe(kind: str, p: dict[str, Any]) -> str:
         return f"compensation {p['action_id']} {p['kind']} {p['outcome']}: {p['reason']}"
     if kind == ev.MT5_COMMAND:
         return f"mt5 command {p['command_id']} {p['kind']} {p['side']} {p['volume']} {p['symbol']} -> {p['state']}"
+    if kind == OPERATOR_AUDIT:
+        return f"operator {p['action']} by {p['actor']}: {p['reason']}"
     return kind
 
 

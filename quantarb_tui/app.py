@@ -34,18 +34,22 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import Input
 
+from core.runtime_settings import InvalidSetting
 from engine.control import ControlRefused, ControlResult, Engine
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.signals import on_signals
 from engine.snapshot import RuntimeSnapshot
+from engine.steering import SettingsControl
 from quantarb_tui.screens.analytics import AnalyticsScreen
 from quantarb_tui.screens.base import SnapshotView
 from quantarb_tui.screens.detail import GroupDetailScreen
 from quantarb_tui.screens.history import HistoryScreen
 from quantarb_tui.screens.main import MainScreen
-from quantarb_tui.screens.messages import OpenGroup, RefreshNow
+from quantarb_tui.screens.manual_modals import ORPHAN_REASON, CloseGroupModal, close_legs, orphans_body
+from quantarb_tui.screens.messages import CancelOrphansAsked, CloseGroupAsked, OpenGroup, RefreshNow
 from quantarb_tui.screens.modals import ConfirmModal, HelpModal, InputModal, quit_question
 from quantarb_tui.screens.risk import RiskScreen
+from quantarb_tui.screens.settings import ApplySettings, SettingsScreen
 from quantarb_tui.widgets.filter_bar import KILL_KEY
 from quantarb_tui.widgets.status_bar import StatusBar
 
@@ -64,7 +68,7 @@ RESUME_REASON = "operator resume (tui)"
 # the exception: `k` is kill everywhere except in a dialog's text field, where an Input takes
 # it as a letter (a reason must be able to hold a k); the pair filter gives it up (FilterBar).
 TYPING_SAFE = frozenset({"flatten", "pause_resume", "rearm", "groups", "risk", "history", "analytics", "help",
-                         "quit"})
+                         "quit", "settings"})
 HERE = Path(__file__).parent
 # Ctrl+C is a key in the TUI (the terminal is in raw mode); these come from outside.
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
@@ -87,6 +91,7 @@ class QuantArbApp(App[int]):
         Binding("l", "risk", "Risk"),
         Binding("h", "history", "History"),
         Binding("a", "analytics", "Analytics"),
+        Binding("s", "settings", "Settings", show=False),  # in the help (?) and the palette
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -106,6 +111,8 @@ class QuantArbApp(App[int]):
         self._engine = engine
         self.reader = engine.view
         self.control = engine.control
+        # Runtime settings (engine.steering): a Runtime has them; an engine without them shows none.
+        self.settings: SettingsControl | None = getattr(engine, "steering", None)
         self._autostart = autostart
         self._refresh_s = None if refresh_hz is None else 1.0 / min(refresh_hz, MAX_REFRESH_HZ)
         self.refreshes = 0
@@ -292,6 +299,47 @@ class QuantArbApp(App[int]):
     async def _rearm(self, reason: str) -> str | None:
         return await self._control("Rearm", lambda: self.control.rearm(reason))
 
+    # -- manual venue actions: close one group, cancel quarantined orders (audited) ------
+    def on_close_group_asked(self, message: CloseGroupAsked) -> None:
+        if any(isinstance(s, CloseGroupModal) for s in self.screen_stack):
+            return
+        group_id = message.group_id
+
+        async def submit(reason: str) -> str | None:
+            return await self._control("Close", lambda: self.control.close_group(group_id, reason, "tui"))
+
+        self.push_screen(CloseGroupModal(group_id, close_legs(message.detail), submit),
+                         lambda closed: self._reload_detail(group_id) if closed else None)
+
+    def _reload_detail(self, group_id: str) -> None:
+        """The closing orders are in the ledger now: the group's detail screen shows them."""
+        for screen in self.screen_stack:
+            if isinstance(screen, GroupDetailScreen) and screen.group_id == group_id:
+                screen.load()
+
+    def on_cancel_orphans_asked(self, _message: CancelOrphansAsked) -> None:
+        if any(isinstance(s, ConfirmModal) and s.kind == "orphans" for s in self.screen_stack):
+            return
+        body = orphans_body(self.reader.status())
+        if body is None:
+            self.notify("no open order is quarantined: nothing to cancel", severity="warning")
+            return
+        self.push_screen(ConfirmModal("orphans", "CANCEL ORPHAN ORDERS", body, confirm_label="Cancel orders"),
+                         self._orphans_answered)
+
+    def _orphans_answered(self, confirmed: bool | None) -> None:
+        if confirmed:
+            self.run_worker(self._orphans(), name="orphans", group="control")
+
+    async def _orphans(self) -> None:
+        if await self._control("Orphan cleanup", lambda: self.control.cancel_orphans(ORPHAN_REASON, "tui")):
+            return
+        result = self.last_result
+        for row in (result.detail.get("results") or []) if result is not None else []:
+            if row.get("result") == "failed":
+                self.notify(f"{row.get('venue')} {row.get('client_order_id')}: {row.get('detail')}",
+                            title="Cancel failed", severity="error")
+
     # -- navigation --------------------------------------------------------------------
     def _to_main(self) -> MainScreen:
         while len(self.screen_stack) > 1 and not isinstance(self.screen, MainScreen):
@@ -315,6 +363,38 @@ class QuantArbApp(App[int]):
 
     def action_analytics(self) -> None:
         self._show(AnalyticsScreen(self.reader))
+
+    def action_settings(self) -> None:
+        if self.settings is None:
+            self.notify("this engine has no runtime settings", severity="warning")
+            return
+        if not isinstance(self.screen, SettingsScreen):
+            self._show(SettingsScreen(self.settings))
+
+    def on_apply_settings(self, message: ApplySettings) -> None:
+        self.run_worker(self._apply_settings(message), name="settings", group="control")
+
+    async def _apply_settings(self, message: ApplySettings) -> None:
+        """The settings screen's confirmed changes, one `Steering.set` each (source tui), in
+        order; the first refusal stops the rest and is shown on the screen."""
+        assert self.settings is not None
+        done: list[str] = []
+        refusal: str | None = None
+        for key, value in message.changes:
+            try:
+                result = await self.settings.set(key, value, message.reason, "tui")
+            except (InvalidSetting, ControlRefused) as exc:
+                refusal = f"{exc} (applied before it: {', '.join(done) or 'nothing'})"
+                break
+            done.append(result.message)
+        self.refresh_view()
+        screen = next((s for s in self.screen_stack if isinstance(s, SettingsScreen)), None)
+        if screen is not None:
+            screen.applied(done, refusal)
+        if refusal is not None:
+            self.notify(refusal, title="Settings refused", severity="error")
+        else:
+            self.notify("; ".join(done), title="Settings applied")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpModal):
@@ -377,6 +457,8 @@ class QuantArbApp(App[int]):
         yield SystemCommand("Risk", "Limits, breakers and risk events (l)", self.action_risk)
         yield SystemCommand("History", "Closed groups with filters and totals (h)", self.action_history)
         yield SystemCommand("Analytics", "Equity curve and trade statistics (a)", self.action_analytics)
+        yield SystemCommand("Settings", "Runtime settings: threshold, cooldown, leg size, pairs (s)",
+                            self.action_settings)
         yield SystemCommand("Help", "The keys (?)", self.action_help)
         yield SystemCommand("Quit", "Stop the engine and exit (q)", self.action_quit)
         for command in super().get_system_commands(screen):

@@ -10,18 +10,20 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from quantarb_tui.alerts_cmd import alerts_app
 from quantarb_tui.config_cmd import config_app
 from quantarb_tui.ledger_cmd import ledger_app
+from quantarb_tui.recording_cmd import recording_app
 
 if TYPE_CHECKING:
     from engine.control import Action
     from engine.runtime import Runtime
     from engine.settings import LoadedConfig
+    from feeds.recording import FrameRecorder
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 3
@@ -37,6 +39,7 @@ app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(recording_app, name="recording")
 
 ConfigOpt = Annotated[
     str | None,
@@ -46,6 +49,12 @@ ConfigOpt = Annotated[
 LedgerOpt = Annotated[
     str | None, typer.Option("--ledger", help="Ledger file (default from the config).")
 ]
+
+RotateMbOpt = Annotated[float | None, typer.Option(
+    "--rotate-mb", min=0.001, help="Start a new numbered part when the recording file reaches this many MB.")]
+RotateHoursOpt = Annotated[float | None, typer.Option(
+    "--rotate-hours", min=0.001, max=168.0, help="Start a new numbered part at every multiple of this many "
+                                                "hours of UTC time (1: on the hour).")]
 
 
 def _fail(code: int, message: str) -> typer.Exit:
@@ -104,6 +113,11 @@ def headless(
         "--log-max-bytes", min=4096, help="Rotate the log file when it would pass this size.")] = 10 * 1024 * 1024,
     log_backups: Annotated[int, typer.Option(
         "--log-backups", min=1, max=100, help="Rotated log files kept (PATH.1 ... PATH.N).")] = 5,
+    record_out: Annotated[Path | None, typer.Option(
+        "--record", help="Also record this run: frames, MT5 ticks, our orders, fills and events (gzip "
+                         "when it ends in .gz; docs/feeds.md).")] = None,
+    rotate_mb: RotateMbOpt = None,
+    rotate_hours: RotateHoursOpt = None,
 ) -> None:
     """Run the engine without a UI; one line per notable event, a heartbeat line every
     engine.heartbeat_s, a summary at the end. Under systemd (Type=notify) it reports readiness
@@ -112,9 +126,33 @@ def headless(
     runtime = _runtime(loaded, ledger)
     from quantarb_tui.headless import run_headless
 
-    code = run_headless(runtime, duration=duration, json_logs=json_logs, log_file=log_file,
-                        log_max_bytes=log_max_bytes, log_backups=log_backups)
+    recorder = _live_recorder(runtime, record_out, rotate_mb, rotate_hours) if record_out is not None else None
+    try:
+        code = run_headless(runtime, duration=duration, json_logs=json_logs, log_file=log_file,
+                            log_max_bytes=log_max_bytes, log_backups=log_backups)
+    finally:
+        if recorder is not None:
+            recorder.close()
     raise typer.Exit(code)
+
+
+def _recorder_args(rotate_mb: float | None, rotate_hours: float | None) -> dict[str, Any]:
+    return {"max_bytes": None if rotate_mb is None else max(1024, round(rotate_mb * 1_000_000)),
+            "rotate_s": None if rotate_hours is None else max(1.0, rotate_hours * 3600)}
+
+
+def _live_recorder(runtime: Runtime, out: Path, rotate_mb: float | None,
+                   rotate_hours: float | None) -> FrameRecorder:
+    """The recorder of `headless --record` attached to the runtime (closed by the caller)."""
+    from engine.live_recording import LiveRecording
+    from feeds.recording import FrameRecorder
+
+    try:
+        recorder = FrameRecorder(out, runtime.clock, **_recorder_args(rotate_mb, rotate_hours))
+    except OSError as exc:
+        raise _fail(EXIT_CONFIG, f"--record {out}: {exc.strerror or exc}") from None
+    runtime.record_to(LiveRecording(recorder, runtime.clock))
+    return recorder
 
 
 @app.command()
@@ -122,6 +160,8 @@ def record(
     duration: Annotated[float, typer.Option("--duration", min=0.1, help="Seconds to record.")],
     out: Annotated[Path, typer.Option("--out", help="JSON lines file; gzip when it ends in .gz.")],
     config: ConfigOpt = None,
+    rotate_mb: RotateMbOpt = None,
+    rotate_hours: RotateHoursOpt = None,
 ) -> None:
     """Record every frame the market-data feeds receive and every MT5 tick the listener
     accepts (the demo's without a config)."""
@@ -133,18 +173,21 @@ def record(
 
     try:
         result = asyncio.run(run_record(loaded.config, is_demo=loaded.is_demo, duration=duration, out=out,
-                                        secrets=loaded.secrets))
+                                        secrets=loaded.secrets, **_recorder_args(rotate_mb, rotate_hours)))
     except RecordError as exc:
         raise _fail(EXIT_CONFIG, str(exc)) from None
     except OSError as exc:
         raise _fail(EXIT_RUNTIME, f"{out}: {exc.strerror or exc}") from None
     feeds = ", ".join(f"{name} {n:,}" for name, n in sorted(result.by_feed.items())) or "no feed"
-    typer.echo(f"recorded {result.frames:,} frames in {result.seconds:.1f}s ({feeds}) to {result.path}")
+    where = (str(result.path) if len(result.paths) == 1 and result.paths[0] == result.path
+             else f"{len(result.paths)} part(s) {result.paths[0]} ... {result.paths[-1].name}")
+    typer.echo(f"recorded {result.frames:,} frames in {result.seconds:.1f}s ({feeds}) to {where}")
 
 
 @app.command()
 def replay(
-    files: Annotated[list[Path], typer.Argument(help="Recordings made by `quantarb record`, replayed in order.")],
+    files: Annotated[list[Path], typer.Argument(help="Recordings made by `quantarb record`, replayed in order "
+                                                 "(a directory: its recordings, by recording and part).")],
     config: ConfigOpt = None,
     ledger: Annotated[Path | None, typer.Option(
         "--ledger", help="Write the replay's ledger here (a new file); without it nothing is written.")] = None,
@@ -155,25 +198,62 @@ def replay(
     )] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Paper venues' seed (default: paper.seed).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    sweep: Annotated[list[str] | None, typer.Option(
+        "--sweep", help="KEY=START:STOP:STEP, KEY=A,B,C or KEY=VALUE (e.g. strategy.threshold_bps=4:20:2); "
+                        "repeat to sweep every combination, each recording replayed per setting in parallel.",
+    )] = None,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="Run the sweep on this Dask distributed scheduler (tcp://HOST:PORT) instead of "
+                          "local processes; its workers read the recordings at the same paths.")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, max=256, help="Local sweep: processes (default: one per core).")] = None,
+    report_dir: Annotated[Path | None, typer.Option(
+        "--report", help="Study the edges per pair and direction: tables and a chart here, report.html and "
+        "study.json in this directory.")] = None,
 ) -> None:
     """Replay recordings through the whole engine (pipeline, risk gate, orchestrator,
-    compensation, paper venues filling on the recorded books) on the recorded clock."""
+    compensation, paper venues filling on the recorded books) on the recorded clock.
+    With --sweep, a table of PnL, hit rate, compensations and max drawdown per setting."""
     loaded = _load(config)
+    if sweep or cluster is not None:
+        if ledger is not None:
+            raise _fail(EXIT_CONFIG, "--ledger: a sweep writes one temporary ledger per replay")
+        if report_dir is not None:
+            raise _fail(EXIT_CONFIG, "--report: a sweep tabulates its settings; study one setting without --sweep")
+        from engine.replay import ReplayError, ReplaySettings
+        from quantarb_tui.sweep_cmd import main as run_sweep
+
+        try:
+            replay_settings = ReplaySettings(latency_ms=latency_ms, slippage_bps=slippage_bps, seed=seed)
+        except ReplayError as exc:
+            raise _fail(EXIT_CONFIG, str(exc)) from None
+        raise typer.Exit(run_sweep(loaded.config, files, sweep or [], replay_settings, cluster=cluster, jobs=jobs,
+                                   as_json=json_out))
     import asyncio
 
     from engine.replay import ReplayError, ReplaySettings, replay_engine
     from feeds.recording import RecordingError
 
     for file in files:
-        if not file.is_file():
+        if not file.exists():
             raise _fail(EXIT_CONFIG, f"{file}: no such recording")
     try:
         settings = ReplaySettings(latency_ms=latency_ms, slippage_bps=slippage_bps, seed=seed)
-        report = asyncio.run(replay_engine(loaded.config, files, settings,
-                                           ledger_path=str(ledger) if ledger is not None else None,
-                                           progress=None if json_out else _replay_progress))
+        with _ReplayProgress(enabled=not json_out, files=len(files)) as progress:
+            report = asyncio.run(replay_engine(loaded.config, files, settings,
+                                               ledger_path=str(ledger) if ledger is not None else None,
+                                               progress=progress.update if progress.enabled else None,
+                                               study=report_dir is not None))
     except (RecordingError, ReplayError) as exc:
         raise _fail(EXIT_CONFIG, str(exc)) from None
+    html_path = None
+    if report_dir is not None:
+        from quantarb_tui.replay_report import write_report
+
+        try:
+            html_path = write_report(report_dir, report)
+        except OSError as exc:
+            raise _fail(EXIT_RUNTIME, f"{report_dir}: {exc.strerror or exc}") from None
     if json_out:
         import json
 
@@ -190,11 +270,49 @@ def replay(
                    f"trigger rate {row['trigger_rate']:.2%}")
     if report["ledger"]:
         typer.echo(f"ledger {report['ledger']}")
+    if html_path is not None:
+        from rich.console import Console
+
+        from quantarb_tui.replay_report import render_terminal
+
+        render_terminal(report["study"], Console())
+        typer.echo(f"report {html_path}")
 
 
-def _replay_progress(frames: int) -> None:
-    """A long replay says it is alive (stderr, so stdout stays the report)."""
-    typer.echo(f"replayed {frames:,} frames", err=True)
+class _ReplayProgress:
+    """A long replay's progress bar on stderr (stdout stays the report): frames replayed and
+    their rate. Off with --json and when stderr is not a terminal (logs, pipes, tests)."""
+
+    def __init__(self, *, enabled: bool, files: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        self.enabled = enabled and console.is_terminal
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]replaying[/] {task.description}"), BarColumn(),
+            TextColumn("{task.completed:,.0f} frames"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            console=console, transient=True, disable=not self.enabled,
+        )
+        self._task = self._progress.add_task(f"{files} file(s)", total=None, rate="")
+        self._started = 0.0
+
+    def __enter__(self) -> _ReplayProgress:
+        import time
+
+        self._started = time.perf_counter()
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def update(self, frames: int) -> None:
+        import time
+
+        elapsed = time.perf_counter() - self._started
+        rate = f"{frames / elapsed:,.0f}/s" if elapsed > 0 else ""
+        self._progress.update(self._task, completed=frames, rate=rate)
 
 
 # -- operator control of a running instance (docs/operator.md) -------------------------------
@@ -285,6 +403,58 @@ def resume(
 ) -> None:
     """Undo a pause (a halt needs rearm)."""
     _operate("resume", url, config, ledger, reason, json_out)
+
+
+@app.command("set")
+def set_setting(
+    key: Annotated[str, typer.Argument(help="A steerable setting, e.g. strategy.threshold_bps, "
+                                       "strategy.cooldown_ms, risk.max_leg_notional, pairs.BTC.enabled.")],
+    value: Annotated[str, typer.Argument(help="The new value (checked against the setting's range).")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (required; journaled with the change).")] = None,
+    url: UrlOpt = None, json_out: JsonOpt = False, config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Change a runtime setting of the running engine (journaled, in force at the next decision)."""
+    from quantarb_tui.settings_cmd import run_set
+
+    raise typer.Exit(run_set(key, value, reason=reason, url=url, config=config, ledger=ledger, as_json=json_out))
+
+
+@app.command()
+def settings(
+    url: UrlOpt = None, json_out: JsonOpt = False, config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """List the running engine's steerable settings: value in force, config file's value, allowed range."""
+    from quantarb_tui.settings_cmd import run_settings
+
+    raise typer.Exit(run_settings(url=url, config=config, ledger=ledger, as_json=json_out))
+
+
+@app.command()
+def close(
+    group: Annotated[str, typer.Argument(help="The group id (as the groups table and `ledger show` show it).")],
+    url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
+    config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Close one settled hedge group: both legs back at market, filed with the group (needs --reason)."""
+    from quantarb_tui.manual_cli import close_group
+
+    raise typer.Exit(close_group(group, url=url, config=config, ledger=ledger, reason=reason, as_json=json_out))
+
+
+orphans_app = typer.Typer(help="Open orders on the venues that the ledger does not own (quarantined by "
+                          "reconciliation).", no_args_is_help=True)
+app.add_typer(orphans_app, name="orphans")
+
+
+@orphans_app.command("cancel")
+def orphans_cancel(
+    url: UrlOpt = None, reason: ReasonOpt = None, json_out: JsonOpt = False,
+    config: ConfigOpt = None, ledger: TokenLedgerOpt = None,
+) -> None:
+    """Cancel every order reconciliation quarantined as open (needs --reason); a result per order."""
+    from quantarb_tui.manual_cli import cancel_orphans
+
+    raise typer.Exit(cancel_orphans(url=url, config=config, ledger=ledger, reason=reason, as_json=json_out))
 
 
 @app.command()

@@ -443,14 +443,34 @@ def show(
 def export_cmd(
     ledger: LedgerOpt = None,
     config: ConfigOpt = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv (one table) or json (all tables).")] = "json",
+    fmt: Annotated[str, typer.Option(
+        "--format", help="csv (one table) or json (all tables) to stdout; parquet: one file per table in --out.",
+    )] = "json",
     table: Annotated[str | None, typer.Option("--table", help="Only this table.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="parquet: the directory for <table>.parquet (created if missing).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="parquet: replace files that exist.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Export the public tables to stdout."""
+    """Export the public tables: to stdout (csv, json), or as Parquet files for DuckDB, Polars or
+    pandas (docs/research.md)."""
+    if fmt == "parquet":
+        if out is None:
+            typer.echo("quantarb: --format parquet needs --out DIR", err=True)
+            raise typer.Exit(2)
+        from ledger.parquet import export_parquet
+
+        counts: dict[str, int] = _run(_path(ledger, config), export_parquet, out, table=table, force=force)
+        if json_out:
+            _dump({"out": str(out), "tables": counts})
+        else:
+            for name, rows in counts.items():
+                typer.echo(f"{out / (name + '.parquet')}: {rows:,} rows")
+        return
     from ledger.queries import export as q
 
     if fmt not in ("csv", "json"):
-        typer.echo("quantarb: --format must be csv or json", err=True)
+        typer.echo("quantarb: --format must be csv, json or parquet", err=True)
         raise typer.Exit(2)
     _run(_path(ledger, config), q, sys.stdout, fmt, table=table)
 

@@ -63,6 +63,16 @@ class SessionFrames:
                 body = {"ticks": [{"symbol": t.symbol, "bid": t.bid, "ask": t.ask, "time_msc": t.ts_ms} for t in mt5]}
                 yield SessionFrame("mt5", self._mt5_feed, json.dumps(body, separators=(",", ":")), recv_ns + 1_000)
 
+    def frame_of(self, tick: SimTick, recv_ns: int) -> SessionFrame:
+        """One tick as the frame its venue sends (an MT5 tick as a one-tick EA body): for a
+        run that records the ticks it trades on as they come."""
+        if tick.venue == "mt5":
+            body = {"ticks": [{"symbol": tick.symbol, "bid": tick.bid, "ask": tick.ask, "time_msc": tick.ts_ms}]}
+            return SessionFrame("mt5", self._mt5_feed, json.dumps(body, separators=(",", ":")), recv_ns)
+        if tick.venue == "okx":
+            return SessionFrame("okx", "okx", self._okx(tick), recv_ns)
+        return SessionFrame("binance", self._binance_feed, self._binance(tick), recv_ns)
+
     def _okx(self, tick: SimTick) -> str:
         if self._okx_channels.get(tick.symbol, "tickers") == "bbo-tbt":
             seq = self._seq[tick.symbol] = self._seq.get(tick.symbol, 100) + 1

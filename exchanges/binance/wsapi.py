@@ -33,6 +33,7 @@ from exchanges.binance.auth import Credentials, logon_params, sign_ws_params
 from exchanges.binance.parsers import ParseError, UserEvent, WsResponse, parse_ws_frame
 from exchanges.binance.rest import RateGate
 from exchanges.venue import ClockOffset, ErrorKind, VenueError
+from exchanges.ws_frame import send_text_now
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,9 @@ class WsApi:
         self._pending[req_id] = future
         try:
             try:
-                await ws.send(msgspec.json.encode({"id": req_id, "method": method, "params": body}), text=True)
+                frame = msgspec.json.encode({"id": req_id, "method": method, "params": body})
+                if not send_text_now(ws, frame):
+                    await ws.send(frame, text=True)
             except ConnectionClosed:
                 raise VenueError(errors.VENUE, ErrorKind.RETRYABLE, "ws-not-connected",
                                  f"{method}: connection closed before sending") from None

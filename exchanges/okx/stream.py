@@ -42,6 +42,7 @@ from exchanges.okx.parsers import (
     push_fill,
 )
 from exchanges.venue import ClockOffset, ErrorKind, VenueError
+from exchanges.ws_frame import send_text_now
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,9 @@ class OkxPrivateStream:
         self._pending[req_id] = future
         try:
             try:
-                await ws.send(msgspec.json.encode({"id": req_id, "op": op, "args": [args]}), text=True)
+                frame = msgspec.json.encode({"id": req_id, "op": op, "args": [args]})
+                if not send_text_now(ws, frame):
+                    await ws.send(frame, text=True)
             except ConnectionClosed as exc:
                 raise ConnectionError(f"okx private stream closed while sending: {exc}") from None
             return await asyncio.wait_for(future, timeout_s)

@@ -6,6 +6,11 @@ statistics are `core.trade_stats` overall and per pair: hit rate against the rea
 after costs, profit factor, expectancy per group, PnL, mean slippage, time held, carry per held
 hour. Read through `EngineReader.analytics()` in a worker (the engine computes it in a thread):
 on open, and again when more groups have closed, at most every RELOAD_S.
+
+Next to the curve, live from the snapshot (not the ledger): the histogram of how long edges
+stayed over the threshold against our reaction time (quote to both entry orders sent), the
+engine's bounded fixed-bucket histograms (`core.durations`): an edge that lives shorter than
+we react is one we cannot catch.
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual_plotext import PlotextPlot
 
+from core.durations import bucket_label
 from engine.control import EngineReader
-from engine.snapshot import RuntimeSnapshot
+from engine.snapshot import RuntimeSnapshot, TimingRow
 from quantarb_tui.screens.messages import RefreshNow
 from quantarb_tui.widgets import format as fmt
+from quantarb_tui.widgets.chart_ticks import spaced_ticks, tick_count
 from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import Row, SyncedTable
 
@@ -86,6 +93,21 @@ def curve(series: dict[str, Any]) -> tuple[list[float], list[float], list[float]
     return xs, totals, realized
 
 
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:g}s" if value >= 1000 else f"{value:g}ms"
+
+
+def timing_title(t: TimingRow, width: int = 80) -> str:
+    """`edge life p50<=2s p90<=5s | reaction p50<=50ms` (the quantiles are bucket upper bounds),
+    shorter when the chart is narrow (plotext drops a title that does not fit)."""
+    if width < 50:
+        return f"life p50<={_ms(t.lifetime_p50_ms)} react<={_ms(t.reaction_p50_ms)}"
+    return (f"edge life p50<={_ms(t.lifetime_p50_ms)} p90<={_ms(t.lifetime_p90_ms)} | "
+            f"reaction p50<={_ms(t.reaction_p50_ms)} p90<={_ms(t.reaction_p90_ms)}")
+
+
 class AnalyticsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
 
@@ -96,11 +118,14 @@ class AnalyticsScreen(Screen[None]):
         self.loads = 0
         self._closed_seen: int | None = None
         self._loaded_at = 0.0
+        self._timings: TimingRow | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield Static("loading…", id="analytics-summary")
-        yield PlotextPlot(id="analytics-chart")
+        with Horizontal(id="analytics-charts"):
+            yield PlotextPlot(id="analytics-chart")
+            yield PlotextPlot(id="analytics-timing")
         with Vertical(id="analytics-stats", classes="pane"):
             yield SyncedTable(COLUMNS, id="analytics-table", cursor_type="none")
         yield Footer()
@@ -115,6 +140,9 @@ class AnalyticsScreen(Screen[None]):
 
     def update_from(self, snap: RuntimeSnapshot) -> None:
         self.query_one(StatusBar).update_from(snap)
+        if snap.timings is not None and snap.timings != self._timings:
+            self._timings = snap.timings
+            self._plot_timings(snap.timings)
         closed = sum(n for state, n in snap.groups_by_state.items() if str(state) not in fmt.OPEN_GROUP_STATES)
         if (self._closed_seen is not None and closed != self._closed_seen
                 and time.monotonic() - self._loaded_at >= RELOAD_S):
@@ -155,8 +183,26 @@ class AnalyticsScreen(Screen[None]):
         rows += [(pair, stats_cells(stats, pair)) for pair, stats in doc.get("pairs", {}).items()]
         self.query_one("#analytics-table", SyncedTable).sync(rows)
 
+    def _plot_timings(self, t: TimingRow) -> None:
+        chart = self.query_one("#analytics-timing", PlotextPlot)
+        plt = chart.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(timing_title(t, chart.size.width))
+        used = [i for i, (a, b) in enumerate(zip(t.lifetimes, t.reactions, strict=True)) if a or b]
+        if used:
+            lo, hi = used[0], used[-1]
+            xs = list(range(hi - lo + 1))
+            series = [list(t.lifetimes[lo:hi + 1]), list(t.reactions[lo:hi + 1])]
+            # textual-plotext's stub lacks plotext's `labels=` (one per series) and colour lists.
+            plt.multiple_bar(xs, series, labels=["edge lifetime", "reaction"],  # type: ignore[call-arg]
+                             color=["cyan", "orange"])  # type: ignore[arg-type]
+            shown = spaced_ticks(len(xs), chart.size.width)
+            plt.xticks([float(i) for i in shown], [bucket_label(lo + i, t.bounds_ms) for i in shown])
+        chart.refresh()
+
     def _plot(self, series: dict[str, Any], ccy: str) -> None:
-        chart = self.query_one(PlotextPlot)
+        chart = self.query_one("#analytics-chart", PlotextPlot)
         plt = chart.plt
         plt.clear_data()
         plt.clear_figure()
@@ -170,7 +216,8 @@ class AnalyticsScreen(Screen[None]):
         plt.plot(xs, realized, label="realized", marker="braille", color="cyan")
         t0 = series["points"][0]["ts_ms"]
         span = xs[-1] - xs[0]
-        ticks = [xs[0] + span * i / (XTICKS - 1) for i in range(XTICKS)] if span > 0 else [xs[0]]
+        count = tick_count(chart.size.width)
+        ticks = [xs[0] + span * i / (count - 1) for i in range(count)] if span > 0 else [xs[0]]
         plt.xticks(ticks, [datetime.fromtimestamp((t0 + t * 1000) / 1000, tz=UTC).strftime("%H:%M:%S")
                            for t in ticks])
         chart.refresh()

@@ -21,7 +21,7 @@ from textual.widgets import Footer, Static
 
 from engine.control import EngineReader
 from engine.snapshot import GroupRow, RuntimeSnapshot
-from quantarb_tui.screens.messages import RefreshNow
+from quantarb_tui.screens.messages import CloseGroupAsked, RefreshNow
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.groups_pane import legs_text
 from quantarb_tui.widgets.status_bar import StatusBar
@@ -96,6 +96,7 @@ class GroupDetailScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("backspace", "back", "Back", show=False),
+        Binding("c", "close_group", "Close group"),
     ]
 
     def __init__(self, group_id: str, reader: EngineReader) -> None:
@@ -132,6 +133,10 @@ class GroupDetailScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
+
+    def action_close_group(self) -> None:
+        """Both legs back at market, after a typed confirmation (the app asks and acts)."""
+        self.post_message(CloseGroupAsked(self.group_id, self.detail))
 
     def update_from(self, snap: RuntimeSnapshot) -> None:
         self.query_one(StatusBar).update_from(snap)

@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from engine.snapshot import RuntimeSnapshot
-from quantarb_tui.screens.messages import RefreshNow
+from quantarb_tui.screens.messages import CancelOrphansAsked, RefreshNow
 from quantarb_tui.widgets.balances_pane import BalancesPane
 from quantarb_tui.widgets.breakers_pane import BreakersPane
 from quantarb_tui.widgets.limits_pane import LimitsPane
@@ -21,7 +21,10 @@ from quantarb_tui.widgets.status_bar import StatusBar
 
 
 class RiskScreen(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "back", "Back")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("o", "cancel_orphans", "Cancel orphans"),
+    ]
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -38,6 +41,10 @@ class RiskScreen(Screen[None]):
     def action_back(self) -> None:
         self.dismiss(None)
 
+    def action_cancel_orphans(self) -> None:
+        """Cancel the quarantined open orders, after a list and a confirmation (the app acts)."""
+        self.post_message(CancelOrphansAsked())
+
     def update_from(self, snap: RuntimeSnapshot) -> None:
         self.query_one(StatusBar).update_from(snap)
         summary = Text(" trading ", style="dim")
@@ -50,6 +57,7 @@ class RiskScreen(Screen[None]):
             summary.append("   quarantined ", style="dim")
             summary.append(", ".join(snap.quarantined[:4]) + (" ..." if len(snap.quarantined) > 4 else ""),
                            style="bold yellow")
+            summary.append(" (o cancels)", style="dim")
         summary.append("   k kill  f flatten  p pause/resume  r rearm", style="dim")
         self.query_one("#risk-summary", Static).update(summary, layout=False)
         self.query_one(LimitsPane).update_from(snap)

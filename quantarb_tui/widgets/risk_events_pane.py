@@ -1,4 +1,5 @@
-"""Risk events pane: kills, flattens, rearms, pauses and breaker trips, newest first."""
+"""Risk events pane: kills, flattens, rearms, pauses, breaker trips and runtime setting changes,
+newest first."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ COLUMNS = [
 ]
 
 KIND_STYLES = {"kill": "bold red", "flatten": "bold red", "breaker": "bold yellow", "rearm": "green",
-               "pause": "yellow", "resume": "green"}
+               "pause": "yellow", "resume": "green", "setting": "cyan"}
 
 
 class RiskEventsPane(Vertical):

@@ -49,6 +49,12 @@ class PolicyControl:
     async def resume(self, reason: str) -> ControlResult:
         return await self._inner.resume(reason)
 
+    async def close_group(self, group_id: str, reason: str, actor: str) -> ControlResult:
+        return await self._inner.close_group(group_id, reason, actor)
+
+    async def cancel_orphans(self, reason: str, actor: str) -> ControlResult:
+        return await self._inner.cancel_orphans(reason, actor)
+
 
 @dataclass
 class Engine:

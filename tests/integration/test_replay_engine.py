@@ -114,14 +114,14 @@ def test_recording_header_is_versioned(tmp_path: Path) -> None:
         rec.write("okx", "okx", "x", 3)
     header = recording_header(path)
     assert header is not None
-    assert (header.version, header.wall_ms, header.mono_ns) == (2, 1_700_000_000_000, 2_000_000_000)
+    assert (header.version, header.wall_ms, header.mono_ns) == (3, 1_700_000_000_000, 2_000_000_000)
     assert [f.frame for f in read_recording(path)] == ["x"]
     v1 = tmp_path / "v1.jsonl"
     v1.write_text('{"venue":"okx","feed":"okx","recv_ns":1,"frame":"y"}\n', encoding="utf-8")
     assert recording_header(v1) is None and [f.frame for f in read_recording(v1)] == ["y"]
-    newer = tmp_path / "v3.jsonl"
-    newer.write_text('{"format":"quantarb-recording","version":3}\n', encoding="utf-8")
-    with pytest.raises(RecordingError, match="version 3 is not supported"):
+    newer = tmp_path / "v4.jsonl"
+    newer.write_text('{"format":"quantarb-recording","version":4}\n', encoding="utf-8")
+    with pytest.raises(RecordingError, match="version 4 is not supported"):
         list(read_recording(newer))
 
 

@@ -11,11 +11,12 @@ from typing import Any
 
 from textual.pilot import Pilot
 from textual.widgets import Input
+from textual_plotext import PlotextPlot
 
 from engine.runtime import Runtime
 from ledger import money
 from quantarb_tui.app import QuantArbApp
-from quantarb_tui.screens.analytics import AnalyticsScreen
+from quantarb_tui.screens.analytics import AnalyticsScreen, timing_title
 from quantarb_tui.screens.main import MainScreen
 from quantarb_tui.screens.modals import HELP_KEYS
 from quantarb_tui.widgets.synced_table import SyncedTable
@@ -88,6 +89,26 @@ async def test_a_opens_analytics_but_types_in_the_filter(demo_runtime: Runtime) 
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, MainScreen)
+
+
+async def test_edge_lifetimes_next_to_reaction_times_live(demo_runtime: Runtime) -> None:
+    app = make_app(demo_runtime)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await warm(app, demo_runtime)
+        screen = await _open_analytics(pilot)
+        app.refresh_view()
+        await pilot.pause()
+        timings = demo_runtime.view.snapshot().timings
+        assert timings is not None
+        groups = sum(n for state, n in demo_runtime.orchestrator.closed_by_state.items() if state != "rejected")
+        # Every group sent both entry legs, each measured once; the manual clock does not move
+        # while a group executes, so each reaction is 0 (the first bucket).
+        assert sum(timings.reactions) == groups > 0 and timings.reactions[0] == groups
+        assert timings.lifetimes == demo_runtime.pipeline.lifetimes.counts() and sum(timings.lifetimes) > 0
+        chart = screen.query_one("#analytics-timing", PlotextPlot)
+        title = timing_title(timings, chart.size.width)
+        assert title.startswith("edge life p50<=") and "reaction p50<=0ms" in title
+        await close_ledger(demo_runtime)
 
 
 def _snapshot_before(demo_runtime: Runtime) -> Any:

@@ -7,10 +7,12 @@ import json
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosedError
+from websockets.protocol import State
 
 from core.clock import ManualClock
 from core.models import Order, OrderPurpose, OrderState
@@ -94,6 +96,8 @@ async def test_a_socket_that_closes_while_sending_reports_a_connection_error() -
     gw = _gateway(lambda request: httpx.Response(500))
 
     class ClosingSocket:
+        protocol = SimpleNamespace(state=State.CLOSING)  # the frame fast path steps aside
+
         async def send(self, message: bytes, *, text: bool = False) -> None:
             raise ConnectionClosedError(None, None)
 

@@ -1,0 +1,195 @@
+"""Close one hedge group by hand: both legs back at market, the orders filed with the group.
+
+An operator who wants one arbitrage out (a hedged pair held too long, a failed group's
+residual) closes its legs alone instead of flattening every venue. What each venue holds for
+the group (the sum of its orders' fills) is sent back as marketable IOC orders, the way the
+flattener closes a venue (engine.flatten): priced at the touch less the slippage allowance,
+up to REDUCE_ATTEMPTS orders per leg for what the book left, each attempt its own client
+order id, never again after a partial fill whose trades may still be coming or an `unknown`.
+Each order goes through `HedgeOrchestrator.send_flatten`: judged by the gate (it must shrink
+the venue's position, so a halted engine still sends it, as flatten does), written ahead,
+resolved by client order id when an answer is lost. The orders carry the group's id, so their
+fills count in the group's PnL (in memory and in the ledger's group row).
+
+Refused, with nothing sent, when: the group is unknown, still in flight, has an order the
+venue never settled (`unknown`), already holds nothing (flat), or a leg cannot go (no quote,
+below the venue minimum, or the gate refuses it: e.g. other groups hold the opposite on that
+venue, so the close would not shrink the position). The audit record (who, why, the legs) is
+committed before the first order leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from core.clock import Clock
+from core.hedge import HedgeGroup, base36
+from core.instruments import Instrument, floor_to
+from core.models import Order, OrderPurpose, OrderState, Side, Venue
+from core.orders import is_terminal
+from core.risk import OrderCheck, RiskGate
+from engine.control import ControlRefused
+from engine.flatten import REDUCE_ATTEMPTS, TouchSource
+from engine.operator_audit import OperatorAudit
+from engine.orchestrator import HedgeOrchestrator
+
+GroupSource = Callable[[str], Awaitable[HedgeGroup | None]]
+RETRY_PAUSE_S = 0.2  # as engine.flatten: the touch an IOC took is shown again after the book moves
+
+
+def close_order_id(group: HedgeGroup) -> str:
+    """`qa<group>c<n>`: ours for reconciliation (the `qa` prefix), unique within the group
+    (n = the orders it has so far, this one excluded), at most 32 alphanumerics."""
+    cid = f"qa{group.group_id}c{base36(len(group.orders))}"
+    if len(cid) > 32 or not cid.isalnum():
+        raise ValueError(f"client order id {cid!r} is not in the safe format")
+    return cid
+
+
+@dataclass(slots=True)
+class CloseLeg:
+    venue: Venue
+    symbol: str
+    before: Decimal  # the group's base quantity on the venue, signed
+    after: Decimal = Decimal(0)
+    orders: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def to_json(self, step: Decimal) -> dict[str, Any]:
+        return {"venue": self.venue, "symbol": self.symbol, "before": str(self.before), "after": str(self.after),
+                "orders": list(self.orders), "flat": abs(self.after) < step, "note": self.note}
+
+
+class GroupCloser:
+    def __init__(
+        self,
+        orchestrator: HedgeOrchestrator,
+        gate: RiskGate,
+        clock: Clock,
+        touch: TouchSource,
+        audit: OperatorAudit,
+        *,
+        load: GroupSource,
+        max_slippage_bps: float,
+    ) -> None:
+        self._orch = orchestrator
+        self._gate = gate
+        self._clock = clock
+        self._touch = touch
+        self._audit = audit
+        self._load = load
+        self._slippage = Decimal(repr(max_slippage_bps)) / Decimal(10_000)
+
+    async def close(self, group_id: str, reason: str, actor: str) -> dict[str, Any]:
+        """Close the group's legs; the report per leg (before, after, orders, flat, note)."""
+        group = await self._find(group_id)
+        legs = self._plan(group)
+        detail = {"state": str(group.state),
+                  "legs": [{"venue": leg.venue, "symbol": leg.symbol, "qty": str(leg.before)} for leg in legs]}
+        await self._audit.record("close_group", group_id, actor, reason, detail, group_id=group_id)
+        before = group.realized_pnl
+        await asyncio.gather(*(self._close_leg(group, leg) for leg in legs))
+        if all(abs(group.position(v)) < inst.base_step for v, inst in group.instruments.items()):
+            # Flat: `closed` (its own close orders are in its orders: no cash from elsewhere).
+            self._orch.close_group(group, Decimal(0), Decimal(0), "its own close")
+        self._orch.rebook(group, before)
+        await self._orch.durable()  # the orders, their fills and the group's new PnL
+        for leg in legs:
+            leg.after = group.position(leg.venue)
+        lines = [leg.to_json(group.instruments[leg.venue].base_step) for leg in legs]
+        flat = all(line["flat"] for line in lines)
+        result = "flat" if flat else "residual " + ", ".join(
+            f"{line['venue']} {line['after']}" for line in lines if not line["flat"])
+        return {"group": group_id, "flat": flat, "legs": lines, "realized_pnl": str(group.realized_pnl),
+                "message": f"group {group_id} closed: {result}"}
+
+    async def _find(self, group_id: str) -> HedgeGroup:
+        live = self._orch.open.get(group_id)
+        if live is not None:
+            raise ControlRefused(f"group {group_id} is still in flight ({live.state}): wait for it to settle")
+        group = next((g for g in self._orch.closed if g.group_id == group_id), None)
+        if group is None:
+            group = await self._load(group_id)
+        if group is None:
+            raise ControlRefused(f"no group {group_id}")
+        if not group.terminal:
+            raise ControlRefused(f"group {group_id} is still in flight ({group.state}): wait for it to settle")
+        unsettled = [o for o in group.orders if not is_terminal(o.state)]
+        if unsettled:
+            o = unsettled[0]
+            raise ControlRefused(f"group {group_id}: order {o.client_order_id} on {o.venue} is {o.state} (the "
+                                 "venue has not said what became of it): not closed until it settles")
+        if all(abs(group.position(v)) < inst.base_step for v, inst in group.instruments.items()):
+            raise ControlRefused(f"group {group_id} is already flat ({group.state}): nothing to close")
+        return group
+
+    def _plan(self, group: HedgeGroup) -> list[CloseLeg]:
+        """The legs to close, each checked before anything is sent: both go, or neither."""
+        legs: list[CloseLeg] = []
+        for venue, inst in sorted(group.instruments.items()):
+            held = group.position(venue)
+            if abs(held) < inst.base_step:
+                continue
+            side: Side = "sell" if held > 0 else "buy"
+            base = floor_to(abs(held), inst.base_step)
+            what = f"the {venue} leg ({side} {base} {inst.symbol})"
+            if base < inst.base_min_qty:
+                raise ControlRefused(f"close refused: {what} is below the venue minimum ({inst.base_min_qty})")
+            price = self._price(inst, side)
+            if price is None:
+                raise ControlRefused(f"close refused: no quote for {venue} {inst.symbol} to price {what}")
+            refusal = self._gate.check_order(OrderCheck(
+                key=f"close-check-{group.group_id}-{venue}", venue=venue,
+                asset=self._orch.asset_of(venue, inst.symbol), side=side, base_qty=base,
+                price=inst.normalized_price(price), purpose=OrderPurpose.FLATTEN))
+            if refusal is not None:
+                why = (" (it would not shrink the venue's position: other groups hold the opposite there)"
+                       if refusal == "risk:flatten_not_reducing" else "")
+                raise ControlRefused(f"close refused: {what}: {refusal}{why}")
+            legs.append(CloseLeg(venue, inst.symbol, held))
+        return legs
+
+    def _price(self, inst: Instrument, side: Side) -> Decimal | None:
+        touch = self._touch(inst.venue, inst.symbol)
+        if touch is None:
+            return None
+        bid, ask = touch
+        raw = Decimal(repr(ask)) * (1 + self._slippage) if side == "buy" else Decimal(repr(bid)) * (1 - self._slippage)
+        return inst.limit_price(float(raw), side)
+
+    async def _close_leg(self, group: HedgeGroup, leg: CloseLeg) -> None:
+        """Marketable IOC orders until the group holds nothing on the venue (as the flattener's
+        `_reduce`): a retry only after an IOC the book left unfilled or part-filled and final."""
+        inst = group.instruments[leg.venue]
+        for attempt in range(REDUCE_ATTEMPTS):
+            if attempt and RETRY_PAUSE_S > 0:
+                await asyncio.sleep(RETRY_PAUSE_S)
+            remaining = group.position(leg.venue)
+            if abs(remaining) < inst.base_step:
+                leg.note = ""
+                return
+            side: Side = "sell" if remaining > 0 else "buy"
+            qty = inst.to_venue_qty(floor_to(abs(remaining), inst.base_step))
+            if inst.to_base_qty(qty) < inst.base_min_qty:
+                leg.note = f"below the venue minimum ({inst.base_min_qty})"
+                return
+            price = self._price(inst, side)
+            if price is None:
+                leg.note = "no quote to price the order"
+                return
+            order = Order(client_order_id=close_order_id(group), group_id=group.group_id, venue=leg.venue,
+                          symbol=leg.symbol, side=side, qty=qty, price=price, purpose=OrderPurpose.FLATTEN,
+                          created_ms=self._clock.time_ms())
+            group.orders.append(order)  # before it leaves: its fills are the group's
+            leg.orders.append(order.client_order_id)
+            await self._orch.send_flatten(order)
+            if order.state is OrderState.FILLED:
+                leg.note = ""
+                return
+            leg.note = f"{order.client_order_id} {order.state} {order.reject_reason}".strip()
+            if order.state not in (OrderState.EXPIRED, OrderState.CANCELLED):
+                return  # refused, unknown, or trades still to come: never send again blindly

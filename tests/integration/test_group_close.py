@@ -1,0 +1,380 @@
+"""Closing one hedge group by hand (engine.group_close through `Runtime.control.close_group`).
+
+A started Runtime (manual clock, a real SQLite ledger, no exchange feeds: the only quotes are
+the test's) trades through venue doubles that answer as the test scripts
+(tests/holding_gateway.py). A hedged group's two legs are sent back at market, filed with the
+group (their fills in its PnL, in memory and in the ledger row), after an audit record; the
+refusals (unknown, in flight, flat, not reducing, no reason, during a flatten) send nothing;
+an IOC the book left is tried again under a new client order id, a partial fill never is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.clock import ManualClock
+from core.config import demo_config
+from core.hedge import HedgeGroup, client_order_id
+from core.models import ExecutionIntent, ExecutionLeg, GroupState, Order, OrderPurpose, Quote, TradingState, Venue
+from engine.control import ControlRefused
+from engine.operator_api import create_operator_app
+from engine.runtime import Runtime
+from ledger import queries
+from mt5_bridge.server import EmbeddedServer
+from tests.holding_gateway import HoldingGateway, Placement, Step, held_config
+from tests.integration.test_operator_cli import quantarb
+
+BTC: dict[Venue, str] = {"okx": "BTC-USDT-SWAP", "binance": "BTCUSDT"}
+QTY = Decimal("0.01")
+BOUND_S = 10.0
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for `condition` (the ledger commits in a thread, so loop turns are not a bound);
+    fail, naming it, when it does not hold within BOUND_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOUND_S
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {BOUND_S:g} s: {what}")
+        await asyncio.sleep(0.001)
+
+
+@dataclass
+class Rig:
+    rt: Runtime
+    okx: HoldingGateway
+    binance: HoldingGateway
+    placements: list[Placement]
+    ledger: Path
+    steps: dict[str, Step] = field(default_factory=dict)
+    by_purpose: dict[OrderPurpose, Step] = field(default_factory=dict)
+
+    def closes(self) -> list[Placement]:
+        return [p for p in self.placements if p.purpose is OrderPurpose.FLATTEN]
+
+    def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        con = sqlite3.connect(self.ledger)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("QUANTARB_LISTENER__PORT", "0")
+    monkeypatch.setattr("engine.runtime.build_feeds", lambda *args, **kwargs: [])
+    monkeypatch.setattr("engine.group_close.RETRY_PAUSE_S", 0)  # no pause before a retry: no clock here
+    clock = ManualClock()
+    ledger = tmp_path / "close.db"
+    rt = Runtime(held_config(), is_demo=True, clock=clock, ledger_path=str(ledger), mt5_in_process=True)
+    placements: list[Placement] = []
+    steps: dict[str, Step] = {}
+    by_purpose: dict[OrderPurpose, Step] = {}
+
+    def decide(order: Order) -> Step:
+        return steps.get(order.client_order_id) or by_purpose.get(order.purpose, "reject")
+
+    okx, binance, mt5 = (HoldingGateway(v, clock, decide, placements) for v in ("okx", "binance", "mt5"))
+    rt.gateways.update({"okx": okx, "binance": binance, "mt5": mt5})
+    held = Rig(rt, okx, binance, placements, ledger, steps, by_purpose)
+    await rt.start()
+    now = clock.monotonic_ns()
+    for _ in range(2):  # twice: the price guard accepts 60,000 once every venue agrees
+        for venue, symbol in BTC.items():
+            rt.ingest(Quote(venue, symbol, 60000.0, 60010.0, 5.0, 5.0, clock.time_ms(), now))
+    try:
+        yield held
+    finally:
+        await rt.orchestrator.shutdown(timeout_s=1.0)
+        await rt.stop()
+
+
+def _intent(rt: Runtime, buy: Venue, sell: Venue) -> ExecutionIntent:
+    bi, si = rt.instruments[(buy, BTC[buy])], rt.instruments[(sell, BTC[sell])]
+    return ExecutionIntent(
+        pair="BTC",
+        buy=ExecutionLeg(buy, bi.symbol, "buy", bi.to_venue_qty(QTY), Decimal(60000), QTY),
+        sell=ExecutionLeg(sell, si.symbol, "sell", si.to_venue_qty(QTY), Decimal(60100), QTY),
+        base_qty=QTY, expected_edge_bps=10.0, buy_price=60000.0, sell_price=60100.0,
+        created_ms=rt.clock.time_ms(),
+    )
+
+
+async def _hedged(rig: Rig, buy: Venue = "okx", sell: Venue = "binance") -> HedgeGroup:
+    rig.by_purpose[OrderPurpose.ENTRY] = "fill"
+    group = rig.rt.orchestrator.submit(_intent(rig.rt, buy, sell))
+    await until(lambda: group.state is GroupState.HEDGED and group.group_id not in rig.rt.orchestrator.open,
+                "the group hedged and closed")
+    return group
+
+
+def _seen(rig: Rig) -> tuple[object, ...]:
+    return (len(rig.placements), rig.rt.gate.state, rig.rt.orchestrator.realized_pnl,
+            len(rig.rows("SELECT * FROM orders")), len(rig.rows("SELECT * FROM events WHERE kind='operator_audit'")))
+
+
+async def test_a_hedged_group_is_closed_on_both_venues_and_its_pnl_counts_the_closing_fills(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    before = group.realized_pnl
+    run_before = rt.orchestrator.realized_pnl
+    assert before == Decimal("1.00")  # 0.01 BTC bought at 60,000 and sold at 60,100
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+
+    result = await rt.control.close_group(group.group_id, "held too long", "tui")
+
+    assert (result.action, result.changed, result.detail["flat"]) == ("close", True, True)
+    assert result.message == f"group {group.group_id} closed: flat"
+    closes = rig.closes()
+    assert sorted((p.venue, p.side, p.group_id) for p in closes) == [
+        ("binance", "buy", group.group_id), ("okx", "sell", group.group_id)]
+    okx_close = rt.instruments[("okx", BTC["okx"])]
+    assert {p.venue: p.qty for p in closes} == {"okx": okx_close.to_venue_qty(QTY), "binance": QTY}
+    assert all(p.client_order_id.startswith(f"qa{group.group_id}c") for p in closes)
+    assert group.position("okx") == 0 and group.position("binance") == 0
+    # The closing fills are the group's: sold at the bid less 15 bps, bought at the ask plus 15 bps.
+    prices = {r[0]: Decimal(r[1]) for r in rig.rows(
+        "SELECT venue, price FROM orders WHERE group_id = ? AND purpose = 'flatten'", group.group_id)}
+    assert prices == {"okx": Decimal("59910.0"), "binance": Decimal("60100.1")}
+    expected = before + QTY * (prices["okx"] - prices["binance"])
+    assert group.realized_pnl == expected == Decimal("-0.901")
+    assert rt.orchestrator.realized_pnl == run_before + expected - before
+    assert Decimal(result.detail["realized_pnl"]) == expected
+    [(pnl, state)] = rig.rows("SELECT realized_pnl, state FROM hedge_groups WHERE group_id = ?", group.group_id)
+    assert (Decimal(pnl), state) == (expected, "closed")  # flat now: closed, its PnL with the closing fills
+    # The audit record is committed before the first closing order's write-ahead row.
+    [(audit_seq, payload)] = rig.rows("SELECT seq, payload FROM events WHERE kind = 'operator_audit'")
+    assert '"action":"close_group"' in payload and '"actor":"tui"' in payload and "held too long" in payload
+    created = [r[0] for r in rig.rows("SELECT seq FROM events WHERE kind = 'order_created' AND group_id = ? "
+                                      "AND json_extract(payload, '$.purpose') = 'flatten'", group.group_id)]
+    assert len(created) == 2 and audit_seq < min(created)
+    assert rt.ledger is not None  # `quantarb ledger show`: the close in the group's timeline
+    shown = await rt.ledger.read(queries.show, group.group_id)
+    assert shown is not None
+    assert [e["text"] for e in shown["timeline"] if e["kind"] == "operator_audit"] == [
+        "operator close_group by tui: held too long"]
+    # Closed means flat: a second close is refused and sends nothing.
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=f"group {group.group_id} is already flat"):
+        await rt.control.close_group(group.group_id, "again", "tui")
+    assert _seen(rig) == seen
+
+
+async def test_closing_works_while_halted_as_flatten_does(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    await rt.control.kill("night check")
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    result = await rt.control.close_group(group.group_id, "close while halted", "cli")
+    assert result.detail["flat"] is True and result.trading_state == "halted"
+    assert rt.gate.state is TradingState.HALTED  # closing never re-arms
+    assert len(rig.closes()) == 2
+
+
+async def test_refusals_send_nothing(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=r"^no group gnosuchgroup$"):
+        await rt.control.close_group("gnosuchgroup", "typo", "tui")
+    with pytest.raises(ControlRefused, match=r"^close needs a reason"):
+        await rt.control.close_group(group.group_id, "  ", "tui")
+    assert _seen(rig) == seen
+
+    # In flight: one leg resting on the book.
+    rig.by_purpose[OrderPurpose.ENTRY] = "fill"
+    flying = rt.orchestrator.submit(_intent(rt, "binance", "okx"))
+    rig.steps[client_order_id(flying.group_id, 1, 0)] = "rest"
+    await until(lambda: len(rig.okx.parked) == 1, "the okx leg resting")
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=f"group {flying.group_id} is still in flight"):
+        await rt.control.close_group(flying.group_id, "too early", "tui")
+    assert _seen(rig) == seen
+    rig.okx.finish(client_order_id(flying.group_id, 1, 0), "fill")
+    await until(lambda: flying.group_id not in rt.orchestrator.open, "the second group settled")
+
+    # Two opposite groups: okx holds +0.01 and -0.01, so closing one okx leg would not shrink
+    # the venue's position; refused before either leg is sent.
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=r"the binance leg .*risk:flatten_not_reducing.*other groups hold"):
+        await rt.control.close_group(group.group_id, "one of two", "tui")
+    assert _seen(rig) == seen
+
+
+async def test_refused_during_a_flatten(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
+    flatten = asyncio.create_task(rt.control.flatten("everything"))
+    await until(lambda: len(rig.okx.parked) == 1, "the flatten order held by okx")
+    with pytest.raises(ControlRefused, match=r"^close refused: a flatten is running"):
+        await rt.control.close_group(group.group_id, "now", "tui")
+    for cid in list(rig.okx.parked) + list(rig.binance.parked):
+        (rig.okx if cid in rig.okx.parked else rig.binance).finish(cid, "fill")
+    await asyncio.wait_for(flatten, 10)
+
+
+async def test_an_ioc_the_book_left_is_retried_under_a_new_id_and_a_partial_never(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
+    close = asyncio.create_task(rt.control.close_group(group.group_id, "retry", "tui"))
+    await until(lambda: len(rig.okx.parked) == 1 and len(rig.binance.parked) == 1, "both closing orders held")
+    [okx_first] = rig.okx.parked
+    [bn_first] = rig.binance.parked
+    rig.okx.finish(okx_first, "expire")  # the book moved: nothing filled, final
+    rig.binance.finish(bn_first, "fill")
+    await until(lambda: len(rig.okx.parked) == 1 and okx_first not in rig.okx.parked, "the okx retry")
+    [okx_second] = rig.okx.parked
+    assert okx_second != okx_first and okx_second.startswith(f"qa{group.group_id}c")
+    rig.okx.finish(okx_second, "fill")
+    result = await asyncio.wait_for(close, 10)
+    assert result.detail["flat"] is True
+    okx_leg = next(leg for leg in result.detail["legs"] if leg["venue"] == "okx")
+    assert okx_leg["orders"] == [okx_first, okx_second]
+    assert [p.client_order_id for p in rig.closes() if p.venue == "okx"] == [okx_first, okx_second]
+
+
+async def test_a_closed_group_from_an_earlier_run_is_read_from_the_ledger(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    await rt.journal.flush() if rt.journal is not None else None
+    rt.orchestrator.closed.clear()  # as after a restart: only the ledger remembers it
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    result = await rt.control.close_group(group.group_id, "from the ledger", "api 127.0.0.1")
+    assert result.detail["flat"] is True
+    rows = rig.rows("SELECT venue, side, purpose FROM orders WHERE group_id = ? ORDER BY venue, purpose",
+                    group.group_id)
+    assert rows == [("binance", "sell", "entry"), ("binance", "buy", "flatten"),
+                    ("okx", "buy", "entry"), ("okx", "sell", "flatten")]
+    [(pnl,)] = rig.rows("SELECT realized_pnl FROM hedge_groups WHERE group_id = ?", group.group_id)
+    assert Decimal(pnl) == Decimal("-0.901")
+
+
+# -- the same action from the CLI and the API (real socket, `quantarb` in a subprocess) ------------
+TOKEN = "close-test-admin-token-0123456789"
+
+
+@pytest.fixture
+async def served(rig: Rig) -> AsyncIterator[str]:
+    server = EmbeddedServer(create_operator_app(rig.rt.control, rig.rt.view, TOKEN), "127.0.0.1", 0)
+    await server.start()
+    try:
+        yield server.url
+    finally:
+        await server.stop()
+
+
+def _cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANTARB_")}
+    return {**env, "HOME": str(home), "QUANTARB_ADMIN_TOKEN": TOKEN}
+
+
+async def test_close_from_the_cli(rig: Rig, served: str, tmp_path: Path) -> None:
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    env = _cli_env(tmp_path)
+    seen = _seen(rig)
+    no_reason = await quantarb("close", group.group_id, "--url", served, env=env, cwd=tmp_path)
+    assert no_reason.code == 2 and "a reason is required" in no_reason.err
+    assert _seen(rig) == seen  # refused before anything was sent
+
+    run = await quantarb("close", group.group_id, "--reason", "cli close", "--url", served, env=env, cwd=tmp_path)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0] == f"close: group {group.group_id} closed: flat (trading active)"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["binance BTCUSDT", "okx BTC-USDT-SWAP"]
+    [(payload,)] = rig.rows("SELECT payload FROM events WHERE kind = 'operator_audit'")
+    audit = json.loads(payload)
+    assert audit["actor"].startswith("cli ") and audit["actor"].endswith(" via api 127.0.0.1")
+    assert (audit["reason"], audit["target"]) == ("cli close", group.group_id)
+
+    again = await quantarb("close", group.group_id, "--reason", "again", "--url", served, env=env, cwd=tmp_path)
+    assert again.code == 3 and f"refused: group {group.group_id} is already flat" in again.err
+    orphans = await quantarb("orphans", "cancel", "--reason", "tidy", "--url", served, env=env, cwd=tmp_path)
+    assert orphans.code == 3 and "refused: no reconciliation runs here (paper mode)" in orphans.err
+
+
+async def test_close_api_checks_token_then_body(rig: Rig, served: str) -> None:
+    group = await _hedged(rig)
+    seen = _seen(rig)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=served, trust_env=False) as client:
+        for path in ("/api/close", "/api/orphans/cancel"):
+            r = await client.post(path, json={"group": group.group_id, "reason": "x"})
+            assert r.status_code == 401
+        r = await client.post("/api/close", headers=auth, json={"group": group.group_id})
+        assert (r.status_code, r.json()["fields"]) == (422, [{"field": "reason", "reason": "required"}])
+        r = await client.post("/api/close", headers=auth, json={"group": "g-1", "reason": "x", "size": 1})
+        assert r.status_code == 422
+        assert r.json()["fields"] == [{"field": "size", "reason": "unknown field"},
+                                      {"field": "group", "reason": "a group id is letters and digits"}]
+        r = await client.post("/api/close", headers=auth, json={"group": "gnosuch", "reason": "x"})
+        assert (r.status_code, r.json()) == (409, {"error": "refused", "message": "no group gnosuch"})
+    assert _seen(rig) == seen
+
+
+async def test_paper_mode_closes_through_the_paper_venues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in demo, started (paper execution: nothing real is sent): a hedged group of its
+    own trading is closed through the paper venues and booked with the group."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("QUANTARB_LISTENER__PORT", "0")
+    ledger = tmp_path / "paper.db"
+    rt = Runtime(demo_config(), is_demo=True, clock=ManualClock(), ledger_path=str(ledger), mt5_in_process=True)
+    assert {type(g).__name__ for g in rt.gateways.values()} == {"PaperGateway"}
+    await rt.start()
+    try:
+        await rt.driver.drive(1500, 20.0)
+        # A hedged group whose legs each shrink their venue's net position (the demo trades both
+        # ways: closing a group that others offset on a venue is refused, test_refusals_send_nothing).
+        def closable(g: HedgeGroup) -> bool:
+            return g.state is GroupState.HEDGED and all(
+                (pos := rt.gate.exposure.position(v, g.pair)) * g.position(v) > 0 and abs(pos) >= abs(g.position(v))
+                for v in g.instruments)
+
+        group = next((g for g in rt.orchestrator.closed if closable(g)), None)
+        assert group is not None, "no closable hedged group after 30 simulated seconds"
+        held = {v: group.position(v) for v in group.instruments}
+        assert all(q != 0 for q in held.values())
+        result = await asyncio.wait_for(rt.control.close_group(group.group_id, "paper close", "test"), 30)
+        assert result.detail["flat"] is True
+        assert {leg["venue"]: Decimal(leg["before"]) for leg in result.detail["legs"]} == held
+        assert all(group.position(v) == 0 for v in group.instruments)
+        await rt.journal.flush() if rt.journal is not None else None
+        con = sqlite3.connect(ledger)
+        try:
+            closing = con.execute("SELECT venue, state FROM orders WHERE group_id = ? AND purpose = 'flatten' "
+                                  "ORDER BY venue", (group.group_id,)).fetchall()
+            [(pnl,)] = con.execute("SELECT realized_pnl FROM hedge_groups WHERE group_id = ?",
+                                   (group.group_id,)).fetchall()
+        finally:
+            con.close()
+        assert closing == [(v, "filled") for v in sorted(held)]
+        assert Decimal(pnl) == group.realized_pnl
+    finally:
+        await rt.stop()
+
+
+async def test_without_the_audit_record_nothing_is_sent(rig: Rig) -> None:
+    rt = rig.rt
+    group = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    await rt.close_ledger()  # a configured ledger that is not open: the record cannot be written
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=r"^close_group refused: the ledger is not open; nothing was sent$"):
+        await rt.control.close_group(group.group_id, "no ledger", "tui")
+    assert _seen(rig) == seen and rig.closes() == []
