@@ -404,7 +404,13 @@ class PaperConfig(_Strict):
         Decimal(100_000), description="Each paper venue's account, in the quote currency (free margin source)."
     )
     leverage: PositiveDecimal = Field(
-        Decimal(10), description="Margin a paper venue holds: gross position notional / leverage."
+        Decimal(10), description="Margin a paper derivatives venue holds: gross position notional / leverage."
+    )
+    spot_inventory: dict[Annotated[str, Field(min_length=1, max_length=32)],
+                         Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict,
+        description="What a paper spot account (Binance spot) holds at start, base units per pair: it sells only "
+                    "what it holds and pays its buys in full (no leverage).",
     )
 
     @model_validator(mode="after")
@@ -583,4 +589,7 @@ DEMO_CONFIG: dict[str, object] = {
     # Room for positions to build up across venues (each hedged group leaves one per venue).
     "risk": {"max_leg_notional": "5000", "max_open_groups": 3, "max_gross_exposure": "60000"},
     "demo": {"enabled": True},
+    # Inventory for a spot leg (venues.binance.market = "spot"): a paper spot account sells only
+    # what it holds, so the demo starts holding some of each asset.
+    "paper": {"spot_inventory": {"XAU": "20", "BTC": "2", "ETH": "40"}},
 }

@@ -32,11 +32,20 @@ _GROUP_TRANSITIONS: dict[GroupState, frozenset[GroupState]] = {
     GroupState.COMPENSATING: frozenset(
         {GroupState.REPAIRED, GroupState.UNWOUND, GroupState.FAILED, GroupState.COMPENSATING}
     ),
+    # A terminal group that still held positions (a hedge is held until flatten; a failed
+    # group's residual) is closed when closing orders took every position to flat.
+    GroupState.HEDGED: frozenset({GroupState.CLOSED}),
+    GroupState.REPAIRED: frozenset({GroupState.CLOSED}),
+    GroupState.FAILED: frozenset({GroupState.CLOSED}),
 }
 
 GROUP_TERMINAL: frozenset[GroupState] = frozenset(
-    {GroupState.HEDGED, GroupState.REPAIRED, GroupState.UNWOUND, GroupState.REJECTED, GroupState.FAILED}
+    {GroupState.HEDGED, GroupState.REPAIRED, GroupState.UNWOUND, GroupState.REJECTED, GroupState.FAILED,
+     GroupState.CLOSED}
 )
+
+# Terminal states a group can leave for `closed`: it may still hold positions in them.
+CLOSABLE: frozenset[GroupState] = frozenset({GroupState.HEDGED, GroupState.REPAIRED, GroupState.FAILED})
 
 
 def base36(n: int) -> str:
@@ -80,6 +89,11 @@ class HedgeGroup:
     note: str = ""
     # Dust of earlier groups (same asset, base units) this group's compensation traded off.
     dust_folded: Decimal = Decimal(0)
+    # The cash (before fees) and fees of the closing fills (a flatten's share, `core.attribution`)
+    # that took this group's positions to flat: set by `close`.
+    closing_cash: Decimal = Decimal(0)
+    closing_fees: Decimal = Decimal(0)
+    outcome: GroupState | None = None  # once closed: how its execution ended (hedged, repaired, failed)
 
     @property
     def pair(self) -> str:
@@ -107,8 +121,19 @@ class HedgeGroup:
         if new not in _GROUP_TRANSITIONS.get(self.state, frozenset()):
             return False
         self.state = new
-        if new in GROUP_TERMINAL:
-            self.closed_ms = now_ms
+        if new in GROUP_TERMINAL and not self.closed_ms:
+            self.closed_ms = now_ms  # a closed group keeps the time its execution ended
+        return True
+
+    def close(self, closing_cash: Decimal, closing_fees: Decimal, now_ms: int, by: str = "") -> bool:
+        """Closing orders (a flatten's share, a close of this group) took every position flat:
+        `closed`, with their cash and fees in its PnL. False (nothing changes) from a state that
+        holds nothing to close."""
+        before = self.state
+        if not self.transition(GroupState.CLOSED, now_ms):
+            return False
+        self.closing_cash, self.closing_fees, self.outcome = closing_cash, closing_fees, before
+        self.note = "; ".join(n for n in (self.note, f"{before} until closed{' by ' + by if by else ''}") if n)[:300]
         return True
 
     def base_filled(self, order: Order) -> Decimal:
@@ -145,7 +170,8 @@ class HedgeGroup:
 
     @property
     def fees(self) -> Decimal:
-        return sum((o.fees for o in self.orders), Decimal(0))
+        """Every fee of its orders, and of the closing fills that closed it."""
+        return sum((o.fees for o in self.orders), self.closing_fees)
 
     def cash_flow(self) -> Decimal:
         """What every fill of the group brought in (sells) minus what it took out (buys), before
@@ -179,10 +205,15 @@ class HedgeGroup:
         What one side bought or sold in excess of the other (the residual a broken or failed
         group holds) is excluded at that side's average price: an open position is valued at
         market (`unrealized`), never booked as profit by its notional. Equal to the cash flow
-        after fees once the group holds no residual (hedged, repaired, unwound).
+        after fees once the group holds no residual (hedged, repaired, unwound). A closed group
+        holds nothing: its PnL is every cash flow, the closing fills' included, after every fee.
         """
+        if self.state is GroupState.CLOSED:
+            return self.cash_flow() + self.closing_cash - self.fees
         return self.cash_flow() + self.residual_cost() - self.fees
 
     def unrealized(self, mark: Decimal) -> Decimal:
-        """The residual valued at `mark` (a normalized price) against what it cost."""
+        """The residual valued at `mark` (a normalized price) against what it cost (0 once closed)."""
+        if self.state is GroupState.CLOSED:
+            return Decimal(0)
         return self.residual() * mark - self.residual_cost()

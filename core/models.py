@@ -229,6 +229,7 @@ class GroupState(StrEnum):
     UNWOUND = "unwound"
     REJECTED = "rejected"
     FAILED = "failed"
+    CLOSED = "closed"  # a hedged/repaired/failed group whose positions a flatten or close took to flat
 
 
 class CompensationKind(StrEnum):

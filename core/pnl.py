@@ -194,6 +194,10 @@ class PairStats:
             s.slippage_sum += slip
             s.slippage_n += 1
 
+    def add_pnl(self, pair: str, delta: Decimal) -> None:
+        """A closed group's PnL changed after it was recorded (closing orders' cost landed on it)."""
+        self._summary(pair).total_pnl += delta
+
     def get(self, pair: str) -> PairSummary | None:
         return self._pairs.get(pair)
 

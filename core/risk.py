@@ -27,6 +27,7 @@ into these states; `rearm` returns to active only when none is still tripped.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -125,6 +126,9 @@ class RiskGate:
         self.breakers = Breakers(breakers or breaker_limits(RiskConfig()))
         self.exposure = ExposureBook()
         self.free_balance: dict[str, Decimal] = {}
+        # Spot accounts: venue -> asset -> what it held before every fill the exposure book
+        # holds (base units). A spot account sells only what it holds (`spot_account`).
+        self._spot: dict[str, dict[str, Decimal]] = {}
         # The newest state changes (every one is a journaled risk event in the ledger; the risk
         # screen shows RiskJournal's rows): breakers tripping and releasing for weeks must not
         # grow memory.
@@ -134,6 +138,19 @@ class RiskGate:
     @classmethod
     def from_config(cls, clock: Clock, cfg: RiskConfig) -> RiskGate:
         return cls(clock, limits=RiskLimits.from_config(cfg), breakers=breaker_limits(cfg))
+
+    def spot_account(self, venue: str, inventory: Mapping[str, Decimal]) -> None:
+        """`venue` is a spot account that held `inventory` (base units per asset) before the
+        fills in the exposure book: a sell beyond what it holds now, less its open sells, is
+        refused (`risk:spot_inventory`) instead of breaking a hedge at the venue."""
+        self._spot[venue] = dict(inventory)
+
+    def spot_held(self, venue: str, asset: str) -> Decimal | None:
+        """What a spot account holds of `asset` now (None for a venue that can go short)."""
+        inventory = self._spot.get(venue)
+        if inventory is None:
+            return None
+        return inventory.get(asset, ZERO) + self.exposure.position(venue, asset)
 
     @property
     def max_open_groups(self) -> int:
@@ -309,6 +326,9 @@ class RiskGate:
         value = price if price > 0 else book.marks.get(asset, ZERO)
         if value <= 0 or qty * value > lim.max_leg_notional:
             return "risk:max_leg_notional"
+        held_now = self.spot_held(venue, asset) if side == "sell" else None
+        if held_now is not None and qty > held_now - book.pending(asset, "sell", venue, exclude):
+            return "risk:spot_inventory"
         held = book.reservations.pop(exclude, None) if exclude is not None else None
         try:
             mark = book.marks.get(asset)

@@ -11,6 +11,7 @@ whose equity is missing (a rate or a mark) is not judged, never guessed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
 from core.config import PaperConfig
@@ -19,6 +20,22 @@ from core.ports import ExecutionGateway
 from core.risk import RiskGate
 from engine.mt5_side import Mt5Side
 from exchanges.paper import PaperGateway
+
+
+@dataclass(frozen=True, slots=True)
+class VenueBalance:
+    """One venue's account as the risk screen shows it; None where the source does not say.
+
+    `source`: `paper` (the configured balance with the venue's equity change; margin = gross
+    notional / leverage, a spot account's in full), `terminal` (MT5's account report: balance,
+    equity, free margin; margin = equity - free)."""
+
+    venue: str
+    source: str
+    balance: Decimal | None
+    equity: Decimal | None
+    margin: Decimal | None
+    free: Decimal | None
 
 
 class Accounts:
@@ -36,6 +53,29 @@ class Accounts:
         self._venue_equity = venue_equity
         self._mt5 = mt5
 
+    def balances(self) -> list[VenueBalance]:
+        """Every paper venue's paper account and the MT5 terminal's report, by venue."""
+        out: list[VenueBalance] = []
+        exposure = self._gate.exposure
+        equity = self._venue_equity()
+        for venue, gateway in sorted(self._gateways.items()):
+            if isinstance(gateway, PaperGateway):
+                change = equity.get(venue, Decimal(0))
+                leverage = Decimal(1) if gateway.spot else self._paper.leverage
+                margin = exposure.venue_gross(venue) / leverage
+                total = None if change is None else self._paper.balance + change
+                out.append(VenueBalance(venue, "paper spot" if gateway.spot else "paper", self._paper.balance, total,
+                                        margin, None if total is None else total - margin))
+        if self._mt5 is not None:
+            for terminal in self._mt5.terminals[:1]:
+                account = self._mt5.bridge.account(terminal)
+                if account is not None:
+                    eq, free = Decimal(repr(account.equity)), Decimal(repr(account.margin_free))
+                    out = [b for b in out if b.venue != "mt5"]
+                    out.append(VenueBalance("mt5", f"terminal {terminal}", Decimal(repr(account.balance)), eq,
+                                            eq - free, free))
+        return sorted(out, key=lambda b: b.venue)
+
     def free_margin(self) -> dict[str, Decimal]:
         """Free margin per venue that reports one (a venue missing here is not judged)."""
         out: dict[str, Decimal] = {}
@@ -46,7 +86,10 @@ class Accounts:
                 change = equity.get(venue, Decimal(0))
                 if change is None:
                     continue
-                out[venue] = self._paper.balance + change - exposure.venue_gross(venue) / self._paper.leverage
+                # A spot account has no leverage: what it bought is paid in full. Derivatives
+                # hold initial margin = position notional / leverage (OKX, Binance USD-M, a CFD).
+                leverage = Decimal(1) if gateway.spot else self._paper.leverage
+                out[venue] = self._paper.balance + change - exposure.venue_gross(venue) / leverage
         if self._mt5 is not None:
             for terminal in self._mt5.terminals[:1]:
                 account = self._mt5.bridge.account(terminal)

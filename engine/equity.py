@@ -20,26 +20,36 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from core.attribution import Attribution, GroupMoney
 from core.breakers import DAY_MS
 from core.config import MoneyConfig
 from core.holdings import Holding, holdings
 from core.instruments import Instrument
 from core.models import Fill, Order, Venue
 from core.portfolio import PositionView
+from engine.funding import Booked
 from ledger import money
 from ledger.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
 Touch = Callable[[Venue, str], tuple[float, float] | None]
+# The MT5 terminal's last account report: swap accrued per symbol (POSITION_SWAP summed), its
+# currency and the report's time; None without one.
+SwapReport = Callable[[], tuple[dict[str, Decimal], str, int] | None]
 
 
 class RunningEquity:
-    def __init__(self, instruments: Iterable[Instrument], config: MoneyConfig, touch: Touch) -> None:
+    def __init__(self, instruments: Iterable[Instrument], config: MoneyConfig, touch: Touch,
+                 swaps: SwapReport | None = None) -> None:
         self._instruments = {i.key: i for i in instruments}
         self._config = config
         self._touch = touch
+        self._swaps = swaps
         self._replay = money.new_replay(self._instruments)
+        # Which group each fill's money belongs to (a flatten's share included): bounded by the
+        # groups that hold positions.
+        self._groups = Attribution(self._instruments.values(), keep_flat=False)
         self.refused = 0  # fills the portfolio refused (logged): a bug, never silent
         self.restore_error: str | None = None  # the ledger could not be replayed: no figure
         # (UTC day, equity when it began): the day's figure is the equity now less this. Set
@@ -61,6 +71,8 @@ class RunningEquity:
         figure and the daily loss it may have reached."""
         try:
             self._replay = await ledger.read(money.replay_ledger, self._instruments)
+            self._groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
+            self._groups.take_closed()  # closed before this run: journaled then (or in `ledger groups`)
             if now_ms is not None:
                 day = now_ms // DAY_MS
                 before = await ledger.read(money.replay_ledger, self._instruments, until_ms=day * DAY_MS)
@@ -83,14 +95,98 @@ class RunningEquity:
             self._replay.unknown.add((fill.venue, order.symbol))
             return
         try:
-            portfolio.fill(venue=fill.venue, symbol=order.symbol, side=order.side, qty=fill.qty, price=fill.price,
-                           fee=fill.fee, fee_ccy=fill.fee_ccy, ts_ms=fill.ts_ms, trade_id=fill.venue_trade_id)
+            new = portfolio.fill(venue=fill.venue, symbol=order.symbol, side=order.side, qty=fill.qty,
+                                 price=fill.price, fee=fill.fee, fee_ccy=fill.fee_ccy, ts_ms=fill.ts_ms,
+                                 trade_id=fill.venue_trade_id)
         except ValueError as exc:
             self.refused += 1
             log.error("equity: fill %s:%s refused: %s", fill.venue, fill.venue_trade_id, exc)
+            return
+        if new:  # the portfolio deduplicated it: each fill is attributed once
+            self._attribute(order, fill)
+
+    def _attribute(self, order: Order, fill: Fill) -> None:
+        if not self._groups.has(fill.venue, order.symbol):
+            return
+        try:
+            self._groups.fill(group_id=order.group_id or None, closing=money.closing_purpose(order.purpose),
+                              venue=fill.venue, symbol=order.symbol, side=order.side, qty=fill.qty,
+                              price=fill.price, fee=fill.fee, ts_ms=fill.ts_ms, trade_id=fill.venue_trade_id)
+        except ValueError as exc:
+            log.error("equity: fill %s:%s not attributed: %s", fill.venue, fill.venue_trade_id, exc)
+
+    def net_off(self, venue: Venue, symbol: str, batch: str, now_ms: int) -> list[str]:
+        """Groups holding this (flat) book against each other closed at its mark now (the mid of
+        its book, else the last fill price): `core.attribution.Attribution.net_off`."""
+        price = self._mark_now(venue, symbol) if self._groups.has(venue, symbol) else None
+        if price is None:
+            return []
+        return self._groups.net_off(venue, symbol, price, now_ms, batch)
+
+    def accrue_funding(self, venue: Venue, symbol: str, funding_ms: int, rate: Decimal, mark: Decimal | None,
+                       now_ms: int) -> Booked | None:
+        """Funding at one funding time on the position held now (`core.carry`): at the venue's
+        mark for it when given, else the mid of its book now (else the last fill price). None
+        when nothing is held, the instrument is unknown, or that time is already booked."""
+        portfolio = self._replay.portfolio
+        if self.restore_error is not None or not portfolio.has(venue, symbol):
+            return None
+        position = portfolio.position(venue, symbol, now_ms)
+        if position.qty == 0:
+            return None
+        if mark is None:
+            mark = self._mark_now(venue, symbol)
+            if mark is None:
+                log.error("funding %s:%s at %d: no mark to value the position", venue, symbol, funding_ms)
+                return None
+        amount = portfolio.accrue_funding(venue, symbol, funding_ms, rate, mark)
+        if amount is None:
+            return None
+        self._version += 1
+        return Booked(venue, symbol, funding_ms, rate, mark, position.qty, amount, position.quote_ccy)
+
+    def _mark_now(self, venue: Venue, symbol: str) -> Decimal | None:
+        """The mid of the venue's book now (venue units), else the last fill price, else None."""
+        touch = self._touch(venue, symbol)
+        if touch is not None and touch[0] > 0 and touch[1] >= touch[0]:
+            return (Decimal(repr(touch[0])) + Decimal(repr(touch[1]))) / 2
+        portfolio = self._replay.portfolio
+        last = portfolio.last_fill(venue, symbol) if portfolio.has(venue, symbol) else None
+        return last[0] if last is not None else None
+
+    def take_closed(self) -> list[GroupMoney]:
+        """The groups closing fills took to flat since the last call (`core.attribution`)."""
+        return self._groups.take_closed()
+
+    def book_swap(self, symbol: str, deal: str, amount: Decimal, ccy: str) -> bool:
+        """Swap booked on an MT5 deal (`DEAL_SWAP`) as the EA reports it (as the ledger's replay
+        reads it from the deal reports); False for a repeated deal or an unknown symbol."""
+        portfolio = self._replay.portfolio
+        if amount == 0 or not portfolio.has("mt5", symbol):
+            return False
+        try:
+            booked = portfolio.book_swap("mt5", symbol, deal, amount, ccy)
+        except ValueError as exc:
+            log.error("equity: swap on deal %s refused: %s", deal, exc)
+            return False
+        self._version += booked
+        return booked
+
+    def _accrue_swaps(self) -> None:
+        """Swap accrued on the open MT5 positions, from the terminal's last account report."""
+        report = self._swaps() if self._swaps is not None else None
+        if report is None:
+            return
+        per_symbol, ccy, ts_ms = report
+        portfolio = self._replay.portfolio
+        for (venue, symbol) in self._instruments:
+            if venue == "mt5" and portfolio.has(venue, symbol):
+                portfolio.accrued_swap(venue, symbol, per_symbol.get(symbol, Decimal(0)), ccy, ts_ms)
 
     def _mark(self, now_ms: int) -> None:
-        """Every book at its venue's mid now (the last fill price before a quote)."""
+        """Every book at its venue's mid now (the last fill price before a quote), and the MT5
+        positions' accrued swap from the last account report."""
+        self._accrue_swaps()
         replay = self._replay
         portfolio = replay.portfolio
         for (venue, symbol) in self._instruments:

@@ -59,8 +59,10 @@ class Flattener:
         mt5_positions: Callable[[int | None], Awaitable[list[PositionState] | None]] | None = None,
         mt5_close: Callable[[int, str, Side, Decimal, str, str], Awaitable[OrderUpdate]] | None = None,
         retry_pause_s: float = RETRY_PAUSE_S,
+        on_done: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._retry_pause_s = retry_pause_s
+        self._on_done = on_done  # the report, once a pass ends (the groups it closed are settled)
         self._orch = orchestrator
         self._gate = gate
         self._instruments = instruments
@@ -118,8 +120,11 @@ class Flattener:
             if not (line.venue == "mt5" and reports is not None):
                 line.after = self._gate.exposure.position(line.venue, line.asset)
         out = [ln.to_json(self._instruments[(ln.venue, ln.symbol)].base_step) for ln in lines]
-        return {"batch": batch, "flat": all(r["flat"] for r in out),
-                "residual": [r for r in out if not r["flat"]], "lines": out}
+        report = {"batch": batch, "flat": all(r["flat"] for r in out),
+                  "residual": [r for r in out if not r["flat"]], "lines": out}
+        if self._on_done is not None:
+            self._on_done(report)
+        return report
 
     async def _mt5_report(self, after_ms: int | None = None) -> list[PositionState] | None:
         """The EA's positions (ours, by magic); with `after_ms`, from a report made after it."""

@@ -115,6 +115,9 @@ class GroupCloser:
         for leg, outcome in zip(legs, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 leg.note = f"failed: {type(outcome).__name__}: {outcome}"[:300]
+        if all(abs(group.position(v)) < inst.base_step for v, inst in group.instruments.items()):
+            # Flat: `closed` (its own close orders are in its orders: no cash from elsewhere).
+            self._orch.close_group(group, Decimal(0), Decimal(0), "its own close")
         self._orch.rebook(group, before)
         await self._orch.durable()  # the orders, their fills and the group's new PnL
         for outcome in outcomes:

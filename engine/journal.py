@@ -151,6 +151,11 @@ class GuardedJournal:
     def group_state(self, group: HedgeGroup) -> int:
         return self._queued(lambda: self._ledger.group_state(group))
 
+    def group_closed(self, group_id: str, outcome: str, closed_ms: int | None, realized_pnl: Decimal,
+                     fees: Decimal, note: str) -> int:
+        return self._queued(lambda: self._ledger.group_closed(group_id, outcome, closed_ms, realized_pnl, fees,
+                                                              note))
+
     def order_state(self, order: Order) -> int:
         return self._queued(lambda: self._ledger.order_state(order))
 
@@ -159,6 +164,11 @@ class GuardedJournal:
 
     def compensation(self, action: CompensationAction) -> int:
         return self._queued(lambda: self._ledger.compensation(action))
+
+    def funding(self, venue: str, symbol: str, funding_ms: int, rate: Decimal, mark_price: Decimal,
+                position: Decimal, amount: Decimal, ccy: str) -> int:
+        return self._queued(lambda: self._ledger.funding(venue, symbol, funding_ms, rate, mark_price, position,
+                                                         amount, ccy))
 
     def dust(self, pair: str, qty: Decimal) -> int:
         return self._queued(lambda: self._ledger.dust(pair, qty))

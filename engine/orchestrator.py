@@ -943,6 +943,30 @@ class HedgeOrchestrator:
         for listener in self._closed_listeners:
             listener(group)
 
+    def find_group(self, group_id: str) -> HedgeGroup | None:
+        """An open group, or a closed one still remembered (the most recent `recent`)."""
+        group = self._open.get(group_id)
+        if group is None:
+            group = next((g for g in self.closed if g.group_id == group_id), None)
+        return group
+
+    def close_group(self, group: HedgeGroup, closing_cash: Decimal, closing_fees: Decimal, by: str = "") -> bool:
+        """Closing orders took a terminal group's positions to flat (`core.attribution`): it is
+        `closed` with their cash and fees in its PnL, journaled. False from a state that holds
+        nothing to close (or a group still in flight)."""
+        before, pnl_before = group.state, group.realized_pnl
+        if group.group_id in self._open or not group.close(closing_cash, closing_fees, self._clock.time_ms(), by):
+            return False
+        self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
+        self.closed_by_state[group.state] = self.closed_by_state.get(group.state, 0) + 1
+        self.realized_pnl += group.realized_pnl - pnl_before
+        self.pair_stats.add_pnl(group.pair, group.realized_pnl - pnl_before)
+        if self._journal is not None:
+            self._journal.group_state(group)
+        self._emit("group", f"group {group.group_id} {group.pair} {before} -> closed, pnl {group.realized_pnl:f}",
+                   group)
+        return True
+
     def _emit(self, kind: str, text: str, group: HedgeGroup | None, *, level: Level = "info") -> None:
         data: dict[str, object] = {}
         if group is not None:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from core.attribution import GroupMoney
 from core.clock import Clock, RealClock
 from core.commands import Mt5Command
 from core.compare import CompareEngine
@@ -25,7 +26,7 @@ from core.config import Mt5VenueConfig, QuantarbConfig, listener_warning
 from core.hedge import HedgeGroup
 from core.hold import HoldLimits
 from core.instruments import Instrument
-from core.models import Decision, GroupState, Quote, TradingState, Venue
+from core.models import Decision, Fill, GroupState, Order, Quote, TradingState, Venue
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
 from core.risk import RiskGate
@@ -38,6 +39,7 @@ from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
 from engine.feed_log import FeedErrorLog
 from engine.flatten import Flattener
+from engine.funding import Booked, FundingAccrual, Perpetual
 from engine.group_close import GroupCloser
 from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
@@ -55,14 +57,15 @@ from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
 from engine.risk_monitor import RiskLoop, RiskMonitor
 from engine.settings import Secrets
-from engine.sources import build_feeds
+from engine.snapshot import BalanceRow
+from engine.sources import build_feeds, perpetual_sources
 from engine.steering import Steering
 from engine.tasks import cancel_and_wait
 from engine.venue_health import VenueHealth
 from engine.view_model import ViewModel, pair_event
 from exchanges.paper import PaperBehaviour, PaperGateway
 from feeds.base import WsFeed
-from ledger import queries
+from ledger import money, queries
 from ledger.errors import LedgerError
 from ledger.group_read import load_group
 from ledger.ledger import Ledger
@@ -142,7 +145,7 @@ class Runtime:
                 # real EA in live mode. In paper mode a real EA only streams quotes.
                 self.gateways["mt5"] = self.mt5.gateway
                 mt5_real_legs = True
-        self.equity = RunningEquity(self.instruments.values(), config.money, self._touch)
+        self.equity = RunningEquity(self.instruments.values(), config.money, self._touch, self._mt5_swaps)
         self.orchestrator = HedgeOrchestrator(
             self.gateways,
             self.instruments,
@@ -151,7 +154,7 @@ class Runtime:
             self.events,
             leg_policy=config.strategy.leg_policy,
             on_closed=self._group_closed,
-            on_fill=self.equity.on_fill,
+            on_fill=self._money_fill,
             group_deadline_ms=config.strategy.group_deadline_ms,
             order_timeout_ms=config.strategy.order_timeout_ms,
             max_slippage_bps=config.strategy.max_slippage_bps,
@@ -166,6 +169,7 @@ class Runtime:
             max_slippage_bps=config.strategy.max_slippage_bps,
             mt5_positions=mt5.positions_after if mt5 is not None and mt5_real_legs else None,
             mt5_close=mt5.gateway.close_position if mt5 is not None and mt5_real_legs else None,
+            on_done=self._after_flatten,
         )
         audit = OperatorAudit(lambda: self.journal, self.events, self.clock,
                               ledger_configured=self.ledger_path is not None)
@@ -223,6 +227,7 @@ class Runtime:
             equity=self.equity.equity,
             holdings=self.equity.holdings,
             day_equity=self.equity.day_change,
+            balances=self._balance_rows,
         )
         self.reconciler: Reconciler | None = None
         if self.live is not None:
@@ -234,6 +239,7 @@ class Runtime:
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.funding: FundingAccrual | None = None  # perpetual funding, once the feeds are known
         self._orchestrator_task: asyncio.Task[None] | None = None
         self._running = False
         self._driver: demo.DemoDriver | None = None
@@ -265,10 +271,13 @@ class Runtime:
             lost_ack_prob=paper.lost_ack_rate,
             seed=paper.seed,
         )
+        binance = self.config.venues.binance
+        spot: set[Venue] = {"binance"} if binance is not None and binance.market == "spot" else set()
         return {
             venue: PaperGateway(
                 venue, insts, self._touch, self.clock,
                 fee_ccy="USD" if venue == "mt5" else "USDT", behaviour=behaviour,
+                spot_inventory=dict(paper.spot_inventory) if venue in spot else None,
             )
             for venue, insts in by_venue.items()
         }
@@ -328,6 +337,23 @@ class Runtime:
         if self.reconciler is not None:
             out.update(self.reconciler.free_margin())
         return out
+
+    def _balance_rows(self) -> list[BalanceRow]:
+        """Each venue's account for the risk screen: paper accounts and the MT5 terminal's
+        report (`Accounts.balances`), and live venues' free margin as reconciliation read it."""
+        def text(d: Decimal | None) -> str:
+            return "" if d is None else format(d, "f")
+
+        rows = [BalanceRow(b.venue, b.venue, b.source, text(b.balance), text(b.equity), text(b.margin), text(b.free))
+                for b in self.accounts.balances()]
+        if self.reconciler is not None:
+            seen = {r.venue for r in rows}
+            rows += [BalanceRow(v, v, "venue", "", "", "", text(free))
+                     for v, free in sorted(self.reconciler.free_margin().items()) if v not in seen]
+        seen = {r.venue for r in rows}
+        rows += [BalanceRow(v, v, "not reported", "", "", "", "")
+                 for v in sorted({i.venue for i in self.instruments.values()}) if v not in seen]
+        return sorted(rows, key=lambda r: r.venue)
 
     def _mt5_accounts(self) -> dict[str, Any]:
         """Every configured terminal's last account report (None: never reported)."""
@@ -410,6 +436,93 @@ class Runtime:
                                      f"ledger writes again (journal at seq {committed_seq}); "
                                      "trading stays halted until an operator rearms", "warn"))
 
+    def _spot_accounts(self) -> None:
+        """Paper spot accounts hold the configured inventory moved by every fill the ledger has
+        (the exposure book, restored by now); the gate refuses a sell beyond what they hold."""
+        inventory = self.config.paper.spot_inventory
+        for venue, gateway in self.gateways.items():
+            if isinstance(gateway, PaperGateway) and gateway.spot:
+                self.gate.spot_account(venue, inventory)
+                for asset in {i.pair for i in self.instruments.values() if i.venue == venue}:
+                    moved = self.gate.exposure.position(venue, asset)
+                    if moved:
+                        gateway.add_inventory(asset, moved)
+
+    async def _start_funding(self) -> None:
+        """Perpetual funding for the perpetuals the feeds serve, resumed after the last funding
+        time the ledger holds (`engine.funding`); none without a ledger to journal it in."""
+        perps = [Perpetual(v, s, url) for v, s, url in perpetual_sources(self.feeds)  # type: ignore[arg-type]
+                 if (v, s) in self.instruments]
+        if not perps or self.ledger is None:
+            return
+        self.funding = FundingAccrual(perps, self.equity.accrue_funding, self._journal_funding, self.clock)
+        self.funding.restore(await self.ledger.read(money.last_funding))
+
+    def _journal_funding(self, b: Booked) -> None:
+        self.events.emit(EngineEvent(self.clock.time_ms(), "funding",
+                                     f"funding {b.venue}:{b.symbol} rate {b.rate:f} on {b.position:f}: "
+                                     f"{b.amount:+f} {b.ccy}"))
+        if self.journal is not None:
+            self.journal.funding(b.venue, b.symbol, b.funding_ms, b.rate, b.mark_price, b.position, b.amount, b.ccy)
+
+    def _money_fill(self, order: Order, fill: Fill) -> None:
+        """Every booked fill into the running money; a closing fill (a flatten's, a close of one
+        group) that took groups to flat closes them, with that cost in their PnL."""
+        self.equity.on_fill(order, fill)
+        if money.closing_purpose(order.purpose):
+            self.close_flat_groups()
+
+    def _after_flatten(self, report: dict[str, Any]) -> None:
+        """A flatten pass ended: on every book it left flat, groups still holding against each
+        other (a later group's opposite leg offset them, so the flatten traded nothing for them)
+        are closed against each other at the mark; then every flat group is closed."""
+        now_ms = self.clock.time_ms()
+        for line in report.get("lines", []):
+            if line.get("flat"):
+                self.equity.net_off(line["venue"], line["symbol"], str(report.get("batch", "")), now_ms)
+        self.close_flat_groups()
+
+    def close_flat_groups(self) -> list[str]:
+        """Groups closing fills left flat become `closed` (journaled) with their whole cash flow
+        after every fee (`core.attribution`): what a flatten cost lands on the groups it closed."""
+        done: list[str] = []
+        older: list[GroupMoney] = []
+        for gm in self.equity.take_closed():
+            if gm.closed_by == [gm.group_id]:
+                continue  # closed by its own close orders: engine.group_close marks it closed
+            group = self.orchestrator.find_group(gm.group_id)
+            if group is None:
+                older.append(gm)  # older than the groups kept in memory: closed from its ledger row
+                continue
+            own_fees = sum((o.fees for o in group.orders), Decimal(0))
+            closing_cash = gm.cash + gm.residual_cost() - group.cash_flow()
+            if self.orchestrator.close_group(group, closing_cash, gm.fees - own_fees, ", ".join(gm.closed_by)):
+                done.append(group.group_id)
+        if older and self.ledger is not None and self.journal is not None:
+            task = asyncio.ensure_future(self._close_in_ledger(older))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return done
+
+    async def _close_in_ledger(self, groups: list[GroupMoney]) -> None:
+        """Close groups the orchestrator no longer remembers, from their ledger rows: only a
+        hedged, repaired or failed one (the same rule as `HedgeGroup.close`)."""
+        assert self.ledger is not None
+        try:
+            rows = await self.ledger.read(money.group_rows, [g.group_id for g in groups])
+        except LedgerError as exc:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "group", f"closing groups: ledger: {exc}", "warn"))
+            return
+        for gm in groups:
+            row = rows.get(gm.group_id)
+            if row is None or row[0] not in ("hedged", "repaired", "failed") or self.journal is None:
+                continue
+            by = ", ".join(gm.closed_by)
+            note = "; ".join(n for n in (row[2], f"{row[0]} until closed{' by ' + by if by else ''}") if n)
+            self.journal.group_closed(gm.group_id, row[0], row[1], gm.realized, gm.fees, note)
+            self.events.emit(EngineEvent(self.clock.time_ms(), "group",
+                                         f"group {gm.group_id} {row[0]} -> closed, pnl {gm.realized:f}"))
+
     def _group_closed(self, group: HedgeGroup) -> None:
         self.pipeline.release(group.pair)
         if group.state is GroupState.REJECTED:
@@ -427,9 +540,26 @@ class Runtime:
                 self._dust_journaled[group.pair] = dust
                 self.journal.dust(group.pair, dust)
 
+    def _mt5_swaps(self) -> tuple[dict[str, Decimal], str, int] | None:
+        """POSITION_SWAP per symbol from the first terminal's last account report (our magic)."""
+        mt5 = self.mt5
+        if mt5 is None or not mt5.terminals:
+            return None
+        account = mt5.bridge.account(mt5.terminals[0])
+        if account is None:
+            return None
+        per: dict[str, Decimal] = {}
+        for p in account.positions:
+            per[p.symbol] = per.get(p.symbol, Decimal(0)) + p.swap
+        return per, mt5.gateway.fee_ccy, account.ts_ms
+
     def _mt5_fill(self, command: Mt5Command) -> None:
         """Every new MT5 deal: one for an order whose group already closed is caught now,
         not at the next restart."""
+        if self.mt5 is not None:  # swap booked on the deals, as the ledger replays it
+            for f in command.fills:
+                if f.swap:
+                    self.equity.book_swap(command.symbol, str(f.deal), f.swap, self.mt5.gateway.fee_ccy)
         work = self.orchestrator.late_fill(command.group_id, command.client_order_id)
         if work is None:
             return
@@ -460,6 +590,7 @@ class Runtime:
                 await self.live.start()  # specs checked against the config before anything trades
             await self._start_listener()
             restored = await self.recovery.restore(self.ledger) if self.ledger is not None else Restored()
+            self._spot_accounts()
         except (OSError, RuntimeFailure, LedgerError) as exc:
             await self._abort_start()
             if isinstance(exc, RuntimeFailure):
@@ -476,6 +607,7 @@ class Runtime:
         self.feeds = build_feeds(self.config, self.ingest, self.clock, self.world)
         if self._recording is not None:
             self._recording.attach_feeds(self.feeds)  # before any feed runs: no frame is missed
+        await self._start_funding()
         self.health.use_feeds(self.feeds)
         self._feed_log.watch(self.feeds)
         self.events.emit(
@@ -495,6 +627,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.risk_loop.run(), name="risk"))
         self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
+        if self.funding is not None:
+            self._tasks.append(asyncio.create_task(self.funding.run(), name="funding"))
         if self.reconciler is not None:
             if not restored.pending:
                 self.risk.hold(RECONCILING)  # now: no quote may trade before the first pass

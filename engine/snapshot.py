@@ -207,6 +207,20 @@ class HoldingRow:
 
 
 @dataclass(slots=True, frozen=True)
+class BalanceRow:
+    """One venue's account (the risk screen): amounts in the account currency as decimal strings,
+    "" where the source does not say."""
+
+    key: str  # the venue
+    venue: str
+    source: str  # paper, paper spot, terminal NAME, venue (live: reconciliation's last read)
+    balance: str
+    equity: str
+    margin: str
+    free: str
+
+
+@dataclass(slots=True, frozen=True)
 class TimingRow:
     """The engine's live duration histograms (`core.durations`, fixed buckets of `bounds_ms`, the
     last one open): how long edges stayed over the threshold, and our reaction time (from the
@@ -262,4 +276,5 @@ class RuntimeSnapshot:
     venues: tuple[str, ...] = ()  # every configured venue: "all blocked" needs the whole set
     positions: tuple[PositionRow, ...] = ()
     holdings: tuple[HoldingRow, ...] = ()  # the Positions pane: per asset, from the portfolio
+    balances: tuple[BalanceRow, ...] = ()  # the risk screen: each venue's account and margin
     timings: TimingRow | None = None  # edge lifetimes against reaction times (analytics screen)

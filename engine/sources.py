@@ -14,6 +14,8 @@ from feeds.base import FeedTiming, QuoteSink, WsFeed
 from feeds.binance import BinanceFeed
 from feeds.okx import OkxFeed
 
+PerpetualSource = tuple[str, str, str]  # venue, symbol, public REST base URL
+
 
 class VenueEndpoints(Protocol):
     """Where the exchange feeds connect instead of the configured URLs (the demo's servers)."""
@@ -79,3 +81,15 @@ def build_feeds(
             )
         )
     return feeds
+
+
+def perpetual_sources(feeds: list[WsFeed]) -> list[PerpetualSource]:
+    """The perpetuals among the feeds' instruments, with the REST base their funding is read
+    from: OKX `-SWAP` instruments and every symbol of a Binance USD-M feed."""
+    out: list[PerpetualSource] = []
+    for feed in feeds:
+        if isinstance(feed, OkxFeed):
+            out += [("okx", symbol, feed.rest_url) for symbol, _ in feed.instruments if symbol.endswith("-SWAP")]
+        elif isinstance(feed, BinanceFeed) and feed.market == "usdm":
+            out += [("binance", symbol, feed.rest_url) for symbol in feed.symbols]
+    return out

@@ -31,6 +31,7 @@ from engine.journal import GuardedJournal
 from engine.orchestrator import HedgeOrchestrator
 from engine.risk_journal import RiskJournal
 from engine.snapshot import (
+    BalanceRow,
     BreakerRow,
     CompensationRow,
     EdgeRow,
@@ -76,6 +77,7 @@ class ViewModel:
         equity: Callable[[int], dict[str, Any]] | None = None,
         holdings: Callable[[int], list[Holding]] | None = None,
         day_equity: Callable[[int], Decimal | None] | None = None,
+        balances: Callable[[], list[BalanceRow]] | None = None,
     ) -> None:
         self._config = config
         self._mode = mode
@@ -95,6 +97,7 @@ class ViewModel:
         self._equity = equity
         self._holdings = holdings
         self._day_equity = day_equity
+        self._balances = balances
         self._venues = tuple(sorted({inst.venue for pair in pairs for inst in pair.instruments}))
 
     def pair_names(self) -> list[str]:
@@ -292,6 +295,7 @@ class ViewModel:
             venues=self._venues,
             positions=self._position_rows(),
             holdings=self._holding_rows(),
+            balances=tuple(self._balances()) if self._balances is not None else (),
             timings=self._timings(),
         )
 

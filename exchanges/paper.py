@@ -12,6 +12,11 @@ of the IOC expires), rejects with a venue-like reason, timeouts (place waits, th
 (the order executes, then place raises `ConnectionError`). The default behaviour is none of
 that: no latency, no faults, fills at the touch.
 
+A **spot** paper account (`spot_inventory` given: base units held per asset) cannot sell what
+it does not hold: a sell beyond the inventory is rejected as Binance spot rejects it
+(`-2010`, "Account has insufficient balance for requested action."), and every fill moves the
+inventory. A derivatives account (perpetuals, CFDs) may go short.
+
 Whatever happens, the gateway never guesses and never lies: `query` by client order id
 reports the truth about every order the venue saw (an order it never saw is rejected with
 "order not found"), and a re-sent client order id is answered, never executed twice. Like a
@@ -26,7 +31,7 @@ import itertools
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -56,6 +61,7 @@ REJECT_REASONS: tuple[str, ...] = (
 )
 
 _FEE_Q = Decimal("0.00000001")
+INSUFFICIENT_BALANCE = "insufficient balance: Account has insufficient balance for requested action."
 
 
 def _probability(name: str, value: float) -> None:
@@ -135,9 +141,14 @@ class PaperGateway:
         behaviour: PaperBehaviour | None = None,
         orders_kept: int = PAPER_ORDERS_KEPT,
         order_horizon_ms: int = PAPER_ORDER_HORIZON_MS,
+        spot_inventory: Mapping[str, Decimal] | None = None,
     ) -> None:
         if orders_kept < 1 or order_horizon_ms < 1:
             raise ValueError("orders_kept and order_horizon_ms must be >= 1")
+        if spot_inventory is not None and any(not q.is_finite() or q < 0 for q in spot_inventory.values()):
+            raise ValueError("spot inventory must be finite and >= 0 per asset")
+        # A spot account's holdings per asset (base units); None for a derivatives account.
+        self._inventory: dict[str, Decimal] | None = None if spot_inventory is None else dict(spot_inventory)
         self._venue: Venue = venue
         self._instruments = instruments
         self._touch = touch
@@ -215,6 +226,23 @@ class PaperGateway:
         if draws.lost_ack and not draws.reject:
             raise ConnectionError(f"{self._venue}: connection reset before the acknowledgement of {cid}")
         return update
+
+    @property
+    def spot(self) -> bool:
+        """True for a spot account: it sells only what it holds."""
+        return self._inventory is not None
+
+    def add_inventory(self, asset: str, qty: Decimal) -> None:
+        """A spot account's holdings moved by fills from before this run (the ledger's), base units."""
+        if self._inventory is None:
+            raise ValueError(f"{self._venue}: not a spot account")
+        if not qty.is_finite():
+            raise ValueError("inventory change must be finite")
+        self._inventory[asset] = self._inventory.get(asset, Decimal(0)) + qty
+
+    def held(self, asset: str) -> Decimal | None:
+        """Base units of `asset` a spot account holds now (None for a derivatives account)."""
+        return None if self._inventory is None else self._inventory.get(asset, Decimal(0))
 
     @property
     def orders_remembered(self) -> int:
@@ -302,6 +330,12 @@ class PaperGateway:
             part = floor_to(qty * Decimal(repr(draws.partial_fraction)), inst.lot_step)
             if 0 < part < qty:
                 qty = part
+        if self._inventory is not None:
+            held = self._inventory.get(inst.pair, Decimal(0))
+            base = inst.to_base_qty(qty)
+            if not buy and base > held:
+                return OrderUpdate(cid, OrderState.REJECTED, venue_order_id, [], INSUFFICIENT_BALANCE)
+            self._inventory[inst.pair] = held + base if buy else held - base
         notional = qty * inst.qty_per_unit * price * inst.price_scale
         fee = (notional * Decimal(repr(inst.taker_fee_bps)) / Decimal(10_000)).quantize(_FEE_Q)
         fill = Fill(

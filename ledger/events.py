@@ -23,6 +23,7 @@ Kinds and what they carry (docs/ledger.md has the field lists):
 - `decision_stats` per pair and interval: every decision counted, with an edge histogram (the
                   `decision` log is sampled, so percentiles from it would be biased)
 - `dust`          a pair's dust total after a change (the compensation engine's DustBook)
+- `funding`       perpetual funding booked at one funding time on the position then held
 """
 
 from __future__ import annotations
@@ -60,10 +61,11 @@ RISK_EVENT: Final = "risk_event"
 MT5_COMMAND: Final = "mt5_command"
 DECISION_STATS: Final = "decision_stats"
 DUST: Final = "dust"
+FUNDING: Final = "funding"
 
 KINDS: frozenset[str] = frozenset(
     {DECISION, GROUP_OPENED, GROUP_STATE, ORDER_CREATED, ORDER_STATE, FILL, COMPENSATION, RISK_EVENT, MT5_COMMAND,
-     DECISION_STATS, DUST}
+     DECISION_STATS, DUST, FUNDING}
 )
 
 RISK_KINDS: frozenset[str] = frozenset({"kill", "flatten", "rearm", "pause", "resume", "breaker", "setting"})
@@ -199,11 +201,25 @@ def group_state(group: HedgeGroup, ts_ms: int) -> LedgerEvent:
         "residual": dec(group.residual()),
         "note": group.note,
     }
+    if group.outcome is not None:  # closed: the state its execution ended in (a hit or not)
+        payload["outcome"] = str(group.outcome)
     if group.terminal:
         pnl = group_pnl_payload(group)
         if pnl is not None:
             payload["pnl"] = pnl
     return LedgerEvent(GROUP_STATE, ts_ms, group.group_id, payload)
+
+
+def group_closed(group_id: str, outcome: str, closed_ms: int | None, realized_pnl: Decimal, fees: Decimal,
+                 note: str, ts_ms: int) -> LedgerEvent:
+    """A terminal group closed by closing orders, for a group the engine no longer holds in
+    memory (the same `group_state` event `group_state(group)` writes for one it does): state
+    `closed`, its whole PnL and fees, and the state its execution ended in (`outcome`)."""
+    if not group_id or outcome not in ("hedged", "repaired", "failed"):
+        raise ValueError(f"group {group_id!r} cannot be closed from {outcome!r}")
+    return LedgerEvent(GROUP_STATE, ts_ms, group_id, {
+        "group_id": group_id, "state": "closed", "closed_ms": closed_ms, "realized_pnl": dec(realized_pnl),
+        "fees": dec(fees), "residual": "0", "note": note[:300], "outcome": outcome})
 
 
 def group_pnl_payload(group: HedgeGroup) -> dict[str, Any] | None:
@@ -426,6 +442,19 @@ def histogram_from_json(text: str) -> dict[int, int]:
             raise ValueError(f"edge histogram: expected [bucket, count >= 0], got {item!r}")
         out[item[0]] = out.get(item[0], 0) + item[1]
     return out
+
+
+def funding(venue: str, symbol: str, funding_ms: int, rate: Decimal, mark_price: Decimal, position: Decimal,
+            amount: Decimal, ccy: str, ts_ms: int) -> LedgerEvent:
+    """Funding at one funding time (`funding_ms`) of one perpetual: the rate, the mark price (venue
+    units), the position held (base units, + long) and the cash booked (+ received) in `ccy`."""
+    if not (venue and symbol and ccy) or funding_ms <= 0:
+        raise ValueError("funding needs a venue, a symbol, a currency and a funding time")
+    if not all(d.is_finite() for d in (rate, mark_price, position, amount)):
+        raise ValueError("funding figures must be finite")
+    return LedgerEvent(FUNDING, ts_ms, None, {
+        "venue": venue, "symbol": symbol, "funding_ms": funding_ms, "rate": dec(rate), "mark_price": dec(mark_price),
+        "position": dec(position), "amount": dec(amount), "ccy": ccy})
 
 
 def dust(pair: str, qty: Decimal, ts_ms: int) -> LedgerEvent:

@@ -366,6 +366,12 @@ class Ledger:
         """The group's current state, closing time, realized PnL and fees."""
         return self.writer.append(ev.group_state(group, self.clock.time_ms()))
 
+    def group_closed(self, group_id: str, outcome: str, closed_ms: int | None, realized_pnl: Decimal,
+                     fees: Decimal, note: str) -> int:
+        """A group no longer in the engine's memory closed by closing orders (`ev.group_closed`)."""
+        return self.writer.append(ev.group_closed(group_id, outcome, closed_ms, realized_pnl, fees, note,
+                                                  self.clock.time_ms()))
+
     def mirror(self) -> None:
         """Write-ahead without waiting for SQLite (`write_ahead = "file"`, ledger.ahead): every
         event queued or being committed is in the write-ahead file when this returns. Raises
@@ -416,6 +422,13 @@ class Ledger:
         return await self.writer.append_durable(
             ev.risk_event(kind, change, self.clock.time_ms(), breakers)
         )
+
+    def funding(self, venue: str, symbol: str, funding_ms: int, rate: Decimal, mark_price: Decimal,
+                position: Decimal, amount: Decimal, ccy: str) -> int:
+        """Funding booked at one funding time (`ledger.money` replays it into the equity); queued
+        like a fill."""
+        return self.writer.append(ev.funding(venue, symbol, funding_ms, rate, mark_price, position, amount, ccy,
+                                             self.clock.time_ms()))
 
     async def setting(self, change: SettingChange, state: TradingState) -> int:
         """A runtime setting changed (engine.steering): a `setting` risk event, durable."""

@@ -13,8 +13,8 @@ here is the one a runtime fed the same fills computes (docs/ledger.md, Money):
   they are listed in `unknown_instruments` and the figures they enter are missing (null).
 - Marks: the ledger records no quotes, so an open position is marked at its symbol's last
   fill price unless a mark is given (`marks`); `mark_source` says which.
-- Carry: MT5 swap booked on deals (`mt5_commands` fills' `swap`). Funding payments are not
-  journaled yet, so they are not in these figures (`carry_recorded` lists what is).
+- Carry: MT5 swap booked on deals (`mt5_commands` fills' `swap`) and perpetual funding as the
+  engine booked it at each funding time (`funding` events: on the position then held).
 - Currencies: one account currency; a currency without a given rate is missing, never 1.
 """
 
@@ -28,6 +28,7 @@ from typing import Any
 
 import aiosqlite
 
+from core.attribution import Attribution, GroupMoney
 from core.currency import RateBook, quote_currency
 from core.instruments import Instrument
 from core.models import Venue
@@ -36,8 +37,11 @@ from ledger import events as ev
 from ledger.errors import LedgerError
 
 Key = tuple[Venue, str]
-CARRY_RECORDED: tuple[str, ...] = ("mt5 swap",)
-FUNDING_NOTE = "perpetual funding is not journaled yet: not included"
+# Orders that open or keep a group's hedge; any other purpose (`flatten`, a close of one group)
+# closes positions: sent under a group's id it is that group's, else attributed first in, first out.
+OPENING_PURPOSES: frozenset[str] = frozenset({"entry", "retry_hedge", "unwind"})
+CARRY_RECORDED: tuple[str, ...] = ("mt5 swap", "perpetual funding")
+FUNDING_NOTE = "perpetual funding as booked by the engine at each funding time"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,38 @@ async def swap_rows(db: aiosqlite.Connection) -> list[SwapRow]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class FundingRow:
+    """Funding booked at one funding time (a `funding` event), + received, in `ccy`."""
+
+    ts_ms: int  # the funding time
+    venue: Venue
+    symbol: str
+    amount: Decimal
+    ccy: str
+
+
+async def funding_rows(db: aiosqlite.Connection) -> list[FundingRow]:
+    out: list[FundingRow] = []
+    for r in await _rows(db, "SELECT payload FROM events WHERE kind = ? ORDER BY seq", (ev.FUNDING,)):
+        p = ev.decode_payload(r[0])
+        try:
+            out.append(FundingRow(int(p["funding_ms"]), p["venue"], str(p["symbol"]), Decimal(p["amount"]),
+                                  str(p["ccy"])))
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise LedgerError(f"unreadable funding event {p!r}: {exc}") from None
+    return out
+
+
+async def last_funding(db: aiosqlite.Connection) -> dict[Key, int]:
+    """The last funding time booked per (venue, symbol): where the engine's funding resumes."""
+    out: dict[Key, int] = {}
+    for row in await funding_rows(db):
+        key = (row.venue, row.symbol)
+        out[key] = max(out.get(key, 0), row.ts_ms)
+    return out
+
+
 @dataclass(slots=True)
 class Replay:
     """The ledger's fills replayed into a Portfolio, with what could not be placed in it."""
@@ -159,6 +195,22 @@ def apply_fill(replay: Replay, row: FillRow) -> None:
         raise LedgerError(f"fill {row.fill_id}: {exc}") from None
 
 
+def apply_funding(replay: Replay, row: FundingRow) -> None:
+    if not replay.portfolio.has(row.venue, row.symbol):
+        replay.unknown.add((row.venue, row.symbol))
+        return
+    replay.portfolio.book_funding(row.venue, row.symbol, row.ts_ms, row.amount, row.ccy)
+
+
+def apply_item(replay: Replay, item: FillRow | SwapRow | FundingRow) -> None:
+    if isinstance(item, FillRow):
+        apply_fill(replay, item)
+    elif isinstance(item, SwapRow):
+        apply_swap(replay, item)
+    else:
+        apply_funding(replay, item)
+
+
 def apply_swap(replay: Replay, row: SwapRow) -> None:
     if not replay.portfolio.has("mt5", row.symbol):
         replay.unknown.add(("mt5", row.symbol))
@@ -179,21 +231,25 @@ async def replay_ledger(
     known = dict(instruments or {})
     known.update(await ledger_instruments(db))
     replay = new_replay(known)
-    events = _merged(await fill_rows(db), await swap_rows(db))
+    events = _merged(await fill_rows(db), await swap_rows(db), await funding_rows(db))
     for _, item in events:
         if until_ms is not None and item.ts_ms >= until_ms:
             break
-        if isinstance(item, FillRow):
-            apply_fill(replay, item)
-        else:
-            apply_swap(replay, item)
+        apply_item(replay, item)
     return replay
 
 
-def _merged(fills: list[FillRow], swaps: list[SwapRow]) -> list[tuple[tuple[int, int, int], FillRow | SwapRow]]:
-    """Fills and swaps in time order; at one instant a deal's swap after its fill."""
-    items: list[tuple[tuple[int, int, int], FillRow | SwapRow]] = [((f.ts_ms, 0, f.fill_id), f) for f in fills]
+Item = FillRow | SwapRow | FundingRow
+
+
+def _merged(fills: list[FillRow], swaps: list[SwapRow],
+            funding: list[FundingRow] | None = None) -> list[tuple[tuple[int, int, int], Item]]:
+    """Fills, swaps and funding in time order; at one instant a deal's swap after its fill, and
+    funding after both (a fill stamped at the funding time was not held at it: the venues
+    charge the positions held when the funding is assessed)."""
+    items: list[tuple[tuple[int, int, int], Item]] = [((f.ts_ms, 0, f.fill_id), f) for f in fills]
     items += [((s.ts_ms, 1, i), s) for i, s in enumerate(swaps)]
+    items += [((r.ts_ms, 2, i), r) for i, r in enumerate(funding or [])]
     items.sort(key=lambda t: t[0])
     return items
 
@@ -312,16 +368,13 @@ async def equity_series(
 
     bucket: int | None = None
     last_ts = 0
-    for _, item in _merged(await fill_rows(db), await swap_rows(db)):
+    for _, item in _merged(await fill_rows(db), await swap_rows(db), await funding_rows(db)):
         this = item.ts_ms // interval_ms if interval_ms else None
         if bucket is not None and (interval_ms == 0 or this != bucket) and last_ts >= since_ms:
             point(last_ts)
-        if isinstance(item, FillRow):
-            apply_fill(replay, item)
-            if replay.portfolio.has(item.venue, item.symbol):
-                replay.portfolio.mark_at(item.venue, item.symbol, item.price, item.ts_ms)
-        else:
-            apply_swap(replay, item)
+        apply_item(replay, item)
+        if isinstance(item, FillRow) and replay.portfolio.has(item.venue, item.symbol):
+            replay.portfolio.mark_at(item.venue, item.symbol, item.price, item.ts_ms)
         bucket = this if interval_ms else 0
         last_ts = item.ts_ms
     if bucket is not None and last_ts >= since_ms:
@@ -329,3 +382,66 @@ async def equity_series(
     return {"currency": account_ccy, "since_ms": since_ms, "interval_ms": interval_ms, "mark_source": "last_fill",
             "carry_recorded": list(CARRY_RECORDED), "funding": FUNDING_NOTE,
             "unknown_instruments": sorted(f"{v}:{s}" for v, s in replay.unknown), "points": points}
+
+
+def closing_purpose(purpose: str) -> bool:
+    """True for an order that closes positions rather than opening or keeping a hedge."""
+    return purpose not in OPENING_PURPOSES
+
+
+def attribute_fill(attribution: Attribution, row: FillRow) -> None:
+    """One ledger fill into the group attribution (a fill of an unknown instrument is skipped:
+    `replay_ledger` lists it)."""
+    if not attribution.has(row.venue, row.symbol):
+        return
+    if row.side not in ("buy", "sell"):
+        raise LedgerError(f"fill {row.fill_id}: order side {row.side!r}")
+    try:
+        attribution.fill(group_id=row.group_id, closing=closing_purpose(row.purpose), venue=row.venue,
+                         symbol=row.symbol, side="buy" if row.side == "buy" else "sell", qty=row.qty,
+                         price=row.price, fee=row.fee, ts_ms=row.ts_ms, trade_id=row.trade_id)
+    except ValueError as exc:
+        raise LedgerError(f"fill {row.fill_id}: {exc}") from None
+
+
+async def group_attribution(
+    db: aiosqlite.Connection,
+    instruments: Mapping[Key, Instrument] | None = None,
+    *,
+    keep_flat: bool = True,
+) -> Attribution:
+    """Every fill attributed to the group it belongs to (`core.attribution`): a group's own
+    orders by their group id (a close of that group's included), a flatten's fills first in,
+    first out to the groups that held, the rest on the `flatten` line."""
+    known = dict(instruments or {})
+    known.update(await ledger_instruments(db))
+    attribution = Attribution((i for i in known.values()), keep_flat=keep_flat)
+    for row in await fill_rows(db):
+        attribute_fill(attribution, row)
+    return attribution
+
+
+async def group_rows(db: aiosqlite.Connection, group_ids: Iterable[str]) -> dict[str, tuple[str, int | None, str]]:
+    """(state, closed_at_ms, note of its last group_state event) per group id the ledger holds."""
+    out: dict[str, tuple[str, int | None, str]] = {}
+    for gid in group_ids:
+        rows = await _rows(
+            db,
+            "SELECT g.state, g.closed_at_ms, (SELECT json_extract(e.payload, '$.note') FROM events e "
+            "WHERE e.group_id = g.group_id AND e.kind = ? ORDER BY e.seq DESC LIMIT 1) "
+            "FROM hedge_groups g WHERE g.group_id = ?", (ev.GROUP_STATE, gid))
+        if rows:
+            out[gid] = (str(rows[0][0]), None if rows[0][1] is None else int(rows[0][1]), str(rows[0][2] or ""))
+    return out
+
+
+def group_money_doc(g: GroupMoney) -> dict[str, Any]:
+    """One group's (or the flatten line's) attributed money as JSON (decimal strings)."""
+    return {"group_id": g.group_id, "cash": _money_text(g.cash), "fees": _money_text(g.fees),
+            "closing_cash": _money_text(g.closing_cash), "closing_fees": _money_text(g.closing_fees),
+            "realized": _money_text(g.realized), "closed_by": list(g.closed_by),
+            "positions": {f"{v}:{s}": _money_text(q) for (v, s), q in sorted(g.positions.items()) if q}}
+
+
+def _money_text(value: Decimal) -> str:
+    return "0" if value == 0 else format(value.normalize(), "f")

@@ -25,6 +25,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TextIO, TypeVar
 
 import aiosqlite
 
+from core.attribution import Attribution
 from core.hedge import GROUP_TERMINAL
 from core.instruments import Instrument
 from core.models import GroupState, Venue
@@ -323,7 +324,8 @@ async def _group_stats(
         "SELECT g.group_id, g.pair, g.state, g.closed_at_ms, g.realized_pnl, g.fees, g.expected_edge_bps, "
         "json_extract(p.payload, '$.pnl.realized_edge_bps') AS realized_edge_bps, "
         "json_extract(p.payload, '$.pnl.latency_slippage_bps') AS latency_bps, "
-        "json_extract(p.payload, '$.pnl.impact_slippage_bps') AS impact_bps "
+        "json_extract(p.payload, '$.pnl.impact_slippage_bps') AS impact_bps, "
+        "json_extract(p.payload, '$.outcome') AS outcome "
         "FROM hedge_groups g LEFT JOIN events p ON p.seq = ("
         "  SELECT max(e.seq) FROM events e WHERE e.group_id = g.group_id AND e.kind = 'group_state') "
         f"WHERE g.state IN ({_marks(CLOSED_STATES)}) ORDER BY coalesce(g.closed_at_ms, 0), g.group_id",
@@ -334,7 +336,7 @@ async def _group_stats(
         pnl = GroupPnl(
             group_id=row["group_id"],
             pair=row["pair"],
-            state=row["state"],
+            state=row["outcome"] or row["state"],  # a closed group is a hit as its execution ended
             realized_pnl=Decimal(row["realized_pnl"]),
             fees={},
             expected_edge_bps=float(row["expected_edge_bps"] or 0.0),
@@ -494,6 +496,8 @@ async def summary(
         "dust": await dust(db),
         "equity": await money.equity(db, now_ms=now_ms, account_ccy=account_ccy, rates=rates, marks=marks,
                                      instruments=instruments),
+        # What closing fills (a flatten) cost beyond the positions of the groups they closed.
+        "flatten": money.group_money_doc((await money.group_attribution(db, instruments)).line),
         "today": today_doc,
         "all_time": all_doc,
     }
@@ -613,8 +617,15 @@ async def show(db: aiosqlite.Connection, group_id: str) -> dict[str, Any] | None
             "fees_by_ccy": {ccy: _text(v) for ccy, v in sorted(fees.items())},
             "closed": group["state"] in CLOSED_STATES,
         },
+        # Its money with what closing orders (a flatten's share) brought (`core.attribution`).
+        "attribution": _attributed(await money.group_attribution(db), group_id),
         "timeline": timeline,
     }
+
+
+def _attributed(attribution: Attribution, group_id: str) -> dict[str, Any] | None:
+    g = attribution.group(group_id)
+    return None if g is None else money.group_money_doc(g)
 
 
 # -- export --------------------------------------------------------------------------------

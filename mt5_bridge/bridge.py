@@ -85,6 +85,7 @@ class PositionState:
     volume: Decimal
     price_open: Decimal
     magic: int
+    swap: Decimal = Decimal(0)  # POSITION_SWAP: accrued so far, signed as charged (0 from older EAs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +397,8 @@ class Mt5Bridge:
         except InvalidRequest as exc:
             return self._invalid(exc)
         positions = tuple(
-            PositionState(p.ticket, p.symbol, p.type, to_decimal(p.volume), to_decimal(p.price_open), p.magic)
+            PositionState(p.ticket, p.symbol, p.type, to_decimal(p.volume), to_decimal(p.price_open), p.magic,
+                          to_decimal(p.swap))
             for p in report.positions
             if self.magic is None or p.magic == self.magic
         )

@@ -186,6 +186,10 @@ def _summary_lines(doc: dict[str, Any]) -> list[str]:
     lines.append("dust " + ("  ".join(f"{pair} {qty}" for pair, qty in dust.items()) if dust else "none"))
     if doc.get("equity"):
         lines += ["", *_equity_lines(doc["equity"])]
+    line = doc.get("flatten") or {}
+    if line.get("cash", "0") != "0" or line.get("fees", "0") != "0":
+        lines.append(f"flatten line (closing fills no group held) {plain.number(line.get('realized'), 2, signed=True)}"
+                     f" after {plain.number(line.get('fees'), 2)} fees")
     for period in ("today", "all_time"):
         p = doc.get(period, {})
         lines += ["", f"[{period.replace('_', ' ')}]"]
@@ -426,6 +430,11 @@ def show(
     group = doc.get("group", {})
     typer.echo(f"group {group_id} {group.get('pair')} {group.get('state')} pnl={group.get('realized_pnl')} "
                f"fees={group.get('fees')} expected={group.get('expected_edge_bps')}bps")
+    money_doc = doc.get("attribution") or {}
+    if money_doc.get("closed_by"):
+        typer.echo(f"  closed by {', '.join(money_doc['closed_by'])}: their share "
+                   f"{plain.number(money_doc.get('closing_cash'), 2, signed=True)} less "
+                   f"{plain.number(money_doc.get('closing_fees'), 2)} fees (in its quote currencies)")
     for item in doc.get("timeline", []):
         typer.echo(f"  {_ts(item.get('ts_ms'))}  {item.get('kind', ''):<14} {item.get('text', '')}")
 

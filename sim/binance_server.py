@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 
 from core.clock import Clock
+from sim.funding import SimFunding
 from sim.market import SimTick
 from sim.venue_server import Conn, Query, VenueSimServer, dumps, first, fmt_fixed8
 
@@ -105,6 +106,7 @@ class BinanceSimServer(VenueSimServer[_BinanceConn]):
             max_queue=max_queue,
         )
         self.market: BinanceMarket = market
+        self.funding = SimFunding(since_ms=self.clock.time_ms())  # USD-M perpetual funding
         self.ping_interval_s = DEFAULT_PING_INTERVAL_S[market] if ping_interval_s is None else ping_interval_s
         self.pong_timeout_s = DEFAULT_PONG_TIMEOUT_S[market] if pong_timeout_s is None else pong_timeout_s
         if self.ping_interval_s <= 0 or self.pong_timeout_s <= 0:
@@ -274,6 +276,8 @@ class BinanceSimServer(VenueSimServer[_BinanceConn]):
             return 200, {}
         if path == f"{prefix}/time":
             return 200, {"serverTime": self.clock.time_ms()}
+        if self.market == "usdm" and path in (f"{prefix}/premiumIndex", f"{prefix}/fundingRate"):
+            return self._funding(path, query)
         if path != f"{prefix}/ticker/bookTicker":
             return 404, {"code": 404, "msg": "Not Found"}
         symbol = first(query, "symbol")
@@ -303,6 +307,33 @@ class BinanceSimServer(VenueSimServer[_BinanceConn]):
                 return 400, {"code": -1121, "msg": "Invalid symbol."}
             return 200, [self._rest_ticker(s) for s in wanted]
         return 200, [self._rest_ticker(s) for s in self.symbols]
+
+    def _funding(self, path: str, query: Query) -> tuple[int, object]:
+        """USD-M `GET /fapi/v1/premiumIndex` (mark price, last funding rate, next funding time)
+        and `GET /fapi/v1/fundingRate` (settlements oldest first, `startTime`/`endTime`,
+        `limit` <= 1000, default 100), one symbol each."""
+        symbol = first(query, "symbol")
+        if symbol is None or symbol not in self._books:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        book = self._books[symbol]
+        mark = fmt_fixed8((book.bid + book.ask) / 2)
+        now = self.clock.time_ms()
+        rate = f"{self.funding.rate(symbol):.8f}"
+        if path.endswith("/premiumIndex"):
+            return 200, {"symbol": symbol, "markPrice": mark, "indexPrice": mark, "estimatedSettlePrice": mark,
+                         "lastFundingRate": rate, "interestRate": "0.00010000",
+                         "nextFundingTime": self.funding.next_funding_ms(now), "time": now}
+        try:
+            start = int(first(query, "startTime") or -1)
+            end = int(first(query, "endTime") or -1)
+            limit = int(first(query, "limit") or 100)
+        except ValueError:
+            return 400, {"code": -1100, "msg": "Illegal characters found in a parameter."}
+        if not 1 <= limit <= 1000:
+            return 400, {"code": -1130, "msg": "Invalid data sent for a parameter."}
+        times = self.funding.settlements(now, start if start >= 0 else None, end if end >= 0 else None)
+        return 200, [{"symbol": symbol, "fundingRate": rate, "fundingTime": t, "markPrice": mark}
+                     for t in times[:limit]]
 
     def _rest_ticker(self, symbol: str) -> dict[str, object]:
         book = self._books.get(symbol)

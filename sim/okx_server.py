@@ -38,6 +38,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from core.clock import Clock
+from sim.funding import SimFunding
 from sim.http_body import BodyServerConnection, request_body
 from sim.market import SimTick
 from sim.okx_accounts import SimInstrumentSpec, default_spec
@@ -47,6 +48,8 @@ from sim.venue_server import Conn, Query, VenueSimServer, dumps, first, fmt_trim
 WS_PATH = "/ws/v5/public"
 TICKER_PATH = "/api/v5/market/ticker"
 TIME_PATH = "/api/v5/public/time"
+FUNDING_RATE_PATH = "/api/v5/public/funding-rate"
+FUNDING_HISTORY_PATH = "/api/v5/public/funding-rate-history"
 CHANNELS = ("tickers", "bbo-tbt")
 _ID_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _FUTURES_RE = re.compile(r"-\d{6}$")
@@ -133,6 +136,8 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
         self._version: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self._ticker_cache: dict[str, tuple[int, dict[str, str], str]] = {}
         self._bbo_cache: dict[str, tuple[int, str]] = {}
+        # Perpetual funding (SWAP instruments): settled from the server's start on.
+        self.funding = SimFunding(since_ms=self.clock.time_ms())
         # The private side: accounts, orders and matching against the books published here.
         given = {spec.inst_id: spec for spec in specs or ()}
         self.private = OkxPrivateVenue(
@@ -391,7 +396,39 @@ class OkxSimServer(VenueSimServer[_OkxConn]):
             return 200, {"code": "0", "msg": "", "data": [self.ticker_fields(inst_id)]}
         if path == TIME_PATH:
             return 200, {"code": "0", "msg": "", "data": [{"ts": str(self.clock.time_ms())}]}
+        if path in (FUNDING_RATE_PATH, FUNDING_HISTORY_PATH):
+            return self._funding(path, query)
         return 404, _not_found()
+
+    def _funding(self, path: str, query: Query) -> tuple[int, object]:
+        """`GET /api/v5/public/funding-rate` (the current period) and `.../funding-rate-history`
+        (settled periods, newest first; `after`/`before` page by fundingTime, `limit` <= 400)."""
+        inst_id = first(query, "instId")
+        if not inst_id:
+            return 400, {"code": "50014", "msg": "Parameter instId can not be empty.", "data": []}
+        if inst_id not in self._symbol_set or inst_type(inst_id) != "SWAP":
+            return 200, {"code": "51001", "msg": "Instrument ID does not exist", "data": []}
+        now = self.clock.time_ms()
+        rate = format(self.funding.rate(inst_id), "f")
+        if path == FUNDING_RATE_PATH:
+            nxt = self.funding.next_funding_ms(now)
+            return 200, {"code": "0", "msg": "", "data": [{
+                "instType": "SWAP", "instId": inst_id, "method": "current_period", "formulaType": "noRate",
+                "fundingRate": rate, "nextFundingRate": "", "fundingTime": str(nxt),
+                "nextFundingTime": str(nxt + self.funding.interval_ms), "ts": str(now)}]}
+        try:
+            after = int(first(query, "after") or 0) or None
+            before = int(first(query, "before") or 0) or None
+            limit = int(first(query, "limit") or 100)
+        except ValueError:
+            return 400, {"code": "50014", "msg": "Parameter after, before or limit error", "data": []}
+        if not 1 <= limit <= 400:
+            return 400, {"code": "51000", "msg": "Parameter limit error", "data": []}
+        times = self.funding.settlements(now, (before + 1) if before else None, (after - 1) if after else None)
+        rows = [{"instType": "SWAP", "instId": inst_id, "formulaType": "noRate", "fundingRate": rate,
+                 "realizedRate": rate, "fundingTime": str(t), "method": "current_period"}
+                for t in reversed(times)]
+        return 200, {"code": "0", "msg": "", "data": rows[:limit]}
 
     def _watchdog_interval(self) -> float:
         shortest = self.idle_timeout_s

@@ -25,8 +25,8 @@ from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import Row, SyncedTable
 
 LIMIT = 500
-STATES = ("hedged", "repaired", "unwound", "rejected", "failed", "open")
-PNL_STATES = ("hedged", "repaired", "unwound", "failed")
+STATES = ("hedged", "repaired", "unwound", "rejected", "failed", "closed", "open")
+PNL_STATES = ("hedged", "repaired", "unwound", "failed", "closed")
 
 COLUMNS = [
     ("opened", "Opened (UTC)", 19),

@@ -1,4 +1,5 @@
-"""Risk screen: each limit with its current use, each breaker with its state, recent risk events."""
+"""Risk screen: each limit with its current use, each venue's balance and margin, each breaker with
+its state, recent risk events."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from textual.widgets import Footer, Static
 
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.screens.messages import CancelOrphansAsked, RefreshNow
+from quantarb_tui.widgets.balances_pane import BalancesPane
 from quantarb_tui.widgets.breakers_pane import BreakersPane
 from quantarb_tui.widgets.limits_pane import LimitsPane
 from quantarb_tui.widgets.risk_events_pane import RiskEventsPane
@@ -28,6 +30,7 @@ class RiskScreen(Screen[None]):
         yield StatusBar(id="status")
         yield Static("", id="risk-summary")
         yield LimitsPane(id="limits")
+        yield BalancesPane(id="balances")
         yield BreakersPane(id="breakers")
         yield RiskEventsPane(id="risk-events")
         yield Footer()
@@ -58,5 +61,6 @@ class RiskScreen(Screen[None]):
         summary.append("   k kill  f flatten  p pause/resume  r rearm", style="dim")
         self.query_one("#risk-summary", Static).update(summary, layout=False)
         self.query_one(LimitsPane).update_from(snap)
+        self.query_one(BalancesPane).update_from(snap)
         self.query_one(BreakersPane).update_from(snap)
         self.query_one(RiskEventsPane).update_from(snap)

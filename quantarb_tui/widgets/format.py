@@ -29,6 +29,7 @@ GROUP_STYLES: dict[str, str] = {
     "compensating": "bold yellow",
     "rejected": "dim",
     "failed": "bold white on red",
+    "closed": "blue",
 }
 
 ORDER_STYLES: dict[str, str] = {

@@ -156,7 +156,7 @@ async def test_a_hedged_group_is_closed_on_both_venues_and_its_pnl_counts_the_cl
     assert rt.orchestrator.realized_pnl == run_before + expected - before
     assert Decimal(result.detail["realized_pnl"]) == expected
     [(pnl, state)] = rig.rows("SELECT realized_pnl, state FROM hedge_groups WHERE group_id = ?", group.group_id)
-    assert (Decimal(pnl), state) == (expected, "hedged")
+    assert (Decimal(pnl), state) == (expected, "closed")  # flat now: closed, its PnL with the closing fills
     # The audit record is committed before the first closing order's write-ahead row.
     [(audit_seq, payload)] = rig.rows("SELECT seq, payload FROM events WHERE kind = 'operator_audit'")
     assert '"action":"close_group"' in payload and '"actor":"tui"' in payload and "held too long" in payload

@@ -12,9 +12,11 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from core.config import demo_config
+from engine.admin_token import token_file_path
 from tests.integration.test_operator_e2e import Engine, _built_up, _cli, _rows, _status, _wait
 
 CENT = Decimal("0.01")
@@ -46,6 +48,8 @@ def test_after_a_flatten_every_surface_says_the_fills_cash_to_the_cent(tmp_path:
         assert json.loads(flat.stdout)["detail"]["flat"] is True, flat.stdout
         time.sleep(1.0)  # the journal commits what flatten booked
         status = _status(tmp_path, url)
+        token = token_file_path(ledger).read_text().strip()
+        scrape = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     finally:
         log = engine.stop()
     assert engine.proc.returncode == 0, log
@@ -56,6 +60,11 @@ def test_after_a_flatten_every_surface_says_the_fills_cash_to_the_cent(tmp_path:
     assert api["currency"] == "USD" and api["missing_rates"] == [] and api["missing_marks"] == []
     assert Decimal(api["total"]).quantize(CENT) == cash.quantize(CENT), (api, cash)
 
+    assert scrape.status_code == 200, scrape.text
+    m_metric = re.search(r'^quantarb_equity\{currency="USD"\} (\S+)$', scrape.text, re.MULTILINE)
+    assert m_metric, scrape.text
+    assert Decimal(m_metric.group(1)).quantize(CENT) == cash.quantize(CENT), (m_metric.group(1), cash)
+
     summary_line = [ln for ln in log.splitlines() if ln.startswith("summary ")][-1]
     m = re.search(r" pnl=(\S+) USD ", summary_line)
     assert m, summary_line
@@ -63,5 +72,54 @@ def test_after_a_flatten_every_surface_says_the_fills_cash_to_the_cent(tmp_path:
 
     done = _cli(tmp_path, "ledger", "summary", "--json")
     assert done.returncode == 0, done.stderr
-    ledger_eq = json.loads(done.stdout)["equity"]
+    summary = json.loads(done.stdout)
+    ledger_eq = summary["equity"]
     assert Decimal(ledger_eq["total"]).quantize(CENT) == cash.quantize(CENT), (ledger_eq, cash)
+
+    # The flatten's cost landed on the groups it closed (or the flatten line): no group that
+    # held a position reads `hedged` any more, and the groups' PnL with the line is the cash.
+    states = dict(_rows(ledger, "SELECT state, count(*) FROM hedge_groups GROUP BY state"))
+    assert states.get("closed", 0) > 0 and "hedged" not in states, states
+    groups_pnl = sum((Decimal(r[0]) for r in _rows(
+        ledger, "SELECT realized_pnl FROM hedge_groups WHERE state <> 'rejected'")), Decimal(0))
+    line = Decimal(summary["flatten"]["realized"])
+    assert (groups_pnl + line).quantize(CENT) == cash.quantize(CENT), (groups_pnl, line, cash)
+
+
+@pytest.mark.timeout(300)
+def test_after_a_restart_a_flatten_closes_the_groups_of_the_run_before(tmp_path: Path) -> None:
+    """Groups a restart left held (not in the new run's memory) are closed from their ledger rows
+    by the flatten that takes their positions flat, with its cost in their PnL."""
+    ledger = tmp_path / ".local" / "share" / "quantarb" / "demo.db"
+    first = Engine(tmp_path)
+    try:
+        _wait(tmp_path, first.url, lambda d: _built_up(d) and d["groups_by_state"].get("hedged", 0) >= 2,
+              "hedges held and an open position")
+    finally:
+        log = first.stop()
+    assert first.proc.returncode == 0, log
+    held = {gid for (gid,) in _rows(ledger, "SELECT group_id FROM hedge_groups WHERE state IN "
+                                    "('hedged', 'repaired', 'failed')")}
+    assert held, _rows(ledger, "SELECT state, note FROM hedge_groups")
+
+    second = Engine(tmp_path)
+    try:
+        flat = _cli(tmp_path, "flatten", "--url", second.url, "--reason", "money test", "--json", timeout=120)
+        assert flat.returncode == 0, flat.stdout + flat.stderr
+        assert json.loads(flat.stdout)["detail"]["flat"] is True, flat.stdout
+        time.sleep(1.0)  # the journal commits what flatten booked
+    finally:
+        log = second.stop()
+    assert second.proc.returncode == 0, log
+    states = dict(_rows(ledger, "SELECT group_id, state FROM hedge_groups"))
+    assert {states[g] for g in held} == {"closed"}, {g: states[g] for g in held}
+    assert "hedged" not in states.values(), states
+    done = _cli(tmp_path, "ledger", "summary", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    cash = cash_from_fills(ledger)
+    groups_pnl = sum((Decimal(r[0]) for r in _rows(
+        ledger, "SELECT realized_pnl FROM hedge_groups WHERE state <> 'rejected'")), Decimal(0))
+    line = Decimal(summary["flatten"]["realized"])
+    assert (groups_pnl + line).quantize(CENT) == cash.quantize(CENT), (groups_pnl, line, cash)
+    assert Decimal(summary["equity"]["total"]).quantize(CENT) == cash.quantize(CENT)

@@ -113,6 +113,29 @@ def test_risk_screen(snap_compare: Any, demo_runtime: Runtime) -> None:
     assert snap_compare(make_app(demo_runtime), terminal_size=(120, 36), run_before=run_before)
 
 
+def _risk_screen(demo_runtime: Runtime) -> Any:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = _app_of(pilot)
+        await warm(app, demo_runtime)
+        await groups_in_flight(demo_runtime)  # positions: the venues' margin is in use
+        await close_ledger(demo_runtime)
+        await pilot.press("l")
+        app.refresh_view()
+        await pilot.pause()
+
+    return run_before
+
+
+def test_risk_screen_balances_160x48(snap_compare: Any, demo_runtime: Runtime) -> None:
+    """Each venue's balance, equity, margin and free margin (issue 16, Deliver 4)."""
+    assert snap_compare(make_app(demo_runtime), terminal_size=(160, 48), run_before=_risk_screen(demo_runtime))
+
+
+def test_risk_screen_balances_80x24(snap_compare: Any, demo_runtime: Runtime) -> None:
+    """At 80x24 the free margin stays visible: it is the first column after the venue."""
+    assert snap_compare(make_app(demo_runtime), terminal_size=(80, 24), run_before=_risk_screen(demo_runtime))
+
+
 def test_history_screen(snap_compare: Any, demo_runtime: Runtime) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = _app_of(pilot)

@@ -424,3 +424,32 @@ def test_runtime_wires_paper_behaviour_per_venue(tmp_path: Path) -> None:
     for gw in paper:
         assert gw.behaviour.reject_prob == 0.2 and gw.behaviour.timeout_prob == 0.1
         assert gw.behaviour.latency_ms == (1.0, 3.0) and gw.behaviour.seed == 9
+
+
+# -- a spot account sells only what it holds (issue 16, Deliver 6) --------------------------------
+async def test_a_spot_account_cannot_sell_what_it_does_not_hold() -> None:
+    gw = PaperGateway("okx", {SYMBOL: INST}, Book(), ManualClock(), spot_inventory={"BTC": Decimal("0.05")})
+    assert gw.spot and gw.held("BTC") == Decimal("0.05")
+    short = await gw.place(order("sell", qty="10"))  # 10 units = 0.1 BTC: more than held
+    assert short.state is OrderState.REJECTED and "insufficient balance" in short.reason and not short.fills
+    assert gw.held("BTC") == Decimal("0.05")  # a refused order changes nothing
+    sold = await gw.place(order("sell", qty="5"))
+    assert sold.state is OrderState.FILLED and gw.held("BTC") == 0
+    assert (await gw.place(order("sell", qty="1"))).state is OrderState.REJECTED
+    bought = await gw.place(order("buy", qty="3"))
+    assert bought.state is OrderState.FILLED and gw.held("BTC") == Decimal("0.03")
+    assert (await gw.place(order("sell", qty="3"))).state is OrderState.FILLED
+
+
+async def test_a_derivatives_account_may_go_short() -> None:
+    gw = gateway()
+    assert not gw.spot and gw.held("BTC") is None
+    assert (await gw.place(order("sell", qty="10"))).state is OrderState.FILLED
+
+
+def test_spot_inventory_is_checked() -> None:
+    with pytest.raises(ValueError, match="spot inventory"):
+        PaperGateway("okx", {SYMBOL: INST}, Book(), ManualClock(), spot_inventory={"BTC": Decimal(-1)})
+    with pytest.raises(ValidationError):
+        PaperConfig.model_validate({"spot_inventory": {"BTC": "-1"}})
+    assert PaperConfig.model_validate({"spot_inventory": {"BTC": "1.5"}}).spot_inventory == {"BTC": Decimal("1.5")}

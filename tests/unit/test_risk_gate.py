@@ -20,8 +20,10 @@ from core.breakers import DAY_MS, BreakerLimits
 from core.clock import ManualClock
 from core.config import RiskConfig
 from core.exposure import ExposureBook
+from core.instruments import Instrument
 from core.models import ExecutionIntent, ExecutionLeg, OrderPurpose, Reason, Side, TradingState
 from core.risk import OrderCheck, RearmRefused, RiskGate, RiskLimits
+from exchanges.paper import PaperGateway
 
 D = Decimal
 T0 = 1_732_150_800_000
@@ -807,3 +809,30 @@ TestGateMachine.settings = settings(
     max_examples=200, stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+# -- a spot account sells only what it holds (issue 16, Deliver 6) --------------------------------
+def test_a_spot_account_sells_only_what_it_holds() -> None:
+    gate = _gate()
+    gate.spot_account("binance", {"BTC": D(3)})
+    assert gate.spot_held("binance", "BTC") == D(3) and gate.spot_held("okx", "BTC") is None
+    assert _pass(gate, _order("binance", side="sell", qty=4)) == "risk:spot_inventory"
+    assert _pass(gate, _order("binance", side="sell", qty=2, key="s1")) is None  # reserved
+    assert _pass(gate, _order("binance", side="sell", qty=2)) == "risk:spot_inventory"  # 1 left unreserved
+    gate.exposure.fill("binance", "BTC", "sell", D(2), D(100), key="s1")
+    assert gate.spot_held("binance", "BTC") == D(1)
+    assert _pass(gate, _order("binance", side="buy", qty=5)) is None  # buying needs no inventory
+    assert _pass(gate, _order("okx", side="sell", qty=5)) is None  # a derivatives venue may go short
+    # An intent whose sell leg lands on the spot account is refused before anything is sent.
+    assert gate.check(_intent(2, buy_venue="okx", sell_venue="binance"), 0) == "risk:spot_inventory"
+    assert gate.check(_intent(1, buy_venue="okx", sell_venue="binance"), 0) is None
+
+
+async def test_a_paper_spot_account_takes_the_ledgers_fills_at_start() -> None:
+    inst = Instrument(venue="binance", symbol="BTCUSDT", pair="BTC", qty_per_unit=D(1), tick_size=D("0.1"),
+                      lot_step=D("0.001"), min_qty=D("0.001"), taker_fee_bps=10.0)
+    gw = PaperGateway("binance", {"BTCUSDT": inst}, lambda v, s: None, ManualClock(), spot_inventory={"BTC": D(2)})
+    gw.add_inventory("BTC", D("-1.5"))  # sold in an earlier run
+    assert gw.held("BTC") == D("0.5")
+    with pytest.raises(ValueError):
+        PaperGateway("okx", {}, lambda v, s: None, ManualClock()).add_inventory("BTC", D(1))

@@ -1,0 +1,246 @@
+"""Group attribution: which hedge group a fill's money belongs to, closing orders included (pure).
+
+A hedge group's PnL is its own legs' cash flows (entry, retry, unwind, and any order sent
+under its group id, such as a close of that one group), plus its share of the orders that
+closed positions without belonging to a group: a flatten sends one order per venue and asset
+for the net of every group that holds there. Such a closing fill is attributed first in,
+first out: to the groups holding that (venue, symbol) against the fill's side, oldest
+position first, each up to what it holds; a fee is shared in proportion to quantity (the last
+piece takes the remainder, so the shares sum exactly to the fee). What no group holds (dust
+folded away, a position from outside quantarb, a flatten that overshot) lands on the
+`flatten` line, so nothing is booked nowhere.
+
+A group becomes **closed** when a closing fill brought every one of its positions below one
+lot step: its PnL is then its whole cash flow after every fee (`GroupMoney.realized`), and
+nothing of it is held any longer.
+
+Money here follows the `hedge_groups.realized_pnl` convention: base quantity x normalized
+price summed over the group's legs, each in its own quote currency (docs/ledger.md, Money);
+the account-currency figures are the portfolio's (`core.portfolio`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Context, Decimal
+
+from core.instruments import Instrument
+from core.models import Side, Venue
+
+Key = tuple[Venue, str]
+FLATTEN_LINE = "flatten"
+_ZERO = Decimal(0)
+_CTX = Context(prec=50)
+
+
+@dataclass(slots=True)
+class _Side:
+    qty: Decimal = _ZERO
+    notional: Decimal = _ZERO
+
+
+@dataclass(slots=True)
+class GroupMoney:
+    """One group's (or the flatten line's) money: cash before fees, fees, and what it holds."""
+
+    group_id: str
+    cash: Decimal = _ZERO  # sells bring qty x price in, buys take it out (base x normalized)
+    fees: Decimal = _ZERO  # summed as charged (the hedge_groups convention)
+    closing_cash: Decimal = _ZERO  # the part of `cash` from closing fills attributed here
+    closing_fees: Decimal = _ZERO
+    closing_qty: Decimal = _ZERO  # base units closed by those fills (unsigned)
+    positions: dict[Key, Decimal] = field(default_factory=dict)  # base units, + long
+    closed_by: list[str] = field(default_factory=list)  # the closing orders' group ids (flatten batches)
+    last_ms: int = 0
+    # Per asset and side, what was bought/sold: the residual's cost at that side's average price.
+    _sides: dict[tuple[str, Side], _Side] = field(default_factory=dict)
+    _asset: dict[Key, str] = field(default_factory=dict)
+
+    def residual(self, asset: str | None = None) -> Decimal:
+        """Net base quantity held (per asset when given; the flatten line spans assets)."""
+        return sum((q for k, q in self.positions.items() if asset is None or self._asset.get(k) == asset), _ZERO)
+
+    def residual_cost(self) -> Decimal:
+        """Each asset's open residual at the average price of the side that holds it."""
+        total = _ZERO
+        for asset in set(self._asset.values()):
+            residual = self.residual(asset)
+            if residual == 0:
+                continue
+            side = self._sides.get((asset, "buy" if residual > 0 else "sell"))
+            if side is not None and side.qty:
+                total += _CTX.divide(_CTX.multiply(residual, side.notional), side.qty)
+        return total
+
+    @property
+    def realized(self) -> Decimal:
+        """Cash after fees, a residual still held excluded at its cost (as `HedgeGroup.realized_pnl`):
+        the whole cash flow once nothing is held."""
+        return self.cash + self.residual_cost() - self.fees
+
+    def flat(self, steps: Mapping[Key, Decimal]) -> bool:
+        return all(abs(q) < steps[k] for k, q in self.positions.items())
+
+    def trade(self, key: Key, asset: str, side: Side, qty: Decimal, price: Decimal, fee: Decimal, ts_ms: int) -> None:
+        signed = qty if side == "buy" else -qty
+        self.positions[key] = self.positions.get(key, _ZERO) + signed
+        self._asset[key] = asset
+        notional = qty * price
+        self.cash += -notional if side == "buy" else notional
+        self.fees += fee
+        s = self._sides.setdefault((asset, side), _Side())
+        s.qty += qty
+        s.notional += notional
+        self.last_ms = max(self.last_ms, ts_ms)
+
+
+class Attribution:
+    """Fed every fill in time order with its order's group id and purpose; answers per group.
+
+    `keep_flat=False` (the running engine) forgets a group once it holds nothing and was not
+    just closed, and keeps no trade ids (the caller feeds each fill once: the running portfolio
+    deduplicates first), so memory is bounded by the groups that hold positions; the ledger's
+    replay keeps every group.
+    """
+
+    def __init__(self, instruments: Iterable[Instrument], *, keep_flat: bool = True) -> None:
+        self._inst: dict[Key, Instrument] = {i.key: i for i in instruments}
+        self._keep_flat = keep_flat
+        self._groups: dict[str, GroupMoney] = {}
+        # Per book, the groups holding a position there, oldest first (dict order).
+        self._holders: dict[Key, dict[str, None]] = {}
+        self._closed: dict[str, GroupMoney] = {}  # closed by a closing fill, not yet taken
+        self._trades: set[tuple[Venue, str]] | None = set() if keep_flat else None
+        self.line = GroupMoney(FLATTEN_LINE)
+
+    def has(self, venue: Venue, symbol: str) -> bool:
+        return (venue, symbol) in self._inst
+
+    def steps(self) -> dict[Key, Decimal]:
+        return {k: i.base_step for k, i in self._inst.items()}
+
+    def group(self, group_id: str) -> GroupMoney | None:
+        return self._groups.get(group_id)
+
+    def groups(self) -> dict[str, GroupMoney]:
+        return dict(self._groups)
+
+    def fill(self, *, group_id: str | None, closing: bool, venue: Venue, symbol: str, side: Side, qty: Decimal,
+             price: Decimal, fee: Decimal, ts_ms: int, trade_id: str) -> list[tuple[str, Decimal]]:
+        """One fill in venue units; returns [(group id or `flatten`, base qty)] it was booked to.
+
+        `closing`: the order closes positions without opening a group (a flatten order). Sent
+        under the id of a group this knows, it is that group's own; otherwise attributed first
+        in, first out. Raises ValueError for an unknown instrument or a bad figure, changing
+        nothing; a repeated (venue, trade id) is ignored ([]).
+        """
+        inst = self._inst.get((venue, symbol))
+        if inst is None:
+            raise ValueError(f"{venue}:{symbol}: not an instrument of this attribution")
+        if side not in ("buy", "sell") or not (qty.is_finite() and price.is_finite() and fee.is_finite()):
+            raise ValueError(f"{venue}:{symbol} fill {trade_id!r}: bad side or figures")
+        if qty <= 0 or price <= 0:
+            raise ValueError(f"{venue}:{symbol} fill {trade_id!r}: qty and price must be > 0")
+        if self._trades is not None:
+            if (venue, trade_id) in self._trades:
+                return []
+            self._trades.add((venue, trade_id))
+        key = inst.key
+        base = inst.to_base_qty(qty)
+        px = inst.normalized_price(price)
+        if group_id and (not closing or group_id in self._groups):
+            g = self._groups.get(group_id)
+            if g is None:
+                g = self._groups[group_id] = GroupMoney(group_id)
+            self._book(g, key, inst.pair, side, base, px, fee, ts_ms, closing, batch=group_id)
+            return [(group_id, base)]
+        if not closing:  # an order of no group that is not a closing order: the line's
+            self._book(self.line, key, inst.pair, side, base, px, fee, ts_ms, True)
+            return [(FLATTEN_LINE, base)]
+        pieces: list[tuple[GroupMoney, Decimal]] = []
+        left = base
+        for gid in list(self._holders.get(key, {})):
+            if left <= 0:
+                break
+            held = self._groups[gid].positions.get(key, _ZERO)
+            if held == 0 or (held > 0) == (side == "buy"):
+                continue
+            take = min(abs(held), left)
+            pieces.append((self._groups[gid], take))
+            left -= take
+        if left > 0:
+            pieces.append((self.line, left))
+        out: list[tuple[str, Decimal]] = []
+        fee_left = fee
+        for n, (g, take) in enumerate(pieces):
+            share = fee_left if n == len(pieces) - 1 else _CTX.divide(_CTX.multiply(fee, take), base)
+            fee_left -= share
+            self._book(g, key, inst.pair, side, take, px, share, ts_ms, True, batch=group_id or "")
+            out.append((g.group_id, take))
+        return out
+
+    def _book(self, g: GroupMoney, key: Key, asset: str, side: Side, qty: Decimal, px: Decimal, fee: Decimal,
+              ts_ms: int, closing: bool, batch: str = "") -> None:
+        before = g.positions.get(key, _ZERO)
+        g.trade(key, asset, side, qty, px, fee, ts_ms)
+        if closing:
+            g.closing_cash += -qty * px if side == "buy" else qty * px
+            g.closing_fees += fee
+            g.closing_qty += qty
+            if batch and batch not in g.closed_by:
+                g.closed_by.append(batch)
+        if g is self.line:
+            return
+        after = g.positions[key]
+        holders = self._holders.setdefault(key, {})
+        if after != 0:
+            holders.setdefault(g.group_id, None)
+        else:
+            holders.pop(g.group_id, None)
+        steps = self.steps()
+        if closing and before != 0 and g.flat(steps):
+            self._closed[g.group_id] = g
+        if not self._keep_flat and g.group_id not in self._closed and all(q == 0 for q in g.positions.values()):
+            self._groups.pop(g.group_id, None)
+
+    def net_off(self, venue: Venue, symbol: str, price: Decimal, ts_ms: int, batch: str) -> list[str]:
+        """After a flatten left this book flat: groups still holding it against each other (one
+        group's long offset by a later group's short, so the flatten traded nothing for them)
+        are closed against each other first in, first out, at `price` (venue units, the mark),
+        without fees. Zero-sum: what one group sells the other buys at the same price, so the
+        totals do not move. Returns the groups it touched."""
+        inst = self._inst.get((venue, symbol))
+        if inst is None:
+            raise ValueError(f"{venue}:{symbol}: not an instrument of this attribution")
+        px = inst.normalized_price(price)
+        touched: list[str] = []
+        while True:
+            holders = [self._groups[g] for g in self._holders.get(inst.key, {})]
+            longs = [g for g in holders if g.positions.get(inst.key, _ZERO) > 0]
+            shorts = [g for g in holders if g.positions.get(inst.key, _ZERO) < 0]
+            if not longs or not shorts:
+                return touched
+            long, short = longs[0], shorts[0]
+            qty = min(long.positions[inst.key], -short.positions[inst.key])
+            self._book(long, inst.key, inst.pair, "sell", qty, px, _ZERO, ts_ms, True, batch=batch)
+            self._book(short, inst.key, inst.pair, "buy", qty, px, _ZERO, ts_ms, True, batch=batch)
+            touched += [g.group_id for g in (long, short) if g.group_id not in touched]
+
+    def take_closed(self) -> list[GroupMoney]:
+        """The groups a closing fill left flat since the last call (each once), oldest first.
+        The running engine forgets them once taken if they hold nothing at all."""
+        out = sorted(self._closed.values(), key=lambda g: (g.last_ms, g.group_id))
+        self._closed.clear()
+        if not self._keep_flat:
+            for g in out:
+                if all(q == 0 for q in g.positions.values()):
+                    self._groups.pop(g.group_id, None)
+                    for holders in self._holders.values():
+                        holders.pop(g.group_id, None)
+        return out
+
+    def closed_groups(self) -> list[GroupMoney]:
+        """Every group a closing fill touched and that now holds less than a lot step everywhere."""
+        steps = self.steps()
+        return [g for g in self._groups.values() if g.closing_qty and g.flat(steps)]

@@ -1,0 +1,123 @@
+"""Perpetual funding, booked at each funding time on the position then held, and journaled.
+
+For every perpetual the engine trades (OKX `-SWAP` instruments, Binance USD-M symbols) the
+venue's public funding history is polled (`feeds.funding`); each settlement after the last one
+booked is charged to the running portfolio (`RunningEquity.accrue_funding`: -position x mark x
+rate, `core.carry`) and journaled as a `funding` event, which `ledger summary`, `positions` and
+`equity` replay. So the TUI, `status`, headless, `/api/status` and `/metrics` (the running
+equity) and the ledger's figures include the same carry.
+
+The position charged is the one held when the settlement is booked: polling runs every
+`poll_s` (60 s by default), so a fill between a funding time and its booking is counted as if
+held at it. A venue's own funding bill (OKX `bills`, Binance `FUNDING_FEE` income) would be
+exact and is not read yet. Settlements from before the engine's first run are not booked (the
+positions then are not known from this run): booking starts at the first start with an empty
+funding journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import httpx
+
+from core.clock import Clock
+from core.models import Venue
+from feeds.funding import FundingSettlement, fetch_settlements
+from feeds.rest_parsers import InvalidResponse, VenueError
+
+log = logging.getLogger(__name__)
+POLL_S = 60.0
+
+Fetch = Callable[[httpx.AsyncClient, Venue, str, int], Awaitable[list[FundingSettlement]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Perpetual:
+    venue: Venue
+    symbol: str
+    rest_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    venue: Venue
+    symbol: str
+    funding_ms: int
+    rate: Decimal
+    mark_price: Decimal
+    position: Decimal
+    amount: Decimal
+    ccy: str
+
+
+class FundingAccrual:
+    def __init__(
+        self,
+        perpetuals: Sequence[Perpetual],
+        accrue: Callable[[Venue, str, int, Decimal, Decimal | None, int], Booked | None],
+        journal: Callable[[Booked], None],
+        clock: Clock,
+        *,
+        poll_s: float = POLL_S,
+        fetch: Fetch = fetch_settlements,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self._perps = list(perpetuals)
+        self._accrue = accrue
+        self._journal = journal
+        self._clock = clock
+        self._fetch = fetch
+        self.poll_s = poll_s
+        self._timeout_s = timeout_s
+        self._last: dict[tuple[Venue, str], int] = {}
+        self.errors = 0
+        self.last_error: str | None = None
+
+    @property
+    def perpetuals(self) -> list[Perpetual]:
+        return list(self._perps)
+
+    def restore(self, last_booked: dict[tuple[Venue, str], int]) -> None:
+        """Start after the last funding time the ledger holds per perpetual, else from now."""
+        now = self._clock.time_ms()
+        for p in self._perps:
+            self._last[(p.venue, p.symbol)] = last_booked.get((p.venue, p.symbol), now)
+
+    async def poll_once(self) -> list[Booked]:
+        """Ask every perpetual's venue for settlements since the last booked; book each in order."""
+        booked: list[Booked] = []
+        now = self._clock.time_ms()
+        by_url: dict[str, list[Perpetual]] = {}
+        for p in self._perps:
+            by_url.setdefault(p.rest_url, []).append(p)
+        for url, perps in by_url.items():
+            async with httpx.AsyncClient(base_url=url, timeout=self._timeout_s) as client:
+                for p in perps:
+                    key = (p.venue, p.symbol)
+                    after = self._last.setdefault(key, now)
+                    try:
+                        rows = await self._fetch(client, p.venue, p.symbol, after)
+                    except (httpx.HTTPError, InvalidResponse, VenueError) as exc:
+                        self.errors += 1
+                        self.last_error = f"{p.venue}:{p.symbol}: {exc}"[:300]
+                        log.warning("funding: %s", self.last_error)
+                        continue
+                    for row in rows:
+                        if row.funding_ms <= self._last[key] or row.funding_ms > now:
+                            continue
+                        result = self._accrue(p.venue, p.symbol, row.funding_ms, row.rate, row.mark, now)
+                        self._last[key] = row.funding_ms
+                        if result is not None:
+                            self._journal(result)
+                            booked.append(result)
+        return booked
+
+    async def run(self) -> None:
+        while True:
+            await self.poll_once()
+            await asyncio.sleep(self.poll_s)
