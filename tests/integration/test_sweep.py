@@ -144,7 +144,7 @@ def test_a_sweep_of_three_settings_is_identical_locally_and_on_a_dask_cluster(re
     axes = sweep_settings(SWEEP, config)
     local = run_local(config, recordings, axes, LATENCY, jobs=2)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",  # type: ignore[no-untyped-call]
-                      dashboard_address=None) as cluster:
+                      dashboard_address="127.0.0.1:0") as cluster:
         remote = run_cluster(config, recordings, axes, cluster.scheduler_address, LATENCY)
     assert remote.runner.startswith("cluster tcp://127.0.0.1:")
     assert [r.as_json() for r in local.rows] == [r.as_json() for r in remote.rows]
