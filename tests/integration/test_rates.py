@@ -6,15 +6,19 @@ changes nothing. A real SQLite ledger holds the fills."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.clock import ManualClock
-from core.config import MoneyConfig
+from core.config import DEMO_CONFIG, MoneyConfig, QuantarbConfig
+from core.models import Quote
 from engine.equity import RunningEquity
 from engine.rates import RateFeed, RateSource
+from engine.runtime import Runtime
 from ledger import Ledger
 from sim.binance_server import BinanceSimServer
 from sim.market import SimTick
@@ -146,3 +150,29 @@ def test_an_mt5_book_is_the_eas_tick_aged_from_when_it_came() -> None:
     ticks["USDTUSD"] = (0.9993, 0.9989, 0.0)  # crossed: refused, the last tick kept
     assert asyncio.run(feed.poll_once()) == 0
     assert feed.rate_book(clock.time_ms()).rate("USDT") == rate
+
+
+@pytest.mark.timeout(120)
+async def test_the_engine_reads_its_rate_books_and_status_shows_them(tmp_path: Path) -> None:
+    """Wired in the runtime: an OKX book the (demo) venue does not list is shown with the venue's
+    error and USDT stays at the typed rate; an MT5 book is the EA's tick, aged."""
+    doc: dict[str, Any] = copy.deepcopy(DEMO_CONFIG)
+    doc["money"]["rate_books"] = ["okx:USDT-USD", "mt5:XAUUSD"]
+    config = QuantarbConfig.model_validate(doc)
+    clock = ManualClock(wall_ms=T0)
+    rt = Runtime(config, is_demo=True, clock=clock, ledger_path=str(tmp_path / "t.db"), mt5_in_process=True,
+                 serve_operator_api=False)
+    await rt.start()
+    try:
+        assert rt.rates is not None
+        rt.ingest(Quote("mt5", "XAUUSD", 2400.0, 2400.5, 1.0, 1.0, clock.time_ms(), clock.monotonic_ns()))
+        clock.advance(ms=1_500)
+        assert await rt.rates.poll_once() == 1
+        status = rt.view.status()["equity"]
+        okx_row, mt5_row = status["rate_books"]
+        assert okx_row["book"] == "okx:USDT-USD" and okx_row["stale"] is True and "51001" in okx_row["error"]
+        assert mt5_row == {"book": "mt5:XAUUSD", "mid": "2400.25", "age_ms": 1_500, "stale": False, "error": None}
+        assert status["rates"]["USDT"] == {"rate": "1", "source": "given", "age_ms": 0}
+        assert status["rates"]["XAU"] == {"rate": "2400.25", "source": "mt5:XAUUSD", "age_ms": 1_500}
+    finally:
+        await rt.stop()
