@@ -154,10 +154,11 @@ def test_an_mt5_book_is_the_eas_tick_aged_from_when_it_came() -> None:
 
 @pytest.mark.timeout(120)
 async def test_the_engine_reads_its_rate_books_and_status_shows_them(tmp_path: Path) -> None:
-    """Wired in the runtime: an OKX book the (demo) venue does not list is shown with the venue's
-    error and USDT stays at the typed rate; an MT5 book is the EA's tick, aged."""
+    """Wired in the runtime: the demo world lists the configured OKX and Binance currency books
+    (quoted at a mid of exactly 1) and the engine reads them over its sockets; an MT5 book is
+    the EA's tick, aged. `/api/status`'s equity says which rate, from where, how old."""
     doc: dict[str, Any] = copy.deepcopy(DEMO_CONFIG)
-    doc["money"]["rate_books"] = ["okx:USDT-USD", "mt5:XAUUSD"]
+    doc["money"]["rate_books"] = ["okx:USDT-USD", "binance:USDCUSDT", "mt5:XAUUSD"]
     config = QuantarbConfig.model_validate(doc)
     clock = ManualClock(wall_ms=T0)
     rt = Runtime(config, is_demo=True, clock=clock, ledger_path=str(tmp_path / "t.db"), mt5_in_process=True,
@@ -167,12 +168,16 @@ async def test_the_engine_reads_its_rate_books_and_status_shows_them(tmp_path: P
         assert rt.rates is not None
         rt.ingest(Quote("mt5", "XAUUSD", 2400.0, 2400.5, 1.0, 1.0, clock.time_ms(), clock.monotonic_ns()))
         clock.advance(ms=1_500)
-        assert await rt.rates.poll_once() == 1
+        assert await rt.rates.poll_once() == 3
+        clock.advance(ms=500)
         status = rt.view.status()["equity"]
-        okx_row, mt5_row = status["rate_books"]
-        assert okx_row["book"] == "okx:USDT-USD" and okx_row["stale"] is True and "51001" in okx_row["error"]
-        assert mt5_row == {"book": "mt5:XAUUSD", "mid": "2400.25", "age_ms": 1_500, "stale": False, "error": None}
-        assert status["rates"]["USDT"] == {"rate": "1", "source": "given", "age_ms": 0}
-        assert status["rates"]["XAU"] == {"rate": "2400.25", "source": "mt5:XAUUSD", "age_ms": 1_500}
+        assert status["rate_books"] == [
+            {"book": "okx:USDT-USD", "mid": "1", "age_ms": 500, "stale": False, "error": None},
+            {"book": "binance:USDCUSDT", "mid": "1", "age_ms": 500, "stale": False, "error": None},
+            {"book": "mt5:XAUUSD", "mid": "2400.25", "age_ms": 2_000, "stale": False, "error": None}]
+        assert status["rates"] == {"USDT": {"rate": "1", "source": "okx:USDT-USD", "age_ms": 500},
+                                   "USDC": {"rate": "1", "source": "binance:USDCUSDT", "age_ms": 500},
+                                   "XAU": {"rate": "2400.25", "source": "mt5:XAUUSD", "age_ms": 2_000}}
+        assert status["missing_rates"] == []
     finally:
         await rt.stop()
