@@ -20,6 +20,7 @@ from engine.rates import RateFeed, RateSource
 from engine.sources import rate_sources
 from feeds.rates import BookTop, parse_binance_rate_ticker, parse_okx_rate_ticker
 from feeds.rest_parsers import InvalidResponse, VenueError
+from quantarb_tui.operator_cli import render_status
 
 D = Decimal
 
@@ -176,3 +177,16 @@ def test_a_book_leading_nowhere_gives_no_rate() -> None:
                     mt5_top=lambda s: (1.0001, 1.0003, 0.0))
     assert asyncio.run(feed.poll_once()) == 1
     assert feed.rate_book(clock.time_ms()).rates() == {}  # USDC/USDT, and no USDT rate: both missing
+
+
+def test_quantarb_status_names_each_rates_source_and_age() -> None:
+    equity = {"rates": {"USDT": {"rate": "0.9991", "source": "okx:USDT-USD", "age_ms": 1_500},
+                        "EUR": {"rate": "1.08", "source": "given", "age_ms": 0}},
+              "missing_rates": ["USDC"],
+              "rate_books": [{"book": "okx:USDT-USD", "stale": False}, {"book": "binance:USDCUSDT", "stale": True}]}
+    text = render_status({"trading_state": "active", "equity": equity}, "http://x")
+    [line] = [ln for ln in text.splitlines() if ln.startswith("rates")]
+    assert line.split(None, 1)[1] == ("USDT 0.9991 (okx:USDT-USD, 1.5s)  EUR 1.08 (given)  USDC missing  "
+                                      "binance:USDCUSDT stale")
+    assert not [ln for ln in render_status({"trading_state": "active"}, "http://x").splitlines()
+                if ln.startswith("rates")]
