@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, field_validator, model_validator
 
 from core.alert_policy import channel_label
+from core.currency import rate_pair
 from core.instruments import Instrument, Pair
 from core.models import Venue
 
@@ -431,6 +432,40 @@ class MoneyConfig(_Strict):
     rates: dict[Annotated[str, Field(pattern=_CCY)], PositiveDecimal] = Field(
         default_factory=dict, description='1 unit of each = this much account currency, e.g. {USDT = "0.9995"}.'
     )
+    rate_books: list[str] = Field(
+        default_factory=list,
+        description='Currency books whose mid is a rate, "venue:symbol", e.g. ["okx:USDC-USDT", "binance:USDCUSDT"].',
+    )
+    rate_max_age_s: float = Field(
+        300.0, gt=0, le=24 * HOUR_S, allow_inf_nan=False,
+        description="A book's rate older than this is stale: the typed-in rate (if any) is used, else missing.",
+    )
+    rate_poll_s: float = Field(30.0, gt=0, le=HOUR_S, allow_inf_nan=False, description="Rate books read this often.")
+
+    @field_validator("rate_books")
+    @classmethod
+    def _rate_books(cls, books: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for i, book in enumerate(books):
+            venue, sep, symbol = book.partition(":")
+            if not sep or venue not in ("okx", "binance", "mt5") or not symbol or len(symbol) > 64:
+                raise ValueError(f"rate_books[{i}] {book[:80]!r}: not venue:symbol (venue okx, binance or mt5)")
+            spot = venue != "okx" or symbol.count("-") == 1  # OKX names a swap or future by a suffix
+            if not spot or rate_pair(venue, symbol) is None:  # type: ignore[arg-type]  # checked just above
+                raise ValueError(f"rate_books[{i}] {book!r}: not a currency book (e.g. okx:USDC-USDT, "
+                                 "binance:USDCUSDT, mt5:USDTUSD)")
+            if book in seen:
+                raise ValueError(f"rate_books[{i}] {book!r}: listed twice")
+            seen.add(book)
+        return books
+
+    def rate_book_keys(self) -> list[tuple[Venue, str]]:
+        """The rate books as (venue, symbol), in the configured order."""
+        out: list[tuple[Venue, str]] = []
+        for book in self.rate_books:
+            venue, _, symbol = book.partition(":")
+            out.append((venue, symbol))  # type: ignore[arg-type]  # validated
+        return out
 
 # An alert URL: `scheme://` then no whitespace. Apprise judges the rest when the engine starts
 # (and `config check`); the value itself is never echoed in an error: it may hold a token.
@@ -530,6 +565,21 @@ class QuantarbConfig(_Strict):
                     raise ValueError(
                         f"pairs[{i}].instruments.{venue}: venue {venue} has no [venues.{venue}] section"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _rate_books_served(self) -> QuantarbConfig:
+        """A rate book is read from its venue's public REST (OKX, Binance) or the EA's ticks
+        (MT5): its venue must be configured, and the EA only sends ticks of the pairs' symbols."""
+        enabled = set(self.venues.enabled())
+        mt5_symbols = {p.instruments.mt5.symbol for p in self.pairs if p.instruments.mt5 is not None}
+        for i, (venue, symbol) in enumerate(self.money.rate_book_keys()):
+            if venue not in enabled:
+                raise ValueError(f"money.rate_books[{i}] {venue}:{symbol}: venue {venue} has no "
+                                 f"[venues.{venue}] section")
+            if venue == "mt5" and symbol not in mt5_symbols:
+                raise ValueError(f"money.rate_books[{i}] mt5:{symbol}: not one of the EA's symbols (a pair's "
+                                 f"instruments.mt5.symbol: {', '.join(sorted(mt5_symbols)) or 'none'})")
         return self
 
     def build_pairs(self) -> tuple[Pair, ...]:

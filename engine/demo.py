@@ -117,6 +117,7 @@ def build_world(
         binance_market=binance.market if binance is not None else "usdm",
         on_mt5_tick=on_mt5_tick,
         accounts=accounts,
+        currency_books=config.money.rate_book_keys(),  # served, so `[money] rate_books` can be read
     )
 
 

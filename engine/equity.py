@@ -23,11 +23,13 @@ from typing import Any
 from core.attribution import Attribution, GroupMoney
 from core.breakers import DAY_MS
 from core.config import MoneyConfig
+from core.currency import RateBook
 from core.holdings import Holding, holdings
 from core.instruments import Instrument
 from core.models import Fill, Order, Venue
 from core.portfolio import PositionView
 from engine.funding import Booked
+from engine.rates import RateFeed, rates_doc
 from ledger import money
 from ledger.ledger import Ledger
 
@@ -41,9 +43,10 @@ SwapReport = Callable[[], tuple[dict[str, Decimal], str, int] | None]
 
 class RunningEquity:
     def __init__(self, instruments: Iterable[Instrument], config: MoneyConfig, touch: Touch,
-                 swaps: SwapReport | None = None) -> None:
+                 swaps: SwapReport | None = None, rates: RateFeed | None = None) -> None:
         self._instruments = {i.key: i for i in instruments}
         self._config = config
+        self._rates = rates  # the venues' currency books (engine.rates), else the typed-in rates
         self._touch = touch
         self._swaps = swaps
         self._replay = money.new_replay(self._instruments)
@@ -77,7 +80,7 @@ class RunningEquity:
                 day = now_ms // DAY_MS
                 before = await ledger.read(money.replay_ledger, self._instruments, until_ms=day * DAY_MS)
                 before.mark_last_fills()
-                rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+                rates = self._rate_book(now_ms)
                 total = money.equity_doc(before, rates, now_ms).get("total")
                 self._day = (day, Decimal(total) if isinstance(total, str) else None)
         except Exception as exc:
@@ -202,6 +205,16 @@ class RunningEquity:
                     portfolio.mark_at(venue, symbol, last[0], last[1])
                     replay.marks[(venue, symbol)] = (last[0], "last_fill", last[1])
 
+    def use_rates(self, rates: RateFeed) -> None:
+        """Rates from the venues' currency books from now on (known once the feeds' URLs are)."""
+        self._rates = rates
+        self._version += 1
+
+    def _rate_book(self, now_ms: int) -> RateBook:
+        if self._rates is not None:
+            return self._rates.rate_book(now_ms)
+        return money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+
     def _memoized(self, name: str, now_ms: int, compute: Callable[[], Any]) -> Any:
         key = (now_ms, self._version)
         if self._memo_key != key:
@@ -218,9 +231,12 @@ class RunningEquity:
     def _equity(self, now_ms: int) -> dict[str, Any]:
         replay = self._replay
         self._mark(now_ms)
-        rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+        rates = self._rate_book(now_ms)
         doc = money.equity_doc(replay, rates, now_ms)
         doc["mark_source"] = money.mark_source(replay)
+        doc["rates"] = rates_doc(rates, now_ms)  # which rate, from where, how old
+        if self._rates is not None:
+            doc["rate_books"] = self._rates.describe(now_ms)
         if self.restore_error is not None:
             for name in ("realized", "unrealized", "fees", "carry", "total"):
                 doc[name] = None
@@ -248,7 +264,7 @@ class RunningEquity:
         instruments = dict(self._instruments)
         for v in views:
             instruments.setdefault((v.venue, v.symbol), portfolio.instrument(v.venue, v.symbol))
-        rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+        rates = self._rate_book(now_ms)
         return holdings(views, instruments, rates)
 
     def venue_equity(self, now_ms: int) -> dict[Venue, Decimal | None]:
@@ -260,7 +276,7 @@ class RunningEquity:
             return {}
         self._mark(now_ms)
         portfolio = self._replay.portfolio
-        rates = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+        rates = self._rate_book(now_ms)
         out: dict[Venue, Decimal | None] = {}
         for v in portfolio.positions(now_ms, include_flat=True):
             amount = rates.total([(v.realized, v.quote_ccy), (v.unrealized, v.quote_ccy),

@@ -52,13 +52,14 @@ from engine.operator_api import create_operator_app, operator_routes
 from engine.operator_audit import OperatorAudit
 from engine.orchestrator import HedgeOrchestrator
 from engine.orphans import OrphanCleaner
+from engine.rates import RateFeed
 from engine.reconcile import RECONCILING, Reconciler
 from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
 from engine.risk_monitor import RiskLoop, RiskMonitor
 from engine.settings import Secrets
 from engine.snapshot import BalanceRow
-from engine.sources import build_feeds, perpetual_sources
+from engine.sources import build_feeds, perpetual_sources, rate_sources
 from engine.steering import Steering
 from engine.tasks import cancel_and_wait
 from engine.venue_health import VenueHealth
@@ -240,6 +241,7 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.funding: FundingAccrual | None = None  # perpetual funding, once the feeds are known
+        self.rates: RateFeed | None = None  # `[money] rate_books`, once the venues' URLs are known
         self._orchestrator_task: asyncio.Task[None] | None = None
         self._running = False
         self._driver: demo.DemoDriver | None = None
@@ -458,6 +460,24 @@ class Runtime:
         self.funding = FundingAccrual(perps, self.equity.accrue_funding, self._journal_funding, self.clock)
         self.funding.restore(await self.ledger.read(money.last_funding))
 
+    def _start_rates(self) -> None:
+        """The currency books of `[money] rate_books` feed the equity's rates (`engine.rates`)."""
+        sources = rate_sources(self.config, self.world)
+        if not sources:
+            return
+        money_cfg = self.config.money
+        self.rates = RateFeed(sources, money_cfg.account_currency, money_cfg.rates, self.clock,
+                              max_age_s=money_cfg.rate_max_age_s, poll_s=money_cfg.rate_poll_s,
+                              mt5_top=self._mt5_rate_top)
+        self.equity.use_rates(self.rates)
+
+    def _mt5_rate_top(self, symbol: str) -> tuple[float, float, float] | None:
+        """An MT5 rate book: the EA's latest tick of it (bid, ask, age in ms)."""
+        book = self.compare.book("mt5", symbol)
+        if book is None or not book.has_quote:
+            return None
+        return (book.raw_bid, book.raw_ask, (self.clock.monotonic_ns() - book.recv_ns) / 1_000_000)
+
     def _journal_funding(self, b: Booked) -> None:
         self.events.emit(EngineEvent(self.clock.time_ms(), "funding",
                                      f"funding {b.venue}:{b.symbol} rate {b.rate:f} on {b.position:f}: "
@@ -608,6 +628,7 @@ class Runtime:
         if self._recording is not None:
             self._recording.attach_feeds(self.feeds)  # before any feed runs: no frame is missed
         await self._start_funding()
+        self._start_rates()
         self.health.use_feeds(self.feeds)
         self._feed_log.watch(self.feeds)
         self.events.emit(
@@ -629,6 +650,8 @@ class Runtime:
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
         if self.funding is not None:
             self._tasks.append(asyncio.create_task(self.funding.run(), name="funding"))
+        if self.rates is not None:
+            self._tasks.append(asyncio.create_task(self.rates.run(), name="rates"))
         if self.reconciler is not None:
             if not restored.pending:
                 self.risk.hold(RECONCILING)  # now: no quote may trade before the first pass

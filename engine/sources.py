@@ -10,7 +10,9 @@ from typing import Protocol
 
 from core.clock import Clock
 from core.config import BinanceVenueConfig, OkxVenueConfig, QuantarbConfig
+from engine.rates import RateSource
 from feeds.base import FeedTiming, QuoteSink, WsFeed
+from feeds.binance import DEFAULT_REST as BINANCE_DEFAULT_REST
 from feeds.binance import BinanceFeed
 from feeds.okx import OkxFeed
 
@@ -92,4 +94,20 @@ def perpetual_sources(feeds: list[WsFeed]) -> list[PerpetualSource]:
             out += [("okx", symbol, feed.rest_url) for symbol, _ in feed.instruments if symbol.endswith("-SWAP")]
         elif isinstance(feed, BinanceFeed) and feed.market == "usdm":
             out += [("binance", symbol, feed.rest_url) for symbol in feed.symbols]
+    return out
+
+
+def rate_sources(config: QuantarbConfig, world: VenueEndpoints | None = None) -> list[RateSource]:
+    """`[money] rate_books` with where each is read: the venue's public REST (a started world's
+    servers in a demo or sim), or the EA's ticks for an MT5 book."""
+    out: list[RateSource] = []
+    okx, binance = config.venues.okx, config.venues.binance
+    for venue, symbol in config.money.rate_book_keys():
+        if venue == "okx" and okx is not None:
+            out.append(RateSource("okx", symbol, world.okx_rest_url if world else okx.rest_url))
+        elif venue == "binance" and binance is not None:
+            url = world.binance_rest_url if world else binance.rest_url or BINANCE_DEFAULT_REST[binance.market]
+            out.append(RateSource("binance", symbol, url, binance.market))
+        elif venue == "mt5":
+            out.append(RateSource("mt5", symbol))
     return out

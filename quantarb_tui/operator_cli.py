@@ -306,6 +306,25 @@ def _cell(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+def _rates_line(equity: Any) -> str:
+    """The rates in force with their source and age, then the missing ones and stale books."""
+    if not isinstance(equity, dict):
+        return ""
+    parts: list[str] = []
+    rates = equity.get("rates")
+    if isinstance(rates, dict):
+        for ccy, r in rates.items():
+            if isinstance(r, dict):
+                age = r.get("age_ms")
+                when = f", {age / 1000:.1f}s" if isinstance(age, int | float) and r.get("source") != "given" else ""
+                parts.append(f"{ccy} {_cell(r.get('rate'))} ({_cell(r.get('source'))}{when})")
+    parts += [f"{ccy} missing" for ccy in equity.get("missing_rates") or []]
+    books = equity.get("rate_books")
+    if isinstance(books, list):
+        parts += [f"{b.get('book')} stale" for b in books if isinstance(b, dict) and b.get("stale")]
+    return "  ".join(parts)
+
+
 def render_status(status: dict[str, Any], url: str) -> str:
     """The status as a few aligned lines: state, mode, PnL, groups, breakers, feeds."""
     state = _cell(status.get("trading_state")).upper()
@@ -332,6 +351,9 @@ def render_status(status: dict[str, Any], url: str) -> str:
     outliers = status.get("price_outliers")
     if isinstance(outliers, dict) and outliers:
         lines.append(("price outliers", "  ".join(f"{k}={v}" for k, v in sorted(outliers.items()))))
+    rates = _rates_line(status.get("equity"))
+    if rates:
+        lines.append(("rates", rates))
     width = max(len(k) for k, _ in lines)
     out = [f"{k:<{width}}  {v}" for k, v in lines]
     feeds = [f for f in status.get("feeds") or [] if isinstance(f, dict)]

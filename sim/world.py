@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Self
 
 from core.clock import Clock
+from core.currency import rate_pair
 from core.instruments import Instrument, Pair
 from core.models import Venue
 from sim.binance_exchange import Position as BinancePosition
@@ -33,7 +34,7 @@ from sim.binance_private import SimCredentials
 from sim.binance_server import BinanceMarket, BinanceSimServer
 from sim.binance_venue import BinanceVenueSim
 from sim.market import SimTick, SyntheticMarket
-from sim.okx_accounts import SimPosition, spec_from_instrument
+from sim.okx_accounts import SimInstrumentSpec, SimPosition, spec_from_instrument
 from sim.okx_server import OkxSimServer
 
 
@@ -55,7 +56,20 @@ def binance_symbol(inst: Instrument, pair: str) -> SimSymbol:
     return SimSymbol(inst.symbol, pair, "USDT", Decimal(inst.tick_size), Decimal(inst.lot_step),
                      Decimal(inst.min_qty), Decimal(inst.min_notional or 5))
 
+def _currency_symbol(symbol: str) -> SimSymbol:
+    """A Binance listing of a currency book (`USDCUSDT`): base and quote from its name."""
+    pair = rate_pair("binance", symbol)
+    if pair is None:
+        raise ValueError(f"binance {symbol}: not a currency book")
+    return SimSymbol(symbol, pair[0], pair[1], Decimal("0.0001"), Decimal("0.01"), Decimal(1), Decimal(5))
+
+
 log = logging.getLogger(__name__)
+
+# Every currency book the world lists (`[money] rate_books` on OKX or Binance) is quoted here,
+# fixed: the simulated market prices USD, USDT and USDC alike, so the mid is exactly 1.
+CURRENCY_BOOK_TOP = (0.9999, 1.0001)
+_CURRENCY_BOOK_SIZE = 1_000_000.0
 
 
 class SimWorld:
@@ -74,7 +88,10 @@ class SimWorld:
         step_interval_s: float = 0.02,
         host: str = "127.0.0.1",
         accounts: TradingAccounts | None = None,
+        currency_books: Sequence[tuple[Venue, str]] = (),
     ) -> None:
+        """`currency_books`: OKX and Binance books listed besides the pairs' and quoted at
+        `CURRENCY_BOOK_TOP` (the rate books a config reads; MT5 ones are pairs' symbols)."""
         if step_interval_s <= 0:
             raise ValueError("step_interval_s must be > 0")
         self._clock = clock
@@ -91,6 +108,10 @@ class SimWorld:
         for pair in pairs:
             for inst in pair.instruments:
                 symbols[inst.venue].append(inst.symbol)
+        books = [(v, sym) for v, sym in dict.fromkeys(currency_books)
+                 if v in ("okx", "binance") and sym not in symbols[v]]
+        for venue, sym in books:
+            symbols[venue].append(sym)
         # Created now (so tests can set faults before start), listening after start().
         self.accounts = accounts
         self.binance_venue: BinanceVenueSim | None = None
@@ -100,11 +121,14 @@ class SimWorld:
                                                               market=binance_market, clock=clock)
         else:
             okx_insts = [i for p in pairs for i in p.instruments if i.venue == "okx"]
+            book_specs = [SimInstrumentSpec(sym, Decimal("0.0001"), Decimal("0.0001"), Decimal(1))
+                          for v, sym in books if v == "okx"]
             self.okx = OkxSimServer(host, 0, symbols=symbols["okx"], clock=clock,
-                                    specs=[spec_from_instrument(i) for i in okx_insts])
+                                    specs=[spec_from_instrument(i) for i in okx_insts] + book_specs)
             self.okx.private.add_account(accounts.okx_key, accounts.okx_secret, accounts.okx_passphrase,
                                          balances={"USDT": accounts.balance})
             listed = [binance_symbol(i, p.name) for p in pairs for i in p.instruments if i.venue == "binance"]
+            listed += [_currency_symbol(sym) for v, sym in books if v == "binance"]
             balances: dict[str, Decimal | str] = {"USDT": accounts.balance}
             if binance_market == "spot":  # spot legs sell what the account holds
                 balances.update({s.base: accounts.balance / 1000 for s in listed})
@@ -117,6 +141,10 @@ class SimWorld:
         self.ticks_routed = 0
         for tick in self.market.quote_all():
             self._last[(tick.venue, tick.symbol)] = tick
+        bid, ask = CURRENCY_BOOK_TOP
+        for venue, sym in books:  # routed at start; the market never moves them
+            self._last[(venue, sym)] = SimTick(venue, sym, bid, ask, _CURRENCY_BOOK_SIZE, _CURRENCY_BOOK_SIZE,
+                                               clock.time_ms())
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,0 +1,183 @@
+"""The rate source (issue 16, item 1): currency books read from the simulated OKX and Binance
+public REST tickers over real sockets on 127.0.0.1 convert USDT and USDC money into USD at the
+book's mid; a stale book converts as missing (or as the typed-in rate), and a failed read
+changes nothing. A real SQLite ledger holds the fills."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.clock import ManualClock
+from core.config import DEMO_CONFIG, MoneyConfig, QuantarbConfig
+from core.models import Quote
+from engine.equity import RunningEquity
+from engine.rates import RateFeed, RateSource
+from engine.runtime import Runtime
+from ledger import Ledger
+from sim.binance_server import BinanceSimServer
+from sim.market import SimTick
+from sim.okx_server import OkxSimServer
+from tests.integration.test_funding import INSTRUMENTS, TOUCH, _positions
+from tests.unit.test_ledger_support import T0
+
+D = Decimal
+MAX_AGE_S = 60.0
+
+
+class _Sims:
+    def __init__(self, clock: ManualClock) -> None:
+        self.okx = OkxSimServer(symbols=["USDT-USD", "BTC-USDT-SWAP"], clock=clock)
+        self.binance = BinanceSimServer(symbols=["USDCUSDT"], market="spot", clock=clock)
+
+    async def __aenter__(self) -> _Sims:
+        await self.okx.start()
+        await self.binance.start()
+        self.okx.publish(SimTick("okx", "USDT-USD", 0.9990, 0.9992, 1000.0, 1000.0, T0))
+        self.binance.publish(SimTick("binance", "USDCUSDT", 1.0002, 1.0004, 1000.0, 1000.0, T0))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.okx.stop()
+        await self.binance.stop()
+
+    def sources(self) -> list[RateSource]:
+        return [RateSource("binance", "USDCUSDT", self.binance.rest_url, "spot"),  # needs USDT first
+                RateSource("okx", "USDT-USD", self.okx.rest_url)]
+
+
+def _feed(sims: _Sims, clock: ManualClock, given: dict[str, Decimal] | None = None) -> RateFeed:
+    return RateFeed(sims.sources(), "USD", given or {}, clock, max_age_s=MAX_AGE_S, poll_s=1.0)
+
+
+@pytest.mark.timeout(60)
+async def test_a_usdt_pnl_is_converted_at_the_books_mid(tmp_path: Path) -> None:
+    clock = ManualClock(wall_ms=T0)
+    async with _Sims(clock) as sims:
+        led = await Ledger.open(tmp_path / "l.db", clock=clock)
+        try:
+            await _positions(led)  # OKX long 1 BTC and Binance short 0.5 BTC: all USDT money
+            by_hand = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: TOUCH.get((v, s)))
+            await by_hand.restore(led)
+            in_usdt = D(by_hand.equity(clock.time_ms())["total"])
+            assert in_usdt == D("10.4")  # (60000 - 59990) - 3 + (64010 - 64000) x 0.5 - 1.6
+
+            feed = _feed(sims, clock, {"USDT": D(1)})
+            equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: TOUCH.get((v, s)))
+            await equity.restore(led)
+            equity.use_rates(feed)
+            assert await feed.poll_once() == 2
+            now = clock.time_ms()
+            doc = equity.equity(now)
+            assert D(doc["total"]) == in_usdt * D("0.9991")  # the book's mid, not the typed 1
+            assert doc["rates"]["USDT"] == {"rate": "0.9991", "source": "okx:USDT-USD", "age_ms": 0}
+            # USDC one hop through USDT: 1.0003 USDT x 0.9991 USD.
+            assert doc["rates"]["USDC"]["rate"] == format(D("1.0003") * D("0.9991"), "f")
+            assert doc["rates"]["USDC"]["source"] == "binance:USDCUSDT"
+            assert doc["rate_books"] == [
+                {"book": "binance:USDCUSDT", "mid": "1.0003", "age_ms": 0, "stale": False, "error": None},
+                {"book": "okx:USDT-USD", "mid": "0.9991", "age_ms": 0, "stale": False, "error": None}]
+        finally:
+            await led.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_stale_book_converts_as_missing_or_as_the_typed_rate() -> None:
+    clock = ManualClock(wall_ms=T0)
+    async with _Sims(clock) as sims:
+        bare, typed = _feed(sims, clock), _feed(sims, clock, {"USDT": D("0.9995")})
+        assert await bare.poll_once() == 2 and await typed.poll_once() == 2
+        clock.advance(ms=MAX_AGE_S * 1000)  # exactly the limit: still fresh
+        assert bare.rate_book(clock.time_ms()).convert(D(100), "USDT") == D("99.91")
+        clock.advance(ms=1)
+        now = clock.time_ms()
+        book = bare.rate_book(now)
+        assert book.convert(D(100), "USDT") is None and book.convert(D(100), "USDC") is None
+        assert [(b["book"], b["stale"], b["age_ms"]) for b in bare.describe(now)] == [
+            ("binance:USDCUSDT", True, 60_001), ("okx:USDT-USD", True, 60_001)]
+        typed_book = typed.rate_book(now)  # the typed rate again, and USDC derived through it
+        assert typed_book.rate("USDT") is not None and typed_book.rate("USDT").source == "given"  # type: ignore[union-attr]
+        assert typed_book.convert(D(100), "USDT") == D("99.95")
+        assert typed_book.convert(D(1), "USDC") is None  # its book is stale too: no rate
+
+
+@pytest.mark.timeout(60)
+async def test_a_failed_read_changes_nothing_and_the_rate_ages() -> None:
+    clock = ManualClock(wall_ms=T0)
+    async with _Sims(clock) as sims:
+        feed = _feed(sims, clock)
+        assert await feed.poll_once() == 2
+        before = feed.rate_book(clock.time_ms()).rates()
+        sims.okx.publish(SimTick("okx", "USDT-USD", 0.9000, 0.9002, 1000.0, 1000.0, T0))
+        await sims.okx.stop()  # the venue goes away: connection refused
+        clock.advance(ms=10_000)
+        assert await feed.poll_once() == 1  # Binance still answers
+        assert feed.failures == 1
+        now = clock.time_ms()
+        after = feed.rate_book(now).rates()
+        assert after["USDT"] == before["USDT"]  # the same read, same time: only older
+        okx_row = feed.describe(now)[1]
+        assert (okx_row["mid"], okx_row["age_ms"], okx_row["stale"]) == ("0.9991", 10_000, False)
+        assert okx_row["error"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_venue_error_is_kept_as_the_books_error() -> None:
+    clock = ManualClock(wall_ms=T0)
+    async with _Sims(clock) as sims:
+        feed = RateFeed([RateSource("okx", "USDC-USD", sims.okx.rest_url)], "USD", {}, clock,
+                        max_age_s=MAX_AGE_S, poll_s=1.0)
+        assert await feed.poll_once() == 0
+        [row] = feed.describe(clock.time_ms())
+        assert row["mid"] is None and row["stale"] is True
+        assert "51001" in row["error"]
+        assert feed.rate_book(clock.time_ms()).rates() == {}
+
+
+def test_an_mt5_book_is_the_eas_tick_aged_from_when_it_came() -> None:
+    clock = ManualClock(wall_ms=T0)
+    ticks: dict[str, tuple[float, float, float]] = {"USDTUSD": (0.9989, 0.9993, 2_500.0)}
+    feed = RateFeed([RateSource("mt5", "USDTUSD")], "USD", {}, clock, max_age_s=MAX_AGE_S, poll_s=1.0,
+                    mt5_top=ticks.get)
+    assert asyncio.run(feed.poll_once()) == 1
+    rate = feed.rate_book(clock.time_ms()).rate("USDT")
+    assert rate is not None and (rate.value, rate.source, rate.ts_ms) == (D("0.9991"), "mt5:USDTUSD", T0 - 2_500)
+    ticks["USDTUSD"] = (0.9993, 0.9989, 0.0)  # crossed: refused, the last tick kept
+    assert asyncio.run(feed.poll_once()) == 0
+    assert feed.rate_book(clock.time_ms()).rate("USDT") == rate
+
+
+@pytest.mark.timeout(120)
+async def test_the_engine_reads_its_rate_books_and_status_shows_them(tmp_path: Path) -> None:
+    """Wired in the runtime: the demo world lists the configured OKX and Binance currency books
+    (quoted at a mid of exactly 1) and the engine reads them over its sockets; an MT5 book is
+    the EA's tick, aged. `/api/status`'s equity says which rate, from where, how old."""
+    doc: dict[str, Any] = copy.deepcopy(DEMO_CONFIG)
+    doc["money"]["rate_books"] = ["okx:USDT-USD", "binance:USDCUSDT", "mt5:XAUUSD"]
+    config = QuantarbConfig.model_validate(doc)
+    clock = ManualClock(wall_ms=T0)
+    rt = Runtime(config, is_demo=True, clock=clock, ledger_path=str(tmp_path / "t.db"), mt5_in_process=True,
+                 serve_operator_api=False)
+    await rt.start()
+    try:
+        assert rt.rates is not None
+        rt.ingest(Quote("mt5", "XAUUSD", 2400.0, 2400.5, 1.0, 1.0, clock.time_ms(), clock.monotonic_ns()))
+        clock.advance(ms=1_500)
+        assert await rt.rates.poll_once() == 3
+        clock.advance(ms=500)
+        status = rt.view.status()["equity"]
+        assert status["rate_books"] == [
+            {"book": "okx:USDT-USD", "mid": "1", "age_ms": 500, "stale": False, "error": None},
+            {"book": "binance:USDCUSDT", "mid": "1", "age_ms": 500, "stale": False, "error": None},
+            {"book": "mt5:XAUUSD", "mid": "2400.25", "age_ms": 2_000, "stale": False, "error": None}]
+        assert status["rates"] == {"USDT": {"rate": "1", "source": "okx:USDT-USD", "age_ms": 500},
+                                   "USDC": {"rate": "1", "source": "binance:USDCUSDT", "age_ms": 500},
+                                   "XAU": {"rate": "2400.25", "source": "mt5:XAUUSD", "age_ms": 2_000}}
+        assert status["missing_rates"] == []
+    finally:
+        await rt.stop()
