@@ -33,9 +33,12 @@ _GROUP_TRANSITIONS: dict[GroupState, frozenset[GroupState]] = {
         {GroupState.REPAIRED, GroupState.UNWOUND, GroupState.FAILED, GroupState.COMPENSATING}
     ),
     # A terminal group that still held positions (a hedge is held until flatten; a failed
-    # group's residual) is closed when closing orders took every position to flat.
+    # group's residual; an unwind that lot sizes left short of flat, e.g. 13 of 14 contracts
+    # bought back against a 0.022 spot leg) is closed when closing orders took every position
+    # to flat.
     GroupState.HEDGED: frozenset({GroupState.CLOSED}),
     GroupState.REPAIRED: frozenset({GroupState.CLOSED}),
+    GroupState.UNWOUND: frozenset({GroupState.CLOSED}),
     GroupState.FAILED: frozenset({GroupState.CLOSED}),
 }
 
@@ -45,7 +48,9 @@ GROUP_TERMINAL: frozenset[GroupState] = frozenset(
 )
 
 # Terminal states a group can leave for `closed`: it may still hold positions in them.
-CLOSABLE: frozenset[GroupState] = frozenset({GroupState.HEDGED, GroupState.REPAIRED, GroupState.FAILED})
+CLOSABLE: frozenset[GroupState] = frozenset(
+    {GroupState.HEDGED, GroupState.REPAIRED, GroupState.UNWOUND, GroupState.FAILED}
+)
 
 
 def base36(n: int) -> str:

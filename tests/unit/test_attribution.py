@@ -118,6 +118,17 @@ def test_a_hedged_group_closes_and_a_rejected_one_cannot() -> None:
     assert not r.close(D(1), D(0), T0) and r.state is GroupState.REJECTED
 
 
+def test_an_unwind_lot_sizes_left_short_of_flat_is_closed_by_the_flatten_that_takes_it_flat() -> None:
+    """An unwind can end holding something: 14 OKX contracts sold against a 0.022 spot buy, 13
+    bought back (a 14th would overshoot). The flatten that takes that residual flat must close
+    the group with its share in the PnL; it used to stay `unwound` with a PnL missing that cost
+    (a demo run: the groups and the flatten line 0.11 USD off the fills' cash)."""
+    g = _group(GroupState.UNWOUND)
+    assert g.close(D(-5), D("0.2"), T0 + 99, "FL1")
+    assert g.state is GroupState.CLOSED and g.outcome is GroupState.UNWOUND
+    assert "unwound until closed by FL1" in g.note and g.realized_pnl == D(-5) - D("0.2")
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["g1", "g2", "g3", None]), st.sampled_from([0, 1]),
                           st.sampled_from(["buy", "sell"]), st.integers(1, 5), st.integers(2600, 2700),
