@@ -17,16 +17,18 @@ import pytest
 
 from core.clock import ManualClock
 from core.models import GroupState, OrderState, TradingState
+from core.ports import OrderUpdate
 from engine import reconcile
 from engine.runtime import Runtime
 from exchanges.binance.endpoints import BinanceMarket
+from exchanges.binance.stream import UserDataStream
 from exchanges.okx.gateway import OkxGateway
 from exchanges.okx.parsers import parse_envelope, parse_orders
 from exchanges.okx.stream import OrderStates
 from sim import binance_exchange, okx_accounts
 from sim.market import SimTick
 from tests.binance_support import order as binance_order
-from tests.binance_support import rig
+from tests.binance_support import rig, wait_until
 from tests.integration import test_live_mode as live
 from tests.okx_support import BTC, KEY, gateway, okx_sim, order, tick
 
@@ -253,3 +255,20 @@ async def test_a_late_fill_of_an_order_the_gateway_forgot_reaches_the_engine(
             assert rt.gate.state is TradingState.HALTED
         finally:
             await rt.stop()
+
+
+async def test_binance_user_stream_keeps_the_latest_final_states_only() -> None:
+    async with rig("usdm") as r:
+        await r.gateway.start()
+        updates: list[OrderUpdate] = []
+        stream = UserDataStream(r.gateway, r.credentials, r.clock, on_update=updates.append, symbols=["BTCUSDT"],
+                                reconnect_delay_s=(0.05, 0.2), timeout_s=3.0, final_limit=2)
+        stream.start()
+        try:
+            await stream.wait_connected(3.0)
+            for _ in range(4):
+                assert (await r.gateway.place(binance_order(r.clock))).state is OrderState.FILLED
+            await wait_until(lambda: sum(u.state is OrderState.FILLED for u in updates) == 4, "four final states")
+        finally:
+            await stream.stop()
+        assert stream.remembered() == (2, 4)  # two final states (the latest), four fill ids
