@@ -24,8 +24,9 @@ of sending it twice.
 
 On a hedging account (the EA's account report says `margin_mode` `hedging`) an order that
 goes against an open position of ours on its symbol closes (part of) that position instead of
-opening a new one (`close_opposite`): a `close` command for the oldest such ticket whose
-volume, less what closes in flight or not yet reported have taken from it, covers the order;
+opening a new one (`close_opposite`): a `close` command for the smallest such ticket whose
+volume, less what closes in flight or not yet reported have taken from it, covers the order
+(the oldest among equals; the smallest, so that small remainders are used up by small legs);
 same side, volume and limit price as the `open` would have had. The net position is the
 same either way; the account does not pile up offsetting tickets, each accruing swap and
 margin and each reported in every account report. The volume a close takes from a ticket is
@@ -158,7 +159,7 @@ class MT5Gateway:
         return update
 
     def _opposite_ticket(self, order: Order) -> int | None:
-        """The oldest position of ours opposite to `order` on its symbol that covers it (less
+        """The smallest position of ours opposite to `order` on its symbol that covers it (less
         what is taken from it), on a hedging account; None to open a new position."""
         if not self.close_opposite or self._account is None:
             return None
@@ -168,16 +169,19 @@ class MT5Gateway:
         self._release(account)
         if self._queue.get(command_id_for(order.client_order_id)) is not None:
             return None  # sent before: the queue reports on that command, whatever it chose
-        for p in sorted(account.positions, key=lambda p: p.ticket):
+        covering: list[tuple[Decimal, int]] = []  # (volume left, ticket)
+        for p in account.positions:
             if p.symbol != order.symbol or p.side == order.side:
                 continue
-            holds = self._taken.get(p.ticket, {})
-            left = p.volume - sum((h.qty for h in holds.values()), Decimal(0))
+            left = p.volume - sum((h.qty for h in self._taken.get(p.ticket, {}).values()), Decimal(0))
             if left >= order.qty:
-                self._taken.setdefault(p.ticket, {})[order.client_order_id] = _Hold(order.qty, left - order.qty)
-                self.closed_opposite += 1
-                return p.ticket
-        return None
+                covering.append((left, p.ticket))
+        if not covering:
+            return None
+        left, ticket = min(covering)
+        self._taken.setdefault(ticket, {})[order.client_order_id] = _Hold(order.qty, left - order.qty)
+        self.closed_opposite += 1
+        return ticket
 
     def _release(self, account: AccountState) -> None:
         """Drop the holds the report shows: of closes whose outcome is known, on a ticket gone

@@ -120,3 +120,20 @@ async def test_on_a_netting_account_every_leg_opens(
     # The simulated broker is a hedging one whatever the EA says: the open shows as a ticket.
     assert tickets(terminal) == [("buy", Decimal("0.3")), ("sell", Decimal("0.1"))]
     assert gw.closed_opposite == 0
+
+
+async def test_the_smallest_ticket_that_covers_the_leg_is_closed(
+    netting_rig: tuple[Listener, Terminal, MT5Gateway],
+) -> None:
+    """Small remainders are used up by small legs (a repair leg after a partial fill), instead
+    of staying open beside the big tickets."""
+    listener, terminal, gw = netting_rig
+    ea = terminal.start_ea(listener.server.url)
+    await until(lambda: listener.bridge.account(TERMINAL) is not None, what="the first account report")
+    for cid, qty in (("bf-1", "0.30"), ("bf-2", "0.10"), ("bf-3", "0.20")):
+        assert (await asyncio.wait_for(gw.place(order(cid, qty)), T)).state is OrderState.FILLED
+    await reported(listener, ea, [("buy", Decimal("0.3")), ("buy", Decimal("0.1")), ("buy", Decimal("0.2"))])
+    assert (await asyncio.wait_for(gw.place(sell("bf-4", "0.15")), T)).state is OrderState.FILLED
+    assert tickets(terminal) == [("buy", Decimal("0.3")), ("buy", Decimal("0.1")), ("buy", Decimal("0.05"))]
+    assert (await asyncio.wait_for(gw.place(sell("bf-5", "0.10")), T)).state is OrderState.FILLED
+    assert tickets(terminal) == [("buy", Decimal("0.3")), ("buy", Decimal("0.05"))]
