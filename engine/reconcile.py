@@ -216,12 +216,12 @@ class Reconciler:
         # side of the comparison only (the venue's figure, or the ledger's after the flush).
         if journal is not None:
             await journal.flush()
-        fills_before = await ledger.read(queries.last_fill_id)
+        fills_before = await ledger.read(queries.last_fill_id, venue)
         held = await account.positions()
         busy = self._busy(venue)
         if journal is not None:
             await journal.flush()  # a fill heard before the read (its group closed since) is committed
-        moved = await ledger.read(queries.last_fill_id) != fills_before
+        moved = await ledger.read(queries.last_fill_id, venue) != fills_before
         detail = "open orders and fills agree"
         if held is None:
             detail += "; positions not compared (spot balances)"

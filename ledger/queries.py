@@ -188,10 +188,11 @@ async def known_trades(db: aiosqlite.Connection, venue: str, trade_ids: Iterable
     return out
 
 
-async def last_fill_id(db: aiosqlite.Connection) -> int:
-    """The newest fill row's id (0 for none): reconciliation reads it around a venue's position
-    read, and a change means a fill was booked meanwhile."""
-    return int(await _one(db, "SELECT coalesce(max(fill_id), 0) FROM fills"))
+async def last_fill_id(db: aiosqlite.Connection, venue: str) -> int:
+    """The newest fill row's id on `venue` (0 for none): reconciliation reads it around the
+    venue's position read, and a change means a fill was booked meanwhile (an index-only scan
+    of the venue's fills, once a pass)."""
+    return int(await _one(db, "SELECT coalesce(max(fill_id), 0) FROM fills WHERE venue = ?", [venue]))
 
 
 async def cash_flows(db: aiosqlite.Connection) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:

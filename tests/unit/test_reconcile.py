@@ -4,7 +4,8 @@ Each claim of engine/reconcile.py's docstring has its test: a fill of ours the l
 booked (once) and halts (the engine did not know it); a fill or an open order the ledger does
 not know is quarantined, reported once, never adopted; a position difference of a lot step or
 more halts with both figures; none does not; a venue that cannot be read is blocked with the reason and released
-by the next good pass; a venue with orders in flight is not compared; a spot account is not
+by the next good pass; a venue with orders in flight is not compared, nor one on which a fill
+was booked while its positions were read (a fill elsewhere does not count); a spot account is not
 compared; an MT5 terminal that never reported blocks MT5, and every terminal's positions count.
 """
 
@@ -208,6 +209,21 @@ async def test_a_fill_booked_while_the_positions_are_read_defers_the_comparison(
         assert r.gate.state is TradingState.ACTIVE
         assert r.reconciler.venues["okx"].detail.endswith("positions agree")
         assert r.reconciler.venues["okx"].positions == {"BTC-USDT-SWAP": "10 / 10"}
+
+
+async def test_a_fill_on_another_venue_during_the_read_does_not_defer_the_comparison(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        first = await ours_in_ledger(r, "FL1")
+        r.journal.fill(first, fill("FL1", "t1", "5", T0))
+        elsewhere = Order(client_order_id="FL2", group_id="", venue="binance", symbol="BTCUSDT", side="buy",
+                          qty=Decimal("0.05"), price=Decimal("97000"), purpose=OrderPurpose.FLATTEN, created_ms=T0)
+        await r.ledger.order_created(elsewhere)
+        r.okx.held = {"BTC-USDT-SWAP": Decimal(5)}
+        r.okx.during_read = lambda: r.journal.fill(
+            elsewhere, Fill("binance", "b1", "FL2", Decimal("0.05"), Decimal("97000"), Decimal("0"), "USDT", T0))
+        await r.reconciler.run_once()
+        assert r.gate.state is TradingState.ACTIVE
+        assert r.reconciler.venues["okx"].detail.endswith("positions agree")
 
 
 async def test_a_venue_that_cannot_be_read_is_blocked_then_released(tmp_path: Path) -> None:
