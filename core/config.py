@@ -159,6 +159,11 @@ class Mt5VenueConfig(_Strict):
     deviation_points: int = Field(20, ge=0, le=1_000_000)
     filling: Literal["FOK", "IOC", "RETURN"] = "IOC"
     command_ttl_ms: int = Field(2000, gt=0, le=HOUR_MS, description="Commands expire unacked after this.")
+    close_opposite: bool = Field(
+        True,
+        description="On a hedging account, a leg against an open position of ours closes (part of) it "
+        "instead of opening an offsetting ticket.",
+    )
 
 
     @field_validator("terminals")

@@ -162,6 +162,8 @@ class Mt5Side:
             deviation_points=venue.deviation_points,
             filling=venue.filling,
             command_ttl_ms=venue.command_ttl_ms,
+            account=lambda: self.bridge.account(terminals[0]),
+            close_opposite=venue.close_opposite,
         )
         self._listener = listener
         self.extra_routes: Sequence[object] = extra_routes

@@ -14,8 +14,10 @@ first pass is done) and every `reconcile_interval_s`, for each venue:
 - **positions** (derivatives and MT5; a spot account holds balances, not positions): a net
   position that differs from the ledger's by more than the instrument's lot step halts
   trading, with both figures and the difference in the reason (more than half a lot step: one
-  missing lot is a difference). A venue with orders in flight, or a ledger that cannot write
-  (its positions are stale), is compared on a later pass.
+  missing lot is a difference). A venue with orders in flight, a fill booked while its
+  positions were read (a group can open, fill and close within that read: its fill would be on
+  one side only), or a ledger that cannot write (its positions are stale), is compared on a
+  later pass.
 
 A venue that cannot be read (down, keys refused, a timeout) is blocked (`reconcile:<venue>`)
 with the reason, and the engine goes on with the others: no retry loop inside a pass and no
@@ -220,13 +222,24 @@ class Reconciler:
                 await journal.flush()  # the positions below are read from the ledger
         self._since_ms[venue] = max(since, now - FILL_SETTLE_MS - 60_000)
         self._free[venue] = await account.free_margin()
-        # Positions, when nothing is in flight on the venue.
+        # Positions, when nothing is in flight on the venue and no fill was booked while they
+        # were read: a group can open, fill and close within that read, its fill then on one
+        # side of the comparison only (the venue's figure, or the ledger's after the flush).
+        if journal is not None:
+            await journal.flush()
+        fills_before = await ledger.read(queries.last_fill_id, venue)
         held = await account.positions()
+        busy = self._busy(venue)
+        if journal is not None:
+            await journal.flush()  # a fill heard before the read (its group closed since) is committed
+        moved = await ledger.read(queries.last_fill_id, venue) != fills_before
         detail = "open orders and fills agree"
         if held is None:
             detail += "; positions not compared (spot balances)"
-        elif self._busy(venue):
+        elif busy:
             detail += "; positions compared on a later pass (orders in flight)"
+        elif moved:
+            detail += "; positions compared on a later pass (fills booked while they were read)"
         elif journal is not None and journal.error is not None:
             detail += "; positions not compared while the ledger cannot write (its positions are stale)"
         else:

@@ -276,6 +276,7 @@ class PaperGateway:
             # Still on its way: the cancel gets there first; answer once the order has landed.
             self._cancel_first.add(cid)
             await landing.wait()
+            self._cancel_first.discard(cid)  # landed: used, or not needed (a re-send got there first)
         seen = self._seen(order.client_order_id)
         if seen is None:
             return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason="unknown order")

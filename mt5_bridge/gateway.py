@@ -22,6 +22,20 @@ safe for the EA's flat JSON and MT5's 31-character order comment, a hash otherwi
 second `place` of the same order finds the command already queued and reports on it instead
 of sending it twice.
 
+On a hedging account (the EA's account report says `margin_mode` `hedging`) an order that
+goes against an open position of ours on its symbol closes (part of) that position instead of
+opening a new one (`close_opposite`): a `close` command for the smallest such ticket whose
+volume, less what closes in flight or not yet reported have taken from it, covers the order
+(the oldest among equals; the smallest, so that small remainders are used up by small legs);
+same side, volume and limit price as the `open` would have had. The net position is the
+same either way; the account does not pile up offsetting tickets, each accruing swap and
+margin and each reported in every account report. The volume a close takes from a ticket is
+held until its outcome is known and an account report shows it (the ticket's volume down to
+what is left after it, or the ticket gone: a ticket's volume only ever goes down), so a report
+that predates a close never lets the same volume be closed twice; a close whose outcome is not
+known keeps its hold. With no account report, or no ticket that covers the order, the order
+opens a position as before.
+
 Fills are reported as `core.models.Fill` with `venue_trade_id` = the deal ticket and
 `fee = -commission` (MT5 reports charges as negative commission). Every update carries all
 of the command's fills; the tracker dedupes them by (venue, venue_trade_id).
@@ -33,14 +47,17 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
 from core.clock import Clock
 from core.commands import CommandKind, CommandState, Filling, Mt5Command
 from core.instruments import Instrument
 from core.models import Fill, Order, OrderState, Side, Venue
+from core.orders import is_terminal
 from core.ports import OrderUpdate
+from mt5_bridge.bridge import AccountState
 from mt5_bridge.queue import UNKNOWN_OUTCOME, CommandQueue, accepted_late, outcome_unknown
 
 __all__ = ["MT5Gateway", "command_id_for"]
@@ -55,6 +72,16 @@ def command_id_for(client_order_id: str) -> str:
     if _SAFE_ID.fullmatch(client_order_id):
         return client_order_id
     return "c" + hashlib.sha256(client_order_id.encode("utf-8")).hexdigest()[:30]
+
+
+@dataclass(slots=True)
+class _Hold:
+    """Volume a close takes from a ticket; `target`: the ticket's volume once it (and the
+    closes before it) are done; `heard`: its outcome is known."""
+
+    qty: Decimal
+    target: Decimal
+    heard: bool = False
 
 
 class MT5Gateway:
@@ -78,6 +105,8 @@ class MT5Gateway:
         command_ttl_ms: int,
         grace_ms: int = 1000,
         fee_ccy: str = "USD",
+        account: Callable[[], AccountState | None] | None = None,
+        close_opposite: bool = True,
     ) -> None:
         if command_ttl_ms <= 0 or grace_ms < 0:
             raise ValueError("command_ttl_ms must be > 0 and grace_ms >= 0")
@@ -91,6 +120,10 @@ class MT5Gateway:
         self.command_ttl_ms = command_ttl_ms
         self.grace_ms = grace_ms
         self.fee_ccy = fee_ccy
+        self._account = account
+        self.close_opposite = close_opposite and account is not None
+        self._taken: dict[int, dict[str, _Hold]] = {}  # ticket -> client order id -> hold
+        self.closed_opposite = 0
 
     @property
     def venue(self) -> Venue:
@@ -103,9 +136,68 @@ class MT5Gateway:
         problem = self._check(order.symbol, order.qty, order.price, allow_zero_price=False)
         if problem:
             return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason=problem)
-        cmd = self._command("open", order.client_order_id, group_id=order.group_id, symbol=order.symbol,
-                            side=order.side, volume=order.qty, price=order.price, position=0)
-        return await self._submit(cmd)
+        cid = order.client_order_id
+        ticket = self._opposite_ticket(order)
+        if ticket is None:
+            cmd = self._command("open", cid, group_id=order.group_id, symbol=order.symbol,
+                                side=order.side, volume=order.qty, price=order.price, position=0)
+        else:
+            cmd = self._command("close", cid, group_id=order.group_id, symbol=order.symbol, side=order.side,
+                                volume=order.qty, price=order.price, position=ticket)
+        return self._heard(await self._submit(cmd))
+
+    def _heard(self, update: OrderUpdate) -> OrderUpdate:
+        """A final outcome: the volume its close took is released by the next account report."""
+        if is_terminal(update.state) and self._taken:
+            done = sum((f.qty for f in update.fills), Decimal(0))
+            for held in self._taken.values():
+                hold = held.get(update.client_order_id)
+                if hold is not None and not hold.heard:
+                    hold.heard = True
+                    hold.target += hold.qty - min(done, hold.qty)  # what did not fill was not taken
+                    hold.qty = min(done, hold.qty)
+        return update
+
+    def _opposite_ticket(self, order: Order) -> int | None:
+        """The smallest position of ours opposite to `order` on its symbol that covers it (less
+        what is taken from it), on a hedging account; None to open a new position."""
+        if not self.close_opposite or self._account is None:
+            return None
+        account = self._account()
+        if account is None or account.margin_mode != "hedging":
+            return None
+        self._release(account)
+        if self._queue.get(command_id_for(order.client_order_id)) is not None:
+            return None  # sent before: the queue reports on that command, whatever it chose
+        covering: list[tuple[Decimal, int]] = []  # (volume left, ticket)
+        for p in account.positions:
+            if p.symbol != order.symbol or p.side == order.side:
+                continue
+            left = p.volume - sum((h.qty for h in self._taken.get(p.ticket, {}).values()), Decimal(0))
+            if left >= order.qty:
+                covering.append((left, p.ticket))
+        if not covering:
+            return None
+        left, ticket = min(covering)
+        self._taken.setdefault(ticket, {})[order.client_order_id] = _Hold(order.qty, left - order.qty)
+        self.closed_opposite += 1
+        return ticket
+
+    def _release(self, account: AccountState) -> None:
+        """Drop the holds the report shows: of closes whose outcome is known, on a ticket gone
+        or down to what the close left of it (or less)."""
+        volume = {p.ticket: p.volume for p in account.positions}
+        for ticket in list(self._taken):
+            held = self._taken[ticket]
+            now = volume.get(ticket)
+            for cid in [c for c, h in held.items() if h.heard and (now is None or h.qty == 0 or now <= h.target)]:
+                del held[cid]
+            if not held:
+                del self._taken[ticket]
+
+    def holds(self) -> int:
+        """Closes whose volume is still held (in flight, or not yet shown by a report)."""
+        return sum(len(h) for h in self._taken.values())
 
     async def close_position(
         self,
@@ -150,7 +242,7 @@ class MT5Gateway:
                 # does not know was never sent.
                 return OrderUpdate(order.client_order_id, OrderState.REJECTED, reason="not sent")
             return OrderUpdate(order.client_order_id, OrderState.UNKNOWN, reason="no such command")
-        return self._report(cmd, order.client_order_id, final=False)
+        return self._heard(self._report(cmd, order.client_order_id, final=False))
 
     # ---------------------------------------------------------------------------- internals
 

@@ -17,6 +17,12 @@ asset; USD-M positions are one-way (`positionSide` BOTH) with realized PnL on re
 Client order ids are unique among *open* orders only (the docs: "A unique id among open
 orders"): a terminal order's id may be used again, and a new order then gets it; a query by
 client order id answers the latest order carrying it. Time is the injected clock's.
+
+History is bounded, as the demo runs this venue inside the engine's process for weeks: a final
+order and a trade are kept `HISTORY_KEPT_MS` (fifteen minutes), at most `HISTORY_KEPT` of each;
+an older order is no longer found (-2013) and an older trade no longer listed. The engine asks
+about an order within seconds of sending it, and every fill it saw is in its ledger. Open
+orders are kept whatever their age.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9-_.]{1,20}$")
 _DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
 _OPEN = ("NEW", "PARTIALLY_FILLED")
 _LISTEN_KEY_TTL_MS = 60 * 60 * 1000
+HISTORY_KEPT_MS = 15 * 60_000  # final orders and trades are kept this long
+HISTORY_KEPT = 5_000  # and at most this many of each
 
 
 class ApiError(Exception):
@@ -383,6 +391,7 @@ class BinanceExchange:
             update_ms=now,
             reduce_only=reduce_only,
         )
+        self._forget_history(now)
         self.orders[order.order_id] = order
         self.by_client[client_id] = order
         ack = self.order_json(order, for_query=False)  # the state at acceptance (ACK/RESULT base)
@@ -526,6 +535,29 @@ class BinanceExchange:
 
     def _open_order_margin(self) -> Decimal:
         return sum((o.remaining * o.price / self.leverage for o in self._open()), Decimal(0))
+
+    def _forget_history(self, now_ms: int) -> None:
+        """Drop the final orders and the trades past `HISTORY_KEPT_MS` or beyond `HISTORY_KEPT`
+        (oldest first; open orders stay)."""
+        horizon = now_ms - HISTORY_KEPT_MS
+        excess = len(self.orders) + 1 - HISTORY_KEPT  # room for the one coming
+        gone: list[SimOrder] = []
+        for order in self.orders.values():  # oldest first (by order id)
+            if order.is_open:
+                continue
+            if order.update_ms >= horizon and len(gone) >= excess:
+                break
+            gone.append(order)
+        for order in gone:
+            del self.orders[order.order_id]
+            if self.by_client.get(order.client_order_id) is order:
+                del self.by_client[order.client_order_id]
+        trades = self.trades
+        cut = max(0, len(trades) + 1 - HISTORY_KEPT)
+        while cut < len(trades) and trades[cut].time_ms < horizon:
+            cut += 1
+        if cut:
+            del trades[:cut]
 
     def _open(self) -> list[SimOrder]:
         """Every open order: only orders that rested can be (an IOC/FOK/MARKET ends at once)."""

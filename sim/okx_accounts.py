@@ -7,6 +7,12 @@ book changes; the rest of an IOC is canceled; a limit order rests and fills when
 crosses it), settles fills into cash and net positions, and reports every order change to
 `on_change` (the `orders` channel). clOrdId is unique among pending orders only (51016), as on
 OKX; a query by clOrdId finds the latest order with it.
+
+History is bounded, as the demo runs these books inside the engine's process for weeks: a final
+order and a fill are kept `HISTORY_KEPT_MS` (fifteen minutes), at most `HISTORY_KEPT` of each
+per account; an older one is no longer found (51603, as OKX answers for an order past its
+history window). The engine asks about an order within seconds of sending it, and every fill
+it saw is in its ledger. Open orders are kept whatever their age.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ ORD_TYPES = ("market", "limit", "post_only", "fok", "ioc", "optimal_limit_ioc")
 CL_ORD_ID_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 PENDING = ("live", "partially_filled")
 _FUTURES_RE = re.compile(r"-\d{6}$")
+HISTORY_KEPT_MS = 15 * 60_000  # final orders and fills are kept this long (venue clock)
+HISTORY_KEPT = 5_000  # and at most this many of each, per account
 
 
 def fmt(value: Decimal) -> str:
@@ -252,6 +260,30 @@ class OkxSimAccount:
     fills: list[SimFill] = field(default_factory=list)
 
 
+def forget_history(account: OkxSimAccount, now_ms: int) -> None:
+    """Drop the final orders and the fills past `HISTORY_KEPT_MS` or beyond `HISTORY_KEPT`
+    (oldest first; open orders stay)."""
+    horizon = now_ms - HISTORY_KEPT_MS
+    excess = len(account.orders) + 1 - HISTORY_KEPT  # room for the one coming
+    gone: list[SimOrder] = []
+    for order in account.orders.values():  # oldest first (by creation)
+        if order.state in PENDING:
+            continue
+        if order.u_time >= horizon and len(gone) >= excess:
+            break
+        gone.append(order)
+    for order in gone:
+        del account.orders[order.ord_id]
+        if account.by_cl_ord_id.get(order.cl_ord_id) is order:
+            del account.by_cl_ord_id[order.cl_ord_id]
+    fills = account.fills
+    cut = max(0, len(fills) + 1 - HISTORY_KEPT)
+    while cut < len(fills) and fills[cut].ts < horizon:
+        cut += 1
+    if cut:
+        del fills[:cut]
+
+
 class Refusal(Exception):
     """An OKX error answer (HTTP status, code, message)."""
 
@@ -329,6 +361,7 @@ class OkxExchange:
             order = self._validate(account, args, now)
         except Refusal as refusal:
             return refuse(refusal.code, refusal.msg)
+        forget_history(account, now)
         account.orders[order.ord_id] = order
         if order.cl_ord_id:
             account.by_cl_ord_id[order.cl_ord_id] = order

@@ -27,6 +27,13 @@ not know is `unknown` until its `recvWindow` (plus `not_found_grace_ms`) has pas
 was sent; after that the venue can no longer accept it (it refuses any request older than
 its recvWindow), so it never reached the venue: `rejected`.
 
+Memory: the send time of each order is what the not-found rule above reads, and it says
+nothing once its recvWindow plus the grace has passed (the order is then judged by that
+deadline, and a query of an order the venue knows never reads it): each is forgotten then,
+checked as orders are placed, so the gateway holds a few seconds of orders. An order's state and
+fills are not kept here: a query reads them from the venue by client order id, and a late fill
+reaches the engine through reconciliation (`engine/reconcile.py`).
+
 Fills carry `venue_trade_id = "<market>:<symbol>:<tradeId>"`: Binance trade ids are unique
 per symbol only, and the ledger deduplicates fills by (venue, trade id).
 """
@@ -120,7 +127,7 @@ class BinanceGateway:
         self.retry_delay_s = retry_delay_s
         self.not_found_grace_ms = not_found_grace_ms
         self.info: ExchangeInfo | None = None
-        self._sent_ms: dict[str, int] = {}
+        self._sent_ms: dict[str, int] = {}  # cid -> when last sent (venue-local ms), oldest first
         self.placed_over_ws = 0
         self.placed_over_rest = 0
         self.last_halt: VenueError | None = None
@@ -223,7 +230,7 @@ class BinanceGateway:
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self.retry_delay_s * attempt)
-            self._sent_ms[cid] = self._clock.time_ms()
+            self._note_sent(cid)
             try:
                 body = await self._send_order(params)
             except VenueError as exc:
@@ -392,6 +399,22 @@ class BinanceGateway:
         # rejected, rate-limited, clock skew (after one resync), auth, halt, retryable spent:
         # none of them reached the matching engine.
         return OrderUpdate(cid, OrderState.REJECTED, reason=reason)
+
+    def _note_sent(self, cid: str) -> None:
+        """Remember when `cid` was sent (last), forgetting the send times past their deadline."""
+        now = self._clock.time_ms()
+        horizon = now - self.rest.recv_window_ms - self.not_found_grace_ms
+        while self._sent_ms:
+            oldest, at = next(iter(self._sent_ms.items()))
+            if at >= horizon:
+                break
+            del self._sent_ms[oldest]
+        self._sent_ms.pop(cid, None)  # re-inserted: the dict stays oldest first
+        self._sent_ms[cid] = now
+
+    def remembered(self) -> int:
+        """Send times held (a few seconds of orders)."""
+        return len(self._sent_ms)
 
     def _not_found(self, order: Order) -> OrderUpdate:
         cid = order.client_order_id

@@ -73,6 +73,7 @@ class UserDataStream:
         keepalive_s: float = 1800.0,
         lookback_ms: int = 5000,
         seen_limit: int = 200_000,
+        final_limit: int = 10_000,
         timeout_s: float = 5.0,
     ) -> None:
         self.gateway = gateway
@@ -88,8 +89,12 @@ class UserDataStream:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._seen_limit = seen_limit
         self._tracked: dict[str, str] = {}  # open orders to ask about after a gap: cid -> symbol
-        self._last_state: dict[str, OrderState] = {}
-        self._cids: dict[str, str] = {}  # venue order id -> client order id
+        # The last state of each order: open ones all, final ones the latest `final_limit`
+        # (enough to keep an older REST read from reopening a final order; its fills are
+        # deduplicated by trade id in `_seen` either way).
+        self._open_state: dict[str, OrderState] = {}
+        self._final_state: OrderedDict[str, OrderState] = OrderedDict()  # oldest first
+        self._final_limit = final_limit
         self.last_event_ms = 0
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -242,7 +247,6 @@ class UserDataStream:
 
     def _deliver(self, report: OrderReport, trades: Iterable[TradeReport], *, caught_up: bool = False) -> None:
         cid = report.client_order_id
-        self._cids[report.venue_order_id] = cid
         fills = []
         for trade in trades:
             key = trade_id(self.market, trade)
@@ -252,15 +256,20 @@ class UserDataStream:
             self._remember(key)
             fills.append(to_fill(self.market, cid, trade))
         state = report.state
-        last = self._last_state.get(cid)
+        last = self._final_state.get(cid) or self._open_state.get(cid)
         if last in _TERMINAL and state not in _TERMINAL:
             state = last  # an older REST read racing a newer event: the order stays final
         if not fills and last is state:
             return
-        self._last_state[cid] = state
         if state in _TERMINAL:
             self._tracked.pop(cid, None)
+            self._open_state.pop(cid, None)
+            self._final_state[cid] = state
+            self._final_state.move_to_end(cid)
+            while len(self._final_state) > self._final_limit:
+                self._final_state.popitem(last=False)
         else:
+            self._open_state[cid] = state
             self._tracked.setdefault(cid, report.symbol)
         self.symbols.add(report.symbol)
         self.delivered_fills += len(fills)
@@ -271,6 +280,10 @@ class UserDataStream:
             self.on_update(update)
         except Exception:
             log.exception("binance %s user data: update handler failed", self.market)
+
+    def remembered(self) -> tuple[int, int]:
+        """(order states, fill ids) held."""
+        return len(self._open_state) + len(self._final_state), len(self._seen)
 
     def _remember(self, key: str) -> None:
         self._seen[key] = None

@@ -25,6 +25,16 @@ Sending: over the private WebSocket (`order` op) when the stream is logged in, e
 Fills come from the stream's pushes and from REST (`trade/fills` by ordId), deduplicated by
 trade id in one `OrderStates`, so the stream and REST always agree. After a reconnect the
 stream runs `catch_up`: recent fills and every order not yet final are asked for over REST.
+
+Memory: what the gateway remembers of an order (its id, instrument and send time; its latest
+state and fills) is forgotten `order_memory_s` (10 minutes) after it was sent, once it is final
+(filled, cancelled, rejected, expired: as this gateway answered it, or as the stream or a query
+heard it); checked as orders are placed. An order not final (`unknown` included) is kept for as
+long as it takes: it may still fill, and it is asked about after a reconnect. The engine never
+places an OKX order id twice (it asks instead), and a forgotten order is still on the venue and
+in the ledger: a query by its id reads it back from the venue with all its fills, and a late
+fill of it reaches the engine through reconciliation (`engine/reconcile.py`), which reads the
+venue's fills, not this memory.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import httpx
 from core.clock import Clock
 from core.instruments import Instrument
 from core.models import Fill, Order, OrderState, Venue
+from core.orders import is_terminal
 from core.ports import OrderUpdate
 from exchanges.okx import endpoints as ep
 from exchanges.okx.auth import OkxCredentials, iso_timestamp, rest_headers
@@ -90,6 +101,7 @@ class OkxGatewayConfig:
     rate_limit_retries: int = 3
     read_retries: int = 2
     tag: str = ""
+    order_memory_s: float = 600.0  # a final order is forgotten this long after it was sent
 
     def __post_init__(self) -> None:
         if self.demo and self.ws_private_url == ep.WS_PRIVATE_URL:
@@ -97,7 +109,8 @@ class OkxGatewayConfig:
             object.__setattr__(self, "ws_private_url", ep.WS_PRIVATE_DEMO_URL)
         if self.td_mode not in ("cross", "isolated"):
             raise ValueError("okx td_mode must be 'cross' or 'isolated'")
-        if self.request_timeout_s <= 0 or self.outcome_wait_s < 0 or self.not_found_grace_s < 0:
+        if (self.request_timeout_s <= 0 or self.outcome_wait_s < 0 or self.not_found_grace_s < 0
+                or self.order_memory_s < 0):
             raise ValueError("okx timeouts must be positive")
         if len(self.tag) > 16 or (not self.tag.isalnum() and self.tag):
             raise ValueError("okx tag: at most 16 letters or digits")
@@ -215,6 +228,15 @@ def _retry_after(value: str | None) -> float | None:
     return seconds if 0 <= seconds <= 3600 else None
 
 
+@dataclass(slots=True)
+class _Sent:
+    """One order this gateway sent: where, when (monotonic s), and whether it is known final."""
+
+    inst_id: str
+    at: float
+    final: bool = False
+
+
 class OkxGateway:
     """ExecutionGateway for OKX (swaps, futures and spot), REST with WebSocket order entry."""
 
@@ -238,7 +260,7 @@ class OkxGateway:
                                        timing=stream_timing)
         self.stream.catch_up = self.catch_up
         self.stream.resync_clock = self.rest.sync_time
-        self._sent: dict[str, tuple[str, float]] = {}  # cid -> (instId, monotonic time sent)
+        self._sent: dict[str, _Sent] = {}  # cid -> what was sent, oldest first
         self._inflight: dict[str, asyncio.Event] = {}
         self.on_halt = on_halt
         self.halted: VenueError | None = None
@@ -297,12 +319,15 @@ class OkxGateway:
     # -------------------------------------------------------------- orders
 
     async def place(self, order: Order) -> OrderUpdate:
+        return self._answered(await self._place(order))
+
+    async def _place(self, order: Order) -> OrderUpdate:
         cid = order.client_order_id
         pending = self._inflight.get(cid)
         if pending is not None:
             await pending.wait()
         if cid in self._sent:
-            return await self.query(order)  # sent once already: ask, never send again
+            return await self._query(order)  # sent once already: ask, never send again
         refusal = self._refuse(order)
         if refusal is not None:
             return refusal
@@ -310,7 +335,8 @@ class OkxGateway:
         qty, price = spec.round_order(order.side, order.qty, order.price)
         td_mode: ep.TdMode = "cash" if ep.inst_type_of(order.symbol) == "SPOT" else self.config.td_mode  # type: ignore[assignment]
         args = ep.order_args(order.symbol, cid, order.side, qty, price, td_mode, tag=self.config.tag)
-        self._sent[cid] = (order.symbol, time.monotonic())
+        self.forget_old_orders()
+        self._sent[cid] = _Sent(order.symbol, time.monotonic())
         landed = self._inflight[cid] = asyncio.Event()
         try:
             ack = await self._send_order(args)
@@ -392,12 +418,15 @@ class OkxGateway:
                 return OrderUpdate(cid, heard.state, heard.venue_order_id or ord_id, self.states.fills.fills(cid),
                                    heard.reason)
         try:
-            return await self.query(order)
+            return await self._query(order)
         except VenueError as exc:
             return OrderUpdate(cid, OrderState.UNKNOWN, ord_id, self.states.fills.fills(cid),
                                f"accepted, outcome not known: {exc.code}")
 
     async def cancel(self, order: Order) -> OrderUpdate:
+        return self._answered(await self._cancel(order))
+
+    async def _cancel(self, order: Order) -> OrderUpdate:
         cid = order.client_order_id
         try:
             args = ep.cancel_args(order.symbol, cid)
@@ -415,10 +444,13 @@ class OkxGateway:
             if acks and acks[0].sCode == "0" and self.stream.connected:
                 # Accepted is not done: OKX confirms on the channel (or a query).
                 await self.states.wait_terminal(cid, self.config.outcome_wait_s)
-        return await self.query(order)
+        return await self._query(order)
 
     async def query(self, order: Order) -> OrderUpdate:
         """The venue's word on an order, by client order id, with every fill it reports."""
+        return self._answered(await self._query(order))
+
+    async def _query(self, order: Order) -> OrderUpdate:
         cid = order.client_order_id
         try:
             data = await self.rest.call("GET", ep.ORDER, {"instId": order.symbol, "clOrdId": cid})
@@ -446,13 +478,49 @@ class OkxGateway:
     def _not_found(self, order: Order) -> OrderUpdate:
         cid = order.client_order_id
         sent = self._sent.get(cid)
-        if sent is not None and time.monotonic() - sent[1] < self.config.not_found_grace_s:
+        if sent is not None and time.monotonic() - sent.at < self.config.not_found_grace_s:
             return OrderUpdate(cid, OrderState.UNKNOWN, reason="not found yet")
         return OrderUpdate(cid, OrderState.REJECTED, reason="order not found")
 
     async def _fills_of(self, detail: OrderDetail) -> list[Fill]:
         params = {"instType": ep.inst_type_of(detail.instId), "instId": detail.instId, "ordId": detail.ordId}
         return [fill_from_row(r) for r in parse_fills(await self.rest.call("GET", ep.FILLS, params))]
+
+    # -------------------------------------------------------------- memory
+
+    def _answered(self, update: OrderUpdate) -> OrderUpdate:
+        """What the caller is told; a final answer lets the order be forgotten in time."""
+        sent = self._sent.get(update.client_order_id)
+        if sent is not None and is_terminal(update.state):
+            sent.final = True
+        return update
+
+    def forget_old_orders(self) -> int:
+        """Forget the orders sent more than `order_memory_s` ago that are final (see the module
+        docstring); those not final are kept, moved behind the others. How many were forgotten."""
+        cutoff = time.monotonic() - self.config.order_memory_s
+        for cid in self.states.prune(cutoff):
+            sent = self._sent.get(cid)
+            if sent is not None:
+                sent.final = True  # the states forget only final orders
+        forgotten = 0
+        for _ in range(len(self._sent)):
+            cid, sent = next(iter(self._sent.items()))
+            if sent.at > cutoff:
+                break  # oldest first: the rest are younger
+            del self._sent[cid]
+            latest = self.states.latest(cid)
+            heard_open = latest is not None and not is_terminal(latest.state)
+            if (sent.final or latest is not None) and not heard_open and cid not in self._inflight:
+                self.states.forget(cid)
+                forgotten += 1
+            else:
+                self._sent[cid] = sent  # not final: it may still fill; kept, behind the young ones
+        return forgotten
+
+    def remembered(self) -> tuple[int, int]:
+        """(orders sent and remembered, orders whose state is remembered): what memory holds."""
+        return len(self._sent), len(self.states)
 
     # -------------------------------------------------------------- reads for risk and recovery
 
@@ -503,7 +571,7 @@ class OkxGateway:
 
     async def catch_up(self) -> None:
         """After the stream was down: the fills made meanwhile and every order not yet final."""
-        symbols = {sym for sym, _ in self._sent.values()} | set(self.specs)
+        symbols = {sent.inst_id for sent in self._sent.values()} | set(self.specs)
         types = sorted({ep.inst_type_of(sym) for sym in symbols})
         rows_by_order: dict[str, list[FillRow]] = {}
         for inst_type in types:
@@ -513,7 +581,7 @@ class OkxGateway:
         for cid in self.states.open_ids():
             sent = self._sent.get(cid)
             if sent is not None:
-                targets[cid] = sent[0]
+                targets[cid] = sent.inst_id
         for rows in rows_by_order.values():
             cid = rows[0].clOrdId
             known = {f.venue_trade_id for f in self.states.fills.fills(cid)}

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -69,18 +70,33 @@ class FillBook:
     def count(self) -> int:
         return sum(len(v) for v in self._by_cid.values())
 
+    def forget(self, cid: str) -> None:
+        self._by_cid.pop(cid, None)
+
+    def __len__(self) -> int:
+        return len(self._by_cid)
+
 
 class OrderStates:
     """The latest state heard of each order and its fills, from pushes and REST alike.
 
     `ingest` records one order state with the fills that came with it and calls `on_update`
     with only the fills never seen before, so a fill reported by both the stream and a REST
-    query (or twice by the stream, as OKX may resend) is counted once."""
+    query (or twice by the stream, as OKX may resend) is counted once.
 
-    def __init__(self) -> None:
+    Memory is bounded by `prune`: an order final for longer than the gateway's
+    `order_memory_s` is forgotten (its state and fills; they are in the ledger). An order
+    not final is never forgotten: it may still fill, and the catch-up asks about it. A
+    message about a forgotten order (OKX resending an old push) is recorded as new: its
+    fills reach `on_update` again, and the ledger, which deduplicates fills by venue trade
+    id, counts them once."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.fills = FillBook()
         self.on_update: Callable[[OrderUpdate], None] | None = None
         self._latest: dict[str, OrderUpdate] = {}
+        self._final_at: dict[str, float] = {}  # cid -> when it was first heard final, oldest first
+        self._monotonic = monotonic
         self._changed = asyncio.Condition()
 
     def ingest(self, detail: OrderDetail, fills: Iterable[Fill] = ()) -> OrderUpdate:
@@ -100,6 +116,8 @@ class OrderStates:
             update.state = prev.state if prev is not None else update.state
         else:
             self._latest[cid] = OrderUpdate(cid, update.state, update.venue_order_id, [], update.reason)
+            if is_terminal(update.state) and cid not in self._final_at:
+                self._final_at[cid] = self._monotonic()
         if new or prev is None or (prev.state is not update.state and not stale):
             callback = self.on_update
             if callback is not None:
@@ -117,6 +135,29 @@ class OrderStates:
 
     def latest(self, cid: str) -> OrderUpdate | None:
         return self._latest.get(cid)
+
+    def prune(self, final_before: float) -> list[str]:
+        """Forget the orders heard final before `final_before` (monotonic seconds); their ids."""
+        gone: list[str] = []
+        for cid, at in self._final_at.items():  # oldest first: stop at the first one kept
+            if at >= final_before:
+                break
+            gone.append(cid)
+        for cid in gone:
+            del self._final_at[cid]
+            self._latest.pop(cid, None)
+            self.fills.forget(cid)
+        return gone
+
+    def forget(self, cid: str) -> None:
+        """Forget one order (final: the gateway's memory rule)."""
+        self._latest.pop(cid, None)
+        self._final_at.pop(cid, None)
+        self.fills.forget(cid)
+
+    def __len__(self) -> int:
+        """Orders remembered (their latest state)."""
+        return len(self._latest)
 
     def open_ids(self) -> list[str]:
         """Client order ids whose last known state is not final."""

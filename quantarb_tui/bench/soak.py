@@ -142,6 +142,7 @@ class Probe:
     breaker_trips: int = 0
     events: int = 0
     log_bytes: int = 0
+    mt5_tickets: int = 0  # open MT5 positions of ours in the last account report
 
 
 def soak_config(*, accelerate: bool, ledger: str) -> QuantarbConfig:
@@ -296,6 +297,10 @@ def _probe(runtime: Runtime, probe: Probe) -> None:
     probe.groups = {str(k): int(v) for k, v in snap.groups_by_state.items()}
     probe.reconnects = sum(row.reconnects for row in runtime.health.rows(runtime.clock.monotonic_ns()))
     probe.events = runtime.events.total
+    mt5 = runtime.mt5
+    account = mt5.bridge.account(mt5.terminals[0]) if mt5 is not None else None
+    if account is not None:
+        probe.mt5_tickets = len(account.positions)
 
 
 async def _run(duration_s: float, warmup_s: float, interval_s: float, *, accelerate: bool, tui: bool,
@@ -445,6 +450,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
             "breaker_trips": probe.breaker_trips, "rearms": probe.rearms, "flattens": probe.flattens,
             "events": probe.events,
             "log_bytes": probe.log_bytes,
+            "mt5_tickets": probe.mt5_tickets,
         },
         "demo_hours_equivalent": round(demo_hours, 2),
         # Per hour of the demo's default activity: the slope divided by the compression.
@@ -482,6 +488,7 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"groups {groups}",
         f"                reconnects {a['reconnects']} ea restarts {a['ea_restarts']} breaker trips "
         f"{a['breaker_trips']} rearms {a['rearms']} flattens {a['flattens']} events {a['events']:,}; "
+        f"open MT5 tickets {a['mt5_tickets']}; "
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
     if r["top_growth_by_line"]:

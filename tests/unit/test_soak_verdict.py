@@ -1,0 +1,33 @@
+"""`bench soak` judges the RSS slope after the warm-up against the target (issue 19): a series
+rising faster than `TARGET_MB_PER_HOUR` is reported above it, and the samples of the warm-up do
+not count. Synthetic samples, no engine."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from quantarb_tui.bench.soak import TARGET_MB_PER_HOUR, Probe, Sample, _report, _Sampler, slope_per_hour
+
+
+def test_slope_is_the_least_squares_rise_per_hour() -> None:
+    assert slope_per_hour([(0.0, 10.0), (1800.0, 11.0), (3600.0, 12.0)]) == pytest.approx(2.0)
+    assert slope_per_hour([(0.0, 5.0), (60.0, 5.0)]) == 0.0
+    assert slope_per_hour([(0.0, 5.0)]) == 0.0
+
+
+@pytest.mark.parametrize(("mb_per_hour", "within"), [(TARGET_MB_PER_HOUR + 0.5, False), (1.0, True), (-1.0, True)])
+def test_the_verdict_follows_the_slope_after_the_warm_up(mb_per_hour: float, within: bool) -> None:
+    sampler = _Sampler(warmup_s=600.0, interval_s=10.0, trace=False)
+    try:
+        # A steep warm-up (+100 MB in 10 minutes), then `mb_per_hour` for 20 minutes.
+        for t in range(0, 1801, 10):
+            mb = 60.0 + (100.0 * t / 600 if t < 600 else 100.0 + mb_per_hour * (t - 600) / 3600)
+            sampler.samples.append(Sample(float(t), int(mb * 1024), 0, 0, 1000, 1000, 0, 0))
+        result = _report(sampler, Probe(), 1800.0, 600.0, accelerate=True, tui=False)
+    finally:
+        shutil.rmtree(sampler.snapshot_dir, ignore_errors=True)
+    assert result["rss_mb_per_hour"] == pytest.approx(mb_per_hour, abs=0.01)
+    assert result["within_target"] is within
+    assert ("within" if within else "ABOVE") in result["lines"][2]
