@@ -12,15 +12,14 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from engine.control import OrphanRef
-from quantarb_tui.screens.modals import Submit
+from quantarb_tui.screens.modals import Submit, SubmitModal
 
 CLOSE_REASON = "operator close (tui)"
 ORPHAN_REASON = "operator orphan cleanup (tui)"
@@ -51,19 +50,16 @@ def close_legs(detail: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-class CloseGroupModal(ModalScreen[bool]):
+class CloseGroupModal(SubmitModal):
     """Type the group's id (and, optionally, a reason), Enter: both legs are closed at market."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, group_id: str, legs: list[str], submit: Submit) -> None:
-        super().__init__(classes="modal-close")
+        super().__init__(submit, classes="modal-close")
         self.kind = "close"
         self.group_id = group_id
         self._legs = legs
-        self._submit = submit
-        self.busy = False
-        self.error = ""
 
     def compose(self) -> ComposeResult:
         body = Text("Close this group's legs at market (IOC), filed with the group (venue units):\n")
@@ -85,10 +81,6 @@ class CloseGroupModal(ModalScreen[bool]):
     def on_mount(self) -> None:
         self.query_one("#dialog-input", Input).focus()
 
-    def show_error(self, message: str) -> None:
-        self.error = message
-        self.query_one("#dialog-error", Static).update(message)
-
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         typed = self.query_one("#dialog-input", Input).value.strip()
@@ -99,19 +91,6 @@ class CloseGroupModal(ModalScreen[bool]):
         if not self.busy:
             reason = self.query_one("#dialog-reason", Input).value.strip() or CLOSE_REASON
             self._run(reason)
-
-    @work(exclusive=True, group="modal-submit")
-    async def _run(self, reason: str) -> None:
-        self.busy = True
-        self.show_error("…")
-        try:
-            refusal = await self._submit(reason)
-        finally:
-            self.busy = False
-        if refusal is None:
-            self.dismiss(True)
-        else:
-            self.show_error(refusal)
 
     def action_cancel(self) -> None:
         if self.busy:  # the orders may be on the wire: the close finishes, then the modal goes

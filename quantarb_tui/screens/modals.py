@@ -83,7 +83,35 @@ def quit_question(snap: RuntimeSnapshot) -> str | None:
     return "\n".join(parts) + " Quit anyway?"
 
 
-class InputModal(ModalScreen[bool]):
+class SubmitModal(ModalScreen[bool]):
+    """A modal whose `submit` (the app's runtime call) runs as a worker, so the UI and the refresh
+    timer never wait on it: None dismisses the modal, a refusal is shown in `#dialog-error`."""
+
+    def __init__(self, submit: Submit, *, classes: str) -> None:
+        super().__init__(classes=classes)
+        self._submit = submit
+        self.busy = False
+        self.error = ""
+
+    def show_error(self, message: str) -> None:
+        self.error = message
+        self.query_one("#dialog-error", Static).update(message)
+
+    @work(exclusive=True, group="modal-submit")
+    async def _run(self, value: str) -> None:
+        self.busy = True
+        self.show_error("…")
+        try:
+            refusal = await self._submit(value)
+        finally:
+            self.busy = False
+        if refusal is None:
+            self.dismiss(True)
+        else:
+            self.show_error(refusal)
+
+
+class InputModal(SubmitModal):
     """One input line; Enter submits it to `submit`, which returns None (done) or a refusal.
 
     With `word`, the value must be exactly that word (typed confirmation, e.g. FLATTEN)."""
@@ -100,15 +128,12 @@ class InputModal(ModalScreen[bool]):
         placeholder: str = "",
         word: str | None = None,
     ) -> None:
-        super().__init__(classes=f"modal-{kind}")
+        super().__init__(submit, classes=f"modal-{kind}")
         self.kind = kind
         self._title = title
         self._body = body
-        self._submit = submit
         self._placeholder = placeholder
         self._word = word
-        self.busy = False
-        self.error = ""
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -122,10 +147,6 @@ class InputModal(ModalScreen[bool]):
     def on_mount(self) -> None:
         self.query_one(Input).focus()
 
-    def show_error(self, message: str) -> None:
-        self.error = message
-        self.query_one("#dialog-error", Static).update(message)
-
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         value = event.value.strip()
@@ -134,20 +155,6 @@ class InputModal(ModalScreen[bool]):
             return
         if not self.busy:
             self._run(value)
-
-    @work(exclusive=True, group="modal-submit")
-    async def _run(self, value: str) -> None:
-        """The runtime call runs as a worker: the UI (and the refresh timer) never wait on it."""
-        self.busy = True
-        self.show_error("…")
-        try:
-            refusal = await self._submit(value)
-        finally:
-            self.busy = False
-        if refusal is None:
-            self.dismiss(True)
-        else:
-            self.show_error(refusal)
 
     def action_cancel(self) -> None:
         self.dismiss(False)
