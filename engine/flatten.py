@@ -31,6 +31,16 @@ REDUCE_ATTEMPTS = 5  # an IOC the book left is tried again at the new touch, up 
 RETRY_PAUSE_S = 0.2  # before each retry: the touch an IOC took is shown again after the book moves
 
 
+def closing_price(touch: tuple[float, float] | None, inst: Instrument, side: Side, slippage: Decimal) -> Decimal | None:
+    """A closing IOC's limit: the touch it takes, `slippage` (a fraction) worse, on the tick grid
+    (flatten and the close of one group price alike); None without a touch."""
+    if touch is None:
+        return None
+    bid, ask = touch
+    raw = Decimal(repr(ask)) * (1 + slippage) if side == "buy" else Decimal(repr(bid)) * (1 - slippage)
+    return inst.limit_price(float(raw), side)
+
+
 @dataclass(slots=True)
 class FlattenLine:
     venue: Venue
@@ -146,12 +156,7 @@ class Flattener:
         )
 
     def _price(self, inst: Instrument, side: Side) -> Decimal | None:
-        touch = self._touch(inst.venue, inst.symbol)
-        if touch is None:
-            return None
-        bid, ask = touch
-        raw = Decimal(repr(ask)) * (1 + self._slippage) if side == "buy" else Decimal(repr(bid)) * (1 - self._slippage)
-        return inst.limit_price(float(raw), side)
+        return closing_price(self._touch(inst.venue, inst.symbol), inst, side, self._slippage)
 
     async def _reduce(self, batch: str, n: int, line: FlattenLine, inst: Instrument) -> None:
         """Close the venue's position with marketable IOC orders: one, and up to

@@ -35,7 +35,7 @@ from core.models import Order, OrderPurpose, OrderState, Side, Venue
 from core.orders import is_terminal
 from core.risk import OrderCheck, RiskGate
 from engine.control import ControlRefused
-from engine.flatten import REDUCE_ATTEMPTS, TouchSource
+from engine.flatten import REDUCE_ATTEMPTS, TouchSource, closing_price
 from engine.operator_audit import OperatorAudit
 from engine.orchestrator import HedgeOrchestrator
 
@@ -198,12 +198,7 @@ class GroupCloser:
                                  "the other leg would close alone")
 
     def _price(self, inst: Instrument, side: Side) -> Decimal | None:
-        touch = self._touch(inst.venue, inst.symbol)
-        if touch is None:
-            return None
-        bid, ask = touch
-        raw = Decimal(repr(ask)) * (1 + self._slippage) if side == "buy" else Decimal(repr(bid)) * (1 - self._slippage)
-        return inst.limit_price(float(raw), side)
+        return closing_price(self._touch(inst.venue, inst.symbol), inst, side, self._slippage)
 
     async def _close_leg(self, group: HedgeGroup, leg: CloseLeg) -> None:
         """Marketable IOC orders until the group holds nothing on the venue (as the flattener's
