@@ -86,7 +86,8 @@ def _number(text: str, key: str, spec: str) -> Decimal:
         raise SweepError(f"--sweep {key}={spec}: {text.strip()!r} is not a number") from None
     if not value.is_finite():
         raise SweepError(f"--sweep {key}={spec}: {text.strip()!r} is not a finite number")
-    if abs(value) >= _LARGEST or (value and abs(value) < _SMALLEST):
+    size = value.copy_abs()  # quiet: abs() rounds in the context and overflows on 1E1000000
+    if size >= _LARGEST or (size and size < _SMALLEST):
         raise SweepError(f"--sweep {key}={spec}: {text.strip()!r} is out of range (|x| within 1e-12 and 1e15)")
     return value
 
