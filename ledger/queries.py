@@ -180,30 +180,32 @@ async def setting_changes(db: aiosqlite.Connection) -> list[dict[str, Any]]:
     return out
 
 
+# A list of ids is passed as one JSON parameter (`IN (SELECT value FROM json_each(?))`), not
+# as `IN (?,?,...)`: each length of the latter is a different SQL text, and the connection's
+# statement cache (128 statements) then fills with one prepared statement per length seen, up
+# to some 6 MB of SQLite memory per connection (issue 19, docs/performance.md); this is one
+# statement whatever the length.
+ID_LIST = "(SELECT value FROM json_each(?))"
+
+
 async def known_orders(db: aiosqlite.Connection, client_order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The ledger's orders among `client_order_ids`: client order id -> its row (reconciliation)."""
     ids = sorted(set(client_order_ids))
-    out: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        for row in await _all(db, "SELECT client_order_id, group_id, venue, symbol, side, qty, price, purpose, "
-                                  f"state, created_at_ms FROM orders WHERE client_order_id IN ({marks})", chunk):
-            out[str(row["client_order_id"])] = dict(row)
-    return out
+    if not ids:
+        return {}
+    rows = await _all(db, "SELECT client_order_id, group_id, venue, symbol, side, qty, price, purpose, "
+                          f"state, created_at_ms FROM orders WHERE client_order_id IN {ID_LIST}", [json.dumps(ids)])
+    return {str(row["client_order_id"]): dict(row) for row in rows}
 
 
 async def known_trades(db: aiosqlite.Connection, venue: str, trade_ids: Iterable[str]) -> set[str]:
     """The venue trade ids among `trade_ids` the ledger has booked (reconciliation)."""
     ids = sorted(set(trade_ids))
-    out: set[str] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = await _all(db, f"SELECT venue_trade_id FROM fills WHERE venue = ? AND venue_trade_id IN ({marks})",
-                          [venue, *chunk])
-        out.update(str(r["venue_trade_id"]) for r in rows)
-    return out
+    if not ids:
+        return set()
+    rows = await _all(db, f"SELECT venue_trade_id FROM fills WHERE venue = ? AND venue_trade_id IN {ID_LIST}",
+                      [venue, json.dumps(ids)])
+    return {str(r["venue_trade_id"]) for r in rows}
 
 
 async def last_fill_id(db: aiosqlite.Connection, venue: str) -> int:

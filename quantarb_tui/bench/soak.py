@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import os
 import shutil
@@ -48,6 +47,7 @@ from core.models import TradingState
 from engine.control import ControlRefused
 from engine.events import EngineEvent
 from engine.runtime import Runtime
+from quantarb_tui.bench.memory_map import KINDS, mallinfo, read_rss_breakdown, sqlite_memory_used, thread_count
 
 TARGET_MB_PER_HOUR = 2.0
 # The demo's default activity, measured (docs/performance.md, issue 19): 790 hedge groups and
@@ -69,31 +69,6 @@ def rss_kib() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
-def _mallinfo() -> Callable[[], tuple[int, int]] | None:
-    """glibc's allocator: (bytes in use by malloc outside mmap, bytes in blocks malloc mmap'd);
-    None where there is no `mallinfo2` (not glibc, or before 2.33). Growth here that the Python
-    heap does not show is C memory: SQLite, C extensions, fragmentation."""
-    try:
-        libc = ctypes.CDLL(None)
-        fn = libc.mallinfo2
-    except (OSError, AttributeError):
-        return None
-    fn.restype = _MallInfo2
-
-    def read() -> tuple[int, int]:
-        info = fn()
-        return int(info.uordblks), int(info.hblkhd)
-
-    return read
-
-
-MALLINFO = _mallinfo()
 
 
 def slope_per_hour(points: list[tuple[float, float]]) -> float:
@@ -124,6 +99,13 @@ class Sample:
     blocks: int  # memory blocks CPython has allocated (`sys.getallocatedblocks`), every object
     malloc_kib: int  # glibc: in use by malloc (SQLite, C extensions, Python's large blocks)
     mmap_kib: int  # glibc: blocks malloc mmap'd (large ones; CPython's arenas are mmap'd apart)
+    # Where RSS is (quantarb_tui.bench.memory_map): KiB by kind of mapping, in KINDS order.
+    rss_by_kind: tuple[int, ...] = ()
+    malloc_free_kib: int = 0  # glibc: free inside its arenas (fragmentation, top not given back)
+    sqlite_kib: int = 0  # sqlite3_memory_used: page caches of every connection, statements
+    threads: int = 0
+    arenas: int = 0  # glibc thread arenas mapped
+    wal_kib: int = 0  # the ledger's -wal file (on disk; only its -shm index is mapped)
 
 
 @dataclass
@@ -217,8 +199,10 @@ class _Churn:
 
 
 class _Sampler:
-    def __init__(self, warmup_s: float, interval_s: float, trace: bool) -> None:
+    def __init__(self, warmup_s: float, interval_s: float, trace: bool,
+                 wal_path: Callable[[], str | None] = lambda: None) -> None:
         self.warmup_s = warmup_s
+        self._wal_path = wal_path
         self.interval_s = interval_s
         self.trace = trace
         self.samples: list[Sample] = []
@@ -233,7 +217,8 @@ class _Sampler:
 
     def sample(self) -> Sample:
         tracing = tracemalloc.is_tracing()
-        malloc, mmapped = MALLINFO() if MALLINFO is not None else (0, 0)
+        info = mallinfo() if mallinfo is not None else None
+        breakdown = read_rss_breakdown()
         s = Sample(
             t_s=time.monotonic() - self.t0,
             rss_kib=rss_kib(),
@@ -241,8 +226,14 @@ class _Sampler:
             traced_kib=tracemalloc.get_traced_memory()[0] // 1024 if tracing else 0,
             objects=len(gc.get_objects()),
             blocks=sys.getallocatedblocks(),
-            malloc_kib=malloc // 1024,
-            mmap_kib=mmapped // 1024,
+            malloc_kib=info.in_use // 1024 if info else 0,
+            mmap_kib=info.mmapped // 1024 if info else 0,
+            rss_by_kind=tuple(breakdown.kib[k] for k in KINDS) if breakdown else (),
+            malloc_free_kib=info.free // 1024 if info else 0,
+            sqlite_kib=sqlite_memory_used() // 1024 if sqlite_memory_used is not None else 0,
+            threads=thread_count(),
+            arenas=breakdown.arenas if breakdown else 0,
+            wal_kib=_file_kib(self._wal_path()),
         )
         self.samples.append(s)
         return s
@@ -285,6 +276,15 @@ class _Sampler:
         self.mark()
 
 
+def _file_kib(path: str | None) -> int:
+    if path is None:
+        return 0
+    try:
+        return os.path.getsize(path) // 1024
+    except OSError:
+        return 0
+
+
 def _load() -> list[float] | None:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
@@ -317,7 +317,8 @@ async def _run(duration_s: float, warmup_s: float, interval_s: float, *, acceler
                 probe.breaker_trips += 1
 
         runtime.events.subscribe(_print)
-        sampler = _Sampler(warmup_s, interval_s, trace)
+        sampler = _Sampler(warmup_s, interval_s, trace,
+                           wal_path=lambda: f"{runtime.ledger.path}-wal" if runtime.ledger is not None else None)
         stop = asyncio.Event()
         churn = _Churn(runtime, probe, accelerate=accelerate, flatten_every_s=flatten_every_s)
         try:
@@ -440,8 +441,9 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
         "heap_mb_per_hour": round(heap_per_hour, 2) if heap_per_hour is not None else None,
         "objects_per_hour": round(slope_per_hour(objects)),
         "blocks_per_hour": round(slope_per_hour(blocks)),
-        "malloc_mb_per_hour": round(slope_per_hour(malloc), 2) if MALLINFO is not None else None,
-        "mmap_mb_per_hour": round(slope_per_hour(mmapped), 2) if MALLINFO is not None else None,
+        "malloc_mb_per_hour": round(slope_per_hour(malloc), 2) if mallinfo is not None else None,
+        "mmap_mb_per_hour": round(slope_per_hour(mmapped), 2) if mallinfo is not None else None,
+        "rss_breakdown": _breakdown(after),
         "target_mb_per_hour": TARGET_MB_PER_HOUR,
         "within_target": slope <= TARGET_MB_PER_HOUR,
         "activity": {
@@ -461,12 +463,40 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
         "load_average_start": sampler.load_start,
         "load_average_end": _load(),
         "series_columns": ["t_s", "rss_kib", "tracemalloc_kib", "traced_kib", "objects", "blocks", "malloc_kib",
-                           "mmap_kib"],
+                           "mmap_kib", *(f"rss_{k}_kib" for k in KINDS), "malloc_free_kib", "sqlite_kib",
+                           "threads", "arenas", "wal_kib"],
         "series": [[round(s.t_s, 1), s.rss_kib, s.tracemalloc_kib, s.traced_kib, s.objects, s.blocks,
-                    s.malloc_kib, s.mmap_kib] for s in sampler.samples],
+                    s.malloc_kib, s.mmap_kib, *(s.rss_by_kind or (0,) * len(KINDS)), s.malloc_free_kib,
+                    s.sqlite_kib, s.threads, s.arenas, s.wal_kib] for s in sampler.samples],
     }
     result["lines"] = _lines(result)
     return result
+
+
+def _breakdown(after: list[Sample]) -> list[dict[str, Any]]:
+    """Each part of RSS after the warm-up (the kinds of mapping), then what explains them
+    (free memory inside glibc's arenas, SQLite's allocator, threads, arenas, the ledger's WAL
+    on disk): first and last value, KiB (threads and arenas: counts), and the least-squares
+    slope, MB per hour."""
+    with_kinds = [s for s in after if s.rss_by_kind]
+    rows: list[dict[str, Any]] = []
+    series: list[tuple[str, list[tuple[float, float]]]] = [
+        (kind, [(s.t_s, float(s.rss_by_kind[i])) for s in with_kinds]) for i, kind in enumerate(KINDS)
+    ]
+    series += [
+        ("malloc_free", [(s.t_s, float(s.malloc_free_kib)) for s in after]),
+        ("sqlite", [(s.t_s, float(s.sqlite_kib)) for s in after]),
+        ("threads", [(s.t_s, float(s.threads)) for s in after]),
+        ("arenas", [(s.t_s, float(s.arenas)) for s in after]),
+        ("wal", [(s.t_s, float(s.wal_kib)) for s in after]),
+    ]
+    for name, points in series:
+        if not points:
+            continue
+        counted = name in ("threads", "arenas")
+        rows.append({"part": name, "start": int(points[0][1]), "end": int(points[-1][1]),
+                     "mb_per_hour": None if counted else round(slope_per_hour(points) / 1024, 2)})
+    return rows
 
 
 def _lines(r: dict[str, Any]) -> list[str]:
@@ -491,6 +521,11 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"open MT5 tickets {a['mt5_tickets']}; "
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
+    if r["rss_breakdown"]:
+        out.append("rss breakdown after the warm-up (KiB start -> end, MB/h):")
+        out += [f"  {b['part']:<14} {b['start']:>9,} -> {b['end']:>9,}"
+                + (f"  {b['mb_per_hour']:+.2f}" if b["mb_per_hour"] is not None else "")
+                for b in r["rss_breakdown"]]
     if r["top_growth_by_line"]:
         out.append("top growth by line (a third into the measured part -> end):")
         out += [f"  {g['kib']:>9.1f} KiB {g['blocks']:>+8} blocks  {g['where']}" for g in r["top_growth_by_line"]]
