@@ -62,7 +62,7 @@ from ledger.integrity import read_error
 from ledger.lock import WriterLock
 from ledger.queries import connect_reader
 from ledger.schema import OPEN_ORDERS_WHERE, prepare, reader_uri
-from ledger.writer import LedgerWriter
+from ledger.writer import LedgerWriter, memory_pragmas
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -612,6 +612,11 @@ class Ledger:
             return await query(self._reader, *args, **kwargs)
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise read_error(self.path, exc) from None
+
+    async def memory_settings(self) -> dict[str, dict[str, int]]:
+        """Each connection's page cache and mmap size (`cache_size`, `mmap_size`): what bounds
+        the ledger's C memory (docs/architecture.md, "Memory: what is kept")."""
+        return {**await self.writer.memory_settings(), "reader": await memory_pragmas(self._reader)}
 
     def stats(self) -> dict[str, Any]:
         return {

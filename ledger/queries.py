@@ -60,12 +60,20 @@ PNL_STATES: tuple[str, ...] = tuple(s.value for s in GROUP_TERMINAL if s is not 
 OPEN_STATES: tuple[str, ...] = tuple(s.value for s in GroupState if s not in GROUP_TERMINAL)
 
 
+# A reader's page cache, KiB: reconciliation's and the views' reads of tables that grow for
+# weeks; SQLite's default size (2 MB), named because it is C memory (see ledger.writer's).
+READER_CACHE_KIB = 2048
+
+
 # -- connections ---------------------------------------------------------------------------
 async def connect_reader(uri: str) -> aiosqlite.Connection:
-    """A read-only connection with `sqlite3.Row` rows (`uri` from `schema.reader_uri`). No validation."""
+    """A read-only connection with `sqlite3.Row` rows (`uri` from `schema.reader_uri`). No validation.
+    Its page cache is `READER_CACHE_KIB`; no memory-mapped I/O (mapped pages would count in RSS)."""
     conn = await aiosqlite.connect(uri, uri=True)
     conn.row_factory = sqlite3.Row
     await conn.execute_fetchall("PRAGMA busy_timeout = 5000")
+    await conn.execute_fetchall(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+    await conn.execute_fetchall("PRAGMA mmap_size = 0")
     return conn
 
 

@@ -67,6 +67,14 @@ DEFAULT_MAX_QUEUE = 50_000
 DEFAULT_CHECKPOINT_IDLE_S = 0.1
 DEFAULT_WAL_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_WAL_CHECK_INTERVAL_S = 1.0
+# SQLite's page cache per connection, KiB (`PRAGMA cache_size = -N`): C memory the Python heap
+# does not show, so each connection's is named rather than left to the library's default. The
+# writer's holds the index pages the projection triggers update (SQLite's default, 2 MB); the
+# checkpointer copies WAL frames into the file and needs a few pages only. No memory-mapped
+# I/O (`mmap_size = 0`, pinned whatever the build's default): mapped database pages would count
+# in RSS as the file grows (issue 19; docs/architecture.md, "Memory: what is kept").
+WRITER_CACHE_KIB = 2048
+CHECKPOINTER_CACHE_KIB = 256
 # Refused events remembered (newest, by seq) so that `flush(seq)` can raise their refusal: a
 # producer flushes right after appending, so only the last few are ever asked about; the
 # refusal is logged (`last_error`) and counted (`rejected`) as well.
@@ -91,8 +99,19 @@ async def configure_writer_connection(conn: aiosqlite.Connection, wal_max_bytes:
     file cut back to `wal_max_bytes` whenever it starts over."""
     await conn.execute_fetchall("PRAGMA busy_timeout = 5000")
     await conn.execute_fetchall("PRAGMA synchronous = FULL")
+    await conn.execute_fetchall(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+    await conn.execute_fetchall("PRAGMA mmap_size = 0")
     await conn.execute_fetchall("PRAGMA wal_autocheckpoint = 0")
     await conn.execute_fetchall(f"PRAGMA journal_size_limit = {int(wal_max_bytes)}")
+
+
+async def memory_pragmas(conn: aiosqlite.Connection) -> dict[str, int]:
+    """A connection's `cache_size` (negative: KiB) and `mmap_size` (bytes)."""
+    out: dict[str, int] = {}
+    for name in ("cache_size", "mmap_size"):
+        rows = list(await conn.execute_fetchall(f"PRAGMA {name}"))
+        out[name] = int(rows[0][0]) if rows and rows[0][0] is not None else 0
+    return out
 
 
 class LedgerWriter:
@@ -174,6 +193,8 @@ class LedgerWriter:
             checkpointer = await aiosqlite.connect(path, isolation_level=None)
             await checkpointer.execute_fetchall("PRAGMA busy_timeout = 5000")
             await checkpointer.execute_fetchall("PRAGMA synchronous = FULL")
+            await checkpointer.execute_fetchall(f"PRAGMA cache_size = -{CHECKPOINTER_CACHE_KIB}")
+            await checkpointer.execute_fetchall("PRAGMA mmap_size = 0")
             writer = cls(path, conn, checkpointer, next_seq=next_seq, **options)
         except BaseException:
             await conn.close()
@@ -512,6 +533,14 @@ class LedgerWriter:
         if self._checkpointer is not None:
             await self._checkpointer.close()
         await self._conn.close()
+
+    async def memory_settings(self) -> dict[str, dict[str, int]]:
+        """`cache_size` and `mmap_size` as each of the writer's connections has them (the bounds
+        on their C memory: `WRITER_CACHE_KIB`, `CHECKPOINTER_CACHE_KIB`)."""
+        out = {"writer": await memory_pragmas(self._conn)}
+        if self._checkpointer is not None:
+            out["checkpointer"] = await memory_pragmas(self._checkpointer)
+        return out
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -125,6 +125,8 @@ class Probe:
     events: int = 0
     log_bytes: int = 0
     mt5_tickets: int = 0  # open MT5 positions of ours in the last account report
+    # The ledger's connections: page cache (cache_size, negative = KiB) and mmap size each.
+    sqlite_connections: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def soak_config(*, accelerate: bool, ledger: str) -> QuantarbConfig:
@@ -342,6 +344,8 @@ async def _run(duration_s: float, warmup_s: float, interval_s: float, *, acceler
 
 async def _measure(runtime: Runtime, sampler: _Sampler, churn: _Churn, duration_s: float,
                    stop: asyncio.Event, accelerate: bool) -> None:
+    if runtime.ledger is not None:
+        churn._probe.sqlite_connections = await runtime.ledger.memory_settings()
     churn_task = asyncio.create_task(churn.run(stop)) if churn.active else None
     try:
         await sampler.run(duration_s, stop)
@@ -444,6 +448,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
         "malloc_mb_per_hour": round(slope_per_hour(malloc), 2) if mallinfo is not None else None,
         "mmap_mb_per_hour": round(slope_per_hour(mmapped), 2) if mallinfo is not None else None,
         "rss_breakdown": _breakdown(after),
+        "sqlite_connections": probe.sqlite_connections,
         "target_mb_per_hour": TARGET_MB_PER_HOUR,
         "within_target": slope <= TARGET_MB_PER_HOUR,
         "activity": {
@@ -521,6 +526,9 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"open MT5 tickets {a['mt5_tickets']}; "
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
+    if r["sqlite_connections"]:
+        out.append("ledger connections  " + ", ".join(
+            f"{name} cache {c['cache_size']} mmap {c['mmap_size']}" for name, c in r["sqlite_connections"].items()))
     if r["rss_breakdown"]:
         out.append("rss breakdown after the warm-up (KiB start -> end, MB/h):")
         out += [f"  {b['part']:<14} {b['start']:>9,} -> {b['end']:>9,}"
