@@ -674,13 +674,18 @@ def bench(
         float | None, typer.Option("--flatten-every", min=0.0, help="soak: an operator flatten, then a rearm, "
                                    "every S seconds; 0 never (default: 0; accelerated 300).")
     ] = None,
+    keep_ledger: Annotated[
+        str | None, typer.Option("--keep-ledger", help="soak: write the run's ledger to this file and keep it "
+                                 "(read a halt with `quantarb ledger ...`).")
+    ] = None,
 ) -> None:
     """Measure the engine's speed and memory on this machine (results for docs/performance.md).
 
     `all` runs every bench but `soak` (it runs for half an hour by default)."""
     from quantarb_tui.bench import SoakOptions, run_benches
 
-    soak = SoakOptions.of(duration, warmup, accelerate=accelerate, tui=with_tui, flatten_every_s=flatten_every)
+    soak = SoakOptions.of(duration, warmup, accelerate=accelerate, tui=with_tui, flatten_every_s=flatten_every,
+                          keep_ledger=keep_ledger)
     code = run_benches(str(target), quotes=quotes, seed=seed, as_json=json_out, soak=soak)
     raise typer.Exit(code)
 

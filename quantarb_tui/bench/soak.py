@@ -7,8 +7,12 @@ optionally under the real TUI (Textual's test driver, refreshing at 5 Hz), and s
 process every few seconds:
 
 - RSS (`/proc/self/statm`), less tracemalloc's own bookkeeping;
-- the Python heap: tracemalloc's traced size, started at the end of the warm-up (so its
-  overhead does not inflate the warm-up), and two snapshots compared by line;
+- the Python heap: tracemalloc's traced size, started with the run, and two snapshots
+  compared by line (tracing from the start: its own growth, a trace table filling as the
+  heap turns over and resizing by the megabyte, is then over by the end of the warm-up; when
+  it started at the end of the warm-up, that growth was most of the slope of an idle engine:
+  main heap +3.4 MB in five minutes, docs/performance.md);
+- where RSS is (`rss_breakdown`: quantarb_tui.bench.memory_map);
 - gc-tracked objects by type, at the same two moments.
 
 It reports the least-squares RSS slope after the warm-up (`rss_mb_per_hour`), the lines and
@@ -55,6 +59,7 @@ TARGET_MB_PER_HOUR = 2.0
 DEMO_GROUPS_PER_HOUR = 1900.0
 DEMO_QUOTES_PER_HOUR = 410_000.0
 TOP = 12
+EVENTS_QUOTED = 10  # breaker trips and errors quoted in the report (the first ones)
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
 
 
@@ -127,6 +132,10 @@ class Probe:
     mt5_tickets: int = 0  # open MT5 positions of ours in the last account report
     # The ledger's connections: page cache (cache_size, negative = KiB) and mmap size each.
     sqlite_connections: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Why the engine stopped trading, when it did: the first breaker trips and errors or halts, each as
+    # "<seconds into the run> <text>" (a halted demo run measures an idle engine, not its load).
+    trips: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
 def soak_config(*, accelerate: bool, ledger: str) -> QuantarbConfig:
@@ -253,22 +262,21 @@ class _Sampler:
         self.marked_at.append(time.monotonic() - self.t0)
 
     async def run(self, duration_s: float, stop: asyncio.Event) -> None:
-        """Sample until `duration_s`; tracing starts at the end of the warm-up, the first
-        comparison point a third of the way through the rest, the second at the end."""
+        """Sample until `duration_s`; tracing starts now (see the module docstring), the
+        first comparison point a third of the way through the part after the warm-up, the
+        second at the end."""
         end = self.t0 + duration_s
         warm_end = self.t0 + self.warmup_s
         first_mark = warm_end + (duration_s - self.warmup_s) / 3
-        traced = marked = False
+        marked = False
+        if self.trace and not tracemalloc.is_tracing():
+            tracemalloc.start(1)
         self.sample()
         while not stop.is_set():
             now = time.monotonic()
             if now >= end:
                 break
-            if not traced and now >= warm_end:
-                traced = True
-                if self.trace:
-                    tracemalloc.start(1)
-            if traced and not marked and now >= first_mark:
+            if not marked and now >= first_mark:
                 marked = True
                 self.mark()
             await asyncio.sleep(min(self.interval_s, max(0.0, end - now)))
@@ -306,17 +314,24 @@ def _probe(runtime: Runtime, probe: Probe) -> None:
 
 
 async def _run(duration_s: float, warmup_s: float, interval_s: float, *, accelerate: bool, tui: bool,
-               trace: bool, flatten_every_s: float) -> dict[str, Any]:
+               trace: bool, flatten_every_s: float, keep_ledger: str | None = None) -> dict[str, Any]:
     probe = Probe(flatten_every_s=flatten_every_s)
     with tempfile.TemporaryDirectory() as tmp:
-        config = soak_config(accelerate=accelerate, ledger=f"{tmp}/soak.db")
+        config = soak_config(accelerate=accelerate, ledger=keep_ledger or f"{tmp}/soak.db")
         runtime = Runtime(config, is_demo=True, clock=RealClock())
         from quantarb_tui.headless import format_event
 
+        started = time.monotonic()
+
         def _print(event: EngineEvent) -> None:  # what headless does with every event (but print it)
             probe.log_bytes += len(format_event(event, as_json=True)) + 1
+            at = f"{time.monotonic() - started:.0f}s"
             if event.kind == "breaker" and event.data.get("tripped"):
                 probe.breaker_trips += 1
+                if len(probe.trips) < EVENTS_QUOTED:
+                    probe.trips.append(f"{at} {event.text}")
+            elif (event.level == "error" or "halt" in event.text.lower()) and len(probe.errors) < EVENTS_QUOTED:
+                probe.errors.append(f"{at} {event.kind}: {event.text}")
 
         runtime.events.subscribe(_print)
         sampler = _Sampler(warmup_s, interval_s, trace,
@@ -378,7 +393,7 @@ async def _under_tui(runtime: Runtime, sampler: _Sampler, churn: _Churn, duratio
 
 def _growth(sampler: _Sampler) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None]:
     """The lines and types that grew between the two marks, and the Python heap's growth
-    between them, MB per hour (the traced slope from the warm-up's end would also count
+    between them, MB per hour (the traced slope after the warm-up would also count
     bounded collections filling with blocks allocated after tracing began)."""
     lines: list[dict[str, Any]] = []
     heap_per_hour: float | None = None
@@ -458,6 +473,8 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
             "events": probe.events,
             "log_bytes": probe.log_bytes,
             "mt5_tickets": probe.mt5_tickets,
+            "trips": probe.trips,
+            "errors": probe.errors,
         },
         "demo_hours_equivalent": round(demo_hours, 2),
         # Per hour of the demo's default activity: the slope divided by the compression.
@@ -515,7 +532,7 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"{r['rss_kib_end']:,} KiB end",
         f"rss slope       {r['rss_mb_per_hour']:+.2f} MB/h after warm-up ({verdict} the target "
         f"{r['target_mb_per_hour']:g} MB/h); python heap {r['heap_mb_per_hour'] or 0:+.2f} MB/h "
-        f"between the marks ({r['traced_mb_per_hour']:+.2f} traced since the warm-up); "
+        f"between the marks ({r['traced_mb_per_hour']:+.2f} traced after the warm-up); "
         f"gc objects {r['objects_per_hour']:+,}/h, memory blocks {r['blocks_per_hour']:+,}/h",
         f"allocator       malloc in use {r['malloc_mb_per_hour'] or 0:+.2f} MB/h, mmap'd "
         f"{r['mmap_mb_per_hour'] or 0:+.2f} MB/h (glibc)",
@@ -526,6 +543,7 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"open MT5 tickets {a['mt5_tickets']}; "
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
+    out += [f"  tripped at {t}" for t in a["trips"]] + [f"  error at {e}" for e in a["errors"]]
     if r["sqlite_connections"]:
         out.append("ledger connections  " + ", ".join(
             f"{name} cache {c['cache_size']} mmap {c['mmap_size']}" for name, c in r["sqlite_connections"].items()))
@@ -545,13 +563,14 @@ def _lines(r: dict[str, Any]) -> list[str]:
 
 def bench_soak(*, duration_s: float = 1800.0, warmup_s: float = 600.0, interval_s: float = 10.0,
                accelerate: bool = False, tui: bool = False, trace: bool = True,
-               flatten_every_s: float = 0.0) -> dict[str, Any]:
+               flatten_every_s: float = 0.0, keep_ledger: str | None = None) -> dict[str, Any]:
     """Run the demo engine for `duration_s` and report how its memory grows after `warmup_s`
-    (at most two thirds of the run)."""
+    (at most two thirds of the run); its ledger is `keep_ledger` when given (kept), else a
+    temporary file."""
     warmup_s = min(warmup_s, duration_s * 2 / 3)
     interval_s = max(0.2, min(interval_s, duration_s / 20))
     return asyncio.run(_run(duration_s, warmup_s, interval_s, accelerate=accelerate, tui=tui, trace=trace,
-                            flatten_every_s=flatten_every_s))
+                            flatten_every_s=flatten_every_s, keep_ledger=keep_ledger))
 
 
 __all__ = ["TARGET_MB_PER_HOUR", "bench_soak", "rss_kib", "slope_per_hour", "soak_config"]
