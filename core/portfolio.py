@@ -25,6 +25,7 @@ currency without one, or an open position without a mark, makes the figures it e
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
@@ -239,10 +240,30 @@ class Portfolio:
                 raise ValueError(f"{inst.venue}:{inst.symbol}: its quote currency is not in its name; "
                                  "give it explicitly")
             self._books[inst.key] = _Book(inst, ccy)
-        self._trades: set[tuple[Venue, str]] = set()
+        # Fill ids seen, in the order they came (a dict: ordered, unlike a set).
+        self._trades: dict[tuple[Venue, str], None] = {}
+        # With `keep_recent_trades`: the same ids in a queue, the oldest forgotten first.
+        self._trade_order: deque[tuple[Venue, str]] | None = None
+        self._trades_kept = 0
         # funding key -> (amount, currency, reported by the venue)
         self._funding: dict[tuple[Venue, str, int], tuple[Decimal, str, bool]] = {}
         self._swaps: set[tuple[Venue, str]] = set()
+
+    def keep_recent_trades(self, limit: int) -> None:
+        """Remember only the newest `limit` fill ids for deduplication from now on (the running
+        engine's portfolio, which lives for weeks: every id ever seen was about 190 bytes a
+        fill). A venue repeats a fill within minutes (a reconnect's catch-up, reconciliation's
+        overlap); an older repeat would be counted again here, and refused by the ledger
+        (unique venue trade id), which stays the record. Without a call, every id is kept
+        (a replay of the ledger). Called on a portfolio already fed (restored from the
+        ledger, in its order), the oldest of those ids go first."""
+        if limit < 1:
+            raise ValueError(f"limit {limit}: must be >= 1")
+        self._trades_kept = limit
+        if self._trade_order is None:
+            self._trade_order = deque(self._trades)
+        while len(self._trade_order) > limit:
+            del self._trades[self._trade_order.popleft()]
 
     def _book(self, venue: Venue, symbol: str) -> _Book:
         book = self._books.get((venue, symbol))
@@ -279,7 +300,11 @@ class Portfolio:
             raise ValueError(f"{venue}:{symbol}: a fill needs the venue's trade id")
         if (venue, trade_id) in self._trades:
             return False
-        self._trades.add((venue, trade_id))
+        self._trades[(venue, trade_id)] = None
+        if self._trade_order is not None:
+            self._trade_order.append((venue, trade_id))
+            if len(self._trade_order) > self._trades_kept:
+                del self._trades[self._trade_order.popleft()]
         base = book.inst.to_base_qty(qty)
         px = book.inst.normalized_price(price)
         before = book.qty

@@ -39,6 +39,10 @@ Touch = Callable[[Venue, str], tuple[float, float] | None]
 # The MT5 terminal's last account report: swap accrued per symbol (POSITION_SWAP summed), its
 # currency and the report's time; None without one.
 SwapReport = Callable[[], tuple[dict[str, Decimal], str, int] | None]
+# Fill ids the running portfolio remembers to deduplicate (issue 19: every id ever seen, about
+# 190 bytes each, grew for weeks): about 2.5 hours of the demo's fills. A venue repeats a fill
+# within minutes; the ledger refuses any older repeat (unique venue trade id) and stays the record.
+RECENT_FILLS_KEPT = 10_000
 
 
 class RunningEquity:
@@ -50,6 +54,7 @@ class RunningEquity:
         self._touch = touch
         self._swaps = swaps
         self._replay = money.new_replay(self._instruments)
+        self._replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT)
         # Which group each fill's money belongs to (a flatten's share included): bounded by the
         # groups that hold positions.
         self._groups = Attribution(self._instruments.values(), keep_flat=False)
@@ -73,7 +78,9 @@ class RunningEquity:
         fill prices before midnight: the ledger keeps no quotes), so a restart keeps the day's
         figure and the daily loss it may have reached."""
         try:
-            self._replay = await ledger.read(money.replay_ledger, self._instruments)
+            replay = await ledger.read(money.replay_ledger, self._instruments)
+            replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT)
+            self._replay = replay
             self._groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
             self._groups.take_closed()  # closed before this run: journaled then (or in `ledger groups`)
             if now_ms is not None:

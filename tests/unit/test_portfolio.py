@@ -485,3 +485,55 @@ def test_rates_from_books_and_one_hop() -> None:
     with pytest.raises(ValueError):
         rates.set("USDT", D(0), T0, "zero")
     assert rates.rate("USDT") is not None and rates.rate("USDT").value == D("0.9992")  # type: ignore[union-attr]
+
+
+# -- bounded memory of fill ids (issue 19) ---------------------------------------------------------
+def _fill(p: Portfolio, tid: str) -> bool:
+    return p.fill(venue="binance", symbol="BTCUSDT", side="buy", qty=D(1), price=D(100), fee=D(0),
+                  fee_ccy=FEE_CCY["binance"], ts_ms=T0, trade_id=tid)
+
+
+def test_a_bounded_portfolio_deduplicates_the_newest_fill_ids_and_forgets_the_oldest() -> None:
+    p = Portfolio(INSTRUMENTS)
+    p.keep_recent_trades(3)
+    assert [_fill(p, t) for t in ("a", "b", "c", "d")] == [True] * 4  # "a" forgotten
+    assert [_fill(p, t) for t in ("b", "c", "d")] == [False] * 3  # the newest three: repeats refused
+    assert _fill(p, "a") is True  # an id older than the bound counts again (the ledger refuses it)
+    assert p.position("binance", "BTCUSDT", T0).qty == D(5)
+
+
+def test_bounding_a_fed_portfolio_keeps_its_newest_ids_in_the_order_they_came() -> None:
+    p = Portfolio(INSTRUMENTS)  # as restored from the ledger, every id kept
+    for t in ("z", "a", "m", "b"):
+        assert _fill(p, t)
+    p.keep_recent_trades(2)
+    assert [_fill(p, t) for t in ("m", "b")] == [False, False]
+    assert _fill(p, "z") is True  # the oldest went first, whatever their sort order
+    with pytest.raises(ValueError, match="limit 0"):
+        p.keep_recent_trades(0)
+
+
+def test_the_running_engine_s_portfolio_keeps_the_documented_number_of_fill_ids() -> None:
+    """docs/architecture.md, "Memory: what is kept": the newest RECENT_FILLS_KEPT ids."""
+    from core.config import MoneyConfig
+    from core.models import Fill, Order, OrderPurpose
+    from engine.equity import RECENT_FILLS_KEPT, RunningEquity
+
+    assert RECENT_FILLS_KEPT == 10_000
+    equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: None)
+    order = Order(client_order_id="qa-1", group_id="", venue="binance", symbol="BTCUSDT", side="buy", qty=D(1),
+                  price=D(100), purpose=OrderPurpose.ENTRY, created_ms=T0)
+
+    def fill(n: int) -> None:
+        equity.on_fill(order, Fill(venue="binance", venue_trade_id=f"t{n}", client_order_id="qa-1", qty=D(1),
+                                   price=D(100), fee=D(0), fee_ccy="USDT", ts_ms=T0 + n))
+
+    def held() -> Decimal:
+        return sum((p.qty for p in equity.positions(T0) if p.symbol == "BTCUSDT"), D(0))
+
+    for n in range(RECENT_FILLS_KEPT + 1):
+        fill(n)
+    fill(RECENT_FILLS_KEPT - 5)  # within the bound: a repeat
+    assert held() == RECENT_FILLS_KEPT + 1
+    fill(0)  # the oldest, forgotten
+    assert held() == RECENT_FILLS_KEPT + 2
