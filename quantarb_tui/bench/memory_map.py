@@ -19,8 +19,11 @@ from dataclasses import dataclass
 # glibc: a thread's arena is a heap of at most HEAP_MAX_SIZE (64 MiB on 64-bit), mmap'd at an
 # address aligned to that size; that alignment is what tells it from other anonymous mappings.
 ARENA_ALIGN = 64 * 1024 * 1024
-# pthread's default stack (ulimit -s 8 MiB): a thread's stack is one mapping of exactly this size.
+# pthread's default stack (ulimit -s 8 MiB): a thread's stack is one writable mapping of exactly
+# this size right above its guard page (the kernel merges adjacent anonymous mappings, so eight
+# of pymalloc's 1 MiB arenas can make an 8 MiB mapping too: the guard tells them apart).
 THREAD_STACK_BYTES = 8 * 1024 * 1024
+GUARD_BYTES = 4096
 
 KINDS = ("main_heap", "thread_arenas", "thread_stacks", "anon_other", "sqlite_files", "files", "other")
 
@@ -42,7 +45,7 @@ class RssBreakdown:
         return sum(self.kib.values())
 
 
-def _kind(start: int, size: int, perms: str, name: str) -> str:
+def _kind(start: int, size: int, perms: str, name: str, after_guard: bool) -> str:
     if name == "[heap]":
         return "main_heap"  # the main arena (brk): the event loop's thread, Python's big blocks
     if name.startswith("["):
@@ -56,7 +59,7 @@ def _kind(start: int, size: int, perms: str, name: str) -> str:
         return "other"  # guard pages, reserved arena tails
     if start % ARENA_ALIGN == 0:  # a thread stack's writable part starts after its guard page
         return "thread_arenas"
-    if size == THREAD_STACK_BYTES:
+    if size == THREAD_STACK_BYTES and after_guard:
         return "thread_stacks"
     return "anon_other"  # pymalloc's arenas, malloc's mmap'd blocks (>= its mmap threshold)
 
@@ -69,6 +72,7 @@ def parse_smaps(text: str) -> RssBreakdown:
     kib = dict.fromkeys(KINDS, 0)
     arenas = 0
     kind: str | None = None
+    guard_end = -1  # where the last guard page (an unnamed ---p page) ended
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -94,7 +98,8 @@ def parse_smaps(text: str) -> RssBreakdown:
             raise SmapsError(f"line {number}: range ends before it starts: {head[:40]!r}")
         perms = fields[1]
         name = fields[5].strip() if len(fields) > 5 else ""
-        kind = _kind(start, end - start, perms, name)
+        kind = _kind(start, end - start, perms, name, after_guard=start == guard_end)
+        guard_end = end if (perms.startswith("---") and not name and end - start == GUARD_BYTES) else -1
         if kind == "thread_arenas":
             arenas += 1
     return RssBreakdown(kib=kib, arenas=arenas)

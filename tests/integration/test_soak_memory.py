@@ -10,7 +10,11 @@ default load runs about 1,900 groups an hour, this about twenty times that. An o
 (then a rearm) every five minutes: at this rate the account reports lag the MT5 legs in flight,
 so fewer legs find an opposite ticket to close (`venues.mt5.close_opposite`) and the simulated
 hedging account would still hold hundreds of tickets (docs/performance.md, "Memory over weeks").
-The test fails when either slope is above the target.
+The test fails when either slope is above the target; its report says where RSS went
+(`rss_breakdown`: the main heap, the threads' glibc arenas, pymalloc's and malloc's mappings,
+SQLite's own memory, the WAL). CI does not run it (`.ci/run` runs `pytest`, which leaves the
+slow suite out); tests/integration/test_soak_finds_a_leak.py is CI's 90-second check that a
+leak shows as this test's failure.
 """
 
 from __future__ import annotations
