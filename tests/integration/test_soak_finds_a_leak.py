@@ -38,7 +38,7 @@ def test_a_planted_leak_is_above_the_target_and_named(monkeypatch: pytest.Monkey
     assert res["within_target"] is False and res["rss_mb_per_hour"] > TARGET_MB_PER_HOUR, report
     top = res["top_growth_by_line"][0]
     assert top["where"].endswith(f"test_soak_finds_a_leak.py:{leak_line}"), report
-    # Between the two marks (the last two thirds of the measured minute) the leak kept blocks
+    # Between the two marks (the end of the warm-up and the end) the leak kept blocks
     # of LEAK_BYTES each: the line's growth is a whole number of them, at least 100.
     assert top["blocks"] >= 100 and top["kib"] * 1024 >= top["blocks"] * LEAK_BYTES, report
     assert res["heap_mb_per_hour"] > TARGET_MB_PER_HOUR, report
