@@ -23,6 +23,7 @@ from core.clock import Clock, RealClock
 from core.commands import Mt5Command
 from core.compare import CompareEngine
 from core.config import Mt5VenueConfig, QuantarbConfig, listener_warning
+from core.currency import RateInForce
 from core.hedge import HedgeGroup
 from core.hold import HoldLimits
 from core.instruments import Instrument
@@ -52,7 +53,7 @@ from engine.operator_api import create_operator_app, operator_routes
 from engine.operator_audit import OperatorAudit
 from engine.orchestrator import HedgeOrchestrator
 from engine.orphans import OrphanCleaner
-from engine.rates import RateFeed
+from engine.rates import RateFeed, RateLog
 from engine.reconcile import RECONCILING, Reconciler
 from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
@@ -471,6 +472,22 @@ class Runtime:
                               mt5_top=self._mt5_rate_top)
         self.equity.use_rates(self.rates)
 
+    async def _journal_rates(self, ledger: Ledger) -> None:
+        """The rates the equity converts with are journaled when they change (`engine.rates.RateLog`),
+        resuming from the ledger's last ones."""
+        account = self.config.money.account_currency
+        try:
+            last = await ledger.read(money.last_rates, account)
+        except LedgerError as exc:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
+                                         f"journaled rates unreadable, journaling them afresh: {exc}", "error"))
+            last = {}
+        self.equity.journal_rates(RateLog(account, last, self._journal_rate))
+
+    def _journal_rate(self, r: RateInForce) -> None:
+        if self.journal is not None:
+            self.journal.rate(r)
+
     def _mt5_rate_top(self, symbol: str) -> tuple[float, float, float] | None:
         """An MT5 rate book: the EA's latest tick of it (bid, ask, age in ms)."""
         book = self.compare.book("mt5", symbol)
@@ -782,6 +799,7 @@ class Runtime:
         except LedgerError as exc:
             self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
                                          f"equity could not be restored from the ledger: {exc}", "error"))
+        await self._journal_rates(self.ledger)
 
     async def stop(self) -> None:
         """Stop quote sources first, let groups in flight settle, then end every task."""
