@@ -134,26 +134,29 @@ class RunningEquity:
         return self._groups.net_off(venue, symbol, price, now_ms, batch)
 
     def accrue_funding(self, venue: Venue, symbol: str, funding_ms: int, rate: Decimal, mark: Decimal | None,
-                       now_ms: int) -> Booked | None:
-        """Funding at one funding time on the position held now (`core.carry`): at the venue's
-        mark for it when given, else the mid of its book now (else the last fill price). None
-        when nothing is held, the instrument is unknown, or that time is already booked."""
+                       held: Decimal) -> Booked | None:
+        """Funding at one funding time on `held`, the position (venue units) held at it
+        (`core.carry`): at the venue's mark for it when given, else the mid of its book now
+        (else the last fill price). None when nothing was held, the instrument is unknown, or
+        that time is already booked."""
         portfolio = self._replay.portfolio
         if self.restore_error is not None or not portfolio.has(venue, symbol):
             return None
-        position = portfolio.position(venue, symbol, now_ms)
-        if position.qty == 0:
+        inst = portfolio.instrument(venue, symbol)
+        qty = inst.to_base_qty(held)
+        if qty == 0:
             return None
         if mark is None:
             mark = self._mark_now(venue, symbol)
             if mark is None:
                 log.error("funding %s:%s at %d: no mark to value the position", venue, symbol, funding_ms)
                 return None
-        amount = portfolio.accrue_funding(venue, symbol, funding_ms, rate, mark)
+        amount = portfolio.accrue_funding(venue, symbol, funding_ms, rate, mark, qty)
         if amount is None:
             return None
         self._version += 1
-        return Booked(venue, symbol, funding_ms, rate, mark, position.qty, amount, position.quote_ccy)
+        ccy = portfolio.position(venue, symbol, funding_ms).quote_ccy
+        return Booked(venue, symbol, funding_ms, rate, mark, qty, amount, ccy)
 
     def _mark_now(self, venue: Venue, symbol: str) -> Decimal | None:
         """The mid of the venue's book now (venue units), else the last fill price, else None."""

@@ -458,8 +458,21 @@ class Runtime:
                  if (v, s) in self.instruments]
         if not perps or self.ledger is None:
             return
-        self.funding = FundingAccrual(perps, self.equity.accrue_funding, self._journal_funding, self.clock)
+        self.funding = FundingAccrual(perps, self.equity.accrue_funding, self._journal_funding, self.clock,
+                                      self._held_at)
         self.funding.restore(await self.ledger.read(money.last_funding))
+
+    async def _held_at(self, venue: Venue, symbol: str, at_ms: int) -> Decimal | None:
+        """Our position of a perpetual at a funding time: the ledger's fills up to it, once what
+        is queued is committed (`money.position_at`); None while the journal cannot write (the
+        fills it holds are not in the file)."""
+        journal, ledger = self.journal, self.ledger
+        if journal is None or ledger is None:
+            return None
+        await journal.flush()
+        if journal.error is not None or journal.unwritten:
+            return None
+        return await ledger.read(money.position_at, venue, symbol, at_ms)
 
     def _start_rates(self) -> None:
         """The currency books of `[money] rate_books` feed the equity's rates (`engine.rates`)."""

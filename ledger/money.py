@@ -130,6 +130,19 @@ async def swap_rows(db: aiosqlite.Connection) -> list[SwapRow]:
     return out
 
 
+async def position_at(db: aiosqlite.Connection, venue: Venue, symbol: str, at_ms: int) -> Decimal:
+    """Our position of `venue:symbol` at `at_ms` in venue units (+ long): the signed sum of the
+    ledger's fills of it stamped at or before then (what a funding time charges)."""
+    rows = await _rows(db, "SELECT o.side, f.qty FROM fills f JOIN orders o ON o.order_id = f.order_id "
+                           "WHERE f.venue = ? AND o.symbol = ? AND f.ts_ms <= ?", (venue, symbol, at_ms))
+    total = Decimal(0)
+    for side, qty in rows:
+        if side not in ("buy", "sell"):
+            raise LedgerError(f"a fill of {venue}:{symbol}: order side {side!r}")
+        total += Decimal(qty) if side == "buy" else -Decimal(qty)
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class FundingRow:
     """Funding booked at one funding time (a `funding` event), + received, in `ccy`."""
@@ -345,8 +358,8 @@ Item = FillRow | SwapRow | FundingRow
 def _merged(fills: list[FillRow], swaps: list[SwapRow],
             funding: list[FundingRow] | None = None) -> list[tuple[tuple[int, int, int], Item]]:
     """Fills, swaps and funding in time order; at one instant a deal's swap after its fill, and
-    funding after both (a fill stamped at the funding time was not held at it: the venues
-    charge the positions held when the funding is assessed)."""
+    funding after both (a fill stamped at the funding time counts as held at it, as the engine
+    charged it: `position_at`)."""
     items: list[tuple[tuple[int, int, int], Item]] = [((f.ts_ms, 0, f.fill_id), f) for f in fills]
     items += [((s.ts_ms, 1, i), s) for i, s in enumerate(swaps)]
     items += [((r.ts_ms, 2, i), r) for i, r in enumerate(funding or [])]
