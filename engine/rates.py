@@ -219,13 +219,18 @@ class RateLog:
         self._last = {c: r for c, r in last.items() if r.account_ccy == account_ccy}
         self._write = write
         self.written = 0
+        self._seen: tuple[tuple[str, Decimal, str], ...] | None = None  # the last book observed, in short
 
     def observe(self, book: RateBook) -> None:
         if book.account_ccy != self._account_ccy:
             return
+        seen = tuple((c, r.value, r.source) for c, r in sorted(book.rates().items()))
+        if seen == self._seen:
+            return  # the same rates as at the last reading (every snapshot reads them): nothing to compare
         had = {c for c, r in self._last.items() if r.source != "missing"}
         for ccy, now in in_force(book, set(book.rates()) | had).items():
             if not now.same_rate(self._last.get(ccy)):
                 self._write(now)  # raises only for a bug: the journal halts on a write failure itself
                 self._last[ccy] = now
                 self.written += 1
+        self._seen = seen
