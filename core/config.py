@@ -382,6 +382,10 @@ class DemoConfig(_Strict):
     dislocation_every_s: float = Field(
         3.0, gt=0, allow_inf_nan=False, description="Mean time between dislocations."
     )
+    currency_book_mid: float = Field(
+        1.0, ge=0.001, le=1_000_000, allow_inf_nan=False,
+        description="Mid of the simulated currency books (`[money] rate_books` served by the demo).",
+    )
 
 
 Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]

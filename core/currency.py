@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 from core.models import Venue
 
@@ -144,3 +145,56 @@ class RateBook:
 
     def rates(self) -> dict[str, Rate]:
         return dict(self._rates)
+
+
+RateSourceKind = Literal["book", "given", "missing"]
+
+
+@dataclass(slots=True, frozen=True)
+class RateInForce:
+    """What converts `ccy` into `account_ccy`: a currency book's mid (`book` names it, `read_ms`
+    is when it was read), a rate an operator typed (`given`), or nothing (`missing`, `value`
+    None). The engine journals one whenever it changes (a `rate` ledger event)."""
+
+    ccy: str
+    account_ccy: str
+    value: Decimal | None
+    source: RateSourceKind
+    book: str | None = None
+    read_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (_CCY.match(self.ccy) and _CCY.match(self.account_ccy)) or self.ccy == self.account_ccy:
+            raise ValueError(f"rate of {self.ccy!r} in {self.account_ccy!r}: two different currency codes needed")
+        if self.source == "missing":
+            if self.value is not None or self.book is not None or self.read_ms is not None:
+                raise ValueError(f"{self.ccy}: a missing rate has no value, book or read time")
+            return
+        if self.source not in ("book", "given"):
+            raise ValueError(f"{self.ccy}: rate source {self.source!r}: book, given or missing")
+        if self.value is None or not self.value.is_finite() or self.value <= 0:
+            raise ValueError(f"{self.ccy}: rate {self.value} is not a positive finite number")
+        if (self.source == "book") != (self.book is not None and self.read_ms is not None):
+            raise ValueError(f"{self.ccy}: a book rate (and only one) names its book and read time")
+
+    def same_rate(self, other: RateInForce | None) -> bool:
+        """The same conversion (value, source and book): a re-read of an unchanged book is not a change."""
+        return other is not None and (self.account_ccy, self.value, self.source, self.book) == (
+            other.account_ccy, other.value, other.source, other.book)
+
+
+def in_force(book: RateBook, currencies: Iterable[str], given_source: str = "given") -> dict[str, RateInForce]:
+    """Each of `currencies` (the account currency left out) as `book` converts it now: a rate
+    whose source is `given_source` is typed, any other source is the name of the book it came from."""
+    out: dict[str, RateInForce] = {}
+    for ccy in sorted(set(currencies)):
+        if ccy == book.account_ccy:
+            continue
+        r = book.rate(ccy)
+        if r is None:
+            out[ccy] = RateInForce(ccy, book.account_ccy, None, "missing")
+        elif r.source == given_source:
+            out[ccy] = RateInForce(ccy, book.account_ccy, r.value, "given")
+        else:
+            out[ccy] = RateInForce(ccy, book.account_ccy, r.value, "book", r.source, r.ts_ms)
+    return out

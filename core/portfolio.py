@@ -307,12 +307,14 @@ class Portfolio:
         book.mark_exact, book.mark_ms = price, ts_ms
 
     def accrue_funding(self, venue: Venue, symbol: str, funding_ts_ms: int, rate: Decimal,
-                       mark_price: Decimal) -> Decimal | None:
-        """Funding at one funding time, computed on the position held now (feed the fills up to
-        `funding_ts_ms` first): -q x mark x rate in the quote currency. `mark_price` in venue
-        units. None if that funding time is already booked (computed or reported)."""
+                       mark_price: Decimal, position: Decimal | None = None) -> Decimal | None:
+        """Funding at one funding time on `position` (base units, + long: what was held at
+        `funding_ts_ms`; default the position held now): -q x mark x rate in the quote currency.
+        `mark_price` in venue units. None if that funding time is already booked (computed or
+        reported)."""
         book = self._book(venue, symbol)
-        amount = funding_payment(book.qty, book.inst.normalized_price(_dec(mark_price, "mark price")),
+        held = book.qty if position is None else _dec(position, "position")
+        amount = funding_payment(held, book.inst.normalized_price(_dec(mark_price, "mark price")),
                                  _dec(rate, "rate"))
         key = (venue, symbol, funding_ts_ms)
         if key in self._funding:

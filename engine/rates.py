@@ -13,6 +13,9 @@ Precedence, per currency, when the rates are asked for (`rate_book`):
 3. else missing: amounts in that currency convert to None, never 1.0.
 A stale book is shown as stale (`describe`) and converts as if absent. A failed read changes
 nothing: the last top is kept and ages; trading is never stopped by it.
+
+The rates in force are journaled (`RateLog`: a `rate` event per currency whose rate changed,
+not per poll), so `ledger summary`/`equity` convert with what the engine converted with.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import httpx
 
 from core.clock import Clock
-from core.currency import RateBook, rate_pair
+from core.currency import RateBook, RateInForce, in_force, rate_pair
 from core.models import Venue
 from feeds.rates import BinanceMarket, BookTop, fetch_book_top
 from feeds.rest_parsers import InvalidResponse, VenueError
@@ -93,6 +96,7 @@ class RateFeed:
         self._reads: dict[str, _Read] = {}
         self._errors: dict[str, str] = {}  # the last failure per book (cleared by a good read)
         self.failures = 0
+        self.reads = 0  # good reads so far: a reading memoized before a read is stale after it
 
     async def poll_once(self) -> int:
         """Read every book once; the number read. A failure keeps the last read (it ages)."""
@@ -113,6 +117,7 @@ class RateFeed:
                         continue
                     self._reads[s.name] = _Read(top, self._clock.time_ms())
                     self._errors.pop(s.name, None)
+                    self.reads += 1
                     read += 1
         return read
 
@@ -131,6 +136,7 @@ class RateFeed:
             return 0
         self._reads[s.name] = _Read(top, self._clock.time_ms() - int(age_ms))
         self._errors.pop(s.name, None)
+        self.reads += 1
         return 1
 
     def _failed(self, s: RateSource, why: str) -> None:
@@ -198,3 +204,33 @@ def rates_doc(book: RateBook, now_ms: int) -> dict[str, dict[str, Any]]:
     """The rates in force, per currency: value, source (`given` or the book) and age."""
     return {ccy: {"rate": format(r.value.normalize(), "f"), "source": r.source, "age_ms": now_ms - r.ts_ms}
             for ccy, r in sorted(book.rates().items())}
+
+
+class RateLog:
+    """Journals the rates in force when they change: a currency whose value, source or book
+    differs from the last one journaled (a book re-read at the same mid is no change), or one
+    that had a rate and has none now (`missing`). Seeded with the ledger's last rates, so a
+    restart with the same rates writes nothing. The running equity calls `observe` with every
+    rate book it converts with, so no figure is shown with a rate the ledger does not have."""
+
+    def __init__(self, account_ccy: str, last: Mapping[str, RateInForce],
+                 write: Callable[[RateInForce], object]) -> None:
+        self._account_ccy = account_ccy
+        self._last = {c: r for c, r in last.items() if r.account_ccy == account_ccy}
+        self._write = write
+        self.written = 0
+        self._seen: tuple[tuple[str, Decimal, str], ...] | None = None  # the last book observed, in short
+
+    def observe(self, book: RateBook) -> None:
+        if book.account_ccy != self._account_ccy:
+            return
+        seen = tuple((c, r.value, r.source) for c, r in sorted(book.rates().items()))
+        if seen == self._seen:
+            return  # the same rates as at the last reading (every snapshot reads them): nothing to compare
+        had = {c for c, r in self._last.items() if r.source != "missing"}
+        for ccy, now in in_force(book, set(book.rates()) | had).items():
+            if not now.same_rate(self._last.get(ccy)):
+                self._write(now)  # raises only for a bug: the journal halts on a write failure itself
+                self._last[ccy] = now
+                self.written += 1
+        self._seen = seen

@@ -36,6 +36,7 @@ import aiosqlite
 
 from core.clock import Clock, RealClock
 from core.commands import CommandStore, Mt5Command
+from core.currency import RateInForce
 from core.hedge import GROUP_TERMINAL, HedgeGroup
 from core.models import (
     CompensationAction,
@@ -429,6 +430,11 @@ class Ledger:
         like a fill."""
         return self.writer.append(ev.funding(venue, symbol, funding_ms, rate, mark_price, position, amount, ccy,
                                              self.clock.time_ms()))
+
+    def rate(self, r: RateInForce) -> int:
+        """The rate in force for one currency changed (`ledger.money` converts with it from now
+        on); queued like a fill."""
+        return self.writer.append(ev.rate(r, self.clock.time_ms()))
 
     async def setting(self, change: SettingChange, state: TradingState) -> int:
         """A runtime setting changed (engine.steering): a `setting` risk event, durable."""
