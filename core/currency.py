@@ -91,6 +91,7 @@ class RateBook:
             raise ValueError(f"account currency {account_ccy!r}: 2 to 10 letters or digits")
         self.account_ccy = account_ccy
         self._rates: dict[str, Rate] = {}
+        self._identity = Rate(account_ccy, Decimal(1), 0, "identity")  # immutable: one for every read
 
     def set(self, ccy: str, value: Decimal, ts_ms: int, source: str) -> None:
         """1 `ccy` = `value` account currency. Refused (ValueError, nothing changed) unless finite and > 0."""
@@ -120,7 +121,7 @@ class RateBook:
 
     def rate(self, ccy: str) -> Rate | None:
         if ccy == self.account_ccy:
-            return Rate(ccy, Decimal(1), 0, "identity")
+            return self._identity
         return self._rates.get(ccy)
 
     def convert(self, amount: Decimal, ccy: str) -> Decimal | None:

@@ -207,8 +207,9 @@ class RunningEquity:
                 continue
             touch = self._touch(venue, symbol)
             if touch is not None and touch[0] > 0 and touch[1] >= touch[0]:
-                portfolio.mark(venue, symbol, touch[0], touch[1], now_ms)
-                replay.marks[(venue, symbol)] = (Decimal(repr((touch[0] + touch[1]) / 2)), "book", now_ms)
+                # Unchanged (the same quote, marked again at the same instant): so is its mark.
+                if portfolio.mark(venue, symbol, touch[0], touch[1], now_ms):
+                    replay.marks[(venue, symbol)] = (Decimal(repr((touch[0] + touch[1]) / 2)), "book", now_ms)
             else:
                 last = portfolio.last_fill(venue, symbol)
                 if last is not None:
