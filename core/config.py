@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, field_validator, model_validator
 
 from core.alert_policy import channel_label
-from core.currency import rate_pair
+from core.currency import RATE_MAX, RATE_MIN, rate_pair
 from core.instruments import Instrument, Pair
 from core.models import Venue
 
@@ -438,7 +438,7 @@ class MoneyConfig(_Strict):
     the operator vouches for. A currency without a rate is shown as missing, never as 1."""
 
     account_currency: Annotated[str, Field(pattern=_CCY)] = Field("USD", description="Equity is stated in this.")
-    rates: dict[Annotated[str, Field(pattern=_CCY)], PositiveDecimal] = Field(
+    rates: dict[Annotated[str, Field(pattern=_CCY)], Annotated[Decimal, Field(ge=RATE_MIN, le=RATE_MAX)]] = Field(
         default_factory=dict, description='1 unit of each = this much account currency, e.g. {USDT = "0.9995"}.'
     )
     rate_books: list[str] = Field(

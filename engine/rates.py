@@ -172,9 +172,12 @@ class RateFeed:
                     continue
                 r = self._fresh(name, now_ms)
                 assert r is not None
-                book.from_book(base, quote, r.top.bid, r.top.ask, r.ts_ms, name)
                 pending.remove(name)
                 progress = True
+                try:
+                    book.from_book(base, quote, r.top.bid, r.top.ask, r.ts_ms, name)
+                except ValueError as exc:  # a rate out of range (a misbehaving book): as if absent
+                    log.warning("rates: %s: %s", name, str(exc)[:300])
         return pending
 
     def describe(self, now_ms: int) -> list[dict[str, Any]]:

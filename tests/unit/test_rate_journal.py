@@ -220,3 +220,52 @@ async def test_the_human_summary_says_which_rate_and_from_where(tmp_path: Path) 
     assert "rate USDT = 0.999 USD (okx:USDT-USD, read " in human.stdout and "in force since" in human.stdout
     typed = await asyncio.to_thread(cli, "summary", "--ledger", str(path), "--rate", "USDT=0.98", "--json")
     assert json.loads(typed.stdout)["equity"]["rates"]["USDT"]["source"] == "--rate"
+
+
+# -- review: rates out of any real range -----------------------------------------------------------------
+@pytest.mark.parametrize("value", ["1E+999999999", "1E-999999999", "1E+13", "1E-13"])
+async def test_a_journaled_rate_out_of_range_is_a_clear_error_not_an_overflow_or_a_silent_zero(
+        tmp_path: Path, value: str) -> None:
+    """A rate of 1E+999999999 crashed `ledger summary` with decimal.Overflow (a traceback); one of
+    1E-999999999 silently valued every USDT at 0."""
+    path = tmp_path / "l.db"
+    await a_day(path)
+    await _journal(path, (T0 + 1, BOOK))
+    con = sqlite3.connect(path)
+    con.execute("UPDATE events SET payload = json_set(payload, '$.rate', ?) WHERE kind = 'rate'", (value,))
+    con.commit()
+    con.close()
+    with pytest.raises(LedgerError, match=r"unreadable rate event \(seq \d+\): USDT: rate .* is outside"):
+        await read(path, money.equity, now_ms=T0)
+    for command in ("summary", "equity"):
+        result = await asyncio.to_thread(cli, command, "--ledger", str(path), "--json")
+        assert result.exit_code == 2, (command, result.output)
+        assert "is outside" in result.stderr and "Traceback" not in result.output
+
+
+async def test_a_rate_out_of_range_is_refused_by_the_book_the_config_and_the_command_line(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from core.config import MoneyConfig
+    book = RateBook("USD")
+    with pytest.raises(ValueError, match="is outside"):
+        book.set("USDT", D("1E+13"), T0, "given")
+    assert book.rates() == {}
+    with pytest.raises(ValidationError, match=r"rates\.USDT"):
+        MoneyConfig(rates={"USDT": D("1E+400")})
+    await a_day(tmp_path / "l.db")
+    result = await asyncio.to_thread(cli, "summary", "--ledger", str(tmp_path / "l.db"), "--rate", "USDT=1e999999999")
+    assert result.exit_code != 0 and "must be within" in result.output + result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_book_whose_rate_is_out_of_range_converts_as_if_absent() -> None:
+    from core.clock import ManualClock as Clock
+    from engine.rates import RateFeed, RateSource
+
+    feed = RateFeed([RateSource("mt5", "USDTUSD")], "USD", {"USDT": D("0.999")}, Clock(wall_ms=T0),
+                    max_age_s=60, poll_s=30, mt5_top=lambda _s: (1e20, 1e20, 0.0))
+    asyncio.run(feed.poll_once())
+    assert feed.describe(T0)[0]["stale"] is False  # read, but not a rate anyone can convert with
+    got = feed.rate_book(T0).rate("USDT")
+    assert got is not None and (got.value, got.source) == (D("0.999"), "given")
