@@ -460,7 +460,7 @@ class Runtime:
             return
         self.funding = FundingAccrual(perps, self.equity.accrue_funding, self._journal_funding, self.clock,
                                       self._held_at)
-        self.funding.restore(await self.ledger.read(money.last_funding))
+        self.funding.restore(await self.ledger.read(money.funding_resume))
 
     async def _held_at(self, venue: Venue, symbol: str, at_ms: int) -> Decimal | None:
         """Our position of a perpetual at a funding time: the ledger's fills up to it, once what

@@ -175,6 +175,20 @@ async def last_funding(db: aiosqlite.Connection) -> dict[Key, int]:
     return out
 
 
+async def funding_resume(db: aiosqlite.Connection) -> dict[Key, int]:
+    """Where the engine's funding resumes per perpetual: after the last funding time booked,
+    else just before the first fill of it (a settlement while the engine was down, before any
+    was booked, is charged on the position the fills say was held: `position_at`). A symbol
+    with neither is absent (booking starts when the engine does)."""
+    out: dict[Key, int] = {}
+    for venue, symbol, first_ms in await _rows(
+            db, "SELECT f.venue, o.symbol, MIN(f.ts_ms) FROM fills f JOIN orders o ON o.order_id = f.order_id "
+                "GROUP BY f.venue, o.symbol"):
+        out[(venue, str(symbol))] = int(first_ms) - 1
+    out.update(await last_funding(db))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class RateRow:
     """A `rate` event: the engine converted with `rate` from `ts_ms` on."""

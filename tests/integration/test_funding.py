@@ -237,3 +237,45 @@ async def test_a_funding_time_whose_position_cannot_be_read_waits_for_the_next_p
     finally:
         await led.close()
         await okx.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_settlement_while_the_engine_was_stopped_is_charged_also_before_any_was_booked(
+        tmp_path: Path) -> None:
+    """Review of issue 16: a perpetual with no funding journaled yet resumed from *now* at every
+    start, so a funding time that passed while the engine was stopped (a first hedge opened, a
+    restart across 08:00) was never charged. It resumes just before the perpetual's first fill."""
+    clock = ManualClock(wall_ms=T0)
+    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
+    binance = BinanceSimServer(symbols=["BTCUSDT"], market="usdm", clock=clock)
+    await okx.start()
+    await binance.start()
+    led = await Ledger.open(tmp_path / "l.db", clock=clock)
+    try:
+        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
+        binance.publish(SimTick("binance", "BTCUSDT", *TOUCH[("binance", "BTCUSDT")], 1.0, 1.0, T0))
+        binance.funding.set_rate("BTCUSDT", D("-0.000125"))
+        await _positions(led)  # then the engine stops; the funding time passes; it starts again
+        clock.advance(ms=FUNDING_MS - T0 + 3_600_000)
+        resume = await led.read(money.funding_resume)
+        assert resume == {("okx", "BTC-USDT-SWAP"): T0, ("binance", "BTCUSDT"): T0 + 2}
+        equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: TOUCH.get((v, s)))
+        await equity.restore(led)
+        perps = [Perpetual("okx", "BTC-USDT-SWAP", okx.rest_url), Perpetual("binance", "BTCUSDT", binance.rest_url)]
+        journaled: list[Booked] = []
+        accrual = FundingAccrual(perps, equity.accrue_funding, journaled.append, clock, _held(led))
+        accrual.restore(resume)
+        booked = await accrual.poll_once()
+        assert accrual.errors == 0, accrual.last_error
+        assert {(b.venue, b.funding_ms, b.position, b.amount) for b in booked} == {
+            ("okx", FUNDING_MS, D(1), D(-6)), ("binance", FUNDING_MS, D("-0.5"), D(-4))}
+        assert journaled == booked
+        for b in booked:
+            led.funding(b.venue, b.symbol, b.funding_ms, b.rate, b.mark_price, b.position, b.amount, b.ccy)
+        await led.flush()
+        after = await led.read(money.funding_resume)
+        assert after == {("okx", "BTC-USDT-SWAP"): FUNDING_MS, ("binance", "BTCUSDT"): FUNDING_MS}
+    finally:
+        await led.close()
+        await okx.stop()
+        await binance.stop()
