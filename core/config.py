@@ -450,6 +450,11 @@ class MoneyConfig(_Strict):
         description="A book's rate older than this is stale: the typed-in rate (if any) is used, else missing.",
     )
     rate_poll_s: float = Field(30.0, gt=0, le=HOUR_S, allow_inf_nan=False, description="Rate books read this often.")
+    rate_tolerance_bps: float = Field(
+        1.0, ge=0, le=100, allow_inf_nan=False,
+        description="A book's rate within this many bp of the rate in force is no change: it stays in force "
+                    "and nothing is journaled (0: every move of the mid is a new rate, one ledger row each).",
+    )
 
     @field_validator("rate_books")
     @classmethod

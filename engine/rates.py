@@ -211,29 +211,51 @@ def rates_doc(book: RateBook, now_ms: int) -> dict[str, dict[str, Any]]:
 
 class RateLog:
     """Journals the rates in force when they change: a currency whose value, source or book
-    differs from the last one journaled (a book re-read at the same mid is no change), or one
-    that had a rate and has none now (`missing`). Seeded with the ledger's last rates, so a
-    restart with the same rates writes nothing. The running equity calls `observe` with every
-    rate book it converts with, so no figure is shown with a rate the ledger does not have."""
+    differs from the last one journaled, or one that had a rate and has none now (`missing`).
+    A book re-read within `tolerance` (relative: 0.0001 is 1 bp) of the rate journaled from that
+    same book is no change: the rate in force stays the journaled one, and the running equity
+    converts with it (`observe` returns the rates to convert with), so a mid that moves a little
+    every poll writes nothing and every surface still states the figure `ledger summary` does.
+    Seeded with the ledger's last rates, so a restart with the same rates writes nothing. The
+    running equity calls `observe` with every rate book it converts with, so no figure is shown
+    with a rate the ledger does not have."""
 
     def __init__(self, account_ccy: str, last: Mapping[str, RateInForce],
-                 write: Callable[[RateInForce], object]) -> None:
+                 write: Callable[[RateInForce], object], tolerance: Decimal = Decimal(0)) -> None:
+        if not (tolerance.is_finite() and 0 <= tolerance < 1):
+            raise ValueError(f"rate tolerance {tolerance}: a fraction in [0, 1)")
         self._account_ccy = account_ccy
         self._last = {c: r for c, r in last.items() if r.account_ccy == account_ccy}
         self._write = write
+        self._tolerance = tolerance
         self.written = 0
         self._seen: tuple[tuple[str, Decimal, str], ...] | None = None  # the last book observed, in short
 
-    def observe(self, book: RateBook) -> None:
+    def observe(self, book: RateBook) -> RateBook:
+        """Journal what changed in `book`; the rates to convert with (`book`'s, a book's rate
+        within the tolerance of the journaled one at the journaled value)."""
         if book.account_ccy != self._account_ccy:
-            return
+            return book
         seen = tuple((c, r.value, r.source) for c, r in sorted(book.rates().items()))
-        if seen == self._seen:
-            return  # the same rates as at the last reading (every snapshot reads them): nothing to compare
-        had = {c for c, r in self._last.items() if r.source != "missing"}
-        for ccy, now in in_force(book, set(book.rates()) | had).items():
-            if not now.same_rate(self._last.get(ccy)):
-                self._write(now)  # raises only for a bug: the journal halts on a write failure itself
-                self._last[ccy] = now
-                self.written += 1
-        self._seen = seen
+        if seen != self._seen:  # else the same rates as at the last reading (every snapshot reads them)
+            had = {c for c, r in self._last.items() if r.source != "missing"}
+            for ccy, now in in_force(book, set(book.rates()) | had).items():
+                if not self._unchanged(now, self._last.get(ccy)):
+                    self._write(now)  # raises only for a bug: the journal halts on a write failure itself
+                    self._last[ccy] = now
+                    self.written += 1
+            self._seen = seen
+        out = RateBook(book.account_ccy)
+        for ccy, r in book.rates().items():
+            last, value = self._last.get(ccy), r.value
+            if last is not None and last.value is not None and last.source == "book" and last.book == r.source:
+                value = last.value  # within the tolerance of it: else journaled just above
+            out.set(ccy, value, r.ts_ms, r.source)
+        return out
+
+    def _unchanged(self, now: RateInForce, last: RateInForce | None) -> bool:
+        if now.same_rate(last):
+            return True
+        return (last is not None and now.source == last.source == "book" and now.book == last.book
+                and now.value is not None and last.value is not None
+                and abs(now.value - last.value) <= last.value * self._tolerance)

@@ -495,7 +495,8 @@ class Runtime:
             self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
                                          f"journaled rates unreadable, journaling them afresh: {exc}", "error"))
             last = {}
-        self.equity.journal_rates(RateLog(account, last, self._journal_rate))
+        tolerance = Decimal(repr(self.config.money.rate_tolerance_bps)) / 10_000
+        self.equity.journal_rates(RateLog(account, last, self._journal_rate, tolerance))
 
     def _journal_rate(self, r: RateInForce) -> None:
         if self.journal is not None:

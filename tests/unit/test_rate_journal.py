@@ -269,3 +269,43 @@ def test_a_book_whose_rate_is_out_of_range_converts_as_if_absent() -> None:
     assert feed.describe(T0)[0]["stale"] is False  # read, but not a rate anyone can convert with
     got = feed.rate_book(T0).rate("USDT")
     assert got is not None and (got.value, got.source) == (D("0.999"), "given")
+
+
+# -- review: a mid that moves every poll -------------------------------------------------------------------
+def test_a_mid_that_wobbles_within_the_tolerance_writes_nothing_and_converts_at_the_journaled_rate() -> None:
+    """A USDT-USD mid moving half a tick every poll wrote one `rate` row per poll forever (2,880 a
+    day per currency at the default 30 s). Within the tolerance (1 bp) the journaled rate stays
+    in force, for the ledger and the running equity alike."""
+    written: list[RateInForce] = []
+    log = RateLog("USD", {}, written.append, tolerance=D("0.0001"))
+    converted: list[Decimal] = []
+    mids = ["0.99910", "0.99915", "0.99905", "0.99910", "0.99919", "0.99901"] * 100  # within 1 bp of 0.9991
+    for i, mid in enumerate(mids):
+        got = log.observe(_book(USDT=(mid, "okx:USDT-USD", T0 + i * 30_000))).rate("USDT")
+        assert got is not None and got.ts_ms == T0 + i * 30_000 and got.source == "okx:USDT-USD"  # the read's age
+        converted.append(got.value)
+    assert written == [_usdt("0.99910", T0)] and set(converted) == {D("0.99910")}
+    moved = log.observe(_book(USDT=("0.99899", "okx:USDT-USD", T0 + 10**8))).rate("USDT")  # 1.1 bp: a move
+    assert moved is not None and moved.value == D("0.99899")
+    assert written[-1] == _usdt("0.99899", T0 + 10**8) and log.written == 2
+    given = log.observe(_book(USDT=("0.99899", "given", T0 + 10**8 + 1)))  # another source: always a change
+    assert written[-1] == RateInForce("USDT", "USD", D("0.99899"), "given") and log.written == 3
+    assert given.rate("USDT") is not None
+
+
+def test_without_a_tolerance_every_move_is_journaled_and_a_bad_tolerance_is_refused() -> None:
+    written: list[RateInForce] = []
+    log = RateLog("USD", {}, written.append)
+    for i, mid in enumerate(["0.99910", "0.99915", "0.99910"]):
+        log.observe(_book(USDT=(mid, "okx:USDT-USD", T0 + i)))
+    assert [r.value for r in written] == [D("0.99910"), D("0.99915"), D("0.99910")]
+    for bad in (D(-1), D(1), D("NaN")):
+        with pytest.raises(ValueError, match="rate tolerance"):
+            RateLog("USD", {}, written.append, tolerance=bad)
+
+
+def test_a_restart_within_the_tolerance_keeps_the_journaled_rate() -> None:
+    written: list[RateInForce] = []
+    log = RateLog("USD", {"USDT": BOOK}, written.append, tolerance=D("0.0001"))  # 0.9991 journaled
+    got = log.observe(_book(USDT=("0.99914", "okx:USDT-USD", T0 + 500))).rate("USDT")
+    assert written == [] and got is not None and got.value == D("0.9991")
