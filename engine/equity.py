@@ -230,7 +230,7 @@ class RunningEquity:
             book = self._rates.rate_book(now_ms)
         else:
             book = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
-        return book if self._rate_log is None else self._rate_log.observe(book)
+        return book if self._rate_log is None else self._rate_log.observe(book, now_ms)
 
     def _memoized(self, name: str, now_ms: int, compute: Callable[[], Any]) -> Any:
         key = (now_ms, self._version, self._rates.reads if self._rates is not None else 0)

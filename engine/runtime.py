@@ -496,7 +496,8 @@ class Runtime:
                                          f"journaled rates unreadable, journaling them afresh: {exc}", "error"))
             last = {}
         tolerance = Decimal(repr(self.config.money.rate_tolerance_bps)) / 10_000
-        self.equity.journal_rates(RateLog(account, last, self._journal_rate, tolerance))
+        self.equity.journal_rates(RateLog(account, last, self._journal_rate, tolerance,
+                                          max_age_ms=self.config.money.rate_max_age_s * 1000))
 
     def _journal_rate(self, r: RateInForce) -> None:
         if self.journal is not None:
