@@ -27,7 +27,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiosqlite
@@ -136,10 +136,16 @@ async def position_at(db: aiosqlite.Connection, venue: Venue, symbol: str, at_ms
     rows = await _rows(db, "SELECT o.side, f.qty FROM fills f JOIN orders o ON o.order_id = f.order_id "
                            "WHERE f.venue = ? AND o.symbol = ? AND f.ts_ms <= ?", (venue, symbol, at_ms))
     total = Decimal(0)
-    for side, qty in rows:
+    for side, text in rows:
         if side not in ("buy", "sell"):
             raise LedgerError(f"a fill of {venue}:{symbol}: order side {side!r}")
-        total += Decimal(qty) if side == "buy" else -Decimal(qty)
+        try:
+            qty = Decimal(text)
+        except (InvalidOperation, TypeError, ValueError):
+            qty = Decimal("NaN")
+        if not qty.is_finite() or qty < 0:
+            raise LedgerError(f"a fill of {venue}:{symbol}: quantity {str(text)[:40]!r} is not a decimal >= 0")
+        total += qty if side == "buy" else -qty
     return total
 
 

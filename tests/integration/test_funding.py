@@ -15,6 +15,7 @@ Worked examples, from the venues' documented formulas:
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -279,3 +280,36 @@ async def test_a_settlement_while_the_engine_was_stopped_is_charged_also_before_
         await led.close()
         await okx.stop()
         await binance.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("qty", ["lots", "NaN", "-1"])
+async def test_a_fill_quantity_the_position_query_cannot_read_leaves_the_settlement_waiting(
+        tmp_path: Path, qty: str) -> None:
+    """Review of issue 16: `money.position_at` summed `Decimal(qty)` as written, so a damaged
+    quantity raised InvalidOperation out of the funding poll (its task has no guard: funding
+    stopped for the run) or, for `NaN`, charged a NaN. Now a LedgerError: the settlement waits."""
+    clock = ManualClock(wall_ms=T0)
+    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
+    await okx.start()
+    led = await Ledger.open(tmp_path / "l.db", clock=clock)
+    try:
+        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
+        await _positions(led)
+        equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: TOUCH.get((v, s)))
+        await equity.restore(led)
+        con = sqlite3.connect(tmp_path / "l.db")
+        con.execute("UPDATE fills SET qty = ? WHERE venue_trade_id = 'o1'", (qty,))
+        con.commit()
+        con.close()
+        journaled: list[Booked] = []
+        accrual = FundingAccrual([Perpetual("okx", "BTC-USDT-SWAP", okx.rest_url)], equity.accrue_funding,
+                                 journaled.append, clock, _held(led))
+        accrual.restore({})
+        clock.advance(ms=FUNDING_MS - T0 + 1_000)
+        assert await accrual.poll_once() == [] and journaled == []
+        assert accrual.errors == 1 and accrual.last_error is not None
+        assert "position unknown" in accrual.last_error and "is not a decimal >= 0" in accrual.last_error
+    finally:
+        await led.close()
+        await okx.stop()
