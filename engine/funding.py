@@ -140,5 +140,10 @@ class FundingAccrual:
 
     async def run(self) -> None:
         while True:
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception as exc:  # a bug or an unforeseen answer: counted and shown, the next poll retries
+                self.errors += 1
+                self.last_error = f"poll failed: {type(exc).__name__}: {exc}"[:300]
+                log.exception("funding: poll failed")
             await asyncio.sleep(self.poll_s)

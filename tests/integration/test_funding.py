@@ -15,6 +15,8 @@ Worked examples, from the venues' documented formulas:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +30,7 @@ from core.instruments import Instrument
 from core.models import OrderPurpose, Venue
 from engine.equity import RunningEquity
 from engine.funding import Booked, FundingAccrual, Held, Perpetual
+from feeds.funding import FundingSettlement
 from ledger import Ledger, money, queries
 from sim.binance_server import BinanceSimServer
 from sim.funding import EIGHT_HOURS_MS
@@ -313,3 +316,34 @@ async def test_a_fill_quantity_the_position_query_cannot_read_leaves_the_settlem
     finally:
         await led.close()
         await okx.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_an_unexpected_failure_of_one_poll_does_not_end_funding_for_the_run() -> None:
+    """Review of issue 16: `FundingAccrual.run` had no guard (the rates loop has one), so one
+    exception nobody foresaw ended the task and no funding was booked for the rest of the run."""
+    clock = ManualClock(wall_ms=T0)
+    calls: list[int] = []
+    second = asyncio.Event()
+
+    async def fetch(_c: httpx.AsyncClient, _v: Venue, _s: str, after_ms: int) -> list[FundingSettlement]:
+        calls.append(after_ms)
+        if len(calls) == 1:
+            raise RuntimeError("an answer nobody foresaw")
+        second.set()
+        return []
+
+    async def held(_v: Venue, _s: str, _at: int) -> Decimal:
+        return D(0)
+
+    accrual = FundingAccrual([Perpetual("okx", "BTC-USDT-SWAP", "http://127.0.0.1:9")], lambda *a: None,
+                             lambda b: None, clock, held, poll_s=0.01, fetch=fetch)
+    accrual.restore({})
+    task = asyncio.create_task(accrual.run())
+    try:
+        await asyncio.wait_for(second.wait(), timeout=10)  # raises (fails) if the loop died
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert accrual.errors == 1 and accrual.last_error == "poll failed: RuntimeError: an answer nobody foresaw"
