@@ -473,6 +473,15 @@ class MoneyConfig(_Strict):
             seen.add(book)
         return books
 
+    @model_validator(mode="after")
+    def _rates_outlive_a_poll(self) -> MoneyConfig:
+        """A book read every `rate_poll_s` that is stale sooner than that flaps between its rate
+        and the typed one (or missing) at every poll: two `rate` rows a poll, figures missing."""
+        if self.rate_max_age_s <= self.rate_poll_s:
+            raise ValueError(f"rate_max_age_s ({self.rate_max_age_s:g}) must exceed rate_poll_s "
+                             f"({self.rate_poll_s:g}): else every book is stale before its next read")
+        return self
+
     def rate_book_keys(self) -> list[tuple[Venue, str]]:
         """The rate books as (venue, symbol), in the configured order."""
         out: list[tuple[Venue, str]] = []
