@@ -25,6 +25,17 @@ _BINANCE_QUOTES: tuple[str, ...] = tuple(sorted(
 _MT5_QUOTES: tuple[str, ...] = ("USDT", "USDC", "USD", "EUR", "GBP", "JPY", "CHF", "AUD", "CAD", "NZD")
 _CCY = re.compile(r"^[A-Z0-9]{2,10}$")
 _MT5_NAME = re.compile(r"^[A-Z]+")  # a broker suffix (`.m`, `_i`) follows the letters
+# A rate outside this range is refused: far past any real conversion (a BTC account values a
+# USDT at ~1e-5, a JPY one values a BTC at ~1e7), and inside what Decimal arithmetic can multiply
+# into every amount without overflowing (a rate of 1E+999999999 would crash each conversion, one of
+# 1E-999999999 would silently turn every amount into 0).
+RATE_MIN = Decimal("1E-12")
+RATE_MAX = Decimal("1E+12")
+
+
+def rate_in_range(value: Decimal) -> bool:
+    """A finite rate within [RATE_MIN, RATE_MAX]."""
+    return value.is_finite() and RATE_MIN <= value <= RATE_MAX
 
 
 def quote_currency(venue: Venue, symbol: str) -> str | None:
@@ -94,11 +105,14 @@ class RateBook:
         self._identity = Rate(account_ccy, Decimal(1), 0, "identity")  # immutable: one for every read
 
     def set(self, ccy: str, value: Decimal, ts_ms: int, source: str) -> None:
-        """1 `ccy` = `value` account currency. Refused (ValueError, nothing changed) unless finite and > 0."""
+        """1 `ccy` = `value` account currency. Refused (ValueError, nothing changed) unless finite,
+        > 0 and within [RATE_MIN, RATE_MAX]."""
         if not _CCY.match(ccy):
             raise ValueError(f"currency {ccy!r}: 2 to 10 letters or digits")
         if not value.is_finite() or value <= 0:
             raise ValueError(f"rate of {ccy}: {value} is not a positive finite number")
+        if not rate_in_range(value):
+            raise ValueError(f"rate of {ccy}: {value} is outside {RATE_MIN}..{RATE_MAX}")
         if ccy == self.account_ccy:
             raise ValueError(f"{ccy} is the account currency: its rate is 1 by definition")
         self._rates[ccy] = Rate(ccy, value, ts_ms, source)
@@ -175,6 +189,8 @@ class RateInForce:
             raise ValueError(f"{self.ccy}: rate source {self.source!r}: book, given or missing")
         if self.value is None or not self.value.is_finite() or self.value <= 0:
             raise ValueError(f"{self.ccy}: rate {self.value} is not a positive finite number")
+        if not rate_in_range(self.value):
+            raise ValueError(f"{self.ccy}: rate {self.value} is outside {RATE_MIN}..{RATE_MAX}")
         if (self.source == "book") != (self.book is not None and self.read_ms is not None):
             raise ValueError(f"{self.ccy}: a book rate (and only one) names its book and read time")
 

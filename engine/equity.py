@@ -12,7 +12,8 @@ so the TUI, `status`, headless, `/api/status` and `/metrics` say the figure `led
 computes from the fills table alone (with the ledger's marks: the last fill prices). A
 currency without a configured rate makes the total missing, never a guess. Every rate book it
 converts with goes through the `RateLog` first (`journal_rates`): a rate in force that changed
-is journaled, so `ledger summary` converts with the same rate.
+is journaled, so `ledger summary` converts with the same rate (a book's mid within the log's
+tolerance of the journaled rate converts at the journaled one).
 """
 
 from __future__ import annotations
@@ -230,9 +231,7 @@ class RunningEquity:
             book = self._rates.rate_book(now_ms)
         else:
             book = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
-        if self._rate_log is not None:
-            self._rate_log.observe(book)
-        return book
+        return book if self._rate_log is None else self._rate_log.observe(book, now_ms)
 
     def _memoized(self, name: str, now_ms: int, compute: Callable[[], Any]) -> Any:
         key = (now_ms, self._version, self._rates.reads if self._rates is not None else 0)

@@ -14,8 +14,10 @@ settlement is booked (polling runs every `poll_s`, 60 s by default), so a fill b
 funding time and its booking is not charged and one before it is. When that position cannot be
 read (the ledger does not write, or a read fails) the settlement waits for the next poll. A
 venue's own funding bill (OKX `bills`, Binance `FUNDING_FEE` income) is not read yet.
-Settlements from before the engine's first run are not booked: booking starts at the first
-start with an empty funding journal.
+Booking resumes after the last settlement booked, else just before the perpetual's first
+fill in the ledger (`ledger.money.funding_resume`): a settlement while the engine was stopped
+is charged on what the fills say was held, also before any other was booked. A perpetual never
+traded starts when the engine does.
 """
 
 from __future__ import annotations
@@ -138,5 +140,10 @@ class FundingAccrual:
 
     async def run(self) -> None:
         while True:
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception as exc:  # a bug or an unforeseen answer: counted and shown, the next poll retries
+                self.errors += 1
+                self.last_error = f"poll failed: {type(exc).__name__}: {exc}"[:300]
+                log.exception("funding: poll failed")
             await asyncio.sleep(self.poll_s)

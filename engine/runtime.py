@@ -460,7 +460,7 @@ class Runtime:
             return
         self.funding = FundingAccrual(perps, self.equity.accrue_funding, self._journal_funding, self.clock,
                                       self._held_at)
-        self.funding.restore(await self.ledger.read(money.last_funding))
+        self.funding.restore(await self.ledger.read(money.funding_resume))
 
     async def _held_at(self, venue: Venue, symbol: str, at_ms: int) -> Decimal | None:
         """Our position of a perpetual at a funding time: the ledger's fills up to it, once what
@@ -495,7 +495,9 @@ class Runtime:
             self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
                                          f"journaled rates unreadable, journaling them afresh: {exc}", "error"))
             last = {}
-        self.equity.journal_rates(RateLog(account, last, self._journal_rate))
+        tolerance = Decimal(repr(self.config.money.rate_tolerance_bps)) / 10_000
+        self.equity.journal_rates(RateLog(account, last, self._journal_rate, tolerance,
+                                          max_age_ms=self.config.money.rate_max_age_s * 1000))
 
     def _journal_rate(self, r: RateInForce) -> None:
         if self.journal is not None:

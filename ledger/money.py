@@ -27,7 +27,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiosqlite
@@ -136,10 +136,16 @@ async def position_at(db: aiosqlite.Connection, venue: Venue, symbol: str, at_ms
     rows = await _rows(db, "SELECT o.side, f.qty FROM fills f JOIN orders o ON o.order_id = f.order_id "
                            "WHERE f.venue = ? AND o.symbol = ? AND f.ts_ms <= ?", (venue, symbol, at_ms))
     total = Decimal(0)
-    for side, qty in rows:
+    for side, text in rows:
         if side not in ("buy", "sell"):
             raise LedgerError(f"a fill of {venue}:{symbol}: order side {side!r}")
-        total += Decimal(qty) if side == "buy" else -Decimal(qty)
+        try:
+            qty = Decimal(text)
+        except (InvalidOperation, TypeError, ValueError):
+            qty = Decimal("NaN")
+        if not qty.is_finite() or qty < 0:
+            raise LedgerError(f"a fill of {venue}:{symbol}: quantity {str(text)[:40]!r} is not a decimal >= 0")
+        total += qty if side == "buy" else -qty
     return total
 
 
@@ -172,6 +178,20 @@ async def last_funding(db: aiosqlite.Connection) -> dict[Key, int]:
     for row in await funding_rows(db):
         key = (row.venue, row.symbol)
         out[key] = max(out.get(key, 0), row.ts_ms)
+    return out
+
+
+async def funding_resume(db: aiosqlite.Connection) -> dict[Key, int]:
+    """Where the engine's funding resumes per perpetual: after the last funding time booked,
+    else just before the first fill of it (a settlement while the engine was down, before any
+    was booked, is charged on the position the fills say was held: `position_at`). A symbol
+    with neither is absent (booking starts when the engine does)."""
+    out: dict[Key, int] = {}
+    for venue, symbol, first_ms in await _rows(
+            db, "SELECT f.venue, o.symbol, MIN(f.ts_ms) FROM fills f JOIN orders o ON o.order_id = f.order_id "
+                "GROUP BY f.venue, o.symbol"):
+        out[(venue, str(symbol))] = int(first_ms) - 1
+    out.update(await last_funding(db))
     return out
 
 

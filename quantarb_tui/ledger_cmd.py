@@ -20,6 +20,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from core.currency import RATE_MAX, RATE_MIN, rate_in_range
 from quantarb_tui import plain
 
 ledger_app = typer.Typer(
@@ -117,7 +118,10 @@ def _rates(items: list[str] | None) -> dict[str, Decimal]:
         ccy, sep, value = item.partition("=")
         if not sep:
             _fail(f"--rate {item!r}: expected CCY=VALUE, e.g. USDT=0.9995")
-        out[_currency(ccy)] = _positive(value.strip(), f"--rate {item!r}")
+        rate = _positive(value.strip(), f"--rate {item!r}")
+        if not rate_in_range(rate):
+            _fail(f"--rate {item!r}: must be within {RATE_MIN}..{RATE_MAX}")
+        out[_currency(ccy)] = rate
     return out
 
 

@@ -640,8 +640,10 @@ class SimBroker:
         """
         today = (self._clock.time_ms() + self._server_offset_ms) // DAY_MS
         last = self._swap_day
+        if last is not None and today <= last:
+            return  # the same day, or a wall clock stepped back: that midnight is charged already
         self._swap_day = today
-        if last is None or today <= last:
+        if last is None:
             return
         changed = False
         for day in range(max(last, today - 366), today):

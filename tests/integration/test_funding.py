@@ -15,6 +15,9 @@ Worked examples, from the venues' documented formulas:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from core.instruments import Instrument
 from core.models import OrderPurpose, Venue
 from engine.equity import RunningEquity
 from engine.funding import Booked, FundingAccrual, Held, Perpetual
+from feeds.funding import FundingSettlement
 from ledger import Ledger, money, queries
 from sim.binance_server import BinanceSimServer
 from sim.funding import EIGHT_HOURS_MS
@@ -237,3 +241,109 @@ async def test_a_funding_time_whose_position_cannot_be_read_waits_for_the_next_p
     finally:
         await led.close()
         await okx.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_settlement_while_the_engine_was_stopped_is_charged_also_before_any_was_booked(
+        tmp_path: Path) -> None:
+    """Review of issue 16: a perpetual with no funding journaled yet resumed from *now* at every
+    start, so a funding time that passed while the engine was stopped (a first hedge opened, a
+    restart across 08:00) was never charged. It resumes just before the perpetual's first fill."""
+    clock = ManualClock(wall_ms=T0)
+    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
+    binance = BinanceSimServer(symbols=["BTCUSDT"], market="usdm", clock=clock)
+    await okx.start()
+    await binance.start()
+    led = await Ledger.open(tmp_path / "l.db", clock=clock)
+    try:
+        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
+        binance.publish(SimTick("binance", "BTCUSDT", *TOUCH[("binance", "BTCUSDT")], 1.0, 1.0, T0))
+        binance.funding.set_rate("BTCUSDT", D("-0.000125"))
+        await _positions(led)  # then the engine stops; the funding time passes; it starts again
+        clock.advance(ms=FUNDING_MS - T0 + 3_600_000)
+        resume = await led.read(money.funding_resume)
+        assert resume == {("okx", "BTC-USDT-SWAP"): T0, ("binance", "BTCUSDT"): T0 + 2}
+        equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: TOUCH.get((v, s)))
+        await equity.restore(led)
+        perps = [Perpetual("okx", "BTC-USDT-SWAP", okx.rest_url), Perpetual("binance", "BTCUSDT", binance.rest_url)]
+        journaled: list[Booked] = []
+        accrual = FundingAccrual(perps, equity.accrue_funding, journaled.append, clock, _held(led))
+        accrual.restore(resume)
+        booked = await accrual.poll_once()
+        assert accrual.errors == 0, accrual.last_error
+        assert {(b.venue, b.funding_ms, b.position, b.amount) for b in booked} == {
+            ("okx", FUNDING_MS, D(1), D(-6)), ("binance", FUNDING_MS, D("-0.5"), D(-4))}
+        assert journaled == booked
+        for b in booked:
+            led.funding(b.venue, b.symbol, b.funding_ms, b.rate, b.mark_price, b.position, b.amount, b.ccy)
+        await led.flush()
+        after = await led.read(money.funding_resume)
+        assert after == {("okx", "BTC-USDT-SWAP"): FUNDING_MS, ("binance", "BTCUSDT"): FUNDING_MS}
+    finally:
+        await led.close()
+        await okx.stop()
+        await binance.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("qty", ["lots", "NaN", "-1"])
+async def test_a_fill_quantity_the_position_query_cannot_read_leaves_the_settlement_waiting(
+        tmp_path: Path, qty: str) -> None:
+    """Review of issue 16: `money.position_at` summed `Decimal(qty)` as written, so a damaged
+    quantity raised InvalidOperation out of the funding poll (its task has no guard: funding
+    stopped for the run) or, for `NaN`, charged a NaN. Now a LedgerError: the settlement waits."""
+    clock = ManualClock(wall_ms=T0)
+    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
+    await okx.start()
+    led = await Ledger.open(tmp_path / "l.db", clock=clock)
+    try:
+        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
+        await _positions(led)
+        equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: TOUCH.get((v, s)))
+        await equity.restore(led)
+        con = sqlite3.connect(tmp_path / "l.db")
+        con.execute("UPDATE fills SET qty = ? WHERE venue_trade_id = 'o1'", (qty,))
+        con.commit()
+        con.close()
+        journaled: list[Booked] = []
+        accrual = FundingAccrual([Perpetual("okx", "BTC-USDT-SWAP", okx.rest_url)], equity.accrue_funding,
+                                 journaled.append, clock, _held(led))
+        accrual.restore({})
+        clock.advance(ms=FUNDING_MS - T0 + 1_000)
+        assert await accrual.poll_once() == [] and journaled == []
+        assert accrual.errors == 1 and accrual.last_error is not None
+        assert "position unknown" in accrual.last_error and "is not a decimal >= 0" in accrual.last_error
+    finally:
+        await led.close()
+        await okx.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_an_unexpected_failure_of_one_poll_does_not_end_funding_for_the_run() -> None:
+    """Review of issue 16: `FundingAccrual.run` had no guard (the rates loop has one), so one
+    exception nobody foresaw ended the task and no funding was booked for the rest of the run."""
+    clock = ManualClock(wall_ms=T0)
+    calls: list[int] = []
+    second = asyncio.Event()
+
+    async def fetch(_c: httpx.AsyncClient, _v: Venue, _s: str, after_ms: int) -> list[FundingSettlement]:
+        calls.append(after_ms)
+        if len(calls) == 1:
+            raise RuntimeError("an answer nobody foresaw")
+        second.set()
+        return []
+
+    async def held(_v: Venue, _s: str, _at: int) -> Decimal:
+        return D(0)
+
+    accrual = FundingAccrual([Perpetual("okx", "BTC-USDT-SWAP", "http://127.0.0.1:9")], lambda *a: None,
+                             lambda b: None, clock, held, poll_s=0.01, fetch=fetch)
+    accrual.restore({})
+    task = asyncio.create_task(accrual.run())
+    try:
+        await asyncio.wait_for(second.wait(), timeout=10)  # raises (fails) if the loop died
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert accrual.errors == 1 and accrual.last_error == "poll failed: RuntimeError: an answer nobody foresaw"

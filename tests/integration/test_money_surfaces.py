@@ -210,3 +210,35 @@ def test_after_a_restart_a_flatten_closes_the_groups_of_the_run_before(tmp_path:
     line = Decimal(summary["flatten"]["realized"])
     assert (groups_pnl + line).quantize(CENT) == cash.quantize(CENT), (groups_pnl, line, cash)
     assert Decimal(summary["equity"]["total"]).quantize(CENT) == cash.quantize(CENT)
+
+
+def _book_read_by_this_run(doc: dict[str, Any]) -> bool:
+    books = doc["equity"].get("rate_books") or []
+    return bool(books) and books[0]["mid"] is not None and books[0]["stale"] is False
+
+
+@pytest.mark.timeout(300)
+def test_a_quick_restart_journals_no_rate_only_to_undo_it(tmp_path: Path) -> None:
+    """Review of issue 16: a restart's first reading (the breakers' restored day figure, before
+    the rate books are even started) converted at the demo's typed USDT = 1 and journaled it,
+    then the first read journaled the book's 0.999 again: two rows per currency per restart.
+    The book's journaled rate is a read within rate_max_age_s: it stays in force meanwhile."""
+    ledger = tmp_path / ".local" / "share" / "quantarb" / "demo.db"
+    first = Engine(tmp_path, RATE_BOOK_ENV)
+    try:
+        _wait(tmp_path, first.url, _book_rate_read, "groups, an open position and the USDT-USD book read")
+    finally:
+        log = first.stop()
+    assert first.proc.returncode == 0, log
+    query = "SELECT payload FROM events WHERE kind = 'rate' ORDER BY seq"
+    before = [json.loads(p) for (p,) in _rows(ledger, query)]
+    assert before and before[-1]["source"] == "book" and before[-1]["rate"] == "0.9990", before
+
+    second = Engine(tmp_path, RATE_BOOK_ENV)
+    try:
+        doc = _wait(tmp_path, second.url, _book_read_by_this_run, "the USDT-USD book read by the new run")
+        assert doc["equity"]["rates"]["USDT"]["source"] == "okx:USDT-USD", doc["equity"]
+    finally:
+        log = second.stop()
+    assert second.proc.returncode == 0, log
+    assert [json.loads(p) for (p,) in _rows(ledger, query)] == before  # nothing written, nothing undone

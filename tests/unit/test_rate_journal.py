@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.clock import ManualClock
-from core.currency import RateBook, RateInForce, in_force
+from core.currency import RateBook, RateInForce, in_force, rate_in_range
 from engine.rates import RateLog
 from ledger import Ledger, LedgerError, money
 from ledger import events as ev
@@ -77,7 +77,8 @@ _json = st.recursive(
 _field_values: dict[str, Any] = {
     "ccy": st.sampled_from(["USDT", "USD", "usdt", "", "X"]) | _json,
     "account_ccy": st.sampled_from(["USD", "EUR", "USDT"]) | _json,
-    "rate": st.sampled_from([None, "1", "0.9991", "0", "-2", "1E+3", "Infinity", "sNaN", "x"]) | _json,
+    "rate": st.sampled_from([None, "1", "0.9991", "0", "-2", "1E+3", "1E+13", "1E-13", "1E+999999999", "Infinity",
+                             "sNaN", "x"]) | _json,
     "source": st.sampled_from(["book", "given", "missing", "BOOK"]) | _json,
     "book": st.sampled_from([None, "okx:USDT-USD", ""]) | _json,
     "read_ms": st.sampled_from([None, 0, T0, -5]) | _json,
@@ -93,7 +94,7 @@ def test_any_payload_parses_to_a_valid_rate_or_raises_value_error(payload: Any) 
         return
     assert r.ccy != r.account_ccy
     assert (r.value is None) == (r.source == "missing")
-    assert r.value is None or (r.value.is_finite() and r.value > 0)
+    assert r.value is None or rate_in_range(r.value)  # finite, > 0, and never an overflow when multiplied
     assert ev.rate_from_payload(_payload(r)) == r  # what parsed is written back the same
 
 
@@ -220,3 +221,92 @@ async def test_the_human_summary_says_which_rate_and_from_where(tmp_path: Path) 
     assert "rate USDT = 0.999 USD (okx:USDT-USD, read " in human.stdout and "in force since" in human.stdout
     typed = await asyncio.to_thread(cli, "summary", "--ledger", str(path), "--rate", "USDT=0.98", "--json")
     assert json.loads(typed.stdout)["equity"]["rates"]["USDT"]["source"] == "--rate"
+
+
+# -- review: rates out of any real range -----------------------------------------------------------------
+@pytest.mark.parametrize("value", ["1E+999999999", "1E-999999999", "1E+13", "1E-13"])
+async def test_a_journaled_rate_out_of_range_is_a_clear_error_not_an_overflow_or_a_silent_zero(
+        tmp_path: Path, value: str) -> None:
+    """A rate of 1E+999999999 crashed `ledger summary` with decimal.Overflow (a traceback); one of
+    1E-999999999 silently valued every USDT at 0."""
+    path = tmp_path / "l.db"
+    await a_day(path)
+    await _journal(path, (T0 + 1, BOOK))
+    con = sqlite3.connect(path)
+    con.execute("UPDATE events SET payload = json_set(payload, '$.rate', ?) WHERE kind = 'rate'", (value,))
+    con.commit()
+    con.close()
+    with pytest.raises(LedgerError, match=r"unreadable rate event \(seq \d+\): USDT: rate .* is outside"):
+        await read(path, money.equity, now_ms=T0)
+    for command in ("summary", "equity"):
+        result = await asyncio.to_thread(cli, command, "--ledger", str(path), "--json")
+        assert result.exit_code == 2, (command, result.output)
+        assert "is outside" in result.stderr and "Traceback" not in result.output
+
+
+async def test_a_rate_out_of_range_is_refused_by_the_book_the_config_and_the_command_line(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from core.config import MoneyConfig
+    book = RateBook("USD")
+    with pytest.raises(ValueError, match="is outside"):
+        book.set("USDT", D("1E+13"), T0, "given")
+    assert book.rates() == {}
+    with pytest.raises(ValidationError, match=r"rates\.USDT"):
+        MoneyConfig(rates={"USDT": D("1E+400")})
+    await a_day(tmp_path / "l.db")
+    result = await asyncio.to_thread(cli, "summary", "--ledger", str(tmp_path / "l.db"), "--rate", "USDT=1e999999999")
+    assert result.exit_code != 0 and "must be within" in result.output + result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_book_whose_rate_is_out_of_range_converts_as_if_absent() -> None:
+    from core.clock import ManualClock as Clock
+    from engine.rates import RateFeed, RateSource
+
+    feed = RateFeed([RateSource("mt5", "USDTUSD")], "USD", {"USDT": D("0.999")}, Clock(wall_ms=T0),
+                    max_age_s=60, poll_s=30, mt5_top=lambda _s: (1e20, 1e20, 0.0))
+    asyncio.run(feed.poll_once())
+    assert feed.describe(T0)[0]["stale"] is False  # read, but not a rate anyone can convert with
+    got = feed.rate_book(T0).rate("USDT")
+    assert got is not None and (got.value, got.source) == (D("0.999"), "given")
+
+
+# -- review: a mid that moves every poll -------------------------------------------------------------------
+def test_a_mid_that_wobbles_within_the_tolerance_writes_nothing_and_converts_at_the_journaled_rate() -> None:
+    """A USDT-USD mid moving half a tick every poll wrote one `rate` row per poll forever (2,880 a
+    day per currency at the default 30 s). Within the tolerance (1 bp) the journaled rate stays
+    in force, for the ledger and the running equity alike."""
+    written: list[RateInForce] = []
+    log = RateLog("USD", {}, written.append, tolerance=D("0.0001"))
+    converted: list[Decimal] = []
+    mids = ["0.99910", "0.99915", "0.99905", "0.99910", "0.99919", "0.99901"] * 100  # within 1 bp of 0.9991
+    for i, mid in enumerate(mids):
+        got = log.observe(_book(USDT=(mid, "okx:USDT-USD", T0 + i * 30_000))).rate("USDT")
+        assert got is not None and got.ts_ms == T0 + i * 30_000 and got.source == "okx:USDT-USD"  # the read's age
+        converted.append(got.value)
+    assert written == [_usdt("0.99910", T0)] and set(converted) == {D("0.99910")}
+    moved = log.observe(_book(USDT=("0.99899", "okx:USDT-USD", T0 + 10**8))).rate("USDT")  # 1.1 bp: a move
+    assert moved is not None and moved.value == D("0.99899")
+    assert written[-1] == _usdt("0.99899", T0 + 10**8) and log.written == 2
+    given = log.observe(_book(USDT=("0.99899", "given", T0 + 10**8 + 1)))  # another source: always a change
+    assert written[-1] == RateInForce("USDT", "USD", D("0.99899"), "given") and log.written == 3
+    assert given.rate("USDT") is not None
+
+
+def test_without_a_tolerance_every_move_is_journaled_and_a_bad_tolerance_is_refused() -> None:
+    written: list[RateInForce] = []
+    log = RateLog("USD", {}, written.append)
+    for i, mid in enumerate(["0.99910", "0.99915", "0.99910"]):
+        log.observe(_book(USDT=(mid, "okx:USDT-USD", T0 + i)))
+    assert [r.value for r in written] == [D("0.99910"), D("0.99915"), D("0.99910")]
+    for bad in (D(-1), D(1), D("NaN")):
+        with pytest.raises(ValueError, match="rate tolerance"):
+            RateLog("USD", {}, written.append, tolerance=bad)
+
+
+def test_a_restart_within_the_tolerance_keeps_the_journaled_rate() -> None:
+    written: list[RateInForce] = []
+    log = RateLog("USD", {"USDT": BOOK}, written.append, tolerance=D("0.0001"))  # 0.9991 journaled
+    got = log.observe(_book(USDT=("0.99914", "okx:USDT-USD", T0 + 500))).rate("USDT")
+    assert written == [] and got is not None and got.value == D("0.9991")

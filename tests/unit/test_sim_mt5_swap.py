@@ -157,3 +157,32 @@ def test_a_week_of_rollovers_charges_seven_nights_whatever_the_triple_day(start:
     nights = sum(terms.nights((start + d) % 7) for d in range(7))
     assert nights == (7 if triple not in (SATURDAY, SUNDAY) else 5)
     assert terms.nights(FRIDAY) == (3 if triple == FRIDAY else 1)
+
+
+class _SteppedClock:
+    """A wall clock an NTP step can move back (ManualClock never goes backwards)."""
+
+    def __init__(self, wall_ms: int) -> None:
+        self.wall_ms = wall_ms
+
+    def time_ms(self) -> int:
+        return self.wall_ms
+
+    def monotonic_ns(self) -> int:
+        return 0
+
+
+def test_a_wall_clock_stepped_back_across_midnight_does_not_charge_that_rollover_twice() -> None:
+    """Review of issue 16: the rollover noted the day it saw last, also an earlier one, so a
+    clock stepped back across a midnight and forward again charged that midnight again."""
+    clock = _SteppedClock(MONDAY_10H)
+    b = SimBroker(Market().touch, clock=clock, specs={"EURUSD": EURUSD}, balance=100_000.0)
+    buy(b, 1.0)
+    clock.wall_ms = MONDAY_10H + 14 * HOUR  # Tuesday 00:00 UTC: Monday's rollover
+    assert b.positions()[0].swap == -10.0
+    clock.wall_ms -= 2_000  # stepped back 2 s: Monday 23:59:58 again
+    assert b.positions()[0].swap == -10.0
+    clock.wall_ms += 60_000  # Tuesday again: nothing more
+    assert b.positions()[0].swap == -10.0
+    clock.wall_ms += DAY  # Wednesday 00:01: Tuesday's rollover, once
+    assert b.positions()[0].swap == -20.0
