@@ -269,9 +269,15 @@ class CompareEngine:
         book.venue_ts_ms = quote.venue_ts_ms
         book.recv_ns = recv_ns
         book.has_quote = True
-        for edge in book.edges:
-            if edge.buy.has_quote and edge.sell.has_quote:
-                edge.recompute()
+        for edge in book.edges:  # EdgeState.recompute, inline: four edges a quote on average
+            buy = edge.buy
+            sell = edge.sell
+            if buy.has_quote and sell.has_quote:
+                ask = buy.ask
+                bid = sell.bid
+                edge.gross_bps = (bid - ask) / ask * 10_000.0
+                edge.edge_bps = (bid * edge.sell_keep / (ask * edge.buy_cost) - 1.0) * 10_000.0
+                edge.valid = True
         return book
 
     def _refuse(self, book: Book) -> None:

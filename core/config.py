@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, field_validator, model_validator
 
 from core.alert_policy import channel_label
-from core.currency import rate_pair
+from core.currency import RATE_MAX, RATE_MIN, rate_pair
 from core.instruments import Instrument, Pair
 from core.models import Venue
 
@@ -382,6 +382,10 @@ class DemoConfig(_Strict):
     dislocation_every_s: float = Field(
         3.0, gt=0, allow_inf_nan=False, description="Mean time between dislocations."
     )
+    currency_book_mid: float = Field(
+        1.0, ge=0.001, le=1_000_000, allow_inf_nan=False,
+        description="Mid of the simulated currency books (`[money] rate_books` served by the demo).",
+    )
 
 
 Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -434,7 +438,7 @@ class MoneyConfig(_Strict):
     the operator vouches for. A currency without a rate is shown as missing, never as 1."""
 
     account_currency: Annotated[str, Field(pattern=_CCY)] = Field("USD", description="Equity is stated in this.")
-    rates: dict[Annotated[str, Field(pattern=_CCY)], PositiveDecimal] = Field(
+    rates: dict[Annotated[str, Field(pattern=_CCY)], Annotated[Decimal, Field(ge=RATE_MIN, le=RATE_MAX)]] = Field(
         default_factory=dict, description='1 unit of each = this much account currency, e.g. {USDT = "0.9995"}.'
     )
     rate_books: list[str] = Field(
@@ -446,6 +450,11 @@ class MoneyConfig(_Strict):
         description="A book's rate older than this is stale: the typed-in rate (if any) is used, else missing.",
     )
     rate_poll_s: float = Field(30.0, gt=0, le=HOUR_S, allow_inf_nan=False, description="Rate books read this often.")
+    rate_tolerance_bps: float = Field(
+        1.0, ge=0, le=100, allow_inf_nan=False,
+        description="A book's rate within this many bp of the rate in force is no change: it stays in force "
+                    "and nothing is journaled (0: every move of the mid is a new rate, one ledger row each).",
+    )
 
     @field_validator("rate_books")
     @classmethod
@@ -463,6 +472,15 @@ class MoneyConfig(_Strict):
                 raise ValueError(f"rate_books[{i}] {book!r}: listed twice")
             seen.add(book)
         return books
+
+    @model_validator(mode="after")
+    def _rates_outlive_a_poll(self) -> MoneyConfig:
+        """A book read every `rate_poll_s` that is stale sooner than that flaps between its rate
+        and the typed one (or missing) at every poll: two `rate` rows a poll, figures missing."""
+        if self.rate_max_age_s <= self.rate_poll_s:
+            raise ValueError(f"rate_max_age_s ({self.rate_max_age_s:g}) must exceed rate_poll_s "
+                             f"({self.rate_poll_s:g}): else every book is stale before its next read")
+        return self
 
     def rate_book_keys(self) -> list[tuple[Venue, str]]:
         """The rate books as (venue, symbol), in the configured order."""

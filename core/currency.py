@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 from core.models import Venue
 
@@ -24,6 +25,17 @@ _BINANCE_QUOTES: tuple[str, ...] = tuple(sorted(
 _MT5_QUOTES: tuple[str, ...] = ("USDT", "USDC", "USD", "EUR", "GBP", "JPY", "CHF", "AUD", "CAD", "NZD")
 _CCY = re.compile(r"^[A-Z0-9]{2,10}$")
 _MT5_NAME = re.compile(r"^[A-Z]+")  # a broker suffix (`.m`, `_i`) follows the letters
+# A rate outside this range is refused: far past any real conversion (a BTC account values a
+# USDT at ~1e-5, a JPY one values a BTC at ~1e7), and inside what Decimal arithmetic can multiply
+# into every amount without overflowing (a rate of 1E+999999999 would crash each conversion, one of
+# 1E-999999999 would silently turn every amount into 0).
+RATE_MIN = Decimal("1E-12")
+RATE_MAX = Decimal("1E+12")
+
+
+def rate_in_range(value: Decimal) -> bool:
+    """A finite rate within [RATE_MIN, RATE_MAX]."""
+    return value.is_finite() and RATE_MIN <= value <= RATE_MAX
 
 
 def quote_currency(venue: Venue, symbol: str) -> str | None:
@@ -90,13 +102,17 @@ class RateBook:
             raise ValueError(f"account currency {account_ccy!r}: 2 to 10 letters or digits")
         self.account_ccy = account_ccy
         self._rates: dict[str, Rate] = {}
+        self._identity = Rate(account_ccy, Decimal(1), 0, "identity")  # immutable: one for every read
 
     def set(self, ccy: str, value: Decimal, ts_ms: int, source: str) -> None:
-        """1 `ccy` = `value` account currency. Refused (ValueError, nothing changed) unless finite and > 0."""
+        """1 `ccy` = `value` account currency. Refused (ValueError, nothing changed) unless finite,
+        > 0 and within [RATE_MIN, RATE_MAX]."""
         if not _CCY.match(ccy):
             raise ValueError(f"currency {ccy!r}: 2 to 10 letters or digits")
         if not value.is_finite() or value <= 0:
             raise ValueError(f"rate of {ccy}: {value} is not a positive finite number")
+        if not rate_in_range(value):
+            raise ValueError(f"rate of {ccy}: {value} is outside {RATE_MIN}..{RATE_MAX}")
         if ccy == self.account_ccy:
             raise ValueError(f"{ccy} is the account currency: its rate is 1 by definition")
         self._rates[ccy] = Rate(ccy, value, ts_ms, source)
@@ -119,7 +135,7 @@ class RateBook:
 
     def rate(self, ccy: str) -> Rate | None:
         if ccy == self.account_ccy:
-            return Rate(ccy, Decimal(1), 0, "identity")
+            return self._identity
         return self._rates.get(ccy)
 
     def convert(self, amount: Decimal, ccy: str) -> Decimal | None:
@@ -144,3 +160,58 @@ class RateBook:
 
     def rates(self) -> dict[str, Rate]:
         return dict(self._rates)
+
+
+RateSourceKind = Literal["book", "given", "missing"]
+
+
+@dataclass(slots=True, frozen=True)
+class RateInForce:
+    """What converts `ccy` into `account_ccy`: a currency book's mid (`book` names it, `read_ms`
+    is when it was read), a rate an operator typed (`given`), or nothing (`missing`, `value`
+    None). The engine journals one whenever it changes (a `rate` ledger event)."""
+
+    ccy: str
+    account_ccy: str
+    value: Decimal | None
+    source: RateSourceKind
+    book: str | None = None
+    read_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (_CCY.match(self.ccy) and _CCY.match(self.account_ccy)) or self.ccy == self.account_ccy:
+            raise ValueError(f"rate of {self.ccy!r} in {self.account_ccy!r}: two different currency codes needed")
+        if self.source == "missing":
+            if self.value is not None or self.book is not None or self.read_ms is not None:
+                raise ValueError(f"{self.ccy}: a missing rate has no value, book or read time")
+            return
+        if self.source not in ("book", "given"):
+            raise ValueError(f"{self.ccy}: rate source {self.source!r}: book, given or missing")
+        if self.value is None or not self.value.is_finite() or self.value <= 0:
+            raise ValueError(f"{self.ccy}: rate {self.value} is not a positive finite number")
+        if not rate_in_range(self.value):
+            raise ValueError(f"{self.ccy}: rate {self.value} is outside {RATE_MIN}..{RATE_MAX}")
+        if (self.source == "book") != (self.book is not None and self.read_ms is not None):
+            raise ValueError(f"{self.ccy}: a book rate (and only one) names its book and read time")
+
+    def same_rate(self, other: RateInForce | None) -> bool:
+        """The same conversion (value, source and book): a re-read of an unchanged book is not a change."""
+        return other is not None and (self.account_ccy, self.value, self.source, self.book) == (
+            other.account_ccy, other.value, other.source, other.book)
+
+
+def in_force(book: RateBook, currencies: Iterable[str], given_source: str = "given") -> dict[str, RateInForce]:
+    """Each of `currencies` (the account currency left out) as `book` converts it now: a rate
+    whose source is `given_source` is typed, any other source is the name of the book it came from."""
+    out: dict[str, RateInForce] = {}
+    for ccy in sorted(set(currencies)):
+        if ccy == book.account_ccy:
+            continue
+        r = book.rate(ccy)
+        if r is None:
+            out[ccy] = RateInForce(ccy, book.account_ccy, None, "missing")
+        elif r.source == given_source:
+            out[ccy] = RateInForce(ccy, book.account_ccy, r.value, "given")
+        else:
+            out[ccy] = RateInForce(ccy, book.account_ccy, r.value, "book", r.source, r.ts_ms)
+    return out

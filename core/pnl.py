@@ -175,7 +175,9 @@ class PairStats:
         return s
 
     def record_decision(self, pair: str, edge_bps: float, *, intent: bool) -> None:
-        s = self._summary(pair)
+        s = self._pairs.get(pair)  # _summary, inline: this runs for every quote's decision
+        if s is None:
+            s = self._summary(pair)
         s.decisions += 1
         if intent:
             s.intents += 1

@@ -92,6 +92,10 @@ class _Book:
     mark_ms: int = -1
     # An exact mark in venue units (a price the operator gave, a last fill), else None.
     mark_exact: Decimal | None = None
+    # The view at `view_ms` (`Portfolio._view`): the risk loop's pass, the equity and the
+    # holdings all read every book at the same instant. Every change to the book drops it.
+    view: PositionView | None = None
+    view_ms: int = 0
 
     def trade(self, signed: Decimal, price: Decimal) -> None:
         """Apply `signed` base units (+ buy) at normalized `price` (average-cost method)."""
@@ -240,6 +244,7 @@ class Portfolio:
                 raise ValueError(f"{inst.venue}:{inst.symbol}: its quote currency is not in its name; "
                                  "give it explicitly")
             self._books[inst.key] = _Book(inst, ccy)
+        self._sorted = [b for _, b in sorted(self._books.items())]  # by venue and symbol
         # Fill ids seen, in the order they came (a dict: ordered, unlike a set).
         self._trades: dict[tuple[Venue, str], None] = {}
         # With `keep_recent_trades`: the same ids in a queue, the oldest forgotten first.
@@ -308,6 +313,7 @@ class Portfolio:
         base = book.inst.to_base_qty(qty)
         px = book.inst.normalized_price(price)
         before = book.qty
+        book.view = None
         book.trade(base if side == "buy" else -base, px)
         book.track_opening(before, ts_ms)
         _add(book.fees, fee_ccy, fee)
@@ -316,12 +322,18 @@ class Portfolio:
             book.last_fill_ms, book.last_price = ts_ms, price
         return True
 
-    def mark(self, venue: Venue, symbol: str, bid: float, ask: float, ts_ms: int) -> None:
-        """The venue's book now (its own price units). Cheap: converted only when valued."""
+    def mark(self, venue: Venue, symbol: str, bid: float, ask: float, ts_ms: int) -> bool:
+        """The venue's book now (its own price units). Cheap: converted only when valued.
+        False when the book was already marked with these very objects at `ts_ms` (nothing
+        changed: the same quote marked again within one instant)."""
         book = self._book(venue, symbol)
+        if book.mark_bid is bid and book.mark_ask is ask and book.mark_ms == ts_ms >= 0 and book.mark_exact is None:
+            return False
         if not (math.isfinite(bid) and math.isfinite(ask)) or bid <= 0 or ask < bid:
             raise ValueError(f"{venue}:{symbol}: book {bid}/{ask} is not positive and uncrossed")
         book.mark_bid, book.mark_ask, book.mark_ms, book.mark_exact = bid, ask, ts_ms, None
+        book.view = None
+        return True
 
     def mark_at(self, venue: Venue, symbol: str, price: Decimal, ts_ms: int) -> None:
         """An exact mark price in the venue's units (a last fill price, a price given by hand)."""
@@ -330,20 +342,24 @@ class Portfolio:
         if price <= 0:
             raise ValueError(f"{venue}:{symbol}: mark price {price} must be > 0")
         book.mark_exact, book.mark_ms = price, ts_ms
+        book.view = None
 
     def accrue_funding(self, venue: Venue, symbol: str, funding_ts_ms: int, rate: Decimal,
-                       mark_price: Decimal) -> Decimal | None:
-        """Funding at one funding time, computed on the position held now (feed the fills up to
-        `funding_ts_ms` first): -q x mark x rate in the quote currency. `mark_price` in venue
-        units. None if that funding time is already booked (computed or reported)."""
+                       mark_price: Decimal, position: Decimal | None = None) -> Decimal | None:
+        """Funding at one funding time on `position` (base units, + long: what was held at
+        `funding_ts_ms`; default the position held now): -q x mark x rate in the quote currency.
+        `mark_price` in venue units. None if that funding time is already booked (computed or
+        reported)."""
         book = self._book(venue, symbol)
-        amount = funding_payment(book.qty, book.inst.normalized_price(_dec(mark_price, "mark price")),
+        held = book.qty if position is None else _dec(position, "position")
+        amount = funding_payment(held, book.inst.normalized_price(_dec(mark_price, "mark price")),
                                  _dec(rate, "rate"))
         key = (venue, symbol, funding_ts_ms)
         if key in self._funding:
             return None
         self._funding[key] = (amount, book.quote_ccy, False)
         _add(book.carry, book.quote_ccy, amount)
+        book.view = None
         return amount
 
     def book_funding(self, venue: Venue, symbol: str, funding_ts_ms: int, amount: Decimal, ccy: str) -> bool:
@@ -355,9 +371,10 @@ class Portfolio:
             raise ValueError(f"{venue}:{symbol}: funding without a currency")
         key = (venue, symbol, funding_ts_ms)
         prior = self._funding.get(key)
+        if prior is not None and prior[2]:
+            return False
+        book.view = None
         if prior is not None:
-            if prior[2]:
-                return False
             _add(book.carry, prior[1], -prior[0])
         self._funding[key] = (amount, ccy, True)
         _add(book.carry, ccy, amount)
@@ -373,6 +390,7 @@ class Portfolio:
             return False
         self._swaps.add((venue, deal))
         _add(book.carry, ccy, amount)
+        book.view = None
         return True
 
     def accrued_swap(self, venue: Venue, symbol: str, amount: Decimal, ccy: str, ts_ms: int) -> bool:
@@ -386,6 +404,7 @@ class Portfolio:
         if book.qty == 0 or ts_ms < book.last_fill_ms:
             return False
         book.accrued = (amount, ccy, ts_ms)
+        book.view = None
         return True
 
     # -- reads -----------------------------------------------------------------------------
@@ -394,8 +413,8 @@ class Portfolio:
 
     def positions(self, now_ms: int, *, include_flat: bool = False) -> list[PositionView]:
         """Every book with a fill (or an open position), by venue and symbol."""
-        return [self._view(b, now_ms) for _, b in sorted(self._books.items())
-                if include_flat or b.fills or b.qty or b.carry]
+        view = self._view
+        return [view(b, now_ms) for b in self._sorted if include_flat or b.fills or b.qty or b.carry]
 
     def net_by_asset(self) -> dict[str, Decimal]:
         """Net base quantity per asset across venues: the unhedged delta."""
@@ -405,6 +424,16 @@ class Portfolio:
         return out
 
     def _view(self, b: _Book, now_ms: int) -> PositionView:
+        """The book as it is now; the same view object for every read at the same `now_ms` until
+        the book changes (views are read-only, their dicts included)."""
+        view = b.view
+        if view is not None and b.view_ms == now_ms:
+            return view
+        view = b.view = self._new_view(b, now_ms)
+        b.view_ms = now_ms
+        return view
+
+    def _new_view(self, b: _Book, now_ms: int) -> PositionView:
         mark = b.mark_price()
         unrealized = (b.qty * mark - b.cost) if mark is not None else (None if b.qty else _ZERO)
         return PositionView(
@@ -424,7 +453,8 @@ class Portfolio:
         fees: dict[str, Decimal] = {}
         carry: dict[str, Decimal] = {}
         missing_marks: list[Key] = []
-        for key, b in sorted(self._books.items()):
+        for b in self._sorted:
+            key = b.inst.key
             v = self._view(b, now_ms)
             _add(realized, b.quote_ccy, v.realized)
             if v.unrealized is None:

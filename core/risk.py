@@ -37,6 +37,8 @@ from core.config import RiskConfig
 from core.exposure import ZERO, ExposureBook, Reservation
 from core.models import ExecutionIntent, OrderPurpose, Reason, Side, TradingState
 
+_ACTIVE = TradingState.ACTIVE  # a module constant: blocked_state runs for every edge over the threshold
+
 # Trading-state changes the gate keeps in memory (`RiskGate.history`), newest last.
 STATE_HISTORY_KEPT = 100
 
@@ -210,7 +212,7 @@ class RiskGate:
     def blocked_state(self) -> str | None:
         """The reason new groups are refused by the trading state, or None when active."""
         state = self.state
-        if state is TradingState.ACTIVE:
+        if state is _ACTIVE:
             return None
         if state is TradingState.HALTED:
             return Reason.HALTED

@@ -118,6 +118,7 @@ def build_world(
         on_mt5_tick=on_mt5_tick,
         accounts=accounts,
         currency_books=config.money.rate_book_keys(),  # served, so `[money] rate_books` can be read
+        currency_book_mid=config.demo.currency_book_mid,
     )
 
 

@@ -10,7 +10,10 @@ the venue has no quote yet), and converted with the configured rates:
 
 so the TUI, `status`, headless, `/api/status` and `/metrics` say the figure `ledger summary`
 computes from the fills table alone (with the ledger's marks: the last fill prices). A
-currency without a configured rate makes the total missing, never a guess.
+currency without a configured rate makes the total missing, never a guess. Every rate book it
+converts with goes through the `RateLog` first (`journal_rates`): a rate in force that changed
+is journaled, so `ledger summary` converts with the same rate (a book's mid within the log's
+tolerance of the journaled rate converts at the journaled one).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from core.instruments import Instrument
 from core.models import Fill, Order, Venue
 from core.portfolio import PositionView
 from engine.funding import Booked
-from engine.rates import RateFeed, rates_doc
+from engine.rates import RateFeed, RateLog, rates_doc
 from ledger import money
 from ledger.ledger import Ledger
 
@@ -51,6 +54,7 @@ class RunningEquity:
         self._instruments = {i.key: i for i in instruments}
         self._config = config
         self._rates = rates  # the venues' currency books (engine.rates), else the typed-in rates
+        self._rate_log: RateLog | None = None  # journals the rates in force when they change
         self._touch = touch
         self._swaps = swaps
         self._replay = money.new_replay(self._instruments)
@@ -65,18 +69,20 @@ class RunningEquity:
         # this run's money began at 0 (nothing came before it).
         self._day: tuple[int, Decimal | None] | None = None
         # One reading per instant: a snapshot, the risk loop and the status bar all ask for the
-        # equity, the holdings and the day's figure at the same `now_ms`. Any fill or restore
-        # starts afresh (a quote within the same millisecond waits for the next one).
+        # equity, the holdings and the day's figure at the same `now_ms`. Any fill, restore or
+        # rate read starts afresh (a quote within the same millisecond waits for the next one).
         self._version = 0
-        self._memo_key: tuple[int, int] | None = None
+        self._memo_key: tuple[int, int, int] | None = None
         self._memo: dict[str, Any] = {}
 
     async def restore(self, ledger: Ledger, now_ms: int | None = None) -> None:
         """Start from everything the ledger holds (the same replay as `ledger summary`). When
         that fails the figures are missing (null), never the money of this run alone. With
         `now_ms`, the equity at the start of that UTC day is replayed too (marked at the last
-        fill prices before midnight: the ledger keeps no quotes), so a restart keeps the day's
-        figure and the daily loss it may have reached."""
+        fill prices before midnight: the ledger keeps no quotes; converted with the rates in
+        force then, as `ledger equity` does: journaled, else typed), so a restart keeps the
+        day's figure and the daily loss it may have reached, also when the rates come from
+        books not read yet."""
         try:
             replay = await ledger.read(money.replay_ledger, self._instruments)
             replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT)
@@ -87,7 +93,9 @@ class RunningEquity:
                 day = now_ms // DAY_MS
                 before = await ledger.read(money.replay_ledger, self._instruments, until_ms=day * DAY_MS)
                 before.mark_last_fills()
-                rates = self._rate_book(now_ms)
+                midnight = await ledger.read(money.ledger_rates, self._config.account_currency, self._config.rates,
+                                             until_ms=day * DAY_MS)
+                rates = midnight.book(now_ms)
                 total = money.equity_doc(before, rates, now_ms).get("total")
                 self._day = (day, Decimal(total) if isinstance(total, str) else None)
         except Exception as exc:
@@ -134,26 +142,29 @@ class RunningEquity:
         return self._groups.net_off(venue, symbol, price, now_ms, batch)
 
     def accrue_funding(self, venue: Venue, symbol: str, funding_ms: int, rate: Decimal, mark: Decimal | None,
-                       now_ms: int) -> Booked | None:
-        """Funding at one funding time on the position held now (`core.carry`): at the venue's
-        mark for it when given, else the mid of its book now (else the last fill price). None
-        when nothing is held, the instrument is unknown, or that time is already booked."""
+                       held: Decimal) -> Booked | None:
+        """Funding at one funding time on `held`, the position (venue units) held at it
+        (`core.carry`): at the venue's mark for it when given, else the mid of its book now
+        (else the last fill price). None when nothing was held, the instrument is unknown, or
+        that time is already booked."""
         portfolio = self._replay.portfolio
         if self.restore_error is not None or not portfolio.has(venue, symbol):
             return None
-        position = portfolio.position(venue, symbol, now_ms)
-        if position.qty == 0:
+        inst = portfolio.instrument(venue, symbol)
+        qty = inst.to_base_qty(held)
+        if qty == 0:
             return None
         if mark is None:
             mark = self._mark_now(venue, symbol)
             if mark is None:
                 log.error("funding %s:%s at %d: no mark to value the position", venue, symbol, funding_ms)
                 return None
-        amount = portfolio.accrue_funding(venue, symbol, funding_ms, rate, mark)
+        amount = portfolio.accrue_funding(venue, symbol, funding_ms, rate, mark, qty)
         if amount is None:
             return None
         self._version += 1
-        return Booked(venue, symbol, funding_ms, rate, mark, position.qty, amount, position.quote_ccy)
+        ccy = portfolio.position(venue, symbol, funding_ms).quote_ccy
+        return Booked(venue, symbol, funding_ms, rate, mark, qty, amount, ccy)
 
     def _mark_now(self, venue: Venue, symbol: str) -> Decimal | None:
         """The mid of the venue's book now (venue units), else the last fill price, else None."""
@@ -204,8 +215,9 @@ class RunningEquity:
                 continue
             touch = self._touch(venue, symbol)
             if touch is not None and touch[0] > 0 and touch[1] >= touch[0]:
-                portfolio.mark(venue, symbol, touch[0], touch[1], now_ms)
-                replay.marks[(venue, symbol)] = (Decimal(repr((touch[0] + touch[1]) / 2)), "book", now_ms)
+                # Unchanged (the same quote, marked again at the same instant): so is its mark.
+                if portfolio.mark(venue, symbol, touch[0], touch[1], now_ms):
+                    replay.marks[(venue, symbol)] = (Decimal(repr((touch[0] + touch[1]) / 2)), "book", now_ms)
             else:
                 last = portfolio.last_fill(venue, symbol)
                 if last is not None:
@@ -217,13 +229,19 @@ class RunningEquity:
         self._rates = rates
         self._version += 1
 
+    def journal_rates(self, log: RateLog) -> None:
+        """Every rate book converted with from now on is observed by `log` (journaled on change)."""
+        self._rate_log = log
+
     def _rate_book(self, now_ms: int) -> RateBook:
         if self._rates is not None:
-            return self._rates.rate_book(now_ms)
-        return money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+            book = self._rates.rate_book(now_ms)
+        else:
+            book = money.rate_book(self._config.account_currency, self._config.rates, now_ms)
+        return book if self._rate_log is None else self._rate_log.observe(book, now_ms)
 
     def _memoized(self, name: str, now_ms: int, compute: Callable[[], Any]) -> Any:
-        key = (now_ms, self._version)
+        key = (now_ms, self._version, self._rates.reads if self._rates is not None else 0)
         if self._memo_key != key:
             self._memo_key, self._memo = key, {}
         if name not in self._memo:

@@ -7,12 +7,17 @@ rate, `core.carry`) and journaled as a `funding` event, which `ledger summary`, 
 `equity` replay. So the TUI, `status`, headless, `/api/status` and `/metrics` (the running
 equity) and the ledger's figures include the same carry.
 
-The position charged is the one held when the settlement is booked: polling runs every
-`poll_s` (60 s by default), so a fill between a funding time and its booking is counted as if
-held at it. A venue's own funding bill (OKX `bills`, Binance `FUNDING_FEE` income) would be
-exact and is not read yet. Settlements from before the engine's first run are not booked (the
-positions then are not known from this run): booking starts at the first start with an empty
-funding journal.
+The position charged is the one held at the funding time, from our own fills: the signed sum
+of the ledger's fills of that perpetual stamped at or before `fundingTime` (`held`:
+`ledger.money.position_at`, after what is queued is committed), not the position when the
+settlement is booked (polling runs every `poll_s`, 60 s by default), so a fill between a
+funding time and its booking is not charged and one before it is. When that position cannot be
+read (the ledger does not write, or a read fails) the settlement waits for the next poll. A
+venue's own funding bill (OKX `bills`, Binance `FUNDING_FEE` income) is not read yet.
+Booking resumes after the last settlement booked, else just before the perpetual's first
+fill in the ledger (`ledger.money.funding_resume`): a settlement while the engine was stopped
+is charged on what the fills say was held, also before any other was booked. A perpetual never
+traded starts when the engine does.
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from core.clock import Clock
 from core.models import Venue
 from feeds.funding import FundingSettlement, fetch_settlements
 from feeds.rest_parsers import InvalidResponse, VenueError
+from ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
 POLL_S = 60.0
 
 Fetch = Callable[[httpx.AsyncClient, Venue, str, int], Awaitable[list[FundingSettlement]]]
+# Our position of a perpetual (venue units, + long) at a funding time; None when it cannot be known now.
+Held = Callable[[Venue, str, int], Awaitable[Decimal | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +67,10 @@ class FundingAccrual:
     def __init__(
         self,
         perpetuals: Sequence[Perpetual],
-        accrue: Callable[[Venue, str, int, Decimal, Decimal | None, int], Booked | None],
+        accrue: Callable[[Venue, str, int, Decimal, Decimal | None, Decimal], Booked | None],
         journal: Callable[[Booked], None],
         clock: Clock,
+        held: Held,
         *,
         poll_s: float = POLL_S,
         fetch: Fetch = fetch_settlements,
@@ -70,6 +79,7 @@ class FundingAccrual:
         self._perps = list(perpetuals)
         self._accrue = accrue
         self._journal = journal
+        self._held = held
         self._clock = clock
         self._fetch = fetch
         self.poll_s = poll_s
@@ -107,10 +117,21 @@ class FundingAccrual:
                         self.last_error = f"{p.venue}:{p.symbol}: {exc}"[:300]
                         log.warning("funding: %s", self.last_error)
                         continue
-                    for row in rows:
+                    for row in sorted(rows, key=lambda r: r.funding_ms):
                         if row.funding_ms <= self._last[key] or row.funding_ms > now:
                             continue
-                        result = self._accrue(p.venue, p.symbol, row.funding_ms, row.rate, row.mark, now)
+                        try:
+                            position = await self._held(p.venue, p.symbol, row.funding_ms)
+                        except LedgerError as exc:
+                            position, why = None, str(exc)
+                        else:
+                            why = "the ledger does not write: its fills are not all in the file"
+                        if position is None:  # not booked: the next poll asks again
+                            self.errors += 1
+                            self.last_error = f"{p.venue}:{p.symbol} at {row.funding_ms}: position unknown: {why}"[:300]
+                            log.warning("funding: %s", self.last_error)
+                            break
+                        result = self._accrue(p.venue, p.symbol, row.funding_ms, row.rate, row.mark, position)
                         self._last[key] = row.funding_ms
                         if result is not None:
                             self._journal(result)
@@ -119,5 +140,10 @@ class FundingAccrual:
 
     async def run(self) -> None:
         while True:
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception as exc:  # a bug or an unforeseen answer: counted and shown, the next poll retries
+                self.errors += 1
+                self.last_error = f"poll failed: {type(exc).__name__}: {exc}"[:300]
+                log.exception("funding: poll failed")
             await asyncio.sleep(self.poll_s)

@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from core.commands import Mt5Command
+from core.currency import RateInForce
 from core.hedge import HedgeGroup
 from core.models import CompensationAction, Decision, Fill, Order, OrderPurpose, TradingState
 from core.ports import JournalUnavailable, RiskKind
@@ -169,6 +170,9 @@ class GuardedJournal:
                 position: Decimal, amount: Decimal, ccy: str) -> int:
         return self._queued(lambda: self._ledger.funding(venue, symbol, funding_ms, rate, mark_price, position,
                                                          amount, ccy))
+
+    def rate(self, r: RateInForce) -> int:
+        return self._queued(lambda: self._ledger.rate(r))
 
     def dust(self, pair: str, qty: Decimal) -> int:
         return self._queued(lambda: self._ledger.dust(pair, qty))

@@ -13,6 +13,9 @@ Precedence, per currency, when the rates are asked for (`rate_book`):
 3. else missing: amounts in that currency convert to None, never 1.0.
 A stale book is shown as stale (`describe`) and converts as if absent. A failed read changes
 nothing: the last top is kept and ages; trading is never stopped by it.
+
+The rates in force are journaled (`RateLog`: a `rate` event per currency whose rate changed,
+not per poll), so `ledger summary`/`equity` convert with what the engine converted with.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import httpx
 
 from core.clock import Clock
-from core.currency import RateBook, rate_pair
+from core.currency import RateBook, RateInForce, in_force, rate_pair
 from core.models import Venue
 from feeds.rates import BinanceMarket, BookTop, fetch_book_top
 from feeds.rest_parsers import InvalidResponse, VenueError
@@ -93,6 +96,7 @@ class RateFeed:
         self._reads: dict[str, _Read] = {}
         self._errors: dict[str, str] = {}  # the last failure per book (cleared by a good read)
         self.failures = 0
+        self.reads = 0  # good reads so far: a reading memoized before a read is stale after it
 
     async def poll_once(self) -> int:
         """Read every book once; the number read. A failure keeps the last read (it ages)."""
@@ -113,6 +117,7 @@ class RateFeed:
                         continue
                     self._reads[s.name] = _Read(top, self._clock.time_ms())
                     self._errors.pop(s.name, None)
+                    self.reads += 1
                     read += 1
         return read
 
@@ -131,6 +136,7 @@ class RateFeed:
             return 0
         self._reads[s.name] = _Read(top, self._clock.time_ms() - int(age_ms))
         self._errors.pop(s.name, None)
+        self.reads += 1
         return 1
 
     def _failed(self, s: RateSource, why: str) -> None:
@@ -166,9 +172,12 @@ class RateFeed:
                     continue
                 r = self._fresh(name, now_ms)
                 assert r is not None
-                book.from_book(base, quote, r.top.bid, r.top.ask, r.ts_ms, name)
                 pending.remove(name)
                 progress = True
+                try:
+                    book.from_book(base, quote, r.top.bid, r.top.ask, r.ts_ms, name)
+                except ValueError as exc:  # a rate out of range (a misbehaving book): as if absent
+                    log.warning("rates: %s: %s", name, str(exc)[:300])
         return pending
 
     def describe(self, now_ms: int) -> list[dict[str, Any]]:
@@ -198,3 +207,83 @@ def rates_doc(book: RateBook, now_ms: int) -> dict[str, dict[str, Any]]:
     """The rates in force, per currency: value, source (`given` or the book) and age."""
     return {ccy: {"rate": format(r.value.normalize(), "f"), "source": r.source, "age_ms": now_ms - r.ts_ms}
             for ccy, r in sorted(book.rates().items())}
+
+
+class RateLog:
+    """Journals the rates in force when they change: a currency whose value, source or book
+    differs from the last one journaled, or one that had a rate and has none now (`missing`).
+    A book re-read within `tolerance` (relative: 0.0001 is 1 bp) of the rate journaled from that
+    same book is no change: the rate in force stays the journaled one, and the running equity
+    converts with it (`observe` returns the rates to convert with), so a mid that moves a little
+    every poll writes nothing and every surface still states the figure `ledger summary` does.
+    Seeded with the ledger's last rates, so a restart with the same rates writes nothing. A
+    journaled book rate read within `max_age_ms` of now stays in force while `book` has no
+    book's rate for its currency (a restart: the books are not read again yet, or the feed not
+    started): it is as fresh as the feed would hold it, so the figures right after a restart (the
+    day's loss the breakers restore included) are the ledger's, not missing or at the typed rate,
+    and no `missing`/`given` row is written only to be undone by the first read. The running
+    equity calls `observe` with every rate book it converts with, so no figure is shown with a
+    rate the ledger does not have."""
+
+    def __init__(self, account_ccy: str, last: Mapping[str, RateInForce],
+                 write: Callable[[RateInForce], object], tolerance: Decimal = Decimal(0),
+                 max_age_ms: float | None = None) -> None:
+        if not (tolerance.is_finite() and 0 <= tolerance < 1):
+            raise ValueError(f"rate tolerance {tolerance}: a fraction in [0, 1)")
+        self._account_ccy = account_ccy
+        self._last = {c: r for c, r in last.items() if r.account_ccy == account_ccy}
+        self._write = write
+        self._tolerance = tolerance
+        self._max_age_ms = max_age_ms
+        self.written = 0
+        self._seen: tuple[tuple[str, Decimal, str], ...] | None = None  # the last book observed, in short
+
+    def observe(self, book: RateBook, now_ms: int | None = None) -> RateBook:
+        """Journal what changed in `book` (as of `now_ms`); the rates to convert with (`book`'s,
+        a book's rate within the tolerance of the journaled one at the journaled value, and a
+        journaled book rate still fresh where `book` has none from a book)."""
+        if book.account_ccy != self._account_ccy:
+            return book
+        book = self._with_fresh_journaled(book, now_ms)
+        seen = tuple((c, r.value, r.source) for c, r in sorted(book.rates().items()))
+        if seen != self._seen:  # else the same rates as at the last reading (every snapshot reads them)
+            had = {c for c, r in self._last.items() if r.source != "missing"}
+            for ccy, now in in_force(book, set(book.rates()) | had).items():
+                if not self._unchanged(now, self._last.get(ccy)):
+                    self._write(now)  # raises only for a bug: the journal halts on a write failure itself
+                    self._last[ccy] = now
+                    self.written += 1
+            self._seen = seen
+        out = RateBook(book.account_ccy)
+        for ccy, r in book.rates().items():
+            last, value = self._last.get(ccy), r.value
+            if last is not None and last.value is not None and last.source == "book" and last.book == r.source:
+                value = last.value  # within the tolerance of it: else journaled just above
+            out.set(ccy, value, r.ts_ms, r.source)
+        return out
+
+    def _unchanged(self, now: RateInForce, last: RateInForce | None) -> bool:
+        if now.same_rate(last):
+            return True
+        return (last is not None and now.source == last.source == "book" and now.book == last.book
+                and now.value is not None and last.value is not None
+                and abs(now.value - last.value) <= last.value * self._tolerance)
+
+    def _with_fresh_journaled(self, book: RateBook, now_ms: int | None) -> RateBook:
+        if now_ms is None or self._max_age_ms is None:
+            return book
+        fresh = {c: r for c, r in self._last.items()
+                 if r.source == "book" and r.value is not None and r.book is not None and r.read_ms is not None
+                 and now_ms - r.read_ms <= self._max_age_ms}
+        rates = book.rates()
+        resumed = {c: r for c, r in fresh.items() if c not in rates or rates[c].source == "given"}
+        if not resumed:
+            return book
+        out = RateBook(book.account_ccy)
+        for ccy, r in rates.items():
+            if ccy not in resumed:
+                out.set(ccy, r.value, r.ts_ms, r.source)
+        for ccy, j in resumed.items():
+            assert j.value is not None and j.book is not None and j.read_ms is not None
+            out.set(ccy, j.value, j.read_ms, j.book)
+        return out

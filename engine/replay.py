@@ -43,7 +43,7 @@ from core.models import Decision, GroupState, Quote
 from engine.runtime import Runtime
 from engine.sources import build_feeds
 from exchanges.paper import PaperGateway
-from feeds.recording import MT5_FEED_PREFIX, RecordingError, read_recording, recording_files
+from feeds.recording import MT5_FEED_PREFIX, RecordingError, read_frames, recording_files
 from mt5_bridge.bridge import Mt5TickReplay
 
 PROGRESS_EVERY = 65_536  # frames between progress callbacks
@@ -237,38 +237,52 @@ class EngineReplay:
         return report
 
     async def _replay_file(self, path: Path, counts: _Counts) -> None:
+        """Every frame of one file, in order, each on its (shifted) recorded time. The loop runs
+        once per frame: what it keeps across frames lives in locals, written back at the end."""
         clock = self.clock
         handlers = self._handlers
         by_feed = self.by_feed
+        skipped = self.skipped
+        due = self._due
         shift: int | None = None  # a file that starts before the last one ended follows it
         progress = self._progress
+        started = counts.first_ns is not None
+        frames = counts.frames
+        last_ns = counts.last_ns
+        next_check_ns = self._next_check_ns
         try:
-            for rec in read_recording(path):
-                handler = handlers.get(rec.feed)
+            for feed, recorded_ns, frame in read_frames(path):
+                handler = handlers.get(feed)
                 if handler is None:
-                    self.skipped[rec.feed] = self.skipped.get(rec.feed, 0) + 1
+                    skipped[feed] = skipped.get(feed, 0) + 1
                     continue
                 if shift is None:
-                    shift = counts.last_ns - rec.recv_ns + 1 if counts.frames and rec.recv_ns <= counts.last_ns else 0
-                recv_ns = rec.recv_ns + shift
-                recv_ns = max(recv_ns, counts.last_ns)  # never backwards: ages and cooldowns need it
-                if counts.first_ns is None:
+                    shift = last_ns - recorded_ns + 1 if frames and recorded_ns <= last_ns else 0
+                recv_ns = recorded_ns + shift
+                if recv_ns < last_ns:  # noqa: PLR1730 (max() is a call per frame)
+                    recv_ns = last_ns  # never backwards: ages and cooldowns need it
+                if not started:
                     clock.now_ns = recv_ns
                     self.runtime.risk_monitor.restart()  # the recording's start: nothing was down before
-                    self._next_check_ns = recv_ns + RISK_CHECK_NS
-                elif recv_ns >= self._next_check_ns or (self._due and self._due[0] <= recv_ns):
-                    await self._advance(recv_ns)
-                clock.now_ns = recv_ns
-                handler(rec.frame, recv_ns)
-                by_feed[rec.feed] = by_feed.get(rec.feed, 0) + 1
-                if counts.first_ns is None:
+                    next_check_ns = self._next_check_ns = recv_ns + RISK_CHECK_NS
                     counts.first_ns = recv_ns
-                counts.last_ns = recv_ns
-                counts.frames += 1
-                if progress is not None and counts.frames % PROGRESS_EVERY == 0:
-                    progress(counts.frames)
+                    started = True
+                elif recv_ns >= next_check_ns or (due and due[0] <= recv_ns):
+                    await self._advance(recv_ns)
+                    next_check_ns = self._next_check_ns
+                clock.now_ns = recv_ns
+                handler(frame, recv_ns)
+                by_feed[feed] = by_feed.get(feed, 0) + 1
+                last_ns = recv_ns
+                frames += 1
+                if progress is not None and frames % PROGRESS_EVERY == 0:
+                    counts.frames = frames
+                    progress(frames)
         except (OSError, EOFError) as exc:
             raise RecordingError(f"{path}: cannot read: {exc}") from None
+        finally:
+            counts.frames = frames
+            counts.last_ns = last_ns
 
     def _report(self, paths: Sequence[str | Path], counts: _Counts) -> dict[str, Any]:
         runtime = self.runtime

@@ -23,6 +23,7 @@ from core.clock import Clock, RealClock
 from core.commands import Mt5Command
 from core.compare import CompareEngine
 from core.config import Mt5VenueConfig, QuantarbConfig, listener_warning
+from core.currency import RateInForce
 from core.hedge import HedgeGroup
 from core.hold import HoldLimits
 from core.instruments import Instrument
@@ -52,7 +53,7 @@ from engine.operator_api import create_operator_app, operator_routes
 from engine.operator_audit import OperatorAudit
 from engine.orchestrator import HedgeOrchestrator
 from engine.orphans import OrphanCleaner
-from engine.rates import RateFeed
+from engine.rates import RateFeed, RateLog
 from engine.reconcile import RECONCILING, Reconciler
 from engine.recovery import Recovery, Restored
 from engine.risk_journal import RiskJournal
@@ -457,8 +458,21 @@ class Runtime:
                  if (v, s) in self.instruments]
         if not perps or self.ledger is None:
             return
-        self.funding = FundingAccrual(perps, self.equity.accrue_funding, self._journal_funding, self.clock)
-        self.funding.restore(await self.ledger.read(money.last_funding))
+        self.funding = FundingAccrual(perps, self.equity.accrue_funding, self._journal_funding, self.clock,
+                                      self._held_at)
+        self.funding.restore(await self.ledger.read(money.funding_resume))
+
+    async def _held_at(self, venue: Venue, symbol: str, at_ms: int) -> Decimal | None:
+        """Our position of a perpetual at a funding time: the ledger's fills up to it, once what
+        is queued is committed (`money.position_at`); None while the journal cannot write (the
+        fills it holds are not in the file)."""
+        journal, ledger = self.journal, self.ledger
+        if journal is None or ledger is None:
+            return None
+        await journal.flush()
+        if journal.error is not None or journal.unwritten:
+            return None
+        return await ledger.read(money.position_at, venue, symbol, at_ms)
 
     def _start_rates(self) -> None:
         """The currency books of `[money] rate_books` feed the equity's rates (`engine.rates`)."""
@@ -470,6 +484,24 @@ class Runtime:
                               max_age_s=money_cfg.rate_max_age_s, poll_s=money_cfg.rate_poll_s,
                               mt5_top=self._mt5_rate_top)
         self.equity.use_rates(self.rates)
+
+    async def _journal_rates(self, ledger: Ledger) -> None:
+        """The rates the equity converts with are journaled when they change (`engine.rates.RateLog`),
+        resuming from the ledger's last ones."""
+        account = self.config.money.account_currency
+        try:
+            last = await ledger.read(money.last_rates, account)
+        except LedgerError as exc:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
+                                         f"journaled rates unreadable, journaling them afresh: {exc}", "error"))
+            last = {}
+        tolerance = Decimal(repr(self.config.money.rate_tolerance_bps)) / 10_000
+        self.equity.journal_rates(RateLog(account, last, self._journal_rate, tolerance,
+                                          max_age_ms=self.config.money.rate_max_age_s * 1000))
+
+    def _journal_rate(self, r: RateInForce) -> None:
+        if self.journal is not None:
+            self.journal.rate(r)
 
     def _mt5_rate_top(self, symbol: str) -> tuple[float, float, float] | None:
         """An MT5 rate book: the EA's latest tick of it (bid, ask, age in ms)."""
@@ -782,6 +814,7 @@ class Runtime:
         except LedgerError as exc:
             self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
                                          f"equity could not be restored from the ledger: {exc}", "error"))
+        await self._journal_rates(self.ledger)
 
     async def stop(self) -> None:
         """Stop quote sources first, let groups in flight settle, then end every task."""

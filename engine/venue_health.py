@@ -16,6 +16,8 @@ from engine.snapshot import FeedRow
 from feeds.base import WsFeed
 from feeds.health import FeedHealth, FeedState
 
+_LIVE = FeedState.LIVE  # a module constant: `delivered` runs for every quote (a member read costs ~60 ns)
+
 
 class VenueHealth:
     def __init__(self, *, mt5_rows: Callable[[], list[FeedRow]] | None, mt5_in_process: bool) -> None:
@@ -36,7 +38,7 @@ class VenueHealth:
         health = self._in_process.get(venue)
         if health is None:
             health = self._in_process[venue] = FeedHealth(name=f"{venue}-sim", venue=venue, transport="in-process")
-        health.state = FeedState.LIVE
+        health.state = _LIVE
         health.frames += 1
         health.quotes += 1
         health.last_frame_ns = now_ns

@@ -321,7 +321,7 @@ def _why(exc: BaseException) -> str:
 def read_records(path: str | Path) -> Iterator[Record]:
     """Every record of a recording in order; a bad line raises RecordingError naming it, and
     so does a file cut off mid-line or mid-stream (the lines before it are yielded first)."""
-    return _read(Path(path), frames_only=False)
+    return cast(Iterator[Record], _read(Path(path), frames_only=False))
 
 
 def read_recording(path: str | Path) -> Iterator[RecordedFrame]:
@@ -329,7 +329,13 @@ def read_recording(path: str | Path) -> Iterator[RecordedFrame]:
     return cast(Iterator[RecordedFrame], _read(Path(path), frames_only=True))
 
 
-def _read(p: Path, *, frames_only: bool) -> Iterator[Record]:
+def read_frames(path: str | Path) -> Iterator[tuple[str, int, str | bytes]]:
+    """(feed, recv_ns, frame) of every frame of a recording, in order: `read_recording` as a
+    replay reads it, without building a RecordedFrame per line (the same lines, the same errors)."""
+    return cast(Iterator[tuple[str, int, str | bytes]], _read(Path(path), frames_only=True, as_tuples=True))
+
+
+def _read(p: Path, *, frames_only: bool, as_tuples: bool = False) -> Iterator[Record | tuple[str, int, str | bytes]]:
     number = 0
     decode = _decoder.decode
     try:
@@ -356,10 +362,16 @@ def _read(p: Path, *, frames_only: bool) -> Iterator[Record]:
                 # The hot path: a text frame line, as good as every line of a market recording.
                 if rec is not None and rec.kind is None and rec.frame is not None and rec.feed is not None \
                         and rec.venue is not None:
-                    yield RecordedFrame(rec.venue, rec.feed, rec.recv_ns, rec.frame)
+                    if as_tuples:
+                        yield (rec.feed, rec.recv_ns, rec.frame)
+                    else:
+                        yield RecordedFrame(rec.venue, rec.feed, rec.recv_ns, rec.frame)
                     continue
                 record = parse_line(p, number, line)  # the others, and the error that names the line
-                if not frames_only or isinstance(record, RecordedFrame):
+                if as_tuples:
+                    if isinstance(record, RecordedFrame):
+                        yield (record.feed, record.recv_ns, record.frame)
+                elif not frames_only or isinstance(record, RecordedFrame):
                     yield record
     except (OSError, EOFError, zlib.error) as exc:
         raise RecordingError(f"{p}:{number + 1}: cannot read: {_why(exc)}") from None

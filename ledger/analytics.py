@@ -77,6 +77,7 @@ async def analytics(
     now_ms: int,
     account_ccy: str = "USD",
     rates: Mapping[str, Decimal] | None = None,
+    rate_overrides: Mapping[str, Decimal] | None = None,
     instruments: Mapping[Key, Instrument] | None = None,
 ) -> dict[str, Any]:
     """`series` (the equity curve: `money.equity_series`' document), `stats` (overall) and
@@ -87,8 +88,8 @@ async def analytics(
     interval = 0 if int(count or 0) <= POINTS else max(
         MIN_INTERVAL_MS, math.ceil(span / POINTS / MIN_INTERVAL_MS) * MIN_INTERVAL_MS)
     series = await money.equity_series(db, interval_ms=interval, account_ccy=account_ccy, rates=rates,
-                                       instruments=instruments)
-    book = money.rate_book(account_ccy, rates or {}, now_ms)
+                                       rate_overrides=rate_overrides, instruments=instruments)
+    book = (await money.ledger_rates(db, account_ccy, rates, rate_overrides)).book(now_ms)
     replay = await money.replay_ledger(db, instruments)
     carry: dict[str, Decimal | None] = {}
     for v in replay.portfolio.positions(now_ms, include_flat=True):

@@ -24,6 +24,7 @@ Kinds and what they carry (docs/ledger.md has the field lists):
                   `decision` log is sampled, so percentiles from it would be biased)
 - `dust`          a pair's dust total after a change (the compensation engine's DustBook)
 - `funding`       perpetual funding booked at one funding time on the position then held
+- `rate`          the rate in force for one currency changed (a book's mid, a typed rate, missing)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any, Final
 import msgspec
 
 from core.commands import CommandFill, CommandState, Mt5Command
+from core.currency import RateInForce, RateSourceKind
 from core.hedge import HedgeGroup
 from core.instruments import Instrument
 from core.models import (
@@ -62,10 +64,11 @@ MT5_COMMAND: Final = "mt5_command"
 DECISION_STATS: Final = "decision_stats"
 DUST: Final = "dust"
 FUNDING: Final = "funding"
+RATE: Final = "rate"
 
 KINDS: frozenset[str] = frozenset(
     {DECISION, GROUP_OPENED, GROUP_STATE, ORDER_CREATED, ORDER_STATE, FILL, COMPENSATION, RISK_EVENT, MT5_COMMAND,
-     DECISION_STATS, DUST, FUNDING}
+     DECISION_STATS, DUST, FUNDING, RATE}
 )
 
 RISK_KINDS: frozenset[str] = frozenset({"kill", "flatten", "rearm", "pause", "resume", "breaker", "setting"})
@@ -455,6 +458,36 @@ def funding(venue: str, symbol: str, funding_ms: int, rate: Decimal, mark_price:
     return LedgerEvent(FUNDING, ts_ms, None, {
         "venue": venue, "symbol": symbol, "funding_ms": funding_ms, "rate": dec(rate), "mark_price": dec(mark_price),
         "position": dec(position), "amount": dec(amount), "ccy": ccy})
+
+
+def rate(r: RateInForce, ts_ms: int) -> LedgerEvent:
+    """The rate in force for one currency from `ts_ms` on (when the engine began converting with
+    it): `rate` (null when missing), `source` (`book`, `given`, `missing`), the book's name and
+    when it was read (a book rate only)."""
+    return LedgerEvent(RATE, ts_ms, None, {
+        "ccy": r.ccy, "account_ccy": r.account_ccy, "rate": None if r.value is None else dec(r.value),
+        "source": r.source, "book": r.book, "read_ms": r.read_ms})
+
+
+def rate_from_payload(p: Any) -> RateInForce:
+    """A journaled `rate` payload back; ValueError saying what is wrong when it is not one."""
+    if not isinstance(p, dict):
+        raise ValueError(f"rate: expected an object, got {str(p)[:80]!r}")
+    fields = ("ccy", "account_ccy", "rate", "source", "book", "read_ms")
+    if set(p) != set(fields):
+        raise ValueError(f"rate: expected the fields {', '.join(fields)}, got {', '.join(sorted(map(str, p)))}")
+    ccy, account, source, book, read_ms = p["ccy"], p["account_ccy"], p["source"], p["book"], p["read_ms"]
+    if not (isinstance(ccy, str) and isinstance(account, str) and isinstance(source, str)):
+        raise ValueError("rate: ccy, account_ccy and source must be strings")
+    if book is not None and not isinstance(book, str):
+        raise ValueError(f"rate: book {str(book)[:40]!r} is not a string")
+    if read_ms is not None and (not isinstance(read_ms, int) or isinstance(read_ms, bool) or read_ms < 0):
+        raise ValueError(f"rate: read_ms {str(read_ms)[:40]!r} is not a time in ms")
+    value = None if p["rate"] is None else decimal_from(p["rate"], f"rate of {ccy[:10]!r}")
+    kinds: dict[str, RateSourceKind] = {"book": "book", "given": "given", "missing": "missing"}
+    if source not in kinds:
+        raise ValueError(f"rate: source {source[:40]!r}: book, given or missing")
+    return RateInForce(ccy, account, value, kinds[source], book, read_ms)
 
 
 def dust(pair: str, qty: Decimal, ts_ms: int) -> LedgerEvent:

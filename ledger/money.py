@@ -15,7 +15,11 @@ here is the one a runtime fed the same fills computes (docs/ledger.md, Money):
   fill price unless a mark is given (`marks`); `mark_source` says which.
 - Carry: MT5 swap booked on deals (`mt5_commands` fills' `swap`) and perpetual funding as the
   engine booked it at each funding time (`funding` events: on the position then held).
-- Currencies: one account currency; a currency without a given rate is missing, never 1.
+- Currencies: one account currency. Each currency converts with, in this order: `--rate`
+  (`rate_overrides`), else the rate the engine had in force (its last `rate` event: a book's
+  mid, a typed rate, or missing), else the config's typed rate (`rates`); a currency without
+  one is missing, never 1. A stopped engine's ledger keeps its last journaled rates, with the
+  time they were read: a post-mortem converts as the engine did when it stopped.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import aiosqlite
+import msgspec
 
 from core.attribution import Attribution, GroupMoney
-from core.currency import RateBook, quote_currency
+from core.currency import RateBook, RateInForce, quote_currency
 from core.instruments import Instrument
 from core.models import Venue
 from core.portfolio import Portfolio
@@ -125,6 +130,25 @@ async def swap_rows(db: aiosqlite.Connection) -> list[SwapRow]:
     return out
 
 
+async def position_at(db: aiosqlite.Connection, venue: Venue, symbol: str, at_ms: int) -> Decimal:
+    """Our position of `venue:symbol` at `at_ms` in venue units (+ long): the signed sum of the
+    ledger's fills of it stamped at or before then (what a funding time charges)."""
+    rows = await _rows(db, "SELECT o.side, f.qty FROM fills f JOIN orders o ON o.order_id = f.order_id "
+                           "WHERE f.venue = ? AND o.symbol = ? AND f.ts_ms <= ?", (venue, symbol, at_ms))
+    total = Decimal(0)
+    for side, text in rows:
+        if side not in ("buy", "sell"):
+            raise LedgerError(f"a fill of {venue}:{symbol}: order side {side!r}")
+        try:
+            qty = Decimal(text)
+        except (InvalidOperation, TypeError, ValueError):
+            qty = Decimal("NaN")
+        if not qty.is_finite() or qty < 0:
+            raise LedgerError(f"a fill of {venue}:{symbol}: quantity {str(text)[:40]!r} is not a decimal >= 0")
+        total += qty if side == "buy" else -qty
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class FundingRow:
     """Funding booked at one funding time (a `funding` event), + received, in `ccy`."""
@@ -155,6 +179,115 @@ async def last_funding(db: aiosqlite.Connection) -> dict[Key, int]:
         key = (row.venue, row.symbol)
         out[key] = max(out.get(key, 0), row.ts_ms)
     return out
+
+
+async def funding_resume(db: aiosqlite.Connection) -> dict[Key, int]:
+    """Where the engine's funding resumes per perpetual: after the last funding time booked,
+    else just before the first fill of it (a settlement while the engine was down, before any
+    was booked, is charged on the position the fills say was held: `position_at`). A symbol
+    with neither is absent (booking starts when the engine does)."""
+    out: dict[Key, int] = {}
+    for venue, symbol, first_ms in await _rows(
+            db, "SELECT f.venue, o.symbol, MIN(f.ts_ms) FROM fills f JOIN orders o ON o.order_id = f.order_id "
+                "GROUP BY f.venue, o.symbol"):
+        out[(venue, str(symbol))] = int(first_ms) - 1
+    out.update(await last_funding(db))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RateRow:
+    """A `rate` event: the engine converted with `rate` from `ts_ms` on."""
+
+    seq: int
+    ts_ms: int
+    rate: RateInForce
+
+
+async def rate_rows(db: aiosqlite.Connection, account_ccy: str | None = None) -> list[RateRow]:
+    """Every `rate` event in journal order (into `account_ccy` only, when given). LedgerError,
+    naming the event, for one that cannot be read."""
+    out: list[RateRow] = []
+    for seq, ts_ms, text in await _rows(db, "SELECT seq, ts_ms, payload FROM events WHERE kind = ? ORDER BY seq",
+                                        (ev.RATE,)):
+        try:
+            r = ev.rate_from_payload(ev.decode_payload(text))
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise LedgerError(f"unreadable rate event (seq {seq}): {exc}") from None
+        if account_ccy is None or r.account_ccy == account_ccy:
+            out.append(RateRow(int(seq), int(ts_ms), r))
+    return out
+
+
+async def last_rates(db: aiosqlite.Connection, account_ccy: str) -> dict[str, RateInForce]:
+    """The last journaled rate per currency into `account_ccy`: what the engine converted with
+    when it last wrote (where a restarted engine's journaling resumes)."""
+    return {row.rate.ccy: row.rate for row in await rate_rows(db, account_ccy)}
+
+
+class LedgerRates:
+    """The rates the ledger's figures convert with, per currency: `--rate` (`overrides`), else
+    the engine's journaled rate in force (`journal` each `rate` row in order; a journaled
+    `missing` stays missing), else the config's typed rate (`typed`)."""
+
+    def __init__(self, account_ccy: str, typed: Mapping[str, Decimal] | None = None,
+                 overrides: Mapping[str, Decimal] | None = None) -> None:
+        self.account_ccy = account_ccy
+        self._typed = {c: v for c, v in (typed or {}).items() if c != account_ccy}
+        self._overrides = {c: v for c, v in (overrides or {}).items() if c != account_ccy}
+        self._journaled: dict[str, RateRow] = {}
+
+    def journal(self, row: RateRow) -> None:
+        if row.rate.account_ccy == self.account_ccy:
+            self._journaled[row.rate.ccy] = row
+
+    def journal_until(self, rows: Iterable[RateRow], until_ms: int | None) -> None:
+        """Every row journaled before `until_ms` (exclusive; all without one)."""
+        for row in rows:
+            if until_ms is None or row.ts_ms < until_ms:
+                self.journal(row)
+
+    def book(self, now_ms: int) -> RateBook:
+        book = RateBook(self.account_ccy)
+        for ccy, value in self._typed.items():
+            if ccy not in self._journaled:
+                book.set(ccy, value, now_ms, "given")
+        for ccy, row in self._journaled.items():
+            r = row.rate
+            if r.value is not None:
+                book.set(ccy, r.value, r.read_ms if r.read_ms is not None else row.ts_ms, r.book or "given")
+        for ccy, value in self._overrides.items():
+            book.set(ccy, value, now_ms, "--rate")
+        return book
+
+    def doc(self, now_ms: int) -> dict[str, dict[str, Any]]:
+        """Per currency with a rate or a journaled one: `rate` (null: missing), `source` (the
+        book's name, `given`, `--rate`, or `missing`), `ts_ms` (when the book was read, when
+        the typed rate took force) and `journaled_ms` (when the engine began converting with
+        it; null for a rate the engine did not journal)."""
+        out: dict[str, dict[str, Any]] = {}
+        for ccy in sorted(set(self._typed) | set(self._journaled) | set(self._overrides)):
+            row = self._journaled.get(ccy)
+            if ccy in self._overrides:
+                out[ccy] = {"rate": _money_text(self._overrides[ccy]), "source": "--rate", "ts_ms": now_ms,
+                            "journaled_ms": None}
+            elif row is not None:
+                r = row.rate
+                out[ccy] = {"rate": None if r.value is None else _money_text(r.value),
+                            "source": r.book if r.source == "book" else r.source,
+                            "ts_ms": r.read_ms if r.read_ms is not None else row.ts_ms, "journaled_ms": row.ts_ms}
+            else:
+                out[ccy] = {"rate": _money_text(self._typed[ccy]), "source": "given", "ts_ms": now_ms,
+                            "journaled_ms": None}
+        return out
+
+
+async def ledger_rates(db: aiosqlite.Connection, account_ccy: str, typed: Mapping[str, Decimal] | None = None,
+                       overrides: Mapping[str, Decimal] | None = None, *, until_ms: int | None = None) -> LedgerRates:
+    """The rates in force at the ledger's end (or just before `until_ms`)."""
+    rates = LedgerRates(account_ccy, typed, overrides)
+    rates.journal_until(await rate_rows(db, account_ccy), until_ms)
+    return rates
 
 
 @dataclass(slots=True)
@@ -245,8 +378,8 @@ Item = FillRow | SwapRow | FundingRow
 def _merged(fills: list[FillRow], swaps: list[SwapRow],
             funding: list[FundingRow] | None = None) -> list[tuple[tuple[int, int, int], Item]]:
     """Fills, swaps and funding in time order; at one instant a deal's swap after its fill, and
-    funding after both (a fill stamped at the funding time was not held at it: the venues
-    charge the positions held when the funding is assessed)."""
+    funding after both (a fill stamped at the funding time counts as held at it, as the engine
+    charged it: `position_at`)."""
     items: list[tuple[tuple[int, int, int], Item]] = [((f.ts_ms, 0, f.fill_id), f) for f in fills]
     items += [((s.ts_ms, 1, i), s) for i, s in enumerate(swaps)]
     items += [((r.ts_ms, 2, i), r) for i, r in enumerate(funding or [])]
@@ -296,15 +429,19 @@ async def equity(
     now_ms: int,
     account_ccy: str = "USD",
     rates: Mapping[str, Decimal] | None = None,
+    rate_overrides: Mapping[str, Decimal] | None = None,
     marks: Mapping[Key, Decimal] | None = None,
     instruments: Mapping[Key, Instrument] | None = None,
 ) -> dict[str, Any]:
     """Equity change over the whole ledger: `currency`, `realized`, `unrealized`, `fees`, `carry`,
-    `total` (decimal strings; null = missing), per currency, and how it was marked."""
+    `total` (decimal strings; null = missing), per currency, how it was marked, and the `rates`
+    it converted with (`LedgerRates`: `rate_overrides` > journaled > the typed `rates`)."""
     replay = await replay_ledger(db, instruments)
     replay.mark_last_fills()
     _given_marks(replay, marks or {}, now_ms)
-    doc = equity_doc(replay, rate_book(account_ccy, rates or {}, now_ms), now_ms)
+    in_force = await ledger_rates(db, account_ccy, rates, rate_overrides)
+    doc = equity_doc(replay, in_force.book(now_ms), now_ms)
+    doc["rates"] = in_force.doc(now_ms)
     doc["mark_source"] = mark_source(replay)
     doc["carry_recorded"] = list(CARRY_RECORDED)
     doc["funding"] = FUNDING_NOTE
@@ -348,21 +485,30 @@ async def equity_series(
     interval_ms: int = 60_000,
     account_ccy: str = "USD",
     rates: Mapping[str, Decimal] | None = None,
+    rate_overrides: Mapping[str, Decimal] | None = None,
     instruments: Mapping[Key, Instrument] | None = None,
 ) -> dict[str, Any]:
     """Equity over time, from the fills: one point at the end of each `interval_ms` that had a
     fill (every fill when 0), from `since_ms` on. Figures are cumulative since the ledger's first
-    fill, every position marked at its symbol's last fill price at that time."""
+    fill, every position marked at its symbol's last fill price at that time and converted with
+    the rates in force then (`LedgerRates`: the engine's `rate` events up to that time)."""
     if interval_ms < 0 or since_ms < 0:
         raise LedgerError("interval and since must be >= 0")
     known = dict(instruments or {})
     known.update(await ledger_instruments(db))
     replay = new_replay(known)
-    book = rate_book(account_ccy, rates or {}, 0)
+    in_force = LedgerRates(account_ccy, rates, rate_overrides)
+    pending = await rate_rows(db, account_ccy)
+    pending.sort(key=lambda r: (r.ts_ms, r.seq))
+    next_rate = 0
     points: list[dict[str, Any]] = []
 
     def point(ts_ms: int) -> None:
-        doc = equity_doc(replay, book, ts_ms)
+        nonlocal next_rate
+        while next_rate < len(pending) and pending[next_rate].ts_ms <= ts_ms:
+            in_force.journal(pending[next_rate])
+            next_rate += 1
+        doc = equity_doc(replay, in_force.book(ts_ms), ts_ms)
         points.append({"ts_ms": ts_ms, **{k: doc[k] for k in ("realized", "unrealized", "fees", "carry", "total")},
                        "by_currency": doc["by_currency"], "missing_rates": doc["missing_rates"]})
 

@@ -467,13 +467,15 @@ async def summary(
     now_ms: int | None = None,
     account_ccy: str = "USD",
     rates: Mapping[str, Decimal] | None = None,
+    rate_overrides: Mapping[str, Decimal] | None = None,
     marks: Mapping[tuple[Venue, str], Decimal] | None = None,
     instruments: Mapping[tuple[Venue, str], Instrument] | None = None,
 ) -> dict[str, Any]:
     """Groups by state, fills, fees, realized PnL, and per pair the monitor and PnL statistics:
     today (since midnight UTC) and all time; the trading state with its breakers; the dust book;
     and `equity`, the money truth recomputed from the fills (`ledger.money.equity`: realized,
-    unrealized, fees, carry, total in `account_ccy`, with the `rates`, `marks` and extra
+    unrealized, fees, carry, total in `account_ccy`, converted with the engine's journaled rates
+    over the typed `rates`, `rate_overrides` (`--rate`) over both; with the `marks` and extra
     `instruments` given).
 
     A period counts the groups *opened* in it, the fills *executed* in it, and the realized
@@ -511,7 +513,8 @@ async def summary(
         "decisions": int(await _one(db, "SELECT count(*) FROM decisions")),
         "decisions_by_reason": await decisions_by_reason(db),
         "dust": await dust(db),
-        "equity": await money.equity(db, now_ms=now_ms, account_ccy=account_ccy, rates=rates, marks=marks,
+        "equity": await money.equity(db, now_ms=now_ms, account_ccy=account_ccy, rates=rates,
+                                     rate_overrides=rate_overrides, marks=marks,
                                      instruments=instruments),
         # What closing fills (a flatten) cost beyond the positions of the groups they closed.
         "flatten": money.group_money_doc((await money.group_attribution(db, instruments)).line),

@@ -20,6 +20,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from core.currency import RATE_MAX, RATE_MIN, rate_in_range
 from quantarb_tui import plain
 
 ledger_app = typer.Typer(
@@ -63,11 +64,11 @@ class _Target:
     rates: dict[str, Decimal] = field(default_factory=dict)
 
     def money_args(self, currency: str | None, rate: list[str] | None) -> dict[str, Any]:
-        """--currency and --rate, over the config's [money] (a rate given here wins)."""
+        """--currency and --rate, over the config's [money]: a rate given here wins over the
+        engine's journaled rates, which win over the config's typed ones."""
         ccy = _currency(currency) if currency else (self.account_ccy or "USD")
         rates = dict(self.rates) if ccy == self.account_ccy else {}
-        rates.update(_rates(rate))
-        return {"account_ccy": ccy, "rates": rates}
+        return {"account_ccy": ccy, "rates": rates, "rate_overrides": _rates(rate)}
 
 
 def _target(ledger: str | None, config: str | None) -> _Target:
@@ -117,7 +118,10 @@ def _rates(items: list[str] | None) -> dict[str, Decimal]:
         ccy, sep, value = item.partition("=")
         if not sep:
             _fail(f"--rate {item!r}: expected CCY=VALUE, e.g. USDT=0.9995")
-        out[_currency(ccy)] = _positive(value.strip(), f"--rate {item!r}")
+        rate = _positive(value.strip(), f"--rate {item!r}")
+        if not rate_in_range(rate):
+            _fail(f"--rate {item!r}: must be within {RATE_MIN}..{RATE_MAX}")
+        out[_currency(ccy)] = rate
     return out
 
 
@@ -229,6 +233,13 @@ def _equity_lines(eq: dict[str, Any]) -> list[str]:
                                for k in ("realized", "unrealized", "fees", "carry", "total"))])
     lines += plain.table(["currency", "realized", "unrealized", "fees", "carry", "total"], rows,
                          right=[False, True, True, True, True, True])
+    for c, r in (eq.get("rates") or {}).items():
+        if r.get("rate") is None:
+            continue
+        where = r.get("source")
+        when = f", read {_ts(r.get('ts_ms'))} UTC" if where not in ("given", "--rate") else ""
+        journaled = f", in force since {_ts(r.get('journaled_ms'))} UTC" if r.get("journaled_ms") else ""
+        lines.append(f"  rate {c} = {r['rate']} {ccy} ({where}{when}{journaled})")
     for missing in eq.get("missing_rates") or []:
         lines.append(f"  no rate for {missing}: pass --rate {missing}=<{ccy} per {missing}>")
     for missing in eq.get("missing_marks") or []:

@@ -1051,6 +1051,7 @@ class EaSimulator:
             "volume": deal.volume,
             "price": deal.price,
             "commission": deal.commission,
+            "swap": deal.swap,
             "time_msc": deal.time_msc,
         })
 
@@ -1115,7 +1116,7 @@ class EaSimulator:
             "margin_free": acct.margin_free,
             "positions": [
                 {"ticket": p.ticket, "symbol": p.symbol, "type": p.type, "volume": p.volume,
-                 "price_open": p.price_open, "magic": p.magic}
+                 "price_open": p.price_open, "magic": p.magic, "swap": p.swap}
                 for p in self.broker.positions(None if self.report_all_positions else self.magic)
             ],
             "margin_mode": self.margin_mode,

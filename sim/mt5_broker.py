@@ -22,6 +22,9 @@ Modelled as on a real MT5 hedging account:
   unless the broker rewrites or drops comments (`BrokerBehaviour.comments`), as some do;
 - a request that fails creates no order and no deal (`result.order == result.deal == 0`);
 - commission is charged per lot on every deal (negative, as `DEAL_COMMISSION` reports it);
+- overnight swap is charged at the server's daily rollover by each symbol's `SYMBOL_SWAP_*`
+  properties (`sim.mt5_swap`): it accrues on the position (`POSITION_SWAP`, in the equity) and a
+  closing deal carries the closed share of it into the balance (`DEAL_SWAP`);
 - the order and deal history reaches back `HISTORY_KEPT_MS`, at most `HISTORY_KEPT` of each (a
   real trade server keeps it all on the broker's side; this one runs inside the demo's process
   for weeks). Open positions and active orders are the account: never dropped.
@@ -57,6 +60,7 @@ from typing import Any, Literal
 
 from core.clock import Clock, RealClock
 from core.instruments import Instrument, Pair
+from sim.mt5_swap import DAY_MS, NO_SWAP, SwapTerms, weekday_of_day
 
 # ---------------------------------------------------------------- MQL5 constants
 
@@ -198,6 +202,7 @@ class Position:
     magic: int
     comment: str
     time_msc: int
+    swap: float = 0.0  # POSITION_SWAP: accrued at the rollovers, not yet in the balance
 
 
 @dataclass(slots=True)
@@ -240,6 +245,7 @@ class Deal:
     time_msc: int
     magic: int
     comment: str
+    swap: float = 0.0  # DEAL_SWAP: the closed volume's share of the position's swap
 
 
 @dataclass(slots=True, frozen=True)
@@ -263,6 +269,7 @@ class SymbolSpec:
     volume_max: float = 100.0
     filling_modes: frozenset[str] = frozenset({"FOK", "IOC"})  # SYMBOL_FILLING_MODE flags
     execution: Execution = "market"  # SYMBOL_TRADE_EXEMODE
+    swap: SwapTerms = NO_SWAP  # SYMBOL_SWAP_MODE, _LONG, _SHORT, _ROLLOVER3DAYS
 
     def allowed_fillings(self) -> frozenset[str]:
         """The filling modes a market order may use (MT5 Fill Policy by execution mode)."""
@@ -349,7 +356,8 @@ class SimBroker:
     tradable when `touch` quotes it. `currency_digits` is how the account currency rounds
     (`ACCOUNT_CURRENCY_DIGITS`: 2 for USD, 8 for a BTC-denominated account). `state_file`, when
     given, is loaded if it exists (the account survives restarts) and rewritten after every
-    change; requests still in flight after a TIMEOUT are not saved.
+    change; requests still in flight after a TIMEOUT are not saved. `server_utc_offset_s` is the
+    trade server's time zone (its midnight is the swap rollover; brokers run UTC+2 or +3).
     """
 
     def __init__(
@@ -366,6 +374,7 @@ class SimBroker:
         default_spec: SymbolSpec | None = None,
         behaviour: BrokerBehaviour | None = None,
         state_file: str | Path | None = None,
+        server_utc_offset_s: int = 0,
     ) -> None:
         if leverage <= 0:
             raise ValueError("leverage must be > 0")
@@ -393,6 +402,8 @@ class SimBroker:
         self._next_deal = 50_000_001
         self._request_ids = itertools.count(1)
         self._settling = False
+        self._server_offset_ms = int(server_utc_offset_s) * 1000
+        self._swap_day: int | None = None  # the server day whose rollover was charged last
         self.requests = 0  # OrderSend calls
         self.request_log: deque[TradeRequest] = deque(maxlen=_REQUEST_LOG_MAX)  # what OrderSend was given
         self.state_file = Path(state_file) if state_file is not None else None
@@ -602,8 +613,9 @@ class SimBroker:
                            request_id=request_id)
 
     def _settle(self) -> None:
-        """What the server did meanwhile: requests in flight after a TIMEOUT execute, resting
-        remainders fill, each at its due time."""
+        """What the server did meanwhile: the daily rollovers charge swap, requests in flight after
+        a TIMEOUT execute, resting remainders fill, each at its due time."""
+        self._rollover()
         if self._settling or not (self._in_flight or self._resting_due):
             return
         self._settling = True
@@ -619,6 +631,40 @@ class SimBroker:
                     self._fill_resting(ticket, at)
         finally:
             self._settling = False
+
+    def _rollover(self) -> None:
+        """Charge each server midnight passed since the last one to the positions open across it.
+
+        The first call only notes the day (a broker started mid-day charges its first rollover
+        at the next midnight). At most a year of missed rollovers is charged at once.
+        """
+        today = (self._clock.time_ms() + self._server_offset_ms) // DAY_MS
+        last = self._swap_day
+        if last is not None and today <= last:
+            return  # the same day, or a wall clock stepped back: that midnight is charged already
+        self._swap_day = today
+        if last is None:
+            return
+        changed = False
+        for day in range(max(last, today - 366), today):
+            midnight_ms = (day + 1) * DAY_MS - self._server_offset_ms
+            weekday = weekday_of_day(day)
+            for p in self._positions.values():
+                if p.time_msc >= midnight_ms:
+                    continue
+                spec = self.spec(p.symbol)
+                nights = spec.swap.nights(weekday)
+                quote = self._touch(p.symbol)
+                if not nights or quote is None:
+                    continue
+                buy = p.type == "buy"
+                night = spec.swap.per_night(buy=buy, lots=p.volume, contract_size=spec.contract_size,
+                                            point=spec.point, price_open=p.price_open,
+                                            price_now=quote[0] if buy else quote[1])
+                p.swap = round(p.swap + round(night * nights, self.currency_digits), self.currency_digits)
+                changed = True
+        if changed:
+            self._persist()
 
     def _fill_resting(self, ticket: int, at: int) -> None:
         order = self._orders.get(ticket)
@@ -647,6 +693,7 @@ class SimBroker:
         self._next_deal += 1
         commission = -round(self.behaviour.commission_per_lot * volume, digits)
         profit = 0.0
+        swap = 0.0
         closing = self._positions.get(order.position) if order.position else None
         if closing is None:
             position_id = order.ticket
@@ -665,13 +712,16 @@ class SimBroker:
             profit = round(self._profit(closing.type, closing.price_open, price, volume, spec), digits)
             remaining = _round_to(closing.volume - volume, spec.volume_step)
             if remaining <= 1e-9:
+                swap = closing.swap
                 del self._positions[closing.ticket]
             else:
+                swap = round(closing.swap * volume / closing.volume, digits)
+                closing.swap = round(closing.swap - swap, digits)
                 closing.volume = remaining
             entry = "out"
-        self.balance = round(self.balance + commission + profit, digits)
+        self.balance = round(self.balance + commission + profit + swap, digits)
         deal = Deal(deal_ticket, order.ticket, position_id, order.symbol, order.type, entry, volume, price,
-                    commission, profit, at, order.magic, order.comment)
+                    commission, profit, at, order.magic, order.comment, swap)
         self._deals.append(deal)
         return deal
 
@@ -694,7 +744,7 @@ class SimBroker:
 
     def _account(self) -> AccountInfo:
         digits = self.currency_digits
-        equity = self.balance + self.floating_profit()
+        equity = self.balance + self.floating_profit() + sum(p.swap for p in self._positions.values())
         margin = self.margin()
         return AccountInfo(
             balance=round(self.balance, digits),
@@ -731,6 +781,7 @@ class SimBroker:
             "currency_digits": self.currency_digits,
             "next_order": self._next_order,
             "next_deal": self._next_deal,
+            "swap_day": self._swap_day,
             "positions": [asdict(p) for _, p in sorted(self._positions.items())],
             "orders": [asdict(o) for _, o in sorted(self._orders.items())],
             "history_orders": [asdict(o) for o in self._history_orders],
@@ -748,6 +799,8 @@ class SimBroker:
         self.currency_digits = int(state.get("currency_digits", self.currency_digits))
         self._next_order = int(state["next_order"])
         self._next_deal = int(state["next_deal"])
+        swap_day = state.get("swap_day")
+        self._swap_day = int(swap_day) if swap_day is not None else None
         self._positions = {int(p["ticket"]): Position(**p) for p in _records(state["positions"])}
         self._orders = {int(o["ticket"]): Order(**o) for o in _records(state.get("orders", []))}
         self._history_orders = deque((Order(**o) for o in _records(state.get("history_orders", []))),

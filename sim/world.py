@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -67,8 +68,10 @@ def _currency_symbol(symbol: str) -> SimSymbol:
 log = logging.getLogger(__name__)
 
 # Every currency book the world lists (`[money] rate_books` on OKX or Binance) is quoted here,
-# fixed: the simulated market prices USD, USDT and USDC alike, so the mid is exactly 1.
+# fixed: the simulated market prices USD, USDT and USDC alike, so the mid is exactly 1 (unless
+# `[demo] currency_book_mid` says otherwise, to see a USDT that is not worth a dollar).
 CURRENCY_BOOK_TOP = (0.9999, 1.0001)
+CURRENCY_BOOK_HALF_SPREAD = 0.0001
 _CURRENCY_BOOK_SIZE = 1_000_000.0
 
 
@@ -89,11 +92,15 @@ class SimWorld:
         host: str = "127.0.0.1",
         accounts: TradingAccounts | None = None,
         currency_books: Sequence[tuple[Venue, str]] = (),
+        currency_book_mid: float = 1.0,
     ) -> None:
         """`currency_books`: OKX and Binance books listed besides the pairs' and quoted at
-        `CURRENCY_BOOK_TOP` (the rate books a config reads; MT5 ones are pairs' symbols)."""
+        `CURRENCY_BOOK_TOP` (the rate books a config reads; MT5 ones are pairs' symbols), or
+        around `currency_book_mid` when it is not 1."""
         if step_interval_s <= 0:
             raise ValueError("step_interval_s must be > 0")
+        if not (math.isfinite(currency_book_mid) and currency_book_mid > 2 * CURRENCY_BOOK_HALF_SPREAD):
+            raise ValueError(f"currency_book_mid {currency_book_mid}: must be > {2 * CURRENCY_BOOK_HALF_SPREAD}")
         self._clock = clock
         self._on_mt5_tick = on_mt5_tick
         self._step_interval_s = step_interval_s
@@ -141,7 +148,9 @@ class SimWorld:
         self.ticks_routed = 0
         for tick in self.market.quote_all():
             self._last[(tick.venue, tick.symbol)] = tick
-        bid, ask = CURRENCY_BOOK_TOP
+        half = CURRENCY_BOOK_HALF_SPREAD
+        bid, ask = CURRENCY_BOOK_TOP if currency_book_mid == 1.0 else (
+            round(currency_book_mid - half, 10), round(currency_book_mid + half, 10))
         for venue, sym in books:  # routed at start; the market never moves them
             self._last[(venue, sym)] = SimTick(venue, sym, bid, ask, _CURRENCY_BOOK_SIZE, _CURRENCY_BOOK_SIZE,
                                                clock.time_ms())

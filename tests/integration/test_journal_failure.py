@@ -260,6 +260,35 @@ async def test_the_engine_halts_on_a_ledger_failure_and_rearms_only_once_it_writ
     assert kinds[-2:] == ["kill", "rearm"]  # the halt reached the ledger after the retry
 
 
+async def test_a_rate_that_cannot_be_journaled_halts_and_is_written_once_the_ledger_can(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate in force is journaled before a figure uses it (`engine.rates.RateLog`): a write
+    that fails halts trading like every other, and the event is held and written on retry."""
+    clock = ManualClock()
+    rt = _runtime(tmp_path / "engine.db", clock)
+    await rt.open_ledger()
+    try:
+        assert rt.ledger is not None and rt.journal is not None
+        original = rt.ledger.rate
+
+        def full(*_: Any) -> int:
+            raise DISK_FULL
+
+        monkeypatch.setattr(rt.ledger, "rate", full)
+        assert rt.equity.total(clock.time_ms()) is not None  # the first reading: the demo's typed USDT = 1
+        assert rt.gate.state is TradingState.HALTED and "disk is full" in rt.gate.reason
+        assert rt.journal.unwritten == 1
+        monkeypatch.setattr(rt.ledger, "rate", original)
+        assert await rt.journal.retry()
+        assert rt.journal.unwritten == 0
+    finally:
+        await rt.close_ledger()
+    rows = sqlite3.connect(tmp_path / "engine.db").execute(
+        "SELECT json_extract(payload, '$.ccy'), json_extract(payload, '$.source'), json_extract(payload, '$.rate') "
+        "FROM events WHERE kind = 'rate'").fetchall()
+    assert rows == [("USDT", "given", "1")]
+
+
 async def test_an_unexpected_error_on_the_quote_path_halts_instead_of_escaping(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

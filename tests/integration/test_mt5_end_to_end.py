@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.clock import RealClock
+from core.clock import Clock, ManualClock, RealClock
 from core.commands import CommandState
 from core.config import demo_config
 from core.instruments import Instrument
@@ -41,6 +41,7 @@ from mt5_bridge.queue import CommandQueue, InMemoryCommandStore
 from mt5_bridge.server import EmbeddedServer
 from sim.ea_sim import EaSimulator, Mt5Tick
 from sim.mt5_broker import BrokerBehaviour, Deal, SimBroker, SymbolSpec, TradeRequest
+from sim.mt5_swap import SwapTerms
 
 TERMINAL = "T1"
 SECRET = b"end-to-end-secret-of-T1"
@@ -97,9 +98,10 @@ class Listener:
 
 
 async def start_listener(
-    store: InMemoryCommandStore, *, port: int = 0, ttl_ms: int = 5000, grace_ms: int = 300
+    store: InMemoryCommandStore, *, port: int = 0, ttl_ms: int = 5000, grace_ms: int = 300,
+    clock: Clock | None = None,
 ) -> Listener:
-    clock = RealClock()
+    clock = clock if clock is not None else RealClock()
     queue = CommandQueue(store, clock)
     await queue.restore()
     quotes: list[Quote] = []
@@ -469,6 +471,42 @@ async def test_account_reports_update_the_bridge_with_our_positions_only(rig: tu
         return ea.accounts_sent > reports and acct is not None and acct.positions == ()
 
     await until(shows_none, what="account report without our position")
+
+
+async def test_swap_charged_at_the_rollover_reaches_the_account_report_and_the_closing_fill() -> None:
+    """The broker charges -30 points a night on a long (0.1 lot x 100 oz x 0.01 x -30 = -3.00 USD,
+    `sim.mt5_swap`'s worked example); the EA reports it as POSITION_SWAP, then the closing deal's
+    DEAL_SWAP, and quantarb's side reads both (the figures `RunningEquity` books as carry). The
+    listener, the EA and the broker share one manual clock, so that a night passes at once."""
+    clock = ManualClock(1_796_032_800_000)  # 2026-11-30 10:00 UTC, a Monday
+    listener = await start_listener(InMemoryCommandStore(), clock=clock)
+    terminal = Terminal()
+    terminal.broker = SimBroker(terminal.book.touch, clock=clock, seed=1, specs={SYMBOL: SymbolSpec(
+        contract_size=100.0, swap=SwapTerms("points", long=-30.0, short=-12.0))})
+    try:
+        ea = EaSimulator(listener.server.url, TERMINAL, SECRET, [SYMBOL], terminal.broker, terminal.book, clock,
+                         magic=MAGIC, timer_ms=20, account_every_s=0.2)
+        terminal.tasks.append((ea, asyncio.create_task(ea.run(), name="ea-swap")))
+        opened = await asyncio.wait_for(listener.gateway.place(order("e2e-swap-1")), T)
+        assert opened.state is OrderState.FILLED, opened
+        [ours] = terminal.broker.positions(MAGIC)
+        assert ours.swap == 0.0
+        opening = listener.queue.get("e2e-swap-1")
+        assert opening is not None and [f.swap for f in opening.fills] == [Decimal(0)]
+        clock.advance(ms=24 * 3_600_000)  # Tuesday 10:00: Monday's rollover, one night
+        assert await ea.post_account()  # the EA's timer runs on the (stopped) clock: report now
+        account = listener.bridge.account(TERMINAL)
+        assert account is not None and account.positions[0].swap == Decimal("-3.0")
+        assert account.equity == pytest.approx(terminal.broker.balance + terminal.broker.floating_profit() - 3.0)
+
+        closed = await asyncio.wait_for(listener.gateway.close_position(
+            ours.ticket, SYMBOL, "sell", Decimal("0.10"), "g-e2e", "e2e-swap-close"), T)
+        assert closed.state is OrderState.FILLED, closed
+        cmd = listener.queue.get("e2e-swap-close")
+        assert cmd is not None and [f.swap for f in cmd.fills] == [Decimal("-3.0")]
+    finally:
+        await terminal.stop_all()
+        await listener.server.stop()
 
 
 # ------------------------------------------------------------------------------------------ (g)

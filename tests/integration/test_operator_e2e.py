@@ -49,10 +49,10 @@ def _cli(home: Path, *args: str, timeout: float = 90) -> subprocess.CompletedPro
 class Engine:
     """`quantarb headless` as a child process, with its listener URL read from its log."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "quantarb_tui.cli", "headless"],
-            env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**_env(home), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
         assert self.proc.stdout is not None

@@ -7,24 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core.breakers import DAY_MS
 from core.clock import ManualClock
 from core.config import DEMO_CONFIG, MoneyConfig, QuantarbConfig
 from core.models import Quote
 from engine.equity import RunningEquity
-from engine.rates import RateFeed, RateSource
+from engine.rates import RateFeed, RateLog, RateSource
 from engine.runtime import Runtime
-from ledger import Ledger
+from ledger import Ledger, money, queries
 from sim.binance_server import BinanceSimServer
 from sim.market import SimTick
 from sim.okx_server import OkxSimServer
-from tests.integration.test_funding import INSTRUMENTS, TOUCH, _positions
-from tests.unit.test_ledger_support import T0
+from tests.integration.test_funding import INSTRUMENTS, MARKS, TOUCH, _positions
+from tests.unit.test_ledger_money import BIN, fill
+from tests.unit.test_ledger_support import T0, make_group, make_order
 
 D = Decimal
 MAX_AGE_S = 60.0
@@ -181,3 +184,183 @@ async def test_the_engine_reads_its_rate_books_and_status_shows_them(tmp_path: P
         assert status["missing_rates"] == []
     finally:
         await rt.stop()
+
+
+async def _rate_events(path: Path) -> list[dict[str, Any]]:
+    async with queries.open_reader(path) as db, db.execute(
+            "SELECT ts_ms, payload FROM events WHERE kind = 'rate' ORDER BY seq") as cur:
+        return [{"ts_ms": r[0], **json.loads(r[1])} for r in await cur.fetchall()]
+
+
+async def _ledger_total(path: Path, now_ms: int) -> Any:
+    async with queries.open_reader(path) as db:
+        return (await money.equity(db, now_ms=now_ms, marks=MARKS, instruments={BIN.key: BIN}))["total"]
+
+
+@pytest.mark.timeout(60)
+async def test_the_running_equity_and_the_ledger_convert_with_the_same_journaled_rate(tmp_path: Path) -> None:
+    """Books only, nothing typed: each change of the rate in force is journaled once (not each
+    poll), and the ledger's equity equals the running one at every step, staleness included."""
+    clock = ManualClock(wall_ms=T0)
+    path = tmp_path / "l.db"
+    async with _Sims(clock) as sims:
+        led = await Ledger.open(path, clock=clock)
+        try:
+            await _positions(led)
+            feed = _feed(sims, clock)
+            equity = RunningEquity(INSTRUMENTS, MoneyConfig(), lambda v, s: TOUCH.get((v, s)), rates=feed)
+            await equity.restore(led)
+            equity.journal_rates(RateLog("USD", await led.read(money.last_rates, "USD"), led.rate))
+
+            async def same(expected: Decimal | None) -> None:
+                now = clock.time_ms()
+                running = equity.equity(now)["total"]
+                await led.flush()
+                assert (running if running is None else D(running)) == expected
+                assert await _ledger_total(path, now) == running  # the same text: to the digit
+
+            await same(None)  # nothing read yet, nothing typed: missing on both sides
+            assert await _rate_events(path) == []  # nothing had a rate: nothing changed
+            assert await feed.poll_once() == 2
+            await same(D("10.4") * D("0.9991"))
+            clock.advance(ms=1_000)
+            assert await feed.poll_once() == 2  # the same mids again
+            await same(D("10.4") * D("0.9991"))
+            sims.okx.publish(SimTick("okx", "USDT-USD", 0.9979, 0.9981, 1000.0, 1000.0, T0))
+            clock.advance(ms=1_000)
+            assert await feed.poll_once() == 2
+            await same(D("10.4") * D("0.9980"))
+            clock.advance(ms=MAX_AGE_S * 1000 + 1)  # both books stale: missing again
+            await same(None)
+            events = await _rate_events(path)
+            usdt = [(e["rate"], e["source"], e["book"], e["read_ms"]) for e in events if e["ccy"] == "USDT"]
+            assert usdt == [("0.9991", "book", "okx:USDT-USD", T0), ("0.9980", "book", "okx:USDT-USD", T0 + 2_000),
+                            (None, "missing", None, None)]
+            assert [None if e["rate"] is None else D(e["rate"]) for e in events if e["ccy"] == "USDC"] == [
+                D("1.0003") * D("0.9991"), D("1.0003") * D("0.9980"), None]
+        finally:
+            await led.close()
+
+
+@pytest.mark.timeout(60)
+async def test_after_a_restart_the_day_starts_at_the_rate_then_in_force(tmp_path: Path) -> None:
+    """Books only, nothing typed: a restart on the next day values the equity at midnight with
+    the rate journaled before it, so the day's figure is what traded today, not 0 from the
+    first reading (the books are not read yet when the ledger is restored)."""
+    clock = ManualClock(wall_ms=T0)
+    path = tmp_path / "l.db"
+    async with _Sims(clock) as sims:
+        led = await Ledger.open(path, clock=clock)
+        try:
+            await _positions(led)
+            before = _feed(sims, clock)
+            first = RunningEquity(INSTRUMENTS, MoneyConfig(), lambda v, s: None, rates=before)
+            await first.restore(led)
+            first.journal_rates(RateLog("USD", {}, led.rate))
+            assert await before.poll_once() == 2
+            assert first.total(clock.time_ms()) is not None  # a reading: the book's rate journaled
+            await led.flush()
+
+            clock.advance(ms=(T0 // DAY_MS + 1) * DAY_MS - T0 + 3_600_000)  # 01:00 the next day
+            feed = _feed(sims, clock)
+            again = RunningEquity(INSTRUMENTS, MoneyConfig(), lambda v, s: None, rates=feed)
+            await again.restore(led, now_ms=clock.time_ms())
+            again.journal_rates(RateLog("USD", await led.read(money.last_rates, "USD"), led.rate))
+            now = clock.time_ms()
+            sell = make_order(make_group("g2", now), 0, ts_ms=now)
+            sell.side, sell.qty = "sell", D(100)  # OKX closed at 59,990 (its last price): only the fee
+            again.on_fill(sell, fill(sell, "o2", "59990", ts=now, fee="2"))
+            assert again.day_change(now) is None  # the book not read yet: no figure, not a guess
+            assert await feed.poll_once() == 2
+            now = clock.time_ms()
+            assert again.day_change(now) == D(-2) * D("0.9991")
+        finally:
+            await led.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_mid_that_wobbles_every_poll_adds_no_row_and_the_figures_still_agree(tmp_path: Path) -> None:
+    """Review of issue 16: a USDT-USD mid moving a little at every poll wrote a `rate` row per
+    poll (per currency: 2,880 a day at 30 s). Within `[money] rate_tolerance_bps` the journaled
+    rate stays in force for the running equity too, so the ledger's figure is still the same."""
+    clock = ManualClock(wall_ms=T0)
+    path = tmp_path / "l.db"
+    async with _Sims(clock) as sims:
+        led = await Ledger.open(path, clock=clock)
+        try:
+            await _positions(led)
+            feed = RateFeed([RateSource("okx", "USDT-USD", sims.okx.rest_url)], "USD", {}, clock,
+                            max_age_s=MAX_AGE_S, poll_s=1.0)
+            equity = RunningEquity(INSTRUMENTS, MoneyConfig(), lambda v, s: TOUCH.get((v, s)), rates=feed)
+            await equity.restore(led)
+            bp = Decimal(repr(MoneyConfig().rate_tolerance_bps)) / 10_000
+            equity.journal_rates(RateLog("USD", await led.read(money.last_rates, "USD"), led.rate, bp))
+            tops = [(0.9990, 0.9992), (0.9991, 0.9992), (0.9990, 0.9991), (0.9990, 0.9992)]  # mids within 0.5 bp
+            for i in range(40):
+                sims.okx.publish(SimTick("okx", "USDT-USD", *tops[i % len(tops)], 1000.0, 1000.0, clock.time_ms()))
+                assert await feed.poll_once() == 1
+                now = clock.time_ms()
+                running = equity.equity(now)["total"]
+                await led.flush()
+                assert D(running) == D("10.4") * D("0.9991")  # the rate in force: the first one read
+                assert await _ledger_total(path, now) == running
+                clock.advance(ms=1_000)
+            assert [(e["rate"], e["read_ms"]) for e in await _rate_events(path)] == [("0.9991", T0)]
+            sims.okx.publish(SimTick("okx", "USDT-USD", 0.9987, 0.9989, 1000.0, 1000.0, clock.time_ms()))
+            assert await feed.poll_once() == 1  # 3 bp lower: a move
+            now = clock.time_ms()
+            running = equity.equity(now)["total"]
+            await led.flush()
+            assert D(running) == D("10.4") * D("0.9988") and await _ledger_total(path, now) == running
+            assert [e["rate"] for e in await _rate_events(path)] == ["0.9991", "0.9988"]
+        finally:
+            await led.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_quick_restart_converts_at_the_journaled_rate_until_the_books_are_read(tmp_path: Path) -> None:
+    """Review of issue 16: right after a restart the books are not read yet, so every reading
+    (the breakers' restored day figure first) converted at the typed rate or as missing, and
+    journaled that, only for the first read to journal the book again: two rows per currency
+    per restart, and figures that were not the ledger's. A journaled book rate read within
+    `rate_max_age_s` is as fresh as the feed would hold it: it stays in force until then."""
+    clock = ManualClock(wall_ms=T0)
+    path = tmp_path / "l.db"
+    max_age_ms = MAX_AGE_S * 1000
+    async with _Sims(clock) as sims:
+        led = await Ledger.open(path, clock=clock)
+        try:
+            await _positions(led)
+            before = _feed(sims, clock)
+            first = RunningEquity(INSTRUMENTS, MoneyConfig(), lambda v, s: TOUCH.get((v, s)), rates=before)
+            await first.restore(led)
+            first.journal_rates(RateLog("USD", {}, led.rate, max_age_ms=max_age_ms))
+            assert await before.poll_once() == 2
+            assert first.total(clock.time_ms()) == D("10.4") * D("0.9991")
+            await led.flush()
+            journaled = await _rate_events(path)
+            assert [e["ccy"] for e in journaled] == ["USDC", "USDT"]
+
+            clock.advance(ms=20_000)  # stopped and started again within rate_max_age_s
+            for given in ({}, {"USDT": D(1)}):  # books only; books over a typed fallback
+                config = MoneyConfig(rates=given)
+                feed = _feed(sims, clock, given)
+                again = RunningEquity(INSTRUMENTS, config, lambda v, s: TOUCH.get((v, s)), rates=feed)
+                await again.restore(led, now_ms=clock.time_ms())
+                again.journal_rates(RateLog("USD", await led.read(money.last_rates, "USD"), led.rate,
+                                            max_age_ms=max_age_ms))
+                now = clock.time_ms()
+                running = again.equity(now)["total"]
+                await led.flush()
+                assert D(running) == D("10.4") * D("0.9991")  # the journaled rate, still fresh
+                assert await _ledger_total(path, now) == running
+                assert await _rate_events(path) == journaled  # nothing written to be undone
+            clock.advance(ms=max_age_ms - 20_000 + 1)  # the journaled read is stale now, no book read
+            now = clock.time_ms()
+            assert again.equity(now)["total"] == str(D("10.4"))  # the typed USDT = 1 (USDC not held)
+            await led.flush()
+            assert [(e["ccy"], e["source"]) for e in (await _rate_events(path))[2:]] == [
+                ("USDC", "missing"), ("USDT", "given")]
+            assert await _ledger_total(path, now) == str(D("10.4"))
+        finally:
+            await led.close()

@@ -28,6 +28,7 @@ from feeds.recording import (
     group_recordings,
     parse_line,
     part_path,
+    read_frames,
     read_recording,
     read_records,
     recording_files,
@@ -320,6 +321,32 @@ def test_a_file_reads_up_to_its_first_bad_line_and_names_it(tmp_path_factory: py
         with pytest.raises(RecordingError, match=rf"^{re.escape(str(path))}:{bad}: "):
             seen.extend(read_records(path))
     assert seen == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(_good, _junk), max_size=8), st.booleans())
+def test_the_replays_frame_reader_reads_what_read_recording_reads(tmp_path_factory: pytest.TempPathFactory,
+                                                                  lines: list[bytes], packed: bool) -> None:
+    """read_frames (the replay's reader: tuples, no RecordedFrame per line) gives the frames
+    read_recording gives, in order, and stops on the same bad line with the same error."""
+    lines = [b'{"venue":"okx","feed":"okx","recv_ns":1,"frame":"first"}', *lines]
+    path = tmp_path_factory.mktemp("t") / ("r.jsonl.gz" if packed else "r.jsonl")
+    data = b"".join(line + b"\n" for line in lines)
+    path.write_bytes(gzip.compress(data) if packed else data)
+
+    def read(reader: Any) -> tuple[list[Any], str | None]:
+        seen: list[Any] = []
+        try:
+            for item in reader(path):
+                seen.append(item)
+        except RecordingError as exc:
+            return seen, str(exc)
+        return seen, None
+
+    frames, error = read(read_recording)
+    tuples, tuple_error = read(read_frames)
+    assert tuples == [(f.feed, f.recv_ns, f.frame) for f in frames]
+    assert tuple_error == error
 
 
 async def test_a_recording_that_fails_stops_itself_and_trading_goes_on(tmp_path: Path) -> None:

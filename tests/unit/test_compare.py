@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.compare import CompareEngine
 from core.config import (
@@ -385,3 +387,20 @@ def test_edges_are_finite_for_sane_quotes() -> None:
     for e in engine.comparison("TST").edges:
         assert math.isfinite(e.edge_bps)
         assert math.isfinite(e.gross_bps)
+
+
+@settings(max_examples=200, deadline=None)
+@given(quotes=st.lists(st.tuples(st.sampled_from(("mt5", "okx", "binance")), st.floats(90.0, 110.0),
+                                 st.floats(0.0, 2.0)), max_size=30))
+def test_update_refreshes_each_edge_as_recompute_does(quotes: list[tuple[Venue, float, float]]) -> None:
+    """`update` computes the edges of the quote's book inline; `EdgeState.recompute` is the
+    formula: after every quote, recomputing each valid edge gives the same floats, bit for bit."""
+    engine = CompareEngine([_tst(okx_fee=5.0, bn_fee=7.5, mt5_fee=1.0)])
+    symbols = {"mt5": "TSTUSD", "okx": "TST-USDT", "binance": "TSTUSDT"}
+    for n, (venue, bid, spread) in enumerate(quotes, start=1):
+        engine.update(_q(venue, symbols[venue], bid, bid + spread, recv_ns=n))
+        for edge in engine.edges("TST"):
+            if edge.valid:
+                got = (edge.gross_bps, edge.edge_bps)
+                assert edge.recompute() == got[1]
+                assert (edge.gross_bps, edge.edge_bps) == got

@@ -404,7 +404,7 @@ async def test_open_command_is_executed_once_then_acked_and_filled(quotes: Quote
     assert listener.acks == [{"command_id": "o-1", "status": "accepted", "retcode": TRADE_RETCODE_DONE, "reason": ""}]
     assert listener.fills == [{
         "command_id": "o-1", "deal": deal.ticket, "order": deal.order, "position": deal.position,
-        "symbol": "XAUUSD", "side": "buy", "volume": 0.1, "price": 2650.31, "commission": -0.7,
+        "symbol": "XAUUSD", "side": "buy", "volume": 0.1, "price": 2650.31, "commission": -0.7, "swap": 0.0,
         "time_msc": deal.time_msc,
     }]
     ack_at = listener.requests.index(("POST", "/mt5/ack"))
@@ -617,7 +617,7 @@ async def test_account_report_and_resync_of_recent_fills(quotes: Quotes, clock: 
     assert acct.keys() == {"balance", "equity", "margin_free", "positions", "margin_mode", "trade_allowed"}
     assert (acct["margin_mode"], acct["trade_allowed"]) == ("hedging", True)
     assert [p["magic"] for p in acct["positions"]] == [MAGIC]
-    assert acct["positions"][0].keys() == {"ticket", "symbol", "type", "volume", "price_open", "magic"}
+    assert acct["positions"][0].keys() == {"ticket", "symbol", "type", "volume", "price_open", "magic", "swap"}
     everything = make_ea(listener, broker, quotes, clock)
     assert await everything.post_account()
     assert sorted(p["magic"] for p in listener.accounts[-1]["positions"]) == [42, MAGIC]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -210,3 +211,62 @@ async def test_tick_rate_is_computed_on_read() -> None:
     assert health.ticks_per_s == pytest.approx(20.0, rel=0.1)
     clock.advance(ms=30_000)
     assert rig.bridge.health("T1").ticks_per_s == 0.0
+
+
+def _number(value: float) -> str:
+    """A JSON number for any float; a non-finite one (no JSON form) as an overflowing literal,
+    which the decoder refuses as out of range."""
+    if not math.isfinite(value):
+        return "-1e999" if value < 0 else "1e999"
+    return repr(value)
+
+
+# Mostly valid ticks with at most one field off, so that both outcomes come up in every run; the
+# symbol set holds an empty and an over-long name, which only the length check refuses.
+_WIDE = SYMBOLS | {"", "X" * 65}
+_good_tick = st.tuples(st.sampled_from(sorted(SYMBOLS)), st.floats(0.01, 1e6), st.floats(0.0, 1e3),
+                       st.integers(0, protocol.I64_MAX)).map(lambda t: (t[0], t[1], t[1] + t[2], t[3]))
+_bad_field = st.one_of(
+    st.tuples(st.just(0), st.one_of(st.sampled_from(sorted(_WIDE)), st.text(max_size=70))),
+    st.tuples(st.just(1), st.one_of(st.floats(), st.sampled_from((0.0, -0.0, -1.0)))),
+    st.tuples(st.just(2), st.one_of(st.floats(), st.sampled_from((0.0, -0.0, -1.0)))),
+    st.tuples(st.just(3), st.one_of(st.integers(-5, -1), st.just(protocol.I64_MAX),
+                                    st.integers(protocol.I64_MAX + 1, 2**64 - 1))),
+)
+
+
+@st.composite
+def _tick_fields(draw: st.DrawFn) -> tuple[str, float, float, int]:
+    fields: list[object] = list(draw(_good_tick))
+    if draw(st.booleans()):
+        i, value = draw(_bad_field)
+        fields[i] = value
+    s, b, a, t = fields
+    assert isinstance(s, str) and isinstance(b, float) and isinstance(a, float) and isinstance(t, int)
+    return s, b, a, t
+
+
+@settings(max_examples=500, deadline=None)
+@given(ticks=st.lists(_tick_fields(), max_size=4))
+def test_the_tick_fast_path_decides_as_the_field_checks(ticks: list[tuple[str, float, float, int]]) -> None:
+    """decode_ticks accepts a batch in one test per tick; the field-by-field checks
+    (check_ticks) must agree on every batch: the same batch accepted, the same errors."""
+    body = ('{"ticks":[' + ",".join(
+        f'{{"symbol":{json.dumps(s)},"bid":{_number(b)},"ask":{_number(a)},"time_msc":{t}}}'
+        for s, b, a, t in ticks) + "]}").encode()
+    try:
+        reference = protocol._decode(body, protocol._TICKS)
+    except InvalidRequest:
+        with pytest.raises(InvalidRequest):
+            protocol.decode_ticks(body, _WIDE, "T1")
+        return
+    try:
+        protocol.check_ticks(reference, _WIDE, "T1")
+        expected: object = reference
+    except InvalidRequest as exc:
+        expected = [(e.field, e.reason) for e in exc.errors]
+    try:
+        got: object = protocol.decode_ticks(body, _WIDE, "T1")
+    except InvalidRequest as exc:
+        got = [(e.field, e.reason) for e in exc.errors]
+    assert got == expected

@@ -108,7 +108,7 @@ def test_any_book_reads_back_exactly_or_is_refused_as_crossed(a: Decimal, b: Dec
 # -- [money] rate_books -----------------------------------------------------------------------------
 
 def test_rate_books_are_venue_symbol_currency_books() -> None:
-    cfg = MoneyConfig(rate_books=["okx:USDC-USDT", "binance:USDCUSDT", "mt5:USDTUSD"], rate_max_age_s=30)
+    cfg = MoneyConfig(rate_books=["okx:USDC-USDT", "binance:USDCUSDT", "mt5:USDTUSD"], rate_max_age_s=31)
     assert cfg.rate_book_keys() == [("okx", "USDC-USDT"), ("binance", "USDCUSDT"), ("mt5", "USDTUSD")]
     assert (MoneyConfig().rate_books, MoneyConfig().rate_max_age_s) == ([], 300.0)
 
@@ -132,6 +132,15 @@ def test_a_book_twice_and_bad_ages_are_refused() -> None:
     for age in (0, -1, float("inf")):
         with pytest.raises(ValidationError, match="rate_max_age_s"):
             MoneyConfig(rate_max_age_s=age)
+
+
+@pytest.mark.parametrize(("age", "poll"), [(10.0, 30.0), (30.0, 30.0)])
+def test_a_book_stale_before_its_next_read_is_refused(age: float, poll: float) -> None:
+    """Review of issue 16: such a book flapped between its rate and the typed one (or missing)
+    at every poll, two `rate` rows a poll and figures missing most of the time."""
+    with pytest.raises(ValidationError, match=r"rate_max_age_s \(\d+\) must exceed rate_poll_s"):
+        MoneyConfig(rate_max_age_s=age, rate_poll_s=poll)
+    assert MoneyConfig(rate_max_age_s=poll + 1, rate_poll_s=poll).rate_max_age_s == poll + 1
 
 
 def _config(books: list[str], drop_venue: str | None = None) -> QuantarbConfig:
