@@ -5,8 +5,8 @@ under its group id, such as a close of that one group), plus its share of the or
 closed positions without belonging to a group: a flatten sends one order per venue and asset
 for the net of every group that holds there. Such a closing fill is attributed first in,
 first out: to the groups holding that (venue, symbol) against the fill's side, oldest
-position first, each up to what it holds; a fee is shared in proportion to quantity (the last
-piece takes the remainder, so the shares sum exactly to the fee). What no group holds (dust
+position first, each up to what it holds; a fee is shared in proportion to quantity, each share cut to 1e-12 (the
+last piece takes the remainder, so the shares sum exactly to the fee). What no group holds (dust
 folded away, a position from outside quantarb, a flatten that overshot) lands on the
 `flatten` line, so nothing is booked nowhere.
 
@@ -32,6 +32,10 @@ Key = tuple[Venue, str]
 FLATTEN_LINE = "flatten"
 _ZERO = Decimal(0)
 _CTX = Context(prec=50)
+# A fee's shares are cut to 1e-12 (the last takes the exact remainder): a 50-digit share summed
+# into a group's fees in the default 28-digit context rounded, so the shares no longer added up
+# to the fee (12.48999... for 12.49, found by hypothesis).
+_FEE_QUANTUM = Decimal("1e-12")
 
 
 @dataclass(slots=True)
@@ -174,8 +178,9 @@ class Attribution:
         out: list[tuple[str, Decimal]] = []
         fee_left = fee
         for n, (g, take) in enumerate(pieces):
-            share = fee_left if n == len(pieces) - 1 else _CTX.divide(_CTX.multiply(fee, take), base)
-            fee_left -= share
+            share = fee_left if n == len(pieces) - 1 else _CTX.quantize(
+                _CTX.divide(_CTX.multiply(fee, take), base), _FEE_QUANTUM)
+            fee_left = _CTX.subtract(fee_left, share)
             self._book(g, key, inst.pair, side, take, px, share, ts_ms, True, batch=group_id or "")
             out.append((g.group_id, take))
         return out

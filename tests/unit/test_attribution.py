@@ -189,3 +189,16 @@ def test_a_group_closed_from_its_ledger_row_only_from_a_state_that_holds() -> No
     for outcome in ("unwound", "rejected", "closed", "working"):
         with pytest.raises(ValueError):
             ev.group_closed("g1", outcome, T0, D(0), D(0), "", T0)
+
+
+def test_a_fee_split_three_ways_still_sums_to_the_fee() -> None:
+    """Found by the property above: a closing fee shared by three groups in 50-digit shares was
+    rounded when each share joined a group's fees (28 digits), so the groups' fees summed to
+    12.48999... for 12.49. Shares are now cut to 1e-12 and the last takes the remainder."""
+    b = Book()
+    for gid in ("g1", "g2", "g3"):
+        b.fill(gid, MT5, "buy", "0.01", "2650", fee="4.13")
+    b.fill("FLx", MT5, "sell", "0.03", "2651", fee="0.1", closing=True)
+    fees = [g.fees for g in b.a.groups().values()]
+    assert len(fees) == 3 and sum(fees, D(0)) == D("12.49")
+    assert all(f.as_tuple().exponent >= -12 for f in fees)
