@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -55,6 +56,30 @@ def _held(led: Ledger) -> Held:
     return held
 
 
+Venues = tuple[ManualClock, OkxSimServer, BinanceSimServer, Ledger]
+
+
+@contextlib.asynccontextmanager
+async def _perpetual_venues(tmp_path: Path) -> AsyncIterator[Venues]:
+    """OKX's and Binance USD-M's simulators quoting BTC at T0 (Binance funding -0.0125 %), and a
+    ledger on the same manual clock; all stopped and closed after."""
+    clock = ManualClock(wall_ms=T0)
+    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
+    binance = BinanceSimServer(symbols=["BTCUSDT"], market="usdm", clock=clock)
+    await okx.start()
+    await binance.start()
+    led = await Ledger.open(tmp_path / "l.db", clock=clock)
+    try:
+        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
+        binance.publish(SimTick("binance", "BTCUSDT", *TOUCH[("binance", "BTCUSDT")], 1.0, 1.0, T0))
+        binance.funding.set_rate("BTCUSDT", D("-0.000125"))
+        yield clock, okx, binance, led
+    finally:
+        await led.close()
+        await okx.stop()
+        await binance.stop()
+
+
 async def _positions(led: Ledger) -> None:
     """Long 1 BTC on OKX (a group's leg), short 0.5 BTC on Binance (a flatten order's)."""
     g = make_group("g1", T0)
@@ -70,16 +95,7 @@ async def _positions(led: Ledger) -> None:
 
 @pytest.mark.timeout(60)
 async def test_funding_is_booked_at_each_funding_time_and_replayed_from_the_ledger(tmp_path: Path) -> None:
-    clock = ManualClock(wall_ms=T0)
-    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
-    binance = BinanceSimServer(symbols=["BTCUSDT"], market="usdm", clock=clock)
-    await okx.start()
-    await binance.start()
-    led = await Ledger.open(tmp_path / "l.db", clock=clock)
-    try:
-        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
-        binance.publish(SimTick("binance", "BTCUSDT", *TOUCH[("binance", "BTCUSDT")], 1.0, 1.0, T0))
-        binance.funding.set_rate("BTCUSDT", D("-0.000125"))
+    async with _perpetual_venues(tmp_path) as (clock, okx, binance, led):
         await _positions(led)
         config = MoneyConfig(rates={"USDT": D(1)})
         equity = RunningEquity(INSTRUMENTS, config, lambda v, s: TOUCH.get((v, s)))
@@ -126,10 +142,6 @@ async def test_funding_is_booked_at_each_funding_time_and_replayed_from_the_ledg
         await book(led, sell, closed)
         again.on_fill(sell, closed)
         assert [(b.venue, b.amount) for b in await resumed.poll_once()] == [("binance", D(-4))]
-    finally:
-        await led.close()
-        await okx.stop()
-        await binance.stop()
 
 
 @pytest.mark.timeout(60)
@@ -249,16 +261,7 @@ async def test_a_settlement_while_the_engine_was_stopped_is_charged_also_before_
     """Review of issue 16: a perpetual with no funding journaled yet resumed from *now* at every
     start, so a funding time that passed while the engine was stopped (a first hedge opened, a
     restart across 08:00) was never charged. It resumes just before the perpetual's first fill."""
-    clock = ManualClock(wall_ms=T0)
-    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
-    binance = BinanceSimServer(symbols=["BTCUSDT"], market="usdm", clock=clock)
-    await okx.start()
-    await binance.start()
-    led = await Ledger.open(tmp_path / "l.db", clock=clock)
-    try:
-        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
-        binance.publish(SimTick("binance", "BTCUSDT", *TOUCH[("binance", "BTCUSDT")], 1.0, 1.0, T0))
-        binance.funding.set_rate("BTCUSDT", D("-0.000125"))
+    async with _perpetual_venues(tmp_path) as (clock, okx, binance, led):
         await _positions(led)  # then the engine stops; the funding time passes; it starts again
         clock.advance(ms=FUNDING_MS - T0 + 3_600_000)
         resume = await led.read(money.funding_resume)
@@ -279,10 +282,6 @@ async def test_a_settlement_while_the_engine_was_stopped_is_charged_also_before_
         await led.flush()
         after = await led.read(money.funding_resume)
         assert after == {("okx", "BTC-USDT-SWAP"): FUNDING_MS, ("binance", "BTCUSDT"): FUNDING_MS}
-    finally:
-        await led.close()
-        await okx.stop()
-        await binance.stop()
 
 
 @pytest.mark.timeout(60)
