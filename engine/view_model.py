@@ -371,13 +371,15 @@ class ViewModel:
 
 
 def pair_event(ts_ms: int, row: PairRow) -> EngineEvent:
-    """One line per pair at stop: execution aggregates and monitor statistics."""
+    """One line per pair at stop: execution aggregates and monitor statistics. `groups_pnl` is
+    the sum of the pair's groups' PnL (their own cash flows, closing costs included), not the
+    equity change the summary line's `pnl` states (that marks open positions at the books)."""
     slip = "-" if row.mean_slippage_bps is None else f"{round(row.mean_slippage_bps, 1) + 0.0:.1f}"  # no "-0.0"
     edge = "-" if row.edge_p50 is None else f"{row.edge_p50:.1f}/{row.edge_p75 or 0:.1f}/{row.edge_p90 or 0:.1f}"
     return EngineEvent(
         ts_ms,
         "pair",
-        f"pair {row.key} groups={row.groups} hit_rate={row.hit_rate:.2f} pnl={row.total_pnl} "
+        f"pair {row.key} groups={row.groups} hit_rate={row.hit_rate:.2f} groups_pnl={row.total_pnl} "
         f"slippage_bps={slip} edge_p50/p75/p90={edge} trigger_rate={row.trigger_rate:.4f}",
         data={"pair": row.key, "groups": row.groups, "hit_rate": row.hit_rate, "pnl": row.total_pnl,
               "trigger_rate": row.trigger_rate},

@@ -66,6 +66,8 @@ def test_headless_duration_runs_demo_and_prints_summary(tmp_path: Path) -> None:
     pair_lines = {m.group(1): line for line in lines if (m := re.search(r" pair (\w+) groups=", line))}
     assert set(pair_lines) == {"XAU", "BTC", "ETH"}
     assert all("trigger_rate=" in line and "edge_p50/p75/p90=" in line for line in pair_lines.values())
+    # The pair lines sum groups' PnL; only the summary line says `pnl=` (the equity change).
+    assert all(" groups_pnl=" in line and " pnl=" not in line for line in pair_lines.values())
     assert result.stderr == ""
 
 
