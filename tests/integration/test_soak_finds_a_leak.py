@@ -56,7 +56,8 @@ def test_a_planted_leak_is_above_the_target_and_named(tmp_path: Path) -> None:
     assert res["within_target"] is False and res["rss_mb_per_hour"] > TARGET_MB_PER_HOUR, report
     top = res["top_growth_by_line"][0]
     assert top["where"].endswith(f"<string>:{res['leak_line']}"), report
-    # Between the two marks (the end of the warm-up and the end) the leak kept blocks
-    # of LEAK_BYTES each: the line's growth is a whole number of them, at least 100.
-    assert top["blocks"] >= 100 and top["kib"] * 1024 >= top["blocks"] * LEAK_BYTES, report
+    # Between the two marks (the end of the warm-up and the end) the leak kept at least 100
+    # blocks of LEAK_BYTES each (the line's figure also holds the list's own buffer, which
+    # grows and is freed at the same line, so it is not an exact multiple of them).
+    assert top["blocks"] >= 100 and top["kib"] * 1024 >= 100 * LEAK_BYTES, report
     assert res["heap_mb_per_hour"] > TARGET_MB_PER_HOUR, report
