@@ -188,12 +188,7 @@ async def test_the_sims_serve_the_documented_funding_endpoints() -> None:
 async def test_funding_charges_the_position_held_at_the_funding_time_not_at_its_booking(tmp_path: Path) -> None:
     """Booked a minute after the funding time: a fill before it counts, one between it and the
     booking does not (the position is the ledger's fills stamped at or before `fundingTime`)."""
-    clock = ManualClock(wall_ms=T0)
-    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
-    await okx.start()
-    led = await Ledger.open(tmp_path / "l.db", clock=clock)
-    try:
-        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
+    async with _perpetual_venues(tmp_path) as (clock, okx, _, led):
         equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: TOUCH.get((v, s)))
         await equity.restore(led)
         journaled: list[Booked] = []
@@ -221,19 +216,11 @@ async def test_funding_charges_the_position_held_at_the_funding_time_not_at_its_
         assert (b.funding_ms, b.position, b.amount) == (FUNDING_MS, D(2), D(-12))  # 2 BTC x 60,000 x 0.01 %
         assert journaled == [b]
         assert equity.equity(clock.time_ms())["carry"] == "-12"
-    finally:
-        await led.close()
-        await okx.stop()
 
 
 @pytest.mark.timeout(60)
 async def test_a_funding_time_whose_position_cannot_be_read_waits_for_the_next_poll(tmp_path: Path) -> None:
-    clock = ManualClock(wall_ms=T0)
-    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
-    await okx.start()
-    led = await Ledger.open(tmp_path / "l.db", clock=clock)
-    try:
-        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
+    async with _perpetual_venues(tmp_path) as (clock, okx, _, led):
         await _positions(led)
         equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: TOUCH.get((v, s)))
         await equity.restore(led)
@@ -250,9 +237,6 @@ async def test_a_funding_time_whose_position_cannot_be_read_waits_for_the_next_p
         assert accrual.errors == 1 and accrual.last_error is not None and "position unknown" in accrual.last_error
         readable = True
         assert [(b.funding_ms, b.amount) for b in await accrual.poll_once()] == [(FUNDING_MS, D(-6))]
-    finally:
-        await led.close()
-        await okx.stop()
 
 
 @pytest.mark.timeout(60)
@@ -291,12 +275,7 @@ async def test_a_fill_quantity_the_position_query_cannot_read_leaves_the_settlem
     """Review of issue 16: `money.position_at` summed `Decimal(qty)` as written, so a damaged
     quantity raised InvalidOperation out of the funding poll (its task has no guard: funding
     stopped for the run) or, for `NaN`, charged a NaN. Now a LedgerError: the settlement waits."""
-    clock = ManualClock(wall_ms=T0)
-    okx = OkxSimServer(symbols=["BTC-USDT-SWAP"], clock=clock)
-    await okx.start()
-    led = await Ledger.open(tmp_path / "l.db", clock=clock)
-    try:
-        okx.publish(SimTick("okx", "BTC-USDT-SWAP", *TOUCH[("okx", "BTC-USDT-SWAP")], 5.0, 5.0, T0))
+    async with _perpetual_venues(tmp_path) as (clock, okx, _, led):
         await _positions(led)
         equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: TOUCH.get((v, s)))
         await equity.restore(led)
@@ -312,9 +291,6 @@ async def test_a_fill_quantity_the_position_query_cannot_read_leaves_the_settlem
         assert await accrual.poll_once() == [] and journaled == []
         assert accrual.errors == 1 and accrual.last_error is not None
         assert "position unknown" in accrual.last_error and "is not a decimal >= 0" in accrual.last_error
-    finally:
-        await led.close()
-        await okx.stop()
 
 
 @pytest.mark.timeout(60)
