@@ -31,6 +31,9 @@ from typing import Literal
 
 __all__ = [
     "JOURNAL_KEEP_MS",
+    "JOURNAL_KEPT",
+    "JOURNAL_MIN_KEEP_MS",
+    "JOURNAL_UNKNOWN_EXPIRY_MS",
     "InstanceLock",
     "InstanceLocked",
     "Journal",
@@ -45,6 +48,26 @@ JournalState = Literal["sent", "done", "unknown", "retry", "rejected"]
 _STATES: frozenset[str] = frozenset({"sent", "done", "unknown", "retry", "rejected"})
 JOURNAL_KEEP_MS = 2 * 86_400_000  # commands expire in seconds; two days is plenty
 _COMPACT_AT = 5000  # lines; older entries are dropped when the journal is opened
+# In memory, besides the age: at most this many entries (the oldest go first), about half an
+# hour of the demo's MT5 commands in some 0.5 MB, where two days at its load are tens of
+# thousands. Dropping an entry is safe only once its command can no longer be executed: the
+# listener stops serving a command at its `expires_msc`, and the EA refuses one past it before
+# anything else (docs/mt5-protocol.md, Expiry). So an entry goes by count only when its
+# command has expired (`write(..., expires_ms=)`) and it is `JOURNAL_MIN_KEEP_MS` old; until
+# then the bound waits, and no command id that could still be delivered is forgotten. What is
+# dropped is still in the journal's file (which the EA compacts by age, `_COMPACT_AT`), and
+# every command and fill is in quantarb's ledger.
+JOURNAL_KEPT = 1_000
+# The youngest an entry dropped by count may be: the EA also uses its journal to name a deal's
+# command when it re-sends the fills of the last ten minutes after a restart
+# (`EaSimulator(resync_fills_ms=600_000)`) and to follow a command (a minute); the simulated
+# broker's history reaches back fifteen minutes (`sim.mt5_broker.HISTORY_KEPT_MS`).
+JOURNAL_MIN_KEEP_MS = 15 * 60_000
+# An entry whose command's expiry is not known (read from the file, or written without one) is
+# held as if its command expired this long after it was sent: the listener's command TTL is at
+# most an hour (`venues.mt5.command_ttl_ms`, core/config.py).
+JOURNAL_UNKNOWN_EXPIRY_MS = 3_600_000
+_NEVER = 1 << 62  # a command without an expiry (`expires_msc` 0): never dropped by count
 _FOLDER = "QuantArb"
 
 
@@ -93,14 +116,24 @@ class Journal:
     """
 
     def __init__(self, path: Path | None, *, now_ms: int, keep_ms: int = JOURNAL_KEEP_MS,
-                 entries: dict[str, JournalEntry] | None = None) -> None:
+                 entries: dict[str, JournalEntry] | None = None, max_entries: int = JOURNAL_KEPT,
+                 min_keep_ms: int = JOURNAL_MIN_KEEP_MS) -> None:
+        if max_entries < 1 or min_keep_ms < 0:
+            raise ValueError("max_entries must be >= 1 and min_keep_ms >= 0")
         self.path = path
         # Without a path, `entries` (when given) is the memory the journal lives in, shared with
         # the journals opened later on it (an EA restarted on the same simulated terminal).
         self._entries: dict[str, JournalEntry] = entries if entries is not None and path is None else {}
         # In memory, entries older than `keep_ms` (than the newest written) are forgotten as new
-        # ones come, not only when the file is opened: a simulated EA runs for weeks.
+        # ones come, not only when the file is opened: a simulated EA runs for weeks. Beyond
+        # `max_entries`, the oldest are forgotten once their command has expired and they are
+        # `min_keep_ms` old (JOURNAL_KEPT).
         self._keep_ms = keep_ms
+        self._max_entries = max_entries
+        self._min_keep_ms = min_keep_ms
+        # Command id -> from when it may be dropped by count (unix ms; see `_hold`).
+        self._holds: dict[str, int] = {}
+        self._newest_ms = 0
         self._by_age: deque[tuple[int, str]] = deque()
         if path is None:
             self._index()
@@ -120,6 +153,11 @@ class Journal:
 
     def _index(self) -> None:
         self._by_age = deque(sorted((e.send_ms, cid) for cid, e in self._entries.items()))
+        self._newest_ms = max((e.send_ms for e in self._entries.values()), default=0)
+        self._holds = {cid: self._hold(e, None) for cid, e in self._entries.items()}  # expiries not known
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get(self, command_id: str) -> JournalEntry | None:
         return self._entries.get(command_id)
@@ -127,33 +165,57 @@ class Journal:
     def entries(self) -> list[JournalEntry]:
         return list(self._entries.values())
 
-    def write(self, entry: JournalEntry) -> None:
+    def write(self, entry: JournalEntry, *, expires_ms: int | None = None) -> None:
+        """Append `entry`'s line. `expires_ms` is its command's `expires_msc` (0: it never
+        expires) when known; None keeps what an earlier write of the command said."""
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(entry.line() + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-        self._keep(entry)
+        self._keep(entry, expires_ms)
 
-    def remember(self, entry: JournalEntry) -> None:
+    def remember(self, entry: JournalEntry, *, expires_ms: int | None = None) -> None:
         """Keep `entry` in memory only (its line could not be written)."""
-        self._keep(entry)
+        self._keep(entry, expires_ms)
 
-    def _keep(self, entry: JournalEntry) -> None:
-        entries, by_age = self._entries, self._by_age
-        if entry.command_id not in entries:
-            by_age.append((entry.send_ms, entry.command_id))
-        entries[entry.command_id] = entry
-        horizon = entry.send_ms - self._keep_ms
-        while by_age and by_age[0][0] < horizon:
-            _, cid = by_age.popleft()
-            kept = entries.get(cid)
+    def _hold(self, entry: JournalEntry, expires_ms: int | None) -> int:
+        """From when `entry` may be dropped by count: once its command has expired (an hour
+        after it was sent when the expiry is not known) and it is `min_keep_ms` old."""
+        if expires_ms is None:
+            expires_ms = entry.send_ms + JOURNAL_UNKNOWN_EXPIRY_MS
+        elif expires_ms <= 0:
+            expires_ms = _NEVER
+        return max(expires_ms, entry.send_ms + self._min_keep_ms)
+
+    def _keep(self, entry: JournalEntry, expires_ms: int | None) -> None:
+        entries, by_age, holds = self._entries, self._by_age, self._holds
+        cid = entry.command_id
+        if cid not in entries:
+            by_age.append((entry.send_ms, cid))
+        entries[cid] = entry
+        if expires_ms is not None or cid not in holds:
+            holds[cid] = self._hold(entry, expires_ms)
+        self._newest_ms = newest = max(self._newest_ms, entry.send_ms)
+        horizon = newest - self._keep_ms
+        while by_age:
+            send_ms, oldest = by_age[0]
+            kept = entries.get(oldest)
             if kept is None:
+                by_age.popleft()
                 continue
-            if kept.send_ms < horizon:
-                del entries[cid]
-            else:  # sent again since: it ages from then
-                by_age.append((kept.send_ms, cid))
+            if kept.send_ms != send_ms:  # sent again since: it ages from then
+                by_age.popleft()
+                by_age.append((kept.send_ms, oldest))
+                continue
+            # `newest` is the latest send time written, never later than the EA's clock: a
+            # command whose expiry is before it is refused by the EA, and no longer served.
+            over = len(entries) > self._max_entries and holds.get(oldest, _NEVER) < newest
+            if send_ms >= horizon and not over:
+                break  # the oldest is young enough and still held (or within the count)
+            by_age.popleft()
+            del entries[oldest]
+            holds.pop(oldest, None)
 
 
 class InstanceLocked(RuntimeError):

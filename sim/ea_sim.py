@@ -345,10 +345,12 @@ class _Follow:
 class _TerminalMemory:
     """What an EA leaves in the common folder, for simulators without a `common_dir`: kept
     per `SimBroker` (the simulated terminal), so an EA restarted on it finds its journal and
-    its instance id again. The instance lock is not modelled there."""
+    its instance id again. The instance lock is not modelled there. The journal object itself
+    is kept (not only its entries): it also holds when each entry's command expires, which its
+    bound by count needs (`sim.ea_journal.JOURNAL_KEPT`)."""
 
     def __init__(self) -> None:
-        self.journal: dict[str, JournalEntry] = {}
+        self.journal = Journal(None, now_ms=0)
         self.instance_id = "ea-" + secrets.token_hex(8)
 
 
@@ -447,7 +449,7 @@ class EaSimulator:
         self._rng = random.Random(seed)
         self._client: httpx.AsyncClient | None = None
         self._lock: InstanceLock | None = None
-        self._journal = Journal(None, now_ms=clock.time_ms(), entries=memory.journal)
+        self._journal = memory.journal
         self._last_sent: dict[str, Mt5Tick] = {}
         self._last_ts = 0
         # Commands handled in this session: id -> the ack body (reported again on redelivery).
@@ -456,8 +458,10 @@ class EaSimulator:
         self._reported: OrderedDict[int, None] = OrderedDict()  # deal tickets reported this session
         self._reported_max = 10_000
         self._following: dict[str, _Follow] = {}
-        # Transient failures: id -> (monotonic ns before which not to retry, last retcode).
-        self._transient: dict[str, tuple[int, int]] = {}
+        # Transient failures: id -> (monotonic ns before which not to retry, last retcode, the
+        # command's expires_msc). One whose command expired is dropped at the next failure: the
+        # listener serves no expired command, so the EA may never see it again to refuse it.
+        self._transient: dict[str, tuple[int, int, int]] = {}
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._outbox_max = 10_000
         self._outbox_failures = 0
@@ -701,14 +705,14 @@ class EaSimulator:
             if traced is not None:
                 self.duplicates_skipped += 1
                 self.resent_reports += 1
-                self._remember(traced)
+                self._remember(traced, expires_ms=int(_number(raw.get("expires_msc"), 0.0)))
                 await self._report_known(traced, force=True)
                 return
         # 4. Expired: refuse.
         expires = _number(raw.get("expires_msc"), 0.0)
         if expires and self._clock.time_ms() > expires:
             self.expired_refused += 1
-            last_retcode = self._transient.pop(cid, (0, 0))[1] or (entry.retcode if entry is not None else 0)
+            last_retcode = self._transient.pop(cid, (0, 0, 0))[1] or (entry.retcode if entry is not None else 0)
             await self._ack(cid, "expired", last_retcode, "expired before execution")
             return
         retry = self._transient.get(cid)
@@ -787,7 +791,8 @@ class EaSimulator:
         price = cmd.price if spec.execution in ("request", "instant") and cmd.price > 0 else market
         entry = JournalEntry(cmd.id, "sent", self._clock.time_ms(), cmd.symbol, cmd.side, volume)
         try:
-            self._journal.write(entry)  # before OrderSend: a journaled id is never sent twice
+            # Before OrderSend: a journaled id is never sent again (and kept until it expires).
+            self._journal.write(entry, expires_ms=cmd.expires_msc)
         except OSError as exc:
             await self._refuse(cmd.id, f"cannot write the command journal: {exc}")
             return
@@ -824,7 +829,10 @@ class EaSimulator:
             self._remember(entry.but(state="retry", retcode=rc))
             self.transient_failures += 1
             backoff_ns = int(max(self.timer_s * 4, 0.2) * 1e9)
-            self._transient[cmd.id] = (self._clock.monotonic_ns() + backoff_ns, rc)
+            now_ms = self._clock.time_ms()
+            for expired in [k for k, (_, _, exp) in self._transient.items() if 0 < exp < now_ms]:
+                del self._transient[expired]
+            self._transient[cmd.id] = (self._clock.monotonic_ns() + backoff_ns, rc, cmd.expires_msc)
             log.info("EA simulator: command %s hit retcode %d; retried on redelivery", cmd.id, rc)
             return
         self.rejected += 1
@@ -1006,13 +1014,14 @@ class EaSimulator:
         return [d for d in self.broker.history_deals(entry.send_ms - 60_000)
                 if d.magic == self.magic and ((entry.order and d.order == entry.order) or d.comment == stored)]
 
-    def _remember(self, entry: JournalEntry) -> None:
-        """Journal an outcome; when the disk fails it is kept in memory (the order is sent)."""
+    def _remember(self, entry: JournalEntry, *, expires_ms: int | None = None) -> None:
+        """Journal an outcome; when the disk fails it is kept in memory (the order is sent).
+        `expires_ms`: the command's expiry when it was not journaled before (None: unchanged)."""
         try:
-            self._journal.write(entry)
+            self._journal.write(entry, expires_ms=expires_ms)
         except OSError as exc:
             log.error("EA simulator: cannot journal %s (%s): %r", entry.command_id, entry.state, exc)
-            self._journal.remember(entry)
+            self._journal.remember(entry, expires_ms=expires_ms)
 
     def _resync_fills(self) -> None:
         """Queue the fills of our recent deals again: one lost in a crash after its ack arrives

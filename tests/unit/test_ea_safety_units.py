@@ -19,7 +19,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.clock import ManualClock
-from sim.ea_journal import InstanceLock, InstanceLocked, Journal, JournalEntry, journal_path
+from sim.ea_journal import (
+    JOURNAL_KEEP_MS,
+    JOURNAL_KEPT,
+    JOURNAL_MIN_KEEP_MS,
+    JOURNAL_UNKNOWN_EXPIRY_MS,
+    InstanceLock,
+    InstanceLocked,
+    Journal,
+    JournalEntry,
+    journal_path,
+)
 from sim.ea_sim import EaSimulator, choose_filling
 from sim.mt5_broker import (
     TRADE_ACTION_REMOVE,
@@ -196,6 +206,66 @@ def test_journal_entries_round_trip(cid: str, state: str, volume: float, order: 
     entry = JournalEntry(cid, state, T0, "XAUUSD", "buy", volume, order, 10009, reason)  # type: ignore[arg-type]
     back = JournalEntry.parse(entry.line())
     assert back == entry.but(reason=" ".join(reason.split()))
+
+
+def _sent(cid: str, send_ms: int) -> JournalEntry:
+    return JournalEntry(cid, "sent", send_ms, "XAUUSD", "buy", 0.01)
+
+
+def test_the_journal_keeps_at_most_journal_kept_entries_in_memory(tmp_path: Path) -> None:
+    # One command a second, each expiring 2 s after it was sent (the listener's default TTL):
+    # past JOURNAL_KEPT entries the oldest go, exactly that many stay; the file keeps every line.
+    path = tmp_path / "T1.journal"
+    journal = Journal(path, now_ms=T0)
+    extra = 5
+    for i in range(JOURNAL_KEPT + extra):
+        send_ms = T0 + i * 1000
+        journal.write(_sent(f"c-{i}", send_ms), expires_ms=send_ms + 2000)
+        journal.write(_sent(f"c-{i}", send_ms).but(state="done", order=i + 1))  # the outcome keeps its expiry
+    assert len(journal) == JOURNAL_KEPT
+    kept = [e.command_id for e in journal.entries()]
+    assert kept[0] == f"c-{extra}" and kept[-1] == f"c-{JOURNAL_KEPT + extra - 1}"
+    assert all(journal.get(f"c-{i}") is None for i in range(extra))
+    assert len(path.read_text().splitlines()) == 2 * (JOURNAL_KEPT + extra)
+
+
+def test_the_journal_bound_waits_for_commands_that_can_still_be_delivered() -> None:
+    journal = Journal(None, now_ms=T0, max_entries=2)
+    # Expired at once, but younger than JOURNAL_MIN_KEEP_MS: its fills may still be re-sent.
+    journal.write(_sent("young", T0), expires_ms=T0 + 1)
+    # Expires in an hour: until then the listener serves it and the EA would execute it.
+    journal.write(_sent("long", T0 + 1), expires_ms=T0 + 3_600_000)
+    journal.write(_sent("never", T0 + 2), expires_ms=0)  # no expiry: by age only
+    journal.write(_sent("b", T0 + 3), expires_ms=T0 + 2003)
+    assert len(journal) == 4
+    journal.write(_sent("c", T0 + JOURNAL_MIN_KEEP_MS + 1), expires_ms=T0 + JOURNAL_MIN_KEEP_MS + 2001)
+    assert journal.get("young") is None  # now old enough: the count takes it, and waits at "long"
+    assert [e.command_id for e in journal.entries()] == ["long", "never", "b", "c"]
+    journal.write(_sent("d", T0 + 3_600_002), expires_ms=T0 + 3_602_002)
+    assert journal.get("long") is None and journal.get("never") is not None  # "never" holds the rest
+    assert [e.command_id for e in journal.entries()] == ["never", "b", "c", "d"]
+    journal.write(_sent("e", T0 + 2 + JOURNAL_KEEP_MS + 1), expires_ms=T0 + 2 + JOURNAL_KEEP_MS + 2001)
+    assert [e.command_id for e in journal.entries()] == ["d", "e"]  # "never" by age, then b, c, d by count
+
+
+def test_journal_entries_read_from_the_file_are_held_an_hour(tmp_path: Path) -> None:
+    # Their commands' expiry is not in the file: held as if they expired an hour after they were sent.
+    path = tmp_path / "T1.journal"
+    Journal(path, now_ms=T0).write(_sent("old", T0))
+    journal = Journal(path, now_ms=T0, max_entries=1)
+    journal.write(_sent("a", T0 + JOURNAL_UNKNOWN_EXPIRY_MS), expires_ms=T0 + JOURNAL_UNKNOWN_EXPIRY_MS + 2000)
+    assert journal.get("old") is not None
+    journal.write(_sent("b", T0 + JOURNAL_UNKNOWN_EXPIRY_MS + 1), expires_ms=T0 + JOURNAL_UNKNOWN_EXPIRY_MS + 2001)
+    assert [e.command_id for e in journal.entries()] == ["a", "b"]  # "old" went; "a" is held (min keep)
+
+
+def test_a_restarted_simulated_ea_keeps_the_journal_with_its_expiries(quotes: Quotes, clock: ManualClock) -> None:
+    b = broker(quotes, clock)
+    first = EaSimulator("http://127.0.0.1:8787", TERMINAL, SECRET, ["XAUUSD"], b, quotes, clock, magic=MAGIC)
+    second = EaSimulator("http://127.0.0.1:8787", TERMINAL, SECRET, ["XAUUSD"], b, quotes, clock, magic=MAGIC)
+    # The same object, not a new one over the same entries: a new one would know no command's
+    # expiry and hold every entry an hour, so the count bound would not hold across restarts.
+    assert first._journal is second._journal
 
 
 def test_the_lock_is_exclusive_and_keeps_the_instance_id(tmp_path: Path) -> None:

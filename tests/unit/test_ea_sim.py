@@ -537,6 +537,25 @@ async def test_connection_failure_until_expiry_is_acked_expired_with_the_last_re
     await ea.aclose()
 
 
+async def test_a_transient_failure_of_a_command_that_expired_unseen_is_forgotten(
+    quotes: Quotes, clock: ManualClock
+) -> None:
+    # The listener stops serving a command at its expiry, so the EA may never see it again to
+    # refuse it: its transient failure is dropped at the next one, not kept for the session.
+    listener = FakeListener(clock, commands=[command(clock=clock)])
+    broker = make_broker(quotes, clock, behaviour=BrokerBehaviour(connection_prob=1.0))
+    ea = make_ea(listener, broker, quotes, clock)
+    await steps(ea, clock, 1, ms=10)
+    assert ea.transient_failures == 1 and list(ea._transient) == ["o-1"]
+    listener.commands = []  # expired at the listener: no longer served
+    clock.advance(ms=2500)
+    listener.commands = [command("o-2", clock=clock)]
+    await steps(ea, clock, 1, ms=10)
+    assert ea.transient_failures == 2 and list(ea._transient) == ["o-2"]
+    assert listener.acks == [] and ea.expired_refused == 0
+    await ea.aclose()
+
+
 async def test_failed_reports_are_retried_with_the_same_body(quotes: Quotes, clock: ManualClock) -> None:
     listener = FakeListener(clock, commands=[command(clock=clock)], fail={"/mt5/fill": 2})
     broker = make_broker(quotes, clock)
