@@ -10,7 +10,19 @@ last piece takes the remainder, so the shares sum exactly to the fee). What no g
 folded away, a position from outside quantarb, a flatten that overshot) lands on the
 `flatten` line, so nothing is booked nowhere.
 
-A group becomes **closed** when a closing fill brought every one of its positions below one
+Groups also close each other (**netting**, issue 19): once a group is **settled** (its execution
+ended and no order of it is pending, `settle`), its position on each book is set against the
+opposite positions of settled groups holding that book, first in, first out, without fees, at
+the midpoint of the two groups' entry prices on that book: a transfer (`Net`) in which the long
+group sells to the short one at one price, so the totals do not move, and the two share what
+the round trip on that book made (a figure of their fills alone, not of when they settled). It
+is what a flatten's `net_off` does for a book it left flat (at the mark there), done as soon as
+two groups offset: so the settled groups holding a book all hold it the same way, and how many
+there are is bounded by the net position (the risk limits), not by how many groups ever traded.
+The engine journals each `Net` (a `net` ledger event) and the ledger's replay books them as
+journaled (`transfer`), so `ledger groups` says what the engine said.
+
+A group becomes **closed** when a closing fill (or a net) brought every one of its positions below one
 lot step: its PnL is then its whole cash flow after every fee (`GroupMoney.realized`), and
 nothing of it is held any longer.
 
@@ -44,6 +56,20 @@ class _Side:
     notional: Decimal = _ZERO
 
 
+@dataclass(frozen=True, slots=True)
+class Net:
+    """One netting transfer on one book: `long_group` sold `qty` (base units) to `short_group` at
+    `price` (normalized), no fee."""
+
+    venue: Venue
+    symbol: str
+    long_group: str
+    short_group: str
+    qty: Decimal
+    price: Decimal
+    ts_ms: int
+
+
 @dataclass(slots=True)
 class GroupMoney:
     """One group's (or the flatten line's) money: cash before fees, fees, and what it holds."""
@@ -59,6 +85,7 @@ class GroupMoney:
     last_ms: int = 0
     # Per asset and side, what was bought/sold: the residual's cost at that side's average price.
     _sides: dict[tuple[str, Side], _Side] = field(default_factory=dict)
+    _legs: dict[tuple[Key, Side], _Side] = field(default_factory=dict)  # the same per book: entry prices
     _asset: dict[Key, str] = field(default_factory=dict)
 
     def residual(self, asset: str | None = None) -> Decimal:
@@ -83,6 +110,12 @@ class GroupMoney:
         the whole cash flow once nothing is held."""
         return self.cash + self.residual_cost() - self.fees
 
+    def entry(self, key: Key) -> Decimal | None:
+        """The average price (normalized) of the side it holds on this book; None when flat."""
+        held = self.positions.get(key, _ZERO)
+        side = self._legs.get((key, "buy" if held > 0 else "sell")) if held else None
+        return _CTX.divide(side.notional, side.qty) if side is not None and side.qty else None
+
     def flat(self, steps: Mapping[Key, Decimal]) -> bool:
         return all(abs(q) < steps[k] for k, q in self.positions.items())
 
@@ -93,9 +126,9 @@ class GroupMoney:
         notional = qty * price
         self.cash += -notional if side == "buy" else notional
         self.fees += fee
-        s = self._sides.setdefault((asset, side), _Side())
-        s.qty += qty
-        s.notional += notional
+        for s in (self._sides.setdefault((asset, side), _Side()), self._legs.setdefault((key, side), _Side())):
+            s.qty += qty
+            s.notional += notional
         self.last_ms = max(self.last_ms, ts_ms)
 
 
@@ -104,8 +137,8 @@ class Attribution:
 
     `keep_flat=False` (the running engine) forgets a group once it holds nothing and was not
     just closed, and keeps no trade ids (the caller feeds each fill once: the running portfolio
-    deduplicates first), so memory is bounded by the groups that hold positions; the ledger's
-    replay keeps every group.
+    deduplicates first), so memory is bounded by the groups that hold positions, and with
+    netting (`settle`) by the net positions; the ledger's replay keeps every group.
     """
 
     def __init__(self, instruments: Iterable[Instrument], *, keep_flat: bool = True) -> None:
@@ -115,6 +148,7 @@ class Attribution:
         # Per book, the groups holding a position there, oldest first (dict order).
         self._holders: dict[Key, dict[str, None]] = {}
         self._closed: dict[str, GroupMoney] = {}  # closed by a closing fill, not yet taken
+        self._settled: set[str] = set()  # groups done trading: netted against each other
         self._trades: set[tuple[Venue, str]] | None = set() if keep_flat else None
         self.line = GroupMoney(FLATTEN_LINE)
 
@@ -126,6 +160,10 @@ class Attribution:
 
     def group(self, group_id: str) -> GroupMoney | None:
         return self._groups.get(group_id)
+
+    def remembered(self) -> int:
+        """How many groups this holds (the flatten line aside)."""
+        return len(self._groups)
 
     def groups(self) -> dict[str, GroupMoney]:
         return dict(self._groups)
@@ -208,6 +246,7 @@ class Attribution:
             self._closed[g.group_id] = g
         if not self._keep_flat and g.group_id not in self._closed and all(q == 0 for q in g.positions.values()):
             self._groups.pop(g.group_id, None)
+            self._settled.discard(g.group_id)
 
     def net_off(self, venue: Venue, symbol: str, price: Decimal, ts_ms: int, batch: str) -> list[str]:
         """After a flatten left this book flat: groups still holding it against each other (one
@@ -228,9 +267,73 @@ class Attribution:
                 return touched
             long, short = longs[0], shorts[0]
             qty = min(long.positions[inst.key], -short.positions[inst.key])
-            self._book(long, inst.key, inst.pair, "sell", qty, px, _ZERO, ts_ms, True, batch=batch)
-            self._book(short, inst.key, inst.pair, "buy", qty, px, _ZERO, ts_ms, True, batch=batch)
+            self._transfer(inst, long, short, qty, px, ts_ms, batch, batch)
             touched += [g.group_id for g in (long, short) if g.group_id not in touched]
+
+    def settle(self, group_id: str, ts_ms: int) -> list[Net]:
+        """The group's execution ended and no order of it is pending: from now on it nets. Each
+        book it holds is set against the opposite positions of settled groups holding that book,
+        first in, first out, without fees, at the midpoint of the two groups' entry prices there:
+        the two share what the round trip on that book made, a figure of their fills alone (not
+        of when they settled). Returns the transfers (to journal), in the order made."""
+        g = self._groups.get(group_id)
+        if g is None:
+            return []  # holds nothing (or never traded): nothing to net, nothing to remember
+        self._settled.add(group_id)
+        out: list[Net] = []
+        for key in sorted(k for k, q in g.positions.items() if q != 0):
+            inst = self._inst[key]
+            for hid in list(self._holders.get(key, {})):
+                mine = g.positions.get(key, _ZERO)
+                if mine == 0:
+                    break
+                other = self._groups.get(hid)
+                if other is None or hid == group_id or hid not in self._settled:
+                    continue
+                theirs = other.positions.get(key, _ZERO)
+                if theirs == 0 or (theirs > 0) == (mine > 0):
+                    continue
+                long, short = (g, other) if mine > 0 else (other, g)
+                bought, sold = long.entry(key), short.entry(key)
+                if bought is None or sold is None:
+                    continue
+                px = _CTX.quantize(_CTX.divide(bought + sold, 2), _FEE_QUANTUM)
+                if px <= 0:
+                    continue
+                qty = min(abs(mine), abs(theirs))
+                self._transfer(inst, long, short, qty, px, ts_ms, short.group_id, long.group_id)
+                out.append(Net(key[0], key[1], long.group_id, short.group_id, qty, px, ts_ms))
+        return out
+
+    def transfer(self, net: Net) -> None:
+        """Book a journaled net (the ledger's replay): as `settle` made it. ValueError for an
+        unknown instrument or a bad figure, changing nothing."""
+        inst = self._inst.get((net.venue, net.symbol))
+        if inst is None:
+            raise ValueError(f"{net.venue}:{net.symbol}: not an instrument of this attribution")
+        if not (net.qty.is_finite() and net.price.is_finite()) or net.qty <= 0 or net.price <= 0:
+            raise ValueError(f"net {net.long_group} -> {net.short_group}: qty and price must be finite and > 0")
+        if not net.long_group or not net.short_group or net.long_group == net.short_group:
+            raise ValueError(f"net {net.long_group!r} -> {net.short_group!r}: two different groups")
+        long = self._groups.get(net.long_group) or self._groups.setdefault(net.long_group, GroupMoney(net.long_group))
+        short = self._groups.get(net.short_group) or self._groups.setdefault(net.short_group,
+                                                                                GroupMoney(net.short_group))
+        self._transfer(inst, long, short, net.qty, net.price, net.ts_ms, net.short_group, net.long_group)
+
+    def mark_settled(self, group_ids: Iterable[str]) -> None:
+        """Groups (restored from the ledger) that are done trading: they net from now on."""
+        self._settled.update(g for g in group_ids if g in self._groups)
+
+    def settled(self) -> list[str]:
+        """The settled groups remembered (holding something, or closed and not yet taken), oldest
+        first."""
+        return [g for g in self._groups if g in self._settled]
+
+    def _transfer(self, inst: Instrument, long: GroupMoney, short: GroupMoney, qty: Decimal, px: Decimal,
+                  ts_ms: int, long_by: str, short_by: str) -> None:
+        """`long` sells `qty` to `short` at `px` (normalized), no fee: zero-sum."""
+        self._book(long, inst.key, inst.pair, "sell", qty, px, _ZERO, ts_ms, True, batch=long_by)
+        self._book(short, inst.key, inst.pair, "buy", qty, px, _ZERO, ts_ms, True, batch=short_by)
 
     def take_closed(self) -> list[GroupMoney]:
         """The groups a closing fill left flat since the last call (each once), oldest first.
@@ -241,6 +344,7 @@ class Attribution:
             for g in out:
                 if all(q == 0 for q in g.positions.values()):
                     self._groups.pop(g.group_id, None)
+                    self._settled.discard(g.group_id)
                     for holders in self._holders.values():
                         holders.pop(g.group_id, None)
         return out

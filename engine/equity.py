@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from core.attribution import Attribution, GroupMoney
+from core.attribution import Attribution, GroupMoney, Net
 from core.breakers import DAY_MS
 from core.config import MoneyConfig
 from core.currency import RateBook
@@ -87,8 +87,11 @@ class RunningEquity:
             replay = await ledger.read(money.replay_ledger, self._instruments)
             replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT)
             self._replay = replay
-            self._groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
-            self._groups.take_closed()  # closed before this run: journaled then (or in `ledger groups`)
+            groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
+            groups.take_closed()  # closed before this run: journaled then (or in `ledger groups`)
+            # Those done trading when the ledger was written net from now on (`settle_restored`).
+            groups.mark_settled(await ledger.read(money.settled_groups, list(groups.groups())))
+            self._groups = groups
             if now_ms is not None:
                 day = now_ms // DAY_MS
                 before = await ledger.read(money.replay_ledger, self._instruments, until_ms=day * DAY_MS)
@@ -140,6 +143,23 @@ class RunningEquity:
         if price is None:
             return []
         return self._groups.net_off(venue, symbol, price, now_ms, batch)
+
+    def settle(self, group_id: str, now_ms: int) -> list[Net]:
+        """The group is done trading: set it against the settled groups holding its books the
+        other way (`core.attribution.Attribution.settle`)."""
+        return self._groups.settle(group_id, now_ms)
+
+    def settle_restored(self, now_ms: int) -> list[Net]:
+        """The settled groups restored from the ledger, each set against the older ones (a ledger
+        written before netting, or a run that stopped between a group's end and its net)."""
+        out: list[Net] = []
+        for group_id in self._groups.settled():
+            out += self._groups.settle(group_id, now_ms)
+        return out
+
+    def remembered_groups(self) -> int:
+        """How many groups the running attribution holds (issue 19: bounded by the net positions)."""
+        return self._groups.remembered()
 
     def accrue_funding(self, venue: Venue, symbol: str, funding_ms: int, rate: Decimal, mark: Decimal | None,
                        held: Decimal) -> Booked | None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
+from core.attribution import Net
 from core.commands import Mt5Command
 from core.currency import RateInForce
 from core.hedge import HedgeGroup
@@ -176,6 +177,9 @@ class GuardedJournal:
 
     def dust(self, pair: str, qty: Decimal) -> int:
         return self._queued(lambda: self._ledger.dust(pair, qty))
+
+    def net(self, n: Net) -> int:
+        return self._queued(lambda: self._ledger.net(n))
 
     def _track(self, make: Callable[[], LedgerEvent]) -> int | None:
         """Queue one event and remember it until it is committed (so a failure puts it back in

@@ -141,12 +141,16 @@ class HedgeOrchestrator:
         self._open: dict[str, HedgeGroup] = {}
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
         self.closed_by_state: dict[str, int] = {}
+        # How each group's execution ended (never moved on by a later close: `closed_by_state` is
+        # where groups are now). Benches and soaks count activity by it.
+        self.ended_by_state: dict[str, int] = {}
         self.realized_pnl = Decimal(0)
         # From the quote that made an intent to both entry orders sent (bounded: the analytics
         # screen), and who else wants each measure and each closed group (a replay's study).
         self.reaction = DurationHistogram()
         self._reaction_listeners: list[Callable[[HedgeGroup, int], None]] = []
         self._closed_listeners: list[GroupListener] = []
+        self._after_closed: list[GroupListener] = []
 
     # -- what others do to it ----------------------------------------------------------
     def tap_execution(self, on_order: Callable[[Order], None] | None,
@@ -178,6 +182,11 @@ class HedgeOrchestrator:
     def on_group_closed(self, listener: GroupListener) -> None:
         """Also call `listener(group)` when a group closes (after the runtime's own listener)."""
         self._closed_listeners.append(listener)
+
+    def after_group_closed(self, listener: GroupListener) -> None:
+        """Call `listener(group)` when a group closes, after every `on_group_closed` listener
+        (so they see the state its execution ended in, before anything closes it further)."""
+        self._after_closed.append(listener)
 
     def attach_journal(self, journal: Journal | None) -> None:
         """Journal every group, order and fill from now on (the runtime opens the ledger at
@@ -933,6 +942,7 @@ class HedgeOrchestrator:
             self._reconciled.discard(order.client_order_id)
         self.closed.appendleft(group)
         self.closed_by_state[group.state] = self.closed_by_state.get(group.state, 0) + 1
+        self.ended_by_state[group.state] = self.ended_by_state.get(group.state, 0) + 1
         if group.state is not GroupState.REJECTED:
             self.realized_pnl += group.realized_pnl
         pnl = group_pnl(group)
@@ -941,6 +951,8 @@ class HedgeOrchestrator:
         if self._on_closed is not None:
             self._on_closed(group)
         for listener in self._closed_listeners:
+            listener(group)
+        for listener in self._after_closed:
             listener(group)
 
     def find_group(self, group_id: str) -> HedgeGroup | None:

@@ -18,16 +18,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core.attribution import GroupMoney
+from core.attribution import GroupMoney, Net
 from core.clock import Clock, RealClock
 from core.commands import Mt5Command
 from core.compare import CompareEngine
 from core.config import Mt5VenueConfig, QuantarbConfig, listener_warning
 from core.currency import RateInForce
-from core.hedge import HedgeGroup
+from core.hedge import CLOSABLE, HedgeGroup
 from core.hold import HoldLimits
 from core.instruments import Instrument
 from core.models import Decision, Fill, GroupState, Order, Quote, TradingState, Venue
+from core.orders import is_terminal
 from core.pipeline import OpportunityPipeline
 from core.ports import ExecutionGateway
 from core.risk import RiskGate
@@ -164,6 +165,7 @@ class Runtime:
             touch=self._touch,
             asset_of={key: pair.name for pair in self.pairs for key in (i.key for i in pair.instruments)},
         )
+        self.orchestrator.after_group_closed(self._settle)
         self.risk = RiskJournal(self.gate, self.clock, self.events)
         mt5 = self.mt5
         flattener = Flattener(
@@ -575,6 +577,23 @@ class Runtime:
             self.events.emit(EngineEvent(self.clock.time_ms(), "group",
                                          f"group {gm.group_id} {row[0]} -> closed, pnl {gm.realized:f}"))
 
+    def _settle(self, group: HedgeGroup) -> None:
+        """A group's execution ended and none of its orders is pending: it nets against the
+        settled groups holding its books the other way (`core.attribution`), each transfer
+        journaled (`net`) before the groups it left flat are closed. What bounds the running
+        attribution by the net positions instead of by every group that ever traded."""
+        if group.state not in CLOSABLE or not all(is_terminal(o.state) for o in group.orders):
+            return
+        self._journal_nets(self.equity.settle(group.group_id, self.clock.time_ms()))
+
+    def _journal_nets(self, nets: list[Net]) -> None:
+        if not nets:
+            return
+        if self.journal is not None:
+            for n in nets:
+                self.journal.net(n)
+        self.close_flat_groups()
+
     def _group_closed(self, group: HedgeGroup) -> None:
         self.pipeline.release(group.pair)
         if group.state is GroupState.REJECTED:
@@ -814,6 +833,8 @@ class Runtime:
         except LedgerError as exc:
             self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
                                          f"equity could not be restored from the ledger: {exc}", "error"))
+        else:
+            self._journal_nets(self.equity.settle_restored(self.clock.time_ms()))
         await self._journal_rates(self.ledger)
 
     async def stop(self) -> None:

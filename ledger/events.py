@@ -25,6 +25,8 @@ Kinds and what they carry (docs/ledger.md has the field lists):
 - `dust`          a pair's dust total after a change (the compensation engine's DustBook)
 - `funding`       perpetual funding booked at one funding time on the position then held
 - `rate`          the rate in force for one currency changed (a book's mid, a typed rate, missing)
+- `net`           two settled groups holding one book in opposite ways set against each other at
+                  the mark, without fees (`core.attribution.Net`; the ledger's replay books it)
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from typing import Any, Final
 
 import msgspec
 
+from core.attribution import Net
 from core.commands import CommandFill, CommandState, Mt5Command
 from core.currency import RateInForce, RateSourceKind
 from core.hedge import HedgeGroup
 from core.instruments import Instrument
 from core.models import (
+    VENUES,
     CompensationAction,
     Decision,
     ExecutionIntent,
@@ -65,10 +69,11 @@ DECISION_STATS: Final = "decision_stats"
 DUST: Final = "dust"
 FUNDING: Final = "funding"
 RATE: Final = "rate"
+NET: Final = "net"
 
 KINDS: frozenset[str] = frozenset(
     {DECISION, GROUP_OPENED, GROUP_STATE, ORDER_CREATED, ORDER_STATE, FILL, COMPENSATION, RISK_EVENT, MT5_COMMAND,
-     DECISION_STATS, DUST, FUNDING, RATE}
+     DECISION_STATS, DUST, FUNDING, RATE, NET}
 )
 
 RISK_KINDS: frozenset[str] = frozenset({"kill", "flatten", "rearm", "pause", "resume", "breaker", "setting"})
@@ -488,6 +493,42 @@ def rate_from_payload(p: Any) -> RateInForce:
     if source not in kinds:
         raise ValueError(f"rate: source {source[:40]!r}: book, given or missing")
     return RateInForce(ccy, account, value, kinds[source], book, read_ms)
+
+
+def net(n: Net, ts_ms: int) -> LedgerEvent:
+    """One netting transfer: on `venue:symbol`, `long_group` sold `qty` (base units) to
+    `short_group` at `price` (normalized: quote currency per base unit), no fee, at `net_ms`."""
+    if not (n.venue and n.symbol and n.long_group and n.short_group) or n.long_group == n.short_group:
+        raise ValueError("net needs a venue, a symbol and two different groups")
+    if not (n.qty.is_finite() and n.price.is_finite()) or n.qty <= 0 or n.price <= 0:
+        raise ValueError("net quantity and price must be finite and > 0")
+    return LedgerEvent(NET, ts_ms, None, {
+        "venue": n.venue, "symbol": n.symbol, "long_group": n.long_group, "short_group": n.short_group,
+        "qty": dec(n.qty), "price": dec(n.price), "net_ms": n.ts_ms})
+
+
+_NET_FIELDS = ("venue", "symbol", "long_group", "short_group", "qty", "price", "net_ms")
+
+
+def net_from_payload(p: Any) -> Net:
+    """A journaled `net` payload back; ValueError saying what is wrong when it is not one."""
+    if not isinstance(p, dict):
+        raise ValueError(f"net: expected an object, got {str(p)[:80]!r}")
+    if set(p) != set(_NET_FIELDS):
+        raise ValueError(f"net: expected the fields {', '.join(_NET_FIELDS)}, got {', '.join(sorted(map(str, p)))}")
+    texts = [p[k] for k in ("venue", "symbol", "long_group", "short_group")]
+    if not all(isinstance(t, str) and t for t in texts):
+        raise ValueError("net: venue, symbol, long_group and short_group must be non-empty strings")
+    net_ms = p["net_ms"]
+    if not isinstance(net_ms, int) or isinstance(net_ms, bool) or net_ms < 0:
+        raise ValueError(f"net: net_ms {str(net_ms)[:40]!r} is not a time in ms")
+    qty, price = decimal_from(p["qty"], "net qty"), decimal_from(p["price"], "net price")
+    if qty <= 0 or price <= 0 or p["long_group"] == p["short_group"]:
+        raise ValueError("net: qty and price must be > 0, the groups different")
+    venue = {v: v for v in VENUES}.get(p["venue"])
+    if venue is None:
+        raise ValueError(f"net: venue {str(p['venue'])[:20]!r}: one of {', '.join(VENUES)}")
+    return Net(venue, p["symbol"], p["long_group"], p["short_group"], qty, price, net_ms)
 
 
 def dust(pair: str, qty: Decimal, ts_ms: int) -> LedgerEvent:

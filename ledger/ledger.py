@@ -34,6 +34,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
+from core.attribution import Net
 from core.clock import Clock, RealClock
 from core.commands import CommandStore, Mt5Command
 from core.currency import RateInForce
@@ -436,6 +437,11 @@ class Ledger:
         """The rate in force for one currency changed (`ledger.money` converts with it from now
         on); queued like a fill."""
         return self.writer.append(ev.rate(r, self.clock.time_ms()))
+
+    def net(self, n: Net) -> int:
+        """Two settled groups set against each other on one book (`core.attribution.Net`;
+        `ledger.money` books it in the group attribution); queued like a fill."""
+        return self.writer.append(ev.net(n, self.clock.time_ms()))
 
     async def setting(self, change: SettingChange, state: TradingState) -> int:
         """A runtime setting changed (engine.steering): a `setting` risk event, durable."""

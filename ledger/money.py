@@ -24,6 +24,7 @@ here is the one a runtime fed the same fills computes (docs/ledger.md, Money):
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from core.attribution import Attribution, GroupMoney
+from core.attribution import Attribution, GroupMoney, Net
 from core.currency import RateBook, RateInForce, quote_currency
+from core.hedge import CLOSABLE
 from core.instruments import Instrument
 from core.models import Venue
 from core.portfolio import Portfolio
@@ -562,9 +564,41 @@ async def group_attribution(
     known = dict(instruments or {})
     known.update(await ledger_instruments(db))
     attribution = Attribution((i for i in known.values()), keep_flat=keep_flat)
-    for row in await fill_rows(db):
-        attribute_fill(attribution, row)
+    items: list[tuple[tuple[int, int, int], FillRow | Net]] = [
+        ((f.ts_ms, 0, f.fill_id), f) for f in await fill_rows(db)]
+    items += [((n.ts_ms, 1, seq), n) for seq, n in await net_rows(db)]
+    items.sort(key=lambda t: t[0])
+    for _, item in items:
+        if isinstance(item, FillRow):
+            attribute_fill(attribution, item)
+        elif attribution.has(item.venue, item.symbol):
+            try:
+                attribution.transfer(item)
+            except ValueError as exc:
+                raise LedgerError(f"net at {item.ts_ms}: {exc}") from None
     return attribution
+
+
+async def net_rows(db: aiosqlite.Connection) -> list[tuple[int, Net]]:
+    """Every `net` event (seq, transfer) in journal order. LedgerError, naming the event, for one
+    that cannot be read."""
+    out: list[tuple[int, Net]] = []
+    for seq, text in await _rows(db, "SELECT seq, payload FROM events WHERE kind = ? ORDER BY seq", (ev.NET,)):
+        try:
+            out.append((int(seq), ev.net_from_payload(ev.decode_payload(text))))
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise LedgerError(f"unreadable net event (seq {seq}): {exc}") from None
+    return out
+
+
+async def settled_groups(db: aiosqlite.Connection, group_ids: list[str]) -> list[str]:
+    """Of `group_ids`, those whose ledger state is one a group ends its execution in and can
+    still hold positions (`core.hedge.CLOSABLE`): done trading, so they net."""
+    states = sorted(s.value for s in CLOSABLE)
+    rows = await _rows(db, "SELECT g.group_id FROM hedge_groups g JOIN json_each(?) j ON j.value = g.group_id "
+                           f"WHERE g.state IN ({', '.join('?' for _ in states)})",
+                       (json.dumps(group_ids), *states))
+    return [str(r[0]) for r in rows]
 
 
 async def group_rows(db: aiosqlite.Connection, group_ids: Iterable[str]) -> dict[str, tuple[str, int | None, str]]:

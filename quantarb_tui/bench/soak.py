@@ -317,7 +317,8 @@ def _probe(runtime: Runtime, probe: Probe) -> None:
     probe.quotes = snap.quotes_total
     probe.decisions = snap.decisions_total
     probe.intents = snap.intents_total
-    probe.groups = {str(k): int(v) for k, v in snap.groups_by_state.items()}
+    # How each group's execution ended (a group netted later is `closed` in the snapshot).
+    probe.groups = {str(k): int(v) for k, v in runtime.orchestrator.ended_by_state.items()}
     probe.reconnects = sum(row.reconnects for row in runtime.health.rows(runtime.clock.monotonic_ns()))
     probe.events = runtime.events.total
     mt5 = runtime.mt5

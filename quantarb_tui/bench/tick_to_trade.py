@@ -231,7 +231,7 @@ async def bench_tick_to_trade(venues: Venues, clock: Clock, probe: WireProbe, *,
                 for q in normalizers[venue].normalize(calm, clock.monotonic_ns()):
                     runtime.ingest(q)
             await runtime.orchestrator.shutdown(timeout_s=10.0)
-            states = {str(k): v for k, v in runtime.orchestrator.closed_by_state.items()}
+            states = {str(k): v for k, v in runtime.orchestrator.ended_by_state.items()}  # how each ended
             sent = {"okx_over_ws": okx.sent_over_ws, "okx_over_rest": okx.sent_over_rest,
                     "binance_over_ws": binance.placed_over_ws, "binance_over_rest": binance.placed_over_rest}
     finally:

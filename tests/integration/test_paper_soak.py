@@ -24,7 +24,7 @@ import pytest
 
 from core.config import StrategyConfig
 
-TERMINAL = ("hedged", "repaired", "unwound", "rejected", "failed")
+TERMINAL = ("hedged", "repaired", "unwound", "rejected", "failed", "closed")
 # Closing a group may take the deadline plus one last venue round trip and the ledger flush.
 DEADLINE_MARGIN_MS = 2000
 FAULTS = {

@@ -151,7 +151,9 @@ def test_the_study_of_a_hand_built_recording(recording: Path, tmp_path: Path) ->
                             "ORDER BY opened_at_ms").fetchall()
         actions = db.execute("SELECT kind FROM compensation_actions").fetchall()
     assert [(r[1], r[2], r[3], Decimal(r[4])) for r in ledger] == [
-        ("okx", "binance", "repaired", Decimal(15)), ("binance", "okx", "hedged", Decimal(24))]
+        ("okx", "binance", "closed", Decimal("19.5")), ("binance", "okx", "closed", Decimal("19.5"))]
+    # The second group offset the first (core.attribution netting): each was closed by the other
+    # with half of what the two made (15 + 24), the study's figures are as each execution ended.
     assert actions == [("retry_hedge",)]
 
 

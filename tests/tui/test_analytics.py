@@ -57,7 +57,8 @@ async def test_the_statistics_are_the_ledgers_groups(demo_runtime: Runtime, tmp_
     con = sqlite3.connect(tmp_path / "t.db")
     try:
         pnls = [Decimal(r[0]) for r in con.execute(
-            "SELECT realized_pnl FROM hedge_groups WHERE state IN ('hedged', 'repaired', 'unwound', 'failed')")]
+            "SELECT realized_pnl FROM hedge_groups "
+            "WHERE state IN ('hedged', 'repaired', 'unwound', 'failed', 'closed')")]
     finally:
         con.close()
     stats = doc["stats"]
