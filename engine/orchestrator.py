@@ -979,6 +979,14 @@ class HedgeOrchestrator:
                    group)
         return True
 
+    def closed_from_ledger(self, pair: str, before: GroupState, pnl_delta: Decimal) -> None:
+        """A group no longer in memory was closed from its ledger row (the runtime journaled it):
+        the counts by state, the total and the pair's PnL follow, as `close_group` does."""
+        self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
+        self.closed_by_state[GroupState.CLOSED] = self.closed_by_state.get(GroupState.CLOSED, 0) + 1
+        self.realized_pnl += pnl_delta
+        self.pair_stats.add_pnl(pair, pnl_delta)
+
     def _emit(self, kind: str, text: str, group: HedgeGroup | None, *, level: Level = "info") -> None:
         data: dict[str, object] = {}
         if group is not None:

@@ -569,13 +569,19 @@ class Runtime:
             return
         for gm in groups:
             row = rows.get(gm.group_id)
-            if row is None or row[0] not in ("hedged", "repaired", "failed") or self.journal is None:
+            if row is None or row.state not in ("hedged", "repaired", "failed") or self.journal is None:
                 continue
             by = ", ".join(gm.closed_by)
-            note = "; ".join(n for n in (row[2], f"{row[0]} until closed{' by ' + by if by else ''}") if n)
-            self.journal.group_closed(gm.group_id, row[0], row[1], gm.realized, gm.fees, note)
+            note = "; ".join(n for n in (row.note, f"{row.state} until closed{' by ' + by if by else ''}") if n)
+            self.journal.group_closed(gm.group_id, row.state, row.closed_at_ms, gm.realized, gm.fees, note)
+            # The running totals (the groups' PnL on every surface) follow the ledger's row.
+            self.orchestrator.closed_from_ledger(row.pair, GroupState(row.state), gm.realized - row.realized_pnl)
             self.events.emit(EngineEvent(self.clock.time_ms(), "group",
-                                         f"group {gm.group_id} {row[0]} -> closed, pnl {gm.realized:f}"))
+                                         f"group {gm.group_id} {row.state} -> closed, pnl {gm.realized:f}"))
+
+    def running_background(self) -> int:
+        """Background work still running (closes of groups from their ledger rows, ...)."""
+        return sum(1 for t in self._background if not t.done())
 
     def _settle(self, group: HedgeGroup) -> None:
         """A group's execution ended and none of its orders is pending: it nets against the

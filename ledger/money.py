@@ -601,17 +601,35 @@ async def settled_groups(db: aiosqlite.Connection, group_ids: list[str]) -> list
     return [str(r[0]) for r in rows]
 
 
-async def group_rows(db: aiosqlite.Connection, group_ids: Iterable[str]) -> dict[str, tuple[str, int | None, str]]:
-    """(state, closed_at_ms, note of its last group_state event) per group id the ledger holds."""
-    out: dict[str, tuple[str, int | None, str]] = {}
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    """What closing a group from its ledger row needs: its state, when its execution ended, the
+    note of its last `group_state` event, its PnL so far and its pair."""
+
+    state: str
+    closed_at_ms: int | None
+    note: str
+    realized_pnl: Decimal
+    pair: str
+
+
+async def group_rows(db: aiosqlite.Connection, group_ids: Iterable[str]) -> dict[str, GroupRow]:
+    """The row of each group id the ledger holds (`GroupRow`)."""
+    out: dict[str, GroupRow] = {}
     for gid in group_ids:
         rows = await _rows(
             db,
             "SELECT g.state, g.closed_at_ms, (SELECT json_extract(e.payload, '$.note') FROM events e "
-            "WHERE e.group_id = g.group_id AND e.kind = ? ORDER BY e.seq DESC LIMIT 1) "
+            "WHERE e.group_id = g.group_id AND e.kind = ? ORDER BY e.seq DESC LIMIT 1), g.realized_pnl, g.pair "
             "FROM hedge_groups g WHERE g.group_id = ?", (ev.GROUP_STATE, gid))
         if rows:
-            out[gid] = (str(rows[0][0]), None if rows[0][1] is None else int(rows[0][1]), str(rows[0][2] or ""))
+            r = rows[0]
+            try:
+                pnl = Decimal(str(r[3])) if r[3] is not None else Decimal(0)
+            except InvalidOperation:
+                raise LedgerError(f"group {gid}: realized_pnl {str(r[3])[:40]!r} is not a decimal") from None
+            out[gid] = GroupRow(str(r[0]), None if r[1] is None else int(r[1]), str(r[2] or ""),
+                                pnl if pnl.is_finite() else Decimal(0), str(r[4]))
     return out
 
 

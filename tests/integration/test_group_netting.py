@@ -6,6 +6,9 @@ journaled it; and a restart remembers the same groups."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from collections import deque
 from decimal import Decimal
 from pathlib import Path
 
@@ -78,3 +81,47 @@ async def test_offsetting_groups_close_each_other_and_the_ledger_says_the_same(t
         assert rt2.equity.remembered_groups() == remembered
     finally:
         await rt2.close_ledger()
+
+
+async def test_groups_no_longer_in_memory_are_closed_from_the_ledger_and_the_totals_follow(tmp_path: Path) -> None:
+    """The engine remembers the newest closed groups only (`RECENT_GROUPS_KEPT`); an older one a
+    net takes flat is closed from its ledger row. The groups' PnL every surface shows (the
+    orchestrator's running total, per pair too) must still be the ledger's sum, and the counts
+    by state the ledger's."""
+    path = tmp_path / "old.db"
+    clock = ManualClock()
+    rt = _runtime(path, clock)
+    rt.orchestrator.closed = deque(maxlen=2)  # remember two: nearly every net closes an older group
+    await rt.open_ledger()
+    try:
+        for _ in range(6):
+            await rt.driver.drive(300, 20.0)
+        for _ in range(500):  # the closes from ledger rows are tasks: let them finish
+            if not rt.running_background():
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("closing groups from their ledger rows did not finish")
+        assert rt.ledger is not None
+        await rt.ledger.flush()
+        total, by_pair = rt.orchestrator.realized_pnl, {p: s.total_pnl for p, s in rt.orchestrator.stats().items()}
+        by_state = {str(s): n for s, n in rt.orchestrator.closed_by_state.items() if n}
+        from_rows = [e for e in rt.events.recent(500) if e.kind == "group" and "-> closed" in e.text
+                     and not any(g.group_id in e.text for g in rt.orchestrator.closed)]
+    finally:
+        await rt.close_ledger()
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT pair, state, realized_pnl FROM hedge_groups WHERE state != 'rejected'").fetchall()
+    finally:
+        con.close()
+    assert from_rows, "no group was closed from its ledger row"
+    assert total == sum((D(r[2]) for r in rows), D(0))
+    ledger_pairs: dict[str, Decimal] = {}
+    for pair, _state, pnl in rows:
+        ledger_pairs[pair] = ledger_pairs.get(pair, D(0)) + D(pnl)
+    assert by_pair == ledger_pairs
+    counts: dict[str, int] = {}
+    for _pair, state, _pnl in rows:
+        counts[state] = counts.get(state, 0) + 1
+    assert by_state == counts
