@@ -62,6 +62,7 @@ class RunningEquity:
         # Which group each fill's money belongs to (a flatten's share included): bounded by the
         # groups that hold positions.
         self._groups = Attribution(self._instruments.values(), keep_flat=False)
+        self._unclosed: list[GroupMoney] = []  # flat at the restore, not closed in the ledger
         self.refused = 0  # fills the portfolio refused (logged): a bug, never silent
         self.restore_error: str | None = None  # the ledger could not be replayed: no figure
         # (UTC day, equity when it began): the day's figure is the equity now less this. Set
@@ -88,7 +89,12 @@ class RunningEquity:
             replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT)
             self._replay = replay
             groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
-            groups.take_closed()  # closed before this run: journaled then (or in `ledger groups`)
+            # Closed before this run: journaled then (or in `ledger groups`); unless the run
+            # stopped between the net (or closing fill) that took a group flat and its close:
+            # its row still has it settled, and the runtime closes it now (`take_unclosed`).
+            closed = groups.take_closed()
+            still = set(await ledger.read(money.settled_groups, [g.group_id for g in closed])) if closed else set()
+            self._unclosed = [g for g in closed if g.group_id in still]
             # Those done trading when the ledger was written net from now on (`settle_restored`).
             groups.mark_settled(await ledger.read(money.settled_groups, list(groups.groups())))
             self._groups = groups
@@ -143,6 +149,11 @@ class RunningEquity:
         if price is None:
             return []
         return self._groups.net_off(venue, symbol, price, now_ms, batch)
+
+    def take_unclosed(self) -> list[GroupMoney]:
+        """The groups the restore found flat whose ledger rows were never closed (each once)."""
+        out, self._unclosed = self._unclosed, []
+        return out
 
     def settle(self, group_id: str, now_ms: int) -> list[Net]:
         """The group is done trading: set it against the settled groups holding its books the

@@ -76,6 +76,8 @@ from mt5_bridge.server import EmbeddedServer
 
 __all__ = ["LedgerRefused", "Runtime", "RuntimeFailure"]
 
+_CLOSABLE_STATES = frozenset(s.value for s in CLOSABLE)  # ledger rows a close may take to `closed`
+
 
 class Runtime:
     """Everything one quantarb process runs, built from one config."""
@@ -559,8 +561,9 @@ class Runtime:
         return done
 
     async def _close_in_ledger(self, groups: list[GroupMoney]) -> None:
-        """Close groups the orchestrator no longer remembers, from their ledger rows: only a
-        hedged, repaired or failed one (the same rule as `HedgeGroup.close`)."""
+        """Close groups the orchestrator no longer remembers, from their ledger rows: only one
+        in a state `HedgeGroup.close` leaves for closed (`CLOSABLE`: an unwound group that lot
+        sizes left holding too, or a net that took it flat would move its partner's row alone)."""
         assert self.ledger is not None
         try:
             rows = await self.ledger.read(money.group_rows, [g.group_id for g in groups])
@@ -569,7 +572,7 @@ class Runtime:
             return
         for gm in groups:
             row = rows.get(gm.group_id)
-            if row is None or row.state not in ("hedged", "repaired", "failed") or self.journal is None:
+            if row is None or row.state not in _CLOSABLE_STATES or self.journal is None:
                 continue
             by = ", ".join(gm.closed_by)
             note = "; ".join(n for n in (row.note, f"{row.state} until closed{' by ' + by if by else ''}") if n)
@@ -840,6 +843,11 @@ class Runtime:
             self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
                                          f"equity could not be restored from the ledger: {exc}", "error"))
         else:
+            unclosed = self.equity.take_unclosed()
+            if unclosed:  # a crash between the net (or closing fill) and the close it called for
+                task = asyncio.ensure_future(self._close_in_ledger(unclosed))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             self._journal_nets(self.equity.settle_restored(self.clock.time_ms()))
         await self._journal_rates(self.ledger)
 

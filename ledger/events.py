@@ -40,7 +40,7 @@ import msgspec
 from core.attribution import Net
 from core.commands import CommandFill, CommandState, Mt5Command
 from core.currency import RateInForce, RateSourceKind
-from core.hedge import HedgeGroup
+from core.hedge import CLOSABLE, HedgeGroup
 from core.instruments import Instrument
 from core.models import (
     VENUES,
@@ -218,12 +218,17 @@ def group_state(group: HedgeGroup, ts_ms: int) -> LedgerEvent:
     return LedgerEvent(GROUP_STATE, ts_ms, group.group_id, payload)
 
 
+# The states `HedgeGroup.close` leaves for closed (`core.hedge.CLOSABLE`: an unwound group that
+# lot sizes left holding too, 2f5fd11).
+_CLOSABLE_OUTCOMES = frozenset(s.value for s in CLOSABLE)
+
+
 def group_closed(group_id: str, outcome: str, closed_ms: int | None, realized_pnl: Decimal, fees: Decimal,
                  note: str, ts_ms: int) -> LedgerEvent:
     """A terminal group closed by closing orders, for a group the engine no longer holds in
     memory (the same `group_state` event `group_state(group)` writes for one it does): state
     `closed`, its whole PnL and fees, and the state its execution ended in (`outcome`)."""
-    if not group_id or outcome not in ("hedged", "repaired", "failed"):
+    if not group_id or outcome not in _CLOSABLE_OUTCOMES:
         raise ValueError(f"group {group_id!r} cannot be closed from {outcome!r}")
     return LedgerEvent(GROUP_STATE, ts_ms, group_id, {
         "group_id": group_id, "state": "closed", "closed_ms": closed_ms, "realized_pnl": dec(realized_pnl),

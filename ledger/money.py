@@ -42,6 +42,7 @@ from core.models import Venue
 from core.portfolio import Portfolio
 from ledger import events as ev
 from ledger.errors import LedgerError
+from ledger.schema import OPEN_ORDERS_WHERE
 
 Key = tuple[Venue, str]
 # Orders that open or keep a group's hedge; any other purpose (`flatten`, a close of one group)
@@ -593,10 +594,14 @@ async def net_rows(db: aiosqlite.Connection) -> list[tuple[int, Net]]:
 
 async def settled_groups(db: aiosqlite.Connection, group_ids: list[str]) -> list[str]:
     """Of `group_ids`, those whose ledger state is one a group ends its execution in and can
-    still hold positions (`core.hedge.CLOSABLE`): done trading, so they net."""
+    still hold positions (`core.hedge.CLOSABLE`) and that have no order still open (a close of
+    the group sent before a crash, an `unknown`): done trading, so they net. One with an open
+    order is not: recovery has yet to learn what the order did, and its fills, under the
+    group's id, must find the group's money whole (as `Runtime._settle` requires live)."""
     states = sorted(s.value for s in CLOSABLE)
     rows = await _rows(db, "SELECT g.group_id FROM hedge_groups g JOIN json_each(?) j ON j.value = g.group_id "
-                           f"WHERE g.state IN ({', '.join('?' for _ in states)})",
+                           f"WHERE g.state IN ({', '.join('?' for _ in states)}) AND NOT EXISTS "
+                           f"(SELECT 1 FROM orders o WHERE o.group_id = g.group_id AND o.{OPEN_ORDERS_WHERE})",
                        (json.dumps(group_ids), *states))
     return [str(r[0]) for r in rows]
 

@@ -186,7 +186,9 @@ def test_a_group_closed_from_its_ledger_row_only_from_a_state_that_holds() -> No
     event = ev.group_closed("g1", "hedged", T0 + 5, D("-1.5"), D("0.2"), "hedged until closed by FL1", T0 + 9)
     assert event.payload["state"] == "closed" and event.payload["outcome"] == "hedged"
     assert event.payload["realized_pnl"] == "-1.5" and event.payload["closed_ms"] == T0 + 5
-    for outcome in ("unwound", "rejected", "closed", "working"):
+    # An unwound group that lot sizes left holding is closable (core.hedge.CLOSABLE).
+    assert ev.group_closed("g1", "unwound", T0, D(0), D(0), "", T0).payload["outcome"] == "unwound"
+    for outcome in ("rejected", "closed", "working"):
         with pytest.raises(ValueError):
             ev.group_closed("g1", outcome, T0, D(0), D(0), "", T0)
 
