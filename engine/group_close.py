@@ -11,7 +11,8 @@ the venue's position, so a halted engine still sends it, as flatten does), writt
 resolved by client order id when an answer is lost. The orders carry the group's id, so their
 fills count in the group's PnL (in memory and in the ledger's group row).
 
-Refused, with nothing sent, when: the group is unknown, still in flight, has an order the
+Refused, with nothing sent, when: the group is unknown, still in flight, closed (a flatten or
+a net took its positions, though its own orders still add up to them), has an order the
 venue never settled (`unknown`), already holds nothing (flat), or a leg cannot go (no quote,
 a quote older than `max_quote_age_ms`, the venue blocked by a breaker, below the venue
 minimum, or the gate refuses it: e.g. other groups hold the opposite on that venue, so the
@@ -31,7 +32,7 @@ from typing import Any
 from core.clock import Clock
 from core.hedge import HedgeGroup, base36
 from core.instruments import Instrument, floor_to
-from core.models import Order, OrderPurpose, OrderState, Side, Venue
+from core.models import GroupState, Order, OrderPurpose, OrderState, Side, Venue
 from core.orders import is_terminal
 from core.risk import OrderCheck, RiskGate
 from engine.control import ControlRefused
@@ -150,6 +151,12 @@ class GroupCloser:
                                  "venue has not said what became of it): not closed until it settles")
         if all(abs(group.position(v)) < inst.base_step for v, inst in group.instruments.items()):
             raise ControlRefused(f"group {group_id} is already flat ({group.state}): nothing to close")
+        if group.state is GroupState.CLOSED:
+            # Its own orders still add up to a position, but a flatten or a net (issue 19) took
+            # it: closing "its legs" would trade other groups' positions under its id (their
+            # money booked twice in the groups' rows, and elsewhere by the ledger's replay).
+            raise ControlRefused(f"group {group_id} is closed ({group.outcome} until closed): it holds nothing "
+                                 "of its own (a flatten or another group's net took its positions)")
         return group
 
     def _plan(self, group: HedgeGroup) -> list[CloseLeg]:

@@ -31,7 +31,7 @@ from core.models import ExecutionIntent, ExecutionLeg, GroupState, Order, OrderP
 from engine.control import ControlRefused, ControlResult, OrphanRef
 from engine.operator_api import create_operator_app
 from engine.runtime import Runtime
-from ledger import queries
+from ledger import money, queries
 from mt5_bridge.server import EmbeddedServer
 from tests.holding_gateway import HoldingGateway, Placement, Step, held_config
 from tests.integration.test_operator_cli import quantarb
@@ -208,12 +208,46 @@ async def test_refusals_send_nothing(rig: Rig) -> None:
     rig.okx.finish(client_order_id(flying.group_id, 1, 0), "fill")
     await until(lambda: flying.group_id not in rt.orchestrator.open, "the second group settled")
 
-    # Two opposite groups: okx holds +0.01 and -0.01, so closing one okx leg would not shrink
-    # the venue's position; refused before either leg is sent.
+    # Two opposite groups: okx holds +0.01 and -0.01. They net (issue 19): the first is closed
+    # by the second, and its legs (its own orders still add up to them) are not closed again by
+    # hand: that would trade other groups' positions under its id. Refused before either is sent.
     seen = _seen(rig)
-    with pytest.raises(ControlRefused, match=r"the binance leg .*risk:flatten_not_reducing.*other groups hold"):
+    with pytest.raises(ControlRefused, match=f"group {group.group_id} is closed .*another group's net"):
         await rt.control.close_group(group.group_id, "one of two", "tui")
     assert _seen(rig) == seen
+
+
+async def test_a_group_a_net_closed_is_not_closed_again_by_hand(rig: Rig) -> None:
+    """A group a net closed (issue 19) holds nothing of its own, though its own orders still add
+    up to a position. Closing "its legs" traded g2's position under g1's id: the running
+    attribution gave those fills to g2 (and closed it), g1's ledger row booked them on top of
+    the net, so the rows summed to -0.802 against 1.099 of money, and `ledger groups` (which
+    books them to g1) had g2 still holding what the engine said was closed."""
+    rt = rig.rt
+    g1 = await _hedged(rig)  # long okx, short binance
+    g2 = await _hedged(rig)  # the same way: what the venues hold after the net
+    g3 = rt.orchestrator.submit(_intent(rt, "binance", "okx"))  # the other way: nets g1 (first in, first out)
+    await until(lambda: g1.state is GroupState.CLOSED and g3.state is GroupState.CLOSED, "g1 and g3 netted")
+    assert g2.state is GroupState.HEDGED
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=f"group {g1.group_id} is closed"):
+        await rt.control.close_group(g1.group_id, "held too long", "tui")
+    assert _seen(rig) == seen
+    # What the rows say is what the ledger's replay says.
+    assert rt.ledger is not None
+    await rt.ledger.flush()
+    async with queries.open_reader(rig.ledger) as db:
+        attribution = await money.group_attribution(db)
+    con = sqlite3.connect(rig.ledger)
+    try:
+        rows = {r[0]: (r[1], Decimal(r[2])) for r in con.execute(
+            "SELECT group_id, state, realized_pnl FROM hedge_groups")}
+    finally:
+        con.close()
+    for g in (g1, g3):
+        m = attribution.group(g.group_id)
+        assert m is not None and rows[g.group_id] == ("closed", m.realized)
 
 
 async def test_refused_during_a_flatten(rig: Rig) -> None:
