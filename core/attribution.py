@@ -324,6 +324,10 @@ class Attribution:
         """Groups (restored from the ledger) that are done trading: they net from now on."""
         self._settled.update(g for g in group_ids if g in self._groups)
 
+    def unsettle(self, group_id: str) -> None:
+        """The group trades again (a close of it by hand): it nets no more until `settle`d again."""
+        self._settled.discard(group_id)
+
     def settled(self) -> list[str]:
         """The settled groups remembered (holding something, or closed and not yet taken), oldest
         first."""

@@ -160,6 +160,18 @@ class RunningEquity:
         other way (`core.attribution.Attribution.settle`)."""
         return self._groups.settle(group_id, now_ms)
 
+    def unsettle(self, group_id: str) -> None:
+        """The group trades again (a close of it by hand): it nets no more until settled again."""
+        self._groups.unsettle(group_id)
+
+    def group_held(self, group_id: str) -> dict[Venue, Decimal]:
+        """What the running attribution says the group holds, per venue (base units)."""
+        g = self._groups.group(group_id)
+        out: dict[Venue, Decimal] = {}
+        for (venue, _symbol), q in (g.positions.items() if g is not None else ()):
+            out[venue] = out.get(venue, Decimal(0)) + q
+        return out
+
     def settle_restored(self, now_ms: int) -> list[Net]:
         """The settled groups restored from the ledger, each set against the older ones (a ledger
         written before netting, or a run that stopped between a group's end and its net)."""

@@ -43,6 +43,13 @@ from engine.orchestrator import HedgeOrchestrator
 GroupSource = Callable[[str], Awaitable[HedgeGroup | None]]
 Known = Callable[[list[str]], Awaitable[set[str]]]  # which of these client order ids the ledger has
 QuoteAge = Callable[[Venue, str], float | None]  # ms since the venue's quote was received; None: none
+# What the running attribution says a group holds per venue (base units; {} for nothing), None
+# when it cannot say (its restore failed): nets and a flatten's shares move it off the group's
+# own orders (core.attribution).
+Held = Callable[[str], dict[Venue, Decimal] | None]
+# Told when a close of a group begins (True) and ends (False): no net may take the group while
+# its close orders are out (their fills, under its id, must find its money whole).
+Closing = Callable[[HedgeGroup, bool], None]
 RETRY_PAUSE_S = 0.2  # as engine.flatten: the touch an IOC took is shown again after the book moves
 
 
@@ -90,6 +97,8 @@ class GroupCloser:
         quote_age_ms: QuoteAge | None = None,
         max_quote_age_ms: float | None = None,
         known: Known | None = None,
+        held: Held | None = None,
+        closing: Closing | None = None,
     ) -> None:
         self._orch = orchestrator
         self._gate = gate
@@ -101,6 +110,8 @@ class GroupCloser:
         self._quote_age_ms = quote_age_ms
         self._max_quote_age_ms = max_quote_age_ms
         self._known = known
+        self._held = held
+        self._closing = closing
 
     async def close(self, group_id: str, reason: str, actor: str) -> dict[str, Any]:
         """Close the group's legs; the report per leg (before, after, orders, flat, note)."""
@@ -112,7 +123,13 @@ class GroupCloser:
         before = group.realized_pnl
         # Every leg runs to its end even when the other fails: a failing leg is reported on its
         # line (the close then ends with a residual), never left sending unattended.
-        outcomes = await asyncio.gather(*(self._close_leg(group, leg) for leg in legs), return_exceptions=True)
+        if self._closing is not None:
+            self._closing(group, True)
+        try:
+            outcomes = await asyncio.gather(*(self._close_leg(group, leg) for leg in legs), return_exceptions=True)
+        finally:
+            if self._closing is not None:
+                self._closing(group, False)
         for leg, outcome in zip(legs, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 leg.note = f"failed: {type(outcome).__name__}: {outcome}"[:300]
@@ -157,6 +174,15 @@ class GroupCloser:
             # money booked twice in the groups' rows, and elsewhere by the ledger's replay).
             raise ControlRefused(f"group {group_id} is closed ({group.outcome} until closed): it holds nothing "
                                  "of its own (a flatten or another group's net took its positions)")
+        held = self._held(group_id) if self._held is not None else None
+        if held is not None:
+            off = [v for v, inst in sorted(group.instruments.items())
+                   if abs(held.get(v, Decimal(0)) - group.position(v)) >= inst.base_step]
+            if off:
+                what = ", ".join(f"{v} {held.get(v, Decimal(0))}" for v in off)
+                own = ", ".join(f"{v} {group.position(v)}" for v in off)
+                raise ControlRefused(f"group {group_id} holds {what} of its own orders' {own}: a net or a flatten "
+                                     "set part of it against other groups; a flatten closes what the venues hold")
         return group
 
     def _plan(self, group: HedgeGroup) -> list[CloseLeg]:

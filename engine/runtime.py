@@ -182,7 +182,7 @@ class Runtime:
         closer = GroupCloser(self.orchestrator, self.gate, self.clock, self._touch, audit, load=self._load_group,
                              max_slippage_bps=config.strategy.max_slippage_bps,
                              quote_age_ms=self._quote_age_ms, max_quote_age_ms=config.strategy.max_quote_age_ms,
-                             known=self._ledger_owns)
+                             known=self._ledger_owns, held=self._group_held, closing=self._group_closing)
         orphans = OrphanCleaner(lambda: self.reconciler, self._ledger_owns, audit, self.clock)
         self.control = Operator(
             self.gate, self.orchestrator, flattener, self.risk, self.clock, self.events,
@@ -594,6 +594,19 @@ class Runtime:
         if group.state not in CLOSABLE or not all(is_terminal(o.state) for o in group.orders):
             return
         self._journal_nets(self.equity.settle(group.group_id, self.clock.time_ms()))
+
+    def _group_held(self, group_id: str) -> dict[Venue, Decimal] | None:
+        """What the running attribution says the group holds per venue (engine.group_close);
+        None when it cannot say (the restore failed)."""
+        return None if self.equity.restore_error is not None else self.equity.group_held(group_id)
+
+    def _group_closing(self, group: HedgeGroup, begins: bool) -> None:
+        """A close of the group by hand begins: it nets no more until it ends (its close fills
+        must find its money whole); then, if it still holds, it nets again."""
+        if begins:
+            self.equity.unsettle(group.group_id)
+        else:
+            self._settle(group)
 
     def _journal_nets(self, nets: list[Net]) -> None:
         if not nets:

@@ -104,13 +104,13 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         await rt.stop()
 
 
-def _intent(rt: Runtime, buy: Venue, sell: Venue) -> ExecutionIntent:
+def _intent(rt: Runtime, buy: Venue, sell: Venue, qty: Decimal = QTY) -> ExecutionIntent:
     bi, si = rt.instruments[(buy, BTC[buy])], rt.instruments[(sell, BTC[sell])]
     return ExecutionIntent(
         pair="BTC",
-        buy=ExecutionLeg(buy, bi.symbol, "buy", bi.to_venue_qty(QTY), Decimal(60000), QTY),
-        sell=ExecutionLeg(sell, si.symbol, "sell", si.to_venue_qty(QTY), Decimal(60100), QTY),
-        base_qty=QTY, expected_edge_bps=10.0, buy_price=60000.0, sell_price=60100.0,
+        buy=ExecutionLeg(buy, bi.symbol, "buy", bi.to_venue_qty(qty), Decimal(60000), qty),
+        sell=ExecutionLeg(sell, si.symbol, "sell", si.to_venue_qty(qty), Decimal(60100), qty),
+        base_qty=qty, expected_edge_bps=10.0, buy_price=60000.0, sell_price=60100.0,
         created_ms=rt.clock.time_ms(),
     )
 
@@ -248,6 +248,55 @@ async def test_a_group_a_net_closed_is_not_closed_again_by_hand(rig: Rig) -> Non
     for g in (g1, g3):
         m = attribution.group(g.group_id)
         assert m is not None and rows[g.group_id] == ("closed", m.realized)
+
+
+async def test_a_group_a_net_took_in_part_is_not_closed_by_its_own_orders(rig: Rig) -> None:
+    """g1 (two lots) is netted in part by g3 (one lot the other way): it holds one lot, its own
+    orders still add up to two. Closing those two would take g1 short in the attribution (a
+    settled holder of the other sign next to g2), close it in its row without the net's cash
+    the partner's row has. Refused, nothing sent: a flatten closes what the venues hold."""
+    rt = rig.rt
+    rig.by_purpose[OrderPurpose.ENTRY] = "fill"
+    g1 = rt.orchestrator.submit(_intent(rt, "okx", "binance", 2 * QTY))
+    await until(lambda: g1.state is GroupState.HEDGED and g1.group_id not in rt.orchestrator.open, "g1 hedged")
+    await _hedged(rig)  # g2, the same way
+    g3 = rt.orchestrator.submit(_intent(rt, "binance", "okx"))
+    await until(lambda: g3.state is GroupState.CLOSED, "g3 netted by g1")
+    assert g1.state is GroupState.HEDGED and g1.position("okx") == 2 * QTY
+    rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+    seen = _seen(rig)
+    with pytest.raises(ControlRefused, match=f"group {g1.group_id} holds .* of its own orders"):
+        await rt.control.close_group(g1.group_id, "held too long", "tui")
+    assert _seen(rig) == seen
+
+
+async def test_no_net_takes_a_group_while_its_close_is_out(rig: Rig) -> None:
+    """g1's close orders are out (held by the venues) when g3, the other way, settles: g3 must
+    not net g1 then (g1 closed by the net, forgotten by the running attribution, and its close
+    fills, under its id, spread to other groups or the flatten line live but booked as g1's own
+    by the ledger's replay). After the close, what the rows say is what the replay says."""
+    rt = rig.rt
+    g1 = await _hedged(rig)
+    rig.by_purpose[OrderPurpose.FLATTEN] = "hold"
+    close = asyncio.create_task(rt.control.close_group(g1.group_id, "held too long", "tui"))
+    await until(lambda: len(rig.okx.parked) + len(rig.binance.parked) == 2, "both close orders held")
+    g3 = rt.orchestrator.submit(_intent(rt, "binance", "okx"))
+    await until(lambda: g3.group_id not in rt.orchestrator.open, "g3 settled")
+    assert g1.state is GroupState.HEDGED and g3.state is GroupState.HEDGED  # not netted
+    for cid in list(rig.okx.parked) + list(rig.binance.parked):
+        (rig.okx if cid in rig.okx.parked else rig.binance).finish(cid, "fill")
+    result = await asyncio.wait_for(close, 10)
+    assert result.detail["flat"] is True
+    assert str(g1.state) == "closed"  # by its own close
+    assert rt.ledger is not None
+    await rt.ledger.flush()
+    async with queries.open_reader(rig.ledger) as db:
+        attribution = await money.group_attribution(db)
+    rows = {r[0]: (r[1], Decimal(r[2])) for r in rig.rows("SELECT group_id, state, realized_pnl FROM hedge_groups")}
+    for g in (g1, g3):
+        m = attribution.group(g.group_id)
+        assert m is not None and rows[g.group_id] == (str(g.state), m.realized), g.group_id
+        assert rt.equity.group_held(g.group_id) == {v: q for (v, _s), q in m.positions.items() if q}
 
 
 async def test_refused_during_a_flatten(rig: Rig) -> None:
@@ -408,11 +457,13 @@ async def test_paper_mode_closes_through_the_paper_venues(tmp_path: Path, monkey
     try:
         await rt.driver.drive(1500, 20.0)
         # A hedged group whose legs each shrink their venue's net position (the demo trades both
-        # ways: closing a group that others offset on a venue is refused, test_refusals_send_nothing).
+        # ways: closing a group that others offset on a venue is refused, test_refusals_send_nothing),
+        # and that no net took in part (it holds what its own orders add up to: else refused).
         def closable(g: HedgeGroup) -> bool:
             return g.state is GroupState.HEDGED and all(
                 (pos := rt.gate.exposure.position(v, g.pair)) * g.position(v) > 0 and abs(pos) >= abs(g.position(v))
-                for v in g.instruments)
+                for v in g.instruments) and rt.equity.group_held(g.group_id) == {
+                v: g.position(v) for v in g.instruments}
 
         group = next((g for g in rt.orchestrator.closed if closable(g)), None)
         assert group is not None, "no closable hedged group after 30 simulated seconds"

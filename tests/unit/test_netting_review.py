@@ -107,8 +107,10 @@ async def test_a_restart_does_not_net_a_group_with_an_order_still_open(tmp_path:
     assert settled == ["g2"]
 
 
-@pytest.mark.xfail(strict=True, reason="review finding, not fixed: a settled group stays netting while a close "
-                   "of it is out (engine.group_close); its close fills then find it forgotten")
+@pytest.mark.xfail(strict=True, reason="review finding, not fixed in core: a closing fill under the id of a group "
+                   "the running attribution forgot is spread first in, first out live, the group's own in the "
+                   "replay; engine.group_close no longer sends one (closed or netted groups refused, no net while "
+                   "a close is out), a late fill of a close order still can")
 def test_replay_keeps_a_late_closing_fill_where_the_engine_put_it() -> None:
     """g1 netted flat and forgotten by the running attribution (keep_flat=False); a fill of a
     close order sent under g1's id (a close of g1 that was out when g2 netted it) then is
