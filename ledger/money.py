@@ -575,8 +575,8 @@ async def group_attribution(
         elif attribution.has(item.venue, item.symbol):
             try:
                 attribution.transfer(item)
-            except ValueError as exc:
-                raise LedgerError(f"net at {item.ts_ms}: {exc}") from None
+            except (ValueError, ArithmeticError) as exc:  # a figure past Decimal's range: Overflow
+                raise LedgerError(f"net at {item.ts_ms}: {exc!r}") from None
     return attribution
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core.attribution import GroupMoney
+from core.attribution import GroupMoney, Net
 from core.clock import ManualClock
 from core.models import GroupState, Order, OrderPurpose, OrderState
 from ledger import Ledger, money, queries
+from ledger.errors import LedgerError
 from tests.unit.test_attribution import OKX as XOKX
 from tests.unit.test_attribution_netting import Groups
 from tests.unit.test_ledger_money import book, fill
@@ -212,3 +213,20 @@ async def test_a_crash_between_a_net_and_the_close_is_closed_at_the_restart(
         await led.close()
     rows = await _restart_rows(path)
     assert rows["g1"][0] == rows["g2"][0] == "closed", rows
+
+
+async def test_a_net_past_decimal_range_is_a_ledger_error(tmp_path: Path) -> None:
+    """A net event whose figures read (finite, > 0) but overflow when booked (a damaged or
+    tampered ledger): `ledger groups` and a restart's restore say LedgerError, not a traceback
+    of decimal.Overflow (the restore lets only LedgerError through to a warning)."""
+    path = tmp_path / "l.db"
+    led = await Ledger.open(path, clock=ManualClock(wall_ms=T0))
+    try:
+        await _hedge(led, "g1", +1, T0)
+        led.net(Net("okx", "BTC-USDT-SWAP", "g1", "g2", D("9e999999"), D("65000"), T0 + 5))
+        await led.flush()
+    finally:
+        await led.close()
+    async with queries.open_reader(path) as db:
+        with pytest.raises(LedgerError, match="net at"):
+            await money.group_attribution(db)
