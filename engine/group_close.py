@@ -119,13 +119,14 @@ class GroupCloser:
         legs = self._plan(group)
         detail = {"state": str(group.state),
                   "legs": [{"venue": leg.venue, "symbol": leg.symbol, "qty": str(leg.before)} for leg in legs]}
-        await self._audit.record("close_group", group_id, actor, reason, detail, group_id=group_id)
-        before = group.realized_pnl
-        # Every leg runs to its end even when the other fails: a failing leg is reported on its
-        # line (the close then ends with a residual), never left sending unattended.
+        # From the check of what it holds (`_find`, no await since) to its last close fill.
         if self._closing is not None:
             self._closing(group, True)
         try:
+            await self._audit.record("close_group", group_id, actor, reason, detail, group_id=group_id)
+            before = group.realized_pnl
+            # Every leg runs to its end even when the other fails: a failing leg is reported on
+            # its line (the close then ends with a residual), never left sending unattended.
             outcomes = await asyncio.gather(*(self._close_leg(group, leg) for leg in legs), return_exceptions=True)
         finally:
             if self._closing is not None:
