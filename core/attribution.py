@@ -173,8 +173,8 @@ class Attribution:
         """One fill in venue units; returns [(group id or `flatten`, base qty)] it was booked to.
 
         `closing`: the order closes positions without opening a group (a flatten order). Sent
-        under the id of a group this knows, it is that group's own; otherwise attributed first
-        in, first out. Raises ValueError for an unknown instrument or a bad figure, changing
+        under the id of a group that holds something, it is that group's own; otherwise
+        attributed first in, first out. Raises ValueError for an unknown instrument or a bad figure, changing
         nothing; a repeated (venue, trade id) is ignored ([]).
         """
         inst = self._inst.get((venue, symbol))
@@ -191,8 +191,12 @@ class Attribution:
         key = inst.key
         base = inst.to_base_qty(qty)
         px = inst.normalized_price(price)
-        if group_id and (not closing or group_id in self._groups):
-            g = self._groups.get(group_id)
+        known = self._groups.get(group_id) if group_id else None
+        # A closing order is its group's own while the group holds something: a late fill of a
+        # close order after the group went flat goes first in, first out, live (where a flat
+        # group is forgotten) and in the ledger's replay (where it is kept) alike.
+        if group_id and (not closing or (known is not None and any(q != 0 for q in known.positions.values()))):
+            g = known
             if g is None:
                 g = self._groups[group_id] = GroupMoney(group_id)
             self._book(g, key, inst.pair, side, base, px, fee, ts_ms, closing, batch=group_id)

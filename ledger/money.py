@@ -561,13 +561,16 @@ async def group_attribution(
 ) -> Attribution:
     """Every fill attributed to the group it belongs to (`core.attribution`): a group's own
     orders by their group id (a close of that group's included), a flatten's fills first in,
-    first out to the groups that held, the rest on the `flatten` line."""
+    first out to the groups that held, the rest on the `flatten` line; the journaled nets
+    booked between them, all in journal order."""
     known = dict(instruments or {})
     known.update(await ledger_instruments(db))
     attribution = Attribution((i for i in known.values()), keep_flat=keep_flat)
-    items: list[tuple[tuple[int, int, int], FillRow | Net]] = [
-        ((f.ts_ms, 0, f.fill_id), f) for f in await fill_rows(db)]
-    items += [((n.ts_ms, 1, seq), n) for seq, n in await net_rows(db)]
+    # In journal order (a fill's id is its event's seq): the order the engine attributed them
+    # in, nets included (a net is journaled after the fills it followed). The venues' times
+    # would put a fill stamped before a net, but booked after it, before it (issue 19 review).
+    items: list[tuple[int, FillRow | Net]] = [(f.fill_id, f) for f in await fill_rows(db)]
+    items += [(seq, n) for seq, n in await net_rows(db)]
     items.sort(key=lambda t: t[0])
     for _, item in items:
         if isinstance(item, FillRow):

@@ -41,14 +41,13 @@ async def _hedge(led: Ledger, gid: str, way: int, ts: int, okx: str = "65000", m
     led.group_state(g)
 
 
-@pytest.mark.xfail(strict=True, reason="review finding, not fixed: group_attribution orders nets by the engine's "
-                   "clock and fills by the venue's; a flatten fill interleaved with a net is replayed elsewhere")
 async def test_a_flatten_fill_stamped_before_a_net_is_replayed_as_the_engine_booked_it(tmp_path: Path) -> None:
     """Live: g2 settles at T0+100 and nets g1 (oldest long) flat; then a flatten's OKX sell,
     stamped by the venue at T0+90 (its clock, or the time it traded before the engine read it),
     is booked first in, first out to g3, the only long left. The replay sorts the fill before the
-    net (fills by their venue time, nets by the engine's): the flatten goes to g1, the net then
-    takes g1 short. `ledger groups` no longer says what the engine journaled."""
+    net (fills by their venue time, nets by the engine's) put the flatten on g1, the net then
+    took g1 short: `ledger groups` no longer said what the engine journaled. The replay now
+    books fills and nets in journal order."""
     path = tmp_path / "l.db"
     led = await Ledger.open(path, clock=ManualClock(wall_ms=T0))
     try:
@@ -108,14 +107,11 @@ async def test_a_restart_does_not_net_a_group_with_an_order_still_open(tmp_path:
     assert settled == ["g2"]
 
 
-@pytest.mark.xfail(strict=True, reason="review finding, not fixed in core: a closing fill under the id of a group "
-                   "the running attribution forgot is spread first in, first out live, the group's own in the "
-                   "replay; engine.group_close no longer sends one (closed or netted groups refused, no net while "
-                   "a close is out), a late fill of a close order still can")
 def test_replay_keeps_a_late_closing_fill_where_the_engine_put_it() -> None:
     """g1 netted flat and forgotten by the running attribution (keep_flat=False); a fill of a
     close order sent under g1's id (a close of g1 that was out when g2 netted it) then is
-    spread first in, first out over other holders live, but is g1's own in the replay."""
+    spread first in, first out over other holders live, and was g1's own in the replay. A closing
+    order is its group's own only while the group holds something, in both."""
 
     runs = []
     for keep in (False, True):
