@@ -29,6 +29,7 @@ SOAK_S = float(os.environ.get("QUANTARB_SOAK_S", "1800"))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(int(SOAK_S * 1.5) + 300)  # the suite's 120 s would stop it two minutes in
 def test_accelerated_soak_memory_levels_off() -> None:
     res = bench_soak(duration_s=SOAK_S, warmup_s=SOAK_S * 2 / 3, accelerate=True, flatten_every_s=300)
     report = "\n".join(res["lines"])
