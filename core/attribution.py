@@ -56,6 +56,12 @@ class _Side:
     notional: Decimal = _ZERO
 
 
+def _short(d: Decimal) -> Decimal:
+    """`d` without trailing zeros (2656.500000000000 -> 2656.5, 2656.000000000000 -> 2656), so
+    the money it makes does not print with a tail of zeros; never in exponent notation."""
+    return d.to_integral_value() if d == d.to_integral_value() else d.normalize()
+
+
 @dataclass(frozen=True, slots=True)
 class Net:
     """One netting transfer on one book: `long_group` sold `qty` (base units) to `short_group` at
@@ -301,7 +307,7 @@ class Attribution:
                 bought, sold = long.entry(key), short.entry(key)
                 if bought is None or sold is None:
                     continue
-                px = _CTX.quantize(_CTX.divide(bought + sold, 2), _FEE_QUANTUM)
+                px = _short(_CTX.quantize(_CTX.divide(bought + sold, 2), _FEE_QUANTUM))
                 if px <= 0:
                     continue
                 qty = min(abs(mine), abs(theirs))
