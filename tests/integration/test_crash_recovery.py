@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-TERMINAL = ("hedged", "repaired", "unwound", "rejected", "failed")
+TERMINAL = ("hedged", "repaired", "unwound", "rejected", "failed", "closed")  # closed: by a net or a flatten
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
