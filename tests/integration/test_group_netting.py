@@ -15,22 +15,12 @@ from pathlib import Path
 import pytest
 
 from core.clock import ManualClock
-from core.config import demo_config
 from core.models import GroupState
 from engine.runtime import Runtime
 from ledger import money, queries
+from tests.integration.test_risk_runtime import _isolated, _runtime  # noqa: F401  (autouse fixture)
 
 D = Decimal
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("QUANTARB_LISTENER__PORT", "0")
-
-
-def _runtime(path: Path, clock: ManualClock) -> Runtime:
-    return Runtime(demo_config(), is_demo=True, clock=clock, ledger_path=str(path), mt5_in_process=True)
 
 
 def _lots_held(rt: Runtime, now_ms: int) -> int:
