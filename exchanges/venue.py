@@ -81,7 +81,8 @@ class InstrumentSpec:
         if self.max_qty is not None and (not self.max_qty.is_finite() or self.max_qty <= 0):
             raise ValueError(f"{self.venue} {self.symbol}: max_qty must be None or a finite number > 0")
 
-    def round_order(self, side: Side, qty: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
+    def round_order(self, side: Side, qty: Decimal, price: Decimal, *,
+                    reduce_only: bool = False) -> tuple[Decimal, Decimal]:
         """(qty, price) on the venue's grid: quantity down to a lot, price never worse than the
         limit asked (a buy rounds down, a sell up). FilterRefusal names the filter it fails.
 
@@ -103,7 +104,7 @@ class InstrumentSpec:
         with localcontext() as ctx:
             ctx.prec = 2000  # exact, like the rounding: a boundary notional must not round up
             notional = q * self.contract_value * p
-        if notional < self.min_notional:
+        if notional < self.min_notional and not reduce_only:
             raise FilterRefusal(self.symbol, "min_notional", f"{notional} below the minimum {self.min_notional}")
         return q, p
 

@@ -352,7 +352,7 @@ class BinanceExchange:
         if not CLIENT_ID_RE[self.market].fullmatch(client_id):
             raise ApiError(400, -1100, "Illegal characters found in parameter 'newClientOrderId'; legal range is "
                                        f"'{_CLIENT_ID_RANGE[self.market]}'.")
-        self._check_filters(spec, qty, price)
+        self._check_filters(spec, qty, price, reduce_only=reduce_only)
         existing = self.by_client.get(client_id)
         if existing is not None and existing.is_open:
             if self.market == "spot":
@@ -779,7 +779,11 @@ class BinanceExchange:
     def _generated_client_id(self) -> str:
         return secrets.token_hex(11)
 
-    def _check_filters(self, spec: SimSymbol, qty: Decimal, price: Decimal | None) -> None:
+    def _check_filters(self, spec: SimSymbol, qty: Decimal, price: Decimal | None, *,
+                       reduce_only: bool = False) -> None:
+        """The symbol's filters, in Binance's order and with its codes. USDⓈ-M does not apply the
+        minimum notional to a reduce-only order (-4164 says "unless you choose reduce only"): a
+        position's last lots below it can always be closed."""
         spot = self.market == "spot"
         if spot and (decimals(qty) > 8 or (price is not None and decimals(price) > 8)):
             raise ApiError(400, -1111, "Parameter 'quantity' has too much precision." if decimals(qty) > 8
@@ -810,7 +814,7 @@ class BinanceExchange:
             raise ApiError(400, -1013 if spot else -1111, "Filter failure: LOT_SIZE" if spot
                            else "Precision is over the maximum defined for this asset.")
         reference = price if price is not None else self.mid(spec.symbol)
-        if reference is not None and qty * reference < spec.min_notional:
+        if reference is not None and qty * reference < spec.min_notional and not reduce_only:
             if spot:
                 raise ApiError(400, -1013, "Filter failure: NOTIONAL")
             raise ApiError(400, -4164, f"Order's notional must be no smaller than {spec.min_notional:f} "

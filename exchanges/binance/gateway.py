@@ -7,6 +7,10 @@ Placing an order:
    range; a symbol the venue does not list or whose specs were not loaded (`start()`); a
    quantity off the venue's LOT_SIZE grid or outside its filters (`InstrumentSpec`, naming
    the filter). The price is rounded to the tick, never worse than the limit.
+   A flatten order on USD-M is sent `reduceOnly=true`: it can only take the position toward
+   flat (the venue refuses one that would open or flip it, -2022), and the venue exempts it from
+   the minimum notional (-4164 "unless you choose reduce only"), so a position's last lots below
+   that minimum (a partial fill's remainder) are closed rather than left as dust.
 2. Sent once as a LIMIT IOC with our client order id, over the WebSocket API when a
    session is open (`ws_api`, opened by `start()` and reopened in the background after
    `ws_retry_s` when it is found closed), else over REST. A WebSocket frame that could not be
@@ -49,7 +53,7 @@ from typing import TypeVar
 
 from core.clock import Clock
 from core.instruments import Instrument
-from core.models import Fill, Order, OrderState, Venue
+from core.models import Fill, Order, OrderPurpose, OrderState, Venue
 from core.ports import OrderUpdate
 from exchanges.binance import errors
 from exchanges.binance.auth import Credentials, SigningError
@@ -227,6 +231,8 @@ class BinanceGateway:
         params = [("symbol", order.symbol), ("side", order.side.upper()), ("type", "LIMIT"),
                   ("timeInForce", "IOC"), ("quantity", fmt(qty)), ("price", fmt(price)),
                   ("newClientOrderId", cid), ("newOrderRespType", api.order_resp_type)]
+        if self._reduce_only(order):
+            params.append(("reduceOnly", "true"))
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self.retry_delay_s * attempt)
@@ -337,6 +343,11 @@ class BinanceGateway:
 
     # ------------------------------------------------------------------ internals
 
+    def _reduce_only(self, order: Order) -> bool:
+        """A flatten order on USD-M: it closes the account's position on the symbol, so the venue
+        may refuse it anything else (spot has no positions and no such flag)."""
+        return self.market == "usdm" and order.purpose is OrderPurpose.FLATTEN
+
     def _local_refusal(self, order: Order) -> str | tuple[Decimal, Decimal]:
         api = self.endpoints.api
         if not api.client_id_re.fullmatch(order.client_order_id):
@@ -347,7 +358,7 @@ class BinanceGateway:
         if spec is None:
             return f"{order.symbol} is not listed on Binance {self.market}"
         try:
-            qty, price = spec.round_order(order.side, order.qty, order.price)
+            qty, price = spec.round_order(order.side, order.qty, order.price, reduce_only=self._reduce_only(order))
         except FilterRefusal as exc:
             return str(exc)
         if qty != order.qty:

@@ -9,12 +9,13 @@ WebSocket API order path with REST as the fallback; balances and positions.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from core.instruments import Instrument
-from core.models import OrderState
+from core.models import OrderPurpose, OrderState
 from exchanges.binance.auth import ed25519_available
 from exchanges.binance.endpoints import BinanceMarket
 from exchanges.venue import ErrorKind, VenueError
@@ -379,3 +380,39 @@ async def test_an_ed25519_session_logon_authorizes_websocket_orders_without_per_
         with pytest.raises(VenueError) as refused:
             await r.gateway.ws_api.connect()
         assert refused.value.code == "-1022"
+
+
+async def test_a_usdm_flatten_below_the_minimum_notional_is_sent_reduce_only_and_closes_the_dust() -> None:
+    """A partial fill can leave a USD-M position below the symbol's minimum notional (0.001 BTC
+    at 97,000 is 97 USDT, the minimum 100): an entry of that size is refused locally, but a
+    flatten is sent `reduceOnly=true`, which the venue exempts from the minimum, and the
+    position is flat. A reduce-only order that would flip the position is the venue's -2022."""
+    async with rig("usdm") as r:
+        await r.gateway.start()
+        opened = await r.gateway.place(order(r.clock, qty="0.002"))
+        assert opened.state is OrderState.FILLED, opened.reason
+        small_entry = await r.gateway.place(order(r.clock, side="sell", qty="0.001", price="96999.0"))
+        assert small_entry.state is OrderState.REJECTED and "min_notional" in small_entry.reason
+        too_much = replace(order(r.clock, side="sell", qty="0.003", price="96999.0"), purpose=OrderPurpose.FLATTEN)
+        flipped = await r.gateway.place(too_much)
+        assert flipped.state is OrderState.REJECTED and "-2022" in flipped.reason, flipped.reason
+        assert r.sim.exchange.positions["BTCUSDT"].amount == Decimal("0.002")
+        first = await r.gateway.place(replace(order(r.clock, side="sell", qty="0.001", price="96999.0"),
+                                              purpose=OrderPurpose.FLATTEN))
+        second = await r.gateway.place(replace(order(r.clock, side="sell", qty="0.001", price="96999.0"),
+                                               purpose=OrderPurpose.FLATTEN))
+        assert (first.state, second.state) == (OrderState.FILLED, OrderState.FILLED), (first.reason, second.reason)
+        assert r.sim.exchange.positions["BTCUSDT"].amount == 0
+        sent = [o for o in r.sim.exchange.orders.values() if o.reduce_only]
+        assert len(sent) == 2 and all(o.side == "SELL" for o in sent)
+        assert r.sim.rest.orders_received == 4  # the entry, the flip (refused by the venue), two flattens
+
+
+async def test_a_spot_flatten_below_the_minimum_notional_is_refused_locally() -> None:
+    """Spot has no positions and no reduce-only flag: its minimum notional holds for a flatten too."""
+    async with rig("spot") as r:
+        await r.gateway.start()
+        dust = replace(order(r.clock, side="sell", qty="0.00001", price="96999.0"), purpose=OrderPurpose.FLATTEN)
+        update = await r.gateway.place(dust)
+        assert update.state is OrderState.REJECTED and "min_notional" in update.reason
+        assert r.sim.rest.orders_received == 0
