@@ -185,7 +185,8 @@ class HedgeOrchestrator:
 
     def after_group_closed(self, listener: GroupListener) -> None:
         """Call `listener(group)` when a group closes, after every `on_group_closed` listener
-        (so they see the state its execution ended in, before anything closes it further)."""
+        (so they see the state its execution ended in, before anything closes it further), and
+        again when an order it closed with still pending becomes final with nothing filled."""
         self._after_closed.append(listener)
 
     def attach_journal(self, journal: Journal | None) -> None:
@@ -401,6 +402,19 @@ class HedgeOrchestrator:
             self._emit("alert", f"order {order.client_order_id} of closed group {order.group_id} filled "
                        f"{order.filled_qty - before} after its group closed", None, level="error")
             await self._halt(f"late fill on closed group {order.group_id}")
+        elif is_terminal(order.state):
+            self._now_settled(order.group_id)
+
+    def _now_settled(self, group_id: str) -> None:
+        """A closed group's last pending order (`unknown` when the group closed) is final now with
+        nothing new filled: the group is told to those that wait for a settled group (its net,
+        `after_group_closed`), as if it had closed so; without this it was remembered until a
+        flatten, outside the bound by the net positions."""
+        group = next((g for g in self.closed if g.group_id == group_id), None)
+        if group is None or not all(is_terminal(o.state) for o in group.orders):
+            return
+        for listener in self._after_closed:
+            listener(group)
 
     async def resume(self, group: HedgeGroup) -> None:
         """Finish a group recovered from the ledger after a restart.
