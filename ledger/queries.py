@@ -584,6 +584,9 @@ def _describe(kind: str, p: dict[str, Any]) -> str:
         return f"compensation {p['action_id']} {p['kind']} {p['outcome']}: {p['reason']}"
     if kind == ev.MT5_COMMAND:
         return f"mt5 command {p['command_id']} {p['kind']} {p['side']} {p['volume']} {p['symbol']} -> {p['state']}"
+    if kind == ev.NET:
+        return (f"net {p['qty']} {p['venue']}:{p['symbol']} at {p['price']}: {p['long_group']} sold to "
+                f"{p['short_group']}")
     if kind == OPERATOR_AUDIT:
         return f"operator {p['action']} by {p['actor']}: {p['reason']}"
     return kind
@@ -608,6 +611,14 @@ async def show(db: aiosqlite.Connection, group_id: str) -> dict[str, Any] | None
             intent = payload["intent"]
         timeline.append({"seq": r["seq"], "ts_ms": r["ts_ms"], "kind": r["kind"],
                          "text": _describe(r["kind"], payload), "payload": payload})
+    # A net names two groups in its payload, not in the row's group_id: found by either.
+    for r in await _all(db, "SELECT seq, ts_ms, kind, payload FROM events WHERE kind = ? AND "
+                            "(json_extract(payload, '$.long_group') = ? OR json_extract(payload, '$.short_group') = ?)",
+                        (ev.NET, group_id, group_id)):
+        payload = ev.decode_payload(r["payload"])
+        timeline.append({"seq": r["seq"], "ts_ms": r["ts_ms"], "kind": r["kind"],
+                         "text": _describe(r["kind"], payload), "payload": payload})
+    timeline.sort(key=lambda t: int(t["seq"]))
     orders = [_dict(r) for r in await _all(
         db, "SELECT * FROM orders WHERE group_id = ? ORDER BY created_at_ms, order_id", (group_id,))]
     fills_by_order: dict[str, list[dict[str, Any]]] = {}

@@ -56,6 +56,14 @@ async def test_offsetting_groups_close_each_other_and_the_ledger_says_the_same(t
         nets = await money.net_rows(db)
         attribution = await money.group_attribution(db)
         rows = await queries.groups(db)
+        some_net = nets[0][1]
+        shown = await queries.show(db, some_net.long_group)
+    # `ledger show` lists the nets a group took part in (the event names it in its payload only).
+    assert shown is not None
+    net_lines = [t for t in shown["timeline"] if t["kind"] == "net"]
+    assert net_lines and net_lines[0]["seq"] == nets[0][0], shown["timeline"]
+    assert f"{some_net.long_group} sold to {some_net.short_group}" in net_lines[0]["text"]
+    assert [t["seq"] for t in shown["timeline"]] == sorted(t["seq"] for t in shown["timeline"])
     assert len(nets) >= closed // 2 > 0
     ids = {r["group_id"] for r in rows}
     closed_rows = [r for r in rows if r["state"] == "closed"]
