@@ -140,7 +140,8 @@ class HedgeOrchestrator:
         self._ask_again: set[str] = set()
         self._open: dict[str, HedgeGroup] = {}
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
-        self.closed_by_state: dict[str, int] = {}
+        self.closed_by_state: dict[str, int] = {}  # this run's groups (since started_ms) by state
+        self.started_ms = clock.time_ms()
         # How each group's execution ended (never moved on by a later close: `closed_by_state` is
         # where groups are now). Benches and soaks count activity by it.
         self.ended_by_state: dict[str, int] = {}
@@ -993,11 +994,14 @@ class HedgeOrchestrator:
                    group)
         return True
 
-    def closed_from_ledger(self, pair: str, before: GroupState, pnl_delta: Decimal) -> None:
+    def closed_from_ledger(self, pair: str, before: GroupState, pnl_delta: Decimal, ended_ms: int | None) -> None:
         """A group no longer in memory was closed from its ledger row (the runtime journaled it):
-        the counts by state, the total and the pair's PnL follow, as `close_group` does."""
-        self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
-        self.closed_by_state[GroupState.CLOSED] = self.closed_by_state.get(GroupState.CLOSED, 0) + 1
+        the total and the pair's PnL follow, as `close_group` does, and the counts by state too
+        when this run counted the group (its execution ended since this engine started); a
+        group of the run before a restart was never in them (they are this run's groups)."""
+        if ended_ms is not None and ended_ms >= self.started_ms:
+            self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
+            self.closed_by_state[GroupState.CLOSED] = self.closed_by_state.get(GroupState.CLOSED, 0) + 1
         self.realized_pnl += pnl_delta
         self.pair_stats.add_pnl(pair, pnl_delta)
 

@@ -578,7 +578,8 @@ class Runtime:
             note = "; ".join(n for n in (row.note, f"{row.state} until closed{' by ' + by if by else ''}") if n)
             self.journal.group_closed(gm.group_id, row.state, row.closed_at_ms, gm.realized, gm.fees, note)
             # The running totals (the groups' PnL on every surface) follow the ledger's row.
-            self.orchestrator.closed_from_ledger(row.pair, GroupState(row.state), gm.realized - row.realized_pnl)
+            self.orchestrator.closed_from_ledger(row.pair, GroupState(row.state), gm.realized - row.realized_pnl,
+                                                 row.closed_at_ms)
             self.events.emit(EngineEvent(self.clock.time_ms(), "group",
                                          f"group {gm.group_id} {row.state} -> closed, pnl {gm.realized:f}"))
 

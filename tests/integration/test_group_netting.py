@@ -123,3 +123,47 @@ async def test_groups_no_longer_in_memory_are_closed_from_the_ledger_and_the_tot
     for _pair, state, _pnl in rows:
         counts[state] = counts.get(state, 0) + 1
     assert by_state == counts
+
+
+async def test_after_a_restart_the_counts_by_state_are_this_runs_groups(tmp_path: Path) -> None:
+    """Groups of the run before a restart that this run's nets close (from their ledger rows,
+    not in memory) move this run's PnL total, not its counts by state: those count the groups
+    this run traded, as the ledger's rows opened since the restart say."""
+    path = tmp_path / "restart.db"
+    clock = ManualClock()
+    rt = _runtime(path, clock)
+    await rt.open_ledger()
+    try:
+        await rt.driver.drive(300, 20.0)
+        before_restart = rt.equity.remembered_groups()
+    finally:
+        await rt.close_ledger()
+    assert before_restart > 0, "the first run left no settled group holding a position"
+    clock2 = ManualClock(wall_ms=clock.time_ms() + 60_000)
+    started_ms = clock2.time_ms()
+    rt2 = _runtime(path, clock2)
+    await rt2.open_ledger()
+    try:
+        for _ in range(4):
+            await rt2.driver.drive(300, 20.0)
+        for _ in range(500):
+            if not rt2.running_background():
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("closing groups from their ledger rows did not finish")
+        assert rt2.ledger is not None
+        await rt2.ledger.flush()
+        by_state = {str(s): n for s, n in rt2.orchestrator.closed_by_state.items() if n}
+    finally:
+        await rt2.close_ledger()
+    con = sqlite3.connect(path)
+    try:
+        old_closed = con.execute("SELECT COUNT(*) FROM hedge_groups WHERE opened_at_ms < ? AND state = 'closed'",
+                                 (started_ms,)).fetchone()[0]
+        rows = con.execute("SELECT state, COUNT(*) FROM hedge_groups WHERE opened_at_ms >= ? GROUP BY state",
+                           (started_ms,)).fetchall()
+    finally:
+        con.close()
+    assert old_closed > 0, "no group of the first run was closed by the second"
+    assert by_state == dict(rows)
