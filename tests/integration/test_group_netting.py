@@ -32,6 +32,15 @@ def _lots_held(rt: Runtime, now_ms: int) -> int:
     return total
 
 
+async def _background_done(rt: Runtime) -> None:
+    """The closes from ledger rows are tasks: wait for them to finish (fails if they do not)."""
+    for _ in range(500):
+        if not rt.running_background():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("closing groups from their ledger rows did not finish")
+
+
 async def test_offsetting_groups_close_each_other_and_the_ledger_says_the_same(tmp_path: Path) -> None:
     path = tmp_path / "net.db"
     clock = ManualClock()
@@ -94,12 +103,7 @@ async def test_groups_no_longer_in_memory_are_closed_from_the_ledger_and_the_tot
     try:
         for _ in range(6):
             await rt.driver.drive(300, 20.0)
-        for _ in range(500):  # the closes from ledger rows are tasks: let them finish
-            if not rt.running_background():
-                break
-            await asyncio.sleep(0.01)
-        else:
-            pytest.fail("closing groups from their ledger rows did not finish")
+        await _background_done(rt)
         assert rt.ledger is not None
         await rt.ledger.flush()
         total, by_pair = rt.orchestrator.realized_pnl, {p: s.total_pnl for p, s in rt.orchestrator.stats().items()}
@@ -146,12 +150,7 @@ async def test_after_a_restart_the_counts_by_state_are_this_runs_groups(tmp_path
     try:
         for _ in range(4):
             await rt2.driver.drive(300, 20.0)
-        for _ in range(500):
-            if not rt2.running_background():
-                break
-            await asyncio.sleep(0.01)
-        else:
-            pytest.fail("closing groups from their ledger rows did not finish")
+        await _background_done(rt2)
         assert rt2.ledger is not None
         await rt2.ledger.flush()
         by_state = {str(s): n for s, n in rt2.orchestrator.closed_by_state.items() if n}

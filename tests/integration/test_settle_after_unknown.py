@@ -32,19 +32,18 @@ class SilentVenue(ScriptedGateway):
         super().__init__(venue, script, clock)
         self.silent = silent
 
+    def _silent(self, order: Order, calls: list[str]) -> OrderUpdate | None:
+        if self.silent <= 0:
+            return None
+        self.silent -= 1
+        calls.append(order.client_order_id)
+        return OrderUpdate(order.client_order_id, OrderState.UNKNOWN, reason="no answer")
+
     async def query(self, order: Order) -> OrderUpdate:
-        if self.silent > 0:
-            self.silent -= 1
-            self.queries.append(order.client_order_id)
-            return OrderUpdate(order.client_order_id, OrderState.UNKNOWN, reason="no answer")
-        return await super().query(order)
+        return self._silent(order, self.queries) or await super().query(order)
 
     async def cancel(self, order: Order) -> OrderUpdate:
-        if self.silent > 0:
-            self.silent -= 1
-            self.cancels.append(order.client_order_id)
-            return OrderUpdate(order.client_order_id, OrderState.UNKNOWN, reason="no answer")
-        return await super().cancel(order)
+        return self._silent(order, self.cancels) or await super().cancel(order)
 
 
 def _orchestrator(binance_script: list[str], clock: ManualClock) -> tuple[HedgeOrchestrator, SilentVenue, RiskGate]:
