@@ -52,7 +52,7 @@ from core.models import (
     Venue,
 )
 from core.orders import is_terminal
-from core.pnl import GroupPnl, PairStats, PairSummary, group_pnl
+from core.pnl import PairStats, PairSummary, group_pnl
 from core.ports import ExecutionGateway, Journal, JournalUnavailable, OrderUpdate
 from core.risk import OrderCheck, RiskGate
 from core.tracker import InFlightOrderTracker
@@ -63,10 +63,15 @@ GroupListener = Callable[[HedgeGroup], None]
 TouchSource = Callable[[Venue, str], tuple[float, float] | None]
 
 _LATE_STATES = (OrderState.CANCELLED, OrderState.EXPIRED)
-# Closed groups (and their PnL rows) kept in memory, newest first: what the views show and
-# what a late MT5 fill is matched against; every group is in the ledger (history screen,
-# `quantarb ledger show`). 200 is more than any screen lists.
+# Closed groups kept in memory, newest first: what the views show and what a late fill is
+# matched against; every group is in the ledger (history screen, `quantarb ledger show`). At
+# most 200, more than any screen lists; beyond the newest 50 (the groups pane's rows) none whose
+# execution ended more than five minutes ago: a fill that late for a group no longer remembered
+# halts as one for a remembered group does (`late_fill`), and at a slow rate the steady state
+# comes within minutes rather than after 200 groups (issue 19).
 RECENT_GROUPS_KEPT = 200
+RECENT_GROUPS_SHOWN = 50
+RECENT_GROUPS_MAX_AGE_MS = 5 * 60_000
 # Orders outside any group (flatten orders, a restart's orphans) remembered for a late fill:
 # a flatten sends one order per venue and asset (per ticket on MT5), so this is many
 # flattens; the oldest are forgotten (their rows are in the ledger).
@@ -86,6 +91,8 @@ class HedgeOrchestrator:
         on_closed: GroupListener | None = None,
         on_fill: Callable[[Order, Fill], None] | None = None,
         recent: int = RECENT_GROUPS_KEPT,
+        recent_shown: int = RECENT_GROUPS_SHOWN,
+        recent_max_age_ms: int = RECENT_GROUPS_MAX_AGE_MS,
         journal: Journal | None = None,
         group_deadline_ms: int = 5000,
         order_timeout_ms: int = 3000,
@@ -128,7 +135,6 @@ class HedgeOrchestrator:
         self.tracker = InFlightOrderTracker(clock, order_timeout_ms=order_timeout_ms)
         self.compensation = CompensationEngine(max_slippage_bps=max_slippage_bps, max_retries=max_retries)
         self.pair_stats = PairStats()
-        self.pnl: deque[GroupPnl] = deque(maxlen=recent)
         self._seq = itertools.count(1)
         self._pending: deque[HedgeGroup] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -140,6 +146,8 @@ class HedgeOrchestrator:
         self._ask_again: set[str] = set()
         self._open: dict[str, HedgeGroup] = {}
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
+        self._recent_shown = min(recent_shown, recent)
+        self._recent_max_age_ms = recent_max_age_ms
         self.closed_by_state: dict[str, int] = {}  # this run's groups (since started_ms) by state
         self.started_ms = clock.time_ms()
         # How each group's execution ended (never moved on by a later close: `closed_by_state` is
@@ -956,19 +964,26 @@ class HedgeOrchestrator:
             self.tracker.forget(order.client_order_id)
             self._reconciled.discard(order.client_order_id)
         self.closed.appendleft(group)
+        self._forget_old_groups()
         self.closed_by_state[group.state] = self.closed_by_state.get(group.state, 0) + 1
         self.ended_by_state[group.state] = self.ended_by_state.get(group.state, 0) + 1
         if group.state is not GroupState.REJECTED:
             self.realized_pnl += group.realized_pnl
-        pnl = group_pnl(group)
-        self.pnl.appendleft(pnl)
-        self.pair_stats.record_group(pnl)
+        self.pair_stats.record_group(group_pnl(group))
         if self._on_closed is not None:
             self._on_closed(group)
         for listener in self._closed_listeners:
             listener(group)
         for listener in self._after_closed:
             listener(group)
+
+    def _forget_old_groups(self) -> None:
+        """Beyond the newest `recent_shown`, closed groups whose execution ended more than
+        `recent_max_age_ms` ago (the count bound is the deque's own)."""
+        horizon = self._clock.time_ms() - self._recent_max_age_ms
+        closed = self.closed
+        while len(closed) > self._recent_shown and closed[-1].closed_ms < horizon:
+            closed.pop()
 
     def find_group(self, group_id: str) -> HedgeGroup | None:
         """An open group, or a closed one still remembered (the most recent `recent`)."""

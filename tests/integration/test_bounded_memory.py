@@ -82,9 +82,8 @@ async def test_closed_groups_and_paper_orders_drop_their_oldest_while_the_ledger
     await led.flush()
 
     assert [g.state for g in groups] == [GroupState.HEDGED] * GROUPS
-    # Memory: the newest closed groups only, newest first; the PnL rows likewise.
+    # Memory: the newest closed groups only, newest first.
     assert [g.group_id for g in orch.closed] == [g.group_id for g in reversed(groups)][:KEPT_GROUPS]
-    assert len(orch.pnl) == KEPT_GROUPS
     assert orch.closed_by_state == {GroupState.HEDGED: GROUPS}  # the counts still cover every group
     # The paper venues answer about their newest orders only: the first is forgotten.
     first, last = groups[0].orders[0], groups[-1].orders[0]
@@ -98,6 +97,33 @@ async def test_closed_groups_and_paper_orders_drop_their_oldest_while_the_ledger
     assert sorted((o.client_order_id, str(o.state)) for g in groups for o in g.orders) == orders
     assert len(orders) == 2 * GROUPS
     assert _rows(path, "SELECT count(*) FROM fills") == [(2 * GROUPS,)]
+
+
+async def test_beyond_the_groups_shown_closed_groups_older_than_the_age_bound_are_forgotten() -> None:
+    """At a slow rate the count bound would take hours to fill: beyond the newest `recent_shown`,
+    a closed group goes once its execution ended `recent_max_age_ms` ago."""
+    clock = ManualClock()
+    touch = {("mt5", "BTCUSD"): (59990.0, 60000.0), ("binance", "BTCUSDT"): (60100.0, 60110.0)}
+    gateways: dict[Venue, ExecutionGateway] = {
+        venue: PaperGateway(venue, {BY_VENUE[venue].symbol: BY_VENUE[venue]}, lambda v, s: touch.get((v, s)), clock)
+        for venue in ("mt5", "binance")}
+    gate = RiskGate.from_config(clock, RiskConfig(max_leg_notional=Decimal(10**6), max_gross_exposure=Decimal(10**8)))
+    orch = HedgeOrchestrator(gateways, INSTRUMENTS, gate, clock, EventLog(), recent=10, recent_shown=2,
+                             recent_max_age_ms=60_000, poll_interval_s=0.0)
+    groups = []
+    for _ in range(6):
+        groups.append(orch.submit(make_intent(now_ms=clock.time_ms())))
+        await orch.drain()
+        clock.advance(ms=25_000)
+    # Ended at 0, 25, 50, 75, 100, 125 s; the last closed at 125 s: the horizon was 65 s then.
+    newest_first = [g.group_id for g in reversed(groups)]
+    assert [g.group_id for g in orch.closed] == newest_first[:3]
+    clock.advance(ms=60_000)
+    groups.append(orch.submit(make_intent(now_ms=clock.time_ms())))
+    await orch.drain()
+    # At 210 s the horizon is 150 s: the newest two are kept (the floor), the one of 125 s though past it.
+    assert [g.group_id for g in orch.closed] == [groups[-1].group_id, newest_first[0]]
+    assert orch.closed_by_state == {GroupState.HEDGED: 7}
 
 
 async def test_state_changes_beyond_the_gate_history_are_risk_events_in_the_ledger(
