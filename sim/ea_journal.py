@@ -48,16 +48,18 @@ JournalState = Literal["sent", "done", "unknown", "retry", "rejected"]
 _STATES: frozenset[str] = frozenset({"sent", "done", "unknown", "retry", "rejected"})
 JOURNAL_KEEP_MS = 2 * 86_400_000  # commands expire in seconds; two days is plenty
 _COMPACT_AT = 5000  # lines; older entries are dropped when the journal is opened
-# In memory, besides the age: at most this many entries (the oldest go first), about half an
-# hour of the demo's MT5 commands in some 0.5 MB, where two days at its load are tens of
-# thousands. Dropping an entry is safe only once its command can no longer be executed: the
+# In memory, besides the age: at most this many entries (the oldest go first), where two days
+# at the demo's load are tens of thousands. A floor, not a size to fill: past it the entries
+# `JOURNAL_MIN_KEEP_MS` old go, so the demo's steady state (some 300 entries) comes after fifteen
+# minutes (1,000 took most of an hour at the demo's rate, issue 19). Dropping an entry is safe
+# only once its command can no longer be executed: the
 # listener stops serving a command at its `expires_msc`, and the EA refuses one past it before
 # anything else (docs/mt5-protocol.md, Expiry). So an entry goes by count only when its
 # command has expired (`write(..., expires_ms=)`) and it is `JOURNAL_MIN_KEEP_MS` old; until
 # then the bound waits, and no command id that could still be delivered is forgotten. What is
 # dropped is still in the journal's file (which the EA compacts by age, `_COMPACT_AT`), and
 # every command and fill is in quantarb's ledger.
-JOURNAL_KEPT = 1_000
+JOURNAL_KEPT = 100
 # The youngest an entry dropped by count may be: the EA also uses its journal to name a deal's
 # command when it re-sends the fills of the last ten minutes after a restart
 # (`EaSimulator(resync_fills_ms=600_000)`) and to follow a command (a minute); the simulated

@@ -213,13 +213,15 @@ def _sent(cid: str, send_ms: int) -> JournalEntry:
 
 
 def test_the_journal_keeps_at_most_journal_kept_entries_in_memory(tmp_path: Path) -> None:
-    # One command a second, each expiring 2 s after it was sent (the listener's default TTL):
-    # past JOURNAL_KEPT entries the oldest go, exactly that many stay; the file keeps every line.
+    # One command every 10 s, each expiring 2 s after it was sent (the listener's default TTL), so
+    # the run spans more than JOURNAL_MIN_KEEP_MS: past JOURNAL_KEPT entries the oldest go,
+    # exactly that many stay; the file keeps every line.
     path = tmp_path / "T1.journal"
     journal = Journal(path, now_ms=T0)
     extra = 5
+    assert (JOURNAL_KEPT - 1) * 10_000 > JOURNAL_MIN_KEEP_MS  # the oldest are old enough to go
     for i in range(JOURNAL_KEPT + extra):
-        send_ms = T0 + i * 1000
+        send_ms = T0 + i * 10_000
         journal.write(_sent(f"c-{i}", send_ms), expires_ms=send_ms + 2000)
         journal.write(_sent(f"c-{i}", send_ms).but(state="done", order=i + 1))  # the outcome keeps its expiry
     assert len(journal) == JOURNAL_KEPT
