@@ -213,6 +213,9 @@ class Order:
     # The venue touch (ask for a buy, bid for a sell) when the order was sent; 0 = unknown.
     # PnL splits slippage into latency (intent price -> this) and impact (this -> fills).
     touch_price: Decimal = Decimal(0)
+    # May only reduce the account's position on the symbol (a flatten order, sent after a kill):
+    # a venue with the flag (Binance USD-M `reduceOnly`) refuses it anything else.
+    reduce_only: bool = False
 
     @property
     def avg_price(self) -> Decimal:

@@ -153,6 +153,7 @@ class Flattener:
             price=price,
             purpose=OrderPurpose.FLATTEN,
             created_ms=self._clock.time_ms(),
+            reduce_only=True,  # trading is killed first: nothing else moves the account meanwhile
         )
 
     def _price(self, inst: Instrument, side: Side) -> Decimal | None:

@@ -66,9 +66,12 @@ _LATE_STATES = (OrderState.CANCELLED, OrderState.EXPIRED)
 # Closed groups kept in memory, newest first: what the views show and what a late fill is
 # matched against; every group is in the ledger (history screen, `quantarb ledger show`). At
 # most 200, more than any screen lists; beyond the newest 50 (the groups pane's rows) none whose
-# execution ended more than five minutes ago: a fill that late for a group no longer remembered
-# halts as one for a remembered group does (`late_fill`), and at a slow rate the steady state
-# comes within minutes rather than after 200 groups (issue 19).
+# execution ended more than five minutes ago, unless an order of it is still pending (asked
+# about in the background), so at a slow rate the steady state comes within minutes rather than
+# after 200 groups (issue 19). A fill that late for a group no longer remembered halts
+# (`late_fill`: an untracked order) and reconciliation books it in the ledger, but unlike one
+# for a remembered group it is not asked about and applied to the running books: a restart
+# reads them from the ledger (at the demo's full rate 200 groups were about six minutes too).
 RECENT_GROUPS_KEPT = 200
 RECENT_GROUPS_SHOWN = 50
 RECENT_GROUPS_MAX_AGE_MS = 5 * 60_000
@@ -392,6 +395,7 @@ class HedgeOrchestrator:
         self.tracker.track(order)
         self._resolving.add(coid)
         before = order.filled_qty
+        pending = not is_terminal(order.state)
         try:
             while True:
                 self._ask_again.discard(coid)
@@ -411,7 +415,7 @@ class HedgeOrchestrator:
             self._emit("alert", f"order {order.client_order_id} of closed group {order.group_id} filled "
                        f"{order.filled_qty - before} after its group closed", None, level="error")
             await self._halt(f"late fill on closed group {order.group_id}")
-        elif is_terminal(order.state):
+        elif pending and is_terminal(order.state):
             self._now_settled(order.group_id)
 
     def _now_settled(self, group_id: str) -> None:
@@ -982,7 +986,8 @@ class HedgeOrchestrator:
         `recent_max_age_ms` ago (the count bound is the deque's own)."""
         horizon = self._clock.time_ms() - self._recent_max_age_ms
         closed = self.closed
-        while len(closed) > self._recent_shown and closed[-1].closed_ms < horizon:
+        while (len(closed) > self._recent_shown and closed[-1].closed_ms < horizon
+               and all(is_terminal(o.state) for o in closed[-1].orders)):
             closed.pop()
 
     def find_group(self, group_id: str) -> HedgeGroup | None:
@@ -999,8 +1004,9 @@ class HedgeOrchestrator:
         before, pnl_before = group.state, group.realized_pnl
         if group.group_id in self._open or not group.close(closing_cash, closing_fees, self._clock.time_ms(), by):
             return False
-        self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
-        self.closed_by_state[group.state] = self.closed_by_state.get(group.state, 0) + 1
+        if group.closed_ms >= self.started_ms:  # counted by this run (not one read from the ledger)
+            self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
+            self.closed_by_state[group.state] = self.closed_by_state.get(group.state, 0) + 1
         self.realized_pnl += group.realized_pnl - pnl_before
         self.pair_stats.add_pnl(group.pair, group.realized_pnl - pnl_before)
         if self._journal is not None:
@@ -1008,6 +1014,11 @@ class HedgeOrchestrator:
         self._emit("group", f"group {group.group_id} {group.pair} {before} -> closed, pnl {group.realized_pnl:f}",
                    group)
         return True
+
+    def count_from(self, ms: int) -> None:
+        """This run's counts by state begin at `ms` (a replay's clock is set to its recording's
+        time after the orchestrator is built)."""
+        self.started_ms = ms
 
     def closed_from_ledger(self, pair: str, before: GroupState, pnl_delta: Decimal, ended_ms: int | None) -> None:
         """A group no longer in memory was closed from its ledger row (the runtime journaled it):

@@ -223,6 +223,7 @@ class EngineReplay:
         if header is not None:
             self.clock.epoch_ms = header.wall_ms - header.mono_ns // 1_000_000
         runtime = self.runtime
+        runtime.orchestrator.count_from(self.clock.time_ms())
         await runtime.open_ledger()
         counts = _Counts()
         try:

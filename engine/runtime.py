@@ -168,6 +168,7 @@ class Runtime:
             asset_of={key: pair.name for pair in self.pairs for key in (i.key for i in pair.instruments)},
         )
         self.orchestrator.after_group_closed(self._settle)
+        self._closing_by_hand: set[str] = set()  # groups a close by hand is working on (no net meanwhile)
         self.risk = RiskJournal(self.gate, self.clock, self.events)
         mt5 = self.mt5
         flattener = Flattener(
@@ -592,6 +593,8 @@ class Runtime:
         settled groups holding its books the other way (`core.attribution`), each transfer
         journaled (`net`) before the groups it left flat are closed. What bounds the running
         attribution by the net positions instead of by every group that ever traded."""
+        if group.group_id in self._closing_by_hand:
+            return  # its close orders are out: it nets when the close ends
         if group.state not in CLOSABLE or not all(is_terminal(o.state) for o in group.orders):
             return
         self._journal_nets(self.equity.settle(group.group_id, self.clock.time_ms()))
@@ -605,8 +608,10 @@ class Runtime:
         """A close of the group by hand begins: it nets no more until it ends (its close fills
         must find its money whole); then, if it still holds, it nets again."""
         if begins:
+            self._closing_by_hand.add(group.group_id)
             self.equity.unsettle(group.group_id)
         else:
+            self._closing_by_hand.discard(group.group_id)
             self._settle(group)
 
     def _journal_nets(self, nets: list[Net]) -> None:

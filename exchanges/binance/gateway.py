@@ -7,10 +7,12 @@ Placing an order:
    range; a symbol the venue does not list or whose specs were not loaded (`start()`); a
    quantity off the venue's LOT_SIZE grid or outside its filters (`InstrumentSpec`, naming
    the filter). The price is rounded to the tick, never worse than the limit.
-   A flatten order on USD-M is sent `reduceOnly=true`: it can only take the position toward
-   flat (the venue refuses one that would open or flip it, -2022), and the venue exempts it from
-   the minimum notional (-4164 "unless you choose reduce only"), so a position's last lots below
-   that minimum (a partial fill's remainder) are closed rather than left as dust.
+   A flatten order (`Order.reduce_only`) on USD-M is sent `reduceOnly=true`: it can only take
+   the position toward flat (the venue refuses one that would open or flip it, -2022), and the
+   venue exempts it from the minimum notional (-4164 "unless you choose reduce only"), so a
+   position's last lots below that minimum (a partial fill's remainder) are closed rather than
+   left as dust. A group's close by hand is not: trading goes on meanwhile, another group's
+   entry may move the account's position first, and the close must still trade.
 2. Sent once as a LIMIT IOC with our client order id, over the WebSocket API when a
    session is open (`ws_api`, opened by `start()` and reopened in the background after
    `ws_retry_s` when it is found closed), else over REST. A WebSocket frame that could not be
@@ -53,7 +55,7 @@ from typing import TypeVar
 
 from core.clock import Clock
 from core.instruments import Instrument
-from core.models import Fill, Order, OrderPurpose, OrderState, Venue
+from core.models import Fill, Order, OrderState, Venue
 from core.ports import OrderUpdate
 from exchanges.binance import errors
 from exchanges.binance.auth import Credentials, SigningError
@@ -346,7 +348,7 @@ class BinanceGateway:
     def _reduce_only(self, order: Order) -> bool:
         """A flatten order on USD-M: it closes the account's position on the symbol, so the venue
         may refuse it anything else (spot has no positions and no such flag)."""
-        return self.market == "usdm" and order.purpose is OrderPurpose.FLATTEN
+        return self.market == "usdm" and order.reduce_only
 
     def _local_refusal(self, order: Order) -> str | tuple[Decimal, Decimal]:
         api = self.endpoints.api

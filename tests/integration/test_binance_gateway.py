@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 
 from core.instruments import Instrument
-from core.models import OrderPurpose, OrderState
+from core.models import Order, OrderPurpose, OrderState
 from exchanges.binance.auth import ed25519_available
 from exchanges.binance.endpoints import BinanceMarket
 from exchanges.venue import ErrorKind, VenueError
@@ -382,6 +382,10 @@ async def test_an_ed25519_session_logon_authorizes_websocket_orders_without_per_
         assert refused.value.code == "-1022"
 
 
+def _flatten(o: Order) -> Order:
+    return replace(o, purpose=OrderPurpose.FLATTEN, reduce_only=True)
+
+
 async def test_a_usdm_flatten_below_the_minimum_notional_is_sent_reduce_only_and_closes_the_dust() -> None:
     """A partial fill can leave a USD-M position below the symbol's minimum notional (0.001 BTC
     at 97,000 is 97 USDT, the minimum 100): an entry of that size is refused locally, but a
@@ -393,14 +397,12 @@ async def test_a_usdm_flatten_below_the_minimum_notional_is_sent_reduce_only_and
         assert opened.state is OrderState.FILLED, opened.reason
         small_entry = await r.gateway.place(order(r.clock, side="sell", qty="0.001", price="96999.0"))
         assert small_entry.state is OrderState.REJECTED and "min_notional" in small_entry.reason
-        too_much = replace(order(r.clock, side="sell", qty="0.003", price="96999.0"), purpose=OrderPurpose.FLATTEN)
+        too_much = _flatten(order(r.clock, side="sell", qty="0.003", price="96999.0"))
         flipped = await r.gateway.place(too_much)
         assert flipped.state is OrderState.REJECTED and "-2022" in flipped.reason, flipped.reason
         assert r.sim.exchange.positions["BTCUSDT"].amount == Decimal("0.002")
-        first = await r.gateway.place(replace(order(r.clock, side="sell", qty="0.001", price="96999.0"),
-                                              purpose=OrderPurpose.FLATTEN))
-        second = await r.gateway.place(replace(order(r.clock, side="sell", qty="0.001", price="96999.0"),
-                                               purpose=OrderPurpose.FLATTEN))
+        first = await r.gateway.place(_flatten(order(r.clock, side="sell", qty="0.001", price="96999.0")))
+        second = await r.gateway.place(_flatten(order(r.clock, side="sell", qty="0.001", price="96999.0")))
         assert (first.state, second.state) == (OrderState.FILLED, OrderState.FILLED), (first.reason, second.reason)
         assert r.sim.exchange.positions["BTCUSDT"].amount == 0
         sent = [o for o in r.sim.exchange.orders.values() if o.reduce_only]
@@ -408,11 +410,25 @@ async def test_a_usdm_flatten_below_the_minimum_notional_is_sent_reduce_only_and
         assert r.sim.rest.orders_received == 4  # the entry, the flip (refused by the venue), two flattens
 
 
+async def test_a_group_close_order_is_not_reduce_only_and_keeps_the_minimum_notional() -> None:
+    """A group's close by hand (purpose flatten, not `reduce_only`: trading goes on, and another
+    group's entry may move the account's position first) is sent as any order."""
+    async with rig("usdm") as r:
+        await r.gateway.start()
+        assert (await r.gateway.place(order(r.clock, qty="0.002"))).state is OrderState.FILLED
+        close = replace(order(r.clock, side="sell", qty="0.002", price="96999.0"), purpose=OrderPurpose.FLATTEN)
+        assert (await r.gateway.place(close)).state is OrderState.FILLED
+        assert not any(o.reduce_only for o in r.sim.exchange.orders.values())
+        small = replace(order(r.clock, side="sell", qty="0.001", price="96999.0"), purpose=OrderPurpose.FLATTEN)
+        refused = await r.gateway.place(small)
+        assert refused.state is OrderState.REJECTED and "min_notional" in refused.reason
+
+
 async def test_a_spot_flatten_below_the_minimum_notional_is_refused_locally() -> None:
     """Spot has no positions and no reduce-only flag: its minimum notional holds for a flatten too."""
     async with rig("spot") as r:
         await r.gateway.start()
-        dust = replace(order(r.clock, side="sell", qty="0.00001", price="96999.0"), purpose=OrderPurpose.FLATTEN)
+        dust = _flatten(order(r.clock, side="sell", qty="0.00001", price="96999.0"))
         update = await r.gateway.place(dust)
         assert update.state is OrderState.REJECTED and "min_notional" in update.reason
         assert r.sim.rest.orders_received == 0

@@ -46,13 +46,14 @@ class SilentVenue(ScriptedGateway):
         return self._silent(order, self.cancels) or await super().cancel(order)
 
 
-def _orchestrator(binance_script: list[str], clock: ManualClock) -> tuple[HedgeOrchestrator, SilentVenue, RiskGate]:
+def _orchestrator(binance_script: list[str], clock: ManualClock, *, recent_shown: int = 50,
+                  recent_max_age_ms: int = 300_000) -> tuple[HedgeOrchestrator, SilentVenue, RiskGate]:
     gate = RiskGate.from_config(clock, RiskConfig(max_leg_notional=Decimal(10**6), max_gross_exposure=Decimal(10**7)))
     binance = SilentVenue("binance", binance_script, clock, silent=5)
     gateways: dict[Venue, ExecutionGateway] = {"mt5": ScriptedGateway("mt5", ["fill", "fill", "fill"], clock),
                                                "binance": binance}
     orch = HedgeOrchestrator(gateways, INSTRUMENTS, gate, clock, EventLog(), poll_interval_s=0.0, query_attempts=3,
-                             max_retries=0)
+                             max_retries=0, recent_shown=recent_shown, recent_max_age_ms=recent_max_age_ms)
     return orch, binance, gate
 
 
@@ -78,3 +79,32 @@ async def test_a_late_fill_halts_and_the_group_is_not_handed_on() -> None:
     await orch.drain()
     assert handed == [group.group_id]  # at its close only
     assert gate.state is TradingState.HALTED
+
+
+async def test_a_pending_group_outlives_the_age_bound_and_only_its_pending_order_settles_it() -> None:
+    """A closed group with an order still pending is not forgotten by age (its answer must find
+    it); once the answer settles it, a later re-check of that now final order (a redundant late
+    fill notice) hands it on no more: a close by hand may be working on it by then."""
+    clock = ManualClock()
+    orch, binance, _ = _orchestrator(["timeout_expired", "fill"], clock, recent_shown=1, recent_max_age_ms=1000)
+    binance.silent = 10  # neither the flow nor the background question gets an answer
+    handed: list[str] = []
+    orch.after_group_closed(lambda g: handed.append(g.group_id))
+    first = orch.submit(make_intent())
+    await orch.drain()
+    [pending] = [o for o in first.orders if not is_terminal(o.state)]
+    clock.advance(ms=60_000)
+    binance.silent = 0
+    second = orch.submit(make_intent(now_ms=clock.time_ms()))
+    await orch.drain()
+    # A minute past the age bound and beyond the one group shown, but still pending: kept.
+    assert [g.group_id for g in orch.closed] == [second.group_id, first.group_id]
+    work = orch.late_fill(first.group_id, pending.client_order_id)
+    assert work is not None
+    await work
+    assert pending.state is OrderState.EXPIRED
+    assert handed == [first.group_id, second.group_id, first.group_id]
+    again = orch.late_fill(first.group_id, pending.client_order_id)
+    assert again is not None
+    await again
+    assert handed == [first.group_id, second.group_id, first.group_id]

@@ -153,6 +153,7 @@ async def test_every_venue_closes_and_the_report_is_flat() -> None:
     assert len({ids[0] for ids in sent.values()}) == 3
     okx, binance, mt5 = (rig.placed[sent[v][0]] for v in ("okx", "binance", "mt5"))
     assert {o.purpose for o in (okx, binance, mt5)} == {OrderPurpose.FLATTEN}
+    assert all(o.reduce_only for o in (okx, binance, mt5))  # sent after a kill: only ever reducing
     assert (okx.side, okx.qty, binance.side, binance.qty, mt5.side, mt5.qty) == (
         "sell", Decimal(5), "buy", Decimal("0.030"), "sell", Decimal("0.02"))
     # Priced max_slippage_bps through the touch, put on the tick grid away from it (a buy
