@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import settings
 from syrupy.location import PyTestLocation
 
 # pytest-textual-snapshot ships no type information (no py.typed): imported as a module object.
@@ -25,6 +26,12 @@ def _snapshot_dirname(cls: type, *, test_location: PyTestLocation) -> str:
 
 
 _plugin.SVGImageExtension.dirname = classmethod(_snapshot_dirname)
+
+# No per-example deadline: the suite runs on two workers (pyproject addopts), and an example's
+# wall time then says how busy the machine is, not whether the code is right. A test's own
+# @settings still sets the rest (max_examples, health checks).
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 
 @pytest.fixture(autouse=True)
