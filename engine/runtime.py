@@ -36,7 +36,6 @@ from engine import demo
 from engine.accounts import Accounts
 from engine.admin_token import AdminTokenError, engine_admin_token
 from engine.alerts import Alerts
-from engine.allocator import AllocatorTrim
 from engine.equity import RunningEquity
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
@@ -170,7 +169,6 @@ class Runtime:
         )
         self.orchestrator.after_group_closed(self._settle)
         self._closing_by_hand: set[str] = set()  # groups a close by hand is working on (no net meanwhile)
-        self.allocator = AllocatorTrim()  # glibc's free pages back to the OS once a minute (RSS)
         self.risk = RiskJournal(self.gate, self.clock, self.events)
         mt5 = self.mt5
         flattener = Flattener(
@@ -728,7 +726,6 @@ class Runtime:
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
         self._tasks.append(asyncio.create_task(self.risk_loop.run(), name="risk"))
         self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
-        self._tasks.append(asyncio.create_task(self.allocator.run(), name="malloc-trim"))
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
         if self.funding is not None:
             self._tasks.append(asyncio.create_task(self.funding.run(), name="funding"))
