@@ -32,13 +32,20 @@ def _lots_held(rt: Runtime, now_ms: int) -> int:
     return total
 
 
-async def _background_done(rt: Runtime) -> None:
-    """The closes from ledger rows are tasks: wait for them to finish (fails if they do not)."""
+async def _drive_to_rest(rt: Runtime, drives: int) -> dict[str, int]:
+    """Drive the demo `drives` times, wait for the closes from ledger rows (tasks; fails if they
+    do not finish), flush the ledger; the counts by state."""
+    for _ in range(drives):
+        await rt.driver.drive(300, 20.0)
     for _ in range(500):
         if not rt.running_background():
-            return
+            break
         await asyncio.sleep(0.01)
-    pytest.fail("closing groups from their ledger rows did not finish")
+    else:
+        pytest.fail("closing groups from their ledger rows did not finish")
+    assert rt.ledger is not None
+    await rt.ledger.flush()
+    return {str(s): n for s, n in rt.orchestrator.closed_by_state.items() if n}
 
 
 async def test_offsetting_groups_close_each_other_and_the_ledger_says_the_same(tmp_path: Path) -> None:
@@ -101,13 +108,8 @@ async def test_groups_no_longer_in_memory_are_closed_from_the_ledger_and_the_tot
     rt.orchestrator.closed = deque(maxlen=2)  # remember two: nearly every net closes an older group
     await rt.open_ledger()
     try:
-        for _ in range(6):
-            await rt.driver.drive(300, 20.0)
-        await _background_done(rt)
-        assert rt.ledger is not None
-        await rt.ledger.flush()
+        by_state = await _drive_to_rest(rt, 6)
         total, by_pair = rt.orchestrator.realized_pnl, {p: s.total_pnl for p, s in rt.orchestrator.stats().items()}
-        by_state = {str(s): n for s, n in rt.orchestrator.closed_by_state.items() if n}
         from_rows = [e for e in rt.events.recent(500) if e.kind == "group" and "-> closed" in e.text
                      and not any(g.group_id in e.text for g in rt.orchestrator.closed)]
     finally:
@@ -148,12 +150,7 @@ async def test_after_a_restart_the_counts_by_state_are_this_runs_groups(tmp_path
     rt2 = _runtime(path, clock2)
     await rt2.open_ledger()
     try:
-        for _ in range(4):
-            await rt2.driver.drive(300, 20.0)
-        await _background_done(rt2)
-        assert rt2.ledger is not None
-        await rt2.ledger.flush()
-        by_state = {str(s): n for s, n in rt2.orchestrator.closed_by_state.items() if n}
+        by_state = await _drive_to_rest(rt2, 4)
     finally:
         await rt2.close_ledger()
     con = sqlite3.connect(path)
