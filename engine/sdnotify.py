@@ -54,9 +54,10 @@ def parse_watchdog(usec: str | None, pid: str | None, own_pid: int) -> float | N
     if usec is None:
         return None
     if pid is not None:
-        if not _DIGITS.fullmatch(pid.strip()):
+        number = pid.strip()  # the text checked is the text read (int() strips less than strip())
+        if not _DIGITS.fullmatch(number):
             raise NotifyError(f"WATCHDOG_PID={pid[:40]!r}: not a process id")
-        if int(pid) != own_pid:
+        if int(number) != own_pid:
             return None
     text = usec.strip()
     if not _DIGITS.fullmatch(text) or int(text) <= 0:
