@@ -151,8 +151,8 @@ class HedgeOrchestrator:
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
         self._recent_shown = min(recent_shown, recent)
         self._recent_max_age_ms = recent_max_age_ms
-        self.closed_by_state: dict[str, int] = {}  # this run's groups (since started_ms) by state
-        self.started_ms = clock.time_ms()
+        self.closed_by_state: dict[str, int] = {}  # this run's groups (see count_from) by state
+        self._started_ms = clock.time_ms()
         # How each group's execution ended (never moved on by a later close: `closed_by_state` is
         # where groups are now). Benches and soaks count activity by it.
         self.ended_by_state: dict[str, int] = {}
@@ -423,7 +423,7 @@ class HedgeOrchestrator:
         nothing new filled: the group is told to those that wait for a settled group (its net,
         `after_group_closed`), as if it had closed so; without this it was remembered until a
         flatten, outside the bound by the net positions."""
-        group = next((g for g in self.closed if g.group_id == group_id), None)
+        group = self.find_group(group_id)
         if group is None or not all(is_terminal(o.state) for o in group.orders):
             return
         for listener in self._after_closed:
@@ -1004,9 +1004,7 @@ class HedgeOrchestrator:
         before, pnl_before = group.state, group.realized_pnl
         if group.group_id in self._open or not group.close(closing_cash, closing_fees, self._clock.time_ms(), by):
             return False
-        if group.closed_ms >= self.started_ms:  # counted by this run (not one read from the ledger)
-            self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
-            self.closed_by_state[group.state] = self.closed_by_state.get(group.state, 0) + 1
+        self._recount(before, group.state, group.closed_ms)
         self.realized_pnl += group.realized_pnl - pnl_before
         self.pair_stats.add_pnl(group.pair, group.realized_pnl - pnl_before)
         if self._journal is not None:
@@ -1015,19 +1013,24 @@ class HedgeOrchestrator:
                    group)
         return True
 
+    def _recount(self, before: str, after: str, ended_ms: int | None) -> None:
+        """A group moved from `before` to `after`: the counts by state follow when this run
+        counted it (its execution ended since `count_from`; not a group read from the ledger)."""
+        if ended_ms is not None and ended_ms >= self._started_ms:
+            self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
+            self.closed_by_state[after] = self.closed_by_state.get(after, 0) + 1
+
     def count_from(self, ms: int) -> None:
         """This run's counts by state begin at `ms` (a replay's clock is set to its recording's
         time after the orchestrator is built)."""
-        self.started_ms = ms
+        self._started_ms = ms
 
     def closed_from_ledger(self, pair: str, before: GroupState, pnl_delta: Decimal, ended_ms: int | None) -> None:
         """A group no longer in memory was closed from its ledger row (the runtime journaled it):
         the total and the pair's PnL follow, as `close_group` does, and the counts by state too
         when this run counted the group (its execution ended since this engine started); a
         group of the run before a restart was never in them (they are this run's groups)."""
-        if ended_ms is not None and ended_ms >= self.started_ms:
-            self.closed_by_state[before] = max(0, self.closed_by_state.get(before, 0) - 1)
-            self.closed_by_state[GroupState.CLOSED] = self.closed_by_state.get(GroupState.CLOSED, 0) + 1
+        self._recount(before, GroupState.CLOSED, ended_ms)
         self.realized_pnl += pnl_delta
         self.pair_stats.add_pnl(pair, pnl_delta)
 
