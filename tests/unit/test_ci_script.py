@@ -125,6 +125,11 @@ def test_any_failing_step_fails_the_run_and_stops_it(tmp_path: Path, failing: st
 
 
 def test_the_script_runs_the_readmes_test_command() -> None:
+    """The README's chained command runs in the script as its two halves, each a line of its
+    own and in order, so that `set -e` stops on either (see the script's header)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"```sh\n{README_COMMAND}\n```" in readme
-    assert README_COMMAND in SCRIPT.read_text(encoding="utf-8")
+    lines = SCRIPT.read_text(encoding="utf-8").splitlines()
+    install, test = README_COMMAND.split(" && ")
+    assert install in lines and test in lines
+    assert lines.index(install) < lines.index(test)
