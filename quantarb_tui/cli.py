@@ -678,6 +678,10 @@ def bench(
         str | None, typer.Option("--keep-ledger", help="soak: write the run's ledger to this file and keep it "
                                  "(read a halt with `quantarb ledger ...`).")
     ] = None,
+    trace: Annotated[
+        bool, typer.Option("--trace/--no-trace", help="soak: a traced twin process alongside, for the Python "
+                           "heap's growth by line (about twice the CPU); RSS is judged untraced either way.")
+    ] = True,
 ) -> None:
     """Measure the engine's speed and memory on this machine (results for docs/performance.md).
 
@@ -685,7 +689,7 @@ def bench(
     from quantarb_tui.bench import SoakOptions, run_benches
 
     soak = SoakOptions.of(duration, warmup, accelerate=accelerate, tui=with_tui, flatten_every_s=flatten_every,
-                          keep_ledger=keep_ledger)
+                          keep_ledger=keep_ledger, trace=trace)
     code = run_benches(str(target), quotes=quotes, seed=seed, as_json=json_out, soak=soak)
     raise typer.Exit(code)
 

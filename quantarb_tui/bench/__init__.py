@@ -63,10 +63,11 @@ class SoakOptions:
     tui: bool = False
     flatten_every_s: float = 0.0
     keep_ledger: str | None = None  # the run's ledger here, kept (to read a halt); else a temporary one
+    trace: bool = True  # a traced twin alongside, for the heap's growth by line (quantarb_tui.bench.twin)
 
     @classmethod
     def of(cls, duration_s: float | None, warmup_s: float | None, *, accelerate: bool, tui: bool,
-           flatten_every_s: float | None = None, keep_ledger: str | None = None) -> SoakOptions:
+           flatten_every_s: float | None = None, keep_ledger: str | None = None, trace: bool = True) -> SoakOptions:
         """The defaults: half an hour with ten minutes of warm-up, no flatten; accelerated, an
         hour (about a day of the demo's hedge groups) with twenty, past the longest age bound
         (the simulated broker's fifteen minutes of history), and a flatten every five minutes
@@ -75,7 +76,7 @@ class SoakOptions:
         duration = duration_s if duration_s is not None else 3600.0 if accelerate else 1800.0
         warmup = warmup_s if warmup_s is not None else 1200.0 if accelerate else 600.0
         flatten = flatten_every_s if flatten_every_s is not None else 300.0 if accelerate else 0.0
-        return cls(duration, warmup, accelerate, tui, flatten, keep_ledger)
+        return cls(duration, warmup, accelerate, tui, flatten, keep_ledger, trace)
 
 
 def _soak(options: SoakOptions) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def _soak(options: SoakOptions) -> dict[str, Any]:
 
     return bench_soak(duration_s=options.duration_s, warmup_s=options.warmup_s,
                       accelerate=options.accelerate, tui=options.tui, flatten_every_s=options.flatten_every_s,
-                      keep_ledger=options.keep_ledger)
+                      keep_ledger=options.keep_ledger, trace=options.trace)
 
 
 def _replay(quotes: int, seed: int) -> dict[str, Any]:

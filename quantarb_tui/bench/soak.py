@@ -6,14 +6,17 @@ and Binance simulators behind the real WebSocket feeds, the market paced by the 
 optionally under the real TUI (Textual's test driver, refreshing at 5 Hz), and samples the
 process every few seconds:
 
-- RSS (`/proc/self/statm`), less tracemalloc's own bookkeeping;
-- the Python heap: tracemalloc's traced size, started with the run, and two snapshots
-  compared by line (tracing from the start: its own growth, a trace table filling as the
-  heap turns over and resizing by the megabyte, is then over by the end of the warm-up; when
-  it started at the end of the warm-up, that growth was most of the slope of an idle engine:
-  main heap +3.4 MB in five minutes, docs/performance.md);
+- RSS (`/proc/self/statm`);
 - where RSS is (`rss_breakdown`: quantarb_tui.bench.memory_map);
-- gc-tracked objects by type, at the same two moments.
+- gc-tracked objects by type, at two moments (the end of the warm-up and the end).
+
+This process does not trace. A twin forked before it starts runs the same soak with
+tracemalloc (quantarb_tui.bench.twin: tracing's own entries fragment the heap being judged)
+and gives the Python heap: its traced size, started with the run, and two snapshots compared
+by line (tracing from the start: its own growth, a trace table filling as the heap turns over
+and resizing by the megabyte, is then over by the end of the warm-up; when it started at the
+end of the warm-up, that growth was most of the slope of an idle engine: main heap +3.4 MB in
+five minutes, docs/performance.md).
 
 It reports the least-squares RSS slope after the warm-up (`rss_mb_per_hour`), the lines and
 types that grew most between the two snapshots, and whether the slope is within
@@ -52,6 +55,7 @@ from engine.control import ControlRefused
 from engine.events import EngineEvent
 from engine.runtime import Runtime
 from quantarb_tui.bench.memory_map import KINDS, mallinfo, read_rss_breakdown, sqlite_memory_used, thread_count
+from quantarb_tui.bench.twin import Twin, TwinFailed
 
 TARGET_MB_PER_HOUR = 2.0
 # The demo's default activity, measured (docs/performance.md, issue 19): 790 hedge groups and
@@ -546,7 +550,7 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"{r['rss_kib_end']:,} KiB end",
         f"rss slope       {r['rss_mb_per_hour']:+.2f} MB/h after warm-up ({verdict} the target "
         f"{r['target_mb_per_hour']:g} MB/h); python heap {r['heap_mb_per_hour'] or 0:+.2f} MB/h "
-        f"between the marks ({r['traced_mb_per_hour']:+.2f} traced after the warm-up); "
+        f"between the marks ({r['traced_mb_per_hour'] or 0:+.2f} traced after the warm-up); "
         f"gc objects {r['objects_per_hour']:+,}/h, memory blocks {r['blocks_per_hour']:+,}/h",
         f"allocator       malloc in use {r['malloc_mb_per_hour'] or 0:+.2f} MB/h, mmap'd "
         f"{r['mmap_mb_per_hour'] or 0:+.2f} MB/h (glibc)",
@@ -558,6 +562,14 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
     out += [f"  tripped at {t}" for t in a["trips"]] + [f"  error at {e}" for e in a["errors"]]
+    twin = r.get("traced_twin")
+    if twin is not None and "error" in twin:
+        out.append(f"traced twin     none ({twin['error']}): no python heap figures or growth by line")
+    elif twin is not None:
+        groups = " ".join(f"{k}={v}" for k, v in sorted(twin["groups"].items())) or "none"
+        out.append(f"traced twin     rss {twin['rss_mb_per_hour'] or 0:+.2f} MB/h (tracing's own entries in the "
+                   f"heap: not the verdict), groups {groups}; the heap figures and lines are its")
+        out += [f"  twin's error at {e}" for e in twin["errors"]]
     if r["sqlite_connections"]:
         out.append("ledger connections  " + ", ".join(
             f"{name} cache {c['cache_size']} mmap {c['mmap_size']}" for name, c in r["sqlite_connections"].items()))
@@ -567,7 +579,7 @@ def _lines(r: dict[str, Any]) -> list[str]:
                 + (f"  {b['mb_per_hour']:+.2f}" if b["mb_per_hour"] is not None else "")
                 for b in r["rss_breakdown"]]
     if r["top_growth_by_line"]:
-        out.append("top growth by line (the end of the warm-up -> the end):")
+        out.append("top growth by line (the traced twin, the end of the warm-up -> the end):")
         out += [f"  {g['kib']:>9.1f} KiB {g['blocks']:>+8} blocks  {g['where']}" for g in r["top_growth_by_line"]]
     if r["top_growth_by_type"]:
         out.append("top growth by type:")
@@ -580,11 +592,51 @@ def bench_soak(*, duration_s: float = 1800.0, warmup_s: float = 600.0, interval_
                flatten_every_s: float = 0.0, keep_ledger: str | None = None) -> dict[str, Any]:
     """Run the demo engine for `duration_s` and report how its memory grows after `warmup_s`
     (at most two thirds of the run); its ledger is `keep_ledger` when given (kept), else a
-    temporary file."""
+    temporary file.
+
+    This process does not trace: its RSS is the verdict. With `trace`, a twin forked first runs
+    the same soak traced alongside (quantarb_tui.bench.twin says why); the Python heap's growth
+    and the lines it grew by are the twin's (`traced_twin` holds its own figures)."""
     warmup_s = min(warmup_s, duration_s * 2 / 3)
     interval_s = max(0.2, min(interval_s, duration_s / 20))
-    return asyncio.run(_run(duration_s, warmup_s, interval_s, accelerate=accelerate, tui=tui, trace=trace,
-                            flatten_every_s=flatten_every_s, keep_ledger=keep_ledger))
+
+    def once(traced: bool, ledger: str | None) -> dict[str, Any]:
+        return asyncio.run(_run(duration_s, warmup_s, interval_s, accelerate=accelerate, tui=tui, trace=traced,
+                                flatten_every_s=flatten_every_s, keep_ledger=ledger))
+
+    twin = Twin.start(lambda: once(True, None)) if trace else None
+    try:
+        result = once(False, keep_ledger)
+    except BaseException:
+        if twin is not None:
+            twin.cancel()
+        raise
+    if twin is None:
+        result["traced_twin"] = {"error": "not run" if not trace else "no fork on this platform"}
+        return result
+    try:
+        traced = twin.result()
+    except TwinFailed as exc:
+        result["traced_twin"] = {"error": str(exc)}
+    else:
+        _adopt_twin(result, traced)
+    result["lines"] = _lines(result)
+    return result
+
+
+def _adopt_twin(result: dict[str, Any], traced: dict[str, Any]) -> None:
+    """The traced twin's heap figures and growth by line into this run's report; its own RSS
+    (tracing's entries included, so not the verdict) and activity under `traced_twin`."""
+    for key in ("heap_mb_per_hour", "traced_mb_per_hour", "top_growth_by_line"):
+        result[key] = traced.get(key)
+    activity = traced.get("activity", {})
+    result["traced_twin"] = {
+        "rss_mb_per_hour": traced.get("rss_mb_per_hour"),
+        "heap_mb_per_hour": traced.get("heap_mb_per_hour"),
+        "groups": activity.get("groups", {}),
+        "errors": activity.get("errors", []),
+        "top_growth_by_type": traced.get("top_growth_by_type", []),
+    }
 
 
 __all__ = ["TARGET_MB_PER_HOUR", "bench_soak", "rss_kib", "slope_per_hour", "soak_config"]

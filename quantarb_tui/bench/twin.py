@@ -1,0 +1,98 @@
+"""A measurement run in a forked twin process, alongside this one (`bench soak`'s traced run).
+
+tracemalloc is what names the lines a heap grows by, but it is not free: every block Python
+allocates gets a trace entry from glibc's malloc, in the main heap, between the program's own
+blocks, so tracing fragments the very heap whose RSS is being judged. Measured side by side
+on the demo (docs/performance.md, session 8): 5.41 MB/h traced against 2.27 untraced, at twice
+the CPU. So the soak judges RSS in a process that does not trace, and a twin forked before
+either starts runs the same soak traced, for the lines and the heap's growth.
+
+Forked, not spawned: the twin inherits what the parent was given (a leak planted for a test,
+the allocator's settings), and needs no import path or pickling. It forks before the parent
+starts an event loop, a thread or the engine; its answer is one JSON document on a pipe. Where
+there is no fork (not POSIX) there is no twin, and the report says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+Result = dict[str, Any]
+
+
+class TwinFailed(RuntimeError):
+    """The twin died, or answered with something that is not its result."""
+
+
+class Twin:
+    """`run()` in a forked process; `result()` waits for its JSON answer, `cancel()` ends it."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self._pid = pid
+        self._fd = fd
+        self._done = False
+
+    @classmethod
+    def start(cls, run: Callable[[], Result]) -> Twin | None:
+        """Fork and run `run` in the child; None where the platform cannot fork."""
+        if not hasattr(os, "fork"):
+            return None
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the twin: answer on the pipe, then leave without the parent's atexit work
+            os.close(read_fd)
+            code = 0
+            try:
+                payload = json.dumps({"result": run()}, default=str)
+            except BaseException as exc:  # whatever it was (an interrupt too), the parent is told
+                payload, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}), 1
+            try:
+                with os.fdopen(write_fd, "w", encoding="utf-8") as out:
+                    out.write(payload)
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        return cls(pid, read_fd)
+
+    def result(self) -> Result:
+        """The twin's result; TwinFailed when it raised, died, or wrote something else."""
+        with os.fdopen(self._fd, "r", encoding="utf-8") as answer:
+            text = answer.read()  # until the twin closes its end (or dies)
+        _, status = os.waitpid(self._pid, 0)
+        self._done = True
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise TwinFailed(f"the traced twin ended ({_status(status)}) without an answer") from None
+        if not isinstance(doc, dict):
+            raise TwinFailed("the traced twin's answer is not an object")
+        if "error" in doc:
+            raise TwinFailed(f"the traced twin failed: {doc['error']}")
+        result = doc.get("result")
+        if not isinstance(result, dict):
+            raise TwinFailed("the traced twin's answer has no result")
+        return result
+
+    def cancel(self) -> None:
+        """End the twin (the parent's own run failed): no orphan left running."""
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid, signal.SIGTERM)
+        os.waitpid(self._pid, 0)
+        os.close(self._fd)
+
+
+def _status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit {os.WEXITSTATUS(status)}"
+
+
+__all__ = ["Result", "Twin", "TwinFailed"]

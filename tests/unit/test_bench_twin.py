@@ -1,0 +1,67 @@
+"""`bench soak`'s traced twin (quantarb_tui.bench.twin): a forked process answers with its
+result, inherits what its parent was given before the fork, and a twin that raised, died or
+was cancelled is reported or reaped, never left running or taken for a result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from quantarb_tui.bench.twin import Twin, TwinFailed
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the twin needs fork")
+
+PLANTED: list[str] = []
+
+
+def _start(run: object) -> Twin:
+    twin = Twin.start(run)  # type: ignore[arg-type]
+    assert twin is not None
+    return twin
+
+
+def test_the_twin_answers_with_its_result_and_inherits_the_parents_state() -> None:
+    PLANTED.append("planted before the fork")
+    try:
+        twin = _start(lambda: {"pid": os.getpid(), "planted": list(PLANTED), "big": "x" * 200_000})
+        result = twin.result()
+    finally:
+        PLANTED.clear()
+    assert result["pid"] != os.getpid()  # it ran elsewhere
+    assert result["planted"] == ["planted before the fork"]
+    assert len(result["big"]) == 200_000  # more than a pipe's buffer: read whole
+
+
+def test_a_twin_that_raised_is_a_failure_with_its_error() -> None:
+    def run() -> dict[str, object]:
+        raise RuntimeError("the engine did not start")
+
+    twin = _start(run)
+    with pytest.raises(TwinFailed, match="RuntimeError: the engine did not start"):
+        twin.result()
+
+
+def test_a_twin_that_died_is_a_failure_not_a_result() -> None:
+    def run() -> dict[str, object]:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return {"never": True}
+
+    twin = _start(run)
+    with pytest.raises(TwinFailed, match=f"signal {int(signal.SIGKILL)}"):
+        twin.result()
+
+
+def test_cancel_ends_a_running_twin_and_reaps_it() -> None:
+    def run() -> dict[str, object]:
+        time.sleep(60)
+        return {}
+
+    twin = _start(run)
+    pid = twin._pid
+    twin.cancel()
+    with pytest.raises(ChildProcessError):  # reaped: no zombie left to wait for
+        os.waitpid(pid, os.WNOHANG)
+    twin.cancel()  # twice is harmless
