@@ -131,7 +131,9 @@ TimeoutOutcome = Literal["executes", "lost"]
 Touch = Callable[[str], tuple[float, float] | None]
 
 _STATE_VERSION = 2
-_REQUEST_LOG_MAX = 1000
+# The latest OrderSend requests, for tests to read: a soak's steady state comes within minutes
+# (1,000 took most of an hour of the demo to fill, issue 19).
+_REQUEST_LOG_MAX = 100
 # How far back the order and deal history reaches. The EA looks up a command's order and deals
 # around the moment it sent it: while the command can still be delivered (seconds), when an
 # outcome it did not hear arrives, and when it re-sends the fills of the last ten minutes after

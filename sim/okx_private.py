@@ -55,6 +55,8 @@ LOGIN_PATH = "/users/self/verify"
 _SECONDS_RE = re.compile(r"^\d{1,12}(\.\d{1,6})?$")
 _ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 _WINDOW_S = 2.0
+# The latest private REST requests kept for tests to read (a bound, not a history).
+REQUEST_LOG_KEPT = 200
 # Requests per 2 s per key (per IP for public) and endpoint, from the OKX rate-limit tables.
 RATE_LIMITS: dict[str, int] = {
     "/api/v5/trade/order": 60,
@@ -153,7 +155,7 @@ class OkxPrivateVenue:
         self.order_ops_answered = 0
         self.auth_failures: list[str] = []
         # (monotonic arrival, method, path, HTTP status) of the latest private REST requests.
-        self.request_log: list[tuple[float, str, str, int]] = []
+        self.request_log: deque[tuple[float, str, str, int]] = deque(maxlen=REQUEST_LOG_KEPT)
 
     # -------------------------------------------------------------- the books
 
@@ -203,7 +205,6 @@ class OkxPrivateVenue:
         arrived = time.monotonic()
         answer = await self._rest(method, target, headers, body)
         self.request_log.append((arrived, method, target.split("?", 1)[0], answer[0]))
-        del self.request_log[:-1000]
         return answer
 
     async def _rest(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
