@@ -2,10 +2,11 @@
 
 tracemalloc is what names the lines a heap grows by, but it is not free: every block Python
 allocates gets a trace entry from glibc's malloc, in the main heap, between the program's own
-blocks, so tracing fragments the very heap whose RSS is being judged. Measured side by side
-on the demo (docs/performance.md, session 8): 5.41 MB/h traced against 2.27 untraced, at twice
-the CPU. So the soak judges RSS in a process that does not trace, and a twin forked before
-either starts runs the same soak traced, for the lines and the heap's growth.
+blocks, so tracing fragments the very heap whose RSS is being judged. Measured on the demo,
+same code and machine, back to back (docs/performance.md, session 8): glibc's main heap grew
++5.35 MB/h traced and +0.07 untraced after the warm-up, RSS 5.41 against 2.75, and tracing
+took over twice the CPU. So the soak judges RSS in a process that does not trace, and a twin
+forked before either starts runs the same soak traced, for the lines and the heap's growth.
 
 Forked, not spawned: the twin inherits what the parent was given (a leak planted for a test,
 the allocator's settings), and needs no import path or pickling. It forks before the parent
