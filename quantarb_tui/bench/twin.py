@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,12 +62,25 @@ class Twin:
         os.close(write_fd)
         return cls(pid, read_fd)
 
-    def result(self) -> Result:
-        """The twin's result; TwinFailed when it raised, died, or wrote something else."""
-        with os.fdopen(self._fd, "r", encoding="utf-8") as answer:
-            text = answer.read()  # until the twin closes its end (or dies)
+    def result(self, timeout_s: float) -> Result:
+        """The twin's result; TwinFailed when it raised, died, wrote something else, or has not
+        answered within `timeout_s` (then it is ended: a twin that hangs must not hang the bench)."""
+        deadline = time.monotonic() + timeout_s
+        chunks: list[bytes] = []
+        while True:  # until the twin closes its end (or dies)
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self._fd], [], [], max(0.0, left))
+            if not ready:
+                self.cancel()
+                raise TwinFailed(f"the traced twin did not answer within {timeout_s:.0f} s: ended")
+            chunk = os.read(self._fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self._fd)
         _, status = os.waitpid(self._pid, 0)
         self._done = True
+        text = b"".join(chunks).decode("utf-8", errors="replace")
         try:
             doc = json.loads(text)
         except ValueError:

@@ -27,7 +27,7 @@ def test_the_twin_answers_with_its_result_and_inherits_the_parents_state() -> No
     PLANTED.append("planted before the fork")
     try:
         twin = _start(lambda: {"pid": os.getpid(), "planted": list(PLANTED), "big": "x" * 200_000})
-        result = twin.result()
+        result = twin.result(timeout_s=60)
     finally:
         PLANTED.clear()
     assert result["pid"] != os.getpid()  # it ran elsewhere
@@ -41,7 +41,7 @@ def test_a_twin_that_raised_is_a_failure_with_its_error() -> None:
 
     twin = _start(run)
     with pytest.raises(TwinFailed, match="RuntimeError: the engine did not start"):
-        twin.result()
+        twin.result(timeout_s=60)
 
 
 def test_a_twin_that_died_is_a_failure_not_a_result() -> None:
@@ -51,7 +51,20 @@ def test_a_twin_that_died_is_a_failure_not_a_result() -> None:
 
     twin = _start(run)
     with pytest.raises(TwinFailed, match=f"signal {int(signal.SIGKILL)}"):
-        twin.result()
+        twin.result(timeout_s=60)
+
+
+def test_a_twin_that_does_not_answer_in_time_is_ended_and_a_failure() -> None:
+    def run() -> dict[str, object]:
+        time.sleep(60)
+        return {}
+
+    twin = _start(run)
+    pid = twin._pid
+    with pytest.raises(TwinFailed, match="did not answer within 1 s"):
+        twin.result(timeout_s=1.0)
+    with pytest.raises(ChildProcessError):  # ended and reaped
+        os.waitpid(pid, os.WNOHANG)
 
 
 def test_cancel_ends_a_running_twin_and_reaps_it() -> None:
