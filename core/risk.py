@@ -20,8 +20,15 @@ Limits, judged against worst-case exposure (positions plus every open order fill
 
 An order that shrinks its venue position, with the venue's other open orders on its side
 filling too, is exempt from the exposure limits (it can only bring worst-case exposure
-down); everything else must fit. Automatic breakers (`core.breakers`) trip
-into these states; `rearm` returns to active only when none is still tripped.
+down); everything else must fit, except that a group's repair (`reduces_group`: a retry or
+unwind no larger than the residual its group holds) is not judged against
+`max_leg_notional`: its size is a leg the gate admitted with the group's entry, and the
+entry is sized to the limit at the touch, so the repair, priced up to the slippage bound
+through a touch that may have moved, would be refused whenever it does not also shrink its
+venue position, leaving the residual unhedged and the group failed. It must still fit the
+venue and asset exposure limits (a retry that does not fit them falls to the unwind).
+Automatic breakers (`core.breakers`) trip into these states; `rearm` returns to active
+only when none is still tripped.
 """
 
 from __future__ import annotations
@@ -316,17 +323,21 @@ class RiskGate:
             return "risk:flatten_not_reducing"
         if o.purpose is OrderPurpose.ENTRY and o.venue in self.breakers.blocked_venues() and not o.reduces_group:
             return self._blocked_reason(o.venue)
-        return self._limits(o.venue, o.asset, o.side, o.base_qty, o.price, exclude=o.key)
+        return self._limits(o.venue, o.asset, o.side, o.base_qty, o.price, exclude=o.key,
+                            repair=o.reduces_group)
 
     def _limits(
-        self, venue: str, asset: str, side: Side, qty: Decimal, price: Decimal, exclude: str | None = None
+        self, venue: str, asset: str, side: Side, qty: Decimal, price: Decimal, exclude: str | None = None,
+        repair: bool = False,
     ) -> str | None:
+        """`repair`: the order re-trades (part of) a leg its group already holds, so its size
+        was admitted with the group's entry: not judged against `max_leg_notional` again."""
         lim = self.limits
         book = self.exposure
         # An unpriced order (a market close) is valued at the asset's mark; with neither,
         # its notional cannot be shown to fit.
         value = price if price > 0 else book.marks.get(asset, ZERO)
-        if value <= 0 or qty * value > lim.max_leg_notional:
+        if value <= 0 or (not repair and qty * value > lim.max_leg_notional):
             return "risk:max_leg_notional"
         held_now = self.spot_held(venue, asset) if side == "sell" else None
         if held_now is not None and qty > held_now - book.pending(asset, "sell", venue, exclude):

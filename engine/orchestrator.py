@@ -710,7 +710,9 @@ class HedgeOrchestrator:
         base_qty = inst.to_base_qty(order.qty)
         reduces_group = False
         if group is not None:
-            residual = group.residual()
+            # The residual the group answers for, dust of earlier groups it took over included
+            # (the compensation engine folds that dust into this very order).
+            residual = group.own_residual()
             signed = base_qty if order.side == "buy" else -base_qty
             reduces_group = (residual != 0 and (residual > 0) != (signed > 0)
                              and base_qty <= abs(residual) + group.step)

@@ -378,9 +378,14 @@ def test_halted_lets_only_group_repairs_and_reducing_flatten_through() -> None:
                                    reduces_group=True)) is None
     assert gate.check_order(_order("binance", side="sell", qty=3, purpose=OrderPurpose.RETRY_HEDGE,
                                    reduces_group=True)) is None
-    # ...and it must still fit the limits when it does not reduce its venue position
+    # ...not judged against the leg limit (its size is a leg its group already holds: 1,100
+    # against 1,000), but it must still fit the exposure limits when it does not reduce its
+    # venue position (2,100 on binance against 2,000)
     assert gate.check_order(_order("binance", side="sell", qty=11, purpose=OrderPurpose.RETRY_HEDGE,
-                                   reduces_group=True)) == "risk:max_leg_notional"
+                                   reduces_group=True)) is None
+    assert gate.check_order(_order("binance", side="sell", qty=21, purpose=OrderPurpose.RETRY_HEDGE,
+                                   reduces_group=True)) == "risk:max_venue_exposure"
+    assert gate.check_order(_order("binance", side="sell", qty=11, purpose=OrderPurpose.RETRY_HEDGE)) == "risk:halted"
     # flatten: only when it reduces its venue position
     assert gate.check_order(_order("okx", side="sell", qty=4, purpose=OrderPurpose.FLATTEN)) is None
     assert gate.check_order(_order("mt5", side="buy", qty=1, purpose=OrderPurpose.FLATTEN)) is None
@@ -582,7 +587,7 @@ class GateMachine(RuleBasedStateMachine):
         trial = copy.deepcopy(self.book)
         trial.reserve(key, venue, asset, side, qty, o.price)
         value = o.price if o.price > 0 else MARKS[asset]
-        fits = (qty * value <= LIMITS.max_leg_notional
+        fits = ((reduces_group or qty * value <= LIMITS.max_leg_notional)
                 and trial.venue_gross(venue) <= LIMITS.max_venue_exposure
                 and trial.asset_gross(asset) <= LIMITS.max_asset_exposure)
 
@@ -599,7 +604,7 @@ class GateMachine(RuleBasedStateMachine):
                 assert pos_red or net_red
             if purpose is OrderPurpose.FLATTEN:
                 assert pos_red
-            if not pos_red:
+            if not pos_red and not reduces_group:  # a group's repair is a leg already admitted
                 assert qty * value <= LIMITS.max_leg_notional
                 if purpose is OrderPurpose.ENTRY and not reduces_group:
                     assert not blocked
