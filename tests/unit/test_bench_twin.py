@@ -23,6 +23,11 @@ def _start(run: object) -> Twin:
     return twin
 
 
+def _sleep_a_minute() -> dict[str, object]:
+    time.sleep(60)
+    return {}
+
+
 def test_the_twin_answers_with_its_result_and_inherits_the_parents_state() -> None:
     PLANTED.append("planted before the fork")
     try:
@@ -55,11 +60,7 @@ def test_a_twin_that_died_is_a_failure_not_a_result() -> None:
 
 
 def test_a_twin_that_does_not_answer_in_time_is_ended_and_a_failure() -> None:
-    def run() -> dict[str, object]:
-        time.sleep(60)
-        return {}
-
-    twin = _start(run)
+    twin = _start(_sleep_a_minute)
     pid = twin._pid
     with pytest.raises(TwinFailed, match="did not answer within 1 s"):
         twin.result(timeout_s=1.0)
@@ -68,11 +69,7 @@ def test_a_twin_that_does_not_answer_in_time_is_ended_and_a_failure() -> None:
 
 
 def test_cancel_ends_a_running_twin_and_reaps_it() -> None:
-    def run() -> dict[str, object]:
-        time.sleep(60)
-        return {}
-
-    twin = _start(run)
+    twin = _start(_sleep_a_minute)
     pid = twin._pid
     twin.cancel()
     with pytest.raises(ChildProcessError):  # reaped: no zombie left to wait for
