@@ -44,7 +44,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from core.clock import Clock
@@ -165,14 +165,25 @@ class InMemoryCommandStore:
 
 @dataclass(slots=True)
 class _Slot:
+    """A command, its version, and the event its next change sets. The event exists only once
+    someone waits for that change: an `asyncio.Event` with its deque of waiters is about 850
+    bytes (tracemalloc), and a finished command's slot is kept for minutes
+    (`RETAIN_WITH_LOOKUP_MS`): one per slot was among a soak's top growers (issue 19)."""
+
     cmd: Mt5Command
     version: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event | None = None
+
+    def next_change(self) -> asyncio.Event:
+        if self.changed is None:
+            self.changed = asyncio.Event()
+        return self.changed
 
     def notify(self) -> None:
-        event, self.changed = self.changed, asyncio.Event()
+        event, self.changed = self.changed, None
         self.version += 1
-        event.set()
+        if event is not None:
+            event.set()
 
 
 class CommandQueue:
@@ -498,7 +509,7 @@ class CommandQueue:
             return slot.version
         if timeout_s > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(slot.changed.wait(), timeout_s)
+                await asyncio.wait_for(slot.next_change().wait(), timeout_s)
         slot = self._slots.get(command_id)
         return -1 if slot is None else slot.version
 

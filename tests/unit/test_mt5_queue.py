@@ -361,6 +361,23 @@ async def test_wait_change_wakes_on_the_next_change() -> None:
     assert await queue.wait_change("c-1", now, 0.01) == now
 
 
+async def test_a_command_holds_no_event_until_someone_waits_for_its_change() -> None:
+    """Issue 19: an asyncio.Event per retained command was among a soak's top growers; one
+    exists only while a change is waited for, and two waiters share it."""
+    queue, _, _ = _queue()
+    await queue.enqueue(make_command("c-1"))
+    slot = queue._slots["c-1"]
+    assert slot.changed is None
+    v = queue.version("c-1")
+    first = asyncio.create_task(queue.wait_change("c-1", v, 5.0))
+    second = asyncio.create_task(queue.wait_change("c-1", v, 5.0))
+    await asyncio.sleep(0)
+    assert slot.changed is not None and not first.done() and not second.done()
+    await queue.ack("T1", "c-1", "accepted", 10009, "")
+    assert await asyncio.wait_for(asyncio.gather(first, second), 1.0) == [v + 1, v + 1]
+    assert slot.changed is None  # set and dropped with the change
+
+
 async def test_wait_pending_returns_as_soon_as_a_command_arrives() -> None:
     queue, _, _ = _queue()
     assert await queue.wait_pending("T1", 10) == []
