@@ -710,9 +710,15 @@ class HedgeOrchestrator:
         base_qty = inst.to_base_qty(order.qty)
         reduces_group = False
         if group is not None:
-            # The residual the group answers for, dust of earlier groups it took over included
-            # (the compensation engine folds that dust into this very order).
-            residual = group.own_residual()
+            # The residual the group answers for, with the dust of earlier groups the
+            # compensation engine folds into this very order, credited up to the asset's
+            # coarsest lot step (what one leg on that venue can leave behind): a repair is
+            # exempt from the leg limit (core/risk.py), and dust piles up without a bound, so
+            # more of it than that makes the order new exposure, judged as such.
+            asset = self.asset_of(order.venue, order.symbol)
+            coarsest = max(i.base_step for k, i in self._instruments.items() if self.asset_of(*k) == asset)
+            dust = max(-coarsest, min(coarsest, group.dust_folded))
+            residual = group.residual() + dust
             signed = base_qty if order.side == "buy" else -base_qty
             reduces_group = (residual != 0 and (residual > 0) != (signed > 0)
                              and base_qty <= abs(residual) + group.step)

@@ -542,6 +542,10 @@ def _breakdown(after: list[Sample]) -> list[dict[str, Any]]:
     return rows
 
 
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
 def _lines(r: dict[str, Any]) -> list[str]:
     a = r["activity"]
     groups = " ".join(f"{k}={v}" for k, v in sorted(a["groups"].items())) or "none"
@@ -552,8 +556,8 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"rss             {r['rss_kib_start']:,} KiB start, {r['rss_kib_warm']:,} KiB after warm-up, "
         f"{r['rss_kib_end']:,} KiB end",
         f"rss slope       {r['rss_mb_per_hour']:+.2f} MB/h after warm-up ({verdict} the target "
-        f"{r['target_mb_per_hour']:g} MB/h); python heap {r['heap_mb_per_hour'] or 0:+.2f} MB/h "
-        f"between the marks ({r['traced_mb_per_hour'] or 0:+.2f} traced after the warm-up); "
+        f"{r['target_mb_per_hour']:g} MB/h); python heap {_mb(r['heap_mb_per_hour'])} MB/h "
+        f"between the marks ({_mb(r['traced_mb_per_hour'])} traced after the warm-up); "
         f"gc objects {r['objects_per_hour']:+,}/h, memory blocks {r['blocks_per_hour']:+,}/h",
         f"allocator       malloc in use {r['malloc_mb_per_hour'] or 0:+.2f} MB/h, mmap'd "
         f"{r['mmap_mb_per_hour'] or 0:+.2f} MB/h (glibc)",
@@ -614,15 +618,20 @@ def bench_soak(*, duration_s: float = 1800.0, warmup_s: float = 600.0, interval_
         if twin is not None:
             twin.cancel()
         raise
+    # Untraced, this run has no heap figures of its own: the twin's, or none (not zeros).
+    result["heap_mb_per_hour"] = result["traced_mb_per_hour"] = None
     if twin is None:
         result["traced_twin"] = {"error": "not run" if not trace else "no fork on this platform"}
-        return result
-    try:
-        traced = twin.result(timeout_s=TWIN_GRACE_S + duration_s / 4)
-    except TwinFailed as exc:
-        result["traced_twin"] = {"error": str(exc)}
     else:
-        _adopt_twin(result, traced)
+        try:
+            traced = twin.result(timeout_s=TWIN_GRACE_S + duration_s / 4)
+        except TwinFailed as exc:
+            result["traced_twin"] = {"error": str(exc)}
+        except BaseException:  # interrupted while waiting: the twin goes too
+            twin.cancel()
+            raise
+        else:
+            _adopt_twin(result, traced)
     result["lines"] = _lines(result)
     return result
 

@@ -54,6 +54,7 @@ def test_a_planted_leak_is_above_the_target_and_named(tmp_path: Path) -> None:
     report = "\n".join(res["lines"])
     assert res["leaked"] > 500, report  # the run emitted events (groups, breakers, reconnects)
     assert res["within_target"] is False and res["rss_mb_per_hour"] > TARGET_MB_PER_HOUR, report
+    assert "error" not in res["traced_twin"], report  # the lines below are the traced twin's
     top = res["top_growth_by_line"][0]
     assert top["where"].endswith(f"<string>:{res['leak_line']}"), report
     # Between the two marks (the end of the warm-up and the end) the leak kept at least 100

@@ -4,10 +4,13 @@ not count. Synthetic samples, no engine."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from typing import Any
 
 import pytest
 
+from quantarb_tui.bench import soak
 from quantarb_tui.bench.soak import TARGET_MB_PER_HOUR, Probe, Sample, _report, _Sampler, slope_per_hour
 
 
@@ -31,3 +34,46 @@ def test_the_verdict_follows_the_slope_after_the_warm_up(mb_per_hour: float, wit
     assert result["rss_mb_per_hour"] == pytest.approx(mb_per_hour, abs=0.01)
     assert result["within_target"] is within
     assert ("within" if within else "ABOVE") in result["lines"][2]
+
+
+def _fake_run(heap: float | None) -> Any:
+    """`soak._run` stood in by a synthetic report (flat RSS), with `heap` as a traced run's
+    heap figure when it traces."""
+
+    async def run(duration_s: float, warmup_s: float, interval_s: float, *, trace: bool,
+                  **_: object) -> dict[str, Any]:
+        sampler = _Sampler(warmup_s=warmup_s, interval_s=interval_s, trace=False)
+        try:
+            for t in range(0, 61, 10):
+                sampler.samples.append(Sample(float(t), 80 * 1024, 0, 0, 1000, 1000, 0, 0))
+            result = _report(sampler, Probe(), duration_s, warmup_s, accelerate=False, tui=False)
+        finally:
+            shutil.rmtree(sampler.snapshot_dir, ignore_errors=True)
+        if trace:
+            result["heap_mb_per_hour"] = heap
+            result["top_growth_by_line"] = [{"where": "leak.py:1", "kib": 9.0, "blocks": 9}]
+        return result
+
+    return run
+
+
+def test_without_the_twin_the_report_has_no_heap_figures_rather_than_zeros(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(soak, "_run", _fake_run(heap=5.0))
+    res = soak.bench_soak(duration_s=60, warmup_s=30, trace=False)
+    assert res["heap_mb_per_hour"] is None and res["traced_mb_per_hour"] is None
+    assert res["traced_twin"] == {"error": "not run"}
+    assert "python heap n/a MB/h" in res["lines"][2]
+    assert any(line.startswith("traced twin     none (not run)") for line in res["lines"])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the twin needs fork")
+def test_the_twins_heap_figures_and_lines_are_adopted_and_the_verdict_stays_untraced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(soak, "_run", _fake_run(heap=5.0))
+    res = soak.bench_soak(duration_s=60, warmup_s=30, trace=True)
+    assert "error" not in res["traced_twin"], res["traced_twin"]
+    assert res["heap_mb_per_hour"] == 5.0  # the twin's
+    assert res["top_growth_by_line"] == [{"where": "leak.py:1", "kib": 9.0, "blocks": 9}]
+    assert res["rss_mb_per_hour"] == 0.0 and res["within_target"] is True  # this run's flat RSS
+    assert "python heap +5.00 MB/h" in res["lines"][2]
