@@ -21,7 +21,8 @@ Limits, judged against worst-case exposure (positions plus every open order fill
 An order that shrinks its venue position, with the venue's other open orders on its side
 filling too, is exempt from the exposure limits (it can only bring worst-case exposure
 down); everything else must fit, except that a group's repair (`reduces_group`: a retry or
-unwind no larger than the residual its group holds) is not judged against
+unwind no larger than the residual its group holds, plus at most the asset's coarsest lot
+step of dust from earlier groups folded in, and one lot step) is not judged against
 `max_leg_notional`: its size is a leg the gate admitted with the group's entry, and the
 entry is sized to the limit at the touch, so the repair, priced up to the slippage bound
 through a touch that may have moved, would be refused whenever it does not also shrink its
