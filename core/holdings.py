@@ -73,6 +73,15 @@ class Holding:
         return self.net != 0 and abs(self.net) >= self.step
 
 
+def coarsest_steps(instruments: Iterable[Instrument]) -> dict[str, Decimal]:
+    """Per asset (pair), the coarsest lot step of its instruments in base units: what one leg
+    can leave behind, so the size by which legs count as apart."""
+    steps: dict[str, Decimal] = {}
+    for inst in instruments:
+        steps[inst.pair] = max(steps.get(inst.pair, _ZERO), inst.base_step)
+    return steps
+
+
 def holdings(
     views: Iterable[PositionView], instruments: Mapping[tuple[Venue, str], Instrument], rates: RateBook
 ) -> list[Holding]:
@@ -80,9 +89,7 @@ def holdings(
     venue (those with a position). Carry is what those books have booked and accrued so far.
     `instruments` gives each view's lot step and units, and every instrument of an asset
     counts for its step (a venue that holds nothing still sets it)."""
-    steps: dict[str, Decimal] = {}
-    for inst in instruments.values():
-        steps[inst.pair] = max(steps.get(inst.pair, _ZERO), inst.base_step)
+    steps = coarsest_steps(instruments.values())
     by_asset: dict[str, list[PositionView]] = {}
     for v in views:
         if v.qty != 0:

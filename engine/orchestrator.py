@@ -36,6 +36,7 @@ from core.clock import Clock
 from core.compensation import CompensationEngine, Plan
 from core.durations import DurationHistogram
 from core.hedge import HedgeGroup, client_order_id, new_group_id
+from core.holdings import coarsest_steps
 from core.instruments import Instrument
 from core.models import (
     CompensationAction,
@@ -119,6 +120,8 @@ class HedgeOrchestrator:
         self._touch = touch
         # (venue, symbol) -> the pair's name: the asset the RiskGate's exposure is kept in.
         self._asset_of: Mapping[tuple[Venue, str], str] = asset_of or {}
+        # Per asset, the dust a repair may carry and still count as one (`_check_for`).
+        self._dust_credit = coarsest_steps(instruments.values())
         self.refused_orders = 0
         self._cash: dict[Venue, Decimal] = {}  # fills' cash flows less fees, per venue
         # Orders outside any open group, by client id: this run's flatten orders and, after a
@@ -712,12 +715,11 @@ class HedgeOrchestrator:
         if group is not None:
             # The residual the group answers for, with the dust of earlier groups the
             # compensation engine folds into this very order, credited up to the asset's
-            # coarsest lot step (what one leg on that venue can leave behind): a repair is
-            # exempt from the leg limit (core/risk.py), and dust piles up without a bound, so
-            # more of it than that makes the order new exposure, judged as such.
-            asset = self.asset_of(order.venue, order.symbol)
-            coarsest = max(i.base_step for k, i in self._instruments.items() if self.asset_of(*k) == asset)
-            dust = max(-coarsest, min(coarsest, group.dust_folded))
+            # coarsest lot step (what one leg can leave behind): a repair is exempt from the
+            # leg limit (core/risk.py), and dust piles up without a bound, so more of it than
+            # that makes the order new exposure, judged as such.
+            credit = self._dust_credit.get(group.pair, group.step)
+            dust = max(-credit, min(credit, group.dust_folded))
             residual = group.residual() + dust
             signed = base_qty if order.side == "buy" else -base_qty
             reduces_group = (residual != 0 and (residual > 0) != (signed > 0)

@@ -141,10 +141,11 @@ def child_env(secrets: WorldSecrets, base: Mapping[str, str] | None = None) -> d
 _PR_SET_PDEATHSIG = 1
 
 
-def _death_signal() -> Callable[[], None] | None:
-    """Linux: a `preexec_fn` that has the child get SIGTERM when the world dies, even by
-    SIGKILL (no orphaned venues). `prctl` is looked up here, in the parent: the forked child
-    (the asyncio child watcher has threads by then) only makes the one call."""
+def death_signal(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """Linux: a call for a forked child (a `preexec_fn`) that has it get `sig` when its parent
+    dies, even by SIGKILL (no orphaned venues, no orphaned bench twin). `prctl` is looked up
+    here, in the parent: the forked child (the asyncio child watcher has threads by then) only
+    makes the one call. None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -153,7 +154,7 @@ def _death_signal() -> Callable[[], None] | None:
         return None
 
     def in_child() -> None:  # pragma: no cover - runs in the forked child
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        prctl(_PR_SET_PDEATHSIG, int(sig))
 
     return in_child
 
@@ -175,7 +176,7 @@ class World:
 
     async def start(self) -> None:
         env = child_env(self.secrets)
-        on_fork = _death_signal()
+        on_fork = death_signal()
         for child in self.children:
             child.proc = await asyncio.create_subprocess_exec(
                 *child.argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,

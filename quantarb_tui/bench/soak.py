@@ -612,26 +612,24 @@ def bench_soak(*, duration_s: float = 1800.0, warmup_s: float = 600.0, interval_
                                 flatten_every_s=flatten_every_s, keep_ledger=ledger))
 
     twin = Twin.start(lambda: once(True, None)) if trace else None
+    traced: dict[str, Any] | str = "not run" if not trace else "no fork on this platform"
     try:
         result = once(False, keep_ledger)
-    except BaseException:
+        if twin is not None:
+            try:
+                traced = twin.result(timeout_s=TWIN_GRACE_S + duration_s / 4)
+            except TwinFailed as exc:
+                traced = str(exc)
+    except BaseException:  # this run failed or was interrupted: the twin goes too
         if twin is not None:
             twin.cancel()
         raise
     # Untraced, this run has no heap figures of its own: the twin's, or none (not zeros).
     result["heap_mb_per_hour"] = result["traced_mb_per_hour"] = None
-    if twin is None:
-        result["traced_twin"] = {"error": "not run" if not trace else "no fork on this platform"}
+    if isinstance(traced, str):
+        result["traced_twin"] = {"error": traced}
     else:
-        try:
-            traced = twin.result(timeout_s=TWIN_GRACE_S + duration_s / 4)
-        except TwinFailed as exc:
-            result["traced_twin"] = {"error": str(exc)}
-        except BaseException:  # interrupted while waiting: the twin goes too
-            twin.cancel()
-            raise
-        else:
-            _adopt_twin(result, traced)
+        _adopt_twin(result, traced)
     result["lines"] = _lines(result)
     return result
 

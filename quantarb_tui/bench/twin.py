@@ -17,19 +17,18 @@ there is no fork (not POSIX) there is no twin, and the report says so.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from sim.world_cli import death_signal
+
 Result = dict[str, Any]
 CANCEL_GRACE_S = 5.0  # a twin asked to stop is killed after this long
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class TwinFailed(RuntimeError):
@@ -51,11 +50,12 @@ class Twin:
             return None
         read_fd, write_fd = os.pipe()
         parent = os.getpid()
-        die_with_parent = _parent_death_signal()
+        die_with_parent = death_signal(signal.SIGKILL)  # however the parent dies (a test's timeout)
         pid = os.fork()
         if pid == 0:  # the twin: answer on the pipe, then leave without the parent's atexit work
             os.close(read_fd)
-            die_with_parent()
+            if die_with_parent is not None:
+                die_with_parent()
             if os.getppid() != parent:  # the parent died before the call above took effect
                 os._exit(1)
             code = 0
@@ -121,19 +121,6 @@ class Twin:
             time.sleep(0.05)
         with contextlib.suppress(OSError):  # result() may have closed it before an interrupt
             os.close(self._fd)
-
-
-def _parent_death_signal() -> Callable[[], None]:
-    """Linux: a call for the forked twin that has the kernel SIGKILL it when the parent dies,
-    however it dies (a test's timeout kills only its direct child). `prctl` is looked up here,
-    in the parent. Elsewhere nothing: the parent's own handlers end the twin."""
-    if not sys.platform.startswith("linux"):
-        return lambda: None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return lambda: None
-    return lambda: prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _status(status: int) -> str:

@@ -161,14 +161,16 @@ async def test_a_repair_carrying_more_than_a_lot_step_of_dust_is_judged_against_
     ledger: tuple[Ledger, Path, ManualClock],
 ) -> None:
     """Dust piles up without a bound (a flatten does not clear it), so a repair is credited at
-    most one lot step of it: 2.5 oz folded into the retry (4.383 oz, about 11,600 USD) is new
-    exposure, judged against the leg limit and refused; the group fails and trading halts, and
-    no order over the limit is sent."""
+    most the asset's coarsest lot step of it (1 oz, MT5's): 2.5 oz folded into the retry
+    (4.383 oz, about 11,600 USD) is new exposure, judged against the leg limit and refused;
+    the group fails and trading halts, and no order over the limit is sent."""
     group, gate, path = await _full_size_group(
         ledger, ["reject", "reject", "reject"], ["fill", "fill"], binance_held=D("6.036"), dust=D("-2.5"))
-    sent = [o for o in group.orders if o.purpose in (OrderPurpose.RETRY_HEDGE, OrderPurpose.UNWIND)
-            and o.venue_order_id]
-    assert not any(_over_the_leg_limit(group, o) for o in sent), sent
-    assert ("retry_hedge", "refused risk:max_leg_notional") in _actions(path)
+    # Each repair refused by the gate (so none placed: an order the venue rejected would read
+    # `rejected`), as 4.383 oz: the group's 1.883 and all of the dust.
+    refused = ("retry_hedge", "refused risk:max_leg_notional"), ("unwind", "refused risk:max_leg_notional")
+    assert _actions(path) == [refused[0], refused[0], refused[1], ("escalate", "halted")]
+    repairs = [o for o in group.orders if o.purpose in (OrderPurpose.RETRY_HEDGE, OrderPurpose.UNWIND)]
+    assert all(group.instruments[o.venue].to_base_qty(o.qty) == D("4.383") for o in repairs), repairs
     assert group.state is GroupState.FAILED
     assert gate.state is TradingState.HALTED

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +78,36 @@ def test_cancel_ends_a_running_twin_and_reaps_it() -> None:
     with pytest.raises(ChildProcessError):  # reaped: no zombie left to wait for
         os.waitpid(pid, os.WNOHANG)
     twin.cancel()  # twice is harmless
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# A parent that starts a twin and dies without cancelling it (as a test's timeout kills it).
+ORPHANING_PARENT = """
+import os, sys, time
+from quantarb_tui.bench.twin import Twin
+twin = Twin.start(lambda: time.sleep(120) or {})
+sys.stdout.write(str(twin._pid)); sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not reaped by its new parent, is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_twin_dies_with_its_parent_however_the_parent_ends() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", ORPHANING_PARENT], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout)
+    deadline = time.monotonic() + 10
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"twin {pid} outlived its parent"
+        time.sleep(0.05)
