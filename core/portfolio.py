@@ -245,30 +245,50 @@ class Portfolio:
                                  "give it explicitly")
             self._books[inst.key] = _Book(inst, ccy)
         self._sorted = [b for _, b in sorted(self._books.items())]  # by venue and symbol
-        # Fill ids seen, in the order they came (a dict: ordered, unlike a set).
-        self._trades: dict[tuple[Venue, str], None] = {}
-        # With `keep_recent_trades`: the same ids in a queue, the oldest forgotten first.
+        # Fill ids seen, in the order they came, each with when it was booked (its `booked_ms`).
+        self._trades: dict[tuple[Venue, str], int] = {}
+        # With `keep_recent_trades`: the same ids in a queue, the oldest forgotten first, and the
+        # newest booking time seen (what "older than `max_age_ms`" is measured from).
         self._trade_order: deque[tuple[Venue, str]] | None = None
         self._trades_kept = 0
+        self._trades_max_age_ms: int | None = None
+        self._trades_newest_ms = 0
         # funding key -> (amount, currency, reported by the venue)
         self._funding: dict[tuple[Venue, str, int], tuple[Decimal, str, bool]] = {}
         self._swaps: set[tuple[Venue, str]] = set()
 
-    def keep_recent_trades(self, limit: int) -> None:
-        """Remember only the newest `limit` fill ids for deduplication from now on (the running
-        engine's portfolio, which lives for weeks: every id ever seen was about 190 bytes a
-        fill). A venue repeats a fill within minutes (a reconnect's catch-up, reconciliation's
-        overlap); an older repeat would be counted again here, and refused by the ledger
-        (unique venue trade id), which stays the record. Without a call, every id is kept
-        (a replay of the ledger). Called on a portfolio already fed (restored from the
-        ledger, in its order), the oldest of those ids go first."""
+    def keep_recent_trades(self, limit: int, *, max_age_ms: int | None = None) -> None:
+        """Remember only the newest `limit` fill ids for deduplication from now on, and with
+        `max_age_ms` only those booked within that long of the newest (the running engine's
+        portfolio, which lives for weeks: every id ever seen was about 190 bytes a fill, and a
+        bound by count alone filled for hours at the demo's rate, issue 19). A venue repeats a
+        fill within minutes (a reconnect's catch-up, reconciliation's overlap); an older repeat
+        would be counted again here, and refused by the ledger (unique venue trade id), which
+        stays the record. Without a call, every id is kept (a replay of the ledger). Called on
+        a portfolio already fed (restored from the ledger, in its order), the oldest of those
+        ids go first."""
         if limit < 1:
             raise ValueError(f"limit {limit}: must be >= 1")
+        if max_age_ms is not None and max_age_ms < 0:
+            raise ValueError(f"max_age_ms {max_age_ms}: must be >= 0")
         self._trades_kept = limit
+        self._trades_max_age_ms = max_age_ms
         if self._trade_order is None:
             self._trade_order = deque(self._trades)
-        while len(self._trade_order) > limit:
-            del self._trades[self._trade_order.popleft()]
+            self._trades_newest_ms = max(self._trades.values(), default=0)
+        self._forget_old_trades()
+
+    def _forget_old_trades(self) -> None:
+        order = self._trade_order
+        if order is None:
+            return
+        trades = self._trades
+        while len(order) > self._trades_kept:
+            del trades[order.popleft()]
+        if self._trades_max_age_ms is not None:
+            horizon = self._trades_newest_ms - self._trades_max_age_ms
+            while order and trades[order[0]] < horizon:
+                del trades[order.popleft()]
 
     def _book(self, venue: Venue, symbol: str) -> _Book:
         book = self._books.get((venue, symbol))
@@ -291,8 +311,10 @@ class Portfolio:
 
     # -- inputs ----------------------------------------------------------------------------
     def fill(self, *, venue: Venue, symbol: str, side: Side, qty: Decimal, price: Decimal, fee: Decimal,
-             fee_ccy: str, ts_ms: int, trade_id: str) -> bool:
-        """One execution in the venue's units; False if (venue, trade_id) was already applied."""
+             fee_ccy: str, ts_ms: int, trade_id: str, booked_ms: int | None = None) -> bool:
+        """One execution in the venue's units; False if (venue, trade_id) was already applied.
+        `booked_ms`: when it was booked here (this portfolio's clock; the fill's own time when
+        not given), from which `keep_recent_trades(max_age_ms=)` ages its id."""
         book = self._book(venue, symbol)
         if side not in ("buy", "sell"):
             raise ValueError(f"side {side!r}: buy or sell")
@@ -305,11 +327,12 @@ class Portfolio:
             raise ValueError(f"{venue}:{symbol}: a fill needs the venue's trade id")
         if (venue, trade_id) in self._trades:
             return False
-        self._trades[(venue, trade_id)] = None
+        booked = ts_ms if booked_ms is None else booked_ms
+        self._trades[(venue, trade_id)] = booked
         if self._trade_order is not None:
             self._trade_order.append((venue, trade_id))
-            if len(self._trade_order) > self._trades_kept:
-                del self._trades[self._trade_order.popleft()]
+            self._trades_newest_ms = max(self._trades_newest_ms, booked)
+            self._forget_old_trades()
         base = book.inst.to_base_qty(qty)
         px = book.inst.normalized_price(price)
         before = book.qty

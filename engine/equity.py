@@ -43,22 +43,33 @@ Touch = Callable[[Venue, str], tuple[float, float] | None]
 # currency and the report's time; None without one.
 SwapReport = Callable[[], tuple[dict[str, Decimal], str, int] | None]
 # Fill ids the running portfolio remembers to deduplicate (issue 19: every id ever seen, about
-# 190 bytes each, grew for weeks): about 2.5 hours of the demo's fills. A venue repeats a fill
-# within minutes; the ledger refuses any older repeat (unique venue trade id) and stays the record.
+# 190 bytes each, grew for weeks): those booked in the last `RECENT_FILLS_MAX_AGE_MS`, at most
+# `RECENT_FILLS_KEPT`. This is the second line: every fill reaches the books through the order
+# tracker, which deduplicates per order while the orchestrator remembers the order (a group
+# closed five minutes ago at most, `engine.orchestrator.RECENT_GROUPS_MAX_AGE_MS`, or one of the
+# newest it shows); a fill for an order it forgot halts and is not applied. Ten minutes is twice
+# that horizon and about 800 ids at the demo's rate (a count alone, 10,000, took 2.5 hours of
+# the demo to fill: a slope in every soak). The ledger refuses any older repeat (unique venue
+# trade id) and stays the record.
 RECENT_FILLS_KEPT = 10_000
+RECENT_FILLS_MAX_AGE_MS = 10 * 60_000
 
 
 class RunningEquity:
     def __init__(self, instruments: Iterable[Instrument], config: MoneyConfig, touch: Touch,
-                 swaps: SwapReport | None = None, rates: RateFeed | None = None) -> None:
+                 swaps: SwapReport | None = None, rates: RateFeed | None = None,
+                 now_ms: Callable[[], int] | None = None) -> None:
         self._instruments = {i.key: i for i in instruments}
         self._config = config
         self._rates = rates  # the venues' currency books (engine.rates), else the typed-in rates
         self._rate_log: RateLog | None = None  # journals the rates in force when they change
         self._touch = touch
         self._swaps = swaps
+        # The engine's clock: a fill id's age in the dedup window runs from its booking here (a
+        # venue's own fill time, used without it, is the venue's to get wrong).
+        self._now_ms = now_ms
         self._replay = money.new_replay(self._instruments)
-        self._replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT)
+        self._replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT, max_age_ms=RECENT_FILLS_MAX_AGE_MS)
         # Which group each fill's money belongs to (a flatten's share included): bounded by the
         # groups that hold positions.
         self._groups = Attribution(self._instruments.values(), keep_flat=False)
@@ -86,7 +97,7 @@ class RunningEquity:
         books not read yet."""
         try:
             replay = await ledger.read(money.replay_ledger, self._instruments)
-            replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT)
+            replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT, max_age_ms=RECENT_FILLS_MAX_AGE_MS)
             self._replay = replay
             groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
             # Closed before this run: journaled then (or in `ledger groups`); unless the run
@@ -124,7 +135,8 @@ class RunningEquity:
         try:
             new = portfolio.fill(venue=fill.venue, symbol=order.symbol, side=order.side, qty=fill.qty,
                                  price=fill.price, fee=fill.fee, fee_ccy=fill.fee_ccy, ts_ms=fill.ts_ms,
-                                 trade_id=fill.venue_trade_id)
+                                 trade_id=fill.venue_trade_id,
+                                 booked_ms=self._now_ms() if self._now_ms is not None else None)
         except ValueError as exc:
             self.refused += 1
             log.error("equity: fill %s:%s refused: %s", fill.venue, fill.venue_trade_id, exc)

@@ -78,7 +78,9 @@ RECENT_GROUPS_SHOWN = 50
 RECENT_GROUPS_MAX_AGE_MS = 5 * 60_000
 # Orders outside any group (flatten orders, a restart's orphans) remembered for a late fill:
 # a flatten sends one order per venue and asset (per ticket on MT5), so this is many
-# flattens; the oldest are forgotten (their rows are in the ledger).
+# flattens; the oldest are forgotten (their rows are in the ledger). As with closed groups, a
+# final one is also forgotten `RECENT_GROUPS_MAX_AGE_MS` after its last change (a flatten of a
+# few hundred MT5 tickets every few minutes filled the 1,000 for most of an hour, issue 19).
 LOOSE_ORDERS_KEPT = 1_000
 
 
@@ -695,17 +697,31 @@ class HedgeOrchestrator:
 
         `close` sends it another way than `place` (MT5: a `close` command by ticket).
         """
+        self._forget_old_loose()
         self._loose[order.client_order_id] = order
         while len(self._loose) > LOOSE_ORDERS_KEPT:
-            oldest = next(iter(self._loose))
-            del self._loose[oldest]
-            self._ticket_closes.discard(oldest)
+            self._forget_loose(next(iter(self._loose)))
         if close is not None:
             self._ticket_closes.add(order.client_order_id)
         await self._send(order, close)
         self.tracker.forget(order.client_order_id)
         # Final or not, it no longer reserves room: a late fill still moves the position.
         self._gate.exposure.release(order.client_order_id)
+
+    def _forget_old_loose(self) -> None:
+        """The oldest loose orders that are final and unchanged for `recent_max_age_ms` (the
+        first one still pending, or younger, stops the sweep: they came in this order)."""
+        horizon = self._clock.time_ms() - self._recent_max_age_ms
+        loose = self._loose
+        while loose:
+            oldest = loose[next(iter(loose))]
+            if not is_terminal(oldest.state) or oldest.updated_ms >= horizon:
+                break
+            self._forget_loose(oldest.client_order_id)
+
+    def _forget_loose(self, client_order_id: str) -> None:
+        del self._loose[client_order_id]
+        self._ticket_closes.discard(client_order_id)
 
     def _check_for(self, order: Order) -> OrderCheck:
         group = self._open.get(order.group_id)

@@ -150,7 +150,8 @@ class Runtime:
                 # real EA in live mode. In paper mode a real EA only streams quotes.
                 self.gateways["mt5"] = self.mt5.gateway
                 mt5_real_legs = True
-        self.equity = RunningEquity(self.instruments.values(), config.money, self._touch, self._mt5_swaps)
+        self.equity = RunningEquity(self.instruments.values(), config.money, self._touch, self._mt5_swaps,
+                                    now_ms=self.clock.time_ms)
         self.orchestrator = HedgeOrchestrator(
             self.gateways,
             self.instruments,

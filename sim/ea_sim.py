@@ -108,6 +108,14 @@ TRANSIENT_RETCODES: frozenset[int] = frozenset({TRADE_RETCODE_CONNECTION, TRADE_
 # 409 another instance holds the terminal for now.
 _RETRY_STATUS: frozenset[int] = frozenset({401, 408, 409, 429})
 _EPS = 1e-9
+# What this session remembers of the commands it handled (the ack, reported again when one is
+# delivered again) and of the deals it reported (not reported twice while following a
+# command, a minute): entries older than this go, and at most the counts below. Beyond it, the
+# journal still refuses to send a command twice, and a deal reported again is ignored by the
+# listener (fills are idempotent per deal). By count alone they took hours of the demo to fill.
+SESSION_MEMORY_MS = 10 * 60_000
+HANDLED_KEPT = 4096
+REPORTED_KEPT = 10_000
 
 
 class Mt5Tick(NamedTuple):
@@ -357,6 +365,14 @@ class _TerminalMemory:
 _TERMINAL_MEMORY: weakref.WeakKeyDictionary[SimBroker, _TerminalMemory] = weakref.WeakKeyDictionary()
 
 
+
+def _forget_old(memory: OrderedDict[Any, Any], kept: int, horizon_ms: int, when: Callable[[Any], int]) -> None:
+    """Drop the oldest entries beyond `kept`, and those from before `horizon_ms`."""
+    while len(memory) > kept:
+        memory.popitem(last=False)
+    while memory and when(next(iter(memory.values()))) < horizon_ms:
+        memory.popitem(last=False)
+
 class EaSimulator:
     """A simulated QuantArbBridge EA posting to the MT5 listener over real HTTP.
 
@@ -452,11 +468,10 @@ class EaSimulator:
         self._journal = memory.journal
         self._last_sent: dict[str, Mt5Tick] = {}
         self._last_ts = 0
-        # Commands handled in this session: id -> the ack body (reported again on redelivery).
-        self._handled: OrderedDict[str, bytes] = OrderedDict()
-        self._handled_max = 4096
-        self._reported: OrderedDict[int, None] = OrderedDict()  # deal tickets reported this session
-        self._reported_max = 10_000
+        # Commands handled in this session: id -> (the ack body, when), oldest first.
+        self._handled: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        # Deal tickets reported this session -> when, oldest first.
+        self._reported: OrderedDict[int, int] = OrderedDict()
         self._following: dict[str, _Follow] = {}
         # Transient failures: id -> (monotonic ns before which not to retry, last retcode, the
         # command's expires_msc). One whose command expired is dropped at the next failure: the
@@ -529,6 +544,10 @@ class EaSimulator:
     @property
     def pending_reports(self) -> int:
         return len(self._outbox)
+
+    def remembered(self) -> tuple[int, int]:
+        """(commands handled, deals reported) this session still remembers (`SESSION_MEMORY_MS`)."""
+        return len(self._handled), len(self._reported)
 
     @property
     def following(self) -> frozenset[str]:
@@ -683,8 +702,9 @@ class EaSimulator:
             log.warning("EA simulator: command without an id ignored: %.200r", raw)
             return
         # 1. Handled in this session: report again, never execute again.
-        ack = self._handled.get(cid)
-        if ack is not None:
+        handled = self._handled.get(cid)
+        if handled is not None:
+            ack = handled[0]
             self.duplicates_skipped += 1
             self.resent_reports += 1
             await self._report("/mt5/ack", ack)
@@ -1042,10 +1062,10 @@ class EaSimulator:
 
     async def _ack(self, cid: str, status: str, retcode: int, reason: str) -> None:
         body = _dumps({"command_id": cid, "status": status, "retcode": retcode, "reason": reason})
-        self._handled[cid] = body
+        now = self._clock.time_ms()
+        self._handled[cid] = (body, now)
         self._handled.move_to_end(cid)
-        while len(self._handled) > self._handled_max:
-            self._handled.popitem(last=False)
+        _forget_old(self._handled, HANDLED_KEPT, now - SESSION_MEMORY_MS, lambda v: v[1])
         await self._report("/mt5/ack", body)
 
     @staticmethod
@@ -1075,9 +1095,10 @@ class EaSimulator:
         return count
 
     def _mark_reported(self, deal: int) -> None:
-        self._reported[deal] = None
-        while len(self._reported) > self._reported_max:
-            self._reported.popitem(last=False)
+        now = self._clock.time_ms()
+        self._reported[deal] = now
+        self._reported.move_to_end(deal)
+        _forget_old(self._reported, REPORTED_KEPT, now - SESSION_MEMORY_MS, lambda v: v)
 
     async def _report(self, path: str, body: bytes) -> None:
         """Deliver an ack or fill in order; keep it (same body) for a retry if it fails."""

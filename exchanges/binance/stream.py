@@ -17,6 +17,14 @@ watched symbol since the last event (less `lookback_ms`) and the state of every 
 order, and delivers what the stream missed while it was down: nothing is lost, nothing is
 delivered twice. A lost connection is retried with a growing delay (`reconnect_delay_s`).
 A frame that cannot be parsed is counted in `dropped`, never raised.
+
+Memory (the stream lives for weeks; issue 19): a fill id is remembered until no catch-up can
+read its trade again (older than the next catch-up's `since` by `SEEN_MARGIN_MS`, the trade's
+own time against the venue's event times: the same clock), at most `seen_limit`; a final
+order's state `FINAL_AGE_MS` on our clock (a REST read racing the stream is seconds old), at
+most `final_limit`. A count alone took tens of hours of the demo to fill. Whatever is
+forgotten is in the ledger, and an order the engine still follows is deduplicated by its
+tracker as well.
 """
 
 from __future__ import annotations
@@ -56,6 +64,8 @@ log = logging.getLogger(__name__)
 
 UpdateHandler = Callable[[OrderUpdate], None]
 _TERMINAL = (OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED, OrderState.EXPIRED)
+SEEN_MARGIN_MS = 10 * 60_000  # beyond the catch-up's lookback: the venue's trade and event clocks
+FINAL_AGE_MS = 10 * 60_000
 
 
 class UserDataStream:
@@ -74,6 +84,8 @@ class UserDataStream:
         lookback_ms: int = 5000,
         seen_limit: int = 200_000,
         final_limit: int = 10_000,
+        seen_margin_ms: int = SEEN_MARGIN_MS,
+        final_age_ms: int = FINAL_AGE_MS,
         timeout_s: float = 5.0,
     ) -> None:
         self.gateway = gateway
@@ -86,15 +98,20 @@ class UserDataStream:
         self.keepalive_s = keepalive_s
         self.lookback_ms = lookback_ms
         self.timeout_s = timeout_s
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        # Fill ids delivered (trade id -> the trade's time), oldest first: at most `seen_limit`,
+        # and none that no catch-up can read again (module docstring, "Memory").
+        self._seen: OrderedDict[str, int] = OrderedDict()
         self._seen_limit = seen_limit
+        self._seen_margin_ms = seen_margin_ms
         self._tracked: dict[str, str] = {}  # open orders to ask about after a gap: cid -> symbol
         # The last state of each order: open ones all, final ones the latest `final_limit`
         # (enough to keep an older REST read from reopening a final order; its fills are
         # deduplicated by trade id in `_seen` either way).
         self._open_state: dict[str, OrderState] = {}
-        self._final_state: OrderedDict[str, OrderState] = OrderedDict()  # oldest first
+        # cid -> (final state, when it became final on our clock), oldest first.
+        self._final_state: OrderedDict[str, tuple[OrderState, int]] = OrderedDict()
         self._final_limit = final_limit
+        self._final_age_ms = final_age_ms
         self.last_event_ms = 0
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -253,10 +270,11 @@ class UserDataStream:
             if key in self._seen:
                 self.duplicate_fills += 1
                 continue
-            self._remember(key)
+            self._remember(key, trade.ts_ms)
             fills.append(to_fill(self.market, cid, trade))
         state = report.state
-        last = self._final_state.get(cid) or self._open_state.get(cid)
+        final = self._final_state.get(cid)
+        last = final[0] if final is not None else self._open_state.get(cid)
         if last in _TERMINAL and state not in _TERMINAL:
             state = last  # an older REST read racing a newer event: the order stays final
         if not fills and last is state:
@@ -264,10 +282,9 @@ class UserDataStream:
         if state in _TERMINAL:
             self._tracked.pop(cid, None)
             self._open_state.pop(cid, None)
-            self._final_state[cid] = state
+            self._final_state[cid] = (state, self._clock.time_ms())
             self._final_state.move_to_end(cid)
-            while len(self._final_state) > self._final_limit:
-                self._final_state.popitem(last=False)
+            self._forget_old_states()
         else:
             self._open_state[cid] = state
             self._tracked.setdefault(cid, report.symbol)
@@ -285,10 +302,24 @@ class UserDataStream:
         """(order states, fill ids) held."""
         return len(self._open_state) + len(self._final_state), len(self._seen)
 
-    def _remember(self, key: str) -> None:
-        self._seen[key] = None
-        while len(self._seen) > self._seen_limit:
-            self._seen.popitem(last=False)
+    def _remember(self, key: str, trade_ms: int) -> None:
+        seen = self._seen
+        seen[key] = trade_ms
+        while len(seen) > self._seen_limit:
+            seen.popitem(last=False)
+        # The next catch-up reads trades from `since` on (`_catch_up`): an id older than that,
+        # less a margin for the venue's clocks, cannot come back from it.
+        horizon = (self.last_event_ms or self._started_ms) - self.lookback_ms - self._seen_margin_ms
+        while seen and next(iter(seen.values())) < horizon:
+            seen.popitem(last=False)
+
+    def _forget_old_states(self) -> None:
+        states = self._final_state
+        while len(states) > self._final_limit:
+            states.popitem(last=False)
+        horizon = self._clock.time_ms() - self._final_age_ms
+        while states and next(iter(states.values()))[1] < horizon:
+            states.popitem(last=False)
 
     # ------------------------------------------------------------------ catch-up
 
@@ -318,4 +349,4 @@ class UserDataStream:
             self._deliver(report, held, caught_up=True)
 
 
-__all__ = ["UpdateHandler", "UserDataStream"]
+__all__ = ["FINAL_AGE_MS", "SEEN_MARGIN_MS", "UpdateHandler", "UserDataStream"]

@@ -42,8 +42,9 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -118,6 +119,52 @@ class Sample:
     threads: int = 0
     arenas: int = 0  # glibc thread arenas mapped
     wal_kib: int = 0  # the ledger's -wal file (on disk; only its -shm index is mapped)
+
+
+_SCALARS = ("t_s", "rss_kib", "tracemalloc_kib", "traced_kib", "objects", "blocks", "malloc_kib", "mmap_kib",
+            "malloc_free_kib", "sqlite_kib", "threads", "arenas", "wal_kib")
+
+
+class SampleSeries:
+    """The samples, as numbers in one array allocated when the run starts: a `Sample` object per
+    sample (a dataclass and its tuple, about 0.2 MB an hour at one every ten seconds) would be
+    the bench's own growth in the RSS it judges. A `Sample` is made again when read."""
+
+    _COLUMNS = len(_SCALARS) + 1 + len(KINDS)  # the scalars, whether rss_by_kind is there, its values
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._data = array("d", bytes(8 * self._COLUMNS * max(1, capacity)))
+        self._n = 0
+
+    def append(self, s: Sample) -> None:
+        width = self._COLUMNS
+        if (self._n + 1) * width > len(self._data):  # more samples than planned: grows, doubling
+            self._data.extend(array("d", bytes(8 * len(self._data))))
+        kinds = s.rss_by_kind if len(s.rss_by_kind) == len(KINDS) else (0,) * len(KINDS)
+        row = array("d", [*(float(getattr(s, name)) for name in _SCALARS), 1.0 if s.rss_by_kind else 0.0, *kinds])
+        self._data[self._n * width:(self._n + 1) * width] = row
+        self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def capacity(self) -> int:
+        """Samples the array holds before it must grow."""
+        return len(self._data) // self._COLUMNS
+
+    def __getitem__(self, i: int) -> Sample:
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        row = self._data[i * self._COLUMNS:(i + 1) * self._COLUMNS]
+        scalars = {name: (row[k] if name == "t_s" else int(row[k])) for k, name in enumerate(_SCALARS)}
+        kinds = tuple(int(v) for v in row[len(_SCALARS) + 1:]) if row[len(_SCALARS)] else ()
+        return Sample(**scalars, rss_by_kind=kinds)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self[i] for i in range(self._n))
 
 
 @dataclass
@@ -218,12 +265,12 @@ class _Churn:
 
 class _Sampler:
     def __init__(self, warmup_s: float, interval_s: float, trace: bool,
-                 wal_path: Callable[[], str | None] = lambda: None) -> None:
+                 wal_path: Callable[[], str | None] = lambda: None, duration_s: float = 0.0) -> None:
         self.warmup_s = warmup_s
         self._wal_path = wal_path
         self.interval_s = interval_s
         self.trace = trace
-        self.samples: list[Sample] = []
+        self.samples = SampleSeries(int(duration_s / interval_s) + 16 if duration_s > 0 else 256)
         # The heap snapshots, dumped to files: one held in memory would be megabytes of the
         # process's growth between the marks, which is what is being measured.
         self.snapshot_dir = tempfile.mkdtemp(prefix="quantarb-soak-")
@@ -356,7 +403,8 @@ async def _run(duration_s: float, warmup_s: float, interval_s: float, *, acceler
 
         runtime.events.subscribe(_print)
         sampler = _Sampler(warmup_s, interval_s, trace,
-                           wal_path=lambda: f"{runtime.ledger.path}-wal" if runtime.ledger is not None else None)
+                           wal_path=lambda: f"{runtime.ledger.path}-wal" if runtime.ledger is not None else None,
+                           duration_s=duration_s)
         stop = asyncio.Event()
         churn = _Churn(runtime, probe, accelerate=accelerate, flatten_every_s=flatten_every_s)
         try:

@@ -19,7 +19,7 @@ import pytest
 from core.clock import ManualClock
 from core.commands import CommandFill, CommandState
 from core.config import RiskConfig, demo_config
-from core.models import GroupState, OrderState, Venue
+from core.models import GroupState, Order, OrderPurpose, OrderState, Venue
 from core.ports import ExecutionGateway
 from core.risk import STATE_HISTORY_KEPT, RiskGate
 from core.tracker import REFUSALS_KEPT, InFlightOrderTracker
@@ -124,6 +124,39 @@ async def test_beyond_the_groups_shown_closed_groups_older_than_the_age_bound_ar
     # At 210 s the horizon is 150 s: the newest two are kept (the floor), the one of 125 s though past it.
     assert [g.group_id for g in orch.closed] == [groups[-1].group_id, newest_first[0]]
     assert orch.closed_by_state == {GroupState.HEDGED: 7}
+
+
+async def test_final_flatten_orders_are_forgotten_once_unchanged_for_the_age_bound() -> None:
+    """A flatten sends an order per MT5 ticket: a count bound of 1,000 took most of an hour to
+    fill in the accelerated soak. A final loose order goes `recent_max_age_ms` after its last
+    change (the count bound stays); younger ones, and everything after them, stay."""
+    clock = ManualClock()
+    touch = {("mt5", "BTCUSD"): (59990.0, 60000.0), ("binance", "BTCUSDT"): (60100.0, 60110.0)}
+    gateways: dict[Venue, ExecutionGateway] = {
+        venue: PaperGateway(venue, {BY_VENUE[venue].symbol: BY_VENUE[venue]}, lambda v, s: touch.get((v, s)), clock)
+        for venue in ("mt5", "binance")}
+    gate = RiskGate.from_config(clock, RiskConfig(max_leg_notional=Decimal(10**6), max_gross_exposure=Decimal(10**8)))
+    orch = HedgeOrchestrator(gateways, INSTRUMENTS, gate, clock, EventLog(), recent_max_age_ms=60_000,
+                             poll_interval_s=0.0)
+    group = orch.submit(make_intent(now_ms=clock.time_ms()))  # 0.1 BTC long on mt5, short on binance
+    await orch.drain()
+    assert group.state is GroupState.HEDGED
+    sent = []
+    for n in range(4):  # at 0, 25, 50, 75 s: each reduces the mt5 long by 0.01
+        order = Order(client_order_id=f"fl{n}", group_id="", venue="mt5", symbol="BTCUSD", side="sell",
+                      qty=Decimal("0.01"), price=Decimal("59000"), purpose=OrderPurpose.FLATTEN,
+                      created_ms=clock.time_ms())
+        await orch.send_flatten(order)
+        assert order.state is OrderState.FILLED
+        sent.append(order.client_order_id)
+        clock.advance(ms=25_000)
+    # At 75 s the horizon was 15 s: the order of 0 s went as the one of 75 s came.
+    assert list(orch.loose_orders) == sent[1:]
+    clock.advance(ms=60_000)  # 160 s: horizon 100 s, every earlier one is past it
+    last = Order(client_order_id="fl4", group_id="", venue="mt5", symbol="BTCUSD", side="sell",
+                 qty=Decimal("0.01"), price=Decimal("59000"), purpose=OrderPurpose.FLATTEN, created_ms=clock.time_ms())
+    await orch.send_flatten(last)
+    assert list(orch.loose_orders) == ["fl4"]
 
 
 async def test_state_changes_beyond_the_gate_history_are_risk_events_in_the_ledger(

@@ -603,3 +603,28 @@ async def test_a_hanging_listener_costs_one_blocking_request_per_timer_event(tmp
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_the_session_forgets_acks_and_deals_older_than_its_memory_and_never_executes_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 19: the EA simulator's per-session memory (the acks it reports again, the deals
+    it reported) is bounded by age as well as by count; the journal still refuses a second
+    execution of a command the session forgot."""
+    from sim import ea_sim
+
+    monkeypatch.setattr(ea_sim, "SESSION_MEMORY_MS", 200)
+    listener = await start_listener()
+    terminal = Terminal(tmp_path / "common")
+    async with running(listener, terminal):
+        ea = terminal.start_ea(listener.url)
+        terminal.book.set(2650.11, 2650.31)
+        assert (await listener.place("mem-1")).state is OrderState.FILLED
+        assert ea.remembered() == (1, 1)
+        await asyncio.sleep(0.3)  # mem-1's ack and deal are now older than the memory
+        assert (await listener.place("mem-2")).state is OrderState.FILLED
+        assert ea.remembered() == (1, 1)  # mem-2's only
+        # mem-1, forgotten by the session, delivered again: the journal refuses to send it again.
+        assert ea.journal_entry("mem-1") is not None
+        await ea._handle({"id": "mem-1"})  # a redelivery, as the queue would make it
+        assert terminal.broker.requests == 2 and ea.executed == 2 and ea.duplicates_skipped == 1

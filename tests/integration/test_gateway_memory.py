@@ -272,3 +272,40 @@ async def test_binance_user_stream_keeps_the_latest_final_states_only() -> None:
         finally:
             await stream.stop()
         assert stream.remembered() == (2, 4)  # two final states (the latest), four fill ids
+
+
+async def test_binance_user_stream_forgets_fill_ids_no_catch_up_can_read_again_and_old_final_states() -> None:
+    """A count alone (200,000 fill ids, 10,000 final states) took tens of hours of the demo to
+    fill. A fill id goes once its trade is older than the next catch-up's `since` (the newest
+    event less `lookback_ms`) by `seen_margin_ms`; a final state once it is `final_age_ms` old on
+    our clock. The simulated venue stamps trades and events with the same clock."""
+    async with rig("usdm") as r:
+        await r.gateway.start()
+        updates: list[OrderUpdate] = []
+        stream = UserDataStream(r.gateway, r.credentials, r.clock, on_update=updates.append, symbols=["BTCUSDT"],
+                                reconnect_delay_s=(0.05, 0.2), timeout_s=3.0, lookback_ms=5000,
+                                seen_margin_ms=60_000, final_age_ms=60_000)
+        stream.start()
+
+        async def fill_one_at(t_s: int) -> None:
+            r.clock.advance(ms=t_s * 1000 - (r.clock.time_ms() - start))
+            done = sum(u.state is OrderState.FILLED for u in updates)
+            assert (await r.gateway.place(binance_order(r.clock))).state is OrderState.FILLED
+            await wait_until(lambda: sum(u.state is OrderState.FILLED for u in updates) == done + 1, "a final state")
+
+        try:
+            await stream.wait_connected(3.0)
+            start = r.clock.time_ms()
+            await fill_one_at(0)
+            await fill_one_at(30)
+            assert stream.remembered() == (2, 2)
+            # At 66 s: states older than 6 s go (the first's, of 0 s); trades older than
+            # 66 - 5 - 60 = 1 s go (the first's).
+            await fill_one_at(66)
+            assert stream.remembered() == (2, 2)
+            # At 95 s: the state of 30 s is past 35 s and goes; its trade is exactly at the
+            # trade horizon (95 - 65 = 30 s), which a catch-up could still read: kept.
+            await fill_one_at(95)
+            assert stream.remembered() == (2, 3)
+        finally:
+            await stream.stop()

@@ -513,6 +513,34 @@ def test_bounding_a_fed_portfolio_keeps_its_newest_ids_in_the_order_they_came() 
         p.keep_recent_trades(0)
 
 
+def test_with_an_age_bound_ids_booked_longer_ago_than_it_before_the_newest_are_forgotten() -> None:
+    p = Portfolio(INSTRUMENTS)
+    p.keep_recent_trades(100, max_age_ms=60_000)
+
+    def at(tid: str, booked_ms: int) -> bool:
+        return p.fill(venue="binance", symbol="BTCUSDT", side="buy", qty=D(1), price=D(100), fee=D(0),
+                      fee_ccy=FEE_CCY["binance"], ts_ms=T0, trade_id=tid, booked_ms=booked_ms)
+
+    assert [at("a", 0), at("b", 30_000), at("c", 60_000)] == [True] * 3
+    assert at("a", 60_000) is False  # booked exactly 60 s before the newest: still remembered
+    assert at("d", 60_001) is True  # "a" is now older than the bound
+    assert at("a", 60_001) is True  # forgotten: counted again (the ledger refuses it)
+    assert [at("b", 60_001), at("c", 60_001), at("d", 60_001)] == [False] * 3
+    assert p.position("binance", "BTCUSDT", T0).qty == D(5)
+    with pytest.raises(ValueError, match="max_age_ms -1"):
+        p.keep_recent_trades(1, max_age_ms=-1)
+
+
+def test_an_age_bound_on_a_fed_portfolio_ages_its_ids_from_their_fill_times() -> None:
+    p = Portfolio(INSTRUMENTS)  # restored from the ledger: each id booked at its fill's time
+    for n, tid in enumerate(("old", "mid", "new")):
+        assert p.fill(venue="binance", symbol="BTCUSDT", side="buy", qty=D(1), price=D(100), fee=D(0),
+                      fee_ccy=FEE_CCY["binance"], ts_ms=T0 + n * 40_000, trade_id=tid)
+    p.keep_recent_trades(100, max_age_ms=60_000)  # the newest at T0 + 80 s: "old" is 80 s older
+    assert [_fill(p, t) for t in ("mid", "new")] == [False, False]
+    assert _fill(p, "old") is True
+
+
 def test_the_running_engine_s_portfolio_keeps_the_documented_number_of_fill_ids() -> None:
     """docs/architecture.md, "Memory: what is kept": the newest RECENT_FILLS_KEPT ids."""
     from core.config import MoneyConfig
@@ -537,3 +565,36 @@ def test_the_running_engine_s_portfolio_keeps_the_documented_number_of_fill_ids(
     assert held() == RECENT_FILLS_KEPT + 1
     fill(0)  # the oldest, forgotten
     assert held() == RECENT_FILLS_KEPT + 2
+
+
+def test_the_running_engine_forgets_fill_ids_booked_more_than_the_documented_age_ago_on_its_clock() -> None:
+    """docs/architecture.md, "Memory: what is kept": ids booked in the last RECENT_FILLS_MAX_AGE_MS,
+    aged on the engine's clock (not the venue's fill time, which a venue may get wrong)."""
+    from core.config import MoneyConfig
+    from core.models import Fill, Order, OrderPurpose
+    from engine.equity import RECENT_FILLS_MAX_AGE_MS, RunningEquity
+
+    assert RECENT_FILLS_MAX_AGE_MS == 600_000
+    now = [T0]
+    equity = RunningEquity(INSTRUMENTS, MoneyConfig(rates={"USDT": D(1)}), lambda v, s: None, now_ms=lambda: now[0])
+    order = Order(client_order_id="qa-1", group_id="", venue="binance", symbol="BTCUSDT", side="buy", qty=D(1),
+                  price=D(100), purpose=OrderPurpose.ENTRY, created_ms=T0)
+
+    def fill(tid: str) -> None:  # the venue stamps every fill far in the future: ignored for ageing
+        equity.on_fill(order, Fill(venue="binance", venue_trade_id=tid, client_order_id="qa-1", qty=D(1),
+                                   price=D(100), fee=D(0), fee_ccy="USDT", ts_ms=T0 + 10**12))
+
+    def held() -> Decimal:
+        return sum((p.qty for p in equity.positions(T0) if p.symbol == "BTCUSDT"), D(0))
+
+    fill("a")
+    now[0] += RECENT_FILLS_MAX_AGE_MS
+    fill("b")
+    fill("a")  # booked exactly the bound ago: a repeat
+    assert held() == 2
+    now[0] += 1
+    fill("c")  # "a" is older than the bound now
+    fill("b")
+    assert held() == 3
+    fill("a")  # forgotten: counted again
+    assert held() == 4

@@ -77,3 +77,23 @@ def test_the_twins_heap_figures_and_lines_are_adopted_and_the_verdict_stays_untr
     assert res["top_growth_by_line"] == [{"where": "leak.py:1", "kib": 9.0, "blocks": 9}]
     assert res["rss_mb_per_hour"] == 0.0 and res["within_target"] is True  # this run's flat RSS
     assert "python heap +5.00 MB/h" in res["lines"][2]
+
+
+def test_the_samples_are_numbers_in_an_array_sized_for_the_run_and_read_back_unchanged() -> None:
+    """The bench's own memory must not grow with its samples (issue 19): the array holds the
+    planned number of samples from the start, and every field reads back as written."""
+    from quantarb_tui.bench.memory_map import KINDS
+    from quantarb_tui.bench.soak import SampleSeries
+
+    series = SampleSeries(3)
+    written = [Sample(0.5, 80_000, 1, 2, 3, 4, 5, 6, tuple(range(len(KINDS))), 7, 8, 9, 10, 11),
+               Sample(10.25, 80_004, 0, 0, 1000, 1000, 0, 0),  # no breakdown on this platform
+               Sample(20.0, 2**40, 0, 0, 1, 1, 0, 0, (9,) * len(KINDS))]
+    for s in written:
+        series.append(s)
+    assert series.capacity == 3
+    assert list(series) == written and series[-1] == written[-1] and len(series) == 3
+    series.append(written[0])  # beyond the plan: it grows rather than fails
+    assert series.capacity == 6 and series[3] == written[0]
+    with pytest.raises(IndexError):
+        series[4]
