@@ -11,7 +11,9 @@ forked before either starts runs the same soak traced, for the lines and the hea
 Forked, not spawned: the twin inherits what the parent was given (a leak planted for a test,
 the allocator's settings), and needs no import path or pickling. It forks before the parent
 starts an event loop, a thread or the engine; its answer is one JSON document on a pipe. Where
-there is no fork (not POSIX) there is no twin, and the report says so.
+there is no fork (not POSIX) there is no twin, and the report says so. Its temporary files
+(its ledger, its heap snapshots) go under a directory the parent made and removes once the twin
+has ended, however it ended; its stdout is /dev/null (the parent's may be the report, `--json`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,16 +42,22 @@ class TwinFailed(RuntimeError):
 class Twin:
     """`run()` in a forked process; `result()` waits for its JSON answer, `cancel()` ends it."""
 
-    def __init__(self, pid: int, fd: int) -> None:
+    def __init__(self, pid: int, fd: int, scratch: str) -> None:
         self._pid = pid
         self._fd = fd
+        self._scratch = scratch  # the twin's temporary directory, removed once it has ended
         self._done = False
+
+    @property
+    def scratch(self) -> str:
+        return self._scratch
 
     @classmethod
     def start(cls, run: Callable[[], Result]) -> Twin | None:
         """Fork and run `run` in the child; None where the platform cannot fork."""
         if not hasattr(os, "fork"):
             return None
+        scratch = tempfile.mkdtemp(prefix="quantarb-twin-")
         read_fd, write_fd = os.pipe()
         parent = os.getpid()
         die_with_parent = death_signal(signal.SIGKILL)  # however the parent dies (a test's timeout)
@@ -58,6 +68,11 @@ class Twin:
                 die_with_parent()
             if os.getppid() != parent:  # the parent died before the call above took effect
                 os._exit(1)
+            tempfile.tempdir = scratch
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.close(devnull)
             code = 0
             try:
                 payload = json.dumps({"result": run()}, default=str)
@@ -69,7 +84,7 @@ class Twin:
             finally:
                 os._exit(code)
         os.close(write_fd)
-        return cls(pid, read_fd)
+        return cls(pid, read_fd, scratch)
 
     def result(self, timeout_s: float) -> Result:
         """The twin's result; TwinFailed when it raised, died, wrote something else, or has not
@@ -89,6 +104,7 @@ class Twin:
         os.close(self._fd)
         _, status = os.waitpid(self._pid, 0)
         self._done = True
+        shutil.rmtree(self._scratch, ignore_errors=True)
         text = b"".join(chunks).decode("utf-8", errors="replace")
         try:
             doc = json.loads(text)
@@ -121,6 +137,7 @@ class Twin:
             time.sleep(0.05)
         with contextlib.suppress(OSError):  # result() may have closed it before an interrupt
             os.close(self._fd)
+        shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def _status(status: int) -> str:

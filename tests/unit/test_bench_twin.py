@@ -111,3 +111,38 @@ def test_the_twin_dies_with_its_parent_however_the_parent_ends() -> None:
     while _alive(pid):
         assert time.monotonic() < deadline, f"twin {pid} outlived its parent"
         time.sleep(0.05)
+
+
+def test_the_twins_temporary_files_are_under_a_directory_removed_once_it_ended() -> None:
+    import tempfile
+
+    def run() -> dict[str, object]:
+        with open(os.path.join(tempfile.mkdtemp(prefix="ledger-"), "twin.db"), "w") as f:  # left behind
+            f.write("x")
+        return {"tmp": tempfile.gettempdir()}
+
+    twin = _start(run)
+    scratch = twin.scratch
+    assert twin.result(timeout_s=60)["tmp"] == scratch
+    assert not os.path.exists(scratch)  # with what the twin left in it
+    killed = _start(_sleep_a_minute)
+    assert os.path.isdir(killed.scratch)
+    killed.cancel()
+    assert not os.path.exists(killed.scratch)
+
+
+TALKATIVE_TWIN = """
+import sys
+from quantarb_tui.bench.twin import Twin
+twin = Twin.start(lambda: print("from the twin", flush=True) or {"ok": 1})
+sys.stdout.write(repr(twin.result(timeout_s=60)))
+"""
+
+
+def test_the_twin_writes_nothing_to_the_parents_stdout() -> None:
+    """The parent's stdout may be the report (`bench soak --json`)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", TALKATIVE_TWIN], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "{'ok': 1}"
