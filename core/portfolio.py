@@ -248,7 +248,8 @@ class Portfolio:
         # Fill ids seen, in the order they came, each with when it was booked (its `booked_ms`).
         self._trades: dict[tuple[Venue, str], int] = {}
         # With `keep_recent_trades`: the same ids in a queue, the oldest forgotten first, and the
-        # newest booking time seen (what "older than `max_age_ms`" is measured from).
+        # latest booking's time (what "older than `max_age_ms`" is measured from; a clock that
+        # steps back holds ids longer, never drops a young one).
         self._trade_order: deque[tuple[Venue, str]] | None = None
         self._trades_kept = 0
         self._trades_max_age_ms: int | None = None
@@ -257,7 +258,7 @@ class Portfolio:
         self._funding: dict[tuple[Venue, str, int], tuple[Decimal, str, bool]] = {}
         self._swaps: set[tuple[Venue, str]] = set()
 
-    def keep_recent_trades(self, limit: int, *, max_age_ms: int | None = None) -> None:
+    def keep_recent_trades(self, limit: int, *, max_age_ms: int | None = None, now_ms: int | None = None) -> None:
         """Remember only the newest `limit` fill ids for deduplication from now on, and with
         `max_age_ms` only those booked within that long of the newest (the running engine's
         portfolio, which lives for weeks: every id ever seen was about 190 bytes a fill, and a
@@ -266,16 +267,22 @@ class Portfolio:
         would be counted again here, and refused by the ledger (unique venue trade id), which
         stays the record. Without a call, every id is kept (a replay of the ledger). Called on
         a portfolio already fed (restored from the ledger, in its order), the oldest of those
-        ids go first."""
+        ids go first; with `now_ms` (the clock `booked_ms` will come from), those ids count as
+        booked then, not at their fills' times (the venues' clocks: one stamped ahead of ours
+        would hold every later id in the window)."""
         if limit < 1:
             raise ValueError(f"limit {limit}: must be >= 1")
         if max_age_ms is not None and max_age_ms < 0:
             raise ValueError(f"max_age_ms {max_age_ms}: must be >= 0")
         self._trades_kept = limit
         self._trades_max_age_ms = max_age_ms
+        if now_ms is not None:
+            self._trades = dict.fromkeys(self._trades, now_ms)
+            self._trades_newest_ms = now_ms
         if self._trade_order is None:
             self._trade_order = deque(self._trades)
-            self._trades_newest_ms = max(self._trades.values(), default=0)
+            if now_ms is None:
+                self._trades_newest_ms = max(self._trades.values(), default=0)
         self._forget_old_trades()
 
     def _forget_old_trades(self) -> None:
@@ -331,7 +338,7 @@ class Portfolio:
         self._trades[(venue, trade_id)] = booked
         if self._trade_order is not None:
             self._trade_order.append((venue, trade_id))
-            self._trades_newest_ms = max(self._trades_newest_ms, booked)
+            self._trades_newest_ms = booked
             self._forget_old_trades()
         base = book.inst.to_base_qty(qty)
         px = book.inst.normalized_price(price)

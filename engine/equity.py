@@ -69,7 +69,8 @@ class RunningEquity:
         # venue's own fill time, used without it, is the venue's to get wrong).
         self._now_ms = now_ms
         self._replay = money.new_replay(self._instruments)
-        self._replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT, max_age_ms=RECENT_FILLS_MAX_AGE_MS)
+        self._replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT, max_age_ms=RECENT_FILLS_MAX_AGE_MS,
+                                                  now_ms=now_ms() if now_ms is not None else None)
         # Which group each fill's money belongs to (a flatten's share included): bounded by the
         # groups that hold positions.
         self._groups = Attribution(self._instruments.values(), keep_flat=False)
@@ -97,7 +98,8 @@ class RunningEquity:
         books not read yet."""
         try:
             replay = await ledger.read(money.replay_ledger, self._instruments)
-            replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT, max_age_ms=RECENT_FILLS_MAX_AGE_MS)
+            replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT, max_age_ms=RECENT_FILLS_MAX_AGE_MS,
+                                                now_ms=self._now_ms() if self._now_ms is not None else None)
             self._replay = replay
             groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
             # Closed before this run: journaled then (or in `ledger groups`); unless the run

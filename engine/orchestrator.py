@@ -78,10 +78,12 @@ RECENT_GROUPS_SHOWN = 50
 RECENT_GROUPS_MAX_AGE_MS = 5 * 60_000
 # Orders outside any group (flatten orders, a restart's orphans) remembered for a late fill:
 # a flatten sends one order per venue and asset (per ticket on MT5), so this is many
-# flattens; the oldest are forgotten (their rows are in the ledger). As with closed groups, a
-# final one is also forgotten `RECENT_GROUPS_MAX_AGE_MS` after its last change (a flatten of a
-# few hundred MT5 tickets every few minutes filled the 1,000 for most of an hour, issue 19).
+# flattens; the oldest are forgotten (their rows are in the ledger). As with closed groups,
+# beyond the newest `RECENT_GROUPS_SHOWN` a final one is also forgotten
+# `RECENT_GROUPS_MAX_AGE_MS` after its last change (a flatten of a few hundred MT5 tickets every
+# few minutes filled the 1,000 for most of an hour, issue 19); one still pending is kept.
 LOOSE_ORDERS_KEPT = 1_000
+LOOSE_SWEEP_MS = 1_000  # the age sweep walks them all: at most once a second
 
 
 class HedgeOrchestrator:
@@ -129,6 +131,7 @@ class HedgeOrchestrator:
         # Orders outside any open group, by client id: this run's flatten orders and, after a
         # restart, orders left open by groups that had closed. A late fill on one is caught.
         self._loose: dict[str, Order] = {}
+        self._loose_swept_ms = -LOOSE_SWEEP_MS  # when `_forget_old_loose` last walked them
         self._recheck_on_close: set[str] = set()
         # Set by flatten (until a rearm): only flatten orders leave; groups still settling
         # cannot re-open what flatten closes.
@@ -709,15 +712,17 @@ class HedgeOrchestrator:
         self._gate.exposure.release(order.client_order_id)
 
     def _forget_old_loose(self) -> None:
-        """The oldest loose orders that are final and unchanged for `recent_max_age_ms` (the
-        first one still pending, or younger, stops the sweep: they came in this order)."""
-        horizon = self._clock.time_ms() - self._recent_max_age_ms
-        loose = self._loose
-        while loose:
-            oldest = loose[next(iter(loose))]
-            if not is_terminal(oldest.state) or oldest.updated_ms >= horizon:
-                break
-            self._forget_loose(oldest.client_order_id)
+        """Beyond the newest `recent_shown`, the loose orders final and unchanged for
+        `recent_max_age_ms` (all of them, not only up to the first one still pending)."""
+        now = self._clock.time_ms()
+        beyond = len(self._loose) - self._recent_shown
+        if beyond <= 0 or now - self._loose_swept_ms < LOOSE_SWEEP_MS:
+            return
+        self._loose_swept_ms = now
+        horizon = now - self._recent_max_age_ms
+        for order in list(itertools.islice(self._loose.values(), beyond)):
+            if is_terminal(order.state) and order.updated_ms < horizon:
+                self._forget_loose(order.client_order_id)
 
     def _forget_loose(self, client_order_id: str) -> None:
         del self._loose[client_order_id]

@@ -72,7 +72,14 @@ import httpx
 from core.clock import Clock
 from core.config import demo_config
 from core.instruments import Pair
-from sim.ea_journal import InstanceLock, InstanceLocked, Journal, JournalEntry, journal_path
+from sim.ea_journal import (
+    JOURNAL_UNKNOWN_EXPIRY_MS,
+    InstanceLock,
+    InstanceLocked,
+    Journal,
+    JournalEntry,
+    journal_path,
+)
 from sim.epoch_market import ElapsedPacer, EpochMarket, EpochPacer, MarketPacer, world_pairs
 from sim.market import SimTick, SyntheticMarket
 from sim.mt5_broker import (
@@ -365,13 +372,13 @@ class _TerminalMemory:
 _TERMINAL_MEMORY: weakref.WeakKeyDictionary[SimBroker, _TerminalMemory] = weakref.WeakKeyDictionary()
 
 
-
 def _forget_old(memory: OrderedDict[Any, Any], kept: int, horizon_ms: int, when: Callable[[Any], int]) -> None:
     """Drop the oldest entries beyond `kept`, and those from before `horizon_ms`."""
     while len(memory) > kept:
         memory.popitem(last=False)
     while memory and when(next(iter(memory.values()))) < horizon_ms:
         memory.popitem(last=False)
+
 
 class EaSimulator:
     """A simulated QuantArbBridge EA posting to the MT5 listener over real HTTP.
@@ -468,7 +475,7 @@ class EaSimulator:
         self._journal = memory.journal
         self._last_sent: dict[str, Mt5Tick] = {}
         self._last_ts = 0
-        # Commands handled in this session: id -> (the ack body, when), oldest first.
+        # Commands handled in this session: id -> (the ack body, kept until), oldest first.
         self._handled: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
         # Deal tickets reported this session -> when, oldest first.
         self._reported: OrderedDict[int, int] = OrderedDict()
@@ -742,53 +749,57 @@ class EaSimulator:
             cmd = _parse_command(raw)
         except _BadCommand as exc:
             self.bad_commands += 1
-            await self._refuse(cid, f"bad command: {exc}")
+            await self._refuse(cid, f"bad command: {exc}", expires_ms=int(expires))
             return
         if cmd.magic and cmd.magic != self.magic:
-            await self._refuse(cid, f"magic {cmd.magic} is not the EA's {self.magic}")
+            await self._refuse(cid, f"magic {cmd.magic} is not the EA's {self.magic}", expires_ms=cmd.expires_msc)
             return
         if not self._trade_allowed:  # the terminal refuses OrderSend: nothing is journaled or sent
             self.rejected += 1
-            await self._ack(cid, "rejected", TRADE_RETCODE_CLIENT_DISABLES_AT, "AutoTrading disabled by client")
+            await self._ack(cid, "rejected", TRADE_RETCODE_CLIENT_DISABLES_AT, "AutoTrading disabled by client",
+                            expires_ms=cmd.expires_msc)
             return
         await self._execute(cmd)
 
-    async def _refuse(self, cid: str, reason: str) -> None:
-        """A refusal by the EA itself: no OrderSend happened, so retcode 0."""
+    async def _refuse(self, cid: str, reason: str, *, expires_ms: int) -> None:
+        """A refusal by the EA itself: no OrderSend happened, so retcode 0. Not journaled: the
+        session remembers it until its command expires (`_ack`)."""
         self.rejected += 1
         self.refused_by_ea += 1
-        await self._ack(cid, "rejected", 0, reason)
+        await self._ack(cid, "rejected", 0, reason, expires_ms=expires_ms)
 
     async def _execute(self, cmd: _Command) -> None:
         lo, hi = self.fill_latency_ms
         if hi > 0:
             await asyncio.sleep(self._rng.uniform(lo, hi) / 1000.0)
         if cmd.symbol not in self._symbol_set:
-            await self._refuse(cmd.id, f"symbol {cmd.symbol} is not one of the EA's symbols")
+            await self._refuse(cmd.id, f"symbol {cmd.symbol} is not one of the EA's symbols",
+                               expires_ms=cmd.expires_msc)
             return
         quote = self.broker.touch(cmd.symbol)  # SymbolInfoTick at send time
         if quote is None or not (quote[0] > 0 and quote[1] > 0):
-            await self._refuse(cmd.id, f"no quote for {cmd.symbol}")
+            await self._refuse(cmd.id, f"no quote for {cmd.symbol}", expires_ms=cmd.expires_msc)
             return
         spec = self.broker.spec(cmd.symbol)  # SymbolInfoInteger/Double
         volume = cmd.volume
         if cmd.kind == "close":
             pos = self.broker.position(cmd.position)  # PositionSelectByTicket
             if pos is None:
-                await self._refuse(cmd.id, f"position {cmd.position} not found")
+                await self._refuse(cmd.id, f"position {cmd.position} not found", expires_ms=cmd.expires_msc)
                 return
             if pos.symbol != cmd.symbol or pos.type == cmd.side:
-                await self._refuse(cmd.id, "close must be the opposite of the position, on its symbol")
+                await self._refuse(cmd.id, "close must be the opposite of the position, on its symbol",
+                                   expires_ms=cmd.expires_msc)
                 return
             if volume <= 0 or volume > pos.volume:
                 volume = pos.volume  # never more than is open
         steps = volume / spec.volume_step
         if abs(steps - round(steps)) > 1e-6:
-            await self._refuse(cmd.id, "volume is not a multiple of the lot step")
+            await self._refuse(cmd.id, "volume is not a multiple of the lot step", expires_ms=cmd.expires_msc)
             return
         filling, why = choose_filling(spec, cmd.filling, auto=self.filling_auto)
         if filling is None:
-            await self._refuse(cmd.id, why)
+            await self._refuse(cmd.id, why, expires_ms=cmd.expires_msc)
             return
         cap = self.max_deviation_points
         deviation = cmd.deviation_points if cap is None else min(cmd.deviation_points, cap)
@@ -799,12 +810,13 @@ class EaSimulator:
                 self.price_refusals += 1
                 await self._refuse(cmd.id, f"price moved: {'ask' if cmd.side == 'buy' else 'bid'} {market:g} is "
                                            f"{worse / spec.point:.0f} points worse than the command's {cmd.price:g} "
-                                           f"(deviation {deviation})")
+                                           f"(deviation {deviation})", expires_ms=cmd.expires_msc)
                 return
         blocking = next((e.command_id for e in map(self._journal.get, self._following)
                          if e is not None and e.state in ("sent", "unknown") and e.symbol == cmd.symbol), None)
         if blocking is not None:
-            await self._refuse(cmd.id, f"an order on {cmd.symbol} (command {blocking}) has an unknown outcome")
+            await self._refuse(cmd.id, f"an order on {cmd.symbol} (command {blocking}) has an unknown outcome",
+                               expires_ms=cmd.expires_msc)
             return
         # Under Request/Instant execution the server executes at the request's price (or
         # requotes); under Market/Exchange execution the price is ignored.
@@ -814,7 +826,7 @@ class EaSimulator:
             # Before OrderSend: a journaled id is never sent again (and kept until it expires).
             self._journal.write(entry, expires_ms=cmd.expires_msc)
         except OSError as exc:
-            await self._refuse(cmd.id, f"cannot write the command journal: {exc}")
+            await self._refuse(cmd.id, f"cannot write the command journal: {exc}", expires_ms=cmd.expires_msc)
             return
         request = TradeRequest(
             symbol=cmd.symbol,
@@ -1060,12 +1072,19 @@ class EaSimulator:
 
     # ------------------------------------------------------------ reports
 
-    async def _ack(self, cid: str, status: str, retcode: int, reason: str) -> None:
+    async def _ack(self, cid: str, status: str, retcode: int, reason: str, *, expires_ms: int | None = None) -> None:
+        """Acknowledge `cid` (and remember the ack for a redelivery). `expires_ms`: the command's
+        expiry when the journal does not hold it (a refusal by the EA itself; 0 = none given, as
+        if an hour): the session remembers it at least until then, else it could be judged
+        again, and executed, when delivered again after `SESSION_MEMORY_MS`."""
         body = _dumps({"command_id": cid, "status": status, "retcode": retcode, "reason": reason})
         now = self._clock.time_ms()
-        self._handled[cid] = (body, now)
+        keep_until = now + SESSION_MEMORY_MS
+        if expires_ms is not None:
+            keep_until = max(keep_until, expires_ms if expires_ms > 0 else now + JOURNAL_UNKNOWN_EXPIRY_MS)
+        self._handled[cid] = (body, keep_until)
         self._handled.move_to_end(cid)
-        _forget_old(self._handled, HANDLED_KEPT, now - SESSION_MEMORY_MS, lambda v: v[1])
+        _forget_old(self._handled, HANDLED_KEPT, now, lambda v: v[1])
         await self._report("/mt5/ack", body)
 
     @staticmethod
@@ -1098,7 +1117,7 @@ class EaSimulator:
         now = self._clock.time_ms()
         self._reported[deal] = now
         self._reported.move_to_end(deal)
-        _forget_old(self._reported, REPORTED_KEPT, now - SESSION_MEMORY_MS, lambda v: v)
+        _forget_old(self._reported, REPORTED_KEPT, now - SESSION_MEMORY_MS, int)
 
     async def _report(self, path: str, body: bytes) -> None:
         """Deliver an ack or fill in order; keep it (same body) for a retry if it fails."""

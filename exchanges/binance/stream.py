@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 UpdateHandler = Callable[[OrderUpdate], None]
 _TERMINAL = (OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED, OrderState.EXPIRED)
 SEEN_MARGIN_MS = 10 * 60_000  # beyond the catch-up's lookback: the venue's trade and event clocks
+# An event stamped further ahead of the venue's clock (as our offset to it says) than this does
+# not move `last_event_ms` past it: one misdated event would otherwise skip the next catch-up
+# past fills it must read, and age every fill id out of `_seen`.
+EVENT_AHEAD_MS = 60_000
 FINAL_AGE_MS = 10 * 60_000
 
 
@@ -250,7 +254,8 @@ class UserDataStream:
     def _on_event(self, event: UserEvent) -> None:
         self.events += 1
         if isinstance(event, OrderEvent):
-            self.last_event_ms = max(self.last_event_ms, event.event_ms)
+            ahead = self.gateway.rest.venue_ms() + EVENT_AHEAD_MS
+            self.last_event_ms = max(self.last_event_ms, min(event.event_ms, ahead))
             self._deliver(event.report, event.report.trades)
         elif isinstance(event, AccountEvent):
             self.balances.update(event.balances)
@@ -309,9 +314,14 @@ class UserDataStream:
             seen.popitem(last=False)
         # The next catch-up reads trades from `since` on (`_catch_up`): an id older than that,
         # less a margin for the venue's clocks, cannot come back from it.
-        horizon = (self.last_event_ms or self._started_ms) - self.lookback_ms - self._seen_margin_ms
+        horizon = self._seen_horizon()
         while seen and next(iter(seen.values())) < horizon:
             seen.popitem(last=False)
+
+    def _seen_horizon(self) -> int:
+        """Trades before this are forgotten, and not read again by a catch-up (its `since`
+        less `seen_margin_ms`)."""
+        return (self.last_event_ms or self._started_ms) - self.lookback_ms - self._seen_margin_ms
 
     def _forget_old_states(self) -> None:
         states = self._final_state
@@ -346,7 +356,11 @@ class UserDataStream:
                 log.warning("binance %s catch-up: %s not readable (%s)", self.market, cid, exc.code)
                 continue
             held = await self.gateway.trades_of(report) if report.executed_qty > Decimal(0) else ()
-            self._deliver(report, held, caught_up=True)
+            # All of the order's trades, however old: those before the horizon were delivered
+            # when they happened (the stream was up then, or an earlier catch-up read them) and
+            # their ids may be forgotten since.
+            horizon = self._seen_horizon()
+            self._deliver(report, [t for t in held if t.ts_ms >= horizon], caught_up=True)
 
 
-__all__ = ["FINAL_AGE_MS", "SEEN_MARGIN_MS", "UpdateHandler", "UserDataStream"]
+__all__ = ["EVENT_AHEAD_MS", "FINAL_AGE_MS", "SEEN_MARGIN_MS", "UpdateHandler", "UserDataStream"]

@@ -170,3 +170,68 @@ async def test_an_unreadable_frame_is_counted_and_dropped_never_raised() -> None
         for frame in (b"", b"{", b"[]", b'{"e":"ORDER_TRADE_UPDATE"}', b'{"e":"executionReport","E":"x"}'):
             stream._on_frame(frame)
         assert (stream.dropped, updates) == (5, [])
+
+
+async def test_a_catch_up_does_not_deliver_again_an_old_fill_of_a_tracked_order_whose_id_aged_out() -> None:
+    """Issue 19: fill ids are forgotten once older than the catch-up's horizon. A catch-up reads
+    every trade of a tracked open order, however old: those before the horizon were delivered
+    when they happened and are not delivered again."""
+    async with rig("usdm", ask_size="0.005") as r:
+        await r.gateway.start()
+        updates: list[OrderUpdate] = []
+        stream = stream_of(r, updates, lookback_ms=5000, seen_margin_ms=60_000)
+        stream.start()
+        try:
+            await stream.wait_connected(T)
+            resting = order(r.clock, price="97000.2")
+            r.sim.exchange.new_order({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                                      "quantity": "0.01", "price": "97000.2",
+                                      "newClientOrderId": resting.client_order_id})  # 0.005 fills, 0.005 rests
+            await wait_until(lambda: len(fill_ids(updates)) == 1, "the resting order's first fill")
+            r.clock.advance(ms=120_000)  # its trade is now 65 s before the horizon's 55 s
+            await r.gateway.place(order(r.clock, side="sell", price="96999.0"))  # at the bid: the ask is taken
+            await wait_until(lambda: len(fill_ids(updates)) == 2, "a later order's fill")
+            assert stream.remembered()[1] == 1  # the resting order's fill id aged out
+            r.sim.refuse_private = True
+            r.sim.drop_user_streams()
+            await wait_until(lambda: not stream.connected.is_set(), "the stream to notice the drop")
+            r.sim.refuse_private = False
+            await stream.wait_connected(T)
+            await wait_until(lambda: stream.connections == 2, "the catch-up after the reconnect")
+        finally:
+            await stream.stop()
+        assert Counter(fill_ids(updates)) == Counter(venue_fill_ids(r)) and len(fill_ids(updates)) == 2
+
+
+async def test_an_event_stamped_far_ahead_of_the_venue_clock_does_not_age_out_every_fill_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One misdated event must not move the catch-up's horizon (and the fill ids' age) ahead
+    of the venue's clock by more than `EVENT_AHEAD_MS`: repeats of later events still deliver
+    nothing twice."""
+    async with rig("usdm") as r:
+        await r.gateway.start()
+        emit = r.sim.exchange._emit
+        misdated: list[int] = []
+
+        def a_year_ahead_once(event: dict[str, object]) -> None:
+            if not misdated and isinstance(event.get("E"), int):
+                event = {**event, "E": int(event["E"]) + 365 * 86_400_000}  # type: ignore[call-overload]
+                misdated.append(1)
+            emit(event)
+
+        monkeypatch.setattr(r.sim.exchange, "_emit", a_year_ahead_once)
+        updates: list[OrderUpdate] = []
+        stream = stream_of(r, updates, lookback_ms=5000, seen_margin_ms=60_000)
+        stream.start()
+        try:
+            await stream.wait_connected(T)
+            await r.gateway.place(order(r.clock))
+            await wait_until(lambda: len(fill_ids(updates)) == 1, "the first fill")
+            r.sim.ws.repeat_events = True
+            await r.gateway.place(order(r.clock))
+            await wait_until(lambda: stream.duplicate_fills == 1, "the repeated trade event")
+        finally:
+            await stream.stop()
+        assert misdated and stream.last_event_ms <= r.gateway.rest.venue_ms() + 60_000
+        assert Counter(fill_ids(updates)) == Counter(venue_fill_ids(r)) and len(fill_ids(updates)) == 2

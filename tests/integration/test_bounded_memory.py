@@ -128,35 +128,41 @@ async def test_beyond_the_groups_shown_closed_groups_older_than_the_age_bound_ar
 
 async def test_final_flatten_orders_are_forgotten_once_unchanged_for_the_age_bound() -> None:
     """A flatten sends an order per MT5 ticket: a count bound of 1,000 took most of an hour to
-    fill in the accelerated soak. A final loose order goes `recent_max_age_ms` after its last
-    change (the count bound stays); younger ones, and everything after them, stay."""
+    fill in the accelerated soak. Beyond the newest `recent_shown`, a final loose order goes
+    `recent_max_age_ms` after its last change (the count bound stays); one still pending stays,
+    and does not shelter the final ones after it."""
     clock = ManualClock()
     touch = {("mt5", "BTCUSD"): (59990.0, 60000.0), ("binance", "BTCUSDT"): (60100.0, 60110.0)}
     gateways: dict[Venue, ExecutionGateway] = {
         venue: PaperGateway(venue, {BY_VENUE[venue].symbol: BY_VENUE[venue]}, lambda v, s: touch.get((v, s)), clock)
         for venue in ("mt5", "binance")}
     gate = RiskGate.from_config(clock, RiskConfig(max_leg_notional=Decimal(10**6), max_gross_exposure=Decimal(10**8)))
-    orch = HedgeOrchestrator(gateways, INSTRUMENTS, gate, clock, EventLog(), recent_max_age_ms=60_000,
-                             poll_interval_s=0.0)
+    orch = HedgeOrchestrator(gateways, INSTRUMENTS, gate, clock, EventLog(), recent_shown=1,
+                             recent_max_age_ms=60_000, poll_interval_s=0.0)
     group = orch.submit(make_intent(now_ms=clock.time_ms()))  # 0.1 BTC long on mt5, short on binance
     await orch.drain()
     assert group.state is GroupState.HEDGED
-    sent = []
-    for n in range(4):  # at 0, 25, 50, 75 s: each reduces the mt5 long by 0.01
-        order = Order(client_order_id=f"fl{n}", group_id="", venue="mt5", symbol="BTCUSD", side="sell",
-                      qty=Decimal("0.01"), price=Decimal("59000"), purpose=OrderPurpose.FLATTEN,
-                      created_ms=clock.time_ms())
+
+    def flatten_order(n: int) -> Order:  # each reduces the mt5 long by 0.01
+        return Order(client_order_id=f"fl{n}", group_id="", venue="mt5", symbol="BTCUSD", side="sell",
+                     qty=Decimal("0.01"), price=Decimal("59000"), purpose=OrderPurpose.FLATTEN,
+                     created_ms=clock.time_ms())
+
+    for n in range(4):  # at 0, 25, 50, 75 s
+        order = flatten_order(n)
         await orch.send_flatten(order)
         assert order.state is OrderState.FILLED
-        sent.append(order.client_order_id)
+        if n == 0:  # a restart's orphan, still open: never forgotten by age
+            orphan = Order(client_order_id="orphan", group_id="", venue="binance", symbol="BTCUSDT", side="buy",
+                           qty=Decimal("0.001"), price=Decimal("60000"), purpose=OrderPurpose.FLATTEN,
+                           created_ms=clock.time_ms(), state=OrderState.UNKNOWN)
+            orch.adopt_orphan(orphan)
         clock.advance(ms=25_000)
     # At 75 s the horizon was 15 s: the order of 0 s went as the one of 75 s came.
-    assert list(orch.loose_orders) == sent[1:]
-    clock.advance(ms=60_000)  # 160 s: horizon 100 s, every earlier one is past it
-    last = Order(client_order_id="fl4", group_id="", venue="mt5", symbol="BTCUSD", side="sell",
-                 qty=Decimal("0.01"), price=Decimal("59000"), purpose=OrderPurpose.FLATTEN, created_ms=clock.time_ms())
-    await orch.send_flatten(last)
-    assert list(orch.loose_orders) == ["fl4"]
+    assert list(orch.loose_orders) == ["orphan", "fl1", "fl2", "fl3"]
+    clock.advance(ms=60_000)  # 160 s: horizon 100 s; fl3 is the newest (kept whatever its age)
+    await orch.send_flatten(flatten_order(4))
+    assert list(orch.loose_orders) == ["orphan", "fl3", "fl4"]
 
 
 async def test_state_changes_beyond_the_gate_history_are_risk_events_in_the_ledger(

@@ -605,26 +605,28 @@ async def test_a_hanging_listener_costs_one_blocking_request_per_timer_event(tmp
         await server.wait_closed()
 
 
-async def test_the_session_forgets_acks_and_deals_older_than_its_memory_and_never_executes_twice(
+async def test_the_session_forgets_acks_and_deals_older_than_its_memory_but_not_its_own_refusals_before_expiry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Issue 19: the EA simulator's per-session memory (the acks it reports again, the deals
-    it reported) is bounded by age as well as by count; the journal still refuses a second
-    execution of a command the session forgot."""
+    """Issue 19: the EA simulator's per-session memory (the acks it reports again, the deals it
+    reported) is bounded by age as well as by count. An executed command is in the journal
+    (never sent again, as after a restart: tests above); a refusal by the EA itself is not, so
+    the session keeps it until its command expires."""
     from sim import ea_sim
 
     monkeypatch.setattr(ea_sim, "SESSION_MEMORY_MS", 200)
-    listener = await start_listener()
+    listener = await start_listener(ttl_ms=60_000)
     terminal = Terminal(tmp_path / "common")
     async with running(listener, terminal):
         ea = terminal.start_ea(listener.url)
         terminal.book.set(2650.11, 2650.31)
         assert (await listener.place("mem-1")).state is OrderState.FILLED
         assert ea.remembered() == (1, 1)
-        await asyncio.sleep(0.3)  # mem-1's ack and deal are now older than the memory
-        assert (await listener.place("mem-2")).state is OrderState.FILLED
-        assert ea.remembered() == (1, 1)  # mem-2's only
-        # mem-1, forgotten by the session, delivered again: the journal refuses to send it again.
-        assert ea.journal_entry("mem-1") is not None
-        await ea._handle({"id": "mem-1"})  # a redelivery, as the queue would make it
-        assert terminal.broker.requests == 2 and ea.executed == 2 and ea.duplicates_skipped == 1
+        terminal.book.set(2650.41, 2650.61)  # 30 points worse than the command's price
+        assert (await listener.place("mem-2")).state is OrderState.REJECTED  # refused by the EA
+        await asyncio.sleep(0.3)  # both acks and the deal are now older than the memory
+        terminal.book.set(2650.11, 2650.31)
+        assert (await listener.place("mem-3")).state is OrderState.FILLED
+        # mem-1's ack and deal went; mem-2's refusal stays until its command expires (a minute).
+        assert ea.remembered() == (2, 1)
+        assert ea.journal_entry("mem-1") is not None and ea.journal_entry("mem-2") is None

@@ -541,6 +541,26 @@ def test_an_age_bound_on_a_fed_portfolio_ages_its_ids_from_their_fill_times() ->
     assert _fill(p, "old") is True
 
 
+def test_restored_ids_count_as_booked_at_the_restore_on_the_engine_s_clock() -> None:
+    """A fill in the ledger stamped ahead of our clock (a venue's clock) must not hold the window
+    open: with `now_ms`, the restored ids are as old as the restore."""
+    p = Portfolio(INSTRUMENTS)
+    assert p.fill(venue="binance", symbol="BTCUSDT", side="buy", qty=D(1), price=D(100), fee=D(0),
+                  fee_ccy=FEE_CCY["binance"], ts_ms=T0 + 10**12, trade_id="future")  # ~30 years ahead
+    p.keep_recent_trades(100, max_age_ms=60_000, now_ms=T0)
+
+    def at(tid: str, booked_ms: int) -> bool:
+        return p.fill(venue="binance", symbol="BTCUSDT", side="buy", qty=D(1), price=D(100), fee=D(0),
+                      fee_ccy=FEE_CCY["binance"], ts_ms=T0, trade_id=tid, booked_ms=booked_ms)
+
+    assert at("future", T0 + 60_000) is False  # still within a minute of the restore
+    assert at("a", T0 + 60_001) is True  # now "future" is older than the bound: gone
+    assert at("future", T0 + 60_001) is True
+    # The clock steps back a minute: measured from the latest booking, nothing young is dropped.
+    assert at("b", T0 + 1) is True
+    assert [at(t, T0 + 2) for t in ("a", "future", "b")] == [False, False, False]
+
+
 def test_the_running_engine_s_portfolio_keeps_the_documented_number_of_fill_ids() -> None:
     """docs/architecture.md, "Memory: what is kept": the newest RECENT_FILLS_KEPT ids."""
     from core.config import MoneyConfig
