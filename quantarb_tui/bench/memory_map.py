@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -171,8 +174,68 @@ def _load_sqlite_memory() -> Callable[[], int] | None:
     return lambda: int(fn())
 
 
+@dataclass(frozen=True, slots=True)
+class PymallocStats:
+    """CPython's small-object allocator (`sys._debugmallocstats`), bytes: `arenas` mapped (1 MiB
+    each in 3.11, in `anon_other`), `in_use` in allocated blocks, `free` in free blocks and
+    unused pools inside them. Arenas rising with `in_use` flat is fragmentation (an arena goes
+    back only when every block in it is free), not objects kept."""
+
+    arenas: int
+    in_use: int
+    free: int
+
+
+_PYMALLOC_FIELDS = {
+    "arenas": re.compile(r"^(\d+) arenas \* (\d+) bytes/arena\s*=", re.M),
+    "in_use": re.compile(r"^# bytes in allocated blocks\s*=\s*([\d,]+)\s*$", re.M),
+    "available": re.compile(r"^# bytes in available blocks\s*=\s*([\d,]+)\s*$", re.M),
+    "unused": re.compile(r"^(\d+) unused pools \* (\d+) bytes\s*=", re.M),
+}
+
+
+def parse_pymalloc_stats(text: str) -> PymallocStats:
+    """The figures of `sys._debugmallocstats()`'s report; ValueError when one is missing."""
+    found = {name: rx.search(text) for name, rx in _PYMALLOC_FIELDS.items()}
+    missing = [name for name, m in found.items() if m is None]
+    if missing:
+        raise ValueError(f"not a pymalloc report: no {', '.join(missing)}")
+    arenas, unused = found["arenas"], found["unused"]
+    in_use, available = found["in_use"], found["available"]
+    assert arenas is not None and unused is not None and in_use is not None and available is not None
+    return PymallocStats(
+        arenas=int(arenas[1]) * int(arenas[2]),
+        in_use=int(in_use[1].replace(",", "")),
+        free=int(available[1].replace(",", "")) + int(unused[1]) * int(unused[2]),
+    )
+
+
+def read_pymalloc_stats() -> PymallocStats | None:
+    """This process's pymalloc figures; None where there is no report (not CPython, or built
+    without pymalloc). The report goes to the C stderr: fd 2 points at a temporary file for the
+    call (a line another thread writes to stderr meanwhile is lost)."""
+    report = getattr(sys, "_debugmallocstats", None)
+    if report is None:
+        return None
+    with tempfile.TemporaryFile() as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            report()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode("ascii", errors="replace")
+    try:
+        return parse_pymalloc_stats(text)
+    except ValueError:
+        return None
+
+
 mallinfo = _load_mallinfo()
 sqlite_memory_used = _load_sqlite_memory()
 
-__all__ = ["KINDS", "MallInfo", "RssBreakdown", "SmapsError", "mallinfo", "parse_smaps", "read_rss_breakdown",
-           "sqlite_memory_used", "thread_count"]
+__all__ = ["KINDS", "MallInfo", "PymallocStats", "RssBreakdown", "SmapsError", "mallinfo", "parse_pymalloc_stats",
+           "parse_smaps", "read_pymalloc_stats", "read_rss_breakdown", "sqlite_memory_used", "thread_count"]

@@ -55,7 +55,14 @@ from core.models import TradingState
 from engine.control import ControlRefused
 from engine.events import EngineEvent
 from engine.runtime import Runtime
-from quantarb_tui.bench.memory_map import KINDS, mallinfo, read_rss_breakdown, sqlite_memory_used, thread_count
+from quantarb_tui.bench.memory_map import (
+    KINDS,
+    mallinfo,
+    read_pymalloc_stats,
+    read_rss_breakdown,
+    sqlite_memory_used,
+    thread_count,
+)
 from quantarb_tui.bench.twin import Twin, TwinFailed
 
 TARGET_MB_PER_HOUR = 2.0
@@ -119,10 +126,15 @@ class Sample:
     threads: int = 0
     arenas: int = 0  # glibc thread arenas mapped
     wal_kib: int = 0  # the ledger's -wal file (on disk; only its -shm index is mapped)
+    # pymalloc (memory_map.PymallocStats): its arenas (in `anon_other`), in use and free inside them.
+    pymalloc_arenas_kib: int = 0
+    pymalloc_in_use_kib: int = 0
+    pymalloc_free_kib: int = 0
 
 
 _SCALARS = ("t_s", "rss_kib", "tracemalloc_kib", "traced_kib", "objects", "blocks", "malloc_kib", "mmap_kib",
-            "malloc_free_kib", "sqlite_kib", "threads", "arenas", "wal_kib")
+            "malloc_free_kib", "sqlite_kib", "threads", "arenas", "wal_kib", "pymalloc_arenas_kib",
+            "pymalloc_in_use_kib", "pymalloc_free_kib")
 
 
 class SampleSeries:
@@ -284,6 +296,7 @@ class _Sampler:
         tracing = tracemalloc.is_tracing()
         info = mallinfo() if mallinfo is not None else None
         breakdown = read_rss_breakdown()
+        pymalloc = read_pymalloc_stats()
         s = Sample(
             t_s=time.monotonic() - self.t0,
             rss_kib=rss_kib(),
@@ -299,6 +312,9 @@ class _Sampler:
             threads=thread_count(),
             arenas=breakdown.arenas if breakdown else 0,
             wal_kib=_file_kib(self._wal_path()),
+            pymalloc_arenas_kib=pymalloc.arenas // 1024 if pymalloc else 0,
+            pymalloc_in_use_kib=pymalloc.in_use // 1024 if pymalloc else 0,
+            pymalloc_free_kib=pymalloc.free // 1024 if pymalloc else 0,
         )
         self.samples.append(s)
         return s
@@ -555,10 +571,12 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
         "load_average_end": _load(),
         "series_columns": ["t_s", "rss_kib", "tracemalloc_kib", "traced_kib", "objects", "blocks", "malloc_kib",
                            "mmap_kib", *(f"rss_{k}_kib" for k in KINDS), "malloc_free_kib", "sqlite_kib",
-                           "threads", "arenas", "wal_kib"],
+                           "threads", "arenas", "wal_kib", "pymalloc_arenas_kib", "pymalloc_in_use_kib",
+                           "pymalloc_free_kib"],
         "series": [[round(s.t_s, 1), s.rss_kib, s.tracemalloc_kib, s.traced_kib, s.objects, s.blocks,
                     s.malloc_kib, s.mmap_kib, *(s.rss_by_kind or (0,) * len(KINDS)), s.malloc_free_kib,
-                    s.sqlite_kib, s.threads, s.arenas, s.wal_kib] for s in sampler.samples],
+                    s.sqlite_kib, s.threads, s.arenas, s.wal_kib, s.pymalloc_arenas_kib, s.pymalloc_in_use_kib,
+                    s.pymalloc_free_kib] for s in sampler.samples],
     }
     result["lines"] = _lines(result)
     return result
@@ -567,8 +585,8 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
 def _breakdown(after: list[Sample]) -> list[dict[str, Any]]:
     """Each part of RSS after the warm-up (the kinds of mapping), then what explains them
     (free memory inside glibc's arenas, SQLite's allocator, threads, arenas, the ledger's WAL
-    on disk): first and last value, KiB (threads and arenas: counts), and the least-squares
-    slope, MB per hour."""
+    on disk, pymalloc's arenas and what is in use and free inside them): first and last value,
+    KiB (threads and arenas: counts), and the least-squares slope, MB per hour."""
     with_kinds = [s for s in after if s.rss_by_kind]
     rows: list[dict[str, Any]] = []
     series: list[tuple[str, list[tuple[float, float]]]] = [
@@ -581,6 +599,12 @@ def _breakdown(after: list[Sample]) -> list[dict[str, Any]]:
         ("arenas", [(s.t_s, float(s.arenas)) for s in after]),
         ("wal", [(s.t_s, float(s.wal_kib)) for s in after]),
     ]
+    if any(s.pymalloc_arenas_kib for s in after):
+        series += [
+            ("pymalloc_arenas", [(s.t_s, float(s.pymalloc_arenas_kib)) for s in after]),
+            ("pymalloc_in_use", [(s.t_s, float(s.pymalloc_in_use_kib)) for s in after]),
+            ("pymalloc_free", [(s.t_s, float(s.pymalloc_free_kib)) for s in after]),
+        ]
     for name, points in series:
         if not points:
             continue

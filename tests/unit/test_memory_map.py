@@ -92,3 +92,53 @@ def test_the_kinds_add_up_to_every_rss_line(maps: list[tuple[int, int, int, str]
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("smaps is Linux's")
+
+
+PYMALLOC_REPORT = """Small block threshold = 512, in 32 size classes.
+
+class   size   num pools   blocks in use  avail blocks
+-----   ----   ---------   -------------  ------------
+    0     16          27           16984           110
+
+# arenas allocated total           =                   93
+# arenas reclaimed                 =                   20
+# arenas highwater mark            =                   75
+# arenas allocated current         =                   73
+73 arenas * 1048576 bytes/arena    =           76,546,048
+
+# bytes in allocated blocks        =           70,005,296
+# bytes in available blocks        =            2,135,632
+231 unused pools * 16384 bytes     =            3,784,704
+# bytes lost to pool headers       =              221,952
+# bytes lost to quantization       =              398,464
+# bytes lost to arena alignment    =                    0
+Total                              =           76,546,048
+"""
+
+
+def test_pymalloc_report_figures_are_read() -> None:
+    from quantarb_tui.bench.memory_map import PymallocStats, parse_pymalloc_stats
+
+    assert parse_pymalloc_stats(PYMALLOC_REPORT) == PymallocStats(
+        arenas=73 * 1048576, in_use=70_005_296, free=2_135_632 + 231 * 16384)
+
+
+@given(st.text(max_size=400))
+def test_a_text_without_the_figures_is_refused_never_misread(text: str) -> None:
+    from quantarb_tui.bench.memory_map import parse_pymalloc_stats
+
+    with pytest.raises(ValueError, match="not a pymalloc report"):
+        parse_pymalloc_stats(text.replace("arenas", "").replace("allocated", ""))
+
+
+def test_this_process_pymalloc_figures_are_live_and_stderr_is_restored(capfd: pytest.CaptureFixture[str]) -> None:
+    from quantarb_tui.bench.memory_map import read_pymalloc_stats
+
+    before = read_pymalloc_stats()
+    kept = [bytearray(256) for _ in range(20_000)]  # ~5 MB of small blocks
+    after = read_pymalloc_stats()
+    assert before is not None and after is not None
+    assert after.in_use - before.in_use > 4_000_000 and after.arenas >= after.in_use
+    print("still stderr", file=sys.stderr)
+    assert capfd.readouterr().err == "still stderr\n"  # nothing of the report leaked, fd 2 back
+    del kept
