@@ -55,6 +55,11 @@ class EngineConfig(_Strict):
         10.0, ge=1, le=HOUR_S, allow_inf_nan=False,
         description="headless: a `heartbeat` log line this often (state, equity, groups, exposure, quote rates).",
     )
+    memory_trim_s: float = Field(
+        60.0, ge=0, le=HOUR_S, allow_inf_nan=False,
+        description="glibc: give the free pages inside the heaps back to the system this often "
+        "(malloc_trim); 0 turns it off.",
+    )
 
 
 class ListenerConfig(_Strict):

@@ -47,6 +47,7 @@ from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
 from engine.live_recording import LiveRecording
 from engine.live_venues import LiveVenues, MissingCredentials
+from engine.memory_trim import MemoryTrim
 from engine.mt5_side import MissingTerminalSecret, Mt5Side, listener_server
 from engine.mt5_side import terminal_secrets as mt5_terminal_secrets
 from engine.operator import Operator
@@ -117,6 +118,7 @@ class Runtime:
         self.journal: GuardedJournal | None = None  # what execution writes through (never raises)
         self.ledger_failures = 0  # times the ledger stopped writing this run (headless exits 3)
         self.events = EventLog()
+        self.memory_trim = MemoryTrim(config.engine.memory_trim_s)  # run from `start` (issue 19)
         self.pairs = config.build_pairs()
         self.instruments: dict[tuple[Venue, str], Instrument] = {
             inst.key: inst for pair in self.pairs for inst in pair.instruments
@@ -727,6 +729,8 @@ class Runtime:
         self._orchestrator_task = asyncio.create_task(self.orchestrator.run(), name="orchestrator")
         self._tasks.append(asyncio.create_task(self.risk_loop.run(), name="risk"))
         self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+        if self.memory_trim.active:
+            self._tasks.append(asyncio.create_task(self.memory_trim.run(), name="memory-trim"))
         self._tasks += [asyncio.create_task(feed.run(), name=f"feed-{feed.name}") for feed in self.feeds]
         if self.funding is not None:
             self._tasks.append(asyncio.create_task(self.funding.run(), name="funding"))

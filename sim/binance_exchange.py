@@ -19,7 +19,7 @@ orders"): a terminal order's id may be used again, and a new order then gets it;
 client order id answers the latest order carrying it. Time is the injected clock's.
 
 History is bounded, as the demo runs this venue inside the engine's process for weeks: a final
-order and a trade are kept `HISTORY_KEPT_MS` (fifteen minutes), at most `HISTORY_KEPT` of each;
+order and a trade are kept `HISTORY_KEPT_MS` (eight minutes), at most `HISTORY_KEPT` of each;
 an older order is no longer found (-2013) and an older trade no longer listed. The engine asks
 about an order within seconds of sending it, and every fill it saw is in its ledger. Open
 orders are kept whatever their age.
@@ -54,7 +54,7 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9-_.]{1,20}$")
 _DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
 _OPEN = ("NEW", "PARTIALLY_FILLED")
 _LISTEN_KEY_TTL_MS = 60 * 60 * 1000
-HISTORY_KEPT_MS = 15 * 60_000  # final orders and trades are kept this long
+HISTORY_KEPT_MS = 8 * 60_000  # final orders and trades are kept this long
 HISTORY_KEPT = 5_000  # and at most this many of each
 
 

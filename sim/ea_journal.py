@@ -50,7 +50,7 @@ JOURNAL_KEEP_MS = 2 * 86_400_000  # commands expire in seconds; two days is plen
 _COMPACT_AT = 5000  # lines; older entries are dropped when the journal is opened
 # In memory, besides the age: at most this many entries (the oldest go first), where two days
 # at the demo's load are tens of thousands. A floor, not a size to fill: past it the entries
-# `JOURNAL_MIN_KEEP_MS` old go, so the demo's steady state (some 300 entries) comes after fifteen
+# `JOURNAL_MIN_KEEP_MS` old go, so the demo's steady state (some 150 entries) comes after eight
 # minutes (1,000 took most of an hour at the demo's rate, issue 19). Dropping an entry is safe
 # only once its command can no longer be executed: the
 # listener stops serving a command at its `expires_msc`, and the EA refuses one past it before
@@ -61,10 +61,11 @@ _COMPACT_AT = 5000  # lines; older entries are dropped when the journal is opene
 # every command and fill is in quantarb's ledger.
 JOURNAL_KEPT = 100
 # The youngest an entry dropped by count may be: the EA also uses its journal to name a deal's
-# command when it re-sends the fills of the last ten minutes after a restart
-# (`EaSimulator(resync_fills_ms=600_000)`) and to follow a command (a minute); the simulated
-# broker's history reaches back fifteen minutes (`sim.mt5_broker.HISTORY_KEPT_MS`).
-JOURNAL_MIN_KEEP_MS = 15 * 60_000
+# command when it re-sends the fills of the last five minutes after a restart
+# (`EaSimulator(resync_fills_ms=300_000)`) and to follow a command (a minute); the simulated
+# broker's history reaches back eight minutes (`sim.mt5_broker.HISTORY_KEPT_MS`). Eight, not
+# more: the demo's memory reaches its steady state within `bench soak`'s ten-minute warm-up.
+JOURNAL_MIN_KEEP_MS = 8 * 60_000
 # An entry whose command's expiry is not known (read from the file, or written without one) is
 # held as if its command expired this long after it was sent: the listener's command TTL is at
 # most an hour (`venues.mt5.command_ttl_ms`, core/config.py).

@@ -415,7 +415,7 @@ class EaSimulator:
         magic: int = 7701,
         http_timeout_s: float = 2.0,
         history_lookback_ms: int = 3_600_000,
-        resync_fills_ms: int = 600_000,
+        resync_fills_ms: int = 300_000,
         report_all_positions: bool = True,
         margin_mode: Literal["hedging", "netting", "exchange"] = "hedging",
         trade_allowed: bool = True,

@@ -9,7 +9,7 @@ crosses it), settles fills into cash and net positions, and reports every order 
 OKX; a query by clOrdId finds the latest order with it.
 
 History is bounded, as the demo runs these books inside the engine's process for weeks: a final
-order and a fill are kept `HISTORY_KEPT_MS` (fifteen minutes), at most `HISTORY_KEPT` of each
+order and a fill are kept `HISTORY_KEPT_MS` (eight minutes), at most `HISTORY_KEPT` of each
 per account; an older one is no longer found (51603, as OKX answers for an order past its
 history window). The engine asks about an order within seconds of sending it, and every fill
 it saw is in its ledger. Open orders are kept whatever their age.
@@ -32,7 +32,7 @@ ORD_TYPES = ("market", "limit", "post_only", "fok", "ioc", "optimal_limit_ioc")
 CL_ORD_ID_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 PENDING = ("live", "partially_filled")
 _FUTURES_RE = re.compile(r"-\d{6}$")
-HISTORY_KEPT_MS = 15 * 60_000  # final orders and fills are kept this long (venue clock)
+HISTORY_KEPT_MS = 8 * 60_000  # final orders and fills are kept this long (venue clock)
 HISTORY_KEPT = 5_000  # and at most this many of each, per account
 
 

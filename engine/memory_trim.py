@@ -1,0 +1,74 @@
+"""Give the free pages inside glibc's heaps back to the system, on a timer (issue 19).
+
+glibc returns memory to the kernel only from the top of a heap; a free chunk in the middle,
+between live ones, stays resident however long it is unused. A process that runs for weeks and
+turns its bounded collections over (every group, order, HTTP body and SQLite page comes and
+goes) accumulates such chunks: measured on the demo, untraced, the free memory inside the
+arenas (`mallinfo2().fordblks`) rose +2.3 MB/h while what was in use stayed flat, and that was
+most of the RSS slope (docs/performance.md, session 9). `malloc_trim(0)` walks every arena and
+`madvise`s each whole free page away (glibc >= 2.8); the pages come back zeroed if needed.
+
+It holds each arena's lock while it walks it, a millisecond or two for tens of megabytes, so it
+runs every `interval_s` (`engine.memory_trim_s`; 0 turns it off), never per event. Where there
+is no glibc (musl, macOS) there is nothing to call and nothing is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import time
+from collections.abc import Callable
+
+TrimFn = Callable[[int], int]
+
+
+def load_malloc_trim() -> TrimFn | None:
+    """glibc's `malloc_trim`; None elsewhere."""
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_size_t]
+    return lambda pad: int(fn(pad))
+
+
+class MemoryTrim:
+    """Calls `malloc_trim(0)` every `interval_s`; counts the calls, those that gave memory back,
+    and the time they took (for `bench soak` and the status)."""
+
+    def __init__(self, interval_s: float, trim: TrimFn | None = None) -> None:
+        if interval_s < 0:
+            raise ValueError(f"interval_s {interval_s}: must be >= 0 (0: off)")
+        self.interval_s = interval_s
+        self._trim = trim if trim is not None else load_malloc_trim()
+        self.calls = 0
+        self.released = 0  # calls after which glibc said it gave memory back
+        self.total_s = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.interval_s > 0 and self._trim is not None
+
+    def trim_now(self) -> bool:
+        """One trim; whether memory was given back (False where there is no glibc)."""
+        if self._trim is None:
+            return False
+        started = time.perf_counter()
+        gave_back = self._trim(0) == 1
+        self.total_s += time.perf_counter() - started
+        self.calls += 1
+        self.released += gave_back
+        return gave_back
+
+    async def run(self) -> None:
+        """Trim every `interval_s` until cancelled (returns at once when not `active`)."""
+        if not self.active:
+            return
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self.trim_now()
+
+
+__all__ = ["MemoryTrim", "TrimFn", "load_malloc_trim"]
