@@ -60,9 +60,11 @@ PNL_STATES: tuple[str, ...] = tuple(s.value for s in GROUP_TERMINAL if s is not 
 OPEN_STATES: tuple[str, ...] = tuple(s.value for s in GroupState if s not in GROUP_TERMINAL)
 
 
-# A reader's page cache, KiB: reconciliation's and the views' reads of tables that grow for
-# weeks; SQLite's default size (2 MB), named because it is C memory (see ledger.writer's).
-READER_CACHE_KIB = 2048
+# A reader's page cache, KiB: C memory (see ledger.writer's). Reconciliation's position check
+# sums the fills table, which grows for weeks: with SQLite's default (2 MB) each such scan grew
+# the cache towards it in steps, for hours at the demo's rate (issue 19). The reads are of recent
+# rows or whole-table scans, which the OS's page cache serves as well; a small cache fills at once.
+READER_CACHE_KIB = 256
 
 
 # -- connections ---------------------------------------------------------------------------

@@ -70,10 +70,10 @@ async def test_known_ids_are_found_among_unknown_ones(ledger: Ledger) -> None:
 
 
 async def test_each_connection_has_the_page_cache_the_docs_name_and_no_mmap(ledger: Ledger) -> None:
-    """docs/architecture.md's memory table: 2 MiB for the writer and the reader, 256 KiB for the
+    """docs/architecture.md's memory table: 2 MiB for the writer, 256 KiB for the reader and the
     checkpointer, no memory-mapped I/O (negative cache_size = KiB)."""
     assert await ledger.memory_settings() == {
         "writer": {"cache_size": -2048, "mmap_size": 0},
         "checkpointer": {"cache_size": -256, "mmap_size": 0},
-        "reader": {"cache_size": -2048, "mmap_size": 0},
+        "reader": {"cache_size": -256, "mmap_size": 0},
     }
