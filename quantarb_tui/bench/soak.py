@@ -115,6 +115,9 @@ class Sample:
     rss_kib: int
     tracemalloc_kib: int  # tracemalloc's own memory (subtracted from RSS for the slope)
     traced_kib: int  # live blocks allocated since tracing started
+    # gc-tracked objects: 0 in a sample. Counting them takes `gc.get_objects()`, a list of every
+    # object (a megabyte, made and freed every sample in the heap being measured: the bench's own
+    # fragmentation, session 9); the marks count them, once each.
     objects: int
     blocks: int  # memory blocks CPython has allocated (`sys.getallocatedblocks`), every object
     malloc_kib: int  # glibc: in use by malloc (SQLite, C extensions, Python's large blocks)
@@ -302,7 +305,7 @@ class _Sampler:
             rss_kib=rss_kib(),
             tracemalloc_kib=tracemalloc.get_tracemalloc_memory() // 1024 if tracing else 0,
             traced_kib=tracemalloc.get_traced_memory()[0] // 1024 if tracing else 0,
-            objects=len(gc.get_objects()),
+            objects=0,  # counted at the marks only (`_report`): see `Sample.objects`
             blocks=sys.getallocatedblocks(),
             malloc_kib=info.in_use // 1024 if info else 0,
             mmap_kib=info.mmapped // 1024 if info else 0,
@@ -521,7 +524,6 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
     after = [s for s in sampler.samples if s.t_s >= warmup_s]
     rss = [(s.t_s, (s.rss_kib - s.tracemalloc_kib) / 1024) for s in after]
     traced = [(s.t_s, s.traced_kib / 1024) for s in after if s.traced_kib]
-    objects = [(s.t_s, float(s.objects)) for s in after]
     blocks = [(s.t_s, float(s.blocks)) for s in after]
     malloc = [(s.t_s, s.malloc_kib / 1024) for s in after]
     mmapped = [(s.t_s, s.mmap_kib / 1024) for s in after]
@@ -543,7 +545,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
         "rss_mb_per_hour": round(slope, 2),
         "traced_mb_per_hour": round(slope_per_hour(traced), 2),
         "heap_mb_per_hour": round(heap_per_hour, 2) if heap_per_hour is not None else None,
-        "objects_per_hour": round(slope_per_hour(objects)),
+        "objects_per_hour": _objects_per_hour(sampler),
         "blocks_per_hour": round(slope_per_hour(blocks)),
         "malloc_mb_per_hour": round(slope_per_hour(malloc), 2) if mallinfo is not None else None,
         "mmap_mb_per_hour": round(slope_per_hour(mmapped), 2) if mallinfo is not None else None,
@@ -580,6 +582,14 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
     }
     result["lines"] = _lines(result)
     return result
+
+
+def _objects_per_hour(sampler: _Sampler) -> int | None:
+    """gc-tracked objects between the two marks, per hour (None without both)."""
+    if len(sampler.types) < 2 or sampler.marked_at[1] <= sampler.marked_at[0]:
+        return None
+    change = sum(sampler.types[1].values()) - sum(sampler.types[0].values())
+    return round(change * 3600 / (sampler.marked_at[1] - sampler.marked_at[0]))
 
 
 def _breakdown(after: list[Sample]) -> list[dict[str, Any]]:
@@ -630,7 +640,8 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"rss slope       {r['rss_mb_per_hour']:+.2f} MB/h after warm-up ({verdict} the target "
         f"{r['target_mb_per_hour']:g} MB/h); python heap {_mb(r['heap_mb_per_hour'])} MB/h "
         f"between the marks ({_mb(r['traced_mb_per_hour'])} traced after the warm-up); "
-        f"gc objects {r['objects_per_hour']:+,}/h, memory blocks {r['blocks_per_hour']:+,}/h",
+        "gc objects " + (f"{r['objects_per_hour']:+,}/h" if r["objects_per_hour"] is not None else "n/a")
+        + f", memory blocks {r['blocks_per_hour']:+,}/h",
         f"allocator       malloc in use {r['malloc_mb_per_hour'] or 0:+.2f} MB/h, mmap'd "
         f"{r['mmap_mb_per_hour'] or 0:+.2f} MB/h (glibc)",
         f"activity        quotes {a['quotes']:,} decisions {a['decisions']:,} intents {a['intents']:,} "
