@@ -70,7 +70,7 @@ class SoakOptions:
            flatten_every_s: float | None = None, keep_ledger: str | None = None, trace: bool = True) -> SoakOptions:
         """The defaults: half an hour with ten minutes of warm-up, no flatten; accelerated, an
         hour (about a day of the demo's hedge groups) with twenty, past the longest age bound
-        (the simulated broker's fifteen minutes of history), and a flatten every five minutes
+        (the simulators' eight minutes of history), and a flatten every five minutes
         (an operator's day has some; without, the simulated hedging account piles up MT5
         tickets at thousands an hour, see docs/performance.md)."""
         duration = duration_s if duration_s is not None else 3600.0 if accelerate else 1800.0

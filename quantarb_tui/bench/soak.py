@@ -199,6 +199,7 @@ class Probe:
     events: int = 0
     log_bytes: int = 0
     mt5_tickets: int = 0  # open MT5 positions of ours in the last account report
+    trims: int = 0  # glibc malloc_trim calls by the engine (engine.memory_trim), 0 when off
     # The ledger's connections: page cache (cache_size, negative = KiB) and mmap size each.
     sqlite_connections: dict[str, dict[str, int]] = field(default_factory=dict)
     # Why the engine stopped trading, when it did: the first breaker trips and errors or halts, each as
@@ -398,6 +399,7 @@ def _probe(runtime: Runtime, probe: Probe) -> None:
     account = mt5.bridge.account(mt5.terminals[0]) if mt5 is not None else None
     if account is not None:
         probe.mt5_tickets = len(account.positions)
+    probe.trims = runtime.memory_trim.calls
 
 
 async def _run(duration_s: float, warmup_s: float, interval_s: float, *, accelerate: bool, tui: bool,
@@ -560,6 +562,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
             "events": probe.events,
             "log_bytes": probe.log_bytes,
             "mt5_tickets": probe.mt5_tickets,
+            "memory_trims": probe.trims,
             "trips": probe.trips,
             "errors": probe.errors,
         },
@@ -648,7 +651,7 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"groups {groups}",
         f"                reconnects {a['reconnects']} ea restarts {a['ea_restarts']} breaker trips "
         f"{a['breaker_trips']} rearms {a['rearms']} flattens {a['flattens']} events {a['events']:,}; "
-        f"open MT5 tickets {a['mt5_tickets']}; "
+        f"open MT5 tickets {a['mt5_tickets']}; heap trims {a.get('memory_trims', 0)}; "
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
     out += [f"  tripped at {t}" for t in a["trips"]] + [f"  error at {e}" for e in a["errors"]]

@@ -2,20 +2,20 @@
 process's memory levels off once every bounded collection has filled (issue 19).
 
 The run lasts `QUANTARB_SOAK_S` seconds (default 1800): a warm-up of two thirds of it (twenty
-minutes by default, past the longest age bound, the simulated broker's fifteen minutes of
-history), then RSS and the Python heap are sampled every ten
-seconds and their slopes judged against `TARGET_MB_PER_HOUR`. A collection that grows per
-group, order, command, breaker trip or reconnect shows as tens of MB per hour here: the demo's
-default load runs about 1,900 groups an hour, this about twenty times that. An operator flatten
-(then a rearm) every five minutes: at this rate the account reports lag the MT5 legs in flight,
-so fewer legs find an opposite ticket to close (`venues.mt5.close_opposite`) and the simulated
-hedging account would still hold hundreds of tickets (docs/performance.md, "Memory over weeks").
-RSS is judged in a process that does not trace, the Python heap in the traced twin beside it
+minutes by default, past the longest age bound, the simulators' eight minutes of history),
+then RSS and the Python heap are sampled every ten seconds and their slopes judged against
+`TARGET_MB_PER_HOUR`. A collection that grows per group, order, command, breaker trip or
+reconnect shows as tens of MB per hour here: the demo's default load runs about 1,900 groups
+an hour, this about twenty times that. An operator flatten (then a rearm) every five minutes:
+at this rate the account reports lag the MT5 legs in flight, so fewer legs find an opposite
+ticket to close (`venues.mt5.close_opposite`) and the simulated hedging account would still
+hold hundreds of tickets (docs/performance.md, "Memory over weeks"). RSS is judged in a
+process that does not trace, the Python heap in the traced twin beside it
 (quantarb_tui.bench.twin). The test fails when either slope is above the target; its report
-says where RSS went (`rss_breakdown`: the main heap, the threads' glibc arenas, pymalloc's and malloc's mappings,
-SQLite's own memory, the WAL). CI does not run it (`.ci/run` runs `pytest`, which leaves the
-slow suite out); tests/integration/test_soak_finds_a_leak.py is CI's 90-second check that a
-leak shows as this test's failure.
+says where RSS went (`rss_breakdown`: the main heap, the threads' glibc arenas, pymalloc's
+and malloc's mappings, SQLite's own memory, the WAL). CI does not run it (`.ci/run` runs
+`pytest`, which leaves the slow suite out); tests/integration/test_soak_finds_a_leak.py is
+CI's 90-second check that a leak shows as this test's failure.
 """
 
 from __future__ import annotations
