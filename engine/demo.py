@@ -29,7 +29,7 @@ from core.config import PaperConfig, QuantarbConfig
 from core.instruments import Instrument
 from core.models import Decision, Quote, Venue
 from engine.settings import Secrets
-from sim.ea_sim import EaSimulator, TickBoard
+from sim.ea_sim import SIM_RESYNC_FILLS_MS, EaSimulator, TickBoard
 from sim.market import SimTick, SyntheticMarket
 from sim.mt5_broker import BrokerBehaviour, SimBroker, spec_from_instrument
 from sim.world import SimWorld, TradingAccounts
@@ -186,6 +186,7 @@ class DemoEa:
         self.ea = EaSimulator(
             url, self._terminal, self._secret, self._symbols, self.broker, self.board, self._clock,
             timer_ms=EA_TIMER_MS, fill_latency_ms=EA_FILL_LATENCY_MS, seed=self._seed, magic=self._magic,
+            resync_fills_ms=SIM_RESYNC_FILLS_MS,
         )
         self._task = asyncio.create_task(self.ea.run(), name="ea-sim")
 

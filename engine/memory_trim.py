@@ -8,8 +8,10 @@ arenas (`mallinfo2().fordblks`) rose +2.3 MB/h while what was in use stayed flat
 most of the RSS slope (docs/performance.md, session 9). `malloc_trim(0)` walks every arena and
 `madvise`s each whole free page away (glibc >= 2.8); the pages come back zeroed if needed.
 
-It holds each arena's lock while it walks it, a millisecond or two for tens of megabytes, so it
-runs every `interval_s` (`engine.memory_trim_s`; 0 turns it off), never per event. Where there
+It runs on the event loop's thread, which waits for it, and it holds each arena's lock while it
+walks it (SQLite's threads wait for theirs meanwhile): measured in the soaks, `max_s` and
+`total_s`. So it runs every `interval_s` (`engine.memory_trim_s`; 0 turns it off), never per
+event. Not in a worker thread: that thread would get an arena of its own to trim. Where there
 is no glibc (musl, macOS) there is nothing to call and nothing is done.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import sys
 import time
 from collections.abc import Callable
 
@@ -24,10 +27,12 @@ TrimFn = Callable[[int], int]
 
 
 def load_malloc_trim() -> TrimFn | None:
-    """glibc's `malloc_trim`; None elsewhere."""
+    """glibc's `malloc_trim`; None elsewhere (not Linux, or Linux without glibc)."""
+    if not sys.platform.startswith("linux"):
+        return None  # Windows cannot even open "no library" (`CDLL(None)` raises TypeError there)
     try:
         fn = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return None
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_size_t]
@@ -46,6 +51,7 @@ class MemoryTrim:
         self.calls = 0
         self.released = 0  # calls after which glibc said it gave memory back
         self.total_s = 0.0
+        self.max_s = 0.0  # the longest call: the event loop waits that long
 
     @property
     def active(self) -> bool:
@@ -57,7 +63,9 @@ class MemoryTrim:
             return False
         started = time.perf_counter()
         gave_back = self._trim(0) == 1
-        self.total_s += time.perf_counter() - started
+        took = time.perf_counter() - started
+        self.total_s += took
+        self.max_s = max(self.max_s, took)
         self.calls += 1
         self.released += gave_back
         return gave_back

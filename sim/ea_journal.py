@@ -62,7 +62,7 @@ _COMPACT_AT = 5000  # lines; older entries are dropped when the journal is opene
 JOURNAL_KEPT = 100
 # The youngest an entry dropped by count may be: the EA also uses its journal to name a deal's
 # command when it re-sends the fills of the last five minutes after a restart
-# (`EaSimulator(resync_fills_ms=300_000)`) and to follow a command (a minute); the simulated
+# (`sim.ea_sim.SIM_RESYNC_FILLS_MS`) and to follow a command (a minute); the simulated
 # broker's history reaches back eight minutes (`sim.mt5_broker.HISTORY_KEPT_MS`). Eight, not
 # more: the demo's memory reaches its steady state within `bench soak`'s ten-minute warm-up.
 JOURNAL_MIN_KEEP_MS = 8 * 60_000

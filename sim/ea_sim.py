@@ -121,6 +121,11 @@ _EPS = 1e-9
 # journal still refuses to send a command twice, and a deal reported again is ignored by the
 # listener (fills are idempotent per deal). By count alone they took hours of the demo to fill.
 SESSION_MEMORY_MS = 10 * 60_000
+# How far back a simulated terminal's EA re-sends fills at start when it runs on `SimBroker`
+# (the demo, `quantarb sim mt5`): five minutes, inside that broker's eight of history
+# (`sim.mt5_broker.HISTORY_KEPT_MS`, short so the demo's memory levels off within `bench
+# soak`'s warm-up). The real EA's `InpResyncMinutes` is 10, the default here too.
+SIM_RESYNC_FILLS_MS = 5 * 60_000
 HANDLED_KEPT = 4096
 REPORTED_KEPT = 10_000
 
@@ -415,7 +420,7 @@ class EaSimulator:
         magic: int = 7701,
         http_timeout_s: float = 2.0,
         history_lookback_ms: int = 3_600_000,
-        resync_fills_ms: int = 300_000,
+        resync_fills_ms: int = 600_000,
         report_all_positions: bool = True,
         margin_mode: Literal["hedging", "netting", "exchange"] = "hedging",
         trade_allowed: bool = True,

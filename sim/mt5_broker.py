@@ -137,8 +137,8 @@ _REQUEST_LOG_MAX = 100
 # How far back the order and deal history reaches. The EA looks up a command's order and deals
 # around the moment it sent it: while the command can still be delivered (seconds), when an
 # outcome it did not hear arrives, and when it re-sends the fills of the last five minutes after
-# a restart (`EaSimulator(resync_fills_ms=300_000)`; its own lookback of an hour is a margin
-# around those). Eight minutes covers them, is about 150 deals and 150 orders at the demo's
+# a restart (`sim.ea_sim.SIM_RESYNC_FILLS_MS` on this broker; its lookback of an hour is a
+# margin around those). Eight minutes covers them, is about 150 deals and 150 orders at the demo's
 # load, keeps the state file (rewritten after every change) small, and is full within `bench
 # soak`'s ten-minute warm-up (fifteen was a slope in every soak, issue 19). Every fill the
 # engine saw is in its ledger.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.clock import Clock, RealClock
-from sim.ea_sim import EaSimulator, MarketTickSource
+from sim.ea_sim import SIM_RESYNC_FILLS_MS, EaSimulator, MarketTickSource
 from sim.mt5_broker import BrokerBehaviour, SimBroker
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ async def run_mt5_sim(
         url, terminal, secret_bytes, source.symbols, broker, source, clk,
         timer_ms=timer_ms, account_every_s=account_every_s, fill_latency_ms=fill_latency_ms,
         seed=seed, magic=magic, common_dir=common_dir, trade_allowed=trade_allowed,
+        resync_fills_ms=SIM_RESYNC_FILLS_MS,
     )
     started_ns = clk.monotonic_ns()
     cancelled = False

@@ -151,7 +151,7 @@ class MallInfo:
 def _load_mallinfo() -> Callable[[], MallInfo] | None:
     try:
         fn = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):  # not glibc, or glibc < 2.33
+    except (OSError, AttributeError, TypeError):  # not glibc, or glibc < 2.33 (Windows: TypeError)
         return None
     fn.restype = _MallInfo2
     fn.argtypes = []
@@ -221,8 +221,12 @@ def read_pymalloc_stats() -> PymallocStats | None:
     if report is None:
         return None
     with tempfile.TemporaryFile() as out:
-        sys.stderr.flush()
-        saved = os.dup(2)
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 (closed): no report, the bench goes on without it
+            return None
         try:
             os.dup2(out.fileno(), 2)
             report()

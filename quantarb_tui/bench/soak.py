@@ -200,6 +200,8 @@ class Probe:
     log_bytes: int = 0
     mt5_tickets: int = 0  # open MT5 positions of ours in the last account report
     trims: int = 0  # glibc malloc_trim calls by the engine (engine.memory_trim), 0 when off
+    trim_ms_total: float = 0.0  # their time, and the longest (the event loop waited that long)
+    trim_ms_max: float = 0.0
     # The ledger's connections: page cache (cache_size, negative = KiB) and mmap size each.
     sqlite_connections: dict[str, dict[str, int]] = field(default_factory=dict)
     # Why the engine stopped trading, when it did: the first breaker trips and errors or halts, each as
@@ -400,6 +402,8 @@ def _probe(runtime: Runtime, probe: Probe) -> None:
     if account is not None:
         probe.mt5_tickets = len(account.positions)
     probe.trims = runtime.memory_trim.calls
+    probe.trim_ms_total = round(runtime.memory_trim.total_s * 1000, 3)
+    probe.trim_ms_max = round(runtime.memory_trim.max_s * 1000, 3)
 
 
 async def _run(duration_s: float, warmup_s: float, interval_s: float, *, accelerate: bool, tui: bool,
@@ -563,6 +567,8 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
             "log_bytes": probe.log_bytes,
             "mt5_tickets": probe.mt5_tickets,
             "memory_trims": probe.trims,
+            "memory_trim_ms_total": probe.trim_ms_total,
+            "memory_trim_ms_max": probe.trim_ms_max,
             "trips": probe.trips,
             "errors": probe.errors,
         },
@@ -574,11 +580,11 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
         "top_growth_by_type": types,
         "load_average_start": sampler.load_start,
         "load_average_end": _load(),
-        "series_columns": ["t_s", "rss_kib", "tracemalloc_kib", "traced_kib", "objects", "blocks", "malloc_kib",
+        "series_columns": ["t_s", "rss_kib", "tracemalloc_kib", "traced_kib", "blocks", "malloc_kib",
                            "mmap_kib", *(f"rss_{k}_kib" for k in KINDS), "malloc_free_kib", "sqlite_kib",
                            "threads", "arenas", "wal_kib", "pymalloc_arenas_kib", "pymalloc_in_use_kib",
                            "pymalloc_free_kib"],
-        "series": [[round(s.t_s, 1), s.rss_kib, s.tracemalloc_kib, s.traced_kib, s.objects, s.blocks,
+        "series": [[round(s.t_s, 1), s.rss_kib, s.tracemalloc_kib, s.traced_kib, s.blocks,
                     s.malloc_kib, s.mmap_kib, *(s.rss_by_kind or (0,) * len(KINDS)), s.malloc_free_kib,
                     s.sqlite_kib, s.threads, s.arenas, s.wal_kib, s.pymalloc_arenas_kib, s.pymalloc_in_use_kib,
                     s.pymalloc_free_kib] for s in sampler.samples],
@@ -651,7 +657,8 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"groups {groups}",
         f"                reconnects {a['reconnects']} ea restarts {a['ea_restarts']} breaker trips "
         f"{a['breaker_trips']} rearms {a['rearms']} flattens {a['flattens']} events {a['events']:,}; "
-        f"open MT5 tickets {a['mt5_tickets']}; heap trims {a.get('memory_trims', 0)}; "
+        f"open MT5 tickets {a['mt5_tickets']}; heap trims {a.get('memory_trims', 0)} "
+        f"(longest {a.get('memory_trim_ms_max', 0):g} ms); "
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
     out += [f"  tripped at {t}" for t in a["trips"]] + [f"  error at {e}" for e in a["errors"]]
