@@ -99,17 +99,22 @@ async def test_closed_groups_and_paper_orders_drop_their_oldest_while_the_ledger
     assert _rows(path, "SELECT count(*) FROM fills") == [(2 * GROUPS,)]
 
 
-async def test_beyond_the_groups_shown_closed_groups_older_than_the_age_bound_are_forgotten() -> None:
-    """At a slow rate the count bound would take hours to fill: beyond the newest `recent_shown`,
-    a closed group goes once its execution ended `recent_max_age_ms` ago."""
-    clock = ManualClock()
+def _paper_orchestrator(clock: ManualClock, **kw: int) -> HedgeOrchestrator:
+    """An orchestrator on two paper venues at a fixed touch, with a one-minute age bound."""
     touch = {("mt5", "BTCUSD"): (59990.0, 60000.0), ("binance", "BTCUSDT"): (60100.0, 60110.0)}
     gateways: dict[Venue, ExecutionGateway] = {
         venue: PaperGateway(venue, {BY_VENUE[venue].symbol: BY_VENUE[venue]}, lambda v, s: touch.get((v, s)), clock)
         for venue in ("mt5", "binance")}
     gate = RiskGate.from_config(clock, RiskConfig(max_leg_notional=Decimal(10**6), max_gross_exposure=Decimal(10**8)))
-    orch = HedgeOrchestrator(gateways, INSTRUMENTS, gate, clock, EventLog(), recent=10, recent_shown=2,
-                             recent_max_age_ms=60_000, poll_interval_s=0.0)
+    return HedgeOrchestrator(gateways, INSTRUMENTS, gate, clock, EventLog(), recent_max_age_ms=60_000,
+                             poll_interval_s=0.0, **kw)  # type: ignore[arg-type]
+
+
+async def test_beyond_the_groups_shown_closed_groups_older_than_the_age_bound_are_forgotten() -> None:
+    """At a slow rate the count bound would take hours to fill: beyond the newest `recent_shown`,
+    a closed group goes once its execution ended `recent_max_age_ms` ago."""
+    clock = ManualClock()
+    orch = _paper_orchestrator(clock, recent=10, recent_shown=2)
     groups = []
     for _ in range(6):
         groups.append(orch.submit(make_intent(now_ms=clock.time_ms())))
@@ -132,13 +137,7 @@ async def test_final_flatten_orders_are_forgotten_once_unchanged_for_the_age_bou
     `recent_max_age_ms` after its last change (the count bound stays); one still pending stays,
     and does not shelter the final ones after it."""
     clock = ManualClock()
-    touch = {("mt5", "BTCUSD"): (59990.0, 60000.0), ("binance", "BTCUSDT"): (60100.0, 60110.0)}
-    gateways: dict[Venue, ExecutionGateway] = {
-        venue: PaperGateway(venue, {BY_VENUE[venue].symbol: BY_VENUE[venue]}, lambda v, s: touch.get((v, s)), clock)
-        for venue in ("mt5", "binance")}
-    gate = RiskGate.from_config(clock, RiskConfig(max_leg_notional=Decimal(10**6), max_gross_exposure=Decimal(10**8)))
-    orch = HedgeOrchestrator(gateways, INSTRUMENTS, gate, clock, EventLog(), recent_shown=1,
-                             recent_max_age_ms=60_000, poll_interval_s=0.0)
+    orch = _paper_orchestrator(clock, recent_shown=1)
     group = orch.submit(make_intent(now_ms=clock.time_ms()))  # 0.1 BTC long on mt5, short on binance
     await orch.drain()
     assert group.state is GroupState.HEDGED
