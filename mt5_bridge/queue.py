@@ -173,14 +173,27 @@ class _Slot:
     cmd: Mt5Command
     version: int = 0
     changed: asyncio.Event | None = None
+    waiting: int = 0  # waiters on `changed`; when the last gives up, the event goes too
 
     def next_change(self) -> asyncio.Event:
+        """The event of the next change, for one more waiter (who calls `done_waiting`)."""
         if self.changed is None:
             self.changed = asyncio.Event()
+        self.waiting += 1
         return self.changed
+
+    def done_waiting(self, event: asyncio.Event) -> None:
+        """A waiter is done with `event`: set by a change (nothing to do), or it gave up (timed
+        out, cancelled): the last one to give up drops it. A command whose waiter timed out and
+        that never changed again held its event until it was pruned, minutes later."""
+        if self.changed is event:
+            self.waiting -= 1
+            if self.waiting == 0:
+                self.changed = None
 
     def notify(self) -> None:
         event, self.changed = self.changed, None
+        self.waiting = 0
         self.version += 1
         if event is not None:
             event.set()
@@ -508,8 +521,12 @@ class CommandQueue:
         if slot.version != seen_version:
             return slot.version
         if timeout_s > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(slot.next_change().wait(), timeout_s)
+            event = slot.next_change()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout_s)
+            finally:
+                slot.done_waiting(event)
         slot = self._slots.get(command_id)
         return -1 if slot is None else slot.version
 

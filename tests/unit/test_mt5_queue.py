@@ -378,6 +378,29 @@ async def test_a_command_holds_no_event_until_someone_waits_for_its_change() -> 
     assert slot.changed is None  # set and dropped with the change
 
 
+async def test_a_waiter_that_gives_up_leaves_no_event_behind_unless_another_still_waits() -> None:
+    """A command whose waiter timed out, and that never changed again, kept its event until it
+    was pruned (minutes); the last waiter to give up now drops it."""
+    queue, _, _ = _queue()
+    await queue.enqueue(make_command("c-1"))
+    slot = queue._slots["c-1"]
+    v = queue.version("c-1")
+    patient = asyncio.create_task(queue.wait_change("c-1", v, 5.0))
+    await asyncio.sleep(0)
+    assert await queue.wait_change("c-1", v, 0.01) == v  # gave up: the patient one still waits
+    assert slot.changed is not None and not patient.done()
+    patient.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await patient
+    assert slot.changed is None and slot.waiting == 0  # the last one gone: so is the event
+    assert await queue.wait_change("c-1", v, 0.01) == v
+    assert slot.changed is None
+    waiter = asyncio.create_task(queue.wait_change("c-1", v, 5.0))  # a new wait still wakes
+    await asyncio.sleep(0)
+    await queue.ack("T1", "c-1", "accepted", 10009, "")
+    assert await asyncio.wait_for(waiter, 1.0) == v + 1 and slot.changed is None
+
+
 async def test_wait_pending_returns_as_soon_as_a_command_arrives() -> None:
     queue, _, _ = _queue()
     assert await queue.wait_pending("T1", 10) == []
