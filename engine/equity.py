@@ -30,7 +30,7 @@ from core.currency import RateBook
 from core.holdings import Holding, holdings
 from core.instruments import Instrument
 from core.models import Fill, Order, Venue
-from core.portfolio import PositionView
+from core.portfolio import Portfolio, PositionView
 from engine.funding import Booked
 from engine.rates import RateFeed, RateLog, rates_doc
 from ledger import money
@@ -69,8 +69,7 @@ class RunningEquity:
         # venue's own fill time, used without it, is the venue's to get wrong).
         self._now_ms = now_ms
         self._replay = money.new_replay(self._instruments)
-        self._replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT, max_age_ms=RECENT_FILLS_MAX_AGE_MS,
-                                                  now_ms=now_ms() if now_ms is not None else None)
+        self._bound_fill_ids(self._replay.portfolio)
         # Which group each fill's money belongs to (a flatten's share included): bounded by the
         # groups that hold positions.
         self._groups = Attribution(self._instruments.values(), keep_flat=False)
@@ -88,6 +87,13 @@ class RunningEquity:
         self._memo_key: tuple[int, int, int] | None = None
         self._memo: dict[str, Any] = {}
 
+    def _clock_ms(self) -> int | None:
+        return self._now_ms() if self._now_ms is not None else None
+
+    def _bound_fill_ids(self, portfolio: Portfolio) -> None:
+        """The running portfolio's dedup window (RECENT_FILLS_*), its ids booked now."""
+        portfolio.keep_recent_trades(RECENT_FILLS_KEPT, max_age_ms=RECENT_FILLS_MAX_AGE_MS, now_ms=self._clock_ms())
+
     async def restore(self, ledger: Ledger, now_ms: int | None = None) -> None:
         """Start from everything the ledger holds (the same replay as `ledger summary`). When
         that fails the figures are missing (null), never the money of this run alone. With
@@ -98,8 +104,7 @@ class RunningEquity:
         books not read yet."""
         try:
             replay = await ledger.read(money.replay_ledger, self._instruments)
-            replay.portfolio.keep_recent_trades(RECENT_FILLS_KEPT, max_age_ms=RECENT_FILLS_MAX_AGE_MS,
-                                                now_ms=self._now_ms() if self._now_ms is not None else None)
+            self._bound_fill_ids(replay.portfolio)
             self._replay = replay
             groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
             # Closed before this run: journaled then (or in `ledger groups`); unless the run
@@ -138,7 +143,7 @@ class RunningEquity:
             new = portfolio.fill(venue=fill.venue, symbol=order.symbol, side=order.side, qty=fill.qty,
                                  price=fill.price, fee=fill.fee, fee_ccy=fill.fee_ccy, ts_ms=fill.ts_ms,
                                  trade_id=fill.venue_trade_id,
-                                 booked_ms=self._now_ms() if self._now_ms is not None else None)
+                                 booked_ms=self._clock_ms())
         except ValueError as exc:
             self.refused += 1
             log.error("equity: fill %s:%s refused: %s", fill.venue, fill.venue_trade_id, exc)

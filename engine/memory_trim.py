@@ -41,7 +41,7 @@ def load_malloc_trim() -> TrimFn | None:
 
 class MemoryTrim:
     """Calls `malloc_trim(0)` every `interval_s`; counts the calls, those that gave memory back,
-    and the time they took (for `bench soak` and the status)."""
+    and the time they took (`bench soak` reports them)."""
 
     def __init__(self, interval_s: float, trim: TrimFn | None = None) -> None:
         if interval_s < 0:

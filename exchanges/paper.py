@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from core.bounded import forget_oldest
 from core.clock import Clock
 from core.instruments import Instrument, ceil_to, floor_to
 from core.models import Fill, Order, OrderState, Venue
@@ -260,9 +261,7 @@ class PaperGateway:
         cid = update.client_order_id
         orders[cid] = (now, update)
         orders.move_to_end(cid)
-        horizon = now - self._order_horizon_ms
-        while orders and (len(orders) > self._orders_kept or next(iter(orders.values()))[0] < horizon):
-            orders.popitem(last=False)
+        forget_oldest(orders, self._orders_kept, now - self._order_horizon_ms, lambda v: v[0])
         return update
 
     def _cancelled_on_arrival(self, cid: str) -> OrderUpdate:

@@ -69,6 +69,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from core.bounded import forget_oldest
 from core.clock import Clock
 from core.config import demo_config
 from core.instruments import Pair
@@ -375,14 +376,6 @@ class _TerminalMemory:
 
 
 _TERMINAL_MEMORY: weakref.WeakKeyDictionary[SimBroker, _TerminalMemory] = weakref.WeakKeyDictionary()
-
-
-def _forget_old(memory: OrderedDict[Any, Any], kept: int, horizon_ms: int, when: Callable[[Any], int]) -> None:
-    """Drop the oldest entries beyond `kept`, and those from before `horizon_ms`."""
-    while len(memory) > kept:
-        memory.popitem(last=False)
-    while memory and when(next(iter(memory.values()))) < horizon_ms:
-        memory.popitem(last=False)
 
 
 class EaSimulator:
@@ -1089,7 +1082,7 @@ class EaSimulator:
             keep_until = max(keep_until, expires_ms if expires_ms > 0 else now + JOURNAL_UNKNOWN_EXPIRY_MS)
         self._handled[cid] = (body, keep_until)
         self._handled.move_to_end(cid)
-        _forget_old(self._handled, HANDLED_KEPT, now, lambda v: v[1])
+        forget_oldest(self._handled, HANDLED_KEPT, now, lambda v: v[1])
         await self._report("/mt5/ack", body)
 
     @staticmethod
@@ -1122,7 +1115,7 @@ class EaSimulator:
         now = self._clock.time_ms()
         self._reported[deal] = now
         self._reported.move_to_end(deal)
-        _forget_old(self._reported, REPORTED_KEPT, now - SESSION_MEMORY_MS, int)
+        forget_oldest(self._reported, REPORTED_KEPT, now - SESSION_MEMORY_MS, int)
 
     async def _report(self, path: str, body: bytes) -> None:
         """Deliver an ack or fill in order; keep it (same body) for a retry if it fails."""

@@ -39,6 +39,7 @@ from decimal import Decimal
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from core.bounded import forget_oldest
 from core.clock import Clock
 from core.models import OrderState
 from core.ports import OrderUpdate
@@ -289,7 +290,8 @@ class UserDataStream:
             self._open_state.pop(cid, None)
             self._final_state[cid] = (state, self._clock.time_ms())
             self._final_state.move_to_end(cid)
-            self._forget_old_states()
+            forget_oldest(self._final_state, self._final_limit, self._clock.time_ms() - self._final_age_ms,
+                          lambda v: v[1])
         else:
             self._open_state[cid] = state
             self._tracked.setdefault(cid, report.symbol)
@@ -308,28 +310,16 @@ class UserDataStream:
         return len(self._open_state) + len(self._final_state), len(self._seen)
 
     def _remember(self, key: str, trade_ms: int) -> None:
-        seen = self._seen
-        seen[key] = trade_ms
-        while len(seen) > self._seen_limit:
-            seen.popitem(last=False)
+        self._seen[key] = trade_ms
         # The next catch-up reads trades from `since` on (`_catch_up`): an id older than that,
         # less a margin for the venue's clocks, cannot come back from it.
-        horizon = self._seen_horizon()
-        while seen and next(iter(seen.values())) < horizon:
-            seen.popitem(last=False)
+        forget_oldest(self._seen, self._seen_limit, self._seen_horizon(), int)
 
     def _seen_horizon(self) -> int:
         """Trades before this are forgotten, and not read again by a catch-up (its `since`
         less `seen_margin_ms`)."""
         return (self.last_event_ms or self._started_ms) - self.lookback_ms - self._seen_margin_ms
 
-    def _forget_old_states(self) -> None:
-        states = self._final_state
-        while len(states) > self._final_limit:
-            states.popitem(last=False)
-        horizon = self._clock.time_ms() - self._final_age_ms
-        while states and next(iter(states.values()))[1] < horizon:
-            states.popitem(last=False)
 
     # ------------------------------------------------------------------ catch-up
 
