@@ -45,6 +45,7 @@ from engine.orchestrator import HedgeOrchestrator
 from engine.risk_journal import RiskJournal
 from ledger import queries
 from ledger.ledger import Ledger
+from ledger.net_positions import NetPositions
 from mt5_bridge.bridge import AccountState
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,9 @@ class Reconciler:
         self.venues: dict[Venue, VenueReconcile] = {}
         self.passes = 0
         self._since_ms: dict[Venue, int] = {}
+        # The ledger's net positions, summed once and then from the new fills only (a scan of
+        # every fill per venue per pass grew with the ledger): for the ledger they were read from.
+        self._net: tuple[Ledger, NetPositions] | None = None
 
     # -- passes --------------------------------------------------------------------------
     async def first_pass(self, mt5_wait_s: float = MT5_FIRST_REPORT_S) -> None:
@@ -289,7 +293,9 @@ class Reconciler:
         ledger = self._ledger()
         if ledger is None:
             return None
-        ours = await ledger.read(queries.net_positions)
+        if self._net is None or self._net[0] is not ledger:
+            self._net = (ledger, NetPositions())
+        ours = await ledger.read(self._net[1].refresh)
         problems: list[str] = []
         for (v, symbol), inst in sorted(self._instruments.items()):
             if v != venue:

@@ -35,6 +35,7 @@ from ledger import money
 from ledger.audit import OPERATOR_AUDIT
 from ledger.errors import LedgerError
 from ledger.integrity import damage_text, is_damage, printable, read_error
+from ledger.net_positions import NetPositions
 from ledger.projections import PROJECTION_TABLES, rebuild_from
 from ledger.schema import (
     OPEN_ORDERS_WHERE,
@@ -163,15 +164,9 @@ async def schema_version(db: aiosqlite.Connection) -> int:
 
 
 async def net_positions(db: aiosqlite.Connection) -> dict[tuple[str, str], Decimal]:
-    """Net filled quantity per (venue, symbol), venue units, signed (long > 0), from the ledger."""
-    out: dict[tuple[str, str], Decimal] = {}
-    async with db.execute(
-        "SELECT o.venue, o.symbol, o.side, f.qty FROM fills f JOIN orders o ON o.order_id = f.order_id"
-    ) as cur:
-        async for venue, symbol, side, qty in cur:
-            signed = Decimal(qty) if side == "buy" else -Decimal(qty)
-            out[(venue, symbol)] = out.get((venue, symbol), Decimal(0)) + signed
-    return out
+    """Net filled quantity per (venue, symbol), venue units, signed (long > 0), from the ledger
+    (every fill once; a running engine keeps a `NetPositions` and reads only new fills)."""
+    return await NetPositions().refresh(db)
 
 
 async def setting_changes(db: aiosqlite.Connection) -> list[dict[str, Any]]:
