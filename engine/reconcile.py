@@ -45,7 +45,6 @@ from engine.orchestrator import HedgeOrchestrator
 from engine.risk_journal import RiskJournal
 from ledger import queries
 from ledger.ledger import Ledger
-from ledger.net_positions import NetPositions
 from mt5_bridge.bridge import AccountState
 
 log = logging.getLogger(__name__)
@@ -120,9 +119,6 @@ class Reconciler:
         self.venues: dict[Venue, VenueReconcile] = {}
         self.passes = 0
         self._since_ms: dict[Venue, int] = {}
-        # The ledger's net positions, summed once and then from the new fills only (a scan of
-        # every fill per venue per pass grew with the ledger): for the ledger they were read from.
-        self._net: tuple[Ledger, NetPositions] | None = None
 
     # -- passes --------------------------------------------------------------------------
     async def first_pass(self, mt5_wait_s: float = MT5_FIRST_REPORT_S) -> None:
@@ -231,12 +227,12 @@ class Reconciler:
         # side of the comparison only (the venue's figure, or the ledger's after the flush).
         if journal is not None:
             await journal.flush()
-        fills_before = await ledger.read(queries.last_fill_id, venue)
+        fills_before = await ledger.last_fill_id(venue)
         held = await account.positions()
         busy = self._busy(venue)
         if journal is not None:
             await journal.flush()  # a fill heard before the read (its group closed since) is committed
-        moved = await ledger.read(queries.last_fill_id, venue) != fills_before
+        moved = await ledger.last_fill_id(venue) != fills_before
         detail = "open orders and fills agree"
         if held is None:
             detail += "; positions not compared (spot balances)"
@@ -293,9 +289,7 @@ class Reconciler:
         ledger = self._ledger()
         if ledger is None:
             return None
-        if self._net is None or self._net[0] is not ledger:
-            self._net = (ledger, NetPositions())
-        ours = await ledger.read(self._net[1].refresh)
+        ours = await ledger.net_positions()  # summed from the fills booked since the last read
         problems: list[str] = []
         for (v, symbol), inst in sorted(self._instruments.items()):
             if v != venue:

@@ -79,7 +79,7 @@ class Recovery:
         # marked at the last fills until quotes come): past the limit, the breaker trips now.
         self._gate.breakers.restore(rec.breakers, daily_pnl=self._day_equity(now_ms), now_ms=now_ms)
         tripped_now = self._gate.breakers.check_daily_loss(now_ms)
-        for (venue, symbol), qty in (await ledger.read(queries.net_positions)).items():
+        for (venue, symbol), qty in (await ledger.net_positions()).items():
             inst = self._instrument(venue, symbol)
             if inst is not None:
                 self._gate.exposure.set_position(inst.venue, self._orch.asset_of(*inst.key), inst.to_base_qty(qty))

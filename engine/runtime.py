@@ -480,7 +480,7 @@ class Runtime:
         await journal.flush()
         if journal.error is not None or journal.unwritten:
             return None
-        return await ledger.read(money.position_at, venue, symbol, at_ms)
+        return await ledger.position_at(venue, symbol, at_ms)
 
     def _start_rates(self) -> None:
         """The currency books of `[money] rate_books` feed the equity's rates (`engine.rates`)."""
@@ -760,7 +760,7 @@ class Runtime:
         with the positions the ledger says the last run left seeded on its venues."""
         assert self.world is not None
         if self.ledger is not None:
-            for line in demo.seed_positions(self.world, await self.ledger.read(queries.net_positions)):
+            for line in demo.seed_positions(self.world, await self.ledger.net_positions()):
                 self.events.emit(EngineEvent(self.clock.time_ms(), "demo",
                                              f"simulated venue holds what the ledger left: {line}"))
         self.live = LiveVenues(demo.world_venues(self.config, self.world),

@@ -62,6 +62,7 @@ from ledger.events import EDGE_BUCKET_BPS, EDGE_BUCKETS, EDGE_MIN_BPS, LedgerEve
 from ledger.files import ledger_files, make_private_dirs, tighten
 from ledger.integrity import read_error
 from ledger.lock import WriterLock
+from ledger.net_positions import NetPositions
 from ledger.queries import connect_reader
 from ledger.schema import OPEN_ORDERS_WHERE, prepare, reader_uri
 from ledger.writer import LedgerWriter, memory_pragmas
@@ -220,6 +221,7 @@ class Ledger:
         self.ahead: AheadFile | None = None  # ledger.ahead; attached by `open`
         self._failure_listeners: list[Callable[[BaseException], None]] = []
         writer.on_failure = self._writer_failed
+        self._positions = NetPositions()  # summed once, then from new fills (ledger.net_positions)
         self._closed = False
 
     @classmethod
@@ -625,6 +627,19 @@ class Ledger:
             return await query(self._reader, *args, **kwargs)
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise read_error(self.path, exc) from None
+
+    async def net_positions(self) -> dict[tuple[str, str], Decimal]:
+        """Net filled quantity per (venue, symbol), venue units (+ long): committed fills only
+        (flush the journal first); each read counts only the fills booked since the last."""
+        return await self.read(self._positions.refresh)
+
+    async def last_fill_id(self, venue: str) -> int:
+        """The newest committed fill row's id on `venue` (0 for none)."""
+        return await self.read(self._positions.last_fill_id, venue)
+
+    async def position_at(self, venue: str, symbol: str, at_ms: int) -> Decimal:
+        """Our position of `venue:symbol` at `at_ms` (`ledger.money.position_at`)."""
+        return await self.read(self._positions.position_at, venue, symbol, at_ms)
 
     async def memory_settings(self) -> dict[str, dict[str, int]]:
         """Each connection's page cache and mmap size (`cache_size`, `mmap_size`): what bounds

@@ -42,6 +42,7 @@ from core.models import Venue
 from core.portfolio import Portfolio
 from ledger import events as ev
 from ledger.errors import LedgerError
+from ledger.net_positions import NetPositions
 from ledger.schema import OPEN_ORDERS_WHERE
 
 Key = tuple[Venue, str]
@@ -135,21 +136,9 @@ async def swap_rows(db: aiosqlite.Connection) -> list[SwapRow]:
 
 async def position_at(db: aiosqlite.Connection, venue: Venue, symbol: str, at_ms: int) -> Decimal:
     """Our position of `venue:symbol` at `at_ms` in venue units (+ long): the signed sum of the
-    ledger's fills of it stamped at or before then (what a funding time charges)."""
-    rows = await _rows(db, "SELECT o.side, f.qty FROM fills f JOIN orders o ON o.order_id = f.order_id "
-                           "WHERE f.venue = ? AND o.symbol = ? AND f.ts_ms <= ?", (venue, symbol, at_ms))
-    total = Decimal(0)
-    for side, text in rows:
-        if side not in ("buy", "sell"):
-            raise LedgerError(f"a fill of {venue}:{symbol}: order side {side!r}")
-        try:
-            qty = Decimal(text)
-        except (InvalidOperation, TypeError, ValueError):
-            qty = Decimal("NaN")
-        if not qty.is_finite() or qty < 0:
-            raise LedgerError(f"a fill of {venue}:{symbol}: quantity {str(text)[:40]!r} is not a decimal >= 0")
-        total += qty if side == "buy" else -qty
-    return total
+    ledger's fills of it stamped at or before then (what a funding time charges). A running
+    engine asks its ledger (`Ledger.position_at`), which keeps the sums between reads."""
+    return await NetPositions().position_at(db, venue, symbol, at_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,13 +213,6 @@ async def known_trades(db: aiosqlite.Connection, venue: str, trade_ids: Iterable
     return {str(r["venue_trade_id"]) for r in rows}
 
 
-async def last_fill_id(db: aiosqlite.Connection, venue: str) -> int:
-    """The newest fill row's id on `venue` (0 for none): reconciliation reads it around the
-    venue's position read, and a change means a fill was booked meanwhile (an index-only scan
-    of the venue's fills, once a pass)."""
-    return int(await _one(db, "SELECT coalesce(max(fill_id), 0) FROM fills WHERE venue = ?", [venue]))
-
-
 async def cash_flows(db: aiosqlite.Connection) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
     """(cash flow, fees) per (venue, symbol) from every fill in the ledger, venue units: a sell
     brings qty x price in, a buy takes it out."""

@@ -11,9 +11,12 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
+import aiosqlite
+import pytest
+
 from core.clock import ManualClock
 from core.models import Fill, Order
-from ledger import Ledger, queries
+from ledger import Ledger, LedgerError, money, queries
 from ledger.net_positions import NetPositions
 from tests.unit.test_ledger_support import T0, apply_fill, make_group, make_order
 
@@ -113,3 +116,73 @@ async def test_concurrent_reads_count_each_fill_once(tmp_path: Path) -> None:
         assert all(r == {("okx", "BTC-USDT-SWAP"): D(200), ("mt5", "BTCUSD"): D(-200)} for r in results)
     finally:
         await led.close()
+
+
+async def test_the_newest_fill_id_per_venue(tmp_path: Path) -> None:
+    led = await Ledger.open(tmp_path / "l.db", clock=ManualClock(wall_ms=T0))
+    try:
+        assert await led.last_fill_id("okx") == 0
+        await book_group(led, "g1", 2)
+        okx, mt5 = await led.last_fill_id("okx"), await led.last_fill_id("mt5")
+        assert 0 < okx < mt5  # the OKX leg was booked first
+        await book_group(led, "g2", 1)
+        assert await led.last_fill_id("okx") > mt5
+        assert await led.last_fill_id("binance") == 0
+    finally:
+        await led.close()
+
+
+async def test_the_position_at_a_moment_counts_fills_stamped_by_then_also_booked_late(tmp_path: Path) -> None:
+    led = await Ledger.open(tmp_path / "l.db", clock=ManualClock(wall_ms=T0))
+    try:
+        group = make_group("g1", T0)
+        led.group_opened(group)
+        order = make_order(group, 0, ts_ms=T0)
+        await led.order_created(order)
+        stamps = [T0 + 10, T0 + 20, T0 + 30, T0 + 15]  # the last one booked late, stamped earlier
+        for i, ts in enumerate(stamps):
+            f = Fill(venue="okx", venue_trade_id=f"t{i}", client_order_id=order.client_order_id, qty=D(i + 1),
+                     price=D("65000"), fee=D(0), fee_ccy="USDT", ts_ms=ts)
+            apply_fill(order, f)
+            led.fill(order, f)
+        await led.flush()
+        await led.net_positions()  # the running sums hold every fill now: the answer takes off the later ones
+        for at, want in ((T0, 0), (T0 + 10, 1), (T0 + 15, 5), (T0 + 20, 7), (T0 + 30, 10)):
+            assert await led.position_at("okx", "BTC-USDT-SWAP", at) == D(want), at
+            async with queries.open_reader(led.path) as db:  # the one-shot read, from nothing
+                assert await money.position_at(db, "okx", "BTC-USDT-SWAP", at) == D(want), at
+        assert await led.position_at("okx", "ETH-USDT-SWAP", T0 + 30) == 0
+    finally:
+        await led.close()
+
+
+async def test_a_damaged_quantity_or_side_is_an_error_not_a_guess(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    led = await Ledger.open(path, clock=ManualClock(wall_ms=T0))
+    try:
+        await book_group(led, "g1", 1)
+    finally:
+        await led.close()
+    for sql in ("UPDATE fills SET qty = '-1' WHERE venue_trade_id = 'g1-1-0'",
+                "UPDATE fills SET qty = 'NaN' WHERE venue_trade_id = 'g1-1-0'",
+                "UPDATE orders SET side = 'hold' WHERE venue = 'mt5'"):
+        with sqlite3.connect(path) as raw:
+            raw.execute(sql)
+            raw.commit()
+            net = NetPositions()
+            try:
+                async with queries.open_reader(path) as db:
+                    with pytest.raises(LedgerError, match="mt5:BTCUSD"):
+                        await net.refresh(db)
+                    # nothing past the fill before the damaged one was counted
+                    assert net.counted_through < await queries_last_fill(db)
+            finally:
+                raw.execute("UPDATE fills SET qty = '1'")
+                raw.execute("UPDATE orders SET side = 'sell' WHERE venue = 'mt5'")
+
+
+async def queries_last_fill(db: aiosqlite.Connection) -> int:
+    async with db.execute("SELECT max(fill_id) FROM fills") as cur:
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
