@@ -19,11 +19,8 @@ fill in the ledger (`ledger.money.funding_resume`): a settlement while the engin
 is charged on what the fills say was held, also before any other was booked. A perpetual never
 traded starts when the engine does.
 
-One HTTP client per venue URL is kept for the accrual's life (made on the first poll, closed
-when `run` ends or by `aclose`): a client per poll built a fresh SSL context every poll (hundreds
-of KB of OpenSSL allocations made and freed in glibc's main arena, fragmenting it over weeks of
-running, and 20-30 ms of blocked event loop). Connections still expire after httpx's 5 s idle
-limit, so a poll every minute connects as before; polls closer together reuse the connection.
+One HTTP client per venue URL is kept for the accrual's life (`engine.http_clients`), closed when
+`run` ends or by `aclose`.
 """
 
 from __future__ import annotations
@@ -38,6 +35,7 @@ import httpx
 
 from core.clock import Clock
 from core.models import Venue
+from engine.http_clients import ClientsByUrl
 from feeds.funding import FundingSettlement, fetch_settlements
 from feeds.rest_parsers import InvalidResponse, VenueError
 from ledger.errors import LedgerError
@@ -89,9 +87,8 @@ class FundingAccrual:
         self._clock = clock
         self._fetch = fetch
         self.poll_s = poll_s
-        self._timeout_s = timeout_s
         self._last: dict[tuple[Venue, str], int] = {}
-        self._clients: dict[str, httpx.AsyncClient] = {}  # per venue URL, kept between polls
+        self._clients = ClientsByUrl(timeout_s)  # per venue URL, kept between polls
         self.errors = 0
         self.last_error: str | None = None
 
@@ -113,7 +110,7 @@ class FundingAccrual:
         for p in self._perps:
             by_url.setdefault(p.rest_url, []).append(p)
         for url, perps in by_url.items():
-            client = self._client(url)
+            client = self._clients.get(url)
             for p in perps:
                 key = (p.venue, p.symbol)
                 after = self._last.setdefault(key, now)
@@ -145,19 +142,9 @@ class FundingAccrual:
                         booked.append(result)
         return booked
 
-    def _client(self, url: str) -> httpx.AsyncClient:
-        """The client of `url`, made on first use; a closed one is replaced, never reused. A
-        request error leaves a client usable (httpx drops the failed connection), so it is kept."""
-        client = self._clients.get(url)
-        if client is None or client.is_closed:
-            client = self._clients[url] = httpx.AsyncClient(base_url=url, timeout=self._timeout_s)
-        return client
-
     async def aclose(self) -> None:
         """Close the clients (their connections); a later poll makes new ones."""
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        await self._clients.aclose()
 
     async def run(self) -> None:
         """Poll every `poll_s` until cancelled; the clients are closed when it ends."""

@@ -17,11 +17,8 @@ nothing: the last top is kept and ages; trading is never stopped by it.
 The rates in force are journaled (`RateLog`: a `rate` event per currency whose rate changed,
 not per poll), so `ledger summary`/`equity` convert with what the engine converted with.
 
-One HTTP client per venue URL is kept for the feed's life (made on the first poll, closed when
-`run` ends or by `aclose`): a client per poll built a fresh SSL context every poll (hundreds of
-KB of OpenSSL allocations made and freed in glibc's main arena, fragmenting it over weeks of
-running, and 20-30 ms of blocked event loop). Connections still expire after httpx's 5 s idle
-limit, so a poll every 30 s connects as before; polls closer together reuse the connection.
+One HTTP client per venue URL is kept for the feed's life (`engine.http_clients`), closed when
+`run` ends or by `aclose`.
 """
 
 from __future__ import annotations
@@ -38,6 +35,7 @@ import httpx
 from core.clock import Clock
 from core.currency import RateBook, RateInForce, in_force, rate_pair
 from core.models import Venue
+from engine.http_clients import ClientsByUrl
 from feeds.rates import BinanceMarket, BookTop, fetch_book_top
 from feeds.rest_parsers import InvalidResponse, VenueError
 
@@ -98,9 +96,8 @@ class RateFeed:
         self.poll_s = poll_s
         self._mt5_top = mt5_top
         self._fetch = fetch
-        self._timeout_s = timeout_s
         self._reads: dict[str, _Read] = {}
-        self._clients: dict[str, httpx.AsyncClient] = {}  # per venue URL, kept between polls
+        self._clients = ClientsByUrl(timeout_s)  # per venue URL, kept between polls
         self._errors: dict[str, str] = {}  # the last failure per book (cleared by a good read)
         self.failures = 0
         self.reads = 0  # good reads so far: a reading memoized before a read is stale after it
@@ -115,7 +112,7 @@ class RateFeed:
             else:
                 by_url.setdefault(s.rest_url, []).append(s)
         for url, sources in by_url.items():
-            client = self._client(url)
+            client = self._clients.get(url)
             for s in sources:
                 try:
                     top = await self._fetch(client, s.venue, s.symbol, s.binance_market)
@@ -128,19 +125,13 @@ class RateFeed:
                 read += 1
         return read
 
-    def _client(self, url: str) -> httpx.AsyncClient:
-        """The client of `url`, made on first use; a closed one is replaced, never reused. A
-        request error leaves a client usable (httpx drops the failed connection), so it is kept."""
-        client = self._clients.get(url)
-        if client is None or client.is_closed:
-            client = self._clients[url] = httpx.AsyncClient(base_url=url, timeout=self._timeout_s)
-        return client
+    def open_clients(self) -> int:
+        """HTTP clients held open between polls (one per venue URL; 0 once stopped)."""
+        return self._clients.open_count()
 
     async def aclose(self) -> None:
         """Close the clients (their connections); a later poll makes new ones."""
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        await self._clients.aclose()
 
     def _read_mt5(self, s: RateSource) -> int:
         got = self._mt5_top(s.symbol) if self._mt5_top is not None else None

@@ -182,11 +182,10 @@ async def test_the_engine_reads_its_rate_books_and_status_shows_them(tmp_path: P
                                    "USDC": {"rate": "1", "source": "binance:USDCUSDT", "age_ms": 500},
                                    "XAU": {"rate": "2400.25", "source": "mt5:XAUUSD", "age_ms": 2_000}}
         assert status["missing_rates"] == []
-        clients = list(rt.rates._clients.values())  # kept between polls (issue 19): one per venue URL
-        assert len(clients) == 2 and not any(c.is_closed for c in clients)
+        assert rt.rates.open_clients() == 2  # kept between polls (issue 19): one per venue URL
     finally:
         await rt.stop()
-    assert all(c.is_closed for c in clients)  # the engine's stop closes them
+    assert rt.rates.open_clients() == 0  # the engine's stop closes them
 
 
 async def _rate_events(path: Path) -> list[dict[str, Any]]:
