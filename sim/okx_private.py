@@ -371,10 +371,14 @@ class OkxPrivateVenue:
         return 200, {"code": "0", "msg": "", "data": rows[: _limit(query)]}, {}
 
     def _fills(self, account: OkxSimAccount, query: dict[str, list[str]], payload: object) -> Answer:
+        """The newest `limit` fills that pass the filters, newest first (`after`/`before`: older/newer
+        than that billId). Stops once `limit` rows are built: a row is ~15 strings, and the engine
+        reads this every reconcile pass, when ~1,300 fills are kept at the soak's rate (issue 19)."""
         ord_id = _q(query, "ordId")
         after = _q(query, "after")
         before = _q(query, "before")
-        rows = []
+        limit = _limit(query)
+        rows: list[dict[str, str]] = []
         for f in reversed(account.fills):
             if not _matches(f.order.inst_id, query) or (ord_id and f.order.ord_id != ord_id):
                 continue
@@ -383,7 +387,9 @@ class OkxPrivateVenue:
             if before and not (before.isdigit() and int(f.bill_id) > int(before)):
                 continue
             rows.append(f.row())
-        return 200, {"code": "0", "msg": "", "data": rows[: _limit(query)]}, {}
+            if len(rows) >= limit:
+                break
+        return 200, {"code": "0", "msg": "", "data": rows}, {}
 
     def _balance(self, account: OkxSimAccount, query: dict[str, list[str]], payload: object) -> Answer:
         ccys = _q(query, "ccy")
