@@ -15,7 +15,6 @@ we react is one we cannot catch.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -33,6 +32,7 @@ from core.durations import bucket_label
 from engine.control import EngineReader
 from engine.snapshot import RuntimeSnapshot, TimingRow
 from quantarb_tui.screens.messages import RefreshNow
+from quantarb_tui.screens.reload_pacer import ReloadPacer
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.chart_ticks import spaced_ticks, tick_count
 from quantarb_tui.widgets.status_bar import StatusBar
@@ -116,8 +116,7 @@ class AnalyticsScreen(Screen[None]):
         self._reader = reader
         self.doc: dict[str, Any] | None = None
         self.loads = 0
-        self._closed_seen: int | None = None
-        self._loaded_at = 0.0
+        self._pacer = ReloadPacer(RELOAD_S)
         self._timings: TimingRow | None = None
 
     def compose(self) -> ComposeResult:
@@ -144,14 +143,12 @@ class AnalyticsScreen(Screen[None]):
             self._timings = snap.timings
             self._plot_timings(snap.timings)
         closed = sum(n for state, n in snap.groups_by_state.items() if str(state) not in fmt.OPEN_GROUP_STATES)
-        if (self._closed_seen is not None and closed != self._closed_seen
-                and time.monotonic() - self._loaded_at >= RELOAD_S):
+        if self._pacer.should_reload(closed):
             self.load()
-        self._closed_seen = closed
 
     @work(exclusive=True, group="analytics")
     async def load(self) -> None:
-        self._loaded_at = time.monotonic()
+        self._pacer.loaded()
         doc = await self._reader.analytics()
         self.loads += 1
         self.doc = doc

@@ -1,7 +1,8 @@
 """History screen: groups from the ledger, filtered by pair and state, with totals.
 
 Read with `EngineReader.history()` in a worker, on open, when a filter changes, and when the
-snapshot shows that more groups have closed since the last read.
+snapshot shows that more groups have closed since the last read, at most every RELOAD_S
+(`ReloadPacer`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from textual.widgets import DataTable, Footer, Select, Static
 from engine.control import EngineReader
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.screens.messages import OpenGroup, RefreshNow
+from quantarb_tui.screens.reload_pacer import ReloadPacer
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import Row, SyncedTable
 
 LIMIT = 500
+RELOAD_S = 2.0  # 500 rows from the ledger: at most this often while groups close
 STATES = ("hedged", "repaired", "unwound", "rejected", "failed", "closed", "open")
 PNL_STATES = ("hedged", "repaired", "unwound", "failed", "closed")
 
@@ -80,7 +83,7 @@ class HistoryScreen(Screen[None]):
         self._pairs = pairs
         self.rows: list[dict[str, Any]] = []
         self.loads = 0
-        self._closed_seen: int | None = None
+        self._pacer = ReloadPacer(RELOAD_S)
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -118,12 +121,12 @@ class HistoryScreen(Screen[None]):
     def update_from(self, snap: RuntimeSnapshot) -> None:
         self.query_one(StatusBar).update_from(snap)
         closed = sum(n for state, n in snap.groups_by_state.items() if str(state) not in fmt.OPEN_GROUP_STATES)
-        if self._closed_seen is not None and closed != self._closed_seen:
+        if self._pacer.should_reload(closed):
             self.load()
-        self._closed_seen = closed
 
     @work(exclusive=True, group="history")
     async def load(self) -> None:
+        self._pacer.loaded()
         rows = await self._reader.history(pair=self.pair, state=self.state, limit=LIMIT)
         self.loads += 1
         self.rows = rows
