@@ -8,6 +8,8 @@ issue 19; some 45 ms of blocked event loop, measured). httpx still drops a conne
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 
@@ -30,7 +32,7 @@ class ClientsByUrl:
         return sum(not c.is_closed for c in self._clients.values())
 
     async def aclose(self) -> None:
-        """Close every client (their connections); a later `get` makes a new one."""
+        """Close every client (their connections); a later `get` makes a new one. All at once:
+        a second cancel of the stopping task (`engine.tasks`) must not leave the rest open."""
         clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            await client.aclose()
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -474,12 +474,9 @@ class Ledger:
         volume (updated within `command_fill_wait_ms`), oldest first."""
         await self.flush()
         since = self.clock.time_ms() - self.command_fill_wait_ms
-        async with self._reader.execute(
-            "SELECT * FROM mt5_commands WHERE state IN ('pending', 'delivered') "
-            "OR (state = 'accepted' AND updated_ms >= ?) ORDER BY created_ms, command_id",
-            (since,),
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await _to_the_end(_all(
+            self._reader, "SELECT * FROM mt5_commands WHERE state IN ('pending', 'delivered') "
+            "OR (state = 'accepted' AND updated_ms >= ?) ORDER BY created_ms, command_id", (since,)))
         commands: list[Mt5Command] = []
         for row in rows:
             cmd = _command_from_row(row)
@@ -493,9 +490,8 @@ class Ledger:
         `flush=False` reads what is committed (the writer may have stopped)."""
         if flush:
             await self.flush()
-        async with self._reader.execute("SELECT * FROM mt5_commands WHERE command_id = ?", (command_id,)) as cur:
-            row = await cur.fetchone()
-        return None if row is None else _command_from_row(row)
+        rows = await _to_the_end(_all(self._reader, "SELECT * FROM mt5_commands WHERE command_id = ?", (command_id,)))
+        return None if not rows else _command_from_row(rows[0])
 
     # -- recovery ------------------------------------------------------------------------
     async def recover(self) -> RecoveredState:
@@ -503,7 +499,7 @@ class Ledger:
         the last trading state, as committed. A record SQLite or Python cannot read (damage
         quick_check does not see) is a LedgerCorruptError, not a traceback."""
         try:
-            return await self._recover()
+            return await _to_the_end(self._recover())
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise read_error(self.path, exc) from None
 
@@ -622,9 +618,10 @@ class Ledger:
         **kwargs: P.kwargs,
     ) -> T:
         """Run a `ledger.queries` function on the reader: `await ledger.read(queries.summary)`.
-        SQLite errors come back as LedgerError (LedgerCorruptError for damage)."""
+        SQLite errors come back as LedgerError (LedgerCorruptError for damage). A cancelled
+        caller does not stop the read (`_to_the_end`)."""
         try:
-            return await query(self._reader, *args, **kwargs)
+            return await _to_the_end(query(self._reader, *args, **kwargs))
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise read_error(self.path, exc) from None
 
@@ -788,3 +785,27 @@ def _order_from_row(r: Any, fills: list[Fill]) -> Order:
 def _ledger_is_a_command_store(ledger: Ledger) -> CommandStore:
     """Never called: mypy checks here that Ledger implements the core port."""
     return ledger
+
+
+async def _to_the_end(read: Awaitable[T]) -> T:
+    """A read on the reader connection, run to its end even when the caller is cancelled.
+
+    aiosqlite's worker thread holds the last statement it ran until the next one: one whose
+    caller was cancelled mid-read (a reconciliation pass's timeout, a screen's worker replaced)
+    stayed open, and every later read on that connection saw the older snapshot, missing fills
+    already committed (a settlement charged on a stale position, a fill booked during a venue's
+    read not noticed). Shielded, the read finishes and closes its cursor; its outcome is
+    retrieved even when nobody awaits it any more."""
+    task = asyncio.ensure_future(read)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _all(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    async with db.execute(sql, params) as cur:
+        return list(await cur.fetchall())

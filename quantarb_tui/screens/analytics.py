@@ -32,7 +32,7 @@ from core.durations import bucket_label
 from engine.control import EngineReader
 from engine.snapshot import RuntimeSnapshot, TimingRow
 from quantarb_tui.screens.messages import RefreshNow
-from quantarb_tui.screens.reload_pacer import ReloadPacer
+from quantarb_tui.screens.reload_pacer import ReloadPacer, groups_token
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.chart_ticks import spaced_ticks, tick_count
 from quantarb_tui.widgets.status_bar import StatusBar
@@ -142,8 +142,7 @@ class AnalyticsScreen(Screen[None]):
         if snap.timings is not None and snap.timings != self._timings:
             self._timings = snap.timings
             self._plot_timings(snap.timings)
-        closed = sum(n for state, n in snap.groups_by_state.items() if str(state) not in fmt.OPEN_GROUP_STATES)
-        if self._pacer.should_reload(closed):
+        if self._pacer.should_reload(groups_token(snap.groups_by_state, snap.realized_pnl)):
             self.load()
 
     @work(exclusive=True, group="analytics")

@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Select, Static
 from engine.control import EngineReader
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.screens.messages import OpenGroup, RefreshNow
-from quantarb_tui.screens.reload_pacer import ReloadPacer
+from quantarb_tui.screens.reload_pacer import ReloadPacer, groups_token
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import Row, SyncedTable
@@ -120,8 +120,7 @@ class HistoryScreen(Screen[None]):
 
     def update_from(self, snap: RuntimeSnapshot) -> None:
         self.query_one(StatusBar).update_from(snap)
-        closed = sum(n for state, n in snap.groups_by_state.items() if str(state) not in fmt.OPEN_GROUP_STATES)
-        if self._pacer.should_reload(closed):
+        if self._pacer.should_reload(groups_token(snap.groups_by_state, snap.realized_pnl)):
             self.load()
 
     @work(exclusive=True, group="history")

@@ -1,5 +1,6 @@
-"""When a screen that reads the ledger reads it again: once more groups have closed, at most
-every `min_interval_s`, and never missing the last change.
+"""When a screen that reads the ledger reads it again: once the groups the snapshot counts have
+changed (more closed, or one moved between closed states: closed by the operator, netted), at
+most every `min_interval_s`, and never missing the last change.
 
 The history and analytics screens read hundreds of rows (analytics replays the whole ledger),
 and under load a group closes several times a second while the snapshot arrives at up to
@@ -12,14 +13,14 @@ screen is never left showing less than the ledger holds because the last group c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 
 class ReloadPacer:
     def __init__(self, min_interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._min_interval_s = min_interval_s
         self._clock = clock
-        self._seen: int | None = None  # the closed-group count at the last snapshot
+        self._seen: Hashable | None = None  # what the last snapshot said of the groups
         self._due = False  # a change not read yet
         self._loaded_at = float("-inf")
 
@@ -28,9 +29,17 @@ class ReloadPacer:
         self._loaded_at = self._clock()
         self._due = False
 
-    def should_reload(self, closed: int) -> bool:
-        """The snapshot's closed-group count: True when the screen should read again now."""
-        if self._seen is not None and closed != self._seen:
+    def should_reload(self, groups: Hashable) -> bool:
+        """What the snapshot says of the groups (`groups_token`): True when the screen should
+        read again now."""
+        if self._seen is not None and groups != self._seen:
             self._due = True
-        self._seen = closed
+        self._seen = groups
         return self._due and self._clock() - self._loaded_at >= self._min_interval_s
+
+
+def groups_token(groups_by_state: dict[str, int], realized_pnl: str) -> Hashable:
+    """The snapshot's groups as a value that changes when the ledger's rows of them do: the
+    count per state (a group closed by the operator moves between closed states, the total
+    unchanged) and the realized PnL (netting changes a closed group's)."""
+    return tuple(sorted(groups_by_state.items())), realized_pnl

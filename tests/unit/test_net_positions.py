@@ -186,3 +186,35 @@ async def queries_last_fill(db: aiosqlite.Connection) -> int:
         row = await cur.fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def _cancel_a_read(led: Ledger) -> None:
+    """A read whose caller is cancelled inside aiosqlite's execute (a reconciliation pass cut by
+    its timeout), then a moment for the worker thread to run it."""
+    task = asyncio.create_task(led.read(queries.known_trades, "okx", ["g1-0-0"]))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)  # lets the old bug show (the statement ran before the commit below)
+
+
+async def test_a_cancelled_read_leaves_no_stale_snapshot_for_the_next(tmp_path: Path) -> None:
+    """Review of this change: aiosqlite's worker held the cancelled read's statement open, and the
+    next read on the reader connection saw the snapshot before fills already flushed: funding's
+    position at a settlement missed them, and a fill booked during a venue's read went unseen."""
+    led = await Ledger.open(tmp_path / "l.db", clock=ManualClock(wall_ms=T0))
+    try:
+        await book_group(led, "g1", 3)
+        assert await led.position_at("okx", "BTC-USDT-SWAP", T0 + 100) == D(3)
+        await _cancel_a_read(led)
+        await book_group(led, "g2", 2)  # committed: flush returned
+        assert await led.position_at("okx", "BTC-USDT-SWAP", T0 + 100) == D(5)
+
+        before = await led.last_fill_id("okx")
+        await _cancel_a_read(led)
+        await book_group(led, "g3", 1)
+        assert await led.last_fill_id("okx") > before
+        assert await led.get_command("nothing") is None  # the MT5 command reads go the same way
+    finally:
+        await led.close()

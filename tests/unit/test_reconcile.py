@@ -166,6 +166,26 @@ async def test_unknown_orders_and_fills_are_quarantined_once_and_never_adopted(t
         assert r.gate.state is TradingState.ACTIVE
 
 
+async def test_a_fill_under_our_id_of_an_order_on_another_venue_is_quarantined_not_booked(tmp_path: Path) -> None:
+    """Our client order ids are unique across venues: a venue reporting a fill under the id of our
+    order on another venue is not that order's fill (booked, it would move the other venue's
+    position and ours on neither)."""
+    async with rig(tmp_path) as r:
+        order = Order(client_order_id="FL2", group_id="", venue="binance", symbol="BTCUSDT", side="buy",
+                      qty=Decimal("0.01"), price=Decimal("97000"), purpose=OrderPurpose.FLATTEN, created_ms=T0)
+        await r.ledger.order_created(order)
+        r.okx.held = None
+        r.okx.fills = [fill("FL2", "t7", "1", T0)]
+        r.clock.advance(ms=FILL_SETTLE_MS + 1)
+        await r.reconciler.run_once()
+        await r.journal.flush()
+        assert r.rows("SELECT count(*) FROM fills") == [(0,)]
+        assert list(r.reconciler.quarantined) == [("okx", "FL2")]
+        reason = r.reconciler.quarantined[("okx", "FL2")].reason
+        assert reason == "a fill (t7, 1 @ 97000) under the id of our order on binance"
+        assert r.gate.state is TradingState.ACTIVE
+
+
 @pytest.mark.parametrize(("venue_qty", "halts"), [("7", True), ("6", True), ("5", False), ("4", True)])
 async def test_a_position_difference_beyond_a_lot_step_halts_with_both_figures(
     tmp_path: Path, venue_qty: str, halts: bool

@@ -3,7 +3,7 @@ once more groups have closed, at most every interval, and never miss the last ch
 
 from __future__ import annotations
 
-from quantarb_tui.screens.reload_pacer import ReloadPacer
+from quantarb_tui.screens.reload_pacer import ReloadPacer, groups_token
 
 
 class Clock:
@@ -57,3 +57,20 @@ def test_a_read_the_screen_starts_itself_counts() -> None:
     assert not pacer.should_reload(4)  # too soon after that read
     clock.now += 1.0
     assert pacer.should_reload(4)
+
+
+def test_a_group_moving_between_closed_states_is_a_change() -> None:
+    """Closed by the operator (hedged -> closed) or netted: the closed total is unchanged, the
+    rows are not."""
+    clock = Clock()
+    pacer = ReloadPacer(2.0, clock)
+    pacer.loaded()
+    pacer.should_reload(groups_token({"hedged": 3, "closed": 1}, "1.50"))
+    clock.now += 3.0
+    assert pacer.should_reload(groups_token({"hedged": 2, "closed": 2}, "1.50"))
+    pacer.loaded()
+    clock.now += 3.0
+    assert pacer.should_reload(groups_token({"hedged": 2, "closed": 2}, "1.20"))
+    pacer.loaded()
+    clock.now += 3.0
+    assert not pacer.should_reload(groups_token({"closed": 2, "hedged": 2}, "1.20"))  # same, other order
