@@ -60,6 +60,12 @@ class EngineConfig(_Strict):
         description="glibc: give the free pages inside the heaps back to the system this often "
         "(malloc_trim); 0 turns it off.",
     )
+    malloc_tuning: bool = Field(
+        True,
+        description="glibc: one malloc arena for every thread and a fixed 128 KiB mmap threshold, set "
+        "at start (less fragmentation over weeks); false keeps glibc's defaults. MALLOC_ARENA_MAX, "
+        "MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES in the environment win.",
+    )
 
 
 class ListenerConfig(_Strict):

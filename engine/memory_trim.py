@@ -13,17 +13,39 @@ walks it (SQLite's threads wait for theirs meanwhile): measured in the soaks, `m
 `total_s`. So it runs every `interval_s` (`engine.memory_trim_s`; 0 turns it off), never per
 event. Not in a worker thread: that thread would get an arena of its own to trim. Where there
 is no glibc (musl, macOS) there is nothing to call and nothing is done.
+
+`tune_malloc` sets two of glibc's options at start (`engine.malloc_tuning`), before the
+engine's threads exist:
+- **one arena for every thread** (`M_ARENA_MAX` 1): each thread that allocates (SQLite's
+  connection threads, the default executor) otherwise gets an arena of its own, a heap with
+  its own free chunks between live ones; the event loop and SQLite then share one heap, and
+  the GIL means they seldom contend for its lock;
+- **a fixed mmap threshold** (`M_MMAP_THRESHOLD` 128 KiB, glibc's starting value): glibc
+  raises the threshold to the size of each mapped block freed (up to 32 MiB), after which
+  blocks that size come from the heap, where a large block freed between live ones leaves a
+  hole the heap cannot give back; fixed, a block of 128 KiB or more is its own mapping,
+  returned whole when freed.
+Measured side by side on the accelerated soak (docs/performance.md, session 10). An operator
+who sets glibc's own environment variables for this keeps them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 TrimFn = Callable[[int], int]
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters (malloc.h)
+M_ARENA_MAX = -8
+ARENA_MAX = 1
+MMAP_THRESHOLD = 128 * 1024
+# The operator's own settings of the same options, which tune_malloc leaves alone.
+MALLOC_ENVIRONMENT = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 def load_malloc_trim() -> TrimFn | None:
@@ -37,6 +59,37 @@ def load_malloc_trim() -> TrimFn | None:
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_size_t]
     return lambda pad: int(fn(pad))
+
+
+def tune_malloc(environ: Mapping[str, str] | None = None,
+                mallopt: Callable[[int, int], int] | None = None) -> dict[str, int]:
+    """Set glibc's arena count and mmap threshold (module docstring); returns what was set
+    ({} where there is no glibc, or where the environment already says)."""
+    env = os.environ if environ is None else environ
+    if any(name in env for name in MALLOC_ENVIRONMENT):
+        return {}
+    if mallopt is None:
+        mallopt = _load_mallopt()
+        if mallopt is None:
+            return {}
+    done: dict[str, int] = {}
+    for name, param, value in (("arena_max", M_ARENA_MAX, ARENA_MAX),
+                               ("mmap_threshold", M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
+        if mallopt(param, value) == 1:  # mallopt answers 1 on success
+            done[name] = value
+    return done
+
+
+def _load_mallopt() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    return lambda param, value: int(fn(param, value))
 
 
 class MemoryTrim:
@@ -79,4 +132,4 @@ class MemoryTrim:
             self.trim_now()
 
 
-__all__ = ["MemoryTrim", "TrimFn", "load_malloc_trim"]
+__all__ = ["MemoryTrim", "TrimFn", "load_malloc_trim", "tune_malloc"]

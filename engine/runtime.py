@@ -47,7 +47,7 @@ from engine.journal import GuardedJournal
 from engine.listener_file import remove_listener_file, write_listener_file
 from engine.live_recording import LiveRecording
 from engine.live_venues import LiveVenues, MissingCredentials
-from engine.memory_trim import MemoryTrim
+from engine.memory_trim import MemoryTrim, tune_malloc
 from engine.mt5_side import MissingTerminalSecret, Mt5Side, listener_server
 from engine.mt5_side import terminal_secrets as mt5_terminal_secrets
 from engine.operator import Operator
@@ -119,6 +119,8 @@ class Runtime:
         self.ledger_failures = 0  # times the ledger stopped writing this run (headless exits 3)
         self.events = EventLog()
         self.memory_trim = MemoryTrim(config.engine.memory_trim_s)  # run from `start` (issue 19)
+        # glibc's arenas and mmap threshold, before `start` makes the ledger's threads (issue 19)
+        self.malloc_tuned = tune_malloc() if config.engine.malloc_tuning else {}
         self.pairs = config.build_pairs()
         self.instruments: dict[tuple[Venue, str], Instrument] = {
             inst.key: inst for pair in self.pairs for inst in pair.instruments

@@ -202,6 +202,7 @@ class Probe:
     trims: int = 0  # glibc malloc_trim calls by the engine (engine.memory_trim), 0 when off
     trim_ms_total: float = 0.0  # their time, and the longest (the event loop waited that long)
     trim_ms_max: float = 0.0
+    malloc_tuned: dict[str, int] = field(default_factory=dict)  # engine.malloc_tuning: what glibc took
     # The ledger's connections: page cache (cache_size, negative = KiB) and mmap size each.
     sqlite_connections: dict[str, dict[str, int]] = field(default_factory=dict)
     # Why the engine stopped trading, when it did: the first breaker trips and errors or halts, each as
@@ -404,6 +405,7 @@ def _probe(runtime: Runtime, probe: Probe) -> None:
     probe.trims = runtime.memory_trim.calls
     probe.trim_ms_total = round(runtime.memory_trim.total_s * 1000, 3)
     probe.trim_ms_max = round(runtime.memory_trim.max_s * 1000, 3)
+    probe.malloc_tuned = dict(runtime.malloc_tuned)
 
 
 async def _run(duration_s: float, warmup_s: float, interval_s: float, *, accelerate: bool, tui: bool,
@@ -569,6 +571,7 @@ def _report(sampler: _Sampler, probe: Probe, duration_s: float, warmup_s: float,
             "memory_trims": probe.trims,
             "memory_trim_ms_total": probe.trim_ms_total,
             "memory_trim_ms_max": probe.trim_ms_max,
+            "malloc_tuned": probe.malloc_tuned,
             "trips": probe.trips,
             "errors": probe.errors,
         },
@@ -658,7 +661,8 @@ def _lines(r: dict[str, Any]) -> list[str]:
         f"                reconnects {a['reconnects']} ea restarts {a['ea_restarts']} breaker trips "
         f"{a['breaker_trips']} rearms {a['rearms']} flattens {a['flattens']} events {a['events']:,}; "
         f"open MT5 tickets {a['mt5_tickets']}; heap trims {a.get('memory_trims', 0)} "
-        f"(longest {a.get('memory_trim_ms_max', 0):g} ms); "
+        f"(longest {a.get('memory_trim_ms_max', 0):g} ms); malloc tuned "
+        f"{', '.join(f'{k} {v}' for k, v in a.get('malloc_tuned', {}).items()) or 'no'}; "
         f"~{r['demo_hours_equivalent']:.1f} h of the demo's groups",
     ]
     out += [f"  tripped at {t}" for t in a["trips"]] + [f"  error at {e}" for e in a["errors"]]

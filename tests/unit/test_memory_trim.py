@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.config import demo_config
-from engine.memory_trim import MemoryTrim, load_malloc_trim
+from engine.memory_trim import M_ARENA_MAX, M_MMAP_THRESHOLD, MemoryTrim, load_malloc_trim, tune_malloc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,3 +88,62 @@ def test_the_runtime_trims_on_the_configured_interval(tmp_path: Path, monkeypatc
     on = Runtime(config, is_demo=True, ledger_path=str(tmp_path / "on.db"), mt5_in_process=True)
     assert on.memory_trim.interval_s == 60.0 and on.memory_trim.active is (load_malloc_trim() is not None)
     assert not Runtime(off, is_demo=True, ledger_path=str(tmp_path / "off.db"), mt5_in_process=True).memory_trim.active
+
+
+def test_tune_malloc_sets_one_arena_and_a_fixed_mmap_threshold() -> None:
+    calls: list[tuple[int, int]] = []
+
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    assert tune_malloc({}, mallopt) == {"arena_max": 1, "mmap_threshold": 128 * 1024}
+    assert calls == [(M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, 128 * 1024)]
+
+
+@pytest.mark.parametrize("name", ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"])
+def test_tune_malloc_leaves_the_operators_own_settings(name: str) -> None:
+    calls: list[tuple[int, int]] = []
+    def mallopt(param: int, value: int) -> int:
+        calls.append((param, value))
+        return 1
+
+    assert tune_malloc({name: "2"}, mallopt) == {}
+    assert calls == []
+
+
+def test_tune_malloc_reports_only_what_glibc_took() -> None:
+    assert tune_malloc({}, lambda p, v: 0 if p == M_ARENA_MAX else 1) == {"mmap_threshold": 128 * 1024}
+
+
+THRESHOLD = """
+import ctypes, json, sys
+from engine.memory_trim import tune_malloc
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                              "fsmblks", "uordblks", "fordblks", "keepcost")]
+info = ctypes.CDLL(None).mallinfo2
+info.restype = MallInfo2
+tuned = tune_malloc({}) if sys.argv[1] == "tuned" else {}
+big = bytearray(1 << 20)  # mapped; freed, it raises glibc's dynamic threshold to its size
+del big
+before = info().hblks
+block = bytearray(200_000)
+print(json.dumps({"tuned": tuned, "mapped": info().hblks - before}))
+"""
+
+
+@pytest.mark.skipif(load_malloc_trim() is None, reason="glibc only")
+@pytest.mark.parametrize(("how", "mapped"), [("tuned", 1), ("default", 0)])
+def test_on_glibc_a_large_block_stays_its_own_mapping(how: str, mapped: int) -> None:
+    """In a fresh interpreter (the heap's top small): after a 1 MiB block is freed, glibc's own
+    threshold serves a 200 KB block from the heap (where, freed between live blocks, it leaves a
+    hole); tuned, the threshold stays at 128 KiB and the block is a mapping of its own."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"):
+        env.pop(name, None)
+    out = subprocess.run([sys.executable, "-c", THRESHOLD, how], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    res = json.loads(out)
+    assert res["mapped"] == mapped, res
+    assert res["tuned"] == ({"arena_max": 1, "mmap_threshold": 128 * 1024} if how == "tuned" else {})
