@@ -779,6 +779,14 @@ class SimBroker:
 
     def to_state(self) -> dict[str, Any]:
         """The account as JSON-able data (what `state_file` holds)."""
+        state = self._state()
+        for key in ("positions", "orders", "history_orders", "deals"):
+            state[key] = [asdict(record) for record in state[key]]
+        return state
+
+    def _state(self) -> dict[str, Any]:
+        """The account, its records as they are (dataclasses: what `save` encodes directly)."""
+        positions, orders = self._positions, self._orders
         return {
             "version": _STATE_VERSION,
             "balance": self.balance,
@@ -788,10 +796,10 @@ class SimBroker:
             "next_order": self._next_order,
             "next_deal": self._next_deal,
             "swap_day": self._swap_day,
-            "positions": [asdict(p) for _, p in sorted(self._positions.items())],
-            "orders": [asdict(o) for _, o in sorted(self._orders.items())],
-            "history_orders": [asdict(o) for o in self._history_orders],
-            "deals": [asdict(d) for d in self._deals],
+            "positions": [positions[t] for t in sorted(positions)],  # by ticket
+            "orders": [orders[t] for t in sorted(orders)],
+            "history_orders": list(self._history_orders),
+            "deals": list(self._deals),
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -850,21 +858,7 @@ class SimBroker:
         otherwise is `swap_day` before the first rollover; a comment holding the text `null` is
         encoded as a string, so it costs a fallback, never a wrong file.
         """
-        positions, orders = self._positions, self._orders
-        state = {
-            "version": _STATE_VERSION,
-            "balance": self.balance,
-            "leverage": self.leverage,
-            "currency": self.currency,
-            "currency_digits": self.currency_digits,
-            "next_order": self._next_order,
-            "next_deal": self._next_deal,
-            "swap_day": self._swap_day,
-            "positions": [positions[t] for t in sorted(positions)],  # as `to_state`: by ticket
-            "orders": [orders[t] for t in sorted(orders)],
-            "history_orders": list(self._history_orders),
-            "deals": list(self._deals),
-        }
+        state = self._state()
         buffer = self._save_buffer
         try:
             _STATE_ENCODER.encode_into(state, buffer)

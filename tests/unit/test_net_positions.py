@@ -42,6 +42,15 @@ async def book_group(led: Ledger, gid: str, n: int) -> None:
     await led.flush()
 
 
+async def a_closed_ledger(path: Path, n: int) -> None:
+    """A ledger file holding group g1 with `n` fills a leg, closed (to change behind its back)."""
+    led = await Ledger.open(path, clock=ManualClock(wall_ms=T0))
+    try:
+        await book_group(led, "g1", n)
+    finally:
+        await led.close()
+
+
 async def test_running_sums_equal_a_full_scan_as_fills_are_booked(tmp_path: Path) -> None:
     led = await Ledger.open(tmp_path / "l.db", clock=ManualClock(wall_ms=T0))
     net = NetPositions()
@@ -65,11 +74,7 @@ async def test_running_sums_equal_a_full_scan_as_fills_are_booked(tmp_path: Path
 
 async def test_a_read_does_not_read_counted_fills_again(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
-    led = await Ledger.open(path, clock=ManualClock(wall_ms=T0))
-    try:
-        await book_group(led, "g1", 2)
-    finally:
-        await led.close()
+    await a_closed_ledger(path, 2)
     net = NetPositions()
     async with queries.open_reader(path) as db:
         assert (await net.refresh(db))[("okx", "BTC-USDT-SWAP")] == D(2)
@@ -82,11 +87,7 @@ async def test_a_read_does_not_read_counted_fills_again(tmp_path: Path) -> None:
 
 async def test_a_fill_without_its_order_counts_once_the_order_is_there(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
-    led = await Ledger.open(path, clock=ManualClock(wall_ms=T0))
-    try:
-        await book_group(led, "g1", 1)
-    finally:
-        await led.close()
+    await a_closed_ledger(path, 1)
     with sqlite3.connect(path) as raw:
         raw.execute("INSERT INTO fills (fill_id, order_id, venue, venue_trade_id, qty, price, fee, fee_ccy, ts_ms) "
                     "VALUES (100000, 'qaorphan', 'okx', 'x1', '4', '1', '0', 'USDT', 0)")
@@ -158,11 +159,7 @@ async def test_the_position_at_a_moment_counts_fills_stamped_by_then_also_booked
 
 async def test_a_damaged_quantity_or_side_is_an_error_not_a_guess(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
-    led = await Ledger.open(path, clock=ManualClock(wall_ms=T0))
-    try:
-        await book_group(led, "g1", 1)
-    finally:
-        await led.close()
+    await a_closed_ledger(path, 1)
     for sql in ("UPDATE fills SET qty = '-1' WHERE venue_trade_id = 'g1-1-0'",
                 "UPDATE fills SET qty = 'NaN' WHERE venue_trade_id = 'g1-1-0'",
                 "UPDATE orders SET side = 'hold' WHERE venue = 'mt5'"):
