@@ -29,6 +29,13 @@ from mt5_bridge.bridge import PositionState
 TouchSource = Callable[[Venue, str], tuple[float, float] | None]
 REDUCE_ATTEMPTS = 5  # an IOC the book left is tried again at the new touch, up to four times
 RETRY_PAUSE_S = 0.2  # before each retry: the touch an IOC took is shown again after the book moves
+# MT5 `close` commands in flight at once. The EA runs the commands of one poll one after
+# another (an OrderSend each), so with every ticket's close queued at once those behind the
+# first few expired (`command_ttl_ms`, 2 s) before it reached them: in the accelerated soak,
+# 52 of some 1,500 closes over eight flattens filled and the tickets piled up from flatten to
+# flatten (docs/performance.md, session 10). A close is made, with its expiry, when its turn
+# comes.
+MT5_CLOSES_IN_FLIGHT = 4
 
 
 def closing_price(touch: tuple[float, float] | None, inst: Instrument, side: Side, slippage: Decimal) -> Decimal | None:
@@ -70,8 +77,12 @@ class Flattener:
         mt5_close: Callable[[int, str, Side, Decimal, str, str], Awaitable[OrderUpdate]] | None = None,
         retry_pause_s: float = RETRY_PAUSE_S,
         on_done: Callable[[dict[str, Any]], None] | None = None,
+        mt5_closes_in_flight: int = MT5_CLOSES_IN_FLIGHT,
     ) -> None:
+        if mt5_closes_in_flight < 1:
+            raise ValueError(f"mt5_closes_in_flight {mt5_closes_in_flight}: must be >= 1")
         self._retry_pause_s = retry_pause_s
+        self._mt5_closes_in_flight = mt5_closes_in_flight
         self._on_done = on_done  # the report, once a pass ends (the groups it closed are settled)
         self._orch = orchestrator
         self._gate = gate
@@ -93,6 +104,7 @@ class Flattener:
         lines: list[FlattenLine] = []
         jobs: list[Awaitable[None]] = []
         counter = itertools.count()
+        mt5_turns = asyncio.Semaphore(self._mt5_closes_in_flight)
         for (venue, symbol), inst in sorted(self._instruments.items()):
             asset = self._orch.asset_of(venue, symbol)
             if assets is not None and asset not in assets:
@@ -106,7 +118,7 @@ class Flattener:
                                   Decimal(0))
                 self._gate.exposure.set_position(venue, asset, line.before)
                 for p in mine:
-                    jobs.append(self._close_ticket(batch, next(counter), line, inst, p))
+                    jobs.append(self._close_ticket(batch, next(counter), line, inst, p, mt5_turns))
                 continue
             if abs(line.before) < inst.base_step:
                 continue
@@ -192,7 +204,13 @@ class Flattener:
                 return
             remaining = self._gate.exposure.position(line.venue, line.asset)
 
-    async def _close_ticket(self, batch: str, n: int, line: FlattenLine, inst: Instrument, p: PositionState) -> None:
+    async def _close_ticket(self, batch: str, n: int, line: FlattenLine, inst: Instrument, p: PositionState,
+                            turns: asyncio.Semaphore) -> None:
+        async with turns:
+            await self._close_one_ticket(batch, n, line, inst, p)
+
+    async def _close_one_ticket(self, batch: str, n: int, line: FlattenLine, inst: Instrument,
+                                p: PositionState) -> None:
         assert self._mt5_close is not None
         side = opposite(p.side)
         price = self._price(inst, side) or Decimal(0)

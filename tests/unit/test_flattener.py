@@ -13,6 +13,7 @@ for `before` and `after`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,7 +28,7 @@ from core.models import Fill, Order, OrderPurpose, OrderState, Side, Venue
 from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import RiskGate
 from engine.events import EventLog
-from engine.flatten import Flattener
+from engine.flatten import MT5_CLOSES_IN_FLIGHT, Flattener
 from engine.orchestrator import HedgeOrchestrator
 from mt5_bridge.bridge import PositionState
 from tests.execution_support import BINANCE, INSTRUMENTS, MT5, OKX, ScriptedGateway
@@ -322,3 +323,46 @@ async def test_no_ea_report_after_the_closes_is_not_reported_flat() -> None:
     assert rig.position("mt5") == Decimal("0.02")  # the book knows ticket 12 is still open
     assert line["flat"] is False
     assert Decimal(line["after"]) == Decimal("0.02")
+
+
+class QueueingEa(FakeEa):
+    """An EA whose closes take turns on the event loop, counting how many are in flight."""
+
+    def __init__(self, clock: ManualClock, reports: list[list[PositionState] | None]) -> None:
+        super().__init__(clock, reports)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def close(self, ticket: int, symbol: str, side: Side, volume: Decimal, group_id: str,
+                    client_order_id: str) -> OrderUpdate:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return await super().close(ticket, symbol, side, volume, group_id, client_order_id)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_mt5_closes_go_out_a_few_at_a_time_and_every_ticket_closes() -> None:
+    """A hedging account with tickets both ways (the accelerated soak held hundreds): the EA runs
+    one poll's commands one after another, so closes sent all at once expired behind each other
+    and the tickets piled up from flatten to flatten. At most MT5_CLOSES_IN_FLIGHT at a time,
+    each made when its turn comes, in the report's order."""
+    clock = ManualClock()
+    tickets = [ticket(100 + i, "buy" if i % 2 else "sell", "0.01") for i in range(20)]
+    ea = QueueingEa(clock, [tickets, []])
+    rig = _rig(ea=ea, clock=clock)
+    report = await rig.run()
+    line = _line(report, "mt5")
+    assert ea.most_in_flight == MT5_CLOSES_IN_FLIGHT
+    assert [c[0] for c in ea.closes] == [t.ticket for t in tickets]
+    assert len(line["orders"]) == 20 and line["note"] == ""
+    assert report["flat"] is True
+
+
+def test_closes_in_flight_must_be_one_or_more() -> None:
+    with pytest.raises(ValueError, match="mt5_closes_in_flight 0"):
+        Flattener(_rig().orch, RiskGate.from_config(ManualClock(), RiskConfig()), INSTRUMENTS, ManualClock(),
+                  lambda v, s: None, max_slippage_bps=15.0, mt5_closes_in_flight=0)
