@@ -5,7 +5,7 @@ venue's with the ledger's every pass (every 30 s, once per venue, with the newes
 around the venue's read), and funding charges the position held at each settlement. Summing
 every fill each time was a scan of the whole fills table, several times a pass: CPU and
 short-lived objects that grew with the ledger for as long as the engine ran (an hour of the
-accelerated soak books some 30,000 fills; weeks of running, millions), and the funding read
+accelerated soak books some 65,000 fills; weeks of running, millions), and the funding read
 copied every row of the venue into one list (issue 19).
 
 `NetPositions` keeps the sums and reads only the fills after the last one it counted. That is
