@@ -27,6 +27,12 @@ class ControlRefused(Exception):
     """The engine refused an operator action; the message says why (safe to show)."""
 
 
+class ReadFailed(Exception):
+    """A view read from the ledger (history, a group's story, analytics) could not be read:
+    the file is damaged or unreadable. The message says why (safe to show); the screen shows
+    it and the engine runs on (trading halts on a ledger that cannot write, not on a read)."""
+
+
 @dataclass(frozen=True, slots=True)
 class OrphanRef:
     """One quarantined order the operator confirmed for cancelling, as the status listed it:
@@ -81,7 +87,8 @@ class EngineReader(Protocol):
         ...
 
     async def group_detail(self, group_id: str) -> dict[str, Any] | None:
-        """One group's story from the ledger; None without a ledger or such a group."""
+        """One group's story from the ledger; None without a ledger or such a group.
+        These three reads raise ReadFailed when the ledger cannot be read."""
         ...
 
     async def history(

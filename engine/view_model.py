@@ -25,7 +25,7 @@ from core.instruments import Pair
 from core.models import TradingState
 from core.pipeline import OpportunityPipeline
 from core.risk import RiskGate
-from engine.control import HealthStatus
+from engine.control import HealthStatus, ReadFailed
 from engine.events import EngineEvent, EventLog
 from engine.journal import GuardedJournal
 from engine.orchestrator import HedgeOrchestrator
@@ -180,7 +180,10 @@ class ViewModel:
             return None
         with contextlib.suppress(LedgerError):  # a ledger that cannot write: what is committed
             await ledger.flush()
-        return await ledger.read(queries.show, group_id)
+        try:
+            return await ledger.read(queries.show, group_id)
+        except LedgerError as exc:
+            raise ReadFailed(f"the ledger could not be read: {exc}") from None
 
     async def history(
         self, *, pair: str | None = None, state: str | None = None, limit: int = 200
@@ -191,7 +194,10 @@ class ViewModel:
             return []
         with contextlib.suppress(LedgerError):  # a ledger that cannot write: what is committed
             await ledger.flush()
-        return await ledger.read(queries.groups, pair=pair, state=state, limit=limit)
+        try:
+            return await ledger.read(queries.groups, pair=pair, state=state, limit=limit)
+        except LedgerError as exc:
+            raise ReadFailed(f"the ledger could not be read: {exc}") from None
 
     async def analytics(self) -> dict[str, Any] | None:
         """The equity curve and trade statistics from the ledger (`ledger.analytics`), computed
@@ -204,10 +210,13 @@ class ViewModel:
             await ledger.flush()
         money_cfg = self._config.money
         instruments = {inst.key: inst for pair in self._pairs for inst in pair.instruments}
-        return await asyncio.to_thread(
-            queries.run, ledger.path, ledger_analytics.analytics, now_ms=self._clock.time_ms(),
-            account_ccy=money_cfg.account_currency, rates=money_cfg.rates, instruments=instruments,
-        )
+        try:
+            return await asyncio.to_thread(
+                queries.run, ledger.path, ledger_analytics.analytics, now_ms=self._clock.time_ms(),
+                account_ccy=money_cfg.account_currency, rates=money_cfg.rates, instruments=instruments,
+            )
+        except (LedgerError, OSError) as exc:
+            raise ReadFailed(f"the ledger could not be read: {exc}") from None
 
     # -- views -----------------------------------------------------------------------
     def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:

@@ -29,7 +29,7 @@ from textual.widgets import Footer, Static
 from textual_plotext import PlotextPlot
 
 from core.durations import bucket_label
-from engine.control import EngineReader
+from engine.control import EngineReader, ReadFailed
 from engine.snapshot import RuntimeSnapshot, TimingRow
 from quantarb_tui.screens.messages import RefreshNow
 from quantarb_tui.screens.reload_pacer import ReloadPacer, groups_token
@@ -148,7 +148,12 @@ class AnalyticsScreen(Screen[None]):
     @work(exclusive=True, group="analytics")
     async def load(self) -> None:
         self._pacer.loaded()
-        doc = await self._reader.analytics()
+        try:
+            doc = await self._reader.analytics()
+        except ReadFailed as exc:  # shown, and read again later: the workstation stays up
+            self._pacer.failed()
+            self.query_one("#analytics-summary", Static).update(Text(f" {exc}", style="bold red"))
+            return
         self.loads += 1
         self.doc = doc
         if doc is None:

@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from engine.control import EngineReader
+from engine.control import EngineReader, ReadFailed
 from engine.snapshot import GroupRow, RuntimeSnapshot
 from quantarb_tui.screens.messages import CloseGroupAsked, RefreshNow
 from quantarb_tui.widgets import format as fmt
@@ -149,7 +149,11 @@ class GroupDetailScreen(Screen[None]):
     @work(exclusive=True, group="group-detail")
     async def load(self) -> None:
         """Read the group from the ledger (in a worker) and show it."""
-        detail = await self._reader.group_detail(self.group_id)
+        try:
+            detail = await self._reader.group_detail(self.group_id)
+        except ReadFailed as exc:  # shown; the workstation stays up (open the group again to retry)
+            self.query_one("#detail-summary", Static).update(Text(str(exc), style="bold red"))
+            return
         self.loads += 1
         self.detail = detail
         if detail is None:

@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Select, Static
 
-from engine.control import EngineReader
+from engine.control import EngineReader, ReadFailed
 from engine.snapshot import RuntimeSnapshot
 from quantarb_tui.screens.messages import OpenGroup, RefreshNow
 from quantarb_tui.screens.reload_pacer import ReloadPacer, groups_token
@@ -126,7 +126,12 @@ class HistoryScreen(Screen[None]):
     @work(exclusive=True, group="history")
     async def load(self) -> None:
         self._pacer.loaded()
-        rows = await self._reader.history(pair=self.pair, state=self.state, limit=LIMIT)
+        try:
+            rows = await self._reader.history(pair=self.pair, state=self.state, limit=LIMIT)
+        except ReadFailed as exc:  # shown, and read again later: the workstation stays up
+            self._pacer.failed()
+            self.query_one("#history-totals", Static).update(Text(f" {exc}", style="bold red"))
+            return
         self.loads += 1
         self.rows = rows
         self.query_one("#history-totals", Static).update(totals(rows))

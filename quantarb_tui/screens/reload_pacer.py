@@ -29,6 +29,10 @@ class ReloadPacer:
         self._loaded_at = self._clock()
         self._due = False
 
+    def failed(self) -> None:
+        """The read failed: read again at the next chance (after the interval)."""
+        self._due = True
+
     def should_reload(self, groups: Hashable) -> bool:
         """What the snapshot says of the groups (`groups_token`): True when the screen should
         read again now."""

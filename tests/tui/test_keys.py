@@ -404,3 +404,36 @@ def test_quit_question_says_what_quitting_leaves(demo_runtime: Runtime) -> None:
         "Open positions: okx BTC 0.05, binance BTC -0.05.\n"
         "Quitting leaves them open (flatten first with f). Quit anyway?"
     )
+
+
+async def test_a_ledger_that_cannot_be_read_is_said_on_the_screen_and_the_workstation_stays_up(
+        demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged ledger met by a screen's read (history, a group's story, analytics) used to end
+    the screen's worker with an exception, which ends a Textual app: the workstation quit at
+    the operator's key. The reads now raise ReadFailed, which the screens show."""
+    from ledger import LedgerError, queries
+    from ledger import analytics as ledger_analytics
+    from quantarb_tui.screens.messages import OpenGroup
+
+    def damaged(*_: object, **__: object) -> Any:
+        raise LedgerError("the ledger at x.db is damaged: database disk image is malformed")
+
+    async with running(demo_runtime) as (app, pilot):
+        monkeypatch.setattr(queries, "groups", damaged)
+        monkeypatch.setattr(queries, "show", damaged)
+        monkeypatch.setattr(ledger_analytics, "analytics", damaged)
+        await pilot.press("h")
+        await settle(app, pilot)
+        assert isinstance(app.screen, HistoryScreen) and app.is_running
+        totals = str(app.screen.query_one("#history-totals", Static).render())
+        assert "the ledger could not be read: the ledger at x.db is damaged" in totals
+        await pilot.press("a")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "AnalyticsScreen" and app.is_running
+        assert "could not be read" in str(app.screen.query_one("#analytics-summary", Static).render())
+        await pilot.press("escape")
+        await settle(app, pilot)
+        app.post_message(OpenGroup(demo_runtime.view.snapshot().groups[0].key))
+        await settle(app, pilot)
+        assert isinstance(app.screen, GroupDetailScreen) and app.is_running
+        assert "could not be read" in str(app.screen.query_one("#detail-summary", Static).render())

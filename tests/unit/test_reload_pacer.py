@@ -74,3 +74,15 @@ def test_a_group_moving_between_closed_states_is_a_change() -> None:
     pacer.loaded()
     clock.now += 3.0
     assert not pacer.should_reload(groups_token({"closed": 2, "hedged": 2}, "1.20"))  # same, other order
+
+
+def test_a_failed_read_is_read_again_after_the_interval() -> None:
+    clock = Clock()
+    pacer = ReloadPacer(2.0, clock)
+    pacer.should_reload(1)
+    pacer.loaded()
+    pacer.failed()  # the ledger could not be read: what was to be shown is still to be read
+    clock.now += 1.0
+    assert not pacer.should_reload(1)
+    clock.now += 1.0
+    assert pacer.should_reload(1)
