@@ -206,19 +206,15 @@ class Flattener:
 
     async def _close_ticket(self, batch: str, n: int, line: FlattenLine, inst: Instrument, p: PositionState,
                             turns: asyncio.Semaphore) -> None:
-        async with turns:
-            await self._close_one_ticket(batch, n, line, inst, p)
-
-    async def _close_one_ticket(self, batch: str, n: int, line: FlattenLine, inst: Instrument,
-                                p: PositionState) -> None:
         assert self._mt5_close is not None
-        side = opposite(p.side)
-        price = self._price(inst, side) or Decimal(0)
-        order = self._order(f"{batch}{n}", batch, "mt5", p.symbol, side, p.volume, price)
-        line.sent.append(order.client_order_id)
         close = self._mt5_close
-        await self._orch.send_flatten(
-            order, lambda: close(p.ticket, p.symbol, side, p.volume, batch, order.client_order_id)
-        )
+        async with turns:  # made when its turn comes (MT5_CLOSES_IN_FLIGHT)
+            side = opposite(p.side)
+            price = self._price(inst, side) or Decimal(0)
+            order = self._order(f"{batch}{n}", batch, "mt5", p.symbol, side, p.volume, price)
+            line.sent.append(order.client_order_id)
+            await self._orch.send_flatten(
+                order, lambda: close(p.ticket, p.symbol, side, p.volume, batch, order.client_order_id)
+            )
         if order.state is not OrderState.FILLED:
             line.note = f"ticket {p.ticket}: {order.client_order_id} {order.state} {order.reject_reason}".strip()

@@ -48,17 +48,23 @@ MMAP_THRESHOLD = 128 * 1024
 MALLOC_ENVIRONMENT = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
 
 
-def load_malloc_trim() -> TrimFn | None:
-    """glibc's `malloc_trim`; None elsewhere (not Linux, or Linux without glibc)."""
+def _libc(name: str, *argtypes: type[ctypes.c_int] | type[ctypes.c_size_t]) -> Callable[..., int] | None:
+    """glibc's function `name` returning an int; None elsewhere (not Linux, or Linux without
+    glibc: Windows cannot even open "no library", `CDLL(None)` raises TypeError there)."""
     if not sys.platform.startswith("linux"):
-        return None  # Windows cannot even open "no library" (`CDLL(None)` raises TypeError there)
+        return None
     try:
-        fn = ctypes.CDLL(None).malloc_trim
+        fn = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError, TypeError):
         return None
     fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_size_t]
-    return lambda pad: int(fn(pad))
+    fn.argtypes = list(argtypes)
+    return lambda *args: int(fn(*args))
+
+
+def load_malloc_trim() -> TrimFn | None:
+    """glibc's `malloc_trim`; None elsewhere."""
+    return _libc("malloc_trim", ctypes.c_size_t)
 
 
 def tune_malloc(environ: Mapping[str, str] | None = None,
@@ -69,7 +75,7 @@ def tune_malloc(environ: Mapping[str, str] | None = None,
     if any(name in env for name in MALLOC_ENVIRONMENT):
         return {}
     if mallopt is None:
-        mallopt = _load_mallopt()
+        mallopt = _libc("mallopt", ctypes.c_int, ctypes.c_int)
         if mallopt is None:
             return {}
     done: dict[str, int] = {}
@@ -78,18 +84,6 @@ def tune_malloc(environ: Mapping[str, str] | None = None,
         if mallopt(param, value) == 1:  # mallopt answers 1 on success
             done[name] = value
     return done
-
-
-def _load_mallopt() -> Callable[[int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):
-        return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_int, ctypes.c_int]
-    return lambda param, value: int(fn(param, value))
 
 
 class MemoryTrim:

@@ -264,9 +264,10 @@ class Reconciler:
                 self._quarantine(f.venue, f.client_order_id, f"a fill ({f.venue_trade_id}, {f.qty} @ {f.price}) "
                                  "of an order the ledger does not know")
                 continue
-            if str(owner.get("venue")) != f.venue:  # our id, another venue's order: never booked across venues
+            owner_venue = str(owner.get("venue"))
+            if owner_venue != f.venue:  # our id, another venue's order: never booked across venues
                 self._quarantine(f.venue, f.client_order_id, f"a fill ({f.venue_trade_id}, {f.qty} @ {f.price}) "
-                                 f"under the id of our order on {str(owner.get('venue'))[:20]}")
+                                 f"under the id of our order on {owner_venue[:20]}")
                 continue
             if journal is None:
                 continue

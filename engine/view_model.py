@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from core.clock import Clock
 from core.compare import CompareEngine
@@ -51,6 +51,8 @@ from ledger import analytics as ledger_analytics
 from ledger import queries
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
+
+T = TypeVar("T")
 
 
 class ViewModel:
@@ -180,10 +182,7 @@ class ViewModel:
             return None
         with contextlib.suppress(LedgerError):  # a ledger that cannot write: what is committed
             await ledger.flush()
-        try:
-            return await ledger.read(queries.show, group_id)
-        except LedgerError as exc:
-            raise ReadFailed(f"the ledger could not be read: {exc}") from None
+        return await _readable(ledger.read(queries.show, group_id))
 
     async def history(
         self, *, pair: str | None = None, state: str | None = None, limit: int = 200
@@ -194,10 +193,7 @@ class ViewModel:
             return []
         with contextlib.suppress(LedgerError):  # a ledger that cannot write: what is committed
             await ledger.flush()
-        try:
-            return await ledger.read(queries.groups, pair=pair, state=state, limit=limit)
-        except LedgerError as exc:
-            raise ReadFailed(f"the ledger could not be read: {exc}") from None
+        return await _readable(ledger.read(queries.groups, pair=pair, state=state, limit=limit))
 
     async def analytics(self) -> dict[str, Any] | None:
         """The equity curve and trade statistics from the ledger (`ledger.analytics`), computed
@@ -210,13 +206,10 @@ class ViewModel:
             await ledger.flush()
         money_cfg = self._config.money
         instruments = {inst.key: inst for pair in self._pairs for inst in pair.instruments}
-        try:
-            return await asyncio.to_thread(
-                queries.run, ledger.path, ledger_analytics.analytics, now_ms=self._clock.time_ms(),
-                account_ccy=money_cfg.account_currency, rates=money_cfg.rates, instruments=instruments,
-            )
-        except (LedgerError, OSError) as exc:
-            raise ReadFailed(f"the ledger could not be read: {exc}") from None
+        return await _readable(asyncio.to_thread(
+            queries.run, ledger.path, ledger_analytics.analytics, now_ms=self._clock.time_ms(),
+            account_ccy=money_cfg.account_currency, rates=money_cfg.rates, instruments=instruments,
+        ))
 
     # -- views -----------------------------------------------------------------------
     def snapshot(self, *, groups: int = 50, log: int = 200) -> RuntimeSnapshot:
@@ -469,3 +462,12 @@ def _compensation_rows(groups: list[HedgeGroup], limit: int) -> tuple[Compensati
     ]
     rows.sort(key=lambda r: r.ts_ms, reverse=True)
     return tuple(rows[:limit])
+
+
+async def _readable(read: Awaitable[T]) -> T:
+    """A view's ledger read; a ledger that cannot be read is ReadFailed, which the screens show
+    (an exception out of a screen's worker would end the workstation)."""
+    try:
+        return await read
+    except (LedgerError, OSError) as exc:
+        raise ReadFailed(f"the ledger could not be read: {exc}") from None

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -63,7 +63,7 @@ from ledger.files import ledger_files, make_private_dirs, tighten
 from ledger.integrity import read_error
 from ledger.lock import WriterLock
 from ledger.net_positions import NetPositions
-from ledger.queries import connect_reader
+from ledger.queries import _all, connect_reader  # _all: the package's one row reader
 from ledger.schema import OPEN_ORDERS_WHERE, prepare, reader_uri
 from ledger.writer import LedgerWriter, memory_pragmas
 
@@ -804,8 +804,3 @@ async def _to_the_end(read: Awaitable[T]) -> T:
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-async def _all(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
-    async with db.execute(sql, params) as cur:
-        return list(await cur.fetchall())
