@@ -22,10 +22,13 @@ from textual.widgets import Footer, Static
 from engine.control import EngineReader, ReadFailed
 from engine.snapshot import GroupRow, RuntimeSnapshot
 from quantarb_tui.screens.messages import CloseGroupAsked, RefreshNow
+from quantarb_tui.screens.reload_pacer import ReloadPacer
 from quantarb_tui.widgets import format as fmt
 from quantarb_tui.widgets.groups_pane import legs_text
 from quantarb_tui.widgets.status_bar import StatusBar
 from quantarb_tui.widgets.synced_table import Row, SyncedTable
+
+RETRY_S = 2.0  # a read that failed (ReadFailed) is tried again on the first snapshot after this
 
 ORDER_COLUMNS = [
     ("purpose", "Purpose", 11),
@@ -107,6 +110,7 @@ class GroupDetailScreen(Screen[None]):
         self.loads = 0
         self._loaded_state: str | None = None
         self._row: GroupRow | None = None
+        self._retry = ReloadPacer(RETRY_S)  # a failed read is tried again, at most this often
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -145,13 +149,18 @@ class GroupDetailScreen(Screen[None]):
             self._row = row
             if self._loaded_state is not None and row.state != self._loaded_state:
                 self.load()  # the group moved on: read its story again
+                return
+        if self._retry.should_reload(None):
+            self.load()  # the last read failed: try again (the ledger may be readable now)
 
     @work(exclusive=True, group="group-detail")
     async def load(self) -> None:
         """Read the group from the ledger (in a worker) and show it."""
+        self._retry.loaded()
         try:
             detail = await self._reader.group_detail(self.group_id)
-        except ReadFailed as exc:  # shown; the workstation stays up (open the group again to retry)
+        except ReadFailed as exc:  # shown, and read again later: the workstation stays up
+            self._retry.failed()
             self.query_one("#detail-summary", Static).update(Text(str(exc), style="bold red"))
             return
         self.loads += 1

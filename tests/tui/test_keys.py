@@ -410,10 +410,14 @@ async def test_a_ledger_that_cannot_be_read_is_said_on_the_screen_and_the_workst
         demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """A damaged ledger met by a screen's read (history, a group's story, analytics) used to end
     the screen's worker with an exception, which ends a Textual app: the workstation quit at
-    the operator's key. The reads now raise ReadFailed, which the screens show."""
+    the operator's key. The reads now raise ReadFailed, which the screens show; a group's story
+    is read again by itself once the ledger answers."""
     from ledger import LedgerError, queries
     from ledger import analytics as ledger_analytics
+    from quantarb_tui.screens import detail as detail_screen
     from quantarb_tui.screens.messages import OpenGroup
+
+    monkeypatch.setattr(detail_screen, "RETRY_S", 0.2)  # the interval between tries, shortened
 
     def damaged(*_: object, **__: object) -> Any:
         raise LedgerError("the ledger at x.db is damaged: database disk image is malformed")
@@ -436,4 +440,13 @@ async def test_a_ledger_that_cannot_be_read_is_said_on_the_screen_and_the_workst
         app.post_message(OpenGroup(demo_runtime.view.snapshot().groups[0].key))
         await settle(app, pilot)
         assert isinstance(app.screen, GroupDetailScreen) and app.is_running
-        assert "could not be read" in str(app.screen.query_one("#detail-summary", Static).render())
+        detail = app.screen
+        assert "could not be read" in str(detail.query_one("#detail-summary", Static).render())
+        assert detail.loads == 0 and detail.detail is None
+        # The group's story is read again by itself once the ledger answers (no need to reopen it).
+        monkeypatch.undo()
+        await pilot.pause(0.25)  # past the (shortened) interval
+        app.refresh_view()  # the app's timer is off in these tests: one snapshot, as it would pull
+        await settle(app, pilot)
+        assert detail.loads == 1 and detail.detail is not None, "the failed read was not tried again"
+        assert "could not be read" not in str(detail.query_one("#detail-summary", Static).render())
