@@ -659,7 +659,7 @@ def bench(
     seed: Annotated[int, typer.Option("--seed")] = 1,
     duration: Annotated[
         float | None, typer.Option("--duration", min=1.0, help="soak: seconds to run, warm-up included "
-                                   "(default 1800; accelerated 3600, about a day of the demo's groups).")
+                                   "(default 1800; accelerated 5400, about a day of the demo's groups).")
     ] = None,
     warmup: Annotated[
         float | None, typer.Option("--warmup", min=0.0, help="soak: seconds before the slope is measured, at "

@@ -1,12 +1,13 @@
 """Soak (slow suite): the demo's activity compressed (`bench soak --accelerate`), and the
 process's memory levels off once every bounded collection has filled (issue 19).
 
-The run lasts `QUANTARB_SOAK_S` seconds (default 1800): a warm-up of two thirds of it (twenty
-minutes by default, past the longest age bound, the simulators' eight minutes of history),
-then RSS and the Python heap are sampled every ten seconds and their slopes judged against
+The run is `bench soak --accelerate` with its defaults: the accelerated day (ACCELERATED_DAY_S,
+an hour and a half; `QUANTARB_SOAK_S` shortens it) with twenty minutes of warm-up (past the
+longest age bound, the simulators' eight minutes of history; at most two thirds of a shortened
+run), then RSS and the Python heap sampled every ten seconds and their slopes judged against
 `TARGET_MB_PER_HOUR`. A collection that grows per group, order, command, breaker trip or
 reconnect shows as tens of MB per hour here: the demo's default load runs about 1,900 groups
-an hour, this about twenty times that. An operator flatten (then a rearm) every five minutes:
+an hour, this about sixteen times that. An operator flatten (then a rearm) every five minutes:
 at this rate the account reports lag the MT5 legs in flight, so fewer legs find an opposite
 ticket to close (`venues.mt5.close_opposite`) and the simulated hedging account would still
 hold hundreds of tickets (docs/performance.md, "Memory over weeks"). RSS is judged in a
@@ -28,9 +29,12 @@ from pathlib import Path
 
 import pytest
 
+from quantarb_tui.bench import ACCELERATED_DAY_S, SoakOptions
 from quantarb_tui.bench.soak import TARGET_MB_PER_HOUR
 
-SOAK_S = float(os.environ.get("QUANTARB_SOAK_S", "1800"))
+DEFAULTS = SoakOptions.of(None, None, accelerate=True, tui=False)
+SOAK_S = float(os.environ.get("QUANTARB_SOAK_S", str(ACCELERATED_DAY_S)))
+WARMUP_S = min(DEFAULTS.warmup_s, SOAK_S * 2 / 3)
 ROOT = Path(__file__).resolve().parents[2]
 # A fresh interpreter, as `quantarb bench soak` runs: inside the test session's process glibc
 # hands the run memory that earlier tests freed, and its RSS says nothing about the engine
@@ -38,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = f"""
 import json, sys
 from quantarb_tui.bench.soak import bench_soak
-res = bench_soak(duration_s={SOAK_S}, warmup_s={SOAK_S * 2 / 3}, accelerate=True, flatten_every_s=300)
+res = bench_soak(duration_s={SOAK_S}, warmup_s={WARMUP_S}, accelerate=True,
+                 flatten_every_s={DEFAULTS.flatten_every_s})
 sys.stdout.write(json.dumps(res, default=str))
 """
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from quantarb_tui.bench import soak
+from quantarb_tui.bench import ACCELERATED_DAY_S, SoakOptions, soak
 from quantarb_tui.bench.soak import TARGET_MB_PER_HOUR, Probe, Sample, _report, _Sampler, slope_per_hour
 
 
@@ -97,3 +97,16 @@ def test_the_samples_are_numbers_in_an_array_sized_for_the_run_and_read_back_unc
     assert series.capacity == 6 and series[3] == written[0]
     with pytest.raises(IndexError):
         series[4]
+
+
+def test_the_accelerated_soak_runs_a_day_of_the_demo_by_default() -> None:
+    """`bench soak --accelerate` judges its slope over the accelerated day (about 16 demo hours
+    per hour here: an hour and a half), after twenty minutes of warm-up, with a flatten every
+    five minutes; the demo-load soak stays half an hour with ten minutes of warm-up."""
+    accelerated = SoakOptions.of(None, None, accelerate=True, tui=False)
+    assert (accelerated.duration_s, accelerated.warmup_s, accelerated.flatten_every_s) == (5400.0, 1200.0, 300.0)
+    assert accelerated.duration_s == ACCELERATED_DAY_S
+    demo = SoakOptions.of(None, None, accelerate=False, tui=False)
+    assert (demo.duration_s, demo.warmup_s, demo.flatten_every_s) == (1800.0, 600.0, 0.0)
+    chosen = SoakOptions.of(600.0, 60.0, accelerate=True, tui=True, flatten_every_s=0.0)
+    assert (chosen.duration_s, chosen.warmup_s, chosen.flatten_every_s, chosen.tui) == (600.0, 60.0, 0.0, True)
