@@ -770,8 +770,8 @@ class HedgeOrchestrator:
             # The residual the group answers for, with the dust of earlier groups the
             # compensation engine folds into this very order, credited up to the asset's
             # coarsest lot step (what one leg can leave behind): a repair is exempt from the
-            # leg limit (core/risk.py), and dust piles up without a bound, so more of it than
-            # that makes the order new exposure, judged as such.
+            # leg limit (core/risk.py), and dust piles up without a bound between flattens, so
+            # more of it than that makes the order new exposure, judged as such.
             credit = self._dust_credit.get(group.pair, group.step)
             dust = max(-credit, min(credit, group.dust_folded))
             residual = group.residual() + dust
