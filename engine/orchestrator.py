@@ -407,6 +407,19 @@ class HedgeOrchestrator:
                    f"tracks{said}", None, level="error")
         return self._halt(f"fill for untracked order {client_order_id}")
 
+    def keep(self, work: Awaitable[None], name: str) -> asyncio.Task[None]:
+        """Run `work` (what `late_fill` returned) as one of this orchestrator's tasks, which
+        `shutdown` waits for like a group's: a caller cancelled meanwhile (a reconciliation pass
+        past its time) does not cancel it, so a fill already journaled still reaches the running
+        books when the venue answers, and its halt still comes."""
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _book_untracked(self, client_order_id: str, order: Order, fill: Fill) -> str:
         """A forgotten order's fill, journaled by the caller, into the running books once; says
         what became of it. Not through the tracker: the order is not tracked, and asking the

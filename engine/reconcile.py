@@ -10,7 +10,8 @@ first pass is done) and every `reconcile_interval_s`, for each venue:
 - **fills**: a settled fill of one of our orders that the ledger lacks is journaled (one row per
   venue trade id: never counted twice) and handed to the orchestrator as a late fill, which
   asks the venue and halts trading for an unhedged or untracked one (exposure and equity follow
-  its path; for an order it no longer remembers, the fill itself, once); a fill of an order the
+  its path, run as the orchestrator's task: a pass that runs out of time does not cancel it;
+  for an order it no longer remembers, the fill itself, once); a fill of an order the
   ledger does not know quarantines that order. Not while the ledger cannot write (a fill it
   lacks may be held in the journal's backlog, booked already): a later pass;
 - **positions** (derivatives and MT5; a spot account holds balances, not positions): a net
@@ -296,7 +297,10 @@ class Reconciler:
                 self._clock.time_ms(), "reconcile",
                 f"{f.venue}: fill {f.venue_trade_id} of {f.client_order_id} ({f.qty} @ {f.price}) was missing "
                 "from the ledger: booked", "warn", {"venue": f.venue, "order": f.client_order_id}))
-            await work
+            # Journaled now, so a later pass will not hand it over again: the work (asking the
+            # venue, applying what it says, halting) is the orchestrator's task, not cancelled
+            # with this pass when the pass runs out of time.
+            await asyncio.shield(self._orch.keep(work, f"late-{order.client_order_id}"))
         return booked
 
     async def _compare_positions(self, venue: Venue, held: Mapping[str, Decimal],

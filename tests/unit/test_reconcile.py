@@ -9,11 +9,13 @@ was booked while its positions were read (a fill elsewhere does not count); a sp
 compared; an MT5 terminal that never reported blocks MT5, and every terminal's positions count.
 A booked fill of an order the engine no longer remembers reaches the running books (exposure,
 the running equity) once, as a restart reads them; while the ledger cannot write, no fill is
-booked (one it lacks may be in the journal's backlog, booked already).
+booked (one it lacks may be in the journal's backlog, booked already); a pass that runs out of
+time does not cancel the work of a late fill it journaled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +28,9 @@ import pytest
 from core.clock import ManualClock
 from core.config import MoneyConfig, RiskConfig
 from core.models import Fill, Order, OrderPurpose, OrderState, TradingState, Venue
+from core.ports import OrderUpdate
 from core.risk import RiskGate
+from engine import reconcile
 from engine.equity import RunningEquity
 from engine.events import EventLog
 from engine.journal import GuardedJournal
@@ -152,6 +156,11 @@ def running(r: Rig) -> tuple[Decimal, Decimal, list[tuple[str, Decimal]], str | 
     return (r.gate.exposure.position("okx", "BTC"), r.orch.cash("okx"), positions, r.equity.equity(now)["total"])
 
 
+def trading(r: Rig) -> TradingState:
+    """The trading state now (read through a call, so mypy keeps no earlier narrowing)."""
+    return r.gate.state
+
+
 async def test_a_late_fill_of_an_order_the_engine_forgot_reaches_the_running_books_once(tmp_path: Path) -> None:
     """Claim: a fill reconciliation books for an order the engine no longer remembers (here a
     flatten order of a run before: in the ledger, in no memory) is applied to the running books
@@ -192,6 +201,45 @@ async def test_a_late_fill_of_an_order_the_engine_forgot_reaches_the_running_boo
         assert [(p.symbol, p.qty) for p in again.positions(now) if p.venue == "okx"] == once[2]
         assert again.equity(now)["total"] == once[3]
         assert await r.ledger.net_positions() == {("okx", "BTC-USDT-SWAP"): Decimal(5)}
+
+
+async def test_a_pass_out_of_time_does_not_lose_the_late_fill_it_journaled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Claim: a fill booked for an order the engine remembers (a flatten IOC that expired, then
+    filled) is applied when the venue, asked about the order, answers; a pass that runs out of
+    time meanwhile does not cancel that (the fill is journaled, so no later pass hands it over
+    again): the books take it once, and trading halts."""
+    monkeypatch.setattr(reconcile, "PASS_TIMEOUT_S", 0.05)
+    async with rig(tmp_path) as r:
+        order = await ours_in_ledger(r, "FL1")
+        r.okx_gateway.script.append("fill")
+        await r.okx_gateway.place(order)  # the venue filled it after all
+        order.state = OrderState.EXPIRED  # as the engine last heard
+        r.orch.adopt_orphan(order)
+        release = asyncio.Event()
+        answer = r.okx_gateway.query
+
+        async def slow_query(o: Order) -> OrderUpdate:
+            await release.wait()
+            return await answer(o)
+
+        monkeypatch.setattr(r.okx_gateway, "query", slow_query)
+        [venue_fill] = r.okx_gateway.orders["FL1"].fills
+        r.okx.fills = [venue_fill]
+        r.okx.held = None
+        r.clock.advance(ms=FILL_SETTLE_MS + 1)
+        await r.reconciler.run_once()
+        assert r.reconciler.venues["okx"].detail == "no answer within 0.05 s"
+        await r.journal.flush()
+        assert r.rows("SELECT venue_trade_id FROM fills") == [(venue_fill.venue_trade_id,)]
+        assert running(r)[0] == 0 and trading(r) is TradingState.ACTIVE  # the venue has not answered yet
+        release.set()
+        await r.orch.drain()
+        assert (running(r)[0], running(r)[2]) == (Decimal("0.05"), [("BTC-USDT-SWAP", Decimal("0.05"))])
+        assert trading(r) is TradingState.HALTED and r.gate.reason == "late fill on closed group "
+        await r.reconciler.run_once()
+        assert (running(r)[0], running(r)[2]) == (Decimal("0.05"), [("BTC-USDT-SWAP", Decimal("0.05"))])
 
 
 async def test_no_fill_is_booked_while_the_ledger_cannot_write(tmp_path: Path) -> None:
