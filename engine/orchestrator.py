@@ -370,8 +370,9 @@ class HedgeOrchestrator:
         order as the ledger has it: reconciliation): for a forgotten order it is applied to the
         running books (exposure, cash, the running equity) here and now, before this returns,
         so a caller cancelled before it awaits the work cannot leave the ledger ahead of the
-        books; once per venue trade id (`UNTRACKED_FILLS_KEPT`). Without it (an MT5 deal) only
-        the halt: the running books take it from the ledger.
+        books; once per venue trade id (`UNTRACKED_FILLS_KEPT`). Without it (an MT5 deal, from
+        the command queue) only the halt: that deal is in its command's row, not in `fills`, so
+        neither these books nor the ledger's money have it, and MT5's position check halts too.
         """
         group = self._open.get(group_id)
         if group is not None:
