@@ -30,7 +30,9 @@ Touch = tuple[float, float] | None
 
 
 class DustBook:
-    """Untradeable leftovers per asset (base units, + long / - short)."""
+    """Untradeable leftovers per asset (base units, + long / - short): the remainder of
+    positions, so a flatten that leaves an asset at zero everywhere takes it out (the runtime,
+    `engine.flatten.zeroed_assets`)."""
 
     def __init__(self) -> None:
         self._dust: dict[str, Decimal] = {}

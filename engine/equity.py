@@ -44,10 +44,12 @@ Touch = Callable[[Venue, str], tuple[float, float] | None]
 SwapReport = Callable[[], tuple[dict[str, Decimal], str, int] | None]
 # Fill ids the running portfolio remembers to deduplicate (issue 19: every id ever seen, about
 # 190 bytes each, grew for weeks): those booked in the last `RECENT_FILLS_MAX_AGE_MS`, at most
-# `RECENT_FILLS_KEPT`. This is the second line: every fill reaches the books through the order
+# `RECENT_FILLS_KEPT`. This is the second line: a fill reaches the books through the order
 # tracker, which deduplicates per order while the orchestrator remembers the order (a group
 # closed five minutes ago at most, `engine.orchestrator.RECENT_GROUPS_MAX_AGE_MS`, or one of the
-# newest it shows); a fill for an order it forgot halts and is not applied. Ten minutes is twice
+# newest it shows), or, for an order it forgot, as reconciliation journals it, once per trade id
+# (`engine.orchestrator.UNTRACKED_FILLS_KEPT`; reconciliation books none while the ledger cannot
+# write, so one the tracker booked is not booked again). Ten minutes is twice
 # that horizon and about 800 ids at the demo's rate (a count alone, 10,000, took 2.5 hours of
 # the demo to fill: a slope in every soak). The ledger refuses any older repeat (unique venue
 # trade id) and stays the record.

@@ -63,6 +63,19 @@ class FlattenLine:
                 "after": str(self.after), "orders": self.sent, "flat": abs(self.after) < step, "note": self.note}
 
 
+def zeroed_assets(report: Mapping[str, Any]) -> list[str]:
+    """The assets a flatten pass left at exactly zero on every venue it covered, with nothing in
+    doubt on any of them (no note: a close refused, unknown, left partly filled, unpriced or
+    below the minimum, an MT5 terminal silent after its closes, all say so). Their dust
+    (`core.compensation.DustBook`) was the remainder of positions that are gone now; an asset
+    with a venue left non-zero (even under a lot step: that may be the dust itself) keeps it."""
+    lines: dict[str, bool] = {}
+    for line in report.get("lines", []):
+        zero = Decimal(str(line["after"])) == 0 and not line.get("note")
+        lines[str(line["asset"])] = lines.get(str(line["asset"]), True) and zero
+    return sorted(asset for asset, zero in lines.items() if zero)
+
+
 class Flattener:
     def __init__(
         self,

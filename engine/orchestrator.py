@@ -70,9 +70,10 @@ _LATE_STATES = (OrderState.CANCELLED, OrderState.EXPIRED)
 # execution ended more than five minutes ago, unless an order of it is still pending (asked
 # about in the background), so at a slow rate the steady state comes within minutes rather than
 # after 200 groups (issue 19). A fill that late for a group no longer remembered halts
-# (`late_fill`: an untracked order) and reconciliation books it in the ledger, but unlike one
-# for a remembered group it is not asked about and applied to the running books: a restart
-# reads them from the ledger (at the demo's full rate 200 groups were about six minutes too).
+# (`late_fill`: an untracked order); reconciliation books it in the ledger and hands it over
+# with the order as the ledger has it, and it is applied to the running books then, once (not
+# asked about: the venue's answer would repeat the order's earlier fills, which the engine has
+# already booked). At the demo's full rate 200 groups were about six minutes too.
 RECENT_GROUPS_KEPT = 200
 RECENT_GROUPS_SHOWN = 50
 RECENT_GROUPS_MAX_AGE_MS = 5 * 60_000
@@ -84,6 +85,11 @@ RECENT_GROUPS_MAX_AGE_MS = 5 * 60_000
 # few minutes filled the 1,000 for most of an hour, issue 19); one still pending is kept.
 LOOSE_ORDERS_KEPT = 1_000
 LOOSE_SWEEP_MS = 1_000  # the age sweep walks them all: at most once a second
+# Fills of forgotten orders applied to the running books (`late_fill` with the journaled fill),
+# by (venue, venue trade id): reconciliation reports one again only while the ledger lacks it (a
+# write refused or not yet done), and it must not move the books twice. Such fills are rare (a
+# fill minutes after its order ended); the newest 1,000 cover far more than one pass reports.
+UNTRACKED_FILLS_KEPT = 1_000
 
 
 class HedgeOrchestrator:
@@ -155,6 +161,8 @@ class HedgeOrchestrator:
         # reported a new fill for meanwhile: asked once more when the current answer is in.
         self._resolving: set[str] = set()
         self._ask_again: set[str] = set()
+        # Fills of forgotten orders already applied (UNTRACKED_FILLS_KEPT, oldest first).
+        self._untracked_fills: dict[tuple[Venue, str], None] = {}
         self._open: dict[str, HedgeGroup] = {}
         self.closed: deque[HedgeGroup] = deque(maxlen=recent)
         self._recent_shown = min(recent_shown, recent)
@@ -351,13 +359,20 @@ class HedgeOrchestrator:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
         return not self._open
 
-    def late_fill(self, group_id: str, client_order_id: str) -> Awaitable[None] | None:
+    def late_fill(self, group_id: str, client_order_id: str,
+                  journaled: tuple[Order, Fill] | None = None) -> Awaitable[None] | None:
         """A venue reported a fill for one of our orders outside its group's own flow.
 
         Returns the work to do (None when the group's flow is still running and will apply
         it itself): for an order of a group that already closed, ask the venue, journal the
         fill, and halt (the exposure is unhedged); for an order this engine no longer
-        remembers, halt with an alert (recovery and `ledger check` will show it).
+        remembers, halt with an alert. `journaled` is the fill the caller journals (with its
+        order as the ledger has it: reconciliation): for a forgotten order it is applied to the
+        running books (exposure, cash, the running equity) here and now, before this returns,
+        so a caller cancelled before it awaits the work cannot leave the ledger ahead of the
+        books; once per venue trade id (`UNTRACKED_FILLS_KEPT`). Without it (an MT5 deal, from
+        the command queue) only the halt: that deal is in its command's row, not in `fills`, so
+        neither these books nor the ledger's money have it, and MT5's position check halts too.
         """
         group = self._open.get(group_id)
         if group is not None:
@@ -388,9 +403,41 @@ class HedgeOrchestrator:
                         self._emit("late_fill", f"fill for {client_order_id} after group {group_id} closed "
                                    f"({group.state})", group, level="error")
                         return self.resolve_orphan(order)
+        said = "" if journaled is None else f"; {self._book_untracked(client_order_id, *journaled)}"
         self._emit("alert", f"fill for order {client_order_id} (group {group_id}) that this engine no longer "
-                   "tracks", None, level="error")
+                   f"tracks{said}", None, level="error")
         return self._halt(f"fill for untracked order {client_order_id}")
+
+    def keep(self, work: Awaitable[None], name: str) -> asyncio.Task[None]:
+        """Run `work` (what `late_fill` returned) as one of this orchestrator's tasks, which
+        `shutdown` waits for like a group's: a caller cancelled meanwhile (a reconciliation pass
+        past its time) does not cancel it, so a fill already journaled still reaches the running
+        books when the venue answers, and its halt still comes."""
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _book_untracked(self, client_order_id: str, order: Order, fill: Fill) -> str:
+        """A forgotten order's fill, journaled by the caller, into the running books once; says
+        what became of it. Not through the tracker: the order is not tracked, and asking the
+        venue about it would bring back fills the books already hold."""
+        said = f"{fill.venue}:{fill.venue_trade_id} ({fill.qty} @ {fill.price})"
+        if not (client_order_id == order.client_order_id == fill.client_order_id and fill.venue == order.venue):
+            return f"{said} is not of order {order.client_order_id}: not applied"
+        if (order.venue, order.symbol) not in self._instruments:
+            return f"{said}: {order.venue} {order.symbol} is not configured: not applied"
+        key = (fill.venue, fill.venue_trade_id)
+        if key in self._untracked_fills:
+            return f"{said} already applied"
+        self._untracked_fills[key] = None
+        while len(self._untracked_fills) > UNTRACKED_FILLS_KEPT:
+            del self._untracked_fills[next(iter(self._untracked_fills))]
+        self._exposure_fills(order, [fill])
+        return f"{said} applied to the running books"
 
     def asset_of(self, venue: Venue, symbol: str) -> str:
         return self._asset_of.get((venue, symbol), symbol)
@@ -737,8 +784,8 @@ class HedgeOrchestrator:
             # The residual the group answers for, with the dust of earlier groups the
             # compensation engine folds into this very order, credited up to the asset's
             # coarsest lot step (what one leg can leave behind): a repair is exempt from the
-            # leg limit (core/risk.py), and dust piles up without a bound, so more of it than
-            # that makes the order new exposure, judged as such.
+            # leg limit (core/risk.py), and dust piles up without a bound between flattens, so
+            # more of it than that makes the order new exposure, judged as such.
             credit = self._dust_credit.get(group.pair, group.step)
             dust = max(-credit, min(credit, group.dust_folded))
             residual = group.residual() + dust

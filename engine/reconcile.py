@@ -10,7 +10,10 @@ first pass is done) and every `reconcile_interval_s`, for each venue:
 - **fills**: a settled fill of one of our orders that the ledger lacks is journaled (one row per
   venue trade id: never counted twice) and handed to the orchestrator as a late fill, which
   asks the venue and halts trading for an unhedged or untracked one (exposure and equity follow
-  its path); a fill of an order the ledger does not know quarantines that order;
+  its path, run as the orchestrator's task: a pass that runs out of time does not cancel it;
+  for an order it no longer remembers, the fill itself, once); a fill of an order the
+  ledger does not know quarantines that order. Not while the ledger cannot write (a fill it
+  lacks may be held in the journal's backlog, booked already): a later pass;
 - **positions** (derivatives and MT5; a spot account holds balances, not positions): a net
   position that differs from the ledger's by more than the instrument's lot step halts
   trading, with both figures and the difference in the reason (more than half a lot step: one
@@ -206,21 +209,26 @@ class Reconciler:
             elif o.client_order_id not in known:
                 self._quarantine(venue, o.client_order_id, "an open order of ours that the ledger does not know",
                                  open_order=o.symbol, venue_order_id=o.venue_order_id)
-        # Fills since the last pass (less a margin), the settled ones only.
+        # Fills since the last pass (less a margin), the settled ones only. Not while the ledger
+        # cannot write: a fill it lacks may be one the engine booked and holds for it (the
+        # journal's backlog), and booking it again would count it twice; a later pass reads
+        # from the same point.
         since = self._since_ms.get(venue, now - FIRST_LOOKBACK_MS)
-        async def in_ledger(trade_ids: list[str]) -> set[str]:
-            return await ledger.read(queries.known_trades, venue, trade_ids)
+        fills_deferred = journal is not None and journal.error is not None
+        if not fills_deferred:
+            async def in_ledger(trade_ids: list[str]) -> set[str]:
+                return await ledger.read(queries.known_trades, venue, trade_ids)
 
-        fills = [f for f in await account.fills_since(since, in_ledger) if f.ts_ms <= now - FILL_SETTLE_MS]
-        booked_ids = await in_ledger([f.venue_trade_id for f in fills])
-        missing = [f for f in fills if f.venue_trade_id not in booked_ids]
-        if missing:
-            owners = await ledger.read(queries.known_orders, [f.client_order_id for f in missing])
-            booked = await self._book(missing, owners)
-            row.fills_booked += booked
-            if booked and journal is not None:
-                await journal.flush()  # the positions below are read from the ledger
-        self._since_ms[venue] = max(since, now - FILL_SETTLE_MS - 60_000)
+            fills = [f for f in await account.fills_since(since, in_ledger) if f.ts_ms <= now - FILL_SETTLE_MS]
+            booked_ids = await in_ledger([f.venue_trade_id for f in fills])
+            missing = [f for f in fills if f.venue_trade_id not in booked_ids]
+            if missing:
+                owners = await ledger.read(queries.known_orders, [f.client_order_id for f in missing])
+                booked = await self._book(missing, owners)
+                row.fills_booked += booked
+                if booked and journal is not None:
+                    await journal.flush()  # the positions below are read from the ledger
+            self._since_ms[venue] = max(since, now - FILL_SETTLE_MS - 60_000)
         self._free[venue] = await account.free_margin()
         # Positions, when nothing is in flight on the venue and no fill was booked while they
         # were read: a group can open, fill and close within that read, its fill then on one
@@ -233,7 +241,8 @@ class Reconciler:
         if journal is not None:
             await journal.flush()  # a fill heard before the read (its group closed since) is committed
         moved = await ledger.last_fill_id(venue) != fills_before
-        detail = "open orders and fills agree"
+        detail = ("open orders agree; fills compared on a later pass while the ledger cannot write"
+                  if fills_deferred else "open orders and fills agree")
         if held is None:
             detail += "; positions not compared (spot balances)"
         elif busy:
@@ -255,7 +264,9 @@ class Reconciler:
         """Fills of our orders the ledger lacks: journaled, and handed to the orchestrator as
         late fills (its own path: the venue is asked, exposure and equity follow, and trading
         halts for an unhedged or untracked one). One whose group's flow is still running is
-        left to that flow."""
+        left to that flow. The fill goes with its order as the ledger has it: for an order the
+        engine no longer remembers, the orchestrator applies it to the running books as it is
+        journaled (nothing awaited between the two)."""
         journal = self._journal()
         booked = 0
         for f in fills:
@@ -277,7 +288,7 @@ class Reconciler:
                           qty=Decimal(str(owner["qty"])), price=Decimal(str(owner["price"])),
                           purpose=OrderPurpose(str(owner["purpose"])),
                           created_ms=int(str(owner["created_at_ms"])))
-            work = self._orch.late_fill(order.group_id, order.client_order_id)
+            work = self._orch.late_fill(order.group_id, order.client_order_id, (order, f))
             if work is None:
                 continue  # its group's flow is running and applies it
             journal.fill(order, f)
@@ -286,7 +297,10 @@ class Reconciler:
                 self._clock.time_ms(), "reconcile",
                 f"{f.venue}: fill {f.venue_trade_id} of {f.client_order_id} ({f.qty} @ {f.price}) was missing "
                 "from the ledger: booked", "warn", {"venue": f.venue, "order": f.client_order_id}))
-            await work
+            # Journaled now, so a later pass will not hand it over again: the work (asking the
+            # venue, applying what it says, halting) is the orchestrator's task, not cancelled
+            # with this pass when the pass runs out of time.
+            await asyncio.shield(self._orch.keep(work, f"late-{order.client_order_id}"))
         return booked
 
     async def _compare_positions(self, venue: Venue, held: Mapping[str, Decimal],

@@ -40,7 +40,7 @@ from engine.equity import RunningEquity
 from engine.errors import LedgerRefused, RuntimeFailure
 from engine.events import EngineEvent, EventLog
 from engine.feed_log import FeedErrorLog
-from engine.flatten import Flattener
+from engine.flatten import Flattener, zeroed_assets
 from engine.funding import Booked, FundingAccrual, Perpetual
 from engine.group_close import GroupCloser
 from engine.journal import GuardedJournal
@@ -537,12 +537,27 @@ class Runtime:
     def _after_flatten(self, report: dict[str, Any]) -> None:
         """A flatten pass ended: on every book it left flat, groups still holding against each
         other (a later group's opposite leg offset them, so the flatten traded nothing for them)
-        are closed against each other at the mark; then every flat group is closed."""
+        are closed against each other at the mark; then every flat group is closed. An asset it
+        left at zero on every venue loses its dust (`engine.flatten.zeroed_assets`)."""
         now_ms = self.clock.time_ms()
         for line in report.get("lines", []):
             if line.get("flat"):
                 self.equity.net_off(line["venue"], line["symbol"], str(report.get("batch", "")), now_ms)
+        for asset in zeroed_assets(report):
+            self._clear_dust(asset, str(report.get("batch", "")))
         self.close_flat_groups()
+
+    def _clear_dust(self, pair: str, batch: str) -> None:
+        """The pair's dust is stale (the positions it was the remainder of are closed): out of
+        the book, so no later repair folds it, and journaled as 0, so a restart does not bring
+        it back (also when a repair in flight took it from the book before it was journaled)."""
+        dust = self.orchestrator.compensation.dust.take(pair)
+        if dust:
+            self.events.emit(EngineEvent(self.clock.time_ms(), "dust", f"{pair}: dust {dust:f} cleared: flatten "
+                                         f"{batch} left it at zero on every venue", "info", {"pair": pair}))
+        if self.journal is not None and self._dust_journaled.get(pair, Decimal(0)) != 0:
+            self._dust_journaled[pair] = Decimal(0)
+            self.journal.dust(pair, Decimal(0))
 
     def close_flat_groups(self) -> list[str]:
         """Groups closing fills left flat become `closed` (journaled) with their whole cash flow

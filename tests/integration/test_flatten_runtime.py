@@ -12,13 +12,16 @@ test lets go (tests/holding_gateway.py), so:
 - a group still open when flatten finishes (a filled leg whose partner is still working)
   is listed in `groups_still_open`, and is not cancelled;
 - a venue that refuses to close leaves a residual in the result, its message and
-  `last_flatten`; the engine ends halted either way.
+  `last_flatten`; the engine ends halted either way;
+- with a ledger, a flatten that leaves an asset at zero on every venue clears its dust, in
+  the DustBook and in the ledger (a restart agrees); an asset with a residual keeps it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -41,6 +44,7 @@ from core.models import (
 )
 from engine.control import ControlRefused, ControlResult
 from engine.runtime import Runtime
+from ledger.ledger import Ledger
 from tests.holding_gateway import HoldingGateway, Placement, Step, held_config, until
 
 ZERO = Decimal(0)
@@ -72,12 +76,18 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    async with _started(tmp_path, monkeypatch, "") as held:
+        yield held
+
+
+@asynccontextmanager
+async def _started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger_path: str) -> AsyncIterator[Rig]:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("QUANTARB_LISTENER__PORT", "0")
     # No exchange feeds: the only quotes are the test's (and nothing runs on real time).
     monkeypatch.setattr("engine.runtime.build_feeds", lambda *args, **kwargs: [])
     clock = ManualClock()
-    rt = Runtime(held_config(), is_demo=True, clock=clock, ledger_path="", mt5_in_process=True)
+    rt = Runtime(held_config(), is_demo=True, clock=clock, ledger_path=ledger_path, mt5_in_process=True)
     placements: list[Placement] = []
     steps: dict[str, Step] = {}
     by_purpose: dict[OrderPurpose, Step] = {}
@@ -240,3 +250,59 @@ async def test_a_venue_that_cannot_close_is_reported_as_residual(rig: Rig) -> No
     assert any(e.kind == "flatten" and e.level == "error" and e.text == result.message
                for e in rt.events.recent(50))
     assert rt.gate.state is TradingState.HALTED
+
+
+DUST = {"BTC": Decimal("0.0004"), "XAU": Decimal("-0.0005")}  # under every venue's lot step
+
+
+async def _with_dust(tmp_path: Path) -> Path:
+    """A ledger whose dust book holds DUST, as earlier groups' repairs left it."""
+    path = tmp_path / "dust.db"
+    ledger = await Ledger.open(path)
+    try:
+        for pair, qty in DUST.items():
+            ledger.dust(pair, qty)
+        await ledger.flush()
+    finally:
+        await ledger.close()
+    return path
+
+
+async def _dust_after_restart(path: Path) -> dict[str, Decimal]:
+    """What a restart would load into the DustBook (`Recovery.restore`: `recover().dust`)."""
+    ledger = await Ledger.open(path)
+    try:
+        return dict((await ledger.recover()).dust)
+    finally:
+        await ledger.close()
+
+
+@pytest.mark.parametrize("okx_refuses", [False, True])
+async def test_a_flatten_clears_the_dust_of_an_asset_it_left_at_zero_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, okx_refuses: bool,
+) -> None:
+    """Claim: dust is the remainder of positions; a flatten that found every venue's position
+    of an asset flat or closed it fully makes that asset's dust stale, so it is cleared from
+    the DustBook (no later repair folds it) and journaled as 0 (a restart does not bring it
+    back). An asset a close failed for (okx refuses: BTC left at 0.05) keeps its dust, in
+    memory and in the ledger; XAU, found flat everywhere, is cleared either way."""
+    path = await _with_dust(tmp_path)
+    async with _started(tmp_path, monkeypatch, str(path)) as rig:
+        rt = rig.rt
+        dust = rt.orchestrator.compensation.dust
+        assert dust.items() == DUST  # restored from the ledger at start
+        rig.hold("okx", "0.05")
+        rig.hold("binance", "-0.05")
+        rig.by_purpose[OrderPurpose.FLATTEN] = "fill"
+        if okx_refuses:
+            rig.refusing.add("okx")
+        result = await asyncio.wait_for(rt.control.flatten("test flatten"), 10)
+        assert result.detail["flat"] is not okx_refuses
+        kept = {"BTC": DUST["BTC"]} if okx_refuses else {}
+        assert dust.items() == kept
+        cleared = [e.text for e in rt.events.recent(100) if e.kind == "dust"]
+        batch = result.detail["batch"]
+        assert cleared == [f"{pair}: dust {DUST[pair]:f} cleared: flatten {batch} left it at zero on every venue"
+                           for pair in (["XAU"] if okx_refuses else ["BTC", "XAU"])]
+        await rt.stop()
+    assert await _dust_after_restart(path) == kept

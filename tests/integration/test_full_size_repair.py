@@ -160,10 +160,10 @@ async def test_a_full_size_repair_with_dust_folded_in_is_sent(ledger: tuple[Ledg
 async def test_a_repair_carrying_more_than_a_lot_step_of_dust_is_judged_against_the_leg_limit(
     ledger: tuple[Ledger, Path, ManualClock],
 ) -> None:
-    """Dust piles up without a bound (a flatten does not clear it), so a repair is credited at
-    most the asset's coarsest lot step of it (1 oz, MT5's): 2.5 oz folded into the retry
-    (4.383 oz, about 11,600 USD) is new exposure, judged against the leg limit and refused;
-    the group fails and trading halts, and no order over the limit is sent."""
+    """Dust piles up without a bound (only a flatten that leaves the asset at zero clears it),
+    so a repair is credited at most the asset's coarsest lot step of it (1 oz, MT5's): 2.5 oz
+    folded into the retry (4.383 oz, about 11,600 USD) is new exposure, judged against the leg
+    limit and refused; the group fails and trading halts, and no order over the limit is sent."""
     group, gate, path = await _full_size_group(
         ledger, ["reject", "reject", "reject"], ["fill", "fill"], binance_held=D("6.036"), dust=D("-2.5"))
     # Each repair refused by the gate (so none placed: an order the venue rejected would read

@@ -8,7 +8,8 @@ reports, `close` by ticket) is a fake. Checked: every venue closes -> a flat rep
 that rejects, fills part, has no quote, or holds less than its minimum -> a residual line
 with its note and `after` != 0; dust below one lot step is left and counts as flat; MT5
 positions are closed one `close` per ticket from the EA's report, which is also the truth
-for `before` and `after`.
+for `before` and `after`. The assets whose dust a pass makes stale (`zeroed_assets`): only
+those it left at zero on every venue with nothing in doubt.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from core.models import Fill, Order, OrderPurpose, OrderState, Side, Venue
 from core.ports import ExecutionGateway, OrderUpdate
 from core.risk import RiskGate
 from engine.events import EventLog
-from engine.flatten import MT5_CLOSES_IN_FLIGHT, Flattener
+from engine.flatten import MT5_CLOSES_IN_FLIGHT, Flattener, zeroed_assets
 from engine.orchestrator import HedgeOrchestrator
 from mt5_bridge.bridge import PositionState
 from tests.execution_support import BINANCE, INSTRUMENTS, MT5, OKX, ScriptedGateway
@@ -240,6 +241,39 @@ async def test_dust_below_one_lot_step_is_left_and_counts_as_flat() -> None:
     assert _values(line) == (Decimal("0.004"), Decimal("0.004"), True)
     assert report["flat"] is True and report["residual"] == []
     assert rig.gateways["okx"].places == []
+
+
+@pytest.mark.parametrize(("okx_script", "okx_held", "zeroed"), [
+    (["fill"], "0.05", ["BTC"]),  # okx and binance closed fully, mt5 found flat
+    (["reject"], "0.05", []),  # a close refused: okx still holds it all
+    (["partial:0.2"] * 5, "0.05", []),  # a close that gave up part way
+    (["partial:0.4", "partial:0.5", "fill"], "0.05", ["BTC"]),  # IOCs the book left, then all of it
+    (["fill"], "0.004", []),  # under a lot step: "flat" in the report, but not zero (it may be the dust)
+])
+async def test_only_an_asset_left_at_zero_on_every_venue_has_stale_dust(
+    okx_script: list[str], okx_held: str, zeroed: list[str],
+) -> None:
+    """Claim: a flatten makes an asset's dust stale only when it found every venue's position
+    of it flat or closed it fully; a close refused, partial, or an untradeable remainder keeps
+    the dust (engine.flatten.zeroed_assets, which the runtime clears the DustBook by)."""
+    rig = _rig({"okx": okx_script})
+    rig.hold("okx", okx_held)
+    rig.hold("binance", "-0.03")
+    report = await rig.run()
+    assert _line(report, "mt5")["before"] == "0"
+    assert Decimal(_line(report, "binance")["after"]) == 0
+    assert zeroed_assets(report) == zeroed
+
+
+def test_an_mt5_line_in_doubt_keeps_the_dust_though_it_reads_zero() -> None:
+    """A line whose note says something went wrong (here MT5 with no report after its closes,
+    `after` the book's guess) is in doubt: its asset's dust stays, whatever `after` says."""
+    line = {"venue": "mt5", "asset": "BTC", "symbol": MT5.symbol, "before": "0.05", "after": "0",
+            "orders": ["FLx0"], "flat": True, "note": "no report from the terminal after the closes"}
+    other = {**line, "venue": "okx", "symbol": OKX.symbol, "note": ""}
+    assert zeroed_assets({"lines": [other, line]}) == []
+    assert zeroed_assets({"lines": [other]}) == ["BTC"]
+    assert zeroed_assets({"lines": [other, {**line, "asset": "XAU"}]}) == ["BTC"]
 
 
 async def test_mt5_positions_are_closed_per_ticket_from_the_ea_report() -> None:

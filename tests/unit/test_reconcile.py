@@ -7,10 +7,15 @@ more halts with both figures; none does not; a venue that cannot be read is bloc
 by the next good pass; a venue with orders in flight is not compared, nor one on which a fill
 was booked while its positions were read (a fill elsewhere does not count); a spot account is not
 compared; an MT5 terminal that never reported blocks MT5, and every terminal's positions count.
+A booked fill of an order the engine no longer remembers reaches the running books (exposure,
+the running equity) once, as a restart reads them; while the ledger cannot write, no fill is
+booked (one it lacks may be in the journal's backlog, booked already); a pass that runs out of
+time does not cancel the work of a late fill it journaled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,9 +26,12 @@ from pathlib import Path
 import pytest
 
 from core.clock import ManualClock
-from core.config import RiskConfig
-from core.models import Fill, Order, OrderPurpose, TradingState, Venue
+from core.config import MoneyConfig, RiskConfig
+from core.models import Fill, Order, OrderPurpose, OrderState, TradingState, Venue
+from core.ports import OrderUpdate
 from core.risk import RiskGate
+from engine import reconcile
+from engine.equity import RunningEquity
 from engine.events import EventLog
 from engine.journal import GuardedJournal
 from engine.live_venues import OpenOrder
@@ -74,6 +82,9 @@ class Rig:
     mt5_reports: dict[str, AccountState | None]
     reconciler: Reconciler
     path: Path
+    orch: HedgeOrchestrator
+    equity: RunningEquity  # the running money, fed by the orchestrator as the runtime wires it
+    okx_gateway: ScriptedGateway
 
     def rows(self, sql: str) -> list[tuple[object, ...]]:
         con = sqlite3.connect(self.path)
@@ -90,15 +101,18 @@ async def rig(tmp_path: Path, *, with_mt5: bool = False) -> AsyncIterator[Rig]:
     gate = RiskGate.from_config(clock, RiskConfig())
     events = EventLog()
     journal = GuardedJournal(ledger, on_failure=lambda e: None, retry_s=0)
-    orch = HedgeOrchestrator({"okx": ScriptedGateway("okx", [], clock)}, INSTRUMENTS, gate, clock, events,
-                             journal=journal)
+    equity = RunningEquity(INSTRUMENTS.values(), MoneyConfig(rates={"USDT": Decimal(1)}), lambda v, s: None,
+                           now_ms=clock.time_ms)
+    gateway = ScriptedGateway("okx", [], clock)
+    orch = HedgeOrchestrator({"okx": gateway}, INSTRUMENTS, gate, clock, events, journal=journal,
+                             on_fill=equity.on_fill, asset_of={k: i.pair for k, i in INSTRUMENTS.items()})
     okx = FakeAccount("okx")
     reports: dict[str, AccountState | None] = {"T1": None, "T2": None}
     rec = Reconciler([okx], INSTRUMENTS.values(), gate, RiskJournal(gate, clock, events), orch, events, clock,
                      ledger=lambda: ledger, journal=lambda: journal,
                      mt5_accounts=(lambda: reports) if with_mt5 else None)
     try:
-        yield Rig(clock, ledger, journal, gate, events, okx, reports, rec, tmp_path / "r.db")
+        yield Rig(clock, ledger, journal, gate, events, okx, reports, rec, tmp_path / "r.db", orch, equity, gateway)
     finally:
         await journal.close()
         await ledger.close()
@@ -132,6 +146,136 @@ async def test_a_settled_fill_of_ours_missing_from_the_ledger_is_booked_once(tmp
         assert r.gate.state is TradingState.HALTED
         assert r.gate.reason == "fill for untracked order FL1"
         assert r.reconciler.quarantined == {}
+
+
+def running(r: Rig) -> tuple[Decimal, Decimal, list[tuple[str, Decimal]], str | None]:
+    """What the faces show of OKX BTC now: the gate's exposure, the paper cash, the running
+    equity's positions and its total."""
+    now = r.clock.time_ms()
+    positions = [(p.symbol, p.qty) for p in r.equity.positions(now) if p.venue == "okx"]
+    return (r.gate.exposure.position("okx", "BTC"), r.orch.cash("okx"), positions, r.equity.equity(now)["total"])
+
+
+def trading(r: Rig) -> TradingState:
+    """The trading state now (read through a call, so mypy keeps no earlier narrowing)."""
+    return r.gate.state
+
+
+async def test_a_late_fill_of_an_order_the_engine_forgot_reaches_the_running_books_once(tmp_path: Path) -> None:
+    """Claim: a fill reconciliation books for an order the engine no longer remembers (here a
+    flatten order of a run before: in the ledger, in no memory) is applied to the running books
+    (exposure, cash, the running equity: what the faces and /metrics show) when it is booked,
+    not only after a restart, and exactly once: a second pass, and the same fill reported again
+    (as when its ledger write was lost), do not move them again; a restart reads the same."""
+    async with rig(tmp_path) as r:
+        await ours_in_ledger(r, "FL1")  # 5 contracts of 0.01 BTC
+        late = fill("FL1", "t1", "5", T0)
+        r.okx.fills = [late]
+        r.okx.held = None
+        assert running(r) == (Decimal(0), Decimal(0), [], "0")
+        r.clock.advance(ms=FILL_SETTLE_MS + 1)
+        await r.reconciler.run_once()
+        once = (Decimal("0.05"), Decimal("-4850.1"), [("BTC-USDT-SWAP", Decimal("0.05"))], "-0.1")
+        assert running(r) == once
+        assert r.gate.state is TradingState.HALTED  # unhedged exposure: still halts
+        assert r.gate.reason == "fill for untracked order FL1"
+        said = [e.text for e in r.events.recent() if e.kind == "alert"]
+        assert said == ["fill for order FL1 (group ) that this engine no longer tracks; "
+                        "okx:t1 (5 @ 97000) applied to the running books"]
+        await r.reconciler.run_once()  # the ledger has it now: not booked again
+        assert running(r) == once
+        assert r.reconciler.venues["okx"].fills_booked == 1
+        # Reported once more, as a pass would while the ledger lacked it (a write refused):
+        row = Order(client_order_id="FL1", group_id="", venue="okx", symbol="BTC-USDT-SWAP", side="buy",
+                    qty=Decimal(5), price=Decimal("97000"), purpose=OrderPurpose.FLATTEN, created_ms=T0)
+        work = r.orch.late_fill("", "FL1", (row, late))
+        assert work is not None
+        await work
+        assert running(r) == once
+        assert r.events.recent()[-1].text.endswith("okx:t1 (5 @ 97000) already applied")
+        # A restart reads the same from the ledger.
+        await r.journal.flush()
+        again = RunningEquity(INSTRUMENTS.values(), MoneyConfig(rates={"USDT": Decimal(1)}), lambda v, s: None)
+        await again.restore(r.ledger)
+        now = r.clock.time_ms()
+        assert [(p.symbol, p.qty) for p in again.positions(now) if p.venue == "okx"] == once[2]
+        assert again.equity(now)["total"] == once[3]
+        assert await r.ledger.net_positions() == {("okx", "BTC-USDT-SWAP"): Decimal(5)}
+
+
+async def test_a_pass_out_of_time_does_not_lose_the_late_fill_it_journaled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Claim: a fill booked for an order the engine remembers (a flatten IOC that expired, then
+    filled) is applied when the venue, asked about the order, answers; a pass that runs out of
+    time meanwhile does not cancel that (the fill is journaled, so no later pass hands it over
+    again): the books take it once, and trading halts."""
+    monkeypatch.setattr(reconcile, "PASS_TIMEOUT_S", 0.05)
+    async with rig(tmp_path) as r:
+        order = await ours_in_ledger(r, "FL1")
+        r.okx_gateway.script.append("fill")
+        await r.okx_gateway.place(order)  # the venue filled it after all
+        order.state = OrderState.EXPIRED  # as the engine last heard
+        r.orch.adopt_orphan(order)
+        release = asyncio.Event()
+        answer = r.okx_gateway.query
+
+        async def slow_query(o: Order) -> OrderUpdate:
+            await release.wait()
+            return await answer(o)
+
+        monkeypatch.setattr(r.okx_gateway, "query", slow_query)
+        [venue_fill] = r.okx_gateway.orders["FL1"].fills
+        r.okx.fills = [venue_fill]
+        r.okx.held = None
+        r.clock.advance(ms=FILL_SETTLE_MS + 1)
+        await r.reconciler.run_once()
+        assert r.reconciler.venues["okx"].detail == "no answer within 0.05 s"
+        await r.journal.flush()
+        assert r.rows("SELECT venue_trade_id FROM fills") == [(venue_fill.venue_trade_id,)]
+        assert running(r)[0] == 0 and trading(r) is TradingState.ACTIVE  # the venue has not answered yet
+        release.set()
+        await r.orch.drain()
+        assert (running(r)[0], running(r)[2]) == (Decimal("0.05"), [("BTC-USDT-SWAP", Decimal("0.05"))])
+        assert trading(r) is TradingState.HALTED and r.gate.reason == "late fill on closed group "
+        await r.reconciler.run_once()
+        assert (running(r)[0], running(r)[2]) == (Decimal("0.05"), [("BTC-USDT-SWAP", Decimal("0.05"))])
+
+
+async def test_no_fill_is_booked_while_the_ledger_cannot_write(tmp_path: Path) -> None:
+    """Claim: while the ledger cannot write, a fill it lacks may be one the engine booked and
+    holds for it (the journal's backlog): reconciliation books no fill then (booked, it would
+    count twice for an order the engine no longer remembers), and books the fills after the
+    ledger writes again, from where it stopped."""
+    async with rig(tmp_path) as r:
+        order = await ours_in_ledger(r, "FL1")
+        r.okx_gateway.script.append("fill")
+        await r.okx_gateway.place(order)  # the venue executed it; the engine asks (as recovery does)
+        order.state = OrderState.SUBMITTED
+        conn = r.ledger.writer._conn
+
+        async def disk_full() -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        conn.commit = disk_full  # type: ignore[method-assign]
+        await r.orch.resolve_orphan(order)  # booked by its flow; its fill row is held, not written
+        assert r.journal.error is not None and r.journal.unwritten > 0
+        assert r.orch.loose_orders == {}  # and the engine no longer remembers the order
+        booked = (Decimal("0.05"), [("BTC-USDT-SWAP", Decimal("0.05"))])
+        assert (running(r)[0], running(r)[2]) == booked
+        [venue_fill] = r.okx_gateway.orders["FL1"].fills
+        r.okx.fills = [venue_fill]
+        r.okx.held = None
+        r.clock.advance(ms=FILL_SETTLE_MS + 1)
+        await r.reconciler.run_once()
+        assert (running(r)[0], running(r)[2]) == booked
+        assert r.reconciler.venues["okx"].detail.startswith(
+            "open orders agree; fills compared on a later pass while the ledger cannot write")
+        assert await r.journal.retry()
+        await r.reconciler.run_once()  # the ledger has it from the backlog: nothing to book
+        assert (running(r)[0], running(r)[2]) == booked
+        assert r.rows("SELECT venue_trade_id FROM fills") == [(venue_fill.venue_trade_id,)]
+        assert r.reconciler.venues["okx"].fills_booked == 0
 
 
 async def test_a_fill_younger_than_the_settle_time_is_left_to_the_order_flow(tmp_path: Path) -> None:
