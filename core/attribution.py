@@ -132,7 +132,14 @@ class GroupMoney:
         notional = qty * price
         self.cash += -notional if side == "buy" else notional
         self.fees += fee
-        for s in (self._sides.setdefault((asset, side), _Side()), self._legs.setdefault((key, side), _Side())):
+        # Each made once (`setdefault` built two at every fill of a replay, then dropped them).
+        per_asset = self._sides.get((asset, side))
+        if per_asset is None:
+            per_asset = self._sides[(asset, side)] = _Side()
+        per_book = self._legs.get((key, side))
+        if per_book is None:
+            per_book = self._legs[(key, side)] = _Side()
+        for s in (per_asset, per_book):
             s.qty += qty
             s.notional += notional
         self.last_ms = max(self.last_ms, ts_ms)
@@ -149,6 +156,7 @@ class Attribution:
 
     def __init__(self, instruments: Iterable[Instrument], *, keep_flat: bool = True) -> None:
         self._inst: dict[Key, Instrument] = {i.key: i for i in instruments}
+        self._steps: dict[Key, Decimal] = {k: i.base_step for k, i in self._inst.items()}  # asked at every fill
         self._keep_flat = keep_flat
         self._groups: dict[str, GroupMoney] = {}
         # Per book, the groups holding a position there, oldest first (dict order).
@@ -162,7 +170,7 @@ class Attribution:
         return (venue, symbol) in self._inst
 
     def steps(self) -> dict[Key, Decimal]:
-        return {k: i.base_step for k, i in self._inst.items()}
+        return dict(self._steps)
 
     def group(self, group_id: str) -> GroupMoney | None:
         return self._groups.get(group_id)
@@ -251,8 +259,7 @@ class Attribution:
             holders.setdefault(g.group_id, None)
         else:
             holders.pop(g.group_id, None)
-        steps = self.steps()
-        if closing and before != 0 and g.flat(steps):
+        if closing and before != 0 and g.flat(self._steps):
             self._closed[g.group_id] = g
         if not self._keep_flat and g.group_id not in self._closed and all(q == 0 for q in g.positions.values()):
             self._groups.pop(g.group_id, None)

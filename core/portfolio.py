@@ -374,6 +374,13 @@ class Portfolio:
         book.mark_exact, book.mark_ms = price, ts_ms
         book.view = None
 
+    def clear_marks(self) -> None:
+        """Every book unmarked, as before any quote or mark: a replay that valued an earlier
+        instant at its last fills (the ledger's day start) goes on as if it never had."""
+        for book in self._sorted:
+            book.mark_bid, book.mark_ask, book.mark_ms, book.mark_exact = 0.0, 0.0, -1, None
+            book.view = None
+
     def accrue_funding(self, venue: Venue, symbol: str, funding_ts_ms: int, rate: Decimal,
                        mark_price: Decimal, position: Decimal | None = None) -> Decimal | None:
         """Funding at one funding time on `position` (base units, + long: what was held at
