@@ -55,12 +55,18 @@ async def held_ms(
     db: aiosqlite.Connection, *, now_ms: int, instruments: Mapping[Key, Instrument] | None = None
 ) -> dict[str, int]:
     """Per asset, how long it has been held (ms), replaying the fills in time order."""
-    known = dict(instruments or {})
-    known.update(await money.ledger_instruments(db))
+    return held_ms_of(await money.read_history(db, rates=False), now_ms=now_ms, instruments=instruments)
+
+
+def held_ms_of(
+    history: money.History, *, now_ms: int, instruments: Mapping[Key, Instrument] | None = None
+) -> dict[str, int]:
+    """`held_ms` from the ledger's history already read."""
+    known = history.known(instruments)
     replay = money.new_replay(known)
     clock = HeldClock()
     rates = money.rate_book("USD", {}, 0)  # only quantities are read: no money is converted
-    for row in await money.fill_rows(db):
+    for row in history.fills:
         money.apply_fill(replay, row)
         if not replay.portfolio.has(row.venue, row.symbol):
             continue
@@ -87,16 +93,18 @@ async def analytics(
     span = int(last) - int(first) if first is not None and last is not None else 0
     interval = 0 if int(count or 0) <= POINTS else max(
         MIN_INTERVAL_MS, math.ceil(span / POINTS / MIN_INTERVAL_MS) * MIN_INTERVAL_MS)
-    series = await money.equity_series(db, interval_ms=interval, account_ccy=account_ccy, rates=rates,
-                                       rate_overrides=rate_overrides, instruments=instruments)
-    book = (await money.ledger_rates(db, account_ccy, rates, rate_overrides)).book(now_ms)
-    replay = await money.replay_ledger(db, instruments)
+    # The ledger read once: the curve's pass ends with the whole replay, whose carry (not its
+    # marks) is read here.
+    history = await money.read_history(db)
+    series, replay = money.series_of(history, interval_ms=interval, account_ccy=account_ccy, rates=rates,
+                                     rate_overrides=rate_overrides, instruments=instruments)
+    book = money.rates_in_force(history.rate_rows(), account_ccy, rates, rate_overrides).book(now_ms)
     carry: dict[str, Decimal | None] = {}
     for v in replay.portfolio.positions(now_ms, include_flat=True):
         amount = book.total((c, ccy) for ccy, c in v.carry.items())
         prior = carry.get(v.asset, Decimal(0))
         carry[v.asset] = None if prior is None or amount is None else prior + amount
-    held = await held_ms(db, now_ms=now_ms, instruments=instruments)
+    held = held_ms_of(history, now_ms=now_ms, instruments=instruments)
     outcomes = await group_outcomes(db)
     pairs: dict[str, Any] = {}
     for pair in sorted({o.pair for o in outcomes} | set(held)):

@@ -20,13 +20,20 @@ here is the one a runtime fed the same fills computes (docs/ledger.md, Money):
   mid, a typed rate, or missing), else the config's typed rate (`rates`); a currency without
   one is missing, never 1. A stopped engine's ledger keeps its last journaled rates, with the
   time they were read: a post-mortem converts as the engine did when it stopped.
+
+Reading and replaying are apart: `read_history` reads the ledger's money records once (the
+instruments, fills, MT5 swaps, funding, nets and rates: a `History`), and the figures are pure
+functions of it (`replay`, `replay_split`, `attribute`, `rates_in_force`, `equity_of`,
+`series_of`), so a caller that needs several (the engine's start-up, `ledger summary`, the
+analytics) reads the whole ledger once. The `db` functions (`replay_ledger`,
+`group_attribution`, `equity`, `equity_series`, ...) are each one read and one replay.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -88,16 +95,24 @@ async def _rows(db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) 
 
 
 async def ledger_instruments(db: aiosqlite.Connection) -> dict[Key, Instrument]:
-    """The instruments the groups were sized with (`group_opened`), the latest per (venue, symbol)."""
+    """The instruments the groups were sized with (`group_opened`), the latest per (venue, symbol).
+    Every group journals its instruments, so the same few records repeat once per group: each
+    distinct set is read once, in the order of its last use (a 31,000-group ledger holds 18),
+    which leaves the latest per book last, as reading every event in order would."""
     out: dict[Key, Instrument] = {}
-    for r in await _rows(db, "SELECT payload FROM events WHERE kind = ? ORDER BY seq", (ev.GROUP_OPENED,)):
-        payload = ev.decode_payload(r[0])
-        for p in (payload.get("instruments") or {}).values():
-            try:
+    for text, _last, group_id in await _rows(
+            db, "SELECT json_extract(payload, '$.instruments'), MAX(seq), group_id FROM events "
+                "WHERE kind = ? AND json_extract(payload, '$.instruments') IS NOT NULL GROUP BY 1 ORDER BY 2",
+            (ev.GROUP_OPENED,)):
+        try:
+            journaled = ev.decode_json(text)
+            if not isinstance(journaled, dict):
+                raise TypeError(f"not an object: {text[:80]!r}")
+            for p in journaled.values():
                 inst = ev.instrument_from_payload(p)
-            except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
-                raise LedgerError(f"group {payload.get('group_id')}: unreadable instrument {p!r}: {exc}") from None
-            out[inst.key] = inst
+                out[inst.key] = inst
+        except (KeyError, TypeError, ValueError, ArithmeticError, msgspec.DecodeError) as exc:
+            raise LedgerError(f"group {group_id}: unreadable instrument {text!r}: {exc}") from None
     return out
 
 
@@ -150,6 +165,9 @@ class FundingRow:
     symbol: str
     amount: Decimal
     ccy: str
+
+
+Item = FillRow | SwapRow | FundingRow
 
 
 async def funding_rows(db: aiosqlite.Connection) -> list[FundingRow]:
@@ -214,7 +232,12 @@ async def rate_rows(db: aiosqlite.Connection, account_ccy: str | None = None) ->
 async def last_rates(db: aiosqlite.Connection, account_ccy: str) -> dict[str, RateInForce]:
     """The last journaled rate per currency into `account_ccy`: what the engine converted with
     when it last wrote (where a restarted engine's journaling resumes)."""
-    return {row.rate.ccy: row.rate for row in await rate_rows(db, account_ccy)}
+    return journaled_rates(await rate_rows(db, account_ccy), account_ccy)
+
+
+def journaled_rates(rows: Iterable[RateRow], account_ccy: str) -> dict[str, RateInForce]:
+    """Of `rate` rows in journal order, the last per currency into `account_ccy` (`last_rates`)."""
+    return {row.rate.ccy: row.rate for row in rows if row.rate.account_ccy == account_ccy}
 
 
 class LedgerRates:
@@ -277,8 +300,15 @@ class LedgerRates:
 async def ledger_rates(db: aiosqlite.Connection, account_ccy: str, typed: Mapping[str, Decimal] | None = None,
                        overrides: Mapping[str, Decimal] | None = None, *, until_ms: int | None = None) -> LedgerRates:
     """The rates in force at the ledger's end (or just before `until_ms`)."""
+    return rates_in_force(await rate_rows(db, account_ccy), account_ccy, typed, overrides, until_ms=until_ms)
+
+
+def rates_in_force(rows: Iterable[RateRow], account_ccy: str, typed: Mapping[str, Decimal] | None = None,
+                   overrides: Mapping[str, Decimal] | None = None, *, until_ms: int | None = None) -> LedgerRates:
+    """`ledger_rates` from `rate` rows already read (journal order; other account currencies
+    are passed over)."""
     rates = LedgerRates(account_ccy, typed, overrides)
-    rates.journal_until(await rate_rows(db, account_ccy), until_ms)
+    rates.journal_until(rows, until_ms)
     return rates
 
 
@@ -345,26 +375,92 @@ def apply_swap(replay: Replay, row: SwapRow) -> None:
     replay.portfolio.book_swap("mt5", row.symbol, row.deal, row.amount, row.ccy)
 
 
+@dataclass(frozen=True, slots=True)
+class History:
+    """The ledger's money records, read once (`read_history`): every whole-ledger figure is a
+    pure function of them (`replay`, `replay_split`, `attribute`, `rates_in_force`,
+    `equity_of`, `series_of`), so a caller needing several reads the ledger once, not once a
+    figure (a start-up read the fills three times and replayed them twice)."""
+
+    instruments: dict[Key, Instrument]  # journaled with the groups (`ledger_instruments`)
+    fills: list[FillRow]  # execution order (time, then journal order)
+    swaps: list[SwapRow]
+    funding: list[FundingRow]
+    rates: list[RateRow] | None  # every account currency, journal order; None: not read
+    nets: list[tuple[int, Net]] | None  # None: not read (`read_history(nets=False)`)
+
+    def known(self, instruments: Mapping[Key, Instrument] | None = None) -> dict[Key, Instrument]:
+        """`instruments` (the config's: symbols no group journaled) with the ledger's own over them."""
+        known = dict(instruments or {})
+        known.update(self.instruments)
+        return known
+
+    def items(self) -> list[Item]:
+        """Fills, swaps and funding in replay order (`_merged`)."""
+        return [item for _, item in _merged(self.fills, self.swaps, self.funding)]
+
+    def rate_rows(self) -> list[RateRow]:
+        if self.rates is None:
+            raise ValueError("these figures need the history's rates: read_history(rates=True)")
+        return self.rates
+
+    def net_rows(self) -> list[tuple[int, Net]]:
+        if self.nets is None:
+            raise ValueError("the group attribution needs the history's nets: read_history(nets=True)")
+        return self.nets
+
+
+async def read_history(db: aiosqlite.Connection, *, rates: bool = True, nets: bool = False) -> History:
+    """The ledger's money records (`History`): the instruments, fills, MT5 swaps and funding,
+    the `rate` events unless not `rates` (the replay alone does not convert), the `net` events
+    only with `nets` (the group attribution needs them, the portfolio does not)."""
+    return History(await ledger_instruments(db), await fill_rows(db), await swap_rows(db), await funding_rows(db),
+                   await rate_rows(db) if rates else None, await net_rows(db) if nets else None)
+
+
+def replay(history: History, instruments: Mapping[Key, Instrument] | None = None, *,
+           until_ms: int | None = None) -> Replay:
+    """The history (or up to `until_ms`, exclusive) replayed; `instruments` fill in symbols no
+    group journaled (the ledger's own win)."""
+    out = new_replay(history.known(instruments))
+    _apply(out, history.items(), 0, until_ms)
+    return out
+
+
+def replay_split(history: History, instruments: Mapping[Key, Instrument] | None, split_ms: int, rates: RateBook,
+                 now_ms: int) -> tuple[Replay, dict[str, Any]]:
+    """The whole history replayed, and from the same pass the equity document as it stood just
+    before `split_ms` (what `replay(until_ms=split_ms)` marked at its last fills gives,
+    converted with `rates`): a restart's replay and the equity when its day began, one pass."""
+    out = new_replay(history.known(instruments))
+    items = history.items()
+    done = _apply(out, items, 0, split_ms)
+    out.mark_last_fills()
+    doc = equity_doc(out, rates, now_ms)
+    out.portfolio.clear_marks()  # the replay goes on as if never marked (a fresh replay has none)
+    out.marks.clear()
+    _apply(out, items, done, None)
+    return out, doc
+
+
+def _apply(replay: Replay, items: Sequence[Item], start: int, until_ms: int | None) -> int:
+    """Apply `items[start:]` stamped before `until_ms` (all without one); returns where it stopped."""
+    i = start
+    while i < len(items) and (until_ms is None or items[i].ts_ms < until_ms):
+        apply_item(replay, items[i])
+        i += 1
+    return i
+
+
 async def replay_ledger(
     db: aiosqlite.Connection,
     instruments: Mapping[Key, Instrument] | None = None,
     *,
     until_ms: int | None = None,
 ) -> Replay:
-    """The whole ledger (or up to `until_ms`, exclusive) replayed; `instruments` fill in symbols
-    no group journaled (the ledger's own win)."""
-    known = dict(instruments or {})
-    known.update(await ledger_instruments(db))
-    replay = new_replay(known)
-    events = _merged(await fill_rows(db), await swap_rows(db), await funding_rows(db))
-    for _, item in events:
-        if until_ms is not None and item.ts_ms >= until_ms:
-            break
-        apply_item(replay, item)
-    return replay
+    """The whole ledger (or up to `until_ms`, exclusive) replayed (`replay` of `read_history`)."""
+    return replay(await read_history(db, rates=False), instruments, until_ms=until_ms)
 
-
-Item = FillRow | SwapRow | FundingRow
 
 
 def _merged(fills: list[FillRow], swaps: list[SwapRow],
@@ -425,16 +521,31 @@ async def equity(
     marks: Mapping[Key, Decimal] | None = None,
     instruments: Mapping[Key, Instrument] | None = None,
 ) -> dict[str, Any]:
-    """Equity change over the whole ledger: `currency`, `realized`, `unrealized`, `fees`, `carry`,
+    """Equity change over the whole ledger (`equity_of` its history)."""
+    return equity_of(await read_history(db), now_ms=now_ms, account_ccy=account_ccy, rates=rates,
+                     rate_overrides=rate_overrides, marks=marks, instruments=instruments)
+
+
+def equity_of(
+    history: History,
+    *,
+    now_ms: int,
+    account_ccy: str = "USD",
+    rates: Mapping[str, Decimal] | None = None,
+    rate_overrides: Mapping[str, Decimal] | None = None,
+    marks: Mapping[Key, Decimal] | None = None,
+    instruments: Mapping[Key, Instrument] | None = None,
+) -> dict[str, Any]:
+    """Equity change over the whole history: `currency`, `realized`, `unrealized`, `fees`, `carry`,
     `total` (decimal strings; null = missing), per currency, how it was marked, and the `rates`
     it converted with (`LedgerRates`: `rate_overrides` > journaled > the typed `rates`)."""
-    replay = await replay_ledger(db, instruments)
-    replay.mark_last_fills()
-    _given_marks(replay, marks or {}, now_ms)
-    in_force = await ledger_rates(db, account_ccy, rates, rate_overrides)
-    doc = equity_doc(replay, in_force.book(now_ms), now_ms)
+    replayed = replay(history, instruments)
+    replayed.mark_last_fills()
+    _given_marks(replayed, marks or {}, now_ms)
+    in_force = rates_in_force(history.rate_rows(), account_ccy, rates, rate_overrides)
+    doc = equity_doc(replayed, in_force.book(now_ms), now_ms)
     doc["rates"] = in_force.doc(now_ms)
-    doc["mark_source"] = mark_source(replay)
+    doc["mark_source"] = mark_source(replayed)
     doc["carry_recorded"] = list(CARRY_RECORDED)
     doc["funding"] = FUNDING_NOTE
     return doc
@@ -449,25 +560,26 @@ async def positions(
 ) -> dict[str, Any]:
     """Per venue and symbol (with its asset): position in base and venue units, average price,
     mark (and its source), realized and unrealized PnL in the quote currency, fees, carry."""
-    replay = await replay_ledger(db, instruments)
-    replay.mark_last_fills()
-    _given_marks(replay, marks or {}, now_ms)
+    replayed = await replay_ledger(db, instruments)
+    replayed.mark_last_fills()
+    _given_marks(replayed, marks or {}, now_ms)
     rows = []
-    for v in replay.portfolio.positions(now_ms):
+    for v in replayed.portfolio.positions(now_ms):
         row = v.as_dict()
-        mark = replay.marks.get((v.venue, v.symbol))
+        mark = replayed.marks.get((v.venue, v.symbol))
         row["mark_source"] = mark[1] if mark else None
-        inst = replay.portfolio.instrument(v.venue, v.symbol)
+        inst = replayed.portfolio.instrument(v.venue, v.symbol)
         # Decimals people should see: the lot step in base and venue units, the tick as normalized.
         row["qty_decimals"] = _decimals(inst.base_step)
         row["venue_qty_decimals"] = _decimals(inst.lot_step)
         row["price_decimals"] = _decimals(inst.tick_size * inst.price_scale)
         rows.append(row)
     net: dict[str, str] = {asset: format(q.normalize(), "f") if q else "0"
-                           for asset, q in sorted(replay.portfolio.net_by_asset().items())
+                           for asset, q in sorted(replayed.portfolio.net_by_asset().items())
                            if any(r["asset"] == asset for r in rows)}
     return {"as_of_ms": now_ms, "positions": rows, "net_by_asset": net,
-            "unknown_instruments": sorted(f"{v}:{s}" for v, s in replay.unknown), "mark_source": mark_source(replay)}
+            "unknown_instruments": sorted(f"{v}:{s}" for v, s in replayed.unknown),
+            "mark_source": mark_source(replayed)}
 
 
 async def equity_series(
@@ -480,17 +592,31 @@ async def equity_series(
     rate_overrides: Mapping[str, Decimal] | None = None,
     instruments: Mapping[Key, Instrument] | None = None,
 ) -> dict[str, Any]:
-    """Equity over time, from the fills: one point at the end of each `interval_ms` that had a
-    fill (every fill when 0), from `since_ms` on. Figures are cumulative since the ledger's first
-    fill, every position marked at its symbol's last fill price at that time and converted with
-    the rates in force then (`LedgerRates`: the engine's `rate` events up to that time)."""
+    """Equity over time, from the fills (`series_of` the ledger's history)."""
+    return series_of(await read_history(db), since_ms=since_ms, interval_ms=interval_ms, account_ccy=account_ccy,
+                     rates=rates, rate_overrides=rate_overrides, instruments=instruments)[0]
+
+
+def series_of(
+    history: History,
+    *,
+    since_ms: int = 0,
+    interval_ms: int = 60_000,
+    account_ccy: str = "USD",
+    rates: Mapping[str, Decimal] | None = None,
+    rate_overrides: Mapping[str, Decimal] | None = None,
+    instruments: Mapping[Key, Instrument] | None = None,
+) -> tuple[dict[str, Any], Replay]:
+    """Equity over time: one point at the end of each `interval_ms` that had a fill (every fill
+    when 0), from `since_ms` on. Figures are cumulative since the ledger's first fill, every
+    position marked at its symbol's last fill price at that time and converted with the rates
+    in force then (`LedgerRates`: the engine's `rate` events up to that time). With the
+    document, the replay it ended with (the whole history, marked at the last fills)."""
     if interval_ms < 0 or since_ms < 0:
         raise LedgerError("interval and since must be >= 0")
-    known = dict(instruments or {})
-    known.update(await ledger_instruments(db))
-    replay = new_replay(known)
+    replayed = new_replay(history.known(instruments))
     in_force = LedgerRates(account_ccy, rates, rate_overrides)
-    pending = await rate_rows(db, account_ccy)
+    pending = [r for r in history.rate_rows() if r.rate.account_ccy == account_ccy]
     pending.sort(key=lambda r: (r.ts_ms, r.seq))
     next_rate = 0
     points: list[dict[str, Any]] = []
@@ -500,26 +626,26 @@ async def equity_series(
         while next_rate < len(pending) and pending[next_rate].ts_ms <= ts_ms:
             in_force.journal(pending[next_rate])
             next_rate += 1
-        doc = equity_doc(replay, in_force.book(ts_ms), ts_ms)
+        doc = equity_doc(replayed, in_force.book(ts_ms), ts_ms)
         points.append({"ts_ms": ts_ms, **{k: doc[k] for k in ("realized", "unrealized", "fees", "carry", "total")},
                        "by_currency": doc["by_currency"], "missing_rates": doc["missing_rates"]})
 
     bucket: int | None = None
     last_ts = 0
-    for _, item in _merged(await fill_rows(db), await swap_rows(db), await funding_rows(db)):
+    for item in history.items():
         this = item.ts_ms // interval_ms if interval_ms else None
         if bucket is not None and (interval_ms == 0 or this != bucket) and last_ts >= since_ms:
             point(last_ts)
-        apply_item(replay, item)
-        if isinstance(item, FillRow) and replay.portfolio.has(item.venue, item.symbol):
-            replay.portfolio.mark_at(item.venue, item.symbol, item.price, item.ts_ms)
+        apply_item(replayed, item)
+        if isinstance(item, FillRow) and replayed.portfolio.has(item.venue, item.symbol):
+            replayed.portfolio.mark_at(item.venue, item.symbol, item.price, item.ts_ms)
         bucket = this if interval_ms else 0
         last_ts = item.ts_ms
     if bucket is not None and last_ts >= since_ms:
         point(last_ts)
-    return {"currency": account_ccy, "since_ms": since_ms, "interval_ms": interval_ms, "mark_source": "last_fill",
-            "carry_recorded": list(CARRY_RECORDED), "funding": FUNDING_NOTE,
-            "unknown_instruments": sorted(f"{v}:{s}" for v, s in replay.unknown), "points": points}
+    return ({"currency": account_ccy, "since_ms": since_ms, "interval_ms": interval_ms, "mark_source": "last_fill",
+             "carry_recorded": list(CARRY_RECORDED), "funding": FUNDING_NOTE,
+             "unknown_instruments": sorted(f"{v}:{s}" for v, s in replayed.unknown), "points": points}, replayed)
 
 
 def closing_purpose(purpose: str) -> bool:
@@ -548,18 +674,23 @@ async def group_attribution(
     *,
     keep_flat: bool = True,
 ) -> Attribution:
+    """Every fill attributed to the group it belongs to (`attribute` of the ledger's history)."""
+    return attribute(await read_history(db, rates=False, nets=True), instruments, keep_flat=keep_flat)
+
+
+def attribute(history: History, instruments: Mapping[Key, Instrument] | None = None, *,
+              keep_flat: bool = True) -> Attribution:
     """Every fill attributed to the group it belongs to (`core.attribution`): a group's own
     orders by their group id (a close of that group's included), a flatten's fills first in,
     first out to the groups that held, the rest on the `flatten` line; the journaled nets
-    booked between them, all in journal order."""
-    known = dict(instruments or {})
-    known.update(await ledger_instruments(db))
-    attribution = Attribution((i for i in known.values()), keep_flat=keep_flat)
+    booked between them, all in journal order. `history` must hold the nets
+    (`read_history(nets=True)`)."""
+    attribution = Attribution((i for i in history.known(instruments).values()), keep_flat=keep_flat)
     # In journal order (a fill's id is its event's seq): the order the engine attributed them
     # in, nets included (a net is journaled after the fills it followed). The venues' times
     # would put a fill stamped before a net, but booked after it, before it (issue 19 review).
-    items: list[tuple[int, FillRow | Net]] = [(f.fill_id, f) for f in await fill_rows(db)]
-    items += [(seq, n) for seq, n in await net_rows(db)]
+    items: list[tuple[int, FillRow | Net]] = [(f.fill_id, f) for f in history.fills]
+    items += history.net_rows()
     items.sort(key=lambda t: t[0])
     for _, item in items:
         if isinstance(item, FillRow):

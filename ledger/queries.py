@@ -488,6 +488,7 @@ async def summary(
     pairs = await pair_summaries(db, {"today": today, "all_time": 0})
     today_doc, all_doc = await _period(db, today), await _period(db, 0)
     today_doc["pairs"], all_doc["pairs"] = pairs["today"], pairs["all_time"]
+    history = await money.read_history(db, nets=True)  # the equity and the flatten line: one read
     return {
         "ledger": await ledger_path(db),
         "schema_version": await schema_version(db),
@@ -503,11 +504,10 @@ async def summary(
         "decisions": int(await _one(db, "SELECT count(*) FROM decisions")),
         "decisions_by_reason": await decisions_by_reason(db),
         "dust": await dust(db),
-        "equity": await money.equity(db, now_ms=now_ms, account_ccy=account_ccy, rates=rates,
-                                     rate_overrides=rate_overrides, marks=marks,
-                                     instruments=instruments),
+        "equity": money.equity_of(history, now_ms=now_ms, account_ccy=account_ccy, rates=rates,
+                                  rate_overrides=rate_overrides, marks=marks, instruments=instruments),
         # What closing fills (a flatten) cost beyond the positions of the groups they closed.
-        "flatten": money.group_money_doc((await money.group_attribution(db, instruments)).line),
+        "flatten": money.group_money_doc(money.attribute(history, instruments).line),
         "today": today_doc,
         "all_time": all_doc,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,69 @@ async def test_the_series_ends_at_the_equity(tmp_path: Path) -> None:
     assert [p["ts_ms"] for p in minute["points"]] == [T0 + 3, T0 + 10_002, T0 + 20_001, T0 + 30_000]
     since = await read(path, money.equity_series, interval_ms=10_000, since_ms=T0 + 15_000, rates=rates)
     assert since["points"] == minute["points"][2:]  # cumulative figures, later points only
+
+
+async def test_one_pass_gives_the_whole_replay_and_the_equity_at_any_split(tmp_path: Path) -> None:
+    """`replay_split` (a restart's replay and its day's start, one pass) is the whole replay
+    plus what `replay(until_ms=)` marked at its last fills says, wherever the split falls: before
+    every fill, between them (at one fill's own time: it is after the split), after them all.
+    The whole replay is left unmarked, as a fresh one."""
+    path = tmp_path / "l.db"
+    booked = await a_day(path)
+    async with queries.open_reader(path) as db:
+        history = await money.read_history(db)
+    rates = money.rate_book("USD", {"USDT": D("0.9990")}, T0)
+    whole = money.replay(history)
+    for split in (T0 - 1, T0 + 2, T0 + 10_001, T0 + 20_001, T0 + 30_000, T0 + 30_001):
+        before = money.replay(history, until_ms=split)
+        before.mark_last_fills()
+        replayed, doc = money.replay_split(history, None, split, rates, T0 + 60_000)
+        assert doc == money.equity_doc(before, rates, T0 + 60_000), split
+        assert replayed.marks == {} and money.mark_source(replayed) == "none"
+        assert replayed.portfolio.positions(T0) == whole.portfolio.positions(T0), split
+        assert replayed.unknown == whole.unknown
+    marked, _ = money.replay_split(history, None, T0 + 10_001, rates, T0)
+    marked.mark_last_fills()
+    whole.mark_last_fills()
+    assert money.equity_doc(marked, rates, T0) == money.equity_doc(whole, rates, T0)
+    assert D(money.equity_doc(whole, rates, T0)["total"]) == independent(booked, D("0.9990"))
+
+
+async def test_the_history_is_read_once_and_says_what_it_was_not_read_with(tmp_path: Path) -> None:
+    """Figures from a history read once equal the `db` readers' (each its own read); one that
+    needs records the history was read without says so instead of counting nothing."""
+    path = tmp_path / "l.db"
+    await a_day(path)
+    async with queries.open_reader(path) as db:
+        full = await money.read_history(db, nets=True)
+        bare = await money.read_history(db, rates=False)
+        by_db = await money.equity(db, now_ms=T0, rates={"USDT": D("0.9990")})
+        attribution = await money.group_attribution(db)
+        series = await money.equity_series(db, interval_ms=0)
+    assert money.equity_of(full, now_ms=T0, rates={"USDT": D("0.9990")}) == by_db
+    assert money.attribute(full).groups() == attribution.groups()
+    assert money.series_of(full, interval_ms=0)[0] == series
+    assert set(full.instruments) == {OKX.key, MT5.key}
+    with pytest.raises(ValueError, match="nets"):
+        money.attribute(bare)
+    with pytest.raises(ValueError, match="rates"):
+        money.equity_of(bare, now_ms=T0)
+
+
+async def test_an_unreadable_journaled_instrument_is_refused_naming_its_group(tmp_path: Path) -> None:
+    """The instruments are parsed once per distinct record (every group journals them): one that
+    cannot be read is still a LedgerError naming the group, never a guess."""
+    path = tmp_path / "l.db"
+    await a_day(path)
+    con = sqlite3.connect(path)
+    try:
+        con.execute("UPDATE events SET payload = json_set(payload, '$.instruments.okx.lot_step', 'x') "
+                    "WHERE kind = 'group_opened' AND group_id = 'g2'")
+        con.commit()
+    finally:
+        con.close()
+    with pytest.raises(LedgerError, match="group g2: unreadable instrument"):
+        await read(path, money.ledger_instruments)
 
 
 # -- the commands ----------------------------------------------------------------------------------
