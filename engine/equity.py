@@ -26,7 +26,7 @@ from typing import Any
 from core.attribution import Attribution, GroupMoney, Net
 from core.breakers import DAY_MS
 from core.config import MoneyConfig
-from core.currency import RateBook
+from core.currency import RateBook, RateInForce
 from core.holdings import Holding, holdings
 from core.instruments import Instrument
 from core.models import Fill, Order, Venue
@@ -78,6 +78,9 @@ class RunningEquity:
         self._unclosed: list[GroupMoney] = []  # flat at the restore, not closed in the ledger
         self.refused = 0  # fills the portfolio refused (logged): a bug, never silent
         self.restore_error: str | None = None  # the ledger could not be replayed: no figure
+        # The last rate journaled per currency, as the restore read them (the runtime's `RateLog`
+        # resumes from them without reading the ledger again); None before a restore.
+        self.journaled_rates: dict[str, RateInForce] | None = None
         # (UTC day, equity when it began): the day's figure is the equity now less this. Set
         # by the ledger at restore, else recorded by the first reading of a day; before either,
         # this run's money began at 0 (nothing came before it).
@@ -103,30 +106,42 @@ class RunningEquity:
         fill prices before midnight: the ledger keeps no quotes; converted with the rates in
         force then, as `ledger equity` does: journaled, else typed), so a restart keeps the
         day's figure and the daily loss it may have reached, also when the rates come from
-        books not read yet."""
+        books not read yet.
+
+        The ledger is read once (`money.read_history`) and replayed once: the portfolio and
+        the day's start in one pass (`money.replay_split`), the groups from the same rows
+        (`money.attribute`), and the journaled rates kept for the runtime's rate log
+        (`journaled_rates`). A start-up that read and replayed it per figure took minutes on a
+        weeks-long ledger."""
+        account = self._config.account_currency
         try:
-            replay = await ledger.read(money.replay_ledger, self._instruments)
+            history = await ledger.read(money.read_history, nets=True)
+            at_midnight: dict[str, Any] | None = None
+            if now_ms is None:
+                replay = money.replay(history, self._instruments)
+            else:
+                split = now_ms // DAY_MS * DAY_MS
+                midnight = money.rates_in_force(history.rate_rows(), account, self._config.rates, until_ms=split)
+                replay, at_midnight = money.replay_split(history, self._instruments, split, midnight.book(now_ms),
+                                                         now_ms)
             self._bound_fill_ids(replay.portfolio)
             self._replay = replay
-            groups = await ledger.read(money.group_attribution, self._instruments, keep_flat=False)
+            groups = money.attribute(history, self._instruments, keep_flat=False)
             # Closed before this run: journaled then (or in `ledger groups`); unless the run
             # stopped between the net (or closing fill) that took a group flat and its close:
             # its row still has it settled, and the runtime closes it now (`take_unclosed`).
+            # Those still held that were done trading when the ledger was written net from now
+            # on (`settle_restored`). One read of the groups' rows answers both.
             closed = groups.take_closed()
-            still = set(await ledger.read(money.settled_groups, [g.group_id for g in closed])) if closed else set()
-            self._unclosed = [g for g in closed if g.group_id in still]
-            # Those done trading when the ledger was written net from now on (`settle_restored`).
-            groups.mark_settled(await ledger.read(money.settled_groups, list(groups.groups())))
+            asked = list(dict.fromkeys([g.group_id for g in closed] + list(groups.groups())))
+            settled = set(await ledger.read(money.settled_groups, asked)) if asked else set()
+            self._unclosed = [g for g in closed if g.group_id in settled]
+            groups.mark_settled(g for g in groups.groups() if g in settled)
             self._groups = groups
-            if now_ms is not None:
-                day = now_ms // DAY_MS
-                before = await ledger.read(money.replay_ledger, self._instruments, until_ms=day * DAY_MS)
-                before.mark_last_fills()
-                midnight = await ledger.read(money.ledger_rates, self._config.account_currency, self._config.rates,
-                                             until_ms=day * DAY_MS)
-                rates = midnight.book(now_ms)
-                total = money.equity_doc(before, rates, now_ms).get("total")
-                self._day = (day, Decimal(total) if isinstance(total, str) else None)
+            self.journaled_rates = money.journaled_rates(history.rate_rows(), account)
+            if now_ms is not None and at_midnight is not None:
+                total = at_midnight.get("total")
+                self._day = (now_ms // DAY_MS, Decimal(total) if isinstance(total, str) else None)
         except Exception as exc:
             self.restore_error = (str(exc) or type(exc).__name__)[:300]
             raise

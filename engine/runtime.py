@@ -499,12 +499,14 @@ class Runtime:
         """The rates the equity converts with are journaled when they change (`engine.rates.RateLog`),
         resuming from the ledger's last ones."""
         account = self.config.money.account_currency
-        try:
-            last = await ledger.read(money.last_rates, account)
-        except LedgerError as exc:
-            self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
-                                         f"journaled rates unreadable, journaling them afresh: {exc}", "error"))
-            last = {}
+        last = self.equity.journaled_rates  # read by the equity's restore, unless it failed
+        if last is None or self.equity.restore_error is not None:
+            try:
+                last = await ledger.read(money.last_rates, account)
+            except LedgerError as exc:
+                self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
+                                             f"journaled rates unreadable, journaling them afresh: {exc}", "error"))
+                last = {}
         tolerance = Decimal(repr(self.config.money.rate_tolerance_bps)) / 10_000
         self.equity.journal_rates(RateLog(account, last, self._journal_rate, tolerance,
                                           max_age_ms=self.config.money.rate_max_age_s * 1000))
