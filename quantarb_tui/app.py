@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.driver import Driver
@@ -40,6 +41,7 @@ from engine.errors import LedgerRefused, RuntimeFailure
 from engine.signals import on_signals
 from engine.snapshot import RuntimeSnapshot
 from engine.steering import SettingsControl
+from quantarb_tui.quiet_gc import QuietCollector
 from quantarb_tui.screens.analytics import AnalyticsScreen
 from quantarb_tui.screens.base import SnapshotView
 from quantarb_tui.screens.detail import GroupDetailScreen
@@ -131,6 +133,12 @@ class QuantArbApp(App[int]):
         self._starting = False
         self._engine_calls: set[asyncio.Future[ControlResult]] = set()  # operator actions still running
         self.stop_requested = False
+        self.collector = QuietCollector()  # the collector's full passes, between the operator's keys
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)) and not event.is_forwarded:
+            self.collector.operator_input()  # no full collection pass right under a key
+        await super().on_event(event)
 
     def get_default_screen(self) -> Screen[Any]:
         return MainScreen()
@@ -175,7 +183,8 @@ class QuantArbApp(App[int]):
         gc.collect()
         gc.freeze()
         # Young collections less often, full ones rarely (GC_THRESHOLDS): full passes over the
-        # engine's heap were the 50-80 ms pauses in the key-press tail.
+        # engine's heap were the 50-80 ms pauses in the key-press tail. The app runs one itself
+        # every minute when the operator is quiet (`self.collector`, quantarb_tui.quiet_gc).
         gc.set_threshold(*GC_THRESHOLDS)
 
     # -- the view ----------------------------------------------------------------------
@@ -207,6 +216,7 @@ class QuantArbApp(App[int]):
         self.last_snapshot = snap
         self.refreshes += 1
         self.refresh_ns += time.perf_counter_ns() - t0
+        self.collector.maybe_collect()  # after the frame, not inside it (quantarb_tui.quiet_gc)
 
     def refresh_status(self) -> None:
         """The trading state at once: every visible status bar from a light snapshot."""

@@ -450,3 +450,28 @@ async def test_a_ledger_that_cannot_be_read_is_said_on_the_screen_and_the_workst
         await settle(app, pilot)
         assert detail.loads == 1 and detail.detail is not None, "the failed read was not tried again"
         assert "could not be read" not in str(detail.query_one("#detail-summary", Static).render())
+
+
+async def test_the_full_collection_pass_waits_for_a_quiet_second_after_a_key(demo_runtime: Runtime) -> None:
+    """The app's own full collector pass (quantarb_tui.quiet_gc) runs from the refresh when a
+    minute has passed, but not within a second of the operator's key: the pause falls between
+    keys, not under one."""
+    from quantarb_tui.quiet_gc import QuietCollector
+
+    now = [5000.0]
+    passes: list[float] = []
+
+    def collect() -> int:
+        passes.append(now[0])
+        return 0
+
+    async with running(demo_runtime) as (app, pilot):
+        app.collector = QuietCollector(every_s=60.0, quiet_s=1.0, clock=lambda: now[0], collect=collect)
+        now[0] += 60.0
+        await pilot.press("x")  # no binding: only the operator's presence
+        now[0] += 0.5
+        app.refresh_view()
+        assert passes == []
+        now[0] += 0.5
+        app.refresh_view()
+        assert passes == [5061.0] and app.collector.passes == 1
