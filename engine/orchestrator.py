@@ -366,14 +366,16 @@ class HedgeOrchestrator:
         Returns the work to do (None when the group's flow is still running and will apply
         it itself): for an order of a group that already closed, ask the venue, journal the
         fill, and halt (the exposure is unhedged); for an order this engine no longer
-        remembers, halt with an alert. `journaled` is the fill the caller journals (with its
-        order as the ledger has it: reconciliation): for a forgotten order it is applied to the
-        running books (exposure, cash, the running equity) here and now, before this returns,
-        so a caller cancelled before it awaits the work cannot leave the ledger ahead of the
-        books; once per venue trade id (`UNTRACKED_FILLS_KEPT`). Without it (an MT5 deal, from
-        the command queue) only the halt: that deal is in its command's row, not in `fills`, so
-        neither these books nor the ledger's money have it, and MT5's position check halts too.
+        remembers (`remembers`), halt with an alert. `journaled` is the fill the caller
+        journals (with its order as the ledger has it: reconciliation, and an MT5 deal the EA
+        reports on a forgotten order's command, `engine.mt5_late`): for a forgotten order it
+        is applied to the running books (exposure, cash, the running equity) here and now,
+        before this returns, so a caller cancelled before it awaits the work cannot leave the
+        ledger ahead of the books; once per venue trade id (`UNTRACKED_FILLS_KEPT`). Without
+        it (no ledger, the ledger cannot write, or it does not know the order) only the halt.
         """
+        if not self.remembers(group_id, client_order_id):
+            return self._untracked(group_id, client_order_id, journaled)
         group = self._open.get(group_id)
         if group is not None:
             for order in group.orders:
@@ -403,10 +405,23 @@ class HedgeOrchestrator:
                         self._emit("late_fill", f"fill for {client_order_id} after group {group_id} closed "
                                    f"({group.state})", group, level="error")
                         return self.resolve_orphan(order)
+        return self._untracked(group_id, client_order_id, journaled)  # not reached: remembers() found it
+
+    def _untracked(self, group_id: str, client_order_id: str,
+                   journaled: tuple[Order, Fill] | None) -> Awaitable[None]:
         said = "" if journaled is None else f"; {self._book_untracked(client_order_id, *journaled)}"
         self._emit("alert", f"fill for order {client_order_id} (group {group_id}) that this engine no longer "
                    f"tracks{said}", None, level="error")
         return self._halt(f"fill for untracked order {client_order_id}")
+
+    def remembers(self, group_id: str, client_order_id: str) -> bool:
+        """Whether `late_fill` takes one of the order's own paths (its group's flow, a resolve
+        running, a flatten order in flight, a loose order, an order of a recent closed group)
+        rather than the forgotten order's: what a caller asks before it reads the ledger."""
+        return (group_id in self._open or client_order_id in self._resolving
+                or self.tracker.get(client_order_id) is not None or client_order_id in self._loose
+                or any(g.group_id == group_id and any(o.client_order_id == client_order_id for o in g.orders)
+                       for g in self.closed))
 
     def keep(self, work: Awaitable[None], name: str) -> asyncio.Task[None]:
         """Run `work` (what `late_fill` returned) as one of this orchestrator's tasks, which

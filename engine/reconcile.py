@@ -204,10 +204,10 @@ class Reconciler:
         known = await ledger.read(queries.known_orders, [o.client_order_id for o in opened])
         for o in opened:
             if not o.client_order_id.startswith(OUR_PREFIXES):
-                self._quarantine(venue, o.client_order_id, "an open order that is not ours", open_order=o.symbol,
+                self.quarantine(venue, o.client_order_id, "an open order that is not ours", open_order=o.symbol,
                                  venue_order_id=o.venue_order_id)
             elif o.client_order_id not in known:
-                self._quarantine(venue, o.client_order_id, "an open order of ours that the ledger does not know",
+                self.quarantine(venue, o.client_order_id, "an open order of ours that the ledger does not know",
                                  open_order=o.symbol, venue_order_id=o.venue_order_id)
         # Fills since the last pass (less a margin), the settled ones only. Not while the ledger
         # cannot write: a fill it lacks may be one the engine booked and holds for it (the
@@ -270,24 +270,12 @@ class Reconciler:
         journal = self._journal()
         booked = 0
         for f in fills:
-            owner = owners.get(f.client_order_id)
-            if owner is None:
-                self._quarantine(f.venue, f.client_order_id, f"a fill ({f.venue_trade_id}, {f.qty} @ {f.price}) "
-                                 "of an order the ledger does not know")
-                continue
-            owner_venue = str(owner.get("venue"))
-            if owner_venue != f.venue:  # our id, another venue's order: never booked across venues
-                self._quarantine(f.venue, f.client_order_id, f"a fill ({f.venue_trade_id}, {f.qty} @ {f.price}) "
-                                 f"under the id of our order on {owner_venue[:20]}")
+            order = order_of_fill(f, owners.get(f.client_order_id))
+            if isinstance(order, str):
+                self.quarantine(f.venue, f.client_order_id, order)
                 continue
             if journal is None:
                 continue
-            order = Order(client_order_id=f.client_order_id, group_id=str(owner.get("group_id") or ""),
-                          venue=f.venue, symbol=str(owner["symbol"]),
-                          side="buy" if owner["side"] == "buy" else "sell",
-                          qty=Decimal(str(owner["qty"])), price=Decimal(str(owner["price"])),
-                          purpose=OrderPurpose(str(owner["purpose"])),
-                          created_ms=int(str(owner["created_at_ms"])))
             work = self._orch.late_fill(order.group_id, order.client_order_id, (order, f))
             if work is None:
                 continue  # its group's flow is running and applies it
@@ -336,8 +324,8 @@ class Reconciler:
             return True
         return any(o.venue == venue and not is_terminal(o.state) for o in self._orch.loose_orders.values())
 
-    def _quarantine(self, venue: Venue, cid: str, reason: str, *, open_order: str | None = None,
-                    venue_order_id: str = "") -> None:
+    def quarantine(self, venue: Venue, cid: str, reason: str, *, open_order: str | None = None,
+                   venue_order_id: str = "") -> None:
         """`open_order`: the order is open on the venue (its symbol, "" when not said)."""
         key = quarantine_key(venue, cid, venue_order_id)
         if key in self.quarantined:
@@ -398,6 +386,23 @@ class Reconciler:
                              "since_ms": q.since_ms, "open_order": q.open_order, "venue_order_id": q.venue_order_id}
                             for q in self.quarantined.values()],
         }
+
+
+def order_of_fill(f: Fill, owner: Mapping[str, object] | None) -> Order | str:
+    """The order of a fill of ours as its ledger row (`queries.known_orders`) has it, or why
+    there is none to book it on (the order is quarantined): the ledger does not know it, or
+    knows it on another venue (never booked across venues)."""
+    if owner is None:
+        return f"a fill ({f.venue_trade_id}, {f.qty} @ {f.price}) of an order the ledger does not know"
+    owner_venue = str(owner.get("venue"))
+    if owner_venue != f.venue:  # our id, another venue's order
+        return f"a fill ({f.venue_trade_id}, {f.qty} @ {f.price}) under the id of our order on {owner_venue[:20]}"
+    return Order(client_order_id=f.client_order_id, group_id=str(owner.get("group_id") or ""),
+                 venue=f.venue, symbol=str(owner["symbol"]),
+                 side="buy" if owner["side"] == "buy" else "sell",
+                 qty=Decimal(str(owner["qty"])), price=Decimal(str(owner["price"])),
+                 purpose=OrderPurpose(str(owner["purpose"])),
+                 created_ms=int(str(owner["created_at_ms"])))
 
 
 def _fmt(d: Decimal) -> str:

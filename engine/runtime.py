@@ -48,6 +48,7 @@ from engine.listener_file import remove_listener_file, write_listener_file
 from engine.live_recording import LiveRecording
 from engine.live_venues import LiveVenues, MissingCredentials
 from engine.memory_trim import MemoryTrim, tune_malloc
+from engine.mt5_late import Mt5LateDeals
 from engine.mt5_side import MissingTerminalSecret, Mt5Side, listener_server
 from engine.mt5_side import terminal_secrets as mt5_terminal_secrets
 from engine.operator import Operator
@@ -203,6 +204,11 @@ class Runtime:
         self.recovery = Recovery(self.gate, self.orchestrator, self.pipeline, self.compare, self.instruments,
                                  self.risk, self.clock, self.events, day_equity=self.equity.day_change)
         self._dust_journaled: dict[str, Decimal] = {}
+        # A deal on the command of an order forgotten from memory reaches the ledger's fills.
+        self.mt5_late = (Mt5LateDeals(self.orchestrator, mt5.gateway.fills, self.events, self.clock,
+                                      ledger=lambda: self.ledger, journal=lambda: self.journal,
+                                      reconciler=lambda: self.reconciler)
+                         if mt5 is not None else None)
         if mt5 is not None:
             mt5.queue.fill_listeners.append(self._mt5_fill)
         self.health = VenueHealth(mt5_rows=mt5.health_rows if mt5 is not None else None,
@@ -676,12 +682,14 @@ class Runtime:
 
     def _mt5_fill(self, command: Mt5Command) -> None:
         """Every new MT5 deal: one for an order whose group already closed is caught now,
-        not at the next restart."""
+        not at the next restart; one for an order forgotten from memory is journaled and
+        applied to the running books once (engine.mt5_late), and halts."""
         if self.mt5 is not None:  # swap booked on the deals, as the ledger replays it
             for f in command.fills:
                 if f.swap:
                     self.equity.book_swap(command.symbol, str(f.deal), f.swap, self.mt5.gateway.fee_ccy)
-        work = self.orchestrator.late_fill(command.group_id, command.client_order_id)
+        work = (self.mt5_late.heard(command) if self.mt5_late is not None
+                else self.orchestrator.late_fill(command.group_id, command.client_order_id))
         if work is None:
             return
         task: asyncio.Task[Any] = asyncio.ensure_future(work)

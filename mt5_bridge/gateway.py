@@ -334,12 +334,14 @@ class MT5Gateway:
             await self._queue.wait_change(command_id, version, min(wake_ms / 1000, remaining_s))
         return self._report(cmd, coid, final=True)
 
-    def _report(self, cmd: Mt5Command, coid: str, *, final: bool) -> OrderUpdate:
-        fills = [
+    def fills(self, cmd: Mt5Command, coid: str | None = None) -> list[Fill]:
+        """The command's deals as `Fill`s of order `coid` (the command's own by default): the
+        one conversion, so a deal is the same fill (trade id = its ticket) on every path."""
+        return [
             Fill(
                 venue="mt5",
                 venue_trade_id=str(f.deal),
-                client_order_id=coid,
+                client_order_id=cmd.client_order_id if coid is None else coid,
                 qty=f.volume,
                 price=f.price,
                 fee=-f.commission,
@@ -348,6 +350,9 @@ class MT5Gateway:
             )
             for f in cmd.fills
         ]
+
+    def _report(self, cmd: Mt5Command, coid: str, *, final: bool) -> OrderUpdate:
+        fills = self.fills(cmd, coid)
         venue_order_id = str(cmd.fills[0].order) if cmd.fills else ""
         filled = cmd.filled_volume
         state: OrderState

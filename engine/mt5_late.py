@@ -1,0 +1,133 @@
+"""MT5 deals the EA reports on the command of an order this engine no longer remembers.
+
+The EA reports deals on commands (mt5_bridge.queue); each deal new to the queue reaches
+`heard`, also one on a command the queue read back from the ledger (finished long ago, or
+before a restart). For an order the orchestrator still remembers, its own late-fill path
+applies it (the gateway's answer carries the command's deals). For a forgotten one (a group
+past `RECENT_GROUPS_*`, a loose order forgotten, any order of a run before) nothing did: the
+deal stayed in its command's row (`mt5_commands`), outside `fills`, so neither the running
+books nor the ledger's money had it. Here each deal of the command the ledger lacks is
+journaled as a fill (`MT5Gateway.fills`: trade id = the deal ticket) of the order as its
+ledger row has it, and handed to `late_fill` with it, which applies it to the running books
+and halts with the alert, as reconciliation does for the other venues' fills.
+
+Never twice: the queue hears a deal once (a re-report of one it holds, in memory or in the
+command's row, is a duplicate); the deals are compared with the ledger under one lock after
+the journal's queue is committed (two deals of one command heard back to back: each once);
+the ledger keeps one row per (venue, trade id); the running books apply a deal once
+(`HedgeOrchestrator._untracked_fills`); a restart reads the one ledger row. Nothing is booked
+while the ledger cannot write (a deal it lacks may be held in the journal's backlog, booked
+through the order's own flow), nor for an order the ledger does not know (quarantined): in
+every case trading halts, as before; the halt now comes after the ledger is read (the journal
+committed, two reads), as reconciliation's does, not on the next turn of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from core.clock import Clock
+from core.commands import Mt5Command
+from core.models import Fill
+from engine.events import EngineEvent, EventLog, Level
+from engine.journal import GuardedJournal
+from engine.orchestrator import HedgeOrchestrator
+from engine.reconcile import Reconciler, order_of_fill
+from ledger import queries
+from ledger.ledger import Ledger
+
+__all__ = ["Mt5LateDeals"]
+
+log = logging.getLogger(__name__)
+
+
+class Mt5LateDeals:
+    """`heard(command)` for every new deal (Runtime._mt5_fill); `fills` converts a command's
+    deals (`MT5Gateway.fills`)."""
+
+    def __init__(
+        self,
+        orchestrator: HedgeOrchestrator,
+        fills: Callable[[Mt5Command], list[Fill]],
+        events: EventLog,
+        clock: Clock,
+        *,
+        ledger: Callable[[], Ledger | None],
+        journal: Callable[[], GuardedJournal | None],
+        reconciler: Callable[[], Reconciler | None] = lambda: None,
+    ) -> None:
+        self._orch = orchestrator
+        self._fills = fills
+        self._events = events
+        self._clock = clock
+        self._ledger = ledger
+        self._journal = journal
+        self._reconciler = reconciler
+        self._lock = asyncio.Lock()
+        self.booked = 0  # deals journaled here
+
+    def heard(self, command: Mt5Command) -> Awaitable[None] | None:
+        """The work a new deal on `command` calls for (None: its group's flow applies it)."""
+        if self._orch.remembers(command.group_id, command.client_order_id):
+            return self._orch.late_fill(command.group_id, command.client_order_id)
+        return self._forgotten(command)
+
+    async def _forgotten(self, command: Mt5Command) -> None:
+        works: list[Awaitable[None]] = []
+        try:
+            async with self._lock:
+                works = await self._journal_missing(command)
+        except Exception as exc:  # a ledger read failed: nothing booked, the halt still comes
+            log.exception("mt5: deals of %s not booked", command.client_order_id)
+            self._say(f"mt5: deals of {command.client_order_id} (command {command.command_id}) not booked: "
+                      f"{exc!r}", "error", command, kind="error")
+        if not works:
+            work = self._orch.late_fill(command.group_id, command.client_order_id)
+            works = [work] if work is not None else []
+        for work in works:
+            await work
+
+    async def _journal_missing(self, command: Mt5Command) -> list[Awaitable[None]]:
+        """Journal the command's deals the ledger lacks, each handed to `late_fill` with its
+        order as the ledger has it (nothing awaited between the two); their work."""
+        ledger, journal = self._ledger(), self._journal()
+        if ledger is None or journal is None:
+            return []
+        await journal.flush()  # a deal journaled a moment ago is committed: seen below
+        if journal.error is not None:
+            self._say(f"mt5: deals of {command.client_order_id} not booked while the ledger cannot write "
+                      f"({journal.error})", "warn", command)
+            return []
+        fills = self._fills(command)
+        known = await ledger.read(queries.known_trades, "mt5", [f.venue_trade_id for f in fills])
+        missing = [f for f in fills if f.venue_trade_id not in known]
+        if not missing:
+            return []
+        owners = await ledger.read(queries.known_orders, [command.client_order_id])
+        works: list[Awaitable[None]] = []
+        for f in missing:
+            order = order_of_fill(f, owners.get(f.client_order_id))
+            if isinstance(order, str):
+                reconciler = self._reconciler()
+                if reconciler is not None:  # listed with reconciliation's, and said once
+                    reconciler.quarantine("mt5", f.client_order_id, order)
+                else:
+                    self._say(f"mt5: quarantined {f.client_order_id}: {order} (not booked)", "warn", command)
+                continue
+            work = self._orch.late_fill(order.group_id, order.client_order_id, (order, f))
+            if work is None:
+                continue  # remembered again (its flow applies it): not journaled here
+            journal.fill(order, f)
+            self.booked += 1
+            self._say(f"mt5: deal {f.venue_trade_id} of {f.client_order_id} ({f.qty} @ {f.price}), reported on "
+                      f"command {command.command_id}, was missing from the ledger: booked", "warn", command)
+            works.append(work)
+        return works
+
+    def _say(self, text: str, level: Level, command: Mt5Command, *, kind: str = "reconcile") -> None:
+        """Said as reconciliation says a fill it books or an order it quarantines (the same
+        alerts: engine.alerts)."""
+        self._events.emit(EngineEvent(self._clock.time_ms(), kind, text, level,
+                                      {"venue": "mt5", "order": command.client_order_id}))

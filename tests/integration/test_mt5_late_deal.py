@@ -1,0 +1,244 @@
+"""An MT5 deal on the command of an order the engine forgot reaches the ledger and the books once.
+
+The demo runtime (its ledger file, its listener on 127.0.0.1, its command queue on the ledger)
+is started on a ledger that holds an MT5 order of a run before: its row (expired, unfilled) and
+its command's row (delivered, expired unacknowledged). No memory of this run knows the order,
+and the queue reads the command back from the ledger when the EA reports on it. The EA (signed
+requests over HTTP) then reports deals on it late, as a terminal does after a freeze: each deal
+is journaled in `fills` (trade id = the deal ticket) and applied to the running exposure and
+cash once, and trading halts with the alert; the EA's re-report of a deal changes nothing; a
+restart reads the same from the ledger, and a re-report after it changes nothing either.
+Before engine.mt5_late only the halt happened: the deal stayed in its command's row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from core.clock import ManualClock
+from core.commands import CommandState, Mt5Command
+from core.config import QuantarbConfig, demo_config
+from core.models import Order, OrderPurpose, OrderState, TradingState
+from engine.runtime import Runtime
+from engine.settings import Secrets
+from ledger.ledger import Ledger
+from mt5_bridge.gateway import command_id_for
+from mt5_bridge.queue import EXPIRED_BY_US
+from tests.mt5_support import Ea
+
+SECRET = "late-deal-secret-of-the-demo-terminal"
+T = 10.0  # bound on every wait
+GROUP = "g0ld"
+COID = f"qa{GROUP}l0a0"
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + T
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {T:g}s")
+        await asyncio.sleep(0.005)
+
+
+def config() -> QuantarbConfig:
+    cfg = demo_config()
+    return cfg.model_copy(update={
+        "listener": cfg.listener.model_copy(update={"port": 0}),
+        "demo": cfg.demo.model_copy(update={"dislocation_every_s": 1e9}),  # no trading of its own
+    })
+
+
+async def seed(path: Path, clock: ManualClock, *, with_order: bool = True) -> None:
+    """A run before: its MT5 leg's order (expired, nothing filled) and its command."""
+    ledger = await Ledger.open(path, clock=clock)
+    try:
+        now = clock.time_ms()
+        order = Order(client_order_id=COID, group_id=GROUP, venue="mt5", symbol="XAUUSD", side="buy",
+                      qty=Decimal("0.10"), price=Decimal("2650.31"), purpose=OrderPurpose.ENTRY, created_ms=now)
+        if with_order:
+            await ledger.order_created(order)
+            order.state = OrderState.EXPIRED
+            ledger.order_state(order)
+        await ledger.save(Mt5Command(
+            command_id=command_id_for(COID), terminal="DEMO", group_id=GROUP, client_order_id=COID, kind="open",
+            symbol="XAUUSD", side="buy", volume=Decimal("0.10"), price=Decimal("2650.31"), deviation_points=5000,
+            filling="IOC", magic=0, position=0, expires_msc=now + 2_000, created_ms=now, updated_ms=now + 2_001,
+            state=CommandState.EXPIRED, reason=EXPIRED_BY_US, deliveries=1,
+        ))
+        await ledger.flush()
+    finally:
+        await ledger.close()
+
+
+def fills(path: Path) -> list[tuple[str, str, str, str, str]]:
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT order_id, venue_trade_id, qty, price, fee FROM fills ORDER BY fill_id").fetchall()
+    finally:
+        con.close()
+    return [tuple(str(c) for c in r) for r in rows]  # type: ignore[misc]
+
+
+def fill_events(path: Path) -> int:
+    con = sqlite3.connect(path)
+    try:
+        return int(con.execute("SELECT count(*) FROM events WHERE kind = 'fill'").fetchone()[0])
+    finally:
+        con.close()
+
+
+def trading(runtime: Runtime) -> TradingState:
+    """The trading state now (read through a call, so mypy keeps no earlier narrowing)."""
+    return runtime.gate.state
+
+
+def untracked(runtime: Runtime) -> list[str]:
+    """The orchestrator's alerts for a fill of the order it no longer tracks (the risk loop
+    alerts too, on its own second: the books now hold MT5 gold without its other leg)."""
+    said = [e.text for e in runtime.events.recent() if e.kind == "alert"]
+    return [text for text in said if text.startswith(f"fill for order {COID} ")]
+
+
+def alerts(runtime: Runtime) -> int:
+    return len(untracked(runtime))
+
+
+def books(runtime: Runtime) -> tuple[Decimal, Decimal]:
+    """The running exposure on MT5 gold (oz) and MT5's running cash."""
+    return runtime.gate.exposure.position("mt5", "XAU"), runtime.orchestrator.cash("mt5")
+
+
+async def reconciled(runtime: Runtime) -> None:
+    """The demo's first reconciliation pass done (before any deal: MT5's positions, compared
+    after one is booked, would differ from the simulated broker's and halt for that reason);
+    the next is `reconcile_interval_s` (30 s) away."""
+    reconciler = runtime.reconciler
+    assert reconciler is not None
+    await until(lambda: reconciler.passes == 1, "the first reconciliation pass")
+
+
+async def report(runtime: Runtime, clock: ManualClock, deal: int, volume: float, price: float) -> dict[str, object]:
+    assert runtime.listener_url is not None
+    clock.advance(ms=10)  # a request of its own (the same one at the same instant is refused as a replay)
+    async with httpx.AsyncClient(base_url=runtime.listener_url, timeout=T) as client:
+        ea = Ea(client, clock, terminal="DEMO")
+        resp = await ea.request("POST", "/mt5/fill", {
+            "command_id": command_id_for(COID), "deal": deal, "order": 77, "position": 88, "symbol": "XAUUSD",
+            "side": "buy", "volume": volume, "price": price, "commission": -0.7, "time_msc": deal,
+        }, secret=SECRET.encode())
+    assert resp.status_code == 200, resp.text
+    body: dict[str, object] = resp.json()
+    return body
+
+
+async def test_a_late_mt5_deal_of_a_forgotten_order_is_booked_once_and_halts(tmp_path: Path) -> None:
+    path = tmp_path / "demo.db"
+    clock = ManualClock(wall_ms=time.time_ns() // 1_000_000)
+    await seed(path, clock)
+    secrets = Secrets(mt5_terminals={"DEMO": SecretStr(SECRET)})
+    runtime = Runtime(config(), is_demo=True, clock=clock, ledger_path=str(path), secrets=secrets)
+    await runtime.start()
+    try:
+        assert runtime.mt5 is not None and runtime.mt5_late is not None
+        assert runtime.mt5.queue.get(command_id_for(COID)) is None  # finished: not restored into memory
+        assert not runtime.orchestrator.remembers(GROUP, COID)
+        assert books(runtime) == (Decimal(0), Decimal(0))
+        await reconciled(runtime)
+        assert trading(runtime) is TradingState.ACTIVE
+
+        # The EA reports a deal on the command, late: journaled once, in the books once, halted.
+        assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True}
+        # Its work started before the answer left (the queue's fill listener): wait for it to end.
+        await until(lambda: runtime.running_background() == 0, "the deal's work done")
+        assert alerts(runtime) == 1
+        assert runtime.journal is not None
+        await runtime.journal.flush()
+        assert fills(path) == [(COID, "5001", "0.05", "2650.35", "0.7")]
+        once = (Decimal("5.00"), Decimal("-13252.45"))  # 0.05 lot x 100 oz bought at 2650.35, 0.7 charged
+        assert books(runtime) == once
+        assert trading(runtime) is TradingState.HALTED
+        assert runtime.gate.reason == f"fill for untracked order {COID}"
+        assert untracked(runtime) == [f"fill for order {COID} (group {GROUP}) that this engine no longer tracks; "
+                        "mt5:5001 (0.05 @ 2650.35) applied to the running books"]
+        assert [e.text for e in runtime.events.recent() if e.kind == "reconcile" and e.data.get("order") == COID] == [
+            f"mt5: deal 5001 of {COID} (0.05 @ 2650.35), reported on command {COID}, was missing from the ledger: "
+            "booked"]
+
+        # The EA reports it again (it re-sends its recent deals): a duplicate, nothing moves.
+        assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True, "duplicate": True}
+        assert runtime.running_background() == 0
+        await runtime.journal.flush()
+        assert fills(path) == [(COID, "5001", "0.05", "2650.35", "0.7")]
+        assert books(runtime) == once
+
+        # Two more deals on the same command, reported at once: each once (the first not again).
+        answers = await asyncio.gather(report(runtime, clock, 5002, 0.03, 2650.40),
+                                       report(runtime, clock, 5003, 0.02, 2650.50))
+        assert list(answers) == [{"ok": True}, {"ok": True}]
+        await until(lambda: runtime.running_background() == 0, "the two deals' work done")
+        assert alerts(runtime) == 3  # one per deal
+        await runtime.journal.flush()
+        all_three = [(COID, "5001", "0.05", "2650.35", "0.7"), (COID, "5002", "0.03", "2650.4", "0.7"),
+                     (COID, "5003", "0.02", "2650.5", "0.7")]
+        assert sorted(fills(path)) == all_three
+        assert fill_events(path) == 3  # journaled once each, not only deduplicated by the ledger
+        thrice = (Decimal("10.00"), Decimal("-13252.45") - Decimal("7951.2") - Decimal("5301.0") - Decimal("1.4"))
+        assert books(runtime) == thrice
+        assert runtime.mt5_late.booked == 3
+        assert runtime.gate.reason == f"fill for untracked order {COID}"
+    finally:
+        await runtime.stop()
+
+    # A restart reads the same from the ledger; the EA's re-report of a deal changes nothing.
+    runtime = Runtime(config(), is_demo=True, clock=clock, ledger_path=str(path), secrets=secrets)
+    await runtime.start()
+    try:
+        assert books(runtime) == thrice
+        assert trading(runtime) is TradingState.HALTED
+        assert await report(runtime, clock, 5003, 0.02, 2650.50) == {"ok": True, "duplicate": True}
+        assert runtime.running_background() == 0
+        assert runtime.mt5_late is not None and runtime.mt5_late.booked == 0
+        assert books(runtime) == thrice
+        assert sorted(fills(path)) == all_three
+        assert fill_events(path) == 3
+    finally:
+        await runtime.stop()
+
+
+async def test_a_late_mt5_deal_of_an_order_the_ledger_does_not_know_is_quarantined_not_booked(
+    tmp_path: Path,
+) -> None:
+    """The command's row without its order's (a row held in memory and lost): nothing to book
+    the deal on. The order is quarantined, nothing reaches `fills` or the books, trading halts."""
+    path = tmp_path / "demo.db"
+    clock = ManualClock(wall_ms=time.time_ns() // 1_000_000)
+    await seed(path, clock, with_order=False)
+    runtime = Runtime(config(), is_demo=True, clock=clock, ledger_path=str(path),
+                      secrets=Secrets(mt5_terminals={"DEMO": SecretStr(SECRET)}))
+    await runtime.start()
+    try:
+        await reconciled(runtime)
+        assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True}
+        await until(lambda: runtime.running_background() == 0, "the deal's work done")
+        assert runtime.journal is not None
+        await runtime.journal.flush()
+        assert fills(path) == [] and fill_events(path) == 0
+        assert books(runtime) == (Decimal(0), Decimal(0))
+        assert runtime.mt5_late is not None and runtime.mt5_late.booked == 0
+        assert runtime.reconciler is not None
+        [quarantined] = runtime.reconciler.quarantined.values()
+        assert (quarantined.venue, quarantined.client_order_id, quarantined.reason) == (
+            "mt5", COID, "a fill (5001, 0.05 @ 2650.35) of an order the ledger does not know")
+        assert trading(runtime) is TradingState.HALTED
+        assert runtime.gate.reason == f"fill for untracked order {COID}"
+        assert untracked(runtime) == [f"fill for order {COID} (group {GROUP}) that this engine no longer tracks"]
+    finally:
+        await runtime.stop()
