@@ -18,8 +18,8 @@ the ledger keeps one row per (venue, trade id); the running books apply a deal o
 (`HedgeOrchestrator._untracked_fills`); a restart reads the one ledger row. Nothing is booked
 while the ledger cannot write (a deal it lacks may be held in the journal's backlog, booked
 through the order's own flow), nor for an order the ledger does not know (quarantined): in
-every case trading halts, as before; the halt now comes after the ledger is read (the journal
-committed, two reads), as reconciliation's does, not on the next turn of the loop.
+every case trading halts, as before, at once (before the ledger is read: no group starts in
+between); `late_fill`'s work makes the halt durable in the ledger.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class Mt5LateDeals:
         """The work a new deal on `command` calls for (None: its group's flow applies it)."""
         if self._orch.remembers(command.group_id, command.client_order_id):
             return self._orch.late_fill(command.group_id, command.client_order_id)
+        # Halted now, not after the ledger is read below: no group starts in between.
+        self._orch.halt_at_once(f"fill for untracked order {command.client_order_id}")
         return self._forgotten(command)
 
     async def _forgotten(self, command: Mt5Command) -> None:

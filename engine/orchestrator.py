@@ -662,6 +662,12 @@ class HedgeOrchestrator:
                    group, level="error")
         await self._halt(f"group {group.group_id} failed with a residual")
 
+    def halt_at_once(self, reason: str) -> None:
+        """Halt trading before this returns (the gate is synchronous: the very next decision
+        sees it), for a caller that reads the ledger before it calls `late_fill`, whose work
+        then makes the halt durable."""
+        self._gate.kill(reason)
+
     async def _halt(self, reason: str) -> None:
         """Halt trading now (the gate is synchronous) and make it durable: a restart stays halted."""
         change = self._gate.kill(reason)

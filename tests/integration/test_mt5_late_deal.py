@@ -156,6 +156,8 @@ async def test_a_late_mt5_deal_of_a_forgotten_order_is_booked_once_and_halts(tmp
 
         # The EA reports a deal on the command, late: journaled once, in the books once, halted.
         assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True}
+        # Halted before the answer left, while the ledger is still being read: no group in between.
+        assert trading(runtime) is TradingState.HALTED
         # Its work started before the answer left (the queue's fill listener): wait for it to end.
         await until(lambda: runtime.running_background() == 0, "the deal's work done")
         assert alerts(runtime) == 1
