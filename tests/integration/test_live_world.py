@@ -41,7 +41,11 @@ class Engine:
     """A `quantarb headless` process whose output lines are read as they come."""
 
     def __init__(self, world: RunningWorld, cwd: Path) -> None:
-        env = {**world.env, "QUANTARB_ENGINE__RECONCILE_INTERVAL_S": str(RECONCILE_S)}
+        # The failure breaker's pause shortened from 300 s: on a loaded machine (a clean-clone
+        # CI run beside two soak benchmarks) the first three groups broke on stale quotes, and the
+        # default pause outlasted BOUND_S; the test is about a hedged group, not that pause.
+        env = {**world.env, "QUANTARB_ENGINE__RECONCILE_INTERVAL_S": str(RECONCILE_S),
+               "QUANTARB_RISK__FAILURE_PAUSE_S": "5"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "quantarb_tui.cli", "headless", "--config", str(world.config)],
             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
