@@ -55,7 +55,7 @@ from core.models import (
 from core.orders import is_terminal
 from core.pnl import PairStats, PairSummary, group_pnl
 from core.ports import ExecutionGateway, Journal, JournalUnavailable, OrderUpdate
-from core.risk import OrderCheck, RiskGate
+from core.risk import OrderCheck, RiskGate, StateChange
 from core.tracker import InFlightOrderTracker
 from engine.events import EngineEvent, EventLog, Level
 
@@ -668,9 +668,13 @@ class HedgeOrchestrator:
         then makes the halt durable."""
         self._gate.kill(reason)
 
-    async def _halt(self, reason: str) -> None:
-        """Halt trading now (the gate is synchronous) and make it durable: a restart stays halted."""
-        change = self._gate.kill(reason)
+    def _halt(self, reason: str) -> Awaitable[None]:
+        """Halt trading before this returns (the gate is synchronous: the next decision sees it),
+        also when the caller hands the work on to a task instead of awaiting it (`late_fill`'s
+        callers); the work makes it durable: a restart stays halted."""
+        return self._journal_halt(self._gate.kill(reason))
+
+    async def _journal_halt(self, change: StateChange) -> None:
         if self._journal is not None:
             try:
                 await self._journal.risk_event("breaker", change)

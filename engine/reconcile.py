@@ -214,7 +214,10 @@ class Reconciler:
         # journal's backlog), and booking it again would count it twice; a later pass reads
         # from the same point.
         since = self._since_ms.get(venue, now - FIRST_LOOKBACK_MS)
+        if journal is not None:  # what the engine booked is committed, or the journal says it cannot be
+            await journal.flush()
         fills_deferred = journal is not None and journal.error is not None
+        missing: list[Fill] = []
         if not fills_deferred:
             async def in_ledger(trade_ids: list[str]) -> set[str]:
                 return await ledger.read(queries.known_trades, venue, trade_ids)
@@ -222,6 +225,9 @@ class Reconciler:
             fills = [f for f in await account.fills_since(since, in_ledger) if f.ts_ms <= now - FILL_SETTLE_MS]
             booked_ids = await in_ledger([f.venue_trade_id for f in fills])
             missing = [f for f in fills if f.venue_trade_id not in booked_ids]
+            # The ledger stopped writing during the reads: a fill it lacks may be in the backlog.
+            fills_deferred = journal is not None and journal.error is not None
+        if not fills_deferred:
             if missing:
                 owners = await ledger.read(queries.known_orders, [f.client_order_id for f in missing])
                 booked = await self._book(missing, owners)

@@ -203,6 +203,22 @@ async def test_a_late_fill_of_an_order_the_engine_forgot_reaches_the_running_boo
         assert await r.ledger.net_positions() == {("okx", "BTC-USDT-SWAP"): Decimal(5)}
 
 
+async def test_a_fill_for_an_untracked_order_halts_before_its_work_is_run(tmp_path: Path) -> None:
+    """Claim: the halt for a fill of an order the engine no longer tracks is in force when
+    `late_fill` returns, before anyone awaits (or schedules) the work it hands back:
+    reconciliation runs that work as a task, and a quote's decision could come first."""
+    async with rig(tmp_path) as r:
+        row = await ours_in_ledger(r, "FL9")
+        assert trading(r) is TradingState.ACTIVE
+        work = r.orch.late_fill("", "FL9", (row, fill("FL9", "t9", "5", T0)))
+        assert work is not None
+        assert trading(r) is TradingState.HALTED  # nothing awaited yet
+        assert r.gate.reason == "fill for untracked order FL9"
+        await work  # the work makes it durable
+        await r.journal.flush()
+        assert r.rows("SELECT kind, trading_state FROM risk_events") == [("breaker", "halted")]
+
+
 async def test_a_pass_out_of_time_does_not_lose_the_late_fill_it_journaled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
