@@ -216,7 +216,8 @@ class QuantArbApp(App[int]):
         self.last_snapshot = snap
         self.refreshes += 1
         self.refresh_ns += time.perf_counter_ns() - t0
-        self.collector.maybe_collect()  # after the frame, not inside it (quantarb_tui.quiet_gc)
+        # After the frame, not inside it, and not while a group's legs are out (quantarb_tui.quiet_gc).
+        self.collector.maybe_collect(busy=snap.open_groups > 0)
 
     def refresh_status(self) -> None:
         """The trading state at once: every visible status bar from a light snapshot."""

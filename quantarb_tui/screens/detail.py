@@ -111,6 +111,7 @@ class GroupDetailScreen(Screen[None]):
         self._loaded_state: str | None = None
         self._row: GroupRow | None = None
         self._retry = ReloadPacer(RETRY_S)  # a failed read is tried again, at most this often
+        self._loading = False  # a read is running (in a thread: never two at once)
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -147,22 +148,28 @@ class GroupDetailScreen(Screen[None]):
         row = next((g for g in snap.groups if g.key == self.group_id), None)
         if row is not None:
             self._row = row
-            if self._loaded_state is not None and row.state != self._loaded_state:
-                self.load()  # the group moved on: read its story again
-                return
-        if self._retry.should_reload(None):
+        if self._loading:
+            # One read at a time: it runs in a thread (ViewModel.group_detail), which a newer
+            # one cannot cancel; the state it reads is compared when it is done.
+            return
+        if row is not None and self._loaded_state is not None and row.state != self._loaded_state:
+            self.load()  # the group moved on: read its story again
+        elif self._retry.should_reload(None):
             self.load()  # the last read failed: try again (the ledger may be readable now)
 
     @work(exclusive=True, group="group-detail")
     async def load(self) -> None:
         """Read the group from the ledger (in a worker) and show it."""
         self._retry.loaded()
+        self._loading = True
         try:
             detail = await self._reader.group_detail(self.group_id)
         except ReadFailed as exc:  # shown, and read again later: the workstation stays up
             self._retry.failed()
             self.query_one("#detail-summary", Static).update(Text(str(exc), style="bold red"))
             return
+        finally:
+            self._loading = False
         self.loads += 1
         self.detail = detail
         if detail is None:

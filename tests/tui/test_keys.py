@@ -6,6 +6,7 @@ checks both the engine's state and what the screen shows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -445,7 +446,7 @@ async def test_a_ledger_that_cannot_be_read_is_said_on_the_screen_and_the_workst
         assert detail.loads == 0 and detail.detail is None
         # The group's story is read again by itself once the ledger answers (no need to reopen it).
         monkeypatch.undo()
-        await pilot.pause(0.25)  # past the (shortened) interval
+        await pilot.pause(0.25)  # past the interval the screen took when it opened (0.2 s, set above)
         app.refresh_view()  # the app's timer is off in these tests: one snapshot, as it would pull
         await settle(app, pilot)
         assert detail.loads == 1 and detail.detail is not None, "the failed read was not tried again"
@@ -475,3 +476,35 @@ async def test_the_full_collection_pass_waits_for_a_quiet_second_after_a_key(dem
         now[0] += 0.5
         app.refresh_view()
         assert passes == [5061.0] and app.collector.passes == 1
+
+
+async def test_a_group_detail_reads_the_ledger_once_at_a_time(
+        demo_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group's story is read in a thread (the whole ledger's attribution, seconds on a long
+    ledger), which a newer read cannot cancel: snapshots that say the group moved on while a
+    read runs start no second one (at 10 Hz they would pile up threads on the engine's GIL)."""
+    from quantarb_tui.screens.messages import OpenGroup
+
+    calls: list[str] = []
+    release = asyncio.Event()
+
+    async def slow_detail(group_id: str) -> dict[str, Any] | None:
+        calls.append(group_id)
+        await release.wait()
+        return None
+
+    async with running(demo_runtime) as (app, pilot):
+        monkeypatch.setattr(demo_runtime.view, "group_detail", slow_detail)
+        key = demo_runtime.view.snapshot().groups[0].key
+        app.post_message(OpenGroup(key))
+        await pilot.pause()
+        detail = app.screen
+        assert isinstance(detail, GroupDetailScreen) and calls == [key]
+        detail._loaded_state = "an older state"  # as if an earlier read had shown another state
+        for _ in range(5):
+            app.refresh_view()
+            await pilot.pause()
+        assert calls == [key], "a second read started while the first ran"
+        release.set()
+        await settle(app, pilot)
+        assert calls == [key]

@@ -49,3 +49,17 @@ def test_no_pass_within_a_second_of_a_key_it_runs_at_the_first_quiet_refresh() -
     assert not gc_.maybe_collect() and passes == []
     clock.t += 0.1  # a second after the last key
     assert gc_.maybe_collect() and passes == [1061.5]
+
+
+def test_no_pass_while_a_group_is_open_unless_it_is_five_intervals_late() -> None:
+    """The engine shares the app's loop: a pass while a group's legs are out would hold them."""
+    clock, passes = Clock(), list[float]()
+    gc_ = collector(clock, passes)
+    clock.t += 60.0
+    assert not gc_.maybe_collect(busy=True) and passes == []
+    clock.t += 10.0
+    assert gc_.maybe_collect(busy=False) and passes == [1070.0]  # the first refresh with none open
+    clock.t += 299.9
+    assert not gc_.maybe_collect(busy=True)
+    clock.t += 0.1
+    assert gc_.maybe_collect(busy=True) and passes == [1070.0, 1370.0]  # overdue: groups open or not
