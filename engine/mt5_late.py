@@ -17,9 +17,12 @@ the journal's queue is committed (two deals of one command heard back to back: e
 the ledger keeps one row per (venue, trade id); the running books apply a deal once
 (`HedgeOrchestrator._untracked_fills`); a restart reads the one ledger row. Nothing is booked
 while the ledger cannot write (a deal it lacks may be held in the journal's backlog, booked
-through the order's own flow), nor for an order the ledger does not know (quarantined): in
-every case trading halts, as before, at once (before the ledger is read: no group starts in
-between); `late_fill`'s work makes the halt durable in the ledger.
+through the order's own flow): the command is kept (`deferred`, newest `DEFERRED_KEPT`) and
+compared again when the ledger writes again (`recovered`, from the journal's recovery hook),
+as the journal's backlog is written by then: the EA's re-report would be a duplicate for the
+queue, so without this the deal would never be booked. Nor for an order the ledger does not
+know (quarantined). In every case trading halts, as before, at once (before the ledger is
+read: no group starts in between); `late_fill`'s work makes the halt durable in the ledger.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ from ledger.ledger import Ledger
 __all__ = ["Mt5LateDeals"]
 
 log = logging.getLogger(__name__)
+
+# Commands whose deals wait for the ledger to write again. Bounded (a ledger down for long
+# while the EA keeps reporting): beyond it the oldest is dropped with an error event naming
+# its deals, which are then not booked here (the MT5 position comparison still halts on them).
+DEFERRED_KEPT = 1_000
 
 
 class Mt5LateDeals:
@@ -67,6 +75,8 @@ class Mt5LateDeals:
         self._reconciler = reconciler
         self._lock = asyncio.Lock()
         self.booked = 0  # deals journaled here
+        # Commands heard while the ledger could not write, by command id, oldest first.
+        self.deferred: dict[str, Mt5Command] = {}
 
     def heard(self, command: Mt5Command) -> Awaitable[None] | None:
         """The work a new deal on `command` calls for (None: its group's flow applies it)."""
@@ -76,31 +86,65 @@ class Mt5LateDeals:
         self._orch.halt_at_once(f"fill for untracked order {command.client_order_id}")
         return self._forgotten(command)
 
-    async def _forgotten(self, command: Mt5Command) -> None:
+    def recovered(self) -> Awaitable[None] | None:
+        """The ledger writes again (its backlog written): the work that compares each deferred
+        command's deals with the ledger again and books the missing ones (None: none waits).
+        Idempotent with any other pass: under the same lock, after a flush, against the ledger."""
+        if not self.deferred:
+            return None
+        commands = list(self.deferred.values())
+        self.deferred.clear()
+        return self._again(commands)
+
+    async def _again(self, commands: list[Mt5Command]) -> None:
+        for command in commands:  # the alert and halt came when each was heard: not again here
+            await self._forgotten(command, again=True)
+
+    def _defer(self, command: Mt5Command) -> None:
+        """Kept until the ledger writes again; a later report on the same command (more deals)
+        replaces it. The oldest goes beyond `DEFERRED_KEPT`, said."""
+        held = self.deferred.get(command.command_id)
+        if held is not None:
+            if len(command.fills) >= len(held.fills):
+                self.deferred[command.command_id] = command
+            return
+        if len(self.deferred) >= DEFERRED_KEPT:
+            oldest = self.deferred.pop(next(iter(self.deferred)))
+            deals = ", ".join(str(f.deal) for f in oldest.fills)
+            self._say(f"mt5: deal(s) {deals} of {oldest.client_order_id} (command {oldest.command_id}) not booked: "
+                      f"more than {DEFERRED_KEPT} commands wait for the ledger to write", "error", oldest,
+                      kind="error")
+        self.deferred[command.command_id] = command
+
+    async def _forgotten(self, command: Mt5Command, *, again: bool = False) -> None:
         works: list[Awaitable[None]] = []
         try:
             async with self._lock:
-                works = await self._journal_missing(command)
+                works = await self._journal_missing(command, again)
         except Exception as exc:  # a ledger read failed: nothing booked, the halt still comes
             log.exception("mt5: deals of %s not booked", command.client_order_id)
             self._say(f"mt5: deals of {command.client_order_id} (command {command.command_id}) not booked: "
                       f"{exc!r}", "error", command, kind="error")
-        if not works:
+        if not works and not again:
             work = self._orch.late_fill(command.group_id, command.client_order_id)
             works = [work] if work is not None else []
         for work in works:
             await work
 
-    async def _journal_missing(self, command: Mt5Command) -> list[Awaitable[None]]:
+    async def _journal_missing(self, command: Mt5Command, again: bool = False) -> list[Awaitable[None]]:
         """Journal the command's deals the ledger lacks, each handed to `late_fill` with its
         order as the ledger has it (nothing awaited between the two); their work."""
         ledger, journal = self._ledger(), self._journal()
         if ledger is None or journal is None:
+            if again:  # the ledger came back only as it was closed (the last retry at stop)
+                self._say(f"mt5: deals of {command.client_order_id} (command {command.command_id}) not booked: "
+                          "the ledger was closed", "error", command, kind="error")
             return []
         await journal.flush()  # a deal journaled a moment ago is committed: seen below
         if journal.error is not None:
+            self._defer(command)
             self._say(f"mt5: deals of {command.client_order_id} not booked while the ledger cannot write "
-                      f"({journal.error})", "warn", command)
+                      f"({journal.error}): compared again when it writes", "warn", command)
             return []
         fills = self._fills(command)
         known = await ledger.read(queries.known_trades, "mt5", [f.venue_trade_id for f in fills])

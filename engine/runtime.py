@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -454,6 +454,11 @@ class Runtime:
         self.events.emit(EngineEvent(self.clock.time_ms(), "ledger",
                                      f"ledger writes again (journal at seq {committed_seq}); "
                                      "trading stays halted until an operator rearms", "warn"))
+        # MT5 deals of forgotten orders heard meanwhile: compared with the ledger now (its
+        # backlog, their commands' rows included, is written by now).
+        work = self.mt5_late.recovered() if self.mt5_late is not None else None
+        if work is not None:
+            self._in_background(work)
 
     def _spot_accounts(self) -> None:
         """Paper spot accounts hold the configured inventory moved by every fill the ledger has
@@ -690,8 +695,11 @@ class Runtime:
                     self.equity.book_swap(command.symbol, str(f.deal), f.swap, self.mt5.gateway.fee_ccy)
         work = (self.mt5_late.heard(command) if self.mt5_late is not None
                 else self.orchestrator.late_fill(command.group_id, command.client_order_id))
-        if work is None:
-            return
+        if work is not None:
+            self._in_background(work)
+
+    def _in_background(self, work: Awaitable[Any]) -> None:
+        """Run `work` as background work (`running_background`; `stop` waits for it)."""
         task: asyncio.Task[Any] = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -9,6 +9,8 @@ is journaled in `fills` (trade id = the deal ticket) and applied to the running 
 cash once, and trading halts with the alert; the EA's re-report of a deal changes nothing; a
 restart reads the same from the ledger, and a re-report after it changes nothing either.
 Before engine.mt5_late only the halt happened: the deal stayed in its command's row.
+A deal heard while the ledger cannot write is booked, once, when it writes again (before,
+never: the queue held it, so the EA's re-report was a duplicate).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from core.clock import ManualClock
@@ -36,6 +39,7 @@ from tests.mt5_support import Ea
 
 SECRET = "late-deal-secret-of-the-demo-terminal"
 T = 10.0  # bound on every wait
+DISK_FULL = sqlite3.OperationalError("database or disk is full")
 GROUP = "g0ld"
 COID = f"qa{GROUP}l0a0"
 
@@ -242,5 +246,90 @@ async def test_a_late_mt5_deal_of_an_order_the_ledger_does_not_know_is_quarantin
         assert trading(runtime) is TradingState.HALTED
         assert runtime.gate.reason == f"fill for untracked order {COID}"
         assert untracked(runtime) == [f"fill for order {COID} (group {GROUP}) that this engine no longer tracks"]
+    finally:
+        await runtime.stop()
+
+
+async def test_a_late_mt5_deal_heard_while_the_ledger_cannot_write_is_booked_once_when_it_writes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ledger cannot write when the EA reports the deal: nothing is booked then (the
+    command's row, with the deal, waits in the journal's backlog), trading halts. When the
+    ledger writes again the deal is booked, once, and reaches the books once; the EA's
+    re-report is a duplicate for the queue and changes nothing. Before the command was kept for
+    the ledger's return, the deal was never booked: the queue held it, the re-report was a
+    duplicate, and nothing compared it with the ledger again."""
+    path = tmp_path / "demo.db"
+    clock = ManualClock(wall_ms=time.time_ns() // 1_000_000)
+    await seed(path, clock)
+    runtime = Runtime(config(), is_demo=True, clock=clock, ledger_path=str(path),
+                      secrets=Secrets(mt5_terminals={"DEMO": SecretStr(SECRET)}))
+    await runtime.start()
+    try:
+        assert runtime.ledger is not None and runtime.journal is not None and runtime.mt5_late is not None
+        journal, ledger = runtime.journal, runtime.ledger
+        await reconciled(runtime)
+        assert trading(runtime) is TradingState.ACTIVE
+
+        # The disk is full: the writer stops, and no new writer can write until it has room
+        # (the journal's own retry loop, every 5 s, fails too until then).
+        disk_full = True
+        restart = ledger.restart_writer
+
+        async def restart_writer() -> None:
+            if disk_full:
+                raise DISK_FULL
+            await restart()
+
+        monkeypatch.setattr(ledger, "restart_writer", restart_writer)
+        ledger.writer._fail(DISK_FULL)
+        await journal.flush()  # the journal sees the writer gone (and halts trading)
+        assert journal.error is not None
+        assert trading(runtime) is TradingState.HALTED
+
+        assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True}
+        await until(lambda: runtime.running_background() == 0, "the deal's work done")
+        assert journal.error is not None  # still down: nothing booked
+        assert fills(path) == [] and fill_events(path) == 0
+        assert books(runtime) == (Decimal(0), Decimal(0))
+        assert runtime.mt5_late.booked == 0
+        assert list(runtime.mt5_late.deferred) == [command_id_for(COID)]
+        assert trading(runtime) is TradingState.HALTED
+        assert untracked(runtime) == [f"fill for order {COID} (group {GROUP}) that this engine no longer tracks"]
+        # The EA re-sends it while the ledger is still down: a duplicate for the queue.
+        assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True, "duplicate": True}
+
+        # The disk has room again: the backlog is written, then the deal is compared and booked.
+        disk_full = False
+        assert await journal.retry()
+        await until(lambda: runtime.running_background() == 0, "the deferred deal's work done")
+        await journal.flush()
+        once = [(COID, "5001", "0.05", "2650.35", "0.7")]
+        assert fills(path) == once and fill_events(path) == 1
+        assert books(runtime) == (Decimal("5.00"), Decimal("-13252.45"))
+        assert runtime.mt5_late.booked == 1 and runtime.mt5_late.deferred == {}
+        assert untracked(runtime)[1:] == [f"fill for order {COID} (group {GROUP}) that this engine no longer tracks; "
+                                          "mt5:5001 (0.05 @ 2650.35) applied to the running books"]
+        assert trading(runtime) is TradingState.HALTED
+
+        # A re-report now, and another recovery pass: nothing moves.
+        assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True, "duplicate": True}
+        assert runtime.mt5_late.recovered() is None
+        assert runtime.running_background() == 0
+        await journal.flush()
+        assert fills(path) == once and fill_events(path) == 1
+        assert books(runtime) == (Decimal("5.00"), Decimal("-13252.45"))
+    finally:
+        await runtime.stop()
+
+    # A restart replays the ledger's one row: the same books.
+    runtime = Runtime(config(), is_demo=True, clock=clock, ledger_path=str(path),
+                      secrets=Secrets(mt5_terminals={"DEMO": SecretStr(SECRET)}))
+    await runtime.start()
+    try:
+        assert books(runtime) == (Decimal("5.00"), Decimal("-13252.45"))
+        assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True, "duplicate": True}
+        assert runtime.running_background() == 0
+        assert fills(path) == once and fill_events(path) == 1
     finally:
         await runtime.stop()
