@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from ledger.ledger import Ledger
 from mt5_bridge.gateway import command_id_for
 from mt5_bridge.queue import EXPIRED_BY_US
 from tests.mt5_support import Ea
+from tests.waiting import until
 
 SECRET = "late-deal-secret-of-the-demo-terminal"
 T = 10.0  # bound on every wait
@@ -43,13 +43,6 @@ DISK_FULL = sqlite3.OperationalError("database or disk is full")
 GROUP = "g0ld"
 COID = f"qa{GROUP}l0a0"
 
-
-async def until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + T
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {T:g}s")
-        await asyncio.sleep(0.005)
 
 
 def config() -> QuantarbConfig:
@@ -126,7 +119,7 @@ async def reconciled(runtime: Runtime) -> None:
     the next is `reconcile_interval_s` (30 s) away."""
     reconciler = runtime.reconciler
     assert reconciler is not None
-    await until(lambda: reconciler.passes == 1, "the first reconciliation pass")
+    await until(lambda: reconciler.passes == 1, "the first reconciliation pass", within=T)
 
 
 async def report(runtime: Runtime, clock: ManualClock, deal: int, volume: float, price: float) -> dict[str, object]:
@@ -163,7 +156,7 @@ async def test_a_late_mt5_deal_of_a_forgotten_order_is_booked_once_and_halts(tmp
         # Halted before the answer left, while the ledger is still being read: no group in between.
         assert trading(runtime) is TradingState.HALTED
         # Its work started before the answer left (the queue's fill listener): wait for it to end.
-        await until(lambda: runtime.running_background() == 0, "the deal's work done")
+        await until(lambda: runtime.running_background() == 0, "the deal's work done", within=T)
         assert alerts(runtime) == 1
         assert runtime.journal is not None
         await runtime.journal.flush()
@@ -189,7 +182,7 @@ async def test_a_late_mt5_deal_of_a_forgotten_order_is_booked_once_and_halts(tmp
         answers = await asyncio.gather(report(runtime, clock, 5002, 0.03, 2650.40),
                                        report(runtime, clock, 5003, 0.02, 2650.50))
         assert list(answers) == [{"ok": True}, {"ok": True}]
-        await until(lambda: runtime.running_background() == 0, "the two deals' work done")
+        await until(lambda: runtime.running_background() == 0, "the two deals' work done", within=T)
         assert alerts(runtime) == 3  # one per deal
         await runtime.journal.flush()
         all_three = [(COID, "5001", "0.05", "2650.35", "0.7"), (COID, "5002", "0.03", "2650.4", "0.7"),
@@ -233,7 +226,7 @@ async def test_a_late_mt5_deal_of_an_order_the_ledger_does_not_know_is_quarantin
     try:
         await reconciled(runtime)
         assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True}
-        await until(lambda: runtime.running_background() == 0, "the deal's work done")
+        await until(lambda: runtime.running_background() == 0, "the deal's work done", within=T)
         assert runtime.journal is not None
         await runtime.journal.flush()
         assert fills(path) == [] and fill_events(path) == 0
@@ -288,7 +281,7 @@ async def test_a_late_mt5_deal_heard_while_the_ledger_cannot_write_is_booked_onc
         assert trading(runtime) is TradingState.HALTED
 
         assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True}
-        await until(lambda: runtime.running_background() == 0, "the deal's work done")
+        await until(lambda: runtime.running_background() == 0, "the deal's work done", within=T)
         assert journal.error is not None  # still down: nothing booked
         assert fills(path) == [] and fill_events(path) == 0
         assert books(runtime) == (Decimal(0), Decimal(0))
@@ -302,7 +295,7 @@ async def test_a_late_mt5_deal_heard_while_the_ledger_cannot_write_is_booked_onc
         # The disk has room again: the backlog is written, then the deal is compared and booked.
         disk_full = False
         assert await journal.retry()
-        await until(lambda: runtime.running_background() == 0, "the deferred deal's work done")
+        await until(lambda: runtime.running_background() == 0, "the deferred deal's work done", within=T)
         await journal.flush()
         once = [(COID, "5001", "0.05", "2650.35", "0.7")]
         assert fills(path) == once and fill_events(path) == 1

@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from sim.epoch_market import EpochMarket, world_pairs
 from sim.world_cli import WorldOptions, run_world
+from tests.waiting import until
 from tests.world_support import RunningWorld, alive, base_env, start_world
 
 T = 20.0  # bound on every wait for a process
@@ -228,12 +229,12 @@ async def test_parts_that_never_answer_fail_the_start_in_time_and_are_stopped(tm
         said.append(line)
 
     task = asyncio.ensure_future(run_world(opts, out=note, err=note, stop=asyncio.Event()))
-    await until(lambda: len(_sleepers(marker)) == 4, "the silent parts started")
+    await until(lambda: len(_sleepers(marker)) == 4, "the silent parts started", within=T)
     world_pids.extend(_sleepers(marker))
     assert await asyncio.wait_for(task, T) == 3
     assert "world: not ready within 3 s: okx, binance-spot, binance-usdm, mt5" in said
     assert said[-1] == "stopped"
-    await until(lambda: not any(alive(pid) for pid in world_pids), "the silent parts stopped")
+    await until(lambda: not any(alive(pid) for pid in world_pids), "the silent parts stopped", within=T)
 
 
 def _sleepers(marker: str) -> list[int]:
@@ -310,13 +311,6 @@ async def serving(sink: TickSink, port: int) -> AsyncIterator[None]:
         sock.close()
 
 
-async def until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + T
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {T:g} s")
-        await asyncio.sleep(0.05)
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -332,10 +326,10 @@ async def test_the_terminal_posts_the_shared_market_signed_and_outlives_a_listen
         secret = running.secrets["QUANTARB_MT5_SECRET_T1"].encode()
         first, second = TickSink(), TickSink()
         async with serving(first, port):  # the engine comes up after the world
-            await until(lambda: len(first.posts) >= 3, "ticks at the first listener")
+            await until(lambda: len(first.posts) >= 3, "ticks at the first listener", within=T)
         await asyncio.sleep(0.5)  # the engine is down a moment: the EA keeps trying
         async with serving(second, port):
-            await until(lambda: len(second.posts) >= 3, "ticks at the restarted listener")
+            await until(lambda: len(second.posts) >= 3, "ticks at the restarted listener", within=T)
         book = model_book(running, int(time.time() * 1000))
         checked = 0
         for headers, path, body in first.posts + second.posts:
