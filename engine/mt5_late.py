@@ -86,6 +86,43 @@ class Mt5LateDeals:
         self._orch.halt_at_once(f"fill for untracked order {command.client_order_id}")
         return self._forgotten(command)
 
+    async def at_start(self) -> int:
+        """Book, before a restart replays the money, the deals the ledger's command rows hold
+        that `fills` lacks, of orders it has finished: a crash between the command row's
+        commit and the fill's (or a restart while deals were `deferred`) left them out, and
+        the EA will not report them again (its report was answered). Each is journaled as
+        a fill of its order as the ledger has it, said, and trading halts durably, as when
+        the deal was heard. Unfinished orders are left to recovery, which asks about them.
+        Returns the deals booked."""
+        ledger, journal = self._ledger(), self._journal()
+        if ledger is None or journal is None:
+            return 0
+        commands = await ledger.unbooked_mt5_commands()
+        if not commands:
+            return 0
+        owners = await ledger.read(queries.known_orders, [c.client_order_id for c in commands])
+        booked = 0
+        for command in commands:
+            fills = self._fills(command)
+            known = await ledger.read(queries.known_trades, "mt5", [f.venue_trade_id for f in fills])
+            for f in fills:
+                if f.venue_trade_id in known:
+                    continue
+                order = order_of_fill(f, owners.get(f.client_order_id))
+                if isinstance(order, str):  # the query joins on the order: another venue's id
+                    self._say(f"mt5: quarantined {f.client_order_id}: {order} (not booked)", "warn", command)
+                    continue
+                journal.fill(order, f)
+                booked += 1
+                self._say(f"mt5: deal {f.venue_trade_id} of {f.client_order_id} ({f.qty} @ {f.price}) on command "
+                          f"{command.command_id} was missing from the ledger's fills at start: booked",
+                          "warn", command)
+        if booked:
+            await self._orch.halt(f"{booked} MT5 deal(s) missing from the ledger at start")
+        await journal.flush()
+        self.booked += booked
+        return booked
+
     def recovered(self) -> Awaitable[None] | None:
         """The ledger writes again (its backlog written): the work that compares each deferred
         command's deals with the ledger again and books the missing ones (None: none waits).

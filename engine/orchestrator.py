@@ -412,7 +412,7 @@ class HedgeOrchestrator:
         said = "" if journaled is None else f"; {self._book_untracked(client_order_id, *journaled)}"
         self._emit("alert", f"fill for order {client_order_id} (group {group_id}) that this engine no longer "
                    f"tracks{said}", None, level="error")
-        return self._halt(f"fill for untracked order {client_order_id}")
+        return self.halt(f"fill for untracked order {client_order_id}")
 
     def remembers(self, group_id: str, client_order_id: str) -> bool:
         """Whether `late_fill` takes one of the order's own paths (its group's flow, a resolve
@@ -475,7 +475,7 @@ class HedgeOrchestrator:
                     break
         except Exception as exc:
             self._emit("error", f"resolving {coid} failed: {exc!r}", None, level="error")
-            await self._halt(f"could not resolve order {coid} after restart")
+            await self.halt(f"could not resolve order {coid} after restart")
             return
         finally:
             self._resolving.discard(coid)
@@ -484,7 +484,7 @@ class HedgeOrchestrator:
         if order.filled_qty != before:
             self._emit("alert", f"order {order.client_order_id} of closed group {order.group_id} filled "
                        f"{order.filled_qty - before} after its group closed", None, level="error")
-            await self._halt(f"late fill on closed group {order.group_id}")
+            await self.halt(f"late fill on closed group {order.group_id}")
         elif pending and is_terminal(order.state):
             self._now_settled(order.group_id)
 
@@ -528,7 +528,7 @@ class HedgeOrchestrator:
             self._close(group)
         except Exception as exc:
             self._emit("error", f"resuming {group.group_id} failed: {exc!r}", group, level="error")
-            await self._halt(f"recovery of {group.group_id} failed")
+            await self.halt(f"recovery of {group.group_id} failed")
 
     # -- one group -------------------------------------------------------------------
     async def execute(self, group: HedgeGroup) -> None:
@@ -541,7 +541,7 @@ class HedgeOrchestrator:
             try:
                 if self._journal is not None:
                     self._journal.group_state(group)
-                await self._halt(f"execution error in {group.group_id}")
+                await self.halt(f"execution error in {group.group_id}")
             finally:
                 self._close(group)  # whatever the ledger did, the pair must not stay blocked
 
@@ -660,7 +660,7 @@ class HedgeOrchestrator:
         self._record_action(action)
         self._emit("alert", f"group {group.group_id} FAILED: {action.reason}; trading halted",
                    group, level="error")
-        await self._halt(f"group {group.group_id} failed with a residual")
+        await self.halt(f"group {group.group_id} failed with a residual")
 
     def halt_at_once(self, reason: str) -> None:
         """Halt trading before this returns (the gate is synchronous: the very next decision
@@ -668,7 +668,7 @@ class HedgeOrchestrator:
         then makes the halt durable."""
         self._gate.kill(reason)
 
-    def _halt(self, reason: str) -> Awaitable[None]:
+    def halt(self, reason: str) -> Awaitable[None]:
         """Halt trading before this returns (the gate is synchronous: the next decision sees it),
         also when the caller hands the work on to a task instead of awaiting it (`late_fill`'s
         callers); the work makes it durable: a restart stays halted."""

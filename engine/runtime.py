@@ -895,6 +895,14 @@ class Runtime:
         self.risk.attach(self.journal)
         if self.mt5 is not None:
             self.mt5.store.target = self.journal
+        if self.mt5_late is not None:  # before the replay below: it reads what this books
+            try:
+                await self.mt5_late.at_start()
+            except Exception as exc:  # a row it cannot read: not compared, so not trusted
+                self.events.emit(EngineEvent(self.clock.time_ms(), "error",
+                                             f"mt5: the ledger's MT5 deals could not be compared with its fills: "
+                                             f"{exc}", "error"))
+                await self.orchestrator.halt("MT5 deals not compared with the ledger at start")
         try:
             # The money so far (the ledger's own replay) and when today began.
             await self.equity.restore(self.ledger, now_ms=self.clock.time_ms())

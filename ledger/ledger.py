@@ -493,6 +493,21 @@ class Ledger:
         rows = await _to_the_end(_all(self._reader, "SELECT * FROM mt5_commands WHERE command_id = ?", (command_id,)))
         return None if not rows else _command_from_row(rows[0])
 
+    async def unbooked_mt5_commands(self) -> list[Mt5Command]:
+        """Commands of orders the ledger has finished that hold a deal `fills` lacks, oldest
+        first: what a crash between the command row's commit and the fill's leaves (recovery
+        asks about unfinished orders, whose own flow books their deals; nothing asks about a
+        finished one). Read once at start (engine.mt5_late)."""
+        await self.flush()
+        rows = await _to_the_end(_all(
+            self._reader,
+            "SELECT c.* FROM mt5_commands c JOIN orders o ON o.client_order_id = c.client_order_id "
+            f"WHERE c.fills <> '[]' AND o.state IN ({_FINISHED_ORDER_STATES}) "
+            "AND EXISTS (SELECT 1 FROM json_each(c.fills) d WHERE NOT EXISTS (SELECT 1 FROM fills f "
+            "WHERE f.venue = 'mt5' AND f.venue_trade_id = CAST(json_extract(d.value, '$.deal') AS TEXT))) "
+            "ORDER BY c.created_ms, c.command_id"))
+        return [_command_from_row(row) for row in rows]
+
     # -- recovery ------------------------------------------------------------------------
     async def recover(self) -> RecoveredState:
         """Open groups (with orders, fills, actions), non-terminal orders, open MT5 commands and
@@ -750,6 +765,9 @@ async def _recover_dust(db: aiosqlite.Connection, path: Path) -> dict[str, Decim
             if qty != 0:
                 out[str(row["pair"])] = qty
     return out
+
+
+_FINISHED_ORDER_STATES = ", ".join(f"'{state.value}'" for state in sorted(ORDER_TERMINAL))
 
 
 def _command_from_row(row: Any) -> Mt5Command:

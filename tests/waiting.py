@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 
-async def until(cond: Callable[[], bool], what: str, within: float = 10.0, poll: float = 0.005) -> None:
+async def until(cond: Callable[[], object], what: str, within: float = 10.0, poll: float = 0.005) -> None:
     deadline = time.monotonic() + within
     while not cond():
         if time.monotonic() > deadline:

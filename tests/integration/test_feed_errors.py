@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from collections.abc import Callable
 
 from core.clock import RealClock
 from core.models import Quote
@@ -18,17 +16,11 @@ from feeds.health import FeedState
 from feeds.okx import TICKERS, OkxFeed
 from sim.market import SimTick
 from sim.okx_server import OkxSimServer
+from tests.waiting import until
 
 CLOCK = RealClock()
 TIMING = FeedTiming(silence_s=2.0, pong_timeout_s=1.0, rest_interval_s=0.05, connect_timeout_s=1.0,
                     backoff_initial_s=0.05, backoff_cap_s=0.2)
-
-
-async def until(predicate: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {within}s: {what}"
-        await asyncio.sleep(0.01)
 
 
 async def test_refused_then_live_again() -> None:

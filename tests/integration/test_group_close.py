@@ -15,7 +15,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -35,21 +35,11 @@ from ledger import money, queries
 from mt5_bridge.server import EmbeddedServer
 from tests.holding_gateway import HoldingGateway, Placement, Step, held_config
 from tests.integration.test_operator_cli import quantarb
+from tests.waiting import until
 
 BTC: dict[Venue, str] = {"okx": "BTC-USDT-SWAP", "binance": "BTCUSDT"}
 QTY = Decimal("0.01")
 BOUND_S = 10.0
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Wait for `condition` (the ledger commits in a thread, so loop turns are not a bound);
-    fail, naming it, when it does not hold within BOUND_S."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BOUND_S
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not reached within {BOUND_S:g} s: {what}")
-        await asyncio.sleep(0.001)
 
 
 @dataclass

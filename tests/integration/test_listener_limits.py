@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -22,6 +22,7 @@ from core.clock import RealClock
 from mt5_bridge.app import create_app
 from mt5_bridge.server import EmbeddedServer, ListenerLimits
 from tests.mt5_support import Rig, make_rig, signed_headers, state_of
+from tests.waiting import until as _until
 
 TIMEOUT_S = 0.5
 MARGIN_S = 3.0  # a loaded machine (two CPUs shared with other runs) may be late
@@ -79,14 +80,6 @@ async def _until_closed(reader: asyncio.StreamReader, within: float) -> bytes:
         return await asyncio.wait_for(reader.read(), within)
     except TimeoutError:
         raise AssertionError(f"the server kept the connection open for more than {within:g}s") from None
-
-
-async def _until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {within:g}s")
-        await asyncio.sleep(0.01)
 
 
 def _status(answer: bytes) -> int:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +42,7 @@ from mt5_bridge.server import EmbeddedServer
 from sim.ea_sim import EaSimulator, Mt5Tick
 from sim.mt5_broker import BrokerBehaviour, Deal, SimBroker, SymbolSpec, TradeRequest
 from sim.mt5_swap import SwapTerms
+from tests.waiting import until
 
 TERMINAL = "T1"
 SECRET = b"end-to-end-secret-of-T1"
@@ -55,14 +56,6 @@ def instrument() -> Instrument:
         venue="mt5", symbol=SYMBOL, pair="XAU", qty_per_unit=Decimal(100), tick_size=Decimal("0.01"),
         lot_step=Decimal("0.01"), min_qty=Decimal("0.01"), taker_fee_bps=0.0,
     )
-
-
-async def until(cond: Callable[[], bool], within: float = T, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {within:g}s")
-        await asyncio.sleep(0.01)
 
 
 class Book:

@@ -26,7 +26,7 @@ import pytest
 from pydantic import SecretStr
 
 from core.clock import ManualClock
-from core.commands import CommandState, Mt5Command
+from core.commands import CommandFill, CommandState, Mt5Command
 from core.config import QuantarbConfig, demo_config
 from core.models import Order, OrderPurpose, OrderState, TradingState
 from engine.runtime import Runtime
@@ -53,8 +53,10 @@ def config() -> QuantarbConfig:
     })
 
 
-async def seed(path: Path, clock: ManualClock, *, with_order: bool = True) -> None:
-    """A run before: its MT5 leg's order (expired, nothing filled) and its command."""
+async def seed(path: Path, clock: ManualClock, *, with_order: bool = True, deals: tuple[CommandFill, ...] = (),
+               order_state: OrderState = OrderState.EXPIRED) -> None:
+    """A run before: its MT5 leg's order (expired, nothing filled, unless `order_state` says
+    otherwise) and its command, holding `deals` (none: the EA never reported one)."""
     ledger = await Ledger.open(path, clock=clock)
     try:
         now = clock.time_ms()
@@ -62,13 +64,14 @@ async def seed(path: Path, clock: ManualClock, *, with_order: bool = True) -> No
                       qty=Decimal("0.10"), price=Decimal("2650.31"), purpose=OrderPurpose.ENTRY, created_ms=now)
         if with_order:
             await ledger.order_created(order)
-            order.state = OrderState.EXPIRED
-            ledger.order_state(order)
+            if order_state is not OrderState.NEW:
+                order.state = order_state
+                ledger.order_state(order)
         await ledger.save(Mt5Command(
             command_id=command_id_for(COID), terminal="DEMO", group_id=GROUP, client_order_id=COID, kind="open",
             symbol="XAUUSD", side="buy", volume=Decimal("0.10"), price=Decimal("2650.31"), deviation_points=5000,
             filling="IOC", magic=0, position=0, expires_msc=now + 2_000, created_ms=now, updated_ms=now + 2_001,
-            state=CommandState.EXPIRED, reason=EXPIRED_BY_US, deliveries=1,
+            state=CommandState.EXPIRED, reason=EXPIRED_BY_US, deliveries=1, fills=list(deals),
         ))
         await ledger.flush()
     finally:
@@ -324,5 +327,111 @@ async def test_a_late_mt5_deal_heard_while_the_ledger_cannot_write_is_booked_onc
         assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True, "duplicate": True}
         assert runtime.running_background() == 0
         assert fills(path) == once and fill_events(path) == 1
+    finally:
+        await runtime.stop()
+
+
+def deal(ticket: int, volume: str, price: str) -> CommandFill:
+    return CommandFill(deal=ticket, order=77, position=88, volume=Decimal(volume), price=Decimal(price),
+                       commission=Decimal("-0.7"), time_msc=ticket)
+
+
+async def test_a_deal_in_a_finished_orders_command_row_but_not_in_fills_is_booked_at_start_once_and_halts(
+    tmp_path: Path,
+) -> None:
+    """The crash between the command row's commit (the EA's report, answered: it will not send
+    the deal again) and the fill's: the ledger's command row holds deal 5001 of an order it
+    has finished, `fills` does not. The restart books it before it replays the money (the
+    exposure and cash hold it), says so, and halts durably; the next restart books nothing
+    more and stays halted. Before engine.mt5_late's start-up pass the deal never reached
+    `fills`, the books or the money: nothing asks about a finished order."""
+    path = tmp_path / "demo.db"
+    clock = ManualClock(wall_ms=time.time_ns() // 1_000_000)
+    await seed(path, clock, deals=(deal(5001, "0.05", "2650.35"),))
+    secrets = Secrets(mt5_terminals={"DEMO": SecretStr(SECRET)})
+    once = [(COID, "5001", "0.05", "2650.35", "0.7")]
+    booked = (Decimal("5.00"), Decimal("-13252.45"))  # 0.05 lot x 100 oz bought at 2650.35, 0.7 charged
+    runtime = Runtime(config(), is_demo=True, clock=clock, ledger_path=str(path), secrets=secrets)
+    await runtime.start()
+    try:
+        assert runtime.mt5_late is not None and runtime.mt5_late.booked == 1
+        assert fills(path) == once and fill_events(path) == 1  # committed before start() returned
+        assert books(runtime) == booked
+        assert trading(runtime) is TradingState.HALTED
+        assert runtime.gate.reason == "1 MT5 deal(s) missing from the ledger at start"
+        assert [e.text for e in runtime.events.recent() if e.kind == "reconcile" and e.data.get("order") == COID] == [
+            f"mt5: deal 5001 of {COID} (0.05 @ 2650.35) on command {command_id_for(COID)} was missing from the "
+            "ledger's fills at start: booked"]
+        # The EA re-sends the deal: a duplicate for the queue (the command's row has it).
+        assert await report(runtime, clock, 5001, 0.05, 2650.35) == {"ok": True, "duplicate": True}
+        assert runtime.running_background() == 0
+    finally:
+        await runtime.stop()
+
+    runtime = Runtime(config(), is_demo=True, clock=clock, ledger_path=str(path), secrets=secrets)
+    await runtime.start()
+    try:
+        assert runtime.mt5_late is not None and runtime.mt5_late.booked == 0
+        assert fills(path) == once and fill_events(path) == 1
+        assert books(runtime) == booked
+        assert trading(runtime) is TradingState.HALTED  # the halt was journaled
+    finally:
+        await runtime.stop()
+
+
+async def test_a_deal_in_an_unfinished_orders_command_row_is_left_to_recovery_and_booked_once(
+    tmp_path: Path,
+) -> None:
+    """The same crash with the order still unfinished in the ledger (acknowledged): the
+    start-up pass leaves it to recovery, which asks the gateway (the command's row, read
+    back) and books the deal through the order's flow, once, with no halt of its own."""
+    path = tmp_path / "demo.db"
+    clock = ManualClock(wall_ms=time.time_ns() // 1_000_000)
+    await seed(path, clock, deals=(deal(5001, "0.10", "2650.35"),), order_state=OrderState.ACKED)
+    runtime = Runtime(config(), is_demo=True, clock=clock, ledger_path=str(path),
+                      secrets=Secrets(mt5_terminals={"DEMO": SecretStr(SECRET)}))
+    await runtime.start()
+    try:
+        assert runtime.mt5_late is not None and runtime.mt5_late.booked == 0
+        assert runtime.journal is not None
+        journal = runtime.journal
+
+        async def flushed_fills() -> list[tuple[str, str, str, str, str]]:
+            await journal.flush()
+            return fills(path)
+
+        deadline = time.monotonic() + T
+        while await flushed_fills() == []:
+            assert time.monotonic() < deadline, "recovery did not book the deal"
+            await asyncio.sleep(0.01)
+        assert fills(path) == [(COID, "5001", "0.10", "2650.35", "0.7")]
+        assert fill_events(path) == 1
+        assert runtime.gate.reason != "1 MT5 deal(s) missing from the ledger at start"
+    finally:
+        await runtime.stop()
+
+
+async def test_a_command_row_the_start_up_pass_cannot_read_halts_with_an_error(tmp_path: Path) -> None:
+    """A finished order's command row whose deals are not JSON (damaged outside the engine):
+    the start-up comparison cannot be made, so it is not trusted: an error is said and
+    trading starts halted (the run goes on: the operator can read and flatten)."""
+    path = tmp_path / "demo.db"
+    clock = ManualClock(wall_ms=time.time_ns() // 1_000_000)
+    await seed(path, clock, deals=(deal(5001, "0.05", "2650.35"),))
+    con = sqlite3.connect(path)
+    try:
+        con.execute("UPDATE mt5_commands SET fills = '[{\"deal\": 5001,' WHERE command_id = ?", (command_id_for(COID),))
+        con.commit()
+    finally:
+        con.close()
+    runtime = Runtime(config(), is_demo=True, clock=clock, ledger_path=str(path),
+                      secrets=Secrets(mt5_terminals={"DEMO": SecretStr(SECRET)}))
+    await runtime.start()
+    try:
+        assert trading(runtime) is TradingState.HALTED
+        assert runtime.gate.reason == "MT5 deals not compared with the ledger at start"
+        [said] = [e.text for e in runtime.events.recent() if e.kind == "error" and e.text.startswith("mt5: the ledger")]
+        assert said.startswith("mt5: the ledger's MT5 deals could not be compared with its fills: ")
+        assert fills(path) == []
     finally:
         await runtime.stop()

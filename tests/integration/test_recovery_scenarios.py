@@ -81,6 +81,7 @@ from mt5_bridge.gateway import MT5Gateway, command_id_for
 from mt5_bridge.queue import CommandQueue
 from sim.ea_sim import EaSimulator, Mt5Tick
 from sim.mt5_broker import SimBroker, spec_from_instrument
+from tests.waiting import until
 
 PAIRS = demo_config().build_pairs()
 INSTRUMENTS: dict[tuple[Venue, str], Instrument] = {i.key: i for p in PAIRS for i in p.instruments}
@@ -997,16 +998,6 @@ async def start_listener(world: World, ledger: Ledger, wire: Wire, ttl_ms: int) 
                          filling="IOC", command_ttl_ms=ttl_ms, grace_ms=500)
     wire.app = create_app(bridge)
     return Listener(queue, Recorded(gateway, world.calls))
-
-
-async def until(cond: Callable[[], bool], what: str) -> None:
-    """A bounded wait for something the code under test does (not an assertion in itself)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BOUND_S
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {BOUND_S:g}s")
-        await asyncio.sleep(0.001)
 
 
 async def run_mt5_group_until_crash(

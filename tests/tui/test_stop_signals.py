@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from engine.control import EngineReader, OperatorControl
 from engine.runtime import Runtime
 from quantarb_tui.app import QuantArbApp
+from tests.waiting import until as _until
 
 WAIT_S = 10.0
 
@@ -59,14 +59,6 @@ def stray_signals() -> Iterator[list[int]]:
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
-
-
-async def _until(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {WAIT_S:g}s")
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
