@@ -31,8 +31,8 @@ from tests.integration.test_mt5_end_to_end import (
     instrument,
     order,
     start_listener,
-    until,
 )
+from tests.waiting import until
 
 BID = "2650.11"
 
