@@ -229,7 +229,7 @@ async def test_parts_that_never_answer_fail_the_start_in_time_and_are_stopped(tm
         said.append(line)
 
     task = asyncio.ensure_future(run_world(opts, out=note, err=note, stop=asyncio.Event()))
-    await until(lambda: len(_sleepers(marker)) == 4, "the silent parts started", within=T)
+    await until(lambda: len(_sleepers(marker)) == 4, "the silent parts started", within=T, poll=0.05)  # scans /proc
     world_pids.extend(_sleepers(marker))
     assert await asyncio.wait_for(task, T) == 3
     assert "world: not ready within 3 s: okx, binance-spot, binance-usdm, mt5" in said
@@ -309,7 +309,6 @@ async def serving(sink: TickSink, port: int) -> AsyncIterator[None]:
         server.should_exit = True
         await asyncio.wait_for(task, T)
         sock.close()
-
 
 
 def free_port() -> int:
